@@ -1,0 +1,45 @@
+"""`open_catalog`: one entry point that recognises every catalog format vitrine reads."""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+from vitrine.data.folder import METADATA_NAMES, FolderCatalog
+from vitrine.data.images import DEFAULT_MAX_PIXELS
+from vitrine.data.records import CatalogReader
+from vitrine.data.schema import CatalogSchema, resolve_schema
+from vitrine.data.shards import ShardCatalog
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Return 'shards' or 'folder' for a catalog path, or raise with what was expected."""
+    text = str(path)
+    if any(ch in text for ch in "{*?[") or text.endswith(".tar"):
+        return "shards"
+    p = Path(text)
+    if p.is_file() and p.suffix.lower() in (".csv", ".jsonl"):
+        return "folder"
+    if p.is_dir():
+        has_metadata = any((p / name).is_file() for name in METADATA_NAMES)
+        if has_metadata and (p / "images").is_dir():
+            return "folder"
+        if glob.glob(str(p / "*.tar")) or glob.glob(str(p / "shards" / "*.tar")):
+            return "shards"
+        if has_metadata:
+            return "folder"
+        raise FileNotFoundError(f"{p} holds neither WebDataset shards (*.tar) nor a {' or '.join(METADATA_NAMES)}")
+    raise FileNotFoundError(f"catalog not found: {text}")
+
+
+def open_catalog(
+    path: str | os.PathLike,
+    schema: str | os.PathLike | CatalogSchema | None = None,
+    on_error: str = "fail",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> CatalogReader:
+    """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items."""
+    resolved = resolve_schema(schema)
+    if detect_format(path) == "shards":
+        return ShardCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels)
+    return FolderCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels)

@@ -1,0 +1,92 @@
+"""Input errors a user can act on, and the skip/fail policy that handles them."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class OnError(str, Enum):
+    """What to do with a bad row: stop with an error, or report and skip it."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+class DataError(Exception):
+    """A problem with one row of a catalog, naming the row and the file."""
+
+    kind = "data error"
+
+    def __init__(self, message: str, *, source: str = "", row: int | None = None, item_id: str | None = None):
+        self.detail = message
+        self.source = source
+        self.row = row
+        self.item_id = item_id
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = []
+        if self.source:
+            where.append(self.source)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.item_id is not None:
+            where.append(f"id {self.item_id}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        return f"{type(self).__name__}: {prefix}{self.detail}"
+
+
+class ImageDecodeError(DataError):
+    """The image bytes are not a readable image (corrupt, truncated, not an image, too large)."""
+
+    kind = "bad image"
+
+
+class MissingFileError(DataError):
+    """A row points at an image that does not exist."""
+
+    kind = "missing file"
+
+
+class RowFormatError(DataError):
+    """A metadata row is malformed: bad CSV/JSON, missing id, empty title."""
+
+    kind = "malformed row"
+
+
+@dataclass
+class ErrorReport:
+    """Counts and examples of rows skipped under `OnError.SKIP`."""
+
+    on_error: OnError = OnError.FAIL
+    max_examples: int = 20
+    counts: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def handle(self, error: DataError) -> None:
+        """Raise under the fail policy; otherwise count the error and keep an example."""
+        if self.on_error is OnError.FAIL:
+            raise error
+        self.counts[error.kind] += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(str(error))
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return "no rows skipped"
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
+        return f"skipped {self.skipped} rows ({parts})"
+
+    def to_dict(self) -> dict:
+        return {"skipped": self.skipped, "by_kind": dict(sorted(self.counts.items())), "examples": list(self.examples)}
+
+    def print_summary(self, stream=sys.stderr) -> None:
+        print(self.summary(), file=stream)
+        for line in self.examples:
+            print(f"  {line}", file=stream)

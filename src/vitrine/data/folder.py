@@ -1,0 +1,118 @@
+"""A folder of images plus a `catalog.csv` or `catalog.jsonl` metadata file."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from vitrine.data.errors import DataError, RowFormatError
+from vitrine.data.images import DEFAULT_MAX_PIXELS
+from vitrine.data.records import CatalogReader, Record
+from vitrine.data.schema import CatalogSchema
+
+METADATA_NAMES = ("catalog.csv", "catalog.jsonl")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def find_metadata(path: str | os.PathLike) -> Path:
+    """The metadata file of a folder catalog, or the file itself when `path` is one."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in (".csv", ".jsonl"):
+            raise ValueError(f"catalog metadata must be .csv or .jsonl, got {path}")
+        return path
+    for name in METADATA_NAMES:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(f"no {' or '.join(METADATA_NAMES)} in {path}")
+
+
+class FolderCatalog(CatalogReader):
+    """Rows from CSV/JSONL; images from `image_field` or `<images dir>/<id>.<ext>`."""
+
+    def __init__(self, path: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS, images_dir: str | os.PathLike | None = None):
+        super().__init__(schema, on_error, max_pixels)
+        self.metadata_path = find_metadata(path)
+        root = self.metadata_path.parent
+        if images_dir is None:
+            images_dir = root / "images" if (root / "images").is_dir() else root
+        self.root = root
+        self.images_dir = Path(images_dir)
+        self._listing: dict[str, str] | None = None
+
+    def describe(self) -> str:
+        return f"folder catalog {self.metadata_path} (images in {self.images_dir})"
+
+    def count(self) -> int:
+        return sum(1 for _ in self._rows())
+
+    def _scan(self) -> Iterator[Record | DataError]:
+        source = self.metadata_path.name
+        for row, raw in self._rows():
+            if isinstance(raw, DataError):
+                yield raw
+                continue
+            record = self.make_record(raw, source=source, row=row)
+            if isinstance(record, DataError):
+                yield record
+                continue
+            yield replace(record, image_path=self._image_path(record.id, raw))
+
+    def _rows(self) -> Iterator[tuple[int, dict | DataError]]:
+        source = self.metadata_path.name
+        try:
+            if self.metadata_path.suffix.lower() == ".csv":
+                yield from self._csv_rows(source)
+            else:
+                yield from self._jsonl_rows(source)
+        except UnicodeDecodeError as exc:
+            raise RowFormatError(f"file is not UTF-8 text ({exc})", source=str(self.metadata_path)) from None
+
+    def _csv_rows(self, source: str) -> Iterator[tuple[int, dict | DataError]]:
+        with open(self.metadata_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or self.schema.id_field not in reader.fieldnames:
+                raise RowFormatError(f"CSV header {reader.fieldnames} has no id column '{self.schema.id_field}'", source=str(self.metadata_path))
+            width = len(reader.fieldnames)
+            for row, raw in enumerate(reader, start=1):
+                if None in raw:
+                    yield row, RowFormatError(f"row has {width + len(raw[None])} fields, header has {width}", source=source, row=row)
+                elif any(value is None for value in raw.values()):
+                    present = sum(value is not None for value in raw.values())
+                    yield row, RowFormatError(f"row has {present} fields, header has {width}", source=source, row=row)
+                else:
+                    yield row, raw
+
+    def _jsonl_rows(self, source: str) -> Iterator[tuple[int, dict | DataError]]:
+        with open(self.metadata_path, encoding="utf-8") as handle:
+            row = 0
+            for line in handle:
+                if not line.strip():
+                    continue
+                row += 1
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield row, RowFormatError(f"malformed JSON ({exc})", source=source, row=row)
+                    continue
+                if not isinstance(raw, dict):
+                    yield row, RowFormatError("JSON line is not an object", source=source, row=row)
+                    continue
+                yield row, raw
+
+    def _image_path(self, item_id: str, raw: dict) -> str:
+        field = self.schema.image_field
+        if field and self.schema.clean(raw.get(field)):
+            return str(self.root / str(raw[field]).strip())
+        if self._listing is None:
+            # One directory listing instead of a stat per extension per row.
+            self._listing = {}
+            for name in sorted(os.listdir(self.images_dir)):
+                stem, ext = os.path.splitext(name)
+                if ext.lower() in IMAGE_EXTENSIONS:
+                    self._listing.setdefault(stem, name)
+        name = self._listing.get(item_id)
+        return str(self.images_dir / (name if name else f"{item_id}.jpg"))

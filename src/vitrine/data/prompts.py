@@ -1,0 +1,79 @@
+"""Prompt templates as data: class prompts for zero-shot tagging and captions for training."""
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+_FORMATTER = string.Formatter()
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The `{field}` names a template uses."""
+    return tuple(name for _, name, _, _ in _FORMATTER.parse(template) if name)
+
+
+def render(template: str, values: Mapping[str, str | None]) -> str | None:
+    """Fill a template, or return None when any field it needs is missing."""
+    needed = template_fields(template)
+    if any(not values.get(name) for name in needed):
+        return None
+    return template.format(**{name: values[name] for name in needed})
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Templates per attribute (for tagging) and caption templates (for training)."""
+
+    name: str
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    captions: tuple[str, ...] = ()
+    default: tuple[str, ...] = ("a photo of a {value}",)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PromptSet":
+        attributes = {key: tuple(value) for key, value in data.get("attributes", {}).items()}
+        for key, templates in attributes.items():
+            if not templates:
+                raise ValueError(f"prompt set {data.get('name')!r}: attribute {key!r} has no templates")
+            for template in templates:
+                if template_fields(template) != ("value",):
+                    raise ValueError(f"attribute template {template!r} for {key!r} must use exactly one field, {{value}}")
+        return cls(
+            name=data.get("name", "custom"),
+            attributes=attributes,
+            captions=tuple(data.get("captions", ())),
+            default=tuple(data.get("default", ("a photo of a {value}",))),
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PromptSet":
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def class_prompts(self, attribute: str, value: str) -> list[str]:
+        """All prompts for one class value, for prompt ensembling."""
+        templates = self.attributes.get(attribute, self.default)
+        return [template.format(value=value) for template in templates]
+
+    def render_captions(self, values: Mapping[str, str | None]) -> list[str]:
+        """Every caption template that the item's attributes can fill."""
+        return [text for text in (render(t, values) for t in self.captions) if text]
+
+
+def builtin_prompts(name: str = "kagl") -> PromptSet:
+    text = resources.files("vitrine.data").joinpath("prompts", f"{name}.json").read_text(encoding="utf-8")
+    return PromptSet.from_dict(json.loads(text))
+
+
+def resolve_prompts(spec: str | Path | PromptSet | None) -> PromptSet:
+    """A prompt set object, a builtin name, or a JSON path; None means the KAGL set."""
+    if isinstance(spec, PromptSet):
+        return spec
+    if spec is None:
+        return builtin_prompts("kagl")
+    path = Path(spec)
+    return PromptSet.from_file(path) if path.suffix == ".json" or path.exists() else builtin_prompts(str(spec))

@@ -1,0 +1,45 @@
+"""Deterministic splits: by id hash, and by holding out whole attribute values (unseen categories)."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def hash_unit(*parts: object) -> float:
+    """A stable number in [0, 1) from the parts; the same on every machine and Python run."""
+    digest = hashlib.sha1("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Items with a held-out attribute value are 'unseen'; the rest split by id into 'train'/'val'."""
+
+    seed: int = 0
+    val_fraction: float = 0.05
+    holdout_field: str | None = None
+    holdout_values: tuple[str, ...] = ()
+    holdout_fraction: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if (self.holdout_values or self.holdout_fraction) and not self.holdout_field:
+            raise ValueError("holdout_values/holdout_fraction need a holdout_field")
+
+    def is_held_out(self, value: str | None) -> bool:
+        """Whether a value of `holdout_field` is held out (named, or chosen by hash)."""
+        if value is None or not self.holdout_field:
+            return False
+        if value in self.holdout_values:
+            return True
+        return self.holdout_fraction > 0 and hash_unit("holdout", self.seed, self.holdout_field, value) < self.holdout_fraction
+
+    def assign(self, item_id: str, attributes: Mapping[str, str | None] | None = None) -> str:
+        """'unseen', 'val' or 'train' for one item."""
+        if self.holdout_field and attributes is not None and self.is_held_out(attributes.get(self.holdout_field)):
+            return "unseen"
+        return "val" if hash_unit("split", self.seed, item_id) < self.val_fraction else "train"

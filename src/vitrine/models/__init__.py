@@ -1,0 +1,6 @@
+"""Encoders behind one interface, resolved by name through a registry."""
+from vitrine.models import _builtin  # noqa: F401  (registers the models and backends)
+from vitrine.models._registry import backend_entries, create_model, list_models, model_entries, register_model
+from vitrine.models.base import Encoder, Features
+
+__all__ = ["Encoder", "Features", "backend_entries", "create_model", "list_models", "model_entries", "register_model"]

@@ -1,0 +1,41 @@
+"""Registrations: vitrine's JSON configs, a local model directory, transformers and open_clip checkpoints."""
+from __future__ import annotations
+
+import os
+
+from vitrine.models._registry import register_backend, register_model
+from vitrine.models.dual import DualEncoder, builtin_config, builtin_config_names
+
+
+def _register_configs() -> None:
+    for config_name in builtin_config_names():
+        config = builtin_config(config_name)
+
+        def factory(config=config) -> DualEncoder:
+            return DualEncoder(config)
+
+        register_model(config_name, f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init) + pretrained MiniLM text tower, {config.embed_dim}-d")(factory)
+
+
+_register_configs()
+
+
+@register_backend("vitrine", "vitrine:<directory>", "a vitrine model directory (config.json + model.safetensors), e.g. a training run")
+def _local_dir(path: str):
+    if not os.path.isdir(path):
+        raise KeyError(f"vitrine:{path} is neither a registered vitrine model nor a model directory")
+    return DualEncoder.load(path)
+
+
+@register_backend("hf", "hf:<directory or hub id>", "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline")
+def _hf(path: str):
+    from vitrine.models.hf import HFEncoder
+
+    return HFEncoder.from_pretrained(path)
+
+
+@register_backend("openclip", "openclip:<arch>@<checkpoint>", "open_clip ViT checkpoint (e.g. OpenFashionCLIP), mapped onto transformers CLIP")
+def _openclip(spec: str):
+    from vitrine.models.openclip import load_openclip
+
+    return load_openclip(spec)

@@ -1,0 +1,76 @@
+"""Model names -> encoders. `vitrine:<name>` models register by name; `hf:` and `openclip:` are backends."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vitrine.models.base import Encoder
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    factory: Callable[[], Encoder]
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    prefix: str
+    pattern: str
+    description: str
+    factory: Callable[[str], Encoder]
+
+
+_MODELS: dict[str, ModelEntry] = {}
+_BACKENDS: dict[str, BackendEntry] = {}
+
+
+def register_model(name: str, description: str):
+    """Decorator: register a zero-argument factory under `vitrine:<name>`."""
+
+    def wrap(factory: Callable[[], Encoder]):
+        if name in _MODELS:
+            raise ValueError(f"model vitrine:{name} is registered twice")
+        _MODELS[name] = ModelEntry(name, description, factory)
+        return factory
+
+    return wrap
+
+
+def register_backend(prefix: str, pattern: str, description: str):
+    """Decorator: register a factory taking the text after `<prefix>:`."""
+
+    def wrap(factory: Callable[[str], Encoder]):
+        _BACKENDS[prefix] = BackendEntry(prefix, pattern, description, factory)
+        return factory
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Every named model, as `vitrine:<name>`, sorted."""
+    return [f"vitrine:{name}" for name in sorted(_MODELS)]
+
+
+def model_entries() -> list[ModelEntry]:
+    return [_MODELS[name] for name in sorted(_MODELS)]
+
+
+def backend_entries() -> list[BackendEntry]:
+    return [_BACKENDS[prefix] for prefix in sorted(_BACKENDS)]
+
+
+def create_model(name: str) -> Encoder:
+    """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`)."""
+    prefix, sep, rest = name.partition(":")
+    if not sep:
+        raise ValueError(f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}. Known: {', '.join(list_models())}")
+    if prefix == "vitrine" and rest in _MODELS:
+        model = _MODELS[rest].factory()
+    elif prefix in _BACKENDS:
+        model = _BACKENDS[prefix].factory(rest)
+    else:
+        known = list_models() + [entry.pattern for entry in backend_entries()]
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(known)}")
+    return model.eval()

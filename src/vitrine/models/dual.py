@@ -1,0 +1,127 @@
+"""vitrine's dual encoder: a from-scratch image tower and the pretrained MiniLM text tower, projected into one space."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vitrine.data.transforms import ImageTransform
+from vitrine.models.base import Encoder, Features, l2_normalize
+from vitrine.models.towers import CNNConfig, CNNTower, MiniLMTower
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class DualConfig:
+    """Architecture of a vitrine dual encoder, stored as JSON next to its weights."""
+
+    name: str = "small"
+    embed_dim: int = 256
+    image: dict = field(default_factory=lambda: {"type": "cnn"})
+    text: dict = field(default_factory=lambda: {"type": "minilm", "max_length": 64})
+    transform: dict = field(default_factory=lambda: {"size": 64, "pad": "squarepad", "fill": [255, 255, 255]})
+    init_seed: int = 0
+    logit_scale_init: float = 1 / 0.07
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DualConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "DualConfig":
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def builtin_config(name: str) -> DualConfig:
+    """A JSON config shipped in `vitrine/models/configs/`."""
+    path = resources.files("vitrine.models").joinpath("configs", f"{name}.json")
+    if not path.is_file():
+        raise KeyError(name)
+    return DualConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def builtin_config_names() -> list[str]:
+    folder = resources.files("vitrine.models").joinpath("configs")
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+class DualEncoder(Encoder):
+    """Image tower + text tower + linear projections + a learnable temperature."""
+
+    def __init__(self, config: DualConfig, pretrained_text: bool = True):
+        super().__init__()
+        self.config = config
+        self.name = f"vitrine:{config.name}"
+        self.embed_dim = config.embed_dim
+        self.image_transform = ImageTransform.from_dict(config.transform)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.init_seed)
+            image_type = config.image.get("type", "cnn")
+            if image_type != "cnn":
+                raise ValueError(f"unknown image tower type {image_type!r}; vitrine has 'cnn'")
+            self.visual = CNNTower(CNNConfig.from_dict(config.image))
+            text_options = {k: v for k, v in config.text.items() if k not in ("type", "trainable")}
+            if config.text.get("type", "minilm") != "minilm":
+                raise ValueError(f"unknown text tower type {config.text.get('type')!r}; vitrine has 'minilm'")
+            self.text = MiniLMTower(pretrained=pretrained_text, **text_options)
+            self.image_proj = nn.Linear(self.visual.width, config.embed_dim, bias=False)
+            self.text_proj = nn.Linear(self.text.width, config.embed_dim, bias=False)
+            # Orthogonal rows keep text distances from the pretrained space at the start of training.
+            nn.init.orthogonal_(self.text_proj.weight)
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+
+    def image_features(self, pixels: torch.Tensor) -> Features:
+        tokens, pooled = self.visual(pixels)
+        return Features(embeds=l2_normalize(self.image_proj(pooled)), tokens=tokens)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.text.tokenize(list(texts))
+
+    def text_features_from_tokens(self, batch: dict[str, torch.Tensor]) -> Features:
+        batch = {k: v.to(self.logit_scale.device) for k, v in batch.items()}
+        tokens, mask, pooled = self.text(batch)
+        return Features(embeds=l2_normalize(self.text_proj(pooled)), tokens=tokens, mask=mask)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write config.json and model.safetensors (atomically) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "vitrine_model": self.config.name})
+        os.replace(tmp, directory / WEIGHTS_NAME)
+        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "DualEncoder":
+        """Load a directory written by `save`."""
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        model = cls(DualConfig.from_file(config_path), pretrained_text=False)
+        state = load_file(str(weights_path))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model

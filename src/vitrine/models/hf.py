@@ -1,0 +1,89 @@
+"""transformers CLIP and SigLIP checkpoints (FashionCLIP, Marqo-FashionSigLIP, ...) behind vitrine's encoder interface."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vitrine.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform
+from vitrine.models.base import Encoder, Features, l2_normalize
+
+_RESAMPLE_CODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def transform_from_preprocessor(path: str | os.PathLike, model_type: str, image_size: int) -> ImageTransform:
+    """Rebuild the checkpoint's image preprocessing without transformers' image processors (no torchvision)."""
+    file = Path(path) / "preprocessor_config.json"
+    config = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    size = config.get("crop_size") or config.get("size") or image_size
+    if isinstance(size, dict):
+        size = size.get("height") or size.get("shortest_edge") or image_size
+    default_mean, default_std = ((0.5,) * 3, (0.5,) * 3) if model_type == "siglip" else (CLIP_MEAN, CLIP_STD)
+    return ImageTransform(
+        size=int(size),
+        pad="none",
+        stretch=model_type == "siglip",  # SigLIP resizes straight to a square; CLIP resizes then crops
+        resample=_RESAMPLE_CODES.get(config.get("resample", 3), "bicubic"),
+        mean=tuple(config.get("image_mean", default_mean)),
+        std=tuple(config.get("image_std", default_std)),
+    )
+
+
+class HFEncoder(Encoder):
+    """A transformers `CLIPModel` or `SiglipModel`, loaded from a local directory (never downloaded)."""
+
+    def __init__(self, model, tokenizer, image_transform: ImageTransform, name: str):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_transform = image_transform
+        self.name = name
+        self.model_type = model.config.model_type
+        self.embed_dim = int(getattr(model.config, "projection_dim", 0) or model.config.text_config.hidden_size)
+        self.max_length = int(model.config.text_config.max_position_embeddings)
+        self.eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str, name: str | None = None) -> "HFEncoder":
+        from transformers import AutoConfig, AutoTokenizer, CLIPModel, SiglipModel
+
+        local = os.path.isdir(path)
+        try:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+        except OSError as exc:
+            hint = "" if local else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. hf:/models/fashion-clip."
+            raise FileNotFoundError(f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}") from None
+        classes = {"clip": CLIPModel, "siglip": SiglipModel}
+        if config.model_type not in classes:
+            raise ValueError(f"hf:{path} is a {config.model_type!r} model; vitrine's hf backend takes clip or siglip")
+        model = classes[config.model_type].from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        transform = transform_from_preprocessor(path if local else "", config.model_type, config.vision_config.image_size)
+        return cls(model, tokenizer, transform, name or f"hf:{path}")
+
+    def image_features(self, pixels: torch.Tensor) -> Features:
+        out = self.model.vision_model(pixel_values=pixels)
+        pooled = out.pooler_output
+        if self.model_type == "clip":
+            pooled = self.model.visual_projection(pooled)
+        return Features(embeds=l2_normalize(pooled), tokens=out.last_hidden_state)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        # SigLIP was trained on max-length padding; CLIP pools at the EOS token and is indifferent.
+        padding = "max_length" if self.model_type == "siglip" else True
+        batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+        keep = {"input_ids": batch["input_ids"]}
+        if "attention_mask" in batch and self.model_type == "clip":
+            keep["attention_mask"] = batch["attention_mask"]
+        return keep
+
+    def text_features_from_tokens(self, batch: dict[str, torch.Tensor]) -> Features:
+        out = self.model.text_model(**batch)
+        pooled = out.pooler_output
+        if self.model_type == "clip":
+            pooled = self.model.text_projection(pooled)
+        mask = batch.get("attention_mask")
+        return Features(embeds=l2_normalize(pooled), tokens=out.last_hidden_state, mask=mask)
