@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from vitrine.data.folder import METADATA_NAMES, FolderCatalog
@@ -37,9 +38,15 @@ def open_catalog(
     schema: str | os.PathLike | CatalogSchema | None = None,
     on_error: str = "fail",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    require_title: bool | None = None,
 ) -> CatalogReader:
-    """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items."""
+    """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items.
+
+    `require_title` overrides the schema: a job that never reads titles should not reject rows without one.
+    """
     resolved = resolve_schema(schema)
+    if require_title is not None and require_title != resolved.require_title:
+        resolved = replace(resolved, require_title=require_title)
     if detect_format(path) == "shards":
         return ShardCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels)
     return FolderCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels)

@@ -20,20 +20,19 @@ _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
 
 def expand_braces(pattern: str) -> list[str]:
-    """Expand `{000000..000008}` ranges (zero-padded like the lower bound) and `{a,b}` choices."""
-    match = _RANGE.search(pattern)
-    if match:
+    """Expand `{000000..000008}` ranges (zero-padded like the lower bound) and `{a,b}` choices, left to right."""
+    matches = [m for m in (_RANGE.search(pattern), _CHOICE.search(pattern)) if m]
+    if not matches:
+        return [pattern]
+    match = min(matches, key=lambda m: m.start())
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    if match.re is _RANGE:
         low, high = match.group(1), match.group(2)
-        width = len(low)
         step = 1 if int(high) >= int(low) else -1
-        numbers = range(int(low), int(high) + step, step)
-        head, tail = pattern[: match.start()], pattern[match.end() :]
-        return [out for n in numbers for out in expand_braces(f"{head}{n:0{width}d}{tail}")]
-    match = _CHOICE.search(pattern)
-    if match:
-        head, tail = pattern[: match.start()], pattern[match.end() :]
-        return [out for choice in match.group(1).split(",") for out in expand_braces(f"{head}{choice}{tail}")]
-    return [pattern]
+        choices = [f"{n:0{len(low)}d}" for n in range(int(low), int(high) + step, step)]
+    else:
+        choices = match.group(1).split(",")
+    return [out for choice in choices for out in expand_braces(f"{head}{choice}{tail}")]
 
 
 def resolve_shards(spec: str | os.PathLike) -> list[str]:
@@ -47,16 +46,18 @@ def resolve_shards(spec: str | os.PathLike) -> list[str]:
             raise FileNotFoundError(f"no .tar shards in directory {spec}")
         return paths
     paths: list[str] = []
+    missing: list[str] = []
     for pattern in expand_braces(spec):
         if glob.has_magic(pattern):
             matches = sorted(glob.glob(pattern))
-            if not matches:
-                raise FileNotFoundError(f"no shards match {pattern}")
-            paths.extend(matches)
+            paths.extend(matches) if matches else missing.append(pattern)
         elif os.path.isfile(pattern):
             paths.append(pattern)
         else:
-            raise FileNotFoundError(f"shard not found: {pattern}")
+            missing.append(pattern)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise FileNotFoundError(f"{len(missing)} of {len(missing) + len(paths)} shards not found: {shown}")
     return paths
 
 

@@ -46,7 +46,7 @@ def run_embed(
     """Write `<out>/image_embeddings.npy` (+ `text_embeddings.npy` of titles with `texts`) and `metadata.csv`."""
     if part_size % batch_size:
         part_size = max(batch_size, part_size // batch_size * batch_size)
-    reader = open_catalog(data, schema=schema, on_error=on_error)
+    reader = open_catalog(data, schema=schema, on_error=on_error, require_title=texts)
     encoder = encoder if encoder is not None else create_model(model)
     columns = ["id", "title", *reader.schema.attributes, "source", "row"]
     kinds = ["image", "text"] if texts else ["image"]

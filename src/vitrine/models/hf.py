@@ -75,13 +75,13 @@ class HFEncoder(Encoder):
         # SigLIP was trained on max-length padding; CLIP pools at the EOS token and is indifferent.
         padding = "max_length" if self.model_type == "siglip" else True
         batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
-        keep = {"input_ids": batch["input_ids"]}
-        if "attention_mask" in batch and self.model_type == "clip":
-            keep["attention_mask"] = batch["attention_mask"]
-        return keep
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
+        return {"input_ids": batch["input_ids"], "attention_mask": mask}
 
     def text_features_from_tokens(self, batch: dict[str, torch.Tensor]) -> Features:
-        out = self.model.text_model(**batch)
+        # SigLIP's text tower was trained without a padding mask; the mask is still returned for token heads.
+        inputs = batch if self.model_type == "clip" else {"input_ids": batch["input_ids"]}
+        out = self.model.text_model(**inputs)
         pooled = out.pooler_output
         if self.model_type == "clip":
             pooled = self.model.text_projection(pooled)

@@ -1,0 +1,92 @@
+"""Tiny catalogs that the tests write themselves: coloured JPEGs with KAGL-style metadata."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tarfile
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+COLOURS = {"Red": (200, 30, 30), "Blue": (30, 30, 200), "Green": (30, 160, 40), "Black": (10, 10, 10), "White": (245, 245, 245)}
+TYPES = ["Tshirts", "Jeans", "Dresses", "Watches"]
+FIELDS = ["id", "title", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year", "usage"]
+
+
+def jpeg_bytes(colour=(200, 30, 30), size=(60, 80), mode="RGB", fmt="JPEG") -> bytes:
+    image = Image.new("RGB", size, (255, 255, 255))
+    inner = Image.new("RGB", (size[0] // 2, size[1] // 2), colour)
+    image.paste(inner, (size[0] // 4, size[1] // 4))
+    if mode != "RGB":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def make_rows(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        colour = list(COLOURS)[i % len(COLOURS)]
+        kind = TYPES[i % len(TYPES)]
+        rows.append({
+            "id": str(1000 + i), "title": f"Brand {i} {colour} {kind}", "gender": ["Men", "Women"][i % 2],
+            "masterCategory": "Apparel", "subCategory": "Topwear", "articleType": kind, "baseColour": colour,
+            "season": "Summer", "year": "2012", "usage": "Casual" if i % 3 else "NA",
+        })
+    return rows
+
+
+def write_shards(folder, rows, per_shard=4, images: dict | None = None) -> list[str]:
+    """WebDataset shards: `<id>.jpg` + `<id>.json` per row; `images` overrides an id's image bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for start in range(0, len(rows), per_shard):
+        path = folder / f"test-{start // per_shard:06d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for row in rows[start : start + per_shard]:
+                members = {"jpg": (images or {}).get(row["id"], jpeg_bytes(COLOURS[row["baseColour"]])), "json": json.dumps(row).encode()}
+                for ext, data in members.items():
+                    if data is None:
+                        continue
+                    info = tarfile.TarInfo(f"{row['id']}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        paths.append(str(path))
+    return paths
+
+
+def write_folder(folder, rows, fmt="csv", images: dict | None = None):
+    """images/<id>.jpg plus catalog.csv or catalog.jsonl; `images[id] = None` leaves the file out."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        data = (images or {}).get(row["id"], jpeg_bytes(COLOURS.get(row["baseColour"], (0, 0, 0))))
+        if data is not None:
+            (folder / "images" / f"{row['id']}.jpg").write_bytes(data)
+    if fmt == "csv":
+        with open(folder / "catalog.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with open(folder / "catalog.jsonl", "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    return folder
+
+
+@pytest.fixture
+def rows():
+    return make_rows(10)
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    from vitrine.models import create_model
+
+    return create_model("vitrine:small")
