@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models.checkpoints import openclip_state_dict, write_openclip
+from vitrine.models._random_checkpoints import openclip_state_dict, write_openclip
 from vitrine.models import create_model
 from vitrine.models.openclip import read_state_dict
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.models.checkpoints import write_hf_clip, write_hf_siglip, write_openclip
+from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 from vitrine.models import create_model, list_models
 
 

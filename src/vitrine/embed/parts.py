@@ -47,7 +47,7 @@ class PartStore:
         else:
             for stale in self.parts.iterdir():
                 stale.unlink()
-            for name in (MANIFEST_FILE, METADATA_FILE):
+            for name in (MANIFEST_FILE, METADATA_FILE, *(f"{kind}_embeddings.npy" for kind in ("image", "text"))):
                 (self.out / name).unlink(missing_ok=True)
             atomic_write_text(job_path, json.dumps(job, indent=2, sort_keys=True) + "\n")
         return self.committed()

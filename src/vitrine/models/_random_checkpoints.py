@@ -1,4 +1,4 @@
-"""Tiny random checkpoints in each external format, written by the tests themselves."""
+"""Random-weight checkpoints in each external format: tiny ones for tests, full-size ones for benchmarks."""
 from __future__ import annotations
 
 import json
@@ -18,26 +18,32 @@ def bert_tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
-def write_hf_clip(folder: Path) -> Path:
+# ViT-B/32 sizes, as in FashionCLIP and OpenFashionCLIP.
+BASE_TEXT = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77)
+BASE_VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32)
+
+
+def write_hf_clip(folder: Path, text: dict = TINY_TEXT, vision: dict = TINY_VISION, projection_dim: int = 24) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
     tokenizer = bert_tokenizer()
-    config = CLIPConfig(text_config={**TINY_TEXT, "vocab_size": tokenizer.vocab_size, "eos_token_id": tokenizer.sep_token_id,
+    config = CLIPConfig(text_config={**text, "vocab_size": tokenizer.vocab_size, "eos_token_id": tokenizer.sep_token_id,
                                      "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.cls_token_id},
-                        vision_config=TINY_VISION, projection_dim=24)
+                        vision_config=vision, projection_dim=projection_dim)
     CLIPModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({"crop_size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "resample": 3}))
+    size = vision["image_size"]
+    (folder / "preprocessor_config.json").write_text(json.dumps({"crop_size": {"height": size, "width": size}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3, "resample": 3}))
     return folder
 
 
-def write_hf_siglip(folder: Path) -> Path:
+def write_hf_siglip(folder: Path, text: dict = TINY_TEXT, vision: dict = TINY_VISION) -> Path:
     from transformers import SiglipConfig, SiglipModel
 
     torch.manual_seed(0)
     tokenizer = bert_tokenizer()
-    config = SiglipConfig(text_config={**TINY_TEXT, "vocab_size": tokenizer.vocab_size}, vision_config=TINY_VISION)
+    config = SiglipConfig(text_config={**text, "vocab_size": tokenizer.vocab_size}, vision_config=vision)
     SiglipModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -61,7 +67,7 @@ def write_tiny_clip_bpe(folder: Path) -> Path:
     return folder
 
 
-def openclip_state_dict(width=128, layers=2, patch=16, image=32, ctx=16, vocab=54, embed=24, seed=0) -> dict[str, torch.Tensor]:
+def openclip_state_dict(width=128, layers=2, patch=16, image=32, ctx=16, vocab=54, embed=24, seed=0, text_width=None) -> dict[str, torch.Tensor]:
     """Random tensors named and shaped as open_clip's VisionTransformer + text Transformer."""
     g = torch.Generator().manual_seed(seed)
 
@@ -69,6 +75,7 @@ def openclip_state_dict(width=128, layers=2, patch=16, image=32, ctx=16, vocab=5
         return torch.randn(*shape, generator=g) * scale
 
     grid = image // patch
+    text_width = text_width or width
     sd = {
         "visual.conv1.weight": r(width, 3, patch, patch),
         "visual.class_embedding": r(width),
@@ -76,13 +83,13 @@ def openclip_state_dict(width=128, layers=2, patch=16, image=32, ctx=16, vocab=5
         "visual.ln_pre.weight": 1 + r(width), "visual.ln_pre.bias": r(width),
         "visual.ln_post.weight": 1 + r(width), "visual.ln_post.bias": r(width),
         "visual.proj": r(width, embed),
-        "token_embedding.weight": r(vocab, width),
-        "positional_embedding": r(ctx, width),
-        "ln_final.weight": 1 + r(width), "ln_final.bias": r(width),
-        "text_projection": r(width, embed),
+        "token_embedding.weight": r(vocab, text_width),
+        "positional_embedding": r(ctx, text_width),
+        "ln_final.weight": 1 + r(text_width), "ln_final.bias": r(text_width),
+        "text_projection": r(text_width, embed),
         "logit_scale": torch.tensor(4.6052),
     }
-    for prefix in ("visual.transformer", "transformer"):
+    for prefix, width in (("visual.transformer", width), ("transformer", text_width)):
         for i in range(layers):
             p = f"{prefix}.resblocks.{i}"
             sd.update({
