@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--data", required=True, help="catalog: WebDataset shards (dir, glob, or brace range like kagl-{000000..000008}.tar) or a folder with images/ and catalog.csv|catalog.jsonl")
     embed.add_argument("--model", default="vitrine:small", help="registry name (see `vitrine models`); default %(default)s")
     embed.add_argument("--out", required=True, help="output directory (created; reused to resume)")
-    embed.add_argument("--batch-size", type=int, default=256, help="images per forward pass; default %(default)s")
+    embed.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
     embed.add_argument("--part-size", type=int, default=4096, help="rows per committed part, the resume granularity; default %(default)s")
     embed.add_argument("--texts", action="store_true", help="also embed titles into text_embeddings.npy")
     embed.add_argument("--on-error", choices=["skip", "fail"], default="fail", help="bad rows: stop with an error naming the row (fail, default) or report and skip them (skip)")

@@ -33,7 +33,7 @@ def run_embed(
     data: str,
     model: str = "vitrine:small",
     out: str = "runs/embed",
-    batch_size: int = 256,
+    batch_size: int = 64,
     part_size: int = 4096,
     texts: bool = False,
     on_error: str = "fail",
