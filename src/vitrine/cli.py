@@ -9,6 +9,8 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # vitrine never downloads at run time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+DEFAULT_MODEL = "vitrine:small"
+
 
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
@@ -52,6 +54,85 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_clip(args: argparse.Namespace) -> int:
+    from vitrine.train.clip import train_clip
+    from vitrine.train.config import TrainConfig
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    overrides = {key: value for key, value in (("out", args.out), ("epochs", args.epochs), ("max_steps", args.max_steps),
+                                                ("device", args.device), ("threads", args.threads)) if value is not None}
+    if args.data:
+        overrides["sources"] = [{"path": path, "weight": 1.0} for path in args.data]
+    config = config.replace(**overrides) if overrides else config
+    result = train_clip(config, progress=not args.no_progress)
+    print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
+                      "final_loss": round(result.final_loss, 4), **result.metrics}, indent=2))
+    return 0
+
+
+def _seen_classes(path: str | None, field: str) -> list[str]:
+    if not path:
+        return []
+    data = json.loads(open(path, encoding="utf-8").read())
+    if isinstance(data, dict):
+        data = data.get("seen_classes", data).get(field, [])
+    return list(data)
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict) and key == "per_class":
+            continue
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for inner, inner_value in value.items():
+                print(f"  {inner:<14}{inner_value}")
+        else:
+            print(f"{key:<16}{value}")
+
+
+def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
+    from vitrine.evaluate.runner import load_split_config, run_zero_shot
+    from vitrine.models import create_model
+
+    report = run_zero_shot(
+        data=args.data, field=args.field, model=create_model(args.model), classes_from=args.classes_from or (),
+        templates=args.templates, split=args.split, split_config=load_split_config(args.split_config), schema=args.schema,
+        on_error=args.on_error, ensemble=not args.single_template, seen_classes=_seen_classes(args.seen_classes, args.field),
+        calibration=args.calibration, progress=not args.no_progress,
+    )
+    _print_report(report, args.json)
+    return 0
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from vitrine.evaluate.runner import load_split_config, run_retrieval
+    from vitrine.models import create_model
+
+    report = run_retrieval(
+        data=args.data, model=create_model(args.model), galleries=args.gallery or (), split=args.split,
+        split_config=load_split_config(args.split_config), schema=args.schema, on_error=args.on_error,
+        image_to_text=not args.no_image_to_text, progress=not args.no_progress,
+    )
+    _print_report(report, args.json)
+    return 0
+
+
+def _eval_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="catalog to evaluate (any format vitrine reads)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
+    parser.add_argument("--split", default="all", choices=["all", "train", "val", "unseen", "heldout"],
+                        help="evaluate only this split of --data (heldout = val + unseen); default %(default)s")
+    parser.add_argument("--split-config", help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split")
+    parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    parser.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrine", description="Open fashion vision-language toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -67,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Interrupted runs resume from the last completed part when rerun with the same arguments.",
     )
     embed.add_argument("--data", required=True, help="catalog: WebDataset shards (dir, glob, or brace range like kagl-{000000..000008}.tar) or a folder with images/ and catalog.csv|catalog.jsonl")
-    embed.add_argument("--model", default="vitrine:small", help="registry name (see `vitrine models`); default %(default)s")
+    embed.add_argument("--model", default=DEFAULT_MODEL, help="registry name (see `vitrine models`); default %(default)s")
     embed.add_argument("--out", required=True, help="output directory (created; reused to resume)")
     embed.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
     embed.add_argument("--part-size", type=int, default=4096, help="rows per committed part, the resume granularity; default %(default)s")
@@ -79,6 +160,48 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(func=cmd_embed)
+
+    train = sub.add_parser("train", help="train models (recipes: clip)", description="Training recipes.")
+    recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    clip = recipes.add_parser(
+        "clip", help="contrastive image-text training (OpenFashionCLIP recipe)",
+        description="Train a vitrine dual encoder contrastively. The config (JSON) is saved next to the checkpoint; "
+                    "rerunning the same command resumes from the last checkpoint. The trained model is written to OUT/model.",
+    )
+    clip.add_argument("--config", help="training config JSON (e.g. configs/kagl-small.json); default: built-in defaults")
+    clip.add_argument("--data", nargs="*", help="override the config's sources with these catalogs (weight 1 each)")
+    clip.add_argument("--out", help="run directory (checkpoint, metrics.csv, tb/, model/)")
+    clip.add_argument("--epochs", type=int, help="override the number of epochs (also sets the schedule length)")
+    clip.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still follows --epochs)")
+    clip.add_argument("--device", help="cpu or cuda")
+    clip.add_argument("--threads", type=int, help="torch CPU threads")
+    clip.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    clip.set_defaults(func=cmd_train_clip)
+
+    evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval)", description="Evaluation protocols.")
+    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    zero_shot = protocols.add_parser(
+        "zero-shot", help="classify items among class names from prompts",
+        description="Zero-shot classification: each item of --data is classified among the class names found in --data "
+                    "and every --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.",
+    )
+    _eval_common(zero_shot)
+    zero_shot.add_argument("--field", required=True, help="attribute to classify, e.g. articleType")
+    zero_shot.add_argument("--classes-from", nargs="*", help="more catalogs whose values of --field join the class list")
+    zero_shot.add_argument("--templates", help="prompt set: builtin name or JSON file (default: kagl)")
+    zero_shot.add_argument("--single-template", action="store_true", help="use only each attribute's first template (no ensembling)")
+    zero_shot.add_argument("--seen-classes", help="JSON list, or a model's training.json, of classes seen in training (for --calibration)")
+    zero_shot.add_argument("--calibration", type=float, default=0.0, help="calibrated stacking: subtract this from seen classes' scores")
+    zero_shot.set_defaults(func=cmd_eval_zero_shot)
+    retrieval = protocols.add_parser(
+        "retrieval", help="title -> image (and image -> title) retrieval of exact products",
+        description="Queries are the titles of --data items; the gallery is their images plus every --gallery catalog "
+                    "(distractors, ids deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.",
+    )
+    _eval_common(retrieval)
+    retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
+    retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
+    retrieval.set_defaults(func=cmd_eval_retrieval)
     return parser
 
 

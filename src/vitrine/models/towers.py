@@ -63,9 +63,17 @@ class CNNTower(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.width = cin
         self.norm = nn.LayerNorm(cin)
+        self.grad_checkpointing = False  # trade compute for memory on big batches (GPU)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fmap = self.blocks(self.stem(pixels))
+        fmap = self.stem(pixels)
+        if self.grad_checkpointing and self.training:
+            from torch.utils.checkpoint import checkpoint
+
+            for block in self.blocks:
+                fmap = checkpoint(block, fmap, use_reentrant=False)
+        else:
+            fmap = self.blocks(fmap)
         tokens = self.norm(fmap.flatten(2).transpose(1, 2))
         return tokens, tokens.mean(dim=1)
 

@@ -1,0 +1,133 @@
+"""The `vitrine eval` protocols over any catalog format and any registered model."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vitrine.data.catalog import open_catalog
+from vitrine.data.prompts import resolve_prompts
+from vitrine.data.records import Item
+from vitrine.data.splits import SplitConfig
+from vitrine.embed.encode import encode_catalog, encode_texts
+from vitrine.evaluate.retrieval import retrieval_report
+from vitrine.evaluate.zeroshot import class_embeddings, classify, zero_shot_report
+
+SPLITS = ("all", "train", "val", "unseen", "heldout")
+
+
+def load_split_config(path: str | os.PathLike | None) -> SplitConfig:
+    """A split from a JSON file: a SplitConfig object, or a training config / training.json that holds one."""
+    if path is None:
+        from vitrine.train.config import TrainConfig
+
+        return TrainConfig().split
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = data.get("config", data)
+    data = data.get("split", data)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return SplitConfig(**values)
+
+
+def split_filter(split: str, config: SplitConfig):
+    """A record predicate for `split` ('heldout' is val + unseen)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if split == "all":
+        return None
+    wanted = {"val", "unseen"} if split == "heldout" else {split}
+    return lambda record: config.assign(record.id, record.attributes) in wanted
+
+
+def _embed(model, path: str, schema, on_error: str, keep=None, progress: bool = True) -> tuple[list[Item], torch.Tensor]:
+    reader = open_catalog(path, schema=schema, on_error=on_error, require_title=False)
+    items, embeds = encode_catalog(model, reader, keep=keep, progress=progress, desc=f"embed {Path(path).name}")
+    if reader.report.skipped:
+        reader.report.print_summary()
+    return items, embeds
+
+
+def run_zero_shot(
+    data: str,
+    field: str,
+    model,
+    classes_from: Sequence[str] = (),
+    templates: str | None = None,
+    split: str = "all",
+    split_config: SplitConfig | None = None,
+    schema=None,
+    on_error: str = "skip",
+    ensemble: bool = True,
+    seen_classes: Sequence[str] = (),
+    calibration: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """Classify each item's `field` among all class names of `data` and `classes_from` catalogs."""
+    keep = split_filter(split, split_config or load_split_config(None))
+    items, embeds = _embed(model, data, schema, on_error, keep=keep, progress=progress)
+    names = {item.attributes.get(field) for item in items}
+    for path in classes_from:
+        reader = open_catalog(path, schema=schema, on_error="skip", require_title=False)
+        names |= {record.attributes.get(field) for record in reader.records()}
+    names.discard(None)
+    if not names:
+        raise ValueError(f"no values of field {field!r} in {data}; is it one of the schema's attributes?")
+    classes = sorted(names)
+    prompts = resolve_prompts(templates)
+    class_embeds = class_embeddings(model, prompts, field, classes, ensemble=ensemble)
+    labelled = [i for i, item in enumerate(items) if item.attributes.get(field) is not None]
+    lookup = {name: c for c, name in enumerate(classes)}
+    labels = torch.tensor([lookup[items[i].attributes[field]] for i in labelled], dtype=torch.long)
+    seen_mask = torch.tensor([name in set(seen_classes) for name in classes]) if seen_classes else None
+    scores = classify(embeds[labelled], class_embeds, seen_mask, calibration)
+    report = zero_shot_report(scores, labels, classes, field)
+    report.update({"split": split, "ensemble": ensemble, "calibration": calibration})
+    return report
+
+
+def run_retrieval(
+    data: str,
+    model,
+    galleries: Sequence[str] = (),
+    split: str = "all",
+    split_config: SplitConfig | None = None,
+    schema=None,
+    on_error: str = "skip",
+    image_to_text: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Titles of `data` items query a gallery of their images plus every `galleries` catalog (ids deduplicated)."""
+    keep = split_filter(split, split_config or load_split_config(None))
+    embedded: dict[str, tuple[list[Item], torch.Tensor]] = {}
+    for path in dict.fromkeys([data, *galleries]):
+        embedded[path] = _embed(model, path, schema, on_error, progress=progress)
+    data_items, data_embeds = embedded[data]
+    query_rows = [i for i, item in enumerate(data_items) if item.title and (keep is None or keep(item))]
+    gallery_items: list[Item] = []
+    gallery_rows: list[torch.Tensor] = []
+    index_of: dict[str, int] = {}
+    for path in dict.fromkeys([data, *galleries]):
+        items, embeds = embedded[path]
+        whole = path in galleries or keep is None  # a gallery catalog counts in full; --data only its split
+        for row, item in enumerate(items):
+            if item.id in index_of or not (whole or keep(item)):
+                continue
+            index_of[item.id] = len(gallery_items)
+            gallery_items.append(item)
+            gallery_rows.append(embeds[row])
+    if not query_rows:
+        raise ValueError(f"no items with titles in {data} (split {split})")
+    gallery = torch.stack(gallery_rows)
+    targets = torch.tensor([index_of[data_items[i].id] for i in query_rows])
+    queries = encode_texts(model, [data_items[i].title for i in query_rows], progress=progress, desc="embed queries")
+    report = retrieval_report(queries, gallery, targets)
+    report["split"] = split
+    if image_to_text:
+        titled = [i for i, item in enumerate(gallery_items) if item.title]
+        position = {row: k for k, row in enumerate(titled)}
+        texts = encode_texts(model, [gallery_items[i].title for i in titled], progress=progress, desc="embed gallery titles")
+        report["image_to_text"] = retrieval_report(data_embeds[query_rows], texts, torch.tensor([position[int(t)] for t in targets]))
+    return report

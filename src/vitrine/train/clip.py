@@ -1,0 +1,198 @@
+"""`vitrine train clip`: contrastive image-text training (OpenFashionCLIP's recipe on open fashion data)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vitrine.data.prompts import resolve_prompts
+from vitrine.losses import ClipLoss
+from vitrine.models.dual import DualConfig, DualEncoder, builtin_config
+from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.train.config import TrainConfig
+from vitrine.train.data import augment, epoch_order, load_pool, sample_captions
+from vitrine.train.logger import MetricsLogger
+from vitrine.train.schedule import warmup_cosine
+from vitrine.train.text_cache import pooled_text_features
+from vitrine.train.validate import Validator
+
+# Keys that may change between a run and its resumption without changing what is computed.
+_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: str
+    model_dir: str
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: dict
+
+
+def build_model(config: TrainConfig) -> DualEncoder:
+    """A fresh model from a config name or JSON file, or a saved model directory to continue from."""
+    if os.path.isdir(config.model):
+        return DualEncoder.load(config.model)
+    if config.model.endswith(".json"):
+        return DualEncoder(DualConfig.from_file(config.model))
+    return DualEncoder(builtin_config(config.model))
+
+
+def apply_freeze(model: DualEncoder, config: TrainConfig) -> None:
+    freeze = config.freeze
+    for module, frozen in ((model.visual, freeze.image_tower), (model.text, freeze.text_tower),
+                           (model.image_proj, freeze.image_proj), (model.text_proj, freeze.text_proj)):
+        for parameter in module.parameters():
+            parameter.requires_grad_(not frozen)
+
+
+def param_groups(model: DualEncoder, config: TrainConfig) -> list[dict]:
+    """Decay on weight matrices only; the text projection gets its own (lower) learning rate."""
+    optim = config.optim
+    decay, no_decay, text_proj = [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("text_proj."):
+            text_proj.append(parameter)
+        elif parameter.ndim < 2 or name == "logit_scale":
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": text_proj, "weight_decay": 0.0, "lr_scale": optim.text_proj_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _comparable(config: TrainConfig) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(out)
+    if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
+        raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
+    config.save(out / "train_config.json")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    device = torch.device(config.device)
+    model.to(device)
+    apply_freeze(model, config)
+    if config.grad_checkpointing:
+        model.visual.grad_checkpointing = True
+    pool = load_pool(config, model.image_transform, progress=progress)
+    train_size = len(pool.indices("train"))
+    micro = config.batch_size // config.accumulation
+    if train_size < config.batch_size:
+        raise ValueError(f"only {train_size} training items for batch size {config.batch_size}")
+    text_locked = config.freeze.text_tower
+    text_feats = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress) if text_locked else None
+    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), text_feats if text_feats is not None
+                          else pooled_text_features(model, pool.strings, config.cache_dir, progress=progress), config.val_max_items, config.cache_dir, config.seed)
+
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
+    steps_per_epoch = len(epoch_order(pool, config, 0)) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    text_proj_init = model.text_proj.weight.detach().clone()
+    step, elapsed = 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        text_proj_init = checkpoint["text_proj_init"]
+        step, elapsed = checkpoint["step"], checkpoint["elapsed"]
+    logger = MetricsLogger(out, resume_step=step)
+    loss_fn = ClipLoss()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
+
+    def snapshot():
+        save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                              "elapsed": elapsed, "config": config.to_dict(), "text_proj_init": text_proj_init})
+
+    model.train()
+    if config.freeze.text_tower:
+        model.text.eval()  # a locked tower also keeps dropout off
+    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter() - elapsed
+    loss_value = float("nan")
+    metrics: dict = {}
+    order, order_epoch = None, -1
+    while step < last_step:
+        epoch, offset = divmod(step, steps_per_epoch)
+        if epoch != order_epoch:
+            order, order_epoch = epoch_order(pool, config, epoch), epoch
+        scale = warmup_cosine(step, total_steps, config.optim.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = config.optim.lr * scale * group["lr_scale"]
+        generator = _step_generator(config.seed, step)
+        indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        caption_ids = sample_captions(pool, indices, config, generator)
+        pixels = augment(pool.images[indices], model.image_transform, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss_total = 0.0
+        for part in range(config.accumulation):
+            window = slice(part * micro, (part + 1) * micro)
+            ids = caption_ids[window]
+            with amp:
+                image = model.image_features(pixels[window].to(device)).embeds
+                if text_locked:
+                    text = F.normalize(model.text_proj(text_feats[ids].to(device)), dim=-1)
+                else:
+                    text = model.text_features([pool.strings[i] for i in ids.tolist()]).embeds
+            loss = loss_fn(image.float(), text.float(), model.logit_scale, ids.to(device))
+            if config.optim.text_proj_l2_to_init:
+                loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init.to(device)).pow(2).sum()
+            (loss / config.accumulation).backward()
+            loss_total += float(loss.detach()) / config.accumulation
+        if config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.optim.grad_clip)
+        optimizer.step()
+        step += 1
+        loss_value = loss_total
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower optim.lr or disable amp")
+        end_of_epoch = step % steps_per_epoch == 0
+        if step % 20 == 0 or end_of_epoch or step == 1:
+            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
+                              "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)})
+        if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
+            metrics = validator(model)
+            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), **metrics})
+            bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k[4:]}={v:.3f}" for k, v in metrics.items()))
+        if step % config.checkpoint_every == 0 or end_of_epoch or step == last_step:
+            snapshot()
+    bar.close()
+    logger.close()
+    model_dir = out / "model"
+    model.eval()
+    model.save(model_dir)
+    seen = {field: sorted({pool.attributes[i].get(field) for i in pool.indices("train")} - {None}) for field in ("articleType", "baseColour", "gender")}
+    (model_dir / "training.json").write_text(json.dumps({"config": config.to_dict(), "steps": step, "seconds": round(elapsed, 1),
+                                                         "train_items": train_size, "seen_classes": seen, "final_metrics": metrics}, indent=2) + "\n")
+    return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)

@@ -1,0 +1,91 @@
+"""The per-epoch validation pass: zero-shot tagging on seen and unseen types, and title -> image retrieval."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vitrine.data.prompts import PromptSet
+from vitrine.evaluate.metrics import mean_reciprocal_rank, recall_at_k, target_ranks, topk_accuracy
+from vitrine.train.data import TrainPool, to_input
+from vitrine.train.text_cache import pooled_text_features
+
+FIELDS = ("articleType", "baseColour", "gender")
+
+
+class Validator:
+    """Holds the validation items and the pooled features of their class prompts and titles."""
+
+    def __init__(self, model, pool: TrainPool, prompts: PromptSet, text_feats: torch.Tensor, max_items: int, cache_dir, seed: int):
+        rng = np.random.default_rng([seed, 12345])
+        self.pool = pool
+        self.groups = {}
+        for split in ("val", "unseen"):
+            members = pool.indices(split)
+            if len(members) > max_items:
+                members = np.sort(rng.choice(members, size=max_items, replace=False))
+            self.groups[split] = members
+        self.unseen_types = sorted({pool.attributes[i].get("articleType") for i in pool.indices("unseen")} - {None})
+        self.classes, self.prompt_slices, strings = {}, {}, []
+        for field in FIELDS:
+            names = sorted({a.get(field) for a in pool.attributes} - {None})
+            self.classes[field] = names
+            slices = []
+            for name in names:
+                texts = prompts.class_prompts(field, name)
+                slices.append((len(strings), len(strings) + len(texts)))
+                strings.extend(texts)
+            self.prompt_slices[field] = slices
+        self.prompt_feats = pooled_text_features(model, strings, cache_dir, progress=False)
+        self.text_feats = text_feats
+
+    @torch.inference_mode()
+    def class_embeddings(self, model, field: str) -> torch.Tensor:
+        projected = F.normalize(model.text_proj(self.prompt_feats.to(model.device)), dim=-1)
+        return torch.stack([F.normalize(projected[a:b].mean(0), dim=-1) for a, b in self.prompt_slices[field]])
+
+    @torch.inference_mode()
+    def image_embeddings(self, model, indices: np.ndarray) -> torch.Tensor:
+        out = []
+        for start in range(0, len(indices), 512):
+            batch = to_input(self.pool.images[indices[start : start + 512]], model.image_transform).to(model.device)
+            out.append(model.image_features(batch).embeds.float())
+        return torch.cat(out)
+
+    def _labels(self, field: str, indices: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        lookup = {name: c for c, name in enumerate(self.classes[field])}
+        values = [self.pool.attributes[i].get(field) for i in indices]
+        keep = np.array([v is not None for v in values], dtype=bool)
+        return torch.tensor([lookup[v] for v in values if v is not None], dtype=torch.long), keep
+
+    @torch.inference_mode()
+    def __call__(self, model) -> dict:
+        was_training = model.training
+        model.eval()
+        metrics = {}
+        embeds = {split: self.image_embeddings(model, members) for split, members in self.groups.items() if len(members)}
+        for field in FIELDS:
+            classes = self.class_embeddings(model, field)
+            for split in ("val", "unseen") if field == "articleType" else ("val",):
+                if split not in embeds:
+                    continue
+                labels, keep = self._labels(field, self.groups[split])
+                scores = embeds[split][torch.from_numpy(keep)] @ classes.t().float()
+                name = f"{field}_top1" + ("_seen" if field == "articleType" and split == "val" else "_unseen" if split == "unseen" else "")
+                metrics[f"val/{name}"] = topk_accuracy(scores, labels, 1)
+                if field == "articleType" and split == "unseen" and self.unseen_types:
+                    subset = torch.tensor([self.classes[field].index(t) for t in self.unseen_types])
+                    remap = {int(c): i for i, c in enumerate(subset)}
+                    metrics["val/articleType_top1_unseen_among_unseen"] = topk_accuracy(
+                        scores[:, subset], torch.tensor([remap[int(l)] for l in labels]), 1)
+        members = self.groups["val"]
+        titles = self.pool.captions[members, 0]
+        has_title = titles >= 0
+        if has_title.any() and "val" in embeds:
+            queries = F.normalize(model.text_proj(self.text_feats[titles[has_title]].to(model.device)), dim=-1).float()
+            ranks = target_ranks(queries, embeds["val"], torch.from_numpy(np.flatnonzero(has_title)))
+            metrics["val/t2i_R@1"] = recall_at_k(ranks, 1)
+            metrics["val/t2i_R@10"] = recall_at_k(ranks, 10)
+            metrics["val/t2i_MRR"] = mean_reciprocal_rank(ranks)
+        model.train(was_training)
+        return {k: round(v, 4) for k, v in metrics.items()}
