@@ -123,3 +123,11 @@ def test_cli_reports_bad_rows_without_traceback(tmp_path, capsys):
     assert code == 2 and "ImageDecodeError: catalog.csv, row 3, id 1002" in err and "Traceback" not in err
     assert main(["embed", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "catalog not found" in capsys.readouterr().err
+
+
+def test_cli_default_model_is_the_library_default():
+    from vitrine import cli
+    from vitrine.models import DEFAULT_MODEL, list_models
+
+    assert cli.DEFAULT_MODEL == DEFAULT_MODEL
+    assert DEFAULT_MODEL in list_models()  # the shipped weights are installed with the package

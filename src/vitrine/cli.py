@@ -9,7 +9,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # vitrine never downloads at run time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DEFAULT_MODEL = "vitrine:small"
+DEFAULT_MODEL = "vitrine:kagl-small"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
 
 
 def _quiet_transformers() -> None:
@@ -191,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     zero_shot.add_argument("--templates", help="prompt set: builtin name or JSON file (default: kagl)")
     zero_shot.add_argument("--single-template", action="store_true", help="use only each attribute's first template (no ensembling)")
     zero_shot.add_argument("--seen-classes", help="JSON list, or a model's training.json, of classes seen in training (for --calibration)")
-    zero_shot.add_argument("--calibration", type=float, default=0.0, help="calibrated stacking: subtract this from seen classes' scores")
+    zero_shot.add_argument("--calibration", default="auto",
+                           help="calibrated stacking margin subtracted from seen classes' scores: 'auto' (default) uses the margin and "
+                                "seen classes the model was trained with, if it has them; 0 turns it off")
     zero_shot.set_defaults(func=cmd_eval_zero_shot)
     retrieval = protocols.add_parser(
         "retrieval", help="title -> image (and image -> title) retrieval of exact products",

@@ -43,3 +43,14 @@ def test_calibrated_stacking_moves_predictions_to_unseen_classes():
     seen = torch.tensor([True, False])
     assert classify(image, classes).argmax(1).item() == 0
     assert classify(image, classes, seen, calibration=0.1).argmax(1).item() == 1
+
+
+def test_tune_calibration_picks_the_best_harmonic_mean():
+    from vitrine.evaluate.zeroshot import tune_calibration
+
+    # Class 0 is seen, class 1 held out. Item 0 (seen) wins by 0.3; item 1 (held out) loses by 0.1.
+    scores = torch.tensor([[0.9, 0.6], [0.8, 0.7]])
+    labels = torch.tensor([0, 1])
+    best = tune_calibration(scores, labels, torch.tensor([True, False]), grid=[0.0, 0.05, 0.2, 0.4])
+    # 0.0, 0.05: unseen wrong (H=0). 0.2: both right (H=1). 0.4: seen wrong.
+    assert best == {"gamma": 0.2, "seen_top1": 1.0, "heldout_top1": 1.0, "harmonic": 1.0}

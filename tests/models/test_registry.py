@@ -12,7 +12,7 @@ def model_names(tmp_path_factory, small_model):
     root = tmp_path_factory.mktemp("ckpt")
     small_model.save(root / "vitrine-dir")
     return {
-        "vitrine:small": "vitrine:small",
+        **{name: name for name in list_models()},
         "vitrine:<dir>": f"vitrine:{root / 'vitrine-dir'}",
         "hf:clip": f"hf:{write_hf_clip(root / 'clip')}",
         "hf:siglip": f"hf:{write_hf_siglip(root / 'siglip')}",
@@ -28,7 +28,7 @@ def images():
 TEXTS = ["a red dress", "blue jeans for men", "a green watch"]
 
 
-@pytest.mark.parametrize("key", ["vitrine:small", "vitrine:<dir>", "hf:clip", "hf:siglip", "openclip"])
+@pytest.mark.parametrize("key", list_models() + ["vitrine:<dir>", "hf:clip", "hf:siglip", "openclip"])
 def test_backend_encodes_unit_norm_batches(key, model_names, images, small_model):
     model = small_model if key == "vitrine:small" else create_model(model_names[key])
     pixels = model.preprocess(images)

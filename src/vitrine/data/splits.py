@@ -14,21 +14,29 @@ def hash_unit(*parts: object) -> float:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Items with a held-out attribute value are 'unseen'; the rest split by id into 'train'/'val'."""
+    """Items with a held-out attribute value are 'unseen'; the rest split by id into 'train'/'val'.
+
+    `calibration_fraction` holds out a second, disjoint set of values ('calib'): never trained on, they
+    stand in for unseen classes when tuning the generalised zero-shot calibration, so that the real
+    'unseen' values are only ever used for the final evaluation.
+    """
 
     seed: int = 0
     val_fraction: float = 0.05
     holdout_field: str | None = None
     holdout_values: tuple[str, ...] = ()
     holdout_fraction: float = 0.0
+    calibration_fraction: float = 0.0
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
-        if (self.holdout_values or self.holdout_fraction) and not self.holdout_field:
-            raise ValueError("holdout_values/holdout_fraction need a holdout_field")
+        if not 0.0 <= self.calibration_fraction < 1.0 - self.holdout_fraction:
+            raise ValueError(f"calibration_fraction must be in [0, 1 - holdout_fraction), got {self.calibration_fraction}")
+        if (self.holdout_values or self.holdout_fraction or self.calibration_fraction) and not self.holdout_field:
+            raise ValueError("holdout_values/holdout_fraction/calibration_fraction need a holdout_field")
 
     def is_held_out(self, value: str | None) -> bool:
         """Whether a value of `holdout_field` is held out (named, or chosen by hash)."""
@@ -38,8 +46,18 @@ class SplitConfig:
             return True
         return self.holdout_fraction > 0 and hash_unit("holdout", self.seed, self.holdout_field, value) < self.holdout_fraction
 
+    def is_calibration(self, value: str | None) -> bool:
+        """Whether a value is held out for calibration (disjoint from the held-out values)."""
+        if value is None or not self.calibration_fraction or self.is_held_out(value):
+            return False
+        return hash_unit("calibration", self.seed, self.holdout_field, value) < self.calibration_fraction
+
     def assign(self, item_id: str, attributes: Mapping[str, str | None] | None = None) -> str:
-        """'unseen', 'val' or 'train' for one item."""
-        if self.holdout_field and attributes is not None and self.is_held_out(attributes.get(self.holdout_field)):
-            return "unseen"
+        """'unseen', 'calib', 'val' or 'train' for one item."""
+        if self.holdout_field and attributes is not None:
+            value = attributes.get(self.holdout_field)
+            if self.is_held_out(value):
+                return "unseen"
+            if self.is_calibration(value):
+                return "calib"
         return "val" if hash_unit("split", self.seed, item_id) < self.val_fraction else "train"

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
 from vitrine.embed.parts import MANIFEST_FILE, PartStore, atomic_write_text
-from vitrine.models import create_model
+from vitrine.models import DEFAULT_MODEL, create_model
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class EmbedResult:
 
 def run_embed(
     data: str,
-    model: str = "vitrine:small",
+    model: str = DEFAULT_MODEL,
     out: str = "runs/embed",
     batch_size: int = 64,
     part_size: int = 4096,

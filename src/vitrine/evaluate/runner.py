@@ -62,10 +62,20 @@ def run_zero_shot(
     on_error: str = "skip",
     ensemble: bool = True,
     seen_classes: Sequence[str] = (),
-    calibration: float = 0.0,
+    calibration: float | str = "auto",
     progress: bool = True,
 ) -> dict:
-    """Classify each item's `field` among all class names of `data` and `classes_from` catalogs."""
+    """Classify each item's `field` among all class names of `data` and `classes_from` catalogs.
+
+    `calibration="auto"` applies the calibrated stacking the model was trained with (its training.json:
+    seen classes and margin), if any; a number applies that margin to `seen_classes`.
+    """
+    if calibration == "auto":
+        tuned = model.training_info.get("calibration", {}).get(field)
+        calibration = tuned["gamma"] if tuned else 0.0
+        if tuned and not seen_classes:
+            seen_classes = model.training_info.get("seen_classes", {}).get(field, [])
+    calibration = float(calibration)
     keep = split_filter(split, split_config or load_split_config(None))
     items, embeds = _embed(model, data, schema, on_error, keep=keep, progress=progress)
     names = {item.attributes.get(field) for item in items}

@@ -3,4 +3,6 @@ from vitrine.models import _builtin  # noqa: F401  (registers the models and bac
 from vitrine.models._registry import backend_entries, create_model, list_models, model_entries, register_model
 from vitrine.models.base import Encoder, Features
 
-__all__ = ["Encoder", "Features", "backend_entries", "create_model", "list_models", "model_entries", "register_model"]
+DEFAULT_MODEL = "vitrine:kagl-small"  # the trained model shipped in vitrine/models/weights/kagl-small
+
+__all__ = ["DEFAULT_MODEL", "Encoder", "Features", "backend_entries", "create_model", "list_models", "model_entries", "register_model"]

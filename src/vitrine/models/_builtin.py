@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 
 from vitrine.models._registry import register_backend, register_model
-from vitrine.models.dual import DualEncoder, builtin_config, builtin_config_names
+from vitrine.models.dual import WEIGHTS_NAME, DualEncoder, builtin_config, builtin_config_names
 
 
 def _register_configs() -> None:
@@ -17,7 +18,19 @@ def _register_configs() -> None:
         register_model(config_name, f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init) + pretrained MiniLM text tower, {config.embed_dim}-d")(factory)
 
 
+def _register_shipped_weights() -> None:
+    """Trained models committed under `vitrine/models/weights/<name>/` register as `vitrine:<name>`."""
+    folder = resources.files("vitrine.models").joinpath("weights")
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.is_dir() and entry.joinpath(WEIGHTS_NAME).is_file():
+            description = f"trained model shipped with vitrine (model card: {entry.name}/MODEL_CARD.md)"
+            register_model(entry.name, description)(lambda path=str(entry): DualEncoder.load(path))
+
+
 _register_configs()
+_register_shipped_weights()
 
 
 @register_backend("vitrine", "vitrine:<directory>", "a vitrine model directory (config.json + model.safetensors), e.g. a training run")

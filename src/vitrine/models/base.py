@@ -27,6 +27,7 @@ class Encoder(nn.Module, ABC):
     name: str
     embed_dim: int
     image_transform: ImageTransform
+    training_info: dict = {}  # what the trainer recorded (seen classes, calibration); empty for external models
 
     @abstractmethod
     def image_features(self, pixels: torch.Tensor) -> Features:

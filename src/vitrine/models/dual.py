@@ -20,6 +20,7 @@ from vitrine.models.towers import CNNConfig, CNNTower, MiniLMTower
 CONFIG_NAME = "config.json"
 _TEXT_TOWER_PREFIX = "text.bert."
 WEIGHTS_NAME = "model.safetensors"
+TRAINING_INFO_NAME = "training.json"  # written by the trainer: config, seen classes, zero-shot calibration
 
 
 @dataclass(frozen=True)
@@ -135,4 +136,7 @@ class DualEncoder(Encoder):
             missing = [k for k in missing if not k.startswith(_TEXT_TOWER_PREFIX)]
         if missing or unexpected:
             raise ValueError(f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        info = directory / TRAINING_INFO_NAME
+        if info.is_file():
+            model.training_info = json.loads(info.read_text(encoding="utf-8"))
         return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from vitrine.data.prompts import resolve_prompts
 from vitrine.losses import ClipLoss
-from vitrine.models.dual import DualConfig, DualEncoder, builtin_config
+from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import augment, epoch_order, load_pool, sample_captions
@@ -77,6 +78,12 @@ def param_groups(model: DualEncoder, config: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def _model_state(model: DualEncoder, config: TrainConfig) -> dict:
+    """The model's state without a locked, packaged text tower (90 MB that never changes)."""
+    skip = config.freeze.text_tower and model.text_weights_from_package
+    return {k: v for k, v in model.state_dict().items() if not (skip and k.startswith("text.bert."))}
+
+
 def _comparable(config: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
 
@@ -104,6 +111,8 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     if config.grad_checkpointing:
         model.visual.grad_checkpointing = True
     pool = load_pool(config, model.image_transform, progress=progress)
+    if pool.skipped:
+        print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
     train_size = len(pool.indices("train"))
     micro = config.batch_size // config.accumulation
     if train_size < config.batch_size:
@@ -120,7 +129,9 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     text_proj_init = model.text_proj.weight.detach().clone()
     step, elapsed = 0, 0.0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        if unexpected or any(not k.startswith("text.bert.") for k in missing):
+            raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         optimizer.load_state_dict(checkpoint["optimizer"])
         text_proj_init = checkpoint["text_proj_init"]
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
@@ -129,7 +140,7 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
     def snapshot():
-        save_checkpoint(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+        save_checkpoint(out, {"model": _model_state(model, config), "optimizer": optimizer.state_dict(), "step": step,
                               "elapsed": elapsed, "config": config.to_dict(), "text_proj_init": text_proj_init})
 
     model.train()
@@ -192,7 +203,10 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     model_dir = out / "model"
     model.eval()
     model.save(model_dir)
+    calibration = validator.calibrate(model)
     seen = {field: sorted({pool.attributes[i].get(field) for i in pool.indices("train")} - {None}) for field in ("articleType", "baseColour", "gender")}
-    (model_dir / "training.json").write_text(json.dumps({"config": config.to_dict(), "steps": step, "seconds": round(elapsed, 1),
-                                                         "train_items": train_size, "seen_classes": seen, "final_metrics": metrics}, indent=2) + "\n")
+    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "steps": step, "seconds": round(elapsed, 1),
+                                                         "train_items": train_size, "skipped_rows": pool.skipped, "seen_classes": seen,
+                                                         "calibration": {calibration["field"]: calibration} if calibration else {},
+                                                         "final_metrics": metrics}, indent=2) + "\n")
     return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)

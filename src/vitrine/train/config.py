@@ -72,7 +72,7 @@ class TrainConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    split: SplitConfig = field(default_factory=lambda: SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1))
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1))
     cache_dir: str = "runs/cache"
 
     def to_dict(self) -> dict:

@@ -20,7 +20,7 @@ class Validator:
         rng = np.random.default_rng([seed, 12345])
         self.pool = pool
         self.groups = {}
-        for split in ("val", "unseen"):
+        for split in ("val", "unseen", "calib"):
             members = pool.indices(split)
             if len(members) > max_items:
                 members = np.sort(rng.choice(members, size=max_items, replace=False))
@@ -66,12 +66,13 @@ class Validator:
         embeds = {split: self.image_embeddings(model, members) for split, members in self.groups.items() if len(members)}
         for field in FIELDS:
             classes = self.class_embeddings(model, field)
-            for split in ("val", "unseen") if field == "articleType" else ("val",):
+            for split in ("val", "unseen", "calib") if field == "articleType" else ("val",):
                 if split not in embeds:
                     continue
                 labels, keep = self._labels(field, self.groups[split])
                 scores = embeds[split][torch.from_numpy(keep)] @ classes.t().float()
-                name = f"{field}_top1" + ("_seen" if field == "articleType" and split == "val" else "_unseen" if split == "unseen" else "")
+                suffix = {"val": "_seen", "unseen": "_unseen", "calib": "_calib"}[split] if field == "articleType" else ""
+                name = f"{field}_top1{suffix}"
                 metrics[f"val/{name}"] = topk_accuracy(scores, labels, 1)
                 if field == "articleType" and split == "unseen" and self.unseen_types:
                     subset = torch.tensor([self.classes[field].index(t) for t in self.unseen_types])
@@ -89,3 +90,20 @@ class Validator:
             metrics["val/t2i_MRR"] = mean_reciprocal_rank(ranks)
         model.train(was_training)
         return {k: round(v, 4) for k, v in metrics.items()}
+
+    @torch.inference_mode()
+    def calibrate(self, model, field: str = "articleType") -> dict | None:
+        """Tune calibrated stacking on id-held-out items of seen types plus the 'calib' types (never the 'unseen' ones)."""
+        from vitrine.evaluate.zeroshot import tune_calibration
+
+        if not len(self.groups.get("calib", [])) or not len(self.groups["val"]):
+            return None
+        was_training = model.training
+        model.eval()
+        members = np.concatenate([self.groups["val"], self.groups["calib"]])
+        labels, keep = self._labels(field, members)
+        scores = self.image_embeddings(model, members[keep]) @ self.class_embeddings(model, field).t().float()
+        seen = {self.pool.attributes[i].get(field) for i in self.pool.indices("train")}
+        seen_mask = torch.tensor([name in seen for name in self.classes[field]])
+        model.train(was_training)
+        return {"field": field, **tune_calibration(scores, labels, seen_mask)}
