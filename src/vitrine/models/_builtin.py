@@ -26,7 +26,13 @@ def _register_shipped_weights() -> None:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.is_dir() and entry.joinpath(WEIGHTS_NAME).is_file():
             description = f"trained model shipped with vitrine (model card: {entry.name}/MODEL_CARD.md)"
-            register_model(entry.name, description)(lambda path=str(entry): DualEncoder.load(path))
+            register_model(entry.name, description)(lambda path=str(entry), name=entry.name: _load_named(path, name))
+
+
+def _load_named(path: str, name: str) -> DualEncoder:
+    model = DualEncoder.load(path)
+    model.name = f"vitrine:{name}"
+    return model
 
 
 _register_configs()
@@ -37,7 +43,7 @@ _register_shipped_weights()
 def _local_dir(path: str):
     if not os.path.isdir(path):
         raise KeyError(f"vitrine:{path} is neither a registered vitrine model nor a model directory")
-    return DualEncoder.load(path)
+    return _load_named(path, path)
 
 
 @register_backend("hf", "hf:<directory or hub id>", "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -10,28 +11,43 @@ import torch
 from tqdm import tqdm
 
 
-def _cache_key(tower_id: str, strings: list[str]) -> str:
-    digest = hashlib.sha1(tower_id.encode("utf-8"))
-    for text in strings:
-        digest.update(b"\x1e" + text.encode("utf-8"))
-    return digest.hexdigest()[:20]
+def _tower_key(model) -> str:
+    return hashlib.sha1(f"{type(model.text).__name__}:{json.dumps(model.config.text, sort_keys=True)}".encode()).hexdigest()[:16]
+
+
+def _encode(model, strings: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    chunks = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(strings), batch_size), desc="encode new texts (cached)", unit="batch", disable=not progress):
+            chunks.append(model.text(model.text.tokenize(strings[start : start + batch_size]))[2].float().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, model.text.width), dtype=np.float32)
 
 
 def pooled_text_features(model, strings: list[str], cache_dir: str | os.PathLike | None, batch_size: int = 256, progress: bool = True) -> torch.Tensor:
-    """(len(strings), W) pooled outputs of `model.text` (before the projection); cached by content."""
-    tower_id = f"{type(model.text).__name__}:{model.config.text}"
-    path = Path(cache_dir) / "text" / f"{_cache_key(tower_id, strings)}.npy" if cache_dir else None
-    if path is not None and path.is_file():
-        return torch.from_numpy(np.load(path))
-    chunks = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(strings), batch_size), desc="encode texts (cached once)", unit="batch", disable=not progress):
-            batch = model.text.tokenize(strings[start : start + batch_size])
-            chunks.append(model.text(batch)[2].float())
-    features = torch.cat(chunks) if chunks else torch.zeros(0, model.text.width)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npy")
-        np.save(tmp, features.numpy())
-        os.replace(tmp, path)
-    return features
+    """(len(strings), W) pooled outputs of `model.text` (before the projection).
+
+    The cache holds one row per string ever encoded by this tower; only new strings are encoded.
+    """
+    if cache_dir is None:
+        return torch.from_numpy(_encode(model, strings, batch_size, progress))
+    folder = Path(cache_dir) / "text" / _tower_key(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    features_path, strings_path = folder / "features.npy", folder / "strings.json"
+    known: list[str] = json.loads(strings_path.read_text(encoding="utf-8")) if strings_path.is_file() else []
+    features = np.load(features_path) if features_path.is_file() and known else np.zeros((0, model.text.width), dtype=np.float32)
+    if len(features) != len(known):  # a torn write: start over rather than misalign rows
+        known, features = [], np.zeros((0, model.text.width), dtype=np.float32)
+    row = {text: i for i, text in enumerate(known)}
+    missing = list(dict.fromkeys(text for text in strings if text not in row))
+    if missing:
+        features = np.concatenate([features, _encode(model, missing, batch_size, progress)])
+        known += missing
+        row.update({text: len(row) + i for i, text in enumerate(missing)})
+        # features first, strings last: the strings file is the commit marker
+        tmp = folder / "features.tmp.npy"
+        np.save(tmp, features)
+        os.replace(tmp, features_path)
+        tmp = folder / "strings.tmp.json"
+        tmp.write_text(json.dumps(known), encoding="utf-8")
+        os.replace(tmp, strings_path)
+    return torch.from_numpy(features[[row[text] for text in strings]])
