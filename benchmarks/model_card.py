@@ -23,24 +23,30 @@ def evaluate(model_name: str, data: str, split_config: str | None, ablations: bo
     rows: dict[str, dict] = {}
     t0 = time.perf_counter()
     common = dict(split_config=split, progress=progress, classes_from=[data])
-    rows["articleType, seen types (val)"] = run_zero_shot(data, "articleType", model, split="val", **common)
-    rows["articleType, unseen types"] = run_zero_shot(data, "articleType", model, split="unseen", **common)
+    raw = dict(common, calibration=0.0)
+    rows["articleType, seen types (val)"] = run_zero_shot(data, "articleType", model, split="val", **raw)
+    rows["articleType, unseen types"] = run_zero_shot(data, "articleType", model, split="unseen", **raw)
+    if model.training_info.get("calibration", {}).get("articleType"):
+        rows["articleType, seen types (val), calibrated"] = run_zero_shot(data, "articleType", model, split="val", **common)
+        rows["articleType, unseen types, calibrated"] = run_zero_shot(data, "articleType", model, split="unseen", **common)
     rows["articleType, unseen among unseen"] = run_zero_shot(data, "articleType", model, split="unseen", split_config=split, progress=progress)
     rows["baseColour (val)"] = run_zero_shot(data, "baseColour", model, split="val", **common)
     rows["gender (val)"] = run_zero_shot(data, "gender", model, split="val", **common)
     if ablations:
-        rows["articleType, seen types, single template"] = run_zero_shot(data, "articleType", model, split="val", ensemble=False, **common)
-        rows["articleType, unseen types, single template"] = run_zero_shot(data, "articleType", model, split="unseen", ensemble=False, **common)
+        rows["articleType, seen types (val), single template"] = run_zero_shot(data, "articleType", model, split="val", ensemble=False, **raw)
+        rows["articleType, unseen among unseen, single template"] = run_zero_shot(data, "articleType", model, split="unseen", split_config=split, ensemble=False, progress=progress)
+        rows["baseColour (val), single template"] = run_zero_shot(data, "baseColour", model, split="val", ensemble=False, **common)
+        rows["gender (val), single template"] = run_zero_shot(data, "gender", model, split="val", ensemble=False, **common)
     retrieval = run_retrieval(data, model, galleries=[data], split="heldout", split_config=split, progress=progress)
     return {"model": model_name, "seconds": round(time.perf_counter() - t0, 1), "zero_shot": rows, "retrieval": retrieval}
 
 
 def print_table(result: dict) -> None:
     print(f"model {result['model']} (evaluated in {result['seconds']} s)\n")
-    print("| zero-shot | n | classes | top-1 | top-5 | macro-F1 | weighted-F1 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| zero-shot | n | classes | calibration | top-1 | top-5 | macro-F1 | weighted-F1 |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in result["zero_shot"].items():
-        print(f"| {name} | {r['n']} | {r['classes']} | {r['top1']:.4f} | {r['top5']:.4f} | {r['macro_f1']:.4f} | {r['weighted_f1']:.4f} |")
+        print(f"| {name} | {r['n']} | {r['classes']} | {r['calibration']} | {r['top1']:.4f} | {r['top5']:.4f} | {r['macro_f1']:.4f} | {r['weighted_f1']:.4f} |")
     r = result["retrieval"]
     i2t = r["image_to_text"]
     print(f"\n| retrieval (held-out titles, gallery {r['gallery_size']}) | queries | R@1 | R@5 | R@10 | MRR |")

@@ -118,9 +118,11 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     if train_size < config.batch_size:
         raise ValueError(f"only {train_size} training items for batch size {config.batch_size}")
     text_locked = config.freeze.text_tower
-    text_feats = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress) if text_locked else None
-    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), text_feats if text_feats is not None
-                          else pooled_text_features(model, pool.strings, config.cache_dir, progress=progress), config.val_max_items, config.cache_dir, config.seed)
+    # With the tower locked, a training step needs only these cached features and the projection.
+    # (Validation uses them too; with an unlocked tower they are the pretrained tower's, an approximation.)
+    pooled = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress)
+    text_feats = pooled if text_locked else None
+    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), pooled, config.val_max_items, config.cache_dir, config.seed)
 
     optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
     steps_per_epoch = len(epoch_order(pool, config, 0)) // config.batch_size
