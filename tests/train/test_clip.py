@@ -74,3 +74,13 @@ def test_resume_refuses_a_different_config(setup):
     train_clip(config.replace(out=str(root / "c"), max_steps=1), progress=False)
     with pytest.raises(ValueError, match="different training config"):
         train_clip(config.replace(out=str(root / "c"), batch_size=8), progress=False)
+
+
+def test_config_round_trips_and_rejects_bad_values(tmp_path):
+    config = TrainConfig(batch_size=64, accumulation=4)
+    config.save(tmp_path / "c.json")
+    assert TrainConfig.from_file(tmp_path / "c.json") == config
+    with pytest.raises(ValueError, match="divisible by accumulation"):
+        TrainConfig(batch_size=30, accumulation=4)
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        TrainConfig.from_dict({"batchsize": 3})

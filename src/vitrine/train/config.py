@@ -75,6 +75,14 @@ class TrainConfig:
     split: SplitConfig = field(default_factory=lambda: SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1))
     cache_dir: str = "runs/cache"
 
+    def __post_init__(self):
+        if self.batch_size < 2 or self.accumulation < 1 or self.batch_size % self.accumulation:
+            raise ValueError(f"batch_size ({self.batch_size}) must be >= 2 and divisible by accumulation ({self.accumulation})")
+        if not self.sources:
+            raise ValueError("a training config needs at least one source")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+
     def to_dict(self) -> dict:
         return _to_jsonable(self)
 
