@@ -1,0 +1,111 @@
+"""Product metadata in SQLite beside the vectors: one row per product, attributes indexed for filters."""
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS attributes (key INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS attributes_by_value ON attributes (field, value, key);
+CREATE INDEX IF NOT EXISTS attributes_by_key ON attributes (key);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class MetadataStore:
+    """Maps product ids to integer keys (the vector ids) and answers attribute filters with the keys that match."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions via `transaction()`
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def transaction(self):
+        """`with store.transaction():` commits everything inside at once, or nothing."""
+        return _Transaction(self.db)
+
+    def get_state(self, name: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, name: str, value: str) -> None:
+        self.db.execute("INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def keys_for(self, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update(self.db.execute(f"SELECT id, key FROM products WHERE id IN ({marks})", chunk).fetchall())
+        return out
+
+    def upsert(self, rows: Iterable[tuple[str, str | None, Mapping[str, str | None]]]) -> list[int]:
+        """Insert or replace products; returns their keys (an existing id keeps its key)."""
+        keys = []
+        for item_id, title, attributes in rows:
+            clean = {k: v for k, v in attributes.items() if v is not None}
+            self.db.execute(
+                "INSERT INTO products (id, title, attributes) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET title = excluded.title, attributes = excluded.attributes",
+                (item_id, title, json.dumps(clean, sort_keys=True)),
+            )
+            key = self.db.execute("SELECT key FROM products WHERE id = ?", (item_id,)).fetchone()[0]
+            self.db.execute("DELETE FROM attributes WHERE key = ?", (key,))
+            self.db.executemany("INSERT INTO attributes (key, field, value) VALUES (?, ?, ?)", [(key, f, v) for f, v in clean.items()])
+            keys.append(key)
+        return keys
+
+    def delete(self, ids: Sequence[str]) -> list[int]:
+        """Remove products; returns the keys that existed."""
+        found = self.keys_for(ids)
+        for key in found.values():
+            self.db.execute("DELETE FROM attributes WHERE key = ?", (key,))
+            self.db.execute("DELETE FROM products WHERE key = ?", (key,))
+        return sorted(found.values())
+
+    def matching_keys(self, filters: Mapping[str, str | Sequence[str]]) -> list[int]:
+        """Keys of products whose every filtered field equals (one of) the given value(s)."""
+        if not filters:
+            raise ValueError("matching_keys needs at least one filter")
+        clauses, params = [], []
+        for field, values in sorted(filters.items()):
+            values = [values] if isinstance(values, str) else list(values)
+            clauses.append(f"SELECT key FROM attributes WHERE field = ? AND value IN ({','.join('?' * len(values))})")
+            params += [field, *values]
+        return [row[0] for row in self.db.execute(" INTERSECT ".join(clauses) + " ORDER BY key", params)]
+
+    def products(self, keys: Sequence[int]) -> dict[int, dict]:
+        out = {}
+        for start in range(0, len(keys), 500):
+            chunk = [int(k) for k in keys[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for key, item_id, title, attributes in self.db.execute(f"SELECT key, id, title, attributes FROM products WHERE key IN ({marks})", chunk):
+                out[key] = {"id": item_id, "title": title, **json.loads(attributes)}
+        return out
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM products").fetchone()[0]
+
+    def all_keys(self) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT key FROM products ORDER BY key")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False
