@@ -121,6 +121,49 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from vitrine.index.build import build_index
+    from vitrine.models import create_model
+
+    result = build_index(args.data, args.index, create_model(args.model), batch_size=args.batch_size, on_error=args.on_error,
+                         schema=args.schema, progress=not args.no_progress)
+    print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
+          f"= {result.products_per_second:.1f} products/s" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_index_delete(args: argparse.Namespace) -> int:
+    from vitrine.index.faiss_store import FaissStore
+
+    store = FaissStore.open(args.index)
+    removed = store.delete(args.ids)
+    print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
+    store.close()
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from vitrine.search import SearchEngine, parse_filters
+
+    if bool(args.text) == bool(args.image):
+        raise ValueError("give exactly one of --text or --image")
+    engine = SearchEngine(args.index, model=args.model)
+    filters = parse_filters(args.filter or [])
+    hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
+    engine.close()
+    if args.json:
+        print(json.dumps([{"rank": r, "score": round(h.score, 4), **h.metadata} for r, h in enumerate(hits, 1)]))
+        return 0
+    keys = [k for k in ("articleType", "baseColour", "gender") if any(k in h.metadata for h in hits)]
+    print(f"{'rank':>4}  {'score':>6}  {'id':<10} {'title':<50} " + "  ".join(keys))
+    for rank, hit in enumerate(hits, 1):
+        title = (hit.metadata.get("title") or "")[:50]
+        print(f"{rank:>4}  {hit.score:6.3f}  {hit.id:<10} {title:<50} " + "  ".join(str(hit.metadata.get(k, "")) for k in keys))
+    if not hits:
+        print("no results" + (" match the filters" if filters else ""))
+    return 0
+
+
 def _eval_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="catalog to evaluate (any format vitrine reads)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
@@ -204,6 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
     retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
     retrieval.set_defaults(func=cmd_eval_retrieval)
+
+    index = sub.add_parser("index", help="build and update a searchable catalog index", description="Catalog index (FAISS + SQLite, embedded).")
+    actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("build", "embed a catalog into an index (rerun to resume after a crash)"), ("add", "add or update the products of a catalog")):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("--data", required=True, help="catalog (any format vitrine reads)")
+        action.add_argument("--index", required=True, help="index directory (created if missing)")
+        action.add_argument("--model", default=DEFAULT_MODEL, help="registry name; an existing index only accepts its own model; default %(default)s")
+        action.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
+        action.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+        action.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+        action.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        action.set_defaults(func=cmd_index_build)
+    delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
+    delete.add_argument("--index", required=True, help="index directory")
+    delete.add_argument("ids", nargs="+", help="product ids")
+    delete.set_defaults(func=cmd_index_delete)
+
+    search = sub.add_parser("search", help="search an index by text or image", description="Search an index by text or by image, optionally filtered by attributes.")
+    search.add_argument("--index", required=True, help="index directory")
+    search.add_argument("--text", help="text query")
+    search.add_argument("--image", help="query image file (any common format)")
+    search.add_argument("--filter", action="append", help="field=value; repeat for more (same field: any of the values)")
+    search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
+    search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
+    search.add_argument("--json", action="store_true", help="print results as JSON")
+    search.set_defaults(func=cmd_search)
     return parser
 
 

@@ -86,8 +86,11 @@ class FaissStore:
         self.generation += 1
         old.unlink(missing_ok=True)
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None) -> None:
-        """Add products, or replace the vector and metadata of ids already present; atomic."""
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None, state: Mapping[str, str] | None = None) -> None:
+        """Add products, or replace the vector and metadata of ids already present; atomic.
+
+        `state` entries (e.g. a build's resume position) are committed in the same transaction.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.shape != (len(ids), self.dim):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
@@ -101,6 +104,8 @@ class FaissStore:
                 keys = np.asarray(self.meta.upsert(rows), dtype=np.int64)
                 self.index.remove_ids(self._faiss.IDSelectorBatch(keys))
                 self.index.add_with_ids(vectors, keys)
+                for name, value in (state or {}).items():
+                    self.meta.set_state(name, value)
                 self._commit_vectors()
         except BaseException:
             self.index = snapshot  # keep memory equal to what is on disk

@@ -1,0 +1,51 @@
+"""The query engine: text or image queries against an index, with attribute filters."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from vitrine.data.errors import ImageDecodeError
+from vitrine.data.images import load_image_file
+from vitrine.index.faiss_store import FaissStore, SearchHit
+from vitrine.models import create_model
+
+
+class SearchEngine:
+    """An index plus the model that built it (another model is refused)."""
+
+    def __init__(self, index: str, model: str | None = None):
+        self.store = FaissStore.open(index, model=model)
+        self.model = create_model(self.store.model)
+
+    def text(self, query: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:
+        if not query.strip():
+            raise ValueError("the text query is empty")
+        with torch.inference_mode():
+            vector = self.model.encode_text([query]).numpy()
+        return self.store.search(vector, k, filters)[0]
+
+    def image(self, path: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:
+        try:
+            image = load_image_file(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"query image not found: {path}") from None
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(exc.detail, source=path) from None
+        with torch.inference_mode():
+            vector = self.model.encode_image(self.model.preprocess([image])).numpy()
+        return self.store.search(vector, k, filters)[0]
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def parse_filters(specs: Sequence[str]) -> dict[str, list[str]]:
+    """`["gender=Women", "articleType=Dresses", "gender=Girls"]` -> {"gender": ["Women", "Girls"], ...}."""
+    filters: dict[str, list[str]] = {}
+    for spec in specs:
+        field, sep, value = spec.partition("=")
+        if not sep or not field.strip() or not value.strip():
+            raise ValueError(f"a filter looks like field=value, got {spec!r}")
+        filters.setdefault(field.strip(), []).append(value.strip())
+    return filters

@@ -1,0 +1,70 @@
+"""`vitrine index build` resumes after a crash with exactly the right products; `vitrine search` answers and refuses clearly."""
+import json
+
+import pytest
+
+from tests.conftest import make_rows, write_folder, write_shards
+from vitrine.cli import main
+from vitrine.index.build import build_index
+from vitrine.index.faiss_store import FaissStore, IndexMismatchError
+from vitrine.search import SearchEngine, parse_filters
+
+
+class CrashAfter:
+    """A real encoder that raises after `n` image batches, like a kill mid-build."""
+
+    def __init__(self, inner, n):
+        self.inner, self.n, self.calls = inner, n, 0
+        self.name, self.embed_dim, self.image_transform = inner.name, inner.embed_dim, inner.image_transform
+
+    def encode_image(self, pixels):
+        self.calls += 1
+        if self.calls > self.n:
+            raise KeyboardInterrupt("killed")
+        return self.inner.encode_image(pixels)
+
+
+def test_interrupted_build_resumes_without_duplicates(tmp_path, small_model):
+    write_shards(tmp_path / "shards", make_rows(37), per_shard=10)
+    index = tmp_path / "idx"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(str(tmp_path / "shards"), str(index), CrashAfter(small_model, 5), batch_size=4, commit_every=8, progress=False)
+    partial = FaissStore.open(index)
+    assert partial.stats()["products"] == 16  # two commits of 8 survived the crash
+    partial.close()
+    result = build_index(str(tmp_path / "shards"), str(index), small_model, batch_size=4, commit_every=8, progress=False)
+    assert result.added == 37 - 16 and result.products == 37
+    store = FaissStore.open(index)
+    assert store.stats()["vectors"] == store.meta.count() == 37
+    store.close()
+
+
+def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, capsys):
+    rows = make_rows(12)
+    write_folder(tmp_path / "cat", rows)
+    build_index(str(tmp_path / "cat"), str(tmp_path / "idx"), small_model, progress=False)
+    engine = SearchEngine(str(tmp_path / "idx"))
+    image_hits = engine.image(str(tmp_path / "cat" / "images" / "1003.jpg"), k=3)
+    # ids 1003 and 1008 share a colour, so their generated images are identical: both score 1.
+    assert image_hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert "1003" in {h.id for h in image_hits if h.score > 0.9999}
+    women = engine.text("a dress", k=12, filters={"gender": ["Women"]})
+    assert len(women) == 6 and all(h.metadata["gender"] == "Women" for h in women)
+    assert engine.text("a dress", k=5, filters={"gender": ["Nobody"]}) == []
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(Exception, match="bad.jpg: file is not an image"):
+        engine.image(str(tmp_path / "bad.jpg"))
+    engine.close()
+    with pytest.raises(IndexMismatchError, match="cannot be queried"):
+        SearchEngine(str(tmp_path / "idx"), model="vitrine:kagl-small")
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--filter", "gender=Men", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in results] == [1, 2] and all(r["gender"] == "Men" for r in results)
+    assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "bad.jpg")]) == 2
+    assert "not an image" in capsys.readouterr().err
+
+
+def test_parse_filters():
+    assert parse_filters(["gender=Women", "articleType=Dresses", "gender=Girls"]) == {"gender": ["Women", "Girls"], "articleType": ["Dresses"]}
+    with pytest.raises(ValueError, match="field=value"):
+        parse_filters(["gender"])
