@@ -125,10 +125,42 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from vitrine.index.build import build_index
     from vitrine.models import create_model
 
+    given = {"exact_max": args.exact_max, "memory_budget": _parse_bytes(args.memory_budget), "approximate": args.approximate}
+    options = {name: value for name, value in given.items() if value is not None}  # the rest: as saved with the index
+
+    def log_commit(products: int, position: int) -> None:
+        print(f"committed: {products} products, catalog position {position}", file=sys.stderr, flush=True)
+
     result = build_index(args.data, args.index, create_model(args.model), batch_size=args.batch_size, on_error=args.on_error,
-                         schema=args.schema, progress=not args.no_progress)
+                         schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
+                         on_commit=log_commit if args.verbose else None)
     print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
           f"= {result.products_per_second:.1f} products/s" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
+    return 0
+
+
+def _parse_bytes(text: str | None) -> int | None:
+    """'8G', '512M', '1073741824' -> bytes."""
+    if text is None:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(clean[:-1]) * units[clean[-1]] if clean and clean[-1] in units else float(clean)
+    except ValueError:
+        raise ValueError(f"a memory size looks like 8G, 512M or a number of bytes, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return int(value)
+
+
+def cmd_index_stats(args: argparse.Namespace) -> int:
+    from vitrine.index.faiss_store import FaissStore
+
+    store = FaissStore.open(args.index)
+    stats = store.stats()
+    store.close()
+    print(json.dumps(stats, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in stats.items()))
     return 0
 
 
@@ -259,7 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
         action.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
         action.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        action.add_argument("--exact-max", type=int, help="exact search up to this many products, approximate above (default 100000, then as saved)")
+        action.add_argument("--memory-budget", help="memory for the vector index, e.g. 8G (default: half the RAM); picks HNSW or, when tight, IVF-PQ")
+        action.add_argument("--approximate", choices=["auto", "hnsw", "ivfpq"], help="approximate index kind above --exact-max (default auto, then as saved)")
+        action.add_argument("--commit-every", type=int, default=4096, help="products per commit at least (a crash loses at most one commit); default %(default)s")
+        action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
         action.set_defaults(func=cmd_index_build)
+    stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
+    stats.add_argument("--index", required=True, help="index directory")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=cmd_index_stats)
     delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
     delete.add_argument("--index", required=True, help="index directory")
     delete.add_argument("ids", nargs="+", help="product ids")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
 from vitrine.index.faiss_store import FaissStore
+from vitrine.index.plan import IndexOptions
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,14 @@ class BuildResult:
 
 
 def build_index(data: str, index: str, model, batch_size: int = 64, commit_every: int = 4096, on_error: str = "skip",
-                schema=None, progress: bool = True) -> BuildResult:
-    """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues."""
-    store = FaissStore(index, model=model.name, dim=model.embed_dim)
+                schema=None, progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
+                on_commit: Callable[[int, int], None] | None = None) -> BuildResult:
+    """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues.
+
+    A commit rewrites the vector file, so commits grow with the index (at least a quarter of it):
+    the total written stays a few times the final index, and a crash loses at most that share.
+    """
+    store = FaissStore(index, model=model.name, dim=model.embed_dim, options=options)
     source = os.path.abspath(data) if os.path.exists(data) else data
     state_name = f"build:{source}"
     position = int(json.loads(store.meta.get_state(state_name, '{"position": 0}'))["position"])
@@ -39,6 +46,8 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
 
     def commit(at: int, skipped: dict) -> None:
         store.upsert(ids, np.concatenate(vectors), metas, state={state_name: json.dumps({"position": at, "skipped": skipped})})
+        if on_commit:
+            on_commit(store.stats()["products"], at)
 
     with torch.inference_mode():
         for batch in prefetch(iter_batches(reader, model.image_transform, batch_size, start=position)):
@@ -47,7 +56,7 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
             metas.extend(item.metadata() for item in batch.items)
             added += len(batch.items)
             bar.update(batch.position - bar.n)
-            if len(ids) >= commit_every:
+            if len(ids) >= max(commit_every, store.vectors.live // 4):
                 commit(batch.position, batch.skipped)
                 ids, vectors, metas = [], [], []
         if ids:

@@ -1,19 +1,25 @@
-"""The embedded vector store: FAISS vectors + SQLite metadata, committed together by generation number.
+"""The embedded vector store: a FAISS index + SQLite metadata, committed together by generation number.
 
-A commit writes `vectors-<n+1>.faiss` (temp file, then rename) and only then, in one SQLite
+A commit writes `vectors-<n+1>.faiss` (temp file, fsync, rename) and only then, in one SQLite
 transaction, the metadata rows and `generation = n+1`. A crash before that transaction leaves
 generation n and its file untouched; files of other generations are removed on open.
+
+The index kind follows the catalog (see `plan.py`): exact while small, HNSW above `exact_max`,
+IVF-PQ when HNSW would not fit the memory budget. Conversions happen inside a commit.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from vitrine.failpoints import failpoint
 from vitrine.index.metadata import MetadataStore
+from vitrine.index.plan import IndexOptions, plan_index
+from vitrine.index.vectors import IVFPQ_MIN_VECTORS, VectorIndex
 
 DB_NAME = "index.sqlite"
 
@@ -30,32 +36,48 @@ class IndexMismatchError(ValueError):
 
 
 class FaissStore:
-    """Exact inner-product search over L2-normalised vectors, with attribute filters of any selectivity."""
+    """Inner-product search over L2-normalised vectors, with attribute filters of any selectivity."""
 
-    def __init__(self, directory: str | os.PathLike, model: str, dim: int):
-        import faiss
-
-        self._faiss = faiss
+    def __init__(self, directory: str | os.PathLike, model: str, dim: int, options: IndexOptions | Mapping[str, object] | None = None):
+        """Create or open the index in `directory`; `options` (all, or a mapping of the ones to change) are saved with it."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.meta = MetadataStore(self.directory / DB_NAME)
         stored_model, stored_dim = self.meta.get_state("model"), self.meta.get_state("dim")
-        if stored_model is None:
-            with self.meta.transaction():
-                self.meta.set_state("model", model)
-                self.meta.set_state("dim", str(dim))
-                self.meta.set_state("generation", "0")
-        elif stored_model != model or int(stored_dim) != dim:
+        if stored_model is not None and (stored_model != model or int(stored_dim) != dim):
             self.meta.close()
             raise IndexMismatchError(f"index {self.directory} was built with {stored_model} ({stored_dim}-d); "
                                      f"it cannot be queried or extended with {model} ({dim}-d). Rebuild it with that model or use --model {stored_model}.")
+        stored = self.meta.get_state("options")
+        merged = IndexOptions.from_json(stored) if stored else IndexOptions()
+        if isinstance(options, IndexOptions):
+            merged = options
+        elif options:
+            merged = replace(merged, **options)
+        if stored_model is None or merged.to_json() != stored:
+            with self.meta.transaction():
+                if stored_model is None:
+                    self.meta.set_state("model", model)
+                    self.meta.set_state("dim", str(dim))
+                    self.meta.set_state("generation", "0")
+                    self.meta.set_state("kind", "flat")
+                self.meta.set_state("options", merged.to_json())
         self.model, self.dim = model, dim
-        self.generation = int(self.meta.get_state("generation"))
-        path = self._vectors_path(self.generation)
-        self.index = faiss.read_index(str(path)) if path.is_file() else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.options = IndexOptions.from_json(self.meta.get_state("options"))
+        self._load()
         for stale in self.directory.glob("vectors-*.faiss*"):
-            if stale != path:
+            if stale != self._vectors_path(self.generation):
                 stale.unlink()
+
+    def _load(self) -> None:
+        """(Re)read the committed generation: what is on disk is the truth."""
+        self.generation = int(self.meta.get_state("generation"))
+        kind = self.meta.get_state("kind", "flat")
+        path = self._vectors_path(self.generation)
+        if path.is_file():
+            self.vectors = VectorIndex.read(path, kind, self.dim, self.options, self.meta.dead_keys())
+        else:
+            self.vectors = VectorIndex.empty(self.dim, self.options)
 
     @classmethod
     def open(cls, directory: str | os.PathLike, model: str | None = None) -> "FaissStore":
@@ -71,20 +93,44 @@ class FaissStore:
     def _vectors_path(self, generation: int) -> Path:
         return self.directory / f"vectors-{generation:08d}.faiss"
 
-    def _commit_vectors(self) -> None:
-        """Write the next generation's vector file; the caller's transaction then makes it current."""
+    def _replan(self) -> None:
+        """Move to the index kind the catalog's size now calls for; rebuild HNSW once many of its vectors are dead."""
+        current = self.vectors
+        target = plan_index(current.live, self.dim, self.options).kind
+        upgrade = {"flat": 0, "hnsw": 1, "ivfpq": 2}
+        if upgrade[target] > upgrade[current.kind] and not (target == "ivfpq" and current.live < IVFPQ_MIN_VECTORS):
+            keys, vectors = current.live_items()
+            self.vectors = VectorIndex.build(target, keys, vectors, self.options)
+        elif current.kind == "hnsw" and len(current.dead) > self.options.compact_dead_fraction * current.stored:
+            keys, vectors = current.live_items()
+            self.vectors = VectorIndex.build("hnsw", keys, vectors, self.options)
+
+    def _commit(self, state: Mapping[str, str] | None) -> None:
+        """Inside the caller's transaction: write the next generation's file and point the metadata at it."""
+        self._replan()
         path = self._vectors_path(self.generation + 1)
         tmp = path.with_name(path.name + ".tmp")
-        self._faiss.write_index(self.index, str(tmp))
+        self.vectors.write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        failpoint("index.vectors_written")  # new file in place, metadata not yet committed
+        for name, value in (state or {}).items():
+            self.meta.set_state(name, value)
+        self.meta.set_dead_keys(self.vectors.dead)
+        self.meta.set_state("kind", self.vectors.kind)
         self.meta.set_state("generation", str(self.generation + 1))
 
     def _finish_commit(self) -> None:
+        failpoint("index.committed")
         old = self._vectors_path(self.generation)
         self.generation += 1
         old.unlink(missing_ok=True)
+
+    def _rollback(self) -> None:
+        """After a failed commit, drop what changed in memory and reread the committed generation."""
+        self._vectors_path(self.generation + 1).unlink(missing_ok=True)
+        self._load()
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None, state: Mapping[str, str] | None = None) -> None:
         """Add products, or replace the vector and metadata of ids already present; atomic.
@@ -92,37 +138,38 @@ class FaissStore:
         `state` entries (e.g. a build's resume position) are committed in the same transaction.
         """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(ids), self.dim):
+        if vectors.ndim != 2 or vectors.shape != (len(ids), self.dim):
             raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise ValueError("vectors contain NaN or infinity")
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate ids in one upsert")
+        if any(not isinstance(i, str) or not i for i in ids):
+            raise ValueError("ids must be non-empty strings")
         metadata = metadata or [{} for _ in ids]
+        if len(metadata) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
         rows = [(item_id, meta.get("title"), {k: v for k, v in meta.items() if k not in ("id", "title")}) for item_id, meta in zip(ids, metadata)]
-        snapshot = self._faiss.clone_index(self.index)
         try:
             with self.meta.transaction():
-                keys = np.asarray(self.meta.upsert(rows), dtype=np.int64)
-                self.index.remove_ids(self._faiss.IDSelectorBatch(keys))
-                self.index.add_with_ids(vectors, keys)
-                for name, value in (state or {}).items():
-                    self.meta.set_state(name, value)
-                self._commit_vectors()
+                keys, replaced = self.meta.upsert(rows)
+                self.vectors.remove(np.asarray(replaced, dtype=np.int64))
+                self.vectors.add(np.asarray(keys, dtype=np.int64), vectors)
+                self._commit(state)
         except BaseException:
-            self.index = snapshot  # keep memory equal to what is on disk
+            self._rollback()
             raise
         self._finish_commit()
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove products by id; returns how many existed. Atomic."""
-        snapshot = self._faiss.clone_index(self.index)
         try:
             with self.meta.transaction():
                 keys = np.asarray(self.meta.delete(list(ids)), dtype=np.int64)
-                if len(keys):
-                    self.index.remove_ids(self._faiss.IDSelectorBatch(keys))
-                self._commit_vectors()
+                self.vectors.remove(keys)
+                self._commit(None)
         except BaseException:
-            self.index = snapshot
+            self._rollback()
             raise
         self._finish_commit()
         return len(keys)
@@ -130,28 +177,26 @@ class FaissStore:
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be {self.dim}-d, got {queries.shape[1]}")
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"queries must be {self.dim}-d, got shape {queries.shape}")
         if k < 1:
             raise ValueError("k must be >= 1")
-        params = None
+        allowed = None
         if filters:
             allowed = np.asarray(self.meta.matching_keys(filters), dtype=np.int64)
             if not len(allowed):
                 return [[] for _ in queries]
-            # Exact search over the allowed ids: correct however few products the filter keeps.
-            params = self._faiss.SearchParameters(sel=self._faiss.IDSelectorBatch(allowed))
-        k = min(k, self.index.ntotal) if self.index.ntotal else 0
+        k = min(k, self.vectors.live if allowed is None else len(allowed))
         if not k:
             return [[] for _ in queries]
-        scores, keys = self.index.search(queries, k, params=params)
+        scores, keys = self.vectors.search(queries, k, allowed)
         products = self.meta.products(sorted({int(key) for key in keys.ravel() if key >= 0}))
         return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)]) for score, key in zip(row_s, row_k) if key >= 0]
                 for row_s, row_k in zip(scores, keys)]
 
     def stats(self) -> dict:
-        return {"model": self.model, "dim": self.dim, "vectors": int(self.index.ntotal), "products": self.meta.count(),
-                "generation": self.generation, "index_type": type(self.index.index).__name__ if hasattr(self.index, "index") else type(self.index).__name__}
+        return {"model": self.model, "dim": self.dim, "vectors": self.vectors.live, "products": self.meta.count(),
+                "generation": self.generation, "index_kind": self.vectors.kind, "dead_vectors": len(self.vectors.dead)}
 
     def close(self) -> None:
         self.meta.close()

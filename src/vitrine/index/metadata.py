@@ -7,11 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS products (key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attributes (key INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS attributes_by_value ON attributes (field, value, key);
 CREATE INDEX IF NOT EXISTS attributes_by_key ON attributes (key);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dead (key INTEGER PRIMARY KEY);
 """
 
 
@@ -44,29 +45,44 @@ class MetadataStore:
             out.update(self.db.execute(f"SELECT id, key FROM products WHERE id IN ({marks})", chunk).fetchall())
         return out
 
-    def upsert(self, rows: Iterable[tuple[str, str | None, Mapping[str, str | None]]]) -> list[int]:
-        """Insert or replace products; returns their keys (an existing id keeps its key)."""
+    def upsert(self, rows: Iterable[tuple[str, str | None, Mapping[str, str | None]]]) -> tuple[list[int], list[int]]:
+        """Insert or replace products; returns (their new keys, the keys they replaced).
+
+        A replaced product gets a fresh key (keys are never reused), so an index that cannot drop a
+        vector in place can mark the old key dead instead.
+        """
+        rows = list(rows)
+        replaced = self.keys_for([item_id for item_id, _, _ in rows])
+        self._remove_keys(list(replaced.values()))
         keys = []
         for item_id, title, attributes in rows:
             clean = {k: v for k, v in attributes.items() if v is not None}
-            self.db.execute(
-                "INSERT INTO products (id, title, attributes) VALUES (?, ?, ?) "
-                "ON CONFLICT(id) DO UPDATE SET title = excluded.title, attributes = excluded.attributes",
-                (item_id, title, json.dumps(clean, sort_keys=True)),
-            )
-            key = self.db.execute("SELECT key FROM products WHERE id = ?", (item_id,)).fetchone()[0]
-            self.db.execute("DELETE FROM attributes WHERE key = ?", (key,))
-            self.db.executemany("INSERT INTO attributes (key, field, value) VALUES (?, ?, ?)", [(key, f, v) for f, v in clean.items()])
-            keys.append(key)
-        return keys
+            cursor = self.db.execute("INSERT INTO products (id, title, attributes) VALUES (?, ?, ?)",
+                                     (item_id, title, json.dumps(clean, sort_keys=True)))
+            keys.append(cursor.lastrowid)
+            self.db.executemany("INSERT INTO attributes (key, field, value) VALUES (?, ?, ?)", [(cursor.lastrowid, f, v) for f, v in clean.items()])
+        return keys, sorted(replaced.values())
+
+    def _remove_keys(self, keys: Sequence[int]) -> None:
+        for start in range(0, len(keys), 500):
+            chunk = [int(k) for k in keys[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            self.db.execute(f"DELETE FROM attributes WHERE key IN ({marks})", chunk)
+            self.db.execute(f"DELETE FROM products WHERE key IN ({marks})", chunk)
 
     def delete(self, ids: Sequence[str]) -> list[int]:
         """Remove products; returns the keys that existed."""
-        found = self.keys_for(ids)
-        for key in found.values():
-            self.db.execute("DELETE FROM attributes WHERE key = ?", (key,))
-            self.db.execute("DELETE FROM products WHERE key = ?", (key,))
-        return sorted(found.values())
+        keys = sorted(self.keys_for(ids).values())
+        self._remove_keys(keys)
+        return keys
+
+    def dead_keys(self) -> set[int]:
+        return {row[0] for row in self.db.execute("SELECT key FROM dead")}
+
+    def set_dead_keys(self, keys: Iterable[int]) -> None:
+        """Replace the set of keys whose vectors are still in an index that cannot drop them."""
+        self.db.execute("DELETE FROM dead")
+        self.db.executemany("INSERT INTO dead (key) VALUES (?)", [(int(k),) for k in keys])
 
     def matching_keys(self, filters: Mapping[str, str | Sequence[str]]) -> list[int]:
         """Keys of products whose every filtered field equals (one of) the given value(s)."""

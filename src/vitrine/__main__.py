@@ -1,0 +1,6 @@
+"""`python -m vitrine ...` runs the CLI."""
+import sys
+
+from vitrine.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""Which FAISS index a catalog gets: exact while small, HNSW when it is large, IVF-PQ when memory is tight."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+
+KINDS = ("flat", "hnsw", "ivfpq")
+_IDMAP_BYTES = 48  # int64 label plus IndexIDMap2's reverse hash-map entry, per vector
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How a store picks and tunes its index; saved with the index."""
+
+    exact_max: int = 100_000  # up to this many vectors, search is exact (flat)
+    memory_budget: int | None = None  # bytes for the vector index; None: half of this machine's RAM
+    approximate: str = "auto"  # auto | hnsw | ivfpq: the kind used above exact_max
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 64
+    hnsw_ef_search: int = 128
+    ivf_nprobe: int = 32
+    pq_bytes: int | None = None  # bytes per vector for IVF-PQ; None: dim // 4
+    exact_subset_max: int = 20_000  # a filter keeping at most this many products is searched exactly
+    compact_dead_fraction: float = 0.25  # rebuild HNSW when this share of its vectors is deleted
+
+    def __post_init__(self):
+        if self.approximate not in ("auto", "hnsw", "ivfpq"):
+            raise ValueError(f"approximate must be auto, hnsw or ivfpq, got {self.approximate!r}")
+        if self.exact_max < 0 or self.exact_subset_max < 0:
+            raise ValueError("exact_max and exact_subset_max must be >= 0")
+        if self.memory_budget is not None and self.memory_budget <= 0:
+            raise ValueError("memory_budget must be positive")
+        if min(self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search, self.ivf_nprobe) < 1:
+            raise ValueError("HNSW and IVF parameters must be >= 1")
+        if not 0 < self.compact_dead_fraction <= 1:
+            raise ValueError("compact_dead_fraction must be in (0, 1]")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "IndexOptions":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def budget(self) -> int:
+        return self.memory_budget if self.memory_budget is not None else system_memory() // 2
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    kind: str
+    estimated_bytes: int
+    reason: str
+
+
+def system_memory() -> int:
+    """Physical RAM in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def pq_bytes(dim: int, options: IndexOptions) -> int:
+    """Bytes per vector for IVF-PQ: the largest divisor of `dim` not above the requested size."""
+    wanted = options.pq_bytes or max(1, dim // 4)
+    return max(m for m in range(1, min(wanted, dim) + 1) if dim % m == 0)
+
+
+def bytes_per_vector(kind: str, dim: int, options: IndexOptions) -> float:
+    """Resident bytes one vector costs in an index of this kind (FAISS's own layouts)."""
+    if kind == "flat":
+        return 4 * dim + _IDMAP_BYTES
+    if kind == "hnsw":
+        # level 0 keeps 2*M neighbours, upper levels add ~1/(M-1) of that again; plus levels and offsets
+        return 4 * dim + _IDMAP_BYTES + 2 * options.hnsw_m * 4 * (1 + 1 / max(1, options.hnsw_m - 1)) + 12
+    if kind == "ivfpq":
+        return pq_bytes(dim, options) + 8 + _IDMAP_BYTES  # code, id in its list, direct-map entry
+    raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def plan_index(n: int, dim: int, options: IndexOptions) -> IndexPlan:
+    """Exact up to `exact_max` vectors; then HNSW if it fits the memory budget, else IVF-PQ."""
+    budget = options.budget()
+
+    def cost(kind: str) -> int:
+        return int(bytes_per_vector(kind, dim, options) * n)
+
+    if n <= options.exact_max and cost("flat") <= budget:
+        return IndexPlan("flat", cost("flat"), f"{n} vectors <= exact_max {options.exact_max}: exact search")
+    if options.approximate in ("auto", "hnsw") and cost("hnsw") <= budget:
+        return IndexPlan("hnsw", cost("hnsw"), f"{n} vectors above exact_max; HNSW needs {cost('hnsw') / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget")
+    if cost("ivfpq") <= budget:
+        return IndexPlan("ivfpq", cost("ivfpq"), f"{n} vectors; HNSW would need {cost('hnsw') / 2**20:.0f} MiB, over the "
+                                                 f"{budget / 2**20:.0f} MiB budget (or IVF-PQ was asked for): IVF-PQ")
+    raise MemoryError(f"{n} vectors of {dim}-d need {cost('ivfpq') / 2**20:.0f} MiB even as IVF-PQ, over the "
+                      f"{budget / 2**20:.0f} MiB budget: raise the budget or move to a distributed engine (docs/scaling.md)")
