@@ -70,6 +70,73 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_cir(args: argparse.Namespace) -> int:
+    from vitrine.cir.config import CirTrainConfig
+    from vitrine.cir.train import train_cir
+
+    config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
+    given = {"stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
+             "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if args.data:
+        overrides["data"] = args.data
+    if args.no_cache:
+        overrides["cached_features"] = False
+    config = config.replace(**overrides) if overrides else config
+    result = train_cir(config, progress=not args.no_progress)
+    print(json.dumps({"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps, "seconds": result.seconds,
+                      "seconds_per_epoch": result.seconds_per_epoch, "val": result.val}, indent=2))
+    return 0
+
+
+def cmd_data_make_triplets(args: argparse.Namespace) -> int:
+    from vitrine.cir.triplets import make_kagl_triplets, split_of, write_triplets
+    from vitrine.data.catalog import open_catalog
+    from vitrine.evaluate.runner import load_split_config
+
+    reader = open_catalog(args.data, schema=args.schema, on_error="skip", require_title=False)
+    items = list(reader.records())
+    triplets = make_kagl_triplets(items, seed=args.seed, kinds=args.kinds)
+    if args.split != "all":
+        split = load_split_config(args.split_config)
+        attributes = {item.id: item.attributes for item in items}
+        triplets = [t for t in triplets if split_of(t.reference, attributes[t.reference], split) == args.split]
+    count = write_triplets(args.out, triplets)
+    kinds = {kind: sum(t.kind == kind for t in triplets) for kind in args.kinds}
+    print(f"wrote {count} triplets to {args.out} ({', '.join(f'{n} {k}' for k, n in kinds.items())}; "
+          f"{len({t.reference for t in triplets})} reference products; split {args.split})", file=sys.stderr)
+    return 0
+
+
+def cmd_eval_composed(args: argparse.Namespace) -> int:
+    from vitrine.cir.compose import Composer
+    from vitrine.models import create_model
+
+    model = create_model(args.model)
+    composer = Composer(model, args.combiner)
+    if args.protocol == "triplets":
+        from vitrine.cir.evaluate import evaluate_triplets
+        from vitrine.cir.features import image_bank
+        from vitrine.cir.triplets import read_triplets
+
+        if not args.triplets:
+            raise ValueError("--triplets FILE is needed (or --protocol fashioniq|cirr)")
+        bank = image_bank(model, [args.data, *(args.gallery or [])], cache_dir=args.cache_dir, schema=args.schema,
+                          on_error=args.on_error, progress=not args.no_progress)
+        report = {**evaluate_triplets(composer, bank, read_triplets(args.triplets)), "model": model.name, "combiner": args.combiner}
+    elif args.protocol == "fashioniq":
+        from vitrine.cir.protocols import evaluate_fashioniq
+
+        report = evaluate_fashioniq(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val", progress=not args.no_progress)
+    else:
+        from vitrine.cir.protocols import evaluate_cirr
+
+        report = evaluate_cirr(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val",
+                               submission=args.submission, progress=not args.no_progress)
+    _print_report(report, args.json)
+    return 0
+
+
 def _seen_classes(path: str | None, field: str) -> list[str]:
     if not path:
         return []
@@ -236,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(func=cmd_embed)
 
-    train = sub.add_parser("train", help="train models (recipes: clip)", description="Training recipes.")
+    train = sub.add_parser("train", help="train models (recipes: clip, cir)", description="Training recipes.")
     recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     clip = recipes.add_parser(
         "clip", help="contrastive image-text training (OpenFashionCLIP recipe)",
@@ -252,8 +319,44 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--threads", type=int, help="torch CPU threads")
     clip.add_argument("--no-progress", action="store_true", help="hide progress bars")
     clip.set_defaults(func=cmd_train_clip)
+    cir = recipes.add_parser(
+        "cir", help="composed image retrieval, CLIP4Cir's two stages",
+        description="Stage 1 fine-tunes the text projection with the sum combination; stage 2 trains the Combiner on cached "
+                    "features. Rerunning the same command resumes. Writes OUT/combiner (use it with --combiner).",
+    )
+    cir.add_argument("--config", help="CIR config JSON (e.g. configs/cir-kagl-stage2.json); default: built-in defaults")
+    cir.add_argument("--stage", type=int, choices=[1, 2], help="1: text projection + sum; 2: Combiner")
+    cir.add_argument("--data", nargs="*", help="catalogs holding the triplets' products")
+    cir.add_argument("--triplets", help="training triplets (JSONL)")
+    cir.add_argument("--val-triplets", help="validation triplets (JSONL)")
+    cir.add_argument("--model", help="encoder (registry name)")
+    cir.add_argument("--start", help="stage 2: the stage-1 combiner directory whose text projection to build on")
+    cir.add_argument("--out", help="run directory")
+    cir.add_argument("--epochs", type=int)
+    cir.add_argument("--max-steps", type=int)
+    cir.add_argument("--threads", type=int)
+    cir.add_argument("--no-cache", action="store_true", help="recompute image features every step (slow; for comparison)")
+    cir.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cir.set_defaults(func=cmd_train_cir)
 
-    evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval)", description="Evaluation protocols.")
+    data = sub.add_parser("data", help="dataset tools (make-triplets)", description="Dataset tools.")
+    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    triplets = data_actions.add_parser(
+        "make-triplets", help="composed-retrieval triplets from KAGL-style colourways and gender swaps",
+        description="Pairs of products whose titles differ only in colour (or gender) words become triplets "
+                    "{reference, modification, targets}; the targets are every product of the pair's group with the target value.",
+    )
+    triplets.add_argument("--data", required=True, help="catalog with titles, baseColour, gender and articleType")
+    triplets.add_argument("--out", required=True, help="output JSONL file")
+    triplets.add_argument("--split", choices=["all", "train", "val"], default="all",
+                          help="keep triplets whose reference is in the encoder's training split (train) or held out from it (val); default %(default)s")
+    triplets.add_argument("--split-config", help="JSON holding the split (default: the shipped model's)")
+    triplets.add_argument("--kinds", nargs="+", choices=["colour", "gender"], default=["colour", "gender"])
+    triplets.add_argument("--seed", type=int, default=0, help="template choice seed")
+    triplets.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    triplets.set_defaults(func=cmd_data_make_triplets)
+
+    evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols.")
     protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     zero_shot = protocols.add_parser(
         "zero-shot", help="classify items among class names from prompts",
@@ -279,6 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
     retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
     retrieval.set_defaults(func=cmd_eval_retrieval)
+
+    composed = protocols.add_parser(
+        "composed", help="composed retrieval: triplet files, FashionIQ or CIRR",
+        description="Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from its own ranking. "
+                    "--protocol fashioniq|cirr reads the official annotation folder given as --data.",
+    )
+    composed.add_argument("--data", required=True, help="catalog (triplets) or annotation folder (fashioniq, cirr)")
+    composed.add_argument("--protocol", choices=["triplets", "fashioniq", "cirr"], default="triplets")
+    composed.add_argument("--triplets", help="JSONL of {reference, modification, targets}")
+    composed.add_argument("--gallery", nargs="*", help="more catalogs in the gallery")
+    composed.add_argument("--images", help="fashioniq/cirr: image folder (default DATA/images)")
+    composed.add_argument("--split", help="fashioniq: val; cirr: val or test1")
+    composed.add_argument("--submission", help="cirr: write the test-server JSON files into this folder")
+    composed.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
+    composed.add_argument("--combiner", default="combiner", help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s")
+    composed.add_argument("--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s")
+    composed.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
+    composed.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    composed.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    composed.set_defaults(func=cmd_eval_composed)
 
     index = sub.add_parser("index", help="build and update a searchable catalog index", description="Catalog index (FAISS + SQLite, embedded).")
     actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")

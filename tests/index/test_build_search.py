@@ -64,6 +64,28 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     assert "not an image" in capsys.readouterr().err
 
 
+def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):
+    from vitrine.cli import _parse_bytes
+
+    assert _parse_bytes("8G") == 8 * 2**30 and _parse_bytes("512MiB") == 512 * 2**20 and _parse_bytes("1000") == 1000
+    for bad in ("lots", "-1G", "0"):
+        with pytest.raises(ValueError, match="memory size"):
+            _parse_bytes(bad)
+    write_folder(tmp_path / "cat", make_rows(6))
+    common = ["--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model", "vitrine:small", "--no-progress"]
+    assert main(["index", "build", *common, "--exact-max", "5000", "--memory-budget", "1G"]) == 0
+    assert main(["index", "add", *common]) == 0  # options not given keep their saved values
+    assert main(["index", "stats", "--index", str(tmp_path / "idx"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["products"] == stats["vectors"] == 6 and stats["index_kind"] == "flat"
+    store = FaissStore.open(tmp_path / "idx")
+    assert store.options.exact_max == 5000 and store.options.memory_budget == 2**30
+    store.close()
+    assert main(["index", "build", *common, "--memory-budget", "huge"]) == 2
+    assert "memory size" in capsys.readouterr().err
+    assert main(["index", "stats", "--index", str(tmp_path / "none")]) == 2
+
+
 def test_parse_filters():
     assert parse_filters(["gender=Women", "articleType=Dresses", "gender=Girls"]) == {"gender": ["Women", "Girls"], "articleType": ["Dresses"]}
     with pytest.raises(ValueError, match="field=value"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from vitrine.index.plan import IndexOptions, pq_bytes
+from vitrine.index.plan import IndexOptions, ef_search, pq_bytes
 
 IVFPQ_MIN_VECTORS = 256 * 39  # FAISS wants ~39 training points per centroid, and PQ has 256 per sub-quantizer
 
@@ -22,6 +22,7 @@ class VectorIndex:
     def __init__(self, index: faiss.Index, kind: str, dim: int, options: IndexOptions, dead: set[int] | None = None):
         self.index, self.kind, self.dim, self.options = index, kind, dim, options
         self.dead: set[int] = set(dead or ())
+        self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # cache for `_stored_vectors`
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -67,10 +68,12 @@ class VectorIndex:
         return self.stored - len(self.dead)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self._rows = None
         if len(keys):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
 
     def remove(self, keys: np.ndarray) -> None:
+        self._rows = None
         if not len(keys):
             return
         if self.kind == "hnsw":
@@ -94,7 +97,24 @@ class VectorIndex:
         keys = np.asarray(keys, dtype=np.int64)
         if not len(keys):
             return np.zeros((0, self.dim), np.float32)
-        return self.index.reconstruct_batch(keys)
+        if self.kind == "ivfpq":
+            return self.index.reconstruct_batch(keys)
+        sorted_keys, rows, matrix = self._stored_vectors()
+        where = np.searchsorted(sorted_keys, keys)
+        if (where >= len(sorted_keys)).any() or (sorted_keys[np.minimum(where, len(sorted_keys) - 1)] != keys).any():
+            raise KeyError("some keys are not in the index")
+        return matrix[rows[where]]
+
+    def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sorted keys, their rows, all stored vectors) as zero-copy numpy views of flat/HNSW storage."""
+        if self._rows is None:
+            inner = faiss.downcast_index(self.index.index)
+            storage = faiss.downcast_index(inner.storage) if self.kind == "hnsw" else inner
+            matrix = faiss.rev_swig_ptr(storage.get_xb(), self.stored * self.dim).reshape(self.stored, self.dim)
+            keys = faiss.vector_to_array(self.index.id_map)
+            order = np.argsort(keys, kind="stable")
+            self._rows = (keys[order], order, matrix)
+        return self._rows
 
     # --- search -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +131,7 @@ class VectorIndex:
         # A filter leaves fewer candidates per visited node/list: widen the search in proportion, up to 8x.
         widen = 1 if allowed is None else min(8, math.ceil(self.stored / max(1, pool)))
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(k, self.options.hnsw_ef_search * widen))
+            params = faiss.SearchParametersHNSW(efSearch=max(k, ef_search(self.stored, self.options) * widen))
         elif self.kind == "ivfpq":
             params = faiss.SearchParametersIVF(nprobe=min(self.index.nlist, self.options.ivf_nprobe * widen))
         else:
@@ -140,7 +160,7 @@ def _trained_ivfpq(vectors: np.ndarray, options: IndexOptions) -> faiss.Index:
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_bytes(dim, options), 8, faiss.METRIC_INNER_PRODUCT)
     if n < IVFPQ_MIN_VECTORS:
         raise ValueError(f"IVF-PQ needs at least {IVFPQ_MIN_VECTORS} vectors to train, got {n}")
-    sample = vectors if n <= 256 * nlist else vectors[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+    sample = vectors if n <= 64 * nlist else vectors[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]  # k-means needs ~39/centroid
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     return index

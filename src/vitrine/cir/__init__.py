@@ -1,0 +1,1 @@
+"""Composed image retrieval (CLIP4Cir): triplets, cached features, training, protocols and evaluation."""

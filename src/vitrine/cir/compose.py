@@ -1,0 +1,60 @@
+"""Composed queries from reference image features and modification texts, with any combining function."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitrine.embed.encode import encode_texts
+from vitrine.models.combiner import load_combiner, load_text_projection
+
+BASELINES = ("image", "text")  # the paper's ablation: ignore one of the two inputs
+
+
+class Composer:
+    """`image`, `text`, `sum`, `combiner` (shipped) or a trained combiner directory, over one encoder."""
+
+    def __init__(self, model, combiner: str | nn.Module = "combiner", text_projection: torch.Tensor | None = None):
+        self.model = model
+        self.spec = combiner if isinstance(combiner, str) else type(combiner).__name__
+        if isinstance(combiner, str) and combiner in BASELINES:
+            self.combiner = None
+        elif isinstance(combiner, str):
+            self.combiner = load_combiner(combiner, embed_dim=model.embed_dim, encoder=model.name)
+        else:
+            self.combiner = combiner
+        if self.combiner is not None:
+            self.combiner.eval()
+        if text_projection is None and isinstance(combiner, str) and combiner not in BASELINES:
+            text_projection = load_text_projection(combiner)
+        self.text_projection = text_projection
+        if self.text_projection is not None and not hasattr(model, "text_proj"):
+            raise ValueError(f"{combiner} carries a fine-tuned text projection for a vitrine dual encoder; {model.name} is not one")
+
+    def texts(self, modifications: Sequence[str]) -> torch.Tensor:
+        unique = list(dict.fromkeys(modifications))
+        if self.text_projection is None:
+            embeds = encode_texts(self.model, unique)
+        else:
+            embeds = F.normalize(pooled_texts(self.model, unique) @ self.text_projection.T, dim=-1)
+        row = {text: i for i, text in enumerate(unique)}
+        return embeds[[row[t] for t in modifications]]
+
+    @torch.inference_mode()
+    def queries(self, reference: torch.Tensor, modifications: Sequence[str]) -> torch.Tensor:
+        """(B, D) unit-norm queries."""
+        if self.spec == "image":
+            return reference
+        text = self.texts(modifications)
+        if self.spec == "text":
+            return text
+        return torch.cat([self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)])
+
+
+@torch.inference_mode()
+def pooled_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """A vitrine dual encoder's text tower output before its projection, (B, W)."""
+    chunks = [model.text(model.tokenize(list(texts[s : s + batch_size])))[2].float() for s in range(0, len(texts), batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.text.width)

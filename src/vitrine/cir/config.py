@@ -1,0 +1,63 @@
+"""`vitrine train cir` configuration as data, saved beside the checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CirTrainConfig:
+    """Stage 1 fine-tunes the text projection with the `sum` combination; stage 2 trains the Combiner on cached features."""
+
+    stage: int = 2
+    data: tuple[str, ...] = ("../shared/data/kagl",)  # catalogs holding every triplet product
+    triplets: str = "runs/cir/kagl-train.jsonl"
+    val_triplets: str | None = "runs/cir/kagl-val.jsonl"
+    model: str = "vitrine:kagl-small"
+    start: str | None = None  # stage 2: a stage-1 output directory whose text projection the Combiner builds on
+    out: str = "runs/cir"
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    logit_scale: float = 100.0  # CLIP4Cir's fixed scale
+    projection_dim: int | None = None  # Combiner widths; None: 4x / 8x the embedding size
+    hidden_dim: int | None = None
+    dropout: float = 0.5
+    cached_features: bool = True  # False recomputes the image features every step (for the speed-up benchmark)
+    max_steps: int | None = None
+    val_every_epochs: int = 1
+    cache_dir: str = "runs/cache"
+    threads: int = 0
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.batch_size < 2 or self.epochs < 1 or self.lr <= 0:
+            raise ValueError("batch_size must be >= 2, epochs >= 1 and lr > 0")
+        if not self.data:
+            raise ValueError("data needs at least one catalog")
+        if self.stage == 1 and self.start:
+            raise ValueError("`start` is a stage-2 option (the stage-1 output to build on)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CirTrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown CirTrainConfig keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "CirTrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def replace(self, **changes) -> "CirTrainConfig":
+        return CirTrainConfig.from_dict({**self.to_dict(), **changes})

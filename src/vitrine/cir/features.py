@@ -1,0 +1,127 @@
+"""Image embeddings of whole catalogs, computed once per (model weights, catalog files) and cached on disk.
+
+Stage-2 training and composed evaluation rank against the same galleries again and again; this is what
+makes them cheap on CPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vitrine.data.catalog import open_catalog
+from vitrine.data.records import Item
+from vitrine.embed.encode import encode_catalog
+
+
+@dataclass
+class ImageBank:
+    """Unit-norm image embeddings of every product of some catalogs, with their metadata."""
+
+    items: list[Item]
+    embeds: torch.Tensor  # (N, D)
+
+    def __post_init__(self):
+        self.row = {item.id: i for i, item in enumerate(self.items)}
+
+    @property
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+
+def model_fingerprint(model) -> str:
+    """A hash of the model's name and weights, so a retrained model never reuses stale features."""
+    digest = hashlib.sha1(model.name.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _data_fingerprint(path: str) -> str:
+    """Paths, sizes and modification times of the catalog's files."""
+    root = Path(path)
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    parts = [f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+    if not parts:
+        parts = [os.path.abspath(path)]  # a brace/glob spec: resolved by the reader
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def image_bank(model, paths: Sequence[str], cache_dir: str | os.PathLike | None = "runs/cache", schema=None,
+               on_error: str = "skip", progress: bool = True) -> ImageBank:
+    """Embeddings of every product in `paths` (ids unique across them), from the cache when it is current."""
+    items: list[Item] = []
+    chunks: list[torch.Tensor] = []
+    fingerprint = model_fingerprint(model) if cache_dir is not None else ""
+    for path in paths:
+        folder = Path(cache_dir) / "features" / f"{fingerprint}-{_data_fingerprint(path)}" if cache_dir is not None else None
+        if folder is not None and (folder / "items.json").is_file():
+            part_items = [Item(id=d["id"], image=None, title=d["title"], attributes=d["attributes"], source=d["source"], row=d["row"])
+                          for d in json.loads((folder / "items.json").read_text(encoding="utf-8"))]
+            part = torch.from_numpy(np.load(folder / "embeds.npy"))
+        else:
+            reader = open_catalog(path, schema=schema, on_error=on_error, require_title=False)
+            part_items, part = encode_catalog(model, reader, progress=progress, desc=f"embed {Path(path).name}")
+            if reader.report.skipped:
+                reader.report.print_summary()
+            if folder is not None:
+                _save(folder, part_items, part)
+        items += part_items
+        chunks.append(part)
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ValueError(f"product id {item.id} appears in more than one gallery catalog")
+        seen.add(item.id)
+    return ImageBank(items, torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim))
+
+
+def _save(folder: Path, items: list[Item], embeds: torch.Tensor) -> None:
+    """Embeddings first, the item list last: the item list is the commit marker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "embeds.tmp.npy"
+    np.save(tmp, embeds.numpy())
+    os.replace(tmp, folder / "embeds.npy")
+    rows = [{"id": i.id, "title": i.title, "attributes": i.attributes, "source": i.source, "row": i.row} for i in items]
+    tmp = folder / "items.tmp.json"
+    tmp.write_text(json.dumps(rows), encoding="utf-8")
+    os.replace(tmp, folder / "items.json")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def embed_image_files(model, paths: Sequence[Path], batch_size: int = 64, progress: bool = True, desc: str = "embed images") -> tuple[list[int], torch.Tensor]:
+    """Embed image files; returns (indices of the files that decoded, their embeddings). Unreadable files are skipped."""
+    from tqdm import tqdm
+
+    from vitrine.data.errors import DataError
+    from vitrine.data.images import load_image_file
+
+    kept, chunks, pending, pending_index = [], [], [], []
+
+    def flush():
+        with torch.inference_mode():
+            chunks.append(model.encode_image(model.preprocess(pending)).float())
+        kept.extend(pending_index)
+        pending.clear()
+        pending_index.clear()
+
+    for index, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress, dynamic_ncols=True)):
+        try:
+            pending.append(load_image_file(str(path)))
+            pending_index.append(index)
+        except (DataError, OSError):
+            continue
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    return kept, (torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim))
