@@ -246,9 +246,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if bool(args.text) == bool(args.image):
         raise ValueError("give exactly one of --text or --image")
-    engine = SearchEngine(args.index, model=args.model)
+    if args.modify is not None and not args.image:
+        raise ValueError("--modify changes an image query: give --image too")
     filters = parse_filters(args.filter or [])
-    hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
+    engine = SearchEngine(args.index, model=args.model)
+    if args.modify is not None:
+        hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)
+    else:
+        hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
     engine.close()
     if args.json:
         print(json.dumps([{"rank": r, "score": round(h.score, 4), **h.metadata} for r, h in enumerate(hits, 1)]))
@@ -434,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", required=True, help="index directory")
     search.add_argument("--text", help="text query")
     search.add_argument("--image", help="query image file (any common format)")
+    search.add_argument("--modify", help='with --image: what should change, e.g. "in black" or "for women" (composed search)')
+    search.add_argument("--combiner", default="combiner", help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s")
     search.add_argument("--filter", action="append", help="field=value; repeat for more (same field: any of the values)")
     search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
     search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")

@@ -17,6 +17,7 @@ class SearchEngine:
     def __init__(self, index: str, model: str | None = None):
         self.store = FaissStore.open(index, model=model)
         self.model = create_model(self.store.model)
+        self._composers: dict = {}
 
     def text(self, query: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:
         if not query.strip():
@@ -26,6 +27,21 @@ class SearchEngine:
         return self.store.search(vector, k, filters)[0]
 
     def image(self, path: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:
+        return self.store.search(self._image_vector(path).numpy(), k, filters)[0]
+
+    def composed(self, path: str, modification: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
+                 combiner: str = "combiner") -> list[SearchHit]:
+        """"Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
+        if not modification.strip():
+            raise ValueError("the modification text is empty")
+        if combiner not in self._composers:
+            from vitrine.cir.compose import Composer
+
+            self._composers[combiner] = Composer(self.model, combiner)
+        query = self._composers[combiner].queries(self._image_vector(path), [modification.strip()])
+        return self.store.search(query.numpy(), k, filters)[0]
+
+    def _image_vector(self, path: str) -> torch.Tensor:
         try:
             image = load_image_file(path)
         except FileNotFoundError:
@@ -33,8 +49,7 @@ class SearchEngine:
         except ImageDecodeError as exc:
             raise ImageDecodeError(exc.detail, source=path) from None
         with torch.inference_mode():
-            vector = self.model.encode_image(self.model.preprocess([image])).numpy()
-        return self.store.search(vector, k, filters)[0]
+            return self.model.encode_image(self.model.preprocess([image]))
 
     def close(self) -> None:
         self.store.close()

@@ -93,6 +93,12 @@ def test_filter_keeping_a_tenth_of_a_percent_is_exact(tmp_path, approximate):
     else:
         assert all({h.id for h in row} == set(want) for row, want in zip(hits, truth))  # all 10 of 10, PQ scores
     assert store.search(queries, k=10, filters={"tag": "nothing"}) == [[] for _ in queries]
+    if approximate == "hnsw":  # the same filter through the post-filtering path (candidates from the graph, then kept)
+        from dataclasses import replace
+
+        store.vectors.options = replace(options, exact_subset_max=0)
+        assert [[h.id for h in row] for row in store.search(queries, k=10, filters={"tag": "rare"})] == truth
+        store.vectors.options = options
     # A third of the catalog: too many for brute force, searched through the index with the filter.
     small = np.arange(0, n, 3)
     hits = store.search(queries, k=10, filters={"size": "S"})

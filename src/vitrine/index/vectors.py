@@ -23,6 +23,7 @@ class VectorIndex:
         self.index, self.kind, self.dim, self.options = index, kind, dim, options
         self.dead: set[int] = set(dead or ())
         self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # cache for `_stored_vectors`
+        self._dead_sel = None  # cache for `_dead_selector`
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -73,7 +74,7 @@ class VectorIndex:
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
 
     def remove(self, keys: np.ndarray) -> None:
-        self._rows = None
+        self._rows, self._dead_sel = None, None
         if not len(keys):
             return
         if self.kind == "hnsw":
@@ -118,38 +119,79 @@ class VectorIndex:
 
     # --- search -------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, keys) per query among live vectors, or among `allowed` keys; -1 pads missing results."""
-        pool = self.live if allowed is None else len(allowed)
-        if self.kind != "flat" and allowed is not None and len(allowed) <= self.options.exact_subset_max:
-            return self._exact_subset(queries, k, allowed)
+        """Top-k (scores, keys) per query among live vectors, or among `allowed` keys (sorted); -1 pads missing results.
+
+        Filters: flat indexes, and filters keeping at most `exact_subset_max` products, are searched by brute
+        force over exactly the allowed vectors (exact, and cheaper than a FAISS ID selector, which costs a
+        hash-set build per query). Wider filters search the approximate index for enough extra candidates
+        to expect k survivors and keep the allowed ones; a query left with fewer than k falls back to brute force.
+        """
         if allowed is not None:
-            selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
-        elif self.dead:
-            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.dead, np.int64)))
-        else:
-            selector = None
-        # A filter leaves fewer candidates per visited node/list: widen the search in proportion, up to 8x.
-        widen = 1 if allowed is None else min(8, math.ceil(self.stored / max(1, pool)))
+            allowed = np.asarray(allowed, dtype=np.int64)
+            if self.kind == "flat" or len(allowed) <= self.options.exact_subset_max:
+                return self._exact_subset(queries, k, allowed)
+            return self._post_filtered(queries, k, allowed)
+        return self._approximate(queries, k, breadth=k)
+
+    def _approximate(self, queries: np.ndarray, k: int, breadth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Unfiltered search for `k` results among live vectors, exploring at least `breadth` candidates."""
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(k, ef_search(self.stored, self.options) * widen))
+            params = faiss.SearchParametersHNSW(efSearch=max(breadth, ef_search(self.stored, self.options)))
         elif self.kind == "ivfpq":
-            params = faiss.SearchParametersIVF(nprobe=min(self.index.nlist, self.options.ivf_nprobe * widen))
+            params = faiss.SearchParametersIVF(nprobe=min(self.index.nlist, self.options.ivf_nprobe))
         else:
             params = faiss.SearchParameters()
-        if selector is not None:
-            params.sel = selector
+        if self.dead:
+            params.sel = self._dead_selector()
         return self.index.search(queries, k, params=params)
+
+    def _post_filtered(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        share = len(allowed) / max(1, self.live)
+        wanted = min(self.live, math.ceil(2 * k / share))
+        scores, keys = self._approximate(queries, wanted, breadth=wanted + ef_search(self.stored, self.options))
+        where = np.minimum(np.searchsorted(allowed, keys), len(allowed) - 1)
+        keep = (keys >= 0) & (allowed[where] == keys)
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_keys = np.full((len(queries), k), -1, np.int64)
+        for i in range(len(queries)):
+            found = np.flatnonzero(keep[i])[:k]
+            if len(found) < min(k, len(allowed)):
+                out_scores[i], out_keys[i] = (a[0] for a in self._exact_subset(queries[i : i + 1], k, allowed))
+            else:
+                out_scores[i, : len(found)], out_keys[i, : len(found)] = scores[i, found], keys[i, found]
+        return out_scores, out_keys
+
+    def _dead_selector(self) -> faiss.IDSelector:
+        """Excludes dead keys: a bitmap over the key range, built once per change."""
+        if self._dead_sel is None:
+            dead = np.fromiter(self.dead, np.int64)
+            bits = np.zeros(int(dead.max()) + 1, dtype=bool)
+            bits[dead] = True
+            packed = np.packbits(bits, bitorder="little")
+            self._dead_sel = (faiss.IDSelectorNot(faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))), packed)
+        return self._dead_sel[0]
 
     def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Brute force over the allowed keys only: correct however selective the filter."""
-        allowed = np.asarray(allowed, dtype=np.int64)
-        scores = queries @ self.reconstruct(allowed).T
         top = min(k, len(allowed))
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_keys = np.full((len(queries), k), -1, np.int64)
-        out_scores[:, :top] = np.take_along_axis(scores, order, axis=1)
-        out_keys[:, :top] = allowed[order]
+        if self.kind == "ivfpq":
+            all_scores = queries @ self.reconstruct(allowed).T
+        else:  # read the allowed rows in place: no copy of the vectors
+            sorted_keys, rows, matrix = self._stored_vectors()
+            where = np.searchsorted(sorted_keys, allowed)
+            if (where >= len(sorted_keys)).any() or (sorted_keys[np.minimum(where, len(sorted_keys) - 1)] != allowed).any():
+                raise KeyError("some allowed keys are not in the index")
+            positions = np.ascontiguousarray(rows[where], dtype=np.int64)
+            all_scores = np.empty((len(queries), len(allowed)), np.float32)
+            for i, query in enumerate(np.ascontiguousarray(queries, dtype=np.float32)):
+                faiss.fvec_inner_products_by_idx(faiss.swig_ptr(all_scores[i]), faiss.swig_ptr(query), faiss.swig_ptr(matrix),
+                                                 faiss.swig_ptr(positions), self.dim, 1, len(positions))
+        for i, scores in enumerate(all_scores):
+            best = np.argpartition(-scores, top - 1)[:top] if top < len(scores) else np.arange(len(scores))
+            best = best[np.lexsort((allowed[best], -scores[best]))]  # by score, then key: stable under ties
+            out_scores[i, :top], out_keys[i, :top] = scores[best], allowed[best]
         return out_scores, out_keys
 
 

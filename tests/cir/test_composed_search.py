@@ -1,0 +1,35 @@
+"""Composed search in the engine and the CLI: image + modification text, filters still apply."""
+import json
+
+import pytest
+import torch
+
+from tests.conftest import make_rows, write_folder
+from vitrine.cli import main
+from vitrine.index.build import build_index
+from vitrine.models.combiner import SumCombiner
+from vitrine.search import SearchEngine
+
+
+def test_composed_search_with_filters(tmp_path, small_model, capsys):
+    write_folder(tmp_path / "cat", make_rows(12))
+    build_index(str(tmp_path / "cat"), str(tmp_path / "idx"), small_model, progress=False)
+    SumCombiner().save(tmp_path / "sum", extra={"encoder": "vitrine:small"})
+    engine = SearchEngine(str(tmp_path / "idx"))
+    image = str(tmp_path / "cat" / "images" / "1000.jpg")
+    hits = engine.composed(image, "in blue", k=12, combiner="sum")
+    # the sum query is normalize(image + text): exactly what the engine must have searched with
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(engine._image_vector(image) + small_model.encode_text(["in blue"]), dim=-1)
+    assert hits[0].score == pytest.approx(engine.store.search(expected.numpy(), k=1)[0][0].score, abs=1e-5)
+    women = engine.composed(image, "in blue", k=12, filters={"gender": "Women"}, combiner=str(tmp_path / "sum"))
+    assert len(women) == 6 and all(h.metadata["gender"] == "Women" for h in women)
+    with pytest.raises(ValueError, match="modification text is empty"):
+        engine.composed(image, "  ")
+    with pytest.raises(ValueError, match="trained on vitrine:kagl-small"):
+        engine.composed(image, "in blue")  # the shipped combiner belongs to the shipped model, not vitrine:small
+    engine.close()
+    assert main(["search", "--index", str(tmp_path / "idx"), "--image", image, "--modify", "in blue", "--combiner", "sum", "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "shirt", "--modify", "in blue"]) == 2
+    assert "give --image too" in capsys.readouterr().err
