@@ -89,6 +89,12 @@ def test_fashioniq_protocol_on_real_annotations(tmp_path, small_model):
     assert dress["R@10"] == dress["R@50"] == 1.0
     assert report["categories"]["shirt"]["n_queries"] == 0 and "R@10" not in report["categories"]["shirt"]  # all missing: reported, not fatal
     assert report["R@10"] == 1.0 and report["average"] == 1.0
+    from vitrine.cli import main
+
+    assert main(["eval", "composed", "--protocol", "fashioniq", "--data", str(SHARED / "fashioniq"), "--images", str(tmp_path / "images"),
+                 "--model", "vitrine:small", "--combiner", "image", "--json", "--no-progress"]) == 0
+    assert main(["eval", "composed", "--protocol", "cirr", "--data", str(SHARED / "cirr"), "--images", str(tmp_path / "nowhere"),
+                 "--model", "vitrine:small", "--combiner", "image", "--no-progress"]) == 2  # a clear error, no traceback
 
 
 def test_cirr_protocol_and_submission_on_real_annotations(tmp_path):

@@ -74,6 +74,8 @@ def evaluate_cirr(composer: Composer, root: str | os.PathLike, images: str | os.
                   submission: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """R@1/5/10/50 (reference removed) and Rsubset@1/2/3 on `val`; on `test1`, the test-server JSON files."""
     root = Path(root)
+    if not Path(images).is_dir():
+        raise FileNotFoundError(f"image folder not found: {images}")
     paths = _load_json(root / "image_splits" / f"split.rc2.{split}.json")
     captions = _load_json(root / "captions" / f"cap.rc2.{split}.json")
     files = {name: Path(images) / rel for name, rel in paths.items()}
