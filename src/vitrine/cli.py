@@ -458,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DataError as exc:
-        print(f"error: {exc}\n(use --on-error skip to report and skip bad rows)", file=sys.stderr)
+        hint = "\n(use --on-error skip to report and skip bad rows)" if getattr(args, "on_error", None) == "fail" else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     except (FileNotFoundError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
