@@ -3,8 +3,8 @@
 Both runs train the same Combiner on the same triplets for the same number of steps; the uncached run
 recomputes reference and target image features through the image tower, and the modification texts
 through MiniLM, at every step (pixels are decoded into memory once beforehand, which favours it).
-Prints seconds per step (median over steps is not available from one run, so each figure is the mean
-over --steps steps after one warm-up run) and the extrapolated seconds per epoch.
+Prints seconds per step (each run's mean over --steps steps; the median over --repeats runs) and the
+extrapolated seconds per epoch.
 
     .venv/bin/python benchmarks/cir_stage2_cache.py --config configs/cir-kagl-stage2.json --steps 30
 """
