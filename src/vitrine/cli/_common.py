@@ -1,0 +1,41 @@
+"""Shared pieces of the subcommands: the default model name and report printing."""
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULT_MODEL = "vitrine:kagl-small"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def print_report(report: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict) and key == "per_class":
+            continue
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for inner, inner_value in value.items():
+                print(f"  {inner:<14}{inner_value}")
+        else:
+            print(f"{key:<16}{value}")
+
+
+def add_eval_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="catalog to evaluate (any format vitrine reads)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
+    parser.add_argument("--split", default="all", choices=["all", "train", "val", "unseen", "heldout"],
+                        help="evaluate only this split of --data (heldout = val + unseen); default %(default)s")
+    parser.add_argument("--split-config", help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split")
+    parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    parser.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -1,0 +1,122 @@
+"""`vitrine eval zero-shot|retrieval|composed`."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from vitrine.cli._common import DEFAULT_MODEL, add_eval_options, print_report
+
+
+def _seen_classes(path: str | None, field: str) -> list[str]:
+    if not path:
+        return []
+    data = json.loads(open(path, encoding="utf-8").read())
+    if isinstance(data, dict):
+        data = data.get("seen_classes", data).get(field, [])
+    return list(data)
+
+
+def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
+    from vitrine.evaluate.runner import load_split_config, run_zero_shot
+    from vitrine.models import create_model
+
+    report = run_zero_shot(
+        data=args.data, field=args.field, model=create_model(args.model), classes_from=args.classes_from or (),
+        templates=args.templates, split=args.split, split_config=load_split_config(args.split_config), schema=args.schema,
+        on_error=args.on_error, ensemble=not args.single_template, seen_classes=_seen_classes(args.seen_classes, args.field),
+        calibration=args.calibration, progress=not args.no_progress,
+    )
+    print_report(report, args.json)
+    return 0
+
+
+def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from vitrine.evaluate.runner import load_split_config, run_retrieval
+    from vitrine.models import create_model
+
+    report = run_retrieval(
+        data=args.data, model=create_model(args.model), galleries=args.gallery or (), split=args.split,
+        split_config=load_split_config(args.split_config), schema=args.schema, on_error=args.on_error,
+        image_to_text=not args.no_image_to_text, progress=not args.no_progress,
+    )
+    print_report(report, args.json)
+    return 0
+
+
+def cmd_eval_composed(args: argparse.Namespace) -> int:
+    from vitrine.cir.compose import Composer
+    from vitrine.models import create_model
+
+    model = create_model(args.model)
+    composer = Composer(model, args.combiner)
+    if args.protocol == "triplets":
+        from vitrine.cir.evaluate import evaluate_triplets
+        from vitrine.cir.features import image_bank
+        from vitrine.cir.triplets import read_triplets
+
+        if not args.triplets:
+            raise ValueError("--triplets FILE is needed (or --protocol fashioniq|cirr)")
+        bank = image_bank(model, [args.data, *(args.gallery or [])], cache_dir=args.cache_dir, schema=args.schema,
+                          on_error=args.on_error, progress=not args.no_progress)
+        report = {**evaluate_triplets(composer, bank, read_triplets(args.triplets)), "model": model.name, "combiner": args.combiner}
+    elif args.protocol == "fashioniq":
+        from vitrine.cir.protocols import evaluate_fashioniq
+
+        report = evaluate_fashioniq(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val", progress=not args.no_progress)
+    else:
+        from vitrine.cir.protocols import evaluate_cirr
+
+        report = evaluate_cirr(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val",
+                               submission=args.submission, progress=not args.no_progress)
+    print_report(report, args.json)
+    return 0
+
+
+def register(sub) -> None:
+    evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols.")
+    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    zero_shot = protocols.add_parser(
+        "zero-shot", help="classify items among class names from prompts",
+        description="Zero-shot classification: each item of --data is classified among the class names found in --data "
+                    "and every --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.",
+    )
+    add_eval_options(zero_shot)
+    zero_shot.add_argument("--field", required=True, help="attribute to classify, e.g. articleType")
+    zero_shot.add_argument("--classes-from", nargs="*", help="more catalogs whose values of --field join the class list")
+    zero_shot.add_argument("--templates", help="prompt set: builtin name or JSON file (default: kagl)")
+    zero_shot.add_argument("--single-template", action="store_true", help="use only each attribute's first template (no ensembling)")
+    zero_shot.add_argument("--seen-classes", help="JSON list, or a model's training.json, of classes seen in training (for --calibration)")
+    zero_shot.add_argument("--calibration", default="auto",
+                           help="calibrated stacking margin subtracted from seen classes' scores: 'auto' (default) uses the margin and "
+                                "seen classes the model was trained with, if it has them; 0 turns it off")
+    zero_shot.set_defaults(func=cmd_eval_zero_shot)
+    retrieval = protocols.add_parser(
+        "retrieval", help="title -> image (and image -> title) retrieval of exact products",
+        description="Queries are the titles of --data items; the gallery is their images plus every --gallery catalog "
+                    "(distractors, ids deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.",
+    )
+    add_eval_options(retrieval)
+    retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
+    retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
+    retrieval.set_defaults(func=cmd_eval_retrieval)
+
+    composed = protocols.add_parser(
+        "composed", help="composed retrieval: triplet files, FashionIQ or CIRR",
+        description="Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from its own ranking. "
+                    "--protocol fashioniq|cirr reads the official annotation folder given as --data.",
+    )
+    composed.add_argument("--data", required=True, help="catalog (triplets) or annotation folder (fashioniq, cirr)")
+    composed.add_argument("--protocol", choices=["triplets", "fashioniq", "cirr"], default="triplets")
+    composed.add_argument("--triplets", help="JSONL of {reference, modification, targets}")
+    composed.add_argument("--gallery", nargs="*", help="more catalogs in the gallery")
+    composed.add_argument("--images", help="fashioniq/cirr: image folder (default DATA/images)")
+    composed.add_argument("--split", help="fashioniq: val; cirr: val or test1")
+    composed.add_argument("--submission", help="cirr: write the test-server JSON files into this folder")
+    composed.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
+    composed.add_argument("--combiner", default="combiner", help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s")
+    composed.add_argument("--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s")
+    composed.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
+    composed.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    composed.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    composed.set_defaults(func=cmd_eval_composed)

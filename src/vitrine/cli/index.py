@@ -1,0 +1,128 @@
+"""`vitrine index build|add|delete|stats` and `vitrine search`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vitrine.cli._common import DEFAULT_MODEL
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from vitrine.index.build import build_index
+    from vitrine.models import create_model
+
+    given = {"exact_max": args.exact_max, "memory_budget": _parse_bytes(args.memory_budget), "approximate": args.approximate}
+    options = {name: value for name, value in given.items() if value is not None}  # the rest: as saved with the index
+
+    def log_commit(products: int, position: int) -> None:
+        print(f"committed: {products} products, catalog position {position}", file=sys.stderr, flush=True)
+
+    result = build_index(args.data, args.index, create_model(args.model), batch_size=args.batch_size, on_error=args.on_error,
+                         schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
+                         on_commit=log_commit if args.verbose else None)
+    print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
+          f"= {result.products_per_second:.1f} products/s" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
+    return 0
+
+
+def _parse_bytes(text: str | None) -> int | None:
+    """'8G', '512M', '1073741824' -> bytes."""
+    if text is None:
+        return None
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(clean[:-1]) * units[clean[-1]] if clean and clean[-1] in units else float(clean)
+    except ValueError:
+        raise ValueError(f"a memory size looks like 8G, 512M or a number of bytes, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return int(value)
+
+
+def cmd_index_stats(args: argparse.Namespace) -> int:
+    from vitrine.index.faiss_store import FaissStore
+
+    store = FaissStore.open(args.index)
+    stats = store.stats()
+    store.close()
+    print(json.dumps(stats, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in stats.items()))
+    return 0
+
+
+def cmd_index_delete(args: argparse.Namespace) -> int:
+    from vitrine.index.faiss_store import FaissStore
+
+    store = FaissStore.open(args.index)
+    removed = store.delete(args.ids)
+    print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
+    store.close()
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from vitrine.search import SearchEngine, parse_filters
+
+    if bool(args.text) == bool(args.image):
+        raise ValueError("give exactly one of --text or --image")
+    if args.modify is not None and not args.image:
+        raise ValueError("--modify changes an image query: give --image too")
+    filters = parse_filters(args.filter or [])
+    engine = SearchEngine(args.index, model=args.model)
+    if args.modify is not None:
+        hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)
+    else:
+        hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
+    engine.close()
+    if args.json:
+        print(json.dumps([{"rank": r, "score": round(h.score, 4), **h.metadata} for r, h in enumerate(hits, 1)]))
+        return 0
+    keys = [k for k in ("articleType", "baseColour", "gender") if any(k in h.metadata for h in hits)]
+    print(f"{'rank':>4}  {'score':>6}  {'id':<10} {'title':<50} " + "  ".join(keys))
+    for rank, hit in enumerate(hits, 1):
+        title = (hit.metadata.get("title") or "")[:50]
+        print(f"{rank:>4}  {hit.score:6.3f}  {hit.id:<10} {title:<50} " + "  ".join(str(hit.metadata.get(k, "")) for k in keys))
+    if not hits:
+        print("no results" + (" match the filters" if filters else ""))
+    return 0
+
+
+def register(sub) -> None:
+    index = sub.add_parser("index", help="build and update a searchable catalog index", description="Catalog index (FAISS + SQLite, embedded).")
+    actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, text in (("build", "embed a catalog into an index (rerun to resume after a crash)"), ("add", "add or update the products of a catalog")):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("--data", required=True, help="catalog (any format vitrine reads)")
+        action.add_argument("--index", required=True, help="index directory (created if missing)")
+        action.add_argument("--model", default=DEFAULT_MODEL, help="registry name; an existing index only accepts its own model; default %(default)s")
+        action.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
+        action.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+        action.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+        action.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        action.add_argument("--exact-max", type=int, help="exact search up to this many products, approximate above (default 100000, then as saved)")
+        action.add_argument("--memory-budget", help="memory for the vector index, e.g. 8G (default: half the RAM); picks HNSW or, when tight, IVF-PQ")
+        action.add_argument("--approximate", choices=["auto", "hnsw", "ivfpq"], help="approximate index kind above --exact-max (default auto, then as saved)")
+        action.add_argument("--commit-every", type=int, default=4096, help="products per commit at least (a crash loses at most one commit); default %(default)s")
+        action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
+        action.set_defaults(func=cmd_index_build)
+    stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
+    stats.add_argument("--index", required=True, help="index directory")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=cmd_index_stats)
+    delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
+    delete.add_argument("--index", required=True, help="index directory")
+    delete.add_argument("ids", nargs="+", help="product ids")
+    delete.set_defaults(func=cmd_index_delete)
+
+    search = sub.add_parser("search", help="search an index by text or image", description="Search an index by text or by image, optionally filtered by attributes.")
+    search.add_argument("--index", required=True, help="index directory")
+    search.add_argument("--text", help="text query")
+    search.add_argument("--image", help="query image file (any common format)")
+    search.add_argument("--modify", help='with --image: what should change, e.g. "in black" or "for women" (composed search)')
+    search.add_argument("--combiner", default="combiner", help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s")
+    search.add_argument("--filter", action="append", help="field=value; repeat for more (same field: any of the values)")
+    search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
+    search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
+    search.add_argument("--json", action="store_true", help="print results as JSON")
+    search.set_defaults(func=cmd_search)

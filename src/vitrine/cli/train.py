@@ -1,0 +1,116 @@
+"""`vitrine train clip|cir` and `vitrine data make-triplets`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+
+def cmd_train_clip(args: argparse.Namespace) -> int:
+    from vitrine.train.clip import train_clip
+    from vitrine.train.config import TrainConfig
+
+    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    overrides = {key: value for key, value in (("out", args.out), ("epochs", args.epochs), ("max_steps", args.max_steps),
+                                                ("device", args.device), ("threads", args.threads)) if value is not None}
+    if args.data:
+        overrides["sources"] = [{"path": path, "weight": 1.0} for path in args.data]
+    config = config.replace(**overrides) if overrides else config
+    result = train_clip(config, progress=not args.no_progress)
+    print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
+                      "final_loss": round(result.final_loss, 4), **result.metrics}, indent=2))
+    return 0
+
+
+def cmd_train_cir(args: argparse.Namespace) -> int:
+    from vitrine.cir.config import CirTrainConfig
+    from vitrine.cir.train import train_cir
+
+    config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
+    given = {"stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
+             "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if args.data:
+        overrides["data"] = args.data
+    if args.no_cache:
+        overrides["cached_features"] = False
+    config = config.replace(**overrides) if overrides else config
+    result = train_cir(config, progress=not args.no_progress)
+    print(json.dumps({"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps, "seconds": result.seconds,
+                      "seconds_per_epoch": result.seconds_per_epoch, "val": result.val}, indent=2))
+    return 0
+
+
+def cmd_data_make_triplets(args: argparse.Namespace) -> int:
+    from vitrine.cir.triplets import make_kagl_triplets, split_of, write_triplets
+    from vitrine.data.catalog import open_catalog
+    from vitrine.evaluate.runner import load_split_config
+
+    reader = open_catalog(args.data, schema=args.schema, on_error="skip", require_title=False)
+    items = list(reader.records())
+    triplets = make_kagl_triplets(items, seed=args.seed, kinds=args.kinds)
+    if args.split != "all":
+        split = load_split_config(args.split_config)
+        attributes = {item.id: item.attributes for item in items}
+        triplets = [t for t in triplets if split_of(t.reference, attributes[t.reference], split) == args.split]
+    count = write_triplets(args.out, triplets)
+    kinds = {kind: sum(t.kind == kind for t in triplets) for kind in args.kinds}
+    print(f"wrote {count} triplets to {args.out} ({', '.join(f'{n} {k}' for k, n in kinds.items())}; "
+          f"{len({t.reference for t in triplets})} reference products; split {args.split})", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    train = sub.add_parser("train", help="train models (recipes: clip, cir)", description="Training recipes.")
+    recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    clip = recipes.add_parser(
+        "clip", help="contrastive image-text training (OpenFashionCLIP recipe)",
+        description="Train a vitrine dual encoder contrastively. The config (JSON) is saved next to the checkpoint; "
+                    "rerunning the same command resumes from the last checkpoint. The trained model is written to OUT/model.",
+    )
+    clip.add_argument("--config", help="training config JSON (e.g. configs/kagl-small.json); default: built-in defaults")
+    clip.add_argument("--data", nargs="*", help="override the config's sources with these catalogs (weight 1 each)")
+    clip.add_argument("--out", help="run directory (checkpoint, metrics.csv, tb/, model/)")
+    clip.add_argument("--epochs", type=int, help="override the number of epochs (also sets the schedule length)")
+    clip.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still follows --epochs)")
+    clip.add_argument("--device", help="cpu or cuda")
+    clip.add_argument("--threads", type=int, help="torch CPU threads")
+    clip.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    clip.set_defaults(func=cmd_train_clip)
+    cir = recipes.add_parser(
+        "cir", help="composed image retrieval, CLIP4Cir's two stages",
+        description="Stage 1 fine-tunes the text projection with the sum combination; stage 2 trains the Combiner on cached "
+                    "features. Rerunning the same command resumes. Writes OUT/combiner (use it with --combiner).",
+    )
+    cir.add_argument("--config", help="CIR config JSON (e.g. configs/cir-kagl-stage2.json); default: built-in defaults")
+    cir.add_argument("--stage", type=int, choices=[1, 2], help="1: text projection + sum; 2: Combiner")
+    cir.add_argument("--data", nargs="*", help="catalogs holding the triplets' products")
+    cir.add_argument("--triplets", help="training triplets (JSONL)")
+    cir.add_argument("--val-triplets", help="validation triplets (JSONL)")
+    cir.add_argument("--model", help="encoder (registry name)")
+    cir.add_argument("--start", help="stage 2: the stage-1 combiner directory whose text projection to build on")
+    cir.add_argument("--out", help="run directory")
+    cir.add_argument("--epochs", type=int)
+    cir.add_argument("--max-steps", type=int)
+    cir.add_argument("--threads", type=int)
+    cir.add_argument("--no-cache", action="store_true", help="recompute image features every step (slow; for comparison)")
+    cir.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cir.set_defaults(func=cmd_train_cir)
+
+    data = sub.add_parser("data", help="dataset tools (make-triplets)", description="Dataset tools.")
+    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    triplets = data_actions.add_parser(
+        "make-triplets", help="composed-retrieval triplets from KAGL-style colourways and gender swaps",
+        description="Pairs of products whose titles differ only in colour (or gender) words become triplets "
+                    "{reference, modification, targets}; the targets are every product of the pair's group with the target value.",
+    )
+    triplets.add_argument("--data", required=True, help="catalog with titles, baseColour, gender and articleType")
+    triplets.add_argument("--out", required=True, help="output JSONL file")
+    triplets.add_argument("--split", choices=["all", "train", "val"], default="all",
+                          help="keep triplets whose reference is in the encoder's training split (train) or held out from it (val); default %(default)s")
+    triplets.add_argument("--split-config", help="JSON holding the split (default: the shipped model's)")
+    triplets.add_argument("--kinds", nargs="+", choices=["colour", "gender"], default=["colour", "gender"])
+    triplets.add_argument("--seed", type=int, default=0, help="template choice seed")
+    triplets.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    triplets.set_defaults(func=cmd_data_make_triplets)
