@@ -1,0 +1,132 @@
+"""Garment regions of a product image (RaF-CLIP): the whole image, the segmented foreground, body-part crops.
+
+A provider maps an image to a list of `Region`s (box, optional mask, name); `crop` turns one into a picture,
+optionally with the background blanked. Everything is numpy/PIL: no model needed for product shots on a
+plain background.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in pixels
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    box: Box
+    mask: np.ndarray | None = None  # bool (H, W) over the whole image; None: the whole box
+
+
+def crop(image: Image.Image, region: Region, segmented: bool = False, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The region's box; with `segmented`, pixels outside its mask are set to `fill`."""
+    rgb = image.convert("RGB")
+    if segmented and region.mask is not None:
+        background = Image.new("RGB", rgb.size, fill)
+        rgb = Image.composite(rgb, background, Image.fromarray(region.mask.astype(np.uint8) * 255))
+    return rgb.crop(region.box)
+
+
+class WholeImage:
+    """One region: the whole picture."""
+
+    def __call__(self, image: Image.Image) -> list[Region]:
+        return [Region("whole", (0, 0, *image.size))]
+
+
+class Foreground:
+    """The garment on a plain background: pixels far from the border colour, cleaned by morphology,
+    keeping the largest connected components. Returns 'garment' (tight box + mask), or nothing if no
+    foreground is found.
+    """
+
+    def __init__(self, threshold: float = 30.0, work_size: int = 160, min_area: float = 0.02, keep: int = 2, open_size: int = 3):
+        self.threshold, self.work_size, self.min_area, self.keep, self.open_size = threshold, work_size, min_area, keep, open_size
+
+    def mask(self, image: Image.Image) -> np.ndarray:
+        rgb = image.convert("RGB")
+        scale = min(1.0, self.work_size / max(rgb.size))
+        small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR) if scale < 1 else rgb
+        pixels = np.asarray(small, dtype=np.float32)
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        background = np.median(border, axis=0)
+        raw = np.linalg.norm(pixels - background, axis=2) > self.threshold
+        cleaned = Image.fromarray(raw.astype(np.uint8) * 255)
+        if self.open_size > 1:  # opening removes specks, closing fills small holes
+            cleaned = cleaned.filter(ImageFilter.MinFilter(self.open_size)).filter(ImageFilter.MaxFilter(self.open_size))
+            cleaned = cleaned.filter(ImageFilter.MaxFilter(self.open_size)).filter(ImageFilter.MinFilter(self.open_size))
+        kept = _largest_components(np.asarray(cleaned) > 0, self.keep, self.min_area)
+        if scale < 1:
+            kept = np.asarray(Image.fromarray(kept.astype(np.uint8) * 255).resize(rgb.size, Image.NEAREST)) > 0
+        return kept
+
+    def __call__(self, image: Image.Image) -> list[Region]:
+        mask = self.mask(image)
+        box = _bounding_box(mask)
+        return [] if box is None else [Region("garment", box, mask)]
+
+
+class BodyParts:
+    """Upper, lower and full crops of the foreground, for garments worn by a model.
+
+    The split is by height of the foreground box: 'upper' is its top `upper` share, 'lower' its bottom
+    `lower` share (they overlap around the waist).
+    """
+
+    def __init__(self, foreground: Foreground | None = None, upper: float = 0.55, lower: float = 0.55):
+        if not (0 < upper <= 1 and 0 < lower <= 1):
+            raise ValueError("upper and lower must be shares in (0, 1]")
+        self.foreground, self.upper, self.lower = foreground or Foreground(), upper, lower
+
+    def __call__(self, image: Image.Image) -> list[Region]:
+        found = self.foreground(image)
+        if not found:
+            return []
+        mask = found[0].mask
+        x0, y0, x1, y1 = found[0].box
+        height = y1 - y0
+        parts = {"full": (x0, y0, x1, y1), "upper": (x0, y0, x1, y0 + max(1, round(height * self.upper))),
+                 "lower": (x0, y1 - max(1, round(height * self.lower)), x1, y1)}
+        regions = []
+        for name, box in parts.items():
+            part = np.zeros_like(mask)
+            part[box[1] : box[3], box[0] : box[2]] = mask[box[1] : box[3], box[0] : box[2]]
+            tight = _bounding_box(part)
+            if tight is not None:
+                regions.append(Region(name, tight, part))
+        return regions
+
+
+def _bounding_box(mask: np.ndarray) -> Box | None:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _largest_components(mask: np.ndarray, keep: int, min_area: float) -> np.ndarray:
+    """The `keep` largest 4-connected components that cover at least `min_area` of the image."""
+    labels = np.zeros(mask.shape, dtype=np.int32)
+    sizes = []
+    h, w = mask.shape
+    for y, x in zip(*np.nonzero(mask)):
+        if labels[y, x]:
+            continue
+        label = len(sizes) + 1
+        labels[y, x] = label
+        queue, size = deque([(y, x)]), 0
+        while queue:
+            cy, cx = queue.popleft()
+            size += 1
+            for ny, nx in ((cy - 1, cx), (cy + 1, cx), (cy, cx - 1), (cy, cx + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = label
+                    queue.append((ny, nx))
+        sizes.append(size)
+    order = np.argsort(sizes)[::-1][:keep]
+    chosen = [i + 1 for i in order if sizes[i] >= min_area * mask.size]
+    return np.isin(labels, chosen)
