@@ -56,3 +56,39 @@ def test_body_parts_split_the_foreground_by_height():
     assert near(parts["upper"].box, (30, 10, 70, 10 + round(180 * 0.55)))
     assert near(parts["lower"].box, (30, 190 - round(180 * 0.55), 70, 190))  # overlaps the waist: the top's hem too
     assert BodyParts()(Image.new("RGB", (40, 40), "white")) == []
+
+
+def test_annotation_sidecars_json_polygons_and_csv(tmp_path):
+    import json
+
+    import pytest
+
+    from vitrine.data.regions import Annotations
+
+    image = product_shot(speck=False)
+    (tmp_path / "a.json").write_text(json.dumps({"42": [{"name": "top", "box": [30, 20, 90, 80], "polygon": [[30, 20], [89, 20], [89, 79], [30, 79]]},
+                                                        {"name": "outside", "box": [500, 500, 600, 600]}]}))
+    [top] = Annotations(str(tmp_path / "a.json"))(image, key="42")  # the box outside the image is dropped
+    assert top.name == "top" and top.box == (30, 20, 90, 80) and top.mask[50, 60] and not top.mask[100, 60]
+    assert Annotations(str(tmp_path / "a.json"))(image, key="7") == []
+    (tmp_path / "b.csv").write_text("image,name,x0,y0,x1,y1\n42,trousers,30,80,90,140\n")
+    assert Annotations(str(tmp_path / "b.csv"))(image, key="42") == [Region("trousers", (30, 80, 90, 140))]
+    (tmp_path / "bad.csv").write_text("image,name,x0,y0,x1,y1\n42,x,a,b,c,d\n")
+    with pytest.raises(ValueError, match="line 2"):
+        Annotations(str(tmp_path / "bad.csv"))
+    with pytest.raises(ValueError, match="need the image's key"):
+        Annotations(str(tmp_path / "a.json"))(image)
+
+
+def test_regions_cli_writes_crops_overlay_and_json(tmp_path):
+    import json
+
+    from vitrine.cli import main
+
+    product_shot().save(tmp_path / "shirt.jpg")
+    assert main(["regions", "--image", str(tmp_path / "shirt.jpg"), "--out", str(tmp_path / "out"), "--provider", "foreground"]) == 0
+    written = json.loads((tmp_path / "out/regions.json").read_text())
+    assert [r["name"] for r in written["regions"]] == ["garment"]
+    assert Image.open(tmp_path / "out/00-garment-segmented.png").size == (60, 120) and (tmp_path / "out/overlay.png").is_file()
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    assert main(["regions", "--image", str(tmp_path / "bad.jpg"), "--out", str(tmp_path / "o2")]) == 2

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in pixels
 
@@ -34,7 +34,7 @@ def crop(image: Image.Image, region: Region, segmented: bool = False, fill: tupl
 class WholeImage:
     """One region: the whole picture."""
 
-    def __call__(self, image: Image.Image) -> list[Region]:
+    def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
         return [Region("whole", (0, 0, *image.size))]
 
 
@@ -64,7 +64,7 @@ class Foreground:
             kept = np.asarray(Image.fromarray(kept.astype(np.uint8) * 255).resize(rgb.size, Image.NEAREST)) > 0
         return kept
 
-    def __call__(self, image: Image.Image) -> list[Region]:
+    def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
         mask = self.mask(image)
         box = _bounding_box(mask)
         return [] if box is None else [Region("garment", box, mask)]
@@ -82,7 +82,7 @@ class BodyParts:
             raise ValueError("upper and lower must be shares in (0, 1]")
         self.foreground, self.upper, self.lower = foreground or Foreground(), upper, lower
 
-    def __call__(self, image: Image.Image) -> list[Region]:
+    def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
         found = self.foreground(image)
         if not found:
             return []
@@ -99,6 +99,76 @@ class BodyParts:
             if tight is not None:
                 regions.append(Region(name, tight, part))
         return regions
+
+
+class Annotations:
+    """Boxes and masks a dataset provides (DeepFashion2, ModaNet, Fashionpedia style), from a sidecar file.
+
+    JSON: {"<image key>": [{"name": "top", "box": [x0, y0, x1, y1], "polygon": [[x, y], ...]}, ...]}
+    (`polygon` optional, or a list of polygons); CSV: columns image,name,x0,y0,x1,y1. The key is the image's
+    product id or file stem.
+    """
+
+    def __init__(self, path: str):
+        import csv
+        import json
+        from pathlib import Path
+
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"region annotations not found: {path}")
+        self.entries: dict[str, list[dict]] = {}
+        if source.suffix.lower() == ".csv":
+            with open(source, newline="", encoding="utf-8") as handle:
+                for number, row in enumerate(csv.DictReader(handle), 2):
+                    try:
+                        box = [float(row[c]) for c in ("x0", "y0", "x1", "y1")]
+                    except (KeyError, TypeError, ValueError):
+                        raise ValueError(f"{path}, line {number}: needs image,name,x0,y0,x1,y1 with numbers") from None
+                    self.entries.setdefault(row["image"], []).append({"name": row.get("name") or "region", "box": box})
+        else:
+            data = json.loads(source.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: expected an object mapping image keys to region lists")
+            self.entries = {str(k): list(v) for k, v in data.items()}
+
+    def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
+        if key is None:
+            raise ValueError("annotation regions need the image's key (product id or file stem)")
+        regions = []
+        for entry in self.entries.get(key, []):
+            x0, y0, x1, y1 = (int(round(v)) for v in entry["box"])
+            box = (max(0, x0), max(0, y0), min(image.width, x1), min(image.height, y1))
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue
+            mask = None
+            polygons = entry.get("polygon")
+            if polygons:
+                polygons = [polygons] if isinstance(polygons[0][0], (int, float)) else polygons
+                canvas = Image.new("L", image.size, 0)
+                for polygon in polygons:
+                    ImageDraw.Draw(canvas).polygon([tuple(p) for p in polygon], fill=255)
+                mask = np.asarray(canvas) > 0
+            regions.append(Region(str(entry.get("name", "region")), box, mask))
+        return regions
+
+
+PROVIDERS = {"whole": WholeImage, "foreground": Foreground, "body": BodyParts}
+
+
+def overlay(image: Image.Image, regions: list[Region]) -> Image.Image:
+    """The image with each region's mask tinted and its box outlined and named, for a person to check."""
+    colours = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
+    out = image.convert("RGB")
+    for i, region in enumerate(regions):
+        colour = colours[i % len(colours)]
+        if region.mask is not None:
+            tint = Image.new("RGB", out.size, colour)
+            out = Image.composite(Image.blend(out, tint, 0.35), out, Image.fromarray(region.mask.astype(np.uint8) * 255))
+        draw = ImageDraw.Draw(out)
+        draw.rectangle((region.box[0], region.box[1], region.box[2] - 1, region.box[3] - 1), outline=colour, width=max(1, out.width // 150))
+        draw.text((region.box[0] + 3, region.box[1] + 2 + 11 * i), region.name, fill=colour)  # stacked: boxes often share a corner
+    return out
 
 
 def _bounding_box(mask: np.ndarray) -> Box | None:
