@@ -39,8 +39,9 @@ def evaluate_triplets(composer: Composer, bank: ImageBank, triplets: Sequence[Tr
     return report
 
 
-def run_composed(data: str, triplets: str, model, combiner: str = "combiner", galleries: Sequence[str] = (), schema=None,
+def run_composed(data: str, triplets: str, composer: Composer, galleries: Sequence[str] = (), schema=None,
                  on_error: str = "skip", cache_dir: str | None = "runs/cache", progress: bool = True) -> dict:
-    bank = image_bank(model, [data, *galleries], cache_dir=cache_dir, schema=schema, on_error=on_error, progress=progress)
-    report = evaluate_triplets(Composer(model, combiner), bank, read_triplets(triplets))
-    return {**report, "model": model.name, "combiner": combiner}
+    """`vitrine eval composed --triplets`: the gallery is `data` plus `galleries`, embedded once and cached."""
+    bank = image_bank(composer.model, [data, *galleries], cache_dir=cache_dir, schema=schema, on_error=on_error, progress=progress)
+    report = evaluate_triplets(composer, bank, read_triplets(triplets))
+    return {**report, "model": composer.model.name, "combiner": composer.spec}

@@ -47,18 +47,15 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
     from vitrine.cir.compose import Composer
     from vitrine.models import create_model
 
+    if args.protocol == "triplets" and not args.triplets:
+        raise ValueError("--triplets FILE is needed (or --protocol fashioniq|cirr)")
     model = create_model(args.model)
     composer = Composer(model, args.combiner)
     if args.protocol == "triplets":
-        from vitrine.cir.evaluate import evaluate_triplets
-        from vitrine.cir.features import image_bank
-        from vitrine.cir.triplets import read_triplets
+        from vitrine.cir.evaluate import run_composed
 
-        if not args.triplets:
-            raise ValueError("--triplets FILE is needed (or --protocol fashioniq|cirr)")
-        bank = image_bank(model, [args.data, *(args.gallery or [])], cache_dir=args.cache_dir, schema=args.schema,
-                          on_error=args.on_error, progress=not args.no_progress)
-        report = {**evaluate_triplets(composer, bank, read_triplets(args.triplets)), "model": model.name, "combiner": args.combiner}
+        report = run_composed(args.data, args.triplets, composer, galleries=args.gallery or (), schema=args.schema,
+                              on_error=args.on_error, cache_dir=args.cache_dir, progress=not args.no_progress)
     elif args.protocol == "fashioniq":
         from vitrine.cir.protocols import evaluate_fashioniq
 

@@ -100,11 +100,15 @@ class VectorIndex:
             return np.zeros((0, self.dim), np.float32)
         if self.kind == "ivfpq":
             return self.index.reconstruct_batch(keys)
-        sorted_keys, rows, matrix = self._stored_vectors()
+        return self._stored_vectors()[2][self._positions(keys)]
+
+    def _positions(self, keys: np.ndarray) -> np.ndarray:
+        """Storage rows of `keys` (flat and HNSW); KeyError if any is not stored."""
+        sorted_keys, rows, _ = self._stored_vectors()
         where = np.searchsorted(sorted_keys, keys)
         if (where >= len(sorted_keys)).any() or (sorted_keys[np.minimum(where, len(sorted_keys) - 1)] != keys).any():
             raise KeyError("some keys are not in the index")
-        return matrix[rows[where]]
+        return np.ascontiguousarray(rows[where], dtype=np.int64)
 
     def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sorted keys, their rows, all stored vectors) as zero-copy numpy views of flat/HNSW storage."""
@@ -179,11 +183,7 @@ class VectorIndex:
         if self.kind == "ivfpq":
             all_scores = queries @ self.reconstruct(allowed).T
         else:  # read the allowed rows in place: no copy of the vectors
-            sorted_keys, rows, matrix = self._stored_vectors()
-            where = np.searchsorted(sorted_keys, allowed)
-            if (where >= len(sorted_keys)).any() or (sorted_keys[np.minimum(where, len(sorted_keys) - 1)] != allowed).any():
-                raise KeyError("some allowed keys are not in the index")
-            positions = np.ascontiguousarray(rows[where], dtype=np.int64)
+            matrix, positions = self._stored_vectors()[2], self._positions(allowed)
             all_scores = np.empty((len(queries), len(allowed)), np.float32)
             for i, query in enumerate(np.ascontiguousarray(queries, dtype=np.float32)):
                 faiss.fvec_inner_products_by_idx(faiss.swig_ptr(all_scores[i]), faiss.swig_ptr(query), faiss.swig_ptr(matrix),
