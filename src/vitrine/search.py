@@ -38,10 +38,15 @@ class SearchEngine:
             from vitrine.cir.compose import Composer
 
             self._composers[combiner] = Composer(self.model, combiner)
-        query = self._composers[combiner].queries(self._image_vector(path), [modification.strip()])
+        composer = self._composers[combiner]
+        features = self._image_features(path)
+        query = composer.queries(features.embeds, [modification.strip()], features.tokens if composer.needs_tokens else None)
         return self.store.search(query.numpy(), k, filters)[0]
 
     def _image_vector(self, path: str) -> torch.Tensor:
+        return self._image_features(path).embeds
+
+    def _image_features(self, path: str):
         try:
             image = load_image_file(path)
         except FileNotFoundError:
@@ -49,7 +54,7 @@ class SearchEngine:
         except ImageDecodeError as exc:
             raise ImageDecodeError(exc.detail, source=path) from None
         with torch.inference_mode():
-            return self.model.encode_image(self.model.preprocess([image]))
+            return self.model.image_features(self.model.preprocess([image]))
 
     def close(self) -> None:
         self.store.close()

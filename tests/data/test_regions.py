@@ -1,5 +1,6 @@
 """Region providers find the garment on a plain background and split worn garments into body parts."""
 import numpy as np
+import pytest
 from PIL import Image, ImageDraw
 
 from vitrine.data.regions import BodyParts, Foreground, Region, WholeImage, crop
@@ -92,3 +93,36 @@ def test_regions_cli_writes_crops_overlay_and_json(tmp_path):
     assert Image.open(tmp_path / "out/00-garment-segmented.png").size == (60, 120) and (tmp_path / "out/overlay.png").is_file()
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     assert main(["regions", "--image", str(tmp_path / "bad.jpg"), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_learned_segmenter_from_a_tiny_random_transformers_model(tmp_path):
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from vitrine.data.regions import LearnedSegmenter
+    from vitrine.tagging.views import RegionViews
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2],
+                             decoder_hidden_size=16, num_labels=3, id2label={0: "background", 1: "top", 2: "trousers"},
+                             label2id={"background": 0, "top": 1, "trousers": 2})
+    model = SegformerForSemanticSegmentation(config).eval()
+    with torch.no_grad():  # make the random head predict 'top' everywhere
+        model.decode_head.classifier.weight.zero_()
+        model.decode_head.classifier.bias.copy_(torch.tensor([0.0, 1.0, 0.5]))
+    model.save_pretrained(tmp_path / "seg")
+    (tmp_path / "seg" / "preprocessor_config.json").write_text('{"size": {"height": 64, "width": 64}}')
+    segmenter = LearnedSegmenter(str(tmp_path / "seg"))
+    assert segmenter.size == 64 and segmenter.labels[1] == "top"
+    image = Image.new("RGB", (48, 96), (255, 255, 255))
+    regions = segmenter(image)
+    assert [r.name for r in regions] == ["top"]  # bias makes 'top' win everywhere; background is never a region
+    assert regions[0].box == (0, 0, 48, 96) and regions[0].mask.shape == (96, 48) and regions[0].mask.all()
+    views = RegionViews(segmenter, ("crop", "segmented"), slots=2)
+    assert len(views(image)) == 1 + 2 * 2  # the missing second region falls back to the whole image
+    with torch.no_grad():
+        segmenter.model.decode_head.classifier.bias.copy_(torch.tensor([1.0, 0.0, 0.5]))
+    assert segmenter(image) == []  # all background: no garment region
+    with pytest.raises(FileNotFoundError, match="not a transformers model"):
+        LearnedSegmenter(str(tmp_path))

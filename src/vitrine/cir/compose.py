@@ -42,15 +42,37 @@ class Composer:
         row = {text: i for i, text in enumerate(unique)}
         return embeds[[row[t] for t in modifications]]
 
+    @property
+    def needs_tokens(self) -> bool:
+        """True for combiners (AGCN) that read image and text tokens, not only embeddings."""
+        return bool(getattr(self.combiner, "needs_tokens", False))
+
     @torch.inference_mode()
-    def queries(self, reference: torch.Tensor, modifications: Sequence[str]) -> torch.Tensor:
-        """(B, D) unit-norm queries."""
+    def queries(self, reference: torch.Tensor, modifications: Sequence[str], reference_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) unit-norm queries; `reference_tokens` (B, N, W) are needed when `needs_tokens`."""
         if self.spec == "image":
             return reference
         text = self.texts(modifications)
         if self.spec == "text":
             return text
-        return torch.cat([self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)])
+        if not self.needs_tokens:
+            return torch.cat([self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)])
+        if reference_tokens is None:
+            raise ValueError(f"{self.spec} reads image tokens; this caller only has embeddings")
+        unique = list(dict.fromkeys(modifications))
+        tokens, mask = text_tokens(self.model, unique)
+        lookup = {t: i for i, t in enumerate(unique)}
+        row = torch.tensor([lookup[t] for t in modifications])
+        return torch.cat([self.combiner(reference[s : s + 1024], text[s : s + 1024], reference_tokens[s : s + 1024].float(),
+                                        tokens[row[s : s + 1024]], mask[row[s : s + 1024]]) for s in range(0, len(text), 1024)])
+
+
+@torch.inference_mode()
+def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A vitrine dual encoder's text tower tokens (U, L, W) and mask (U, L), padded to the longest text."""
+    batch = model.tokenize(list(texts))
+    tokens, mask, _ = model.text(batch)
+    return tokens.float(), mask
 
 
 @torch.inference_mode()

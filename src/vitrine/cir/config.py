@@ -28,6 +28,11 @@ class CirTrainConfig:
     projection_dim: int | None = None  # Combiner widths; None: 4x / 8x the embedding size
     hidden_dim: int | None = None
     dropout: float = 0.5
+    combiner: str = "combiner"  # stage 2's network: CLIP4Cir's "combiner" or RaF-CLIP's "agcn"
+    agcn_layers: int = 2
+    agcn_width: int = 256
+    agcn_heads: int = 4
+    agcn_dropout: float = 0.1
     cached_features: bool = True  # False recomputes the image features every step (for the speed-up benchmark)
     max_steps: int | None = None
     val_every_epochs: int = 1
@@ -41,6 +46,10 @@ class CirTrainConfig:
             raise ValueError("batch_size must be >= 2, epochs >= 1 and lr > 0")
         if not self.data:
             raise ValueError("data needs at least one catalog")
+        if self.combiner not in ("combiner", "agcn"):
+            raise ValueError(f"combiner must be 'combiner' or 'agcn', got {self.combiner!r}")
+        if self.combiner == "agcn" and not self.cached_features:
+            raise ValueError("the AGCN trains on cached token features; cached_features must stay true")
         if self.stage == 1 and self.start:
             raise ValueError("`start` is a stage-2 option (the stage-1 output to build on)")
 

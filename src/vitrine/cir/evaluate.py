@@ -26,7 +26,12 @@ def evaluate_triplets(composer: Composer, bank: ImageBank, triplets: Sequence[Tr
     if not usable:
         raise ValueError(f"no triplet can be evaluated against this gallery ({dict(skipped)})")
     refs = [bank.row[t.reference] for t, _ in usable]
-    queries = composer.queries(bank.embeds[refs], [t.modification for t, _ in usable])
+    tokens = None
+    if composer.needs_tokens:
+        if bank.tokens is None:
+            raise ValueError(f"{composer.spec} reads image tokens: build the gallery with image_bank(..., with_tokens=True)")
+        tokens = bank.tokens[refs]
+    queries = composer.queries(bank.embeds[refs], [t.modification for t, _ in usable], tokens)
     ranks = best_target_ranks(queries, bank.embeds, [targets for _, targets in usable], exclude=refs)
     report = {"n_queries": len(usable), "gallery_size": len(bank.items), **{f"R@{k}": round(recall(ranks, k), 4) for k in KS}}
     kinds = sorted({t.kind for t, _ in usable if t.kind})
@@ -42,6 +47,7 @@ def evaluate_triplets(composer: Composer, bank: ImageBank, triplets: Sequence[Tr
 def run_composed(data: str, triplets: str, composer: Composer, galleries: Sequence[str] = (), schema=None,
                  on_error: str = "skip", cache_dir: str | None = "runs/cache", progress: bool = True) -> dict:
     """`vitrine eval composed --triplets`: the gallery is `data` plus `galleries`, embedded once and cached."""
-    bank = image_bank(composer.model, [data, *galleries], cache_dir=cache_dir, schema=schema, on_error=on_error, progress=progress)
+    bank = image_bank(composer.model, [data, *galleries], cache_dir=cache_dir, schema=schema, on_error=on_error, progress=progress,
+                      with_tokens=composer.needs_tokens)
     report = evaluate_triplets(composer, bank, read_triplets(triplets))
     return {**report, "model": composer.model.name, "combiner": composer.spec}

@@ -26,6 +26,7 @@ class ImageBank:
 
     items: list[Item]
     embeds: torch.Tensor  # (N, D)
+    tokens: torch.Tensor | None = None  # (N, T, W) float16 image-tower tokens, for token-reading combiners (AGCN)
 
     def __post_init__(self):
         self.row = {item.id: i for i, item in enumerate(self.items)}
@@ -55,10 +56,12 @@ def _data_fingerprint(path: str) -> str:
 
 
 def image_bank(model, paths: Sequence[str], cache_dir: str | os.PathLike | None = "runs/cache", schema=None,
-               on_error: str = "skip", progress: bool = True) -> ImageBank:
-    """Embeddings of every product in `paths` (ids unique across them), from the cache when it is current."""
+               on_error: str = "skip", progress: bool = True, with_tokens: bool = False) -> ImageBank:
+    """Embeddings (and with `with_tokens` the image tokens) of every product in `paths` (ids unique across
+    them), from the cache when it is current."""
     items: list[Item] = []
     chunks: list[torch.Tensor] = []
+    token_chunks: list[torch.Tensor] = []
     fingerprint = model_fingerprint(model) if cache_dir is not None else ""
     for path in paths:
         folder = Path(cache_dir) / "features" / f"{fingerprint}-{_data_fingerprint(path)}" if cache_dir is not None else None
@@ -73,6 +76,8 @@ def image_bank(model, paths: Sequence[str], cache_dir: str | os.PathLike | None 
                 reader.report.print_summary()
             if folder is not None:
                 _save(folder, part_items, part)
+        if with_tokens:
+            token_chunks.append(_bank_tokens(model, path, part_items, folder, schema, progress))
         items += part_items
         chunks.append(part)
     seen: set[str] = set()
@@ -80,7 +85,39 @@ def image_bank(model, paths: Sequence[str], cache_dir: str | os.PathLike | None 
         if item.id in seen:
             raise ValueError(f"product id {item.id} appears in more than one gallery catalog")
         seen.add(item.id)
-    return ImageBank(items, torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim))
+    tokens = torch.cat(token_chunks) if token_chunks else None
+    return ImageBank(items, torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim), tokens)
+
+
+def _bank_tokens(model, path: str, items: list[Item], folder: Path | None, schema, progress: bool) -> torch.Tensor:
+    """(N, T, W) float16 image tokens in `items` order, cached as tokens.npy beside the embeddings."""
+    from tqdm import tqdm
+
+    from vitrine.data.loader import iter_batches
+
+    if folder is not None and (folder / "tokens.npy").is_file():
+        return torch.from_numpy(np.load(folder / "tokens.npy"))
+    row = {item.id: i for i, item in enumerate(items)}
+    reader = open_catalog(path, schema=schema, on_error="skip", require_title=False)
+    out = None
+    bar = tqdm(total=len(items), desc=f"image tokens {Path(path).name}", unit="img", disable=not progress, dynamic_ncols=True)
+    with torch.inference_mode():
+        for batch in iter_batches(reader, model.image_transform, 64):
+            tokens = model.image_features(batch.pixels.to(model.device)).tokens.to(torch.float16).cpu()
+            if out is None:
+                out = torch.zeros(len(items), *tokens.shape[1:], dtype=torch.float16)
+            for item, t in zip(batch.items, tokens):
+                if item.id in row:
+                    out[row[item.id]] = t
+            bar.update(len(batch.items))
+    bar.close()
+    if out is None:
+        raise ValueError(f"no images in {path} to take tokens from")
+    if folder is not None:
+        tmp = folder / "tokens.tmp.npy"
+        np.save(tmp, out.numpy())
+        os.replace(tmp, folder / "tokens.npy")
+    return out
 
 
 def _save(folder: Path, items: list[Item], embeds: torch.Tensor) -> None:

@@ -25,6 +25,7 @@ from vitrine.cir.evaluate import evaluate_triplets
 from vitrine.cir.features import ImageBank, image_bank
 from vitrine.cir.triplets import Triplet, read_triplets
 from vitrine.models import create_model
+from vitrine.models.agcn import AGCN, AGCNConfig
 from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner, load_text_projection, save_text_projection
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.logger import MetricsLogger
@@ -124,13 +125,14 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
         raise ValueError(f"vitrine train cir needs a vitrine dual encoder (its text projection is what stage 1 tunes); got {model.name}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress)
+    use_agcn = config.stage == 2 and config.combiner == "agcn"
+    bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress, with_tokens=use_agcn)
     strings: dict[str, int] = {}
     train = triplet_table(read_triplets(config.triplets), bank, strings)
     val_triplets = read_triplets(config.val_triplets) if config.val_triplets else None
     images = (lambda rows: bank.embeds[rows]) if config.cached_features else LiveImages(model, bank, config.data, progress)
 
-    from vitrine.cir.compose import pooled_texts
+    from vitrine.cir.compose import pooled_texts, text_tokens
     from vitrine.train.text_cache import pooled_text_features
 
     string_list = list(strings)
@@ -146,6 +148,12 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
     if config.stage == 1:
         module: nn.Module = projection
         combiner: nn.Module = SumCombiner()
+    elif use_agcn:
+        projection.requires_grad_(False)
+        combiner = AGCN(AGCNConfig(model.embed_dim, image_width=bank.tokens.shape[-1], text_width=model.text.width, width=config.agcn_width,
+                                   layers=config.agcn_layers, heads=config.agcn_heads, dropout=config.agcn_dropout, encoder=model.name))
+        module = combiner
+        text_token_table = text_tokens(model, string_list)
     else:
         projection.requires_grad_(False)
         combiner = Combiner(CombinerConfig(model.embed_dim, config.projection_dim, config.hidden_dim, config.dropout, encoder=model.name))
@@ -186,7 +194,11 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
             group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps)
         reference, target = images(train.refs[rows]), images(target_rows)
         text = F.normalize(projection(text_input(train.texts[rows])), dim=-1)
-        query = combiner(reference, text)
+        if use_agcn:
+            ids = train.texts[rows]
+            query = combiner(reference, text, bank.tokens[train.refs[rows]].float(), text_token_table[0][ids], text_token_table[1][ids])
+        else:
+            query = combiner(reference, text)
         logits = config.logit_scale * query @ F.normalize(target, dim=-1).T
         loss = _soft_cross_entropy(logits, train.target_set[rows].view(-1, 1) == train.target_set[rows].view(1, -1))
         optimizer.zero_grad(set_to_none=True)

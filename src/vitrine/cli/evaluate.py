@@ -69,6 +69,25 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_attributes(args: argparse.Namespace) -> int:
+    from vitrine.cli.tag import make_views, resolve_vocabulary
+    from vitrine.evaluate.runner import load_split_config
+    from vitrine.models import create_model
+    from vitrine.tagging.evaluate import run_attribute_eval
+
+    vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=args.schema)
+    report = run_attribute_eval(args.data, create_model(args.model), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
+                                pooling=args.pooling, split=args.split, split_config=load_split_config(args.split_config),
+                                calibrate_split=args.calibrate_split, schema=args.schema, progress=not args.no_progress)
+    if args.save_vocabulary:
+        vocabulary.with_calibration(report["calibration"]).save(args.save_vocabulary)
+    print_report(report, args.json)
+    return 0
+
+
+DEFAULT_ATTRIBUTES = "gender,baseColour,usage,season,articleType"
+
+
 def register(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols.")
     protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
@@ -96,6 +115,23 @@ def register(sub) -> None:
     retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
     retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
     retrieval.set_defaults(func=cmd_eval_retrieval)
+
+    attributes = protocols.add_parser(
+        "attributes", help="open-vocabulary attribute tagging: per-attribute precision / recall, mean precision",
+        description="Tag every item of --data (its --split) and score the tags against its attribute columns. Precision counts "
+                    "answers given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over "
+                    "attributes (RaF-CLIP's measure); top1 is accuracy without abstention.",
+    )
+    add_eval_options(attributes)
+    from vitrine.cli.tag import add_tagging_options
+
+    attributes.add_argument("--attributes", help=f"comma list of columns to score (values read from --data), or a vocabulary YAML/JSON; "
+                                                 f"default {DEFAULT_ATTRIBUTES}")
+    add_tagging_options(attributes, model=False)
+    attributes.add_argument("--calibrate-split", choices=["train", "val", "unseen", "calib", "heldout"],
+                            help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)")
+    attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
+    attributes.set_defaults(func=cmd_eval_attributes, split="heldout")
 
     composed = protocols.add_parser(
         "composed", help="composed retrieval: triplet files, FashionIQ or CIRR",

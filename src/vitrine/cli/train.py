@@ -29,7 +29,8 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
 
     config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
     given = {"stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
-             "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads}
+             "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads,
+             "combiner": args.combiner}
     overrides = {k: v for k, v in given.items() if v is not None}
     if args.data:
         overrides["data"] = args.data
@@ -39,6 +40,19 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
     result = train_cir(config, progress=not args.no_progress)
     print(json.dumps({"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps, "seconds": result.seconds,
                       "seconds_per_epoch": result.seconds_per_epoch, "val": result.val}, indent=2))
+    return 0
+
+
+def cmd_train_regions(args: argparse.Namespace) -> int:
+    from vitrine.train.regions import RegionTrainConfig, train_regions
+
+    config = RegionTrainConfig.from_file(args.config) if args.config else RegionTrainConfig()
+    given = {"data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    config = config.replace(**overrides) if overrides else config
+    result = train_regions(config, progress=not args.no_progress)
+    print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
+                      "final_loss": round(result.final_loss, 4), "val": result.val}, indent=2))
     return 0
 
 
@@ -62,7 +76,7 @@ def cmd_data_make_triplets(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    train = sub.add_parser("train", help="train models (recipes: clip, cir)", description="Training recipes.")
+    train = sub.add_parser("train", help="train models (recipes: clip, cir, regions)", description="Training recipes.")
     recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     clip = recipes.add_parser(
         "clip", help="contrastive image-text training (OpenFashionCLIP recipe)",
@@ -90,6 +104,7 @@ def register(sub) -> None:
     cir.add_argument("--val-triplets", help="validation triplets (JSONL)")
     cir.add_argument("--model", help="encoder (registry name)")
     cir.add_argument("--start", help="stage 2: the stage-1 combiner directory whose text projection to build on")
+    cir.add_argument("--combiner", choices=["combiner", "agcn"], help="stage 2 network: CLIP4Cir's Combiner or RaF-CLIP's AGCN")
     cir.add_argument("--out", help="run directory")
     cir.add_argument("--epochs", type=int)
     cir.add_argument("--max-steps", type=int)
@@ -97,6 +112,21 @@ def register(sub) -> None:
     cir.add_argument("--no-cache", action="store_true", help="recompute image features every step (slow; for comparison)")
     cir.add_argument("--no-progress", action="store_true", help="hide progress bars")
     cir.set_defaults(func=cmd_train_cir)
+    regions = recipes.add_parser(
+        "regions", help="region-attribute alignment (RaF-CLIP): crops and segmented views vs attribute texts",
+        description="Fine-tune a dual encoder so that each product's whole image, foreground crop and segmented crop match its "
+                    "category text and several attribute texts at once (multi-positive contrastive loss). Rerunning resumes. "
+                    "Writes OUT/model (use it as --model OUT/model).",
+    )
+    regions.add_argument("--config", help="config JSON (e.g. configs/regions-kagl.json); default: built-in defaults")
+    regions.add_argument("--data", help="catalog with attribute columns")
+    regions.add_argument("--model", help="dual encoder to start from (registry name or model directory)")
+    regions.add_argument("--out", help="run directory")
+    regions.add_argument("--epochs", type=int)
+    regions.add_argument("--max-steps", type=int)
+    regions.add_argument("--threads", type=int)
+    regions.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    regions.set_defaults(func=cmd_train_regions)
 
     data = sub.add_parser("data", help="dataset tools (make-triplets)", description="Dataset tools.")
     data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -153,6 +153,60 @@ class Annotations:
         return regions
 
 
+class LearnedSegmenter:
+    """A transformers semantic-segmentation model (SegFormer, Mask2Former-style heads with `.logits`), named by path.
+
+    Every label except the background ones becomes a region (largest first), named by the model's id2label,
+    with its pixel mask and box. Preprocessing follows the directory's preprocessor_config.json when present.
+    """
+
+    BACKGROUND = ("background", "bg", "unlabelled", "unlabeled", "none")
+
+    def __init__(self, path: str, min_area: float = 0.01, size: int | None = None):
+        import json
+        from pathlib import Path
+
+        from transformers import AutoModelForSemanticSegmentation
+
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a transformers model directory (no config.json)")
+        self.model = AutoModelForSemanticSegmentation.from_pretrained(str(folder)).eval()
+        pre_path = folder / "preprocessor_config.json"
+        pre = json.loads(pre_path.read_text(encoding="utf-8")) if pre_path.is_file() else {}
+        wanted = pre.get("size", size or 512)
+        if isinstance(wanted, dict):
+            wanted = wanted.get("height") or wanted.get("shortest_edge") or 512
+        self.size = int(size or wanted)
+        self.mean = np.asarray(pre.get("image_mean", [0.485, 0.456, 0.406]), dtype=np.float32)
+        self.std = np.asarray(pre.get("image_std", [0.229, 0.224, 0.225]), dtype=np.float32)
+        self.labels = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+        self.min_area = min_area
+
+    def label_map(self, image: Image.Image) -> np.ndarray:
+        """(H, W) label ids at the image's own size."""
+        import torch
+
+        rgb = image.convert("RGB")
+        pixels = np.asarray(rgb.resize((self.size, self.size), Image.BILINEAR), dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(((pixels - self.mean) / self.std).transpose(2, 0, 1)).unsqueeze(0)
+        with torch.inference_mode():
+            logits = self.model(pixel_values=tensor).logits
+            logits = torch.nn.functional.interpolate(logits, size=(rgb.height, rgb.width), mode="bilinear", align_corners=False)
+        return logits[0].argmax(0).numpy()
+
+    def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
+        labels = self.label_map(image)
+        regions = []
+        for label in np.unique(labels):
+            name = self.labels.get(int(label), f"label-{int(label)}")
+            mask = labels == label
+            if name.lower() in self.BACKGROUND or mask.mean() < self.min_area:
+                continue
+            regions.append((int(mask.sum()), Region(name, _bounding_box(mask), mask)))
+        return [region for _, region in sorted(regions, key=lambda pair: -pair[0])]
+
+
 PROVIDERS = {"whole": WholeImage, "foreground": Foreground, "body": BodyParts}
 
 

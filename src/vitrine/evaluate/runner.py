@@ -16,7 +16,7 @@ from vitrine.embed.encode import encode_catalog, encode_texts
 from vitrine.evaluate.retrieval import retrieval_report
 from vitrine.evaluate.zeroshot import class_embeddings, classify, zero_shot_report
 
-SPLITS = ("all", "train", "val", "unseen", "heldout")
+SPLITS = ("all", "train", "val", "unseen", "calib", "heldout")
 
 
 def load_split_config(path: str | os.PathLike | None) -> SplitConfig:

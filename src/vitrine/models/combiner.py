@@ -120,7 +120,12 @@ def load_combiner(spec: str, embed_dim: int | None = None, encoder: str | None =
         if encoder is not None and data.get("encoder") not in (None, encoder):
             raise ValueError(f"{spec} was trained on {data['encoder']} features, not {encoder}")
         return SumCombiner()
-    model = Combiner.load(spec)
+    if data.get("kind") == "agcn":
+        from vitrine.models.agcn import AGCN
+
+        model = AGCN.load(spec)
+    else:
+        model = Combiner.load(spec)
     if embed_dim is not None and model.config.embed_dim != embed_dim:
         raise ValueError(f"combiner {spec} expects {model.config.embed_dim}-d features, the model gives {embed_dim}-d")
     if encoder is not None and model.config.encoder not in (None, encoder):

@@ -1,0 +1,97 @@
+"""`vitrine tag`: open-vocabulary attribute tags for one image or a whole catalog."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vitrine.cli._common import DEFAULT_TAG_MODEL
+
+
+def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None):
+    """A vocabulary file, a comma list of catalog columns (values read from `data`), or the shipped KAGL vocabulary."""
+    from vitrine.tagging.vocabulary import builtin_vocabulary, load_vocabulary
+
+    if spec and (Path(spec).suffix.lower() in (".json", ".yaml", ".yml") or Path(spec).exists()):
+        return load_vocabulary(spec)
+    if spec:
+        names = [name.strip() for name in spec.split(",") if name.strip()]
+        if data is None:
+            return builtin_vocabulary().select(names)
+        from vitrine.tagging.evaluate import catalog_vocabulary
+
+        return catalog_vocabulary(data, names, schema=schema)
+    return builtin_vocabulary()
+
+
+def make_views(name: str, annotations: str | None = None, segmenter: str | None = None):
+    from vitrine.data.regions import Annotations, LearnedSegmenter
+    from vitrine.tagging.views import RegionViews
+
+    if annotations:
+        return RegionViews(Annotations(annotations), ("crop", "segmented"), slots=3)
+    if segmenter:
+        return RegionViews(LearnedSegmenter(segmenter), ("crop", "segmented"), slots=2)
+    return RegionViews.preset(name)
+
+
+def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        parser.add_argument("--model", default=DEFAULT_TAG_MODEL, help="registry name; default %(default)s")
+    parser.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground",
+                        help="views scored per image: the whole image only, or also the foreground crop and its segmented view, "
+                             "or body-part crops (default %(default)s)")
+    parser.add_argument("--pooling", choices=["max", "mean"], default="max", help="how region scores combine (default %(default)s)")
+    parser.add_argument("--annotations", help="JSON/CSV sidecar of region boxes/polygons keyed by id or file stem (replaces --regions)")
+    parser.add_argument("--segmenter", help="a transformers semantic-segmentation model directory (replaces --regions)")
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from vitrine.models import create_model
+    from vitrine.tagging.evaluate import embed_split
+    from vitrine.tagging.tagger import Tagger
+
+    vocabulary = resolve_vocabulary(args.attributes)
+    tagger = Tagger(create_model(args.model), vocabulary, make_views(args.regions, args.annotations, args.segmenter), args.pooling)
+    if args.image:
+        from vitrine.data.images import load_image_file
+
+        images = [load_image_file(path) for path in args.image]
+        results = [(path, tags) for path, tags in zip(args.image, tagger.tags(tagger.embed([(im, Path(p).stem) for im, p in zip(images, args.image)])))]
+    else:
+        items, embeds = embed_split(tagger, args.data, keep=None, schema=args.schema, progress=not args.no_progress)
+        results = [(item.id, tags) for item, tags in zip(items, tagger.tags(embeds))]
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        for key, tags in results:
+            if args.json or args.out:
+                out.write(json.dumps({"id": key, "tags": {name: tag.to_dict() for name, tag in tags.items()}}) + "\n")
+            else:
+                out.write(f"{key}\n")
+                for name, tag in tags.items():
+                    shown = tag.value if tag.value == tag.best else f"unknown (best guess {tag.best})"
+                    out.write(f"  {name:<14}{shown:<32} p={tag.probability:.3f} cos={tag.score:.3f}\n")
+    finally:
+        if args.out:
+            out.close()
+            print(f"tagged {len(results)} products into {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    tag = sub.add_parser("tag", help="tag images with open-vocabulary attributes",
+                         description="Score each attribute's values (prompts from the vocabulary) against the image's region views "
+                                     "and print the best value per attribute, or 'unknown' when its probability is below the "
+                                     "attribute's threshold. Adding values or attributes to the vocabulary file needs no retraining.")
+    source = tag.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", nargs="+", help="image file(s)")
+    source.add_argument("--data", help="a catalog (any format vitrine reads): tag every product")
+    tag.add_argument("--attributes", help="vocabulary YAML/JSON (attribute -> values, synonyms, prompts), or a comma list of "
+                                          "attributes of the shipped KAGL vocabulary; default: the shipped KAGL vocabulary")
+    add_tagging_options(tag)
+    tag.add_argument("--schema", help="--data: catalog schema name or JSON file (default: kagl)")
+    tag.add_argument("--out", help="write JSON lines here instead of printing")
+    tag.add_argument("--json", action="store_true", help="print JSON lines")
+    tag.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    tag.set_defaults(func=cmd_tag)

@@ -1,0 +1,1 @@
+"""Open-vocabulary attribute tagging over garment regions (RaF-CLIP)."""

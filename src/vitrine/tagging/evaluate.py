@@ -1,0 +1,125 @@
+"""`vitrine eval attributes`: per-attribute precision and recall of open-vocabulary tags on a labelled catalog.
+
+Precision counts only answers given (an 'unknown' is no answer); recall counts every labelled item; mean
+precision averages precision over attributes, as RaF-CLIP reports it. `top1` is accuracy with no abstention.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from vitrine.data.catalog import open_catalog
+from vitrine.data.prompts import resolve_prompts
+from vitrine.data.records import Item
+from vitrine.data.splits import SplitConfig
+from vitrine.evaluate.runner import load_split_config, split_filter
+from vitrine.tagging.tagger import Tagger, fit_temperature
+from vitrine.tagging.views import RegionViews
+from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values
+
+
+def labelled_rows(items: Sequence[Item], attribute) -> tuple[list[int], torch.Tensor, int]:
+    """Rows whose label is one of the attribute's values, their value indices, and how many labels were not."""
+    index = {name: c for c, name in enumerate(attribute.value_names)}
+    rows, labels, outside = [], [], 0
+    for row, item in enumerate(items):
+        label = item.attributes.get(attribute.name)
+        if label is None:
+            continue
+        if label not in index:
+            outside += 1
+            continue
+        rows.append(row)
+        labels.append(index[label])
+    return rows, torch.tensor(labels, dtype=torch.long), outside
+
+
+def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.Tensor) -> dict:
+    per_attribute, top1 = {}, {}
+    for attribute in tagger.vocabulary.attributes:
+        rows, labels, outside = labelled_rows(items, attribute)
+        if not rows:
+            continue
+        scores = tagger.scores_for(attribute.name, view_embeds[rows])
+        probabilities = torch.softmax(attribute.temperature * scores, dim=1)
+        best_p, best = probabilities.max(1)
+        answered = best_p >= attribute.min_probability
+        correct = best == labels
+        n_answered = int(answered.sum())
+        per_attribute[attribute.name] = {
+            "precision": round(float((correct & answered).sum()) / n_answered, 4) if n_answered else 0.0,
+            "recall": round(float((correct & answered).sum()) / len(rows), 4),
+            "n": len(rows),
+            "answered": n_answered,
+            "classes": len(attribute.values),
+            **({"not_in_vocabulary": outside} if outside else {}),
+        }
+        top1[attribute.name] = round(float(correct.float().mean()), 4)
+    if not per_attribute:
+        raise ValueError(f"no item carries a label for any of {tagger.vocabulary.names}")
+    mean = sum(v["precision"] for v in per_attribute.values()) / len(per_attribute)
+    return {"mean_precision": round(mean, 4), "per_attribute": per_attribute, "top1": top1,
+            "mean_top1": round(sum(top1.values()) / len(top1), 4)}
+
+
+def catalog_vocabulary(path: str, attributes: Sequence[str], templates: str | None = None, schema=None) -> Vocabulary:
+    """Every value each attribute column takes anywhere in the catalog, with the prompt set's templates."""
+    found: dict[str, set] = {name: set() for name in attributes}
+    for record in open_catalog(path, schema=schema, on_error="skip", require_title=False).records():
+        for name in attributes:
+            value = record.attributes.get(name)
+            if value:
+                found[name].add(value)
+    return vocabulary_from_values(found, resolve_prompts(templates))
+
+
+def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = True) -> tuple[list[Item], torch.Tensor]:
+    """The split's items (without pixels) and (N, V, D) region-view embeddings."""
+    reader = open_catalog(path, schema=schema, on_error="skip", require_title=False)
+    items: list[Item] = []
+
+    def images():
+        from vitrine.data.errors import DataError
+
+        for record in reader.records():
+            if keep is not None and not keep(record):
+                continue
+            try:
+                item = reader.decode(record)
+            except DataError as exc:
+                reader.report.handle(exc)
+                continue
+            items.append(Item(id=item.id, image=None, title=item.title, attributes=item.attributes, source=item.source, row=item.row))
+            yield item.image, item.id
+
+    embeds = tagger.embed(images(), progress=progress)
+    if reader.report.skipped:
+        reader.report.print_summary()
+    return items, embeds
+
+
+def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "max",
+                       split: str = "heldout", split_config: SplitConfig | None = None, calibrate_split: str | None = None,
+                       schema=None, progress: bool = True) -> dict:
+    """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature there."""
+    config = split_config or load_split_config(None)
+    calibration = {}
+    if calibrate_split:
+        tagger = Tagger(model, vocabulary, views, pooling)
+        items, embeds = embed_split(tagger, data, split_filter(calibrate_split, config), schema, progress)
+        for attribute in vocabulary.attributes:
+            rows, labels, _ = labelled_rows(items, attribute)
+            if len(rows) >= 20:
+                calibration[attribute.name] = {"temperature": fit_temperature(tagger.scores_for(attribute.name, embeds[rows]), labels),
+                                               "min_probability": attribute.min_probability, "fitted_on": len(rows)}
+        vocabulary = vocabulary.with_calibration(calibration)
+    tagger = Tagger(model, vocabulary, views, pooling)
+    items, embeds = embed_split(tagger, data, split_filter(split, config), schema, progress)
+    report = attribute_report(tagger, items, embeds)
+    report.update({"model": model.name, "split": split, "n_items": len(items), "views": views.count, "pooling": tagger.pooling,
+                   "calibration": calibration or {a.name: {"temperature": a.temperature, "min_probability": a.min_probability}
+                                                   for a in vocabulary.attributes}})
+    if calibrate_split:
+        report["calibrated_on"] = calibrate_split
+    return report

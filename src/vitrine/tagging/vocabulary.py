@@ -1,0 +1,208 @@
+"""Attribute vocabularies as data: attribute -> values, each with optional synonyms or prompts.
+
+A YAML or JSON file such as
+
+    attributes:
+      baseColour:
+        templates: ["a {value} garment", "a photo of a {value} product"]
+        values: [Black, White, {name: Navy Blue, synonyms: [dark blue]}]
+      pattern:
+        values:
+          striped: ["a striped garment", "a shirt with stripes"]   # a value with its own prompts
+          plain: ["a plain garment"]
+        min_probability: 0.4
+
+Adding a value or a whole attribute is an edit of this file: tagging embeds the prompts at run time.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vitrine.data.prompts import PromptSet, template_fields
+
+DEFAULT_TEMPLATES = ("a photo of a {value}", "a {value} fashion product")
+DEFAULT_MIN_PROBABILITY = 0.2  # below this (calibrated) probability of the best value the answer is 'unknown'
+DEFAULT_TEMPERATURE = 50.0  # logit scale of the softmax over an attribute's values, when none was calibrated
+
+
+class VocabularyError(ValueError):
+    """A vocabulary file that cannot be used; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Value:
+    name: str
+    prompts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str
+    values: tuple[Value, ...]
+    temperature: float = DEFAULT_TEMPERATURE
+    min_probability: float = DEFAULT_MIN_PROBABILITY
+
+    @property
+    def value_names(self) -> list[str]:
+        return [value.name for value in self.values]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    attributes: tuple[Attribute, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        names = [a.name for a in self.attributes]
+        if len(set(names)) != len(names):
+            raise VocabularyError(f"attribute names repeat: {names}")
+
+    def __getitem__(self, name: str) -> Attribute:
+        for attribute in self.attributes:
+            if attribute.name == name:
+                return attribute
+        raise KeyError(f"no attribute {name!r} in the vocabulary; it has {self.names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [a.name for a in self.attributes]
+
+    def select(self, names: Sequence[str]) -> "Vocabulary":
+        return Vocabulary(tuple(self[name] for name in names))
+
+    def with_calibration(self, calibration: Mapping[str, Mapping[str, float]]) -> "Vocabulary":
+        """A copy with fitted temperatures / thresholds for the attributes named in `calibration`."""
+        out = []
+        for a in self.attributes:
+            fitted = calibration.get(a.name, {})
+            out.append(Attribute(a.name, a.values, float(fitted.get("temperature", a.temperature)),
+                                 float(fitted.get("min_probability", a.min_probability))))
+        return Vocabulary(tuple(out))
+
+    def to_dict(self) -> dict:
+        return {"attributes": {a.name: {"temperature": a.temperature, "min_probability": a.min_probability,
+                                        "values": {v.name: list(v.prompts) for v in a.values}} for a in self.attributes}}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def load_vocabulary(path: str | Path) -> Vocabulary:
+    """Read a YAML (.yaml/.yml) or JSON vocabulary; every mistake is a VocabularyError naming the entry."""
+    source = Path(path)
+    if not source.is_file():
+        raise VocabularyError(f"attribute vocabulary not found: {path}")
+    text = source.read_text(encoding="utf-8")
+    try:
+        if source.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: report them the same way
+        raise VocabularyError(f"{path}: not valid {'YAML' if source.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
+    return vocabulary_from_dict(data, origin=str(path))
+
+
+def vocabulary_from_dict(data, origin: str = "vocabulary") -> Vocabulary:
+    if not isinstance(data, Mapping):
+        raise VocabularyError(f"{origin}: expected a mapping with an 'attributes' key (or attribute -> values)")
+    attributes = data.get("attributes", data)
+    if not isinstance(attributes, Mapping) or not attributes:
+        raise VocabularyError(f"{origin}: 'attributes' must map attribute names to their values")
+    return Vocabulary(tuple(_attribute(str(name), spec, origin) for name, spec in attributes.items()))
+
+
+def _attribute(name: str, spec, origin: str) -> Attribute:
+    where = f"{origin}: attribute {name!r}"
+    if isinstance(spec, (list, tuple)):
+        spec = {"values": spec}
+    if not isinstance(spec, Mapping):
+        raise VocabularyError(f"{where}: expected a list of values or a mapping with 'values'")
+    unknown = set(spec) - {"values", "templates", "temperature", "min_probability"}
+    if unknown:
+        raise VocabularyError(f"{where}: unknown keys {sorted(unknown)}; expected values, templates, temperature, min_probability")
+    templates = tuple(spec.get("templates") or DEFAULT_TEMPLATES)
+    for template in templates:
+        if not isinstance(template, str) or template_fields(template) != ("value",):
+            raise VocabularyError(f"{where}: template {template!r} must be a string using exactly one field, {{value}}")
+    raw = spec.get("values")
+    if isinstance(raw, Mapping):
+        raw = [{"name": k, "prompts": v} if v else k for k, v in raw.items()]
+    if not isinstance(raw, (list, tuple)) or len(raw) < 2:
+        raise VocabularyError(f"{where}: needs a list of at least two values (a choice between one value means nothing)")
+    values, seen = [], set()
+    for entry in raw:
+        value = _value(entry, templates, where)
+        if value.name in seen:
+            raise VocabularyError(f"{where}: value {value.name!r} is listed twice")
+        seen.add(value.name)
+        values.append(value)
+    temperature = _number(spec.get("temperature", DEFAULT_TEMPERATURE), f"{where}: temperature")
+    if temperature <= 0:
+        raise VocabularyError(f"{where}: temperature must be > 0, got {temperature}")
+    min_probability = _number(spec.get("min_probability", DEFAULT_MIN_PROBABILITY), f"{where}: min_probability")
+    if not 0.0 <= min_probability <= 1.0:
+        raise VocabularyError(f"{where}: min_probability must be in [0, 1], got {min_probability}")
+    return Attribute(name, tuple(values), temperature, min_probability)
+
+
+def _value(entry, templates: Sequence[str], where: str) -> Value:
+    if isinstance(entry, (str, int, float)) and not isinstance(entry, bool):
+        name = str(entry).strip()
+        if not name:
+            raise VocabularyError(f"{where}: empty value name")
+        return Value(name, tuple(t.format(value=name) for t in templates))
+    if not isinstance(entry, Mapping) or "name" not in entry:
+        raise VocabularyError(f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {entry!r}")
+    name = str(entry["name"]).strip()
+    prompts = entry.get("prompts")
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if prompts is not None and (not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) and p.strip() for p in prompts)):
+        raise VocabularyError(f"{where}: value {name!r}: prompts must be a list of non-empty strings")
+    synonyms = entry.get("synonyms") or []
+    if isinstance(synonyms, str):
+        synonyms = [synonyms]
+    if not isinstance(synonyms, (list, tuple)) or not all(isinstance(s, str) and s.strip() for s in synonyms):
+        raise VocabularyError(f"{where}: value {name!r}: synonyms must be a list of non-empty strings")
+    texts = list(prompts) if prompts else [t.format(value=word) for word in [name, *synonyms] for t in templates]
+    if prompts and synonyms:
+        texts += [t.format(value=word) for word in synonyms for t in templates]
+    return Value(name, tuple(texts))
+
+
+def _number(raw, where: str) -> float:
+    if isinstance(raw, bool):
+        raise VocabularyError(f"{where} must be a number, got {raw!r}")
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise VocabularyError(f"{where} must be a number, got {raw!r}") from None
+
+
+def vocabulary_from_values(values: Mapping[str, Iterable[str]], prompts: PromptSet | None = None) -> Vocabulary:
+    """A vocabulary from attribute -> observed values (e.g. a catalog's columns), with a prompt set's templates."""
+    attributes = []
+    for name, found in values.items():
+        names = sorted({str(v) for v in found if v})
+        if len(names) < 2:
+            continue
+        templates = tuple(prompts.attributes.get(name, prompts.default)) if prompts else DEFAULT_TEMPLATES
+        attributes.append(Attribute(name, tuple(Value(v, tuple(t.format(value=v) for t in templates)) for v in names)))
+    if not attributes:
+        raise VocabularyError(f"no attribute among {list(values)} has two or more values to choose between")
+    return Vocabulary(tuple(attributes))
+
+
+def builtin_vocabulary(name: str = "kagl") -> Vocabulary:
+    """A vocabulary shipped in `vitrine/tagging/vocabularies/`."""
+    from importlib import resources
+
+    path = resources.files("vitrine.tagging").joinpath("vocabularies", f"{name}.json")
+    if not path.is_file():
+        raise VocabularyError(f"no shipped vocabulary {name!r}")
+    return vocabulary_from_dict(json.loads(path.read_text(encoding="utf-8")), origin=f"vocabularies/{name}.json")

@@ -1,0 +1,365 @@
+"""`vitrine train regions`: RaF-CLIP's region-attribute alignment, fine-tuning a trained dual encoder.
+
+Each training product contributes one view per step (the whole image, its foreground crop, or the segmented
+crop with the background blanked), aligned at once with its category text, several attribute texts and,
+optionally, its title, by the multi-positive contrastive loss: every text of the product is a positive, every
+other text in the batch a negative. The text tower stays locked (cached pooled features); the image tower,
+both projections (the text one at a lower rate) and the temperature train.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vitrine.data.catalog import open_catalog
+from vitrine.data.errors import DataError
+from vitrine.data.regions import Foreground, WholeImage, crop
+from vitrine.evaluate.runner import load_split_config
+from vitrine.losses import multi_positive_loss
+from vitrine.models import create_model
+from vitrine.models.dual import TRAINING_INFO_NAME
+from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.train.data import augment, to_input
+from vitrine.train.logger import MetricsLogger
+from vitrine.train.schedule import warmup_cosine
+from vitrine.train.text_cache import pooled_text_features
+
+VIEWS = ("whole", "crop", "segmented")
+_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
+
+
+def _default_texts() -> dict:
+    # The issue's phrasings plus the KAGL prompt set's, so tagging prompts are among the aligned texts.
+    return {
+        "articleType": ["a photo of a {value}", "a product photo of a {value}", "a {value}"],
+        "baseColour": ["a {value} garment", "a {value} fashion item", "a photo of a {value} product"],
+        "gender": ["for {value}", "a product for {value}", "a fashion item for {value}"],
+        "usage": ["{value} wear", "a product for {value} use"],
+        "season": ["{value} collection", "from the {value} collection", "a product for {value}"],
+    }
+
+
+@dataclass(frozen=True)
+class RegionTrainConfig:
+    data: str = "../shared/data/kagl"
+    schema: str | None = None
+    model: str = "vitrine:kagl-small"  # the dual encoder to start from (registry name or model directory)
+    split_from: str | None = "configs/kagl-small.json"  # JSON holding the split the start model was trained with
+    out: str = "runs/regions"
+    texts: dict = field(default_factory=_default_texts)  # attribute -> templates; one is drawn per product and step
+    title_prob: float = 0.5  # chance that the product's title joins its positives
+    views: tuple[str, ...] = VIEWS
+    seed: int = 0
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    text_proj_lr_scale: float = 0.1
+    grad_clip: float = 1.0
+    amp: bool = False  # bf16 autocast measured ~20x slower than fp32 for this CNN on this CPU
+    checkpoint_every: int = 100
+    val_items: int = 1000
+    max_items: int | None = None  # cap the pool (tests)
+    max_steps: int | None = None
+    threads: int = 0
+    cache_dir: str = "runs/cache"
+
+    def __post_init__(self):
+        unknown = set(self.views) - set(VIEWS)
+        if not self.views or unknown:
+            raise ValueError(f"views must be some of {VIEWS}; got {list(self.views)}")
+        if not self.texts or any(not templates for templates in self.texts.values()):
+            raise ValueError("texts maps each attribute to at least one template")
+        for name, templates in self.texts.items():
+            for template in templates:
+                if "{value}" not in template:
+                    raise ValueError(f"text template {template!r} for {name!r} needs a {{value}} field")
+        if self.batch_size < 2 or self.epochs < 1 or self.lr <= 0 or not 0 <= self.title_prob <= 1:
+            raise ValueError("batch_size >= 2, epochs >= 1, lr > 0 and title_prob in [0, 1] are required")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RegionTrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown RegionTrainConfig keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**{k: tuple(v) if k == "views" else v for k, v in data.items()})
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "RegionTrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def replace(self, **changes) -> "RegionTrainConfig":
+        return RegionTrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+@dataclass
+class RegionPool:
+    """Every view of every product as uint8 (N, V, 3, S, S), with attributes, titles and splits."""
+
+    views: torch.Tensor
+    ids: list[str]
+    titles: list[str | None]
+    attributes: list[dict]
+    splits: np.ndarray
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+
+def product_views(image, transform, views, foreground: Foreground) -> np.ndarray:
+    """(V, 3, S, S) uint8: the whole image, the foreground crop, the segmented crop (the whole image when no foreground)."""
+    found = foreground(image)
+    region = found[0] if found else WholeImage()(image)[0]
+    pictures = {"whole": image, "crop": crop(image, region), "segmented": crop(image, region, segmented=True)}
+    return np.stack([np.asarray(transform.geometry(pictures[v]), dtype=np.uint8).transpose(2, 0, 1) for v in views])
+
+
+def load_region_pool(config: RegionTrainConfig, transform, split, progress: bool = True) -> RegionPool:
+    """Decode train and val products once and cut their views; cached on disk (segmentation is the slow part)."""
+    key = hashlib.sha1(json.dumps([os.path.abspath(config.data), _catalog_stamp(config.data), list(config.views), config.max_items,
+                                   repr(transform), asdict(split)], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = Path(config.cache_dir) / "regions" / key
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        return RegionPool(torch.from_numpy(np.load(folder / "views.npy")), meta["ids"], meta["titles"], meta["attributes"], np.asarray(meta["splits"]))
+    reader = open_catalog(config.data, schema=config.schema, on_error="skip", require_title=False)
+    foreground = Foreground()
+    views, ids, titles, attributes, splits = [], [], [], [], []
+    for record in tqdm(reader.records(), total=reader.count() if progress else None, desc="cut regions", unit="img", disable=not progress):
+        assigned = split.assign(record.id, record.attributes)
+        if assigned not in ("train", "val"):
+            continue
+        if config.max_items is not None and len(ids) >= config.max_items:
+            break
+        try:
+            item = reader.decode(record)
+        except DataError as exc:
+            reader.report.handle(exc)
+            continue
+        views.append(product_views(item.image, transform, config.views, foreground))
+        ids.append(item.id)
+        titles.append(item.title)
+        attributes.append(dict(item.attributes))
+        splits.append(assigned)
+    if not ids:
+        raise ValueError(f"no train or val products in {config.data}")
+    pool = RegionPool(torch.from_numpy(np.stack(views)), ids, titles, attributes, np.asarray(splits))
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "views.tmp.npy", pool.views.numpy())
+    os.replace(folder / "views.tmp.npy", folder / "views.npy")
+    (folder / "meta.tmp.json").write_text(json.dumps({"ids": ids, "titles": titles, "attributes": attributes, "splits": splits}), encoding="utf-8")
+    os.replace(folder / "meta.tmp.json", folder / "meta.json")  # written last: the cache's commit marker
+    return pool
+
+
+def _catalog_stamp(path: str) -> str:
+    root = Path(path)
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    return hashlib.sha1("".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()).encode()).hexdigest()
+
+
+class TextTable:
+    """Interned strings of every product's candidate texts: per attribute, one id per template."""
+
+    def __init__(self, pool: RegionPool, config: RegionTrainConfig):
+        self.strings: dict[str, int] = {}
+        self.attribute_texts: list[list[list[int]]] = []  # product -> attribute -> template ids
+        self.title_ids: list[int] = []
+        for attributes, title in zip(pool.attributes, pool.titles):
+            per = [[self._intern(t.format(value=attributes[name])) for t in templates]
+                   for name, templates in config.texts.items() if attributes.get(name)]
+            self.attribute_texts.append(per)
+            self.title_ids.append(self._intern(title) if title else -1)
+
+    def _intern(self, text: str) -> int:
+        return self.strings.setdefault(text, len(self.strings))
+
+    def sample(self, rows: list[int], title_prob: float, rng: np.random.Generator) -> tuple[list[int], torch.Tensor]:
+        """Unique text ids of the batch and the (B, T) positive mask: each product's drawn texts."""
+        chosen: list[set[int]] = []
+        for row in rows:
+            texts = {int(templates[rng.integers(len(templates))]) for templates in self.attribute_texts[row]}
+            if self.title_ids[row] >= 0 and (rng.random() < title_prob or not texts):
+                texts.add(self.title_ids[row])
+            chosen.append(texts)
+        unique = sorted(set().union(*chosen))
+        column = {t: j for j, t in enumerate(unique)}
+        positives = torch.zeros(len(rows), len(unique), dtype=torch.bool)
+        for i, texts in enumerate(chosen):
+            positives[i, [column[t] for t in texts]] = True
+        return unique, positives
+
+
+@dataclass(frozen=True)
+class RegionResult:
+    out: str
+    model_dir: str
+    steps: int
+    seconds: float
+    final_loss: float
+    val: dict
+
+
+def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionResult:
+    """Fine-tune; rerunning the same config resumes from `out/checkpoint.pt`."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    comparable = {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
+    checkpoint = load_checkpoint(out)
+    if checkpoint is not None and checkpoint["comparable"] != comparable:
+        raise ValueError(f"{out} holds a checkpoint of a different regions config; use another --out or delete {out / 'checkpoint.pt'}")
+    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model)
+    if not hasattr(model, "text_proj"):
+        raise ValueError(f"vitrine train regions fine-tunes a vitrine dual encoder; {model.name} is not one")
+    base_info = dict(getattr(model, "training_info", {}) or {})
+    split = load_split_config(config.split_from)
+    pool = load_region_pool(config, model.image_transform, split, progress=progress)
+    train_rows = pool.indices("train")
+    if len(train_rows) < config.batch_size:
+        raise ValueError(f"only {len(train_rows)} training products for batch size {config.batch_size}")
+    table = TextTable(pool, config)
+    strings = list(table.strings)
+    pooled = pooled_text_features(model, strings, config.cache_dir, progress=progress)
+
+    for parameter in model.text.parameters():
+        parameter.requires_grad_(False)
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and not n.startswith("text_proj.")]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+              {"params": list(model.text_proj.parameters()), "weight_decay": 0.0, "lr_scale": config.text_proj_lr_scale}]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    steps_per_epoch = len(train_rows) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    step, elapsed = 0, 0.0
+    if checkpoint is not None:
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        if unexpected or any(not k.startswith("text.bert.") for k in missing):
+            raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, elapsed = checkpoint["step"], checkpoint["elapsed"]
+    logger = MetricsLogger(out, resume_step=step)
+    validator = _Validator(model, pool, config)
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
+    val: dict = {}
+    loss_value = float("nan")
+
+    def snapshot():
+        state = {k: v for k, v in model.state_dict().items() if not (model.text_weights_from_package and k.startswith("text.bert."))}
+        save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "comparable": comparable})
+
+    model.train()
+    model.text.eval()
+    bar = tqdm(total=last_step, initial=step, desc=f"train regions {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter() - elapsed
+    while step < last_step:
+        epoch, offset = divmod(step, steps_per_epoch)
+        order = np.random.default_rng([config.seed, epoch]).permutation(train_rows)
+        rows = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        rng = np.random.default_rng([config.seed, 7, step])
+        view = torch.from_numpy(rng.integers(len(config.views), size=len(rows)))
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        pixels = augment(pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
+        text_ids, positives = table.sample(rows.tolist(), config.title_prob, rng)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps) * group["lr_scale"]
+        with amp:
+            image = model.image_features(pixels).embeds
+            text = F.normalize(model.text_proj(pooled[text_ids]), dim=-1)
+        loss = multi_positive_loss(image.float(), text.float(), model.logit_scale, positives)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+        optimizer.step()
+        step += 1
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower lr or disable amp")
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
+        end_of_epoch = step % steps_per_epoch == 0
+        values = {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
+                  "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)}
+        if end_of_epoch or step == last_step:
+            val = validator()
+            values.update({f"val/{k}": v for k, v in val.items()})
+            bar.write(f"step {step}: " + ", ".join(f"{k}={v}" for k, v in val.items()))
+        if step % 10 == 0 or end_of_epoch or step == last_step or step == 1:
+            logger.log(step, values)
+        if step % config.checkpoint_every == 0 or end_of_epoch or step == last_step:
+            snapshot()
+    bar.close()
+    logger.close()
+    model.eval()
+    if not val:
+        val = validator()
+    model_dir = out / "model"
+    model.save(model_dir)
+    info = {"config": config.to_dict(), "started_from": config.model, "steps": step, "seconds": round(elapsed, 1),
+            "train_items": int(len(train_rows)), "seen_classes": base_info.get("seen_classes", {}), "final_metrics": val,
+            "base_training": base_info.get("config")}
+    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return RegionResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, val)
+
+
+class _Validator:
+    """Attribute top-1 on held-back val products: the whole view alone, and the max over all views."""
+
+    def __init__(self, model, pool: RegionPool, config: RegionTrainConfig):
+        from vitrine.tagging.vocabulary import vocabulary_from_values
+
+        rows = pool.indices("val")
+        rows = np.random.default_rng(config.seed).permutation(rows)[: config.val_items]
+        self.model, self.pool, self.rows = model, pool, np.sort(rows)
+        values = {name: {a.get(name) for a in pool.attributes} for name in config.texts}
+        from vitrine.data.prompts import builtin_prompts
+
+        self.vocabulary = vocabulary_from_values(values, builtin_prompts("kagl"))
+
+    def __call__(self) -> dict:
+        from vitrine.tagging.tagger import value_embeddings
+
+        if not len(self.rows):
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            views = self.pool.views[torch.from_numpy(self.rows)]
+            n, v = views.shape[:2]
+            embeds = torch.cat([self.model.encode_image(to_input(views[s : s + 256].flatten(0, 1), self.model.image_transform)).float()
+                                for s in range(0, n, 256)]).view(n, v, -1) if n else None
+            scores = {"whole": [], "regions": []}
+            for attribute in self.vocabulary.attributes:
+                index = {name: c for c, name in enumerate(attribute.value_names)}
+                keep = [i for i, row in enumerate(self.rows) if self.pool.attributes[row].get(attribute.name) in index]
+                labels = torch.tensor([index[self.pool.attributes[self.rows[i]][attribute.name]] for i in keep])
+                cos = embeds[keep] @ value_embeddings(self.model, attribute).T
+                scores["whole"].append(float((cos[:, 0].argmax(1) == labels).float().mean()))
+                scores["regions"].append(float((cos.amax(1).argmax(1) == labels).float().mean()))
+        if was_training:
+            self.model.train()
+            self.model.text.eval()
+        return {f"top1_{k}": round(sum(v) / len(v), 4) for k, v in scores.items()}
