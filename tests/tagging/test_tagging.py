@@ -9,7 +9,7 @@ from PIL import Image
 from tests.conftest import make_rows, write_folder
 from vitrine.cli import main
 from vitrine.tagging.evaluate import attribute_report, embed_split
-from vitrine.tagging.tagger import Tagger, fit_temperature
+from vitrine.tagging.tagger import Tagger, fit_region_weight, fit_temperature
 from vitrine.tagging.views import RegionViews, pool_scores
 from vitrine.tagging.vocabulary import vocabulary_from_dict
 
@@ -76,6 +76,8 @@ def test_region_views_and_pooling():
     assert pool_scores(scores, "max").tolist() == [[0.5, 1.0]]
     assert pool_scores(scores, "mean").tolist() == [[0.375, 0.5]]
     assert pool_scores(scores, "whole").tolist() == [[0.25, 1.0]]
+    assert pool_scores(scores, "blend", 0.5).tolist() == [[0.375, 0.5]]
+    assert pool_scores(scores, "blend", 0.0).tolist() == [[0.25, 1.0]]
     with pytest.raises(ValueError, match="pooling"):
         pool_scores(scores, "median")
 
@@ -125,3 +127,31 @@ def test_embed_split_skips_filtered_rows_without_decoding(tmp_path):
     tagger = Tagger(Palette(), vocabulary_from_dict(NEW_ATTRIBUTE))
     items, embeds = embed_split(tagger, str(tmp_path / "cat"), keep=lambda record: int(record.id) % 2 == 0, progress=False)
     assert [item.id for item in items] == ["1000", "1002", "1004"] and embeds.shape == (3, 1, 3)
+
+
+def test_index_stores_tags_so_filters_find_untagged_products(tmp_path, capsys):
+    rows = make_rows(10)
+    rows[3]["baseColour"] = ""  # the catalog lacks this product's colour
+    write_folder(tmp_path / "cat", rows)
+    vocabulary = tmp_path / "vocab.yaml"
+    vocabulary.write_text("attributes:\n  baseColour:\n    values: [Red, Blue, Green, Black, White]\n    min_probability: 0\n")
+    assert main(["index", "build", "--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model", "vitrine:small",
+                 "--tag", "--attributes", str(vocabulary), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json"]) == 0
+    hits = {hit["id"]: hit for hit in json.loads(capsys.readouterr().out)}
+    assert len(hits) == 10 and all(hit["predicted_baseColour"] in ("Red", "Blue", "Green", "Black", "White") for hit in hits.values())
+    untagged = hits[rows[3]["id"]]
+    assert untagged["baseColour"] == untagged["predicted_baseColour"] and untagged["predicted_fields"] == "baseColour"
+    assert hits[rows[0]["id"]]["baseColour"] == "Red" and "predicted_fields" not in hits[rows[0]["id"]]  # labels win over predictions
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json",
+                 "--filter", f"baseColour={untagged['baseColour']}"]) == 0
+    assert rows[3]["id"] in {hit["id"] for hit in json.loads(capsys.readouterr().out)}
+
+
+def test_region_weight_is_fitted_where_regions_help():
+    # value 0 is right for every item; the whole view says 1, the region view says 0
+    scores = torch.tensor([[[0.2, 0.6], [0.9, 0.1]]] * 4)
+    labels = torch.zeros(4, dtype=torch.long)
+    assert fit_region_weight(scores, labels, lambda s, w: pool_scores(s, "blend", w)) == 0.4  # the smallest weight that flips it
+    assert fit_region_weight(scores, torch.ones(4, dtype=torch.long), lambda s, w: pool_scores(s, "blend", w)) == 0.0

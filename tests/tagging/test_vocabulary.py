@@ -30,7 +30,8 @@ def test_yaml_vocabulary_with_synonyms_and_prompts(tmp_path):
     pattern = vocabulary["pattern"]
     assert pattern.values[0].prompts == ("a striped shirt", "a garment with stripes")
     assert pattern.values[1].prompts == ("a photo of a plain", "a plain fashion product")  # default templates
-    assert (pattern.min_probability, pattern.temperature) == (0.4, 20.0)
+    assert (pattern.min_probability, pattern.temperature, pattern.threshold) == (0.4, 20.0, 0.4)
+    assert colour.min_probability is None and colour.threshold == pytest.approx(2 / 3)  # default: one value twice as likely as the other
     # a JSON copy reads the same, and a saved vocabulary reloads unchanged
     (tmp_path / "vocab.json").write_text(json.dumps({"attributes": {"pattern": {"values": ["striped", "plain"]}}}))
     assert load_vocabulary(tmp_path / "vocab.json")["pattern"].value_names == ["striped", "plain"]
@@ -46,6 +47,7 @@ def test_yaml_vocabulary_with_synonyms_and_prompts(tmp_path):
     ("attributes:\n  colour:\n    values: [Red, Blue]\n    temperature: -1", "temperature must be > 0"),
     ("attributes:\n  colour:\n    values: [Red, Blue]\n    min_probability: 2", "min_probability must be in"),
     ("attributes:\n  colour:\n    values: [Red, Blue]\n    colours: 3", "unknown keys"),
+    ("attributes:\n  colour:\n    values: [Red, Blue]\n    region_weight: 1.5", "region_weight must be in"),
     ("attributes:\n  colour:\n    values: [Red, {synonyms: [x]}]", "mapping with 'name'"),
     ("attributes: {colour: [Red, Blue]", "not valid YAML"),
 ])

@@ -18,9 +18,17 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     def log_commit(products: int, position: int) -> None:
         print(f"committed: {products} products, catalog position {position}", file=sys.stderr, flush=True)
 
-    result = build_index(args.data, args.index, create_model(args.model), batch_size=args.batch_size, on_error=args.on_error,
+    model = create_model(args.model)
+    tagger = None
+    if args.tag:
+        from vitrine.cli.tag import make_views, resolve_vocabulary
+        from vitrine.tagging.tagger import Tagger
+
+        tag_model = model if args.tag_model in (None, args.model) else create_model(args.tag_model)
+        tagger = Tagger(tag_model, resolve_vocabulary(args.attributes), make_views(args.regions), args.pooling)
+    result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
                          schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
-                         on_commit=log_commit if args.verbose else None)
+                         on_commit=log_commit if args.verbose else None, tagger=tagger)
     print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
           f"= {result.products_per_second:.1f} products/s" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
     return 0
@@ -105,6 +113,12 @@ def register(sub) -> None:
         action.add_argument("--approximate", choices=["auto", "hnsw", "ivfpq"], help="approximate index kind above --exact-max (default auto, then as saved)")
         action.add_argument("--commit-every", type=int, default=4096, help="products per commit at least (a crash loses at most one commit); default %(default)s")
         action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
+        action.add_argument("--tag", action="store_true", help="store predicted tags with each product (predicted_<attr>, and <attr> "
+                                                                "itself where the catalog has no value), so filters find untagged products")
+        action.add_argument("--attributes", help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: the shipped KAGL vocabulary)")
+        action.add_argument("--tag-model", help="with --tag: the tagging model (default: --model)")
+        action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
+        action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
         action.set_defaults(func=cmd_index_build)
     stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
     stats.add_argument("--index", required=True, help="index directory")

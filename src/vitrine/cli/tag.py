@@ -42,7 +42,10 @@ def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True) -> 
     parser.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground",
                         help="views scored per image: the whole image only, or also the foreground crop and its segmented view, "
                              "or body-part crops (default %(default)s)")
-    parser.add_argument("--pooling", choices=["max", "mean"], default="max", help="how region scores combine (default %(default)s)")
+    parser.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend",
+                        help="how region scores combine: blend = (1 - w) * whole + w * best region, w per attribute from the "
+                             "vocabulary (region_weight, fitted by eval attributes --calibrate-split; default 0.5); max or mean over "
+                             "all views (default %(default)s)")
     parser.add_argument("--annotations", help="JSON/CSV sidecar of region boxes/polygons keyed by id or file stem (replaces --regions)")
     parser.add_argument("--segmenter", help="a transformers semantic-segmentation model directory (replaces --regions)")
 

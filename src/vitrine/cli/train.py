@@ -116,7 +116,7 @@ def register(sub) -> None:
         "regions", help="region-attribute alignment (RaF-CLIP): crops and segmented views vs attribute texts",
         description="Fine-tune a dual encoder so that each product's whole image, foreground crop and segmented crop match its "
                     "category text and several attribute texts at once (multi-positive contrastive loss). Rerunning resumes. "
-                    "Writes OUT/model (use it as --model OUT/model).",
+                    "Writes OUT/model (use it as --model vitrine:OUT/model).",
     )
     regions.add_argument("--config", help="config JSON (e.g. configs/regions-kagl.json); default: built-in defaults")
     regions.add_argument("--data", help="catalog with attribute columns")

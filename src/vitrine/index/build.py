@@ -17,6 +17,26 @@ from vitrine.index.faiss_store import FaissStore
 from vitrine.index.plan import IndexOptions
 
 
+PREDICTED_PREFIX = "predicted_"  # predicted_<attribute>: the tagger's answer, always stored
+PREDICTED_FIELDS = "predicted_fields"  # the attributes a prediction filled in because the catalog lacked them
+
+
+def with_tags(metadata: Mapping[str, str | None], tags: Mapping) -> dict:
+    """Metadata plus predicted tags: `predicted_<attr>` for every confident tag, and `<attr>` itself where the
+    catalog had no value, so that filters on an attribute also find products that lacked it."""
+    out = dict(metadata)
+    filled = []
+    for name, tag in tags.items():
+        if tag.value == tag.best:  # not 'unknown'
+            out[PREDICTED_PREFIX + name] = tag.value
+            if out.get(name) is None:
+                out[name] = tag.value
+                filled.append(name)
+    if filled:
+        out[PREDICTED_FIELDS] = ",".join(filled)
+    return out
+
+
 @dataclass(frozen=True)
 class BuildResult:
     index: str
@@ -29,11 +49,12 @@ class BuildResult:
 
 def build_index(data: str, index: str, model, batch_size: int = 64, commit_every: int = 4096, on_error: str = "skip",
                 schema=None, progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
-                on_commit: Callable[[int, int], None] | None = None) -> BuildResult:
+                on_commit: Callable[[int, int], None] | None = None, tagger=None) -> BuildResult:
     """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues.
 
     A commit rewrites the vector file, so commits grow with the index (at least a quarter of it):
     the total written stays a few times the final index, and a crash loses at most that share.
+    With a `tagger` (vitrine.tagging.Tagger), each product's predicted tags are stored with it (see `with_tags`).
     """
     store = FaissStore(index, model=model.name, dim=model.embed_dim, options=options)
     source = os.path.abspath(data) if os.path.exists(data) else data
@@ -53,7 +74,11 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
         for batch in prefetch(iter_batches(reader, model.image_transform, batch_size, start=position)):
             vectors.append(model.encode_image(batch.pixels).float().numpy())
             ids.extend(item.id for item in batch.items)
-            metas.extend(item.metadata() for item in batch.items)
+            batch_metas = [item.metadata() for item in batch.items]
+            if tagger is not None:
+                tags = tagger.tags(tagger.embed([(item.image, item.id) for item in batch.items]))
+                batch_metas = [with_tags(meta, item_tags) for meta, item_tags in zip(batch_metas, tags)]
+            metas.extend(batch_metas)
             added += len(batch.items)
             bar.update(batch.position - bar.n)
             if len(ids) >= max(commit_every, store.vectors.live // 4):

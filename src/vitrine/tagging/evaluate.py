@@ -14,7 +14,7 @@ from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig
 from vitrine.evaluate.runner import load_split_config, split_filter
-from vitrine.tagging.tagger import Tagger, fit_temperature
+from vitrine.tagging.tagger import Tagger, fit_region_weight, fit_temperature
 from vitrine.tagging.views import RegionViews
 from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values
 
@@ -44,7 +44,7 @@ def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.T
         scores = tagger.scores_for(attribute.name, view_embeds[rows])
         probabilities = torch.softmax(attribute.temperature * scores, dim=1)
         best_p, best = probabilities.max(1)
-        answered = best_p >= attribute.min_probability
+        answered = best_p >= attribute.threshold
         correct = best == labels
         n_answered = int(answered.sum())
         per_attribute[attribute.name] = {
@@ -99,10 +99,11 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
     return items, embeds
 
 
-def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "max",
+def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "blend",
                        split: str = "heldout", split_config: SplitConfig | None = None, calibrate_split: str | None = None,
                        schema=None, progress: bool = True) -> dict:
-    """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature there."""
+    """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature
+    (and, with 'blend' pooling, its region weight) there."""
     config = split_config or load_split_config(None)
     calibration = {}
     if calibrate_split:
@@ -111,15 +112,25 @@ def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionVi
         for attribute in vocabulary.attributes:
             rows, labels, _ = labelled_rows(items, attribute)
             if len(rows) >= 20:
-                calibration[attribute.name] = {"temperature": fit_temperature(tagger.scores_for(attribute.name, embeds[rows]), labels),
+                fitted = {}
+                if tagger.pooling == "blend":
+                    view_scores = embeds[rows] @ tagger.value_embeds[attribute.name].T
+                    fitted["region_weight"] = fit_region_weight(view_scores, labels, lambda s, w, n=attribute.name: tagger.pool(n, s, w))
+                    scores = tagger.pool(attribute.name, view_scores, fitted["region_weight"])
+                else:
+                    scores = tagger.scores_for(attribute.name, embeds[rows])
+                calibration[attribute.name] = {**fitted, "temperature": fit_temperature(scores, labels),
                                                "min_probability": attribute.min_probability, "fitted_on": len(rows)}
+                if attribute.min_probability is None:
+                    del calibration[attribute.name]["min_probability"]
         vocabulary = vocabulary.with_calibration(calibration)
     tagger = Tagger(model, vocabulary, views, pooling)
     items, embeds = embed_split(tagger, data, split_filter(split, config), schema, progress)
     report = attribute_report(tagger, items, embeds)
     report.update({"model": model.name, "split": split, "n_items": len(items), "views": views.count, "pooling": tagger.pooling,
-                   "calibration": calibration or {a.name: {"temperature": a.temperature, "min_probability": a.min_probability}
-                                                   for a in vocabulary.attributes}})
+                   "calibration": {a.name: {**calibration.get(a.name, {}), "temperature": a.temperature, "threshold": round(a.threshold, 4),
+                                            **({"region_weight": a.region_weight} if a.region_weight is not None else {})}
+                                   for a in vocabulary.attributes}})
     if calibrate_split:
         report["calibrated_on"] = calibrate_split
     return report

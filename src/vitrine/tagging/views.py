@@ -74,15 +74,21 @@ def encode_views(model, images: Iterable[tuple[Image.Image, str | None]], views:
     return torch.cat(chunks) if chunks else torch.zeros(0, views.count, model.embed_dim)
 
 
-def pool_scores(scores: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(N, V, C) view scores -> (N, C): 'max' over views, 'mean', or 'whole' (the first view only)."""
+def pool_scores(scores: torch.Tensor, pooling: str, region_weight: float = 0.5) -> torch.Tensor:
+    """(N, V, C) view scores -> (N, C): 'max' over views, 'mean', 'whole' (the first view only), or 'blend':
+    (1 - region_weight) * whole + region_weight * max over the region views."""
+    if pooling == "blend":
+        if scores.shape[1] == 1:
+            return scores[:, 0]
+        return (1 - region_weight) * scores[:, 0] + region_weight * scores[:, 1:].amax(1)
     if pooling == "max":
         return scores.amax(1)
     if pooling == "mean":
         return scores.mean(1)
     if pooling == "whole":
         return scores[:, 0]
-    raise ValueError(f"unknown pooling {pooling!r}; choose max, mean or whole")
+    raise ValueError(f"unknown pooling {pooling!r}; choose {', '.join(POOLINGS)}")
 
 
-POOLINGS: Sequence[str] = ("max", "mean", "whole")
+POOLINGS: Sequence[str] = ("blend", "max", "mean", "whole")
+DEFAULT_REGION_WEIGHT = 0.5

@@ -24,7 +24,7 @@ from pathlib import Path
 from vitrine.data.prompts import PromptSet, template_fields
 
 DEFAULT_TEMPLATES = ("a photo of a {value}", "a {value} fashion product")
-DEFAULT_MIN_PROBABILITY = 0.2  # below this (calibrated) probability of the best value the answer is 'unknown'
+CHANCE_MULTIPLE = 2.0  # default 'unknown' threshold: p(best) < 2 / (C + 1), the share of a value twice as likely as each other one
 DEFAULT_TEMPERATURE = 50.0  # logit scale of the softmax over an attribute's values, when none was calibrated
 
 
@@ -43,11 +43,19 @@ class Attribute:
     name: str
     values: tuple[Value, ...]
     temperature: float = DEFAULT_TEMPERATURE
-    min_probability: float = DEFAULT_MIN_PROBABILITY
+    min_probability: float | None = None  # None: CHANCE_MULTIPLE / (number of values - 1 + CHANCE_MULTIPLE)
+    region_weight: float | None = None  # 'blend' pooling: share of the best region view vs the whole image (None: 0.5)
 
     @property
     def value_names(self) -> list[str]:
         return [value.name for value in self.values]
+
+    @property
+    def threshold(self) -> float:
+        """The probability under which the best value is answered as 'unknown' (nothing fits better than a guess)."""
+        if self.min_probability is not None:
+            return self.min_probability
+        return CHANCE_MULTIPLE / (len(self.values) - 1 + CHANCE_MULTIPLE)
 
 
 @dataclass(frozen=True)
@@ -77,12 +85,17 @@ class Vocabulary:
         out = []
         for a in self.attributes:
             fitted = calibration.get(a.name, {})
+            min_probability = fitted.get("min_probability", a.min_probability)
+            region_weight = fitted.get("region_weight", a.region_weight)
             out.append(Attribute(a.name, a.values, float(fitted.get("temperature", a.temperature)),
-                                 float(fitted.get("min_probability", a.min_probability))))
+                                 None if min_probability is None else float(min_probability),
+                                 None if region_weight is None else float(region_weight)))
         return Vocabulary(tuple(out))
 
     def to_dict(self) -> dict:
-        return {"attributes": {a.name: {"temperature": a.temperature, "min_probability": a.min_probability,
+        return {"attributes": {a.name: {"temperature": a.temperature,
+                                        **({"min_probability": a.min_probability} if a.min_probability is not None else {}),
+                                        **({"region_weight": a.region_weight} if a.region_weight is not None else {}),
                                         "values": {v.name: list(v.prompts) for v in a.values}} for a in self.attributes}}
 
     def save(self, path: str | Path) -> None:
@@ -122,9 +135,9 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
         spec = {"values": spec}
     if not isinstance(spec, Mapping):
         raise VocabularyError(f"{where}: expected a list of values or a mapping with 'values'")
-    unknown = set(spec) - {"values", "templates", "temperature", "min_probability"}
+    unknown = set(spec) - {"values", "templates", "temperature", "min_probability", "region_weight"}
     if unknown:
-        raise VocabularyError(f"{where}: unknown keys {sorted(unknown)}; expected values, templates, temperature, min_probability")
+        raise VocabularyError(f"{where}: unknown keys {sorted(unknown)}; expected values, templates, temperature, min_probability, region_weight")
     templates = tuple(spec.get("templates") or DEFAULT_TEMPLATES)
     for template in templates:
         if not isinstance(template, str) or template_fields(template) != ("value",):
@@ -144,10 +157,17 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
     temperature = _number(spec.get("temperature", DEFAULT_TEMPERATURE), f"{where}: temperature")
     if temperature <= 0:
         raise VocabularyError(f"{where}: temperature must be > 0, got {temperature}")
-    min_probability = _number(spec.get("min_probability", DEFAULT_MIN_PROBABILITY), f"{where}: min_probability")
-    if not 0.0 <= min_probability <= 1.0:
-        raise VocabularyError(f"{where}: min_probability must be in [0, 1], got {min_probability}")
-    return Attribute(name, tuple(values), temperature, min_probability)
+    min_probability = spec.get("min_probability")
+    if min_probability is not None:
+        min_probability = _number(min_probability, f"{where}: min_probability")
+        if not 0.0 <= min_probability <= 1.0:
+            raise VocabularyError(f"{where}: min_probability must be in [0, 1], got {min_probability}")
+    region_weight = spec.get("region_weight")
+    if region_weight is not None:
+        region_weight = _number(region_weight, f"{where}: region_weight")
+        if not 0.0 <= region_weight <= 1.0:
+            raise VocabularyError(f"{where}: region_weight must be in [0, 1], got {region_weight}")
+    return Attribute(name, tuple(values), temperature, min_probability, region_weight)
 
 
 def _value(entry, templates: Sequence[str], where: str) -> Value:
