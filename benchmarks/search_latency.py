@@ -136,7 +136,7 @@ def main() -> None:
     for n in args.synthetic:
         rows += bench_catalog("synthetic", synthetic(images, n, seed=n), queries, 10, options, args.kinds)
 
-    print(f"\n| catalog | vectors | index | build s | p50 ms | p99 ms | recall@10 | speed-up (p50) | est. MiB |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| catalog | vectors | index | build s | p50 ms | p99 ms | recall@10 | speed-up (p50) | est. MiB |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         build = "" if r["build_s"] is None else f"{r['build_s']:.1f}"
         mem = "" if r["mem_mib"] is None else f"{r['mem_mib']:.0f}"

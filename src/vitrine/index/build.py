@@ -49,12 +49,14 @@ class BuildResult:
 
 def build_index(data: str, index: str, model, batch_size: int = 64, commit_every: int = 4096, on_error: str = "skip",
                 schema=None, progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
-                on_commit: Callable[[int, int], None] | None = None, tagger=None) -> BuildResult:
+                on_commit: Callable[[int, int], None] | None = None, tagger=None,
+                keep_image: Callable[[str, object], None] | None = None) -> BuildResult:
     """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues.
 
     A commit rewrites the vector file, so commits grow with the index (at least a quarter of it):
     the total written stays a few times the final index, and a crash loses at most that share.
     With a `tagger` (vitrine.tagging.Tagger), each product's predicted tags are stored with it (see `with_tags`).
+    `keep_image(id, image)` is called for every product before its commit (the service keeps the images it shows).
     """
     store = FaissStore(index, model=model.name, dim=model.embed_dim, options=options)
     source = os.path.abspath(data) if os.path.exists(data) else data
@@ -79,6 +81,9 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
                 tags = tagger.tags(tagger.embed([(item.image, item.id) for item in batch.items]))
                 batch_metas = [with_tags(meta, item_tags) for meta, item_tags in zip(batch_metas, tags)]
             metas.extend(batch_metas)
+            if keep_image is not None:
+                for item in batch.items:
+                    keep_image(item.id, item.image)
             added += len(batch.items)
             bar.update(batch.position - bar.n)
             if len(ids) >= max(commit_every, store.vectors.live // 4):

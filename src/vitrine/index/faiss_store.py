@@ -79,6 +79,13 @@ class FaissStore:
         else:
             self.vectors = VectorIndex.empty(self.dim, self.options)
 
+    def refresh(self) -> bool:
+        """Reread the index if another process committed since; returns whether it did."""
+        if int(self.meta.get_state("generation")) == self.generation:
+            return False
+        self._load()
+        return True
+
     @classmethod
     def open(cls, directory: str | os.PathLike, model: str | None = None) -> "FaissStore":
         """Open an existing index; with `model`, refuse a mismatch."""

@@ -21,7 +21,8 @@ class MetadataStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions via `transaction()`
+        # Explicit transactions via `transaction()`; callers that share one store across threads serialise access.
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
@@ -102,6 +103,20 @@ class MetadataStore:
             marks = ",".join("?" * len(chunk))
             for key, item_id, title, attributes in self.db.execute(f"SELECT key, id, title, attributes FROM products WHERE key IN ({marks})", chunk):
                 out[key] = {"id": item_id, "title": title, **json.loads(attributes)}
+        return out
+
+    def product(self, product_id: str) -> dict | None:
+        row = self.db.execute("SELECT id, title, attributes FROM products WHERE id = ?", (product_id,)).fetchone()
+        return None if row is None else {"id": row[0], "title": row[1], **json.loads(row[2])}
+
+    def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
+        """Each attribute field's most common values with their product counts (for filter chips)."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        rows = self.db.execute("SELECT field, value, COUNT(*) AS n FROM attributes GROUP BY field, value ORDER BY field, n DESC, value")
+        for field, value, n in rows:
+            values = out.setdefault(field, [])
+            if len(values) < per_field:
+                values.append((value, n))
         return out
 
     def count(self) -> int:

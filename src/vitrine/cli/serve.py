@@ -1,0 +1,60 @@
+"""`vitrine serve`: index a catalog if needed and serve the HTTP API and web UI."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vitrine.cli._common import DEFAULT_MODEL
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vitrine.serve.prepare import default_index_dir, prepare_index
+    from vitrine.serve.settings import SETTINGS_ENV, load_settings
+
+    if not args.catalog and not args.index and not args.config:
+        raise ValueError("give --catalog PATH (indexed on first start) or --index DIR (an existing vitrine index)")
+    index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
+    settings = load_settings(args.config, index=index, model=args.model, tag_model=args.tag_model, write_token=args.write_token,
+                             read_token=args.read_token, workers=args.workers, threads=args.threads, combiner=args.combiner,
+                             max_k=args.max_k, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
+    if args.catalog:
+        result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=args.schema, progress=not args.no_progress)
+        print(f"index {settings.index}: {result.products} products ({result.added} added now in {result.seconds:.1f}s)", file=sys.stderr)
+    elif not (Path(settings.index) / "index.sqlite").is_file():
+        raise FileNotFoundError(f"no vitrine index in {settings.index}; give --catalog to build one")
+    import uvicorn
+
+    os.environ[SETTINGS_ENV] = settings.to_json()  # the workers read their settings from here
+    writes = "writes need the bearer token" if settings.write_token else "writes disabled (no write token)"
+    print(f"serving {settings.index} on http://{args.host}:{args.port}/ with {settings.workers} worker(s); {writes}; "
+          f"API docs at /docs", file=sys.stderr, flush=True)
+    uvicorn.run("vitrine.serve.app:app_from_environment", factory=True, host=args.host, port=args.port, workers=settings.workers,
+                log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("serve", help="serve the search API and web UI (indexing --catalog first if needed)",
+                            description="Serve search, composed search, tagging and product endpoints (OpenAPI at /docs) and the web UI "
+                                        "at /. With --catalog, the catalog is indexed first (resumable; only new products on later starts).")
+    parser.add_argument("--catalog", help="catalog to serve: folder of images + catalog.csv/jsonl, or WebDataset shards")
+    parser.add_argument("--index", help="index directory (default with --catalog: runs/serve/<catalog folder name>)")
+    parser.add_argument("--config", help="JSON file of serve settings (see vitrine.serve.settings.ServeSettings)")
+    parser.add_argument("--model", help=f"model to index with (default {DEFAULT_MODEL}; an existing index keeps its own)")
+    parser.add_argument("--tag-model", help="model for predicted tags (default: vitrine's default tagging model)")
+    parser.add_argument("--combiner", help="composed search: sum | combiner (shipped) | a combiner directory; default combiner")
+    parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default %(default)s")
+    parser.add_argument("--port", type=int, default=8000, help="port; default %(default)s")
+    parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
+    parser.add_argument("--write-token", help="bearer token for POST/DELETE /products (default: $VITRINE_WRITE_TOKEN; unset = writes disabled)")
+    parser.add_argument("--read-token", help="also require a bearer token for reads (default: $VITRINE_READ_TOKEN; unset = open reads)")
+    parser.add_argument("--max-k", type=int, help="largest k a search may ask for (default 100)")
+    parser.add_argument("--max-upload-mb", type=float, help="largest image upload in MiB (default 10)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument("--no-progress", action="store_true", help="hide the indexing progress bar")
+    parser.set_defaults(func=cmd_serve)

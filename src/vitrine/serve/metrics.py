@@ -1,0 +1,28 @@
+"""Prometheus metrics: request counts by route and status, latency histograms by route, catalog size."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """One registry per app (so tests can build many apps in one process)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("vitrine_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("vitrine_http_request_duration_seconds", "time to answer a request", ["method", "route"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.products = Gauge("vitrine_catalog_products", "products in the index", registry=self.registry)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def render(self, products: int) -> bytes:
+        self.products.set(products)
+        return generate_latest(self.registry)

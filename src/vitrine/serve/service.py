@@ -1,0 +1,235 @@
+"""What the HTTP layer calls: search, tagging and product writes over one index, safe across threads and workers.
+
+Reads and writes in one process are serialised on the index with a lock; the model work (encoding, tagging)
+runs outside it. Several worker processes share the index directory: a write takes a file lock and first
+rereads what another worker committed, and every read rereads the index when its generation moved on.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from vitrine.index.build import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
+from vitrine.index.faiss_store import FaissStore, SearchHit
+from vitrine.models import create_model
+from vitrine.serve.images import ImageStore
+from vitrine.serve.settings import ServeSettings
+
+PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_VOCABULARY_VALUES = 500  # a request's vocabulary is embedded on the spot: keep that bounded
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `status` is its HTTP status."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+@dataclass(frozen=True)
+class Query:
+    """Text, or an image with an optional modification ("like this, but in black"), plus filters."""
+
+    text: str | None = None
+    image: Image.Image | None = None
+    modification: str | None = None
+    k: int = 10
+    filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        if self.image is None:
+            return "text"
+        return "composed" if self.modification else "image"
+
+
+def product_view(metadata: Mapping) -> dict:
+    """A stored row as the API shows it: catalog attributes and predicted tags apart."""
+    attributes, tags = {}, {}
+    for key, value in metadata.items():
+        if key in ("id", "title", PREDICTED_FIELDS):
+            continue
+        if key.startswith(PREDICTED_PREFIX):
+            tags[key[len(PREDICTED_PREFIX):]] = value
+        else:
+            attributes[key] = value
+    filled = [name for name in (metadata.get(PREDICTED_FIELDS) or "").split(",") if name]
+    for name in filled:  # a value the tagger filled in is a tag, not a catalog attribute
+        attributes.pop(name, None)
+    return {"id": metadata["id"], "title": metadata.get("title"), "attributes": attributes, "tags": tags}
+
+
+class SearchService:
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.directory = Path(settings.index)
+        with self._write_lock():  # opening removes stale vector files: never while another worker commits
+            self.store = FaissStore.open(settings.index, model=settings.model)
+        self.model = create_model(self.store.model)
+        self.model.eval()
+        self.images = ImageStore(self.directory / "images")
+        self._lock = threading.RLock()
+        self._fields: tuple[int, set[str]] | None = None
+        self._composer = None
+        self._tag_model = None
+        self._taggers: OrderedDict[str, object] = OrderedDict()
+
+    # ---- reads -------------------------------------------------------------------------------------
+    def search(self, query: Query) -> list[SearchHit]:
+        vector = self._query_vector(query)
+        with self._lock:
+            self.store.refresh()
+            self._check_filters(query.filters)
+            return self.store.search(vector.numpy(), query.k, query.filters)[0]
+
+    def product(self, product_id: str) -> dict:
+        with self._lock:
+            self.store.refresh()
+            row = self.store.meta.product(product_id)
+        if row is None:
+            raise NotFound(f"no product with id {product_id!r}")
+        return row
+
+    def image_path(self, product_id: str) -> Path:
+        self.product(product_id)
+        path = self.images.path(product_id)
+        if not path.is_file():
+            raise NotFound(f"product {product_id!r} has no stored image")
+        return path
+
+    def product_image(self, product_id: str) -> Image.Image:
+        with Image.open(self.image_path(product_id)) as image:
+            return image.convert("RGB")
+
+    def attribute_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
+        with self._lock:
+            self.store.refresh()
+            values = self.store.meta.field_values(per_field)
+        return {name: rows for name, rows in values.items() if not name.startswith(PREDICTED_PREFIX) and name != PREDICTED_FIELDS}
+
+    def stats(self) -> dict:
+        with self._lock:
+            self.store.refresh()
+            return self.store.stats()
+
+    def tag(self, image: Image.Image, vocabulary=None) -> dict:
+        tagger = self._tagger(vocabulary)
+        with torch.inference_mode():
+            return tagger.tag_images([image])[0]
+
+    # ---- writes ------------------------------------------------------------------------------------
+    def upsert(self, product_id: str, title: str | None, attributes: Mapping[str, str], image: Image.Image) -> tuple[dict, bool]:
+        """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created)."""
+        if not PRODUCT_ID.match(product_id or ""):
+            raise ServiceError(f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a letter or digit)")
+        for name in attributes:
+            if name in ("id", "title", PREDICTED_FIELDS) or name.startswith(PREDICTED_PREFIX) or not name.strip():
+                raise ServiceError(f"attribute name {name!r} is reserved or empty")
+        with torch.inference_mode():
+            vector = self.model.encode_image(self.model.preprocess([image])).float().numpy()
+        tags = self.tag(image)
+        metadata = with_tags({"title": title, **{k: v for k, v in attributes.items() if v not in (None, "")}}, tags)
+        with self._lock, self._write_lock():
+            self.store.refresh()
+            created = self.store.meta.product(product_id) is None
+            self.images.save(product_id, image)  # before the commit: a crash leaves at worst an unused file
+            self.store.upsert([product_id], vector, [metadata])
+            self._fields = None
+            row = self.store.meta.product(product_id)
+        return row, created
+
+    def delete(self, product_id: str) -> None:
+        with self._lock, self._write_lock():
+            self.store.refresh()
+            if not self.store.delete([product_id]):
+                raise NotFound(f"no product with id {product_id!r}")
+            self.images.remove(product_id)  # after the commit: a crash leaves at worst an unreachable file
+            self._fields = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.store.close()
+
+    # ---- helpers -----------------------------------------------------------------------------------
+    @contextmanager
+    def _write_lock(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "write.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:
+        if not filters:
+            return
+        if self._fields is None or self._fields[0] != self.store.generation:
+            names = {row[0] for row in self.store.meta.db.execute("SELECT DISTINCT field FROM attributes")}
+            self._fields = (self.store.generation, names)
+        unknown = sorted(set(filters) - self._fields[1])
+        if unknown:
+            known = ", ".join(sorted(n for n in self._fields[1] if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS))
+            raise ServiceError(f"unknown filter field(s) {unknown}; this catalog has: {known}")
+
+    def _query_vector(self, query: Query) -> torch.Tensor:
+        with torch.inference_mode():
+            if query.image is None:
+                return self.model.encode_text([query.text])
+            features = self.model.image_features(self.model.preprocess([query.image]))
+            if not query.modification:
+                return features.embeds
+            composer = self._get_composer()
+            tokens = features.tokens if composer.needs_tokens else None
+            return composer.queries(features.embeds, [query.modification], tokens)
+
+    def _get_composer(self):
+        with self._lock:
+            if self._composer is None:
+                from vitrine.cir.compose import Composer
+
+                self._composer = Composer(self.model, self.settings.combiner)
+            return self._composer
+
+    def _tagger(self, vocabulary=None):
+        from vitrine.cli._common import DEFAULT_TAG_MODEL
+        from vitrine.cli.tag import make_views
+        from vitrine.tagging.tagger import Tagger
+        from vitrine.tagging.vocabulary import builtin_vocabulary
+
+        key = "builtin" if vocabulary is None else hashlib.sha1(repr(vocabulary.to_dict()).encode()).hexdigest()
+        with self._lock:
+            if key in self._taggers:
+                self._taggers.move_to_end(key)
+                return self._taggers[key]
+            if self._tag_model is None:
+                name = self.settings.tag_model or DEFAULT_TAG_MODEL
+                self._tag_model = self.model if name == self.model.name else create_model(name)
+                self._tag_model.eval()
+            vocabulary = vocabulary or builtin_vocabulary()
+            if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:
+                raise ServiceError(f"a request's vocabulary may hold at most {MAX_VOCABULARY_VALUES} values in all")
+            tagger = Tagger(self._tag_model, vocabulary, make_views(self.settings.regions))
+            self._taggers[key] = tagger
+            while len(self._taggers) > 8:
+                self._taggers.popitem(last=False)
+            return tagger

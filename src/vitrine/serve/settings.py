@@ -1,0 +1,71 @@
+"""The service's settings: a frozen dataclass read from a JSON file, the environment and the command line."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+ENV_PREFIX = "VITRINE_"
+SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine serve` hands them to its workers
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    index: str = "runs/serve/index"
+    model: str | None = None  # the index's own model when None
+    tag_model: str | None = None  # vitrine's default tagging model when None
+    combiner: str = "combiner"  # composed search: sum | combiner (shipped) | a combiner directory
+    write_token: str | None = None  # bearer token for POST/DELETE /products; writes are refused while unset
+    read_token: str | None = None  # when set, read endpoints need it too (default: reads are open)
+    max_upload_bytes: int = 10 * 2**20
+    max_pixels: int = 40_000_000
+    max_k: int = 100
+    max_text_chars: int = 500
+    regions: str = "foreground"  # region views for tagging
+    threads: int = 0  # torch threads per worker process; 0 = the cores shared out among the workers
+    workers: int = 1
+
+    def __post_init__(self):
+        for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("write_token", "read_token"):
+            token = getattr(self, name)
+            if token is not None and len(token) < 8:
+                raise ValueError(f"{name} must be at least 8 characters (a guessable token protects nothing)")
+
+    def public(self) -> dict:
+        """The settings without secrets, for logs and /healthz."""
+        data = asdict(self)
+        for name in ("write_token", "read_token"):
+            data[name] = "set" if data[name] else None
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeSettings":
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown serve settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def load_settings(path: str | None = None, environ: dict | None = None, **overrides) -> ServeSettings:
+    """Defaults, then a JSON file, then VITRINE_<NAME> environment variables, then explicit overrides (not None)."""
+    environ = os.environ if environ is None else environ
+    settings = ServeSettings()
+    if path:
+        settings = ServeSettings.from_json(Path(path).read_text(encoding="utf-8"))
+    changes = {}
+    for field in fields(ServeSettings):
+        raw = environ.get(ENV_PREFIX + field.name.upper())
+        if raw is None:
+            continue
+        changes[field.name] = int(raw) if field.type == "int" else raw
+    changes.update({name: value for name, value in overrides.items() if value is not None})
+    return replace(settings, **changes)

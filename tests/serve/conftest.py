@@ -1,0 +1,41 @@
+"""A served test catalog: twelve coloured products indexed (vectors, tags, images) with the small random model."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import make_rows, write_folder
+from vitrine.serve.prepare import prepare_index
+from vitrine.serve.settings import ServeSettings
+
+TOKEN = "test-write-token"
+
+
+@pytest.fixture(scope="session")
+def served_index(tmp_path_factory):
+    """Built once; each test copies it, so writes never leak between tests."""
+    root = tmp_path_factory.mktemp("served")
+    write_folder(root / "catalog", make_rows(12))
+    settings = ServeSettings(index=str(root / "index"), tag_model="vitrine:small", combiner="sum")
+    prepare_index(str(root / "catalog"), settings, "vitrine:small", progress=False)
+    return root
+
+
+@pytest.fixture
+def settings(served_index, tmp_path):
+    shutil.copytree(served_index / "index", tmp_path / "index")
+    return ServeSettings(index=str(tmp_path / "index"), tag_model="vitrine:small", combiner="sum", write_token=TOKEN,
+                         max_upload_bytes=200_000, max_pixels=1_000_000, max_k=50, max_text_chars=100)
+
+
+@pytest.fixture
+def client(settings):
+    from fastapi.testclient import TestClient
+
+    from vitrine.serve.app import create_app
+
+    app = create_app(settings)
+    with TestClient(app) as test_client:
+        yield test_client
+    app.state.service.close()

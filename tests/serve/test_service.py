@@ -1,0 +1,173 @@
+"""Writes and reads stay consistent under concurrency, across worker processes, and across restarts."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import jpeg_bytes
+from tests.serve.conftest import TOKEN
+from vitrine.serve.service import NotFound, Query, SearchService, ServiceError
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def picture(i: int) -> Image.Image:
+    """A distinct image per i (colour from the index)."""
+    return Image.new("RGB", (48, 64), ((i * 53) % 256, (i * 97) % 256, (i * 31) % 256))
+
+
+def test_concurrent_writes_and_reads_in_one_process_lose_nothing(settings):
+    service = SearchService(settings)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def writer(w: int) -> None:
+        try:
+            for j in range(4):
+                service.upsert(f"w{w}-{j}", f"product {w}-{j}", {"gender": "Women"}, picture(w * 10 + j))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                hits = service.search(Query(text="a product", k=5, filters={"gender": ["Women"]}))
+                assert all(h.metadata["gender"] == "Women" for h in hits)
+        except BaseException as exc:
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for thread in readers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+    stats = service.stats()
+    assert stats["products"] == stats["vectors"] == 12 + 16
+    for w in range(4):
+        hit = service.search(Query(image=picture(w * 10 + 3), k=1))[0]
+        assert hit.id == f"w{w}-3" and hit.score == pytest.approx(1.0, abs=1e-3)
+    service.close()
+
+
+def test_two_workers_on_one_index_see_each_others_writes(settings):
+    first, second = SearchService(settings), SearchService(settings)
+    first.upsert("a", "from the first worker", {}, picture(1))
+    second.upsert("b", "from the second worker", {}, picture(2))  # must not drop "a": it rereads before writing
+    first.upsert("c", "first again", {}, picture(3))
+    for service in (first, second):
+        assert service.stats()["products"] == 15
+        assert {service.product(i)["title"] for i in "abc"} == {"from the first worker", "from the second worker", "first again"}
+        assert service.search(Query(image=picture(2), k=1))[0].id == "b"
+    second.delete("a")
+    with pytest.raises(NotFound):
+        first.product("a")
+    assert "a" not in {h.id for h in first.search(Query(image=picture(1), k=15))}
+    with pytest.raises(ServiceError, match="product id"):
+        first.upsert("", None, {}, picture(4))
+    first.close()
+    second.close()
+
+
+def test_products_survive_a_restart_and_deleted_ones_stay_deleted(settings):
+    from fastapi.testclient import TestClient
+
+    from vitrine.serve.app import create_app
+
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert client.post("/products", data={"id": "kept", "title": "Kept"}, files={"image": ("k.jpg", jpeg_bytes((1, 2, 250)), "image/jpeg")},
+                           headers=AUTH).status_code == 201
+        assert client.delete("/products/1001", headers=AUTH).status_code == 204
+        stored = client.get("/products/kept/image").content
+    app.state.service.close()
+    again = create_app(settings)
+    with TestClient(again) as client:
+        assert client.get("/products/kept").json()["title"] == "Kept"
+        assert client.get("/products/kept/image").content == stored
+        assert client.get("/products/1001").status_code == 404
+        ids = {h["id"] for h in client.post("/search", data={"text": "anything", "k": "50"}).json()["results"]}
+        assert "kept" in ids and "1001" not in ids and len(ids) == 12
+    again.state.service.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(index: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "VITRINE_WRITE_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--tag-model", "vitrine:small",
+               "--combiner", "sum", "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # poll readiness; no fixed sleep
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stderr.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not start within 120 s")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_a_real_server_process_restart_keeps_writes(settings):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _start(settings.index, port)
+    try:
+        added = httpx.post(f"{base}/products", data={"id": "live-1", "title": "Live"}, headers=AUTH,
+                           files={"image": ("l.jpg", jpeg_bytes((250, 200, 0)), "image/jpeg")}, timeout=60)
+        assert added.status_code == 201, added.text
+        assert httpx.delete(f"{base}/products/1004", headers=AUTH, timeout=60).status_code == 204
+    finally:
+        _stop(server)
+    server = _start(settings.index, port)
+    try:
+        assert httpx.get(f"{base}/products/live-1", timeout=60).json()["title"] == "Live"
+        assert httpx.get(f"{base}/products/1004", timeout=60).status_code == 404
+        assert httpx.get(f"{base}/healthz", timeout=60).json()["products"] == 12
+    finally:
+        _stop(server)
+
+
+def test_settings_validate_and_come_from_the_environment(tmp_path):
+    from vitrine.serve.settings import ServeSettings, load_settings
+
+    with pytest.raises(ValueError, match="max_k must be >= 1"):
+        ServeSettings(max_k=0)
+    with pytest.raises(ValueError, match="at least 8 characters"):
+        ServeSettings(write_token="short")
+    config = tmp_path / "serve.json"
+    config.write_text('{"index": "somewhere", "max_k": 20}')
+    settings = load_settings(str(config), environ={"VITRINE_MAX_K": "30", "VITRINE_WRITE_TOKEN": "from-the-env"}, index="cli-wins")
+    assert (settings.index, settings.max_k, settings.write_token) == ("cli-wins", 30, "from-the-env")
+    assert settings.public()["write_token"] == "set" and replace(settings, write_token=None).public()["write_token"] is None
+    config.write_text('{"colour": 1}')
+    with pytest.raises(ValueError, match="unknown serve settings"):
+        load_settings(str(config), environ={})
