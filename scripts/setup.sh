@@ -11,4 +11,13 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 .venv/bin/vitrine models >/dev/null
+# The browser tests drive Debian's Chromium (never a downloaded browser); install it when we can.
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "note: could not install chromium; the browser tests will be skipped" >&2
+  else
+    echo "note: /usr/bin/chromium is missing (apt-get install chromium); the browser tests will be skipped" >&2
+  fi
+fi
 echo "vitrine is installed in .venv (try: .venv/bin/vitrine --help)"
