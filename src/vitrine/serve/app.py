@@ -22,7 +22,7 @@ from vitrine.data.errors import ImageDecodeError
 from vitrine.data.images import decode_image
 from vitrine.search import parse_filters
 from vitrine.serve.metrics import Metrics
-from vitrine.serve.service import NotFound, Query, SearchService, ServiceError, product_view
+from vitrine.serve.service import Query, SearchService, ServiceError, product_view
 from vitrine.serve.settings import ServeSettings
 
 log = logging.getLogger("vitrine.serve")

@@ -1,0 +1,169 @@
+"""Load on the running service: requests/s and p50/p95/p99 latency for text and image search at several client counts.
+
+Starts `vitrine serve --index DIR --workers W` on 127.0.0.1 for each worker count, warms it up, then for each query
+kind and client count drives it for a bounded time with concurrent keep-alive clients (asyncio + httpx, in this
+process) and prints one row per cell: requests, requests/s, latency percentiles, errors. Memory is the resident set
+of the server and its workers, read from /proc, after warm-up (start) and after the last cell (end).
+
+    .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires --port 8000   # once: builds runs/serve/kagl-hires
+    .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+TEXT_QUERIES = ["red summer dress", "black leather shoes", "men's blue jeans", "white sports t-shirt", "gold watch for women",
+                "striped casual shirt", "pink handbag", "running shoes", "formal black trousers", "floral kurta for women",
+                "green backpack", "sunglasses", "denim jacket", "kids t-shirt", "brown belt", "silver earrings"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (uvicorn's workers), in MiB."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        try:
+            for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def start_server(index: str, workers: int, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", str(workers),
+               "--log-level", "warning"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited: {process.stderr.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("server did not start in 180 s")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def drive(base: str, kind: str, clients: int, seconds: float, images: list[bytes], seed: int) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client_loop(client: httpx.AsyncClient, number: int) -> None:
+        rng = random.Random(seed * 1000 + number)
+        while time.perf_counter() < deadline:
+            if kind == "text":
+                request = {"data": {"text": rng.choice(TEXT_QUERIES), "k": "24"}}
+            else:
+                request = {"data": {"k": "24"}, "files": {"image": ("query.jpg", rng.choice(images), "image/jpeg")}}
+            start = time.perf_counter()
+            try:
+                response = await client.post(f"{base}/search", **request)
+                if response.status_code != 200:
+                    errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+                    continue
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        await asyncio.gather(*(client_loop(client, n) for n in range(clients)))
+    elapsed = time.perf_counter() - started
+    ms = [x * 1000 for x in latencies] or [float("nan")]
+    return {"kind": kind, "clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
+            "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
+            "p99_ms": round(percentile(ms, 99), 1), "mean_ms": round(statistics.fmean(ms), 1), "errors": sum(errors.values()),
+            "error_kinds": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--index", default="runs/serve/kagl-hires", help="an index built by `vitrine serve --catalog`")
+    parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images (uploaded as they are)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to compare")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
+    parser.add_argument("--kinds", nargs="+", default=["text", "image"], choices=["text", "image"])
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each cell")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per kind before measuring")
+    parser.add_argument("--query-images", type=int, default=64, help="how many images to draw queries from")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+
+    files = sorted(Path(args.images).glob("*.jpg"))[: args.query_images]
+    if "image" in args.kinds and not files:
+        raise SystemExit(f"no .jpg query images in {args.images}")
+    images = [f.read_bytes() for f in files]
+    print(f"index {args.index}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
+          f"{args.seconds:.0f} s per cell; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
+    rows, memory = [], []
+    for workers in args.workers:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start_server(args.index, workers, port)
+        try:
+            for kind in args.kinds:
+                asyncio.run(drive(base, kind, 2, args.warmup, images, seed=99))
+            rss_start = tree_rss_mib(server.pid)
+            for kind in args.kinds:
+                for clients in args.clients:
+                    row = {"workers": workers, **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients))}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            rss_end = tree_rss_mib(server.pid)
+            memory.append({"workers": workers, "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+    print("\n| workers | query | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['workers']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['errors']} |")
+    print("\n| workers | server RSS at start MiB | at end MiB |\n|---|---|---|")
+    for m in memory:
+        print(f"| {m['workers']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
