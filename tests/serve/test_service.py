@@ -171,3 +171,12 @@ def test_settings_validate_and_come_from_the_environment(tmp_path):
     config.write_text('{"colour": 1}')
     with pytest.raises(ValueError, match="unknown serve settings"):
         load_settings(str(config), environ={})
+
+
+def test_serve_command_refuses_clearly_without_a_catalog_or_index(tmp_path, capsys):
+    from vitrine.cli import main
+
+    assert main(["serve"]) == 2
+    assert "give --catalog PATH" in capsys.readouterr().err
+    assert main(["serve", "--index", str(tmp_path / "none")]) == 2
+    assert "no vitrine index in" in capsys.readouterr().err
