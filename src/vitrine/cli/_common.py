@@ -5,7 +5,7 @@ import argparse
 import json
 
 DEFAULT_MODEL = "vitrine:kagl-small"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
-DEFAULT_TAG_MODEL = DEFAULT_MODEL
+DEFAULT_TAG_MODEL = "vitrine:kagl-small-regions"  # kagl-small after `vitrine train regions` (its model card)
 
 
 def quiet_transformers() -> None:
@@ -30,9 +30,9 @@ def print_report(report: dict, as_json: bool) -> None:
             print(f"{key:<16}{value}")
 
 
-def add_eval_options(parser: argparse.ArgumentParser) -> None:
+def add_eval_options(parser: argparse.ArgumentParser, model: str = DEFAULT_MODEL) -> None:
     parser.add_argument("--data", required=True, help="catalog to evaluate (any format vitrine reads)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
+    parser.add_argument("--model", default=model, help="registry name; default %(default)s")
     parser.add_argument("--split", default="all", choices=["all", "train", "val", "unseen", "calib", "heldout"],
                         help="evaluate only this split of --data (heldout = val + unseen); default %(default)s")
     parser.add_argument("--split-config", help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split")

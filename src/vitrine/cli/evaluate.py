@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vitrine.cli._common import DEFAULT_MODEL, add_eval_options, print_report
+from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_eval_options, print_report
 
 
 def _seen_classes(path: str | None, field: str) -> list[str]:
@@ -122,7 +122,7 @@ def register(sub) -> None:
                     "answers given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over "
                     "attributes (RaF-CLIP's measure); top1 is accuracy without abstention.",
     )
-    add_eval_options(attributes)
+    add_eval_options(attributes, model=DEFAULT_TAG_MODEL)
     from vitrine.cli.tag import add_tagging_options
 
     attributes.add_argument("--attributes", help=f"comma list of columns to score (values read from --data), or a vocabulary YAML/JSON; "

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL
+from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -24,7 +24,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.cli.tag import make_views, resolve_vocabulary
         from vitrine.tagging.tagger import Tagger
 
-        tag_model = model if args.tag_model in (None, args.model) else create_model(args.tag_model)
+        tag_name = args.tag_model or DEFAULT_TAG_MODEL
+        tag_model = model if tag_name == args.model else create_model(tag_name)
         tagger = Tagger(tag_model, resolve_vocabulary(args.attributes), make_views(args.regions), args.pooling)
     result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
                          schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
@@ -116,7 +117,7 @@ def register(sub) -> None:
         action.add_argument("--tag", action="store_true", help="store predicted tags with each product (predicted_<attr>, and <attr> "
                                                                 "itself where the catalog has no value), so filters find untagged products")
         action.add_argument("--attributes", help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: the shipped KAGL vocabulary)")
-        action.add_argument("--tag-model", help="with --tag: the tagging model (default: --model)")
+        action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
         action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
         action.set_defaults(func=cmd_index_build)
