@@ -180,3 +180,32 @@ def test_serve_command_refuses_clearly_without_a_catalog_or_index(tmp_path, caps
     assert "give --catalog PATH" in capsys.readouterr().err
     assert main(["serve", "--index", str(tmp_path / "none")]) == 2
     assert "no vitrine index in" in capsys.readouterr().err
+
+
+def test_the_multi_worker_listener_is_marked_tcp_so_connections_get_nodelay():
+    import asyncio
+
+    from vitrine.serve.server import tcp_listener
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # how uvicorn binds for --workers N: protocol 0
+    raw.bind(("127.0.0.1", 0))
+    raw.listen()
+    listener = tcp_listener(raw)
+    assert listener.proto == socket.IPPROTO_TCP
+    seen = {}
+
+    async def main() -> None:
+        async def handle(reader, writer):
+            seen["nodelay"] = writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while "nodelay" not in seen:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert seen["nodelay"] == 1

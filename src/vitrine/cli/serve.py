@@ -24,15 +24,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"index {settings.index}: {result.products} products ({result.added} added now in {result.seconds:.1f}s)", file=sys.stderr)
     elif not (Path(settings.index) / "index.sqlite").is_file():
         raise FileNotFoundError(f"no vitrine index in {settings.index}; give --catalog to build one")
-    import uvicorn
+    from vitrine.serve.server import serve_forever
 
     os.environ[SETTINGS_ENV] = settings.to_json()  # the workers read their settings from here
     writes = "writes need the bearer token" if settings.write_token else "writes disabled (no write token)"
     print(f"serving {settings.index} on http://{args.host}:{args.port}/ with {settings.workers} worker(s); {writes}; "
           f"API docs at /docs", file=sys.stderr, flush=True)
-    uvicorn.run("vitrine.serve.app:app_from_environment", factory=True, host=args.host, port=args.port, workers=settings.workers,
-                log_level=args.log_level, access_log=args.access_log)
-    return 0
+    return 0 if serve_forever(args.host, args.port, settings.workers, args.log_level, args.access_log) else 1
 
 
 def register(sub) -> None:
