@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from vitrine.serve.server import wait_until_ready
+
 TEXT_QUERIES = ["red summer dress", "black leather shoes", "men's blue jeans", "white sports t-shirt", "gold watch for women",
                 "striped casual shirt", "pink handbag", "running shoes", "formal black trousers", "floral kurta for women",
                 "green backpack", "sunglasses", "denim jacket", "kids t-shirt", "brown belt", "silver earrings"]
@@ -58,21 +60,16 @@ def tree_rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def start_server(index: str, workers: int, port: int) -> subprocess.Popen:
+def start_server(index: str, workers: int, port: int, threads: int | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", str(workers),
-               "--log-level", "warning"]
+               "--log-level", "warning"] + (["--threads", str(threads)] if threads else [])
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited: {process.stderr.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("server did not start in 180 s")
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=180)
+    except RuntimeError as exc:
+        process.kill()
+        raise SystemExit(str(exc)) from None
+    return process
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -120,6 +117,7 @@ def main() -> None:
     parser.add_argument("--index", default="runs/serve/kagl-hires", help="an index built by `vitrine serve --catalog`")
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images (uploaded as they are)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to compare")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     parser.add_argument("--kinds", nargs="+", default=["text", "image"], choices=["text", "image"])
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each cell")
@@ -133,12 +131,12 @@ def main() -> None:
         raise SystemExit(f"no .jpg query images in {args.images}")
     images = [f.read_bytes() for f in files]
     print(f"index {args.index}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
-          f"{args.seconds:.0f} s per cell; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
+          f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
     rows, memory = [], []
     for workers in args.workers:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(args.index, workers, port)
+        server = start_server(args.index, workers, port, args.threads)
         try:
             for kind in args.kinds:
                 asyncio.run(drive(base, kind, 2, args.warmup, images, seed=99))

@@ -185,7 +185,9 @@ def test_attributes_health_metrics_and_the_openapi_spec(client):
     spec = client.get("/openapi.json").json()
     validate(spec)
     assert {"/search", "/tag", "/products", "/products/{product_id}", "/products/{product_id}/image", "/healthz", "/metrics"} <= set(spec["paths"])
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower() and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and 'id="search-input"' in page.text
     assert client.get("/static/app.js").status_code == 200

@@ -148,3 +148,10 @@ def test_the_page_is_usable_on_a_phone_sized_screen(page, shots):
     boxes = [page.locator("#results .card").nth(i).bounding_box() for i in range(2)]
     assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["width"] < 200  # two columns side by side
     assert page.locator("#apply-button").bounding_box()["x"] + 10 < 375
+
+
+def test_the_api_docs_render_with_no_network_but_the_app(page, live_server):
+    page.goto(f"{live_server}/docs")
+    title = page.wait_for_selector(".swagger-ui .info .title")
+    assert "vitrine" in title.inner_text()
+    page.wait_for_selector("text=/search")

@@ -6,7 +6,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 
 import httpx
@@ -15,6 +14,7 @@ from PIL import Image
 
 from tests.conftest import jpeg_bytes
 from tests.serve.conftest import TOKEN
+from vitrine.serve.server import wait_until_ready
 from vitrine.serve.service import NotFound, Query, SearchService, ServiceError
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -115,17 +115,12 @@ def _start(index: str, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--tag-model", "vitrine:small",
                "--combiner", "sum", "--log-level", "warning"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # poll readiness; no fixed sleep
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.stderr.read().decode()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("server did not start within 120 s")
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=120)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process
 
 
 def _stop(process: subprocess.Popen) -> None:

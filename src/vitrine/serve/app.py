@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, File, Form, Query as QueryParam, Request, 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -86,15 +87,10 @@ class BodyLimit:
 
 
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:
-    if settings.threads or settings.workers > 1:
-        import os
-
-        import torch
-
-        torch.set_num_threads(settings.threads or max(1, (os.cpu_count() or 1) // settings.workers))
     service = service or SearchService(settings)
     metrics = Metrics()
-    app = FastAPI(title="vitrine", version=vitrine.__version__,
+    # FastAPIOffline serves Swagger UI and ReDoc from the package, so /docs works with no network (no CDN).
+    app = FastAPIOffline(title="vitrine", version=vitrine.__version__,
                   description="Fashion search (text, image, image + modification), open-vocabulary tagging and a product catalog.")
     app.state.service, app.state.settings = service, settings
 
@@ -312,4 +308,10 @@ def app_from_environment() -> FastAPI:
 
     from vitrine.serve.settings import SETTINGS_ENV
 
-    return create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]))
+    import torch
+
+    settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
+    # One intra-op thread per request by default: batch-1 encoding gains nothing from splitting ops across cores
+    # (measured: p50 10.5 ms with one thread vs 15.2 ms with two), and concurrent requests fill the cores instead.
+    torch.set_num_threads(settings.threads or 1)
+    return create_app(settings)

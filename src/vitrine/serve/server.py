@@ -33,3 +33,23 @@ def serve_forever(host: str, port: int, workers: int, log_level: str = "info", a
     except KeyboardInterrupt:
         pass
     return True
+
+
+def wait_until_ready(base_url: str, process=None, timeout: float = 120.0) -> None:
+    """Poll `GET /healthz` until it answers 200; RuntimeError if `process` (a Popen) exits or time runs out."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            detail = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready: {detail}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise RuntimeError(f"{base_url} was not ready within {timeout:.0f} s")

@@ -22,6 +22,7 @@ from PIL import Image
 from vitrine.index.build import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
 from vitrine.index.faiss_store import FaissStore, SearchHit
 from vitrine.models import create_model
+from vitrine.serve.batching import MicroBatcher
 from vitrine.serve.images import ImageStore
 from vitrine.serve.settings import ServeSettings
 
@@ -92,6 +93,9 @@ class SearchService:
         self._composer = None
         self._tag_model = None
         self._taggers: OrderedDict[str, object] = OrderedDict()
+        # Concurrent queries share forward passes (a lone query is not delayed): see MicroBatcher.
+        self._encode_texts = MicroBatcher(self._text_batch, settings.max_batch, name="text-encoder")
+        self._encode_images = MicroBatcher(self._image_batch, settings.max_batch, name="image-encoder")
 
     # ---- reads -------------------------------------------------------------------------------------
     def search(self, query: Query) -> list[SearchHit]:
@@ -166,6 +170,8 @@ class SearchService:
             self._fields = None
 
     def close(self) -> None:
+        self._encode_texts.close()
+        self._encode_images.close()
         with self._lock:
             self.store.close()
 
@@ -192,15 +198,24 @@ class SearchService:
             raise ServiceError(f"unknown filter field(s) {unknown}; this catalog has: {known}")
 
     def _query_vector(self, query: Query) -> torch.Tensor:
+        if query.image is None:
+            return self._encode_texts(query.text).unsqueeze(0)
+        pixels = self.model.image_transform(query.image)  # in the request's thread: only the forward pass is batched
+        embeds, tokens = self._encode_images(pixels)
+        if not query.modification:
+            return embeds.unsqueeze(0)
+        composer = self._get_composer()
         with torch.inference_mode():
-            if query.image is None:
-                return self.model.encode_text([query.text])
-            features = self.model.image_features(self.model.preprocess([query.image]))
-            if not query.modification:
-                return features.embeds
-            composer = self._get_composer()
-            tokens = features.tokens if composer.needs_tokens else None
-            return composer.queries(features.embeds, [query.modification], tokens)
+            return composer.queries(embeds.unsqueeze(0), [query.modification], tokens.unsqueeze(0) if composer.needs_tokens else None)
+
+    def _text_batch(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        with torch.inference_mode():
+            return list(self.model.encode_text(list(texts)))
+
+    def _image_batch(self, pixels: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        with torch.inference_mode():
+            features = self.model.image_features(torch.stack(list(pixels)))
+        return list(zip(features.embeds, features.tokens))
 
     def _get_composer(self):
         with self._lock:

@@ -23,11 +23,12 @@ class ServeSettings:
     max_k: int = 100
     max_text_chars: int = 500
     regions: str = "foreground"  # region views for tagging
-    threads: int = 0  # torch threads per worker process; 0 = the cores shared out among the workers
+    threads: int = 0  # torch intra-op threads per worker process; 0 = one (concurrent requests use the other cores)
     workers: int = 1
+    max_batch: int = 32  # concurrent queries encoded in one forward pass, at most
 
     def __post_init__(self):
-        for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers"):
+        for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("write_token", "read_token"):

@@ -1,0 +1,73 @@
+"""Opportunistic micro-batching: concurrent requests share one forward pass, a lone request never waits."""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+_STOP = object()
+
+
+class MicroBatcher(Generic[In, Out]):
+    """Runs `fn(inputs) -> outputs` on one background thread over whatever requests are queued.
+
+    There is no waiting window: the thread takes the first request as soon as it arrives, adds every request
+    already queued behind it (up to `max_batch`), and runs them as one batch. At one client that is a batch of
+    one with no added latency; under load, requests queue while a batch runs and the next batch takes them all.
+    """
+
+    def __init__(self, fn: Callable[[Sequence[In]], Sequence[Out]], max_batch: int = 32, name: str = "batcher"):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.fn, self.max_batch = fn, max_batch
+        self.batch_sizes: list[int] = []  # the last few batch sizes, for tests and debugging
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, item: In) -> Out:
+        if not self._thread.is_alive():
+            raise RuntimeError("the batcher is closed")
+        future: Future = Future()
+        self._queue.put((item, future))
+        return future.result()
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch, stop = [first], False
+            while len(batch) < self.max_batch:
+                try:
+                    entry = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if entry is _STOP:
+                    stop = True
+                    break
+                batch.append(entry)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list) -> None:
+        self.batch_sizes = (self.batch_sizes + [len(batch)])[-100:]
+        try:
+            outputs = self.fn([item for item, _ in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"batch function returned {len(outputs)} outputs for {len(batch)} inputs")
+        except BaseException as exc:  # every waiting request gets the error, and the thread lives on
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), output in zip(batch, outputs):
+            future.set_result(output)
