@@ -110,10 +110,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(index: str, port: int) -> subprocess.Popen:
+def _start(index: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "VITRINE_WRITE_TOKEN": TOKEN}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--tag-model", "vitrine:small",
-               "--combiner", "sum", "--log-level", "warning"]
+               "--combiner", "sum", "--log-level", "warning", "--workers", str(workers)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=120)
@@ -147,6 +148,26 @@ def test_a_real_server_process_restart_keeps_writes(settings):
         assert httpx.get(f"{base}/products/live-1", timeout=60).json()["title"] == "Live"
         assert httpx.get(f"{base}/products/1004", timeout=60).status_code == 404
         assert httpx.get(f"{base}/healthz", timeout=60).json()["products"] == 12
+    finally:
+        _stop(server)
+
+
+def test_two_worker_server_reports_metrics_for_the_whole_server_and_shares_writes(settings):
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _start(settings.index, port, workers=2)
+    try:
+        with httpx.Client(base_url=base, timeout=60) as client:  # one connection: every request on one worker
+            for _ in range(6):
+                assert client.get("/search", params={"text": "a red shirt", "k": 3}).status_code == 200
+        for _ in range(6):  # fresh connections spread over both workers; each answers for the whole server
+            text = httpx.get(f"{base}/metrics", timeout=60, headers={"Connection": "close"}).text
+            assert 'vitrine_http_requests_total{method="GET",route="/search",status="200"} 6.0' in text
+        added = httpx.post(f"{base}/products", data={"id": "w2", "title": "Two workers"}, headers=AUTH, timeout=60,
+                           files={"image": ("w.jpg", jpeg_bytes((9, 99, 199)), "image/jpeg")})
+        assert added.status_code == 201
+        for _ in range(6):  # whichever worker answers has the new product
+            assert httpx.get(f"{base}/products/w2", timeout=60, headers={"Connection": "close"}).status_code == 200
     finally:
         _stop(server)
 

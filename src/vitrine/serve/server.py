@@ -28,10 +28,23 @@ def serve_forever(host: str, port: int, workers: int, log_level: str = "info", a
         server = uvicorn.Server(config)
         server.run()
         return server.started
+    import os
+    import shutil
+    import tempfile
+
+    from vitrine.serve.metrics import MULTIPROCESS_ENV
+
+    own_dir = None
+    if not os.environ.get(MULTIPROCESS_ENV):  # the workers merge their metrics through files here
+        own_dir = tempfile.mkdtemp(prefix="vitrine-metrics-")
+        os.environ[MULTIPROCESS_ENV] = own_dir
     try:
         Multiprocess(config, sockets=[tcp_listener(config.bind_socket())]).run()
     except KeyboardInterrupt:
         pass
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
     return True
 
 
