@@ -72,9 +72,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
                 out.write(json.dumps({"id": key, "tags": {name: tag.to_dict() for name, tag in tags.items()}}) + "\n")
             else:
                 out.write(f"{key}\n")
+                width = max((len(name) for name in tags), default=0) + 2
                 for name, tag in tags.items():
                     shown = tag.value if tag.value == tag.best else f"unknown (best guess {tag.best})"
-                    out.write(f"  {name:<14}{shown:<32} p={tag.probability:.3f} cos={tag.score:.3f}\n")
+                    out.write(f"  {name:<{width}}{shown:<32} p={tag.probability:.3f} cos={tag.score:.3f}\n")
     finally:
         if args.out:
             out.close()
