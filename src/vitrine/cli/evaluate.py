@@ -70,7 +70,8 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_attributes(args: argparse.Namespace) -> int:
-    from vitrine.cli.tag import make_views, resolve_vocabulary
+    from vitrine.cli.tag import resolve_vocabulary
+    from vitrine.tagging.views import make_views
     from vitrine.evaluate.runner import load_split_config
     from vitrine.models import create_model
     from vitrine.tagging.evaluate import run_attribute_eval

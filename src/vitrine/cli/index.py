@@ -21,7 +21,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     model = create_model(args.model)
     tagger = None
     if args.tag:
-        from vitrine.cli.tag import make_views, resolve_vocabulary
+        from vitrine.cli.tag import resolve_vocabulary
+        from vitrine.tagging.views import make_views
         from vitrine.tagging.tagger import Tagger
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL

@@ -25,17 +25,6 @@ def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None):
     return builtin_vocabulary()
 
 
-def make_views(name: str, annotations: str | None = None, segmenter: str | None = None):
-    from vitrine.data.regions import Annotations, LearnedSegmenter
-    from vitrine.tagging.views import RegionViews
-
-    if annotations:
-        return RegionViews(Annotations(annotations), ("crop", "segmented"), slots=3)
-    if segmenter:
-        return RegionViews(LearnedSegmenter(segmenter), ("crop", "segmented"), slots=2)
-    return RegionViews.preset(name)
-
-
 def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         parser.add_argument("--model", default=DEFAULT_TAG_MODEL, help="registry name; default %(default)s")
@@ -54,6 +43,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from vitrine.models import create_model
     from vitrine.tagging.evaluate import embed_split
     from vitrine.tagging.tagger import Tagger
+    from vitrine.tagging.views import make_views
 
     vocabulary = resolve_vocabulary(args.attributes)
     tagger = Tagger(create_model(args.model), vocabulary, make_views(args.regions, args.annotations, args.segmenter), args.pooling)

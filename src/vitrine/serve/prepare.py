@@ -17,8 +17,8 @@ def default_index_dir(catalog: str) -> str:
 
 def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str | None = None, progress: bool = True) -> BuildResult:
     """Add every catalog product not yet in `settings.index`, with its predicted tags and its image."""
-    from vitrine.cli._common import DEFAULT_TAG_MODEL
-    from vitrine.cli.tag import make_views
+    from vitrine.models import DEFAULT_TAG_MODEL
+    from vitrine.tagging.views import make_views
     from vitrine.tagging.tagger import Tagger
     from vitrine.tagging.vocabulary import builtin_vocabulary
 

@@ -226,8 +226,8 @@ class SearchService:
             return self._composer
 
     def _tagger(self, vocabulary=None):
-        from vitrine.cli._common import DEFAULT_TAG_MODEL
-        from vitrine.cli.tag import make_views
+        from vitrine.models import DEFAULT_TAG_MODEL
+        from vitrine.tagging.views import make_views
         from vitrine.tagging.tagger import Tagger
         from vitrine.tagging.vocabulary import builtin_vocabulary
 

@@ -92,3 +92,14 @@ def pool_scores(scores: torch.Tensor, pooling: str, region_weight: float = 0.5) 
 
 POOLINGS: Sequence[str] = ("blend", "max", "mean", "whole")
 DEFAULT_REGION_WEIGHT = 0.5
+
+
+def make_views(name: str, annotations: str | None = None, segmenter: str | None = None):
+    """Views by preset name (whole | foreground | body), or from an annotation sidecar or a learned segmenter."""
+    from vitrine.data.regions import Annotations, LearnedSegmenter
+
+    if annotations:
+        return RegionViews(Annotations(annotations), ("crop", "segmented"), slots=3)
+    if segmenter:
+        return RegionViews(LearnedSegmenter(segmenter), ("crop", "segmented"), slots=2)
+    return RegionViews.preset(name)
