@@ -109,6 +109,10 @@ class MetadataStore:
         row = self.db.execute("SELECT id, title, attributes FROM products WHERE id = ?", (product_id,)).fetchone()
         return None if row is None else {"id": row[0], "title": row[1], **json.loads(row[2])}
 
+    def fields(self) -> set[str]:
+        """Every attribute name some product has."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT field FROM attributes")}
+
     def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
         """Each attribute field's most common values with their product counts (for filter chips)."""
         out: dict[str, list[tuple[str, int]]] = {}

@@ -157,7 +157,6 @@ class SearchService:
             created = self.store.meta.product(product_id) is None
             self.images.save(product_id, image)  # before the commit: a crash leaves at worst an unused file
             self.store.upsert([product_id], vector, [metadata])
-            self._fields = None
             row = self.store.meta.product(product_id)
         return row, created
 
@@ -167,7 +166,6 @@ class SearchService:
             if not self.store.delete([product_id]):
                 raise NotFound(f"no product with id {product_id!r}")
             self.images.remove(product_id)  # after the commit: a crash leaves at worst an unreachable file
-            self._fields = None
 
     def close(self) -> None:
         self._encode_texts.close()
@@ -190,8 +188,7 @@ class SearchService:
         if not filters:
             return
         if self._fields is None or self._fields[0] != self.store.generation:
-            names = {row[0] for row in self.store.meta.db.execute("SELECT DISTINCT field FROM attributes")}
-            self._fields = (self.store.generation, names)
+            self._fields = (self.store.generation, self.store.meta.fields())
         unknown = sorted(set(filters) - self._fields[1])
         if unknown:
             known = ", ".join(sorted(n for n in self._fields[1] if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS))
