@@ -184,6 +184,8 @@ def test_settings_validate_and_come_from_the_environment(tmp_path):
     settings = load_settings(str(config), environ={"VITRINE_MAX_K": "30", "VITRINE_WRITE_TOKEN": "from-the-env"}, index="cli-wins")
     assert (settings.index, settings.max_k, settings.write_token) == ("cli-wins", 30, "from-the-env")
     assert settings.public()["write_token"] == "set" and replace(settings, write_token=None).public()["write_token"] is None
+    with pytest.raises(ValueError, match="VITRINE_MAX_K must be a whole number, got 'many'"):
+        load_settings(None, environ={"VITRINE_MAX_K": "many"})
     config.write_text('{"colour": 1}')
     with pytest.raises(ValueError, match="unknown serve settings"):
         load_settings(str(config), environ={})

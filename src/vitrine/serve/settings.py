@@ -67,6 +67,11 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
         raw = environ.get(ENV_PREFIX + field.name.upper())
         if raw is None:
             continue
-        changes[field.name] = int(raw) if field.type == "int" else raw
+        if field.type == "int":
+            try:
+                raw = int(raw)
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX + field.name.upper()} must be a whole number, got {raw!r}") from None
+        changes[field.name] = raw
     changes.update({name: value for name, value in overrides.items() if value is not None})
     return replace(settings, **changes)
