@@ -5,7 +5,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from vitrine.cir.compose import Composer
-from vitrine.cir.features import ImageBank, image_bank
+from vitrine.embed.bank import ImageBank, image_bank
 from vitrine.cir.metrics import best_target_ranks, recall
 from vitrine.cir.triplets import Triplet, read_triplets
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vitrine.cir.compose import Composer
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.evaluate import evaluate_triplets
-from vitrine.cir.features import ImageBank, image_bank
+from vitrine.embed.bank import ImageBank, image_bank
 from vitrine.cir.triplets import Triplet, read_triplets
 from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig

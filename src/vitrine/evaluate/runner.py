@@ -12,6 +12,7 @@ from vitrine.data.catalog import open_catalog
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig
+from vitrine.embed.bank import bank_folder, image_bank
 from vitrine.embed.encode import encode_catalog, encode_texts
 from vitrine.evaluate.retrieval import retrieval_report
 from vitrine.evaluate.zeroshot import class_embeddings, classify, zero_shot_report
@@ -42,7 +43,14 @@ def split_filter(split: str, config: SplitConfig):
     return lambda record: config.assign(record.id, record.attributes) in wanted
 
 
-def _embed(model, path: str, schema, on_error: str, keep=None, progress: bool = True) -> tuple[list[Item], torch.Tensor]:
+def _embed(model, path: str, schema, on_error: str, keep=None, progress: bool = True,
+           cache_dir: str | os.PathLike | None = None) -> tuple[list[Item], torch.Tensor]:
+    """Embeddings of a catalog (or of the rows `keep` accepts). With `cache_dir`, a whole-catalog bank is reused
+    when one is cached, and written when the whole catalog is needed anyway."""
+    if cache_dir is not None and (keep is None or (bank_folder(model, path, cache_dir) / "items.json").is_file()):
+        bank = image_bank(model, [path], cache_dir=cache_dir, schema=schema, on_error=on_error, progress=progress)
+        rows = [i for i, item in enumerate(bank.items) if keep is None or keep(item)]
+        return [bank.items[i] for i in rows], bank.embeds[rows]
     reader = open_catalog(path, schema=schema, on_error=on_error, require_title=False)
     items, embeds = encode_catalog(model, reader, keep=keep, progress=progress, desc=f"embed {Path(path).name}")
     if reader.report.skipped:
@@ -64,6 +72,7 @@ def run_zero_shot(
     seen_classes: Sequence[str] = (),
     calibration: float | str = "auto",
     progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Classify each item's `field` among all class names of `data` and `classes_from` catalogs.
 
@@ -77,7 +86,7 @@ def run_zero_shot(
             seen_classes = model.training_info.get("seen_classes", {}).get(field, [])
     calibration = float(calibration)
     keep = split_filter(split, split_config or load_split_config(None))
-    items, embeds = _embed(model, data, schema, on_error, keep=keep, progress=progress)
+    items, embeds = _embed(model, data, schema, on_error, keep=keep, progress=progress, cache_dir=cache_dir)
     names = {item.attributes.get(field) for item in items}
     for path in classes_from:
         reader = open_catalog(path, schema=schema, on_error="skip", require_title=False)
@@ -108,12 +117,13 @@ def run_retrieval(
     on_error: str = "skip",
     image_to_text: bool = True,
     progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Titles of `data` items query a gallery of their images plus every `galleries` catalog (ids deduplicated)."""
     keep = split_filter(split, split_config or load_split_config(None))
     embedded: dict[str, tuple[list[Item], torch.Tensor]] = {}
     for path in dict.fromkeys([data, *galleries]):
-        embedded[path] = _embed(model, path, schema, on_error, progress=progress)
+        embedded[path] = _embed(model, path, schema, on_error, progress=progress, cache_dir=cache_dir)
     data_items, data_embeds = embedded[data]
     query_rows = [i for i, item in enumerate(data_items) if item.title and (keep is None or keep(item))]
     gallery_items: list[Item] = []

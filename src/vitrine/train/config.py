@@ -50,6 +50,21 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class LockedConfig:
+    """The locked-tower recipe (used when `freeze.image_tower` is true): heads train on cached pooled features."""
+
+    views: tuple[str, ...] = ("plain", "flip")  # cached variants; each step draws one per item
+    hard_negative_fraction: float = 0.0  # share of each batch that is a same-type, other-colour partner of another item
+    cache_batch_size: int = 128
+
+    def __post_init__(self):
+        if not 0.0 <= self.hard_negative_fraction < 1.0:
+            raise ValueError(f"locked.hard_negative_fraction must be in [0, 1), got {self.hard_negative_fraction}")
+        if not self.views:
+            raise ValueError("locked.views needs at least one view")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a `vitrine train clip` run depends on."""
 
@@ -72,6 +87,7 @@ class TrainConfig:
     captions: CaptionConfig = field(default_factory=CaptionConfig)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    locked: LockedConfig = field(default_factory=LockedConfig)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1))
     cache_dir: str = "runs/cache"
 
@@ -110,7 +126,7 @@ def _to_jsonable(value):
     return value
 
 
-_NESTED = {"captions": CaptionConfig, "freeze": FreezeConfig, "optim": OptimConfig, "split": SplitConfig}
+_NESTED = {"captions": CaptionConfig, "freeze": FreezeConfig, "optim": OptimConfig, "locked": LockedConfig, "split": SplitConfig}
 
 
 def _from_dict(cls, data: dict):
@@ -131,4 +147,4 @@ def _from_dict(cls, data: dict):
     return cls(**values)
 
 
-__all__ = ["CaptionConfig", "FreezeConfig", "OptimConfig", "SourceConfig", "SplitConfig", "TrainConfig"]
+__all__ = ["CaptionConfig", "FreezeConfig", "LockedConfig", "OptimConfig", "SourceConfig", "SplitConfig", "TrainConfig"]

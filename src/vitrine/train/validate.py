@@ -16,7 +16,9 @@ FIELDS = ("articleType", "baseColour", "gender")
 class Validator:
     """Holds the validation items and the pooled features of their class prompts and titles."""
 
-    def __init__(self, model, pool: TrainPool, prompts: PromptSet, text_feats: torch.Tensor, max_items: int, cache_dir, seed: int):
+    def __init__(self, model, pool: TrainPool, prompts: PromptSet, text_feats: torch.Tensor, max_items: int, cache_dir, seed: int,
+                 pooled_images: torch.Tensor | None = None):
+        self.pooled_images = pooled_images  # (N, W) cached tower outputs: a locked tower is then never rerun
         rng = np.random.default_rng([seed, 12345])
         self.pool = pool
         self.groups = {}
@@ -46,6 +48,9 @@ class Validator:
 
     @torch.inference_mode()
     def image_embeddings(self, model, indices: np.ndarray) -> torch.Tensor:
+        if self.pooled_images is not None:
+            rows = self.pooled_images[torch.from_numpy(np.asarray(indices, dtype=np.int64))].float().to(model.device)
+            return F.normalize(model.image_proj(rows), dim=-1).float()
         out = []
         for start in range(0, len(indices), 512):
             batch = to_input(self.pool.images[indices[start : start + 512]], model.image_transform).to(model.device)

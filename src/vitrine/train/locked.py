@@ -1,0 +1,176 @@
+"""The locked-image recipe (LiT): a pretrained image tower stays fixed, its pooled features are cached once, and only
+the heads train (the image MLP, the text projection and the temperature). Selected by `freeze.image_tower: true`."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vitrine.data.prompts import resolve_prompts
+from vitrine.losses import ClipLoss
+from vitrine.models.dual import TRAINING_INFO_NAME
+from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.train.config import TrainConfig
+from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
+from vitrine.train.image_cache import cached_image_features
+from vitrine.train.logger import MetricsLogger
+from vitrine.train.schedule import warmup_cosine
+from vitrine.train.text_cache import pooled_text_features
+from vitrine.train.validate import Validator
+
+
+class HardNegatives:
+    """Partners for batch items: same articleType, another baseColour (the confusions exact retrieval must resolve)."""
+
+    def __init__(self, pool: TrainPool, members: np.ndarray):
+        self.types = np.array([pool.attributes[i].get("articleType") or "" for i in range(len(pool.ids))], dtype=object)
+        self.colours = np.array([pool.attributes[i].get("baseColour") or "" for i in range(len(pool.ids))], dtype=object)
+        self.by_type: dict[str, np.ndarray] = {}
+        for kind in sorted(set(self.types[members])):
+            self.by_type[kind] = members[self.types[members] == kind]
+
+    def partners(self, anchors: np.ndarray, rng: np.random.Generator, tries: int = 4) -> np.ndarray:
+        out = np.empty(len(anchors), dtype=np.int64)
+        for row, anchor in enumerate(anchors):
+            group = self.by_type.get(self.types[anchor])
+            pick = anchor
+            for _ in range(tries):
+                pick = int(group[rng.integers(len(group))]) if group is not None else anchor
+                if self.colours[pick] != self.colours[anchor]:
+                    break
+            out[row] = pick
+        return out
+
+
+def _batches(pool: TrainPool, config: TrainConfig, epoch: int, negatives: HardNegatives) -> list[np.ndarray]:
+    """One epoch of index batches; with hard negatives, part of each batch is partners of the rest."""
+    order = epoch_order(pool, config, epoch)
+    partners = int(round(config.batch_size * config.locked.hard_negative_fraction))
+    anchors = config.batch_size - partners
+    rng = np.random.default_rng([config.seed, epoch, 7])
+    batches = []
+    for start in range(0, len(order) - anchors + 1, anchors):
+        chosen = order[start : start + anchors]
+        if partners:
+            chosen = np.concatenate([chosen, negatives.partners(chosen[rng.permutation(anchors)[:partners]], rng)])
+        batches.append(chosen)
+    return batches
+
+
+def train_locked(config: TrainConfig, progress: bool = True):
+    """Train the heads on cached features; rerunning with the same config resumes from the last epoch checkpoint."""
+    from vitrine.train.clip import TrainResult, _comparable, _step_generator, apply_freeze, build_model, param_groups
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(out)
+    if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
+        raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
+    config.save(out / "train_config.json")
+    if not config.freeze.text_tower:
+        raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
+
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    apply_freeze(model, config)
+    pool = load_pool(config, model.image_transform, progress=progress)
+    if pool.skipped:
+        print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
+    train = pool.indices("train")
+    if len(train) < config.batch_size:
+        raise ValueError(f"only {len(train)} training items for batch size {config.batch_size}")
+    images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
+                                   batch_size=config.locked.cache_batch_size, progress=progress)
+    texts = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress)
+    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
+                          config.seed, pooled_images=images[0])
+    negatives = HardNegatives(pool, train)
+
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
+    steps_per_epoch = len(_batches(pool, config, 0, negatives))
+    total_steps = steps_per_epoch * config.epochs
+    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    text_proj_init = model.text_proj.weight.detach().clone()
+    step, elapsed = 0, 0.0
+    if checkpoint is not None:
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        if unexpected or any(not (k.startswith("text.bert.") or k.startswith("visual.")) for k in missing):
+            raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, elapsed = checkpoint["step"], checkpoint["elapsed"]
+    logger = MetricsLogger(out, resume_step=step)
+    loss_fn = ClipLoss()
+    heads = {k: v for k, v in model.state_dict().items() if not (k.startswith("text.bert.") or k.startswith("visual."))}
+
+    def snapshot():
+        state = {k: v for k, v in model.state_dict().items() if k in heads}
+        save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "config": config.to_dict()})
+
+    model.eval()  # locked towers: BatchNorm statistics and dropout stay as trained
+    model.image_proj.train()
+    n_views = images.shape[0]
+    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name} (locked image tower)", unit="step", disable=not progress, dynamic_ncols=True)
+    started = time.perf_counter() - elapsed
+    loss_value, metrics, batches, batches_epoch = float("nan"), {}, None, -1
+    while step < last_step:
+        epoch, offset = divmod(step, steps_per_epoch)
+        if epoch != batches_epoch:
+            batches, batches_epoch = _batches(pool, config, epoch, negatives), epoch
+        scale = warmup_cosine(step, total_steps, config.optim.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = config.optim.lr * scale * group["lr_scale"]
+        generator = _step_generator(config.seed, step)
+        indices = batches[offset]
+        caption_ids = sample_captions(pool, indices, config, generator)
+        views = torch.randint(0, n_views, (len(indices),), generator=generator)
+        pooled = images[views, torch.from_numpy(indices)].float()
+        image = F.normalize(model.image_proj(pooled), dim=-1)
+        text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
+        loss = loss_fn(image, text, model.logit_scale, caption_ids)
+        if config.optim.text_proj_l2_to_init:
+            loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init).pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.optim.grad_clip)
+        optimizer.step()
+        step += 1
+        loss_value = float(loss.detach())
+        elapsed = time.perf_counter() - started
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower optim.lr")
+        end_of_epoch = step % steps_per_epoch == 0
+        if step % 20 == 0 or end_of_epoch or step == 1:
+            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
+                              "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)})
+        if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
+            metrics = validator(model)
+            model.image_proj.train()
+            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), **metrics})
+            bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k[4:]}={v:.3f}" for k, v in metrics.items()))
+        if end_of_epoch or step == last_step or step % config.checkpoint_every == 0:
+            snapshot()
+    bar.close()
+    logger.close()
+    model.eval()
+    model_dir = out / "model"
+    model.save(model_dir)
+    calibration = validator.calibrate(model)
+    seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
+    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "recipe": "locked image tower, cached features",
+                                                         "steps": step, "seconds": round(elapsed, 1), "train_items": len(train),
+                                                         "skipped_rows": pool.skipped, "seen_classes": seen,
+                                                         "calibration": {calibration["field"]: calibration} if calibration else {},
+                                                         "final_metrics": metrics}, indent=2) + "\n")
+    return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)
