@@ -6,6 +6,7 @@ beforehand. Their ratio shows what the data pipeline costs. External backends us
 at their real sizes (ViT-B/32): speed does not depend on the weights.
 
     .venv/bin/python benchmarks/embed_throughput.py --data ../shared/data/kagl/shards
+    .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-small vitrine:kagl-base --batch-size 32 64 128
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def build_backends(root: Path) -> dict[str, str]:
     siglip_vision = {**BASE_VISION, "patch_size": 16}
     siglip_text = {**BASE_TEXT, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "max_position_embeddings": 64}
     return {
-        "vitrine:small": "vitrine:small",
+        "vitrine:kagl-small": "vitrine:kagl-small",  # the light option: from-scratch CNN at 64 px
+        "vitrine:kagl-base": "vitrine:kagl-base",  # the default: pretrained EfficientNet-Lite0 at 112 px
         "hf:clip ViT-B/32": f"hf:{write_hf_clip(root / 'clip', BASE_TEXT, BASE_VISION, 512)}",
         "hf:siglip ViT-B/16": f"hf:{write_hf_siglip(root / 'siglip', siglip_text, siglip_vision)}",
         "openclip:ViT-B-32": "openclip:ViT-B-32@" + str(write_openclip(root / "oc", width=768, layers=12, patch=32, image=224, ctx=77, embed=512, text_width=512)),
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/kagl/shards")
     parser.add_argument("--images", type=int, default=2048, help="images per measurement for vitrine models (ViT-B models use 1/16)")
     parser.add_argument("--texts", type=int, default=1024, help="texts per measurement (ViT-B models use 1/4)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[64], help="one or more batch sizes, each measured in turn")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="backend labels to run")
     args = parser.parse_args()
@@ -95,7 +97,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, median of {args.repeats}")
-    header = f"{'backend':<22}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}{'txt/s bare':>12}{'ratio':>8}"
+    header = f"{'backend':<22}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}{'txt/s bare':>12}{'ratio':>8}"
     with tempfile.TemporaryDirectory() as tmp:
         backends = build_backends(Path(tmp))
         print(header)
@@ -106,9 +108,10 @@ def main() -> None:
             big = not label.startswith("vitrine")
             n_images = args.images // 16 if big else args.images
             n_texts = args.texts // 4 if big else args.texts
-            r = measure(model, args.data, n_images, n_texts, args.batch_size, args.repeats)
-            print(f"{label:<22}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
-                  f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}", flush=True)
+            for batch_size in args.batch_size:
+                r = measure(model, args.data, n_images, n_texts, batch_size, args.repeats)
+                print(f"{label:<22}{batch_size:>6}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
+                      f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}", flush=True)
             del model
 
 

@@ -28,11 +28,11 @@ def evaluate(model_name: str, data: str, split_config: str | None, ablations: bo
                                      image_to_text=name == "heldout", **cache) for name in ("heldout", "val", "unseen")}
     common = dict(split_config=split, progress=progress, classes_from=[data], **cache)
     raw = dict(common, calibration=0.0)
-    rows["articleType, seen types (val)"] = run_zero_shot(data, "articleType", model, split="val", **raw)
-    rows["articleType, unseen types"] = run_zero_shot(data, "articleType", model, split="unseen", **raw)
-    if model.training_info.get("calibration", {}).get("articleType"):
-        rows["articleType, seen types (val), calibrated"] = run_zero_shot(data, "articleType", model, split="val", **common)
-        rows["articleType, unseen types, calibrated"] = run_zero_shot(data, "articleType", model, split="unseen", **common)
+    for name, split_name in (("seen types (val)", "val"), ("unseen types", "unseen")):
+        report = run_zero_shot(data, "articleType", model, split=split_name, **common)  # raw, and calibrated beside it
+        rows[f"articleType, {name}"] = report
+        if "calibrated" in report:
+            rows[f"articleType, {name}, calibrated"] = report["calibrated"]
     rows["articleType, unseen among unseen"] = run_zero_shot(data, "articleType", model, split="unseen", split_config=split, progress=progress, **cache)
     rows["baseColour (val)"] = run_zero_shot(data, "baseColour", model, split="val", **common)
     rows["gender (val)"] = run_zero_shot(data, "gender", model, split="val", **common)

@@ -26,8 +26,8 @@ def test_composed_search_with_filters(tmp_path, small_model, capsys):
     assert len(women) == 6 and all(h.metadata["gender"] == "Women" for h in women)
     with pytest.raises(ValueError, match="modification text is empty"):
         engine.composed(image, "  ")
-    with pytest.raises(ValueError, match="trained on vitrine:kagl-small"):
-        engine.composed(image, "in blue")  # the shipped combiner belongs to the shipped model, not vitrine:small
+    with pytest.raises(FileNotFoundError, match="no shipped combiner for vitrine:small"):
+        engine.composed(image, "in blue")  # shipped combiners belong to the shipped models, not vitrine:small
     engine.close()
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", image, "--modify", "in blue", "--combiner", "sum", "-k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3

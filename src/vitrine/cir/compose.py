@@ -28,7 +28,7 @@ class Composer:
         if self.combiner is not None:
             self.combiner.eval()
         if text_projection is None and isinstance(combiner, str) and combiner not in BASELINES:
-            text_projection = load_text_projection(combiner)
+            text_projection = load_text_projection(combiner, encoder=model.name)
         self.text_projection = text_projection
         if self.text_projection is not None and not hasattr(model, "text_proj"):
             raise ValueError(f"{combiner} carries a fine-tuned text projection for a vitrine dual encoder; {model.name} is not one")

@@ -104,8 +104,9 @@ def register(sub) -> None:
     zero_shot.add_argument("--single-template", action="store_true", help="use only each attribute's first template (no ensembling)")
     zero_shot.add_argument("--seen-classes", help="JSON list, or a model's training.json, of classes seen in training (for --calibration)")
     zero_shot.add_argument("--calibration", default="auto",
-                           help="calibrated stacking margin subtracted from seen classes' scores: 'auto' (default) uses the margin and "
-                                "seen classes the model was trained with, if it has them; 0 turns it off")
+                           help="calibrated stacking margin subtracted from seen classes' scores. 'auto' (default): the raw figures, "
+                                "and beside them under 'calibrated' those with the margin and seen classes the model was trained with, "
+                                "if it has them; each with seen_top1, unseen_top1 and H. A number applies only that margin; 0 turns it off")
     zero_shot.set_defaults(func=cmd_eval_zero_shot)
     retrieval = protocols.add_parser(
         "retrieval", help="title -> image (and image -> title) retrieval of exact products",
@@ -132,7 +133,7 @@ def register(sub) -> None:
     attributes.add_argument("--calibrate-split", choices=["train", "val", "unseen", "calib", "heldout"],
                             help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)")
     attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
-    attributes.set_defaults(func=cmd_eval_attributes, split="heldout")
+    attributes.set_defaults(func=cmd_eval_attributes)  # --split all: a catalog the model never saw is scored whole
 
     composed = protocols.add_parser(
         "composed", help="composed retrieval: triplet files, FashionIQ or CIRR",

@@ -15,7 +15,7 @@ from vitrine.data.splits import SplitConfig
 from vitrine.embed.bank import bank_folder, image_bank
 from vitrine.embed.encode import encode_catalog, encode_texts
 from vitrine.evaluate.retrieval import retrieval_report
-from vitrine.evaluate.zeroshot import class_embeddings, classify, zero_shot_report
+from vitrine.evaluate.zeroshot import class_embeddings, classify, seen_unseen_report, zero_shot_report
 
 SPLITS = ("all", "train", "val", "unseen", "calib", "heldout")
 
@@ -76,15 +76,15 @@ def run_zero_shot(
 ) -> dict:
     """Classify each item's `field` among all class names of `data` and `classes_from` catalogs.
 
-    `calibration="auto"` applies the calibrated stacking the model was trained with (its training.json:
-    seen classes and margin), if any; a number applies that margin to `seen_classes`.
+    `calibration="auto"` (the default) reports the raw scores and, beside them under "calibrated", the calibrated
+    stacking the model was trained with (its training.json: seen classes and margin), if any. A number applies that
+    margin to `seen_classes` instead. With seen classes known, each report has seen_top1, unseen_top1 and H.
     """
-    if calibration == "auto":
-        tuned = model.training_info.get("calibration", {}).get(field)
-        calibration = tuned["gamma"] if tuned else 0.0
-        if tuned and not seen_classes:
-            seen_classes = model.training_info.get("seen_classes", {}).get(field, [])
-    calibration = float(calibration)
+    auto = calibration == "auto"
+    tuned = model.training_info.get("calibration", {}).get(field) if auto else None
+    if not seen_classes and (tuned or auto):
+        seen_classes = model.training_info.get("seen_classes", {}).get(field, [])
+    margin = float(tuned["gamma"]) if tuned else (0.0 if auto else float(calibration))
     keep = split_filter(split, split_config or load_split_config(None))
     items, embeds = _embed(model, data, schema, on_error, keep=keep, progress=progress, cache_dir=cache_dir)
     names = {item.attributes.get(field) for item in items}
@@ -101,9 +101,20 @@ def run_zero_shot(
     lookup = {name: c for c, name in enumerate(classes)}
     labels = torch.tensor([lookup[items[i].attributes[field]] for i in labelled], dtype=torch.long)
     seen_mask = torch.tensor([name in set(seen_classes) for name in classes]) if seen_classes else None
-    scores = classify(embeds[labelled], class_embeds, seen_mask, calibration)
-    report = zero_shot_report(scores, labels, classes, field)
-    report.update({"split": split, "ensemble": ensemble, "calibration": calibration})
+
+    def one(gamma: float) -> dict:
+        scores = classify(embeds[labelled], class_embeds, seen_mask, gamma)
+        report = zero_shot_report(scores, labels, classes, field)
+        report.update({"split": split, "ensemble": ensemble, "calibration": gamma})
+        if seen_mask is not None and len(labels):
+            report.update(seen_unseen_report(scores, labels, seen_mask))
+        return report
+
+    report = one(0.0 if auto else margin)
+    if auto and tuned:
+        calibrated = one(margin)
+        calibrated.pop("per_class")
+        report["calibrated"] = calibrated
     return report
 
 

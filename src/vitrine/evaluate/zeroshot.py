@@ -54,6 +54,18 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, classes: Sequen
     }
 
 
+def seen_unseen_report(scores: torch.Tensor, labels: torch.Tensor, seen_mask: torch.Tensor) -> dict:
+    """Generalised zero-shot: top-1 over items of seen classes (S), of unseen classes (U), and H = 2SU / (S + U)."""
+    correct = scores.argmax(1) == labels
+    item_seen = seen_mask[labels]
+    seen = float(correct[item_seen].float().mean()) if item_seen.any() else None
+    unseen = float(correct[~item_seen].float().mean()) if (~item_seen).any() else None
+    harmonic = 2 * seen * unseen / (seen + unseen) if seen is not None and unseen is not None and seen + unseen else None
+    r = lambda v: None if v is None else round(v, 4)  # noqa: E731
+    return {"seen_top1": r(seen), "unseen_top1": r(unseen), "H": r(harmonic),
+            "n_seen": int(item_seen.sum()), "n_unseen": int((~item_seen).sum())}
+
+
 def tune_calibration(scores: torch.Tensor, labels: torch.Tensor, seen_mask: torch.Tensor, grid: Sequence[float] | None = None) -> dict:
     """Calibrated stacking: the margin that maximises the harmonic mean of seen- and unseen-class top-1.
 

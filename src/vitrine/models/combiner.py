@@ -106,12 +106,28 @@ class Combiner(nn.Module):
         return model.eval()
 
 
+SHIPPED_HEADS = ("combiner", "agcn")  # registered names: `<encoder name>-<head>` under vitrine/models/weights/
+
+
+def shipped_head_dir(head: str, encoder: str | None) -> Path:
+    """The shipped composed-query head of kind `head` trained for `encoder` (e.g. kagl-base-combiner)."""
+    from vitrine.models import DEFAULT_MODEL
+
+    short = (encoder or DEFAULT_MODEL).removeprefix("vitrine:")
+    path = SHIPPED_DIR / f"{short}-{head}"
+    if not (path / CONFIG_FILE).is_file():
+        shipped = sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+        raise FileNotFoundError(f"no shipped {head} for {encoder or DEFAULT_MODEL}; shipped heads: {', '.join(shipped)}. "
+                                f"Train one with `vitrine train cir` and pass its directory")
+    return path
+
+
 def load_combiner(spec: str, embed_dim: int | None = None, encoder: str | None = None) -> nn.Module:
-    """`sum`, `combiner` (the shipped one for the default model) or a directory saved by `Combiner.save`."""
+    """`sum`, `combiner` / `agcn` (the ones shipped for `encoder`) or a directory saved by `Combiner.save`."""
     if spec == "sum":
         return SumCombiner()
-    if spec == "combiner":
-        spec = str(SHIPPED_DIR / "kagl-small-combiner")
+    if spec in SHIPPED_HEADS:
+        spec = str(shipped_head_dir(spec, encoder))
     path = Path(spec)
     if not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"no combiner in {spec} (missing {CONFIG_FILE}); use sum, combiner or a trained combiner directory")
@@ -140,10 +156,12 @@ def save_text_projection(directory: str | os.PathLike, weight: torch.Tensor) -> 
     save_file({"weight": weight.detach().contiguous().cpu()}, str(Path(directory) / TEXT_PROJECTION_FILE))
 
 
-def load_text_projection(spec: str) -> torch.Tensor | None:
+def load_text_projection(spec: str, encoder: str | None = None) -> torch.Tensor | None:
     """The stage-1 text projection saved with a combiner directory, if any."""
-    if spec in ("sum", "combiner"):
-        spec = str(SHIPPED_DIR / "kagl-small-combiner") if spec == "combiner" else ""
+    if spec == "sum":
+        return None
+    if spec in SHIPPED_HEADS:
+        spec = str(shipped_head_dir(spec, encoder))
     path = Path(spec) / TEXT_PROJECTION_FILE if spec else None
     if path is None or not path.is_file():
         return None

@@ -14,7 +14,7 @@ from vitrine.models.towers import CNNConfig, CNNTower
 
 _BUILDERS: dict[str, Callable[[dict], nn.Module]] = {}
 # Keys of a tower spec that describe it rather than shape it.
-_DESCRIPTIVE = ("type", "tower", "description", "pretrained", "native_resolution", "input_mean", "input_std", "stages_columns")
+_DESCRIPTIVE = ("type", "tower", "description", "pretrained", "native_resolution", "input_mean", "input_std", "stages_columns", "pool_blocks")
 
 
 def register_tower(kind: str):
@@ -54,12 +54,40 @@ class FeatureMapTower(nn.Module):
         self.width = width
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.pool(self.net(pixels))
+        # channels-last: the depthwise convolutions run markedly faster so on CPU
+        return self.pool(self.net(pixels.contiguous(memory_format=torch.channels_last)))
 
     @staticmethod
     def pool(fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = fmap.flatten(2).transpose(1, 2)
         return tokens, tokens.mean(dim=1)
+
+
+class EfficientNetTower(FeatureMapTower):
+    """EfficientNet-Lite as a tower; `pool_blocks` adds the mean of earlier blocks' outputs to the pooled vector
+    (early layers keep colour and texture that the ImageNet head has pooled away)."""
+
+    def __init__(self, net: EfficientNetLite, pool_blocks: tuple[int, ...] = ()):
+        widths = net.block_widths()
+        if any(not 0 <= b < len(widths) for b in pool_blocks):
+            raise ValueError(f"pool_blocks {list(pool_blocks)} must be block indices in [0, {len(widths) - 1}]")
+        super().__init__(net, net.width + sum(widths[b] for b in pool_blocks))
+        self.pool_blocks = tuple(sorted(pool_blocks))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_from(self.net.stem(pixels.contiguous(memory_format=torch.channels_last)), 0)
+
+    def forward_from(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run blocks `start`.. on a feature map (the stem's output for 0); tokens and the pooled vector."""
+        if any(b < start for b in self.pool_blocks):
+            raise ValueError(f"pool_blocks {list(self.pool_blocks)} reach below block {start}, whose outputs are not recomputed")
+        taps = []
+        for index in range(start, len(self.net._blocks)):
+            x = self.net._blocks[index](x)
+            if index in self.pool_blocks:
+                taps.append(x.mean(dim=(2, 3)))
+        tokens, pooled = self.pool(self.net.head(x))
+        return tokens, torch.cat([*taps, pooled], dim=1) if taps else pooled
 
 
 @register_tower("cnn")
@@ -70,7 +98,7 @@ def _cnn(spec: dict) -> nn.Module:
 @register_tower("efficientnet-lite")
 def _efficientnet(spec: dict) -> nn.Module:
     config = EfficientNetLiteConfig.from_dict(spec)
-    return FeatureMapTower(EfficientNetLite(config), config.head_width)
+    return EfficientNetTower(EfficientNetLite(config), tuple(spec.get("pool_blocks", ()))).to(memory_format=torch.channels_last)
 
 
 def build_image_tower(spec: dict, pretrained: bool = True) -> nn.Module:

@@ -100,7 +100,7 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
 
 
 def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "blend",
-                       split: str = "heldout", split_config: SplitConfig | None = None, calibrate_split: str | None = None,
+                       split: str = "all", split_config: SplitConfig | None = None, calibrate_split: str | None = None,
                        schema=None, progress: bool = True) -> dict:
     """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature
     (and, with 'blend' pooling, its region weight) there."""

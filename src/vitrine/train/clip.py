@@ -93,7 +93,7 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
-    if config.freeze.image_tower:
+    if config.freeze.image_tower or config.locked.lower_blocks:
         from vitrine.train.locked import train_locked
 
         return train_locked(config, progress=progress)

@@ -51,11 +51,15 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LockedConfig:
-    """The locked-tower recipe (used when `freeze.image_tower` is true): heads train on cached pooled features."""
+    """Recipes on cached image-tower outputs. With `freeze.image_tower` true the heads train on cached pooled features;
+    with `lower_blocks` > 0 (and the tower not frozen) the blocks from `lower_blocks` on train too, on cached feature
+    maps of the locked lower blocks, at `top_lr_scale` times the learning rate, BatchNorm statistics kept."""
 
     views: tuple[str, ...] = ("plain", "flip")  # cached variants; each step draws one per item
     hard_negative_fraction: float = 0.0  # share of each batch that is a same-type, other-colour partner of another item
     cache_batch_size: int = 128
+    lower_blocks: int = 0
+    top_lr_scale: float = 0.1
 
     def __post_init__(self):
         if not 0.0 <= self.hard_negative_fraction < 1.0:

@@ -20,9 +20,11 @@ VIEWS = ("plain", "flip")  # fixed augmented variants: colour-preserving by cons
 CHUNK = 2048
 
 
-def _key(model, ids: list[str], view: str) -> str:
+def _key(model, ids: list[str], view: str, stop_block: int | None) -> str:
     spec = {"image": model.config.image, "transform": model.config.transform, "view": view,
             "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
+    if stop_block is not None:
+        spec["stop_block"] = stop_block
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -35,31 +37,37 @@ def _view(images: torch.Tensor, view: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _encode_chunk(model, images: torch.Tensor, batch_size: int) -> np.ndarray:
+def _encode_chunk(model, images: torch.Tensor, batch_size: int, stop_block: int | None) -> np.ndarray:
     rows = []
     for start in range(0, len(images), batch_size):
         pixels = to_input(images[start : start + batch_size], model.image_transform).contiguous(memory_format=torch.channels_last)
-        rows.append(model.visual(pixels)[1].to(torch.float16).numpy())
+        if stop_block is None:
+            out = model.visual(pixels)[1]
+        else:  # the locked lower stages only: the feature map the unlocked top starts from
+            net = model.visual.net
+            out = net.run_blocks(net.stem(pixels), 0, stop_block).contiguous()
+        rows.append(out.to(torch.float16).numpy())
     return np.concatenate(rows)
 
 
 def cached_image_features(model, images: torch.Tensor, ids: list[str], views: tuple[str, ...], cache_dir: str | os.PathLike,
-                          batch_size: int = 128, progress: bool = True) -> torch.Tensor:
-    """(len(views), N, W) float16 pooled tower outputs for uint8 images (N, 3, S, S) at the model's eval geometry."""
+                          batch_size: int = 128, progress: bool = True, stop_block: int | None = None) -> torch.Tensor:
+    """(len(views), N, W) float16 pooled tower outputs for uint8 images (N, 3, S, S) at the model's eval geometry;
+    with `stop_block`, (len(views), N, C, h, w) feature maps after the tower's first `stop_block` blocks instead."""
     model.eval()
     visual = model.visual.to(memory_format=torch.channels_last)
     out = []
     for view in views:
-        folder = Path(cache_dir) / "image" / _key(model, ids, view)
+        folder = Path(cache_dir) / "image" / _key(model, ids, view, stop_block)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spec.json").write_text(json.dumps({"image": model.config.image, "transform": model.config.transform, "view": view,
-                                                      "rows": len(ids)}, indent=2), encoding="utf-8")
+                                                      "stop_block": stop_block, "rows": len(ids)}, indent=2), encoding="utf-8")
         starts = range(0, len(ids), CHUNK)
         todo = [s for s in starts if not (folder / f"chunk-{s // CHUNK:05d}.npy").is_file()]
         bar = tqdm(total=len(ids), initial=len(ids) - sum(min(CHUNK, len(ids) - s) for s in todo),
-                   desc=f"cache image features ({view})", unit="img", disable=not progress, dynamic_ncols=True)
+                   desc=f"cache image {'features' if stop_block is None else f'maps after block {stop_block}'} ({view})", unit="img", disable=not progress, dynamic_ncols=True)
         for start in todo:
-            chunk = _encode_chunk(model, _view(images[start : start + CHUNK], view), batch_size)
+            chunk = _encode_chunk(model, _view(images[start : start + CHUNK], view), batch_size, stop_block)
             tmp = folder / f"chunk-{start // CHUNK:05d}.tmp.npy"
             np.save(tmp, chunk)
             os.replace(tmp, folder / f"chunk-{start // CHUNK:05d}.npy")

@@ -1,5 +1,9 @@
-"""The locked-image recipe (LiT): a pretrained image tower stays fixed, its pooled features are cached once, and only
-the heads train (the image MLP, the text projection and the temperature). Selected by `freeze.image_tower: true`."""
+"""Recipes on cached image-tower outputs.
+
+Locked (LiT): a pretrained image tower stays fixed, its pooled features are cached once, and only the heads train (the
+image MLP, the text projection and the temperature). Selected by `freeze.image_tower: true`.
+Top unlocked: the lower blocks stay fixed and their feature maps are cached; the top blocks, the tower's head and the
+heads train on them, BatchNorm in eval mode. Selected by `locked.lower_blocks: K` with the tower not frozen."""
 from __future__ import annotations
 
 import json
@@ -35,18 +39,23 @@ class HardNegatives:
         self.by_type: dict[str, np.ndarray] = {}
         for kind in sorted(set(self.types[members])):
             self.by_type[kind] = members[self.types[members] == kind]
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
 
-    def partners(self, anchors: np.ndarray, rng: np.random.Generator, tries: int = 4) -> np.ndarray:
+    def partners(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One partner per anchor: same type, another colour (the anchor's own type when no other colour exists)."""
         out = np.empty(len(anchors), dtype=np.int64)
         for row, anchor in enumerate(anchors):
-            group = self.by_type.get(self.types[anchor])
-            pick = anchor
-            for _ in range(tries):
-                pick = int(group[rng.integers(len(group))]) if group is not None else anchor
-                if self.colours[pick] != self.colours[anchor]:
-                    break
-            out[row] = pick
+            candidates = self._others(self.types[anchor], self.colours[anchor])
+            out[row] = candidates[rng.integers(len(candidates))] if len(candidates) else anchor
         return out
+
+    def _others(self, kind: str, colour: str) -> np.ndarray:
+        key = (kind, colour)
+        if key not in self._cache:
+            group = self.by_type.get(kind, np.zeros(0, dtype=np.int64))
+            others = group[self.colours[group] != colour]
+            self._cache[key] = others if len(others) else group
+        return self._cache[key]
 
 
 def _batches(pool: TrainPool, config: TrainConfig, epoch: int, negatives: HardNegatives) -> list[np.ndarray]:
@@ -64,6 +73,51 @@ def _batches(pool: TrainPool, config: TrainConfig, epoch: int, negatives: HardNe
     return batches
 
 
+class CachedTower:
+    """Image embeddings from cached rows: pooled features through the head, or lower-block maps through the top too."""
+
+    def __init__(self, model, cached: torch.Tensor, lower_blocks: int):
+        self.model, self.cached, self.lower_blocks = model, cached, lower_blocks
+
+    def pooled(self, rows: torch.Tensor) -> torch.Tensor:
+        if not self.lower_blocks:
+            return rows.float()
+        return self.model.visual.forward_from(rows.float().contiguous(memory_format=torch.channels_last), self.lower_blocks)[1]
+
+    def embed(self, views: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
+        return F.normalize(self.model.image_proj(self.pooled(self.cached[views, torch.from_numpy(indices)])), dim=-1)
+
+    @torch.inference_mode()
+    def pooled_table(self, members: np.ndarray) -> torch.Tensor:
+        """(N, W) pooled features with the rows of `members` filled (what validation reads)."""
+        if not self.lower_blocks:
+            return self.cached[0]
+        table = torch.zeros(self.cached.shape[1], self.model.visual.width)
+        for start in range(0, len(members), 512):
+            rows = members[start : start + 512]
+            table[torch.from_numpy(rows)] = self.pooled(self.cached[0, torch.from_numpy(rows)])
+        return table
+
+
+def _unlock_top(model, config: TrainConfig) -> list[dict]:
+    """Trainable: the tower's blocks from `lower_blocks` on and its head conv/BN, plus the usual heads; param groups."""
+    from vitrine.train.clip import param_groups
+
+    net = model.visual.net
+    if config.locked.lower_blocks >= len(net._blocks):
+        raise ValueError(f"locked.lower_blocks is {config.locked.lower_blocks}; the tower has {len(net._blocks)} blocks")
+    top = {id(p) for module in (*net._blocks[config.locked.lower_blocks:], net._conv_head, net._bn1) for p in module.parameters()}
+    for parameter in model.visual.parameters():
+        parameter.requires_grad_(id(parameter) in top)
+    groups = param_groups(model, config)
+    for group in groups:
+        group["params"] = [p for p in group["params"] if id(p) not in top]
+    visual = [p for p in model.visual.parameters() if p.requires_grad]
+    groups.append({"params": [p for p in visual if p.ndim >= 2], "weight_decay": config.optim.weight_decay, "lr_scale": config.locked.top_lr_scale})
+    groups.append({"params": [p for p in visual if p.ndim < 2], "weight_decay": 0.0, "lr_scale": config.locked.top_lr_scale})
+    return [g for g in groups if g["params"]]
+
+
 def train_locked(config: TrainConfig, progress: bool = True):
     """Train the heads on cached features; rerunning with the same config resumes from the last epoch checkpoint."""
     from vitrine.train.clip import TrainResult, _comparable, _step_generator, apply_freeze, build_model, param_groups
@@ -78,6 +132,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
     config.save(out / "train_config.json")
     if not config.freeze.text_tower:
         raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
+    lower = 0 if config.freeze.image_tower else config.locked.lower_blocks
 
     torch.manual_seed(config.seed)
     model = build_model(config)
@@ -88,14 +143,23 @@ def train_locked(config: TrainConfig, progress: bool = True):
     train = pool.indices("train")
     if len(train) < config.batch_size:
         raise ValueError(f"only {len(train)} training items for batch size {config.batch_size}")
+    if lower and not hasattr(model.visual, "net"):
+        raise ValueError("locked.lower_blocks needs a block-structured tower (efficientnet-lite)")
     images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
-                                   batch_size=config.locked.cache_batch_size, progress=progress)
+                                   batch_size=config.locked.cache_batch_size, progress=progress, stop_block=lower or None)
+    tower = CachedTower(model, images, lower)
     texts = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress)
     validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
-                          config.seed, pooled_images=images[0])
+                          config.seed, pooled_images=tower.cached[0] if not lower else None)
+    validation_rows = np.concatenate([m for m in validator.groups.values()])
+
+    def refresh_validation_features():
+        if lower:
+            validator.pooled_images = tower.pooled_table(validation_rows)
+
     negatives = HardNegatives(pool, train)
 
-    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
+    optimizer = torch.optim.AdamW(_unlock_top(model, config) if lower else param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
     steps_per_epoch = len(_batches(pool, config, 0, negatives))
     total_steps = steps_per_epoch * config.epochs
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
@@ -109,10 +173,8 @@ def train_locked(config: TrainConfig, progress: bool = True):
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
     logger = MetricsLogger(out, resume_step=step)
     loss_fn = ClipLoss()
-    heads = {k: v for k, v in model.state_dict().items() if not (k.startswith("text.bert.") or k.startswith("visual."))}
-
     def snapshot():
-        state = {k: v for k, v in model.state_dict().items() if k in heads}
+        state = model.trained_state()  # heads, and any tower weights that moved from the package's
         save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "config": config.to_dict()})
 
     model.eval()  # locked towers: BatchNorm statistics and dropout stay as trained
@@ -132,8 +194,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
         indices = batches[offset]
         caption_ids = sample_captions(pool, indices, config, generator)
         views = torch.randint(0, n_views, (len(indices),), generator=generator)
-        pooled = images[views, torch.from_numpy(indices)].float()
-        image = F.normalize(model.image_proj(pooled), dim=-1)
+        image = tower.embed(views, indices)
         text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
         loss = loss_fn(image, text, model.logit_scale, caption_ids)
         if config.optim.text_proj_l2_to_init:
@@ -155,6 +216,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
             logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
                               "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)})
         if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
+            refresh_validation_features()
             metrics = validator(model)
             model.image_proj.train()
             logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), **metrics})
@@ -166,9 +228,10 @@ def train_locked(config: TrainConfig, progress: bool = True):
     model.eval()
     model_dir = out / "model"
     model.save(model_dir)
+    refresh_validation_features()
     calibration = validator.calibrate(model)
     seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
-    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "recipe": "locked image tower, cached features",
+    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "recipe": f"image tower blocks {lower}+ unlocked on cached maps" if lower else "locked image tower, cached features",
                                                          "steps": step, "seconds": round(elapsed, 1), "train_items": len(train),
                                                          "skipped_rows": pool.skipped, "seen_classes": seen,
                                                          "calibration": {calibration["field"]: calibration} if calibration else {},

@@ -75,6 +75,8 @@ class RegionTrainConfig:
     max_steps: int | None = None
     threads: int = 0
     cache_dir: str = "runs/cache"
+    # A pretrained tower stays locked: each view's pooled features are cached once and only the heads train.
+    freeze_image_tower: bool = False
 
     def __post_init__(self):
         unknown = set(self.views) - set(VIEWS)
@@ -243,6 +245,11 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
 
     for parameter in model.text.parameters():
         parameter.requires_grad_(False)
+    cached_views = None
+    if config.freeze_image_tower:
+        for parameter in model.visual.parameters():
+            parameter.requires_grad_(False)
+        cached_views = _cached_view_features(model, pool, config, progress)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and not n.startswith("text_proj.")]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
@@ -255,7 +262,7 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     step, elapsed = 0, 0.0
     if checkpoint is not None:
         missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-        if unexpected or any(not k.startswith("text.bert.") for k in missing):
+        if unexpected or any(not k.startswith(("text.bert.", "visual.")) for k in missing):
             raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
@@ -266,11 +273,13 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     loss_value = float("nan")
 
     def snapshot():
-        state = {k: v for k, v in model.state_dict().items() if not (model.text_weights_from_package and k.startswith("text.bert."))}
+        state = model.trained_state()
         save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "comparable": comparable})
 
     model.train()
     model.text.eval()
+    if cached_views is not None:
+        model.visual.eval()  # locked: BatchNorm statistics stay the pretrained ones
     bar = tqdm(total=last_step, initial=step, desc=f"train regions {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter() - elapsed
     while step < last_step:
@@ -280,12 +289,14 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
         rng = np.random.default_rng([config.seed, 7, step])
         view = torch.from_numpy(rng.integers(len(config.views), size=len(rows)))
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        pixels = augment(pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
         text_ids, positives = table.sample(rows.tolist(), config.title_prob, rng)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps) * group["lr_scale"]
         with amp:
-            image = model.image_features(pixels).embeds
+            if cached_views is not None:
+                image = F.normalize(model.image_proj(cached_views[view, torch.from_numpy(rows)].float()), dim=-1)
+            else:
+                image = model.image_features(augment(pool.views[torch.from_numpy(rows), view], model.image_transform, generator)).embeds
             text = F.normalize(model.text_proj(pooled[text_ids]), dim=-1)
         loss = multi_positive_loss(image.float(), text.float(), model.logit_scale, positives)
         optimizer.zero_grad(set_to_none=True)
@@ -323,6 +334,14 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
             "base_training": base_info.get("config")}
     (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return RegionResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, val)
+
+
+def _cached_view_features(model, pool: RegionPool, config: RegionTrainConfig, progress: bool) -> torch.Tensor:
+    """(V, N, W) pooled tower features of every product view, cached like the locked CLIP recipe's."""
+    from vitrine.train.image_cache import cached_image_features
+
+    return torch.cat([cached_image_features(model, pool.views[:, v], [f"{i}#{name}" for i in pool.ids], ("plain",), config.cache_dir,
+                                            progress=progress) for v, name in enumerate(config.views)])
 
 
 class _Validator:
