@@ -7,6 +7,8 @@ of the server and its workers, read from /proc, after warm-up (start) and after 
 
     .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires --port 8000   # once: builds runs/serve/kagl-hires
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
+    # two models side by side in one run (each index keeps the model it was built with):
+    .venv/bin/python benchmarks/load.py --index runs/serve/hires-small runs/serve/hires-base --workers 1 --clients 1 8
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ async def drive(base: str, kind: str, clients: int, seconds: float, images: list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--index", default="runs/serve/kagl-hires", help="an index built by `vitrine serve --catalog`")
+    parser.add_argument("--index", nargs="+", default=["runs/serve/kagl-hires"], help="one or more indexes built by `vitrine serve --catalog`")
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images (uploaded as they are)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to compare")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
@@ -130,35 +132,35 @@ def main() -> None:
     if "image" in args.kinds and not files:
         raise SystemExit(f"no .jpg query images in {args.images}")
     images = [f.read_bytes() for f in files]
-    print(f"index {args.index}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
+    print(f"indexes {' '.join(args.index)}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
           f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
     rows, memory = [], []
-    for workers in args.workers:
+    for index, workers in [(i, w) for i in args.index for w in args.workers]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(args.index, workers, port, args.threads)
+        server = start_server(index, workers, port, args.threads)
         try:
             for kind in args.kinds:
                 asyncio.run(drive(base, kind, 2, args.warmup, images, seed=99))
             rss_start = tree_rss_mib(server.pid)
             for kind in args.kinds:
                 for clients in args.clients:
-                    row = {"workers": workers, **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients))}
+                    row = {"index": Path(index).name, "workers": workers, **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients))}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
             rss_end = tree_rss_mib(server.pid)
-            memory.append({"workers": workers, "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
+            memory.append({"index": Path(index).name, "workers": workers, "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
         finally:
             server.terminate()
             server.wait(timeout=60)
 
-    print("\n| workers | query | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| index | workers | query | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        print(f"| {r['index']} | {r['workers']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['errors']} |")
-    print("\n| workers | server RSS at start MiB | at end MiB |\n|---|---|---|")
+    print("\n| index | workers | server RSS at start MiB | at end MiB |\n|---|---|---|---|")
     for m in memory:
-        print(f"| {m['workers']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
+        print(f"| {m['index']} | {m['workers']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
 

@@ -44,6 +44,25 @@ def multi_positive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: to
     return 0.5 * (image_loss + text_loss)
 
 
+def text_smoothed_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor,
+                       text_reference: torch.Tensor, alpha: float, temperature: float = 0.05) -> torch.Tensor:
+    """Multi-positive InfoNCE whose targets keep `alpha` of their mass on texts similar to the positive one in a
+    reference text space (the pretrained tower's): images learn that space's geometry, not only the training labels,
+    which is what lets class names never trained on still score near their look-alikes."""
+    positives = positives.to(image.dtype)
+    reference = F.normalize(text_reference.float(), dim=-1)
+    similar = F.softmax(reference @ reference.t() / temperature, dim=1)  # (T, T): text j -> texts like it
+    hard_i = positives / positives.sum(1, keepdim=True)
+    hard_t = (positives / positives.sum(0, keepdim=True)).t()
+    image_targets = (1 - alpha) * hard_i + alpha * hard_i @ similar
+    text_targets = (1 - alpha) * hard_t + alpha * similar @ hard_t
+    text_targets = text_targets / text_targets.sum(1, keepdim=True)
+    logits = clamp_logit_scale(logit_scale) * image @ text.t()
+    image_loss = -(image_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+    text_loss = -(text_targets * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    return 0.5 * (image_loss + text_loss)
+
+
 def positives_from_ids(image_ids: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
     """Positive mask from caption ids: image i matches every text with the caption id it was paired with."""
     return image_ids.view(-1, 1) == text_ids.view(1, -1)

@@ -76,7 +76,7 @@ def cmd_eval_attributes(args: argparse.Namespace) -> int:
     from vitrine.models import create_model
     from vitrine.tagging.evaluate import run_attribute_eval
 
-    vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=args.schema)
+    vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=args.schema, model=args.model)
     report = run_attribute_eval(args.data, create_model(args.model), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
                                 pooling=args.pooling, split=args.split, split_config=load_split_config(args.split_config),
                                 calibrate_split=args.calibrate_split, schema=args.schema, progress=not args.no_progress)

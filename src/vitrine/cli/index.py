@@ -27,7 +27,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
         tag_model = model if tag_name == args.model else create_model(tag_name)
-        tagger = Tagger(tag_model, resolve_vocabulary(args.attributes), make_views(args.regions), args.pooling)
+        tagger = Tagger(tag_model, resolve_vocabulary(args.attributes, model=tag_name), make_views(args.regions), args.pooling)
     result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
                          schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
                          on_commit=log_commit if args.verbose else None, tagger=tagger)

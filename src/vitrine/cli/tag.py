@@ -9,8 +9,9 @@ from pathlib import Path
 from vitrine.cli._common import DEFAULT_TAG_MODEL
 
 
-def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None):
-    """A vocabulary file, a comma list of catalog columns (values read from `data`), or the shipped KAGL vocabulary."""
+def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None, model: str | None = None):
+    """A vocabulary file, a comma list of catalog columns (values read from `data`), or the shipped KAGL vocabulary
+    (calibrated for `model` when that shipped model carries its own)."""
     from vitrine.tagging.vocabulary import builtin_vocabulary, load_vocabulary
 
     if spec and (Path(spec).suffix.lower() in (".json", ".yaml", ".yml") or Path(spec).exists()):
@@ -18,11 +19,11 @@ def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None):
     if spec:
         names = [name.strip() for name in spec.split(",") if name.strip()]
         if data is None:
-            return builtin_vocabulary().select(names)
+            return builtin_vocabulary(model=model).select(names)
         from vitrine.tagging.evaluate import catalog_vocabulary
 
         return catalog_vocabulary(data, names, schema=schema)
-    return builtin_vocabulary()
+    return builtin_vocabulary(model=model)
 
 
 def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True) -> None:
@@ -45,7 +46,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from vitrine.tagging.tagger import Tagger
     from vitrine.tagging.views import make_views
 
-    vocabulary = resolve_vocabulary(args.attributes)
+    vocabulary = resolve_vocabulary(args.attributes, model=args.model)
     tagger = Tagger(create_model(args.model), vocabulary, make_views(args.regions, args.annotations, args.segmenter), args.pooling)
     if args.image:
         from vitrine.data.images import load_image_file

@@ -25,6 +25,6 @@ def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str
     encoder = create_model(model)
     tag_name = settings.tag_model or DEFAULT_TAG_MODEL
     tag_model = encoder if tag_name == encoder.name else create_model(tag_name)
-    tagger = Tagger(tag_model, builtin_vocabulary(), make_views(settings.regions))
+    tagger = Tagger(tag_model, builtin_vocabulary(model=tag_model.name), make_views(settings.regions))
     images = ImageStore(Path(settings.index) / "images")
     return build_index(catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save)

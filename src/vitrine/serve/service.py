@@ -237,7 +237,7 @@ class SearchService:
                 name = self.settings.tag_model or DEFAULT_TAG_MODEL
                 self._tag_model = self.model if name == self.model.name else create_model(name)
                 self._tag_model.eval()
-            vocabulary = vocabulary or builtin_vocabulary()
+            vocabulary = vocabulary or builtin_vocabulary(model=self._tag_model.name)
             if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:
                 raise ServiceError(f"a request's vocabulary may hold at most {MAX_VOCABULARY_VALUES} values in all")
             tagger = Tagger(self._tag_model, vocabulary, make_views(self.settings.regions))

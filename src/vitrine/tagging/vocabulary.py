@@ -218,10 +218,15 @@ def vocabulary_from_values(values: Mapping[str, Iterable[str]], prompts: PromptS
     return Vocabulary(tuple(attributes))
 
 
-def builtin_vocabulary(name: str = "kagl") -> Vocabulary:
-    """A vocabulary shipped in `vitrine/tagging/vocabularies/`."""
+def builtin_vocabulary(name: str = "kagl", model: str | None = None) -> Vocabulary:
+    """A vocabulary shipped in `vitrine/tagging/vocabularies/`. For the KAGL one, a shipped model may carry its own
+    calibration (temperatures, thresholds, region weights fitted for it) as `vocabulary.json` beside its weights."""
     from importlib import resources
 
+    if name == "kagl" and model and model.startswith("vitrine:"):
+        own = resources.files("vitrine.models").joinpath("weights", model.removeprefix("vitrine:"), "vocabulary.json")
+        if own.is_file():
+            return vocabulary_from_dict(json.loads(own.read_text(encoding="utf-8")), origin=f"{model} vocabulary.json")
     path = resources.files("vitrine.tagging").joinpath("vocabularies", f"{name}.json")
     if not path.is_file():
         raise VocabularyError(f"no shipped vocabulary {name!r}")

@@ -60,6 +60,8 @@ class LockedConfig:
     cache_batch_size: int = 128
     lower_blocks: int = 0
     top_lr_scale: float = 0.1
+    text_smoothing: float = 0.0  # share of each target spread over texts similar in MiniLM space (losses.text_smoothed_loss)
+    text_smoothing_temperature: float = 0.05
 
     def __post_init__(self):
         if not 0.0 <= self.hard_negative_fraction < 1.0:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitrine.data.prompts import resolve_prompts
-from vitrine.losses import ClipLoss
+from vitrine.losses import ClipLoss, positives_from_ids, text_smoothed_loss
 from vitrine.models.dual import TRAINING_INFO_NAME
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.config import TrainConfig
@@ -196,7 +196,11 @@ def train_locked(config: TrainConfig, progress: bool = True):
         views = torch.randint(0, n_views, (len(indices),), generator=generator)
         image = tower.embed(views, indices)
         text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
-        loss = loss_fn(image, text, model.logit_scale, caption_ids)
+        if config.locked.text_smoothing:
+            loss = text_smoothed_loss(image, text, model.logit_scale, positives_from_ids(caption_ids, caption_ids), texts[caption_ids],
+                                      config.locked.text_smoothing, config.locked.text_smoothing_temperature)
+        else:
+            loss = loss_fn(image, text, model.logit_scale, caption_ids)
         if config.optim.text_proj_l2_to_init:
             loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init).pow(2).sum()
         optimizer.zero_grad(set_to_none=True)
