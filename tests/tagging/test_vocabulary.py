@@ -74,3 +74,18 @@ def test_vocabulary_from_catalog_values_and_the_shipped_one():
     shipped = builtin_vocabulary()
     assert {"gender", "baseColour", "usage", "season", "articleType"} <= set(shipped.names)
     assert len(shipped["articleType"].values) > 100
+
+
+def test_a_shipped_model_may_carry_its_own_calibrated_vocabulary():
+    from importlib import resources
+
+    from vitrine.models import DEFAULT_TAG_MODEL
+    from vitrine.tagging.vocabulary import builtin_vocabulary
+
+    plain = builtin_vocabulary()
+    own = resources.files("vitrine.models").joinpath("weights", DEFAULT_TAG_MODEL.removeprefix("vitrine:"), "vocabulary.json")
+    tagged = builtin_vocabulary(model=DEFAULT_TAG_MODEL)
+    assert [a.name for a in tagged.attributes] == [a.name for a in plain.attributes]
+    if own.is_file():  # the default tagging model ships temperatures fitted for it
+        assert [a.temperature for a in tagged.attributes] != [a.temperature for a in plain.attributes]
+    assert builtin_vocabulary(model="vitrine:no-such-model").to_dict() == plain.to_dict()

@@ -15,7 +15,7 @@ class CirTrainConfig:
     data: tuple[str, ...] = ("../shared/data/kagl",)  # catalogs holding every triplet product
     triplets: str = "runs/cir/kagl-train.jsonl"
     val_triplets: str | None = "runs/cir/kagl-val.jsonl"
-    model: str = "vitrine:kagl-small"
+    model: str = "vitrine:kagl-base"
     start: str | None = None  # stage 2: a stage-1 output directory whose text projection the Combiner builds on
     out: str = "runs/cir"
     seed: int = 0

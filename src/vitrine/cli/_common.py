@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-DEFAULT_MODEL = "vitrine:kagl-small"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
+DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
 DEFAULT_TAG_MODEL = "vitrine:kagl-small-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
 
 

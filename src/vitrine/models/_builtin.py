@@ -15,7 +15,10 @@ def _register_configs() -> None:
         def factory(config=config) -> DualEncoder:
             return DualEncoder(config)
 
-        register_model(config_name, f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init) + pretrained MiniLM text tower, {config.embed_dim}-d")(factory)
+        tower = config.image.get("tower")
+        image = f"pretrained {tower} image tower, untrained heads" if config.image_weights_from_package else \
+            f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init)"
+        register_model(config_name, f"{image} + pretrained MiniLM text tower, {config.embed_dim}-d")(factory)
 
 
 def _register_shipped_weights() -> None:
