@@ -108,7 +108,7 @@ def test_cli_embed_and_models(tmp_path, capsys):
     rows = make_rows(6)
     write_folder(tmp_path / "cat", rows, fmt="jsonl")
     assert main(["embed", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "out"), "--batch-size", "4", "--no-progress"]) == 0
-    assert np.load(tmp_path / "out" / "image_embeddings.npy").shape == (6, 256)
+    assert np.load(tmp_path / "out" / "image_embeddings.npy").shape == (6, 384)  # the default model, vitrine:kagl-base, is 384-d (MiniLM space)
     assert "wrote 6 embeddings" in capsys.readouterr().err
     assert main(["models", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)

@@ -142,11 +142,11 @@ def load_combiner(spec: str, embed_dim: int | None = None, encoder: str | None =
         model = AGCN.load(spec)
     else:
         model = Combiner.load(spec)
-    if embed_dim is not None and model.config.embed_dim != embed_dim:
-        raise ValueError(f"combiner {spec} expects {model.config.embed_dim}-d features, the model gives {embed_dim}-d")
     if encoder is not None and model.config.encoder not in (None, encoder):
         raise ValueError(f"combiner {spec} was trained on {model.config.encoder} features, not {encoder}; "
                          f"pass --model {model.config.encoder} or train a combiner for {encoder}")
+    if embed_dim is not None and model.config.embed_dim != embed_dim:
+        raise ValueError(f"combiner {spec} expects {model.config.embed_dim}-d features, the model gives {embed_dim}-d")
     return model
 
 
