@@ -5,7 +5,7 @@ import argparse
 import json
 
 DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
-DEFAULT_TAG_MODEL = "vitrine:kagl-small-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
+DEFAULT_TAG_MODEL = "vitrine:kagl-base-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
 
 
 def quiet_transformers() -> None:

@@ -54,8 +54,8 @@ def _default_texts() -> dict:
 class RegionTrainConfig:
     data: str = "../shared/data/kagl"
     schema: str | None = None
-    model: str = "vitrine:kagl-small"  # the dual encoder to start from (registry name or model directory)
-    split_from: str | None = "configs/kagl-small.json"  # JSON holding the split the start model was trained with
+    model: str = "vitrine:kagl-base"  # the dual encoder to start from (registry name or model directory)
+    split_from: str | None = "configs/kagl-base.json"  # JSON holding the split the start model was trained with
     out: str = "runs/regions"
     texts: dict = field(default_factory=_default_texts)  # attribute -> templates; one is drawn per product and step
     title_prob: float = 0.5  # chance that the product's title joins its positives
@@ -75,8 +75,9 @@ class RegionTrainConfig:
     max_steps: int | None = None
     threads: int = 0
     cache_dir: str = "runs/cache"
-    # A pretrained tower stays locked: each view's pooled features are cached once and only the heads train.
-    freeze_image_tower: bool = False
+    # A locked tower: each view's pooled features are cached once and only the heads train. None (default) locks a
+    # pretrained tower (loaded from a wheel) and trains a from-scratch one.
+    freeze_image_tower: bool | None = None
 
     def __post_init__(self):
         unknown = set(self.views) - set(VIEWS)
@@ -246,7 +247,10 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     for parameter in model.text.parameters():
         parameter.requires_grad_(False)
     cached_views = None
-    if config.freeze_image_tower:
+    freeze = config.freeze_image_tower
+    if freeze is None:
+        freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
+    if freeze:
         for parameter in model.visual.parameters():
             parameter.requires_grad_(False)
         cached_views = _cached_view_features(model, pool, config, progress)
