@@ -86,6 +86,6 @@ def test_a_shipped_model_may_carry_its_own_calibrated_vocabulary():
     own = resources.files("vitrine.models").joinpath("weights", DEFAULT_TAG_MODEL.removeprefix("vitrine:"), "vocabulary.json")
     tagged = builtin_vocabulary(model=DEFAULT_TAG_MODEL)
     assert [a.name for a in tagged.attributes] == [a.name for a in plain.attributes]
-    if own.is_file():  # the default tagging model ships temperatures fitted for it
-        assert [a.temperature for a in tagged.attributes] != [a.temperature for a in plain.attributes]
+    assert own.is_file()  # the default tagging model ships temperatures fitted for it
+    assert [a.temperature for a in tagged.attributes] != [a.temperature for a in plain.attributes]
     assert builtin_vocabulary(model="vitrine:no-such-model").to_dict() == plain.to_dict()
