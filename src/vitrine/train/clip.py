@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import augment, epoch_order, load_pool, sample_captions
 from vitrine.train.logger import MetricsLogger
+from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_cache import pooled_text_features
 from vitrine.train.validate import Validator
@@ -189,18 +189,10 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
         step += 1
         loss_value = loss_total
         elapsed = time.perf_counter() - started
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower optim.lr or disable amp")
-        end_of_epoch = step % steps_per_epoch == 0
-        if step % 20 == 0 or end_of_epoch or step == 1:
-            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
-                              "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)})
+        end_of_epoch = record_step(bar, logger, model, optimizer, step, steps_per_epoch, elapsed, loss_value, epoch, "lower optim.lr or disable amp")
         if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
             metrics = validator(model)
-            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), **metrics})
-            bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k[4:]}={v:.3f}" for k, v in metrics.items()))
+            record_validation(bar, logger, step, steps_per_epoch, elapsed, metrics)
         if step % config.checkpoint_every == 0 or end_of_epoch or step == last_step:
             snapshot()
     bar.close()

@@ -7,7 +7,6 @@ heads train on them, BatchNorm in eval mode. Selected by `locked.lower_blocks: K
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
 from vitrine.train.image_cache import cached_image_features
 from vitrine.train.logger import MetricsLogger
+from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_cache import pooled_text_features
 from vitrine.train.validate import Validator
@@ -211,20 +211,12 @@ def train_locked(config: TrainConfig, progress: bool = True):
         step += 1
         loss_value = float(loss.detach())
         elapsed = time.perf_counter() - started
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower optim.lr")
-        end_of_epoch = step % steps_per_epoch == 0
-        if step % 20 == 0 or end_of_epoch or step == 1:
-            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
-                              "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)})
+        end_of_epoch = record_step(bar, logger, model, optimizer, step, steps_per_epoch, elapsed, loss_value, epoch, "lower optim.lr")
         if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
             refresh_validation_features()
             metrics = validator(model)
             model.image_proj.train()
-            logger.log(step, {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), **metrics})
-            bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k[4:]}={v:.3f}" for k, v in metrics.items()))
+            record_validation(bar, logger, step, steps_per_epoch, elapsed, metrics)
         if end_of_epoch or step == last_step or step % config.checkpoint_every == 0:
             snapshot()
     bar.close()
