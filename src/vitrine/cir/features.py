@@ -1,4 +1,4 @@
-"""Composed retrieval's view of the cached image bank (`vitrine.embed.bank`), plus embedding of loose image files."""
+"""Embedding of loose image files (the FashionIQ / CIRR protocols); whole catalogs go through `vitrine.embed.bank`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from vitrine.embed.bank import ImageBank, image_bank, model_fingerprint  # noqa: F401  (re-exported)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

@@ -91,12 +91,8 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
-    if config.freeze.image_tower or config.locked.lower_blocks:
-        from vitrine.train.locked import train_locked
-
-        return train_locked(config, progress=progress)
+def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
+    """Set threads, create the run folder, load its checkpoint (refusing one of another config), save the config."""
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -105,6 +101,16 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
         raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
     config.save(out / "train_config.json")
+    return out, checkpoint
+
+
+def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
+    if config.freeze.image_tower or config.locked.lower_blocks:
+        from vitrine.train.locked import train_locked
+
+        return train_locked(config, progress=progress)
+    out, checkpoint = open_run(config)
 
     torch.manual_seed(config.seed)
     model = build_model(config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from vitrine.data.prompts import resolve_prompts
 from vitrine.losses import ClipLoss, positives_from_ids, text_smoothed_loss
 from vitrine.models.dual import TRAINING_INFO_NAME
-from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.train.checkpoint import save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
 from vitrine.train.image_cache import cached_image_features
@@ -120,18 +119,11 @@ def _unlock_top(model, config: TrainConfig) -> list[dict]:
 
 def train_locked(config: TrainConfig, progress: bool = True):
     """Train the heads on cached features; rerunning with the same config resumes from the last epoch checkpoint."""
-    from vitrine.train.clip import TrainResult, _comparable, _step_generator, apply_freeze, build_model, param_groups
+    from vitrine.train.clip import TrainResult, _step_generator, apply_freeze, build_model, open_run, param_groups
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(out)
-    if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
-        raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
-    config.save(out / "train_config.json")
     if not config.freeze.text_tower:
         raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
+    out, checkpoint = open_run(config)
     lower = 0 if config.freeze.image_tower else config.locked.lower_blocks
 
     torch.manual_seed(config.seed)
