@@ -7,7 +7,7 @@ import torch
 
 from vitrine.data.errors import ImageDecodeError
 from vitrine.data.images import load_image_file
-from vitrine.index.faiss_store import FaissStore, SearchHit
+from vitrine.index.store import SearchHit, open_store
 from vitrine.models import create_model
 
 
@@ -15,7 +15,7 @@ class SearchEngine:
     """An index plus the model that built it (another model is refused)."""
 
     def __init__(self, index: str, model: str | None = None):
-        self.store = FaissStore.open(index, model=model)
+        self.store = open_store(index, model=model)
         self.model = create_model(self.store.model)
         self._composers: dict = {}
 

@@ -90,32 +90,3 @@ def test_parse_filters():
     assert parse_filters(["gender=Women", "articleType=Dresses", "gender=Girls"]) == {"gender": ["Women", "Girls"], "articleType": ["Dresses"]}
     with pytest.raises(ValueError, match="field=value"):
         parse_filters(["gender"])
-
-
-@pytest.mark.parametrize("point", ["index.vectors_written:3", "index.committed:2"])
-def test_sigkilled_build_subprocess_resumes_exactly(tmp_path, point):
-    """A real `vitrine index build` process is SIGKILLed mid-commit or between commits, then rerun."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    write_shards(tmp_path / "shards", make_rows(60), per_shard=16)
-    command = [sys.executable, "-m", "vitrine", "index", "build", "--data", str(tmp_path / "shards"), "--index", str(tmp_path / "idx"),
-               "--model", "vitrine:small", "--batch-size", "4", "--commit-every", "8", "--no-progress", "-v"]
-    killed = subprocess.run(command, env={**os.environ, "VITRINE_FAILPOINTS": point}, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
-    partial = FaissStore.open(tmp_path / "idx")
-    assert partial.stats()["products"] == partial.stats()["vectors"] == 16  # two commits of 8 survived
-    assert len(list((tmp_path / "idx").glob("vectors-*"))) >= 1
-    partial.close()
-
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "60 products; added 44" in rerun.stderr
-    store = FaissStore.open(tmp_path / "idx")
-    ids = [store.meta.products([k])[k]["id"] for k in store.meta.all_keys()]
-    assert len(ids) == len(set(ids)) == store.stats()["vectors"] == 60
-    assert sorted(ids) == sorted(row["id"] for row in make_rows(60))
-    assert [p.name for p in (tmp_path / "idx").glob("vectors-*")] == [f"vectors-{store.generation:08d}.faiss"]
-    store.close()

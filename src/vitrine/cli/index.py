@@ -7,6 +7,9 @@ import sys
 
 from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL
 
+INDEX_HELP = ("index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
+              "(a Milvus server; token from $VITRINE_MILVUS_TOKEN)")
+
 
 def cmd_index_build(args: argparse.Namespace) -> int:
     from vitrine.index.build import build_index
@@ -52,9 +55,9 @@ def _parse_bytes(text: str | None) -> int | None:
 
 
 def cmd_index_stats(args: argparse.Namespace) -> int:
-    from vitrine.index.faiss_store import FaissStore
+    from vitrine.index.store import open_store
 
-    store = FaissStore.open(args.index)
+    store = open_store(args.index)
     stats = store.stats()
     store.close()
     print(json.dumps(stats, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in stats.items()))
@@ -62,12 +65,14 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
-    from vitrine.index.faiss_store import FaissStore
+    from vitrine.index.store import open_store
 
-    store = FaissStore.open(args.index)
-    removed = store.delete(args.ids)
-    print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
-    store.close()
+    store = open_store(args.index)
+    try:
+        removed = store.delete(args.ids)
+        print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
+    finally:
+        store.close()
     return 0
 
 
@@ -80,11 +85,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ValueError("--modify changes an image query: give --image too")
     filters = parse_filters(args.filter or [])
     engine = SearchEngine(args.index, model=args.model)
-    if args.modify is not None:
-        hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)
-    else:
-        hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
-    engine.close()
+    try:
+        if args.modify is not None:
+            hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)
+        else:
+            hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
+    finally:
+        engine.close()
     if args.json:
         print(json.dumps([{"rank": r, "score": round(h.score, 4), **h.metadata} for r, h in enumerate(hits, 1)]))
         return 0
@@ -99,12 +106,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    index = sub.add_parser("index", help="build and update a searchable catalog index", description="Catalog index (FAISS + SQLite, embedded).")
+    index = sub.add_parser("index", help="build and update a searchable catalog index",
+                           description="Catalog index: a directory (FAISS + SQLite, embedded) or milvus:FILE.db (Milvus Lite) | milvus:URI (a Milvus server).")
     actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, text in (("build", "embed a catalog into an index (rerun to resume after a crash)"), ("add", "add or update the products of a catalog")):
         action = actions.add_parser(name, help=text, description=text)
         action.add_argument("--data", required=True, help="catalog (any format vitrine reads)")
-        action.add_argument("--index", required=True, help="index directory (created if missing)")
+        action.add_argument("--index", required=True, help=INDEX_HELP + " (created if missing)")
         action.add_argument("--model", default=DEFAULT_MODEL, help="registry name; an existing index only accepts its own model; default %(default)s")
         action.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
         action.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
@@ -123,16 +131,16 @@ def register(sub) -> None:
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
         action.set_defaults(func=cmd_index_build)
     stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
-    stats.add_argument("--index", required=True, help="index directory")
+    stats.add_argument("--index", required=True, help=INDEX_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_index_stats)
     delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
-    delete.add_argument("--index", required=True, help="index directory")
+    delete.add_argument("--index", required=True, help=INDEX_HELP)
     delete.add_argument("ids", nargs="+", help="product ids")
     delete.set_defaults(func=cmd_index_delete)
 
     search = sub.add_parser("search", help="search an index by text or image", description="Search an index by text or by image, optionally filtered by attributes.")
-    search.add_argument("--index", required=True, help="index directory")
+    search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--text", help="text query")
     search.add_argument("--image", help="query image file (any common format)")
     search.add_argument("--modify", help='with --image: what should change, e.g. "in black" or "for women" (composed search)')

@@ -10,6 +10,7 @@ from vitrine.cli._common import DEFAULT_MODEL
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from vitrine.index.store import store_exists
     from vitrine.serve.prepare import default_index_dir, prepare_index
     from vitrine.serve.settings import SETTINGS_ENV, load_settings
 
@@ -17,12 +18,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("give --catalog PATH (indexed on first start) or --index DIR (an existing vitrine index)")
     index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
     settings = load_settings(args.config, index=index, model=args.model, tag_model=args.tag_model, write_token=args.write_token,
-                             read_token=args.read_token, workers=args.workers, threads=args.threads, combiner=args.combiner,
+                             read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner,
                              max_k=args.max_k, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
     if args.catalog:
         result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=args.schema, progress=not args.no_progress)
         print(f"index {settings.index}: {result.products} products ({result.added} added now in {result.seconds:.1f}s)", file=sys.stderr)
-    elif not (Path(settings.index) / "index.sqlite").is_file():
+    elif not store_exists(settings.index):
         raise FileNotFoundError(f"no vitrine index in {settings.index}; give --catalog to build one")
     from vitrine.serve.server import serve_forever
 
@@ -38,7 +39,11 @@ def register(sub) -> None:
                             description="Serve search, composed search, tagging and product endpoints (OpenAPI at /docs) and the web UI "
                                         "at /. With --catalog, the catalog is indexed first (resumable; only new products on later starts).")
     parser.add_argument("--catalog", help="catalog to serve: folder of images + catalog.csv/jsonl, or WebDataset shards")
-    parser.add_argument("--index", help="index directory (default with --catalog: runs/serve/<catalog folder name>)")
+    parser.add_argument("--index", help="index directory (default with --catalog: runs/serve/<catalog folder name>), or milvus:FILE.db "
+                                        "(Milvus Lite, one worker) | milvus:http://HOST:19530[#collection] (a Milvus server shared by "
+                                        "every worker and machine; token from $VITRINE_MILVUS_TOKEN)")
+    parser.add_argument("--images", help="where product images are kept (default: inside the index directory, beside a Milvus "
+                                         "Lite file; give shared storage when several machines serve one Milvus server)")
     parser.add_argument("--config", help="JSON file of serve settings (see vitrine.serve.settings.ServeSettings)")
     parser.add_argument("--model", help=f"model to index with (default {DEFAULT_MODEL}; an existing index keeps its own)")
     parser.add_argument("--tag-model", help="model for predicted tags (default: vitrine's default tagging model)")

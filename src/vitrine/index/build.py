@@ -1,4 +1,4 @@
-"""`vitrine index build`: embed a catalog into a FaissStore, resumable after a crash at any point."""
+"""`vitrine index build`: embed a catalog into a vector store (FAISS or Milvus), resumable after a crash at any point."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
-from vitrine.index.faiss_store import FaissStore
 from vitrine.index.plan import IndexOptions
+from vitrine.index.store import open_store
 
 
 PREDICTED_PREFIX = "predicted_"  # predicted_<attribute>: the tagger's answer, always stored
@@ -53,47 +53,50 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
                 keep_image: Callable[[str, object], None] | None = None) -> BuildResult:
     """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues.
 
-    A commit rewrites the vector file, so commits grow with the index (at least a quarter of it):
-    the total written stays a few times the final index, and a crash loses at most that share.
+    `index` is a directory (FAISS + SQLite) or `milvus:<file.db | URI>` (see vitrine.index.store). On FAISS a commit
+    rewrites the vector file, so commits grow with the index (at least a quarter of it): the total written stays
+    a few times the final index, and a crash loses at most that share.
     With a `tagger` (vitrine.tagging.Tagger), each product's predicted tags are stored with it (see `with_tags`).
     `keep_image(id, image)` is called for every product before its commit (the service keeps the images it shows).
     """
-    store = FaissStore(index, model=model.name, dim=model.embed_dim, options=options)
-    source = os.path.abspath(data) if os.path.exists(data) else data
-    state_name = f"build:{source}"
-    position = int(json.loads(store.meta.get_state(state_name, '{"position": 0}'))["position"])
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
-    bar = tqdm(total=reader.count() if progress else None, initial=position, unit="img", desc="index build", disable=not progress, dynamic_ncols=True)
-    t0, added = time.perf_counter(), 0
-    ids, vectors, metas = [], [], []
+    store = open_store(index, model=model.name, dim=model.embed_dim, options=options, create=True, attributes=reader.schema.attributes)
+    try:
+        source = os.path.abspath(data) if os.path.exists(data) else data
+        state_name = f"build:{source}"
+        position = int(json.loads(store.get_state(state_name, '{"position": 0}'))["position"])
+        bar = tqdm(total=reader.count() if progress else None, initial=position, unit="img", desc="index build", disable=not progress, dynamic_ncols=True)
+        t0, added = time.perf_counter(), 0
+        ids, vectors, metas = [], [], []
 
-    def commit(at: int, skipped: dict) -> None:
-        store.upsert(ids, np.concatenate(vectors), metas, state={state_name: json.dumps({"position": at, "skipped": skipped})})
-        if on_commit:
-            on_commit(store.stats()["products"], at)
+        def commit(at: int, skipped: dict) -> None:
+            store.upsert(ids, np.concatenate(vectors), metas, state={state_name: json.dumps({"position": at, "skipped": skipped})})
+            if on_commit:
+                on_commit(store.stats()["products"], at)
 
-    with torch.inference_mode():
-        for batch in prefetch(iter_batches(reader, model.image_transform, batch_size, start=position)):
-            vectors.append(model.encode_image(batch.pixels).float().numpy())
-            ids.extend(item.id for item in batch.items)
-            batch_metas = [item.metadata() for item in batch.items]
-            if tagger is not None:
-                tags = tagger.tags(tagger.embed([(item.image, item.id) for item in batch.items]))
-                batch_metas = [with_tags(meta, item_tags) for meta, item_tags in zip(batch_metas, tags)]
-            metas.extend(batch_metas)
-            if keep_image is not None:
-                for item in batch.items:
-                    keep_image(item.id, item.image)
-            added += len(batch.items)
-            bar.update(batch.position - bar.n)
-            if len(ids) >= max(commit_every, store.vectors.live // 4):
+        with torch.inference_mode():
+            for batch in prefetch(iter_batches(reader, model.image_transform, batch_size, start=position)):
+                vectors.append(model.encode_image(batch.pixels).float().numpy())
+                ids.extend(item.id for item in batch.items)
+                batch_metas = [item.metadata() for item in batch.items]
+                if tagger is not None:
+                    tags = tagger.tags(tagger.embed([(item.image, item.id) for item in batch.items]))
+                    batch_metas = [with_tags(meta, item_tags) for meta, item_tags in zip(batch_metas, tags)]
+                metas.extend(batch_metas)
+                if keep_image is not None:
+                    for item in batch.items:
+                        keep_image(item.id, item.image)
+                added += len(batch.items)
+                bar.update(batch.position - bar.n)
+                if len(ids) >= store.min_commit(commit_every):
+                    commit(batch.position, batch.skipped)
+                    ids, vectors, metas = [], [], []
+            if ids:
                 commit(batch.position, batch.skipped)
-                ids, vectors, metas = [], [], []
-        if ids:
-            commit(batch.position, batch.skipped)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    result = BuildResult(index=str(index), products=store.stats()["products"], added=added, skipped=reader.report.skipped,
-                         seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0)
-    store.close()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        result = BuildResult(index=str(index), products=store.stats()["products"], added=added, skipped=reader.report.skipped,
+                             seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0)
+    finally:
+        store.close()
     return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +19,17 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.metadata import MetadataStore
 from vitrine.index.plan import IndexOptions, plan_index
+from vitrine.index.store import IndexMismatchError, SearchHit
 from vitrine.index.vectors import IVFPQ_MIN_VECTORS, VectorIndex
 
 DB_NAME = "index.sqlite"
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    id: str
-    score: float
-    metadata: dict
-
-
-class IndexMismatchError(ValueError):
-    """The index was built with another model (or dimension) than the one querying it."""
+__all__ = ["DB_NAME", "FaissStore", "IndexMismatchError", "SearchHit"]
 
 
 class FaissStore:
     """Inner-product search over L2-normalised vectors, with attribute filters of any selectivity."""
+
+    backend = "faiss"
 
     def __init__(self, directory: str | os.PathLike, model: str, dim: int, options: IndexOptions | Mapping[str, object] | None = None):
         """Create or open the index in `directory`; `options` (all, or a mapping of the ones to change) are saved with it."""
@@ -201,9 +194,26 @@ class FaissStore:
         return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)]) for score, key in zip(row_s, row_k) if key >= 0]
                 for row_s, row_k in zip(scores, keys)]
 
+    def product(self, product_id: str) -> dict | None:
+        return self.meta.product(product_id)
+
+    def fields(self) -> set[str]:
+        return self.meta.fields()
+
+    def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
+        return self.meta.field_values(per_field)
+
+    def get_state(self, name: str, default: str | None = None) -> str | None:
+        return self.meta.get_state(name, default)
+
+    def min_commit(self, requested: int) -> int:
+        """A commit rewrites the vector file, so commits grow with the index: at least a quarter of it."""
+        return max(requested, self.vectors.live // 4)
+
     def stats(self) -> dict:
         return {"model": self.model, "dim": self.dim, "vectors": self.vectors.live, "products": self.meta.count(),
-                "generation": self.generation, "index_kind": self.vectors.kind, "dead_vectors": len(self.vectors.dead)}
+                "generation": self.generation, "index_kind": self.vectors.kind, "dead_vectors": len(self.vectors.dead),
+                "backend": "faiss", "index": str(self.directory)}
 
     def close(self) -> None:
         self.meta.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitrine.index.build import BuildResult, build_index
+from vitrine.index.store import images_dir
 from vitrine.models import create_model
 from vitrine.serve.images import ImageStore
 from vitrine.serve.settings import ServeSettings
@@ -26,5 +27,5 @@ def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str
     tag_name = settings.tag_model or DEFAULT_TAG_MODEL
     tag_model = encoder if tag_name == encoder.name else create_model(tag_name)
     tagger = Tagger(tag_model, builtin_vocabulary(model=tag_model.name), make_views(settings.regions))
-    images = ImageStore(Path(settings.index) / "images")
+    images = ImageStore(Path(settings.images) if settings.images else images_dir(settings.index))
     return build_index(catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from vitrine.index.build import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
-from vitrine.index.faiss_store import FaissStore, SearchHit
+from vitrine.index.store import SearchHit, images_dir, is_milvus, open_store
 from vitrine.models import create_model
 from vitrine.serve.batching import MicroBatcher
 from vitrine.serve.images import ImageStore
@@ -82,12 +82,14 @@ def product_view(metadata: Mapping) -> dict:
 class SearchService:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
-        self.directory = Path(settings.index)
+        self.images_dir = Path(settings.images) if settings.images else images_dir(settings.index)
+        # FAISS: the index directory serialises writers across workers; Milvus orders writes itself (the lock only guards images)
+        self.lock_dir = self.images_dir if is_milvus(settings.index) else Path(settings.index)
         with self._write_lock():  # opening removes stale vector files: never while another worker commits
-            self.store = FaissStore.open(settings.index, model=settings.model)
+            self.store = open_store(settings.index, model=settings.model)
         self.model = create_model(self.store.model)
         self.model.eval()
-        self.images = ImageStore(self.directory / "images")
+        self.images = ImageStore(self.images_dir)
         self._lock = threading.RLock()
         self._fields: tuple[int, set[str]] | None = None
         self._composer = None
@@ -108,7 +110,7 @@ class SearchService:
     def product(self, product_id: str) -> dict:
         with self._lock:
             self.store.refresh()
-            row = self.store.meta.product(product_id)
+            row = self.store.product(product_id)
         if row is None:
             raise NotFound(f"no product with id {product_id!r}")
         return row
@@ -127,7 +129,7 @@ class SearchService:
     def attribute_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
         with self._lock:
             self.store.refresh()
-            values = self.store.meta.field_values(per_field)
+            values = self.store.field_values(per_field)
         return {name: rows for name, rows in values.items() if not name.startswith(PREDICTED_PREFIX) and name != PREDICTED_FIELDS}
 
     def stats(self) -> dict:
@@ -154,10 +156,10 @@ class SearchService:
         metadata = with_tags({"title": title, **{k: v for k, v in attributes.items() if v not in (None, "")}}, tags)
         with self._lock, self._write_lock():
             self.store.refresh()
-            created = self.store.meta.product(product_id) is None
+            created = self.store.product(product_id) is None
             self.images.save(product_id, image)  # before the commit: a crash leaves at worst an unused file
             self.store.upsert([product_id], vector, [metadata])
-            row = self.store.meta.product(product_id)
+            row = self.store.product(product_id)
         return row, created
 
     def delete(self, product_id: str) -> None:
@@ -176,8 +178,8 @@ class SearchService:
     # ---- helpers -----------------------------------------------------------------------------------
     @contextmanager
     def _write_lock(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "write.lock", "a+") as handle:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_dir / "write.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -188,7 +190,7 @@ class SearchService:
         if not filters:
             return
         if self._fields is None or self._fields[0] != self.store.generation:
-            self._fields = (self.store.generation, self.store.meta.fields())
+            self._fields = (self.store.generation, self.store.fields())
         unknown = sorted(set(filters) - self._fields[1])
         if unknown:
             known = ", ".join(sorted(n for n in self._fields[1] if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS))

@@ -12,7 +12,8 @@ SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine s
 
 @dataclass(frozen=True)
 class ServeSettings:
-    index: str = "runs/serve/index"
+    index: str = "runs/serve/index"  # a directory (FAISS) or milvus:FILE.db | milvus:URI (see vitrine.index.store)
+    images: str | None = None  # product images; None: <index>/images, or beside a Milvus Lite file (shared storage for a Milvus server)
     model: str | None = None  # the index's own model when None
     tag_model: str | None = None  # vitrine's default tagging model when None
     combiner: str = "combiner"  # composed search: sum | combiner (shipped) | a combiner directory
@@ -31,6 +32,9 @@ class ServeSettings:
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers > 1 and self.index.startswith("milvus:") and self.index.removeprefix("milvus:").split("#")[0].endswith(".db"):
+            raise ValueError("Milvus Lite allows one process per file: serve it with one worker, or use a Milvus server "
+                             "(--index milvus:http://host:19530) to share one index between workers and machines")
         for name in ("write_token", "read_token"):
             token = getattr(self, name)
             if token is not None and len(token) < 8:

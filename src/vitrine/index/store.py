@@ -1,0 +1,136 @@
+"""What every vector store offers, and `open_store`, which picks the backend from the index spec.
+
+An index spec is either a directory (the embedded FAISS + SQLite store) or `milvus:<target>`:
+`milvus:./catalog.db` is Milvus Lite (one local file, no server), `milvus:http://host:19530` a Milvus
+server or cluster. The same commands work on both (`vitrine index`, `search`, `serve`).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vitrine.index.plan import IndexOptions
+
+MILVUS_PREFIX = "milvus:"
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    metadata: dict
+
+
+class IndexMismatchError(ValueError):
+    """The index was built with another model (or dimension) than the one querying it."""
+
+
+class VectorStore(Protocol):
+    """Products (id, vector, title, attributes) searchable by inner product with attribute filters."""
+
+    model: str
+    dim: int
+    generation: int
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
+               state: Mapping[str, str] | None = None) -> None: ...
+    def delete(self, ids: Sequence[str]) -> int: ...
+    def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]: ...
+    def product(self, product_id: str) -> dict | None: ...
+    def fields(self) -> set[str]: ...
+    def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]: ...
+    def get_state(self, name: str, default: str | None = None) -> str | None: ...
+    def min_commit(self, requested: int) -> int: ...
+    def refresh(self) -> bool: ...
+    def stats(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+def is_milvus(spec: str | os.PathLike) -> bool:
+    return str(spec).startswith(MILVUS_PREFIX)
+
+
+def open_store(spec: str | os.PathLike, model: str | None = None, dim: int | None = None,
+               options: IndexOptions | Mapping[str, object] | None = None, create: bool = False,
+               attributes: Sequence[str] = ()) -> VectorStore:
+    """Open the store `spec` names; with `create` (and `model`, `dim`) make it if missing.
+
+    `model` given for an existing store must be the one that built it (IndexMismatchError otherwise).
+    `attributes` become typed, indexed scalar fields where the backend has them (Milvus); others are stored too.
+    """
+    if create and (model is None or dim is None):
+        raise ValueError("creating a store needs the model name and its dimension")
+    if is_milvus(spec):
+        from vitrine.index.milvus_store import MilvusStore
+
+        target = MilvusTarget.parse(str(spec))
+        if create:
+            return MilvusStore(target, model=model, dim=dim, options=options, attributes=attributes)
+        return MilvusStore.open(target, model=model)
+    from vitrine.index.faiss_store import FaissStore
+
+    if create:
+        return FaissStore(spec, model=model, dim=dim, options=options)
+    return FaissStore.open(spec, model=model)
+
+
+def store_exists(spec: str | os.PathLike) -> bool:
+    """Whether `spec` already holds a vitrine index (without opening a server connection for FAISS)."""
+    if is_milvus(spec):
+        from vitrine.index.milvus_store import MilvusStore
+
+        return MilvusStore.exists(MilvusTarget.parse(str(spec)))
+    from vitrine.index.faiss_store import DB_NAME
+
+    return (Path(spec) / DB_NAME).is_file()
+
+
+def images_dir(spec: str | os.PathLike) -> Path:
+    """Where the service keeps product images for this index, unless told otherwise."""
+    if not is_milvus(spec):
+        return Path(spec) / "images"
+    target = MilvusTarget.parse(str(spec))
+    if target.is_lite:
+        return Path(target.uri.removesuffix(".db") + "-images")
+    return Path("runs") / "serve" / "milvus-images" / target.collection
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """`milvus:<path.db | http(s)://host:port>[#collection]`, the token from $VITRINE_MILVUS_TOKEN."""
+
+    uri: str
+    collection: str = "vitrine_products"
+    token: str | None = None
+
+    @property
+    def is_lite(self) -> bool:
+        return not self.uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    @classmethod
+    def parse(cls, spec: str, environ: Mapping[str, str] | None = None) -> "MilvusTarget":
+        environ = os.environ if environ is None else environ
+        if not spec.startswith(MILVUS_PREFIX):
+            raise ValueError(f"a Milvus index spec starts with {MILVUS_PREFIX!r}, got {spec!r}")
+        body = spec[len(MILVUS_PREFIX):]
+        uri, _, collection = body.partition("#")
+        collection = collection or cls.collection
+        if not uri:
+            raise ValueError(f"{spec!r}: give a Milvus Lite file (milvus:./catalog.db) or a server URI (milvus:http://host:19530)")
+        if not collection.replace("_", "a").isalnum() or collection[0].isdigit():
+            raise ValueError(f"Milvus collection name {collection!r} must be letters, digits and _ (not starting with a digit)")
+        target = cls(uri, collection, environ.get("VITRINE_MILVUS_TOKEN") or None)
+        if target.is_lite:
+            if not uri.endswith(".db"):
+                raise ValueError(f"a Milvus Lite file name ends in .db (milvus:./catalog.db), got {uri!r}")
+            target = cls(os.path.abspath(uri), collection, None)
+        return target
+
+    def __str__(self) -> str:
+        suffix = "" if self.collection == MilvusTarget.collection else f"#{self.collection}"
+        return f"{MILVUS_PREFIX}{self.uri}{suffix}"

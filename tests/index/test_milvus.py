@@ -1,0 +1,110 @@
+"""The Milvus backend end to end: index specs, index planning, the CLI and the service on Milvus Lite."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus and milvus-lite (pip install -e .[scale])")
+
+from tests.conftest import make_rows, write_folder  # noqa: E402
+from vitrine.cli import main  # noqa: E402
+from vitrine.index.milvus_filters import filter_expression, quote  # noqa: E402
+from vitrine.index.milvus_store import milvus_index  # noqa: E402
+from vitrine.index.plan import IndexOptions  # noqa: E402
+from vitrine.index.store import MilvusTarget, images_dir, open_store  # noqa: E402
+
+
+def test_index_specs_pick_lite_or_server_and_read_the_token():
+    lite = MilvusTarget.parse("milvus:./runs/catalog.db")
+    assert lite.is_lite and lite.uri.endswith("/runs/catalog.db") and lite.collection == "vitrine_products"
+    server = MilvusTarget.parse("milvus:http://milvus.internal:19530#shop_a", environ={"VITRINE_MILVUS_TOKEN": "root:secret"})
+    assert not server.is_lite and server.uri == "http://milvus.internal:19530" and server.collection == "shop_a"
+    assert server.token == "root:secret" and str(server) == "milvus:http://milvus.internal:19530#shop_a"
+    assert str(images_dir("milvus:/data/catalog.db")) == "/data/catalog-images"
+    for bad, message in (("milvus:", "Milvus Lite file"), ("milvus:./catalog", "ends in .db"), ("milvus:x.db#bad-name", "collection name")):
+        with pytest.raises(ValueError, match=message):
+            MilvusTarget.parse(bad)
+
+
+def test_filter_expressions_quote_values_and_unusual_field_names():
+    assert quote('a"b\\c\n') == '"a\\"b\\\\c\\n"'
+    expression = filter_expression({"gender": ["Men", "Boys"], "size (EU)": "42", "and": "x"}, declared={"gender", "and"})
+    assert expression == '($meta["and"] == "x") and (gender == "Men" or gender == "Boys") and ($meta["size (EU)"] == "42")'
+    assert filter_expression({"gender": []}, declared=set()) is None
+
+
+def test_planner_kinds_map_to_milvus_index_types():
+    options = IndexOptions()
+    assert milvus_index("flat", 10, 384, options, lite=True) == ("FLAT", {})
+    assert milvus_index("hnsw", 10**6, 384, options, lite=False) == ("HNSW", {"M": 32, "efConstruction": 64})
+    assert milvus_index("ivfpq", 10**6, 384, options, lite=False) == ("IVF_PQ", {"nlist": 4000, "m": 192, "nbits": 8})
+    assert milvus_index("ivfpq", 10**6, 384, options, lite=True) == ("IVF_SQ8", {"nlist": 4000})
+
+
+@pytest.mark.parametrize("approximate,kind,milvus_type", [("hnsw", "hnsw", "HNSW"), ("ivfpq", "ivfpq", "IVF_SQ8")])
+def test_the_store_moves_to_the_planned_index_as_the_catalog_grows(tmp_path, approximate, kind, milvus_type):
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((10_000, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = open_store(f"milvus:{tmp_path}/grow.db", model="m", dim=8, create=True, options={"exact_max": 100, "approximate": approximate})
+    try:
+        store.upsert([f"p{i}" for i in range(50)], vectors[:50])
+        assert store.stats()["index_kind"] == "flat"
+        store.upsert([f"p{i}" for i in range(50, 10_000)], vectors[50:])
+        assert store.stats()["index_kind"] == kind
+        assert store.client.describe_index(store.collection, "vector")["index_type"] == milvus_type
+        exact = np.argsort(-(vectors @ vectors[:20].T), axis=0)[:10].T
+        found = store.search(vectors[:20], k=10)
+        recall = np.mean([len({f"p{j}" for j in row} & {h.id for h in hits}) / 10 for row, hits in zip(exact, found)])
+        assert recall >= 0.9, recall
+    finally:
+        store.close()
+    reopened = open_store(f"milvus:{tmp_path}/grow.db")
+    assert reopened.stats()["index_kind"] == kind and reopened.options.exact_max == 100
+    reopened.close()
+
+
+def test_cli_builds_searches_and_deletes_on_milvus_lite(tmp_path, capsys):
+    write_folder(tmp_path / "cat", make_rows(12))
+    index = f"milvus:{tmp_path}/catalog.db"
+    common = ["--data", str(tmp_path / "cat"), "--index", index, "--model", "vitrine:small", "--no-progress"]
+    assert main(["index", "build", *common]) == 0
+    assert main(["index", "add", *common]) == 0  # nothing new: the saved build position covers the catalog
+    assert "12 products; added 0" in capsys.readouterr().err
+    assert main(["index", "stats", "--index", index, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["products"] == 12 and stats["backend"] == "milvus-lite" and stats["model"] == "vitrine:small"
+    assert main(["search", "--index", index, "--text", "a dress", "-k", "12", "--filter", "gender=Women", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 6 and all(r["gender"] == "Women" for r in results)
+    assert main(["index", "delete", "--index", index, results[0]["id"], "nope"]) == 0
+    assert "deleted 1 of 2 ids; 11 products left" in capsys.readouterr().err
+    assert main(["search", "--index", index, "--text", "x", "--model", "vitrine:kagl-small"]) == 2
+    assert "cannot be queried" in capsys.readouterr().err
+
+
+def test_service_on_milvus_lite_searches_writes_and_refuses_two_workers(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from vitrine.serve.app import create_app
+    from vitrine.serve.prepare import prepare_index
+    from vitrine.serve.settings import ServeSettings
+
+    write_folder(tmp_path / "cat", make_rows(12))
+    settings = ServeSettings(index=f"milvus:{tmp_path}/served.db", tag_model="vitrine:small", combiner="sum", write_token="test-write-token")
+    prepare_index(str(tmp_path / "cat"), settings, "vitrine:small", progress=False)
+    assert len(list((tmp_path / "served-images").iterdir())) == 12
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client:
+            hits = client.get("/search", params={"text": "a shirt", "k": 12, "filter": "gender=Men"}).json()["results"]
+            assert len(hits) == 6 and all(h["attributes"]["gender"] == "Men" for h in hits)
+            assert client.get(f"/products/{hits[0]['id']}/image").status_code == 200
+            auth = {"Authorization": "Bearer test-write-token"}
+            assert client.delete(f"/products/{hits[0]['id']}", headers=auth).status_code == 204
+            assert client.get(f"/products/{hits[0]['id']}").status_code == 404
+            assert client.get("/healthz").json()["products"] == 11
+    finally:
+        app.state.service.close()
+    with pytest.raises(ValueError, match="one process per file"):
+        ServeSettings(index=f"milvus:{tmp_path}/served.db", workers=2)

@@ -1,0 +1,194 @@
+"""One conformance suite for every vector store backend: FAISS (embedded) and Milvus (through Milvus Lite).
+
+Each test runs once per backend and holds both to the same contract: writes visible to the next search,
+exact attribute filters (however selective), values matched literally, persistence, model-mismatch refusal,
+and crash-resume of `vitrine index build`.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_rows, write_shards
+from vitrine.index.store import IndexMismatchError, open_store
+
+BACKENDS = ["faiss", "milvus"]
+MODEL, DIM = "vitrine:test", 8
+
+
+def unit(rng, n, dim=DIM):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def meta(i):
+    return {"title": f"item {i}", "gender": ["Men", "Women"][i % 2], "articleType": ["Shirts", "Jeans", "Watches"][i % 3]}
+
+
+def spec_for(backend, tmp_path, name="idx"):
+    return str(tmp_path / name) if backend == "faiss" else f"milvus:{tmp_path / name}.db"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if request.param == "milvus":
+        pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus and milvus-lite (pip install -e .[scale])")
+    return request.param
+
+
+@pytest.fixture
+def filled(backend, tmp_path):
+    rng = np.random.default_rng(0)
+    spec = spec_for(backend, tmp_path)
+    store = open_store(spec, model=MODEL, dim=DIM, create=True, attributes=["gender"])  # articleType stays a dynamic field
+    vectors = unit(rng, 30)
+    store.upsert([f"p{i}" for i in range(30)], vectors, [meta(i) for i in range(30)])
+    yield spec, store, vectors
+    store.close()
+
+
+def ids(hits):
+    return [h.id for h in hits]
+
+
+def test_each_vector_finds_itself_first_with_its_metadata(filled):
+    _, store, vectors = filled
+    hits = store.search(vectors[:5], k=3)
+    assert [row[0].id for row in hits] == ["p0", "p1", "p2", "p3", "p4"]
+    assert hits[0][0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0][0].metadata == {"id": "p0", **meta(0)}
+    assert store.product("p4") == {"id": "p4", **meta(4)} and store.product("nope") is None
+
+
+def test_upsert_replaces_and_delete_removes_visible_to_the_next_search(filled):
+    spec, store, vectors = filled
+    store.upsert(["p3"], vectors[7:8], [{"title": "renamed", "gender": "Women", "articleType": "Jeans", "colour": "Red"}])
+    assert store.stats()["products"] == store.stats()["vectors"] == 30
+    top = store.search(vectors[7:8], k=2)[0]
+    assert set(ids(top)) == {"p3", "p7"}
+    assert next(h for h in top if h.id == "p3").metadata["title"] == "renamed"
+    assert "colour" in store.fields() and store.search(vectors[:1], k=5, filters={"colour": "Red"})[0][0].id == "p3"
+    # A second client (another worker) sees the write as soon as it returned.
+    other = open_store(spec, model=MODEL) if not spec.startswith("milvus:") else open_store(spec)
+    try:
+        other.refresh()
+        assert other.product("p3")["title"] == "renamed"
+        assert store.delete(["p3", "missing"]) == 1
+        other.refresh()
+        assert "p3" not in ids(other.search(vectors[7:8], k=30)[0]) and other.product("p3") is None
+    finally:
+        other.close()
+    assert store.stats()["products"] == store.stats()["vectors"] == 29
+    assert store.search(vectors[:1], k=5, filters={"title": "renamed"}) == [[]]
+    assert store.delete(["p3"]) == 0
+
+
+def test_filters_are_exact_from_one_in_a_thousand_to_none(backend, tmp_path):
+    rng = np.random.default_rng(1)
+    store = open_store(spec_for(backend, tmp_path, "big"), model=MODEL, dim=DIM, create=True, attributes=["gender", "rare"])
+    try:
+        n = 1000
+        vectors = unit(rng, n)
+        metas = [{**meta(i), "rare": "yes" if i == 617 else "no", "batch": str(i % 10)} for i in range(n)]
+        store.upsert([f"p{i}" for i in range(n)], vectors, metas)
+        queries = unit(rng, 5)
+        for filters in ({"rare": "yes"}, {"batch": "3", "gender": "Women"}, {"articleType": ["Jeans", "Watches"], "batch": ["1", "2"]}):
+            allowed = [i for i, m in enumerate(metas) if all(m[f] in ([v] if isinstance(v, str) else v) for f, v in filters.items())]
+            expected = [[f"p{allowed[j]}" for j in np.argsort(-(vectors[allowed] @ q), kind="stable")[:10]] for q in queries]
+            got = [ids(row) for row in store.search(queries, k=10, filters=filters)]
+            assert got == expected, filters
+        assert ids(store.search(queries[:1], k=10, filters={"rare": "yes"})[0]) == ["p617"]  # keeps 0.1%
+        assert store.search(queries, k=10, filters={"gender": "Nobody"}) == [[]] * 5  # matches nothing
+        assert store.search(queries[:1], k=10, filters={"no_such_field": "x"}) == [[]]
+        assert store.search(queries[:1], k=10, filters={"gender": []}) == [[]]
+        values = dict(store.field_values()["gender"])
+        assert values == {"Men": 500, "Women": 500}
+    finally:
+        store.close()
+
+
+HOSTILE = ['x" or "1" == "1', "a\\b", 'it\'s', "line\nbreak", 'Men") or (gender == "Women', "\\\"", "%_*", "tab\there"]
+
+
+def test_filter_values_with_quotes_and_operators_match_literally(backend, tmp_path):
+    rng = np.random.default_rng(2)
+    store = open_store(spec_for(backend, tmp_path, "hostile"), model=MODEL, dim=DIM, create=True, attributes=["gender"])
+    try:
+        rows = [{"title": "plain", "gender": "Men", "articleType": "Shirts", "size (EU)": "42"} for _ in range(6)]
+        rows += [{"title": value, "gender": value, "articleType": value, "size (EU)": value} for value in HOSTILE]
+        names = [f"p{i}" for i in range(len(rows))]
+        store.upsert(names, unit(rng, len(rows)), rows)
+        query = unit(rng, 1)
+        for position, value in enumerate(HOSTILE, start=6):
+            for field in ("gender", "articleType", "size (EU)"):  # a declared field, a dynamic one, a non-identifier name
+                assert ids(store.search(query, k=50, filters={field: value})[0]) == [names[position]], (field, value)
+        assert len(store.search(query, k=50, filters={"gender": ["Men", HOSTILE[0]]})[0]) == 7
+        assert store.search(query, k=50, filters={"gender": 'Men" or "1" == "1'}) == [[]]
+    finally:
+        store.close()
+
+
+def test_persistence_round_trip_and_model_mismatch(filled):
+    spec, store, vectors = filled
+    before = [[(h.id, round(h.score, 5)) for h in row] for row in store.search(vectors[:3], k=4)]
+    store.close()
+    again = open_store(spec, model=MODEL)
+    try:
+        assert [[(h.id, round(h.score, 5)) for h in row] for row in again.search(vectors[:3], k=4)] == before
+        assert again.stats()["model"] == MODEL and again.stats()["products"] == 30
+    finally:
+        again.close()
+    with pytest.raises(IndexMismatchError, match="built with vitrine:test"):
+        open_store(spec, model="vitrine:other")
+    with pytest.raises(IndexMismatchError, match="built with vitrine:test"):
+        open_store(spec, model=MODEL, dim=16, create=True)
+
+
+def test_missing_index_and_bad_inputs(filled, backend, tmp_path):
+    _, store, vectors = filled
+    with pytest.raises(FileNotFoundError, match="no vitrine index"):
+        open_store(spec_for(backend, tmp_path, "nothing"))
+    with pytest.raises(ValueError, match="shape"):
+        store.upsert(["a"], vectors[:2])
+    with pytest.raises(ValueError, match="duplicate ids"):
+        store.upsert(["a", "a"], vectors[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        store.upsert(["a"], np.full((1, DIM), np.nan, np.float32))
+    with pytest.raises(ValueError, match=f"{DIM}-d"):
+        store.search(np.zeros((1, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match="k must be"):
+        store.search(vectors[:1], k=0)
+    assert store.stats()["products"] == 30
+
+
+@pytest.mark.parametrize("point", ["index.vectors_written:3", "index.committed:2"])
+def test_sigkilled_build_resumes_exactly(backend, tmp_path, point):
+    """A real `vitrine index build` process is SIGKILLed mid-commit or between commits, then rerun."""
+    write_shards(tmp_path / "shards", make_rows(60), per_shard=16)
+    spec = spec_for(backend, tmp_path)
+    command = [sys.executable, "-m", "vitrine", "index", "build", "--data", str(tmp_path / "shards"), "--index", spec,
+               "--model", "vitrine:small", "--batch-size", "4", "--commit-every", "8", "--no-progress", "-v"]
+    killed = subprocess.run(command, env={**os.environ, "VITRINE_FAILPOINTS": point}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    partial = open_store(spec)
+    # FAISS commits rows and position together: two commits of 8 survive. Milvus writes the rows first, so a kill
+    # before the position is saved leaves the third commit's rows too; the rerun upserts them again (same ids).
+    survived = 24 if (backend == "milvus" and point.startswith("index.vectors_written")) else 16
+    assert partial.stats()["products"] == partial.stats()["vectors"] == survived
+    partial.close()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "60 products; added 44" in rerun.stderr
+    store = open_store(spec)
+    try:
+        found = [h.id for h in store.search(np.eye(store.dim, dtype=np.float32)[:1], k=100)[0]]
+        assert len(found) == len(set(found)) == store.stats()["vectors"] == 60
+        assert sorted(found) == sorted(row["id"] for row in make_rows(60))
+        if backend == "faiss":  # the killed run's uncommitted vector file is gone
+            assert [p.name for p in (tmp_path / "idx").glob("vectors-*")] == [f"vectors-{store.generation:08d}.faiss"]
+    finally:
+        store.close()
