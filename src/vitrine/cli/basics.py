@@ -33,7 +33,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     result = run_embed(
         data=args.data, model=args.model, out=args.out, batch_size=args.batch_size, part_size=args.part_size,
         texts=args.texts, on_error=args.on_error, schema=args.schema, limit=args.limit, overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=not args.no_progress, engine=args.engine, ray=ray_options(args),
     )
     resumed = result.count - result.computed
     print(f"wrote {result.count} embeddings ({result.embed_dim}-d) to {result.out}: computed {result.computed} in "
@@ -41,6 +41,24 @@ def cmd_embed(args: argparse.Namespace) -> int:
           + (f", {resumed} kept from an earlier run" if resumed else "")
           + (f", {result.skipped} rows skipped (see manifest.json)" if result.skipped else ""), file=sys.stderr)
     return 0
+
+
+def ray_options(args: argparse.Namespace):
+    """--engine ray's settings (None for the in-process engine)."""
+    if args.engine != "ray":
+        if args.address or args.workers:
+            raise ValueError("--address and --workers go with --engine ray")
+        return None
+    from vitrine.embed.ray_engine import RayOptions
+
+    return RayOptions(address=args.address, workers=args.workers or 2, threads=getattr(args, "threads", 0) or 0)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: encode in this process (default); ray: on a Ray Data actor pool (pip install 'vitrine[scale]')")
+    parser.add_argument("--address", help="with --engine ray: the Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray started for the job")
+    parser.add_argument("--workers", type=int, help="with --engine ray: encoder actors in the pool, each loading the model once (default 2)")
 
 
 def register(sub) -> None:
@@ -64,6 +82,8 @@ def register(sub) -> None:
     embed.add_argument("--schema", default=None, help="catalog schema: builtin name or JSON file (default: kagl)")
     embed.add_argument("--limit", type=int, default=None, help="embed only the first N rows")
     embed.add_argument("--overwrite", action="store_true", help="discard earlier output in --out instead of resuming")
-    embed.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    embed.add_argument("--threads", type=int, default=0, help="torch CPU threads (with --engine ray: per worker; default: torch's choice, "
+                                                            "or the cores shared out between local workers)")
+    add_engine_arguments(embed)
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     embed.set_defaults(func=cmd_embed)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL
+from vitrine.cli.basics import add_engine_arguments
 
 INDEX_HELP = ("index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
               "(a Milvus server; token from $VITRINE_MILVUS_TOKEN)")
@@ -21,6 +22,20 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     def log_commit(products: int, position: int) -> None:
         print(f"committed: {products} products, catalog position {position}", file=sys.stderr, flush=True)
 
+    if args.engine == "ray":
+        from vitrine.cli.basics import ray_options
+        from vitrine.index.build import build_index_ray
+
+        if args.tag:
+            raise ValueError("--tag runs in-process for now; build with --engine ray, then tag with `vitrine tag`, or drop --engine ray")
+        result = build_index_ray(args.data, args.index, args.model, ray_options(args), batch_size=args.batch_size, commit_every=args.commit_every,
+                                 on_error=args.on_error, schema=args.schema, progress=not args.no_progress, options=options,
+                                 on_commit=log_commit if args.verbose else None)
+        print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
+              f"= {result.products_per_second:.1f} products/s (ray)" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
+        return 0
+    if args.address or args.workers:
+        raise ValueError("--address and --workers go with --engine ray")
     model = create_model(args.model)
     tagger = None
     if args.tag:
@@ -129,6 +144,7 @@ def register(sub) -> None:
         action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
         action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
+        add_engine_arguments(action)
         action.set_defaults(func=cmd_index_build)
     stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
     stats.add_argument("--index", required=True, help=INDEX_HELP)

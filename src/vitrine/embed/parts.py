@@ -52,7 +52,13 @@ class PartStore:
             atomic_write_text(job_path, json.dumps(job, indent=2, sort_keys=True) + "\n")
         return self.committed()
 
+    def committed_any(self) -> list[dict]:
+        """Every committed part's marker in index order, gaps allowed (engines that finish parts out of order)."""
+        markers = [json.loads(path.read_text(encoding="utf-8")) for path in self.parts.glob("part-*.json")]
+        return sorted(markers, key=lambda m: m["index"])
+
     def committed(self) -> list[dict]:
+        """The committed parts from part 0 up to the first missing one (a sequential job's resume point)."""
         markers = []
         for index in range(10**6):
             path = self.parts / f"part-{index:06d}.json"
@@ -73,17 +79,35 @@ class PartStore:
         os.replace(tmp, f"{stem}.csv")
         atomic_write_text(Path(f"{stem}.json"), json.dumps({**marker, "index": index, "rows": len(rows)}, sort_keys=True) + "\n")
 
-    def merge(self, dim: int) -> int:
-        """Concatenate committed parts into `<kind>_embeddings.npy` and `metadata.csv`, streaming."""
-        markers = self.committed()
-        total = sum(m["rows"] for m in markers)
+    def merge(self, dim: int, on_duplicate: str = "fail") -> tuple[int, list[str]]:
+        """Concatenate committed parts into `<kind>_embeddings.npy` and `metadata.csv`, streaming.
+
+        An id already seen in an earlier part (parts encoded apart cannot check each other) raises with `fail`,
+        or is left out with `skip`; returns (rows written, the ids left out).
+        """
+        markers = self.committed_any()
+        keep, seen, dropped = [], set(), []
+        for m in markers:
+            with open(self.parts / f"part-{m['index']:06d}.csv", newline="", encoding="utf-8") as part:
+                ids = [row["id"] for row in csv.DictReader(part)]
+            mask = np.ones(len(ids), dtype=bool)
+            for i, item_id in enumerate(ids):
+                if item_id in seen:
+                    if on_duplicate == "fail":
+                        raise ValueError(f"duplicate id {item_id!r} (part {m['index']}): ids must be unique across the catalog; "
+                                         f"rerun with --on-error skip to keep the first")
+                    mask[i] = False
+                    dropped.append(item_id)
+                seen.add(item_id)
+            keep.append(mask)
+        total = int(sum(mask.sum() for mask in keep))
         for kind in self.kinds:
             final = self.out / f"{kind}_embeddings.npy"
             tmp = final.with_name(final.name + ".tmp.npy")
             merged = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(total, dim))
             offset = 0
-            for m in markers:
-                array = np.load(self.parts / f"part-{m['index']:06d}.{kind}.npy")
+            for m, mask in zip(markers, keep):
+                array = np.load(self.parts / f"part-{m['index']:06d}.{kind}.npy")[mask]
                 merged[offset : offset + len(array)] = array
                 offset += len(array)
             merged.flush()
@@ -92,10 +116,13 @@ class PartStore:
         tmp = self.out / (METADATA_FILE + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as out:
             out.write(",".join(self.columns) + "\n")
-            for m in markers:
-                with open(self.parts / f"part-{m['index']:06d}.csv", encoding="utf-8") as part:
-                    next(part)
-                    for line in part:
-                        out.write(line)
+            for m, mask in zip(markers, keep):
+                with open(self.parts / f"part-{m['index']:06d}.csv", encoding="utf-8", newline="") as part:
+                    if mask.all():
+                        next(part)
+                        out.writelines(part)
+                    else:
+                        writer = csv.DictWriter(out, fieldnames=self.columns, extrasaction="ignore")
+                        writer.writerows(row for row, kept in zip(csv.DictReader(part), mask) if kept)
         os.replace(tmp, self.out / METADATA_FILE)
-        return total
+        return total, dropped

@@ -100,3 +100,65 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
     finally:
         store.close()
     return result
+
+
+def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_size: int = 64, commit_every: int = 4096,
+                    on_error: str = "skip", schema=None, progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
+                    on_commit: Callable[[int, int], None] | None = None) -> BuildResult:
+    """`build_index` with the encoding on a Ray Data actor pool: units of `commit_every` rows are encoded by the
+    workers and upserted here as they complete; the store remembers the committed units, so a rerun encodes only
+    the others."""
+    from vitrine.embed.ray_engine import RaySession, encode_units_on_ray
+    from vitrine.embed.units import plan_units
+    from vitrine.models import create_model
+
+    reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
+    dim = create_model(model_name).embed_dim
+    store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
+    try:
+        source = os.path.abspath(data) if os.path.exists(data) else data
+        state_name = f"build-ray:{source}:{commit_every}"
+        done = set(json.loads(store.get_state(state_name, '{"units": []}'))["units"])
+        units = plan_units(data, schema=schema, part_size=commit_every)
+        todo = [unit for unit in units if unit.index not in done]
+        bar = tqdm(total=sum(u.stop - u.start for u in units), initial=sum(u.stop - u.start for u in units if u.index in done),
+                   unit="img", desc="index build (ray)", disable=not progress, dynamic_ncols=True)
+        t0, added, skipped = time.perf_counter(), 0, 0
+        pending: list = []
+
+        def commit() -> None:
+            ids, vectors, metas, seen = [], [], [], set()
+            for result in pending:
+                for row, vector in zip(result.rows, result.image):
+                    if row["id"] not in seen:  # ids repeated across units: the first one wins, as in one process
+                        seen.add(row["id"])
+                        ids.append(row["id"])
+                        vectors.append(vector)
+                        metas.append({k: v for k, v in row.items() if k not in ("source", "row")})
+            done.update(result.index for result in pending)
+            state = {state_name: json.dumps({"units": sorted(done)})}
+            if ids:
+                store.upsert(ids, np.stack(vectors), metas, state=state)
+            else:
+                store.upsert([], np.zeros((0, dim), np.float32), [], state=state)
+            if on_commit:
+                on_commit(store.stats()["products"], len(done))
+            pending.clear()
+
+        with RaySession(options_ray):
+            for result in encode_units_on_ray(todo, model_name, options_ray, batch_size=batch_size, schema=schema, on_error=on_error):
+                pending.append(result)
+                added += len(result.rows)
+                skipped += result.skipped["skipped"]
+                bar.update(units[result.index].stop - units[result.index].start)
+                if sum(len(r.rows) for r in pending) >= store.min_commit(commit_every):
+                    commit()
+            if pending:
+                commit()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        result = BuildResult(index=str(index), products=store.stats()["products"], added=added, skipped=skipped,
+                             seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0)
+    finally:
+        store.close()
+    return result
