@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -17,7 +18,15 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     if args.data:
         overrides["sources"] = [{"path": path, "weight": 1.0} for path in args.data]
     config = config.replace(**overrides) if overrides else config
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError("--nproc must be >= 1")
+    if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:  # the launcher reruns this command in each process
+        from vitrine.train.distributed import launch
+
+        return launch(args.nproc, args.argv, threads=config.threads)
     result = train_clip(config, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
                       "final_loss": round(result.final_loss, 4), **result.metrics}, indent=2))
     return 0
@@ -90,6 +99,9 @@ def register(sub) -> None:
     clip.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still follows --epochs)")
     clip.add_argument("--device", help="cpu or cuda")
     clip.add_argument("--threads", type=int, help="torch CPU threads")
+    clip.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed: gloo on CPU, nccl on GPU), "
+                                                "launched through torchrun; the global batch is split over them. Several machines: "
+                                                "run `torchrun --nnodes ... -m vitrine train clip ...` yourself")
     clip.add_argument("--no-progress", action="store_true", help="hide progress bars")
     clip.set_defaults(func=cmd_train_clip)
     cir = recipes.add_parser(

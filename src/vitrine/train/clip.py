@@ -19,7 +19,8 @@ from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, bui
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import augment, epoch_order, load_pool, sample_captions
-from vitrine.train.logger import MetricsLogger
+from vitrine.train.distributed import Distributed, setup, sharded_contrastive_loss, teardown
+from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_cache import pooled_text_features
@@ -91,8 +92,11 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
-    """Set threads, create the run folder, load its checkpoint (refusing one of another config), save the config."""
+def open_run(config: TrainConfig, ctx: Distributed | None = None) -> tuple[Path, dict | None]:
+    """Set threads, create the run folder, load its checkpoint (refusing one of another config), save the config.
+
+    With several processes every rank reads the checkpoint (all resume from the same step); rank 0 writes.
+    """
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
@@ -100,7 +104,8 @@ def open_run(config: TrainConfig) -> tuple[Path, dict | None]:
     checkpoint = load_checkpoint(out)
     if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
         raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
-    config.save(out / "train_config.json")
+    if ctx is None or ctx.is_main:
+        config.save(out / "train_config.json")
     return out, checkpoint
 
 
@@ -110,11 +115,12 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
         from vitrine.train.locked import train_locked
 
         return train_locked(config, progress=progress)
-    out, checkpoint = open_run(config)
+    ctx = setup(config.device)
+    out, checkpoint = open_run(config, ctx)
 
     torch.manual_seed(config.seed)
     model = build_model(config)
-    device = torch.device(config.device)
+    device = torch.device(f"cuda:{ctx.local_rank}" if ctx.enabled and config.device.startswith("cuda") else config.device)
     model.to(device)
     apply_freeze(model, config)
     if config.grad_checkpointing:
@@ -129,9 +135,13 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     text_locked = config.freeze.text_tower
     # With the tower locked, a training step needs only these cached features and the projection.
     # (Validation uses them too; with an unlocked tower they are the pretrained tower's, an approximation.)
-    pooled = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress)
+    with ctx.main_first():  # rank 0 fills the text feature cache, the other ranks read it
+        pooled = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
     text_feats = pooled if text_locked else None
-    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), pooled, config.val_max_items, config.cache_dir, config.seed)
+    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), pooled, config.val_max_items, config.cache_dir,
+                          config.seed) if ctx.is_main else None
+    if ctx.enabled:
+        ctx.shard(micro)  # refuses a micro-batch that does not split evenly over the processes
 
     optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
     steps_per_epoch = len(epoch_order(pool, config, 0)) // config.batch_size
@@ -146,8 +156,9 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
         optimizer.load_state_dict(checkpoint["optimizer"])
         text_proj_init = checkpoint["text_proj_init"]
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step)
+    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
     loss_fn = ClipLoss()
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
     def snapshot():
@@ -157,7 +168,8 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     model.train()
     if config.freeze.text_tower:
         model.text.eval()  # a locked tower also keeps dropout off
-    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name}" + (f" ({ctx.world} processes)" if ctx.enabled else ""), unit="step",
+               disable=not (progress and ctx.is_main), dynamic_ncols=True)
     started = time.perf_counter() - elapsed
     loss_value = float("nan")
     metrics: dict = {}
@@ -177,6 +189,9 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
         loss_total = 0.0
         for part in range(config.accumulation):
             window = slice(part * micro, (part + 1) * micro)
+            if ctx.enabled:  # this rank's slice of the micro-batch; negatives from every rank
+                mine = ctx.shard(micro)
+                window = slice(window.start + mine.start, window.start + mine.stop)
             ids = caption_ids[window]
             with amp:
                 image = model.image_features(pixels[window].to(device)).embeds
@@ -184,26 +199,35 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
                     text = F.normalize(model.text_proj(text_feats[ids].to(device)), dim=-1)
                 else:
                     text = model.text_features([pool.strings[i] for i in ids.tolist()]).embeds
-            loss = loss_fn(image.float(), text.float(), model.logit_scale, ids.to(device))
-            if config.optim.text_proj_l2_to_init:
+            image, text = image.float(), text.float()
+            if ctx.enabled:
+                all_ids = caption_ids[part * micro : (part + 1) * micro].to(device)
+                loss = sharded_contrastive_loss(image, text, ctx.gather(image), ctx.gather(text), model.logit_scale, ids.to(device), all_ids, micro)
+            else:
+                loss = loss_fn(image, text, model.logit_scale, ids.to(device))
+            if config.optim.text_proj_l2_to_init and ctx.is_main:  # once, not once per rank: gradients are summed
                 loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init.to(device)).pow(2).sum()
             (loss / config.accumulation).backward()
             loss_total += float(loss.detach()) / config.accumulation
+        ctx.sum_gradients(trainable)
         if config.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
         optimizer.step()
         step += 1
-        loss_value = loss_total
+        loss_value = ctx.sum_value(loss_total)
         elapsed = time.perf_counter() - started
         end_of_epoch = record_step(bar, logger, model, optimizer, step, steps_per_epoch, elapsed, loss_value, epoch, "lower optim.lr or disable amp")
-        if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
+        if (end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps) and ctx.is_main:
             metrics = validator(model)
             record_validation(bar, logger, step, steps_per_epoch, elapsed, metrics)
-        if step % config.checkpoint_every == 0 or end_of_epoch or step == last_step:
+        if (step % config.checkpoint_every == 0 or end_of_epoch or step == last_step) and ctx.is_main:
             snapshot()
     bar.close()
     logger.close()
     model_dir = out / "model"
+    if not ctx.is_main:
+        teardown(ctx)
+        return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)
     model.eval()
     model.save(model_dir)
     calibration = validator.calibrate(model)
@@ -211,5 +235,6 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "steps": step, "seconds": round(elapsed, 1),
                                                          "train_items": train_size, "skipped_rows": pool.skipped, "seen_classes": seen,
                                                          "calibration": {calibration["field"]: calibration} if calibration else {},
-                                                         "final_metrics": metrics}, indent=2) + "\n")
+                                                         "final_metrics": metrics, "processes": ctx.world}, indent=2) + "\n")
+    teardown(ctx)
     return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)

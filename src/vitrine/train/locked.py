@@ -22,7 +22,8 @@ from vitrine.train.checkpoint import save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
 from vitrine.train.image_cache import cached_image_features
-from vitrine.train.logger import MetricsLogger
+from vitrine.train.distributed import setup, sharded_contrastive_loss, teardown
+from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_cache import pooled_text_features
@@ -123,7 +124,10 @@ def train_locked(config: TrainConfig, progress: bool = True):
 
     if not config.freeze.text_tower:
         raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
-    out, checkpoint = open_run(config)
+    ctx = setup(config.device)
+    if ctx.enabled and config.locked.text_smoothing:
+        raise ValueError("locked.text_smoothing is single-process only; drop it or --nproc")
+    out, checkpoint = open_run(config, ctx)
     lower = 0 if config.freeze.image_tower else config.locked.lower_blocks
 
     torch.manual_seed(config.seed)
@@ -137,13 +141,16 @@ def train_locked(config: TrainConfig, progress: bool = True):
         raise ValueError(f"only {len(train)} training items for batch size {config.batch_size}")
     if lower and not hasattr(model.visual, "net"):
         raise ValueError("locked.lower_blocks needs a block-structured tower (efficientnet-lite)")
-    images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
-                                   batch_size=config.locked.cache_batch_size, progress=progress, stop_block=lower or None)
+    with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
+        images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
+                                       batch_size=config.locked.cache_batch_size, progress=progress and ctx.is_main, stop_block=lower or None)
+        texts = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
     tower = CachedTower(model, images, lower)
-    texts = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress)
-    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
-                          config.seed, pooled_images=tower.cached[0] if not lower else None)
-    validation_rows = np.concatenate([m for m in validator.groups.values()])
+    validator, validation_rows = None, None
+    if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
+        validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
+                              config.seed, pooled_images=tower.cached[0] if not lower else None)
+        validation_rows = np.concatenate([m for m in validator.groups.values()])
 
     def refresh_validation_features():
         if lower:
@@ -163,8 +170,10 @@ def train_locked(config: TrainConfig, progress: bool = True):
             raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step)
+    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
     loss_fn = ClipLoss()
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+
     def snapshot():
         state = model.trained_state()  # heads, and any tower weights that moved from the package's
         save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "config": config.to_dict()})
@@ -172,7 +181,8 @@ def train_locked(config: TrainConfig, progress: bool = True):
     model.eval()  # locked towers: BatchNorm statistics and dropout stay as trained
     model.image_proj.train()
     n_views = images.shape[0]
-    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name} (locked image tower)", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name} (locked image tower" + (f", {ctx.world} processes)" if ctx.enabled else ")"),
+               unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     started = time.perf_counter() - elapsed
     loss_value, metrics, batches, batches_epoch = float("nan"), {}, None, -1
     while step < last_step:
@@ -186,33 +196,45 @@ def train_locked(config: TrainConfig, progress: bool = True):
         indices = batches[offset]
         caption_ids = sample_captions(pool, indices, config, generator)
         views = torch.randint(0, n_views, (len(indices),), generator=generator)
-        image = tower.embed(views, indices)
-        text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
-        if config.locked.text_smoothing:
+        if ctx.enabled:  # this rank's slice of the global batch; negatives from every rank
+            mine = ctx.shard(len(indices))
+            image = tower.embed(views[mine], indices[mine])
+            text = F.normalize(model.text_proj(texts[caption_ids[mine]]), dim=-1)
+            loss = sharded_contrastive_loss(image, text, ctx.gather(image), ctx.gather(text), model.logit_scale,
+                                            caption_ids[mine], caption_ids, len(indices))
+        elif config.locked.text_smoothing:
+            image = tower.embed(views, indices)
+            text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
             loss = text_smoothed_loss(image, text, model.logit_scale, positives_from_ids(caption_ids, caption_ids), texts[caption_ids],
                                       config.locked.text_smoothing, config.locked.text_smoothing_temperature)
         else:
+            image = tower.embed(views, indices)
+            text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
             loss = loss_fn(image, text, model.logit_scale, caption_ids)
-        if config.optim.text_proj_l2_to_init:
+        if config.optim.text_proj_l2_to_init and ctx.is_main:  # once, not once per rank: gradients are summed
             loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init).pow(2).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        ctx.sum_gradients(trainable)
         if config.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
         optimizer.step()
         step += 1
-        loss_value = float(loss.detach())
+        loss_value = ctx.sum_value(float(loss.detach()))
         elapsed = time.perf_counter() - started
         end_of_epoch = record_step(bar, logger, model, optimizer, step, steps_per_epoch, elapsed, loss_value, epoch, "lower optim.lr")
-        if end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps:
+        if (end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps) and ctx.is_main:
             refresh_validation_features()
             metrics = validator(model)
             model.image_proj.train()
             record_validation(bar, logger, step, steps_per_epoch, elapsed, metrics)
-        if end_of_epoch or step == last_step or step % config.checkpoint_every == 0:
+        if (end_of_epoch or step == last_step or step % config.checkpoint_every == 0) and ctx.is_main:
             snapshot()
     bar.close()
     logger.close()
+    if not ctx.is_main:
+        teardown(ctx)
+        return TrainResult(str(out), str(out / "model"), step, round(elapsed, 1), loss_value, metrics)
     model.eval()
     model_dir = out / "model"
     model.save(model_dir)
@@ -223,5 +245,6 @@ def train_locked(config: TrainConfig, progress: bool = True):
                                                          "steps": step, "seconds": round(elapsed, 1), "train_items": len(train),
                                                          "skipped_rows": pool.skipped, "seen_classes": seen,
                                                          "calibration": {calibration["field"]: calibration} if calibration else {},
-                                                         "final_metrics": metrics}, indent=2) + "\n")
+                                                         "final_metrics": metrics, "processes": ctx.world}, indent=2) + "\n")
+    teardown(ctx)
     return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)

@@ -43,3 +43,13 @@ class MetricsLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class NullLogger:
+    """What ranks other than 0 log to in multi-process training: nothing."""
+
+    def log(self, step: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,156 @@
+"""Multi-process training on torch.distributed, launched the torchrun way (RANK / WORLD_SIZE / LOCAL_RANK set).
+
+Every rank builds the same global batch (same seed, same order) and encodes its own slice of it; features are
+all-gathered so the contrastive negatives are the whole global batch, as in open_clip. Each rank computes the loss
+rows of its own items against every column; the gather's backward sums the column gradients across ranks, and
+the parameter gradients are summed, so a step equals one process's step on the global batch up to float rounding.
+Gloo on CPU, NCCL on GPU. Rank 0 alone writes checkpoints, logs, validation and the final model.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from vitrine.losses import clamp_logit_scale
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous slice of `n` items (n must divide evenly)."""
+        if n % self.world:
+            raise ValueError(f"a batch of {n} does not split evenly over {self.world} processes; make batch_size a multiple of --nproc")
+        per = n // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's `x`, concatenated in rank order; gradients flow back to each rank's own slice."""
+        return _GatherWithGrad.apply(x) if self.enabled else x
+
+    def sum_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """All-reduce (sum) the gradients of `parameters` in one flat buffer."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def sum_value(self, value: float) -> float:
+        """`value` summed over ranks (each rank's loss share -> the global loss)."""
+        if not self.enabled:
+            return value
+        total = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return float(total)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    @contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (e.g. filling a cache); the others run it after, reading what rank 0 wrote."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every rank's loss rows touch every column
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def setup(device: str = "cpu") -> Distributed:
+    """Join the process group the launcher described in the environment; one process: nothing to join."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return Distributed(rank, world, local_rank)
+
+
+def teardown(ctx: Distributed) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def sharded_contrastive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
+                             logit_scale: torch.Tensor, ids: torch.Tensor, ids_all: torch.Tensor, total: int) -> torch.Tensor:
+    """This rank's share of the multi-positive InfoNCE over the global batch (the shares sum to the global loss).
+
+    `image`, `text`, `ids`: this rank's items; `*_all`: the gathered global batch; `total`: the global batch size.
+    """
+    scale = clamp_logit_scale(logit_scale)
+    positives = (ids.view(-1, 1) == ids_all.view(1, -1)).to(image.dtype)
+    targets = positives / positives.sum(1, keepdim=True)
+    image_loss = -(targets * F.log_softmax(scale * image @ text_all.t(), dim=1)).sum()
+    text_loss = -(targets * F.log_softmax(scale * text @ image_all.t(), dim=1)).sum()
+    return 0.5 * (image_loss + text_loss) / total
+
+
+def launch(nproc: int, argv: Sequence[str], threads: int = 0) -> int:
+    """Rerun this command as `nproc` processes through torch.distributed.run (torchrun), on this machine."""
+    if nproc < 2:
+        raise ValueError("--nproc must be >= 2 to launch several processes")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(threads or max(1, (os.cpu_count() or 1) // nproc)))
+    argv = _without_option(list(argv), "--nproc")  # the processes see WORLD_SIZE instead (and torchrun would misread it)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vitrine", *argv]
+    return subprocess.run(command, env=env).returncode
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` minus `name VALUE` and `name=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
