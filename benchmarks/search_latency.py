@@ -6,13 +6,18 @@ queries from real titles) and for synthetic catalogs of the model's dimension:
 - numpy brute force (q @ X.T + argpartition): the baseline of the speed-ups;
 - exact FAISS flat (what vitrine uses up to `exact_max`);
 - HNSW and IVF-PQ as vitrine builds them (`VectorIndex.build`, default `IndexOptions`);
-- filtered search at 0.1% and 10% selectivity through `VectorIndex.search`.
+- filtered search at 0.1% and 10% selectivity through `VectorIndex.search`;
+- the two vector stores end to end, side by side (`--backends faiss milvus`): the embedded FaissStore
+  (FAISS + SQLite) and the MilvusStore on Milvus Lite, each built by upserts in 4,096-row commits with the index
+  kind vitrine's planner picks, searched one query at a time with metadata returned, and filtered through real
+  attribute fields keeping 0.1% and 10% of the products.
 
 Synthetic vectors follow a Gaussian with the real embeddings' mean and full covariance, so they
 keep the real spectrum but none of the real cluster structure: a harder case than real data.
 Queries are real text embeddings throughout.
 
     .venv/bin/python benchmarks/search_latency.py --data ../shared/data/kagl/shards --synthetic 100000 1000000
+    .venv/bin/python benchmarks/search_latency.py --kinds --backends faiss milvus --synthetic 1000000 --queries 300
 """
 from __future__ import annotations
 
@@ -33,12 +38,12 @@ from vitrine.index.plan import IndexOptions, bytes_per_vector, ef_search  # noqa
 from vitrine.index.vectors import VectorIndex  # noqa: E402
 
 
-def real_embeddings(data: str, cache: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Image and text embeddings of the catalog with the default model (computed once, resumable)."""
+def real_embeddings(data: str, cache: Path, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Image and text embeddings of the catalog with `model` (computed once, resumable)."""
     if not (cache / "image_embeddings.npy").is_file():
         from vitrine.embed import run_embed
 
-        run_embed(data=data, model="vitrine:kagl-small", out=str(cache), texts=True, on_error="skip")
+        run_embed(data=data, model=model, out=str(cache), texts=True, on_error="skip")
     return np.load(cache / "image_embeddings.npy"), np.load(cache / "text_embeddings.npy")
 
 
@@ -115,32 +120,91 @@ def bench_catalog(name: str, gallery: np.ndarray, queries: np.ndarray, k: int, o
     return rows
 
 
+def bench_stores(name: str, gallery: np.ndarray, queries: np.ndarray, k: int, backends: list[str], workdir: Path) -> list[dict]:
+    """FaissStore and MilvusStore side by side: build by 4,096-row upserts, single queries, filters on attribute fields."""
+    import shutil
+
+    from vitrine.index.store import open_store
+
+    n, dim = gallery.shape
+    truth = exact_truth(gallery, queries, k)
+    rng = np.random.default_rng(2)
+    shares = {"sel_0_1": 0.001, "sel_10": 0.1}
+    chosen = {field: set(rng.choice(n, max(k, int(n * share)), replace=False).tolist()) for field, share in shares.items()}
+    ids = np.array([f"p{i}" for i in range(n)])
+    rows = []
+    for backend in backends:
+        target = workdir / f"{backend}-{n}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(Path(f"{target}.db"), ignore_errors=True)
+        spec = str(target) if backend == "faiss" else f"milvus:{target}.db"
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds use every core; searches one
+        start = time.perf_counter()
+        store = open_store(spec, model="bench", dim=dim, create=True, attributes=list(shares))
+        for lo in range(0, n, 4096):
+            hi = min(n, lo + 4096)
+            metas = [{"title": f"item {i}", **{f: ("yes" if i in chosen[f] else "no") for f in shares}} for i in range(lo, hi)]
+            store.upsert(list(ids[lo:hi]), gallery[lo:hi], metas)
+        build_s = time.perf_counter() - start
+        faiss.omp_set_num_threads(1)
+        kind = store.stats()["index_kind"]
+        label = f"{'FaissStore' if backend == 'faiss' else 'MilvusStore (Milvus Lite)'} [{kind}]"
+
+        def keys(hits):
+            return np.array([int(h.id[1:]) for h in hits] + [-1] * (k - len(hits)))
+
+        p50, p99, found = latencies(lambda q: keys(store.search(q, k)[0]), queries)
+        rows.append({"catalog": name, "n": n, "index": label, "build_s": build_s, "p50_ms": p50, "p99_ms": p99,
+                     "recall@10": recall_at(found, truth), "speedup_p50": None, "mem_mib": None})
+        for field, share in shares.items():
+            allowed = np.array(sorted(chosen[field]))
+            sub_truth = allowed[exact_truth(gallery[allowed], queries, k)]
+            p50f, p99f, foundf = latencies(lambda q: keys(store.search(q, k, {field: "yes"})[0]), queries)
+            rows.append({"catalog": name, "n": n, "index": f"{label} + filter {share:.1%}", "build_s": None, "p50_ms": p50f, "p99_ms": p99f,
+                         "recall@10": recall_at(foundf, sub_truth), "speedup_p50": None, "mem_mib": None})
+        store.close()
+        print(f"{name} {n:,} {label}: built in {build_s:.1f}s; p50 {p50:.3f} ms; recall@10 {rows[-3]['recall@10']:.4f}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="../shared/data/kagl/shards", help="catalog for the real vectors")
-    parser.add_argument("--cache", default="runs/embed-kagl-bench", help="where its embeddings are kept between runs")
+    parser.add_argument("--cache", help="where its embeddings are kept between runs (default runs/embed-bench/<model>)")
     parser.add_argument("--synthetic", type=int, nargs="*", default=[1_000_000], help="synthetic catalog sizes")
     parser.add_argument("--queries", type=int, default=1000, help="queries per catalog (real titles)")
-    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivfpq"])
+    parser.add_argument("--kinds", nargs="*", default=["flat", "hnsw", "ivfpq"], help="raw FAISS index kinds (none: skip them)")
+    parser.add_argument("--backends", nargs="*", default=[], help="vector stores side by side: faiss milvus")
+    parser.add_argument("--model", default="vitrine:kagl-base", help="model whose embeddings make the real catalog and the queries")
+    parser.add_argument("--workdir", default="runs/bench-stores", help="where the stores are built")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
     faiss.omp_set_num_threads(1)
-    images, texts = real_embeddings(args.data, Path(args.cache))
+    cache = Path(args.cache or f"runs/embed-bench/{args.model.replace(':', '-').replace('/', '_')}")
+    images, texts = real_embeddings(args.data, cache, args.model)
     rng = np.random.default_rng(0)
     queries = np.ascontiguousarray(texts[rng.choice(len(texts), args.queries, replace=False)], dtype=np.float32)
     options = IndexOptions()
     print(f"options: {options.to_json()}; HNSW efSearch by size: " + ", ".join(f"{n:,}: {ef_search(n, options)}" for n in [40_000, *args.synthetic]))
     print(f"queries: {len(queries)} real title embeddings, k=10, one thread for search")
-    rows = bench_catalog("kagl real", np.ascontiguousarray(images, dtype=np.float32), queries, 10, options, args.kinds)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    real = np.ascontiguousarray(images, dtype=np.float32)
+    rows = bench_catalog("kagl real", real, queries, 10, options, args.kinds) if args.kinds else []
+    rows += bench_stores("kagl real", real, queries, 10, args.backends, workdir) if args.backends else []
     for n in args.synthetic:
-        rows += bench_catalog("synthetic", synthetic(images, n, seed=n), queries, 10, options, args.kinds)
+        gallery = synthetic(images, n, seed=n)
+        rows += bench_catalog("synthetic", gallery, queries, 10, options, args.kinds) if args.kinds else []
+        rows += bench_stores("synthetic", gallery, queries, 10, args.backends, workdir) if args.backends else []
 
+    print(f"\nmodel {args.model} ({real.shape[1]}-d), {len(queries)} queries")
     print("\n| catalog | vectors | index | build s | p50 ms | p99 ms | recall@10 | speed-up (p50) | est. MiB |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         build = "" if r["build_s"] is None else f"{r['build_s']:.1f}"
         mem = "" if r["mem_mib"] is None else f"{r['mem_mib']:.0f}"
-        print(f"| {r['catalog']} | {r['n']:,} | {r['index']} | {build} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['recall@10']:.4f} | {r['speedup_p50']:.1f}x | {mem} |")
+        speed = "" if r["speedup_p50"] is None else f"{r['speedup_p50']:.1f}x"
+        print(f"| {r['catalog']} | {r['n']:,} | {r['index']} | {build} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['recall@10']:.4f} | {speed} | {mem} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -18,6 +18,15 @@ TYPES = ["Tshirts", "Jeans", "Dresses", "Watches"]
 FIELDS = ["id", "title", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year", "usage"]
 
 
+def require_scale(module: str):
+    """Import one of the `scale` extra's packages, or skip; in CI (VITRINE_REQUIRE_SCALE=1) a missing one fails."""
+    if os.environ.get("VITRINE_REQUIRE_SCALE"):
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is missing: pip install -e '.[scale]' (CI requires it)")
+
+
 def jpeg_bytes(colour=(200, 30, 30), size=(60, 80), mode="RGB", fmt="JPEG") -> bytes:
     image = Image.new("RGB", size, (255, 255, 255))
     inner = Image.new("RGB", (size[0] // 2, size[1] // 2), colour)

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data] (pip install -e .[scale])")
+from tests.conftest import make_rows, require_scale, write_folder, write_shards
 
-from tests.conftest import make_rows, write_folder, write_shards  # noqa: E402
+ray = require_scale("ray")
+
 from vitrine.cli import main  # noqa: E402
 from vitrine.embed import run_embed  # noqa: E402
 from vitrine.embed.parts import PartStore  # noqa: E402
@@ -100,7 +101,7 @@ def test_index_build_on_ray_matches_the_in_process_build_and_resumes(tmp_path, c
     from vitrine.index.store import open_store
 
     if backend == "milvus":
-        pytest.importorskip("pymilvus")
+        require_scale("pymilvus")
     write_shards(tmp_path / "shards", make_rows(30), per_shard=10)
     common = ["--data", str(tmp_path / "shards"), "--model", "vitrine:small", "--no-progress", "--commit-every", "8", "--batch-size", "4"]
     assert main(["index", "build", *common, "--index", str(tmp_path / "local")]) == 0

@@ -4,14 +4,15 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus and milvus-lite (pip install -e .[scale])")
+from tests.conftest import make_rows, require_scale, write_folder
 
-from tests.conftest import make_rows, write_folder  # noqa: E402
+require_scale("pymilvus")
+
 from vitrine.cli import main  # noqa: E402
 from vitrine.index.milvus_filters import filter_expression, quote  # noqa: E402
 from vitrine.index.milvus_store import milvus_index  # noqa: E402
 from vitrine.index.plan import IndexOptions  # noqa: E402
-from vitrine.index.store import MilvusTarget, images_dir, open_store  # noqa: E402
+from vitrine.index.store import MilvusTarget, images_dir, open_store, store_exists  # noqa: E402
 
 
 def test_index_specs_pick_lite_or_server_and_read_the_token():
@@ -68,7 +69,9 @@ def test_cli_builds_searches_and_deletes_on_milvus_lite(tmp_path, capsys):
     write_folder(tmp_path / "cat", make_rows(12))
     index = f"milvus:{tmp_path}/catalog.db"
     common = ["--data", str(tmp_path / "cat"), "--index", index, "--model", "vitrine:small", "--no-progress"]
+    assert not store_exists(index) and not (tmp_path / "catalog.db").exists()  # asking does not create the file
     assert main(["index", "build", *common]) == 0
+    assert store_exists(index)
     assert main(["index", "add", *common]) == 0  # nothing new: the saved build position covers the catalog
     assert "12 products; added 0" in capsys.readouterr().err
     assert main(["index", "stats", "--index", index, "--json"]) == 0

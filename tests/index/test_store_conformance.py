@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import make_rows, write_shards
+from tests.conftest import make_rows, require_scale, write_shards
 from vitrine.index.store import IndexMismatchError, open_store
 
 BACKENDS = ["faiss", "milvus"]
@@ -35,7 +35,7 @@ def spec_for(backend, tmp_path, name="idx"):
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     if request.param == "milvus":
-        pytest.importorskip("pymilvus", reason="the Milvus backend needs pymilvus and milvus-lite (pip install -e .[scale])")
+        require_scale("pymilvus")
     return request.param
 
 

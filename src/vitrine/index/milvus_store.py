@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -136,6 +137,8 @@ class MilvusStore:
     @classmethod
     def open(cls, target: MilvusTarget, model: str | None = None) -> "MilvusStore":
         """Open an existing collection; with `model`, refuse a mismatch."""
+        if target.is_lite and not os.path.exists(target.uri):  # opening would create an empty file
+            raise FileNotFoundError(f"no vitrine index in {target} (no such Milvus Lite file)")
         client = _connect(target)
         try:
             if not client.has_collection(target.collection):

@@ -84,7 +84,10 @@ def store_exists(spec: str | os.PathLike) -> bool:
     if is_milvus(spec):
         from vitrine.index.milvus_store import MilvusStore
 
-        return MilvusStore.exists(MilvusTarget.parse(str(spec)))
+        target = MilvusTarget.parse(str(spec))
+        if target.is_lite and not Path(target.uri).exists():  # opening would create the file
+            return False
+        return MilvusStore.exists(target)
     from vitrine.index.faiss_store import DB_NAME
 
     return (Path(spec) / DB_NAME).is_file()
