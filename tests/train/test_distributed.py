@@ -100,3 +100,28 @@ def test_two_processes_train_the_same_weights_as_one_and_resume(setup, tmp_path)
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     mean = sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(a[k].numel() for k in a)
     assert worst <= MAX_DIFF and mean <= MEAN_DIFF, (worst, mean)
+
+
+def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
+    """`vitrine train cir --nproc 2`: queries split unevenly (batch 13), targets from the whole batch; same projection."""
+    import json
+
+    from tests.cir.test_triplets_training import catalog_rows
+    from tests.conftest import write_folder
+    from vitrine.cir.config import CirTrainConfig
+    from vitrine.cli import main
+
+    write_folder(tmp_path / "cat", catalog_rows())
+    assert main(["data", "make-triplets", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "all.jsonl"), "--kinds", "colour"]) == 0
+    config = CirTrainConfig(stage=1, data=(str(tmp_path / "cat"),), triplets=str(tmp_path / "all.jsonl"), model="vitrine:small",
+                            val_triplets=str(tmp_path / "all.jsonl"), epochs=1, batch_size=13, lr=1e-3, warmup_steps=1, cache_dir=str(tmp_path / "cache"))
+    (tmp_path / "cir.json").write_text(json.dumps(config.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
+        done = subprocess.run([sys.executable, "-m", "vitrine", "train", "cir", "--config", str(tmp_path / "cir.json"), "--out",
+                               str(tmp_path / name), "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "combiner" / "text_projection.safetensors"))
+    b = load_file(str(tmp_path / "two" / "combiner" / "text_projection.safetensors"))
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst <= MAX_DIFF, worst

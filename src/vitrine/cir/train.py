@@ -28,7 +28,8 @@ from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig
 from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner, load_text_projection, save_text_projection
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
-from vitrine.train.logger import MetricsLogger
+from vitrine.train.distributed import setup, teardown
+from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.schedule import warmup_cosine
 
 _RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "val_every_epochs")
@@ -108,14 +109,20 @@ def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.
 
 
 def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
-    """Train one stage; rerunning the same config resumes from `out/checkpoint.pt`."""
+    """Train one stage; rerunning the same config resumes from `out/checkpoint.pt`.
+
+    Under torchrun (WORLD_SIZE > 1) each process takes a slice of every batch and scores it against the whole
+    batch's targets; rank 0 validates, checkpoints and saves (see vitrine.train.distributed).
+    """
+    ctx = setup("cpu")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     comparable = {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
     checkpoint = load_checkpoint(out)
     if checkpoint is not None and checkpoint["comparable"] != comparable:
         raise ValueError(f"{out} holds a checkpoint of a different cir config; use another --out or delete {out / 'checkpoint.pt'}")
-    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if ctx.is_main:
+        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -126,7 +133,8 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     use_agcn = config.stage == 2 and config.combiner == "agcn"
-    bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress, with_tokens=use_agcn)
+    with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
+        bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress and ctx.is_main, with_tokens=use_agcn)
     strings: dict[str, int] = {}
     train = triplet_table(read_triplets(config.triplets), bank, strings)
     val_triplets = read_triplets(config.val_triplets) if config.val_triplets else None
@@ -137,7 +145,8 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
 
     string_list = list(strings)
     if config.cached_features:
-        pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress)
+        with ctx.main_first():
+            pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
         text_input = lambda ids: pooled[ids]  # noqa: E731
     else:
         text_input = lambda ids: pooled_texts(model, [string_list[i] for i in ids.tolist()])  # noqa: E731
@@ -159,6 +168,8 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
         combiner = Combiner(CombinerConfig(model.embed_dim, config.projection_dim, config.hidden_dim, config.dropout, encoder=model.name))
         module = combiner
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    if ctx.enabled:  # same initial weights on every rank (seeded above); from here on, each rank its own dropout masks
+        torch.manual_seed(config.seed * 1_000_003 + ctx.rank)
     steps_per_epoch = math.ceil(len(train.refs) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
@@ -167,8 +178,9 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
         module.load_state_dict(checkpoint["module"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step)
+    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
     val_report = None
+    trainable = [p for p in module.parameters() if p.requires_grad]
 
     def validate() -> dict | None:
         if val_triplets is None:
@@ -179,7 +191,7 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
         module.train()
         return report
 
-    bar = tqdm(total=last_step, initial=step, desc=f"train cir stage {config.stage}", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=last_step, initial=step, desc=f"train cir stage {config.stage}", unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     module.train()
     started = time.perf_counter() - elapsed
     while step < last_step:
@@ -192,23 +204,30 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
         target_rows = torch.tensor([train.targets[i][j] for i, j in zip(rows.tolist(), picks.tolist())])
         for group in optimizer.param_groups:
             group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps)
-        reference, target = images(train.refs[rows]), images(target_rows)
-        text = F.normalize(projection(text_input(train.texts[rows])), dim=-1)
+        mine = ctx.split(len(rows))  # this rank's queries; the targets are the whole batch's
+        local = rows[mine]
+        reference, target = images(train.refs[local]), images(target_rows)
+        text = F.normalize(projection(text_input(train.texts[local])), dim=-1)
         if use_agcn:
-            ids = train.texts[rows]
-            query = combiner(reference, text, bank.tokens[train.refs[rows]].float(), text_token_table[0][ids], text_token_table[1][ids])
+            ids = train.texts[local]
+            query = combiner(reference, text, bank.tokens[train.refs[local]].float(), text_token_table[0][ids], text_token_table[1][ids])
         else:
             query = combiner(reference, text)
         logits = config.logit_scale * query @ F.normalize(target, dim=-1).T
-        loss = _soft_cross_entropy(logits, train.target_set[rows].view(-1, 1) == train.target_set[rows].view(1, -1))
+        positives = train.target_set[local].view(-1, 1) == train.target_set[rows].view(1, -1)
+        loss = _soft_cross_entropy(logits, positives) * (len(local) / len(rows))  # the ranks' shares sum to the batch mean
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        ctx.sum_gradients(trainable)
         optimizer.step()
         step += 1
+        loss_value = ctx.sum_value(loss.item())
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        values = {"loss": round(loss.item(), 5), "lr": optimizer.param_groups[0]["lr"], "epoch": epoch}
+        bar.set_postfix(loss=f"{loss_value:.3f}")
+        values = {"loss": round(loss_value, 5), "lr": optimizer.param_groups[0]["lr"], "epoch": epoch}
         end_of_epoch = step % steps_per_epoch == 0
+        if not ctx.is_main:
+            continue
         if end_of_epoch and ((epoch + 1) % config.val_every_epochs == 0 or step == total_steps):
             val_report = validate()
             if val_report:
@@ -221,9 +240,11 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
     bar.close()
     logger.close()
     seconds = time.perf_counter() - started
-    if val_report is None:
-        val_report = validate()
-    _save(out / "combiner", config, model.name, combiner, projection, val_report)
+    if ctx.is_main:
+        if val_report is None:
+            val_report = validate()
+        _save(out / "combiner", config, model.name, combiner, projection, val_report)
+    teardown(ctx)
     return CirResult(str(out), step, round(seconds, 2), round(seconds / max(step / steps_per_epoch, 1e-9), 2), val_report)
 
 

@@ -8,6 +8,17 @@ import sys
 
 
 
+def _launch_processes(args: argparse.Namespace, threads: int = 0) -> int | None:
+    """With --nproc N > 1 (and not already inside a launched process): rerun this command in N processes."""
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError("--nproc must be >= 1")
+    if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
+        from vitrine.train.distributed import launch
+
+        return launch(args.nproc, args.argv, threads=threads)
+    return None
+
+
 def cmd_train_clip(args: argparse.Namespace) -> int:
     from vitrine.train.clip import train_clip
     from vitrine.train.config import TrainConfig
@@ -18,12 +29,9 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     if args.data:
         overrides["sources"] = [{"path": path, "weight": 1.0} for path in args.data]
     config = config.replace(**overrides) if overrides else config
-    if args.nproc is not None and args.nproc < 1:
-        raise ValueError("--nproc must be >= 1")
-    if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:  # the launcher reruns this command in each process
-        from vitrine.train.distributed import launch
-
-        return launch(args.nproc, args.argv, threads=config.threads)
+    launched = _launch_processes(args, config.threads)
+    if launched is not None:
+        return launched
     result = train_clip(config, progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":
         return 0
@@ -46,7 +54,12 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
     if args.no_cache:
         overrides["cached_features"] = False
     config = config.replace(**overrides) if overrides else config
+    launched = _launch_processes(args, config.threads or 0)
+    if launched is not None:
+        return launched
     result = train_cir(config, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(json.dumps({"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps, "seconds": result.seconds,
                       "seconds_per_epoch": result.seconds_per_epoch, "val": result.val}, indent=2))
     return 0
@@ -122,6 +135,8 @@ def register(sub) -> None:
     cir.add_argument("--max-steps", type=int)
     cir.add_argument("--threads", type=int)
     cir.add_argument("--no-cache", action="store_true", help="recompute image features every step (slow; for comparison)")
+    cir.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed via torchrun); each takes a slice "
+                                               "of every batch's queries, scored against the whole batch's targets")
     cir.add_argument("--no-progress", action="store_true", help="hide progress bars")
     cir.set_defaults(func=cmd_train_cir)
     regions = recipes.add_parser(

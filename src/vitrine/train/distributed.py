@@ -43,6 +43,12 @@ class Distributed:
         per = n // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
+    def split(self, n: int) -> slice:
+        """This rank's part of `n` items when they need not divide evenly (sizes differ by at most one)."""
+        base, extra = divmod(n, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Every rank's `x`, concatenated in rank order; gradients flow back to each rank's own slice."""
         return _GatherWithGrad.apply(x) if self.enabled else x
