@@ -125,3 +125,27 @@ def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
     b = load_file(str(tmp_path / "two" / "combiner" / "text_projection.safetensors"))
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= MAX_DIFF, worst
+
+
+def test_region_alignment_in_two_processes_matches_one(tmp_path):
+    """`vitrine train regions --nproc 2` on cached view features: texts split unevenly, gathered; same heads as one process."""
+    import json
+
+    from tests.conftest import make_rows, write_folder
+    from vitrine.train.regions import RegionTrainConfig
+
+    write_folder(tmp_path / "cat", make_rows(48))
+    config = RegionTrainConfig(data=str(tmp_path / "cat"), model="vitrine:small", split_from=None, epochs=2, batch_size=8, lr=1e-3,
+                               warmup_steps=1, val_items=8, cache_dir=str(tmp_path / "cache"), freeze_image_tower=True)
+    (tmp_path / "regions.json").write_text(json.dumps(config.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
+        done = subprocess.run([sys.executable, "-m", "vitrine", "train", "regions", "--config", str(tmp_path / "regions.json"), "--out",
+                               str(tmp_path / name), "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and "image_proj.weight" in a
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    mean = sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(a[k].numel() for k in a)
+    assert worst <= MAX_DIFF and mean <= MEAN_DIFF, (worst, mean)

@@ -72,7 +72,12 @@ def cmd_train_regions(args: argparse.Namespace) -> int:
     given = {"data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads}
     overrides = {k: v for k, v in given.items() if v is not None}
     config = config.replace(**overrides) if overrides else config
+    launched = _launch_processes(args, config.threads or 0)
+    if launched is not None:
+        return launched
     result = train_regions(config, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
                       "final_loss": round(result.final_loss, 4), "val": result.val}, indent=2))
     return 0
@@ -152,6 +157,8 @@ def register(sub) -> None:
     regions.add_argument("--epochs", type=int)
     regions.add_argument("--max-steps", type=int)
     regions.add_argument("--threads", type=int)
+    regions.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed via torchrun); each encodes "
+                                                   "a slice of every batch, the loss sees the whole batch")
     regions.add_argument("--no-progress", action="store_true", help="hide progress bars")
     regions.set_defaults(func=cmd_train_regions)
 

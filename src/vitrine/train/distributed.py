@@ -49,9 +49,21 @@ class Distributed:
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (self.rank < extra))
 
-    def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """Every rank's `x`, concatenated in rank order; gradients flow back to each rank's own slice."""
-        return _GatherWithGrad.apply(x) if self.enabled else x
+    def gather(self, x: torch.Tensor, total: int | None = None) -> torch.Tensor:
+        """Every rank's `x`, concatenated in rank order; gradients flow back to each rank's own slice.
+
+        With `total`, the ranks hold `split(total)` parts of different sizes; without it, equal parts.
+        """
+        if not self.enabled:
+            return x
+        if total is None:
+            return _GatherWithGrad.apply(x)
+        sizes = [len(range(total)[Distributed(r, self.world).split(total)]) for r in range(self.world)]
+        if x.shape[0] != sizes[self.rank]:
+            raise ValueError(f"rank {self.rank} holds {x.shape[0]} rows, its split of {total} is {sizes[self.rank]}")
+        padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, max(sizes) - x.shape[0]))
+        gathered = _GatherWithGrad.apply(padded)
+        return torch.cat([gathered[r * max(sizes) : r * max(sizes) + n] for r, n in enumerate(sizes)])
 
     def sum_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
         """All-reduce (sum) the gradients of `parameters` in one flat buffer."""
@@ -124,18 +136,29 @@ def teardown(ctx: Distributed) -> None:
         dist.destroy_process_group()
 
 
-def sharded_contrastive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
-                             logit_scale: torch.Tensor, ids: torch.Tensor, ids_all: torch.Tensor, total: int) -> torch.Tensor:
-    """This rank's share of the multi-positive InfoNCE over the global batch (the shares sum to the global loss).
+def sharded_multi_positive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
+                                logit_scale: torch.Tensor, image_positives: torch.Tensor, text_positives: torch.Tensor,
+                                n_images: int, n_texts: int) -> torch.Tensor:
+    """This rank's share of `multi_positive_loss` over the global batch (the shares sum to the global loss).
 
-    `image`, `text`, `ids`: this rank's items; `*_all`: the gathered global batch; `total`: the global batch size.
+    `image`/`text`: this rank's rows; `*_all`: the gathered global batch; `image_positives` (local images x all texts)
+    and `text_positives` (local texts x all images) mark the matches.
     """
     scale = clamp_logit_scale(logit_scale)
-    positives = (ids.view(-1, 1) == ids_all.view(1, -1)).to(image.dtype)
-    targets = positives / positives.sum(1, keepdim=True)
-    image_loss = -(targets * F.log_softmax(scale * image @ text_all.t(), dim=1)).sum()
-    text_loss = -(targets * F.log_softmax(scale * text @ image_all.t(), dim=1)).sum()
-    return 0.5 * (image_loss + text_loss) / total
+
+    def share(rows: torch.Tensor, columns: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        positives = positives.to(rows.dtype)
+        targets = positives / positives.sum(1, keepdim=True)
+        return -(targets * F.log_softmax(scale * rows @ columns.t(), dim=1)).sum()
+
+    return 0.5 * (share(image, text_all, image_positives) / n_images + share(text, image_all, text_positives) / n_texts)
+
+
+def sharded_contrastive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
+                             logit_scale: torch.Tensor, ids: torch.Tensor, ids_all: torch.Tensor, total: int) -> torch.Tensor:
+    """The paired case (image i with text i, equal caption ids also positives): `ClipLoss` split over ranks."""
+    positives = ids.view(-1, 1) == ids_all.view(1, -1)
+    return sharded_multi_positive_loss(image, text, image_all, text_all, logit_scale, positives, positives, total, total)
 
 
 def launch(nproc: int, argv: Sequence[str], threads: int = 0) -> int:

@@ -31,7 +31,8 @@ from vitrine.models import create_model
 from vitrine.models.dual import TRAINING_INFO_NAME
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.data import augment, to_input
-from vitrine.train.logger import MetricsLogger
+from vitrine.train.distributed import setup, sharded_multi_positive_loss, teardown
+from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_cache import pooled_text_features
 
@@ -220,14 +221,20 @@ class RegionResult:
 
 
 def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionResult:
-    """Fine-tune; rerunning the same config resumes from `out/checkpoint.pt`."""
+    """Fine-tune; rerunning the same config resumes from `out/checkpoint.pt`.
+
+    Under torchrun (WORLD_SIZE > 1) each process encodes a slice of every batch's images and texts; features are
+    gathered so each rank's loss rows see the whole batch (vitrine.train.distributed); rank 0 validates and saves.
+    """
+    ctx = setup("cpu")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     comparable = {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
     checkpoint = load_checkpoint(out)
     if checkpoint is not None and checkpoint["comparable"] != comparable:
         raise ValueError(f"{out} holds a checkpoint of a different regions config; use another --out or delete {out / 'checkpoint.pt'}")
-    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if ctx.is_main:
+        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -242,7 +249,8 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
         raise ValueError(f"only {len(train_rows)} training products for batch size {config.batch_size}")
     table = TextTable(pool, config)
     strings = list(table.strings)
-    pooled = pooled_text_features(model, strings, config.cache_dir, progress=progress)
+    with ctx.main_first():  # rank 0 fills the text cache, the other ranks read it
+        pooled = pooled_text_features(model, strings, config.cache_dir, progress=progress and ctx.is_main)
 
     for parameter in model.text.parameters():
         parameter.requires_grad_(False)
@@ -253,7 +261,8 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     if freeze:
         for parameter in model.visual.parameters():
             parameter.requires_grad_(False)
-        cached_views = _cached_view_features(model, pool, config, progress)
+        with ctx.main_first():
+            cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and not n.startswith("text_proj.")]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
@@ -270,8 +279,9 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
             raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step)
-    validator = _Validator(model, pool, config)
+    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
+    validator = _Validator(model, pool, config) if ctx.is_main else None
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
     val: dict = {}
     loss_value = float("nan")
@@ -284,7 +294,7 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     model.text.eval()
     if cached_views is not None:
         model.visual.eval()  # locked: BatchNorm statistics stay the pretrained ones
-    bar = tqdm(total=last_step, initial=step, desc=f"train regions {out.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=last_step, initial=step, desc=f"train regions {out.name}", unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
     started = time.perf_counter() - elapsed
     while step < last_step:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -296,20 +306,28 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
         text_ids, positives = table.sample(rows.tolist(), config.title_prob, rng)
         for group in optimizer.param_groups:
             group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps) * group["lr_scale"]
+        mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
         with amp:
             if cached_views is not None:
-                image = F.normalize(model.image_proj(cached_views[view, torch.from_numpy(rows)].float()), dim=-1)
-            else:
-                image = model.image_features(augment(pool.views[torch.from_numpy(rows), view], model.image_transform, generator)).embeds
-            text = F.normalize(model.text_proj(pooled[text_ids]), dim=-1)
-        loss = multi_positive_loss(image.float(), text.float(), model.logit_scale, positives)
+                image = F.normalize(model.image_proj(cached_views[view[mine], torch.from_numpy(rows[mine])].float()), dim=-1)
+            else:  # the whole batch's augmentation (one random stream), then this rank's slice
+                pixels = augment(pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
+                image = model.image_features(pixels[mine]).embeds
+            text = F.normalize(model.text_proj(pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
+        image, text = image.float(), text.float()
+        if ctx.enabled:
+            loss = sharded_multi_positive_loss(image, text, ctx.gather(image), ctx.gather(text, total=len(text_ids)), model.logit_scale,
+                                               positives[mine], positives[:, mine_texts].t(), len(rows), len(text_ids))
+        else:
+            loss = multi_positive_loss(image, text, model.logit_scale, positives)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        ctx.sum_gradients(trainable)
         if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         optimizer.step()
         step += 1
-        loss_value = float(loss.detach())
+        loss_value = ctx.sum_value(float(loss.detach()))
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"loss became {loss_value} at step {step}; lower lr or disable amp")
         elapsed = time.perf_counter() - started
@@ -318,6 +336,8 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
         end_of_epoch = step % steps_per_epoch == 0
         values = {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
                   "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)}
+        if not ctx.is_main:
+            continue
         if end_of_epoch or step == last_step:
             val = validator()
             values.update({f"val/{k}": v for k, v in val.items()})
@@ -329,14 +349,18 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     bar.close()
     logger.close()
     model.eval()
+    model_dir = out / "model"
+    if not ctx.is_main:
+        teardown(ctx)
+        return RegionResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, val)
     if not val:
         val = validator()
-    model_dir = out / "model"
     model.save(model_dir)
     info = {"config": config.to_dict(), "started_from": config.model, "steps": step, "seconds": round(elapsed, 1),
             "train_items": int(len(train_rows)), "seen_classes": base_info.get("seen_classes", {}), "final_metrics": val,
             "base_training": base_info.get("config")}
     (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    teardown(ctx)
     return RegionResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, val)
 
 
