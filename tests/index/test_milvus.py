@@ -18,8 +18,11 @@ from vitrine.index.store import MilvusTarget, images_dir, open_store, store_exis
 def test_index_specs_pick_lite_or_server_and_read_the_token():
     lite = MilvusTarget.parse("milvus:./runs/catalog.db")
     assert lite.is_lite and lite.uri.endswith("/runs/catalog.db") and lite.collection == "vitrine_products"
-    server = MilvusTarget.parse("milvus:http://milvus.internal:19530#shop_a", environ={"VITRINE_MILVUS_TOKEN": "root:secret"})
-    assert not server.is_lite and server.uri == "http://milvus.internal:19530" and server.collection == "shop_a"
+    server = MilvusTarget.parse("milvus:http://milvus.internal:19530#shop_a", environ={"VITRINE_MILVUS_TOKEN": "root:secret",
+                                                                                       "VITRINE_MILVUS_REPLICAS": "2"})
+    assert not server.is_lite and server.uri == "http://milvus.internal:19530" and server.collection == "shop_a" and server.replicas == 2
+    with pytest.raises(ValueError, match="REPLICAS"):
+        MilvusTarget.parse("milvus:http://h:19530", environ={"VITRINE_MILVUS_REPLICAS": "two"})
     assert server.token == "root:secret" and str(server) == "milvus:http://milvus.internal:19530#shop_a"
     assert str(images_dir("milvus:/data/catalog.db")) == "/data/catalog-images"
     for bad, message in (("milvus:", "Milvus Lite file"), ("milvus:./catalog", "ends in .db"), ("milvus:x.db#bad-name", "collection name")):

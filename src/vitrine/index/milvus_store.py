@@ -189,8 +189,14 @@ class MilvusStore:
         """Make sure the vector index exists and the collection is loaded (an interrupted re-index leaves neither)."""
         if "vector" not in self.client.list_indexes(self.collection, field_name="vector"):
             self._create_vector_index(self.kind, self._count_rows())
-        self.client.load_collection(self.collection)
+        self._load()
         self._size = self._count_rows()  # sizes the HNSW search breadth; updated on every write
+
+    def _load(self) -> None:
+        if self.target.replicas:
+            self.client.load_collection(self.collection, replica_number=self.target.replicas)
+        else:
+            self.client.load_collection(self.collection)
 
     def _create_vector_index(self, kind: str, n: int) -> None:
         index_type, params = milvus_index(kind, n, self.dim, self.options, self.target.is_lite)
@@ -209,7 +215,7 @@ class MilvusStore:
         self.client.release_collection(self.collection)
         self.client.drop_index(self.collection, "vector")
         self._create_vector_index(target, n)
-        self.client.load_collection(self.collection)
+        self._load()
 
     def _count_rows(self) -> int:
         rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")

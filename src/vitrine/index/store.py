@@ -105,11 +105,12 @@ def images_dir(spec: str | os.PathLike) -> Path:
 
 @dataclass(frozen=True)
 class MilvusTarget:
-    """`milvus:<path.db | http(s)://host:port>[#collection]`, the token from $VITRINE_MILVUS_TOKEN."""
+    """`milvus:<path.db | http(s)://host:port>[#collection]`; token and replicas from $VITRINE_MILVUS_TOKEN / _REPLICAS."""
 
     uri: str
     collection: str = "vitrine_products"
     token: str | None = None
+    replicas: int | None = None  # in-memory replicas on a cluster ($VITRINE_MILVUS_REPLICAS); None: the server's default
 
     @property
     def is_lite(self) -> bool:
@@ -127,11 +128,14 @@ class MilvusTarget:
             raise ValueError(f"{spec!r}: give a Milvus Lite file (milvus:./catalog.db) or a server URI (milvus:http://host:19530)")
         if not collection.replace("_", "a").isalnum() or collection[0].isdigit():
             raise ValueError(f"Milvus collection name {collection!r} must be letters, digits and _ (not starting with a digit)")
-        target = cls(uri, collection, environ.get("VITRINE_MILVUS_TOKEN") or None)
+        replicas = environ.get("VITRINE_MILVUS_REPLICAS")
+        if replicas is not None and (not replicas.isdigit() or int(replicas) < 1):
+            raise ValueError(f"VITRINE_MILVUS_REPLICAS must be a whole number >= 1, got {replicas!r}")
+        target = cls(uri, collection, environ.get("VITRINE_MILVUS_TOKEN") or None, int(replicas) if replicas else None)
         if target.is_lite:
             if not uri.endswith(".db"):
                 raise ValueError(f"a Milvus Lite file name ends in .db (milvus:./catalog.db), got {uri!r}")
-            target = cls(os.path.abspath(uri), collection, None)
+            target = cls(os.path.abspath(uri), collection)
         return target
 
     def __str__(self) -> str:
