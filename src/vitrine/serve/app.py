@@ -1,26 +1,32 @@
 """The FastAPI app: search, tagging and product endpoints, the web UI at `/`, OpenAPI at `/docs`."""
 from __future__ import annotations
 
-import hmac
 import time
 from importlib import resources
 from typing import Annotated
 
 import yaml
 from fastapi import Depends, FastAPI, File, Form, Query as QueryParam, Request, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vitrine
 from vitrine.search import parse_filters
+from vitrine.serve import bodies
+from vitrine.serve.bodies import (Product, SearchBatchJSON, SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON,
+                                  TagResult, UpsertResult, decode_base64_image, error_responses, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
 from vitrine.serve.metrics import Metrics
-from vitrine.serve.requests import checked_k, clean_text, image_url, product_id_from_image_url, read_image
+from vitrine.serve.requests import checked_k, clean_text, image_from_bytes, image_url, product_id_from_image_url, read_image
 from vitrine.serve.service import Query, SearchService, ServiceError, product_view
 from vitrine.serve.settings import ServeSettings
+from vitrine.serve.tokens import Tokens
 
 
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:
@@ -42,98 +48,164 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return response
 
     # ---- auth ----------------------------------------------------------------------------------------
-    def _check_token(request: Request, expected: str) -> None:
+    tokens = Tokens(settings.read_token, settings.write_token, settings.token_file)
+
+    def _check_token(request: Request, role: str) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token.strip():
             raise StarletteHTTPException(401, "this endpoint needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        if not tokens.current().accepts(role, token.strip()):
             raise StarletteHTTPException(403, "the bearer token is not valid for this endpoint")
 
     def can_read(request: Request) -> None:
-        if settings.read_token:
-            _check_token(request, settings.read_token)
+        if tokens.current().read:
+            _check_token(request, "read")
 
     def can_write(request: Request) -> None:
-        if not settings.write_token:
-            raise StarletteHTTPException(403, "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN or --write-token)")
-        _check_token(request, settings.write_token)
+        if not tokens.current().write:
+            raise StarletteHTTPException(403, "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a token file)")
+        _check_token(request, "write")
 
     def hit_view(rank: int, hit) -> dict:
         return {"rank": rank, "score": round(hit.score, 4), **product_view(hit.metadata), "image_url": image_url(hit.id)}
 
-    def run_search(text, modification, image, image_url_, k, filters) -> dict:
-        text, modification = clean_text("text", text, settings), clean_text("modification", modification, settings)
-        picture = None
+    def picture_of(image, image_url_, where: str = "") -> Image.Image | None:
+        """The query image from an upload, base64 text or a catalog image URL (at most one of them)."""
         if image is not None and image_url_:
-            raise ServiceError("give an image upload or an image_url, not both")
+            raise ServiceError(f"{where}give an image upload or an image_url, not both")
+        if isinstance(image, str):
+            return image_from_bytes(decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings)
         if image is not None:
-            picture = read_image(image, settings)
-        elif image_url_:
-            picture = service.product_image(product_id_from_image_url(image_url_))
+            return read_image(image, settings)
+        if image_url_:
+            return service.product_image(product_id_from_image_url(image_url_))
+        return None
+
+    def make_query(text, modification, image, image_url_, k, filters: dict[str, list[str]], where: str = "") -> Query:
+        """A checked query; `where` prefixes messages with the query's place in a batch."""
+        text, modification = clean_text(f"{where}text", text, settings), clean_text(f"{where}modification", modification, settings)
+        if image is not None and text:  # before touching the image: a text with an image is refused as such
+            raise ServiceError(f"{where}give text or an image, not both; to change an image query, send the change as 'modification'")
+        picture = picture_of(image, image_url_, where)
         if picture is None and modification:
-            raise ServiceError("a modification changes an image query: give an image or an image_url too")
+            raise ServiceError(f"{where}a modification changes an image query: give an image or an image_url too")
         if picture is None and not text:
-            raise ServiceError("give a text query, an image, or an image with a modification")
+            raise ServiceError(f"{where}give a text query, an image, or an image with a modification")
         if picture is not None and text:
-            raise ServiceError("give text or an image, not both; to change an image query, send the change as 'modification'")
+            raise ServiceError(f"{where}give text or an image, not both; to change an image query, send the change as 'modification'")
         try:
-            parsed = parse_filters(filters or [])
+            k = checked_k(k, settings)
+        except ServiceError as exc:
+            raise ServiceError(where + exc.message) from None
+        return Query(text=text, image=picture, modification=modification, k=k, filters=filters)
+
+    def json_filters(filters: dict[str, str | list[str]], where: str = "") -> dict[str, list[str]]:
+        parsed = {}
+        for name, values in filters.items():
+            values = [values] if isinstance(values, str) else values
+            values = [v.strip() for v in values if v.strip()]
+            if not name.strip() or not values:
+                raise ServiceError(f"{where}filters: each field needs a name and at least one non-empty value, got {name!r}")
+            parsed[name.strip()] = values
+        return parsed
+
+    def form_filters(specs: list[str]) -> dict[str, list[str]]:
+        try:
+            return parse_filters(specs)
         except ValueError as exc:
             raise ServiceError(str(exc)) from None
-        query = Query(text=text, image=picture, modification=modification, k=checked_k(k, settings), filters=parsed)
+
+    def query_from(body: SearchJSON | SearchForm, where: str = "") -> Query:
+        if isinstance(body, SearchForm):
+            return make_query(body.text, body.modification, body.image, body.image_url, body.k, form_filters(body.filter))
+        return make_query(body.text, body.modification, body.image, body.image_url, body.k, json_filters(body.filters, where), where)
+
+    def result_view(query: Query, hits, took_ms: float) -> dict:
+        return {"query": {"kind": query.kind, "text": query.text, "modification": query.modification, "k": query.k, "filters": dict(query.filters)},
+                "took_ms": took_ms, "results": [hit_view(rank, hit) for rank, hit in enumerate(hits, 1)]}
+
+    def run_search(query: Query) -> dict:
         start = time.perf_counter()
         hits = service.search(query)
-        return {"query": {"kind": query.kind, "text": text, "modification": modification, "k": query.k, "filters": parsed},
-                "took_ms": round((time.perf_counter() - start) * 1000, 2),
-                "results": [hit_view(rank, hit) for rank, hit in enumerate(hits, 1)]}
+        return result_view(query, hits, round((time.perf_counter() - start) * 1000, 2))
 
-    # ---- endpoints -----------------------------------------------------------------------------------
-    @app.post("/search", tags=["search"], dependencies=[Depends(can_read)], summary="search by text, image, or image + modification")
-    def search(text: Annotated[str | None, Form(description="text query")] = None,
-               modification: Annotated[str | None, Form(description='with an image: what should change, e.g. "in black"')] = None,
-               image: Annotated[UploadFile | None, File(description="query image")] = None,
-               image_url: Annotated[str | None, Form(description="a catalog product's image URL, /products/{id}/image")] = None,
-               k: Annotated[int, Form(description="number of results")] = 10,
-               filter: Annotated[list[str] | None, Form(description="field=value; repeat for more (same field: any of the values)")] = None):
-        return run_search(text, modification, image, image_url, k, filter)
+    def run_batch(body: SearchBatchJSON) -> dict:
+        if not 1 <= len(body.queries) <= settings.max_batch_queries:
+            raise ServiceError(f"a batch holds 1 to {settings.max_batch_queries} queries, got {len(body.queries)}")
+        queries = [query_from(q, f"queries[{i}]: ") for i, q in enumerate(body.queries)]
+        start = time.perf_counter()
+        hits = service.search_many(queries)
+        took = round((time.perf_counter() - start) * 1000, 2)
+        return {"took_ms": took, "results": [result_view(q, h, took) for q, h in zip(queries, hits)]}
 
-    @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], summary="search by text or by a catalog product's image")
-    def search_get(text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
-                   filter: Annotated[list[str] | None, QueryParam()] = None):
-        return run_search(text, modification, None, image_url, k, filter)
-
-    @app.post("/tag", tags=["tagging"], dependencies=[Depends(can_read)], summary="tag an image with open-vocabulary attributes")
-    def tag(image: Annotated[UploadFile, File(description="the image to tag")],
-            vocabulary: Annotated[str | None, Form(description="attribute vocabulary as YAML or JSON (default: the shipped one)")] = None):
+    def run_tag(body: TagJSON | TagForm) -> dict:
         from vitrine.tagging.vocabulary import vocabulary_from_dict
 
+        picture = picture_of(body.image, getattr(body, "image_url", None))
+        if picture is None:
+            raise ServiceError("give the image to tag, as base64 'image' or a catalog 'image_url'")
+        vocabulary = body.vocabulary
         parsed = None
-        if vocabulary and vocabulary.strip():
+        if isinstance(vocabulary, str) and vocabulary.strip():
             try:
-                parsed = vocabulary_from_dict(yaml.safe_load(vocabulary), origin="vocabulary")
+                vocabulary = yaml.safe_load(vocabulary)
             except yaml.YAMLError as exc:
                 raise ServiceError(f"vocabulary is not valid YAML or JSON: {exc}") from None
+        if vocabulary not in (None, "") and not (isinstance(vocabulary, str) and not vocabulary.strip()):
+            try:
+                parsed = vocabulary_from_dict(vocabulary, origin="vocabulary")
             except ValueError as exc:
                 raise ServiceError(str(exc)) from None
-        tags = service.tag(read_image(image, settings), parsed)
+        tags = service.tag(picture, parsed)
         return {"tags": {name: t.to_dict() for name, t in tags.items()}}
 
-    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], summary="attribute fields and their most common values")
+    # ---- endpoints -----------------------------------------------------------------------------------
+    read_errors = error_responses(400, 401, 403, 404, 413, 415, 422)
+
+    @app.post("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
+              summary="search by text, image, or image + modification (JSON or form)",
+              openapi_extra=request_body(SearchJSON, SearchForm))
+    async def search(request: Request):
+        body = await read_body(request, SearchJSON, SearchForm)
+        return await run_in_threadpool(lambda: run_search(query_from(body)))
+
+    @app.post("/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult, responses=read_errors,
+              summary="several searches in one request, encoded together (JSON)", openapi_extra=request_body(SearchBatchJSON, None))
+    async def search_batch(request: Request):
+        body = await read_body(request, SearchBatchJSON, None)
+        return await run_in_threadpool(run_batch, body)
+
+    @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
+             summary="search by text or by a catalog product's image")
+    def search_get(text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
+                   filter: Annotated[list[str] | None, QueryParam()] = None):
+        return run_search(make_query(text, modification, None, image_url, k, form_filters(filter or [])))
+
+    @app.post("/tag", tags=["tagging"], dependencies=[Depends(can_read)], response_model=TagResult, responses=read_errors,
+              summary="tag an image with open-vocabulary attributes (JSON or form)", openapi_extra=request_body(TagJSON, TagForm))
+    async def tag(request: Request):
+        body = await read_body(request, TagJSON, TagForm)
+        return await run_in_threadpool(run_tag, body)
+
+    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(401, 403, 422), summary="attribute fields and their most common values")
     def attributes(per_field: int = 30):
         values = service.attribute_values(max(1, min(per_field, 500)))
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
 
-    @app.get("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], summary="one product")
+    @app.get("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], response_model=Product,
+             responses=error_responses(401, 403, 404), summary="one product")
     def get_product(product_id: str):
         return {**product_view(service.product(product_id)), "image_url": image_url(product_id)}
 
     @app.get("/products/{product_id}/image", tags=["catalog"], dependencies=[Depends(can_read)], summary="a product's image (JPEG)",
+             responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **error_responses(401, 403, 404)},
              response_class=FileResponse)
     def get_product_image(product_id: str):
         return FileResponse(service.image_path(product_id), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/products", tags=["catalog"], dependencies=[Depends(can_write)], status_code=201,
+    @app.post("/products", tags=["catalog"], dependencies=[Depends(can_write)], status_code=201, response_model=UpsertResult,
+              responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 413, 415, 422)},
               summary="add or replace a product (needs the write token)")
     def upsert_product(response: Response,
                        id: Annotated[str, Form(description="product id")],
@@ -155,18 +227,20 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return {**product_view(row), "image_url": image_url(id), "created": created}
 
     @app.delete("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_write)], status_code=204,
+                responses=error_responses(401, 403, 404),
                 summary="delete a product (needs the write token)")
     def delete_product(product_id: str):
         service.delete(product_id)
         return Response(status_code=204)
 
-    @app.get("/healthz", tags=["service"], summary="liveness and catalog size")
+    @app.get("/healthz", tags=["service"], summary="liveness and catalog size", responses=error_responses(401, 403))
     def healthz():
         stats = service.stats()
         return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
                 "version": vitrine.__version__}
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     def prometheus():
         return Response(metrics.render(service.stats()["products"]), media_type=metrics.content_type)
 
@@ -177,7 +251,19 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return HTMLResponse(static.joinpath("index.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    # JSON carries an image as base64: 4/3 of its bytes
+    app.add_middleware(BodyLimit, limit=(settings.max_upload_bytes * 4) // 3 + MULTIPART_OVERHEAD)
+    if settings.cors_origins:  # off unless configured: a browser page on another origin cannot call the API
+        origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+
+    plain_openapi = app.openapi
+
+    def openapi() -> dict:
+        return bodies.add_components(plain_openapi())
+
+    app.openapi = openapi
     return app
 
 

@@ -45,7 +45,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counted_receive, guarded_send)
-        except BodyLimit.TooLarge:
+        except* BodyLimit.TooLarge:  # raised bare, or grouped by a task group of the middleware stack
             if not started:
                 await self._refuse(send)
 

@@ -14,9 +14,13 @@ from vitrine.serve.settings import ServeSettings
 
 
 def read_image(upload: UploadFile, settings: ServeSettings) -> Image.Image:
-    """The upload as an RGB image: 413 over the byte or pixel limit, 415 when it is not a readable image."""
-    name = upload.filename or "the upload"
+    """An uploaded file as an RGB image (see `image_from_bytes`); the declared content type is never trusted."""
     data = upload.file.read(settings.max_upload_bytes + 1)
+    return image_from_bytes(data, upload.filename or "the upload", settings)
+
+
+def image_from_bytes(data: bytes, name: str, settings: ServeSettings) -> Image.Image:
+    """The bytes as an RGB image, judged by their content: 413 over the byte or pixel limit, 415 when not an image."""
     if len(data) > settings.max_upload_bytes:
         raise ServiceError(f"image {name!r} is over the upload limit of {settings.max_upload_bytes} bytes", 413)
     try:

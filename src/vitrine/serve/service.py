@@ -107,6 +107,15 @@ class SearchService:
             self._check_filters(query.filters)
             return self.store.search(vector.numpy(), query.k, query.filters)[0]
 
+    def search_many(self, queries: Sequence[Query]) -> list[list[SearchHit]]:
+        """Several queries at once: all texts in one forward pass, all images in another, then one search per query."""
+        vectors = self._query_vectors(queries)
+        with self._lock:
+            self.store.refresh()
+            for query in queries:
+                self._check_filters(query.filters)
+            return [self.store.search(vectors[i:i + 1].numpy(), query.k, query.filters)[0] for i, query in enumerate(queries)]
+
     def product(self, product_id: str) -> dict:
         with self._lock:
             self.store.refresh()
@@ -206,6 +215,28 @@ class SearchService:
         composer = self._get_composer()
         with torch.inference_mode():
             return composer.queries(embeds.unsqueeze(0), [query.modification], tokens.unsqueeze(0) if composer.needs_tokens else None)
+
+    def _query_vectors(self, queries: Sequence[Query]) -> torch.Tensor:
+        """(len(queries), D) query vectors, each kind encoded in one batch."""
+        rows: list[torch.Tensor | None] = [None] * len(queries)
+        texts = [i for i, q in enumerate(queries) if q.image is None]
+        if texts:
+            for i, vector in zip(texts, self._text_batch([queries[i].text for i in texts])):
+                rows[i] = vector
+        pictures = [i for i, q in enumerate(queries) if q.image is not None]
+        if pictures:
+            encoded = self._image_batch([self.model.image_transform(queries[i].image) for i in pictures])
+            composed = [(i, embeds, tokens) for i, (embeds, tokens) in zip(pictures, encoded) if queries[i].modification]
+            for i, (embeds, _) in zip(pictures, encoded):
+                rows[i] = embeds
+            if composed:
+                composer = self._get_composer()
+                tokens = torch.stack([t for _, _, t in composed]) if composer.needs_tokens else None
+                with torch.inference_mode():
+                    changed = composer.queries(torch.stack([e for _, e, _ in composed]), [queries[i].modification for i, _, _ in composed], tokens)
+                for (i, _, _), vector in zip(composed, changed):
+                    rows[i] = vector
+        return torch.stack(rows)
 
     def _text_batch(self, texts: Sequence[str]) -> list[torch.Tensor]:
         with torch.inference_mode():

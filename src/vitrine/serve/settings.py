@@ -27,9 +27,12 @@ class ServeSettings:
     threads: int = 0  # torch intra-op threads per worker process; 0 = one (concurrent requests use the other cores)
     workers: int = 1
     max_batch: int = 32  # concurrent queries encoded in one forward pass, at most
+    max_batch_queries: int = 32  # queries in one POST /search/batch, at most
+    token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
+    cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
 
     def __post_init__(self):
-        for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch"):
+        for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.workers > 1 and self.index.startswith("milvus:") and self.index.removeprefix("milvus:").split("#")[0].endswith(".db"):

@@ -1,0 +1,239 @@
+"""Request and response bodies of the HTTP API: JSON or form fields in, one JSON shape out, all in the OpenAPI spec.
+
+`POST /search` and `POST /tag` take either `application/json` or a form (`multipart/form-data`,
+`application/x-www-form-urlencoded`); both are validated by a pydantic model, so a bad field gets the same 422 in
+either form. The forms are parsed with limits on their parts (fields, files, bytes a text field).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from vitrine.serve.service import ServiceError
+
+JSON_TYPES = ("application/json",)
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_FORM_FIELDS = 64  # a search form has six names; repeated filters count once each
+MAX_FORM_FILES = 1
+MAX_FIELD_BYTES = 64 * 1024  # one text field of a form (a vocabulary included)
+
+Binary = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
+FilterValues = str | list[str]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchJSON(_Body):
+    """A search as JSON: text, or an image (base64 or a catalog image URL) with an optional modification."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"text": "blue jeans", "k": 5},
+        {"image_url": "/products/1163/image", "modification": "in red with long sleeves", "filters": {"gender": ["Women"]}},
+    ]})
+    text: str | None = Field(None, description="text query")
+    image: str | None = Field(None, description="query image: base64 of the file's bytes (a data: URL works too)")
+    image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
+    modification: str | None = Field(None, description='with an image: what should change, e.g. "in black"')
+    k: int = Field(10, description="number of results")
+    filters: dict[str, FilterValues] = Field(default_factory=dict, description='field -> value or values (any of them), e.g. {"gender": ["Women", "Girls"]}')
+
+
+class SearchForm(_Body):
+    """The same search as form fields; filters are repeated `filter=field=value` fields."""
+
+    text: str | None = Field(None, description="text query")
+    image: Binary = Field(None, description="query image", json_schema_extra=lambda schema: schema.pop("default", None))
+    image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
+    modification: str | None = Field(None, description='with an image: what should change, e.g. "in black"')
+    k: int = Field(10, description="number of results")
+    filter: list[str] = Field(default_factory=list, description="field=value; repeat for more (same field: any of the values)")
+
+
+class SearchBatchJSON(_Body):
+    """Several searches answered together: their texts and images are encoded in one forward pass each."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"queries": [{"text": "blue jeans", "k": 3}, {"text": "red dress", "filters": {"gender": "Women"}}]}]})
+    queries: list[SearchJSON] = Field(description="the searches, answered in this order")
+
+
+class TagJSON(_Body):
+    """An image to tag, as base64 or a catalog image URL, and optionally a vocabulary."""
+
+    image: str | None = Field(None, description="the image: base64 of the file's bytes (a data: URL works too)")
+    image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
+    vocabulary: dict[str, Any] | str | None = Field(None, description="attribute vocabulary as an object, or YAML/JSON text (default: the shipped one)")
+
+
+class TagForm(_Body):
+    image: Binary = Field(description="the image to tag")
+    vocabulary: str | None = Field(None, description="attribute vocabulary as YAML or JSON (default: the shipped one)")
+
+
+# ---- responses ---------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    status: int
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Hit(BaseModel):
+    rank: int
+    score: float
+    id: str
+    title: str | None
+    attributes: dict[str, Any]
+    tags: dict[str, Any]
+    image_url: str
+
+
+class QueryEcho(BaseModel):
+    kind: str
+    text: str | None
+    modification: str | None
+    k: int
+    filters: dict[str, list[str]]
+
+
+class SearchResult(BaseModel):
+    query: QueryEcho
+    took_ms: float
+    results: list[Hit]
+
+
+class SearchBatchResult(BaseModel):
+    took_ms: float
+    results: list[SearchResult]
+
+
+class TagResult(BaseModel):
+    tags: dict[str, dict[str, Any]]
+
+
+class Product(BaseModel):
+    id: str
+    title: str | None
+    attributes: dict[str, Any]
+    tags: dict[str, Any]
+    image_url: str
+
+
+class UpsertResult(Product):
+    created: bool
+
+
+COMPONENTS = (SearchJSON, SearchForm, SearchBatchJSON, TagJSON, TagForm)
+
+
+def error_responses(*statuses: int) -> dict:
+    """The `responses=` of a route: each status answered with the JSON error body."""
+    return {status: {"model": ErrorBody, "description": _REASONS.get(status, "refused")} for status in statuses}
+
+
+_REASONS = {400: "bad request", 401: "no bearer token", 403: "token not valid", 404: "not found", 413: "over a size limit",
+            415: "not an image, or a body that is neither JSON nor a form", 422: "a field has the wrong type"}
+
+
+def request_body(json_model: type[BaseModel] | None, form_model: type[BaseModel] | None) -> dict:
+    """`openapi_extra` documenting a body taken as JSON and/or as a form."""
+    content = {}
+    if json_model:
+        content["application/json"] = {"schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}}
+    if form_model:
+        content["multipart/form-data"] = {"schema": {"$ref": f"#/components/schemas/{form_model.__name__}"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def add_components(schema: dict) -> dict:
+    """Put the body models (and what they nest) into the spec's components."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in COMPONENTS:
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    return schema
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(model: type[Model], data: Any) -> Model:
+    """`model` from `data`, or a 422 naming each bad field as FastAPI does."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+        raise ServiceError("; ".join(problems), 422) from None
+
+
+async def read_body(request: Request, json_model: type[BaseModel], form_model: type[BaseModel] | None) -> BaseModel:
+    """The request's body as `json_model` (JSON) or `form_model` (a form, or no body at all)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in JSON_TYPES or content_type.endswith("+json"):
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ServiceError(f"the body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ServiceError(f"the body must be a JSON object, got {type(data).__name__}")
+        return validated(json_model, data)
+    if form_model is None or (content_type and content_type not in FORM_TYPES):
+        accepted = "application/json" + ("" if form_model is None else " or a form (multipart/form-data)")
+        raise ServiceError(f"send the body as {accepted}, not {content_type or 'nothing'}", 415)
+    form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    data: dict[str, Any] = {}
+    for name in form.keys():
+        values = form.getlist(name)
+        if name in form_model.model_fields and _is_list(form_model, name):
+            data[name] = values
+        else:
+            if len(values) > 1:
+                raise ServiceError(f"{name}: give it once, got {len(values)} values", 422)
+            value = values[0]
+            if isinstance(value, UploadFile) and not _is_binary(form_model, name):
+                raise ServiceError(f"{name}: expected a text field, got a file", 422)
+            if _is_binary(form_model, name) and isinstance(value, str) and not value:
+                continue  # an empty file input of a browser form
+            data[name] = value
+    return validated(form_model, data)
+
+
+def _is_list(model: type[BaseModel], name: str) -> bool:
+    return getattr(model.model_fields[name].annotation, "__origin__", None) is list
+
+
+def _is_binary(model: type[BaseModel], name: str) -> bool:
+    field = model.model_fields.get(name)
+    return field is not None and any(isinstance(m, WithJsonSchema) for m in field.metadata)
+
+
+def decode_base64_image(text: str, name: str, max_bytes: int) -> bytes:
+    """The bytes of a base64 image (or a `data:...;base64,` URL): 413 over the upload limit, 400 when not base64."""
+    if text.startswith("data:"):
+        header, comma, text = text.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise ServiceError(f"{name}: a data: URL must be base64 (data:image/jpeg;base64,...)")
+    text = "".join(text.split())
+    if len(text) > 4 * (max_bytes // 3 + 1):
+        raise ServiceError(f"{name} is over the upload limit of {max_bytes} bytes", 413)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServiceError(f"{name} is not valid base64") from None
+    if len(data) > max_bytes:
+        raise ServiceError(f"{name} is over the upload limit of {max_bytes} bytes", 413)
+    if not data:
+        raise ServiceError(f"{name} is empty")
+    return data
