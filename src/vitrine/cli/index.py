@@ -1,4 +1,4 @@
-"""`vitrine index build|add|delete|stats` and `vitrine search`."""
+"""`vitrine index build|add|images|delete|stats` and `vitrine search`."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +79,18 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_images(args: argparse.Namespace) -> int:
+    from vitrine.serve.backfill import backfill_images
+
+    result = backfill_images(args.data, args.index, images=args.images, schema=args.schema, on_error=args.on_error,
+                             overwrite=args.overwrite, progress=not args.no_progress)
+    for line in result.examples:
+        print(f"  {line}", file=sys.stderr)
+    print(f"{result.images}: stored {result.stored}, already there {result.present}, not in the index {result.not_indexed}, "
+          f"failed {result.failed} in {result.seconds:.1f}s", file=sys.stderr)
+    return 0
+
+
 def cmd_index_delete(args: argparse.Namespace) -> int:
     from vitrine.index.store import open_store
 
@@ -146,6 +158,20 @@ def register(sub) -> None:
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
         add_engine_arguments(action)
         action.set_defaults(func=cmd_index_build)
+    images = actions.add_parser("images", help="store the catalog images of an index's products (rerun to resume)",
+                                description="Store the catalog image of every product in the index that has none yet, so that the "
+                                            "service's GET /products/{id}/image shows it (`serve --catalog` stores them as it indexes; "
+                                            "`index build` does not). Rerun to resume. Milvus Lite allows one process per file: stop "
+                                            "a service on it first.")
+    images.add_argument("--data", required=True, help="catalog the index was built from (any format vitrine reads)")
+    images.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
+    images.add_argument("--images", help="images directory (default: the one `vitrine serve` uses for the index; give the same "
+                                         "shared storage as `vitrine serve --images`)")
+    images.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    images.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+    images.add_argument("--overwrite", action="store_true", help="store images again even where one is already stored")
+    images.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    images.set_defaults(func=cmd_index_images)
     stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
     stats.add_argument("--index", required=True, help=INDEX_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON")
