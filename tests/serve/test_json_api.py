@@ -143,3 +143,31 @@ def test_the_spec_documents_json_and_form_bodies(client):
     assert {"text", "image", "image_url", "modification", "filters", "k"} <= set(schemas["SearchJSON"]["properties"])
     assert schemas["SearchForm"]["properties"]["image"]["format"] == "binary"
     assert {"400", "413", "415", "422"} <= set(spec["paths"]["/search"]["post"]["responses"])
+
+
+# Findings of the hand-written adversarial probes (schemathesis's generated strings hold no lone surrogates and its
+# JSON is shallow): each was a 500 before its fix.
+@pytest.mark.parametrize("raw, needle", [
+    (b'{"text": "red \\ud800 dress"}', "text: holds a lone surrogate"),  # was TypeError in the tokenizer
+    (b'{"text": "red", "filters": {"gender": "\\udcff"}}', "filters.gender: holds a lone surrogate"),  # was UnicodeEncodeError in SQLite
+    (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),  # was RecursionError in json.loads
+])
+def test_finding_surrogates_and_deep_nesting_in_json_are_a_400(client, raw, needle):
+    assert needle in error_of(client.post("/search", content=raw, headers={"Content-Type": "application/json"}), 400)
+
+
+def test_finding_surrogates_in_form_json_and_yaml_fields_are_a_400(client):
+    from tests.serve.test_api import AUTH
+
+    attributes = '{"gender\\ud800": "Women"}'  # was UnicodeEncodeError writing the product
+    response = client.post("/products", data={"id": "s-1", "attributes": attributes}, files=upload(jpeg_bytes()), headers=AUTH)
+    assert "attributes: holds a lone surrogate" in error_of(response, 400)
+    vocabulary = 'pattern: ["striped \\ud800", "solid"]'  # was TypeError in the tokenizer
+    assert "holds a lone surrogate" in error_of(client.post("/tag", data={"vocabulary": vocabulary}, files=upload(jpeg_bytes())), 400)
+    deep = "a: " + "[" * 20_000 + "]" * 20_000
+    assert "nested too deeply" in error_of(client.post("/tag", data={"vocabulary": deep}, files=upload(jpeg_bytes())), 400)
+
+
+def test_json_k_must_be_a_json_integer(client):
+    assert "k: Input should be a valid integer" in error_of(client.post("/search", json={"text": "red", "k": True}), 422)
+    assert "k: Input should be a valid integer" in error_of(client.post("/search", json={"text": "red", "k": "5"}), 422)

@@ -5,7 +5,6 @@ import time
 from importlib import resources
 from typing import Annotated
 
-import yaml
 from fastapi import Depends, FastAPI, File, Form, Query as QueryParam, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -19,7 +18,7 @@ import vitrine
 from vitrine.search import parse_filters
 from vitrine.serve import bodies
 from vitrine.serve.bodies import (Product, SearchBatchJSON, SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON,
-                                  TagResult, UpsertResult, decode_base64_image, error_responses, read_body, request_body)
+                                  TagResult, UpsertResult, decode_base64_image, error_responses, load_yaml, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
 from vitrine.serve.metrics import Metrics
@@ -148,10 +147,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         vocabulary = body.vocabulary
         parsed = None
         if isinstance(vocabulary, str) and vocabulary.strip():
-            try:
-                vocabulary = yaml.safe_load(vocabulary)
-            except yaml.YAMLError as exc:
-                raise ServiceError(f"vocabulary is not valid YAML or JSON: {exc}") from None
+            vocabulary = load_yaml(vocabulary, "vocabulary")
         if vocabulary not in (None, "") and not (isinstance(vocabulary, str) and not vocabulary.strip()):
             try:
                 parsed = vocabulary_from_dict(vocabulary, origin="vocabulary")
@@ -215,8 +211,10 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         parsed = {}
         if attributes and attributes.strip():
             try:
-                parsed = yaml.safe_load(attributes)
-            except yaml.YAMLError:
+                parsed = load_yaml(attributes, "attributes")
+            except ServiceError as exc:
+                if "surrogate" in exc.message:
+                    raise
                 parsed = None
             if not isinstance(parsed, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in parsed.values()):
                 raise ServiceError('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')

@@ -42,7 +42,7 @@ class SearchJSON(_Body):
     image: str | None = Field(None, description="query image: base64 of the file's bytes (a data: URL works too)")
     image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
     modification: str | None = Field(None, description='with an image: what should change, e.g. "in black"')
-    k: int = Field(10, description="number of results")
+    k: int = Field(10, strict=True, description="number of results")
     filters: dict[str, FilterValues] = Field(default_factory=dict, description='field -> value or values (any of them), e.g. {"gender": ["Women", "Girls"]}')
 
 
@@ -186,9 +186,11 @@ async def read_body(request: Request, json_model: type[BaseModel], form_model: t
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ServiceError(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ServiceError("the body is not valid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise ServiceError(f"the body must be a JSON object, got {type(data).__name__}")
-        return validated(json_model, data)
+        return validated(json_model, checked_text(data))
     if form_model is None or (content_type and content_type not in FORM_TYPES):
         accepted = "application/json" + ("" if form_model is None else " or a form (multipart/form-data)")
         raise ServiceError(f"send the body as {accepted}, not {content_type or 'nothing'}", 415)
@@ -208,6 +210,34 @@ async def read_body(request: Request, json_model: type[BaseModel], form_model: t
                 continue  # an empty file input of a browser form
             data[name] = value
     return validated(form_model, data)
+
+
+def checked_text(value: Any, where: str = "body") -> Any:
+    """`value` unchanged, or a 400 when a string in it holds a lone surrogate (JSON and YAML escapes can make one,
+    and no encoder, tokenizer or database takes it)."""
+    if isinstance(value, str):
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            raise ServiceError(f"{where}: holds a lone surrogate (an escape such as \\ud800 that is not a character)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            checked_text(key, where)
+            checked_text(item, f"{where}.{key}" if isinstance(key, str) and key.isprintable() and len(key) < 40 else where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            checked_text(item, f"{where}[{index}]")
+    return value
+
+
+def load_yaml(text: str, name: str) -> Any:
+    """YAML (or JSON) text from a request: a 400 naming `name` when it is not valid, too deep, or holds surrogates."""
+    import yaml
+
+    try:
+        return checked_text(yaml.safe_load(text), name)
+    except yaml.YAMLError as exc:
+        raise ServiceError(f"{name} is not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise ServiceError(f"{name} is not valid YAML or JSON: nested too deeply") from None
 
 
 def _is_list(model: type[BaseModel], name: str) -> bool:
