@@ -7,6 +7,8 @@ of the server and its workers, read from /proc, after warm-up (start) and after 
 
     .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires --port 8000   # once: builds runs/serve/kagl-hires
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
+    # form and JSON requests side by side:
+    .venv/bin/python benchmarks/load.py --index runs/serve/hires-base --workers 1 --clients 1 8 --bodies form json
     # two models side by side in one run (each index keeps the model it was built with):
     .venv/bin/python benchmarks/load.py --index runs/serve/hires-small runs/serve/hires-base --workers 1 --clients 1 8
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
@@ -79,7 +82,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def drive(base: str, kind: str, clients: int, seconds: float, images: list[bytes], seed: int) -> dict:
+def search_request(kind: str, body: str, rng: random.Random, images: list[bytes]) -> dict:
+    """httpx keyword arguments of one search: a form (multipart for images) or a JSON body (base64 for images)."""
+    if kind == "text":
+        text = rng.choice(TEXT_QUERIES)
+        return {"json": {"text": text, "k": 24}} if body == "json" else {"data": {"text": text, "k": "24"}}
+    image = rng.choice(images)
+    if body == "json":
+        return {"json": {"image": base64.b64encode(image).decode(), "k": 24}}
+    return {"data": {"k": "24"}, "files": {"image": ("query.jpg", image, "image/jpeg")}}
+
+
+async def drive(base: str, kind: str, clients: int, seconds: float, images: list[bytes], seed: int, body: str = "form") -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     deadline = time.perf_counter() + seconds
@@ -88,10 +102,7 @@ async def drive(base: str, kind: str, clients: int, seconds: float, images: list
     async def client_loop(client: httpx.AsyncClient, number: int) -> None:
         rng = random.Random(seed * 1000 + number)
         while time.perf_counter() < deadline:
-            if kind == "text":
-                request = {"data": {"text": rng.choice(TEXT_QUERIES), "k": "24"}}
-            else:
-                request = {"data": {"k": "24"}, "files": {"image": ("query.jpg", rng.choice(images), "image/jpeg")}}
+            request = search_request(kind, body, rng, images)
             start = time.perf_counter()
             try:
                 response = await client.post(f"{base}/search", **request)
@@ -108,7 +119,7 @@ async def drive(base: str, kind: str, clients: int, seconds: float, images: list
         await asyncio.gather(*(client_loop(client, n) for n in range(clients)))
     elapsed = time.perf_counter() - started
     ms = [x * 1000 for x in latencies] or [float("nan")]
-    return {"kind": kind, "clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
+    return {"kind": kind, "body": body, "clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
             "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(percentile(ms, 50), 1), "p95_ms": round(percentile(ms, 95), 1),
             "p99_ms": round(percentile(ms, 99), 1), "mean_ms": round(statistics.fmean(ms), 1), "errors": sum(errors.values()),
             "error_kinds": errors}
@@ -122,6 +133,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     parser.add_argument("--kinds", nargs="+", default=["text", "image"], choices=["text", "image"])
+    parser.add_argument("--bodies", nargs="+", default=["form"], choices=["form", "json"], help="request bodies to compare, side by side")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per kind before measuring")
     parser.add_argument("--query-images", type=int, default=64, help="how many images to draw queries from")
@@ -145,18 +157,19 @@ def main() -> None:
             rss_start = tree_rss_mib(server.pid)
             for kind in args.kinds:
                 for clients in args.clients:
-                    row = {"index": Path(index).name, "workers": workers, **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients))}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
+                    for body in args.bodies:
+                        row = {"index": Path(index).name, "workers": workers, **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
             rss_end = tree_rss_mib(server.pid)
             memory.append({"index": Path(index).name, "workers": workers, "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
         finally:
             server.terminate()
             server.wait(timeout=60)
 
-    print("\n| index | workers | query | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| index | workers | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['index']} | {r['workers']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        print(f"| {r['index']} | {r['workers']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['errors']} |")
     print("\n| index | workers | server RSS at start MiB | at end MiB |\n|---|---|---|---|")
     for m in memory:
