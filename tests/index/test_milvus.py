@@ -114,3 +114,32 @@ def test_service_on_milvus_lite_searches_writes_and_refuses_two_workers(tmp_path
         app.state.service.close()
     with pytest.raises(ValueError, match="one process per file"):
         ServeSettings(index=f"milvus:{tmp_path}/served.db", workers=2)
+
+
+@pytest.mark.parametrize("suffix", [".sidx", ".idx"])
+def test_truncated_lite_index_sidecars_are_rebuilt_on_open(tmp_path, caplog, suffix):
+    """Milvus Lite writes its per-segment index files in place; a process killed mid-write leaves one truncated.
+
+    Regression for a CI failure: `index build` SIGKILLed mid-commit left a 6-byte scalar index file and every later
+    open failed with "File is too small: 6". The sidecars are derived from the rows, so opening drops and rebuilds them.
+    """
+    spec = f"milvus:{tmp_path / 'cat.db'}"
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((12, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = open_store(spec, model="vitrine:test", dim=8, create=True, attributes=["gender"])
+    store.upsert([f"p{i}" for i in range(12)], vectors, [{"gender": ["Men", "Women"][i % 2]} for i in range(12)])
+    store.close()
+    sidecars = sorted((tmp_path / "cat.db").rglob(f"*{suffix}"))
+    assert sidecars, "Milvus Lite wrote no index sidecar: the layout this recovery relies on changed"
+    sidecars[0].write_bytes(sidecars[0].read_bytes()[:6])
+    with caplog.at_level("WARNING", logger="vitrine.index.milvus_store"):
+        again = open_store(spec, model="vitrine:test")
+    try:
+        assert "removed" in caplog.text and "index sidecar" in caplog.text
+        hits = again.search(vectors[:3], k=12, filters={"gender": "Men"})
+        assert hits[0][0].id == "p0" and hits[2][0].id == "p2"  # each Men vector finds itself first
+        assert all(h.id in {f"p{i}" for i in range(0, 12, 2)} for row in hits for h in row)
+        assert len(hits[0]) == 6 and again.stats()["products"] == 12
+    finally:
+        again.close()

@@ -11,7 +11,9 @@ resumed build upserts again (same ids, so the same result), never a state that p
 """
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import math
 import os
 import threading
@@ -37,6 +39,7 @@ _IVF_MIN_VECTORS = 256 * 39
 
 _lite_users: Counter = Counter()  # Milvus Lite file -> open stores in this process (the server stops with the last)
 _lite_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def milvus_index(kind: str, n: int, dim: int, options: IndexOptions, lite: bool) -> tuple[str, dict]:
@@ -193,10 +196,35 @@ class MilvusStore:
         self._size = self._count_rows()  # sizes the HNSW search breadth; updated on every write
 
     def _load(self) -> None:
+        try:
+            self._load_once()
+        except Exception:
+            if not self.target.is_lite or not self._drop_lite_sidecars():
+                raise
+            self._load_once()  # Milvus Lite rebuilds the dropped sidecars from the segments
+
+    def _load_once(self) -> None:
         if self.target.replicas:
             self.client.load_collection(self.collection, replica_number=self.target.replicas)
         else:
             self.client.load_collection(self.collection)
+
+    def _drop_lite_sidecars(self) -> int:
+        """Remove Milvus Lite's per-segment index files so that loading rebuilds them; returns how many were removed.
+
+        Milvus Lite writes these sidecars in place, not atomically, so a process killed while writing one leaves a
+        truncated file that fails every later load ("File is too small"). They are derived from the segments, which
+        hold the rows, so dropping them loses nothing.
+        """
+        pattern = os.path.join(glob.escape(self.target.uri), "collections", glob.escape(self.collection), "partitions", "*",
+                               "indexes", "*")
+        sidecars = [path for path in glob.glob(pattern) if path.endswith((".idx", ".sidx"))]
+        for path in sidecars:
+            os.remove(path)
+        if sidecars:
+            log.warning("Milvus Lite could not load %s; removed %d index sidecar file(s) (left truncated by an interrupted "
+                        "process?) and rebuilt them from the stored rows", self.target, len(sidecars))
+        return len(sidecars)
 
     def _create_vector_index(self, kind: str, n: int) -> None:
         index_type, params = milvus_index(kind, n, self.dim, self.options, self.target.is_lite)
