@@ -50,7 +50,9 @@ def _rank_gradients(rank, world, port, queue):
     loss.backward()
     params = [*image_net.parameters(), *text_net.parameters(), scale]
     ctx.sum_gradients(params)
-    queue.put((rank, ctx.sum_value(float(loss)), [p.grad.clone() for p in params]))
+    # numpy arrays travel by value; tensors would travel through this process's shared-memory socket, which is gone
+    # if it exits before the parent unpickles them (seen: FileNotFoundError in the parent's queue.get)
+    queue.put((rank, ctx.sum_value(loss.item()), [p.grad.detach().numpy().copy() for p in params]))
     torch.distributed.destroy_process_group()
 
 
@@ -72,6 +74,7 @@ def test_split_batch_gradients_equal_the_whole_batch_gradients():
     for rank, total_loss, grads in results:
         assert total_loss == pytest.approx(loss.item(), abs=1e-6)
         for got, want in zip(grads, expected):
+            got = torch.from_numpy(got)
             assert torch.allclose(got, want, atol=1e-6), (rank, (got - want).abs().max())
 
 
