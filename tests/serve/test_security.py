@@ -148,10 +148,13 @@ def test_server_errors_never_echo_secrets_or_paths(settings, monkeypatch):
         for response in responses:
             assert "internal error" in error_of(response, 500)
             assert settings.index not in response.text and TOKEN not in response.text and "vectors.faiss" not in response.text
-        missing = client.get("/products/1000/image")  # stored image removed under the service: a 404 without the path
-        service.images.path("1000").unlink()
+        service.images.path("1000").unlink()  # stored image removed under the service: a 404 without the path
         missing = client.get("/products/1000/image")
         assert missing.status_code == 404 and settings.index not in missing.text
+        # a delete between the service's check and the read (another worker's DELETE): still a 404, not a 500
+        monkeypatch.setattr(service, "image_path", lambda product_id: service.images.path("1000"))
+        raced = client.get("/products/1001/image")
+        assert raced.status_code == 404 and settings.index not in raced.text
         health = client.get("/healthz").text
         assert settings.index not in health and TOKEN not in health
         service.close()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Query as QueryParam, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
@@ -196,9 +196,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     @app.get("/products/{product_id}/image", tags=["catalog"], dependencies=[Depends(can_read)], summary="a product's image (JPEG)",
              responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **error_responses(401, 403, 404)},
-             response_class=FileResponse)
+             response_class=Response)
     def get_product_image(product_id: str):
-        return FileResponse(service.image_path(product_id), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
+        return Response(service.image_bytes(product_id), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @app.post("/products", tags=["catalog"], dependencies=[Depends(can_write)], status_code=201, response_model=UpsertResult,
               responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 413, 415, 422)},

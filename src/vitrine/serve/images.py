@@ -2,16 +2,24 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from PIL import Image
 
 MAX_SIDE = 1024  # stored images are downscaled to this longest side: enough for a results grid and a detail view
+STAGED = "staged"  # image changes waiting for their write's commit: <token>.json (what for) and <token>.jpg (the new image)
 
 
 class ImageStore:
-    """`<index>/images/<sha1 of id>.jpg`, written atomically (temp file, fsync, rename)."""
+    """`<index>/images/<sha1 of id>.jpg`, written atomically (temp file, fsync, rename).
+
+    A service write stages its image change (`stage`) and settles it after the store's commit (`settle`), so that
+    a crash in between never shows a product's new row with its old image, or the reverse.
+    """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
@@ -25,17 +33,68 @@ class ImageStore:
         return self.path(product_id).is_file()
 
     def save(self, product_id: str, image: Image.Image) -> None:
-        image = image.convert("RGB")
-        if max(image.size) > MAX_SIDE:
-            image = image.copy()
-            image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-        target = self.path(product_id)
-        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            image.save(handle, format="JPEG", quality=90)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        _write_jpeg(self.path(product_id), image)
 
     def remove(self, product_id: str) -> None:
         self.path(product_id).unlink(missing_ok=True)
+
+    def stage(self, product_id: str, image: Image.Image | None, note: Mapping | None = None) -> str:
+        """Prepare a new image for `product_id` (None: its removal) without showing it; returns the change's token.
+
+        `note` (JSON) is kept with it for `settle`'s decision. Call it, and `settle`, holding the writers' lock.
+        """
+        token = uuid.uuid4().hex
+        staged = self.directory / STAGED
+        staged.mkdir(exist_ok=True)
+        if image is not None:
+            _write_jpeg(staged / f"{token}.jpg", image)
+        entry = {**(note or {}), "id": product_id, "image": image is not None}
+        _write_bytes(staged / f"{token}.json", json.dumps(entry).encode("utf-8"))  # last: a change exists once this does
+        return token
+
+    def has_staged(self) -> bool:
+        staged = self.directory / STAGED
+        return staged.is_dir() and any(staged.iterdir())
+
+    def settle(self, committed: Callable[[str, dict], bool]) -> None:
+        """Apply each staged change whose write committed (`committed(token, entry)`), drop the others, and clear the rest.
+
+        Safe to repeat after a crash part-way: a change already applied has lost its image file and is skipped.
+        """
+        staged = self.directory / STAGED
+        if not staged.is_dir():
+            return
+        for journal in sorted(staged.glob("*.json")):
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            picture = staged / f"{journal.stem}.jpg"
+            if committed(journal.stem, entry):
+                if not entry["image"]:
+                    self.remove(entry["id"])
+                elif picture.exists():
+                    os.replace(picture, self.path(entry["id"]))
+            journal.unlink()
+            picture.unlink(missing_ok=True)
+        for leftover in staged.iterdir():  # temp files, and images of a `stage` cut short before its journal
+            leftover.unlink()
+
+
+def _write_jpeg(target: Path, image: Image.Image) -> None:
+    image = image.convert("RGB")
+    if max(image.size) > MAX_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        image.save(handle, format="JPEG", quality=90)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+
+
+def _write_bytes(target: Path, data: bytes) -> None:
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import re
 import threading
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from vitrine.serve.batching import MicroBatcher
 from vitrine.serve.images import ImageStore
 from vitrine.serve.settings import ServeSettings
 
+IMAGE_COMMIT = "serve.image_commit"  # store state: the token of the last upsert's staged image, committed with its row
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_VOCABULARY_VALUES = 500  # a request's vocabulary is embedded on the spot: keep that bounded
 
@@ -131,8 +133,16 @@ class SearchService:
             raise NotFound(f"product {product_id!r} has no stored image")
         return path
 
+    def image_bytes(self, product_id: str) -> bytes:
+        """The stored JPEG, read in one open: a delete between the check and the read is a 404, never a 500."""
+        path = self.image_path(product_id)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"product {product_id!r} has no stored image") from None
+
     def product_image(self, product_id: str) -> Image.Image:
-        with Image.open(self.image_path(product_id)) as image:
+        with Image.open(io.BytesIO(self.image_bytes(product_id))) as image:
             return image.convert("RGB")
 
     def attribute_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
@@ -165,18 +175,20 @@ class SearchService:
         metadata = with_tags({"title": title, **{k: v for k, v in attributes.items() if v not in (None, "")}}, tags)
         with self._lock, self._write_lock():
             self.store.refresh()
-            created = self.store.product(product_id) is None
-            self.images.save(product_id, image)  # before the commit: a crash leaves at worst an unused file
-            self.store.upsert([product_id], vector, [metadata])
+            before = self.store.product(product_id)
+            # Shown only once the row has committed (the lock's release settles it): a crash at any point leaves the
+            # old product or the new one, each with its own image.
+            token = self.images.stage(product_id, image, {"before": before})
+            self.store.upsert([product_id], vector, [metadata], state={IMAGE_COMMIT: token})
             row = self.store.product(product_id)
-        return row, created
+        return row, before is None
 
     def delete(self, product_id: str) -> None:
         with self._lock, self._write_lock():
             self.store.refresh()
+            self.images.stage(product_id, None)  # removed when the lock is released, if the row is gone: a crash leaves no stray file
             if not self.store.delete([product_id]):
                 raise NotFound(f"no product with id {product_id!r}")
-            self.images.remove(product_id)  # after the commit: a crash leaves at worst an unreachable file
 
     def close(self) -> None:
         self._encode_texts.close()
@@ -187,13 +199,39 @@ class SearchService:
     # ---- helpers -----------------------------------------------------------------------------------
     @contextmanager
     def _write_lock(self):
+        """The writers' lock, across workers; image changes are settled on taking it and before leaving it."""
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         with open(self.lock_dir / "write.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
+                self._settle_images()  # what a writer that died holding the lock staged
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                try:
+                    self._settle_images()  # this holder's writes; at start-up, a crashed process's (the store is open now)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _settle_images(self) -> None:
+        """Show or drop each staged image change by whether its write committed, so that images agree with rows.
+
+        An upsert committed if the store holds its token (FAISS saves it in the row's own transaction) or its row
+        changed since it was staged (Milvus saves state after the rows); a removal is due once the row is gone.
+        """
+        store = getattr(self, "store", None)
+        if store is None:  # start-up, before the store is open
+            return
+        images = getattr(self, "images", None) or ImageStore(self.images_dir)
+        if not images.has_staged():
+            return
+        store.refresh()
+        last = store.get_state(IMAGE_COMMIT)
+
+        def committed(token: str, entry: dict) -> bool:
+            row = store.product(entry["id"])
+            return (token == last or row != entry["before"]) if entry["image"] else row is None
+
+        images.settle(committed)
 
     def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:
         if not filters:
