@@ -67,5 +67,8 @@ def parse_filters(specs: Sequence[str]) -> dict[str, list[str]]:
         field, sep, value = spec.partition("=")
         if not sep or not field.strip() or not value.strip():
             raise ValueError(f"a filter looks like field=value, got {spec!r}")
+        if "\x00" in spec or any("\ud800" <= ch <= "\udfff" for ch in spec):
+            # No store can match these: SQLite and Milvus take UTF-8 text, and Milvus strings end at NUL.
+            raise ValueError(f"a filter must be Unicode text without NUL characters, got {spec!r}")
         filters.setdefault(field.strip(), []).append(value.strip())
     return filters

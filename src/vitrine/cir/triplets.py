@@ -32,14 +32,17 @@ class Triplet:
 def read_triplets(path: str | os.PathLike) -> list[Triplet]:
     """Read and validate a triplet file; errors name the line."""
     out = []
-    with open(path, encoding="utf-8") as handle:
+    # surrogateescape: a line that is not UTF-8 is reported by number below, not as a decode error for the whole file
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
+            if not _is_unicode(line):
+                raise ValueError(f"{path}, line {number}: not UTF-8 text")
             try:
                 data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
+                raise ValueError(f"{path}, line {number}: not JSON ({getattr(exc, 'msg', exc)})") from None
             if not isinstance(data, dict):
                 raise ValueError(f"{path}, line {number}: expected a JSON object")
             reference, modification, targets = data.get("reference"), data.get("modification"), data.get("targets")
@@ -47,12 +50,28 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
                 raise ValueError(f"{path}, line {number}: 'reference' must be a product id")
             if not isinstance(modification, str) or not modification.strip():
                 raise ValueError(f"{path}, line {number}: 'modification' must be a non-empty text")
-            if not isinstance(targets, list) or not targets or not all(isinstance(t, (str, int)) for t in targets):
+            if not isinstance(targets, list) or not targets or not all(isinstance(t, (str, int)) and str(t) != "" for t in targets):
                 raise ValueError(f"{path}, line {number}: 'targets' must be a non-empty list of product ids")
-            out.append(Triplet(str(reference), modification.strip(), tuple(str(t) for t in targets), data.get("kind")))
+            kind = data.get("kind")
+            if kind is not None and not isinstance(kind, str):
+                raise ValueError(f"{path}, line {number}: 'kind' must be a text, got {kind!r}")
+            texts = {"reference": str(reference), "modification": modification, "targets": "".join(map(str, targets)), "kind": kind or ""}
+            for name, text in texts.items():
+                if not _is_unicode(text):  # a JSON escape such as "\\ud800": no tokenizer or UTF-8 file takes it
+                    raise ValueError(f"{path}, line {number}: '{name}' holds a lone surrogate, not Unicode text")
+            out.append(Triplet(str(reference), modification.strip(), tuple(str(t) for t in targets), kind))
     if not out:
         raise ValueError(f"{path}: no triplets")
     return out
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text holding lone surrogates: undecodable bytes, or JSON escapes such as "\\ud800"."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_triplets(path: str | os.PathLike, triplets: Iterable[Triplet]) -> int:

@@ -10,7 +10,7 @@ from vitrine.data.folder import METADATA_NAMES, FolderCatalog
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader
 from vitrine.data.schema import CatalogSchema, resolve_schema
-from vitrine.data.shards import ShardCatalog
+from vitrine.data.shards import MAX_MEMBER_BYTES, ShardCatalog
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -39,14 +39,16 @@ def open_catalog(
     on_error: str = "fail",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     require_title: bool | None = None,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> CatalogReader:
     """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items.
 
     `require_title` overrides the schema: a job that never reads titles should not reject rows without one.
+    `max_member_bytes` caps one tar member of a shard; a larger one is refused unread.
     """
     resolved = resolve_schema(schema)
     if require_title is not None and require_title != resolved.require_title:
         resolved = replace(resolved, require_title=require_title)
     if detect_format(path) == "shards":
-        return ShardCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels)
+        return ShardCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels, max_member_bytes=max_member_bytes)
     return FolderCatalog(path, resolved, on_error=on_error, max_pixels=max_pixels)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -74,10 +75,21 @@ class FolderCatalog(CatalogReader):
     def _csv_rows(self, source: str) -> Iterator[tuple[int, dict | DataError]]:
         with open(self.metadata_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            if not reader.fieldnames or self.schema.id_field not in reader.fieldnames:
-                raise RowFormatError(f"CSV header {reader.fieldnames} has no id column '{self.schema.id_field}'", source=str(self.metadata_path))
-            width = len(reader.fieldnames)
-            for row, raw in enumerate(reader, start=1):
+            try:
+                header = reader.fieldnames
+            except csv.Error as exc:
+                raise RowFormatError(f"malformed CSV header ({exc})", source=str(self.metadata_path)) from None
+            if not header or self.schema.id_field not in header:
+                raise RowFormatError(f"CSV header {header} has no id column '{self.schema.id_field}'", source=str(self.metadata_path))
+            width = len(header)
+            for row in itertools.count(1):
+                try:
+                    raw = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); the reader resumes on the next line
+                    yield row, RowFormatError(f"malformed CSV ({exc})", source=source, row=row)
+                    continue
                 if None in raw:
                     yield row, RowFormatError(f"row has {width + len(raw[None])} fields, header has {width}", source=source, row=row)
                 elif any(value is None for value in raw.values()):
@@ -87,7 +99,7 @@ class FolderCatalog(CatalogReader):
                     yield row, raw
 
     def _jsonl_rows(self, source: str) -> Iterator[tuple[int, dict | DataError]]:
-        with open(self.metadata_path, encoding="utf-8") as handle:
+        with open(self.metadata_path, encoding="utf-8-sig") as handle:
             row = 0
             for line in handle:
                 if not line.strip():
@@ -95,7 +107,7 @@ class FolderCatalog(CatalogReader):
                 row += 1
                 try:
                     raw = json.loads(line)
-                except json.JSONDecodeError as exc:
+                except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
                     yield row, RowFormatError(f"malformed JSON ({exc})", source=source, row=row)
                     continue
                 if not isinstance(raw, dict):

@@ -36,6 +36,8 @@ class Record:
             raise MissingFileError(f"image file not found: {self.image_path}", source=self.source, row=self.row, item_id=self.id) from None
         except OSError as exc:
             raise MissingFileError(f"cannot read image file {self.image_path}: {exc}", source=self.source, row=self.row, item_id=self.id) from None
+        except ValueError as exc:  # a NUL byte or a lone surrogate cannot be in a file name
+            raise MissingFileError(f"image path {self.image_path!r} is not a valid file name ({exc})", source=self.source, row=self.row, item_id=self.id) from None
 
 
 @dataclass(frozen=True)
@@ -120,4 +122,18 @@ class CatalogReader(ABC):
         if title is None and schema.require_title:
             return RowFormatError("empty title", source=source, row=row, item_id=item_id)
         attributes = {name: schema.clean(raw.get(name)) for name in schema.attributes}
+        for name, value in ((schema.id_field, item_id), (schema.title_field, title), *attributes.items()):
+            if value is not None and not _is_unicode(value):
+                # Text with lone surrogates (from "\\ud800" escapes or non-UTF-8 names) cannot be stored or served as UTF-8.
+                shown_id = item_id if _is_unicode(item_id) else None  # the message itself must print as UTF-8
+                return RowFormatError(f"column '{name}' holds a lone surrogate ({value!r}), not Unicode text", source=source, row=row, item_id=shown_id)
         return Record(id=item_id, title=title, attributes=attributes, source=source, row=row, **image)
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text holding lone surrogates, which no UTF-8 file, database or response can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -2,9 +2,32 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
+
+
+class SchemaError(ValueError):
+    """A catalog schema file that cannot be used; the message names the file and the field."""
+
+
+def _text(value: object) -> str | None:
+    return None if isinstance(value, str) else "a string"
+
+
+def _text_list(value: object) -> str | None:
+    return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "a list of strings"
+
+
+_FIELD_CHECKS = {
+    "name": _text,
+    "id_field": _text,
+    "title_field": _text,
+    "image_field": lambda value: None if value is None or isinstance(value, str) else "a string or null",
+    "attributes": _text_list,
+    "missing_values": _text_list,
+    "require_title": lambda value: None if isinstance(value, bool) else "true or false",
+}
 
 
 @dataclass(frozen=True)
@@ -27,12 +50,20 @@ class CatalogSchema:
         return None if text in self.missing_values else text
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CatalogSchema":
-        known = {"name", "id_field", "title_field", "image_field", "attributes", "missing_values", "require_title"}
+    def from_dict(cls, data: dict, origin: str = "schema") -> "CatalogSchema":
+        """A schema from its JSON form; a wrong key or type is a `SchemaError` naming `origin` and the field."""
+        if not isinstance(data, dict):
+            raise SchemaError(f"{origin}: a catalog schema is a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown schema keys {sorted(unknown)}; expected some of {sorted(known)}")
+            raise SchemaError(f"{origin}: unknown schema keys {sorted(unknown, key=str)}; expected some of {sorted(known)}")
         values = dict(data)
+        for key, value in values.items():
+            check = _FIELD_CHECKS.get(key)
+            problem = check(value) if check else None
+            if problem:
+                raise SchemaError(f"{origin}: field '{key}' must be {problem}, got {value!r}")
         for key in ("attributes", "missing_values"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -40,8 +71,15 @@ class CatalogSchema:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "CatalogSchema":
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+        """Read a schema JSON file (UTF-8, a BOM allowed); every problem is a `SchemaError` naming the file."""
+        try:
+            with open(path, encoding="utf-8-sig") as handle:
+                data = json.load(handle)
+        except UnicodeDecodeError as exc:
+            raise SchemaError(f"{path}: not UTF-8 text ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
+            raise SchemaError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, origin=str(path))
 
     def to_dict(self) -> dict:
         return {

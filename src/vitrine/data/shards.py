@@ -15,6 +15,7 @@ from vitrine.data.records import CatalogReader, Record
 from vitrine.data.schema import CatalogSchema
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+MAX_MEMBER_BYTES = 64 * 2**20  # far above any product photo or metadata file; a larger member is refused unread
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
@@ -68,11 +69,24 @@ def _split_key(name: str) -> tuple[str, str]:
     return (os.path.join(directory, stem) if directory else stem), ext.lower()
 
 
+def _drain(handle, chunk: int = 2**20) -> None:
+    """Read past a refused member in bounded chunks, never holding it in memory.
+
+    Left to tarfile, a stream skips a member's declared size in fixed blocks even past the end of the data:
+    a header declaring a terabyte would cost 10^8 empty reads. Reading hits the end of the data at once.
+    """
+    if handle is not None:
+        while handle.read(chunk):
+            pass
+
+
 class ShardCatalog(CatalogReader):
     """Streams samples from WebDataset shards, one shard open at a time."""
 
-    def __init__(self, spec: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(self, spec: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_member_bytes: int = MAX_MEMBER_BYTES):
         super().__init__(schema, on_error, max_pixels)
+        self.max_member_bytes = max_member_bytes
         self.spec = str(spec)
         self.paths = resolve_shards(spec)
 
@@ -86,7 +100,7 @@ class ShardCatalog(CatalogReader):
             try:
                 with tarfile.open(path, "r") as tar:
                     for member in tar:
-                        if member.isfile():
+                        if not member.isdir():  # refused members count too: each makes a bad row
                             keys.add(_split_key(member.name)[0])
             except (tarfile.TarError, OSError):
                 continue
@@ -102,33 +116,60 @@ class ShardCatalog(CatalogReader):
         row = 0
         current_key: str | None = None
         members: dict[str, bytes] = {}
+        problem: DataError | None = None  # the first refused member of the current sample
+        finished: set[str] = set()  # keys of samples already read: a sample's members must be adjacent
         try:
             with tarfile.open(path, "r|*") as tar:
                 for member in tar:
                     tar.members = []  # stream mode keeps every header otherwise; memory must not grow
-                    if not member.isfile():
+                    if member.isdir():
                         continue
                     key, ext = _split_key(member.name)
                     if key != current_key and current_key is not None:
                         row += 1
-                        yield self._sample(current_key, members, source, row)
-                        members = {}
+                        yield problem or self._sample(current_key, members, source, row)
+                        finished.add(current_key)
+                        members, problem = {}, None
                     current_key = key
+                    refusal = self._refusal(member, key, ext, members, finished)
+                    if refusal is not None:
+                        problem = problem or RowFormatError(f"member {member.name!r}: {refusal}", source=source, row=row + 1, item_id=os.path.basename(key))
+                        if member.isfile() and member.size > self.max_member_bytes:
+                            _drain(tar.extractfile(member))
+                        continue
                     handle = tar.extractfile(member)
                     members[ext] = handle.read() if handle is not None else b""
         except (tarfile.TarError, OSError, EOFError) as exc:
+            if problem is not None:
+                row += 1
+                yield problem
             yield RowFormatError(f"shard is truncated or not a tar file ({exc}); rest of shard skipped", source=source, row=row + 1)
             return
         if current_key is not None:
             row += 1
-            yield self._sample(current_key, members, source, row)
+            yield problem or self._sample(current_key, members, source, row)
+
+    def _refusal(self, member: tarfile.TarInfo, key: str, ext: str, members: dict[str, bytes], finished: set[str]) -> str | None:
+        """Why a member cannot be read (unsafe name, link, oversized, repeated), or None."""
+        if not member.isfile():
+            kind = "symlink" if member.issym() else "hardlink" if member.islnk() else "special file"
+            return f"is a {kind}; shards hold regular files only"
+        if member.name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", member.name):
+            return "name is absolute or climbs out of the shard with '..'"
+        if member.size > self.max_member_bytes:
+            return f"declares {member.size} bytes, over the limit of {self.max_member_bytes} bytes per member (max_member_bytes)"
+        if ext in members:
+            return f"repeats key {key!r} with extension {ext!r} in the same sample"
+        if key in finished:
+            return f"key {key!r} already appeared earlier in the shard; a sample's members must be adjacent"
+        return None
 
     def _sample(self, key: str, members: dict[str, bytes], source: str, row: int) -> Record | DataError:
         image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in members), None)
         if "json" in members:
             try:
-                meta = json.loads(members["json"].decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                meta = json.loads(members["json"].decode("utf-8-sig"))
+            except (ValueError, RecursionError) as exc:  # also: not UTF-8, numbers over 4300 digits, nesting too deep
                 return RowFormatError(f"sample {key}: malformed JSON metadata ({exc})", source=source, row=row, item_id=key)
             if not isinstance(meta, dict):
                 return RowFormatError(f"sample {key}: JSON metadata is not an object", source=source, row=row, item_id=key)

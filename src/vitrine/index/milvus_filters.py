@@ -15,6 +15,8 @@ def quote(value: str) -> str:
         raise TypeError(f"filter values are strings, got {type(value).__name__}")
     if "\x00" in value:
         raise ValueError("filter values cannot contain NUL characters")
+    if any("\ud800" <= ch <= "\udfff" for ch in value):
+        raise ValueError("filter values must be Unicode text; this one holds a lone surrogate")
     return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
 
 
@@ -35,6 +37,10 @@ def filter_expression(filters: Mapping[str, str | Sequence[str]], declared: Coll
         values = [values] if isinstance(values, str) else list(values)
         if not values:
             return None
-        reference = field_reference(name, declared)
-        clauses.append("(" + " or ".join(f"{reference} == {quote(v)}" for v in dict.fromkeys(values)) + ")")
+        try:
+            reference = field_reference(name, declared)
+            literals = [quote(v) for v in dict.fromkeys(values)]
+        except ValueError as exc:
+            raise ValueError(f"filter {name!r}: {exc}") from None
+        clauses.append("(" + " or ".join(f"{reference} == {literal}" for literal in literals) + ")")
     return " and ".join(clauses)

@@ -55,12 +55,27 @@ class ServeSettings:
 
     @classmethod
     def from_json(cls, text: str) -> "ServeSettings":
-        data = json.loads(text)
+        """Settings from a JSON object; bad JSON, an unknown name or a wrong type is a ValueError naming it."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
+            raise ValueError(f"serve settings are not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"serve settings must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown serve settings {sorted(unknown)}; known: {sorted(known)}")
+        for f in fields(cls):
+            check = _JSON_TYPES.get(f.type)
+            if f.name in data and check and not check(data[f.name]):
+                raise ValueError(f"serve setting {f.name} must be {_TYPE_NAMES[f.type]}, got {data[f.name]!r}")
         return cls(**data)
+
+
+# JSON types of the annotations above (strings: `from __future__ import annotations`); true is not a whole number.
+_JSON_TYPES = {"int": lambda v: type(v) is int, "str": lambda v: isinstance(v, str), "str | None": lambda v: v is None or isinstance(v, str)}
+_TYPE_NAMES = {"int": "a whole number", "str": "a string", "str | None": "a string or null"}
 
 
 def load_settings(path: str | None = None, environ: dict | None = None, **overrides) -> ServeSettings:
@@ -68,7 +83,10 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
     environ = os.environ if environ is None else environ
     settings = ServeSettings()
     if path:
-        settings = ServeSettings.from_json(Path(path).read_text(encoding="utf-8"))
+        try:
+            settings = ServeSettings.from_json(Path(path).read_text(encoding="utf-8-sig"))
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ValueError(f"{path}: {exc}") from None
     changes = {}
     for field in fields(ServeSettings):
         raw = environ.get(ENV_PREFIX + field.name.upper())

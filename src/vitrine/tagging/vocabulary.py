@@ -17,15 +17,18 @@ Adding a value or a whole attribute is an edit of this file: tagging embeds the 
 from __future__ import annotations
 
 import json
+import math
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrine.data.prompts import PromptSet, template_fields
+from vitrine.data.prompts import PromptSet
 
 DEFAULT_TEMPLATES = ("a photo of a {value}", "a {value} fashion product")
 CHANCE_MULTIPLE = 2.0  # default 'unknown' threshold: p(best) < 2 / (C + 1), the share of a value twice as likely as each other one
 DEFAULT_TEMPERATURE = 50.0  # logit scale of the softmax over an attribute's values, when none was calibrated
+_FORMATTER = string.Formatter()
 
 
 class VocabularyError(ValueError):
@@ -107,17 +110,25 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
     source = Path(path)
     if not source.is_file():
         raise VocabularyError(f"attribute vocabulary not found: {path}")
-    text = source.read_text(encoding="utf-8")
     try:
-        if source.suffix.lower() in (".yaml", ".yml"):
+        text = source.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VocabularyError(f"{path}: not UTF-8 text ({exc})") from None
+    return vocabulary_from_text(text, origin=str(path), syntax="YAML" if source.suffix.lower() in (".yaml", ".yml") else "JSON")
+
+
+def vocabulary_from_text(text: str, origin: str = "vocabulary", syntax: str = "YAML") -> Vocabulary:
+    """Parse YAML (which JSON is a subset of) or strict JSON text; every mistake is a VocabularyError naming `origin`."""
+    try:
+        if syntax == "YAML":
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as exc:  # yaml.YAMLError / json.JSONDecodeError: report them the same way
-        raise VocabularyError(f"{path}: not valid {'YAML' if source.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
-    return vocabulary_from_dict(data, origin=str(path))
+    except Exception as exc:  # YAMLError / JSONDecodeError, and numbers over 4300 digits or nesting too deep: all the same to a user
+        raise VocabularyError(f"{origin}: not valid {syntax}: {exc}") from None
+    return vocabulary_from_dict(data, origin=origin)
 
 
 def vocabulary_from_dict(data, origin: str = "vocabulary") -> Vocabulary:
@@ -126,7 +137,11 @@ def vocabulary_from_dict(data, origin: str = "vocabulary") -> Vocabulary:
     attributes = data.get("attributes", data)
     if not isinstance(attributes, Mapping) or not attributes:
         raise VocabularyError(f"{origin}: 'attributes' must map attribute names to their values")
-    return Vocabulary(tuple(_attribute(str(name), spec, origin) for name, spec in attributes.items()))
+    names = [str(name) for name in attributes]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # keys that differ in YAML but print alike, such as 1 and "1"
+        raise VocabularyError(f"{origin}: attribute names repeat: {repeated}")
+    return Vocabulary(tuple(_attribute(name, spec, origin) for name, spec in zip(names, attributes.values())))
 
 
 def _attribute(name: str, spec, origin: str) -> Attribute:
@@ -137,10 +152,15 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
         raise VocabularyError(f"{where}: expected a list of values or a mapping with 'values'")
     unknown = set(spec) - {"values", "templates", "temperature", "min_probability", "region_weight"}
     if unknown:
-        raise VocabularyError(f"{where}: unknown keys {sorted(unknown)}; expected values, templates, temperature, min_probability, region_weight")
-    templates = tuple(spec.get("templates") or DEFAULT_TEMPLATES)
+        raise VocabularyError(f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, min_probability, region_weight")
+    templates = spec.get("templates") or DEFAULT_TEMPLATES
+    if isinstance(templates, str):
+        templates = [templates]
+    if not isinstance(templates, (list, tuple)):
+        raise VocabularyError(f"{where}: templates must be a list of strings, got {templates!r}")
+    templates = tuple(templates)
     for template in templates:
-        if not isinstance(template, str) or template_fields(template) != ("value",):
+        if not _is_template(template):
             raise VocabularyError(f"{where}: template {template!r} must be a string using exactly one field, {{value}}")
     raw = spec.get("values")
     if isinstance(raw, Mapping):
@@ -171,14 +191,12 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
 
 
 def _value(entry, templates: Sequence[str], where: str) -> Value:
-    if isinstance(entry, (str, int, float)) and not isinstance(entry, bool):
-        name = str(entry).strip()
-        if not name:
-            raise VocabularyError(f"{where}: empty value name")
+    if not isinstance(entry, Mapping):
+        name = _value_name(entry, where)
         return Value(name, tuple(t.format(value=name) for t in templates))
-    if not isinstance(entry, Mapping) or "name" not in entry:
+    if "name" not in entry:
         raise VocabularyError(f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {entry!r}")
-    name = str(entry["name"]).strip()
+    name = _value_name(entry["name"], where)
     prompts = entry.get("prompts")
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -195,13 +213,36 @@ def _value(entry, templates: Sequence[str], where: str) -> Value:
     return Value(name, tuple(texts))
 
 
+def _value_name(raw, where: str) -> str:
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise VocabularyError(f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {raw!r}")
+    name = str(raw).strip()
+    if not name:
+        raise VocabularyError(f"{where}: empty value name")
+    return name
+
+
+def _is_template(template) -> bool:
+    """A string whose one field is a plain {value}: no other field, conversion or format spec (a width can be a memory bomb)."""
+    if not isinstance(template, str):
+        return False
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in _FORMATTER.parse(template) if name is not None]
+    except ValueError:  # a stray brace
+        return False
+    return fields == [("value", "", None)]
+
+
 def _number(raw, where: str) -> float:
     if isinstance(raw, bool):
         raise VocabularyError(f"{where} must be a number, got {raw!r}")
     try:
-        return float(raw)
-    except (TypeError, ValueError):
+        number = float(raw)
+    except (TypeError, ValueError, OverflowError):
         raise VocabularyError(f"{where} must be a number, got {raw!r}") from None
+    if not math.isfinite(number):
+        raise VocabularyError(f"{where} must be a finite number, got {raw!r}")
+    return number
 
 
 def vocabulary_from_values(values: Mapping[str, Iterable[str]], prompts: PromptSet | None = None) -> Vocabulary:
