@@ -8,7 +8,7 @@ of the server and its workers, read from /proc, after warm-up (start) and after 
     .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires --port 8000   # once: builds runs/serve/kagl-hires
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
     # form and JSON requests side by side:
-    .venv/bin/python benchmarks/load.py --index runs/serve/hires-base --workers 1 --clients 1 8 --bodies form json
+    .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --workers 1 --clients 1 8 --bodies form json
     # two models side by side in one run (each index keeps the model it was built with):
     .venv/bin/python benchmarks/load.py --index runs/serve/hires-small runs/serve/hires-base --workers 1 --clients 1 8
 """

@@ -8,8 +8,8 @@ p50/p99 latency, errors (non-2xx other than the expected 404 of a racing delete,
 dropped because `--max-in-flight` were pending, and the resident memory of every server process. At the end: the
 growth of memory and p99 from the first minute to the last.
 
-    .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires --index runs/serve/hires-base   # once
-    .venv/bin/python benchmarks/soak.py --index runs/serve/hires-base --minutes 10 --rate 20
+    .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires   # once: builds runs/serve/kagl-hires (the default model)
+    .venv/bin/python benchmarks/soak.py --index runs/serve/kagl-hires --minutes 10 --rate 20
 """
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ async def soak(base: str, server: subprocess.Popen, traffic: Traffic, minutes: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--index", default="runs/serve/hires-base", help="an index built by `vitrine serve --catalog` (copied, never written)")
+    parser.add_argument("--index", default="runs/serve/kagl-hires", help="an index built by `vitrine serve --catalog` (copied, never written)")
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images")
     parser.add_argument("--catalog", default="../shared/data/kagl-hires/catalog.csv", help="the index's catalog.csv (ids for image-URL queries)")
     parser.add_argument("--minutes", type=int, default=10)
