@@ -14,9 +14,12 @@ from vitrine.models import create_model
 class SearchEngine:
     """An index plus the model that built it (another model is refused)."""
 
-    def __init__(self, index: str, model: str | None = None):
+    def __init__(self, index: str, model: str | None = None, runtime: str = "torch"):
+        from vitrine.index.runtime import check_query_runtime
+
         self.store = open_store(index, model=model)
-        self.model = create_model(self.store.model)
+        self.model = create_model(self.store.model, runtime=runtime)
+        check_query_runtime(self.store, self.model)
         self._composers: dict = {}
 
     def text(self, query: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:

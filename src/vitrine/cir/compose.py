@@ -30,7 +30,10 @@ class Composer:
         if text_projection is None and isinstance(combiner, str) and combiner not in BASELINES:
             text_projection = load_text_projection(combiner, encoder=model.name)
         self.text_projection = text_projection
-        if self.text_projection is not None and not hasattr(model, "text_proj"):
+        if self.needs_tokens and not hasattr(model, "text"):
+            raise ValueError(f"{self.spec} reads image and text tokens, which the {getattr(model, 'runtime', '')} runtime does not "
+                             f"produce; use --runtime torch for it")
+        if self.text_projection is not None and not (hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)):
             raise ValueError(f"{combiner} carries a fine-tuned text projection for a vitrine dual encoder; {model.name} is not one")
 
     def texts(self, modifications: Sequence[str]) -> torch.Tensor:
@@ -78,5 +81,8 @@ def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
 @torch.inference_mode()
 def pooled_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """A vitrine dual encoder's text tower output before its projection, (B, W)."""
+    if hasattr(model, "pooled_texts"):  # the ONNX runtime exports it as a second output
+        chunks = [model.pooled_texts(list(texts[s : s + batch_size])).float() for s in range(0, len(texts), batch_size)]
+        return torch.cat(chunks)
     chunks = [model.text(model.tokenize(list(texts[s : s + batch_size])))[2].float() for s in range(0, len(texts), batch_size)]
     return torch.cat(chunks) if chunks else torch.zeros(0, model.text.width)

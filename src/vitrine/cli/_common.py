@@ -6,6 +6,18 @@ import json
 
 DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
 DEFAULT_TAG_MODEL = "vitrine:kagl-base-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
+DEFAULT_RUNTIME = "torch"  # the fastest runtime that passes parity; see README "Fast CPU inference"
+RUNTIMES = ("torch", "onnx", "onnx-int8")  # kept equal to vitrine.models.onnx_runtime.RUNTIMES
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
+                        help=f"inference runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (int8 text tower); the ONNX graphs are "
+                             f"exported into $VITRINE_ONNX_CACHE (default ~/.cache/vitrine/onnx) on first use; default {DEFAULT_RUNTIME}")
+
+
+def runtime_arg(args: argparse.Namespace) -> str:
+    return getattr(args, "runtime", None) or DEFAULT_RUNTIME
 
 
 def quiet_transformers() -> None:

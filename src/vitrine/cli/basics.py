@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL
+from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option, runtime_arg
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -30,10 +30,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    runtime = runtime_arg(args)
+    if runtime != "torch" and args.engine == "ray":
+        raise ValueError("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
+    encoder = None
+    if runtime != "torch":
+        from vitrine.models import create_model
+
+        encoder = create_model(args.model, runtime=runtime)
     result = run_embed(
         data=args.data, model=args.model, out=args.out, batch_size=args.batch_size, part_size=args.part_size,
         texts=args.texts, on_error=args.on_error, schema=args.schema, limit=args.limit, overwrite=args.overwrite,
-        progress=not args.no_progress, engine=args.engine, ray=ray_options(args),
+        progress=not args.no_progress, engine=args.engine, ray=ray_options(args), encoder=encoder,
     )
     resumed = result.count - result.computed
     print(f"wrote {result.count} embeddings ({result.embed_dim}-d) to {result.out}: computed {result.computed} in "
@@ -76,6 +84,7 @@ def register(sub) -> None:
     embed.add_argument("--model", default=DEFAULT_MODEL, help="registry name (see `vitrine models`); default %(default)s")
     embed.add_argument("--out", required=True, help="output directory (created; reused to resume)")
     embed.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
+    add_runtime_option(embed)
     embed.add_argument("--part-size", type=int, default=4096, help="rows per committed part, the resume granularity; default %(default)s")
     embed.add_argument("--texts", action="store_true", help="also embed titles into text_embeddings.npy")
     embed.add_argument("--on-error", choices=["skip", "fail"], default="fail", help="bad rows: stop with an error naming the row (fail, default) or report and skip them (skip)")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL
+from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg
 from vitrine.cli.basics import add_engine_arguments
 
 INDEX_HELP = ("index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
@@ -28,6 +28,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
         if args.tag:
             raise ValueError("--tag runs in-process for now; build with --engine ray, then tag with `vitrine tag`, or drop --engine ray")
+        if runtime_arg(args) != "torch":
+            raise ValueError("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
         result = build_index_ray(args.data, args.index, args.model, ray_options(args), batch_size=args.batch_size, commit_every=args.commit_every,
                                  on_error=args.on_error, schema=args.schema, progress=not args.no_progress, options=options,
                                  on_commit=log_commit if args.verbose else None)
@@ -36,7 +38,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         return 0
     if args.address or args.workers:
         raise ValueError("--address and --workers go with --engine ray")
-    model = create_model(args.model)
+    model = create_model(args.model, runtime=runtime_arg(args))
     tagger = None
     if args.tag:
         from vitrine.cli.tag import resolve_vocabulary
@@ -44,7 +46,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.tagging.tagger import Tagger
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
-        tag_model = model if tag_name == args.model else create_model(tag_name)
+        tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args))
         tagger = Tagger(tag_model, resolve_vocabulary(args.attributes, model=tag_name), make_views(args.regions), args.pooling)
     result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
                          schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
@@ -111,7 +113,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.modify is not None and not args.image:
         raise ValueError("--modify changes an image query: give --image too")
     filters = parse_filters(args.filter or [])
-    engine = SearchEngine(args.index, model=args.model)
+    engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args))
     try:
         if args.modify is not None:
             hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)
@@ -156,6 +158,7 @@ def register(sub) -> None:
         action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
         action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
+        add_runtime_option(action)
         add_engine_arguments(action)
         action.set_defaults(func=cmd_index_build)
     images = actions.add_parser("images", help="store the catalog images of an index's products (rerun to resume)",
@@ -191,4 +194,5 @@ def register(sub) -> None:
     search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
     search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
+    add_runtime_option(search)
     search.set_defaults(func=cmd_search)

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from vitrine.cli._common import DEFAULT_MODEL
+from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option, runtime_arg
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("give --catalog PATH (indexed on first start) or --index DIR (an existing vitrine index)")
     index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
     settings = load_settings(args.config, index=index, model=args.model, tag_model=args.tag_model, write_token=args.write_token,
-                             read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner,
+                             read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner, runtime=runtime_arg(args),
                              max_k=args.max_k, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
     if args.catalog:
         result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=args.schema, progress=not args.no_progress)
@@ -47,6 +47,7 @@ def register(sub) -> None:
     parser.add_argument("--config", help="JSON file of serve settings (see vitrine.serve.settings.ServeSettings)")
     parser.add_argument("--model", help=f"model to index with (default {DEFAULT_MODEL}; an existing index keeps its own)")
     parser.add_argument("--tag-model", help="model for predicted tags (default: vitrine's default tagging model)")
+    add_runtime_option(parser)
     parser.add_argument("--combiner", help="composed search: sum | combiner (shipped) | a combiner directory; default combiner")
     parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default %(default)s")

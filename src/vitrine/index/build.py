@@ -14,6 +14,7 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
 from vitrine.index.plan import IndexOptions
+from vitrine.index.runtime import int8_parity, record_runtime, runtime_of
 from vitrine.index.store import open_store
 
 
@@ -61,6 +62,11 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
     """
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
     store = open_store(index, model=model.name, dim=model.embed_dim, options=options, create=True, attributes=reader.schema.attributes)
+    try:
+        record_runtime(store, runtime_of(model), int8_parity(model))
+    except BaseException:
+        store.close()
+        raise
     try:
         source = os.path.abspath(data) if os.path.exists(data) else data
         state_name = f"build:{source}"
@@ -115,6 +121,11 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
     dim = create_model(model_name).embed_dim
     store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
+    try:
+        record_runtime(store, "torch")  # the Ray actors encode with torch
+    except BaseException:
+        store.close()
+        raise
     try:
         source = os.path.abspath(data) if os.path.exists(data) else data
         state_name = f"build-ray:{source}:{commit_every}"

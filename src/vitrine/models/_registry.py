@@ -61,8 +61,22 @@ def backend_entries() -> list[BackendEntry]:
     return [_BACKENDS[prefix] for prefix in sorted(_BACKENDS)]
 
 
-def create_model(name: str) -> Encoder:
-    """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`)."""
+def create_model(name: str, runtime: str = "torch") -> Encoder:
+    """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`, `onnx:DIR`).
+
+    `runtime` "onnx" or "onnx-int8" gives the ONNX Runtime encoder of that model (exported into the cache once).
+    """
+    if runtime != "torch":
+        from vitrine.models.onnx_runtime import OnnxEncoder, check_runtime, onnx_model
+
+        check_runtime(runtime)
+        if name.startswith("onnx:"):
+            return OnnxEncoder(name[len("onnx:"):], int8=runtime == "onnx-int8")
+        return onnx_model(name, runtime)
+    if name.startswith("onnx:"):
+        from vitrine.models.onnx_runtime import OnnxEncoder
+
+        return OnnxEncoder(name[len("onnx:"):])
     prefix, sep, rest = name.partition(":")
     if not sep:
         raise ValueError(f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}. Known: {', '.join(list_models())}")

@@ -24,6 +24,7 @@ from vitrine.index.build import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
 from vitrine.index.store import SearchHit, images_dir, is_milvus, open_store
 from vitrine.models import create_model
 from vitrine.serve.batching import MicroBatcher
+from vitrine.index.runtime import check_query_runtime
 from vitrine.serve.images import ImageStore
 from vitrine.serve.settings import ServeSettings
 
@@ -89,8 +90,9 @@ class SearchService:
         self.lock_dir = self.images_dir if is_milvus(settings.index) else Path(settings.index)
         with self._write_lock():  # opening removes stale vector files: never while another worker commits
             self.store = open_store(settings.index, model=settings.model)
-        self.model = create_model(self.store.model)
+        self.model = create_model(self.store.model, runtime=settings.runtime)
         self.model.eval()
+        check_query_runtime(self.store, self.model)
         self.images = ImageStore(self.images_dir)
         self._lock = threading.RLock()
         self._fields: tuple[int, set[str]] | None = None
@@ -306,7 +308,7 @@ class SearchService:
                 return self._taggers[key]
             if self._tag_model is None:
                 name = self.settings.tag_model or DEFAULT_TAG_MODEL
-                self._tag_model = self.model if name == self.model.name else create_model(name)
+                self._tag_model = self.model if name == self.model.name else create_model(name, runtime=self.settings.runtime)
                 self._tag_model.eval()
             vocabulary = vocabulary or builtin_vocabulary(model=self._tag_model.name)
             if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:

@@ -17,6 +17,7 @@ class ServeSettings:
     model: str | None = None  # the index's own model when None
     tag_model: str | None = None  # vitrine's default tagging model when None
     combiner: str = "combiner"  # composed search: sum | combiner (shipped) | a combiner directory
+    runtime: str = "torch"  # torch | onnx | onnx-int8 (ONNX Runtime; exported into the cache on first use); the CLI's default is vitrine.cli._common.DEFAULT_RUNTIME
     write_token: str | None = None  # bearer token for POST/DELETE /products; writes are refused while unset
     read_token: str | None = None  # when set, read endpoints need it too (default: reads are open)
     max_upload_bytes: int = 10 * 2**20
@@ -32,6 +33,8 @@ class ServeSettings:
     cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
 
     def __post_init__(self):
+        if self.runtime not in ("torch", "onnx", "onnx-int8"):
+            raise ValueError(f"runtime must be torch, onnx or onnx-int8, got {self.runtime!r}")
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
