@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = "\n(use --on-error skip to report and skip bad rows)" if getattr(args, "on_error", None) == "fail" else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
