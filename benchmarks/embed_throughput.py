@@ -7,6 +7,8 @@ at their real sizes (ViT-B/32): speed does not depend on the weights.
 
     .venv/bin/python benchmarks/embed_throughput.py --data ../shared/data/kagl/shards
     .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-small vitrine:kagl-base --batch-size 32 64 128
+    # torch, ONNX Runtime fp32 and int8 side by side (vitrine models; ratios against torch in the same run):
+    .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-base --runtimes torch onnx onnx-int8 --batch-size 1 64
 """
 from __future__ import annotations
 
@@ -91,29 +93,35 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64], help="one or more batch sizes, each measured in turn")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="backend labels to run")
+    parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnx", "onnx-int8"],
+                        help="runtimes to compare for vitrine models (exported into $VITRINE_ONNX_CACHE on first use)")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, median of {args.repeats}")
-    header = f"{'backend':<22}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}{'txt/s bare':>12}{'ratio':>8}"
+    header = (f"{'backend':<22}{'runtime':>10}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}"
+              f"{'txt/s bare':>12}{'ratio':>8}{'img x torch':>12}{'txt x torch':>12}")
     with tempfile.TemporaryDirectory() as tmp:
         backends = build_backends(Path(tmp))
         print(header)
         for label, name in backends.items():
             if args.only and label not in args.only:
                 continue
-            model = create_model(name)
             big = not label.startswith("vitrine")
             n_images = args.images // 16 if big else args.images
             n_texts = args.texts // 4 if big else args.texts
-            for batch_size in args.batch_size:
-                r = measure(model, args.data, n_images, n_texts, batch_size, args.repeats)
-                print(f"{label:<22}{batch_size:>6}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
-                      f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}", flush=True)
-            del model
-
+            baseline: dict[int, dict] = {}
+            for runtime in args.runtimes if not big else ["torch"]:  # ONNX export covers vitrine dual encoders
+                model = create_model(name, runtime=runtime)
+                for batch_size in args.batch_size:
+                    r = measure(model, args.data, n_images, n_texts, batch_size, args.repeats)
+                    base = baseline.setdefault(batch_size, r)
+                    print(f"{label:<22}{runtime:>10}{batch_size:>6}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
+                          f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}"
+                          f"{r['img_pipeline'] / base['img_pipeline']:>12.2f}{r['txt_pipeline'] / base['txt_pipeline']:>12.2f}", flush=True)
+                del model
 
 if __name__ == "__main__":
     main()

@@ -9,6 +9,8 @@ of the server and its workers, read from /proc, after warm-up (start) and after 
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
     # form and JSON requests side by side:
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --workers 1 --clients 1 8 --bodies form json
+    # torch, ONNX Runtime fp32 and int8 side by side (an index built with torch refuses onnx-int8 queries: see README):
+    .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --workers 1 --runtimes torch onnx --clients 1 8 32
     # two models side by side in one run (each index keeps the model it was built with):
     .venv/bin/python benchmarks/load.py --index runs/serve/hires-small runs/serve/hires-base --workers 1 --clients 1 8
 """
@@ -65,9 +67,9 @@ def tree_rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def start_server(index: str, workers: int, port: int, threads: int | None = None) -> subprocess.Popen:
+def start_server(index: str, workers: int, port: int, threads: int | None = None, runtime: str | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", str(workers),
-               "--log-level", "warning"] + (["--threads", str(threads)] if threads else [])
+               "--log-level", "warning"] + (["--threads", str(threads)] if threads else []) + (["--runtime", runtime] if runtime else [])
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=180)
@@ -137,6 +139,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per kind before measuring")
     parser.add_argument("--query-images", type=int, default=64, help="how many images to draw queries from")
+    parser.add_argument("--runtimes", nargs="+", default=[None], choices=["torch", "onnx", "onnx-int8"],
+                        help="inference runtimes to compare, one server each (default: vitrine serve's default)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -147,10 +151,10 @@ def main() -> None:
     print(f"indexes {' '.join(args.index)}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
           f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
     rows, memory = [], []
-    for index, workers in [(i, w) for i in args.index for w in args.workers]:
+    for index, workers, runtime in [(i, w, r) for i in args.index for w in args.workers for r in args.runtimes]:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(index, workers, port, args.threads)
+        server = start_server(index, workers, port, args.threads, runtime)
         try:
             for kind in args.kinds:
                 asyncio.run(drive(base, kind, 2, args.warmup, images, seed=99))
@@ -158,22 +162,22 @@ def main() -> None:
             for kind in args.kinds:
                 for clients in args.clients:
                     for body in args.bodies:
-                        row = {"index": Path(index).name, "workers": workers, **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))}
+                        row = {"index": Path(index).name, "workers": workers, "runtime": runtime or "default", **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
             rss_end = tree_rss_mib(server.pid)
-            memory.append({"index": Path(index).name, "workers": workers, "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
+            memory.append({"index": Path(index).name, "workers": workers, "runtime": runtime or "default", "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
         finally:
             server.terminate()
             server.wait(timeout=60)
 
-    print("\n| index | workers | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| index | workers | runtime | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['index']} | {r['workers']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+        print(f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['errors']} |")
-    print("\n| index | workers | server RSS at start MiB | at end MiB |\n|---|---|---|---|")
+    print("\n| index | workers | runtime | server RSS at start MiB | at end MiB |\n|---|---|---|---|---|")
     for m in memory:
-        print(f"| {m['index']} | {m['workers']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
+        print(f"| {m['index']} | {m['workers']} | {m['runtime']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
 
