@@ -6,12 +6,17 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 
 import pytest
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# ONNX exports made by the default runtime go to a temporary cache of this test session (inherited by the servers the
+# tests start), never the user's ~/.cache.
+_ONNX_CACHE = tempfile.TemporaryDirectory(prefix="vitrine-onnx-cache-")
+os.environ["VITRINE_ONNX_CACHE"] = _ONNX_CACHE.name
 
 COLOURS = {"Red": (200, 30, 30), "Blue": (30, 30, 200), "Green": (30, 160, 40), "Black": (10, 10, 10), "White": (245, 245, 245)}
 TYPES = ["Tshirts", "Jeans", "Dresses", "Watches"]

@@ -14,11 +14,11 @@ from vitrine.models import create_model
 class SearchEngine:
     """An index plus the model that built it (another model is refused)."""
 
-    def __init__(self, index: str, model: str | None = None, runtime: str = "torch"):
+    def __init__(self, index: str, model: str | None = None, runtime: str = "torch", fallback: bool = False):
         from vitrine.index.runtime import check_query_runtime
 
         self.store = open_store(index, model=model)
-        self.model = create_model(self.store.model, runtime=runtime)
+        self.model = create_model(self.store.model, runtime=runtime, fallback=fallback)
         check_query_runtime(self.store, self.model)
         self._composers: dict = {}
 

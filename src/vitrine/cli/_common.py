@@ -6,18 +6,26 @@ import json
 
 DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
 DEFAULT_TAG_MODEL = "vitrine:kagl-base-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
-DEFAULT_RUNTIME = "torch"  # the fastest runtime that passes parity; see README "Fast CPU inference"
+DEFAULT_RUNTIME = "onnx"  # the fastest runtime that passes parity (kept equal to vitrine.models.onnx_runtime.DEFAULT_RUNTIME)
 RUNTIMES = ("torch", "onnx", "onnx-int8")  # kept equal to vitrine.models.onnx_runtime.RUNTIMES
 
 
-def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+def add_runtime_option(parser: argparse.ArgumentParser, default: str = DEFAULT_RUNTIME) -> None:
     parser.add_argument("--runtime", choices=RUNTIMES, default=None,
                         help=f"inference runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (int8 text tower); the ONNX graphs are "
-                             f"exported into $VITRINE_ONNX_CACHE (default ~/.cache/vitrine/onnx) on first use; default {DEFAULT_RUNTIME}")
+                             f"exported into $VITRINE_ONNX_CACHE (default ~/.cache/vitrine/onnx) on first use; default {default}")
 
 
-def runtime_arg(args: argparse.Namespace) -> str:
-    return getattr(args, "runtime", None) or DEFAULT_RUNTIME
+def runtime_arg(args: argparse.Namespace, default: str = DEFAULT_RUNTIME) -> str:
+    """--runtime as given, else `default` (torch for --engine ray, whose actors encode with torch)."""
+    if getattr(args, "engine", None) == "ray":
+        default = "torch"
+    return getattr(args, "runtime", None) or default
+
+
+def runtime_fallback(args: argparse.Namespace) -> bool:
+    """A model with no ONNX export runs on torch when the runtime was the default, not when --runtime asked for ONNX."""
+    return getattr(args, "runtime", None) is None
 
 
 def quiet_transformers() -> None:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option, runtime_arg
+from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option, runtime_arg, runtime_fallback
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -37,7 +37,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if runtime != "torch":
         from vitrine.models import create_model
 
-        encoder = create_model(args.model, runtime=runtime)
+        encoder = create_model(args.model, runtime=runtime, fallback=runtime_fallback(args))
     result = run_embed(
         data=args.data, model=args.model, out=args.out, batch_size=args.batch_size, part_size=args.part_size,
         texts=args.texts, on_error=args.on_error, schema=args.schema, limit=args.limit, overwrite=args.overwrite,

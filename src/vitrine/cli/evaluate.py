@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_eval_options, add_runtime_option, print_report, runtime_arg
+from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_eval_options, add_runtime_option, print_report, runtime_arg, runtime_fallback
 
 
 def _seen_classes(path: str | None, field: str) -> list[str]:
@@ -21,7 +21,7 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
     from vitrine.models import create_model
 
     report = run_zero_shot(
-        data=args.data, field=args.field, model=create_model(args.model, runtime=runtime_arg(args)), classes_from=args.classes_from or (),
+        data=args.data, field=args.field, model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), classes_from=args.classes_from or (),
         templates=args.templates, split=args.split, split_config=load_split_config(args.split_config), schema=args.schema,
         on_error=args.on_error, ensemble=not args.single_template, seen_classes=_seen_classes(args.seen_classes, args.field),
         calibration=args.calibration, progress=not args.no_progress,
@@ -35,7 +35,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     from vitrine.models import create_model
 
     report = run_retrieval(
-        data=args.data, model=create_model(args.model, runtime=runtime_arg(args)), galleries=args.gallery or (), split=args.split,
+        data=args.data, model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), galleries=args.gallery or (), split=args.split,
         split_config=load_split_config(args.split_config), schema=args.schema, on_error=args.on_error,
         image_to_text=not args.no_image_to_text, progress=not args.no_progress,
     )
@@ -49,7 +49,7 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
 
     if args.protocol == "triplets" and not args.triplets:
         raise ValueError("--triplets FILE is needed (or --protocol fashioniq|cirr)")
-    model = create_model(args.model, runtime=runtime_arg(args))
+    model = create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args))
     composer = Composer(model, args.combiner)
     if args.protocol == "triplets":
         from vitrine.cir.evaluate import run_composed
@@ -77,7 +77,7 @@ def cmd_eval_attributes(args: argparse.Namespace) -> int:
     from vitrine.tagging.evaluate import run_attribute_eval
 
     vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=args.schema, model=args.model)
-    report = run_attribute_eval(args.data, create_model(args.model, runtime=runtime_arg(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
+    report = run_attribute_eval(args.data, create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
                                 pooling=args.pooling, split=args.split, split_config=load_split_config(args.split_config),
                                 calibrate_split=args.calibrate_split, schema=args.schema, progress=not args.no_progress)
     if args.save_vocabulary:
@@ -98,7 +98,7 @@ def register(sub) -> None:
                     "and every --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.",
     )
     add_eval_options(zero_shot)
-    add_runtime_option(zero_shot)
+    add_runtime_option(zero_shot, default="torch")
     zero_shot.add_argument("--field", required=True, help="attribute to classify, e.g. articleType")
     zero_shot.add_argument("--classes-from", nargs="*", help="more catalogs whose values of --field join the class list")
     zero_shot.add_argument("--templates", help="prompt set: builtin name or JSON file (default: kagl)")
@@ -115,7 +115,7 @@ def register(sub) -> None:
                     "(distractors, ids deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.",
     )
     add_eval_options(retrieval)
-    add_runtime_option(retrieval)
+    add_runtime_option(retrieval, default="torch")
     retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
     retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
     retrieval.set_defaults(func=cmd_eval_retrieval)
@@ -131,7 +131,7 @@ def register(sub) -> None:
 
     attributes.add_argument("--attributes", help=f"comma list of columns to score (values read from --data), or a vocabulary YAML/JSON; "
                                                  f"default {DEFAULT_ATTRIBUTES}")
-    add_tagging_options(attributes, model=False)
+    add_tagging_options(attributes, model=False, runtime_default="torch")
     attributes.add_argument("--calibrate-split", choices=["train", "val", "unseen", "calib", "heldout"],
                             help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)")
     attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
@@ -150,7 +150,7 @@ def register(sub) -> None:
     composed.add_argument("--split", help="fashioniq: val; cirr: val or test1")
     composed.add_argument("--submission", help="cirr: write the test-server JSON files into this folder")
     composed.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
-    add_runtime_option(composed)
+    add_runtime_option(composed, default="torch")
     composed.add_argument("--combiner", default="combiner", help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s")
     composed.add_argument("--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s")
     composed.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")

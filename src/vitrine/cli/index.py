@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg
+from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
 from vitrine.cli.basics import add_engine_arguments
 
 INDEX_HELP = ("index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
@@ -38,7 +38,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         return 0
     if args.address or args.workers:
         raise ValueError("--address and --workers go with --engine ray")
-    model = create_model(args.model, runtime=runtime_arg(args))
+    model = create_model(args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args))
     tagger = None
     if args.tag:
         from vitrine.cli.tag import resolve_vocabulary
@@ -46,7 +46,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.tagging.tagger import Tagger
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
-        tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args))
+        tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
         tagger = Tagger(tag_model, resolve_vocabulary(args.attributes, model=tag_name), make_views(args.regions), args.pooling)
     result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
                          schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
@@ -113,7 +113,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.modify is not None and not args.image:
         raise ValueError("--modify changes an image query: give --image too")
     filters = parse_filters(args.filter or [])
-    engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args))
+    engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args))
     try:
         if args.modify is not None:
             hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option, runtime_arg
+from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("give --catalog PATH (indexed on first start) or --index DIR (an existing vitrine index)")
     index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
     settings = load_settings(args.config, index=index, model=args.model, tag_model=args.tag_model, write_token=args.write_token,
-                             read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner, runtime=runtime_arg(args),
+                             read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner, runtime=args.runtime,
                              max_k=args.max_k, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
     if args.catalog:
         result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=args.schema, progress=not args.no_progress)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vitrine.cli._common import DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg
+from vitrine.cli._common import DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
 
 
 def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None, model: str | None = None):
@@ -26,7 +26,7 @@ def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None, m
     return builtin_vocabulary(model=model)
 
 
-def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True) -> None:
+def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True, runtime_default: str | None = None) -> None:
     if model:
         parser.add_argument("--model", default=DEFAULT_TAG_MODEL, help="registry name; default %(default)s")
     parser.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground",
@@ -38,7 +38,7 @@ def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True) -> 
                              "all views (default %(default)s)")
     parser.add_argument("--annotations", help="JSON/CSV sidecar of region boxes/polygons keyed by id or file stem (replaces --regions)")
     parser.add_argument("--segmenter", help="a transformers semantic-segmentation model directory (replaces --regions)")
-    add_runtime_option(parser)
+    add_runtime_option(parser, **({"default": runtime_default} if runtime_default else {}))
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from vitrine.tagging.views import make_views
 
     vocabulary = resolve_vocabulary(args.attributes, model=args.model)
-    tagger = Tagger(create_model(args.model, runtime=runtime_arg(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter), args.pooling)
+    tagger = Tagger(create_model(args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter), args.pooling)
     if args.image:
         from vitrine.data.images import load_image_file
 

@@ -61,18 +61,27 @@ def backend_entries() -> list[BackendEntry]:
     return [_BACKENDS[prefix] for prefix in sorted(_BACKENDS)]
 
 
-def create_model(name: str, runtime: str = "torch") -> Encoder:
+def create_model(name: str, runtime: str = "torch", fallback: bool = False) -> Encoder:
     """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`, `onnx:DIR`).
 
-    `runtime` "onnx" or "onnx-int8" gives the ONNX Runtime encoder of that model (exported into the cache once).
+    `runtime` "onnx" or "onnx-int8" gives the ONNX Runtime encoder of that model (exported into the cache once);
+    with `fallback`, a model that cannot be exported (an external checkpoint) runs on torch instead, with a warning.
     """
     if runtime != "torch":
-        from vitrine.models.onnx_runtime import OnnxEncoder, check_runtime, onnx_model
+        from vitrine.models.onnx_runtime import ExportUnsupported, OnnxEncoder, check_runtime, onnx_model
 
         check_runtime(runtime)
         if name.startswith("onnx:"):
             return OnnxEncoder(name[len("onnx:"):], int8=runtime == "onnx-int8")
-        return onnx_model(name, runtime)
+        torch_model = create_model(name)
+        if not getattr(torch_model, "onnx_exportable", False):
+            if not fallback:
+                raise ExportUnsupported(f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine dual encoders; use --runtime torch")
+            import logging
+
+            logging.getLogger(__name__).warning("%s has no ONNX export; running it on torch", name)
+            return torch_model
+        return onnx_model(name, runtime, torch_model=torch_model)
     if name.startswith("onnx:"):
         from vitrine.models.onnx_runtime import OnnxEncoder
 

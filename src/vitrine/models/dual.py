@@ -90,6 +90,8 @@ def builtin_config_names() -> list[str]:
 class DualEncoder(Encoder):
     """Image tower + text tower + linear projections + a learnable temperature."""
 
+    onnx_exportable = True  # `vitrine export onnx` and --runtime onnx|onnx-int8 (vitrine.models.onnx_export)
+
     def __init__(self, config: DualConfig, pretrained_text: bool = True, pretrained_image: bool = True):
         super().__init__()
         self.config = config

@@ -24,6 +24,10 @@ RUNTIMES = ("torch", "onnx", "onnx-int8")
 DEFAULT_RUNTIME = "onnx"  # the fastest runtime that passes parity with torch (see README, "Fast CPU inference")
 
 
+class ExportUnsupported(ValueError):
+    """This model cannot be exported to ONNX (not a vitrine dual encoder with a Hugging Face tokenizer)."""
+
+
 def check_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
@@ -59,6 +63,7 @@ class OnnxEncoder(Encoder):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads if threads is not None else torch.get_num_threads()
         options.inter_op_num_threads = 1
+        options.enable_mem_pattern = False  # batch and text length change with every call: a planned layout would be redone each time
         providers = ["CPUExecutionProvider"]
         self._image = ort.InferenceSession(str(self.directory / manifest["files"]["image"]), options, providers=providers)
         text_file = manifest["files"]["text_int8" if int8 else "text"]
@@ -126,10 +131,34 @@ def onnx_model(name: str, runtime: str, torch_model=None) -> OnnxEncoder:
 
         torch_model = create_model(name)
     directory = export_dir_for(torch_model)
-    if not (directory / RUNTIME_FILE).is_file():
+    int8 = runtime == "onnx-int8"
+    if not _has_export(directory, int8):
         directory.parent.mkdir(parents=True, exist_ok=True)
         with open(directory.parent / f".{directory.name}.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # several serve workers start at once: one exports, the others wait
             if not (directory / RUNTIME_FILE).is_file():
-                export_onnx(torch_model, directory, int8=True, overwrite=True)
-    return OnnxEncoder(directory, int8=runtime == "onnx-int8")
+                export_onnx(torch_model, directory, int8=int8, overwrite=True)
+            elif not _has_export(directory, int8):
+                add_int8(torch_model, directory)
+    return OnnxEncoder(directory, int8=int8)
+
+
+def _has_export(directory: Path, int8: bool) -> bool:
+    from vitrine.models.onnx_export import RUNTIME_FILE
+
+    path = directory / RUNTIME_FILE
+    return path.is_file() and (not int8 or "text_int8" in json.loads(path.read_text(encoding="utf-8"))["files"])
+
+
+def add_int8(torch_model, directory: Path) -> None:
+    """Add the int8 text graph (and its parity) to an fp32 export, atomically."""
+    from vitrine.models.onnx_export import RUNTIME_FILE, measure_parity, quantize_text
+
+    manifest = json.loads((directory / RUNTIME_FILE).read_text(encoding="utf-8"))
+    tmp = directory / "text.int8.onnx.tmp"
+    quantize_text(directory / manifest["files"]["text"], tmp)
+    os.replace(tmp, directory / "text.int8.onnx")
+    manifest["files"]["text_int8"] = "text.int8.onnx"
+    manifest["parity"] = measure_parity(torch_model, directory, manifest)
+    (directory / (RUNTIME_FILE + ".tmp")).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(directory / (RUNTIME_FILE + ".tmp"), directory / RUNTIME_FILE)

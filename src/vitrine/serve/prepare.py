@@ -23,9 +23,9 @@ def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str
     from vitrine.tagging.tagger import Tagger
     from vitrine.tagging.vocabulary import builtin_vocabulary
 
-    encoder = create_model(model, runtime=settings.runtime)
+    encoder = create_model(model, runtime=settings.runtime, fallback=True)
     tag_name = settings.tag_model or DEFAULT_TAG_MODEL
-    tag_model = encoder if tag_name == encoder.name else create_model(tag_name, runtime=settings.runtime)
+    tag_model = encoder if tag_name == encoder.name else create_model(tag_name, runtime=settings.runtime, fallback=True)
     tagger = Tagger(tag_model, builtin_vocabulary(model=tag_model.name), make_views(settings.regions))
     images = ImageStore(Path(settings.images) if settings.images else images_dir(settings.index))
     return build_index(catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save)

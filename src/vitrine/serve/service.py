@@ -90,7 +90,7 @@ class SearchService:
         self.lock_dir = self.images_dir if is_milvus(settings.index) else Path(settings.index)
         with self._write_lock():  # opening removes stale vector files: never while another worker commits
             self.store = open_store(settings.index, model=settings.model)
-        self.model = create_model(self.store.model, runtime=settings.runtime)
+        self.model = create_model(self.store.model, runtime=settings.runtime, fallback=True)
         self.model.eval()
         check_query_runtime(self.store, self.model)
         self.images = ImageStore(self.images_dir)
@@ -308,7 +308,7 @@ class SearchService:
                 return self._taggers[key]
             if self._tag_model is None:
                 name = self.settings.tag_model or DEFAULT_TAG_MODEL
-                self._tag_model = self.model if name == self.model.name else create_model(name, runtime=self.settings.runtime)
+                self._tag_model = self.model if name == self.model.name else create_model(name, runtime=self.settings.runtime, fallback=True)
                 self._tag_model.eval()
             vocabulary = vocabulary or builtin_vocabulary(model=self._tag_model.name)
             if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:

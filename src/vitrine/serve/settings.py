@@ -17,7 +17,7 @@ class ServeSettings:
     model: str | None = None  # the index's own model when None
     tag_model: str | None = None  # vitrine's default tagging model when None
     combiner: str = "combiner"  # composed search: sum | combiner (shipped) | a combiner directory
-    runtime: str = "torch"  # torch | onnx | onnx-int8 (ONNX Runtime; exported into the cache on first use); the CLI's default is vitrine.cli._common.DEFAULT_RUNTIME
+    runtime: str = "onnx"  # torch | onnx | onnx-int8 (ONNX Runtime; exported into the cache on first use): vitrine.models.onnx_runtime.DEFAULT_RUNTIME
     write_token: str | None = None  # bearer token for POST/DELETE /products; writes are refused while unset
     read_token: str | None = None  # when set, read endpoints need it too (default: reads are open)
     max_upload_bytes: int = 10 * 2**20
