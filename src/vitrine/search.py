@@ -19,6 +19,7 @@ class SearchEngine:
 
         self.store = open_store(index, model=model)
         self.model = create_model(self.store.model, runtime=runtime, fallback=fallback)
+        self.fallback = fallback
         check_query_runtime(self.store, self.model)
         self._composers: dict = {}
 
@@ -38,18 +39,20 @@ class SearchEngine:
         if not modification.strip():
             raise ValueError("the modification text is empty")
         if combiner not in self._composers:
-            from vitrine.cir.compose import Composer
+            from vitrine.cir.compose import composer_for
 
-            self._composers[combiner] = Composer(self.model, combiner)
+            # AGCN reads tokens, which the ONNX runtimes lack: with the default runtime it runs on torch
+            self._composers[combiner] = composer_for(self.model, combiner, self.fallback, lambda: create_model(self.store.model))
         composer = self._composers[combiner]
-        features = self._image_features(path)
+        features = self._image_features(path, composer.model)
         query = composer.queries(features.embeds, [modification.strip()], features.tokens if composer.needs_tokens else None)
         return self.store.search(query.numpy(), k, filters)[0]
 
     def _image_vector(self, path: str) -> torch.Tensor:
         return self._image_features(path).embeds
 
-    def _image_features(self, path: str):
+    def _image_features(self, path: str, model=None):
+        model = model or self.model
         try:
             image = load_image_file(path)
         except FileNotFoundError:
@@ -57,7 +60,7 @@ class SearchEngine:
         except ImageDecodeError as exc:
             raise ImageDecodeError(exc.detail, source=path) from None
         with torch.inference_mode():
-            return self.model.image_features(self.model.preprocess([image]))
+            return model.image_features(model.preprocess([image]))
 
     def close(self) -> None:
         self.store.close()

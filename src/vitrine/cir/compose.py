@@ -13,6 +13,21 @@ from vitrine.models.combiner import load_combiner, load_text_projection
 BASELINES = ("image", "text")  # the paper's ablation: ignore one of the two inputs
 
 
+class NeedsTorch(ValueError):
+    """The combiner reads token features, which only the torch runtime produces."""
+
+
+def composer_for(model, combiner: str, fallback: bool, torch_model) -> "Composer":
+    """A Composer over `model`, or, when the combiner needs tokens that `model`'s runtime lacks and `fallback` allows
+    it, over the torch model (`torch_model()` makes it); its `model` is the one to encode reference images with."""
+    try:
+        return Composer(model, combiner)
+    except NeedsTorch:
+        if not fallback:
+            raise
+        return Composer(torch_model(), combiner)
+
+
 class Composer:
     """`image`, `text`, `sum`, `combiner` (shipped) or a trained combiner directory, over one encoder."""
 
@@ -31,7 +46,7 @@ class Composer:
             text_projection = load_text_projection(combiner, encoder=model.name)
         self.text_projection = text_projection
         if self.needs_tokens and not hasattr(model, "text"):
-            raise ValueError(f"{self.spec} reads image and text tokens, which the {getattr(model, 'runtime', '')} runtime does not "
+            raise NeedsTorch(f"{self.spec} reads image and text tokens, which the {getattr(model, 'runtime', '')} runtime does not "
                              f"produce; use --runtime torch for it")
         if self.text_projection is not None and not (hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)):
             raise ValueError(f"{combiner} carries a fine-tuned text projection for a vitrine dual encoder; {model.name} is not one")

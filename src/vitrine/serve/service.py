@@ -254,6 +254,9 @@ class SearchService:
             return embeds.unsqueeze(0)
         composer = self._get_composer()
         with torch.inference_mode():
+            if composer.model is not self.model:  # the torch model, for its tokens
+                own = composer.model.image_features(composer.model.image_transform(query.image).unsqueeze(0))
+                embeds, tokens = own.embeds[0], own.tokens[0]
             return composer.queries(embeds.unsqueeze(0), [query.modification], tokens.unsqueeze(0) if composer.needs_tokens else None)
 
     def _query_vectors(self, queries: Sequence[Query]) -> torch.Tensor:
@@ -271,6 +274,10 @@ class SearchService:
                 rows[i] = embeds
             if composed:
                 composer = self._get_composer()
+                if composer.model is not self.model:  # the torch model, for its tokens
+                    with torch.inference_mode():
+                        own = composer.model.image_features(torch.stack([composer.model.image_transform(queries[i].image) for i, _, _ in composed]))
+                    composed = [(i, embeds, tokens) for (i, _, _), embeds, tokens in zip(composed, own.embeds, own.tokens)]
                 tokens = torch.stack([t for _, _, t in composed]) if composer.needs_tokens else None
                 with torch.inference_mode():
                     changed = composer.queries(torch.stack([e for _, e, _ in composed]), [queries[i].modification for i, _, _ in composed], tokens)
@@ -290,9 +297,10 @@ class SearchService:
     def _get_composer(self):
         with self._lock:
             if self._composer is None:
-                from vitrine.cir.compose import Composer
+                from vitrine.cir.compose import composer_for
 
-                self._composer = Composer(self.model, self.settings.combiner)
+                # AGCN reads tokens, which the ONNX runtimes lack: its queries are encoded by the torch model
+                self._composer = composer_for(self.model, self.settings.combiner, True, lambda: create_model(self.store.model))
             return self._composer
 
     def _tagger(self, vocabulary=None):
