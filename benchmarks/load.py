@@ -10,7 +10,9 @@ of the server and its workers, read from /proc, after warm-up (start) and after 
     # form and JSON requests side by side:
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --workers 1 --clients 1 8 --bodies form json
     # torch, ONNX Runtime fp32 and int8 side by side (an index built with torch refuses onnx-int8 queries: see README):
-    .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --workers 1 --runtimes torch onnx --clients 1 8 32
+    .venv/bin/vitrine index build --data ../shared/data/kagl-hires --index runs/serve/kagl-hires-int8 --runtime onnx-int8
+    .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires@torch runs/serve/kagl-hires@onnx \
+        runs/serve/kagl-hires-int8@onnx-int8 --workers 1 --clients 1 8 32
     # two models side by side in one run (each index keeps the model it was built with):
     .venv/bin/python benchmarks/load.py --index runs/serve/hires-small runs/serve/hires-base --workers 1 --clients 1 8
 """
@@ -129,7 +131,8 @@ async def drive(base: str, kind: str, clients: int, seconds: float, images: list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--index", nargs="+", default=["runs/serve/kagl-hires"], help="one or more indexes built by `vitrine serve --catalog`")
+    parser.add_argument("--index", nargs="+", default=["runs/serve/kagl-hires"], help="one or more indexes built by `vitrine serve --catalog`; "
+                        "INDEX@RUNTIME serves that index with that runtime only")
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images (uploaded as they are)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to compare")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
@@ -151,7 +154,10 @@ def main() -> None:
     print(f"indexes {' '.join(args.index)}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
           f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
     rows, memory = [], []
-    for index, workers, runtime in [(i, w, r) for i in args.index for w in args.workers for r in args.runtimes]:
+    # INDEX@RUNTIME pins a runtime to an index (an index built with onnx-int8 is queried with onnx-int8 only)
+    cells = [(i.split("@")[0], w, (i.split("@")[1] if "@" in i else r)) for i in args.index for w in args.workers
+             for r in (args.runtimes if "@" not in i else [None])]
+    for index, workers, runtime in cells:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = start_server(index, workers, port, args.threads, runtime)
@@ -175,6 +181,15 @@ def main() -> None:
     for r in rows:
         print(f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
               f"{r['p99_ms']:.1f} | {r['errors']} |")
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
+    if len(runtimes) > 1:  # each runtime against the first, cell by cell
+        print(f"\n| query | body | clients | " + " | ".join(f"{rt} req/s x, p99 x" for rt in runtimes[1:]) + " |\n|---|---|---|" + "---|" * (len(runtimes) - 1))
+        for key in dict.fromkeys((r["workers"], r["kind"], r["body"], r["clients"]) for r in rows):
+            cell = {r["runtime"]: r for r in rows if (r["workers"], r["kind"], r["body"], r["clients"]) == key}
+            base = cell.get(runtimes[0])
+            if base:
+                print(f"| {key[1]} | {key[2]} | {key[3]} | " + " | ".join(
+                    f"{cell[rt]['rps'] / base['rps']:.2f}, {cell[rt]['p99_ms'] / base['p99_ms']:.2f}" if rt in cell else "-" for rt in runtimes[1:]) + " |")
     print("\n| index | workers | runtime | server RSS at start MiB | at end MiB |\n|---|---|---|---|---|")
     for m in memory:
         print(f"| {m['index']} | {m['workers']} | {m['runtime']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")

@@ -39,6 +39,9 @@ class ImageBank:
 def model_fingerprint(model) -> str:
     """A hash of the model's name and weights, so a retrained model never reuses stale features."""
     digest = hashlib.sha1(model.name.encode())
+    runtime = getattr(model, "runtime", "torch")
+    if runtime != "torch":  # an ONNX export holds no torch weights: its directory names the weights' digest
+        digest.update(f"{runtime}:{getattr(model, 'directory', '')}".encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())

@@ -63,7 +63,7 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
     store = open_store(index, model=model.name, dim=model.embed_dim, options=options, create=True, attributes=reader.schema.attributes)
     try:
-        record_runtime(store, runtime_of(model), int8_parity(model))
+        runtime_state = record_runtime(store, runtime_of(model), int8_parity(model))
     except BaseException:
         store.close()
         raise
@@ -76,7 +76,7 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
         ids, vectors, metas = [], [], []
 
         def commit(at: int, skipped: dict) -> None:
-            store.upsert(ids, np.concatenate(vectors), metas, state={state_name: json.dumps({"position": at, "skipped": skipped})})
+            store.upsert(ids, np.concatenate(vectors), metas, state={state_name: json.dumps({"position": at, "skipped": skipped}), **runtime_state})
             if on_commit:
                 on_commit(store.stats()["products"], at)
 
@@ -122,7 +122,7 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
     dim = create_model(model_name).embed_dim
     store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
     try:
-        record_runtime(store, "torch")  # the Ray actors encode with torch
+        runtime_state = record_runtime(store, "torch")  # the Ray actors encode with torch
     except BaseException:
         store.close()
         raise
@@ -147,7 +147,7 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
                         vectors.append(vector)
                         metas.append({k: v for k, v in row.items() if k not in ("source", "row")})
             done.update(result.index for result in pending)
-            state = {state_name: json.dumps({"units": sorted(done)})}
+            state = {state_name: json.dumps({"units": sorted(done)}), **runtime_state}
             if ids:
                 store.upsert(ids, np.stack(vectors), metas, state=state)
             else:

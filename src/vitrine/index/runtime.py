@@ -7,8 +7,6 @@ recorded holds torch vectors.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from vitrine.index.store import IndexMismatchError
 
 RUNTIME_STATE = "runtime"
@@ -55,9 +53,10 @@ def check_runtimes(index: str, query: str, parity: float | None) -> None:
                              f"Query it with --runtime {index}{alternatives}, or rebuild it with --runtime {query}.")
 
 
-def record_runtime(store, runtime: str, parity: float | None = None) -> None:
-    """On a build: note the runtime of a new index; refuse to add another runtime's vectors to an existing one."""
-    if store.stats()["products"] == 0 and store.get_state(RUNTIME_STATE) is None:
-        store.upsert([], np.zeros((0, store.dim), np.float32), [], state={RUNTIME_STATE: runtime})
-        return
-    check_runtimes(index_runtime(store), runtime, parity)
+def record_runtime(store, runtime: str, parity: float | None = None) -> dict[str, str]:
+    """On a build: refuse to add another runtime's vectors to an existing index; returns the state entry that each
+    commit of the build saves with its rows (a new index learns its runtime with its first products)."""
+    if store.stats()["products"] or store.get_state(RUNTIME_STATE) is not None:
+        check_runtimes(index_runtime(store), runtime, parity)
+        return {RUNTIME_STATE: index_runtime(store)}
+    return {RUNTIME_STATE: runtime}
