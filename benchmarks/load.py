@@ -46,6 +46,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and all its descendants, in seconds."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            stats[int(entry.name)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, stack, tick = 0, [pid], os.sysconf("SC_CLK_TCK")
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        if current in stats:
+            total += (int(stats[current][11]) + int(stats[current][12])) / tick  # utime, stime
+    return total
+
+
 def tree_rss_mib(pid: int) -> float:
     """Resident memory of a process and all its descendants (uvicorn's workers), in MiB."""
     children: dict[int, list[int]] = {}
@@ -168,7 +189,11 @@ def main() -> None:
             for kind in args.kinds:
                 for clients in args.clients:
                     for body in args.bodies:
+                        server_cpu, client_cpu = tree_cpu_seconds(server.pid), time.process_time()
                         row = {"index": Path(index).name, "workers": workers, "runtime": runtime or "default", **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))}
+                        # CPU per answered request: where the two cores go (the server's processes, and this load generator)
+                        row["server_cpu_ms"] = round((tree_cpu_seconds(server.pid) - server_cpu) * 1000 / max(row["requests"], 1), 2)
+                        row["client_cpu_ms"] = round((time.process_time() - client_cpu) * 1000 / max(row["requests"], 1), 2)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
             rss_end = tree_rss_mib(server.pid)
@@ -177,10 +202,10 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=60)
 
-    print("\n| index | workers | runtime | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| index | workers | runtime | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/req | client CPU ms/req |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['errors']} |")
+              f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |")
     runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
     if len(runtimes) > 1:  # each runtime against the first, cell by cell
         print(f"\n| query | body | clients | " + " | ".join(f"{rt} req/s x, p99 x" for rt in runtimes[1:]) + " |\n|---|---|---|" + "---|" * (len(runtimes) - 1))
