@@ -41,7 +41,8 @@ def profile(index: str, runtime: str, titles: list[str], images: list[bytes], re
     tokens = model.tokenize([title])
     batch_titles, batch_pixels = titles[:16], pixels.repeat(16, 1, 1, 1)
     batch_tokens = model.tokenize(batch_titles)
-    vector = model.encode_text([title]).numpy()
+    with torch.inference_mode():
+        vector = model.encode_text([title]).numpy()
     row = {"runtime": runtime}
     with torch.inference_mode():
         row["tokenize"] = median_ms(lambda: model.tokenize([title]), repeats)

@@ -235,7 +235,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     def healthz():
         stats = service.stats()
         return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
-                "version": vitrine.__version__}
+                "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
