@@ -7,6 +7,7 @@ import torch
 
 from vitrine.data.errors import ImageDecodeError
 from vitrine.data.images import load_image_file
+from vitrine.data.text import is_unicode
 from vitrine.index.store import SearchHit, open_store
 from vitrine.models import create_model
 
@@ -73,7 +74,7 @@ def parse_filters(specs: Sequence[str]) -> dict[str, list[str]]:
         field, sep, value = spec.partition("=")
         if not sep or not field.strip() or not value.strip():
             raise ValueError(f"a filter looks like field=value, got {spec!r}")
-        if "\x00" in spec or any("\ud800" <= ch <= "\udfff" for ch in spec):
+        if "\x00" in spec or not is_unicode(spec):
             # No store can match these: SQLite and Milvus take UTF-8 text, and Milvus strings end at NUL.
             raise ValueError(f"a filter must be Unicode text without NUL characters, got {spec!r}")
         filters.setdefault(field.strip(), []).append(value.strip())

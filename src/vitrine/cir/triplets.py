@@ -15,6 +15,7 @@ from pathlib import Path
 
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig, hash_unit
+from vitrine.data.text import is_unicode
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            if not _is_unicode(line):
+            if not is_unicode(line):
                 raise ValueError(f"{path}, line {number}: not UTF-8 text")
             try:
                 data = json.loads(line)
@@ -57,21 +58,13 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
                 raise ValueError(f"{path}, line {number}: 'kind' must be a text, got {kind!r}")
             texts = {"reference": str(reference), "modification": modification, "targets": "".join(map(str, targets)), "kind": kind or ""}
             for name, text in texts.items():
-                if not _is_unicode(text):  # a JSON escape such as "\\ud800": no tokenizer or UTF-8 file takes it
+                if not is_unicode(text):  # a JSON escape such as "\\ud800": no tokenizer or UTF-8 file takes it
                     raise ValueError(f"{path}, line {number}: '{name}' holds a lone surrogate, not Unicode text")
             out.append(Triplet(str(reference), modification.strip(), tuple(str(t) for t in targets), kind))
     if not out:
         raise ValueError(f"{path}: no triplets")
     return out
 
-
-def _is_unicode(text: str) -> bool:
-    """False for text holding lone surrogates: undecodable bytes, or JSON escapes such as "\\ud800"."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def write_triplets(path: str | os.PathLike, triplets: Iterable[Triplet]) -> int:

@@ -10,6 +10,7 @@ from PIL import Image
 from vitrine.data.errors import DataError, ErrorReport, ImageDecodeError, MissingFileError, OnError, RowFormatError
 from vitrine.data.images import DEFAULT_MAX_PIXELS, decode_image
 from vitrine.data.schema import CatalogSchema
+from vitrine.data.text import is_unicode
 
 
 @dataclass(frozen=True)
@@ -123,17 +124,9 @@ class CatalogReader(ABC):
             return RowFormatError("empty title", source=source, row=row, item_id=item_id)
         attributes = {name: schema.clean(raw.get(name)) for name in schema.attributes}
         for name, value in ((schema.id_field, item_id), (schema.title_field, title), *attributes.items()):
-            if value is not None and not _is_unicode(value):
+            if value is not None and not is_unicode(value):
                 # Text with lone surrogates (from "\\ud800" escapes or non-UTF-8 names) cannot be stored or served as UTF-8.
-                shown_id = item_id if _is_unicode(item_id) else None  # the message itself must print as UTF-8
+                shown_id = item_id if is_unicode(item_id) else None  # the message itself must print as UTF-8
                 return RowFormatError(f"column '{name}' holds a lone surrogate ({value!r}), not Unicode text", source=source, row=row, item_id=shown_id)
         return Record(id=item_id, title=title, attributes=attributes, source=source, row=row, **image)
 
-
-def _is_unicode(text: str) -> bool:
-    """False for text holding lone surrogates, which no UTF-8 file, database or response can carry."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

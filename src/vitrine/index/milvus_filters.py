@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping, Sequence
 
+from vitrine.data.text import is_unicode
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _KEYWORDS = {"and", "or", "not", "in", "like", "true", "false", "exists", "AND", "OR", "NOT", "IN", "LIKE", "TRUE", "FALSE", "EXISTS"}
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -15,7 +17,7 @@ def quote(value: str) -> str:
         raise TypeError(f"filter values are strings, got {type(value).__name__}")
     if "\x00" in value:
         raise ValueError("filter values cannot contain NUL characters")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
+    if not is_unicode(value):
         raise ValueError("filter values must be Unicode text; this one holds a lone surrogate")
     return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from vitrine.data.text import is_unicode
 from vitrine.serve.service import ServiceError
 
 JSON_TYPES = ("application/json",)
@@ -216,7 +217,7 @@ def checked_text(value: Any, where: str = "body") -> Any:
     """`value` unchanged, or a 400 when a string in it holds a lone surrogate (JSON and YAML escapes can make one,
     and no encoder, tokenizer or database takes it)."""
     if isinstance(value, str):
-        if any("\ud800" <= c <= "\udfff" for c in value):
+        if not is_unicode(value):
             raise ServiceError(f"{where}: holds a lone surrogate (an escape such as \\ud800 that is not a character)")
     elif isinstance(value, dict):
         for key, item in value.items():
