@@ -53,7 +53,7 @@ def register(sub) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default %(default)s")
     parser.add_argument("--port", type=int, default=8000, help="port; default %(default)s")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
-    parser.add_argument("--threads", type=int, help="torch threads per worker (default 1: concurrent requests use the other cores)")
+    parser.add_argument("--threads", type=int, help="intra-op threads per worker, torch or ONNX Runtime (default 1: concurrent requests use the other cores)")
     parser.add_argument("--write-token", help="bearer token for POST/DELETE /products (default: $VITRINE_WRITE_TOKEN; unset = writes disabled)")
     parser.add_argument("--read-token", help="also require a bearer token for reads (default: $VITRINE_READ_TOKEN; unset = open reads)")
     parser.add_argument("--max-k", type=int, help="largest k a search may ask for (default 100)")
