@@ -68,6 +68,13 @@ def test_backfilled_images_are_served_and_a_rerun_stores_nothing(catalogs, capsy
     assert main([*args, "--images", str(root / "shared")]) == 0
     assert "stored 5, already there 0" in capsys.readouterr().err and ImageStore(root / "shared").has("1003")
 
+    # `index delete` removes the deleted products' stored images too, and only theirs
+    assert main(["index", "delete", "--index", index, "1000", "no-such-id"]) == 0
+    assert "deleted 1 of 2 ids" in capsys.readouterr().err
+    assert not ImageStore(images_dir(index)).has("1000") and ImageStore(images_dir(index)).has("1001")
+    assert main(["index", "delete", "--index", index, "1003", "--images", str(root / "shared")]) == 0
+    assert not ImageStore(root / "shared").has("1003") and ImageStore(images_dir(index)).has("1003")
+
 
 def test_a_missing_index_or_catalog_is_refused_and_nothing_is_created(catalogs, capsys):
     root, _ = catalogs

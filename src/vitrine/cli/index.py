@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
 from vitrine.cli.basics import add_engine_arguments
@@ -94,11 +95,18 @@ def cmd_index_images(args: argparse.Namespace) -> int:
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
-    from vitrine.index.store import open_store
+    from vitrine.index.store import images_dir, open_store
+    from vitrine.serve.images import ImageStore
 
     store = open_store(args.index)
     try:
         removed = store.delete(args.ids)
+        folder = Path(args.images) if args.images else images_dir(args.index)
+        if folder.is_dir():  # an index with no stored images gets no empty folder
+            images = ImageStore(folder)
+            for product_id in args.ids:  # after the commit: a crash leaves at worst an image of no product, never the reverse
+                if store.product(product_id) is None:
+                    images.remove(product_id)
         print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
     finally:
         store.close()
@@ -182,6 +190,8 @@ def register(sub) -> None:
     delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
     delete.add_argument("--index", required=True, help=INDEX_HELP)
     delete.add_argument("ids", nargs="+", help="product ids")
+    delete.add_argument("--images", help="images directory whose stored images of the deleted products are removed too "
+                                         "(default: the one `vitrine serve` uses for the index)")
     delete.set_defaults(func=cmd_index_delete)
 
     search = sub.add_parser("search", help="search an index by text or image", description="Search an index by text or by image, optionally filtered by attributes.")
