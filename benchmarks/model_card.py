@@ -1,91 +1,242 @@
-"""Regenerate the model card's evaluation table for a model on vitrine's held-out KAGL split.
+"""Measure a shipped model beside its protocol twin and write the figures into its model card and the README.
 
-Held-out split (the default of `vitrine train clip`): 5% of products by id hash ('val', seen types) plus
-every product of the article types held out by hash ('unseen', 10% of types, seed 0). Zero-shot scores
-rank among all class names of the catalog (generalised zero-shot); retrieval queries the held-out titles
-against a gallery of every product image.
+A card spec (`benchmarks/cards/NAME.json`) names the columns. Each column is a model with the split it was trained
+on, its Combiner and triplets, and its tagging model. A protocol column holds article types out, so its figures
+measure generalisation to types never seen. A shipped column learned from every type; its figures are on its own
+item-level validation split. Every figure is measured here. Each column's results are kept in
+`runs/card/NAME/COLUMN.json`; `--render-only` writes the tables again from them without measuring.
 
-    .venv/bin/python benchmarks/model_card.py --model vitrine:kagl-small [--json out.json]
+    .venv/bin/python benchmarks/model_card.py --card benchmarks/cards/kagl-base.json [--columns shipped] [--render-only]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from collections import Counter
+from pathlib import Path
 
-from vitrine.evaluate.runner import load_split_config, run_retrieval, run_zero_shot
-from vitrine.models import create_model
-
-
-def evaluate(model_name: str, data: str, split_config: str | None, ablations: bool, progress: bool, cache_dir: str | None = "runs/cache") -> dict:
-    model = create_model(model_name)
-    split = load_split_config(split_config)
-    rows: dict[str, dict] = {}
-    t0 = time.perf_counter()
-    cache = dict(cache_dir=cache_dir)
-    # The whole-catalog bank first: every split below then reads its rows from the cache.
-    retrieval = {name: run_retrieval(data, model, galleries=[data], split=name, split_config=split, progress=progress,
-                                     image_to_text=name == "heldout", **cache) for name in ("heldout", "val", "unseen")}
-    common = dict(split_config=split, progress=progress, classes_from=[data], **cache)
-    raw = dict(common, calibration=0.0)
-    for name, split_name in (("seen types (val)", "val"), ("unseen types", "unseen")):
-        report = run_zero_shot(data, "articleType", model, split=split_name, **common)  # raw, and calibrated beside it
-        rows[f"articleType, {name}"] = report
-        if "calibrated" in report:
-            rows[f"articleType, {name}, calibrated"] = report["calibrated"]
-    rows["articleType, unseen among unseen"] = run_zero_shot(data, "articleType", model, split="unseen", split_config=split, progress=progress, **cache)
-    rows["baseColour (val)"] = run_zero_shot(data, "baseColour", model, split="val", **common)
-    rows["gender (val)"] = run_zero_shot(data, "gender", model, split="val", **common)
-    if ablations:
-        rows["articleType, seen types (val), single template"] = run_zero_shot(data, "articleType", model, split="val", ensemble=False, **raw)
-        rows["articleType, unseen among unseen, single template"] = run_zero_shot(data, "articleType", model, split="unseen", split_config=split, ensemble=False, progress=progress, **cache)
-        rows["baseColour (val), single template"] = run_zero_shot(data, "baseColour", model, split="val", ensemble=False, **common)
-        rows["gender (val), single template"] = run_zero_shot(data, "gender", model, split="val", ensemble=False, **common)
-    return {"model": model_name, "seconds": round(time.perf_counter() - t0, 1), "zero_shot": rows, "retrieval": retrieval}
+BEGIN, END = "<!-- model_card.py:begin {name} -->", "<!-- model_card.py:end {name} -->"
+ATTRIBUTE_MEAN = ("gender", "baseColour", "usage", "season", "articleType")  # RaF-CLIP's mean precision, as before
 
 
-def print_table(result: dict) -> None:
-    print(f"model {result['model']} (evaluated in {result['seconds']} s)\n")
-    print("| zero-shot | n | classes | calibration | top-1 | top-5 | macro-F1 | weighted-F1 |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in result["zero_shot"].items():
-        print(f"| {name} | {r['n']} | {r['classes']} | {r['calibration']} | {r['top1']:.4f} | {r['top5']:.4f} | {r['macro_f1']:.4f} | {r['weighted_f1']:.4f} |")
-    zs = result["zero_shot"]
-    for kind, seen, unseen in (("raw", "articleType, seen types (val)", "articleType, unseen types"),
-                               ("calibrated", "articleType, seen types (val), calibrated", "articleType, unseen types, calibrated")):
-        if seen in zs and unseen in zs:
-            s, u = zs[seen]["top1"], zs[unseen]["top1"]
-            print(f"\narticleType generalised zero-shot, {kind}: S {s:.4f}, U {u:.4f}, H {2 * s * u / (s + u) if s + u else 0.0:.4f}")
-    retrieval = result["retrieval"]
-    r = retrieval["heldout"]
-    print(f"\n| retrieval (exact product, gallery {r['gallery_size']}) | queries | R@1 | R@5 | R@10 | MRR |")
-    print("|---|---|---|---|---|---|")
-    for name, label in (("heldout", "all held-out titles"), ("val", "seen-type products (val)"), ("unseen", "unseen-type products")):
-        r = retrieval[name]
-        print(f"| text -> image, {label} | {r['n_queries']} | {r['R@1']:.4f} | {r['R@5']:.4f} | {r['R@10']:.4f} | {r['MRR']:.4f} |")
-    i2t = retrieval["heldout"]["image_to_text"]
-    print(f"| image -> text, all held-out | {i2t['n_queries']} | {i2t['R@1']:.4f} | {i2t['R@5']:.4f} | {i2t['R@10']:.4f} | {i2t['MRR']:.4f} |")
+def _h(s: float, u: float) -> float:
+    return 2 * s * u / (s + u) if s + u else 0.0
+
+
+def measure_zero_shot_and_retrieval(column: dict, data: str, cache: str | None) -> dict:
+    from vitrine.evaluate.runner import load_split_config, run_retrieval, run_zero_shot
+    from vitrine.models import create_model
+
+    model = create_model(column["model"])
+    split = load_split_config(column["split"])
+    protocol = bool(split.holdout_fraction or split.holdout_values)
+    common = dict(split_config=split, progress=False, cache_dir=cache)
+    out: dict = {"protocol": protocol}
+    names = ("heldout", "val", "unseen") if protocol else ("val",)
+    out["retrieval"] = {name: run_retrieval(data, model, galleries=[data], split=name, image_to_text=name == names[0], **common)
+                        for name in names}
+    seen = run_zero_shot(data, "articleType", model, split="val", classes_from=[data], **common)
+    out["articleType_seen"] = seen
+    if protocol:
+        out["articleType_unseen"] = run_zero_shot(data, "articleType", model, split="unseen", classes_from=[data], **common)
+        out["articleType_unseen_among_unseen"] = run_zero_shot(data, "articleType", model, split="unseen", **common)
+    out["baseColour"] = run_zero_shot(data, "baseColour", model, split="val", classes_from=[data], **common)
+    out["gender"] = run_zero_shot(data, "gender", model, split="val", classes_from=[data], **common)
+    for report in out.values():
+        if isinstance(report, dict):
+            report.pop("per_class", None)
+            report.get("calibrated", {}).pop("per_class", None)
+    out["calibration"] = model.training_info.get("calibration", {})
+    out["seen_types"] = len(model.training_info.get("seen_classes", {}).get("articleType", []))
+    return out
+
+
+def measure_composed(column: dict, data: str, cache: str | None) -> dict:
+    from vitrine.cir.compose import Composer
+    from vitrine.cir.evaluate import run_composed
+    from vitrine.models import create_model
+
+    return run_composed(data, column["triplets"], Composer(create_model(column["model"]), column["combiner"]), cache_dir=cache, progress=False)
+
+
+def _tagger(column: dict):
+    from vitrine.models import create_model
+    from vitrine.tagging.tagger import Tagger
+    from vitrine.tagging.views import make_views
+    from vitrine.tagging.vocabulary import builtin_vocabulary, load_vocabulary
+
+    vocabulary = load_vocabulary(column["vocabulary"]) if column.get("vocabulary") else builtin_vocabulary(model=column["tag_model"])
+    return Tagger(create_model(column["tag_model"]), vocabulary, make_views("foreground"), "blend")
+
+
+def measure_attributes(column: dict, data: str) -> dict:
+    from vitrine.evaluate.runner import load_split_config, split_filter
+    from vitrine.tagging.evaluate import attribute_report, embed_split
+
+    split = load_split_config(column["split"])
+    name = "heldout" if split.holdout_fraction or split.holdout_values else "val"
+    tagger = _tagger(column)
+    items, embeds = embed_split(tagger, data, split_filter(name, split), progress=False)
+    report = attribute_report(tagger, items, embeds)
+    report["split"] = name
+    report["mean_precision_5"] = round(sum(report["per_attribute"][a]["precision"] for a in ATTRIBUTE_MEAN) / len(ATTRIBUTE_MEAN), 4)
+    return report
+
+
+def measure_hires(column: dict, hires: str, queries: dict[str, str]) -> dict:
+    from vitrine.data.catalog import open_catalog
+    from vitrine.embed.encode import encode_catalog, encode_texts
+    from vitrine.models import create_model
+    from vitrine.tagging.evaluate import attribute_report, embed_split
+
+    tagger = _tagger(column)
+    items, embeds = embed_split(tagger, hires, None, progress=False)
+    tags = attribute_report(tagger, items, embeds)
+    model = create_model(column["model"])
+    items, image_embeds = encode_catalog(model, open_catalog(hires, require_title=False), progress=False)
+    counts = Counter(item.attributes.get("articleType") for item in items)
+    top = (encode_texts(model, list(queries)) @ image_embeds.T).topk(10, dim=1).indices.tolist()
+    shares = {query: round(sum(items[r].attributes.get("articleType") == kind for r in rows) / min(10, counts[kind]), 4)
+              for (query, kind), rows in zip(queries.items(), top)}
+    return {"tags": tags, "type_queries": shares}
+
+
+def measure(spec: dict, name: str, column: dict) -> dict:
+    cache = spec.get("cache_dir", "runs/cache")
+    result: dict = {"column": name, "spec": column, "measured": time.strftime("%Y-%m-%d")}
+    started = time.perf_counter()
+    result["zero_shot"] = measure_zero_shot_and_retrieval(column, spec["data"], cache)
+    if column.get("combiner"):
+        result["composed"] = measure_composed(column, spec["data"], cache)
+    if column.get("tag_model"):
+        result["attributes"] = measure_attributes(column, spec["data"])
+        result["hires"] = measure_hires(column, spec["hires"], spec["type_queries"])
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _f(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def rows_of(result: dict) -> dict[str, str]:
+    """The card's measures for one column, formatted (blank where the column has no such figure)."""
+    zs, rows = result["zero_shot"], {}
+    seen = zs["articleType_seen"]
+    rows["article types trained on"] = str(zs["seen_types"])
+    rows["articleType top-1, seen types (val), raw"] = _f(seen["top1"])
+    if zs["protocol"]:
+        unseen = zs["articleType_unseen"]
+        rows["articleType top-1, unseen types, raw"] = _f(unseen["top1"])
+        rows["H raw"] = _f(_h(seen["top1"], unseen["top1"]))
+        if "calibrated" in seen and "calibrated" in unseen:
+            s, u = seen["calibrated"]["top1"], unseen["calibrated"]["top1"]
+            rows["margin (tuned on calib types)"] = f"{seen['calibrated']['calibration']:.2f}"
+            rows["articleType top-1, seen / unseen, calibrated"] = f"{s:.4f} / {u:.4f}"
+            rows["**H with the tuned margin**"] = _f(_h(s, u))
+        rows["unseen types among the unseen types"] = _f(zs["articleType_unseen_among_unseen"]["top1"])
+    else:
+        inherited = zs["calibration"].get("articleType", {})
+        if inherited:
+            rows["margin (tuned on calib types)"] = f"{inherited['gamma']:.2f} (inherited from {inherited.get('source', {}).get('from', '?')})"
+    rows["articleType weighted-F1, seen types (val)"] = _f(seen["weighted_f1"])
+    rows["baseColour top-1 (val)"] = _f(zs["baseColour"]["top1"])
+    rows["gender top-1 (val)"] = _f(zs["gender"]["top1"])
+    retrieval = zs["retrieval"]
+    for key, label in (("heldout", "all held-out queries"), ("val", "seen-type (val) queries"), ("unseen", "unseen-type queries")):
+        if key in retrieval:
+            r = retrieval[key]
+            rows[f"text -> image R@1 / R@10, {label} (gallery {r['gallery_size']})"] = f"{r['R@1']:.4f} / {r['R@10']:.4f}"
+    first = retrieval.get("heldout") or retrieval["val"]
+    if "image_to_text" in first:
+        rows["image -> text R@10, same queries"] = _f(first["image_to_text"]["R@10"])
+    if "composed" in result:
+        c = result["composed"]
+        rows[f"Combiner R@1 / R@10 / R@50 ({c['n_queries']} val triplets)"] = f"{c['R@1']:.4f} / {c['R@10']:.4f} / {c['R@50']:.4f}"
+    if "attributes" in result:
+        a = result["attributes"]
+        rows[f"attribute mean precision, region-aware blend ({a['split']}; 5 attributes)"] = _f(a["mean_precision_5"])
+        for name in ("masterCategory", "subCategory"):
+            if name in a["per_attribute"]:
+                rows[f"{name} precision ({a['split']})"] = _f(a["per_attribute"][name]["precision"])
+    if "hires" in result:
+        tags = result["hires"]["tags"]
+        for name, entry in tags["per_attribute"].items():
+            rows[f"hi-res tags, {name}: agreement / precision (coverage)"] = \
+                f"{tags['top1'][name]:.4f} / {entry['precision']:.4f} ({entry['coverage']:.2f})"
+        shares = result["hires"]["type_queries"]
+        rows["hi-res type queries, precision@10 (mean)"] = _f(sum(shares.values()) / len(shares))
+        for query, share in shares.items():
+            rows[f"hi-res \"{query}\" precision@10"] = _f(share)
+    return rows
+
+
+def render(spec: dict, results: list[dict]) -> str:
+    labels = [spec["columns"][r["column"]]["label"] for r in results]
+    table = [dict(rows_of(r)) for r in results]
+    measures = list(dict.fromkeys(k for rows in table for k in rows))
+    lines = ["| measure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines += [f"| {m} | " + " | ".join(rows.get(m, "") for rows in table) + " |" for m in measures]
+    lines.append("")
+    lines.append("Measured by `.venv/bin/python benchmarks/model_card.py --card " + spec["path"] + "`: " +
+                 "; ".join(f"{spec['columns'][r['column']]['label']} on {r['measured']} ({r['seconds']} s)" for r in results) + ".")
+    return "\n".join(lines)
+
+
+def render_summary(spec: dict, results: list[dict]) -> str:
+    """The README's one-line-per-model figures."""
+    lines = ["| model | trained on | articleType top-1 (val) | t2i R@10 (val queries) | Combiner R@10 | attribute mean precision | hi-res masterCategory tags |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        column = spec["columns"][r["column"]]
+        zs = r["zero_shot"]
+        c = r.get("composed", {})
+        a = r.get("attributes", {})
+        hires = r.get("hires", {}).get("tags", {}).get("top1", {})
+        lines.append(f"| {column['label']} | {zs['seen_types']} article types | {zs['articleType_seen']['top1']:.4f} | "
+                     f"{zs['retrieval']['val']['R@10']:.4f} | {_f(c.get('R@10'))} | {_f(a.get('mean_precision_5'))} | {_f(hires.get('masterCategory'))} |")
+    return "\n".join(lines)
+
+
+def replace_block(path: Path, name: str, text: str) -> None:
+    content = path.read_text(encoding="utf-8")
+    begin, end = BEGIN.format(name=name), END.format(name=name)
+    if begin not in content or end not in content:
+        raise SystemExit(f"{path}: add the markers {begin} and {end} where the table goes")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}", encoding="utf-8")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="vitrine:kagl-small")
-    parser.add_argument("--cache-dir", default="runs/cache", help="whole-catalog embedding cache ('' to disable)")
-    parser.add_argument("--data", default="../shared/data/kagl")
-    parser.add_argument("--split-config", help="JSON with the split (default: vitrine's default split)")
-    parser.add_argument("--no-ablations", action="store_true", help="skip the single-template rows")
-    parser.add_argument("--json", help="also write the full results here")
-    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--card", default="benchmarks/cards/kagl-base.json")
+    parser.add_argument("--columns", nargs="*", help="measure only these columns (the others are read from their stored results)")
+    parser.add_argument("--render-only", action="store_true", help="write the tables from stored results, measuring nothing")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    result = evaluate(args.model, args.data, args.split_config, not args.no_ablations, args.progress, args.cache_dir or None)
-    print_table(result)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
+    spec = {**json.loads(Path(args.card).read_text(encoding="utf-8")), "path": args.card}
+    store = Path("runs/card") / Path(args.card).stem
+    store.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name, column in spec["columns"].items():
+        stored = store / f"{name}.json"
+        if not args.render_only and (args.columns is None or name in args.columns or not stored.is_file()):
+            print(f"measuring {name} ({column['model']})", flush=True)
+            result = measure(spec, name, column)
+            stored.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if not stored.is_file():
+            raise SystemExit(f"no stored results for column {name}: run without --render-only")
+        results.append(json.loads(stored.read_text(encoding="utf-8")))
+    table = render(spec, results)
+    print(table)
+    replace_block(Path(spec["card"]), "figures", table)
+    if spec.get("readme"):
+        replace_block(Path(spec["readme"]), Path(args.card).stem, render_summary(spec, [r for r in results if spec["columns"][r["column"]].get("in_readme")]))
 
 
 if __name__ == "__main__":

@@ -114,3 +114,31 @@ def test_top_unlocked_run_trains_the_top_blocks_only_and_ships_just_them(setup):
     assert result.steps > 0
     with pytest.raises(ValueError, match="has 2 blocks"):
         train_clip(unlocked.replace(out=str(root / "bad"), locked=LockedConfig(lower_blocks=2)), progress=False)
+
+
+def test_a_shipping_run_inherits_the_protocol_runs_margin_and_says_where_from(setup):
+    root, config = setup
+    protocol = config.replace(out=str(root / "protocol"), epochs=1,
+                              split=SplitConfig(seed=0, val_fraction=0.15, holdout_field="articleType", holdout_values=("Watches",),
+                                                calibration_fraction=0.5).__dict__)
+    train_clip(protocol, progress=False)
+    tuned = json.loads((root / "protocol" / "model" / "training.json").read_text())["calibration"]["articleType"]
+    assert tuned["source"] == {"tuned_on": "calib types of this run"}
+    shipping = config.replace(out=str(root / "shipping"), epochs=1, split=SplitConfig(seed=0, val_fraction=0.15).__dict__,
+                              calibration_from=str(root / "protocol"))
+    train_clip(shipping, progress=False)
+    info = json.loads((root / "shipping" / "model" / "training.json").read_text())
+    assert sorted(info["seen_classes"]["articleType"]) == ["Dresses", "Jeans", "Tshirts", "Watches"]  # every type
+    inherited = info["calibration"]["articleType"]
+    assert inherited["gamma"] == tuned["gamma"]
+    assert inherited["source"]["from"] == str(root / "protocol" / "model" / "training.json")
+    assert inherited["source"]["split"]["calibration_fraction"] == 0.5
+
+
+def test_a_shipping_run_without_its_protocol_run_stops_before_training(setup, tmp_path):
+    from vitrine.train.calibration import CalibrationSourceError
+
+    root, config = setup
+    with pytest.raises(CalibrationSourceError, match="train the protocol config"):
+        train_clip(config.replace(out=str(tmp_path / "run"), calibration_from=str(tmp_path / "nowhere")), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -79,7 +79,8 @@ def cmd_eval_attributes(args: argparse.Namespace) -> int:
     vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=args.schema, model=args.model)
     report = run_attribute_eval(args.data, create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
                                 pooling=args.pooling, split=args.split, split_config=load_split_config(args.split_config),
-                                calibrate_split=args.calibrate_split, schema=args.schema, progress=not args.no_progress)
+                                calibrate_split=args.calibrate_split, schema=args.schema, progress=not args.no_progress,
+                                hierarchy_split=args.hierarchy_split or None, target_precision=args.target_precision or None)
     if args.save_vocabulary:
         vocabulary.with_calibration(report["calibration"]).save(args.save_vocabulary)
     print_report(report, args.json)
@@ -134,6 +135,12 @@ def register(sub) -> None:
     add_tagging_options(attributes, model=False, runtime_default="torch")
     attributes.add_argument("--calibrate-split", choices=["train", "val", "unseen", "calib", "heldout"],
                             help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)")
+    attributes.add_argument("--hierarchy-split", default="train", choices=["", "all", "train", "val", "calib"],
+                            help="with --calibrate-split: read the attribute hierarchy (e.g. articleType -> subCategory -> masterCategory) "
+                                 "off the labels of this split; coarse attributes then follow the finer one ('' to skip; default %(default)s)")
+    attributes.add_argument("--target-precision", type=float, default=0.9,
+                            help="with --calibrate-split: fit each attribute's 'unknown' threshold so that its answered tags reach this "
+                                 "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)")
     attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
     attributes.set_defaults(func=cmd_eval_attributes)  # --split all: a catalog the model never saw is scored whole
 

@@ -173,7 +173,8 @@ def register(sub) -> None:
     triplets.add_argument("--out", required=True, help="output JSONL file")
     triplets.add_argument("--split", choices=["all", "train", "val"], default="all",
                           help="keep triplets whose reference is in the encoder's training split (train) or held out from it (val); default %(default)s")
-    triplets.add_argument("--split-config", help="JSON holding the split (default: the shipped model's)")
+    triplets.add_argument("--split-config", help="JSON holding the split, e.g. configs/kagl-base.json (the shipped model's) or configs/kagl-base-protocol.json "
+                               "(types held out); default: vitrine's protocol split")
     triplets.add_argument("--kinds", nargs="+", choices=["colour", "gender"], default=["colour", "gender"])
     triplets.add_argument("--seed", type=int, default=0, help="template choice seed")
     triplets.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")

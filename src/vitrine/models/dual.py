@@ -22,6 +22,7 @@ CONFIG_NAME = "config.json"
 _TEXT_TOWER_PREFIX = "text.bert."
 _IMAGE_TOWER_PREFIX = "visual."
 WEIGHTS_NAME = "model.safetensors"
+IMAGE_TTA = ("none", "flip")
 TRAINING_INFO_NAME = "training.json"  # written by the trainer: config, seen classes, zero-shot calibration
 
 
@@ -38,6 +39,11 @@ class DualConfig:
     text_proj_init: str = "orthogonal"  # "identity" (needs embed_dim == text width) keeps MiniLM's own space
     init_seed: int = 0
     logit_scale_init: float = 1 / 0.07
+    image_tta: str = "none"  # "flip": in eval mode an image's embedding is the mean of its own and its mirror image's
+
+    def __post_init__(self):
+        if self.image_tta not in IMAGE_TTA:
+            raise ValueError(f"image_tta must be one of {IMAGE_TTA}, got {self.image_tta!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "DualConfig":
@@ -120,6 +126,10 @@ class DualEncoder(Encoder):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
 
     def image_features(self, pixels: torch.Tensor) -> Features:
+        if self.config.image_tta == "flip" and not self.training:
+            tokens, pooled = self.visual(torch.cat([pixels, pixels.flip(3)]))
+            embeds = l2_normalize(self.image_proj(pooled)).view(2, len(pixels), -1)
+            return Features(embeds=l2_normalize(embeds.sum(0)), tokens=tokens[: len(pixels)])
         tokens, pooled = self.visual(pixels)
         return Features(embeds=l2_normalize(self.image_proj(pooled)), tokens=tokens)
 

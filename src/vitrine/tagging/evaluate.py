@@ -14,7 +14,7 @@ from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig
 from vitrine.evaluate.runner import load_split_config, split_filter
-from vitrine.tagging.tagger import Tagger, fit_region_weight, fit_temperature
+from vitrine.tagging.tagger import Tagger, fit_hierarchy, fit_region_weight, fit_temperature, fit_threshold
 from vitrine.tagging.views import RegionViews
 from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values
 
@@ -37,13 +37,12 @@ def labelled_rows(items: Sequence[Item], attribute) -> tuple[list[int], torch.Te
 
 def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.Tensor) -> dict:
     per_attribute, top1 = {}, {}
+    computed = tagger.probabilities(view_embeds)
     for attribute in tagger.vocabulary.attributes:
         rows, labels, outside = labelled_rows(items, attribute)
         if not rows:
             continue
-        scores = tagger.scores_for(attribute.name, view_embeds[rows])
-        probabilities = torch.softmax(attribute.temperature * scores, dim=1)
-        best_p, best = probabilities.max(1)
+        best_p, best = computed[attribute.name][1][rows].max(1)
         answered = best_p >= attribute.threshold
         correct = best == labels
         n_answered = int(answered.sum())
@@ -52,7 +51,10 @@ def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.T
             "recall": round(float((correct & answered).sum()) / len(rows), 4),
             "n": len(rows),
             "answered": n_answered,
+            "coverage": round(n_answered / len(rows), 4),
+            "threshold": round(attribute.threshold, 4),
             "classes": len(attribute.values),
+            **({"derived_from": attribute.derive.source} if attribute.derive is not None else {}),
             **({"not_in_vocabulary": outside} if outside else {}),
         }
         top1[attribute.name] = round(float(correct.float().mean()), 4)
@@ -99,14 +101,39 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
     return items, embeds
 
 
+def catalog_rows(path: str, keep, names: Sequence[str], schema=None) -> list[dict]:
+    """The labels (no pixels) of the catalog rows `keep` accepts."""
+    reader = open_catalog(path, schema=schema, on_error="skip", require_title=False)
+    return [{n: record.attributes.get(n) for n in names} for record in reader.records() if keep is None or keep(record)]
+
+
+def fit_thresholds(tagger: Tagger, items: Sequence[Item], embeds: torch.Tensor, precision: float) -> dict[str, dict]:
+    """Each attribute's 'unknown' threshold, fitted on labelled items (`fit_threshold`)."""
+    computed = tagger.probabilities(embeds)
+    out = {}
+    for attribute in tagger.vocabulary.attributes:
+        rows, labels, _ = labelled_rows(items, attribute)
+        if len(rows) >= 20:
+            best_p, best = computed[attribute.name][1][rows].max(1)
+            out[attribute.name] = {"min_probability": fit_threshold(best_p, best == labels, precision)}
+    return out
+
+
 def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "blend",
                        split: str = "all", split_config: SplitConfig | None = None, calibrate_split: str | None = None,
-                       schema=None, progress: bool = True) -> dict:
+                       schema=None, progress: bool = True, hierarchy_split: str | None = "train",
+                       target_precision: float | None = 0.9) -> dict:
     """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature
-    (and, with 'blend' pooling, its region weight) there."""
+    (and, with 'blend' pooling, its region weight) there, reads the attribute hierarchy off the labels of
+    `hierarchy_split` (coarse attributes then follow a finer one), and fits each 'unknown' threshold so that answered
+    tags reach `target_precision` on the calibration items."""
     config = split_config or load_split_config(None)
     calibration = {}
     if calibrate_split:
+        if hierarchy_split:
+            rows = catalog_rows(data, split_filter(hierarchy_split, config), vocabulary.names, schema)
+            for name, fitted in fit_hierarchy(rows, vocabulary).items():
+                calibration.setdefault(name, {}).update(fitted)
         tagger = Tagger(model, vocabulary, views, pooling)
         items, embeds = embed_split(tagger, data, split_filter(calibrate_split, config), schema, progress)
         for attribute in vocabulary.attributes:
@@ -119,16 +146,20 @@ def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionVi
                     scores = tagger.pool(attribute.name, view_scores, fitted["region_weight"])
                 else:
                     scores = tagger.scores_for(attribute.name, embeds[rows])
-                calibration[attribute.name] = {**fitted, "temperature": fit_temperature(scores, labels),
-                                               "min_probability": attribute.min_probability, "fitted_on": len(rows)}
-                if attribute.min_probability is None:
-                    del calibration[attribute.name]["min_probability"]
+                calibration.setdefault(attribute.name, {}).update({**fitted, "temperature": fit_temperature(scores, labels),
+                                                                   "fitted_on": len(rows)})
         vocabulary = vocabulary.with_calibration(calibration)
+        if target_precision is not None:
+            for name, fitted in fit_thresholds(Tagger(model, vocabulary, views, pooling), items, embeds, target_precision).items():
+                calibration.setdefault(name, {}).update(fitted)
+            vocabulary = vocabulary.with_calibration(calibration)
     tagger = Tagger(model, vocabulary, views, pooling)
     items, embeds = embed_split(tagger, data, split_filter(split, config), schema, progress)
     report = attribute_report(tagger, items, embeds)
     report.update({"model": model.name, "split": split, "n_items": len(items), "views": views.count, "pooling": tagger.pooling,
-                   "calibration": {a.name: {**calibration.get(a.name, {}), "temperature": a.temperature, "threshold": round(a.threshold, 4),
+                   "calibration": {a.name: {**calibration.get(a.name, {}),
+                                            **({"derive": a.derive.to_dict()} if a.derive is not None else {}),
+                                            "temperature": a.temperature, "threshold": round(a.threshold, 4),
                                             **({"region_weight": a.region_weight} if a.region_weight is not None else {})}
                                    for a in vocabulary.attributes}})
     if calibrate_split:

@@ -48,11 +48,29 @@ class Tagger:
         pool_scores(torch.zeros(1, 1, 1), self.pooling)  # reject an unknown pooling now, not mid-catalog
         self.value_embeds = {a.name: value_embeddings(model, a) for a in vocabulary.attributes}
 
-    def tags(self, view_embeds: torch.Tensor) -> list[dict[str, Tag]]:
-        per_attribute = {}
-        for attribute in self.vocabulary.attributes:
+    def probabilities(self, view_embeds: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per attribute, (N, C) pooled cosine scores and (N, C) probabilities over its values.
+
+        A derived attribute sums the probabilities of its source's mapped values into their parents; the mass of
+        unmapped source values (ones added after the hierarchy was fitted) follows the attribute's own prompts."""
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for attribute in self.vocabulary.ordered():
             scores = self.scores_for(attribute.name, view_embeds)
             probabilities = torch.softmax(attribute.temperature * scores, dim=1)
+            if attribute.derive is not None:
+                source = self.vocabulary[attribute.derive.source]
+                mapping = derivation_matrix(source.value_names, attribute.value_names, attribute.derive.parents)
+                source_p = out[source.name][1]
+                unmapped = source_p[:, mapping.sum(1) == 0].sum(1, keepdim=True)
+                probabilities = source_p @ mapping + unmapped * probabilities
+            out[attribute.name] = (scores, probabilities)
+        return out
+
+    def tags(self, view_embeds: torch.Tensor) -> list[dict[str, Tag]]:
+        per_attribute = {}
+        computed = self.probabilities(view_embeds)
+        for attribute in self.vocabulary.attributes:
+            scores, probabilities = computed[attribute.name]
             best_p, best = probabilities.max(1)
             per_attribute[attribute.name] = (attribute, scores, best_p, best)
         out = []
@@ -80,6 +98,60 @@ class Tagger:
 
     def tag_images(self, images: list[Image.Image]) -> list[dict[str, Tag]]:
         return self.tags(self.embed([(image, None) for image in images]))
+
+
+def derivation_matrix(source_values: list[str], values: list[str], parents) -> torch.Tensor:
+    """(S, C) 0/1: row s has a 1 at the value its source value maps to (an all-zero row when unmapped)."""
+    column = {name: c for c, name in enumerate(values)}
+    matrix = torch.zeros(len(source_values), len(values))
+    for row, name in enumerate(source_values):
+        if parents.get(name) in column:
+            matrix[row, column[parents[name]]] = 1.0
+    return matrix
+
+
+def fit_hierarchy(rows: Iterable[dict], vocabulary: Vocabulary, min_purity: float = 0.98, min_items: int = 50) -> dict[str, dict]:
+    """{attribute: {"derive": {...}}} for each coarse attribute that a finer one determines in labelled rows.
+
+    The finer attribute (the one with the most values, itself not derived) must give the coarse value with at least
+    `min_purity` of the co-labelled rows; each of its values maps to its most frequent coarse value."""
+    from collections import Counter, defaultdict
+
+    rows = list(rows)
+    names = vocabulary.names
+    counts: dict[tuple[str, str], dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for row in rows:
+        labelled = [n for n in names if row.get(n) is not None]
+        for fine in labelled:
+            for coarse in labelled:
+                if fine != coarse:
+                    counts[fine, coarse][row[fine]][row[coarse]] += 1
+    sizes = {a.name: len(a.values) for a in vocabulary.attributes}
+    fitted, sources = {}, set()
+    for coarse in sorted(names, key=lambda n: -sizes[n]):
+        values = set(vocabulary[coarse].value_names)
+        for fine in sorted((n for n in names if sizes[n] > sizes[coarse] and n not in fitted), key=lambda n: -sizes[n]):
+            table = counts.get((fine, coarse), {})
+            total = sum(sum(c.values()) for c in table.values())
+            if total < min_items or sum(max(c.values()) for c in table.values()) / total < min_purity:
+                continue
+            parents = {child: c.most_common(1)[0][0] for child, c in table.items() if c.most_common(1)[0][0] in values}
+            fitted[coarse] = {"derive": {"from": fine, "map": parents}}
+            sources.add(fine)
+            break
+    return {name: entry for name, entry in fitted.items() if name not in sources}
+
+
+def fit_threshold(best_probability: torch.Tensor, correct: torch.Tensor, precision: float = 0.9, min_coverage: float = 0.5) -> float:
+    """The lowest 'unknown' threshold whose answered tags reach `precision`; when none does while answering at least
+    `min_coverage` of the items, the threshold that answers that share (the most precise such)."""
+    order = torch.argsort(best_probability, descending=True)
+    hits = torch.cumsum(correct[order].float(), 0)
+    answered = torch.arange(1, len(order) + 1, dtype=torch.float32)
+    precise = torch.nonzero(hits / answered >= precision).flatten()
+    floor = max(1, int(round(min_coverage * len(order))))
+    count = int(precise.max()) + 1 if len(precise) and int(precise.max()) + 1 >= floor else floor
+    return round(float(best_probability[order[count - 1]]) - 1e-6, 6) if count < len(order) else 0.0
 
 
 def fit_region_weight(scores: torch.Tensor, labels: torch.Tensor, pool) -> float:

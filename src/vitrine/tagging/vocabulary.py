@@ -11,6 +11,9 @@ A YAML or JSON file such as
           striped: ["a striped garment", "a shirt with stripes"]   # a value with its own prompts
           plain: ["a plain garment"]
         min_probability: 0.4
+      subCategory:
+        values: [Topwear, Bottomwear]
+        derive: {from: articleType, map: {Tshirts: Topwear, Jeans: Bottomwear}}   # read off a finer attribute
 
 Adding a value or a whole attribute is an edit of this file: tagging embeds the prompts at run time.
 """
@@ -20,7 +23,7 @@ import json
 import math
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vitrine.data.prompts import PromptSet
@@ -42,12 +45,24 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """A coarse attribute read off a finer one: each mapped value of `source` gives its probability to its parent."""
+
+    source: str
+    parents: Mapping[str, str]  # source value -> this attribute's value
+
+    def to_dict(self) -> dict:
+        return {"from": self.source, "map": dict(sorted(self.parents.items()))}
+
+
+@dataclass(frozen=True)
 class Attribute:
     name: str
     values: tuple[Value, ...]
     temperature: float = DEFAULT_TEMPERATURE
     min_probability: float | None = None  # None: CHANCE_MULTIPLE / (number of values - 1 + CHANCE_MULTIPLE)
     region_weight: float | None = None  # 'blend' pooling: share of the best region view vs the whole image (None: 0.5)
+    derive: Derivation | None = None  # hierarchy: probabilities summed from a finer attribute's (unmapped mass: own prompts)
 
     @property
     def value_names(self) -> list[str]:
@@ -69,6 +84,16 @@ class Vocabulary:
         names = [a.name for a in self.attributes]
         if len(set(names)) != len(names):
             raise VocabularyError(f"attribute names repeat: {names}")
+        for a in self.attributes:
+            if a.derive is None:
+                continue
+            if a.derive.source not in names or a.derive.source == a.name:
+                raise VocabularyError(f"attribute {a.name!r}: derive.from must name another attribute of the vocabulary, got {a.derive.source!r}")
+            if self[a.derive.source].derive is not None:
+                raise VocabularyError(f"attribute {a.name!r}: derives from {a.derive.source!r}, which is itself derived; derive from the finest attribute")
+            unknown = sorted(set(a.derive.parents.values()) - set(a.value_names))
+            if unknown:
+                raise VocabularyError(f"attribute {a.name!r}: derive.map names values it does not have: {unknown[:5]}")
 
     def __getitem__(self, name: str) -> Attribute:
         for attribute in self.attributes:
@@ -81,24 +106,33 @@ class Vocabulary:
         return [a.name for a in self.attributes]
 
     def select(self, names: Sequence[str]) -> "Vocabulary":
-        return Vocabulary(tuple(self[name] for name in names))
+        """These attributes only; a derived one whose source is left out falls back to its own prompts."""
+        chosen = [self[name] for name in names]
+        return Vocabulary(tuple(a if a.derive is None or a.derive.source in names else replace(a, derive=None) for a in chosen))
 
-    def with_calibration(self, calibration: Mapping[str, Mapping[str, float]]) -> "Vocabulary":
-        """A copy with fitted temperatures / thresholds for the attributes named in `calibration`."""
+    def ordered(self) -> list[Attribute]:
+        """Attributes with every derivation source before the attributes derived from it."""
+        return [a for a in self.attributes if a.derive is None] + [a for a in self.attributes if a.derive is not None]
+
+    def with_calibration(self, calibration: Mapping[str, Mapping]) -> "Vocabulary":
+        """A copy with fitted temperatures / thresholds / region weights / derivations for the attributes named."""
         out = []
         for a in self.attributes:
             fitted = calibration.get(a.name, {})
             min_probability = fitted.get("min_probability", a.min_probability)
             region_weight = fitted.get("region_weight", a.region_weight)
+            derive = fitted.get("derive", a.derive)
             out.append(Attribute(a.name, a.values, float(fitted.get("temperature", a.temperature)),
                                  None if min_probability is None else float(min_probability),
-                                 None if region_weight is None else float(region_weight)))
+                                 None if region_weight is None else float(region_weight),
+                                 _derivation(derive, f"attribute {a.name!r}") if isinstance(derive, Mapping) else derive))
         return Vocabulary(tuple(out))
 
     def to_dict(self) -> dict:
         return {"attributes": {a.name: {"temperature": a.temperature,
                                         **({"min_probability": a.min_probability} if a.min_probability is not None else {}),
                                         **({"region_weight": a.region_weight} if a.region_weight is not None else {}),
+                                        **({"derive": a.derive.to_dict()} if a.derive is not None else {}),
                                         "values": {v.name: list(v.prompts) for v in a.values}} for a in self.attributes}}
 
     def save(self, path: str | Path) -> None:
@@ -150,9 +184,9 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
         spec = {"values": spec}
     if not isinstance(spec, Mapping):
         raise VocabularyError(f"{where}: expected a list of values or a mapping with 'values'")
-    unknown = set(spec) - {"values", "templates", "temperature", "min_probability", "region_weight"}
+    unknown = set(spec) - {"values", "templates", "temperature", "min_probability", "region_weight", "derive"}
     if unknown:
-        raise VocabularyError(f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, min_probability, region_weight")
+        raise VocabularyError(f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, min_probability, region_weight, derive")
     templates = spec.get("templates") or DEFAULT_TEMPLATES
     if isinstance(templates, str):
         templates = [templates]
@@ -187,7 +221,21 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
         region_weight = _number(region_weight, f"{where}: region_weight")
         if not 0.0 <= region_weight <= 1.0:
             raise VocabularyError(f"{where}: region_weight must be in [0, 1], got {region_weight}")
-    return Attribute(name, tuple(values), temperature, min_probability, region_weight)
+    derive = spec.get("derive")
+    return Attribute(name, tuple(values), temperature, min_probability, region_weight,
+                     None if derive is None else _derivation(derive, where))
+
+
+def _derivation(raw, where: str) -> Derivation:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("from"), str) or not isinstance(raw.get("map"), Mapping) \
+            or set(raw) - {"from", "map"}:
+        raise VocabularyError(f"{where}: derive must be {{from: ATTRIBUTE, map: {{finer value: value}}}}, got {raw!r}")
+    parents = {}
+    for child, parent in raw["map"].items():
+        if not isinstance(parent, (str, int, float)) or isinstance(parent, bool):
+            raise VocabularyError(f"{where}: derive.map[{child!r}] must be a value name, got {parent!r}")
+        parents[str(child)] = str(parent)
+    return Derivation(raw["from"], parents)
 
 
 def _value(entry, templates: Sequence[str], where: str) -> Value:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from vitrine.data.prompts import resolve_prompts
 from vitrine.losses import ClipLoss
 from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
+from vitrine.train.calibration import inherited_calibration, training_calibration
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import augment, epoch_order, load_pool, sample_captions
@@ -99,6 +100,8 @@ def open_run(config: TrainConfig, ctx: Distributed | None = None) -> tuple[Path,
     """
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.calibration_from:  # refuse a missing protocol run now, not after training
+        inherited_calibration(config.calibration_from)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(out)
@@ -234,7 +237,7 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     seen = {field: sorted({pool.attributes[i].get(field) for i in pool.indices("train")} - {None}) for field in ("articleType", "baseColour", "gender")}
     (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "steps": step, "seconds": round(elapsed, 1),
                                                          "train_items": train_size, "skipped_rows": pool.skipped, "seen_classes": seen,
-                                                         "calibration": {calibration["field"]: calibration} if calibration else {},
+                                                         "calibration": training_calibration(calibration, config.calibration_from),
                                                          "final_metrics": metrics, "processes": ctx.world}, indent=2) + "\n")
     teardown(ctx)
     return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)

@@ -96,6 +96,9 @@ class TrainConfig:
     locked: LockedConfig = field(default_factory=LockedConfig)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1))
     cache_dir: str = "runs/cache"
+    # A shipping run (no calib types) inherits the zero-shot margin of its recipe's protocol run: that run's
+    # training.json, model directory or run directory (vitrine.train.calibration).
+    calibration_from: str | None = None
 
     def __post_init__(self):
         if self.batch_size < 2 or self.accumulation < 1 or self.batch_size % self.accumulation:

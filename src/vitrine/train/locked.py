@@ -18,6 +18,7 @@ from tqdm import tqdm
 from vitrine.data.prompts import resolve_prompts
 from vitrine.losses import ClipLoss, positives_from_ids, text_smoothed_loss
 from vitrine.models.dual import TRAINING_INFO_NAME
+from vitrine.train.calibration import training_calibration
 from vitrine.train.checkpoint import save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
@@ -88,14 +89,14 @@ class CachedTower:
         return F.normalize(self.model.image_proj(self.pooled(self.cached[views, torch.from_numpy(indices)])), dim=-1)
 
     @torch.inference_mode()
-    def pooled_table(self, members: np.ndarray) -> torch.Tensor:
-        """(N, W) pooled features with the rows of `members` filled (what validation reads)."""
+    def pooled_table(self, members: np.ndarray, view: int = 0) -> torch.Tensor:
+        """(N, W) pooled features of one cached view with the rows of `members` filled (what validation reads)."""
         if not self.lower_blocks:
-            return self.cached[0]
+            return self.cached[view]
         table = torch.zeros(self.cached.shape[1], self.model.visual.width)
         for start in range(0, len(members), 512):
             rows = members[start : start + 512]
-            table[torch.from_numpy(rows)] = self.pooled(self.cached[0, torch.from_numpy(rows)])
+            table[torch.from_numpy(rows)] = self.pooled(self.cached[view, torch.from_numpy(rows)])
         return table
 
 
@@ -149,12 +150,15 @@ def train_locked(config: TrainConfig, progress: bool = True):
     validator, validation_rows = None, None
     if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
         validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
-                              config.seed, pooled_images=tower.cached[0] if not lower else None)
+                              config.seed, pooled_images=tower.cached[0] if not lower else None,
+                              flipped_images=tower.cached[config.locked.views.index("flip")] if not lower and "flip" in config.locked.views else None)
         validation_rows = np.concatenate([m for m in validator.groups.values()])
 
     def refresh_validation_features():
         if lower:
             validator.pooled_images = tower.pooled_table(validation_rows)
+            if model.config.image_tta == "flip" and "flip" in config.locked.views:
+                validator.flipped_images = tower.pooled_table(validation_rows, config.locked.views.index("flip"))
 
     negatives = HardNegatives(pool, train)
 
@@ -244,7 +248,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
     (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "recipe": f"image tower blocks {lower}+ unlocked on cached maps" if lower else "locked image tower, cached features",
                                                          "steps": step, "seconds": round(elapsed, 1), "train_items": len(train),
                                                          "skipped_rows": pool.skipped, "seen_classes": seen,
-                                                         "calibration": {calibration["field"]: calibration} if calibration else {},
+                                                         "calibration": training_calibration(calibration, config.calibration_from),
                                                          "final_metrics": metrics, "processes": ctx.world}, indent=2) + "\n")
     teardown(ctx)
     return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)

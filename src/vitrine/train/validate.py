@@ -17,8 +17,9 @@ class Validator:
     """Holds the validation items and the pooled features of their class prompts and titles."""
 
     def __init__(self, model, pool: TrainPool, prompts: PromptSet, text_feats: torch.Tensor, max_items: int, cache_dir, seed: int,
-                 pooled_images: torch.Tensor | None = None):
+                 pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None):
         self.pooled_images = pooled_images  # (N, W) cached tower outputs: a locked tower is then never rerun
+        self.flipped_images = flipped_images  # (N, W) the same of the mirrored images (flip test-time averaging)
         rng = np.random.default_rng([seed, 12345])
         self.pool = pool
         self.groups = {}
@@ -49,8 +50,13 @@ class Validator:
     @torch.inference_mode()
     def image_embeddings(self, model, indices: np.ndarray) -> torch.Tensor:
         if self.pooled_images is not None:
-            rows = self.pooled_images[torch.from_numpy(np.asarray(indices, dtype=np.int64))].float().to(model.device)
-            return F.normalize(model.image_proj(rows), dim=-1).float()
+            rows = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+            embeds = F.normalize(model.image_proj(self.pooled_images[rows].float().to(model.device)), dim=-1).float()
+            if model.config.image_tta == "flip":
+                if self.flipped_images is None:
+                    raise ValueError("image_tta 'flip' needs the cached 'flip' view (locked.views)")
+                embeds = F.normalize(embeds + F.normalize(model.image_proj(self.flipped_images[rows].float().to(model.device)), dim=-1), dim=-1)
+            return embeds
         out = []
         for start in range(0, len(indices), 512):
             batch = to_input(self.pool.images[indices[start : start + 512]], model.image_transform).to(model.device)
