@@ -93,6 +93,13 @@ def measure_hires(column: dict, hires: str, queries: dict[str, str]) -> dict:
     tagger = _tagger(column)
     items, embeds = embed_split(tagger, hires, None, progress=False)
     tags = attribute_report(tagger, items, embeds)
+    computed = tagger.probabilities(embeds)
+    tags["confusions"] = {}
+    for attribute in tagger.vocabulary.attributes:  # the most frequent (catalog value -> tag) disagreements
+        best = computed[attribute.name][1].argmax(1).tolist()
+        pairs = Counter((item.attributes.get(attribute.name), attribute.values[b].name) for item, b in zip(items, best)
+                        if item.attributes.get(attribute.name) not in (None, attribute.values[b].name))
+        tags["confusions"][attribute.name] = [f"{label} -> {tag}: {n}" for (label, tag), n in pairs.most_common(5)]
     model = create_model(column["model"])
     items, image_embeds = encode_catalog(model, open_catalog(hires, require_title=False), progress=False)
     counts = Counter(item.attributes.get("articleType") for item in items)

@@ -142,3 +142,42 @@ def test_a_shipping_run_without_its_protocol_run_stops_before_training(setup, tm
     with pytest.raises(CalibrationSourceError, match="train the protocol config"):
         train_clip(config.replace(out=str(tmp_path / "run"), calibration_from=str(tmp_path / "nowhere")), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_top_text_layer_and_a_learned_pooling_train_on_cached_token_states(setup, tmp_path):
+    root, config = setup
+    spec = json.loads((root / "tiny.json").read_text())
+    spec["text"] = {**spec["text"], "pooling": "attention"}
+    (tmp_path / "tiny-text.json").write_text(json.dumps(spec))
+    run = config.replace(out=str(tmp_path / "run"), model=str(tmp_path / "tiny-text.json"), epochs=2,
+                         locked={**config.locked.__dict__, "text_layers": 1, "text_lr_scale": 1.0})
+    result = train_clip(run, progress=False)
+    saved = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    text_keys = {k for k in saved if k.startswith("text.")}
+    assert "text.pool_score.weight" in text_keys
+    assert text_keys and all(k.startswith("text.bert.encoder.layer.5.") or k.startswith("text.pool_score.") for k in text_keys)
+    assert not any(k.startswith("text.bert.encoder.layer.4.") or k.startswith("text.bert.embeddings.") for k in saved)
+    model = DualEncoder.load(tmp_path / "run" / "model").eval()
+    assert model.text.pool_score.weight.abs().sum() > 0  # the pooling moved from the mean
+    from vitrine.train.text_side import TokenTexts
+
+    strings = ["Brand 3 Red Jeans", "a photo of a Watches"]
+    texts = TokenTexts(model, strings, 1, cache_dir=None, progress=False)
+    with torch.no_grad():
+        cached = texts.embed_rows(model, torch.tensor([1, 0, 1]))
+        whole = texts.embed_strings(model, [strings[1], strings[0], strings[1]])
+    assert torch.allclose(cached, whole, atol=1e-3)  # float16 token states vs the whole tower
+    assert np.isfinite(result.final_loss) and "val/t2i_R@10" in result.metrics
+
+
+def test_a_trained_text_tower_gets_its_own_text_cache_key(setup):
+    from vitrine.train.text_cache import _tower_key
+
+    from vitrine.models.dual import DualConfig
+
+    root, _ = setup
+    model = DualEncoder(DualConfig.from_file(root / "tiny.json"))
+    before = _tower_key(model)
+    with torch.no_grad():
+        model.text.bert.encoder.layer[5].output.dense.bias.add_(0.01)
+    assert _tower_key(model) != before

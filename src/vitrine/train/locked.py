@@ -27,7 +27,7 @@ from vitrine.train.distributed import setup, sharded_contrastive_loss, teardown
 from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
-from vitrine.train.text_cache import pooled_text_features
+from vitrine.train.text_side import text_side
 from vitrine.train.validate import Validator
 
 
@@ -145,7 +145,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
     with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
         images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
                                        batch_size=config.locked.cache_batch_size, progress=progress and ctx.is_main, stop_block=lower or None)
-        texts = pooled_text_features(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
+        texts = text_side(model, pool.strings, config.locked.text_layers, config.cache_dir, progress=progress and ctx.is_main)
     tower = CachedTower(model, images, lower)
     validator, validation_rows = None, None
     if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
@@ -162,7 +162,14 @@ def train_locked(config: TrainConfig, progress: bool = True):
 
     negatives = HardNegatives(pool, train)
 
-    optimizer = torch.optim.AdamW(_unlock_top(model, config) if lower else param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas)
+    groups = _unlock_top(model, config) if lower else param_groups(model, config)
+    text_params = texts.trainable(model)
+    for parameter in text_params:
+        parameter.requires_grad_(True)
+    if text_params:
+        groups.append({"params": [p for p in text_params if p.ndim >= 2], "weight_decay": config.optim.weight_decay, "lr_scale": config.locked.text_lr_scale})
+        groups.append({"params": [p for p in text_params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": config.locked.text_lr_scale})
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.optim.lr, betas=config.optim.betas)
     steps_per_epoch = len(_batches(pool, config, 0, negatives))
     total_steps = steps_per_epoch * config.epochs
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
@@ -203,17 +210,17 @@ def train_locked(config: TrainConfig, progress: bool = True):
         if ctx.enabled:  # this rank's slice of the global batch; negatives from every rank
             mine = ctx.shard(len(indices))
             image = tower.embed(views[mine], indices[mine])
-            text = F.normalize(model.text_proj(texts[caption_ids[mine]]), dim=-1)
+            text = texts.embed_rows(model, caption_ids[mine])
             loss = sharded_contrastive_loss(image, text, ctx.gather(image), ctx.gather(text), model.logit_scale,
                                             caption_ids[mine], caption_ids, len(indices))
         elif config.locked.text_smoothing:
             image = tower.embed(views, indices)
-            text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
-            loss = text_smoothed_loss(image, text, model.logit_scale, positives_from_ids(caption_ids, caption_ids), texts[caption_ids],
+            text = texts.embed_rows(model, caption_ids)
+            loss = text_smoothed_loss(image, text, model.logit_scale, positives_from_ids(caption_ids, caption_ids), texts.pooled(caption_ids),
                                       config.locked.text_smoothing, config.locked.text_smoothing_temperature)
         else:
             image = tower.embed(views, indices)
-            text = F.normalize(model.text_proj(texts[caption_ids]), dim=-1)
+            text = texts.embed_rows(model, caption_ids)
             loss = loss_fn(image, text, model.logit_scale, caption_ids)
         if config.optim.text_proj_l2_to_init and ctx.is_main:  # once, not once per rank: gradients are summed
             loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init).pow(2).sum()

