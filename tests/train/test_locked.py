@@ -181,3 +181,32 @@ def test_a_trained_text_tower_gets_its_own_text_cache_key(setup):
     with torch.no_grad():
         model.text.bert.encoder.layer[5].output.dense.bias.add_(0.01)
     assert _tower_key(model) != before
+
+
+def test_an_unlocked_top_keeps_multi_level_pooling_from_cached_block_means(setup, tmp_path):
+    from vitrine.train.data import load_pool
+    from vitrine.train.image_cache import cached_image_features, cached_lower_taps
+    from vitrine.train.locked import CachedTower
+
+    root, config = setup
+    spec = json.loads((root / "tiny.json").read_text())
+    spec["image"] = {**spec["image"], "pool_blocks": [0]}  # block 0 is below the unlocked top (block 1 on)
+    (tmp_path / "tiny-taps.json").write_text(json.dumps(spec))
+    run = config.replace(model=str(tmp_path / "tiny-taps.json"), out=str(tmp_path / "top"), epochs=1, cache_dir=str(tmp_path / "cache"),
+                         freeze=FreezeConfig(image_tower=False, text_tower=True, text_proj=True),
+                         locked=LockedConfig(views=("plain", "flip"), lower_blocks=1))
+    result = train_clip(run, progress=False)
+    assert result.steps > 0 and np.isfinite(result.final_loss)
+    model = DualEncoder.load(tmp_path / "top" / "model").eval()
+    pool = load_pool(run, model.image_transform, progress=False)
+    maps = cached_image_features(model, pool.images, pool.ids, ("plain",), run.cache_dir, progress=False, stop_block=1)
+    taps = cached_lower_taps(model, pool.ids, ("plain",), run.cache_dir, 1)
+    assert taps.shape[:2] == (1, len(pool.ids))
+    rows = np.arange(6)
+    tower = CachedTower(model, maps, 1, taps)
+    from vitrine.train.data import to_input
+
+    with torch.no_grad():
+        direct = model.image_features(to_input(pool.images[rows], model.image_transform)).embeds
+        cached = tower.embed(torch.zeros(6, dtype=torch.long), rows)
+    assert torch.allclose(direct, cached, atol=2e-2)  # float16 maps and means vs the whole tower

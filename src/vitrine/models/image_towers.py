@@ -77,11 +77,16 @@ class EfficientNetTower(FeatureMapTower):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.forward_from(self.net.stem(pixels.contiguous(memory_format=torch.channels_last)), 0)
 
-    def forward_from(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run blocks `start`.. on a feature map (the stem's output for 0); tokens and the pooled vector."""
-        if any(b < start for b in self.pool_blocks):
-            raise ValueError(f"pool_blocks {list(self.pool_blocks)} reach below block {start}, whose outputs are not recomputed")
-        taps = []
+    def lower_taps(self, start: int) -> tuple[int, ...]:
+        """The pooled blocks below `start`: their means must be given to `forward_from(x, start)`."""
+        return tuple(b for b in self.pool_blocks if b < start)
+
+    def forward_from(self, x: torch.Tensor, start: int, lower_taps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run blocks `start`.. on a feature map (the stem's output for 0); tokens and the pooled vector. Pooled
+        blocks below `start` are not recomputed: `lower_taps` holds their means, concatenated in block order."""
+        if self.lower_taps(start) and lower_taps is None:
+            raise ValueError(f"pool_blocks {list(self.pool_blocks)} reach below block {start}: pass their means as lower_taps")
+        taps = [] if lower_taps is None else [lower_taps]
         for index in range(start, len(self.net._blocks)):
             x = self.net._blocks[index](x)
             if index in self.pool_blocks:

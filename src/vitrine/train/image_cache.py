@@ -37,17 +37,27 @@ def _view(images: torch.Tensor, view: str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _encode_chunk(model, images: torch.Tensor, batch_size: int, stop_block: int | None) -> np.ndarray:
-    rows = []
+def _encode_chunk(model, images: torch.Tensor, batch_size: int, stop_block: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pooled features; or, with `stop_block`, the feature maps after the lower blocks and the means of the pooled
+    blocks among them (multi-level pooling with an unlocked top)."""
+    rows, taps = [], []
+    lower = model.visual.lower_taps(stop_block) if stop_block is not None and hasattr(model.visual, "lower_taps") else ()
     for start in range(0, len(images), batch_size):
         pixels = to_input(images[start : start + batch_size], model.image_transform).contiguous(memory_format=torch.channels_last)
         if stop_block is None:
             out = model.visual(pixels)[1]
         else:  # the locked lower stages only: the feature map the unlocked top starts from
             net = model.visual.net
-            out = net.run_blocks(net.stem(pixels), 0, stop_block).contiguous()
+            out, means = net.stem(pixels), []
+            for index in range(stop_block):
+                out = net._blocks[index](out)
+                if index in lower:
+                    means.append(out.mean(dim=(2, 3)))
+            out = out.contiguous()
+            if means:
+                taps.append(torch.cat(means, dim=1).to(torch.float16).numpy())
         rows.append(out.to(torch.float16).numpy())
-    return np.concatenate(rows)
+    return np.concatenate(rows), (np.concatenate(taps) if taps else None)
 
 
 def cached_image_features(model, images: torch.Tensor, ids: list[str], views: tuple[str, ...], cache_dir: str | os.PathLike,
@@ -67,7 +77,10 @@ def cached_image_features(model, images: torch.Tensor, ids: list[str], views: tu
         bar = tqdm(total=len(ids), initial=len(ids) - sum(min(CHUNK, len(ids) - s) for s in todo),
                    desc=f"cache image {'features' if stop_block is None else f'maps after block {stop_block}'} ({view})", unit="img", disable=not progress, dynamic_ncols=True)
         for start in todo:
-            chunk = _encode_chunk(model, _view(images[start : start + CHUNK], view), batch_size, stop_block)
+            chunk, taps = _encode_chunk(model, _view(images[start : start + CHUNK], view), batch_size, stop_block)
+            if taps is not None:  # before the map chunk, which marks the pair as done
+                np.save(folder / f"taps-{start // CHUNK:05d}.tmp.npy", taps)
+                os.replace(folder / f"taps-{start // CHUNK:05d}.tmp.npy", folder / f"taps-{start // CHUNK:05d}.npy")
             tmp = folder / f"chunk-{start // CHUNK:05d}.tmp.npy"
             np.save(tmp, chunk)
             os.replace(tmp, folder / f"chunk-{start // CHUNK:05d}.npy")
@@ -75,4 +88,20 @@ def cached_image_features(model, images: torch.Tensor, ids: list[str], views: tu
         bar.close()
         out.append(np.concatenate([np.load(folder / f"chunk-{s // CHUNK:05d}.npy") for s in starts]))
     visual.to(memory_format=torch.contiguous_format)
+    return torch.from_numpy(np.stack(out))
+
+
+def cached_lower_taps(model, ids: list[str], views: tuple[str, ...], cache_dir: str | os.PathLike, stop_block: int) -> torch.Tensor | None:
+    """(len(views), N, sum of widths) float16 means of the pooled blocks below `stop_block`, written beside the maps by
+    `cached_image_features(..., stop_block=...)`; None when no pooled block lies below it."""
+    if not (hasattr(model.visual, "lower_taps") and model.visual.lower_taps(stop_block)):
+        return None
+    out = []
+    for view in views:
+        folder = Path(cache_dir) / "image" / _key(model, ids, view, stop_block)
+        starts = range(0, len(ids), CHUNK)
+        missing = [s for s in starts if not (folder / f"taps-{s // CHUNK:05d}.npy").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{folder}: block means are missing (a cache written before they were kept); delete the folder to rebuild it")
+        out.append(np.concatenate([np.load(folder / f"taps-{s // CHUNK:05d}.npy") for s in starts]))
     return torch.from_numpy(np.stack(out))

@@ -22,7 +22,7 @@ from vitrine.train.calibration import training_calibration
 from vitrine.train.checkpoint import save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
-from vitrine.train.image_cache import cached_image_features
+from vitrine.train.image_cache import cached_image_features, cached_lower_taps
 from vitrine.train.distributed import setup, sharded_contrastive_loss, teardown
 from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
@@ -77,16 +77,21 @@ def _batches(pool: TrainPool, config: TrainConfig, epoch: int, negatives: HardNe
 class CachedTower:
     """Image embeddings from cached rows: pooled features through the head, or lower-block maps through the top too."""
 
-    def __init__(self, model, cached: torch.Tensor, lower_blocks: int):
-        self.model, self.cached, self.lower_blocks = model, cached, lower_blocks
+    def __init__(self, model, cached: torch.Tensor, lower_blocks: int, lower_taps: torch.Tensor | None = None):
+        self.model, self.cached, self.lower_blocks, self.lower_taps = model, cached, lower_blocks, lower_taps
 
-    def pooled(self, rows: torch.Tensor) -> torch.Tensor:
+    def pooled(self, rows: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
         if not self.lower_blocks:
             return rows.float()
-        return self.model.visual.forward_from(rows.float().contiguous(memory_format=torch.channels_last), self.lower_blocks)[1]
+        maps = rows.float().contiguous(memory_format=torch.channels_last)
+        return self.model.visual.forward_from(maps, self.lower_blocks, None if taps is None else taps.float())[1]
+
+    def _taps(self, views, rows: torch.Tensor) -> torch.Tensor | None:
+        return None if self.lower_taps is None else self.lower_taps[views, rows]
 
     def embed(self, views: torch.Tensor, indices: np.ndarray) -> torch.Tensor:
-        return F.normalize(self.model.image_proj(self.pooled(self.cached[views, torch.from_numpy(indices)])), dim=-1)
+        rows = torch.from_numpy(indices)
+        return F.normalize(self.model.image_proj(self.pooled(self.cached[views, rows], self._taps(views, rows))), dim=-1)
 
     @torch.inference_mode()
     def pooled_table(self, members: np.ndarray, view: int = 0) -> torch.Tensor:
@@ -95,8 +100,8 @@ class CachedTower:
             return self.cached[view]
         table = torch.zeros(self.cached.shape[1], self.model.visual.width)
         for start in range(0, len(members), 512):
-            rows = members[start : start + 512]
-            table[torch.from_numpy(rows)] = self.pooled(self.cached[view, torch.from_numpy(rows)])
+            rows = torch.from_numpy(members[start : start + 512])
+            table[rows] = self.pooled(self.cached[view, rows], self._taps(view, rows))
         return table
 
 
@@ -146,7 +151,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
         images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
                                        batch_size=config.locked.cache_batch_size, progress=progress and ctx.is_main, stop_block=lower or None)
         texts = text_side(model, pool.strings, config.locked.text_layers, config.cache_dir, progress=progress and ctx.is_main)
-    tower = CachedTower(model, images, lower)
+    tower = CachedTower(model, images, lower, cached_lower_taps(model, pool.ids, config.locked.views, config.cache_dir, lower) if lower else None)
     validator, validation_rows = None, None
     if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
         validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
