@@ -27,9 +27,10 @@ TYPE_QUERIES = {
     "women dress": ("Dresses", 0.5),
     "flats for women": ("Flats", 0.5),
     "sweatshirt": ("Sweatshirts", 0.5),
-    "jeans": ("Jeans", 0.5),
     "backpack": ("Backpacks", 0.8),
     "sports shoes for men": ("Sports Shoes", 0.8),
+    "track pants": ("Track Pants", 0.8),
+    "football": ("Footballs", 0.5),
 }
 MEAN_FLOOR = 0.7
 
