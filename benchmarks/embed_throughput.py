@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64], help="one or more batch sizes, each measured in turn")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="backend labels to run")
+    parser.add_argument("--extra", nargs="*", default=[], help="more vitrine models to measure, by registry name (e.g. vitrine:runs/grid/NAME/model)")
     parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnx", "onnx-int8"],
                         help="runtimes to compare for vitrine models (exported into $VITRINE_ONNX_CACHE on first use)")
     args = parser.parse_args()
@@ -104,7 +105,7 @@ def main() -> None:
     header = (f"{'backend':<22}{'runtime':>10}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}"
               f"{'txt/s bare':>12}{'ratio':>8}{'img x torch':>12}{'txt x torch':>12}")
     with tempfile.TemporaryDirectory() as tmp:
-        backends = build_backends(Path(tmp))
+        backends = {**build_backends(Path(tmp)), **{name: name for name in args.extra}}
         print(header)
         for label, name in backends.items():
             if args.only and label not in args.only:

@@ -158,10 +158,10 @@ class DualEncoder(Encoder):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
 
     def image_features(self, pixels: torch.Tensor) -> Features:
-        if self.config.image_tta == "flip" and not self.training:
-            tokens, pooled = self.visual(torch.cat([pixels, pixels.flip(3)]))
-            embeds = l2_normalize(self.image_proj(pooled)).view(2, len(pixels), -1)
-            return Features(embeds=l2_normalize(embeds.sum(0)), tokens=tokens[: len(pixels)])
+        if self.config.image_tta == "flip" and not self.training:  # two passes: no batch-size arithmetic in an exported graph
+            tokens, pooled = self.visual(pixels)
+            mirrored = self.visual(pixels.flip(3))[1]
+            return Features(embeds=l2_normalize(l2_normalize(self.image_proj(pooled)) + l2_normalize(self.image_proj(mirrored))), tokens=tokens)
         tokens, pooled = self.visual(pixels)
         return Features(embeds=l2_normalize(self.image_proj(pooled)), tokens=tokens)
 
