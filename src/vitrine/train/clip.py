@@ -141,7 +141,7 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     with ctx.main_first():  # rank 0 fills the text feature cache, the other ranks read it
         texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main) if text_locked else LiveTexts(pool.strings)
     text_feats = texts.features if text_locked else None
-    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
+    validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items,
                           config.seed) if ctx.is_main else None
     if ctx.enabled:
         ctx.shard(micro)  # refuses a micro-batch that does not split evenly over the processes

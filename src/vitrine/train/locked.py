@@ -154,7 +154,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
     tower = CachedTower(model, images, lower, cached_lower_taps(model, pool.ids, config.locked.views, config.cache_dir, lower) if lower else None)
     validator, validation_rows = None, None
     if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
-        validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items, config.cache_dir,
+        validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items,
                               config.seed, pooled_images=tower.cached[0] if not lower else None,
                               flipped_images=tower.cached[config.locked.views.index("flip")] if not lower and "flip" in config.locked.views else None)
         validation_rows = np.concatenate([m for m in validator.groups.values()])

@@ -13,9 +13,9 @@ FIELDS = ("articleType", "baseColour", "gender")
 
 
 class Validator:
-    """Holds the validation items and the pooled features of their class prompts and titles."""
+    """Holds the validation items and the text side that embeds their class prompts and titles."""
 
-    def __init__(self, model, pool: TrainPool, prompts: PromptSet, texts, max_items: int, cache_dir, seed: int,
+    def __init__(self, model, pool: TrainPool, prompts: PromptSet, texts, max_items: int, seed: int,
                  pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None):
         self.pooled_images = pooled_images  # (N, W) cached tower outputs: a locked tower is then never rerun
         self.flipped_images = flipped_images  # (N, W) the same of the mirrored images (flip test-time averaging)
