@@ -127,7 +127,7 @@ def fit_hierarchy(rows: Iterable[dict], vocabulary: Vocabulary, min_purity: floa
                 if fine != coarse:
                     counts[fine, coarse][row[fine]][row[coarse]] += 1
     sizes = {a.name: len(a.values) for a in vocabulary.attributes}
-    fitted, sources = {}, set()
+    fitted = {}
     for coarse in sorted(names, key=lambda n: -sizes[n]):
         values = set(vocabulary[coarse].value_names)
         for fine in sorted((n for n in names if sizes[n] > sizes[coarse] and n not in fitted), key=lambda n: -sizes[n]):
@@ -137,9 +137,8 @@ def fit_hierarchy(rows: Iterable[dict], vocabulary: Vocabulary, min_purity: floa
                 continue
             parents = {child: c.most_common(1)[0][0] for child, c in table.items() if c.most_common(1)[0][0] in values}
             fitted[coarse] = {"derive": {"from": fine, "map": parents}}
-            sources.add(fine)
             break
-    return {name: entry for name, entry in fitted.items() if name not in sources}
+    return fitted
 
 
 def fit_threshold(best_probability: torch.Tensor, correct: torch.Tensor, precision: float = 0.9, min_coverage: float = 0.5) -> float:

@@ -43,8 +43,9 @@ class Validator:
         texts.embed_strings(model, strings)  # fills a cache now, not during the first validation
 
     @torch.inference_mode()
-    def class_embeddings(self, model, field: str) -> torch.Tensor:
-        projected = self.texts.embed_strings(model, self.prompt_strings).float()
+    def class_embeddings(self, model, field: str, prompts: torch.Tensor | None = None) -> torch.Tensor:
+        """(C, D) class embeddings of one field; `prompts` are every prompt's embeddings when already computed."""
+        projected = self.texts.embed_strings(model, self.prompt_strings).float() if prompts is None else prompts
         return torch.stack([F.normalize(projected[a:b].mean(0), dim=-1) for a, b in self.prompt_slices[field]])
 
     @torch.inference_mode()
@@ -75,8 +76,9 @@ class Validator:
         model.eval()
         metrics = {}
         embeds = {split: self.image_embeddings(model, members) for split, members in self.groups.items() if len(members)}
+        prompts = self.texts.embed_strings(model, self.prompt_strings).float()  # once for every field
         for field in FIELDS:
-            classes = self.class_embeddings(model, field)
+            classes = self.class_embeddings(model, field, prompts)
             for split in ("val", "unseen", "calib") if field == "articleType" else ("val",):
                 if split not in embeds:
                     continue
