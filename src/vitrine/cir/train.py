@@ -26,7 +26,8 @@ from vitrine.embed.bank import ImageBank, image_bank
 from vitrine.cir.triplets import Triplet, read_triplets
 from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig
-from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner, load_text_projection, save_text_projection
+from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner
+from vitrine.models.composed import load_text_projection, save_text_projection
 from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
 from vitrine.train.distributed import setup, teardown
 from vitrine.train.logger import MetricsLogger, NullLogger

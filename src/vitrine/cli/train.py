@@ -86,7 +86,7 @@ def cmd_train_regions(args: argparse.Namespace) -> int:
 def cmd_data_make_triplets(args: argparse.Namespace) -> int:
     from vitrine.cir.triplets import make_kagl_triplets, split_of, write_triplets
     from vitrine.data.catalog import open_catalog
-    from vitrine.evaluate.runner import load_split_config
+    from vitrine.data.splits import load_split_config
 
     reader = open_catalog(args.data, schema=args.schema, on_error="skip", require_title=False)
     items = list(reader.records())

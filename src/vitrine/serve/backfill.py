@@ -10,7 +10,8 @@ from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
 from vitrine.data.errors import DataError
-from vitrine.index.store import images_dir, open_store
+from vitrine.index.store import images_dir
+from vitrine.index.stores import open_store
 from vitrine.serve.images import ImageStore
 
 

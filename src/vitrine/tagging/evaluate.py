@@ -13,7 +13,7 @@ from vitrine.data.catalog import open_catalog
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig
-from vitrine.evaluate.runner import load_split_config, split_filter
+from vitrine.data.splits import load_split_config, split_filter
 from vitrine.tagging.tagger import Tagger, fit_hierarchy, fit_region_weight, fit_temperature, fit_threshold
 from vitrine.tagging.views import RegionViews
 from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -15,102 +12,18 @@ from tqdm import tqdm
 
 from vitrine.data.prompts import resolve_prompts
 from vitrine.losses import ClipLoss
-from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
-from vitrine.train.calibration import inherited_calibration, training_calibration
-from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.models.dual import TRAINING_INFO_NAME
+from vitrine.train.calibration import training_calibration
+from vitrine.train.checkpoint import save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import augment, epoch_order, load_pool, sample_captions
-from vitrine.train.distributed import Distributed, setup, sharded_contrastive_loss, teardown
+from vitrine.train.distributed import setup, sharded_contrastive_loss, teardown
+from vitrine.train.dual_run import TrainResult, apply_freeze, build_model, model_state, open_run, param_groups, step_generator
 from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_side import LiveTexts, PooledTexts
 from vitrine.train.validate import Validator
-
-# Keys that may change between a run and its resumption without changing what is computed.
-_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out: str
-    model_dir: str
-    steps: int
-    seconds: float
-    final_loss: float
-    metrics: dict
-
-
-def build_model(config: TrainConfig) -> DualEncoder:
-    """A fresh model from a config name or JSON file, or a saved model directory to continue from."""
-    if os.path.isdir(config.model):
-        return DualEncoder.load(config.model)
-    if config.model.endswith(".json"):
-        return DualEncoder(DualConfig.from_file(config.model))
-    return DualEncoder(builtin_config(config.model))
-
-
-def apply_freeze(model: DualEncoder, config: TrainConfig) -> None:
-    freeze = config.freeze
-    for module, frozen in ((model.visual, freeze.image_tower), (model.text, freeze.text_tower),
-                           (model.image_proj, freeze.image_proj), (model.text_proj, freeze.text_proj)):
-        for parameter in module.parameters():
-            parameter.requires_grad_(not frozen)
-
-
-def param_groups(model: DualEncoder, config: TrainConfig) -> list[dict]:
-    """Decay on weight matrices only; the text projection gets its own (lower) learning rate."""
-    optim = config.optim
-    decay, no_decay, text_proj = [], [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if name.startswith("text_proj."):
-            text_proj.append(parameter)
-        elif parameter.ndim < 2 or name == "logit_scale":
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": optim.weight_decay, "lr_scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-        {"params": text_proj, "weight_decay": 0.0, "lr_scale": optim.text_proj_lr_scale},
-    ]
-    return [g for g in groups if g["params"]]
-
-
-def _model_state(model: DualEncoder, config: TrainConfig) -> dict:
-    """The model's state without a locked, packaged text tower (90 MB that never changes)."""
-    skip = config.freeze.text_tower and model.text_weights_from_package
-    return {k: v for k, v in model.state_dict().items() if not (skip and k.startswith("text.bert."))}
-
-
-def _comparable(config: TrainConfig) -> dict:
-    return {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
-
-
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
-
-
-def open_run(config: TrainConfig, ctx: Distributed | None = None) -> tuple[Path, dict | None]:
-    """Set threads, create the run folder, load its checkpoint (refusing one of another config), save the config.
-
-    With several processes every rank reads the checkpoint (all resume from the same step); rank 0 writes.
-    """
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.calibration_from:  # refuse a missing protocol run now, not after training
-        inherited_calibration(config.calibration_from)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(out)
-    if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
-        raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
-    if ctx is None or ctx.is_main:
-        config.save(out / "train_config.json")
-    return out, checkpoint
-
 
 def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
@@ -165,7 +78,7 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
     def snapshot():
-        save_checkpoint(out, {"model": _model_state(model, config), "optimizer": optimizer.state_dict(), "step": step,
+        save_checkpoint(out, {"model": model_state(model, config), "optimizer": optimizer.state_dict(), "step": step,
                               "elapsed": elapsed, "config": config.to_dict(), "text_proj_init": text_proj_init})
 
     model.train()
@@ -184,7 +97,7 @@ def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
         scale = warmup_cosine(step, total_steps, config.optim.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = config.optim.lr * scale * group["lr_scale"]
-        generator = _step_generator(config.seed, step)
+        generator = step_generator(config.seed, step)
         indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
         caption_ids = sample_captions(pool, indices, config, generator)
         pixels = augment(pool.images[indices], model.image_transform, generator)

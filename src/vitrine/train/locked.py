@@ -24,6 +24,7 @@ from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
 from vitrine.train.image_cache import cached_image_features, cached_lower_taps
 from vitrine.train.distributed import setup, sharded_contrastive_loss, teardown
+from vitrine.train.dual_run import TrainResult, apply_freeze, build_model, open_run, param_groups, step_generator
 from vitrine.train.logger import MetricsLogger, NullLogger
 from vitrine.train.progress import record_step, record_validation
 from vitrine.train.schedule import warmup_cosine
@@ -107,8 +108,6 @@ class CachedTower:
 
 def _unlock_top(model, config: TrainConfig) -> list[dict]:
     """Trainable: the tower's blocks from `lower_blocks` on and its head conv/BN, plus the usual heads; param groups."""
-    from vitrine.train.clip import param_groups
-
     net = model.visual.net
     if config.locked.lower_blocks >= len(net._blocks):
         raise ValueError(f"locked.lower_blocks is {config.locked.lower_blocks}; the tower has {len(net._blocks)} blocks")
@@ -126,8 +125,6 @@ def _unlock_top(model, config: TrainConfig) -> list[dict]:
 
 def train_locked(config: TrainConfig, progress: bool = True):
     """Train the heads on cached features; rerunning with the same config resumes from the last epoch checkpoint."""
-    from vitrine.train.clip import TrainResult, _step_generator, apply_freeze, build_model, open_run, param_groups
-
     if not config.freeze.text_tower:
         raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
     ctx = setup(config.device)
@@ -208,7 +205,7 @@ def train_locked(config: TrainConfig, progress: bool = True):
         scale = warmup_cosine(step, total_steps, config.optim.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = config.optim.lr * scale * group["lr_scale"]
-        generator = _step_generator(config.seed, step)
+        generator = step_generator(config.seed, step)
         indices = batches[offset]
         caption_ids = sample_captions(pool, indices, config, generator)
         views = torch.randint(0, n_views, (len(indices),), generator=generator)

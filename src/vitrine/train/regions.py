@@ -25,7 +25,7 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.errors import DataError
 from vitrine.data.regions import Foreground, WholeImage, crop
-from vitrine.evaluate.runner import load_split_config
+from vitrine.data.splits import load_split_config
 from vitrine.losses import multi_positive_loss
 from vitrine.models import create_model
 from vitrine.models.dual import TRAINING_INFO_NAME
