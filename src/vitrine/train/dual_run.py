@@ -1,18 +1,19 @@
 """What both dual-encoder recipes (`train.clip` live, `train.locked` on cached features) share: building the model,
-freezing, parameter groups, the per-step random stream and opening a run folder (resume or refuse)."""
+freezing, parameter groups, the per-step random stream, opening a run and saving what it trained."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vitrine.models.dual import DualConfig, DualEncoder, builtin_config
-from vitrine.train.calibration import inherited_calibration
-from vitrine.train.checkpoint import load_checkpoint
+from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
+from vitrine.train.calibration import inherited_calibration, training_calibration
 from vitrine.train.config import TrainConfig
-from vitrine.train.distributed import Distributed
+from vitrine.train.distributed import Distributed, teardown
+from vitrine.train.engine import RunState, Schedule, comparable, open_run, set_threads
 
 # Keys that may change between a run and its resumption without changing what is computed.
 _RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
@@ -72,28 +73,47 @@ def model_state(model: DualEncoder, config: TrainConfig) -> dict:
     return {k: v for k, v in model.state_dict().items() if not (skip and k.startswith("text.bert."))}
 
 
-def _comparable(config: TrainConfig) -> dict:
-    return {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
+def load_model_state(model: DualEncoder, state: dict, out: Path, may_miss: tuple[str, ...]) -> None:
+    """Load a checkpoint's model state; only weights under `may_miss` (packaged towers) may be absent from it."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(may_miss) for k in missing):
+        raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def open_run(config: TrainConfig, ctx: Distributed | None = None) -> tuple[Path, dict | None]:
-    """Set threads, create the run folder, load its checkpoint (refusing one of another config), save the config.
+def open_dual_run(config: TrainConfig, ctx: Distributed, desc: str, nan_hint: str) -> tuple[Schedule, dict | None]:
+    """Set threads, refuse a missing protocol run, open the run folder (resume, or refuse another config's checkpoint).
 
     With several processes every rank reads the checkpoint (all resume from the same step); rank 0 writes.
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
     if config.calibration_from:  # refuse a missing protocol run now, not after training
         inherited_calibration(config.calibration_from)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(out)
-    if checkpoint is not None and _comparable(TrainConfig.from_dict(checkpoint["config"])) != _comparable(config):
-        raise ValueError(f"{out} holds a checkpoint of a different training config; use another --out or delete {out / 'checkpoint.pt'}")
-    if ctx is None or ctx.is_main:
-        config.save(out / "train_config.json")
-    return out, checkpoint
+    optim = config.optim
+    schedule = Schedule(out=Path(config.out), kind="training", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=optim.lr,
+                        warmup_steps=optim.warmup_steps, epochs=config.epochs, max_steps=config.max_steps, betas=tuple(optim.betas),
+                        grad_clip=optim.grad_clip, checkpoint_every=config.checkpoint_every, val_every_epochs=config.val_every_epochs,
+                        desc=desc, nan_hint=nan_hint)
+    return schedule, open_run(schedule, config.to_dict(), ctx)
+
+
+def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, pool, validator, ctx: Distributed,
+                    recipe: str | None = None) -> TrainResult:
+    """Rank 0 saves the model, tunes the zero-shot margin on the calib types and writes training.json."""
+    model_dir = state.out / "model"
+    if ctx.is_main:
+        model.eval()
+        model.save(model_dir)
+        calibration = validator.calibrate(model)
+        train = pool.indices("train")
+        seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
+        info = {"config": config.to_dict(), **({"recipe": recipe} if recipe else {}), "steps": state.step, "seconds": state.elapsed,
+                "train_items": len(train), "skipped_rows": pool.skipped, "seen_classes": seen,
+                "calibration": training_calibration(calibration, config.calibration_from), "final_metrics": state.metrics,
+                "processes": ctx.world}
+        (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    teardown(ctx)
+    return TrainResult(str(state.out), str(model_dir), state.step, state.elapsed, state.loss, state.metrics)
