@@ -51,6 +51,23 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def checked_rows(ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None, dim: int) -> tuple[np.ndarray, Sequence[Mapping]]:
+    """An upsert's vectors as contiguous float32 and its metadata rows, after the checks every backend makes."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape != (len(ids), dim):
+        raise ValueError(f"expected vectors of shape ({len(ids)}, {dim}), got {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or infinity")
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate ids in one upsert")
+    if any(not isinstance(i, str) or not i for i in ids):
+        raise ValueError("ids must be non-empty strings")
+    metadata = metadata or [{} for _ in ids]
+    if len(metadata) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+    return vectors, metadata
+
+
 def is_milvus(spec: str | os.PathLike) -> bool:
     return str(spec).startswith(MILVUS_PREFIX)
 
