@@ -19,7 +19,7 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.metadata import MetadataStore
 from vitrine.index.plan import IndexOptions, plan_index
-from vitrine.index.store import IndexMismatchError, SearchHit, checked_rows
+from vitrine.index.store import IndexMismatchError, SearchHit, checked_queries, checked_rows
 from vitrine.index.vectors import IVFPQ_MIN_VECTORS, VectorIndex
 
 DB_NAME = "index.sqlite"
@@ -165,11 +165,7 @@ class FaissStore:
 
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be {self.dim}-d, got shape {queries.shape}")
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        queries = checked_queries(queries, k, self.dim)
         allowed = None
         if filters:
             allowed = np.asarray(self.meta.matching_keys(filters), dtype=np.int64)

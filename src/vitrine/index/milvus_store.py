@@ -26,7 +26,7 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.index.plan import IndexOptions, ef_search, plan_index, pq_bytes
-from vitrine.index.store import IndexMismatchError, MilvusTarget, SearchHit, checked_rows
+from vitrine.index.store import IndexMismatchError, MilvusTarget, SearchHit, checked_queries, checked_rows
 
 ID_MAX_BYTES = 512
 TITLE_MAX_BYTES = 8192
@@ -324,11 +324,7 @@ class MilvusStore:
 
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be {self.dim}-d, got shape {queries.shape}")
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        queries = checked_queries(queries, k, self.dim)
         expression = filter_expression(filters, self.declared) if filters else ""
         if expression is None:
             return [[] for _ in queries]

@@ -68,6 +68,16 @@ def checked_rows(ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Map
     return vectors, metadata
 
 
+def checked_queries(queries: np.ndarray, k: int, dim: int) -> np.ndarray:
+    """Search queries as a contiguous float32 (Q, dim) array, after the checks every backend makes."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(f"queries must be {dim}-d, got shape {queries.shape}")
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    return queries
+
+
 def is_milvus(spec: str | os.PathLike) -> bool:
     return str(spec).startswith(MILVUS_PREFIX)
 
