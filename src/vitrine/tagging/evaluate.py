@@ -82,15 +82,11 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
     items: list[Item] = []
 
     def images():
-        from vitrine.data.errors import DataError
-
         for record in reader.records():
             if keep is not None and not keep(record):
                 continue
-            try:
-                item = reader.decode(record)
-            except DataError as exc:
-                reader.report.handle(exc)
+            item = reader.decode_or_skip(record)
+            if item is None:
                 continue
             items.append(Item(id=item.id, image=None, title=item.title, attributes=item.attributes, source=item.source, row=item.row))
             yield item.image, item.id

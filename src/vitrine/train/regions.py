@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
-from vitrine.data.errors import DataError
 from vitrine.data.regions import Foreground, WholeImage, crop
 from vitrine.data.splits import load_split_config
 from vitrine.losses import multi_positive_loss
@@ -130,10 +129,8 @@ def load_region_pool(config: RegionTrainConfig, transform, split, progress: bool
             continue
         if config.max_items is not None and len(ids) >= config.max_items:
             break
-        try:
-            item = reader.decode(record)
-        except DataError as exc:
-            reader.report.handle(exc)
+        item = reader.decode_or_skip(record)
+        if item is None:
             continue
         views.append(product_views(item.image, transform, config.views, foreground))
         ids.append(item.id)
