@@ -39,20 +39,25 @@ def compare(shipped: Path, retrained: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/identical")
+    parser.add_argument("--recipes", nargs="*", default=["clip", "regions", "cir", "agcn"], choices=["clip", "regions", "cir", "agcn"])
     args = parser.parse_args()
     out = Path(args.out)
     load = lambda name: json.loads(Path("configs", name).read_text())  # noqa: E731
     rows = []
-    seconds = train("clip", load("kagl-base.json"), out / "clip")
-    rows.append(("kagl-base/model.safetensors", out / "clip/model/model.safetensors", seconds))
-    seconds = train("regions", load("regions-kagl-base.json"), out / "regions")
-    rows.append(("kagl-base-regions/model.safetensors", out / "regions/model/model.safetensors", seconds))
-    seconds = train("cir", load("cir-kagl-base-stage1.json"), out / "stage1")
-    rows.append(("kagl-base-combiner/text_projection.safetensors", out / "stage1/combiner/text_projection.safetensors", seconds))
-    seconds = train("cir", {**load("cir-kagl-base-stage2.json"), "start": str(out / "stage1/combiner")}, out / "stage2")
-    rows.append(("kagl-base-combiner/combiner.safetensors", out / "stage2/combiner/combiner.safetensors", seconds))
-    seconds = train("cir", load("cir-kagl-base-agcn.json"), out / "agcn")
-    rows.append(("kagl-base-agcn/combiner.safetensors", out / "agcn/combiner/combiner.safetensors", seconds))
+    if "clip" in args.recipes:
+        seconds = train("clip", load("kagl-base.json"), out / "clip")
+        rows.append(("kagl-base/model.safetensors", out / "clip/model/model.safetensors", seconds))
+    if "regions" in args.recipes:
+        seconds = train("regions", load("regions-kagl-base.json"), out / "regions")
+        rows.append(("kagl-base-regions/model.safetensors", out / "regions/model/model.safetensors", seconds))
+    if "cir" in args.recipes:
+        seconds = train("cir", load("cir-kagl-base-stage1.json"), out / "stage1")
+        rows.append(("kagl-base-combiner/text_projection.safetensors", out / "stage1/combiner/text_projection.safetensors", seconds))
+        seconds = train("cir", {**load("cir-kagl-base-stage2.json"), "start": str(out / "stage1/combiner")}, out / "stage2")
+        rows.append(("kagl-base-combiner/combiner.safetensors", out / "stage2/combiner/combiner.safetensors", seconds))
+    if "agcn" in args.recipes:
+        seconds = train("cir", load("cir-kagl-base-agcn.json"), out / "agcn")
+        rows.append(("kagl-base-agcn/combiner.safetensors", out / "agcn/combiner/combiner.safetensors", seconds))
     for shipped, retrained, seconds in rows:
         print(f"{shipped}: {compare(WEIGHTS / shipped, retrained)} ({seconds:.0f} s)")
 
