@@ -25,7 +25,8 @@ def _h(s: float, u: float) -> float:
 
 
 def measure_zero_shot_and_retrieval(column: dict, data: str, cache: str | None) -> dict:
-    from vitrine.evaluate.runner import load_split_config, run_retrieval, run_zero_shot
+    from vitrine.evaluate.runner import run_retrieval, run_zero_shot
+    from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
 
     model = create_model(column["model"])
@@ -71,7 +72,7 @@ def _tagger(column: dict):
 
 
 def measure_attributes(column: dict, data: str) -> dict:
-    from vitrine.evaluate.runner import load_split_config, split_filter
+    from vitrine.data.splits import load_split_config, split_filter
     from vitrine.tagging.evaluate import attribute_report, embed_split
 
     split = load_split_config(column["split"])

@@ -13,7 +13,8 @@ import argparse
 import json
 import time
 
-from vitrine.evaluate.runner import load_split_config, run_retrieval, run_zero_shot
+from vitrine.evaluate.runner import run_retrieval, run_zero_shot
+from vitrine.data.splits import load_split_config
 from vitrine.models import DEFAULT_MODEL, create_model
 
 

@@ -125,7 +125,7 @@ def bench_stores(name: str, gallery: np.ndarray, queries: np.ndarray, k: int, ba
     """FaissStore and MilvusStore side by side: build by 4,096-row upserts, single queries, filters on attribute fields."""
     import shutil
 
-    from vitrine.index.store import open_store
+    from vitrine.index.stores import open_store
 
     n, dim = gallery.shape
     truth = exact_truth(gallery, queries, k)

@@ -8,7 +8,8 @@ import torch
 from vitrine.data.errors import ImageDecodeError
 from vitrine.data.images import load_image_file
 from vitrine.data.text import is_unicode
-from vitrine.index.store import SearchHit, open_store
+from vitrine.index.store import SearchHit
+from vitrine.index.stores import open_store
 from vitrine.models import create_model
 
 

@@ -11,7 +11,7 @@ from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
 from vitrine.cli import main
 from vitrine.models.agcn import AGCN, AGCNConfig
-from vitrine.models.combiner import load_combiner
+from vitrine.models.composed import load_combiner
 
 
 def inputs(batch=5, tokens=16, words=7, d=32, wi=24, wt=40, seed=0):

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner, load_combiner
+from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner
+from vitrine.models.composed import load_combiner
 
 
 def hand_written(fusion_bias=(0.5, 0.0)):

@@ -98,7 +98,7 @@ def test_cli_engine_flags(tmp_path, capsys):
 
 @pytest.mark.parametrize("backend", ["faiss", "milvus"])
 def test_index_build_on_ray_matches_the_in_process_build_and_resumes(tmp_path, capsys, backend):
-    from vitrine.index.store import open_store
+    from vitrine.index.stores import open_store
 
     if backend == "milvus":
         require_scale("pymilvus")

@@ -12,7 +12,8 @@ from vitrine.cli import main  # noqa: E402
 from vitrine.index.milvus_filters import filter_expression, quote  # noqa: E402
 from vitrine.index.milvus_store import milvus_index  # noqa: E402
 from vitrine.index.plan import IndexOptions  # noqa: E402
-from vitrine.index.store import MilvusTarget, images_dir, open_store, store_exists  # noqa: E402
+from vitrine.index.store import MilvusTarget, images_dir  # noqa: E402
+from vitrine.index.stores import open_store, store_exists  # noqa: E402
 
 
 def test_index_specs_pick_lite_or_server_and_read_the_token():

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_rows, require_scale, write_shards
-from vitrine.index.store import IndexMismatchError, open_store
+from vitrine.index.store import IndexMismatchError
+from vitrine.index.stores import open_store
 
 BACKENDS = ["faiss", "milvus"]
 MODEL, DIM = "vitrine:test", 8

@@ -30,7 +30,7 @@ from PIL import Image
 
 from tests.serve.conftest import TOKEN
 from vitrine.data.images import decode_image
-from vitrine.index.store import open_store
+from vitrine.index.stores import open_store
 from vitrine.serve.images import ImageStore
 from vitrine.serve.server import wait_until_ready
 

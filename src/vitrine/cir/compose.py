@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitrine.embed.encode import encode_texts
-from vitrine.models.combiner import load_combiner, load_text_projection
+from vitrine.models.composed import load_combiner, load_text_projection
 
 BASELINES = ("image", "text")  # the paper's ablation: ignore one of the two inputs
 

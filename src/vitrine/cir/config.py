@@ -1,14 +1,13 @@
 """`vitrine train cir` configuration as data, saved beside the checkpoint."""
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
+
+from vitrine.train.config_file import ConfigFile
 
 
 @dataclass(frozen=True)
-class CirTrainConfig:
+class CirTrainConfig(ConfigFile):
     """Stage 1 fine-tunes the text projection with the `sum` combination; stage 2 trains the Combiner on cached features."""
 
     stage: int = 2
@@ -52,21 +51,3 @@ class CirTrainConfig:
             raise ValueError("the AGCN trains on cached token features; cached_features must stay true")
         if self.stage == 1 and self.start:
             raise ValueError("`start` is a stage-2 option (the stage-1 output to build on)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CirTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown CirTrainConfig keys {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "CirTrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    def replace(self, **changes) -> "CirTrainConfig":
-        return CirTrainConfig.from_dict({**self.to_dict(), **changes})

@@ -7,9 +7,7 @@ cache (`cached_features=False` recomputes them every step, to measure what the c
 """
 from __future__ import annotations
 
-import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from vitrine.cir.compose import Composer
+from vitrine.cir.compose import Composer, pooled_texts, text_tokens
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.evaluate import evaluate_triplets
-from vitrine.embed.bank import ImageBank, image_bank
 from vitrine.cir.triplets import Triplet, read_triplets
+from vitrine.embed.bank import ImageBank, image_bank
 from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig
-from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner, load_text_projection, save_text_projection
-from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner
+from vitrine.models.composed import load_text_projection, save_text_projection
 from vitrine.train.distributed import setup, teardown
-from vitrine.train.logger import MetricsLogger, NullLogger
-from vitrine.train.schedule import warmup_cosine
+from vitrine.train.engine import Schedule, comparable, open_run, run, set_threads
+from vitrine.train.text_cache import pooled_text_features
 
 _RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "val_every_epochs")
 
@@ -108,6 +106,97 @@ def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+class CirRecipe:
+    """One CLIP4Cir stage over cached image features: stage 1 tunes the text projection under `sum`, stage 2 a head."""
+
+    def __init__(self, config: CirTrainConfig, ctx, progress: bool):
+        self.config, self.ctx = config, ctx
+        torch.manual_seed(config.seed)
+        self.model = model = create_model(config.model).eval()
+        if not hasattr(model, "text_proj"):
+            raise ValueError(f"vitrine train cir needs a vitrine dual encoder (its text projection is what stage 1 tunes); got {model.name}")
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        self.use_agcn = use_agcn = config.stage == 2 and config.combiner == "agcn"
+        with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
+            self.bank = bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress and ctx.is_main, with_tokens=use_agcn)
+        strings: dict[str, int] = {}
+        self.train = triplet_table(read_triplets(config.triplets), bank, strings)
+        self.val_triplets = read_triplets(config.val_triplets) if config.val_triplets else None
+        self.images = (lambda rows: bank.embeds[rows]) if config.cached_features else LiveImages(model, bank, config.data, progress)
+        string_list = list(strings)
+        if config.cached_features:
+            with ctx.main_first():
+                pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
+            self.text_input = lambda ids: pooled[ids]
+        else:
+            self.text_input = lambda ids: pooled_texts(model, [string_list[i] for i in ids.tolist()])
+        base_projection = load_text_projection(config.start) if config.start else None
+        self.projection = projection = nn.Linear(model.text.width, model.embed_dim, bias=False)
+        projection.weight.data.copy_(base_projection if base_projection is not None else model.text_proj.weight)
+        if config.stage == 1:
+            self.module: nn.Module = projection
+            self.combiner: nn.Module = SumCombiner()
+        elif use_agcn:
+            projection.requires_grad_(False)
+            self.combiner = AGCN(AGCNConfig(model.embed_dim, image_width=bank.tokens.shape[-1], text_width=model.text.width, width=config.agcn_width,
+                                            layers=config.agcn_layers, heads=config.agcn_heads, dropout=config.agcn_dropout, encoder=model.name))
+            self.module = self.combiner
+            self.text_token_table = text_tokens(model, string_list)
+        else:
+            projection.requires_grad_(False)
+            self.combiner = Combiner(CombinerConfig(model.embed_dim, config.projection_dim, config.hidden_dim, config.dropout, encoder=model.name))
+            self.module = self.combiner
+        if ctx.enabled:  # same initial weights on every rank (seeded above); from here on, each rank its own dropout masks
+            torch.manual_seed(config.seed * 1_000_003 + ctx.rank)
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": [p for p in self.module.parameters() if p.requires_grad], "weight_decay": self.config.weight_decay, "lr_scale": 1.0}]
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train.refs) / self.config.batch_size)
+
+    def forward_backward(self, step: int, epoch: int, offset: int) -> float:
+        config, train, ctx = self.config, self.train, self.ctx
+        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(train.refs)))
+        rows = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        picks = (torch.rand(len(rows), generator=generator) * torch.tensor([len(train.targets[i]) for i in rows.tolist()])).long()
+        target_rows = torch.tensor([train.targets[i][j] for i, j in zip(rows.tolist(), picks.tolist())])
+        local = rows[ctx.split(len(rows))]  # this rank's queries; the targets are the whole batch's
+        reference, target = self.images(train.refs[local]), self.images(target_rows)
+        text = F.normalize(self.projection(self.text_input(train.texts[local])), dim=-1)
+        if self.use_agcn:
+            ids = train.texts[local]
+            query = self.combiner(reference, text, self.bank.tokens[train.refs[local]].float(), self.text_token_table[0][ids], self.text_token_table[1][ids])
+        else:
+            query = self.combiner(reference, text)
+        logits = config.logit_scale * query @ F.normalize(target, dim=-1).T
+        positives = train.target_set[local].view(-1, 1) == train.target_set[rows].view(1, -1)
+        loss = _soft_cross_entropy(logits, positives) * (len(local) / len(rows))  # the ranks' shares sum to the batch mean
+        loss.backward()
+        return loss.item()
+
+    def validate(self) -> dict:
+        if self.val_triplets is None:
+            return {}
+        self.module.eval()
+        composer = Composer(self.model, self.combiner, text_projection=self.projection.weight.detach().clone())
+        return evaluate_triplets(composer, self.bank, self.val_triplets)
+
+    def train_mode(self) -> None:
+        self.module.train()
+
+    def state(self) -> dict:
+        return {"module": self.module.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+
+    def log_values(self) -> dict:
+        return {}
+
+
 def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
     """Train one stage; rerunning the same config resumes from `out/checkpoint.pt`.
 
@@ -115,137 +204,21 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
     batch's targets; rank 0 validates, checkpoints and saves (see vitrine.train.distributed).
     """
     ctx = setup("cpu")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    comparable = {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
-    checkpoint = load_checkpoint(out)
-    if checkpoint is not None and checkpoint["comparable"] != comparable:
-        raise ValueError(f"{out} holds a checkpoint of a different cir config; use another --out or delete {out / 'checkpoint.pt'}")
-    if ctx.is_main:
-        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-
-    model = create_model(config.model).eval()
-    if not hasattr(model, "text_proj"):
-        raise ValueError(f"vitrine train cir needs a vitrine dual encoder (its text projection is what stage 1 tunes); got {model.name}")
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    use_agcn = config.stage == 2 and config.combiner == "agcn"
-    with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
-        bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress and ctx.is_main, with_tokens=use_agcn)
-    strings: dict[str, int] = {}
-    train = triplet_table(read_triplets(config.triplets), bank, strings)
-    val_triplets = read_triplets(config.val_triplets) if config.val_triplets else None
-    images = (lambda rows: bank.embeds[rows]) if config.cached_features else LiveImages(model, bank, config.data, progress)
-
-    from vitrine.cir.compose import pooled_texts, text_tokens
-    from vitrine.train.text_cache import pooled_text_features
-
-    string_list = list(strings)
-    if config.cached_features:
-        with ctx.main_first():
-            pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
-        text_input = lambda ids: pooled[ids]  # noqa: E731
-    else:
-        text_input = lambda ids: pooled_texts(model, [string_list[i] for i in ids.tolist()])  # noqa: E731
-
-    base_projection = load_text_projection(config.start) if config.start else None
-    projection = nn.Linear(model.text.width, model.embed_dim, bias=False)
-    projection.weight.data.copy_(base_projection if base_projection is not None else model.text_proj.weight)
-    if config.stage == 1:
-        module: nn.Module = projection
-        combiner: nn.Module = SumCombiner()
-    elif use_agcn:
-        projection.requires_grad_(False)
-        combiner = AGCN(AGCNConfig(model.embed_dim, image_width=bank.tokens.shape[-1], text_width=model.text.width, width=config.agcn_width,
-                                   layers=config.agcn_layers, heads=config.agcn_heads, dropout=config.agcn_dropout, encoder=model.name))
-        module = combiner
-        text_token_table = text_tokens(model, string_list)
-    else:
-        projection.requires_grad_(False)
-        combiner = Combiner(CombinerConfig(model.embed_dim, config.projection_dim, config.hidden_dim, config.dropout, encoder=model.name))
-        module = combiner
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
-    if ctx.enabled:  # same initial weights on every rank (seeded above); from here on, each rank its own dropout masks
-        torch.manual_seed(config.seed * 1_000_003 + ctx.rank)
-    steps_per_epoch = math.ceil(len(train.refs) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
-    step, elapsed = 0, 0.0
-    if checkpoint is not None:
-        module.load_state_dict(checkpoint["module"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
-    val_report = None
-    trainable = [p for p in module.parameters() if p.requires_grad]
-
-    def validate() -> dict | None:
-        if val_triplets is None:
-            return None
-        module.eval()
-        composer = Composer(model, combiner, text_projection=projection.weight.detach().clone())
-        report = evaluate_triplets(composer, bank, val_triplets)
-        module.train()
-        return report
-
-    bar = tqdm(total=last_step, initial=step, desc=f"train cir stage {config.stage}", unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    module.train()
-    started = time.perf_counter() - elapsed
-    while step < last_step:
-        epoch = step // steps_per_epoch
-        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(len(train.refs)))
-        batch_index = step % steps_per_epoch
-        rows = order[batch_index * config.batch_size : (batch_index + 1) * config.batch_size]
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        picks = (torch.rand(len(rows), generator=generator) * torch.tensor([len(train.targets[i]) for i in rows.tolist()])).long()
-        target_rows = torch.tensor([train.targets[i][j] for i, j in zip(rows.tolist(), picks.tolist())])
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps)
-        mine = ctx.split(len(rows))  # this rank's queries; the targets are the whole batch's
-        local = rows[mine]
-        reference, target = images(train.refs[local]), images(target_rows)
-        text = F.normalize(projection(text_input(train.texts[local])), dim=-1)
-        if use_agcn:
-            ids = train.texts[local]
-            query = combiner(reference, text, bank.tokens[train.refs[local]].float(), text_token_table[0][ids], text_token_table[1][ids])
-        else:
-            query = combiner(reference, text)
-        logits = config.logit_scale * query @ F.normalize(target, dim=-1).T
-        positives = train.target_set[local].view(-1, 1) == train.target_set[rows].view(1, -1)
-        loss = _soft_cross_entropy(logits, positives) * (len(local) / len(rows))  # the ranks' shares sum to the batch mean
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ctx.sum_gradients(trainable)
-        optimizer.step()
-        step += 1
-        loss_value = ctx.sum_value(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}")
-        values = {"loss": round(loss_value, 5), "lr": optimizer.param_groups[0]["lr"], "epoch": epoch}
-        end_of_epoch = step % steps_per_epoch == 0
-        if not ctx.is_main:
-            continue
-        if end_of_epoch and ((epoch + 1) % config.val_every_epochs == 0 or step == total_steps):
-            val_report = validate()
-            if val_report:
-                values.update({f"val/{k}": val_report[k] for k in ("R@1", "R@10", "R@50")})
-        if step % 10 == 0 or end_of_epoch or step == last_step:
-            logger.log(step, values)
-        if end_of_epoch or step == last_step:
-            save_checkpoint(out, {"module": module.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                  "elapsed": time.perf_counter() - started, "comparable": comparable})
-    bar.close()
-    logger.close()
-    seconds = time.perf_counter() - started
+    schedule = Schedule(out=Path(config.out), kind="cir", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=config.lr,
+                        warmup_steps=config.warmup_steps, epochs=config.epochs, max_steps=config.max_steps,
+                        val_every_epochs=config.val_every_epochs, desc=f"train cir stage {config.stage}")
+    checkpoint = open_run(schedule, config.to_dict(), ctx)
+    set_threads(config.threads)
+    recipe = CirRecipe(config, ctx, progress)
+    state = run(recipe, schedule, ctx, checkpoint, progress)
+    val_report = state.metrics or None
     if ctx.is_main:
         if val_report is None:
-            val_report = validate()
-        _save(out / "combiner", config, model.name, combiner, projection, val_report)
+            val_report = recipe.validate() or None
+        _save(state.out / "combiner", config, recipe.model.name, recipe.combiner, recipe.projection, val_report)
     teardown(ctx)
-    return CirResult(str(out), step, round(seconds, 2), round(seconds / max(step / steps_per_epoch, 1e-9), 2), val_report)
+    epochs_done = max(state.step / state.steps_per_epoch, 1e-9)
+    return CirResult(str(state.out), state.step, state.elapsed, round(state.elapsed / epochs_done, 2), val_report)
 
 
 def _save(directory: Path, config: CirTrainConfig, encoder: str, combiner: nn.Module, projection: nn.Linear, val: dict | None) -> None:

@@ -17,7 +17,8 @@ def _seen_classes(path: str | None, field: str) -> list[str]:
 
 
 def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
-    from vitrine.evaluate.runner import load_split_config, run_zero_shot
+    from vitrine.evaluate.runner import run_zero_shot
+    from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
 
     report = run_zero_shot(
@@ -31,7 +32,8 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from vitrine.evaluate.runner import load_split_config, run_retrieval
+    from vitrine.evaluate.runner import run_retrieval
+    from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
 
     report = run_retrieval(
@@ -72,7 +74,7 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
 def cmd_eval_attributes(args: argparse.Namespace) -> int:
     from vitrine.cli.tag import resolve_vocabulary
     from vitrine.tagging.views import make_views
-    from vitrine.evaluate.runner import load_split_config
+    from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
     from vitrine.tagging.evaluate import run_attribute_eval
 

@@ -73,7 +73,7 @@ def _parse_bytes(text: str | None) -> int | None:
 
 
 def cmd_index_stats(args: argparse.Namespace) -> int:
-    from vitrine.index.store import open_store
+    from vitrine.index.stores import open_store
 
     store = open_store(args.index)
     stats = store.stats()
@@ -95,7 +95,8 @@ def cmd_index_images(args: argparse.Namespace) -> int:
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
-    from vitrine.index.store import images_dir, open_store
+    from vitrine.index.store import images_dir
+    from vitrine.index.stores import open_store
     from vitrine.serve.images import ImageStore
 
     store = open_store(args.index)

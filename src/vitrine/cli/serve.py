@@ -10,7 +10,7 @@ from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vitrine.index.store import store_exists
+    from vitrine.index.stores import store_exists
     from vitrine.serve.prepare import default_index_dir, prepare_index
     from vitrine.serve.settings import SETTINGS_ENV, load_settings
 

@@ -1,11 +1,10 @@
-"""`vitrine train clip|cir` and `vitrine data make-triplets`."""
+"""`vitrine train clip|cir|regions` and `vitrine data make-triplets`."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
-
 
 
 def _launch_processes(args: argparse.Namespace, threads: int = 0) -> int | None:
@@ -19,25 +18,28 @@ def _launch_processes(args: argparse.Namespace, threads: int = 0) -> int | None:
     return None
 
 
+def _train(args: argparse.Namespace, config, given: dict, train, report) -> int:
+    """Apply the flags given over the config, launch N processes when asked, train, and print the report (rank 0)."""
+    overrides = {k: v for k, v in given.items() if v is not None}
+    config = config.replace(**overrides) if overrides else config
+    launched = _launch_processes(args, config.threads or 0)
+    if launched is not None:
+        return launched
+    result = train(config, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(report(result), indent=2))
+    return 0
+
+
 def cmd_train_clip(args: argparse.Namespace) -> int:
     from vitrine.train.clip import train_clip
     from vitrine.train.config import TrainConfig
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    overrides = {key: value for key, value in (("out", args.out), ("epochs", args.epochs), ("max_steps", args.max_steps),
-                                                ("device", args.device), ("threads", args.threads)) if value is not None}
-    if args.data:
-        overrides["sources"] = [{"path": path, "weight": 1.0} for path in args.data]
-    config = config.replace(**overrides) if overrides else config
-    launched = _launch_processes(args, config.threads)
-    if launched is not None:
-        return launched
-    result = train_clip(config, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":
-        return 0
-    print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
-                      "final_loss": round(result.final_loss, 4), **result.metrics}, indent=2))
-    return 0
+    given = {"out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device, "threads": args.threads,
+             "sources": [{"path": path, "weight": 1.0} for path in args.data] if args.data else None}
+    return _train(args, config, given, train_clip, lambda result: {"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
+                                                                    "final_loss": round(result.final_loss, 4), **result.metrics})
 
 
 def cmd_train_cir(args: argparse.Namespace) -> int:
@@ -47,22 +49,10 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
     config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
     given = {"stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
              "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads,
-             "combiner": args.combiner}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    if args.data:
-        overrides["data"] = args.data
-    if args.no_cache:
-        overrides["cached_features"] = False
-    config = config.replace(**overrides) if overrides else config
-    launched = _launch_processes(args, config.threads or 0)
-    if launched is not None:
-        return launched
-    result = train_cir(config, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":
-        return 0
-    print(json.dumps({"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps, "seconds": result.seconds,
-                      "seconds_per_epoch": result.seconds_per_epoch, "val": result.val}, indent=2))
-    return 0
+             "combiner": args.combiner, "data": args.data or None, "cached_features": False if args.no_cache else None}
+    return _train(args, config, given, train_cir, lambda result: {"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps,
+                                                                  "seconds": result.seconds, "seconds_per_epoch": result.seconds_per_epoch,
+                                                                  "val": result.val})
 
 
 def cmd_train_regions(args: argparse.Namespace) -> int:
@@ -70,23 +60,14 @@ def cmd_train_regions(args: argparse.Namespace) -> int:
 
     config = RegionTrainConfig.from_file(args.config) if args.config else RegionTrainConfig()
     given = {"data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    config = config.replace(**overrides) if overrides else config
-    launched = _launch_processes(args, config.threads or 0)
-    if launched is not None:
-        return launched
-    result = train_regions(config, progress=not args.no_progress)
-    if os.environ.get("RANK", "0") != "0":
-        return 0
-    print(json.dumps({"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
-                      "final_loss": round(result.final_loss, 4), "val": result.val}, indent=2))
-    return 0
+    return _train(args, config, given, train_regions, lambda result: {"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
+                                                                      "final_loss": round(result.final_loss, 4), "val": result.val})
 
 
 def cmd_data_make_triplets(args: argparse.Namespace) -> int:
     from vitrine.cir.triplets import make_kagl_triplets, split_of, write_triplets
     from vitrine.data.catalog import open_catalog
-    from vitrine.evaluate.runner import load_split_config
+    from vitrine.data.splits import load_split_config
 
     reader = open_catalog(args.data, schema=args.schema, on_error="skip", require_title=False)
     items = list(reader.records())

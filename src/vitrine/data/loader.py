@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from vitrine.data.errors import DataError
 from vitrine.data.records import CatalogReader, Item
 
 _DONE = object()
@@ -65,11 +64,8 @@ def iter_batches(reader: CatalogReader, transform: Callable, batch_size: int, st
         if limit is not None and taken >= limit:
             break
         taken += 1
-        try:
-            item = reader.decode(record)
-        except DataError as exc:
-            reader.report.handle(exc)
-        else:
+        item = reader.decode_or_skip(record)
+        if item is not None:
             items.append(item)
             tensors.append(transform(item.image))
         if len(items) == batch_size:

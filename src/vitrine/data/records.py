@@ -106,12 +106,19 @@ class CatalogReader(ABC):
             raise ImageDecodeError(exc.detail, source=record.source, row=record.row, item_id=record.id) from None
         return Item(id=record.id, image=image, title=record.title, attributes=record.attributes, source=record.source, row=record.row)
 
+    def decode_or_skip(self, record: Record) -> Item | None:
+        """`decode`, or None when the image is bad and the `on_error` policy skips it (it is counted)."""
+        try:
+            return self.decode(record)
+        except DataError as exc:
+            self.report.handle(exc)
+            return None
+
     def __iter__(self) -> Iterator[Item]:
         for record in self.records():
-            try:
-                yield self.decode(record)
-            except DataError as exc:
-                self.report.handle(exc)
+            item = self.decode_or_skip(record)
+            if item is not None:
+                yield item
 
     def make_record(self, raw: Mapping[str, object], *, source: str, row: int, **image) -> Record | DataError:
         """Build a record from a metadata mapping, checking the id and the title."""

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def hash_unit(*parts: object) -> float:
@@ -61,3 +64,32 @@ class SplitConfig:
             if self.is_calibration(value):
                 return "calib"
         return "val" if hash_unit("split", self.seed, item_id) < self.val_fraction else "train"
+
+
+def default_protocol_split() -> SplitConfig:
+    """The protocol split training configs default to: 10% of article types held out, 10% more for calibration."""
+    return SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1)
+
+
+SPLITS = ("all", "train", "val", "unseen", "calib", "heldout")
+
+
+def load_split_config(path: str | os.PathLike | None) -> SplitConfig:
+    """A split from a JSON file: a SplitConfig object, or a training config / training.json that holds one."""
+    if path is None:
+        return default_protocol_split()
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = data.get("config", data)
+    data = data.get("split", data)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return SplitConfig(**values)
+
+
+def split_filter(split: str, config: SplitConfig):
+    """A record predicate for `split` ('heldout' is val + unseen)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if split == "all":
+        return None
+    wanted = {"val", "unseen"} if split == "heldout" else {split}
+    return lambda record: config.assign(record.id, record.attributes) in wanted

@@ -15,6 +15,7 @@ from vitrine.data.catalog import detect_format, open_catalog
 from vitrine.data.loader import iter_batches
 from vitrine.data.records import Record
 from vitrine.data.shards import resolve_shards
+from vitrine.data.tagged import with_tags
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,6 @@ class _RangeReader:
 def encode_unit(unit: Unit, encoder, batch_size: int = 64, texts: bool = False, schema=None, on_error: str = "fail",
                 tagger=None) -> UnitResult:
     """Read, decode, preprocess and encode one unit, in the calling process (a worker)."""
-    from vitrine.index.build import with_tags
-
     reader = open_catalog(unit.source, schema=schema, on_error=on_error, require_title=texts)
     images, titles, rows = [], [], []
     with torch.inference_mode():

@@ -1,7 +1,6 @@
 """The `vitrine eval` protocols over any catalog format and any registered model."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,37 +10,11 @@ import torch
 from vitrine.data.catalog import open_catalog
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
-from vitrine.data.splits import SplitConfig
+from vitrine.data.splits import SplitConfig, load_split_config, split_filter
 from vitrine.embed.bank import bank_folder, image_bank
 from vitrine.embed.encode import encode_catalog, encode_texts
 from vitrine.evaluate.retrieval import retrieval_report
 from vitrine.evaluate.zeroshot import class_embeddings, classify, seen_unseen_report, zero_shot_report
-
-SPLITS = ("all", "train", "val", "unseen", "calib", "heldout")
-
-
-def load_split_config(path: str | os.PathLike | None) -> SplitConfig:
-    """A split from a JSON file: a SplitConfig object, or a training config / training.json that holds one."""
-    if path is None:
-        from vitrine.train.config import TrainConfig
-
-        return TrainConfig().split
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    data = data.get("config", data)
-    data = data.get("split", data)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return SplitConfig(**values)
-
-
-def split_filter(split: str, config: SplitConfig):
-    """A record predicate for `split` ('heldout' is val + unseen)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    if split == "all":
-        return None
-    wanted = {"val", "unseen"} if split == "heldout" else {split}
-    return lambda record: config.assign(record.id, record.attributes) in wanted
-
 
 def _embed(model, path: str, schema, on_error: str, keep=None, progress: bool = True,
            cache_dir: str | os.PathLike | None = None) -> tuple[list[Item], torch.Tensor]:

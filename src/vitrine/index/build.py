@@ -13,29 +13,24 @@ from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
+from vitrine.data.tagged import with_tags
 from vitrine.index.plan import IndexOptions
 from vitrine.index.runtime import int8_parity, record_runtime, runtime_of
-from vitrine.index.store import open_store
+from vitrine.index.stores import open_store
 
 
-PREDICTED_PREFIX = "predicted_"  # predicted_<attribute>: the tagger's answer, always stored
-PREDICTED_FIELDS = "predicted_fields"  # the attributes a prediction filled in because the catalog lacked them
+def _open_for_build(index: str, model_name: str, dim: int, options, reader, runtime: str, parity: float | None = None):
+    """The store to build into (created if missing) and the runtime record its commits carry."""
+    store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
+    try:
+        return store, record_runtime(store, runtime, parity)
+    except BaseException:
+        store.close()
+        raise
 
 
-def with_tags(metadata: Mapping[str, str | None], tags: Mapping) -> dict:
-    """Metadata plus predicted tags: `predicted_<attr>` for every confident tag, and `<attr>` itself where the
-    catalog had no value, so that filters on an attribute also find products that lacked it."""
-    out = dict(metadata)
-    filled = []
-    for name, tag in tags.items():
-        if tag.value == tag.best:  # not 'unknown'
-            out[PREDICTED_PREFIX + name] = tag.value
-            if out.get(name) is None:
-                out[name] = tag.value
-                filled.append(name)
-    if filled:
-        out[PREDICTED_FIELDS] = ",".join(filled)
-    return out
+def _source(data: str) -> str:
+    return os.path.abspath(data) if os.path.exists(data) else data
 
 
 @dataclass(frozen=True)
@@ -61,15 +56,9 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
     `keep_image(id, image)` is called for every product before its commit (the service keeps the images it shows).
     """
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
-    store = open_store(index, model=model.name, dim=model.embed_dim, options=options, create=True, attributes=reader.schema.attributes)
+    store, runtime_state = _open_for_build(index, model.name, model.embed_dim, options, reader, runtime_of(model), int8_parity(model))
     try:
-        runtime_state = record_runtime(store, runtime_of(model), int8_parity(model))
-    except BaseException:
-        store.close()
-        raise
-    try:
-        source = os.path.abspath(data) if os.path.exists(data) else data
-        state_name = f"build:{source}"
+        state_name = f"build:{_source(data)}"
         position = int(json.loads(store.get_state(state_name, '{"position": 0}'))["position"])
         bar = tqdm(total=reader.count() if progress else None, initial=position, unit="img", desc="index build", disable=not progress, dynamic_ncols=True)
         t0, added = time.perf_counter(), 0
@@ -120,15 +109,9 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
 
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
     dim = create_model(model_name).embed_dim
-    store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
+    store, runtime_state = _open_for_build(index, model_name, dim, options, reader, "torch")  # the Ray actors encode with torch
     try:
-        runtime_state = record_runtime(store, "torch")  # the Ray actors encode with torch
-    except BaseException:
-        store.close()
-        raise
-    try:
-        source = os.path.abspath(data) if os.path.exists(data) else data
-        state_name = f"build-ray:{source}:{commit_every}"
+        state_name = f"build-ray:{_source(data)}:{commit_every}"
         done = set(json.loads(store.get_state(state_name, '{"units": []}'))["units"])
         units = plan_units(data, schema=schema, part_size=commit_every)
         todo = [unit for unit in units if unit.index not in done]

@@ -19,7 +19,7 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.metadata import MetadataStore
 from vitrine.index.plan import IndexOptions, plan_index
-from vitrine.index.store import IndexMismatchError, SearchHit
+from vitrine.index.store import IndexMismatchError, SearchHit, checked_queries, checked_rows
 from vitrine.index.vectors import IVFPQ_MIN_VECTORS, VectorIndex
 
 DB_NAME = "index.sqlite"
@@ -137,18 +137,7 @@ class FaissStore:
 
         `state` entries (e.g. a build's resume position) are committed in the same transaction.
         """
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(ids), self.dim):
-            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinity")
-        if len(set(ids)) != len(ids):
-            raise ValueError("duplicate ids in one upsert")
-        if any(not isinstance(i, str) or not i for i in ids):
-            raise ValueError("ids must be non-empty strings")
-        metadata = metadata or [{} for _ in ids]
-        if len(metadata) != len(ids):
-            raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+        vectors, metadata = checked_rows(ids, vectors, metadata, self.dim)
         rows = [(item_id, meta.get("title"), {k: v for k, v in meta.items() if k not in ("id", "title")}) for item_id, meta in zip(ids, metadata)]
         try:
             with self.meta.transaction():
@@ -176,11 +165,7 @@ class FaissStore:
 
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be {self.dim}-d, got shape {queries.shape}")
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        queries = checked_queries(queries, k, self.dim)
         allowed = None
         if filters:
             allowed = np.asarray(self.meta.matching_keys(filters), dtype=np.int64)

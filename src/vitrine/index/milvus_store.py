@@ -26,7 +26,7 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.index.plan import IndexOptions, ef_search, plan_index, pq_bytes
-from vitrine.index.store import IndexMismatchError, MilvusTarget, SearchHit
+from vitrine.index.store import IndexMismatchError, MilvusTarget, SearchHit, checked_queries, checked_rows
 
 ID_MAX_BYTES = 512
 TITLE_MAX_BYTES = 8192
@@ -253,16 +253,7 @@ class MilvusStore:
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
                state: Mapping[str, str] | None = None) -> None:
         """Add products, or replace those whose id exists; `state` entries are saved after the rows (see module doc)."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(ids), self.dim):
-            raise ValueError(f"expected vectors of shape ({len(ids)}, {self.dim}), got {vectors.shape}")
-        if not np.isfinite(vectors).all():
-            raise ValueError("vectors contain NaN or infinity")
-        if len(set(ids)) != len(ids):
-            raise ValueError("duplicate ids in one upsert")
-        metadata = metadata or [{} for _ in ids]
-        if len(metadata) != len(ids):
-            raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+        vectors, metadata = checked_rows(ids, vectors, metadata, self.dim)
         rows = [self._row(item_id, vector, meta) for item_id, vector, meta in zip(ids, vectors, metadata)]
         for start in range(0, len(rows), WRITE_CHUNK):
             self.client.upsert(self.collection, rows[start : start + WRITE_CHUNK])
@@ -333,11 +324,7 @@ class MilvusStore:
 
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"queries must be {self.dim}-d, got shape {queries.shape}")
-        if k < 1:
-            raise ValueError("k must be >= 1")
+        queries = checked_queries(queries, k, self.dim)
         expression = filter_expression(filters, self.declared) if filters else ""
         if expression is None:
             return [[] for _ in queries]

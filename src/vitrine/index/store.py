@@ -1,6 +1,6 @@
-"""What every vector store offers, and `open_store`, which picks the backend from the index spec.
+"""What every vector store offers: the store protocol and the types its backends share (no backend is imported here).
 
-An index spec is either a directory (the embedded FAISS + SQLite store) or `milvus:<target>`:
+`vitrine.index.stores.open_store` picks the backend from the index spec. An index spec is either a directory (the embedded FAISS + SQLite store) or `milvus:<target>`:
 `milvus:./catalog.db` is Milvus Lite (one local file, no server), `milvus:http://host:19530` a Milvus
 server or cluster. The same commands work on both (`vitrine index`, `search`, `serve`).
 """
@@ -51,46 +51,35 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def checked_rows(ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None, dim: int) -> tuple[np.ndarray, Sequence[Mapping]]:
+    """An upsert's vectors as contiguous float32 and its metadata rows, after the checks every backend makes."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape != (len(ids), dim):
+        raise ValueError(f"expected vectors of shape ({len(ids)}, {dim}), got {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("vectors contain NaN or infinity")
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate ids in one upsert")
+    if any(not isinstance(i, str) or not i for i in ids):
+        raise ValueError("ids must be non-empty strings")
+    metadata = metadata or [{} for _ in ids]
+    if len(metadata) != len(ids):
+        raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+    return vectors, metadata
+
+
+def checked_queries(queries: np.ndarray, k: int, dim: int) -> np.ndarray:
+    """Search queries as a contiguous float32 (Q, dim) array, after the checks every backend makes."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(f"queries must be {dim}-d, got shape {queries.shape}")
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    return queries
+
+
 def is_milvus(spec: str | os.PathLike) -> bool:
     return str(spec).startswith(MILVUS_PREFIX)
-
-
-def open_store(spec: str | os.PathLike, model: str | None = None, dim: int | None = None,
-               options: IndexOptions | Mapping[str, object] | None = None, create: bool = False,
-               attributes: Sequence[str] = ()) -> VectorStore:
-    """Open the store `spec` names; with `create` (and `model`, `dim`) make it if missing.
-
-    `model` given for an existing store must be the one that built it (IndexMismatchError otherwise).
-    `attributes` become typed, indexed scalar fields where the backend has them (Milvus); others are stored too.
-    """
-    if create and (model is None or dim is None):
-        raise ValueError("creating a store needs the model name and its dimension")
-    if is_milvus(spec):
-        from vitrine.index.milvus_store import MilvusStore
-
-        target = MilvusTarget.parse(str(spec))
-        if create:
-            return MilvusStore(target, model=model, dim=dim, options=options, attributes=attributes)
-        return MilvusStore.open(target, model=model)
-    from vitrine.index.faiss_store import FaissStore
-
-    if create:
-        return FaissStore(spec, model=model, dim=dim, options=options)
-    return FaissStore.open(spec, model=model)
-
-
-def store_exists(spec: str | os.PathLike) -> bool:
-    """Whether `spec` already holds a vitrine index (without opening a server connection for FAISS)."""
-    if is_milvus(spec):
-        from vitrine.index.milvus_store import MilvusStore
-
-        target = MilvusTarget.parse(str(spec))
-        if target.is_lite and not Path(target.uri).exists():  # opening would create the file
-            return False
-        return MilvusStore.exists(target)
-    from vitrine.index.faiss_store import DB_NAME
-
-    return (Path(spec) / DB_NAME).is_file()
 
 
 def images_dir(spec: str | os.PathLike) -> Path:

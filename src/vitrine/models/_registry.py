@@ -1,4 +1,5 @@
-"""Model names -> encoders. `vitrine:<name>` models register by name; `hf:` and `openclip:` are backends."""
+"""Model names -> encoders. `vitrine:<name>` models register by name; `hf:`, `openclip:` and `onnx:` are backends;
+runtimes other than torch (`onnx`, `onnx-int8`) register a wrapper that turns a model name into their encoder."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,8 +23,16 @@ class BackendEntry:
     factory: Callable[[str], Encoder]
 
 
+@dataclass(frozen=True)
+class RuntimeEntry:
+    name: str
+    description: str
+    factory: Callable[[str, str, Callable[[], Encoder], bool], Encoder]  # (model name, runtime, load it on torch, fallback)
+
+
 _MODELS: dict[str, ModelEntry] = {}
 _BACKENDS: dict[str, BackendEntry] = {}
+_RUNTIMES: dict[str, RuntimeEntry] = {}
 
 
 def register_model(name: str, description: str):
@@ -61,6 +70,22 @@ def backend_entries() -> list[BackendEntry]:
     return [_BACKENDS[prefix] for prefix in sorted(_BACKENDS)]
 
 
+def register_runtime(name: str, description: str):
+    """Decorator: register how runtime `name` builds an encoder from a model name (see RuntimeEntry)."""
+
+    def wrap(factory):
+        if name in _RUNTIMES or name == "torch":
+            raise ValueError(f"runtime {name} is registered twice")
+        _RUNTIMES[name] = RuntimeEntry(name, description, factory)
+        return factory
+
+    return wrap
+
+
+def runtime_names() -> list[str]:
+    return ["torch", *sorted(_RUNTIMES)]
+
+
 def create_model(name: str, runtime: str = "torch", fallback: bool = False) -> Encoder:
     """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`, `onnx:DIR`).
 
@@ -68,24 +93,9 @@ def create_model(name: str, runtime: str = "torch", fallback: bool = False) -> E
     with `fallback`, a model that cannot be exported (an external checkpoint) runs on torch instead, with a warning.
     """
     if runtime != "torch":
-        from vitrine.models.onnx_runtime import ExportUnsupported, OnnxEncoder, check_runtime, onnx_model
-
-        check_runtime(runtime)
-        if name.startswith("onnx:"):
-            return OnnxEncoder(name[len("onnx:"):], int8=runtime == "onnx-int8")
-        torch_model = create_model(name)
-        if not getattr(torch_model, "onnx_exportable", False):
-            if not fallback:
-                raise ExportUnsupported(f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine dual encoders; use --runtime torch")
-            import logging
-
-            logging.getLogger(__name__).warning("%s has no ONNX export; running it on torch", name)
-            return torch_model
-        return onnx_model(name, runtime, torch_model=torch_model)
-    if name.startswith("onnx:"):
-        from vitrine.models.onnx_runtime import OnnxEncoder
-
-        return OnnxEncoder(name[len("onnx:"):])
+        if runtime not in _RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(runtime_names())}; got {runtime!r}")
+        return _RUNTIMES[runtime].factory(name, runtime, lambda: create_model(name), fallback)
     prefix, sep, rest = name.partition(":")
     if not sep:
         raise ValueError(f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}. Known: {', '.join(list_models())}")

@@ -12,16 +12,13 @@ the text mask (B, L). Saved like the Combiner: combiner.json (kind "agcn") + com
 """
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitrine.models.combiner import CONFIG_FILE, LOGIT_SCALE, WEIGHTS_FILE
+from vitrine.models.heads import LOGIT_SCALE, SavedHead, register_head
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,10 @@ def _feed_forward(width: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
 
 
-class AGCN(nn.Module):
+@register_head
+class AGCN(SavedHead):
     kind = "agcn"
+    config_class = AGCNConfig
     needs_tokens = True
 
     def __init__(self, config: AGCNConfig):
@@ -103,24 +102,3 @@ class AGCN(nn.Module):
 
     def logits(self, *inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return LOGIT_SCALE * self(*inputs) @ F.normalize(targets, dim=-1).T
-
-    def save(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(json.dumps({"kind": self.kind, **asdict(self.config), **(extra or {})}, indent=2) + "\n")
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS_FILE))
-        return out
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> "AGCN":
-        from safetensors.torch import load_file
-
-        path = Path(directory)
-        data = json.loads((path / CONFIG_FILE).read_text())
-        if data.get("kind") != cls.kind:
-            raise ValueError(f"{directory} holds a {data.get('kind')!r} combiner, not an AGCN")
-        model = cls(AGCNConfig(**{k: v for k, v in data.items() if k in AGCNConfig.__dataclass_fields__}))
-        model.load_state_dict({k: v.float() for k, v in load_file(str(path / WEIGHTS_FILE)).items()})
-        return model.eval()

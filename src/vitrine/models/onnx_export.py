@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 import vitrine
+from vitrine.models.onnx_runtime import RUNTIME_FILE, OnnxEncoder
 
 FORMAT_VERSION = 1
 OPSET = 17
-RUNTIME_FILE = "runtime.json"
 PARITY_MIN_COSINE = 0.99  # int8 text vectors may meet fp32 ones (an index built by another runtime) at or above this
 # Texts the parity at export is measured on: catalog-like titles and the tagging prompts' shape, short and long.
 PROBE_TEXTS = (
@@ -129,8 +129,6 @@ def quantize_text(source: Path, target: Path) -> None:
 @torch.inference_mode()
 def measure_parity(model, directory: Path, manifest: dict, texts: Sequence[str] = PROBE_TEXTS) -> dict:
     """Cosines between the exported graphs and torch (and int8 and fp32) on probe texts and images; min and mean."""
-    from vitrine.models.onnx_runtime import OnnxEncoder
-
     texts = list(texts)
     generator = torch.Generator().manual_seed(0)
     size = model.image_transform.size

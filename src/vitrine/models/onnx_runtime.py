@@ -1,14 +1,11 @@
 """The ONNX Runtime encoder: an export of `vitrine export onnx` behind the same `Encoder` interface.
 
-`create_model(name, runtime="onnx" | "onnx-int8")` finds the export of `name` in the cache (`$VITRINE_ONNX_CACHE`,
-default `~/.cache/vitrine/onnx`), exporting it there the first time; `onnx:DIR` opens an export directory directly.
-Preprocessing is the model's own `ImageTransform` (rebuilt from the export's manifest), and tokenisation its own
+`vitrine.models.onnx_cache` registers the `onnx` and `onnx-int8` runtimes and the `onnx:DIR` backend with the model
+registry; this module only runs an export. Preprocessing is the model's own `ImageTransform` (rebuilt from the export's manifest), and tokenisation its own
 tokenizer, so the torch and ONNX paths share every step but the forward pass.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -20,6 +17,7 @@ import torch
 from vitrine.data.transforms import ImageTransform
 from vitrine.models.base import Encoder, Features
 
+RUNTIME_FILE = "runtime.json"  # an export's manifest: files, transform, tokenizer, parity
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 DEFAULT_RUNTIME = "onnx"  # the fastest runtime that passes parity with torch (see README, "Fast CPU inference")
 
@@ -41,8 +39,6 @@ class OnnxEncoder(Encoder):
         super().__init__()
         import onnxruntime as ort
         from transformers import AutoTokenizer
-
-        from vitrine.models.onnx_export import RUNTIME_FILE
 
         self.directory = Path(directory)
         path = self.directory / RUNTIME_FILE
@@ -102,63 +98,3 @@ class OnnxEncoder(Encoder):
     def _run_text(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         feed = {name: np.ascontiguousarray(batch[name].detach().cpu().numpy(), dtype=np.int64) for name in ("input_ids", "attention_mask")}
         return [torch.from_numpy(array) for array in self._text.run(self._text_outputs, feed)]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VITRINE_ONNX_CACHE") or Path.home() / ".cache" / "vitrine" / "onnx")
-
-
-def export_dir_for(model) -> Path:
-    """Where the cached export of a torch model lives: its name plus a digest of its weights and vitrine's version."""
-    import vitrine
-
-    digest = hashlib.sha256(f"{model.name}\n{vitrine.__version__}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        digest.update(str(tuple(tensor.shape)).encode())
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)[:80]
-    return cache_root() / f"{slug}-{digest.hexdigest()[:16]}"
-
-
-def onnx_model(name: str, runtime: str, torch_model=None) -> OnnxEncoder:
-    """The ONNX encoder of registry model `name`, exported into the cache on first use (one process at a time)."""
-    from vitrine.models.onnx_export import RUNTIME_FILE, export_onnx
-
-    check_runtime(runtime)
-    if torch_model is None:
-        from vitrine.models._registry import create_model
-
-        torch_model = create_model(name)
-    directory = export_dir_for(torch_model)
-    int8 = runtime == "onnx-int8"
-    if not _has_export(directory, int8):
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        with open(directory.parent / f".{directory.name}.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # several serve workers start at once: one exports, the others wait
-            if not (directory / RUNTIME_FILE).is_file():
-                export_onnx(torch_model, directory, int8=int8, overwrite=True)
-            elif not _has_export(directory, int8):
-                add_int8(torch_model, directory)
-    return OnnxEncoder(directory, int8=int8)
-
-
-def _has_export(directory: Path, int8: bool) -> bool:
-    from vitrine.models.onnx_export import RUNTIME_FILE
-
-    path = directory / RUNTIME_FILE
-    return path.is_file() and (not int8 or "text_int8" in json.loads(path.read_text(encoding="utf-8"))["files"])
-
-
-def add_int8(torch_model, directory: Path) -> None:
-    """Add the int8 text graph (and its parity) to an fp32 export, atomically."""
-    from vitrine.models.onnx_export import RUNTIME_FILE, measure_parity, quantize_text
-
-    manifest = json.loads((directory / RUNTIME_FILE).read_text(encoding="utf-8"))
-    tmp = directory / "text.int8.onnx.tmp"
-    quantize_text(directory / manifest["files"]["text"], tmp)
-    os.replace(tmp, directory / "text.int8.onnx")
-    manifest["files"]["text_int8"] = "text.int8.onnx"
-    manifest["parity"] = measure_parity(torch_model, directory, manifest)
-    (directory / (RUNTIME_FILE + ".tmp")).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(directory / (RUNTIME_FILE + ".tmp"), directory / RUNTIME_FILE)

@@ -9,8 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
-from vitrine.data.errors import DataError
-from vitrine.index.store import images_dir, open_store
+from vitrine.index.store import images_dir
+from vitrine.index.stores import open_store
 from vitrine.serve.images import ImageStore
 
 
@@ -48,11 +48,8 @@ def backfill_images(data: str, index: str, images: str | os.PathLike | None = No
             elif not overwrite and pictures.has(record.id):
                 present += 1
             else:
-                try:
-                    item = reader.decode(record)
-                except DataError as exc:
-                    reader.report.handle(exc)
-                else:
+                item = reader.decode_or_skip(record)
+                if item is not None:
                     pictures.save(record.id, item.image)
                     stored += 1
             bar.update(reader.position - bar.n)

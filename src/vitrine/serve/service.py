@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from vitrine.index.build import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
-from vitrine.index.store import SearchHit, images_dir, is_milvus, open_store
+from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
+from vitrine.index.store import SearchHit, images_dir, is_milvus
+from vitrine.index.stores import open_store
 from vitrine.models import create_model
 from vitrine.serve.batching import MicroBatcher
 from vitrine.index.runtime import check_query_runtime

@@ -13,7 +13,7 @@ from vitrine.data.catalog import open_catalog
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig
-from vitrine.evaluate.runner import load_split_config, split_filter
+from vitrine.data.splits import load_split_config, split_filter
 from vitrine.tagging.tagger import Tagger, fit_hierarchy, fit_region_weight, fit_temperature, fit_threshold
 from vitrine.tagging.views import RegionViews
 from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values
@@ -82,15 +82,11 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
     items: list[Item] = []
 
     def images():
-        from vitrine.data.errors import DataError
-
         for record in reader.records():
             if keep is not None and not keep(record):
                 continue
-            try:
-                item = reader.decode(record)
-            except DataError as exc:
-                reader.report.handle(exc)
+            item = reader.decode_or_skip(record)
+            if item is None:
                 continue
             items.append(Item(id=item.id, image=None, title=item.title, attributes=item.attributes, source=item.source, row=item.row))
             yield item.image, item.id

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from vitrine.data.splits import SplitConfig
+from vitrine.data.splits import SplitConfig, default_protocol_split
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class TrainConfig:
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     locked: LockedConfig = field(default_factory=LockedConfig)
-    split: SplitConfig = field(default_factory=lambda: SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1))
+    split: SplitConfig = field(default_factory=default_protocol_split)
     cache_dir: str = "runs/cache"
     # A shipping run (no calib types) inherits the zero-shot margin of its recipe's protocol run: that run's
     # training.json, model directory or run directory (vitrine.train.calibration).

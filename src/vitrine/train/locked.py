@@ -6,27 +6,22 @@ Top unlocked: the lower blocks stay fixed and their feature maps are cached; the
 heads train on them, BatchNorm in eval mode. Selected by `locked.lower_blocks: K` with the tower not frozen."""
 from __future__ import annotations
 
-import json
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from vitrine.data.prompts import resolve_prompts
 from vitrine.losses import ClipLoss, positives_from_ids, text_smoothed_loss
-from vitrine.models.dual import TRAINING_INFO_NAME
-from vitrine.train.calibration import training_calibration
-from vitrine.train.checkpoint import save_checkpoint
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
+from vitrine.train.distributed import setup, sharded_contrastive_loss
+from vitrine.train.dual_run import (TrainResult, apply_freeze, build_model, finish_dual_run, load_model_state, open_dual_run,
+                                    param_groups, step_generator)
+from vitrine.train.engine import run
 from vitrine.train.image_cache import cached_image_features, cached_lower_taps
-from vitrine.train.distributed import setup, sharded_contrastive_loss, teardown
-from vitrine.train.logger import MetricsLogger, NullLogger
-from vitrine.train.progress import record_step, record_validation
-from vitrine.train.schedule import warmup_cosine
 from vitrine.train.text_side import text_side
 from vitrine.train.validate import Validator
 
@@ -107,8 +102,6 @@ class CachedTower:
 
 def _unlock_top(model, config: TrainConfig) -> list[dict]:
     """Trainable: the tower's blocks from `lower_blocks` on and its head conv/BN, plus the usual heads; param groups."""
-    from vitrine.train.clip import param_groups
-
     net = model.visual.net
     if config.locked.lower_blocks >= len(net._blocks):
         raise ValueError(f"locked.lower_blocks is {config.locked.lower_blocks}; the tower has {len(net._blocks)} blocks")
@@ -124,94 +117,66 @@ def _unlock_top(model, config: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def train_locked(config: TrainConfig, progress: bool = True):
-    """Train the heads on cached features; rerunning with the same config resumes from the last epoch checkpoint."""
-    from vitrine.train.clip import TrainResult, _step_generator, apply_freeze, build_model, open_run, param_groups
+class LockedRecipe:
+    """Heads (and any unlocked top blocks or text layers) on cached tower features: one step of the engine."""
 
-    if not config.freeze.text_tower:
-        raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
-    ctx = setup(config.device)
-    if ctx.enabled and config.locked.text_smoothing:
-        raise ValueError("locked.text_smoothing is single-process only; drop it or --nproc")
-    out, checkpoint = open_run(config, ctx)
-    lower = 0 if config.freeze.image_tower else config.locked.lower_blocks
+    def __init__(self, config: TrainConfig, ctx, progress: bool):
+        if ctx.enabled and config.locked.text_smoothing:
+            raise ValueError("locked.text_smoothing is single-process only; drop it or --nproc")
+        self.config, self.ctx = config, ctx
+        self.lower = lower = 0 if config.freeze.image_tower else config.locked.lower_blocks
+        torch.manual_seed(config.seed)
+        self.model = model = build_model(config)
+        apply_freeze(model, config)
+        self.pool = pool = load_pool(config, model.image_transform, progress=progress)
+        if pool.skipped:
+            print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
+        self.train = pool.indices("train")
+        if len(self.train) < config.batch_size:
+            raise ValueError(f"only {len(self.train)} training items for batch size {config.batch_size}")
+        if lower and not hasattr(model.visual, "net"):
+            raise ValueError("locked.lower_blocks needs a block-structured tower (efficientnet-lite)")
+        with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
+            images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
+                                           batch_size=config.locked.cache_batch_size, progress=progress and ctx.is_main, stop_block=lower or None)
+            self.texts = text_side(model, pool.strings, config.locked.text_layers, config.cache_dir, progress=progress and ctx.is_main)
+        self.tower = CachedTower(model, images, lower, cached_lower_taps(model, pool.ids, config.locked.views, config.cache_dir, lower) if lower else None)
+        self.validator, self.validation_rows = None, None
+        if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
+            flip = config.locked.views.index("flip") if "flip" in config.locked.views else None
+            self.validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), self.texts, config.val_max_items,
+                                       config.seed, pooled_images=self.tower.cached[0] if not lower else None,
+                                       flipped_images=self.tower.cached[flip] if not lower and flip is not None else None)
+            self.validation_rows = np.concatenate([m for m in self.validator.groups.values()])
+        self.negatives = HardNegatives(pool, self.train)
+        groups = _unlock_top(model, config) if lower else param_groups(model, config)
+        text_params = self.texts.trainable(model)
+        for parameter in text_params:
+            parameter.requires_grad_(True)
+        if text_params:
+            scale, decay = config.locked.text_lr_scale, config.optim.weight_decay
+            groups.append({"params": [p for p in text_params if p.ndim >= 2], "weight_decay": decay, "lr_scale": scale})
+            groups.append({"params": [p for p in text_params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": scale})
+        self.groups = [g for g in groups if g["params"]]
+        self.text_proj_init = model.text_proj.weight.detach().clone()
+        self.n_views = images.shape[0]
+        self.loss_fn = ClipLoss()
+        self._epoch, self._batches = -1, None
 
-    torch.manual_seed(config.seed)
-    model = build_model(config)
-    apply_freeze(model, config)
-    pool = load_pool(config, model.image_transform, progress=progress)
-    if pool.skipped:
-        print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
-    train = pool.indices("train")
-    if len(train) < config.batch_size:
-        raise ValueError(f"only {len(train)} training items for batch size {config.batch_size}")
-    if lower and not hasattr(model.visual, "net"):
-        raise ValueError("locked.lower_blocks needs a block-structured tower (efficientnet-lite)")
-    with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
-        images = cached_image_features(model, pool.images, pool.ids, config.locked.views, config.cache_dir,
-                                       batch_size=config.locked.cache_batch_size, progress=progress and ctx.is_main, stop_block=lower or None)
-        texts = text_side(model, pool.strings, config.locked.text_layers, config.cache_dir, progress=progress and ctx.is_main)
-    tower = CachedTower(model, images, lower, cached_lower_taps(model, pool.ids, config.locked.views, config.cache_dir, lower) if lower else None)
-    validator, validation_rows = None, None
-    if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
-        validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items,
-                              config.seed, pooled_images=tower.cached[0] if not lower else None,
-                              flipped_images=tower.cached[config.locked.views.index("flip")] if not lower and "flip" in config.locked.views else None)
-        validation_rows = np.concatenate([m for m in validator.groups.values()])
+    def param_groups(self) -> list[dict]:
+        return self.groups
 
-    def refresh_validation_features():
-        if lower:
-            validator.pooled_images = tower.pooled_table(validation_rows)
-            if model.config.image_tta == "flip" and "flip" in config.locked.views:
-                validator.flipped_images = tower.pooled_table(validation_rows, config.locked.views.index("flip"))
+    def steps_per_epoch(self) -> int:
+        return len(_batches(self.pool, self.config, 0, self.negatives))
 
-    negatives = HardNegatives(pool, train)
-
-    groups = _unlock_top(model, config) if lower else param_groups(model, config)
-    text_params = texts.trainable(model)
-    for parameter in text_params:
-        parameter.requires_grad_(True)
-    if text_params:
-        groups.append({"params": [p for p in text_params if p.ndim >= 2], "weight_decay": config.optim.weight_decay, "lr_scale": config.locked.text_lr_scale})
-        groups.append({"params": [p for p in text_params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": config.locked.text_lr_scale})
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.optim.lr, betas=config.optim.betas)
-    steps_per_epoch = len(_batches(pool, config, 0, negatives))
-    total_steps = steps_per_epoch * config.epochs
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
-    text_proj_init = model.text_proj.weight.detach().clone()
-    step, elapsed = 0, 0.0
-    if checkpoint is not None:
-        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-        if unexpected or any(not (k.startswith("text.bert.") or k.startswith("visual.")) for k in missing):
-            raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
-    loss_fn = ClipLoss()
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-
-    def snapshot():
-        state = model.trained_state()  # heads, and any tower weights that moved from the package's
-        save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "config": config.to_dict()})
-
-    model.eval()  # locked towers: BatchNorm statistics and dropout stay as trained
-    model.image_proj.train()
-    n_views = images.shape[0]
-    bar = tqdm(total=last_step, initial=step, desc=f"train {out.name} (locked image tower" + (f", {ctx.world} processes)" if ctx.enabled else ")"),
-               unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    started = time.perf_counter() - elapsed
-    loss_value, metrics, batches, batches_epoch = float("nan"), {}, None, -1
-    while step < last_step:
-        epoch, offset = divmod(step, steps_per_epoch)
-        if epoch != batches_epoch:
-            batches, batches_epoch = _batches(pool, config, epoch, negatives), epoch
-        scale = warmup_cosine(step, total_steps, config.optim.warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = config.optim.lr * scale * group["lr_scale"]
-        generator = _step_generator(config.seed, step)
-        indices = batches[offset]
-        caption_ids = sample_captions(pool, indices, config, generator)
-        views = torch.randint(0, n_views, (len(indices),), generator=generator)
+    def forward_backward(self, step: int, epoch: int, offset: int) -> float:
+        config, model, ctx, texts, tower = self.config, self.model, self.ctx, self.texts, self.tower
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, _batches(self.pool, config, epoch, self.negatives)
+        generator = step_generator(config.seed, step)
+        indices = self._batches[offset]
+        caption_ids = sample_captions(self.pool, indices, config, generator)
+        views = torch.randint(0, self.n_views, (len(indices),), generator=generator)
         if ctx.enabled:  # this rank's slice of the global batch; negatives from every rank
             mine = ctx.shard(len(indices))
             image = tower.embed(views[mine], indices[mine])
@@ -226,41 +191,47 @@ def train_locked(config: TrainConfig, progress: bool = True):
         else:
             image = tower.embed(views, indices)
             text = texts.embed_rows(model, caption_ids)
-            loss = loss_fn(image, text, model.logit_scale, caption_ids)
+            loss = self.loss_fn(image, text, model.logit_scale, caption_ids)
         if config.optim.text_proj_l2_to_init and ctx.is_main:  # once, not once per rank: gradients are summed
-            loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - text_proj_init).pow(2).sum()
-        optimizer.zero_grad(set_to_none=True)
+            loss = loss + config.optim.text_proj_l2_to_init * (model.text_proj.weight - self.text_proj_init).pow(2).sum()
         loss.backward()
-        ctx.sum_gradients(trainable)
-        if config.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, config.optim.grad_clip)
-        optimizer.step()
-        step += 1
-        loss_value = ctx.sum_value(float(loss.detach()))
-        elapsed = time.perf_counter() - started
-        end_of_epoch = record_step(bar, logger, model, optimizer, step, steps_per_epoch, elapsed, loss_value, epoch, "lower optim.lr")
-        if (end_of_epoch and (step // steps_per_epoch) % config.val_every_epochs == 0 or step == last_step == total_steps) and ctx.is_main:
-            refresh_validation_features()
-            metrics = validator(model)
-            model.image_proj.train()
-            record_validation(bar, logger, step, steps_per_epoch, elapsed, metrics)
-        if (end_of_epoch or step == last_step or step % config.checkpoint_every == 0) and ctx.is_main:
-            snapshot()
-    bar.close()
-    logger.close()
-    if not ctx.is_main:
-        teardown(ctx)
-        return TrainResult(str(out), str(out / "model"), step, round(elapsed, 1), loss_value, metrics)
-    model.eval()
-    model_dir = out / "model"
-    model.save(model_dir)
-    refresh_validation_features()
-    calibration = validator.calibrate(model)
-    seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
-    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps({"config": config.to_dict(), "recipe": f"image tower blocks {lower}+ unlocked on cached maps" if lower else "locked image tower, cached features",
-                                                         "steps": step, "seconds": round(elapsed, 1), "train_items": len(train),
-                                                         "skipped_rows": pool.skipped, "seen_classes": seen,
-                                                         "calibration": training_calibration(calibration, config.calibration_from),
-                                                         "final_metrics": metrics, "processes": ctx.world}, indent=2) + "\n")
-    teardown(ctx)
-    return TrainResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, metrics)
+        return float(loss.detach())
+
+    def refresh_validation_features(self) -> None:
+        """With unlocked top blocks, the validation rows' pooled features move: recompute them."""
+        if not self.lower:
+            return
+        self.validator.pooled_images = self.tower.pooled_table(self.validation_rows)
+        if self.model.config.image_tta == "flip" and "flip" in self.config.locked.views:
+            self.validator.flipped_images = self.tower.pooled_table(self.validation_rows, self.config.locked.views.index("flip"))
+
+    def validate(self) -> dict:
+        self.refresh_validation_features()
+        return self.validator(self.model)
+
+    def train_mode(self) -> None:
+        self.model.eval()  # locked towers: BatchNorm statistics and dropout stay as trained
+        self.model.image_proj.train()
+
+    def state(self) -> dict:
+        return {"model": self.model.trained_state()}  # heads, and any tower weights that moved from the package's
+
+    def load_state(self, state: dict) -> None:
+        load_model_state(self.model, state["model"], Path(self.config.out), ("text.bert.", "visual."))
+
+    def log_values(self) -> dict:
+        return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
+
+
+def train_locked(config: TrainConfig, progress: bool = True) -> TrainResult:
+    """Train the heads on cached features; rerunning with the same config resumes from the last checkpoint."""
+    if not config.freeze.text_tower:
+        raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
+    ctx = setup(config.device)
+    schedule, checkpoint = open_dual_run(config, ctx, f"train {Path(config.out).name} (locked image tower)", "lower optim.lr")
+    recipe = LockedRecipe(config, ctx, progress)
+    state = run(recipe, schedule, ctx, checkpoint, progress)
+    if ctx.is_main:
+        recipe.refresh_validation_features()
+    label = f"image tower blocks {recipe.lower}+ unlocked on cached maps" if recipe.lower else "locked image tower, cached features"
+    return finish_dual_run(recipe.model, config, state, recipe.pool, recipe.validator, ctx, label)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +21,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
-from vitrine.data.errors import DataError
 from vitrine.data.regions import Foreground, WholeImage, crop
-from vitrine.evaluate.runner import load_split_config
+from vitrine.data.splits import load_split_config
 from vitrine.losses import multi_positive_loss
 from vitrine.models import create_model
 from vitrine.models.dual import TRAINING_INFO_NAME
-from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.train.config_file import ConfigFile
 from vitrine.train.data import augment, to_input
 from vitrine.train.distributed import setup, sharded_multi_positive_loss, teardown
-from vitrine.train.logger import MetricsLogger, NullLogger
-from vitrine.train.schedule import warmup_cosine
+from vitrine.train.engine import Schedule, comparable, open_run, run, set_threads
 from vitrine.train.text_cache import pooled_text_features
 
 VIEWS = ("whole", "crop", "segmented")
@@ -52,7 +48,7 @@ def _default_texts() -> dict:
 
 
 @dataclass(frozen=True)
-class RegionTrainConfig:
+class RegionTrainConfig(ConfigFile):
     data: str = "../shared/data/kagl"
     schema: str | None = None
     model: str = "vitrine:kagl-base"  # the dual encoder to start from (registry name or model directory)
@@ -92,24 +88,6 @@ class RegionTrainConfig:
                     raise ValueError(f"text template {template!r} for {name!r} needs a {{value}} field")
         if self.batch_size < 2 or self.epochs < 1 or self.lr <= 0 or not 0 <= self.title_prob <= 1:
             raise ValueError("batch_size >= 2, epochs >= 1, lr > 0 and title_prob in [0, 1] are required")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RegionTrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown RegionTrainConfig keys {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**{k: tuple(v) if k == "views" else v for k, v in data.items()})
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "RegionTrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    def replace(self, **changes) -> "RegionTrainConfig":
-        return RegionTrainConfig.from_dict({**self.to_dict(), **changes})
 
 
 @dataclass
@@ -151,10 +129,8 @@ def load_region_pool(config: RegionTrainConfig, transform, split, progress: bool
             continue
         if config.max_items is not None and len(ids) >= config.max_items:
             break
-        try:
-            item = reader.decode(record)
-        except DataError as exc:
-            reader.report.handle(exc)
+        item = reader.decode_or_skip(record)
+        if item is None:
             continue
         views.append(product_views(item.image, transform, config.views, foreground))
         ids.append(item.id)
@@ -220,6 +196,95 @@ class RegionResult:
     val: dict
 
 
+class RegionRecipe:
+    """One view per product and step, aligned with its attribute texts (and title) by the multi-positive loss."""
+
+    def __init__(self, config: RegionTrainConfig, ctx, progress: bool):
+        self.config, self.ctx = config, ctx
+        torch.manual_seed(config.seed)
+        self.model = model = create_model(config.model)
+        if not hasattr(model, "text_proj"):
+            raise ValueError(f"vitrine train regions fine-tunes a vitrine dual encoder; {model.name} is not one")
+        self.base_info = dict(getattr(model, "training_info", {}) or {})
+        split = load_split_config(config.split_from)
+        self.pool = pool = load_region_pool(config, model.image_transform, split, progress=progress)
+        self.train_rows = pool.indices("train")
+        if len(self.train_rows) < config.batch_size:
+            raise ValueError(f"only {len(self.train_rows)} training products for batch size {config.batch_size}")
+        self.table = TextTable(pool, config)
+        with ctx.main_first():  # rank 0 fills the text cache, the other ranks read it
+            self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main)
+        for parameter in model.text.parameters():
+            parameter.requires_grad_(False)
+        self.cached_views = None
+        freeze = config.freeze_image_tower
+        if freeze is None:
+            freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
+        if freeze:
+            for parameter in model.visual.parameters():
+                parameter.requires_grad_(False)
+            with ctx.main_first():
+                self.cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main)
+        self.validator = _Validator(model, pool, config) if ctx.is_main else None
+        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
+
+    def param_groups(self) -> list[dict]:
+        named = list(self.model.named_parameters())
+        decay = [p for n, p in named if p.requires_grad and p.ndim >= 2 and not n.startswith("text_proj.")]
+        no_decay = [p for n, p in named if p.requires_grad and p.ndim < 2]
+        return [{"params": decay, "weight_decay": self.config.weight_decay, "lr_scale": 1.0},
+                {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+                {"params": list(self.model.text_proj.parameters()), "weight_decay": 0.0, "lr_scale": self.config.text_proj_lr_scale}]
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_rows) // self.config.batch_size
+
+    def forward_backward(self, step: int, epoch: int, offset: int) -> float:
+        config, model, ctx = self.config, self.model, self.ctx
+        order = np.random.default_rng([config.seed, epoch]).permutation(self.train_rows)
+        rows = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        rng = np.random.default_rng([config.seed, 7, step])
+        view = torch.from_numpy(rng.integers(len(config.views), size=len(rows)))
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        text_ids, positives = self.table.sample(rows.tolist(), config.title_prob, rng)
+        mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
+        with self.amp:
+            if self.cached_views is not None:
+                image = F.normalize(model.image_proj(self.cached_views[view[mine], torch.from_numpy(rows[mine])].float()), dim=-1)
+            else:  # the whole batch's augmentation (one random stream), then this rank's slice
+                pixels = augment(self.pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
+                image = model.image_features(pixels[mine]).embeds
+            text = F.normalize(model.text_proj(self.pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
+        image, text = image.float(), text.float()
+        if ctx.enabled:
+            loss = sharded_multi_positive_loss(image, text, ctx.gather(image), ctx.gather(text, total=len(text_ids)), model.logit_scale,
+                                               positives[mine], positives[:, mine_texts].t(), len(rows), len(text_ids))
+        else:
+            loss = multi_positive_loss(image, text, model.logit_scale, positives)
+        loss.backward()
+        return float(loss.detach())
+
+    def validate(self) -> dict:
+        return self.validator()
+
+    def train_mode(self) -> None:
+        self.model.train()
+        self.model.text.eval()
+        if self.cached_views is not None:
+            self.model.visual.eval()  # locked: BatchNorm statistics stay the pretrained ones
+
+    def state(self) -> dict:
+        return {"model": self.model.trained_state()}
+
+    def load_state(self, state: dict) -> None:
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not k.startswith(("text.bert.", "visual.")) for k in missing):
+            raise ValueError(f"{self.config.out}/checkpoint.pt does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+    def log_values(self) -> dict:
+        return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
+
+
 def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionResult:
     """Fine-tune; rerunning the same config resumes from `out/checkpoint.pt`.
 
@@ -227,141 +292,27 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionRes
     gathered so each rank's loss rows see the whole batch (vitrine.train.distributed); rank 0 validates and saves.
     """
     ctx = setup("cpu")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    comparable = {k: v for k, v in config.to_dict().items() if k not in _RUNTIME_KEYS}
-    checkpoint = load_checkpoint(out)
-    if checkpoint is not None and checkpoint["comparable"] != comparable:
-        raise ValueError(f"{out} holds a checkpoint of a different regions config; use another --out or delete {out / 'checkpoint.pt'}")
-    if ctx.is_main:
-        (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    model = create_model(config.model)
-    if not hasattr(model, "text_proj"):
-        raise ValueError(f"vitrine train regions fine-tunes a vitrine dual encoder; {model.name} is not one")
-    base_info = dict(getattr(model, "training_info", {}) or {})
-    split = load_split_config(config.split_from)
-    pool = load_region_pool(config, model.image_transform, split, progress=progress)
-    train_rows = pool.indices("train")
-    if len(train_rows) < config.batch_size:
-        raise ValueError(f"only {len(train_rows)} training products for batch size {config.batch_size}")
-    table = TextTable(pool, config)
-    strings = list(table.strings)
-    with ctx.main_first():  # rank 0 fills the text cache, the other ranks read it
-        pooled = pooled_text_features(model, strings, config.cache_dir, progress=progress and ctx.is_main)
-
-    for parameter in model.text.parameters():
-        parameter.requires_grad_(False)
-    cached_views = None
-    freeze = config.freeze_image_tower
-    if freeze is None:
-        freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
-    if freeze:
-        for parameter in model.visual.parameters():
-            parameter.requires_grad_(False)
-        with ctx.main_first():
-            cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and not n.startswith("text_proj.")]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay, "lr_scale": 1.0},
-              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-              {"params": list(model.text_proj.parameters()), "weight_decay": 0.0, "lr_scale": config.text_proj_lr_scale}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    steps_per_epoch = len(train_rows) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
-    step, elapsed = 0, 0.0
-    if checkpoint is not None:
-        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-        if unexpected or any(not k.startswith(("text.bert.", "visual.")) for k in missing):
-            raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-    logger = MetricsLogger(out, resume_step=step) if ctx.is_main else NullLogger()
-    validator = _Validator(model, pool, config) if ctx.is_main else None
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
-    amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
-    val: dict = {}
-    loss_value = float("nan")
-
-    def snapshot():
-        state = model.trained_state()
-        save_checkpoint(out, {"model": state, "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "comparable": comparable})
-
-    model.train()
-    model.text.eval()
-    if cached_views is not None:
-        model.visual.eval()  # locked: BatchNorm statistics stay the pretrained ones
-    bar = tqdm(total=last_step, initial=step, desc=f"train regions {out.name}", unit="step", disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    started = time.perf_counter() - elapsed
-    while step < last_step:
-        epoch, offset = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([config.seed, epoch]).permutation(train_rows)
-        rows = order[offset * config.batch_size : (offset + 1) * config.batch_size]
-        rng = np.random.default_rng([config.seed, 7, step])
-        view = torch.from_numpy(rng.integers(len(config.views), size=len(rows)))
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        text_ids, positives = table.sample(rows.tolist(), config.title_prob, rng)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * warmup_cosine(step, total_steps, config.warmup_steps) * group["lr_scale"]
-        mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
-        with amp:
-            if cached_views is not None:
-                image = F.normalize(model.image_proj(cached_views[view[mine], torch.from_numpy(rows[mine])].float()), dim=-1)
-            else:  # the whole batch's augmentation (one random stream), then this rank's slice
-                pixels = augment(pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
-                image = model.image_features(pixels[mine]).embeds
-            text = F.normalize(model.text_proj(pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
-        image, text = image.float(), text.float()
-        if ctx.enabled:
-            loss = sharded_multi_positive_loss(image, text, ctx.gather(image), ctx.gather(text, total=len(text_ids)), model.logit_scale,
-                                               positives[mine], positives[:, mine_texts].t(), len(rows), len(text_ids))
-        else:
-            loss = multi_positive_loss(image, text, model.logit_scale, positives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ctx.sum_gradients(trainable)
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
-        optimizer.step()
-        step += 1
-        loss_value = ctx.sum_value(float(loss.detach()))
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower lr or disable amp")
-        elapsed = time.perf_counter() - started
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
-        end_of_epoch = step % steps_per_epoch == 0
-        values = {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
-                  "loss": round(loss_value, 5), "logit_scale": round(float(model.logit_scale.detach().exp()), 3)}
-        if not ctx.is_main:
-            continue
-        if end_of_epoch or step == last_step:
-            val = validator()
-            values.update({f"val/{k}": v for k, v in val.items()})
-            bar.write(f"step {step}: " + ", ".join(f"{k}={v}" for k, v in val.items()))
-        if step % 10 == 0 or end_of_epoch or step == last_step or step == 1:
-            logger.log(step, values)
-        if step % config.checkpoint_every == 0 or end_of_epoch or step == last_step:
-            snapshot()
-    bar.close()
-    logger.close()
+    schedule = Schedule(out=Path(config.out), kind="regions", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=config.lr,
+                        warmup_steps=config.warmup_steps, epochs=config.epochs, max_steps=config.max_steps, grad_clip=config.grad_clip,
+                        checkpoint_every=config.checkpoint_every, validate_at_stop=True, desc=f"train regions {Path(config.out).name}",
+                        nan_hint="lower lr or disable amp")
+    checkpoint = open_run(schedule, config.to_dict(), ctx)
+    set_threads(config.threads)
+    recipe = RegionRecipe(config, ctx, progress)
+    state = run(recipe, schedule, ctx, checkpoint, progress)
+    model, model_dir = recipe.model, state.out / "model"
     model.eval()
-    model_dir = out / "model"
-    if not ctx.is_main:
-        teardown(ctx)
-        return RegionResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, val)
-    if not val:
-        val = validator()
-    model.save(model_dir)
-    info = {"config": config.to_dict(), "started_from": config.model, "steps": step, "seconds": round(elapsed, 1),
-            "train_items": int(len(train_rows)), "seen_classes": base_info.get("seen_classes", {}), "final_metrics": val,
-            "base_training": base_info.get("config")}
-    (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    val = state.metrics
+    if ctx.is_main:
+        if not val:
+            val = recipe.validate()
+        model.save(model_dir)
+        info = {"config": config.to_dict(), "started_from": config.model, "steps": state.step, "seconds": state.elapsed,
+                "train_items": int(len(recipe.train_rows)), "seen_classes": recipe.base_info.get("seen_classes", {}), "final_metrics": val,
+                "base_training": recipe.base_info.get("config")}
+        (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     teardown(ctx)
-    return RegionResult(str(out), str(model_dir), step, round(elapsed, 1), loss_value, val)
+    return RegionResult(str(state.out), str(model_dir), state.step, state.elapsed, state.loss, val)
 
 
 def _cached_view_features(model, pool: RegionPool, config: RegionTrainConfig, progress: bool) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""What both dual-encoder recipes (`train.clip` live, `train.locked` on cached features) share: building the model,
+freezing, parameter groups, the per-step random stream, opening a run and saving what it trained."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
+from vitrine.train.calibration import inherited_calibration, training_calibration
+from vitrine.train.config import TrainConfig
+from vitrine.train.distributed import Distributed, teardown
+from vitrine.train.engine import RunState, Schedule, comparable, open_run, set_threads
+
+# Keys that may change between a run and its resumption without changing what is computed.
+_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: str
+    model_dir: str
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: dict
+
+
+def build_model(config: TrainConfig) -> DualEncoder:
+    """A fresh model from a config name or JSON file, or a saved model directory to continue from."""
+    if os.path.isdir(config.model):
+        return DualEncoder.load(config.model)
+    if config.model.endswith(".json"):
+        return DualEncoder(DualConfig.from_file(config.model))
+    return DualEncoder(builtin_config(config.model))
+
+
+def apply_freeze(model: DualEncoder, config: TrainConfig) -> None:
+    freeze = config.freeze
+    for module, frozen in ((model.visual, freeze.image_tower), (model.text, freeze.text_tower),
+                           (model.image_proj, freeze.image_proj), (model.text_proj, freeze.text_proj)):
+        for parameter in module.parameters():
+            parameter.requires_grad_(not frozen)
+
+
+def param_groups(model: DualEncoder, config: TrainConfig) -> list[dict]:
+    """Decay on weight matrices only; the text projection gets its own (lower) learning rate."""
+    optim = config.optim
+    decay, no_decay, text_proj = [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if name.startswith("text_proj."):
+            text_proj.append(parameter)
+        elif parameter.ndim < 2 or name == "logit_scale":
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": optim.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": text_proj, "weight_decay": 0.0, "lr_scale": optim.text_proj_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def model_state(model: DualEncoder, config: TrainConfig) -> dict:
+    """The model's state without a locked, packaged text tower (90 MB that never changes)."""
+    skip = config.freeze.text_tower and model.text_weights_from_package
+    return {k: v for k, v in model.state_dict().items() if not (skip and k.startswith("text.bert."))}
+
+
+def load_model_state(model: DualEncoder, state: dict, out: Path, may_miss: tuple[str, ...]) -> None:
+    """Load a checkpoint's model state; only weights under `may_miss` (packaged towers) may be absent from it."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith(may_miss) for k in missing):
+        raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def open_dual_run(config: TrainConfig, ctx: Distributed, desc: str, nan_hint: str) -> tuple[Schedule, dict | None]:
+    """Set threads, refuse a missing protocol run, open the run folder (resume, or refuse another config's checkpoint).
+
+    With several processes every rank reads the checkpoint (all resume from the same step); rank 0 writes.
+    """
+    set_threads(config.threads)
+    if config.calibration_from:  # refuse a missing protocol run now, not after training
+        inherited_calibration(config.calibration_from)
+    optim = config.optim
+    schedule = Schedule(out=Path(config.out), kind="training", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=optim.lr,
+                        warmup_steps=optim.warmup_steps, epochs=config.epochs, max_steps=config.max_steps, betas=tuple(optim.betas),
+                        grad_clip=optim.grad_clip, checkpoint_every=config.checkpoint_every, val_every_epochs=config.val_every_epochs,
+                        desc=desc, nan_hint=nan_hint)
+    return schedule, open_run(schedule, config.to_dict(), ctx)
+
+
+def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, pool, validator, ctx: Distributed,
+                    recipe: str | None = None) -> TrainResult:
+    """Rank 0 saves the model, tunes the zero-shot margin on the calib types and writes training.json."""
+    model_dir = state.out / "model"
+    if ctx.is_main:
+        model.eval()
+        model.save(model_dir)
+        calibration = validator.calibrate(model)
+        train = pool.indices("train")
+        seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
+        info = {"config": config.to_dict(), **({"recipe": recipe} if recipe else {}), "steps": state.step, "seconds": state.elapsed,
+                "train_items": len(train), "skipped_rows": pool.skipped, "seen_classes": seen,
+                "calibration": training_calibration(calibration, config.calibration_from), "final_metrics": state.metrics,
+                "processes": ctx.world}
+        (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
+    teardown(ctx)
+    return TrainResult(str(state.out), str(model_dir), state.step, state.elapsed, state.loss, state.metrics)
