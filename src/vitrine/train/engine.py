@@ -108,6 +108,8 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
         recipe.load_state(checkpoint["recipe"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
+        if not ctx.enabled:  # dropout draws from the global stream: continue it where the checkpoint left it
+            torch.set_rng_state(checkpoint["torch_rng"])
     logger = MetricsLogger(schedule.out, resume_step=step) if ctx.is_main else NullLogger()
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     suffix = f" ({ctx.world} processes)" if ctx.enabled else ""
@@ -150,7 +152,7 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
                 bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k}={v:.4g}" for k, v in _scalars(metrics).items()))
         if end_of_epoch or step == last_step or (schedule.checkpoint_every and step % schedule.checkpoint_every == 0):
             save_checkpoint(schedule.out, {"recipe": recipe.state(), "optimizer": optimizer.state_dict(), "step": step,
-                                           "elapsed": elapsed, "comparable": schedule.comparable})
+                                           "elapsed": elapsed, "comparable": schedule.comparable, "torch_rng": torch.get_rng_state()})
     bar.close()
     logger.close()
     return RunState(schedule.out, step, steps_per_epoch, round(elapsed, 1), loss_value, metrics)
