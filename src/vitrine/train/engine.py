@@ -108,7 +108,7 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
         recipe.load_state(checkpoint["recipe"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, elapsed = checkpoint["step"], checkpoint["elapsed"]
-        if not ctx.enabled:  # dropout draws from the global stream: continue it where the checkpoint left it
+        if not ctx.enabled and "torch_rng" in checkpoint:  # dropout draws from the global stream: continue it there
             torch.set_rng_state(checkpoint["torch_rng"])
     logger = MetricsLogger(schedule.out, resume_step=step) if ctx.is_main else NullLogger()
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
