@@ -29,6 +29,7 @@ from vitrine.models.dual import TRAINING_INFO_NAME
 from vitrine.train.config_file import ConfigFile
 from vitrine.train.data import augment, to_input
 from vitrine.train.distributed import setup, sharded_multi_positive_loss, teardown
+from vitrine.train.dual_run import load_model_state
 from vitrine.train.engine import Schedule, comparable, open_run, run, set_threads
 from vitrine.train.text_cache import pooled_text_features
 
@@ -277,9 +278,7 @@ class RegionRecipe:
         return {"model": self.model.trained_state()}
 
     def load_state(self, state: dict) -> None:
-        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not k.startswith(("text.bert.", "visual.")) for k in missing):
-            raise ValueError(f"{self.config.out}/checkpoint.pt does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_model_state(self.model, state["model"], Path(self.config.out), ("text.bert.", "visual."))
 
     def log_values(self) -> dict:
         return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
