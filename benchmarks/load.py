@@ -67,8 +67,8 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (uvicorn's workers), in MiB."""
+def process_rss_mib(root: int) -> dict[int, float]:
+    """Resident memory of `root` and each of its descendants, per process, in MiB."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -77,17 +77,22 @@ def tree_rss_mib(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, stack = 0, [pid]
+    found, stack = {}, [root]
     while stack:
-        current = stack.pop()
-        stack.extend(children.get(current, []))
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
         try:
-            for line in (Path("/proc") / str(current) / "status").read_text().splitlines():
+            for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    found[pid] = int(line.split()[1]) / 1024
         except OSError:
             pass
-    return total / 1024
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (uvicorn's workers), in MiB."""
+    return sum(process_rss_mib(pid).values())
 
 
 def start_server(index: str, workers: int, port: int, threads: int | None = None, runtime: str | None = None) -> subprocess.Popen:

@@ -33,34 +33,11 @@ from PIL import Image
 from vitrine.serve.server import wait_until_ready
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import TEXT_QUERIES, free_port, percentile  # noqa: E402
+from load import TEXT_QUERIES, free_port, percentile, process_rss_mib  # noqa: E402
 
 TOKEN = "soak-write-token"
 MODIFICATIONS = ["in black", "in red", "with long sleeves", "in blue denim", "with a floral print", "in white"]
 FILTERS = [{"gender": ["Women"]}, {"gender": ["Men"]}, {"masterCategory": ["Apparel"]}, {"baseColour": ["Black", "Blue"]}]
-
-
-def process_rss_mib(root: int) -> dict[int, float]:
-    """Resident memory of `root` and each of its descendants, per process, in MiB."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = {}, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    found[pid] = int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return found
 
 
 def product_image(rng: random.Random) -> bytes:

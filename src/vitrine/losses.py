@@ -1,4 +1,5 @@
-"""Contrastive losses: CLIP's symmetric InfoNCE and a multi-positive variant."""
+"""Contrastive losses: CLIP's symmetric InfoNCE, a multi-positive variant, and their shares for one rank of several
+(vitrine.train.distributed gathers the global batch they score against)."""
 from __future__ import annotations
 
 import math
@@ -44,25 +45,6 @@ def multi_positive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: to
     return 0.5 * (image_loss + text_loss)
 
 
-def text_smoothed_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor,
-                       text_reference: torch.Tensor, alpha: float, temperature: float = 0.05) -> torch.Tensor:
-    """Multi-positive InfoNCE whose targets keep `alpha` of their mass on texts similar to the positive one in a
-    reference text space (the pretrained tower's): images learn that space's geometry, not only the training labels,
-    which is what lets class names never trained on still score near their look-alikes."""
-    positives = positives.to(image.dtype)
-    reference = F.normalize(text_reference.float(), dim=-1)
-    similar = F.softmax(reference @ reference.t() / temperature, dim=1)  # (T, T): text j -> texts like it
-    hard_i = positives / positives.sum(1, keepdim=True)
-    hard_t = (positives / positives.sum(0, keepdim=True)).t()
-    image_targets = (1 - alpha) * hard_i + alpha * hard_i @ similar
-    text_targets = (1 - alpha) * hard_t + alpha * similar @ hard_t
-    text_targets = text_targets / text_targets.sum(1, keepdim=True)
-    logits = clamp_logit_scale(logit_scale) * image @ text.t()
-    image_loss = -(image_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-    text_loss = -(text_targets * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
-    return 0.5 * (image_loss + text_loss)
-
-
 def positives_from_ids(image_ids: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
     """Positive mask from caption ids: image i matches every text with the caption id it was paired with."""
     return image_ids.view(-1, 1) == text_ids.view(1, -1)
@@ -75,3 +57,28 @@ class ClipLoss(nn.Module):
         if caption_ids is None:
             return clip_loss(image, text, logit_scale)
         return multi_positive_loss(image, text, logit_scale, positives_from_ids(caption_ids, caption_ids))
+
+
+def sharded_multi_positive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
+                                logit_scale: torch.Tensor, image_positives: torch.Tensor, text_positives: torch.Tensor,
+                                n_images: int, n_texts: int) -> torch.Tensor:
+    """This rank's share of `multi_positive_loss` over the global batch (the shares sum to the global loss).
+
+    `image`/`text`: this rank's rows; `*_all`: the gathered global batch; `image_positives` (local images x all texts)
+    and `text_positives` (local texts x all images) mark the matches.
+    """
+    scale = clamp_logit_scale(logit_scale)
+
+    def share(rows: torch.Tensor, columns: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        positives = positives.to(rows.dtype)
+        targets = positives / positives.sum(1, keepdim=True)
+        return -(targets * F.log_softmax(scale * rows @ columns.t(), dim=1)).sum()
+
+    return 0.5 * (share(image, text_all, image_positives) / n_images + share(text, image_all, text_positives) / n_texts)
+
+
+def sharded_contrastive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
+                             logit_scale: torch.Tensor, ids: torch.Tensor, ids_all: torch.Tensor, total: int) -> torch.Tensor:
+    """The paired case (image i with text i, equal caption ids also positives): `ClipLoss` split over ranks."""
+    positives = ids.view(-1, 1) == ids_all.view(1, -1)
+    return sharded_multi_positive_loss(image, text, image_all, text_all, logit_scale, positives, positives, total, total)

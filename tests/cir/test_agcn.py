@@ -69,7 +69,7 @@ def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     first = train_cir(config.replace(max_steps=3), progress=False)
     assert first.steps == 3
     done = train_cir(config, progress=False)  # resumes
-    assert done.steps == 16 and set(done.val) >= {"R@1", "R@10", "R@50"}
+    assert done.steps == 16 and set(done.metrics) >= {"R@1", "R@10", "R@50"}
     assert list((tmp_path / "cache").rglob("tokens.npy"))
     saved = tmp_path / "agcn" / "combiner"
     assert json.loads((saved / "combiner.json").read_text())["kind"] == "agcn"

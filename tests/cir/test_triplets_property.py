@@ -65,7 +65,7 @@ GOOD_LINE = b'{"reference": "1", "modification": "in red", "targets": ["2"]}\n'
 
 @pytest.mark.parametrize("data, message", [
     (b"\xec", r"train.jsonl, line 1: not UTF-8 text"),  # was: UnicodeDecodeError naming neither file nor line
-    (b"[" * 50_000 + b"]" * 50_000, r"train.jsonl, line 1: not JSON \(maximum recursion depth"),  # was: RecursionError
+    (b"[" * 50_000 + b"]" * 50_000, r"train.jsonl, line 1: not valid JSON \(nested too deeply"),  # was: RecursionError
     (GOOD_LINE + b'{"reference": "1", "modification": "in red", "targets": [""]}', r"train.jsonl, line 2: 'targets' must be a non-empty list of product ids"),
     (GOOD_LINE + b'{"reference": "1", "modification": "\\ud800", "targets": ["2"]}', r"train.jsonl, line 2: 'modification' holds a lone surrogate"),
     (GOOD_LINE + b'{"reference": "1", "modification": "0", "targets": ["1"], "kind": []}', r"train.jsonl, line 2: 'kind' must be a text, got \[\]"),

@@ -42,7 +42,7 @@ def test_triplet_file_round_trip_and_errors(tmp_path):
     assert read_triplets(path) == [Triplet("1", "in red", ("2", "3"), "colour")]
     (tmp_path / "other.jsonl").write_text('{"reference": 5, "modification": "darker", "targets": [6]}\n\n')
     assert read_triplets(tmp_path / "other.jsonl") == [Triplet("5", "darker", ("6",))]  # other tools' files, int ids
-    for text, message in (("{oops", "line 1: not JSON"), ('{"reference": "1", "modification": "", "targets": ["2"]}', "modification"),
+    for text, message in (("{oops", "line 1: not valid JSON"), ('{"reference": "1", "modification": "", "targets": ["2"]}', "modification"),
                           ('{"reference": "1", "modification": "x", "targets": []}', "targets"), ("", "no triplets")):
         (tmp_path / "bad.jsonl").write_text(text)
         with pytest.raises(ValueError, match=message):
@@ -71,7 +71,7 @@ def test_make_triplets_cli_and_both_stages_resume(tmp_path, capsys):
     first = train_cir(config.replace(max_steps=10), progress=False)
     assert first.steps == 10
     done = train_cir(config, progress=False)  # resumes at step 10 of 16
-    assert done.steps == 16 and set(done.val) >= {"R@1", "R@10", "R@50", "n_queries"}
+    assert done.steps == 16 and set(done.metrics) >= {"R@1", "R@10", "R@50", "n_queries"}
     saved = json.loads((tmp_path / "s1/combiner/combiner.json").read_text())
     assert saved["kind"] == "sum" and saved["encoder"] == "vitrine:small" and (tmp_path / "s1/combiner/text_projection.safetensors").is_file()
     with pytest.raises(ValueError, match="different cir config"):

@@ -333,7 +333,7 @@ def test_shard_member_limit_is_configurable_and_later_samples_still_read(tmp_pat
 @pytest.mark.parametrize("data, message", [
     (b"{", r"schema.json: not valid JSON \(Expecting property name"),  # was: JSONDecodeError without the file
     (b"\xff\xfeN\x00a\x00N\x00", r"schema.json: not UTF-8 text"),  # was: UnicodeDecodeError without the file
-    (b"NaN", r"schema.json: a catalog schema is a JSON object, got float"),  # was: TypeError 'float' object is not iterable
+    (b"NaN", r"schema.json: expected a JSON object, got float"),  # was: TypeError 'float' object is not iterable
     (b'{"name": {}}', r"schema.json: field 'name' must be a string, got \{\}"),  # was: accepted, a dict as the name
     (b'{"attributes":{}}', r"schema.json: field 'attributes' must be a list of strings, got \{\}"),  # was: accepted as no attributes
     (b'{"missing_values": "NA"}', r"schema.json: field 'missing_values' must be a list of strings, got 'NA'"),  # was: ('N', 'A')

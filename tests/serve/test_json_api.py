@@ -68,7 +68,7 @@ def test_bodies_that_are_not_json_objects_or_a_known_type_are_refused(client):
     headers = {"Content-Type": "application/json"}
     assert "not valid JSON" in error_of(client.post("/search", content=b'{"text": "red"', headers=headers), 400)
     assert "not valid JSON" in error_of(client.post("/search", content=b"\xff\xfe", headers=headers), 400)
-    assert "must be a JSON object, got list" in error_of(client.post("/search", content=b'["red"]', headers=headers), 400)
+    assert "the body: expected a JSON object, got list" in error_of(client.post("/search", content=b'["red"]', headers=headers), 400)
     assert "not text/plain" in error_of(client.post("/search", content=b"red", headers={"Content-Type": "text/plain"}), 415)
     big = b64(jpeg_bytes(size=(60, 80)) + b"\0" * 200_000)  # over max_upload_bytes=200,000 once decoded
     assert "over the upload limit" in error_of(client.post("/search", json={"image": big}), 413)

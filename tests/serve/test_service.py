@@ -187,7 +187,7 @@ def test_settings_validate_and_come_from_the_environment(tmp_path):
     with pytest.raises(ValueError, match="VITRINE_MAX_K must be a whole number, got 'many'"):
         load_settings(None, environ={"VITRINE_MAX_K": "many"})
     config.write_text('{"colour": 1}')
-    with pytest.raises(ValueError, match="unknown serve settings"):
+    with pytest.raises(ValueError, match="serve settings: unknown keys"):
         load_settings(str(config), environ={})
 
 

@@ -75,10 +75,10 @@ def test_any_settings_file_and_environment_give_typed_settings_or_name_the_sourc
 
 # ---- regressions: the exact inputs the properties found ------------------------------------------------------------
 @pytest.mark.parametrize("text, message", [
-    ("NaN", "serve settings must be a JSON object, got float"),  # was: TypeError "'float' object is not iterable"
-    ('""', "serve settings must be a JSON object, got str"),  # was: TypeError "argument after ** must be a mapping, not str"
-    ("'", "serve settings are not valid JSON: Expecting value"),  # was: a bare JSONDecodeError naming nothing
-    ("[" * 50_000 + "]" * 50_000, "serve settings are not valid JSON: maximum recursion depth"),  # was: RecursionError
+    ("NaN", "serve settings: expected a JSON object, got float"),  # was: TypeError "'float' object is not iterable"
+    ('""', "serve settings: expected a JSON object, got str"),  # was: TypeError "argument after ** must be a mapping, not str"
+    ("'", "serve settings: not valid JSON (Expecting value"),  # was: a bare JSONDecodeError naming nothing
+    ("[" * 50_000 + "]" * 50_000, "serve settings: not valid JSON (nested too deeply"),  # was: RecursionError
     ('{"combiner": null}', "serve setting combiner must be a string, got None"),  # was: accepted, combiner None
     # The same type check, inputs checked by hand: were TypeError ('<' between str and int), accepted True, AttributeError.
     ('{"max_k": "5"}', "serve setting max_k must be a whole number, got '5'"),
@@ -91,7 +91,7 @@ def test_finding_bad_settings_json_names_the_setting(text, message):
 
 
 @pytest.mark.parametrize("raw, message", [
-    (b"", "serve.json: serve settings are not valid JSON: Expecting value"),  # was: a bare JSONDecodeError
+    (b"", "serve.json: serve settings: not valid JSON (Expecting value"),  # was: a bare JSONDecodeError
     (b"\xff", "serve.json: 'utf-8' codec can't decode byte 0xff"),  # was: UnicodeDecodeError naming no file
 ])
 def test_finding_bad_settings_file_names_the_file(tmp_path, raw, message):

@@ -93,27 +93,27 @@ def assert_usable(vocabulary: Vocabulary) -> None:
             assert share is None or 0.0 <= share <= 1.0
 
 
+def usable_or_naming(origin: str, parse) -> None:
+    """`parse()` gives a usable vocabulary, or a VocabularyError that names `origin`."""
+    try:
+        vocabulary = parse()
+    except VocabularyError as exc:
+        assert origin in str(exc), str(exc)
+        return
+    assert_usable(vocabulary)
+
+
 @bounded(300)
 @given(data=vocabularies)
 def test_any_structure_is_a_vocabulary_or_an_error_naming_the_origin(data):
-    try:
-        vocabulary = vocabulary_from_dict(data, origin="shop.yaml")
-    except VocabularyError as exc:
-        assert "shop.yaml" in str(exc), str(exc)
-        return
-    assert_usable(vocabulary)
+    usable_or_naming("shop.yaml", lambda: vocabulary_from_dict(data, origin="shop.yaml"))
 
 
 @bounded(150)
 @given(text=st.one_of(vocabularies.map(lambda v: _dump(v, ".yaml")), vocabularies.map(lambda v: _dump(v, ".json")), odd_text))
 def test_any_vocabulary_text_is_a_vocabulary_or_an_error_naming_the_origin(text):
     # The text of POST /tag's `vocabulary` form field: YAML or JSON, written by whoever calls the API.
-    try:
-        vocabulary = vocabulary_from_text(text, origin="form field 'vocabulary'")
-    except VocabularyError as exc:
-        assert "form field 'vocabulary'" in str(exc), str(exc)
-        return
-    assert_usable(vocabulary)
+    usable_or_naming("form field 'vocabulary'", lambda: vocabulary_from_text(text, origin="form field 'vocabulary'"))
 
 
 @pytest.fixture(scope="module")
@@ -130,12 +130,7 @@ vocabulary_texts = st.one_of(vocabularies.map(lambda v: _dump(v, ".yaml")), voca
 def test_any_vocabulary_file_loads_or_names_the_file(workdir, suffix, raw):
     path = workdir / f"colours{suffix}"
     path.write_bytes(raw)
-    try:
-        vocabulary = load_vocabulary(path)
-    except VocabularyError as exc:
-        assert "colours" in str(exc), str(exc)
-        return
-    assert_usable(vocabulary)
+    usable_or_naming("colours", lambda: load_vocabulary(path))
 
 
 # ---- regressions: the exact inputs the properties found ------------------------------------------------------------

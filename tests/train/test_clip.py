@@ -77,10 +77,26 @@ def test_resume_refuses_a_different_config(setup):
 
 
 def test_config_round_trips_and_rejects_bad_values(tmp_path):
-    config = TrainConfig(batch_size=64, accumulation=4)
+    config = TrainConfig.from_dict({"batch_size": 64, "locked": {"views": ["plain"], "hard_negative_fraction": 0.25}, "optim": {"betas": [0.9, 0.95]}})
+    assert config.locked.views == ("plain",) and config.optim.betas == (0.9, 0.95)
     config.save(tmp_path / "c.json")
     assert TrainConfig.from_file(tmp_path / "c.json") == config
-    with pytest.raises(ValueError, match="divisible by accumulation"):
-        TrainConfig(batch_size=30, accumulation=4)
-    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(ValueError, match="TrainConfig: unknown keys"):
         TrainConfig.from_dict({"batchsize": 3})
+    with pytest.raises(ValueError, match="LockedConfig: unknown keys"):
+        TrainConfig.from_dict({"locked": {"view": ["plain"]}})
+
+
+def test_retired_options_read_at_their_no_op_value_and_are_refused_otherwise():
+    old = {"accumulation": 1, "optim": {"lr": 0.01, "text_proj_l2_to_init": 0.0},
+           "locked": {"lower_blocks": 0, "text_layers": 0, "text_smoothing": 0.0, "views": ["plain"]}}
+    config = TrainConfig.from_dict(old)
+    assert config.optim.lr == 0.01 and config.locked.views == ("plain",)
+    assert "accumulation" not in config.to_dict() and "lower_blocks" not in config.to_dict()["locked"]
+    for key, section, value in (("lower_blocks", "locked", 15), ("text_layers", "locked", 1), ("accumulation", None, 4),
+                                ("text_proj_l2_to_init", "optim", 0.1)):
+        data = {key: value} if section is None else {section: {key: value}}
+        with pytest.raises(ValueError, match=f"{key} was removed"):
+            TrainConfig.from_dict(data)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from tests.train.test_locked import setup  # noqa: F401  (the tiny locked-tower run: catalog, tower file, config)
-from vitrine.losses import ClipLoss
-from vitrine.train.distributed import Distributed, sharded_contrastive_loss
+from vitrine.losses import ClipLoss, sharded_contrastive_loss
+from vitrine.train.distributed import Distributed
 
 # Gradients agree to float32 rounding (~1e-7: sums in another order). Adam divides by sqrt(v): on a weight whose
 # gradient is near zero that rounding can move one update by up to ~lr, so after 8 steps at lr 0.01 a few weights
@@ -107,8 +107,6 @@ def test_two_processes_train_the_same_weights_as_one_and_resume(setup, tmp_path)
 
 def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
     """`vitrine train cir --nproc 2`: queries split unevenly (batch 13), targets from the whole batch; same projection."""
-    import json
-
     from tests.cir.test_triplets_training import catalog_rows
     from tests.conftest import write_folder
     from vitrine.cir.config import CirTrainConfig
@@ -118,37 +116,34 @@ def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
     assert main(["data", "make-triplets", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "all.jsonl"), "--kinds", "colour"]) == 0
     config = CirTrainConfig(stage=1, data=(str(tmp_path / "cat"),), triplets=str(tmp_path / "all.jsonl"), model="vitrine:small",
                             val_triplets=str(tmp_path / "all.jsonl"), epochs=1, batch_size=13, lr=1e-3, warmup_steps=1, cache_dir=str(tmp_path / "cache"))
-    (tmp_path / "cir.json").write_text(json.dumps(config.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
-        done = subprocess.run([sys.executable, "-m", "vitrine", "train", "cir", "--config", str(tmp_path / "cir.json"), "--out",
-                               str(tmp_path / name), "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    a = load_file(str(tmp_path / "one" / "combiner" / "text_projection.safetensors"))
-    b = load_file(str(tmp_path / "two" / "combiner" / "text_projection.safetensors"))
+    a, b = train_in_one_and_two_processes("cir", config, tmp_path, "combiner/text_projection.safetensors")
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= MAX_DIFF, worst
 
 
 def test_region_alignment_in_two_processes_matches_one(tmp_path):
     """`vitrine train regions --nproc 2` on cached view features: texts split unevenly, gathered; same heads as one process."""
-    import json
-
     from tests.conftest import make_rows, write_folder
     from vitrine.train.regions import RegionTrainConfig
 
     write_folder(tmp_path / "cat", make_rows(48))
     config = RegionTrainConfig(data=str(tmp_path / "cat"), model="vitrine:small", split_from=None, epochs=2, batch_size=8, lr=1e-3,
                                warmup_steps=1, val_items=8, cache_dir=str(tmp_path / "cache"), freeze_image_tower=True)
-    (tmp_path / "regions.json").write_text(json.dumps(config.to_dict()))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
-        done = subprocess.run([sys.executable, "-m", "vitrine", "train", "regions", "--config", str(tmp_path / "regions.json"), "--out",
-                               str(tmp_path / name), "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-    a = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    a, b = train_in_one_and_two_processes("regions", config, tmp_path, "model/model.safetensors")
     assert a.keys() == b.keys() and "image_proj.weight" in a
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     mean = sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(a[k].numel() for k in a)
     assert worst <= MAX_DIFF and mean <= MEAN_DIFF, (worst, mean)
+
+
+def train_in_one_and_two_processes(recipe: str, config, tmp_path, saved: str) -> tuple[dict, dict]:
+    """Train `config` with `vitrine train RECIPE` in one process and with --nproc 2; the two saved weight files."""
+    import json
+
+    (tmp_path / f"{recipe}.json").write_text(json.dumps(config.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, extra in (("one", []), ("two", ["--nproc", "2"])):
+        done = subprocess.run([sys.executable, "-m", "vitrine", "train", recipe, "--config", str(tmp_path / f"{recipe}.json"), "--out",
+                               str(tmp_path / name), "--no-progress", *extra], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return load_file(str(tmp_path / "one" / saved)), load_file(str(tmp_path / "two" / saved))

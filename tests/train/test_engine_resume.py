@@ -29,7 +29,7 @@ def test_region_alignment_resumes_bit_for_bit(tmp_path, locked):
     stopped = train_regions(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)
     assert 0 < stopped.steps < whole.steps
     resumed = train_regions(config.replace(out=str(tmp_path / "parts")), progress=False)
-    assert resumed.steps == whole.steps and resumed.val == whole.val
+    assert resumed.steps == whole.steps and resumed.metrics == whole.metrics
     assert_same_tensors(load_file(str(tmp_path / "whole/model/model.safetensors")), load_file(str(tmp_path / "parts/model/model.safetensors")))
 
 
@@ -51,6 +51,6 @@ def test_composed_retrieval_stages_resume_bit_for_bit(triplet_catalog, tmp_path,
     stopped = train_cir(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)
     assert 0 < stopped.steps < whole.steps
     resumed = train_cir(config.replace(out=str(tmp_path / "parts")), progress=False)
-    assert resumed.steps == whole.steps and resumed.val == whole.val
+    assert resumed.steps == whole.steps and resumed.metrics == whole.metrics
     name = "text_projection.safetensors" if stage == 1 else "combiner.safetensors"
     assert_same_tensors(load_file(str(tmp_path / f"whole/combiner/{name}")), load_file(str(tmp_path / f"parts/combiner/{name}")))

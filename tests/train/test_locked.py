@@ -68,8 +68,9 @@ def test_cached_features_equal_the_tower_output(setup):
     root, config = setup
     train_clip(config.replace(out=str(root / "c"), max_steps=1), progress=False)
     model = DualEncoder.load(root / "c" / "model")
-    from vitrine.train.data import load_pool, to_input
-    from vitrine.train.image_cache import cached_image_features
+    from vitrine.data.transforms import to_input
+    from vitrine.embed.tower_cache import cached_image_features
+    from vitrine.train.data import load_pool
 
     pool = load_pool(config, model.image_transform, progress=False)
     cached = cached_image_features(model, pool.images, pool.ids, ("plain", "flip"), config.cache_dir, progress=False)
@@ -93,27 +94,6 @@ def test_hard_negatives_share_the_type_and_differ_in_colour(setup):
         assert pool.attributes[anchor]["articleType"] == pool.attributes[partner]["articleType"]
         assert pool.attributes[anchor]["baseColour"] != pool.attributes[partner]["baseColour"]
         assert partner in set(train)
-
-
-def test_top_unlocked_run_trains_the_top_blocks_only_and_ships_just_them(setup):
-    root, config = setup
-    start = train_clip(config.replace(out=str(root / "heads"), max_steps=2), progress=False)
-    unlocked = config.replace(model=start.model_dir, out=str(root / "top"), epochs=1,
-                              freeze=FreezeConfig(image_tower=False, text_tower=True, text_proj=True),
-                              locked=LockedConfig(views=("plain",), lower_blocks=1, top_lr_scale=0.5))
-    result = train_clip(unlocked, progress=False)
-    saved = load_file(str(root / "top" / "model" / "model.safetensors"))
-    visual = {k for k in saved if k.startswith("visual.")}
-    assert any(k.startswith("visual.net._blocks.1.") for k in visual) and "visual.net._conv_head.weight" in visual
-    assert not any(k.startswith(("visual.net._blocks.0.", "visual.net._conv_stem", "visual.net._bn0.")) for k in visual)
-    package = torch.load(root / "tower.pth")
-    assert not torch.equal(saved["visual.net._blocks.1._project_conv.weight"], package["_blocks.1._project_conv.weight"])
-    assert "visual.net._bn1.running_mean" not in saved  # BatchNorm statistics stay the package's (eval mode)
-    model = DualEncoder.load(root / "top" / "model")  # lower blocks from the package, top from the file
-    assert torch.equal(model.visual.state_dict()["net._blocks.0._project_conv.weight"], package["_blocks.0._project_conv.weight"])
-    assert result.steps > 0
-    with pytest.raises(ValueError, match="has 2 blocks"):
-        train_clip(unlocked.replace(out=str(root / "bad"), locked=LockedConfig(lower_blocks=2)), progress=False)
 
 
 def test_a_shipping_run_inherits_the_protocol_runs_margin_and_says_where_from(setup):
@@ -144,35 +124,8 @@ def test_a_shipping_run_without_its_protocol_run_stops_before_training(setup, tm
     assert not (tmp_path / "run").exists()
 
 
-def test_the_top_text_layer_and_a_learned_pooling_train_on_cached_token_states(setup, tmp_path):
-    root, config = setup
-    spec = json.loads((root / "tiny.json").read_text())
-    spec["text"] = {**spec["text"], "pooling": "attention"}
-    (tmp_path / "tiny-text.json").write_text(json.dumps(spec))
-    run = config.replace(out=str(tmp_path / "run"), model=str(tmp_path / "tiny-text.json"), epochs=2,
-                         locked={**config.locked.__dict__, "text_layers": 1, "text_lr_scale": 1.0})
-    result = train_clip(run, progress=False)
-    saved = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
-    text_keys = {k for k in saved if k.startswith("text.")}
-    assert "text.pool_score.weight" in text_keys
-    assert text_keys and all(k.startswith("text.bert.encoder.layer.5.") or k.startswith("text.pool_score.") for k in text_keys)
-    assert not any(k.startswith("text.bert.encoder.layer.4.") or k.startswith("text.bert.embeddings.") for k in saved)
-    model = DualEncoder.load(tmp_path / "run" / "model").eval()
-    assert model.text.pool_score.weight.abs().sum() > 0  # the pooling moved from the mean
-    from vitrine.train.text_side import TokenTexts
-
-    strings = ["Brand 3 Red Jeans", "a photo of a Watches"]
-    texts = TokenTexts(model, strings, 1, cache_dir=None, progress=False)
-    with torch.no_grad():
-        cached = texts.embed_rows(model, torch.tensor([1, 0, 1]))
-        whole = texts.embed_strings(model, [strings[1], strings[0], strings[1]])
-    assert torch.allclose(cached, whole, atol=1e-3)  # float16 token states vs the whole tower
-    assert np.isfinite(result.final_loss) and "val/t2i_R@10" in result.metrics
-
-
 def test_a_trained_text_tower_gets_its_own_text_cache_key(setup):
-    from vitrine.train.text_cache import _tower_key
-
+    from vitrine.embed.text_cache import _tower_key
     from vitrine.models.dual import DualConfig
 
     root, _ = setup
@@ -183,30 +136,10 @@ def test_a_trained_text_tower_gets_its_own_text_cache_key(setup):
     assert _tower_key(model) != before
 
 
-def test_an_unlocked_top_keeps_multi_level_pooling_from_cached_block_means(setup, tmp_path):
-    from vitrine.train.data import load_pool
-    from vitrine.train.image_cache import cached_image_features, cached_lower_taps
-    from vitrine.train.locked import CachedTower
-
+def test_a_learned_text_pooling_is_refused_by_the_locked_recipe_with_the_way_out(setup, tmp_path):
     root, config = setup
     spec = json.loads((root / "tiny.json").read_text())
-    spec["image"] = {**spec["image"], "pool_blocks": [0]}  # block 0 is below the unlocked top (block 1 on)
-    (tmp_path / "tiny-taps.json").write_text(json.dumps(spec))
-    run = config.replace(model=str(tmp_path / "tiny-taps.json"), out=str(tmp_path / "top"), epochs=1, cache_dir=str(tmp_path / "cache"),
-                         freeze=FreezeConfig(image_tower=False, text_tower=True, text_proj=True),
-                         locked=LockedConfig(views=("plain", "flip"), lower_blocks=1))
-    result = train_clip(run, progress=False)
-    assert result.steps > 0 and np.isfinite(result.final_loss)
-    model = DualEncoder.load(tmp_path / "top" / "model").eval()
-    pool = load_pool(run, model.image_transform, progress=False)
-    maps = cached_image_features(model, pool.images, pool.ids, ("plain",), run.cache_dir, progress=False, stop_block=1)
-    taps = cached_lower_taps(model, pool.ids, ("plain",), run.cache_dir, 1)
-    assert taps.shape[:2] == (1, len(pool.ids))
-    rows = np.arange(6)
-    tower = CachedTower(model, maps, 1, taps)
-    from vitrine.train.data import to_input
-
-    with torch.no_grad():
-        direct = model.image_features(to_input(pool.images[rows], model.image_transform)).embeds
-        cached = tower.embed(torch.zeros(6, dtype=torch.long), rows)
-    assert torch.allclose(direct, cached, atol=2e-2)  # float16 maps and means vs the whole tower
+    spec["text"] = {**spec["text"], "pooling": "attention"}
+    (tmp_path / "tiny-text.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="freeze.text_tower false"):
+        train_clip(config.replace(out=str(tmp_path / "run"), model=str(tmp_path / "tiny-text.json")), progress=False)

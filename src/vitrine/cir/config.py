@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vitrine.train.config_file import ConfigFile
+from vitrine.train.engine import RunConfig
 
 
 @dataclass(frozen=True)
-class CirTrainConfig(ConfigFile):
+class CirTrainConfig(RunConfig):
     """Stage 1 fine-tunes the text projection with the `sum` combination; stage 2 trains the Combiner on cached features."""
 
     stage: int = 2
@@ -17,7 +17,6 @@ class CirTrainConfig(ConfigFile):
     model: str = "vitrine:kagl-base"
     start: str | None = None  # stage 2: a stage-1 output directory whose text projection the Combiner builds on
     out: str = "runs/cir"
-    seed: int = 0
     epochs: int = 10
     batch_size: int = 512
     lr: float = 1e-4
@@ -32,22 +31,15 @@ class CirTrainConfig(ConfigFile):
     agcn_width: int = 256
     agcn_heads: int = 4
     agcn_dropout: float = 0.1
-    cached_features: bool = True  # False recomputes the image features every step (for the speed-up benchmark)
-    max_steps: int | None = None
     val_every_epochs: int = 1
-    cache_dir: str = "runs/cache"
-    threads: int = 0
 
     def __post_init__(self):
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
-        if self.batch_size < 2 or self.epochs < 1 or self.lr <= 0:
-            raise ValueError("batch_size must be >= 2, epochs >= 1 and lr > 0")
+        self.check_schedule(self.batch_size, self.epochs, self.lr)
         if not self.data:
             raise ValueError("data needs at least one catalog")
         if self.combiner not in ("combiner", "agcn"):
             raise ValueError(f"combiner must be 'combiner' or 'agcn', got {self.combiner!r}")
-        if self.combiner == "agcn" and not self.cached_features:
-            raise ValueError("the AGCN trains on cached token features; cached_features must stay true")
         if self.stage == 1 and self.start:
             raise ValueError("`start` is a stage-2 option (the stage-1 output to build on)")

@@ -3,7 +3,7 @@
 Stage 1 fine-tunes the text projection (the trainable part of vitrine's text tower; MiniLM stays locked)
 with the `sum` combination. Stage 2 freezes everything and trains the Combiner. The image tower never
 changes, so an index built with the encoder stays valid, and both stages read image features from the
-cache (`cached_features=False` recomputes them every step, to measure what the cache saves).
+catalog's cached embedding bank.
 """
 from __future__ import annotations
 
@@ -15,23 +15,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from vitrine.cir.compose import Composer, pooled_texts, text_tokens
+from vitrine.cir.compose import Composer, text_tokens
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.evaluate import evaluate_triplets
 from vitrine.cir.triplets import Triplet, read_triplets
 from vitrine.embed.bank import ImageBank, image_bank
+from vitrine.embed.text_cache import pooled_text_features
 from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig
 from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner
 from vitrine.models.composed import load_text_projection, save_text_projection
 from vitrine.train.distributed import setup, teardown
-from vitrine.train.engine import Schedule, comparable, open_run, run, set_threads
-from vitrine.train.text_cache import pooled_text_features
-
-_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "val_every_epochs")
-
+from vitrine.train.engine import TrainResult, open_run, run
 
 @dataclass
 class TripletTable:
@@ -62,44 +58,6 @@ def triplet_table(triplets: list[Triplet], bank: ImageBank, strings: dict[str, i
     return TripletTable(torch.tensor(refs), torch.tensor(texts), targets, torch.tensor(sets), kept, len(triplets) - len(kept))
 
 
-@dataclass(frozen=True)
-class CirResult:
-    out: str
-    steps: int
-    seconds: float
-    seconds_per_epoch: float
-    val: dict | None
-
-
-class LiveImages:
-    """Recompute image features every step from pixels decoded once (the slow path the cache replaces)."""
-
-    def __init__(self, model, bank: ImageBank, paths, progress: bool):
-        from vitrine.data.catalog import open_catalog
-
-        transform = model.image_transform
-        pixels = torch.zeros(len(bank.items), 3, *_input_size(model), dtype=torch.uint8)
-        for path in paths:
-            reader = open_catalog(path, on_error="skip", require_title=False)
-            for item in tqdm(reader, desc=f"decode {Path(path).name}", unit="img", disable=not progress):
-                if item.id in bank.row:
-                    pixels[bank.row[item.id]] = torch.from_numpy(np.asarray(transform.geometry(item.image), dtype=np.uint8).transpose(2, 0, 1))
-        self.model, self.pixels = model, pixels
-
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        from vitrine.train.data import to_input
-
-        with torch.no_grad():
-            return self.model.encode_image(to_input(self.pixels[rows], self.model.image_transform))
-
-
-def _input_size(model) -> tuple[int, int]:
-    from PIL import Image
-
-    probe = model.image_transform.geometry(Image.new("RGB", (8, 8)))
-    return probe.size[1], probe.size[0]
-
-
 def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each query against a uniform target over its positives (duplicate targets are not negatives)."""
     target = positives.float() / positives.float().sum(1, keepdim=True)
@@ -123,14 +81,9 @@ class CirRecipe:
         strings: dict[str, int] = {}
         self.train = triplet_table(read_triplets(config.triplets), bank, strings)
         self.val_triplets = read_triplets(config.val_triplets) if config.val_triplets else None
-        self.images = (lambda rows: bank.embeds[rows]) if config.cached_features else LiveImages(model, bank, config.data, progress)
         string_list = list(strings)
-        if config.cached_features:
-            with ctx.main_first():
-                pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
-            self.text_input = lambda ids: pooled[ids]
-        else:
-            self.text_input = lambda ids: pooled_texts(model, [string_list[i] for i in ids.tolist()])
+        with ctx.main_first():
+            self.pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
         base_projection = load_text_projection(config.start) if config.start else None
         self.projection = projection = nn.Linear(model.text.width, model.embed_dim, bias=False)
         projection.weight.data.copy_(base_projection if base_projection is not None else model.text_proj.weight)
@@ -164,8 +117,8 @@ class CirRecipe:
         picks = (torch.rand(len(rows), generator=generator) * torch.tensor([len(train.targets[i]) for i in rows.tolist()])).long()
         target_rows = torch.tensor([train.targets[i][j] for i, j in zip(rows.tolist(), picks.tolist())])
         local = rows[ctx.split(len(rows))]  # this rank's queries; the targets are the whole batch's
-        reference, target = self.images(train.refs[local]), self.images(target_rows)
-        text = F.normalize(self.projection(self.text_input(train.texts[local])), dim=-1)
+        reference, target = self.bank.embeds[train.refs[local]], self.bank.embeds[target_rows]
+        text = F.normalize(self.projection(self.pooled[train.texts[local]]), dim=-1)
         if self.use_agcn:
             ids = train.texts[local]
             query = self.combiner(reference, text, self.bank.tokens[train.refs[local]].float(), self.text_token_table[0][ids], self.text_token_table[1][ids])
@@ -197,28 +150,23 @@ class CirRecipe:
         return {}
 
 
-def train_cir(config: CirTrainConfig, progress: bool = True) -> CirResult:
+def train_cir(config: CirTrainConfig, progress: bool = True) -> TrainResult:
     """Train one stage; rerunning the same config resumes from `out/checkpoint.pt`.
 
     Under torchrun (WORLD_SIZE > 1) each process takes a slice of every batch and scores it against the whole
     batch's targets; rank 0 validates, checkpoints and saves (see vitrine.train.distributed).
     """
     ctx = setup("cpu")
-    schedule = Schedule(out=Path(config.out), kind="cir", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=config.lr,
-                        warmup_steps=config.warmup_steps, epochs=config.epochs, max_steps=config.max_steps,
-                        val_every_epochs=config.val_every_epochs, desc=f"train cir stage {config.stage}")
-    checkpoint = open_run(schedule, config.to_dict(), ctx)
-    set_threads(config.threads)
+    schedule, checkpoint = open_run(config, ctx, "cir", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
+                                    max_steps=config.max_steps, val_every_epochs=config.val_every_epochs, desc=f"train cir stage {config.stage}")
     recipe = CirRecipe(config, ctx, progress)
     state = run(recipe, schedule, ctx, checkpoint, progress)
-    val_report = state.metrics or None
+    val = state.metrics
     if ctx.is_main:
-        if val_report is None:
-            val_report = recipe.validate() or None
-        _save(state.out / "combiner", config, recipe.model.name, recipe.combiner, recipe.projection, val_report)
+        val = val or recipe.validate()
+        _save(state.out / "combiner", config, recipe.model.name, recipe.combiner, recipe.projection, val or None)
     teardown(ctx)
-    epochs_done = max(state.step / state.steps_per_epoch, 1e-9)
-    return CirResult(str(state.out), state.step, state.elapsed, round(state.elapsed / epochs_done, 2), val_report)
+    return state.result(state.out / "combiner", val)
 
 
 def _save(directory: Path, config: CirTrainConfig, encoder: str, combiner: nn.Module, projection: nn.Linear, val: dict | None) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from vitrine.config_file import loads_object
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig, hash_unit
 from vitrine.data.text import is_unicode
@@ -40,12 +41,7 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
                 continue
             if not is_unicode(line):
                 raise ValueError(f"{path}, line {number}: not UTF-8 text")
-            try:
-                data = json.loads(line)
-            except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
-                raise ValueError(f"{path}, line {number}: not JSON ({getattr(exc, 'msg', exc)})") from None
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object")
+            data = loads_object(line, f"{path}, line {number}")
             reference, modification, targets = data.get("reference"), data.get("modification"), data.get("targets")
             if not isinstance(reference, (str, int)) or str(reference) == "":
                 raise ValueError(f"{path}, line {number}: 'reference' must be a product id")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option
 

@@ -12,7 +12,7 @@ def _launch_processes(args: argparse.Namespace, threads: int = 0) -> int | None:
     if args.nproc is not None and args.nproc < 1:
         raise ValueError("--nproc must be >= 1")
     if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
-        from vitrine.train.distributed import launch
+        from vitrine.cli.launch import launch
 
         return launch(args.nproc, args.argv, threads=threads)
     return None
@@ -38,7 +38,7 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     given = {"out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device, "threads": args.threads,
              "sources": [{"path": path, "weight": 1.0} for path in args.data] if args.data else None}
-    return _train(args, config, given, train_clip, lambda result: {"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
+    return _train(args, config, given, train_clip, lambda result: {"model_dir": result.saved, "steps": result.steps, "seconds": result.seconds,
                                                                     "final_loss": round(result.final_loss, 4), **result.metrics})
 
 
@@ -49,10 +49,10 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
     config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
     given = {"stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
              "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads,
-             "combiner": args.combiner, "data": args.data or None, "cached_features": False if args.no_cache else None}
-    return _train(args, config, given, train_cir, lambda result: {"out": result.out, "combiner": f"{result.out}/combiner", "steps": result.steps,
+             "combiner": args.combiner, "data": args.data or None}
+    return _train(args, config, given, train_cir, lambda result: {"out": result.out, "combiner": result.saved, "steps": result.steps,
                                                                   "seconds": result.seconds, "seconds_per_epoch": result.seconds_per_epoch,
-                                                                  "val": result.val})
+                                                                  "val": result.metrics or None})
 
 
 def cmd_train_regions(args: argparse.Namespace) -> int:
@@ -60,8 +60,8 @@ def cmd_train_regions(args: argparse.Namespace) -> int:
 
     config = RegionTrainConfig.from_file(args.config) if args.config else RegionTrainConfig()
     given = {"data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads}
-    return _train(args, config, given, train_regions, lambda result: {"model_dir": result.model_dir, "steps": result.steps, "seconds": result.seconds,
-                                                                      "final_loss": round(result.final_loss, 4), "val": result.val})
+    return _train(args, config, given, train_regions, lambda result: {"model_dir": result.saved, "steps": result.steps, "seconds": result.seconds,
+                                                                      "final_loss": round(result.final_loss, 4), "val": result.metrics})
 
 
 def cmd_data_make_triplets(args: argparse.Namespace) -> int:
@@ -83,6 +83,17 @@ def cmd_data_make_triplets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(parser: argparse.ArgumentParser, nproc_help: str) -> None:
+    """What every recipe's command takes beside its config: where to write, how long, how many processes."""
+    parser.add_argument("--out", help="run directory (checkpoint, train_config.json, metrics.csv, tb/, and what the run saves)")
+    parser.add_argument("--epochs", type=int, help="override the number of epochs (also sets the schedule length)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still follows --epochs)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed via torchrun: gloo on CPU, "
+                                                  f"nccl on GPU); {nproc_help}")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def register(sub) -> None:
     train = sub.add_parser("train", help="train models (recipes: clip, cir, regions)", description="Training recipes.")
     recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
@@ -93,15 +104,9 @@ def register(sub) -> None:
     )
     clip.add_argument("--config", help="training config JSON (e.g. configs/kagl-small.json); default: built-in defaults")
     clip.add_argument("--data", nargs="*", help="override the config's sources with these catalogs (weight 1 each)")
-    clip.add_argument("--out", help="run directory (checkpoint, metrics.csv, tb/, model/)")
-    clip.add_argument("--epochs", type=int, help="override the number of epochs (also sets the schedule length)")
-    clip.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still follows --epochs)")
     clip.add_argument("--device", help="cpu or cuda")
-    clip.add_argument("--threads", type=int, help="torch CPU threads")
-    clip.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed: gloo on CPU, nccl on GPU), "
-                                                "launched through torchrun; the global batch is split over them. Several machines: "
-                                                "run `torchrun --nnodes ... -m vitrine train clip ...` yourself")
-    clip.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_run_options(clip, "the global batch is split over them, negatives gathered from every process. Several machines: run "
+                           "`torchrun --nnodes ... -m vitrine train clip ...` yourself")
     clip.set_defaults(func=cmd_train_clip)
     cir = recipes.add_parser(
         "cir", help="composed image retrieval, CLIP4Cir's two stages",
@@ -116,14 +121,7 @@ def register(sub) -> None:
     cir.add_argument("--model", help="encoder (registry name)")
     cir.add_argument("--start", help="stage 2: the stage-1 combiner directory whose text projection to build on")
     cir.add_argument("--combiner", choices=["combiner", "agcn"], help="stage 2 network: CLIP4Cir's Combiner or RaF-CLIP's AGCN")
-    cir.add_argument("--out", help="run directory")
-    cir.add_argument("--epochs", type=int)
-    cir.add_argument("--max-steps", type=int)
-    cir.add_argument("--threads", type=int)
-    cir.add_argument("--no-cache", action="store_true", help="recompute image features every step (slow; for comparison)")
-    cir.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed via torchrun); each takes a slice "
-                                               "of every batch's queries, scored against the whole batch's targets")
-    cir.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_run_options(cir, "each takes a slice of every batch's queries, scored against the whole batch's targets")
     cir.set_defaults(func=cmd_train_cir)
     regions = recipes.add_parser(
         "regions", help="region-attribute alignment (RaF-CLIP): crops and segmented views vs attribute texts",
@@ -134,13 +132,7 @@ def register(sub) -> None:
     regions.add_argument("--config", help="config JSON (e.g. configs/regions-kagl.json); default: built-in defaults")
     regions.add_argument("--data", help="catalog with attribute columns")
     regions.add_argument("--model", help="dual encoder to start from (registry name or model directory)")
-    regions.add_argument("--out", help="run directory")
-    regions.add_argument("--epochs", type=int)
-    regions.add_argument("--max-steps", type=int)
-    regions.add_argument("--threads", type=int)
-    regions.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed via torchrun); each encodes "
-                                                   "a slice of every batch, the loss sees the whole batch")
-    regions.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_run_options(regions, "each encodes a slice of every batch, the loss sees the whole batch")
     regions.set_defaults(func=cmd_train_regions)
 
     data = sub.add_parser("data", help="dataset tools (make-triplets)", description="Dataset tools.")

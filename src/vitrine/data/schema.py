@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from vitrine.config_file import loads_object, refuse_unknown, require_object
 
 
 class SchemaError(ValueError):
@@ -52,12 +54,7 @@ class CatalogSchema:
     @classmethod
     def from_dict(cls, data: dict, origin: str = "schema") -> "CatalogSchema":
         """A schema from its JSON form; a wrong key or type is a `SchemaError` naming `origin` and the field."""
-        if not isinstance(data, dict):
-            raise SchemaError(f"{origin}: a catalog schema is a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise SchemaError(f"{origin}: unknown schema keys {sorted(unknown, key=str)}; expected some of {sorted(known)}")
+        refuse_unknown(require_object(data, origin, SchemaError), cls, origin, SchemaError)
         values = dict(data)
         for key, value in values.items():
             check = _FIELD_CHECKS.get(key)
@@ -73,13 +70,10 @@ class CatalogSchema:
     def from_file(cls, path: str | Path) -> "CatalogSchema":
         """Read a schema JSON file (UTF-8, a BOM allowed); every problem is a `SchemaError` naming the file."""
         try:
-            with open(path, encoding="utf-8-sig") as handle:
-                data = json.load(handle)
+            text = Path(path).read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise SchemaError(f"{path}: not UTF-8 text ({exc})") from None
-        except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
-            raise SchemaError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(loads_object(text, str(path), SchemaError), origin=str(path))
 
     def to_dict(self) -> dict:
         return {

@@ -129,3 +129,32 @@ class TrainAugment:
         array = np.clip((array - mean) * contrast + mean * gain, 0.0, 1.0)
         array = (array - np.asarray(self.base.mean, dtype=np.float32)) / np.asarray(self.base.std, dtype=np.float32)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def augment(images: torch.Tensor, transform: ImageTransform, generator: torch.Generator, shift: int = 4) -> torch.Tensor:
+    """uint8 batch -> normalised float batch: random flip and shift (fill-coloured border), colour untouched."""
+    x = images.float() / 255.0
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    if shift:
+        fill = torch.tensor(transform.fill, dtype=x.dtype).view(1, 3, 1, 1) / 255.0
+        padded = fill.expand(n, 3, h + 2 * shift, w + 2 * shift).clone()
+        padded[:, :, shift : shift + h, shift : shift + w] = x
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
+        rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1))  # (n, h)
+        cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1))  # (n, w)
+        x = padded[torch.arange(n).view(-1, 1, 1, 1), torch.arange(3).view(1, -1, 1, 1), rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    return normalize(x, transform)
+
+
+def normalize(x: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+    mean = torch.tensor(transform.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(transform.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def to_input(images: torch.Tensor, transform: ImageTransform) -> torch.Tensor:
+    """uint8 batch -> normalised float batch, no augmentation (validation)."""
+    return normalize(images.float() / 255.0, transform)

@@ -75,20 +75,9 @@ class EfficientNetTower(FeatureMapTower):
         self.pool_blocks = tuple(sorted(pool_blocks))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_from(self.net.stem(pixels.contiguous(memory_format=torch.channels_last)), 0)
-
-    def lower_taps(self, start: int) -> tuple[int, ...]:
-        """The pooled blocks below `start`: their means must be given to `forward_from(x, start)`."""
-        return tuple(b for b in self.pool_blocks if b < start)
-
-    def forward_from(self, x: torch.Tensor, start: int, lower_taps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run blocks `start`.. on a feature map (the stem's output for 0); tokens and the pooled vector. Pooled
-        blocks below `start` are not recomputed: `lower_taps` holds their means, concatenated in block order."""
-        if self.lower_taps(start) and lower_taps is None:
-            raise ValueError(f"pool_blocks {list(self.pool_blocks)} reach below block {start}: pass their means as lower_taps")
-        taps = [] if lower_taps is None else [lower_taps]
-        for index in range(start, len(self.net._blocks)):
-            x = self.net._blocks[index](x)
+        x, taps = self.net.stem(pixels.contiguous(memory_format=torch.channels_last)), []
+        for index, block in enumerate(self.net._blocks):
+            x = block(x)
             if index in self.pool_blocks:
                 taps.append(x.mean(dim=(2, 3)))
         tokens, pooled = self.pool(self.net.head(x))

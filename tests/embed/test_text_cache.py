@@ -1,6 +1,6 @@
 import torch
 
-import vitrine.train.text_cache as text_cache
+import vitrine.embed.text_cache as text_cache
 
 
 def test_cache_encodes_each_string_once_and_keeps_order(tmp_path, small_model, monkeypatch):
