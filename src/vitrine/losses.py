@@ -45,6 +45,15 @@ def multi_positive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: to
     return 0.5 * (image_loss + text_loss)
 
 
+def sigmoid_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor,
+                 positives: torch.Tensor) -> torch.Tensor:
+    """SigLIP's loss: every image-text pair of the batch is its own match / no-match decision (Zhai et al. 2023, eq. 1):
+    -1/|B| sum_i sum_j log sigmoid(z_ij (t x_i.y_j + b)), z_ij = 1 for a positive pair and -1 otherwise."""
+    logits = logit_scale.exp() * image @ text.t() + logit_bias
+    signs = 2 * positives.to(logits.dtype) - 1
+    return -F.logsigmoid(signs * logits).sum() / len(image)
+
+
 def positives_from_ids(image_ids: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
     """Positive mask from caption ids: image i matches every text with the caption id it was paired with."""
     return image_ids.view(-1, 1) == text_ids.view(1, -1)

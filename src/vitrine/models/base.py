@@ -62,6 +62,19 @@ class Encoder(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    # What `vitrine train clip` needs of a model it fine-tunes (vitrine's dual encoders and hf:/openclip: CLIPs).
+    TRAINABLE_PARTS = ("image_tower", "text_tower", "image_proj", "text_proj")
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The modules a training config's `freeze` block locks or unlocks, by the names in TRAINABLE_PARTS."""
+        raise TypeError(f"{self.name} cannot be fine-tuned by vitrine (no trainable parts)")
+
+    def tower_blocks(self, part: str) -> nn.ModuleList:
+        """The blocks of 'image_tower' or 'text_tower', input to output (the last N can train in a locked tower)."""
+        raise TypeError(f"{self.name} has no tower blocks to unlock")
+
+    logit_bias: torch.Tensor | None = None  # SigLIP's learned bias: trained with the sigmoid loss when present
+
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1)

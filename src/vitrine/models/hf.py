@@ -7,16 +7,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from vitrine.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform
 from vitrine.models.base import Encoder, Features, l2_normalize
 
 _RESAMPLE_CODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+PREPROCESSOR_NAME = "preprocessor_config.json"
 
 
 def transform_from_preprocessor(path: str | os.PathLike, model_type: str, image_size: int) -> ImageTransform:
     """Rebuild the checkpoint's image preprocessing without transformers' image processors (no torchvision)."""
-    file = Path(path) / "preprocessor_config.json"
+    file = Path(path) / PREPROCESSOR_NAME
     config = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
     size = config.get("crop_size") or config.get("size") or image_size
     if isinstance(size, dict):
@@ -63,6 +65,46 @@ class HFEncoder(Encoder):
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         transform = transform_from_preprocessor(path if local else "", config.model_type, config.vision_config.image_size)
         return cls(model, tokenizer, transform, name or f"hf:{path}")
+
+    # Fine-tuning (vitrine train clip|cir|regions with hf:/openclip: models).
+    def parts(self) -> dict[str, nn.Module]:
+        if self.model_type == "clip":
+            return {"image_tower": self.model.vision_model, "text_tower": self.model.text_model,
+                    "image_proj": self.model.visual_projection, "text_proj": self.model.text_projection}
+        # SigLIP's projections are the towers' own heads (attention pooling for images, a linear layer for texts).
+        return {"image_tower": self.model.vision_model, "text_tower": self.model.text_model,
+                "image_proj": self.model.vision_model.head, "text_proj": self.model.text_model.head}
+
+    def tower_blocks(self, part: str) -> nn.ModuleList:
+        return (self.model.vision_model if part == "image_tower" else self.model.text_model).encoder.layers
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        return getattr(self.model, "logit_bias", None)
+
+    def set_grad_checkpointing(self) -> None:
+        self.model.gradient_checkpointing_enable()
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """A transformers directory (`save_pretrained`, the tokenizer, the image preprocessing) that `hf:DIR` loads
+        back and that transformers reads outside vitrine."""
+        directory = Path(directory)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        transform = self.image_transform
+        resample = {name: code for code, name in _RESAMPLE_CODES.items()}.get(transform.resample, 3)
+        (directory / PREPROCESSOR_NAME).write_text(json.dumps({
+            "crop_size": {"height": transform.size, "width": transform.size}, "size": {"shortest_edge": transform.size},
+            "image_mean": list(transform.mean), "image_std": list(transform.std), "resample": resample}, indent=2) + "\n", encoding="utf-8")
+        return directory
+
+    def saved_name(self, directory: str | os.PathLike) -> str:
+        """The name that loads what `save(directory)` wrote."""
+        return f"hf:{Path(directory).resolve()}"
 
     def image_features(self, pixels: torch.Tensor) -> Features:
         out = self.model.vision_model(pixel_values=pixels)

@@ -79,19 +79,15 @@ def infer_config(state: dict[str, torch.Tensor], quick_gelu: bool):
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=state["text_projection"].shape[1])
 
 
+_BLOCK_PAIRS = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+
+
 def _map_block(state: dict, src: str, dst: str, out: dict) -> None:
     weight, bias = state[f"{src}.attn.in_proj_weight"], state[f"{src}.attn.in_proj_bias"]
     for name, w, b in zip(("q_proj", "k_proj", "v_proj"), weight.chunk(3, dim=0), bias.chunk(3, dim=0)):
         out[f"{dst}.self_attn.{name}.weight"] = w
         out[f"{dst}.self_attn.{name}.bias"] = b
-    pairs = {
-        "attn.out_proj": "self_attn.out_proj",
-        "ln_1": "layer_norm1",
-        "ln_2": "layer_norm2",
-        "mlp.c_fc": "mlp.fc1",
-        "mlp.c_proj": "mlp.fc2",
-    }
-    for a, b in pairs.items():
+    for a, b in _BLOCK_PAIRS.items():
         out[f"{dst}.{b}.weight"] = state[f"{src}.{a}.weight"]
         out[f"{dst}.{b}.bias"] = state[f"{src}.{a}.bias"]
 
@@ -119,6 +115,49 @@ def map_state_dict(state: dict[str, torch.Tensor], config) -> dict[str, torch.Te
     for i in range(config.text_config.num_hidden_layers):
         _map_block(state, f"transformer.resblocks.{i}", f"text_model.encoder.layers.{i}", out)
     return out
+
+
+def unmap_state_dict(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """transformers CLIPModel key names -> open_clip key names (the inverse of `map_state_dict`)."""
+    out = {"visual.proj": state["visual_projection.weight"].t().contiguous(), "text_projection": state["text_projection.weight"].t().contiguous(),
+           "logit_scale": state["logit_scale"].reshape(())}
+    singles = {"visual.class_embedding": "vision_model.embeddings.class_embedding", "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+               "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+               "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight", "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+               "visual.ln_post.weight": "vision_model.post_layernorm.weight", "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+               "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+               "positional_embedding": "text_model.embeddings.position_embedding.weight",
+               "ln_final.weight": "text_model.final_layer_norm.weight", "ln_final.bias": "text_model.final_layer_norm.bias"}
+    out.update({mine: state[theirs] for mine, theirs in singles.items()})
+    blocks = [(f"visual.transformer.resblocks.{i}", f"vision_model.encoder.layers.{i}") for i in range(config.vision_config.num_hidden_layers)]
+    blocks += [(f"transformer.resblocks.{i}", f"text_model.encoder.layers.{i}") for i in range(config.text_config.num_hidden_layers)]
+    for mine, theirs in blocks:
+        for kind in ("weight", "bias"):
+            out[f"{mine}.attn.in_proj_{kind}"] = torch.cat([state[f"{theirs}.self_attn.{n}.{kind}"] for n in ("q_proj", "k_proj", "v_proj")])
+            for a, b in _BLOCK_PAIRS.items():
+                out[f"{mine}.{a}.{kind}"] = state[f"{theirs}.{b}.{kind}"]
+    return out
+
+
+OPEN_CLIP_FILE = "open_clip_model.pt"
+
+
+class OpenClipEncoder(HFEncoder):
+    """An open_clip checkpoint run as a transformers CLIPModel; it saves in both formats."""
+
+    def __init__(self, model, tokenizer, image_transform: ImageTransform, name: str, arch: str):
+        super().__init__(model, tokenizer, image_transform, name)
+        self.arch = arch
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """The transformers directory (`hf:DIR`), plus the open_clip checkpoint `openclip:ARCH@DIR/open_clip_model.pt` reads."""
+        directory = super().save(directory)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save({"state_dict": unmap_state_dict(state, self.model.config)}, directory / OPEN_CLIP_FILE)
+        return directory
+
+    def saved_name(self, directory: str | os.PathLike) -> str:
+        return f"openclip:{self.arch}@{Path(directory).resolve() / OPEN_CLIP_FILE}"
 
 
 def find_tokenizer_dir(checkpoint: Path) -> Path:
@@ -154,4 +193,4 @@ def load_openclip(spec: str) -> HFEncoder:
     else:
         tokenizer = CLIPTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
     transform = ImageTransform(size=config.vision_config.image_size, pad="none")
-    return HFEncoder(model, tokenizer, transform, name=f"openclip:{spec}")
+    return OpenClipEncoder(model, tokenizer, transform, f"openclip:{spec}", arch)

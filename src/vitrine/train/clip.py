@@ -9,11 +9,12 @@ import torch
 
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.transforms import augment
-from vitrine.losses import ClipLoss
+from vitrine.losses import ClipLoss, positives_from_ids, sigmoid_loss
+from vitrine.models.dual import DualEncoder
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import epoch_order, load_pool, sample_captions
 from vitrine.train.distributed import setup
-from vitrine.train.dual_run import (apply_freeze, build_model, contrastive_step, finish_dual_run, load_model_state,
+from vitrine.train.dual_run import (EXTERNAL_PREFIXES, apply_freeze, build_model, contrastive_step, finish_dual_run, load_model_state,
                                     model_state, open_dual_run, param_groups, step_generator)
 from vitrine.train.engine import TrainResult, run
 from vitrine.train.text_side import LiveTexts, PooledTexts
@@ -31,7 +32,7 @@ class LiveRecipe:
         model.to(self.device)
         apply_freeze(model, config)
         if config.grad_checkpointing:
-            model.visual.grad_checkpointing = True
+            model.set_grad_checkpointing()
         self.pool = pool = load_pool(config, model.image_transform, progress=progress)
         if pool.skipped:
             print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
@@ -39,16 +40,22 @@ class LiveRecipe:
         if train_size < config.batch_size:
             raise ValueError(f"only {train_size} training items for batch size {config.batch_size}")
         self.text_locked = config.freeze.text_tower
-        # With the tower locked, a training step needs only these cached features and the projection; an unlocked tower
-        # runs on every caption, in training and in validation.
+        # With vitrine's MiniLM tower locked, a training step needs only its cached pooled features and the projection;
+        # any other text tower runs on every caption, in training and in validation.
+        cached_texts = self.text_locked and not config.freeze.text_blocks and isinstance(model, DualEncoder)
         with ctx.main_first():  # rank 0 fills the text feature cache, the other ranks read it
-            texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main) if self.text_locked else LiveTexts(pool.strings)
+            texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main) if cached_texts else LiveTexts(pool.strings)
         self.texts = texts
         self.validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items,
                                    config.seed) if ctx.is_main else None
         if ctx.enabled:
             ctx.shard(config.batch_size)  # refuses a batch that does not split evenly over the processes
-        self.loss_fn = ClipLoss()
+        if model.logit_bias is None:
+            self.loss_fn = ClipLoss()
+        elif ctx.enabled:
+            raise ValueError("the sigmoid loss (SigLIP) trains in one process; drop --nproc")
+        else:  # SigLIP: its sigmoid loss, with the learned bias
+            self.loss_fn = lambda image, text, scale, ids: sigmoid_loss(image, text, scale, model.logit_bias, positives_from_ids(ids, ids))
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
         self._epoch, self._order = -1, None
 
@@ -77,8 +84,9 @@ class LiveRecipe:
 
     def train_mode(self) -> None:
         self.model.train()
-        if self.text_locked:
-            self.model.text.eval()  # a locked tower also keeps dropout off
+        for part in ("image_tower", "text_tower"):
+            if getattr(self.config.freeze, part):  # a locked tower keeps dropout off and its BatchNorm statistics
+                self.model.parts()[part].eval()
 
     def state(self) -> dict:
         return {"model": model_state(self.model, self.config)}
@@ -92,7 +100,8 @@ class LiveRecipe:
 
 def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
-    if config.freeze.image_tower:
+    freeze = config.freeze
+    if freeze.image_tower and not (freeze.image_blocks or freeze.text_blocks or config.model.startswith(EXTERNAL_PREFIXES)):
         from vitrine.train.locked import train_locked
 
         return train_locked(config, progress=progress)

@@ -29,12 +29,19 @@ class CaptionConfig:
 
 @dataclass(frozen=True)
 class FreezeConfig:
-    """Which parts train. The CPU default: image tower and projections train, the MiniLM tower is locked."""
+    """Which parts train. The CPU default: image tower and projections train, the MiniLM tower is locked. In a
+    locked tower, its last `image_blocks` / `text_blocks` blocks (transformer layers, or EfficientNet blocks) train."""
 
     image_tower: bool = False
     text_tower: bool = True
     image_proj: bool = False
     text_proj: bool = False
+    image_blocks: int = 0
+    text_blocks: int = 0
+
+    def __post_init__(self):
+        if self.image_blocks < 0 or self.text_blocks < 0:
+            raise ValueError("freeze.image_blocks and freeze.text_blocks count blocks: they must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,22 @@ from pathlib import Path
 import torch
 
 from vitrine.losses import sharded_contrastive_loss
+from vitrine.models import create_model
+from vitrine.models.base import Encoder
 from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
 from vitrine.train.calibration import inherited_calibration, training_calibration
 from vitrine.train.config import TrainConfig
 from vitrine.train.distributed import Distributed, teardown
 from vitrine.train.engine import RunState, Schedule, TrainResult, open_run
 
-def build_model(config: TrainConfig) -> DualEncoder:
-    """A fresh model from a config name or JSON file, or a saved model directory to continue from."""
+EXTERNAL_PREFIXES = ("hf:", "openclip:")  # checkpoints `vitrine train clip` fine-tunes in their own format
+
+
+def build_model(config: TrainConfig) -> Encoder:
+    """A fresh vitrine model from a config name or JSON file, a saved vitrine model directory to continue from, or an
+    external checkpoint to fine-tune (`hf:DIR`, `openclip:ARCH@FILE`)."""
+    if config.model.startswith(EXTERNAL_PREFIXES):
+        return create_model(config.model)
     if os.path.isdir(config.model):
         return DualEncoder.load(config.model)
     if config.model.endswith(".json"):
@@ -24,21 +32,27 @@ def build_model(config: TrainConfig) -> DualEncoder:
     return DualEncoder(builtin_config(config.model))
 
 
-def apply_freeze(model: DualEncoder, config: TrainConfig) -> None:
-    freeze = config.freeze
-    for module, frozen in ((model.visual, freeze.image_tower), (model.text, freeze.text_tower),
-                           (model.image_proj, freeze.image_proj), (model.text_proj, freeze.text_proj)):
-        for parameter in module.parameters():
-            parameter.requires_grad_(not frozen)
+def apply_freeze(model: Encoder, config: TrainConfig) -> None:
+    """Lock or unlock each part as `freeze` says; in a locked tower, its last `image_blocks`/`text_blocks` train."""
+    freeze, parts = config.freeze, model.parts()
+    for name in Encoder.TRAINABLE_PARTS:
+        parts[name].requires_grad_(not getattr(freeze, name))
+    for tower, count in (("image_tower", freeze.image_blocks), ("text_tower", freeze.text_blocks)):
+        if count and getattr(freeze, tower):
+            blocks = model.tower_blocks(tower)
+            if count > len(blocks):
+                raise ValueError(f"freeze: {tower} has {len(blocks)} blocks, {count} cannot be unlocked")
+            blocks[len(blocks) - count :].requires_grad_(True)
 
 
 def param_groups(model, weight_decay: float, text_proj_lr_scale: float) -> list[dict]:
     """Decay on weight matrices only; the text projection gets its own (lower) learning rate."""
+    text_proj_ids = {id(p) for p in model.parts()["text_proj"].parameters()}
     decay, no_decay, text_proj = [], [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
-        if name.startswith("text_proj."):
+        if id(parameter) in text_proj_ids:
             text_proj.append(parameter)
         elif parameter.ndim < 2:
             no_decay.append(parameter)
@@ -49,9 +63,9 @@ def param_groups(model, weight_decay: float, text_proj_lr_scale: float) -> list[
     return [g for g in groups if g["params"]]
 
 
-def model_state(model: DualEncoder, config: TrainConfig) -> dict:
+def model_state(model: Encoder, config: TrainConfig) -> dict:
     """The model's state without a locked, packaged text tower (90 MB that never changes)."""
-    skip = config.freeze.text_tower and model.text_weights_from_package
+    skip = config.freeze.text_tower and getattr(model, "text_weights_from_package", False)
     return {k: v for k, v in model.state_dict().items() if not (skip and k.startswith("text.bert."))}
 
 
@@ -98,7 +112,7 @@ def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, po
         calibration = validator.calibrate(model)
         train = pool.indices("train")
         seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
-        info = {"config": config.to_dict(), **({"recipe": recipe} if recipe else {}), "steps": state.step, "seconds": state.elapsed,
+        info = {"config": config.to_dict(), "load_as": model.saved_name(model_dir), **({"recipe": recipe} if recipe else {}), "steps": state.step, "seconds": state.elapsed,
                 "train_items": len(train), "skipped_rows": pool.skipped, "seen_classes": seen,
                 "calibration": training_calibration(calibration, config.calibration_from), "final_metrics": state.metrics,
                 "processes": ctx.world}
