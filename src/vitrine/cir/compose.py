@@ -45,11 +45,11 @@ class Composer:
         if text_projection is None and isinstance(combiner, str) and combiner not in BASELINES:
             text_projection = load_text_projection(combiner, encoder=model.name)
         self.text_projection = text_projection
-        if self.needs_tokens and not hasattr(model, "text"):
+        if self.needs_tokens and getattr(model, "runtime", "torch") != "torch":
             raise NeedsTorch(f"{self.spec} reads image and text tokens, which the {getattr(model, 'runtime', '')} runtime does not "
                              f"produce; use --runtime torch for it")
         if self.text_projection is not None and not (hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)):
-            raise ValueError(f"{combiner} carries a fine-tuned text projection for a vitrine dual encoder; {model.name} is not one")
+            raise ValueError(f"{combiner} carries a fine-tuned text projection; {model.name} has no pooled text output to apply it to")
 
     def texts(self, modifications: Sequence[str]) -> torch.Tensor:
         unique = list(dict.fromkeys(modifications))
@@ -87,10 +87,10 @@ class Composer:
 
 @torch.inference_mode()
 def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A vitrine dual encoder's text tower tokens (U, L, W) and mask (U, L), padded to the longest text."""
-    batch = model.tokenize(list(texts))
-    tokens, mask, _ = model.text(batch)
-    return tokens.float(), mask
+    """The text tower's tokens (U, L, W) and mask (U, L), padded to the longest text."""
+    features = model.text_features_from_tokens(model.tokenize(list(texts)))
+    mask = features.mask if features.mask is not None else torch.ones(features.tokens.shape[:2], dtype=torch.long)
+    return features.tokens.float(), mask
 
 
 @torch.inference_mode()

@@ -71,10 +71,11 @@ class CirRecipe:
         self.config, self.ctx = config, ctx
         torch.manual_seed(config.seed)
         self.model = model = create_model(config.model).eval()
-        if not hasattr(model, "text_proj"):
-            raise ValueError(f"vitrine train cir needs a vitrine dual encoder (its text projection is what stage 1 tunes); got {model.name}")
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+        text_proj = model.parts()["text_proj"]
+        if not (isinstance(text_proj, nn.Linear) and text_proj.bias is None and (hasattr(model, "text") or getattr(model, "has_pooled_text", False))):
+            raise ValueError(f"vitrine train cir tunes a bias-free text projection over the pooled text output (vitrine's dual "
+                             f"encoders, CLIP); {model.name} has none")
+        model.requires_grad_(False)
         self.use_agcn = use_agcn = config.stage == 2 and config.combiner == "agcn"
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
             self.bank = bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress and ctx.is_main, with_tokens=use_agcn)
@@ -85,14 +86,14 @@ class CirRecipe:
         with ctx.main_first():
             self.pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
         base_projection = load_text_projection(config.start) if config.start else None
-        self.projection = projection = nn.Linear(model.text.width, model.embed_dim, bias=False)
-        projection.weight.data.copy_(base_projection if base_projection is not None else model.text_proj.weight)
+        self.projection = projection = nn.Linear(text_proj.in_features, model.embed_dim, bias=False)
+        projection.weight.data.copy_(base_projection if base_projection is not None else text_proj.weight)
         if config.stage == 1:
             self.module: nn.Module = projection
             self.combiner: nn.Module = SumCombiner()
         elif use_agcn:
             projection.requires_grad_(False)
-            self.combiner = AGCN(AGCNConfig(model.embed_dim, image_width=bank.tokens.shape[-1], text_width=model.text.width, width=config.agcn_width,
+            self.combiner = AGCN(AGCNConfig(model.embed_dim, image_width=bank.tokens.shape[-1], text_width=text_proj.in_features, width=config.agcn_width,
                                             layers=config.agcn_layers, heads=config.agcn_heads, dropout=config.agcn_dropout, encoder=model.name))
             self.module = self.combiner
             self.text_token_table = text_tokens(model, string_list)

@@ -12,7 +12,13 @@ from tqdm import tqdm
 
 
 def _tower_key(model) -> str:
-    """The text tower's config, and the digest of its trained weights when any left the wheel's."""
+    """vitrine's text tower: its config, and the digest of its trained weights when any left the wheel's. Another
+    model's (hf:, openclip:): its name and the digest of its text tower's weights."""
+    if not hasattr(model, "text"):
+        digest = hashlib.sha1(model.name.encode())
+        for name, tensor in sorted(model.parts()["text_tower"].state_dict().items()):
+            digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
     from vitrine.models.dual import text_fingerprint
 
     key = f"{type(model.text).__name__}:{json.dumps(model.config.text, sort_keys=True)}"
@@ -21,11 +27,18 @@ def _tower_key(model) -> str:
 
 
 def _encode(model, strings: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    """The text tower's pooled output before the projection (vitrine's MiniLM, or a CLIP's `pooled_texts`)."""
     chunks = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(strings), batch_size), desc="encode new texts (cached)", unit="batch", disable=not progress):
-            chunks.append(model.text(model.text.tokenize(strings[start : start + batch_size]))[2].float().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, model.text.width), dtype=np.float32)
+            batch = strings[start : start + batch_size]
+            pooled = model.text(model.text.tokenize(batch))[2] if hasattr(model, "text") else model.pooled_texts(batch)
+            chunks.append(pooled.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, _width(model)), dtype=np.float32)
+
+
+def _width(model) -> int:
+    return model.text.width if hasattr(model, "text") else model.parts()["text_proj"].in_features
 
 
 def pooled_text_features(model, strings: list[str], cache_dir: str | os.PathLike | None, batch_size: int = 256, progress: bool = True) -> torch.Tensor:
@@ -39,9 +52,9 @@ def pooled_text_features(model, strings: list[str], cache_dir: str | os.PathLike
     folder.mkdir(parents=True, exist_ok=True)
     features_path, strings_path = folder / "features.npy", folder / "strings.json"
     known: list[str] = json.loads(strings_path.read_text(encoding="utf-8")) if strings_path.is_file() else []
-    features = np.load(features_path) if features_path.is_file() and known else np.zeros((0, model.text.width), dtype=np.float32)
+    features = np.load(features_path) if features_path.is_file() and known else np.zeros((0, _width(model)), dtype=np.float32)
     if len(features) != len(known):  # a torn write: start over rather than misalign rows
-        known, features = [], np.zeros((0, model.text.width), dtype=np.float32)
+        known, features = [], np.zeros((0, _width(model)), dtype=np.float32)
     row = {text: i for i, text in enumerate(known)}
     missing = list(dict.fromkeys(text for text in strings if text not in row))
     if missing:

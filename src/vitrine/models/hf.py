@@ -46,6 +46,9 @@ class HFEncoder(Encoder):
         self.model_type = model.config.model_type
         self.embed_dim = int(getattr(model.config, "projection_dim", 0) or model.config.text_config.hidden_size)
         self.max_length = int(model.config.text_config.max_position_embeddings)
+        # CLIP's text output before its bias-free projection: what a composed-query head's text projection reads
+        # (SigLIP's text head has a bias and is part of its tower).
+        self.has_pooled_text = self.model_type == "clip"
         self.eval()
 
     @classmethod
@@ -101,6 +104,14 @@ class HFEncoder(Encoder):
             "crop_size": {"height": transform.size, "width": transform.size}, "size": {"shortest_edge": transform.size},
             "image_mean": list(transform.mean), "image_std": list(transform.std), "resample": resample}, indent=2) + "\n", encoding="utf-8")
         return directory
+
+    def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(B, W) the text tower's output before `text_projection` (CLIP only)."""
+        if not self.has_pooled_text:
+            raise ValueError(f"{self.name} is a {self.model_type} model: its text projection is part of its tower; a composed-query "
+                             "text projection needs a CLIP")
+        batch = self.tokenize(texts)
+        return self.model.text_model(**{k: v.to(self.device) for k, v in batch.items()}).pooler_output
 
     def saved_name(self, directory: str | os.PathLike) -> str:
         """The name that loads what `save(directory)` wrote."""

@@ -1,0 +1,59 @@
+"""CLIP4Cir on a CLIP that users bring (`hf:DIR`, a tiny random one here): stage 1 tunes its text projection under
+`sum`, stage 2 trains the Combiner and the AGCN on its features and tokens; both resume bit for bit and
+`eval composed` runs on the results."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.cir.test_triplets_training import catalog_rows
+from tests.conftest import write_folder
+from vitrine.cir.config import CirTrainConfig
+from vitrine.cir.train import train_cir
+from vitrine.cli import main
+from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cir-hf")
+    write_folder(root / "cat", catalog_rows())
+    assert main(["data", "make-triplets", "--data", str(root / "cat"), "--out", str(root / "all.jsonl"), "--kinds", "colour"]) == 0
+    model = f"hf:{write_hf_clip(root / 'clip')}"
+    config = CirTrainConfig(stage=1, data=(str(root / "cat"),), triplets=str(root / "all.jsonl"), val_triplets=str(root / "all.jsonl"),
+                            model=model, epochs=2, batch_size=16, lr=1e-3, warmup_steps=1, cache_dir=str(root / "cache"),
+                            agcn_width=32, agcn_layers=1, agcn_heads=2)
+    return root, config
+
+
+def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp_path, capsys):
+    root, config = setup
+    stage1 = config.replace(out=str(tmp_path / "s1"))
+    train_cir(stage1.replace(max_steps=5), progress=False)
+    done = train_cir(stage1, progress=False)
+    whole = train_cir(stage1.replace(out=str(tmp_path / "s1-whole")), progress=False)
+    assert done.steps == whole.steps == 16 and done.metrics == whole.metrics
+    tuned = load_file(str(tmp_path / "s1/combiner/text_projection.safetensors"))
+    assert all(torch.equal(v, load_file(str(tmp_path / "s1-whole/combiner/text_projection.safetensors"))[k]) for k, v in tuned.items())
+    from vitrine.models import create_model
+
+    start = create_model(config.model).model.text_projection.weight
+    assert not torch.equal(next(iter(tuned.values())), start)  # stage 1 moved the CLIP's text projection
+    for combiner in ("combiner", "agcn"):
+        stage2 = config.replace(stage=2, combiner=combiner, start=str(tmp_path / "s1/combiner"), out=str(tmp_path / combiner))
+        result = train_cir(stage2, progress=False)
+        assert result.steps == 16 and set(result.metrics) >= {"R@1", "R@10", "R@50"}
+        capsys.readouterr()
+        assert main(["eval", "composed", "--data", str(root / "cat"), "--triplets", str(root / "all.jsonl"), "--model", config.model,
+                     "--combiner", str(tmp_path / combiner / "combiner"), "--cache-dir", str(root / "cache"), "--json", "--no-progress"]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert report["n_queries"] == 120 and report["R@50"] >= report["R@10"] >= report["R@1"]
+
+
+def test_a_siglip_is_refused_with_the_reason(setup, tmp_path):
+    _, config = setup
+    with pytest.raises(ValueError, match="bias-free text projection"):
+        train_cir(config.replace(model=f"hf:{write_hf_siglip(tmp_path / 'siglip')}", out=str(tmp_path / "s1")), progress=False)
