@@ -17,6 +17,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # tests start), never the user's ~/.cache.
 _ONNX_CACHE = tempfile.TemporaryDirectory(prefix="vitrine-onnx-cache-")
 os.environ["VITRINE_ONNX_CACHE"] = _ONNX_CACHE.name
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # test processes (pytest -n N) share the cores: split torch's threads
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 COLOURS = {"Red": (200, 30, 30), "Blue": (30, 30, 200), "Green": (30, 160, 40), "Black": (10, 10, 10), "White": (245, 245, 245)}
 TYPES = ["Tshirts", "Jeans", "Dresses", "Watches"]
