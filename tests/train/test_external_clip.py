@@ -97,3 +97,36 @@ def test_resume_is_bit_identical_and_locked_towers_train_only_their_last_blocks(
     assert not any(k.startswith(("vision_model.encoder.layers.0.", "text_model.encoder.layers.0.", "vision_model.embeddings.")) for k in moved)
     with pytest.raises(ValueError, match="has 2 blocks"):
         train_clip(config_for(model, tmp_path / "c", freeze={**freeze, "image_blocks": 3}), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["clip", "openclip"])
+def test_region_alignment_on_a_clip_resumes_bit_for_bit_and_saves_in_its_format(checkpoints, tmp_path, kind):
+    from tests.conftest import make_rows, write_folder
+    from vitrine.train.regions import RegionTrainConfig, train_regions
+
+    write_folder(tmp_path / "cat", make_rows(40))
+    config = RegionTrainConfig(data=str(tmp_path / "cat"), model=checkpoints[kind], split_from=None, epochs=2, batch_size=8, lr=1e-3,
+                               warmup_steps=1, val_items=8, checkpoint_every=3, cache_dir=str(tmp_path / "cache"))
+    whole = train_regions(config.replace(out=str(tmp_path / "whole")), progress=False)
+    train_regions(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)
+    resumed = train_regions(config.replace(out=str(tmp_path / "parts")), progress=False)
+    assert resumed.steps == whole.steps > 0 and resumed.metrics == whole.metrics and set(whole.metrics) == {"top1_whole", "top1_regions"}
+    a, b = (load_file(str(tmp_path / name / "model" / "model.safetensors")) for name in ("whole", "parts"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = create_model(checkpoints[kind]).model.state_dict()
+    assert not torch.equal(a["visual_projection.weight"], start["visual_projection.weight"])  # the image side trained
+    assert torch.equal(a["text_model.encoder.layers.0.mlp.fc1.weight"], start["text_model.encoder.layers.0.mlp.fc1.weight"])  # text tower locked
+    info = json.loads((tmp_path / "whole" / "model" / "training.json").read_text())
+    assert info["load_as"].startswith({"clip": "hf:", "openclip": "openclip:"}[kind])
+    reloaded = create_model(info["load_as"])
+    assert torch.equal(reloaded.model.visual_projection.weight, a["visual_projection.weight"])
+
+
+def test_region_alignment_refuses_a_siglip_with_the_reason(checkpoints, tmp_path):
+    from tests.conftest import make_rows, write_folder
+    from vitrine.train.regions import RegionTrainConfig, train_regions
+
+    write_folder(tmp_path / "cat", make_rows(16))
+    with pytest.raises(ValueError, match="pooled text features"):
+        train_regions(RegionTrainConfig(data=str(tmp_path / "cat"), model=checkpoints["siglip"], split_from=None, batch_size=8,
+                                        out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache")), progress=False)

