@@ -51,6 +51,14 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
                      "--combiner", str(tmp_path / combiner / "combiner"), "--cache-dir", str(root / "cache"), "--json", "--no-progress"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert report["n_queries"] == 120 and report["R@50"] >= report["R@10"] >= report["R@1"]
+    # an index of the CLIP's vectors, searched by an image plus a change through each trained head
+    assert main(["index", "build", "--data", str(root / "cat"), "--index", str(tmp_path / "idx"), "--model", config.model, "--no-progress"]) == 0
+    image = next((root / "cat" / "images").glob("*.jpg"))
+    for combiner in ("combiner", "agcn"):
+        capsys.readouterr()
+        assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red", "--combiner",
+                     str(tmp_path / combiner / "combiner"), "--model", config.model, "-k", "3", "--json"]) == 0
+        assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 3
 
 
 def test_a_siglip_is_refused_with_the_reason(setup, tmp_path):
