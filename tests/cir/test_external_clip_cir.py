@@ -59,6 +59,20 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
         assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red", "--combiner",
                      str(tmp_path / combiner / "combiner"), "--model", config.model, "-k", "3", "--json"]) == 0
         assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 3
+    # the service on the CLIP's index, composing with the trained Combiner (torch runtime: ONNX for hf: is item 4)
+    from fastapi.testclient import TestClient
+
+    from vitrine.serve.app import create_app
+    from vitrine.serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(index=str(tmp_path / "idx"), tag_model="vitrine:small", combiner=str(tmp_path / "combiner" / "combiner"),
+                                   runtime="torch"))
+    with TestClient(app) as client:
+        response = client.post("/search", data={"modification": "in red", "k": "3"}, files={"image": ("q.jpg", image.read_bytes(), "image/jpeg")})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["query"]["kind"] == "composed" and len(body["results"]) == 3
+    app.state.service.close()
 
 
 def test_a_siglip_is_refused_with_the_reason(setup, tmp_path):
