@@ -79,6 +79,24 @@ def write_shards(folder, rows, per_shard=4, images: dict | None = None) -> list[
     return paths
 
 
+KAGL = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "kagl"))
+
+
+def write_kagl_subset(path, items: int) -> str:
+    """One shard holding the first `items` real KAGL products (their 60x80 images and metadata) of its first shard."""
+    source = os.path.join(KAGL, "shards", "kagl-000000.tar")
+    keys: list[str] = []
+    with tarfile.open(source) as tar, tarfile.open(path, "w") as out:
+        for member in tar:
+            key = member.name.rsplit(".", 1)[0]
+            if key not in keys:
+                if len(keys) == items:
+                    break
+                keys.append(key)
+            out.addfile(member, tar.extractfile(member))
+    return str(path)
+
+
 def write_folder(folder, rows, fmt="csv", images: dict | None = None):
     """images/<id>.jpg plus catalog.csv or catalog.jsonl; `images[id] = None` leaves the file out."""
     (folder / "images").mkdir(parents=True, exist_ok=True)

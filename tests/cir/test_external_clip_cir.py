@@ -1,6 +1,6 @@
-"""CLIP4Cir on a CLIP that users bring (`hf:DIR`, a tiny random one here): stage 1 tunes its text projection under
-`sum`, stage 2 trains the Combiner and the AGCN on its features and tokens; both resume bit for bit and
-`eval composed` runs on the results."""
+"""CLIP4Cir on a CLIP or SigLIP that users bring (`hf:DIR`, tiny random ones here): stage 1 tunes its text projection
+under `sum` (`stage1_trains: projection`), stage 2 trains the Combiner and the AGCN on its features and tokens; both
+resume bit for bit and `eval composed` runs on the results. Stage 1 on the encoders themselves: test_external_clip_stage1."""
 from __future__ import annotations
 
 import json
@@ -75,7 +75,19 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
     app.state.service.close()
 
 
-def test_a_siglip_is_refused_with_the_reason(setup, tmp_path):
-    _, config = setup
-    with pytest.raises(ValueError, match="bias-free text projection"):
-        train_cir(config.replace(model=f"hf:{write_hf_siglip(tmp_path / 'siglip')}", out=str(tmp_path / "s1")), progress=False)
+def test_a_siglip_trains_its_text_head_in_stage1_and_a_combiner_on_it(setup, tmp_path, capsys):
+    """SigLIP's projection is its text head, a linear layer with a bias: stage 1 tunes both and the Composer applies both."""
+    root, config = setup
+    config = config.replace(model=f"hf:{write_hf_siglip(tmp_path / 'siglip')}")
+    train_cir(config.replace(out=str(tmp_path / "s1")), progress=False)
+    tuned = load_file(str(tmp_path / "s1/combiner/text_projection.safetensors"))
+    from vitrine.models import create_model
+
+    head = create_model(config.model).model.text_model.head
+    assert set(tuned) == {"weight", "bias"} and not torch.equal(tuned["bias"], head.bias.detach())
+    stage2 = train_cir(config.replace(stage=2, start=str(tmp_path / "s1/combiner"), out=str(tmp_path / "s2")), progress=False)
+    capsys.readouterr()
+    assert main(["eval", "composed", "--data", str(root / "cat"), "--triplets", str(root / "all.jsonl"), "--model", config.model,
+                 "--combiner", str(stage2.saved), "--cache-dir", str(root / "cache"), "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {k: report[k] for k in stage2.metrics} == stage2.metrics  # the saved head and projection score as in training

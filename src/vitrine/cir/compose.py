@@ -31,7 +31,7 @@ def composer_for(model, combiner: str, fallback: bool, torch_model) -> "Composer
 class Composer:
     """`image`, `text`, `sum`, `combiner` (shipped) or a trained combiner directory, over one encoder."""
 
-    def __init__(self, model, combiner: str | nn.Module = "combiner", text_projection: torch.Tensor | None = None):
+    def __init__(self, model, combiner: str | nn.Module = "combiner", text_projection: nn.Module | None = None):
         self.model = model
         self.spec = combiner if isinstance(combiner, str) else type(combiner).__name__
         if isinstance(combiner, str) and combiner in BASELINES:
@@ -56,7 +56,8 @@ class Composer:
         if self.text_projection is None:
             embeds = encode_texts(self.model, unique)
         else:
-            embeds = F.normalize(pooled_texts(self.model, unique) @ self.text_projection.T, dim=-1)
+            with torch.inference_mode():
+                embeds = F.normalize(self.text_projection(pooled_texts(self.model, unique)), dim=-1)
         row = {text: i for i, text in enumerate(unique)}
         return embeds[[row[t] for t in modifications]]
 
@@ -95,7 +96,7 @@ def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
 
 @torch.inference_mode()
 def pooled_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """A vitrine dual encoder's text tower output before its projection, (B, W)."""
+    """The text tower's output before its projection, (B, W): vitrine's MiniLM, a CLIP's or SigLIP's, or an ONNX export's."""
     if hasattr(model, "pooled_texts"):  # the ONNX runtime exports it as a second output
         chunks = [model.pooled_texts(list(texts[s : s + batch_size])).float() for s in range(0, len(texts), batch_size)]
         return torch.cat(chunks)

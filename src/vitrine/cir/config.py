@@ -6,11 +6,19 @@ from dataclasses import dataclass
 from vitrine.train.engine import RunConfig
 
 
+STAGE1_PARTS = ("projection", "text", "both")
+
+
 @dataclass(frozen=True)
 class CirTrainConfig(RunConfig):
-    """Stage 1 fine-tunes the text projection with the `sum` combination; stage 2 trains the Combiner on cached features."""
+    """Stage 1 fine-tunes the text side (or both encoders) with the `sum` combination; stage 2 trains the Combiner on
+    cached features."""
 
     stage: int = 2
+    # Stage 1's trainable parts: "projection" (the text projection over cached tower outputs; the image index stays
+    # valid), "text" (the whole text encoder, as in CLIP4Cir) or "both" (both encoders, as in its journal version).
+    # "text" and "both" save the fine-tuned model under out/model; stage 2 then names it as its `model`.
+    stage1_trains: str = "projection"
     data: tuple[str, ...] = ("../shared/data/kagl",)  # catalogs holding every triplet product
     triplets: str = "runs/cir/kagl-train.jsonl"
     val_triplets: str | None = "runs/cir/kagl-val.jsonl"
@@ -41,5 +49,9 @@ class CirTrainConfig(RunConfig):
             raise ValueError("data needs at least one catalog")
         if self.combiner not in ("combiner", "agcn"):
             raise ValueError(f"combiner must be 'combiner' or 'agcn', got {self.combiner!r}")
+        if self.stage1_trains not in STAGE1_PARTS:
+            raise ValueError(f"stage1_trains must be one of {', '.join(STAGE1_PARTS)}, got {self.stage1_trains!r}")
+        if self.stage == 2 and self.stage1_trains != "projection":
+            raise ValueError("stage1_trains is a stage-1 option; stage 2 reads the stage-1 model through `model`")
         if self.stage == 1 and self.start:
             raise ValueError("`start` is a stage-2 option (the stage-1 output to build on)")

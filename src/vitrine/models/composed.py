@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from vitrine.models import agcn, combiner  # noqa: F401  (register the heads)
@@ -54,14 +53,16 @@ def load_combiner(spec: str, embed_dim: int | None = None, encoder: str | None =
     return model
 
 
-def save_text_projection(directory: str | os.PathLike, weight: torch.Tensor) -> None:
+def save_text_projection(directory: str | os.PathLike, projection: nn.Linear) -> None:
+    """Stage 1's text projection beside its head: a weight, and a bias when the model's projection has one (SigLIP)."""
     from safetensors.torch import save_file
 
-    save_file({"weight": weight.detach().contiguous().cpu()}, str(Path(directory) / TEXT_PROJECTION_FILE))
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in projection.state_dict().items()}
+    save_file(tensors, str(Path(directory) / TEXT_PROJECTION_FILE))
 
 
-def load_text_projection(spec: str, encoder: str | None = None) -> torch.Tensor | None:
-    """The stage-1 text projection saved with a combiner directory, if any."""
+def load_text_projection(spec: str, encoder: str | None = None) -> nn.Linear | None:
+    """The stage-1 text projection saved with a combiner directory, if any, as a frozen linear layer."""
     if spec == "sum":
         return None
     path = Path(_resolve(spec, encoder)) / TEXT_PROJECTION_FILE if spec else None
@@ -69,4 +70,8 @@ def load_text_projection(spec: str, encoder: str | None = None) -> torch.Tensor 
         return None
     from safetensors.torch import load_file
 
-    return load_file(str(path))["weight"].float()
+    tensors = {name: tensor.float() for name, tensor in load_file(str(path)).items()}
+    out_features, in_features = tensors["weight"].shape
+    projection = nn.Linear(in_features, out_features, bias="bias" in tensors)
+    projection.load_state_dict(tensors)
+    return projection.requires_grad_(False).eval()

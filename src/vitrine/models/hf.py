@@ -46,9 +46,9 @@ class HFEncoder(Encoder):
         self.model_type = model.config.model_type
         self.embed_dim = int(getattr(model.config, "projection_dim", 0) or model.config.text_config.hidden_size)
         self.max_length = int(model.config.text_config.max_position_embeddings)
-        # CLIP's text output before its bias-free projection: what a composed-query head's text projection reads
-        # (SigLIP's text head has a bias and is part of its tower).
-        self.has_pooled_text = self.model_type == "clip"
+        # The text output before the projection (`pooled_texts`): what a composed-query text projection and the
+        # region recipe's cached text features read. SigLIP's projection is its text head (a linear layer with a bias).
+        self.has_pooled_text = True
         self.eval()
 
     @classmethod
@@ -106,12 +106,11 @@ class HFEncoder(Encoder):
         return directory
 
     def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(B, W) the text tower's output before `text_projection` (CLIP only)."""
-        if not self.has_pooled_text:
-            raise ValueError(f"{self.name} is a {self.model_type} model: its text projection is part of its tower; a composed-query "
-                             "text projection needs a CLIP")
-        batch = self.tokenize(texts)
-        return self.model.text_model(**{k: v.to(self.device) for k, v in batch.items()}).pooler_output
+        """(B, W) the text tower's output before `parts()["text_proj"]` (CLIP's `text_projection`, SigLIP's text head)."""
+        batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        if self.model_type == "clip":
+            return self.model.text_model(**batch).pooler_output
+        return self.model.text_model(input_ids=batch["input_ids"]).last_hidden_state[:, -1]  # what SigLIP's head reads
 
     def saved_name(self, directory: str | os.PathLike) -> str:
         """The name that loads what `save(directory)` wrote."""
