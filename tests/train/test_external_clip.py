@@ -73,6 +73,12 @@ def test_fine_tuning_lowers_the_loss_and_saves_a_model_the_same_scheme_loads(che
     with torch.no_grad():
         assert torch.equal(tuned.encode_image(pixels), fresh.encode_image(pixels))
         assert torch.equal(tuned.encode_text(texts), fresh.encode_text(texts))
+    # The fine-tuned result runs on the ONNX runtime too, at torch's embeddings (the export measures its parity).
+    exported = create_model(info["load_as"], runtime="onnx")
+    assert type(exported).__name__ == "OnnxEncoder" and exported.name == info["load_as"]
+    assert min(exported.parity["onnx_vs_torch_text"]["min"], exported.parity["onnx_vs_torch_image"]["min"]) >= 0.9999
+    with torch.no_grad():
+        assert float(torch.nn.functional.cosine_similarity(exported.encode_text(texts), tuned.encode_text(texts)).min()) >= 0.9999
     if kind != "openclip":  # a transformers directory that transformers itself reads
         from transformers import AutoModel
 

@@ -173,6 +173,10 @@ class DualEncoder(Encoder):
         tokens, mask, pooled = self.text(batch)
         return Features(embeds=l2_normalize(self.text_proj(pooled)), tokens=tokens, mask=mask)
 
+    def pooled_text_from_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, W) the text tower's mean-pooled output before `text_proj`."""
+        return self.text(batch)[2]
+
     def parts(self) -> dict[str, nn.Module]:
         return {"image_tower": self.visual, "text_tower": self.text, "image_proj": self.image_proj, "text_proj": self.text_proj}
 

@@ -37,6 +37,8 @@ def transform_from_preprocessor(path: str | os.PathLike, model_type: str, image_
 class HFEncoder(Encoder):
     """A transformers `CLIPModel` or `SiglipModel`, loaded from a local directory (never downloaded)."""
 
+    onnx_exportable = True  # --runtime onnx|onnx-int8 and `vitrine export onnx` (vitrine.models.onnx_export)
+
     def __init__(self, model, tokenizer, image_transform: ImageTransform, name: str):
         super().__init__()
         self.model = model
@@ -46,6 +48,8 @@ class HFEncoder(Encoder):
         self.model_type = model.config.model_type
         self.embed_dim = int(getattr(model.config, "projection_dim", 0) or model.config.text_config.hidden_size)
         self.max_length = int(model.config.text_config.max_position_embeddings)
+        # SigLIP was trained on max-length padding; CLIP pools at the EOS token and is indifferent.
+        self.padding: bool | str = "max_length" if self.model_type == "siglip" else True
         # The text output before the projection (`pooled_texts`): what a composed-query text projection and the
         # region recipe's cached text features read. SigLIP's projection is its text head (a linear layer with a bias).
         self.has_pooled_text = True
@@ -107,10 +111,13 @@ class HFEncoder(Encoder):
 
     def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(B, W) the text tower's output before `parts()["text_proj"]` (CLIP's `text_projection`, SigLIP's text head)."""
-        batch = {k: v.to(self.device) for k, v in self.tokenize(texts).items()}
+        return self.pooled_text_from_tokens({k: v.to(self.device) for k, v in self.tokenize(texts).items()})
+
+    def pooled_text_from_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.model_type == "clip":
             return self.model.text_model(**batch).pooler_output
-        return self.model.text_model(input_ids=batch["input_ids"]).last_hidden_state[:, -1]  # what SigLIP's head reads
+        # SigLIP's text tower was trained without a padding mask; its head reads the last position
+        return self.model.text_model(input_ids=batch["input_ids"]).last_hidden_state[:, -1]
 
     def saved_name(self, directory: str | os.PathLike) -> str:
         """The name that loads what `save(directory)` wrote."""
@@ -124,9 +131,7 @@ class HFEncoder(Encoder):
         return Features(embeds=l2_normalize(pooled), tokens=out.last_hidden_state)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        # SigLIP was trained on max-length padding; CLIP pools at the EOS token and is indifferent.
-        padding = "max_length" if self.model_type == "siglip" else True
-        batch = self.tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenizer(list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt")
         mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
         return {"input_ids": batch["input_ids"], "attention_mask": mask}
 

@@ -81,7 +81,7 @@ def _onnx_runtime(name: str, runtime: str, load_torch: Callable[[], Encoder], fa
     torch_model = load_torch()
     if not getattr(torch_model, "onnx_exportable", False):
         if not fallback:
-            raise ExportUnsupported(f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine dual encoders; use --runtime torch")
+            raise ExportUnsupported(f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine's, hf: and openclip: encoders; use --runtime torch")
         logging.getLogger(__name__).warning("%s has no ONNX export; running it on torch", name)
         return torch_model
     return onnx_model(name, runtime, torch_model=torch_model)

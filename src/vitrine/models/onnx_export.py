@@ -1,10 +1,11 @@
-"""`vitrine export onnx`: a dual encoder's towers as ONNX graphs, with the tokenizer and preprocessing beside them.
+"""`vitrine export onnx`: an encoder's towers (vitrine's dual encoders, hf: CLIP/SigLIP, openclip:) as ONNX graphs, with the tokenizer and preprocessing beside them.
 
 An export directory holds:
 
 - `image.onnx`: pixels (B, 3, S, S), preprocessed by the model's own `ImageTransform` -> `embeds` (B, D), unit norm;
-- `text.onnx`: `input_ids`, `attention_mask` (B, L) -> `embeds` (B, D) and, for vitrine dual encoders, `pooled`
-  (B, W), the text tower's mean-pooled output before its projection (what a Combiner's fine-tuned projection reads);
+- `text.onnx`: `input_ids`, `attention_mask` (B, L) -> `embeds` (B, D) and `pooled` (B, W), the text tower's output
+  before its projection (what a Combiner's fine-tuned projection reads); SigLIP's graph takes no mask (its tower
+  reads none) and its tokenizer pads to the maximum length (`padding` in the manifest);
 - `text.int8.onnx` (optional): the text graph with int8 weights (dynamic quantisation, per channel);
 - `tokenizer/`: the tokenizer files, and `runtime.json`: the model name, the transform, the text length, the files and
   the parity measured at export (cosine of ONNX vs torch, int8 vs fp32), which decides what may be mixed in an index.
@@ -53,17 +54,19 @@ class _ImageGraph(nn.Module):
 
 
 class _TextGraph(nn.Module):
+    """Texts -> embeds and, when the model exposes it, the pooled output its text projection reads."""
+
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.pooled = hasattr(model, "text") and hasattr(model, "text_proj")
+        self.pooled = hasattr(model, "pooled_text_from_tokens")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if not self.pooled:
             return self.model.text_features_from_tokens(batch).embeds
-        _, _, pooled = self.model.text(batch)
-        return nn.functional.normalize(self.model.text_proj(pooled), dim=-1), pooled
+        pooled = self.model.pooled_text_from_tokens(batch)
+        return nn.functional.normalize(self.model.parts()["text_proj"](pooled), dim=-1), pooled
 
 
 def export_onnx(model, out: str | os.PathLike, int8: bool = True, overwrite: bool = False) -> Path:
@@ -102,7 +105,7 @@ def export_onnx(model, out: str | os.PathLike, int8: bool = True, overwrite: boo
         manifest = {
             "format": FORMAT_VERSION, "vitrine": vitrine.__version__, "model": model.name, "embed_dim": int(model.embed_dim),
             "transform": _transform_dict(model.image_transform), "max_length": int(_max_length(model)),
-            "text_outputs": text_outputs, "files": files, "opset": OPSET,
+            "text_outputs": text_outputs, "files": files, "opset": OPSET, "padding": getattr(model, "padding", True),
         }
         manifest["parity"] = measure_parity(model, work, manifest)
         (work / RUNTIME_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

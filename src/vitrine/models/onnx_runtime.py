@@ -23,7 +23,7 @@ DEFAULT_RUNTIME = "onnx"  # the fastest runtime that passes parity with torch (s
 
 
 class ExportUnsupported(ValueError):
-    """This model cannot be exported to ONNX (not a vitrine dual encoder with a Hugging Face tokenizer)."""
+    """This model cannot be exported to ONNX (not one of vitrine's, hf: or openclip: encoders)."""
 
 
 def check_runtime(runtime: str) -> str:
@@ -65,6 +65,7 @@ class OnnxEncoder(Encoder):
         text_file = manifest["files"]["text_int8" if int8 else "text"]
         self._text = ort.InferenceSession(str(self.directory / text_file), options, providers=providers)
         self._text_outputs = list(manifest.get("text_outputs", ["embeds"]))
+        self._text_inputs = [i.name for i in self._text.get_inputs()]  # a graph whose tower reads no mask takes none
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.directory / "tokenizer"))
         self.has_pooled_text = "pooled" in self._text_outputs
 
@@ -82,7 +83,7 @@ class OnnxEncoder(Encoder):
         return Features(embeds=embeds, tokens=torch.zeros(len(embeds), 0, self.embed_dim))
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenizer(list(texts), padding=self.manifest.get("padding", True), truncation=True, max_length=self.max_length, return_tensors="pt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
     def text_features_from_tokens(self, batch: dict[str, torch.Tensor]) -> Features:
@@ -96,5 +97,5 @@ class OnnxEncoder(Encoder):
         return self._run_text(self.tokenize(texts))[1]
 
     def _run_text(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        feed = {name: np.ascontiguousarray(batch[name].detach().cpu().numpy(), dtype=np.int64) for name in ("input_ids", "attention_mask")}
+        feed = {name: np.ascontiguousarray(batch[name].detach().cpu().numpy(), dtype=np.int64) for name in self._text_inputs}
         return [torch.from_numpy(array) for array in self._text.run(self._text_outputs, feed)]
