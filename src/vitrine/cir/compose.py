@@ -56,8 +56,9 @@ class Composer:
         if self.text_projection is None:
             embeds = encode_texts(self.model, unique)
         else:
+            device = self.text_projection.weight.device
             with torch.inference_mode():
-                embeds = F.normalize(self.text_projection(pooled_texts(self.model, unique)), dim=-1)
+                embeds = F.normalize(self.text_projection(pooled_texts(self.model, unique).to(device)), dim=-1).cpu()
         row = {text: i for i, text in enumerate(unique)}
         return embeds[[row[t] for t in modifications]]
 
@@ -74,16 +75,19 @@ class Composer:
         text = self.texts(modifications)
         if self.spec == "text":
             return text
+        device = next(self.combiner.parameters(), torch.empty(0)).device  # a head trained on a GPU may still be there
+        reference, text = reference.to(device), text.to(device)
         if not self.needs_tokens:
-            return torch.cat([self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)])
+            return torch.cat([self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)]).cpu()
         if reference_tokens is None:
             raise ValueError(f"{self.spec} reads image tokens; this caller only has embeddings")
         unique = list(dict.fromkeys(modifications))
         tokens, mask = text_tokens(self.model, unique)
         lookup = {t: i for i, t in enumerate(unique)}
         row = torch.tensor([lookup[t] for t in modifications])
-        return torch.cat([self.combiner(reference[s : s + 1024], text[s : s + 1024], reference_tokens[s : s + 1024].float(),
-                                        tokens[row[s : s + 1024]], mask[row[s : s + 1024]]) for s in range(0, len(text), 1024)])
+        tokens, mask = tokens.to(device), mask.to(device)
+        return torch.cat([self.combiner(reference[s : s + 1024], text[s : s + 1024], reference_tokens[s : s + 1024].float().to(device),
+                                        tokens[row[s : s + 1024]], mask[row[s : s + 1024]]) for s in range(0, len(text), 1024)]).cpu()
 
 
 @torch.inference_mode()
@@ -91,14 +95,11 @@ def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
     """The text tower's tokens (U, L, W) and mask (U, L), padded to the longest text."""
     features = model.text_features_from_tokens(model.tokenize(list(texts)))
     mask = features.mask if features.mask is not None else torch.ones(features.tokens.shape[:2], dtype=torch.long)
-    return features.tokens.float(), mask
+    return features.tokens.float().cpu(), mask.cpu()
 
 
 @torch.inference_mode()
 def pooled_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """The text tower's output before its projection, (B, W): vitrine's MiniLM, a CLIP's or SigLIP's, or an ONNX export's."""
-    if hasattr(model, "pooled_texts"):  # the ONNX runtime exports it as a second output
-        chunks = [model.pooled_texts(list(texts[s : s + batch_size])).float() for s in range(0, len(texts), batch_size)]
-        return torch.cat(chunks)
-    chunks = [model.text(model.tokenize(list(texts[s : s + batch_size])))[2].float() for s in range(0, len(texts), batch_size)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.text.width)
+    chunks = [model.pooled_texts(list(texts[s : s + batch_size])).float().cpu() for s in range(0, len(texts), batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, 0)

@@ -30,7 +30,7 @@ from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig
 from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner
 from vitrine.models.composed import load_text_projection, save_text_projection
-from vitrine.train.distributed import setup, teardown
+from vitrine.train.distributed import device_for, setup, teardown
 from vitrine.train.engine import TrainResult, open_run, run
 
 @dataclass
@@ -74,7 +74,8 @@ class CirRecipe:
     def __init__(self, config: CirTrainConfig, ctx, progress: bool):
         self.config, self.ctx = config, ctx
         torch.manual_seed(config.seed)
-        self.model = model = create_model(config.model).eval()
+        self.device = device = device_for(ctx, config.device)
+        self.model = model = create_model(config.model).eval().to(device)
         self.parts = parts = model.parts()  # vitrine's dual encoders and hf:/openclip: CLIP and SigLIP models
         text_proj = parts["text_proj"]
         if not (isinstance(text_proj, nn.Linear) and (hasattr(model, "text") or getattr(model, "has_pooled_text", False))):
@@ -88,13 +89,14 @@ class CirRecipe:
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
             self.bank = bank = image_bank(model, config.data, cache_dir=config.cache_dir, progress=progress and ctx.is_main, with_tokens=use_agcn)
         strings: dict[str, int] = {}
+        self.embeds = bank.embeds.to(device)  # the bank itself stays on the CPU for validation
         self.train = triplet_table(read_triplets(config.triplets), bank, strings)
         self.val_triplets = read_triplets(config.val_triplets) if config.val_triplets else None
         self.strings = string_list = list(strings)
         if not self.live:
             with ctx.main_first():
-                self.pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main)
-        self.projection = projection = copy.deepcopy(text_proj).float().requires_grad_(False)
+                self.pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main).to(device)
+        self.projection = projection = copy.deepcopy(text_proj).float().requires_grad_(False)  # on the model's device
         base_projection = load_text_projection(config.start) if config.start else None
         if base_projection is not None:
             projection.load_state_dict(base_projection.state_dict())
@@ -117,10 +119,11 @@ class CirRecipe:
             self.combiner = AGCN(AGCNConfig(model.embed_dim, image_width=bank.tokens.shape[-1], text_width=text_proj.in_features, width=config.agcn_width,
                                             layers=config.agcn_layers, heads=config.agcn_heads, dropout=config.agcn_dropout, encoder=model.name))
             self.module = self.combiner
-            self.text_token_table = text_tokens(model, string_list)
+            self.text_token_table = tuple(t.to(device) for t in text_tokens(model, string_list))
         else:
             self.combiner = Combiner(CombinerConfig(model.embed_dim, config.projection_dim, config.hidden_dim, config.dropout, encoder=model.name))
             self.module = self.combiner
+        self.combiner.to(device)
         if ctx.enabled:  # same initial weights on every rank (seeded above); from here on, each rank its own dropout masks
             torch.manual_seed(config.seed * 1_000_003 + ctx.rank)
 
@@ -134,7 +137,7 @@ class CirRecipe:
     def _images(self, rows: torch.Tensor) -> torch.Tensor:
         """Image embeddings of bank rows: cached, or through the live image encoder (`stage1_trains: both`)."""
         if not self.live_images:
-            return self.bank.embeds[rows]
+            return self.embeds[rows]
         return self.model.encode_image(to_input(self.images[self.image_row[rows]], self.model.image_transform).to(self.model.device))
 
     def param_groups(self) -> list[dict]:
@@ -155,11 +158,12 @@ class CirRecipe:
         text = self._texts(train.texts[local])
         if self.use_agcn:
             ids = train.texts[local]
-            query = self.combiner(reference, text, self.bank.tokens[train.refs[local]].float(), self.text_token_table[0][ids], self.text_token_table[1][ids])
+            tokens = self.bank.tokens[train.refs[local]].float().to(self.device)
+            query = self.combiner(reference, text, tokens, self.text_token_table[0][ids], self.text_token_table[1][ids])
         else:
             query = self.combiner(reference, text)
         logits = config.logit_scale * query @ F.normalize(target, dim=-1).T
-        positives = train.target_set[local].view(-1, 1) == train.target_set[rows].view(1, -1)
+        positives = (train.target_set[local].view(-1, 1) == train.target_set[rows].view(1, -1)).to(self.device)
         loss = _soft_cross_entropy(logits, positives) * (len(local) / len(rows))  # the ranks' shares sum to the batch mean
         loss.backward()
         return loss.item()
@@ -198,7 +202,7 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> TrainResult:
     Under torchrun (WORLD_SIZE > 1) each process takes a slice of every batch and scores it against the whole
     batch's targets; rank 0 validates, checkpoints and saves (see vitrine.train.distributed).
     """
-    ctx = setup("cpu")
+    ctx = setup(config.device)
     schedule, checkpoint = open_run(config, ctx, "cir", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
                                     max_steps=config.max_steps, val_every_epochs=config.val_every_epochs, desc=f"train cir stage {config.stage}")
     recipe = CirRecipe(config, ctx, progress)
@@ -206,7 +210,9 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> TrainResult:
     val = state.metrics
     if ctx.is_main:
         val = val or recipe.validate()
-        recipe.model.eval()
+        recipe.model.eval().cpu()
+        recipe.combiner.cpu()
+        recipe.projection.cpu()
         if recipe.live:  # the fine-tuned encoder is the stage-1 result; its sum head records how to load it
             encoder = recipe.model.saved_name(recipe.model.save(state.out / "model"))
             _save(state.out / "combiner", config, encoder, recipe.combiner, None, val or None)

@@ -37,7 +37,7 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     given = {"out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device, "threads": args.threads,
-             "sources": [{"path": path, "weight": 1.0} for path in args.data] if args.data else None}
+             "model": args.model, "sources": [{"path": path, "weight": 1.0} for path in args.data] if args.data else None}
     return _train(args, config, given, train_clip, lambda result: {"model_dir": result.saved, "steps": result.steps, "seconds": result.seconds,
                                                                     "final_loss": round(result.final_loss, 4), **result.metrics})
 
@@ -49,17 +49,26 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
     config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
     given = {"stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
              "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads,
-             "combiner": args.combiner, "data": args.data or None}
-    return _train(args, config, given, train_cir, lambda result: {"out": result.out, "combiner": result.saved, "steps": result.steps,
+             "combiner": args.combiner, "data": args.data or None, "device": args.device, "stage1_trains": args.stage1_trains}
+    return _train(args, config, given, train_cir, lambda result: {"out": result.out, "combiner": result.saved, "encoder": _encoder_of(result.saved),
+                                                                  "steps": result.steps,
                                                                   "seconds": result.seconds, "seconds_per_epoch": result.seconds_per_epoch,
                                                                   "val": result.metrics or None})
+
+
+def _encoder_of(head_dir) -> str | None:
+    """The model a trained head belongs to (after `stage1_trains: text|both`, the fine-tuned one): what --model takes."""
+    from vitrine.models.heads import read_head_config
+
+    return read_head_config(str(head_dir)).get("encoder")
 
 
 def cmd_train_regions(args: argparse.Namespace) -> int:
     from vitrine.train.regions import RegionTrainConfig, train_regions
 
     config = RegionTrainConfig.from_file(args.config) if args.config else RegionTrainConfig()
-    given = {"data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads}
+    given = {"data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "threads": args.threads,
+             "device": args.device}
     return _train(args, config, given, train_regions, lambda result: {"model_dir": result.saved, "steps": result.steps, "seconds": result.seconds,
                                                                       "final_loss": round(result.final_loss, 4), "val": result.metrics})
 
@@ -89,6 +98,7 @@ def _add_run_options(parser: argparse.ArgumentParser, nproc_help: str) -> None:
     parser.add_argument("--epochs", type=int, help="override the number of epochs (also sets the schedule length)")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps (the schedule still follows --epochs)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--device", help="cpu or cuda (under --nproc or torchrun: each process its own GPU)")
     parser.add_argument("--nproc", type=int, help="train in N processes on this machine (torch.distributed via torchrun: gloo on CPU, "
                                                   f"nccl on GPU); {nproc_help}")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -99,22 +109,25 @@ def register(sub) -> None:
     recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     clip = recipes.add_parser(
         "clip", help="contrastive image-text training (OpenFashionCLIP recipe)",
-        description="Train a vitrine dual encoder contrastively. The config (JSON) is saved next to the checkpoint; "
+        description="Train a vitrine dual encoder, or fine-tune a CLIP/SigLIP you bring (hf:, openclip:), contrastively. The config (JSON) is saved next to the checkpoint; "
                     "rerunning the same command resumes from the last checkpoint. The trained model is written to OUT/model.",
     )
     clip.add_argument("--config", help="training config JSON (e.g. configs/kagl-small.json); default: built-in defaults")
     clip.add_argument("--data", nargs="*", help="override the config's sources with these catalogs (weight 1 each)")
-    clip.add_argument("--device", help="cpu or cuda")
+    clip.add_argument("--model", help="model to train: a config name, a vitrine model directory, hf:DIR or openclip:ARCH@FILE")
     _add_run_options(clip, "the global batch is split over them, negatives gathered from every process. Several machines: run "
                            "`torchrun --nnodes ... -m vitrine train clip ...` yourself")
     clip.set_defaults(func=cmd_train_clip)
     cir = recipes.add_parser(
         "cir", help="composed image retrieval, CLIP4Cir's two stages",
-        description="Stage 1 fine-tunes the text projection with the sum combination; stage 2 trains the Combiner on cached "
-                    "features. Rerunning the same command resumes. Writes OUT/combiner (use it with --combiner).",
+        description="Stage 1 fine-tunes the text projection, the text encoder or both encoders (--stage1-trains) with the sum "
+                    "combination; stage 2 trains the Combiner on cached features. Rerunning the same command resumes. Writes "
+                    "OUT/combiner (use it with --combiner) and, when stage 1 fine-tunes an encoder, OUT/model.",
     )
     cir.add_argument("--config", help="CIR config JSON (e.g. configs/cir-kagl-stage2.json); default: built-in defaults")
-    cir.add_argument("--stage", type=int, choices=[1, 2], help="1: text projection + sum; 2: Combiner")
+    cir.add_argument("--stage", type=int, choices=[1, 2], help="1: text side (or both encoders) + sum; 2: Combiner")
+    cir.add_argument("--stage1-trains", choices=["projection", "text", "both"],
+                     help="stage 1's trainable parts: the text projection (default), the text encoder, or both encoders")
     cir.add_argument("--data", nargs="*", help="catalogs holding the triplets' products")
     cir.add_argument("--triplets", help="training triplets (JSONL)")
     cir.add_argument("--val-triplets", help="validation triplets (JSONL)")

@@ -27,12 +27,12 @@ def _tower_key(model) -> str:
 
 
 def _encode(model, strings: list[str], batch_size: int, progress: bool) -> np.ndarray:
-    """The text tower's pooled output before the projection (vitrine's MiniLM, or a CLIP's `pooled_texts`)."""
+    """The text tower's pooled output before the projection (vitrine's MiniLM, a CLIP's or SigLIP's)."""
     chunks = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(strings), batch_size), desc="encode new texts (cached)", unit="batch", disable=not progress):
             batch = strings[start : start + batch_size]
-            pooled = model.text(model.text.tokenize(batch))[2] if hasattr(model, "text") else model.pooled_texts(batch)
+            pooled = model.pooled_texts(batch)
             chunks.append(pooled.float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, _width(model)), dtype=np.float32)
 

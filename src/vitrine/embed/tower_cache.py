@@ -38,8 +38,8 @@ def _view(images: torch.Tensor, view: str) -> torch.Tensor:
 def _encode_chunk(model, images: torch.Tensor, batch_size: int) -> np.ndarray:
     rows = []
     for start in range(0, len(images), batch_size):
-        pixels = to_input(images[start : start + batch_size], model.image_transform).contiguous(memory_format=torch.channels_last)
-        rows.append(model.visual(pixels)[1].to(torch.float16).numpy())
+        pixels = to_input(images[start : start + batch_size], model.image_transform).to(model.device).contiguous(memory_format=torch.channels_last)
+        rows.append(model.visual(pixels)[1].to(torch.float16).cpu().numpy())
     return np.concatenate(rows)
 
 

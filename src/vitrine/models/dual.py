@@ -175,7 +175,10 @@ class DualEncoder(Encoder):
 
     def pooled_text_from_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, W) the text tower's mean-pooled output before `text_proj`."""
-        return self.text(batch)[2]
+        return self.text({k: v.to(self.logit_scale.device) for k, v in batch.items()})[2]
+
+    def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.pooled_text_from_tokens(self.tokenize(list(texts)))
 
     def parts(self) -> dict[str, nn.Module]:
         return {"image_tower": self.visual, "text_tower": self.text, "image_proj": self.image_proj, "text_proj": self.text_proj}

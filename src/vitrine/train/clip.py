@@ -13,7 +13,7 @@ from vitrine.losses import ClipLoss, positives_from_ids, sigmoid_loss
 from vitrine.models.dual import DualEncoder
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import epoch_order, load_pool, sample_captions
-from vitrine.train.distributed import setup
+from vitrine.train.distributed import device_for, setup
 from vitrine.train.dual_run import (EXTERNAL_PREFIXES, apply_freeze, build_model, contrastive_step, finish_dual_run, load_model_state,
                                     model_state, open_dual_run, param_groups, step_generator)
 from vitrine.train.engine import TrainResult, run
@@ -28,7 +28,7 @@ class LiveRecipe:
         self.config, self.ctx = config, ctx
         torch.manual_seed(config.seed)
         self.model = model = build_model(config)
-        self.device = torch.device(f"cuda:{ctx.local_rank}" if ctx.enabled and config.device.startswith("cuda") else config.device)
+        self.device = device_for(ctx, config.device)
         model.to(self.device)
         apply_freeze(model, config)
         if config.grad_checkpointing:

@@ -81,7 +81,6 @@ class TrainConfig(RunConfig):
     batch_size: int = 512
     amp: bool = True  # bf16 autocast (CPU and GPU)
     grad_checkpointing: bool = False
-    device: str = "cpu"
     checkpoint_every: int = 200  # steps
     val_every_epochs: int = 1
     val_max_items: int = 2000

@@ -113,6 +113,11 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
+def device_for(ctx: Distributed, device: str) -> torch.device:
+    """The torch device of this process: `cuda` is each process's own GPU under torchrun."""
+    return torch.device(f"cuda:{ctx.local_rank}" if ctx.enabled and device.startswith("cuda") else device)
+
+
 def setup(device: str = "cpu") -> Distributed:
     """Join the process group the launcher described in the environment; one process: nothing to join."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

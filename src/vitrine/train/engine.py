@@ -101,7 +101,7 @@ class Recipe(Protocol):
 
 
 # Config keys that may change between a run and its resumption without changing what is computed.
-RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every", "val_every_epochs")
+RUNTIME_KEYS = ("max_steps", "threads", "out", "cache_dir", "checkpoint_every", "val_every_epochs", "device")
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class RunConfig(ConfigFile):
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still follows `epochs`
     threads: int = 0  # torch CPU threads; 0: torch's default
     cache_dir: str = "runs/cache"  # feature caches (text, tower features, catalog banks, region views)
+    device: str = "cpu"  # "cuda": train on the GPU (under torchrun, each process on its own); caches stay on the CPU
 
     def check_schedule(self, batch_size: int, epochs: int, lr: float) -> None:
         if batch_size < 2 or epochs < 1 or lr <= 0:
@@ -128,7 +129,8 @@ def open_run(config, ctx: Distributed, kind: str, **schedule) -> tuple[Schedule,
                         **schedule)
     schedule.out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(schedule.out)
-    if checkpoint is not None and jsonable(checkpoint.get("comparable")) != schedule.comparable:
+    saved = {k: v for k, v in ((checkpoint or {}).get("comparable") or {}).items() if k not in RUNTIME_KEYS}  # keys made runtime later
+    if checkpoint is not None and jsonable(saved) != schedule.comparable:
         raise ValueError(f"{schedule.out} holds a checkpoint of a different {schedule.kind} config; use another --out "
                          f"or delete {schedule.out / 'checkpoint.pt'}")
     if ctx.is_main:

@@ -28,7 +28,7 @@ from vitrine.models import create_model
 from vitrine.models.dual import TRAINING_INFO_NAME
 from vitrine.tagging.tagger import value_embeddings
 from vitrine.tagging.vocabulary import vocabulary_from_values
-from vitrine.train.distributed import setup, teardown
+from vitrine.train.distributed import device_for, setup, teardown
 from vitrine.train.dual_run import load_model_state, param_groups, step_generator
 from vitrine.train.engine import RunConfig, TrainResult, open_run, run
 
@@ -122,7 +122,8 @@ class RegionRecipe:
     def __init__(self, config: RegionTrainConfig, ctx, progress: bool):
         self.config, self.ctx = config, ctx
         torch.manual_seed(config.seed)
-        self.model = model = create_model(config.model)
+        self.device = device_for(ctx, config.device)
+        self.model = model = create_model(config.model).to(self.device)
         self.parts = parts = model.parts()  # vitrine's dual encoders and hf:/openclip: CLIPs
         if not (hasattr(model, "text") or getattr(model, "has_pooled_text", False)):
             raise ValueError(f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} has none")
@@ -141,11 +142,13 @@ class RegionRecipe:
             raise ValueError(f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it false)")
         parts["text_tower"].requires_grad_(False)
         parts["image_tower"].requires_grad_(not freeze)
+        for projection in ("image_proj", "text_proj"):  # after the towers: SigLIP's projections are its towers' heads
+            parts[projection].requires_grad_(True)
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
-            self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main)
+            self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main).to(self.device)
             self.cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main) if freeze else None
         self.validator = _Validator(model, pool, config) if ctx.is_main else None
-        self.amp = torch.autocast("cpu", dtype=torch.bfloat16) if config.amp else nullcontext()
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
 
     def param_groups(self) -> list[dict]:
         return param_groups(self.model, self.config.weight_decay, self.config.text_proj_lr_scale)
@@ -161,13 +164,15 @@ class RegionRecipe:
         view = torch.from_numpy(rng.integers(len(config.views), size=len(rows)))
         generator = step_generator(config.seed, step)
         text_ids, positives = self.table.sample(rows.tolist(), config.title_prob, rng)
+        positives = positives.to(self.device)
         mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
         with self.amp:
             if self.cached_views is not None:
-                image = F.normalize(self.parts["image_proj"](self.cached_views[view[mine], torch.from_numpy(rows[mine])].float()), dim=-1)
+                features = self.cached_views[view[mine], torch.from_numpy(rows[mine])].float().to(self.device)
+                image = F.normalize(self.parts["image_proj"](features), dim=-1)
             else:  # the whole batch's augmentation (one random stream), then this rank's slice
                 pixels = augment(self.pool.views[torch.from_numpy(rows), view], model.image_transform, generator)
-                image = model.image_features(pixels[mine]).embeds
+                image = model.image_features(pixels[mine].to(self.device)).embeds
             text = F.normalize(self.parts["text_proj"](self.pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
         image, text = image.float(), text.float()
         if ctx.enabled:
@@ -204,7 +209,7 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
     Under torchrun (WORLD_SIZE > 1) each process encodes a slice of every batch's images and texts; features are
     gathered so each rank's loss rows see the whole batch (vitrine.train.distributed); rank 0 validates and saves.
     """
-    ctx = setup("cpu")
+    ctx = setup(config.device)
     schedule, checkpoint = open_run(config, ctx, "regions", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
                                     max_steps=config.max_steps, grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every,
                                     validate_at_stop=True, desc=f"train regions {Path(config.out).name}", nan_hint="lower lr or disable amp")
@@ -247,7 +252,7 @@ class _Validator:
         with torch.inference_mode():
             views = self.pool.views[torch.from_numpy(self.rows)]
             n, v = views.shape[:2]
-            embeds = torch.cat([self.model.encode_image(to_input(views[s : s + 256].flatten(0, 1), self.model.image_transform)).float()
+            embeds = torch.cat([self.model.encode_image(to_input(views[s : s + 256].flatten(0, 1), self.model.image_transform).to(self.model.device)).float().cpu()
                                 for s in range(0, n, 256)]).view(n, v, -1)
             scores = {"whole": [], "regions": []}
             for attribute in self.vocabulary.attributes:
