@@ -105,15 +105,30 @@ def test_resume_is_bit_identical_and_locked_towers_train_only_their_last_blocks(
         train_clip(config_for(model, tmp_path / "c", freeze={**freeze, "image_blocks": 3}), progress=False)
 
 
+@pytest.mark.parametrize("kind", ["siglip", "openclip"])
+def test_resume_is_bit_identical_for_a_siglip_and_an_open_clip_file(checkpoints, tmp_path, kind):
+    one_go = train_clip(config_for(checkpoints[kind], tmp_path / "a", epochs=2), progress=False)
+    train_clip(config_for(checkpoints[kind], tmp_path / "b", epochs=2, max_steps=one_go.steps // 2 + 1), progress=False)
+    resumed = train_clip(config_for(checkpoints[kind], tmp_path / "b", epochs=2), progress=False)
+    assert resumed.steps == one_go.steps > 2 and resumed.metrics == one_go.metrics
+    a, b = ((tmp_path / name / "model" / "model.safetensors").read_bytes() for name in ("a", "b"))
+    assert a == b
+
+
 @pytest.mark.parametrize("kind", ["clip", "siglip", "openclip"])
 def test_region_alignment_on_a_clip_resumes_bit_for_bit_and_saves_in_its_format(checkpoints, tmp_path, kind):
-    from tests.conftest import make_rows, write_folder
+    import csv
+
+    from tests.conftest import write_kagl_subset
     from vitrine.train.regions import RegionTrainConfig, train_regions
 
-    write_folder(tmp_path / "cat", make_rows(40))
-    config = RegionTrainConfig(data=str(tmp_path / "cat"), model=checkpoints[kind], split_from=None, epochs=2, batch_size=8, lr=1e-3,
-                               warmup_steps=1, val_items=8, checkpoint_every=3, cache_dir=str(tmp_path / "cache"))
+    shard = write_kagl_subset(tmp_path / "kagl-96.tar", 96)
+    config = RegionTrainConfig(data=shard, model=checkpoints[kind], split_from=None, epochs=3, batch_size=16, lr=1e-3,
+                               warmup_steps=1, val_items=16, checkpoint_every=3, cache_dir=str(tmp_path / "cache"))
     whole = train_regions(config.replace(out=str(tmp_path / "whole")), progress=False)
+    losses = [float(row["loss"]) for row in csv.DictReader(open(tmp_path / "whole" / "metrics.csv")) if row.get("loss")]
+    print(f"{kind} regions: loss at step 1 {losses[0]:.4f} -> last step {losses[-1]:.4f} ({whole.steps} steps), {whole.metrics}")
+    assert losses[-1] < losses[0], losses
     train_regions(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)
     resumed = train_regions(config.replace(out=str(tmp_path / "parts")), progress=False)
     assert resumed.steps == whole.steps > 0 and resumed.metrics == whole.metrics and set(whole.metrics) == {"top1_whole", "top1_regions"}
@@ -127,3 +142,5 @@ def test_region_alignment_on_a_clip_resumes_bit_for_bit_and_saves_in_its_format(
     assert info["load_as"].startswith({"clip": "hf:", "siglip": "hf:", "openclip": "openclip:"}[kind])
     reloaded = create_model(info["load_as"])
     assert torch.equal(reloaded.model.state_dict()[image_proj], a[image_proj])
+    parity = create_model(info["load_as"], runtime="onnx").parity  # the result runs on ONNX Runtime at torch's embeddings
+    assert min(parity["onnx_vs_torch_text"]["min"], parity["onnx_vs_torch_image"]["min"]) >= 0.9999

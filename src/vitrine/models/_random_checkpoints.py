@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -44,7 +45,11 @@ def write_hf_siglip(folder: Path, text: dict = TINY_TEXT, vision: dict = TINY_VI
     torch.manual_seed(0)
     tokenizer = bert_tokenizer()
     config = SiglipConfig(text_config={**text, "vocab_size": tokenizer.vocab_size}, vision_config=vision)
-    SiglipModel(config).save_pretrained(folder)
+    model = SiglipModel(config)
+    with torch.no_grad():  # the SigLIP paper's initial temperature and bias (t' = log 10, b = -10), as real checkpoints start
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
