@@ -1,8 +1,11 @@
 """Load on the running service: requests/s and p50/p95/p99 latency for text and image search at several client counts.
 
 Starts `vitrine serve --index DIR --workers W` on 127.0.0.1 for each worker count, warms it up, then for each query
-kind and client count drives it for a bounded time with concurrent keep-alive clients (asyncio + httpx, in this
-process) and prints one row per cell: requests, requests/s, latency percentiles, errors. Memory is the resident set
+kind and client count drives it for a bounded time with concurrent keep-alive clients and prints one row per cell:
+requests, requests/s, latency percentiles, errors, and the CPU per request of the server and of the generator. The
+generator is `wrk` where it is installed (`apt-get install wrk`; one thread, the bodies prepared here and sent by
+`benchmarks/wrk_search.lua`), else asyncio + httpx in this process (`--generator httpx`), which costs the shared cores
+1.3-2.7 ms per request. Memory is the resident set
 of the server and its workers, read from /proc, after warm-up (start) and after the last cell (end).
 
     .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires --port 8000   # once: builds runs/serve/kagl-hires
@@ -24,6 +27,8 @@ import base64
 import json
 import os
 import random
+import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -155,6 +160,49 @@ async def drive(base: str, kind: str, clients: int, seconds: float, images: list
             "error_kinds": errors}
 
 
+WRK_SCRIPT = Path(__file__).with_name("wrk_search.lua")
+
+
+def encoded_body(kind: str, body: str, rng: random.Random, images: list[bytes]) -> tuple[str, bytes]:
+    """(content type, bytes) of one search request, encoded exactly as the httpx generator sends it."""
+    request = httpx.Request("POST", "http://server/search", **search_request(kind, body, rng, images))
+    return request.headers["content-type"], request.read()
+
+
+def drive_wrk(base: str, kind: str, clients: int, seconds: float, images: list[bytes], seed: int, body: str = "form",
+              distinct: int = 64) -> dict:
+    """The same cell driven by `wrk` (one thread, `clients` keep-alive connections) over `distinct` prepared bodies;
+    the generator's CPU is wrk's own, read from its rusage."""
+    import tempfile
+
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="vitrine-wrk-") as folder:
+        lines = []
+        for number in range(distinct):
+            content_type, data = encoded_body(kind, body, rng, images)
+            path = Path(folder) / f"{number}.body"
+            path.write_bytes(data)
+            lines.append(f"{content_type}\t{path}")
+        manifest = Path(folder) / "manifest.tsv"
+        manifest.write_text("\n".join(lines) + "\n")
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "120s", "-s", str(WRK_SCRIPT), base, "--", str(manifest)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children: wrk alone (the server is reaped at its end)
+        process = subprocess.run(command, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out, err = process.stdout, process.stderr
+    if process.returncode != 0:
+        raise SystemExit(f"wrk failed ({process.returncode}): {err.strip() or out.strip()}")
+    report = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    errors = {name: report[key] for name, key in (("status", "status_errors"), ("connect", "connect_errors"), ("read", "read_errors"),
+                                                  ("write", "write_errors"), ("timeout", "timeouts")) if report[key]}
+    answered = report["requests"] - report["status_errors"]
+    elapsed = report["duration_us"] / 1e6
+    return {"kind": kind, "body": body, "clients": clients, "requests": answered, "seconds": round(elapsed, 2),
+            "rps": round(answered / elapsed, 2), "p50_ms": round(report["p50_us"] / 1000, 1), "p95_ms": round(report["p95_us"] / 1000, 1),
+            "p99_ms": round(report["p99_us"] / 1000, 1), "mean_ms": round(report["mean_us"] / 1000, 1), "errors": sum(errors.values()),
+            "error_kinds": errors, "generator_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", nargs="+", default=["runs/serve/kagl-hires"], help="one or more indexes built by `vitrine serve --catalog`; "
@@ -170,6 +218,9 @@ def main() -> None:
     parser.add_argument("--query-images", type=int, default=64, help="how many images to draw queries from")
     parser.add_argument("--runtimes", nargs="+", default=[None], choices=["torch", "onnx", "onnx-int8"],
                         help="inference runtimes to compare, one server each (default: vitrine serve's default)")
+    parser.add_argument("--generator", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx",
+                        help="load generator: wrk (compiled, Debian package `wrk`; the default where installed) or httpx "
+                             "(asyncio in this process)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
@@ -195,10 +246,16 @@ def main() -> None:
                 for clients in args.clients:
                     for body in args.bodies:
                         server_cpu, client_cpu = tree_cpu_seconds(server.pid), time.process_time()
-                        row = {"index": Path(index).name, "workers": workers, "runtime": runtime or "default", **asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))}
-                        # CPU per answered request: where the two cores go (the server's processes, and this load generator)
+                        if args.generator == "wrk":
+                            cell = drive_wrk(base, kind, clients, args.seconds, images, seed=clients, body=body)
+                            client_seconds = cell.pop("generator_cpu_s")
+                        else:
+                            cell = asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))
+                            client_seconds = time.process_time() - client_cpu
+                        row = {"index": Path(index).name, "workers": workers, "runtime": runtime or "default", "generator": args.generator, **cell}
+                        # CPU per answered request: where the two cores go (the server's processes, and the load generator)
                         row["server_cpu_ms"] = round((tree_cpu_seconds(server.pid) - server_cpu) * 1000 / max(row["requests"], 1), 2)
-                        row["client_cpu_ms"] = round((time.process_time() - client_cpu) * 1000 / max(row["requests"], 1), 2)
+                        row["client_cpu_ms"] = round(client_seconds * 1000 / max(row["requests"], 1), 2)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
             rss_end = tree_rss_mib(server.pid)

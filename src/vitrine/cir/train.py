@@ -96,7 +96,11 @@ class CirRecipe:
         if not self.live:
             with ctx.main_first():
                 self.pooled = pooled_text_features(model, string_list, config.cache_dir, progress=progress and ctx.is_main).to(device)
-        self.projection = projection = copy.deepcopy(text_proj).float().requires_grad_(False)  # on the model's device
+        # A fresh layer loaded with the model's projection (its construction draws from the seeded stream, as the shipped
+        # heads' runs did), on the model's device.
+        self.projection = projection = nn.Linear(text_proj.in_features, text_proj.out_features, bias=text_proj.bias is not None)
+        projection.load_state_dict({k: v.float() for k, v in text_proj.state_dict().items()})
+        projection.to(device).requires_grad_(False)
         base_projection = load_text_projection(config.start) if config.start else None
         if base_projection is not None:
             projection.load_state_dict(base_projection.state_dict())

@@ -72,6 +72,7 @@ def load_text_projection(spec: str, encoder: str | None = None) -> nn.Linear | N
 
     tensors = {name: tensor.float() for name, tensor in load_file(str(path)).items()}
     out_features, in_features = tensors["weight"].shape
-    projection = nn.Linear(in_features, out_features, bias="bias" in tensors)
+    # skip_init: no random initialisation, so loading draws nothing from the seeded stream a training run follows
+    projection = nn.utils.skip_init(nn.Linear, in_features, out_features, bias="bias" in tensors)
     projection.load_state_dict(tensors)
     return projection.requires_grad_(False).eval()
