@@ -100,9 +100,10 @@ def tree_rss_mib(pid: int) -> float:
     return sum(process_rss_mib(pid).values())
 
 
-def start_server(index: str, workers: int, port: int, threads: int | None = None, runtime: str | None = None) -> subprocess.Popen:
+def start_server(index: str, workers: int | str, port: int, threads: int | None = None, runtime: str | None = None,
+                 extra: list[str] = ()) -> subprocess.Popen:
     command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", str(workers),
-               "--log-level", "warning"] + (["--threads", str(threads)] if threads else []) + (["--runtime", runtime] if runtime else [])
+               "--log-level", "warning"] + (["--threads", str(threads)] if threads else []) + (["--runtime", runtime] if runtime else []) + list(extra)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=180)
@@ -185,7 +186,7 @@ def drive_wrk(base: str, kind: str, clients: int, seconds: float, images: list[b
             lines.append(f"{content_type}\t{path}")
         manifest = Path(folder) / "manifest.tsv"
         manifest.write_text("\n".join(lines) + "\n")
-        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "120s", "-s", str(WRK_SCRIPT), base, "--", str(manifest)]
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "120s", "-s", str(WRK_SCRIPT), base, "--", str(manifest)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children: wrk alone (the server is reaped at its end)
         process = subprocess.run(command, capture_output=True, text=True)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -208,7 +209,10 @@ def main() -> None:
     parser.add_argument("--index", nargs="+", default=["runs/serve/kagl-hires"], help="one or more indexes built by `vitrine serve --catalog`; "
                         "INDEX@RUNTIME serves that index with that runtime only")
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images (uploaded as they are)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn worker counts to compare")
+    parser.add_argument("--workers", nargs="+", default=["1", "2"], help="worker counts to compare (a number, or auto)")
+    parser.add_argument("--variants", nargs="+", default=["default="], metavar="NAME=ARGS",
+                        help='server variants side by side: a name and extra `vitrine serve` arguments, e.g. '
+                             '"today=--http-stack stock --request-path classic" "new=" (default: one server as configured)')
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     parser.add_argument("--kinds", nargs="+", default=["text", "image"], choices=["text", "image"])
@@ -232,12 +236,13 @@ def main() -> None:
           f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU cores shared by server and load generator", flush=True)
     rows, memory = [], []
     # INDEX@RUNTIME pins a runtime to an index (an index built with onnx-int8 is queried with onnx-int8 only)
-    cells = [(i.split("@")[0], w, (i.split("@")[1] if "@" in i else r)) for i in args.index for w in args.workers
-             for r in (args.runtimes if "@" not in i else [None])]
-    for index, workers, runtime in cells:
+    variants = [(v.split("=", 1)[0], v.split("=", 1)[1].split() if "=" in v else []) for v in args.variants]
+    cells = [(i.split("@")[0], w, (i.split("@")[1] if "@" in i else r), name, extra) for i in args.index for w in args.workers
+             for r in (args.runtimes if "@" not in i else [None]) for name, extra in variants]
+    for index, workers, runtime, variant, extra in cells:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(index, workers, port, args.threads, runtime)
+        server = start_server(index, workers, port, args.threads, runtime, extra)
         try:
             for kind in args.kinds:
                 asyncio.run(drive(base, kind, 2, args.warmup, images, seed=99))
@@ -252,34 +257,41 @@ def main() -> None:
                         else:
                             cell = asyncio.run(drive(base, kind, clients, args.seconds, images, seed=clients, body=body))
                             client_seconds = time.process_time() - client_cpu
-                        row = {"index": Path(index).name, "workers": workers, "runtime": runtime or "default", "generator": args.generator, **cell}
+                        row = {"index": Path(index).name, "workers": workers, "runtime": runtime or "default", "variant": variant,
+                               "generator": args.generator, **cell}
                         # CPU per answered request: where the two cores go (the server's processes, and the load generator)
                         row["server_cpu_ms"] = round((tree_cpu_seconds(server.pid) - server_cpu) * 1000 / max(row["requests"], 1), 2)
                         row["client_cpu_ms"] = round(client_seconds * 1000 / max(row["requests"], 1), 2)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
             rss_end = tree_rss_mib(server.pid)
-            memory.append({"index": Path(index).name, "workers": workers, "runtime": runtime or "default", "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
+            memory.append({"index": Path(index).name, "workers": workers, "runtime": runtime or "default", "variant": variant,
+                           "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
         finally:
             server.terminate()
             server.wait(timeout=60)
 
-    print("\n| index | workers | runtime | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/req | client CPU ms/req |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| index | workers | runtime | variant | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | "
+          "server CPU ms/req | generator CPU ms/req |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['errors']} | {r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |")
-    runtimes = list(dict.fromkeys(r["runtime"] for r in rows))
-    if len(runtimes) > 1:  # each runtime against the first, cell by cell
-        print(f"\n| query | body | clients | " + " | ".join(f"{rt} req/s x, p99 x" for rt in runtimes[1:]) + " |\n|---|---|---|" + "---|" * (len(runtimes) - 1))
-        for key in dict.fromkeys((r["workers"], r["kind"], r["body"], r["clients"]) for r in rows):
-            cell = {r["runtime"]: r for r in rows if (r["workers"], r["kind"], r["body"], r["clients"]) == key}
-            base = cell.get(runtimes[0])
+        print(f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['variant']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | "
+              f"{r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |")
+    for axis in ("runtime", "variant"):  # each runtime (variant) against the first, cell by cell, everything else equal
+        names = list(dict.fromkeys(r[axis] for r in rows))
+        if len(names) < 2:
+            continue
+        rest = [k for k in ("index", "workers", "runtime", "variant", "kind", "body", "clients") if k != axis]
+        print(f"\n| {' | '.join(rest)} | " + " | ".join(f"{n} vs {names[0]}: req/s x, p99 x" for n in names[1:]) + " |\n|"
+              + "---|" * (len(rest) + len(names) - 1))
+        for key in dict.fromkeys(tuple(r[k] for k in rest) for r in rows):
+            cell = {r[axis]: r for r in rows if tuple(r[k] for k in rest) == key}
+            base = cell.get(names[0])
             if base:
-                print(f"| {key[1]} | {key[2]} | {key[3]} | " + " | ".join(
-                    f"{cell[rt]['rps'] / base['rps']:.2f}, {cell[rt]['p99_ms'] / base['p99_ms']:.2f}" if rt in cell else "-" for rt in runtimes[1:]) + " |")
-    print("\n| index | workers | runtime | server RSS at start MiB | at end MiB |\n|---|---|---|---|---|")
+                print("| " + " | ".join(str(k) for k in key) + " | " + " | ".join(
+                    f"{cell[n]['rps'] / base['rps']:.2f}, {cell[n]['p99_ms'] / base['p99_ms']:.2f}" if n in cell else "-" for n in names[1:]) + " |")
+    print("\n| index | workers | runtime | variant | server RSS at start MiB | at end MiB |\n|---|---|---|---|---|---|")
     for m in memory:
-        print(f"| {m['index']} | {m['workers']} | {m['runtime']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
+        print(f"| {m['index']} | {m['workers']} | {m['runtime']} | {m['variant']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
 

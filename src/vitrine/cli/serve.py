@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
     settings = load_settings(args.config, index=index, model=args.model, tag_model=args.tag_model, write_token=args.write_token,
                              read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner, runtime=args.runtime,
-                             max_k=args.max_k, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
+                             max_k=args.max_k, http_stack=args.http_stack, request_path=args.request_path, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
     if args.catalog:
         result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=args.schema, progress=not args.no_progress)
         print(f"index {settings.index}: {result.products} products ({result.added} added now in {result.seconds:.1f}s)", file=sys.stderr)
@@ -30,7 +30,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     writes = "writes need the bearer token" if settings.write_token else "writes disabled (no write token)"
     print(f"serving {settings.index} on http://{args.host}:{args.port}/ with {settings.workers} worker(s); {writes}; "
           f"API docs at /docs", file=sys.stderr, flush=True)
-    return 0 if serve_forever(args.host, args.port, settings.workers, args.log_level, args.access_log) else 1
+    return 0 if serve_forever(args.host, args.port, settings.workers, args.log_level, args.access_log, settings.http_stack) else 1
+
+
+def _workers(value: str) -> int | str:
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers or auto, got {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"workers must be >= 1, got {count}")
+    return count
 
 
 def register(sub) -> None:
@@ -51,12 +63,17 @@ def register(sub) -> None:
     parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default %(default)s")
     parser.add_argument("--port", type=int, default=8000, help="port; default %(default)s")
-    parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    parser.add_argument("--workers", type=_workers, help="worker processes, or auto: one per core (default 1)")
     parser.add_argument("--threads", type=int, help="intra-op threads per worker, torch or ONNX Runtime (default 1: concurrent requests use the other cores)")
     parser.add_argument("--write-token", help="bearer token for POST/DELETE /products (default: $VITRINE_WRITE_TOKEN; unset = writes disabled)")
     parser.add_argument("--read-token", help="also require a bearer token for reads (default: $VITRINE_READ_TOKEN; unset = open reads)")
     parser.add_argument("--max-k", type=int, help="largest k a search may ask for (default 100)")
     parser.add_argument("--max-upload-mb", type=float, help="largest image upload in MiB (default 10)")
+    parser.add_argument("--http-stack", choices=["fast", "stock"], help="fast (default): uvicorn's httptools parser on uvloop; "
+                        "stock: its h11 parser on asyncio (the path before issue 24, kept for comparison)")
+    parser.add_argument("--request-path", choices=["lean", "classic"], help="lean (default): search results serialised with orjson and "
+                        "requests timed by a plain ASGI middleware; classic: FastAPI's response models and an http middleware "
+                        "(the path before issue 24, kept for comparison)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--no-progress", action="store_true", help="hide the indexing progress bar")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 from importlib import resources
+
+import orjson
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Query as QueryParam, Request, UploadFile
@@ -21,9 +23,10 @@ from vitrine.serve.bodies import (Product, SearchBatchJSON, SearchBatchResult, S
                                   TagResult, UpsertResult, decode_base64_image, error_responses, load_yaml, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
-from vitrine.serve.metrics import Metrics
+from vitrine.serve.metrics import Metrics, ObserveRequests
 from vitrine.serve.requests import checked_k, clean_text, image_from_bytes, image_url, product_id_from_image_url, read_image
 from vitrine.serve.service import Query, SearchService, ServiceError, product_view
+from vitrine.serve.server import server_stack
 from vitrine.serve.settings import ServeSettings
 from vitrine.serve.tokens import Tokens
 
@@ -38,13 +41,21 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
-        return response
+    lean = settings.request_path == "lean"
+    if lean:
+        app.add_middleware(ObserveRequests, metrics=metrics)
+    else:
+        @app.middleware("http")
+        async def _observe(request: Request, call_next):
+            start = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")
+            metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
+            return response
+
+    def respond(result: dict):
+        """A search answer: bytes straight from orjson (lean), or the dict for FastAPI's response model (classic)."""
+        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json") if lean else result
 
     # ---- auth ----------------------------------------------------------------------------------------
     tokens = Tokens(settings.read_token, settings.write_token, settings.token_file)
@@ -164,19 +175,19 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
               openapi_extra=request_body(SearchJSON, SearchForm))
     async def search(request: Request):
         body = await read_body(request, SearchJSON, SearchForm)
-        return await run_in_threadpool(lambda: run_search(query_from(body)))
+        return respond(await run_in_threadpool(lambda: run_search(query_from(body))))
 
     @app.post("/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult, responses=read_errors,
               summary="several searches in one request, encoded together (JSON)", openapi_extra=request_body(SearchBatchJSON, None))
     async def search_batch(request: Request):
         body = await read_body(request, SearchBatchJSON, None)
-        return await run_in_threadpool(run_batch, body)
+        return respond(await run_in_threadpool(run_batch, body))
 
     @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
              summary="search by text or by a catalog product's image")
     def search_get(text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
                    filter: Annotated[list[str] | None, QueryParam()] = None):
-        return run_search(make_query(text, modification, None, image_url, k, form_filters(filter or [])))
+        return respond(run_search(make_query(text, modification, None, image_url, k, form_filters(filter or []))))
 
     @app.post("/tag", tags=["tagging"], dependencies=[Depends(can_read)], response_model=TagResult, responses=read_errors,
               summary="tag an image with open-vocabulary attributes (JSON or form)", openapi_extra=request_body(TagJSON, TagForm))
@@ -235,7 +246,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     def healthz():
         stats = service.stats()
         return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
-                "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__}
+                "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__,
+                "server": {**server_stack(settings.http_stack), "request_path": settings.request_path}}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})

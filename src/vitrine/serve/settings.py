@@ -10,6 +10,8 @@ from vitrine.config_file import loads_object, refuse_unknown
 
 ENV_PREFIX = "VITRINE_"
 SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine serve` hands them to its workers
+HTTP_STACKS = ("fast", "stock")
+REQUEST_PATHS = ("lean", "classic")
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,18 @@ class ServeSettings:
     max_batch_queries: int = 32  # queries in one POST /search/batch, at most
     token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
     cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
+    http_stack: str = "fast"  # fast: uvicorn's httptools parser on uvloop (when installed); stock: its h11 parser on asyncio
+    # lean: search results serialised with orjson (no per-hit response-model round trip) and a plain ASGI middleware
+    # timing requests; classic: FastAPI's response models and an `@app.middleware("http")` (the path before issue 24)
+    request_path: str = "lean"
 
     def __post_init__(self):
         if self.runtime not in ("torch", "onnx", "onnx-int8"):
             raise ValueError(f"runtime must be torch, onnx or onnx-int8, got {self.runtime!r}")
+        if self.http_stack not in HTTP_STACKS:
+            raise ValueError(f"http_stack must be one of {', '.join(HTTP_STACKS)}, got {self.http_stack!r}")
+        if self.request_path not in REQUEST_PATHS:
+            raise ValueError(f"request_path must be one of {', '.join(REQUEST_PATHS)}, got {self.request_path!r}")
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -89,11 +99,23 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
         raw = environ.get(ENV_PREFIX + field.name.upper())
         if raw is None:
             continue
-        if field.type == "int":
+        if field.name == "workers" and raw.strip().lower() == "auto":
+            raw = "auto"
+        elif field.type == "int":
             try:
                 raw = int(raw)
             except ValueError:
                 raise ValueError(f"{ENV_PREFIX + field.name.upper()} must be a whole number, got {raw!r}") from None
         changes[field.name] = raw
     changes.update({name: value for name, value in overrides.items() if value is not None})
+    if changes.get("workers") == "auto":
+        changes["workers"] = auto_workers(changes.get("index", settings.index))
     return replace(settings, **changes)
+
+
+def auto_workers(index: str) -> int:
+    """`--workers auto`: one worker process per core this process may run on (each worker encodes on one thread and
+    micro-batches its own requests); one for a Milvus Lite file, which allows a single process."""
+    if index.startswith("milvus:") and index.removeprefix("milvus:").split("#")[0].endswith(".db"):
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))

@@ -1,0 +1,77 @@
+"""The lean request path (orjson responses, a plain ASGI timing middleware) answers exactly what the classic one did,
+`/healthz` names the HTTP stack, `--workers auto` counts cores, and the old path stays reachable by settings."""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import replace
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vitrine.serve.app import create_app
+from vitrine.serve.server import server_stack
+from vitrine.serve.settings import ServeSettings, auto_workers, load_settings
+
+
+def answers(settings: ServeSettings) -> tuple[list, dict, str]:
+    app = create_app(settings)
+    picture = io.BytesIO()
+    Image.new("RGB", (60, 80), (200, 30, 30)).save(picture, format="JPEG")
+    with TestClient(app) as client:
+        responses = [
+            client.post("/search", json={"text": "red t-shirt", "k": 5}),
+            client.post("/search", data={"text": "blue jeans", "k": "3", "filter": "gender=Men"}),
+            client.get("/search", params={"text": "a black watch", "k": 4}),
+            client.post("/search", data={"modification": "in blue", "k": "3"}, files={"image": ("q.jpg", picture.getvalue(), "image/jpeg")}),
+            client.post("/search/batch", json={"queries": [{"text": "green dress", "k": 2}, {"text": "white shirt", "k": 2}]}),
+            client.post("/search", json={"text": "red", "k": 0}),  # an error answers the same way on both paths
+        ]
+        health = client.get("/healthz").json()
+        metrics = client.get("/metrics").text
+    app.state.service.close()
+    bodies = []
+    for response in responses:
+        body = response.json()
+        body.pop("took_ms", None)  # timings differ from run to run; everything else must not
+        for result in body.get("results", []):
+            result.pop("took_ms", None)
+        bodies.append((response.status_code, response.headers["content-type"], body))
+    return bodies, health, metrics
+
+
+def test_lean_and_classic_paths_answer_the_same_and_both_are_timed(settings):
+    lean, lean_health, lean_metrics = answers(settings)
+    classic, classic_health, classic_metrics = answers(replace(settings, request_path="classic", http_stack="stock"))
+    assert lean == classic
+    assert [status for status, _, _ in lean] == [200, 200, 200, 200, 200, 400]
+    assert all(content_type == "application/json" for _, content_type, _ in lean)
+    assert lean_health["server"] == {**server_stack("fast"), "request_path": "lean"}
+    assert classic_health["server"] == {"server": "uvicorn", "http": "h11", "loop": "asyncio", "request_path": "classic"}
+    for text in (lean_metrics, classic_metrics):  # every route timed, with its status
+        assert 'vitrine_http_requests_total{method="POST",route="/search",status="200"} 3.0' in text
+        assert 'vitrine_http_requests_total{method="POST",route="/search",status="400"} 1.0' in text
+        assert 'vitrine_http_requests_total{method="GET",route="/search",status="200"} 1.0' in text
+
+
+def test_the_fast_stack_is_installed_and_chosen_by_default():
+    pytest.importorskip("uvloop", reason="uvicorn[standard] is a dependency: setup installs it")
+    assert server_stack() == {"server": "uvicorn", "http": "httptools", "loop": "uvloop"}
+    assert ServeSettings().http_stack == "fast" and ServeSettings().request_path == "lean"
+    with pytest.raises(ValueError, match="http_stack must be one of fast, stock"):
+        ServeSettings(http_stack="granian")
+    with pytest.raises(ValueError, match="request_path must be one of lean, classic"):
+        ServeSettings(request_path="fast")
+
+
+def test_workers_auto_is_one_per_core_and_one_for_milvus_lite():
+    cores = len(os.sched_getaffinity(0))
+    assert auto_workers("runs/serve/index") == cores
+    assert load_settings(environ={}, workers="auto").workers == cores
+    assert load_settings(environ={"VITRINE_WORKERS": "auto"}).workers == cores
+    assert load_settings(environ={}, index="milvus:catalog.db", workers="auto").workers == 1
+    from vitrine.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--index", "x", "--workers", "many"])
