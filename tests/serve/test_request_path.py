@@ -75,3 +75,34 @@ def test_workers_auto_is_one_per_core_and_one_for_milvus_lite():
 
     with pytest.raises(SystemExit):
         main(["serve", "--index", "x", "--workers", "many"])
+
+
+def test_a_large_search_upload_decodes_at_draft_size_and_embeds_alike(settings, small_model):
+    """A phone-size JPEG is decoded by libjpeg at a DCT scale that keeps >= 4x the model input; a small one in full."""
+    import numpy as np
+
+    from vitrine.data.images import decode_image
+    from vitrine.serve.app import DRAFT_MARGIN
+
+    yy, xx = np.mgrid[0:3200, 0:2400]
+    pixels = np.stack([(xx * 255 // 2400), (yy * 255 // 3200), ((xx + yy) % 400 < 200) * 200], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
+    transform = small_model.image_transform
+    draft = lambda w, h: transform.source_size_for(w, h, DRAFT_MARGIN)  # noqa: E731
+    drafted, full = decode_image(buffer.getvalue(), draft=draft), decode_image(buffer.getvalue())
+    assert full.size == (2400, 3200) and drafted.size[0] < 2400 and min(drafted.size) >= DRAFT_MARGIN * transform.size * 2400 / 3200 - 1
+    import torch
+
+    with torch.no_grad():
+        a, b = small_model.encode_image(small_model.preprocess([drafted, full]))
+    assert float(a @ b) >= 0.999
+    small = io.BytesIO()
+    Image.fromarray(pixels[:320, :240]).save(small, format="JPEG", quality=92)
+    assert decode_image(small.getvalue(), draft=draft).size == (240, 320)  # under 4x the input: decoded in full
+    # the service answers a large upload
+    app = create_app(replace(settings, max_upload_bytes=10 * 2**20, max_pixels=40_000_000))
+    with TestClient(app) as client:
+        response = client.post("/search", data={"k": "3"}, files={"image": ("big.jpg", buffer.getvalue(), "image/jpeg")})
+    app.state.service.close()
+    assert response.status_code == 200 and len(response.json()["results"]) == 3

@@ -1,6 +1,8 @@
 """Image preprocessing in PIL/numpy/torch (no torchvision): CLIP4Cir's squarepad and targetpad, resize, normalise."""
 from __future__ import annotations
 
+import math
+
 import random
 from dataclasses import dataclass, field
 
@@ -96,6 +98,18 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return to_tensor(self.geometry(image), self.mean, self.std)
+
+    def source_size_for(self, width: int, height: int, margin: float = 1.0) -> tuple[int, int]:
+        """The size a `width` x `height` image may be shrunk to (keeping its aspect) before `geometry` while keeping
+        `margin` times the resolution the output takes from it: what a JPEG may be decoded at (draft mode)."""
+        if self.pad == "squarepad":
+            side = max(width, height)
+        elif self.pad == "targetpad" and min(width, height) and max(width, height) / min(width, height) > self.target_ratio:
+            side = round(max(width, height) / self.target_ratio)
+        else:
+            side = min(width, height)
+        scale = min(1.0, margin * self.size / max(side, 1))
+        return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
 @dataclass

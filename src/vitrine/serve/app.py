@@ -31,6 +31,12 @@ from vitrine.serve.settings import ServeSettings
 from vitrine.serve.tokens import Tokens
 
 
+# A search upload is decoded at no less than 4x the resolution the model's transform keeps (JPEG draft mode). Measured on
+# 300 hi-res photos scaled up to 2304x3072: 122.1 -> 16.2 ms per image, cosine to the full decode min 0.9991 (2x kept
+# measured min 0.9930). Uploads under 4x the input decode in full, unchanged.
+DRAFT_MARGIN = 4.0
+
+
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:
     service = service or SearchService(settings)
     metrics = Metrics()
@@ -80,14 +86,19 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     def hit_view(rank: int, hit) -> dict:
         return {"rank": rank, "score": round(hit.score, 4), **product_view(hit.metadata), "image_url": image_url(hit.id)}
 
-    def picture_of(image, image_url_, where: str = "") -> Image.Image | None:
+    def search_draft(width: int, height: int) -> tuple[int, int]:
+        """A search image may be decoded down to DRAFT_MARGIN times what the model's transform keeps of it (tags and
+        stored product images always decode in full)."""
+        return service.model.image_transform.source_size_for(width, height, DRAFT_MARGIN)
+
+    def picture_of(image, image_url_, where: str = "", draft=None) -> Image.Image | None:
         """The query image from an upload, base64 text or a catalog image URL (at most one of them)."""
         if image is not None and image_url_:
             raise ServiceError(f"{where}give an image upload or an image_url, not both")
         if isinstance(image, str):
-            return image_from_bytes(decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings)
+            return image_from_bytes(decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings, draft)
         if image is not None:
-            return read_image(image, settings)
+            return read_image(image, settings, draft)
         if image_url_:
             return service.product_image(product_id_from_image_url(image_url_))
         return None
@@ -97,7 +108,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         text, modification = clean_text(f"{where}text", text, settings), clean_text(f"{where}modification", modification, settings)
         if image is not None and text:  # before touching the image: a text with an image is refused as such
             raise ServiceError(f"{where}give text or an image, not both; to change an image query, send the change as 'modification'")
-        picture = picture_of(image, image_url_, where)
+        picture = picture_of(image, image_url_, where, draft=search_draft)
         if picture is None and modification:
             raise ServiceError(f"{where}a modification changes an image query: give an image or an image_url too")
         if picture is None and not text:

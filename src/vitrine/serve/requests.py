@@ -13,13 +13,13 @@ from vitrine.serve.service import ServiceError
 from vitrine.serve.settings import ServeSettings
 
 
-def read_image(upload: UploadFile, settings: ServeSettings) -> Image.Image:
+def read_image(upload: UploadFile, settings: ServeSettings, draft=None) -> Image.Image:
     """An uploaded file as an RGB image (see `image_from_bytes`); the declared content type is never trusted."""
     data = upload.file.read(settings.max_upload_bytes + 1)
-    return image_from_bytes(data, upload.filename or "the upload", settings)
+    return image_from_bytes(data, upload.filename or "the upload", settings, draft)
 
 
-def image_from_bytes(data: bytes, name: str, settings: ServeSettings) -> Image.Image:
+def image_from_bytes(data: bytes, name: str, settings: ServeSettings, draft=None) -> Image.Image:
     """The bytes as an RGB image, judged by their content: 413 over the byte or pixel limit, 415 when not an image."""
     if len(data) > settings.max_upload_bytes:
         raise ServiceError(f"image {name!r} is over the upload limit of {settings.max_upload_bytes} bytes", 413)
@@ -31,7 +31,7 @@ def image_from_bytes(data: bytes, name: str, settings: ServeSettings) -> Image.I
     if width * height > settings.max_pixels:
         raise ServiceError(f"image is {width}x{height} = {width * height} pixels, over the limit of {settings.max_pixels}", 413)
     try:
-        return decode_image(data, max_pixels=settings.max_pixels)
+        return decode_image(data, max_pixels=settings.max_pixels, draft=draft)
     except ImageDecodeError as exc:
         raise ServiceError(f"{name}: {exc.detail}", 415) from None
 
