@@ -151,6 +151,13 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         hits = service.search(query)
         return result_view(query, hits, round((time.perf_counter() - start) * 1000, 2))
 
+    async def run_text_search(query: Query) -> dict:
+        """A text query on the lean path: encoded while the event loop waits (no thread held), then searched in a thread."""
+        start = time.perf_counter()
+        vector = await service.text_vector(query.text)
+        hits = await run_in_threadpool(service.search, query, vector)
+        return result_view(query, hits, round((time.perf_counter() - start) * 1000, 2))
+
     def run_batch(body: SearchBatchJSON) -> dict:
         if not 1 <= len(body.queries) <= settings.max_batch_queries:
             raise ServiceError(f"a batch holds 1 to {settings.max_batch_queries} queries, got {len(body.queries)}")
@@ -186,6 +193,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
               openapi_extra=request_body(SearchJSON, SearchForm))
     async def search(request: Request):
         body = await read_body(request, SearchJSON, SearchForm)
+        if lean and body.image is None and not body.image_url:  # a text query: nothing to decode, so checked here
+            return respond(await run_text_search(query_from(body)))
         return respond(await run_in_threadpool(lambda: run_search(query_from(body))))
 
     @app.post("/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult, responses=read_errors,

@@ -36,6 +36,16 @@ class MicroBatcher(Generic[In, Out]):
         self._queue.put((item, future))
         return future.result()
 
+    async def submit(self, item: In) -> Out:
+        """`self(item)` for a coroutine: the event loop waits for the batch, no thread blocks on it."""
+        import asyncio
+
+        if not self._thread.is_alive():
+            raise RuntimeError("the batcher is closed")
+        future: Future = Future()
+        self._queue.put((item, future))
+        return await asyncio.wrap_future(future)
+
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()

@@ -105,12 +105,17 @@ class SearchService:
         self._encode_images = MicroBatcher(self._image_batch, settings.max_batch, name="image-encoder")
 
     # ---- reads -------------------------------------------------------------------------------------
-    def search(self, query: Query) -> list[SearchHit]:
-        vector = self._query_vector(query)
+    def search(self, query: Query, vector: torch.Tensor | None = None) -> list[SearchHit]:
+        """The hits of `query`; `vector` is its encoding when the caller already has it (see `text_vector`)."""
+        vector = self._query_vector(query) if vector is None else vector
         with self._lock:
             self.store.refresh()
             self._check_filters(query.filters)
             return self.store.search(vector.numpy(), query.k, query.filters)[0]
+
+    async def text_vector(self, text: str) -> torch.Tensor:
+        """A text query's vector, awaited on the event loop while the encoder thread batches it with its neighbours."""
+        return (await self._encode_texts.submit(text)).unsqueeze(0)
 
     def search_many(self, queries: Sequence[Query]) -> list[list[SearchHit]]:
         """Several queries at once: all texts in one forward pass, all images in another, then one search per query."""
