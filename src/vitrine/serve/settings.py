@@ -50,7 +50,7 @@ class ServeSettings:
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.workers > 1 and self.index.startswith("milvus:") and self.index.removeprefix("milvus:").split("#")[0].endswith(".db"):
+        if self.workers > 1 and is_milvus_lite(self.index):
             raise ValueError("Milvus Lite allows one process per file: serve it with one worker, or use a Milvus server "
                              "(--index milvus:http://host:19530) to share one index between workers and machines")
         for name in ("write_token", "read_token"):
@@ -113,9 +113,14 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
     return replace(settings, **changes)
 
 
+def is_milvus_lite(index: str) -> bool:
+    """milvus:FILE.db: a Milvus Lite file, which one process at a time may open."""
+    return index.startswith("milvus:") and index.removeprefix("milvus:").split("#")[0].endswith(".db")
+
+
 def auto_workers(index: str) -> int:
     """`--workers auto`: one worker process per core this process may run on (each worker encodes on one thread and
     micro-batches its own requests); one for a Milvus Lite file, which allows a single process."""
-    if index.startswith("milvus:") and index.removeprefix("milvus:").split("#")[0].endswith(".db"):
+    if is_milvus_lite(index):
         return 1
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
