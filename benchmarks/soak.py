@@ -158,6 +158,12 @@ async def soak(base: str, server: subprocess.Popen, traffic: Traffic, minutes: i
     return minutes_rows
 
 
+def server_errors(log: Path, context: int = 40) -> list[str]:
+    """Each 'unexpected error' the server logged, with the lines after it (its traceback)."""
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return ["\n".join(lines[i:i + context]) for i, line in enumerate(lines) if "unexpected error" in line]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", default="runs/serve/kagl-hires", help="an index built by `vitrine serve --catalog` (copied, never written)")
@@ -170,6 +176,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=120, help="requests sent before measuring (two at a time)")
     parser.add_argument("--json", help="also write the minute rows here")
+    parser.add_argument("--server-log", help="keep the server's log here (by default it is read for tracebacks and dropped)")
     args = parser.parse_args()
 
     images = [f.read_bytes() for f in sorted(Path(args.images).glob("*.jpg"))[:64]]
@@ -186,7 +193,9 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "vitrine", "serve", "--index", str(index), "--port", str(port), "--workers", str(args.workers),
                    "--write-token", TOKEN, "--log-level", "warning"]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        server_log = Path(args.server_log) if args.server_log else Path(scratch) / "server.log"
+        log_handle = server_log.open("wb")
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_handle, start_new_session=True)
         try:
             wait_until_ready(base, server, timeout=180)
             print(f"soak: {args.minutes} min at {args.rate} req/s (90% searches of all kinds, 10% writes), {args.workers} workers, "
@@ -200,6 +209,8 @@ def main() -> None:
                 server.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 server.kill()
+            log_handle.close()
+        errors_logged = server_errors(server_log)
 
     print("\n| minute | sent | answered | req/s | p50 ms | p99 ms | errors | dropped | RSS per process MiB | RSS total MiB |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -209,6 +220,8 @@ def main() -> None:
     print(f"\nfirst -> last minute: RSS total {first['rss_total_mib']:.1f} -> {last['rss_total_mib']:.1f} MiB "
           f"({last['rss_total_mib'] - first['rss_total_mib']:+.1f} MiB, {100 * (last['rss_total_mib'] / first['rss_total_mib'] - 1):+.1f}%); "
           f"p99 {first['p99_ms']} -> {last['p99_ms']} ms; errors in all {sum(r['errors'] for r in rows)}")
+    if errors_logged:
+        print(f"\nthe server logged {len(errors_logged)} error(s); the first:\n" + errors_logged[0])
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -52,7 +52,7 @@ def test_onnx_matches_torch_on_real_products_and_opens_as_an_export_dir(setup, k
     print(f"{kind}: ONNX fp32 vs torch on {len(items)} KAGL products: image min cos {image_cos:.6f}, text min cos {text_cos:.6f}, "
           f"pooled text max |diff| {pooled_gap:.2e}")
     assert image_cos >= FP32_MIN_COSINE and text_cos >= FP32_MIN_COSINE and pooled_gap < 1e-3
-    direct = create_model(f"onnx:{export_dir_for(torch_model)}")  # the cached export is an export directory
+    direct = create_model(f"onnx:{export_dir_for(models[kind])}")  # the cached export is an export directory
     assert torch.equal(direct.encode_text(titles[:4]), onnx_model.encode_text(titles[:4]))
 
 

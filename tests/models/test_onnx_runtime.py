@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import make_rows, write_folder
 from vitrine.cli import main
@@ -101,6 +105,31 @@ def test_the_cache_exports_once_and_an_export_dir_opens_directly(runtimes, tmp_p
         create_model(f"onnx:{tmp_path / 'busy'}")
     with pytest.raises(ValueError, match="runtime must be one of"):
         create_model(MODEL, runtime="tensorrt")
+
+
+def test_a_cached_export_is_found_from_the_files_without_building_the_torch_model(runtimes, tmp_path, monkeypatch):
+    _, onnx_model, _, _ = runtimes
+    from vitrine.models import _registry
+    from vitrine.models.onnx_cache import export_dir_for
+
+    def never(*_):
+        raise AssertionError("the torch model was built to find a cached export")
+
+    monkeypatch.setitem(_registry._MODELS, "kagl-base", dataclasses.replace(_registry._MODELS["kagl-base"], factory=never))
+    assert create_model(MODEL, runtime="onnx").directory == onnx_model.directory
+    # the key follows the weights: a copy of the model directory shares it, one changed tensor does not
+    shipped = Path(str(resources.files("vitrine.models") / "weights" / "kagl-base"))
+    copy = tmp_path / "copy"
+    shutil.copytree(shipped, copy)
+    before = _registry.model_fingerprint(f"vitrine:{copy}")
+    assert before == _registry.model_fingerprint(MODEL)
+    state = load_file(str(copy / "model.safetensors"))
+    first = sorted(state)[0]
+    state[first] = state[first] + 1e-3
+    save_file(state, str(copy / "model.safetensors"))
+    assert _registry.model_fingerprint(f"vitrine:{copy}") != before
+    assert export_dir_for(f"vitrine:{copy}") != export_dir_for(f"vitrine:{shipped}")
+    assert _registry.model_fingerprint("vitrine:small") is None and _registry.model_fingerprint(f"vitrine:{tmp_path / 'none'}") is None
 
 
 def test_indexes_record_their_runtime_and_refuse_vectors_of_another_space(runtimes, tmp_path):

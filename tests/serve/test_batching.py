@@ -55,3 +55,33 @@ def test_an_error_reaches_every_caller_of_its_batch_and_the_batcher_lives_on():
         wrong(1)
     batcher.close()
     wrong.close()
+
+
+def test_under_load_a_batch_waits_for_more_requests_and_a_lone_request_never_waits():
+    release, started = threading.Event(), threading.Event()
+
+    def square(xs):
+        if not started.is_set():
+            started.set()
+            release.wait(10)
+        return [x * x for x in xs]
+
+    batcher = MicroBatcher(square, max_batch=2, max_wait=30.0)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(batcher, 1)  # a lone request: run at once (a wait would hold it 30 s)
+        assert started.wait(10)
+        queued = [pool.submit(batcher, x) for x in (2, 3)]
+        while batcher._queue.qsize() < 2:
+            threading.Event().wait(0.001)
+        release.set()
+        assert first.result() == 1 and [f.result() for f in queued] == [4, 9]  # [2, 3]: taken as queued, no wait
+        waiting = pool.submit(batcher, 4)  # after a batch of two, the next batch waits for company...
+        while batcher._queue.qsize() > 0:
+            threading.Event().wait(0.001)
+        assert not waiting.done()
+        late = pool.submit(batcher, 5)  # ...and a request arriving later joins it
+        assert waiting.result(10) == 16 and late.result(10) == 25
+    assert batcher.batch_sizes == [1, 2, 2]
+    batcher.close()
+    with pytest.raises(ValueError, match="max_wait"):
+        MicroBatcher(square, max_wait=-1)

@@ -63,14 +63,22 @@ class FaissStore:
                 stale.unlink()
 
     def _load(self) -> None:
-        """(Re)read the committed generation: what is on disk is the truth."""
-        self.generation = int(self.meta.get_state("generation"))
-        kind = self.meta.get_state("kind", "flat")
-        path = self._vectors_path(self.generation)
-        if path.is_file():
-            self.vectors = VectorIndex.read(path, kind, self.dim, self.options, self.meta.dead_keys())
-        else:
-            self.vectors = VectorIndex.empty(self.dim, self.options)
+        """(Re)read the committed generation: what is on disk is the truth. Its number, kind and dead keys are read
+        in one snapshot; when another process commits (and removes that generation's file) before the file is
+        read, the newer generation is read instead."""
+        while True:
+            with self.meta.snapshot():
+                generation, kind = int(self.meta.get_state("generation")), self.meta.get_state("kind", "flat")
+                dead = self.meta.dead_keys()
+            path = self._vectors_path(generation)
+            try:
+                vectors = VectorIndex.read(path, kind, self.dim, self.options, dead) if path.is_file() else None
+            except RuntimeError:  # faiss: the file went away between the check and the read
+                vectors = None
+            if vectors is None and int(self.meta.get_state("generation")) != generation:
+                continue
+            self.generation, self.vectors = generation, vectors or VectorIndex.empty(self.dim, self.options)
+            return
 
     def refresh(self) -> bool:
         """Reread the index if another process committed since; returns whether it did."""
@@ -164,11 +172,15 @@ class FaissStore:
         return len(keys)
 
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
-        """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
+        """Top-k products per query (rows of `queries`), restricted to those matching every filter.
+
+        The metadata may be newer than the vectors in memory (another process committed after `refresh`): products
+        it no longer has are left out of the hits, and filters keep only the keys these vectors hold.
+        """
         queries = checked_queries(queries, k, self.dim)
         allowed = None
         if filters:
-            allowed = np.asarray(self.meta.matching_keys(filters), dtype=np.int64)
+            allowed = self.vectors.live_subset(np.asarray(self.meta.matching_keys(filters), dtype=np.int64))
             if not len(allowed):
                 return [[] for _ in queries]
         k = min(k, self.vectors.live if allowed is None else len(allowed))
@@ -176,8 +188,8 @@ class FaissStore:
             return [[] for _ in queries]
         scores, keys = self.vectors.search(queries, k, allowed)
         products = self.meta.products(sorted({int(key) for key in keys.ravel() if key >= 0}))
-        return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)]) for score, key in zip(row_s, row_k) if key >= 0]
-                for row_s, row_k in zip(scores, keys)]
+        return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)]) for score, key in zip(row_s, row_k)
+                 if key >= 0 and int(key) in products] for row_s, row_k in zip(scores, keys)]
 
     def product(self, product_id: str) -> dict | None:
         return self.meta.product(product_id)

@@ -31,6 +31,10 @@ class MetadataStore:
         """`with store.transaction():` commits everything inside at once, or nothing."""
         return _Transaction(self.db)
 
+    def snapshot(self):
+        """`with store.snapshot():` every read inside sees one committed state (a WAL read transaction)."""
+        return _Transaction(self.db, "BEGIN DEFERRED")
+
     def get_state(self, name: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return row[0] if row else default
@@ -134,11 +138,11 @@ class MetadataStore:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE"):
+        self.db, self.begin = db, begin
 
     def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute(self.begin)
         return self
 
     def __exit__(self, exc_type, exc, tb):

@@ -24,6 +24,7 @@ class VectorIndex:
         self.dead: set[int] = set(dead or ())
         self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # cache for `_stored_vectors`
         self._dead_sel = None  # cache for `_dead_selector`
+        self._live: np.ndarray | None = None  # cache for `live_subset`: every live key, sorted
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -69,12 +70,12 @@ class VectorIndex:
         return self.stored - len(self.dead)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        self._rows = None
+        self._rows, self._live = None, None
         if len(keys):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
 
     def remove(self, keys: np.ndarray) -> None:
-        self._rows, self._dead_sel = None, None
+        self._rows, self._dead_sel, self._live = None, None, None
         if not len(keys):
             return
         if self.kind == "hnsw":
@@ -84,12 +85,7 @@ class VectorIndex:
 
     def live_items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of every live vector; exact for flat and HNSW, PQ-decoded for IVF-PQ."""
-        if self.kind == "ivfpq":
-            invlists = self.index.invlists
-            keys = np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-                                   for i in range(self.index.nlist)] or [np.zeros(0, np.int64)])
-        else:
-            keys = faiss.vector_to_array(self.index.id_map)
+        keys = self._stored_keys()
         if self.dead:
             keys = keys[~np.isin(keys, np.fromiter(self.dead, np.int64))]
         return keys, self.reconstruct(keys)
@@ -101,6 +97,22 @@ class VectorIndex:
         if self.kind == "ivfpq":
             return self.index.reconstruct_batch(keys)
         return self._stored_vectors()[2][self._positions(keys)]
+
+    def live_subset(self, keys: np.ndarray) -> np.ndarray:
+        """The sorted `keys` this index holds alive (keys a newer commit added, or that are dead here, dropped)."""
+        if self._live is None:
+            held = self._stored_keys()
+            self._live = np.sort(held[~np.isin(held, np.fromiter(self.dead, np.int64))] if self.dead else held)
+        keys = np.asarray(keys, dtype=np.int64)
+        return keys[np.isin(keys, self._live, assume_unique=True)]
+
+    def _stored_keys(self) -> np.ndarray:
+        """Every stored key (the dead included), in storage order."""
+        if self.kind == "ivfpq":
+            invlists = self.index.invlists
+            return np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                                   for i in range(self.index.nlist)] or [np.zeros(0, np.int64)])
+        return faiss.vector_to_array(self.index.id_map)
 
     def _positions(self, keys: np.ndarray) -> np.ndarray:
         """Storage rows of `keys` (flat and HNSW); KeyError if any is not stored."""

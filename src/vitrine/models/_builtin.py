@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 from importlib import resources
+from pathlib import Path
 
 from vitrine.models._registry import register_backend, register_model
 from vitrine.models.dual import WEIGHTS_NAME, DualEncoder, builtin_config, builtin_config_names
+from vitrine.models.fingerprint import directory_files, fingerprint
 
 
 def _register_configs() -> None:
@@ -29,7 +31,8 @@ def _register_shipped_weights() -> None:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.is_dir() and entry.joinpath(WEIGHTS_NAME).is_file():
             description = f"trained model shipped with vitrine (model card: {entry.name}/MODEL_CARD.md)"
-            register_model(entry.name, description)(lambda path=str(entry), name=entry.name: _load_named(path, name))
+            register_model(entry.name, description, fingerprint=lambda path=str(entry): DualEncoder.fingerprint(path))(
+                lambda path=str(entry), name=entry.name: _load_named(path, name))
 
 
 def _load_named(path: str, name: str) -> DualEncoder:
@@ -42,21 +45,36 @@ _register_configs()
 _register_shipped_weights()
 
 
-@register_backend("vitrine", "vitrine:<directory>", "a vitrine model directory (config.json + model.safetensors), e.g. a training run")
+@register_backend("vitrine", "vitrine:<directory>", "a vitrine model directory (config.json + model.safetensors), e.g. a training run",
+                  fingerprint=DualEncoder.fingerprint)
 def _local_dir(path: str):
     if not os.path.isdir(path):
         raise KeyError(f"vitrine:{path} is neither a registered vitrine model nor a model directory")
     return _load_named(path, path)
 
 
-@register_backend("hf", "hf:<directory or hub id>", "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline")
+def _hf_fingerprint(path: str) -> str | None:
+    """Every file of a checkpoint directory by content (a hub id is not fingerprinted: the model is built instead)."""
+    return fingerprint([], directory_files(path)) if os.path.isdir(path) else None
+
+
+def _openclip_fingerprint(spec: str) -> str | None:
+    from vitrine.models.openclip import find_tokenizer_dir
+
+    arch, _, checkpoint = spec.partition("@")
+    return fingerprint([arch], [checkpoint, *directory_files(find_tokenizer_dir(Path(checkpoint)))])
+
+
+@register_backend("hf", "hf:<directory or hub id>", "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline",
+                  fingerprint=_hf_fingerprint)
 def _hf(path: str):
     from vitrine.models.hf import HFEncoder
 
     return HFEncoder.from_pretrained(path)
 
 
-@register_backend("openclip", "openclip:<arch>@<checkpoint>", "open_clip ViT checkpoint (e.g. OpenFashionCLIP), mapped onto transformers CLIP")
+@register_backend("openclip", "openclip:<arch>@<checkpoint>", "open_clip ViT checkpoint (e.g. OpenFashionCLIP), mapped onto transformers CLIP",
+                  fingerprint=_openclip_fingerprint)
 def _openclip(spec: str):
     from vitrine.models.openclip import load_openclip
 

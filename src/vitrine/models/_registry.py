@@ -13,6 +13,7 @@ class ModelEntry:
     name: str
     description: str
     factory: Callable[[], Encoder]
+    fingerprint: Callable[[], str | None] | None = None  # a digest of what the weights are made of, without building them
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class BackendEntry:
     pattern: str
     description: str
     factory: Callable[[str], Encoder]
+    fingerprint: Callable[[str], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,26 +37,43 @@ _BACKENDS: dict[str, BackendEntry] = {}
 _RUNTIMES: dict[str, RuntimeEntry] = {}
 
 
-def register_model(name: str, description: str):
-    """Decorator: register a zero-argument factory under `vitrine:<name>`."""
+def register_model(name: str, description: str, fingerprint: Callable[[], str | None] | None = None):
+    """Decorator: register a zero-argument factory under `vitrine:<name>` (and, optionally, how to fingerprint its
+    weights from their files)."""
 
     def wrap(factory: Callable[[], Encoder]):
         if name in _MODELS:
             raise ValueError(f"model vitrine:{name} is registered twice")
-        _MODELS[name] = ModelEntry(name, description, factory)
+        _MODELS[name] = ModelEntry(name, description, factory, fingerprint)
         return factory
 
     return wrap
 
 
-def register_backend(prefix: str, pattern: str, description: str):
+def register_backend(prefix: str, pattern: str, description: str, fingerprint: Callable[[str], str | None] | None = None):
     """Decorator: register a factory taking the text after `<prefix>:`."""
 
     def wrap(factory: Callable[[str], Encoder]):
-        _BACKENDS[prefix] = BackendEntry(prefix, pattern, description, factory)
+        _BACKENDS[prefix] = BackendEntry(prefix, pattern, description, factory, fingerprint)
         return factory
 
     return wrap
+
+
+def model_fingerprint(name: str) -> str | None:
+    """A digest of the files model `name` is built from, read without building it; None where its registration
+    cannot say (a seeded random init, a hub id) or its files are missing."""
+    prefix, sep, rest = name.partition(":")
+    if not sep:
+        return None
+    try:
+        if prefix == "vitrine" and rest in _MODELS:
+            entry = _MODELS[rest].fingerprint
+            return entry() if entry else None
+        backend = _BACKENDS.get(prefix)
+        return backend.fingerprint(rest) if backend and backend.fingerprint else None
+    except (OSError, ImportError, ValueError, KeyError):  # missing files etc.: building the model says what is wrong
+        return None
 
 
 def list_models() -> list[str]:

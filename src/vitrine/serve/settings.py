@@ -32,6 +32,7 @@ class ServeSettings:
     threads: int = 0  # torch intra-op threads per worker process; 0 = one (concurrent requests use the other cores)
     workers: int = 1
     max_batch: int = 32  # concurrent queries encoded in one forward pass, at most
+    batch_wait_us: int = 0  # under load (the last batch held more than one query), wait this long for a fuller batch
     max_batch_queries: int = 32  # queries in one POST /search/batch, at most
     token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
     cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
@@ -50,6 +51,8 @@ class ServeSettings:
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_wait_us < 0:
+            raise ValueError(f"batch_wait_us must be >= 0, got {self.batch_wait_us}")
         if self.workers > 1 and is_milvus_lite(self.index):
             raise ValueError("Milvus Lite allows one process per file: serve it with one worker, or use a Milvus server "
                              "(--index milvus:http://host:19530) to share one index between workers and machines")
