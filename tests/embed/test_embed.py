@@ -133,3 +133,52 @@ def test_cli_default_model_is_the_library_default():
     assert cli.DEFAULT_MODEL == DEFAULT_MODEL and CLI_TAG_MODEL == DEFAULT_TAG_MODEL
     assert DEFAULT_TAG_MODEL in list_models()
     assert DEFAULT_MODEL in list_models()  # the shipped weights are installed with the package
+
+
+class ConcurrentEncoder(CountingEncoder):
+    """Claims concurrent calls (as ONNX Runtime does): batches finish out of order, each call on one thread."""
+
+    concurrent_calls = True
+
+    def __init__(self, inner, crash_after: int | None = None):
+        super().__init__(inner, crash_after)
+        self.threads_given: list[int] = []
+        self.gate = __import__("threading").Lock()
+
+    def with_threads(self, threads):
+        self.threads_given.append(threads)
+        return self
+
+    def encode_image(self, pixels):
+        import time
+
+        with self.gate:
+            batch = self.batches
+            if self.crash_after is not None and batch >= self.crash_after:
+                raise Crash("simulated crash")
+            self.batches += 1
+            self.images += len(pixels)
+        time.sleep(0.02 * (batch % 3 == 0))  # the first of every three batches is slow: later ones overtake it
+        return self.inner.encode_image(pixels)
+
+
+def test_concurrent_encoding_writes_exactly_what_one_batch_at_a_time_does(catalog, tmp_path, small_model, monkeypatch):
+    import vitrine.embed.job as job
+
+    data, rows = catalog
+    monkeypatch.setattr(job, "usable_cores", lambda: 3)
+    run_embed(str(data), out=str(tmp_path / "one"), batch_size=4, part_size=8, texts=True, progress=False, encoder=small_model)
+    concurrent = ConcurrentEncoder(small_model)
+    run_embed(str(data), out=str(tmp_path / "many"), batch_size=4, part_size=8, texts=True, progress=False, encoder=concurrent)
+    assert concurrent.threads_given == [1] and concurrent.images == 23
+    for name in ("image_embeddings.npy", "text_embeddings.npy"):
+        assert np.array_equal(np.load(tmp_path / "one" / name), np.load(tmp_path / "many" / name))
+    assert read_ids(tmp_path / "many") == [r["id"] for r in rows]
+    # a crash on the concurrent path keeps the parts committed before it, and a resume completes the same output
+    crashing = ConcurrentEncoder(small_model, crash_after=4)
+    with pytest.raises(Crash):
+        run_embed(str(data), out=str(tmp_path / "resumed"), batch_size=4, part_size=8, texts=True, progress=False, encoder=crashing)
+    resumed = ConcurrentEncoder(small_model)
+    run_embed(str(data), out=str(tmp_path / "resumed"), batch_size=4, part_size=8, texts=True, progress=False, encoder=resumed)
+    assert 0 < resumed.images < 23
+    assert np.array_equal(np.load(tmp_path / "one" / "image_embeddings.npy"), np.load(tmp_path / "resumed" / "image_embeddings.npy"))

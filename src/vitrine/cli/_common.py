@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 
 DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
 DEFAULT_TAG_MODEL = "vitrine:kagl-base-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
@@ -29,10 +31,15 @@ def runtime_fallback(args: argparse.Namespace) -> bool:
 
 
 def quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
+    """transformers' warnings and progress bars off, through its environment variables: commands that never load it
+    (an ONNX model) do not pay its import, and child processes (serve workers, Ray actors) are quiet too."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def print_report(report: dict, as_json: bool) -> None:

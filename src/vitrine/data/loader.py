@@ -3,14 +3,39 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from vitrine.data.records import CatalogReader, Item
 
 _DONE = object()
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+def map_ordered(fn: Callable[[In], Out], items: Iterable[In], workers: int, ahead: int | None = None) -> Iterator[Out]:
+    """`fn` over `items` on `workers` threads, results in the items' order, at most `ahead` (default 2 x workers) in
+    flight; one worker is a plain loop. An error re-raises here, and work not yet started is dropped."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="map-ordered") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= (ahead or 2 * workers):
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 @dataclass(frozen=True)

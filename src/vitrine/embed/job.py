@@ -12,10 +12,11 @@ import torch
 from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
-from vitrine.data.loader import iter_batches, prefetch
+from vitrine.data.loader import Batch, iter_batches, map_ordered, prefetch
 from vitrine.embed.parts import MANIFEST_FILE, PartStore, atomic_write_text
 from vitrine.embed.ray_engine import RayOptions, RaySession, encode_units_on_ray
 from vitrine.embed.units import plan_units
+from vitrine.machine import usable_cores
 from vitrine.models import DEFAULT_MODEL, create_model
 
 
@@ -80,23 +81,40 @@ def run_embed(
     rows: list[dict] = []
     index = len(markers)
     remaining = None if limit is None else max(0, limit - start)
-    batches = prefetch(iter_batches(reader, encoder.image_transform, batch_size, start=start, limit=remaining))
-    with torch.inference_mode():
-        for batch in batches:
-            pending["image"].append(encoder.encode_image(batch.pixels).float().numpy())
-            if texts:
-                pending["text"].append(encoder.encode_text([item.title or "" for item in batch.items]).float().numpy())
-            rows.extend({**item.metadata(), "source": item.source, "row": item.row} for item in batch.items)
-            computed += len(batch.items)
-            bar.update(batch.position - bar.n)
-            if len(rows) >= part_size:
-                store.write(index, {k: np.concatenate(v) for k, v in pending.items()}, rows, {"position": batch.position, "skipped": batch.skipped})
-                index, rows, pending = index + 1, [], {kind: [] for kind in kinds}
-        if rows:
+    batches = prefetch(iter_batches(reader, encoder.image_transform, batch_size, start=start, limit=remaining), depth=4)
+    encode, workers = batch_encoder(encoder, texts)
+    for batch, arrays in map_ordered(encode, batches, workers):
+        for kind, array in arrays.items():
+            pending[kind].append(array)
+        rows.extend({**item.metadata(), "source": item.source, "row": item.row} for item in batch.items)
+        computed += len(batch.items)
+        bar.update(batch.position - bar.n)
+        if len(rows) >= part_size:
             store.write(index, {k: np.concatenate(v) for k, v in pending.items()}, rows, {"position": batch.position, "skipped": batch.skipped})
+            index, rows, pending = index + 1, [], {kind: [] for kind in kinds}
+    if rows:
+        store.write(index, {k: np.concatenate(v) for k, v in pending.items()}, rows, {"position": batch.position, "skipped": batch.skipped})
     bar.close()
     count, _ = store.merge(encoder.embed_dim)
     return _finish(store, job, model, encoder.embed_dim, count, computed, time.perf_counter() - t0, reader.report.to_dict(), done_rows)
+
+
+def batch_encoder(encoder, texts: bool):
+    """(a function embedding one batch's images, and titles with `texts`, -> (batch, arrays); how many batches to run
+    at once). An encoder whose calls may run concurrently (ONNX Runtime) runs one batch per core with one thread
+    each; torch runs one batch at a time on its own threads."""
+    workers = usable_cores() if getattr(encoder, "concurrent_calls", False) else 1
+    if workers > 1:
+        encoder = encoder.with_threads(1)
+
+    def encode(batch: Batch) -> tuple[Batch, dict[str, np.ndarray]]:
+        with torch.inference_mode():
+            arrays = {"image": encoder.encode_image(batch.pixels).float().numpy()}
+            if texts:
+                arrays["text"] = encoder.encode_text([item.title or "" for item in batch.items]).float().numpy()
+        return batch, arrays
+
+    return encode, workers
 
 
 def _start_job(reader, data, model, out, batch_size, part_size, texts, on_error, overwrite, **extra):

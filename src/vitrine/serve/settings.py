@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from vitrine.config_file import loads_object, refuse_unknown
+from vitrine.machine import usable_cores
 
 ENV_PREFIX = "VITRINE_"
 SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine serve` hands them to its workers
@@ -126,4 +127,4 @@ def auto_workers(index: str) -> int:
     micro-batches its own requests); one for a Milvus Lite file, which allows a single process."""
     if is_milvus_lite(index):
         return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return usable_cores()
