@@ -71,7 +71,7 @@ def register(sub) -> None:
     parser.add_argument("--max-upload-mb", type=float, help="largest image upload in MiB (default 10)")
     parser.add_argument("--max-batch", type=int, help="concurrent queries encoded in one forward pass, at most (default 32)")
     parser.add_argument("--batch-wait-us", type=int, help="under load, how long a micro-batch waits for more queries, in "
-                        "microseconds (default 0: it takes what is queued; a lone client never waits)")
+                        "microseconds (default 1000; 0: take what is queued; a lone query never waits)")
     parser.add_argument("--http-stack", choices=["fast", "stock"], help="fast (default): uvicorn's httptools parser on uvloop; "
                         "stock: its h11 parser on asyncio (the path before issue 24, kept for comparison)")
     parser.add_argument("--request-path", choices=["lean", "classic"], help="lean (default): search results serialised with orjson and "

@@ -33,7 +33,9 @@ class ServeSettings:
     threads: int = 0  # torch intra-op threads per worker process; 0 = one (concurrent requests use the other cores)
     workers: int = 1
     max_batch: int = 32  # concurrent queries encoded in one forward pass, at most
-    batch_wait_us: int = 0  # under load (the last batch held more than one query), wait this long for a fuller batch
+    # under load (the last batch held more than one query), wait up to this long for a fuller batch; a lone query never
+    # waits. 1 ms measured best of 0 / 1 / 3 ms at 32 text clients (README, "The request path")
+    batch_wait_us: int = 1000
     max_batch_queries: int = 32  # queries in one POST /search/batch, at most
     token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
     cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
