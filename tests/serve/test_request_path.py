@@ -106,3 +106,18 @@ def test_a_large_search_upload_decodes_at_draft_size_and_embeds_alike(settings, 
         response = client.post("/search", data={"k": "3"}, files={"image": ("big.jpg", buffer.getvalue(), "image/jpeg")})
     app.state.service.close()
     assert response.status_code == 200 and len(response.json()["results"]) == 3
+
+
+def test_serve_caps_malloc_arenas_for_itself_and_its_workers_and_keeps_an_operators_setting(monkeypatch):
+    import os
+    import platform
+
+    from vitrine.serve.server import MALLOC_ARENAS, limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    capped = limit_malloc_arenas()
+    assert os.environ["MALLOC_ARENA_MAX"] == str(MALLOC_ARENAS)  # inherited by the worker processes uvicorn spawns
+    assert capped == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    limit_malloc_arenas()
+    assert os.environ["MALLOC_ARENA_MAX"] == "4"
