@@ -33,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,12 +105,15 @@ def start_server(index: str, workers: int | str, port: int, threads: int | None 
                  extra: list[str] = ()) -> subprocess.Popen:
     command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", str(workers),
                "--log-level", "warning"] + (["--threads", str(threads)] if threads else []) + (["--runtime", runtime] if runtime else []) + list(extra)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the server's log goes to a file: an unread pipe fills up (64 KiB) and then blocks the server in mid-request
+    log = tempfile.NamedTemporaryFile(prefix="vitrine-load-server-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    process.log_path = log.name
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=180)
     except RuntimeError as exc:
         process.kill()
-        raise SystemExit(str(exc)) from None
+        raise SystemExit(f"{exc}\n{Path(log.name).read_text(errors='replace')[-4000:]}") from None
     return process
 
 
@@ -174,8 +178,6 @@ def drive_wrk(base: str, kind: str, clients: int, seconds: float, images: list[b
               distinct: int = 64) -> dict:
     """The same cell driven by `wrk` (one thread, `clients` keep-alive connections) over `distinct` prepared bodies;
     the generator's CPU is wrk's own, read from its rusage."""
-    import tempfile
-
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="vitrine-wrk-") as folder:
         lines = []
@@ -269,7 +271,12 @@ def main() -> None:
                            "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1)})
         finally:
             server.terminate()
-            server.wait(timeout=60)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                print(f"the server did not stop within 60 s of SIGTERM; killed (its log: {server.log_path})", flush=True)
+                server.kill()
+                server.wait()
 
     print("\n| index | workers | runtime | variant | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | "
           "server CPU ms/req | generator CPU ms/req |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -121,3 +121,33 @@ def test_serve_caps_malloc_arenas_for_itself_and_its_workers_and_keeps_an_operat
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     limit_malloc_arenas()
     assert os.environ["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_a_client_that_hangs_up_mid_body_is_no_server_error(settings, caplog):
+    """A load generator stopping, or a closed tab, while a form is uploading: no traceback in the log, no 500."""
+    import asyncio
+    import logging
+
+    from vitrine.serve.app import create_app
+
+    app = create_app(settings)
+    boundary = "vitrineboundary"
+    first = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nred dress\r\n--{boundary}\r\n"
+             f"Content-Disposition: form-data; name=\"k\"\r\n\r\n").encode()
+    messages = iter([{"type": "http.request", "body": first, "more_body": True}, {"type": "http.disconnect"}])
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "path": "/search", "raw_path": b"/search",
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("test", 80), "client": ("test", 1),
+             "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()), (b"host", b"test")]}
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    with caplog.at_level(logging.DEBUG, logger="vitrine.serve"):
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("client disconnected" in r.getMessage() for r in caplog.records)
