@@ -178,16 +178,20 @@ class FaissStore:
         it no longer has are left out of the hits, and filters keep only the keys these vectors hold.
         """
         queries = checked_queries(queries, k, self.dim)
-        allowed = None
-        if filters:
-            allowed = self.vectors.live_subset(np.asarray(self.meta.matching_keys(filters), dtype=np.int64))
-            if not len(allowed):
+        with self.meta.snapshot():  # the generation, the filter's keys and the hits' rows: one committed state
+            behind = int(self.meta.get_state("generation")) != self.generation
+            allowed = None
+            if filters:
+                allowed = np.asarray(self.meta.matching_keys(filters), dtype=np.int64)
+                if behind:  # only then can the metadata hold keys these vectors lack
+                    allowed = self.vectors.live_subset(allowed)
+                if not len(allowed):
+                    return [[] for _ in queries]
+            k = min(k, self.vectors.live if allowed is None else len(allowed))
+            if not k:
                 return [[] for _ in queries]
-        k = min(k, self.vectors.live if allowed is None else len(allowed))
-        if not k:
-            return [[] for _ in queries]
-        scores, keys = self.vectors.search(queries, k, allowed)
-        products = self.meta.products(sorted({int(key) for key in keys.ravel() if key >= 0}))
+            scores, keys = self.vectors.search(queries, k, allowed)
+            products = self.meta.products(sorted({int(key) for key in keys.ravel() if key >= 0}))
         return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)]) for score, key in zip(row_s, row_k)
                  if key >= 0 and int(key) in products] for row_s, row_k in zip(scores, keys)]
 
