@@ -14,6 +14,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"embed"},
     {"evaluate", "tagging", "index"},
+    {"ranking"},
     {"train"},
     {"cir"},
     {"search"},

@@ -11,6 +11,9 @@ from vitrine.data.text import is_unicode
 from vitrine.index.store import SearchHit
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
+from vitrine.ranking import Ranker, RankOptions
+
+Filters = Mapping[str, str | Sequence[str]]
 
 
 class SearchEngine:
@@ -23,20 +26,22 @@ class SearchEngine:
         self.model = create_model(self.store.model, runtime=runtime, fallback=fallback)
         self.fallback = fallback
         check_query_runtime(self.store, self.model)
+        self.ranker = Ranker(self.store)
         self._composers: dict = {}
 
-    def text(self, query: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:
+    def text(self, query: str, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
+        """Ranked by `options` (default: hybrid, query words as soft filters)."""
         if not query.strip():
             raise ValueError("the text query is empty")
         with torch.inference_mode():
             vector = self.model.encode_text([query]).numpy()
-        return self.store.search(vector, k, filters)[0]
+        return self.ranker.rank(vector, query, k, _listed(filters), options).hits
 
-    def image(self, path: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[SearchHit]:
-        return self.store.search(self._image_vector(path).numpy(), k, filters)[0]
+    def image(self, path: str, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
+        return self.ranker.rank(self._image_vector(path).numpy(), None, k, _listed(filters), options).hits
 
-    def composed(self, path: str, modification: str, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
-                 combiner: str = "combiner") -> list[SearchHit]:
+    def composed(self, path: str, modification: str, k: int = 10, filters: Filters | None = None,
+                 combiner: str = "combiner", options: RankOptions = RankOptions()) -> list[SearchHit]:
         """"Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
         if not modification.strip():
             raise ValueError("the modification text is empty")
@@ -48,7 +53,7 @@ class SearchEngine:
         composer = self._composers[combiner]
         features = self._image_features(path, composer.model)
         query = composer.queries(features.embeds, [modification.strip()], features.tokens if composer.needs_tokens else None)
-        return self.store.search(query.numpy(), k, filters)[0]
+        return self.ranker.rank(query.numpy(), None, k, _listed(filters), options, soft_text=modification.strip()).hits
 
     def _image_vector(self, path: str) -> torch.Tensor:
         return self._image_features(path).embeds
@@ -66,6 +71,10 @@ class SearchEngine:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _listed(filters: Filters | None) -> dict[str, list[str]]:
+    return {name: [values] if isinstance(values, str) else list(values) for name, values in (filters or {}).items()}
 
 
 def parse_filters(specs: Sequence[str]) -> dict[str, list[str]]:

@@ -56,7 +56,10 @@ def test_composed_search_changes_the_ranking_and_filters_restrict_it(client):
     assert len(women) == 6 and all(h["attributes"]["gender"] == "Women" for h in women)
     two = client.post("/search", data={"text": "a dress", "k": "12", "filter": ["baseColour=Red", "baseColour=Blue"]}).json()["results"]
     assert {h["attributes"]["baseColour"] for h in two} == {"Red", "Blue"}
-    assert client.post("/search", data={"text": "a dress", "filter": ["gender=Nobody"]}).json()["results"] == []
+    unknown = client.post("/search", data={"text": "a dress", "filter": ["gender=Nobody"]})
+    assert unknown.status_code == 400 and "gender='Nobody'" in unknown.json()["error"]["message"] and "'Men'" in unknown.json()["error"]["message"]
+    near = client.post("/search", data={"text": "a dress", "filter": ["gender=women"]}).json()["error"]["message"]
+    assert "did you mean 'Women'" in near
 
 
 @pytest.mark.parametrize("form, status, needle", [

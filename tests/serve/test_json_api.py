@@ -22,7 +22,9 @@ def test_json_text_search_answers_like_the_form(client):
     as_json = client.post("/search", json={"text": "blue jeans", "k": 5})
     assert ranking(as_json) == ranking(client.post("/search", data={"text": "blue jeans", "k": "5"}))
     body = as_json.json()
-    assert body["query"] == {"kind": "text", "text": "blue jeans", "modification": None, "k": 5, "filters": {}}
+    assert body["query"] == {"kind": "text", "text": "blue jeans", "modification": None, "k": 5, "filters": {}, "mode": "hybrid", "offset": 0,
+                             "soft_filters": {"fields": {"baseColour": ["Blue"], "articleType": ["Jeans"]}, "words": ["blue", "jeans"]},
+                             "excluded": []}
     assert len(body["results"]) == 5
 
 

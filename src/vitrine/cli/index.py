@@ -121,21 +121,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ValueError("give exactly one of --text or --image")
     if args.modify is not None and not args.image:
         raise ValueError("--modify changes an image query: give --image too")
+    from vitrine.ranking import RankOptions
+
     filters = parse_filters(args.filter or [])
+    options = RankOptions(mode=args.mode, soft_filters=not args.no_soft_filters, min_score=args.min_score, offset=args.offset)
     engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args))
     try:
         if args.modify is not None:
-            hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner)
+            hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner, options=options)
+        elif args.text:
+            hits = engine.text(args.text, args.k, filters, options=options)
         else:
-            hits = engine.text(args.text, args.k, filters) if args.text else engine.image(args.image, args.k, filters)
+            hits = engine.image(args.image, args.k, filters, options=options)
     finally:
         engine.close()
     if args.json:
-        print(json.dumps([{"rank": r, "score": round(h.score, 4), **h.metadata} for r, h in enumerate(hits, 1)]))
+        print(json.dumps([{"rank": r, "score": round(h.score, 4), "similarity": None if h.similarity is None else round(h.similarity, 4),
+                            **h.metadata} for r, h in enumerate(hits, args.offset + 1)]))
         return 0
     keys = [k for k in ("articleType", "baseColour", "gender") if any(k in h.metadata for h in hits)]
     print(f"{'rank':>4}  {'score':>6}  {'id':<10} {'title':<50} " + "  ".join(keys))
-    for rank, hit in enumerate(hits, 1):
+    for rank, hit in enumerate(hits, args.offset + 1):
         title = (hit.metadata.get("title") or "")[:50]
         print(f"{rank:>4}  {hit.score:6.3f}  {hit.id:<10} {title:<50} " + "  ".join(str(hit.metadata.get(k, "")) for k in keys))
     if not hits:
@@ -203,6 +209,11 @@ def register(sub) -> None:
     search.add_argument("--combiner", default="combiner", help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s")
     search.add_argument("--filter", action="append", help="field=value; repeat for more (same field: any of the values)")
     search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
+    search.add_argument("--offset", type=int, default=0, help="skip this many hits first (paging); default 0")
+    search.add_argument("--mode", choices=["hybrid", "vector", "lexical"], default="hybrid",
+                        help="hybrid (default): vector and BM25 fused (vector alone on Milvus); vector: cosine only; lexical: BM25 only")
+    search.add_argument("--no-soft-filters", action="store_true", help='do not boost products whose values the query names ("women", "red")')
+    search.add_argument("--min-score", type=float, help="leave out hits whose cosine to the query is lower")
     search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
     add_runtime_option(search)

@@ -192,8 +192,27 @@ class FaissStore:
                 return [[] for _ in queries]
             scores, keys = self.vectors.search(queries, k, allowed)
             products = self.meta.products(sorted({int(key) for key in keys.ravel() if key >= 0}))
-        return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)]) for score, key in zip(row_s, row_k)
+        return [[SearchHit(products[int(key)]["id"], float(score), products[int(key)], float(score)) for score, key in zip(row_s, row_k)
                  if key >= 0 and int(key) in products] for row_s, row_k in zip(scores, keys)]
+
+    def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
+                vector: np.ndarray | None = None) -> list[SearchHit]:
+        """Products whose title or attribute values hold the words, by BM25 (SQLite FTS5), best first; with `vector`,
+        each hit's cosine to it as well."""
+        with self.meta.snapshot():
+            ranked = self.meta.lexical(words, k, filters)
+            products = self.meta.products([key for key, _ in ranked])
+        ranked = [(key, score) for key, score in ranked if key in products]
+        similarity: dict[int, float] = {}
+        if vector is not None and ranked:
+            keys = self.vectors.live_subset(np.asarray([key for key, _ in ranked], dtype=np.int64))
+            if len(keys):
+                query = checked_queries(vector, 1, self.dim)[0]
+                similarity = dict(zip(keys.tolist(), (self.vectors.reconstruct(keys) @ query).tolist()))
+        return [SearchHit(products[key]["id"], score, products[key], similarity.get(key)) for key, score in ranked]
+
+    def sample(self, n: int) -> list[dict]:
+        return self.meta.sample(n)
 
     def product(self, product_id: str) -> dict | None:
         return self.meta.product(product_id)

@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from vitrine.data.tagged import PREDICTED_PREFIX
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attributes (key INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL);
@@ -14,6 +16,9 @@ CREATE INDEX IF NOT EXISTS attributes_by_key ON attributes (key);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead (key INTEGER PRIMARY KEY);
 """
+# Full-text (BM25) over each product's title and attribute values, keyed by the product's key. Porter stems both sides.
+_TEXT_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS products_text USING fts5(title, attributes, tokenize='porter unicode61 remove_diacritics 2')"
+TITLE_WEIGHT, ATTRIBUTES_WEIGHT = 1.0, 1.0
 
 
 class MetadataStore:
@@ -26,7 +31,18 @@ class MetadataStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        self._index_text()
 
+    def _index_text(self) -> None:
+        """Create the full-text table and fill in what it lacks (stores written before it existed)."""
+        self.db.execute(_TEXT_SCHEMA)
+        missing = "SELECT key FROM products WHERE key NOT IN (SELECT rowid FROM products_text)"
+        if self.db.execute(missing + " LIMIT 1").fetchone() is None:
+            return
+        with self.transaction():
+            rows = self.db.execute(f"SELECT key, title, attributes FROM products WHERE key IN ({missing})").fetchall()
+            self.db.executemany("INSERT INTO products_text (rowid, title, attributes) VALUES (?, ?, ?)",
+                                [(key, title or "", _attribute_text(json.loads(attributes))) for key, title, attributes in rows])
     def transaction(self):
         """`with store.transaction():` commits everything inside at once, or nothing."""
         return _Transaction(self.db)
@@ -65,6 +81,7 @@ class MetadataStore:
             cursor = self.db.execute("INSERT INTO products (id, title, attributes) VALUES (?, ?, ?)",
                                      (item_id, title, json.dumps(clean, sort_keys=True)))
             keys.append(cursor.lastrowid)
+            self.db.execute("INSERT INTO products_text (rowid, title, attributes) VALUES (?, ?, ?)", (cursor.lastrowid, title or "", _attribute_text(clean)))
             self.db.executemany("INSERT INTO attributes (key, field, value) VALUES (?, ?, ?)", [(cursor.lastrowid, f, v) for f, v in clean.items()])
         return keys, sorted(replaced.values())
 
@@ -74,6 +91,7 @@ class MetadataStore:
             marks = ",".join("?" * len(chunk))
             self.db.execute(f"DELETE FROM attributes WHERE key IN ({marks})", chunk)
             self.db.execute(f"DELETE FROM products WHERE key IN ({marks})", chunk)
+            self.db.execute(f"DELETE FROM products_text WHERE rowid IN ({marks})", chunk)
 
     def delete(self, ids: Sequence[str]) -> list[int]:
         """Remove products; returns the keys that existed."""
@@ -93,12 +111,28 @@ class MetadataStore:
         """Keys of products whose every filtered field equals (one of) the given value(s)."""
         if not filters:
             raise ValueError("matching_keys needs at least one filter")
-        clauses, params = [], []
-        for field, values in sorted(filters.items()):
-            values = [values] if isinstance(values, str) else list(values)
-            clauses.append(f"SELECT key FROM attributes WHERE field = ? AND value IN ({','.join('?' * len(values))})")
-            params += [field, *values]
-        return [row[0] for row in self.db.execute(" INTERSECT ".join(clauses) + " ORDER BY key", params)]
+        sql, params = _filter_sql(filters)
+        return [row[0] for row in self.db.execute(sql + " ORDER BY key", params)]
+
+    def lexical(self, words: Sequence[str], limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[tuple[int, float]]:
+        """(key, BM25 score) of the products whose title or attribute values hold any of `words`, best first."""
+        words = [w for w in words if w.strip()]
+        if not words or limit < 1:
+            return []
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)  # quoted: no FTS5 query syntax from users
+        rank = f"bm25(products_text, {TITLE_WEIGHT}, {ATTRIBUTES_WEIGHT})"
+        sql, params = f"SELECT rowid, -{rank} FROM products_text WHERE products_text MATCH ?", [match]
+        if filters:
+            keys_sql, keys_params = _filter_sql(filters)
+            sql, params = sql + f" AND rowid IN ({keys_sql})", params + keys_params
+        return [(int(key), float(score)) for key, score in self.db.execute(sql + f" ORDER BY {rank} LIMIT ?", [*params, int(limit)])]
+
+    def sample(self, n: int) -> list[dict]:
+        """Up to `n` products spread evenly over the keys (the same ones for the same store)."""
+        total = self.count()
+        step = max(1, total // max(n, 1))
+        rows = self.db.execute("SELECT key FROM products ORDER BY key").fetchall()[::step][:n]
+        return list(self.products([row[0] for row in rows]).values())
 
     def products(self, keys: Sequence[int]) -> dict[int, dict]:
         out = {}
@@ -135,6 +169,21 @@ class MetadataStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _filter_sql(filters: Mapping[str, str | Sequence[str]]) -> tuple[str, list]:
+    """SQL selecting the keys whose every filtered field equals (one of) the given value(s), with its parameters."""
+    clauses, params = [], []
+    for field, values in sorted(filters.items()):
+        values = [values] if isinstance(values, str) else list(values)
+        clauses.append(f"SELECT key FROM attributes WHERE field = ? AND value IN ({','.join('?' * len(values))})")
+        params += [field, *values]
+    return " INTERSECT ".join(clauses), params
+
+
+def _attribute_text(attributes: Mapping[str, object]) -> str:
+    """The attribute values a lexical search reads: the catalog's (and those the tagger filled in), not every guess."""
+    return " ".join(str(v) for k, v in sorted(attributes.items()) if v is not None and not k.startswith(PREDICTED_PREFIX))
 
 
 class _Transaction:

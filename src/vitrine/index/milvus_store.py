@@ -26,7 +26,7 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.index.plan import IndexOptions, ef_search, plan_index, pq_bytes
-from vitrine.index.store import IndexMismatchError, MilvusTarget, SearchHit, checked_queries, checked_rows
+from vitrine.index.store import IndexMismatchError, LexicalUnsupported, MilvusTarget, SearchHit, checked_queries, checked_rows
 
 ID_MAX_BYTES = 512
 TITLE_MAX_BYTES = 8192
@@ -332,8 +332,19 @@ class MilvusStore:
         results = self.client.search(self.collection, data=list(queries), limit=min(k, 16384), filter=expression,
                                      output_fields=self._output_fields(), search_params={"metric_type": "IP", "params": params},
                                      consistency_level="Strong")
-        return [[SearchHit(hit["id"], float(hit["distance"]), self._metadata(hit["id"], hit.get("entity", {}))) for hit in row]
+        return [[SearchHit(hit["id"], float(hit["distance"]), self._metadata(hit["id"], hit.get("entity", {})), float(hit["distance"])) for hit in row]
                 for row in results]
+
+    def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
+                vector: np.ndarray | None = None) -> list[SearchHit]:
+        # Milvus 2.5+ ranks by BM25 only on a VARCHAR field with an analyzer and a BM25 function, set when the
+        # collection is created; vitrine's collections do not declare one yet.
+        raise LexicalUnsupported("lexical and hybrid search need the embedded store (an index directory): this Milvus "
+                                 "collection has no BM25 full-text field; use mode 'vector'")
+
+    def sample(self, n: int) -> list[dict]:
+        rows = self.client.query(self.collection, filter="", limit=max(1, n), output_fields=self._output_fields())
+        return [self._metadata(row["id"], row) for row in rows]
 
     def product(self, product_id: str) -> dict | None:
         rows = self.client.get(self.collection, ids=[product_id], output_fields=self._output_fields())

@@ -22,12 +22,17 @@ MILVUS_PREFIX = "milvus:"
 @dataclass(frozen=True)
 class SearchHit:
     id: str
-    score: float
+    score: float  # what the hits are ranked by: the cosine for a vector search, BM25 for a lexical one, the fused score after ranking
     metadata: dict
+    similarity: float | None = None  # the cosine to the query vector, where it is known
 
 
 class IndexMismatchError(ValueError):
     """The index was built with another model (or dimension) than the one querying it."""
+
+
+class LexicalUnsupported(ValueError):
+    """This backend cannot rank by words (BM25)."""
 
 
 class VectorStore(Protocol):
@@ -41,6 +46,9 @@ class VectorStore(Protocol):
                state: Mapping[str, str] | None = None) -> None: ...
     def delete(self, ids: Sequence[str]) -> int: ...
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]: ...
+    def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
+                vector: np.ndarray | None = None) -> list[SearchHit]: ...
+    def sample(self, n: int) -> list[dict]: ...
     def product(self, product_id: str) -> dict | None: ...
     def fields(self) -> set[str]: ...
     def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]: ...

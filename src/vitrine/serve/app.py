@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import vitrine
 from vitrine.search import parse_filters
 from vitrine.serve import bodies
-from vitrine.serve.bodies import (Product, SearchBatchJSON, SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON,
+from vitrine.serve.bodies import (Mode, Product, SearchBatchJSON, SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON,
                                   TagResult, UpsertResult, decode_base64_image, error_responses, load_yaml, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
@@ -35,6 +35,8 @@ from vitrine.serve.tokens import Tokens
 # 300 hi-res photos scaled up to 2304x3072: 122.1 -> 16.2 ms per image, cosine to the full decode min 0.9991 (2x kept
 # measured min 0.9930). Uploads under 4x the input decode in full, unchanged.
 DRAFT_MARGIN = 4.0
+MAX_OFFSET = 1000  # paging deeper ranks a pool this large per query
+RANKING_FIELDS = ("mode", "soft_filters", "exclude_reference", "min_score", "offset")
 
 
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:
@@ -84,7 +86,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         _check_token(request, "write")
 
     def hit_view(rank: int, hit) -> dict:
-        return {"rank": rank, "score": round(hit.score, 4), **product_view(hit.metadata), "image_url": image_url(hit.id)}
+        similarity = None if hit.similarity is None else round(hit.similarity, 4)
+        return {"rank": rank, "score": round(hit.score, 4), "similarity": similarity, **product_view(hit.metadata), "image_url": image_url(hit.id)}
 
     def search_draft(width: int, height: int) -> tuple[int, int]:
         """A search image may be decoded down to DRAFT_MARGIN times what the model's transform keeps of it (tags and
@@ -103,7 +106,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             return service.product_image(product_id_from_image_url(image_url_))
         return None
 
-    def make_query(text, modification, image, image_url_, k, filters: dict[str, list[str]], where: str = "") -> Query:
+    def make_query(text, modification, image, image_url_, k, filters: dict[str, list[str]], where: str = "", ranking=None) -> Query:
         """A checked query; `where` prefixes messages with the query's place in a batch."""
         text, modification = clean_text(f"{where}text", text, settings), clean_text(f"{where}modification", modification, settings)
         if image is not None and text:  # before touching the image: a text with an image is refused as such
@@ -119,7 +122,12 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             k = checked_k(k, settings)
         except ServiceError as exc:
             raise ServiceError(where + exc.message) from None
-        return Query(text=text, image=picture, modification=modification, k=k, filters=filters)
+        ranking = dict(ranking or {})
+        offset = ranking.get("offset", 0)
+        if not 0 <= offset <= MAX_OFFSET:
+            raise ServiceError(f"{where}offset must be between 0 and {MAX_OFFSET}, got {offset}")
+        reference = product_id_from_image_url(image_url_) if image_url_ and image is None else None
+        return Query(text=text, image=picture, modification=modification, k=k, filters=filters, reference_id=reference, **ranking)
 
     def json_filters(filters: dict[str, str | list[str]], where: str = "") -> dict[str, list[str]]:
         parsed = {}
@@ -137,35 +145,44 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         except ValueError as exc:
             raise ServiceError(str(exc)) from None
 
+    def ranking_of(body) -> dict:
+        return {name: getattr(body, name) for name in RANKING_FIELDS}
+
     def query_from(body: SearchJSON | SearchForm, where: str = "") -> Query:
         if isinstance(body, SearchForm):
-            return make_query(body.text, body.modification, body.image, body.image_url, body.k, form_filters(body.filter))
-        return make_query(body.text, body.modification, body.image, body.image_url, body.k, json_filters(body.filters, where), where)
+            return make_query(body.text, body.modification, body.image, body.image_url, body.k, form_filters(body.filter), ranking=ranking_of(body))
+        return make_query(body.text, body.modification, body.image, body.image_url, body.k, json_filters(body.filters, where), where,
+                          ranking=ranking_of(body))
 
-    def result_view(query: Query, hits, took_ms: float) -> dict:
-        return {"query": {"kind": query.kind, "text": query.text, "modification": query.modification, "k": query.k, "filters": dict(query.filters)},
-                "took_ms": took_ms, "results": [hit_view(rank, hit) for rank, hit in enumerate(hits, 1)]}
+    def result_view(query: Query, ranked, took_ms: float) -> dict:
+        options = service.rank_options(query)
+        echo = {"kind": query.kind, "text": query.text, "modification": query.modification, "k": query.k, "filters": dict(query.filters),
+                "mode": ranked.mode, "offset": query.offset, "soft_filters": ranked.matched.to_dict() if query.soft_filters else None,
+                "excluded": list(options.exclude)}
+        facets = {name: [{"value": v, "count": n} for v, n in rows] for name, rows in ranked.facets.items()}
+        return {"query": echo, "took_ms": took_ms, "total": ranked.total, "relevance": ranked.relevance or None, "facets": facets,
+                "results": [hit_view(rank, hit) for rank, hit in enumerate(ranked.hits, query.offset + 1)]}
 
     def run_search(query: Query) -> dict:
         start = time.perf_counter()
-        hits = service.search(query)
-        return result_view(query, hits, round((time.perf_counter() - start) * 1000, 2))
+        ranked = service.rank(query)
+        return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
     async def run_text_search(query: Query) -> dict:
         """A text query on the lean path: encoded while the event loop waits (no thread held), then searched in a thread."""
         start = time.perf_counter()
         vector = await service.text_vector(query.text)
-        hits = await run_in_threadpool(service.search, query, vector)
-        return result_view(query, hits, round((time.perf_counter() - start) * 1000, 2))
+        ranked = await run_in_threadpool(service.rank, query, vector)
+        return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
     def run_batch(body: SearchBatchJSON) -> dict:
         if not 1 <= len(body.queries) <= settings.max_batch_queries:
             raise ServiceError(f"a batch holds 1 to {settings.max_batch_queries} queries, got {len(body.queries)}")
         queries = [query_from(q, f"queries[{i}]: ") for i, q in enumerate(body.queries)]
         start = time.perf_counter()
-        hits = service.search_many(queries)
+        ranked = service.rank_many(queries)
         took = round((time.perf_counter() - start) * 1000, 2)
-        return {"took_ms": took, "results": [result_view(q, h, took) for q, h in zip(queries, hits)]}
+        return {"took_ms": took, "results": [result_view(q, r, took) for q, r in zip(queries, ranked)]}
 
     def run_tag(body: TagJSON | TagForm) -> dict:
         from vitrine.tagging.vocabulary import vocabulary_from_dict
@@ -206,8 +223,10 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
              summary="search by text or by a catalog product's image")
     def search_get(text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
-                   filter: Annotated[list[str] | None, QueryParam()] = None):
-        return respond(run_search(make_query(text, modification, None, image_url, k, form_filters(filter or []))))
+                   filter: Annotated[list[str] | None, QueryParam()] = None, mode: Mode | None = None, soft_filters: bool = True,
+                   exclude_reference: bool = True, min_score: float | None = None, offset: int = 0):
+        ranking = {"mode": mode, "soft_filters": soft_filters, "exclude_reference": exclude_reference, "min_score": min_score, "offset": offset}
+        return respond(run_search(make_query(text, modification, None, image_url, k, form_filters(filter or []), ranking=ranking)))
 
     @app.post("/tag", tags=["tagging"], dependencies=[Depends(can_read)], response_model=TagResult, responses=read_errors,
               summary="tag an image with open-vocabulary attributes (JSON or form)", openapi_extra=request_body(TagJSON, TagForm))
@@ -215,9 +234,10 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         body = await read_body(request, TagJSON, TagForm)
         return await run_in_threadpool(run_tag, body)
 
-    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(401, 403, 422), summary="attribute fields and their most common values")
-    def attributes(per_field: int = 30):
-        values = service.attribute_values(max(1, min(per_field, 500)))
+    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(401, 403, 404, 422),
+             summary="attribute fields and their most common values (one field's, or those starting with a prefix: type-ahead)")
+    def attributes(per_field: int = 30, field: str | None = None, prefix: str | None = None):
+        values = service.attribute_values(max(1, min(per_field, 5000)), field, prefix)
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
 
     @app.get("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], response_model=Product,
@@ -279,6 +299,10 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     @app.get("/", include_in_schema=False)
     def index_page():
         return HTMLResponse(static.joinpath("index.html").read_text(encoding="utf-8"))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(static.joinpath("favicon.svg").read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     # JSON carries an image as base64: 4/3 of its bytes

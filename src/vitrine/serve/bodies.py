@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from starlette.datastructures import UploadFile
@@ -26,13 +26,26 @@ MAX_FIELD_BYTES = 64 * 1024  # one text field of a form (a vocabulary included)
 
 Binary = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
 FilterValues = str | list[str]
+Mode = Literal["hybrid", "vector", "lexical"]
+
+
+class _Ranking(BaseModel):
+    """The ranking fields every search body takes."""
+
+    mode: Mode | None = Field(None, description="hybrid: vector and BM25 fused; vector: cosine only; lexical: BM25 only "
+                                                "(default: the server's, hybrid unless configured)")
+    soft_filters: bool = Field(True, description='query words that name a catalog value ("women", "red", "sweatshirt") boost '
+                                                 "products with that value; on a composed query, the modification's words")
+    exclude_reference: bool = Field(True, description="leave the catalog product given as image_url out of its own results")
+    min_score: float | None = Field(None, description="leave out hits whose cosine to the query is lower")
+    offset: int = Field(0, strict=True, description="skip this many hits first (paging)")
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SearchJSON(_Body):
+class SearchJSON(_Ranking, _Body):
     """A search as JSON: text, or an image (base64 or a catalog image URL) with an optional modification."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
@@ -47,7 +60,7 @@ class SearchJSON(_Body):
     filters: dict[str, FilterValues] = Field(default_factory=dict, description='field -> value or values (any of them), e.g. {"gender": ["Women", "Girls"]}')
 
 
-class SearchForm(_Body):
+class SearchForm(_Ranking, _Body):
     """The same search as form fields; filters are repeated `filter=field=value` fields."""
 
     text: str | None = Field(None, description="text query")
@@ -55,6 +68,7 @@ class SearchForm(_Body):
     image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
     modification: str | None = Field(None, description='with an image: what should change, e.g. "in black"')
     k: int = Field(10, description="number of results")
+    offset: int = Field(0, description="skip this many hits first (paging)")
     filter: list[str] = Field(default_factory=list, description="field=value; repeat for more (same field: any of the values)")
 
 
@@ -100,6 +114,7 @@ class Product(BaseModel):
 class Hit(Product):
     rank: int
     score: float
+    similarity: float | None = None
 
 
 class QueryEcho(BaseModel):
@@ -108,11 +123,30 @@ class QueryEcho(BaseModel):
     modification: str | None
     k: int
     filters: dict[str, list[str]]
+    mode: str = "vector"
+    offset: int = 0
+    soft_filters: dict[str, Any] | None = None
+    excluded: list[str] = []
+
+
+class Relevance(BaseModel):
+    close_match: bool | None
+    level: float | None
+    top_similarity: float | None
+    basis: str
+
+
+class FacetValue(BaseModel):
+    value: str
+    count: int
 
 
 class SearchResult(BaseModel):
     query: QueryEcho
     took_ms: float
+    total: int = 0
+    relevance: Relevance | None = None
+    facets: dict[str, list[FacetValue]] = {}
     results: list[Hit]
 
 

@@ -6,6 +6,7 @@ rereads what another worker committed, and every read rereads the index when its
 """
 from __future__ import annotations
 
+import difflib
 import fcntl
 import hashlib
 import io
@@ -24,6 +25,7 @@ from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
 from vitrine.index.store import SearchHit, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
+from vitrine.ranking import Calibration, Ranked, Ranker, RankOptions
 from vitrine.serve.batching import MicroBatcher
 from vitrine.index.runtime import check_query_runtime
 from vitrine.serve.images import ImageStore
@@ -59,6 +61,12 @@ class Query:
     modification: str | None = None
     k: int = 10
     filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    mode: str | None = None  # vector, lexical or hybrid; None: the service's default
+    soft_filters: bool = True  # query words that name a catalog value boost products with it
+    reference_id: str | None = None  # the catalog product the image is (a "more like this" by image_url)
+    exclude_reference: bool = True  # leave that product out of its own results
+    min_score: float | None = None
+    offset: int = 0
 
     @property
     def kind(self) -> str:
@@ -95,6 +103,8 @@ class SearchService:
         self.model.eval()
         check_query_runtime(self.store, self.model)
         self.images = ImageStore(self.images_dir)
+        self.ranker = Ranker(self.store)
+        self._calibration: Calibration | None = None
         self._lock = threading.RLock()
         self._fields: tuple[int, set[str]] | None = None
         self._composer = None
@@ -107,25 +117,57 @@ class SearchService:
 
     # ---- reads -------------------------------------------------------------------------------------
     def search(self, query: Query, vector: torch.Tensor | None = None) -> list[SearchHit]:
-        """The hits of `query`; `vector` is its encoding when the caller already has it (see `text_vector`)."""
+        """The hits of `query` (see `rank` for the rest of the answer)."""
+        return self.rank(query, vector).hits
+
+    def rank(self, query: Query, vector: torch.Tensor | None = None) -> Ranked:
+        """The ranked page of `query`; `vector` is its encoding when the caller already has it (see `text_vector`)."""
         vector = self._query_vector(query) if vector is None else vector
         with self._lock:
             self.store.refresh()
-            self._check_filters(query.filters)
-            return self.store.search(vector.numpy(), query.k, query.filters)[0]
+            return self._rank_locked(query, vector)
+
+    def _rank_locked(self, query: Query, vector: torch.Tensor) -> Ranked:
+        self._check_filters(query.filters)
+        options = self.rank_options(query)
+        calibration = self._current_calibration() if query.kind == "text" else None
+        composed = query.kind == "composed"
+        try:
+            return self.ranker.rank(vector.numpy(), None if composed else query.text, query.k, query.filters, options, calibration,
+                                    soft_text=query.modification if composed else None)
+        except ValueError as exc:  # a mode this store cannot run (lexical on Milvus), a bad option
+            raise ServiceError(str(exc)) from None
+
+    def rank_options(self, query: Query) -> RankOptions:
+        exclude = (query.reference_id,) if query.reference_id and query.exclude_reference else ()
+        try:
+            return RankOptions(mode=query.mode or self.settings.search_mode, soft_filters=query.soft_filters, min_score=query.min_score,
+                               offset=query.offset, exclude=exclude)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def _current_calibration(self) -> Calibration | None:
+        """What a text query for a product this catalog has scores (computed on first use, again when the catalog grew or shrank by a quarter)."""
+        products = self.store.stats()["products"]
+        if self._calibration is None or self._calibration.stale(products):
+            def encode(texts):
+                return torch.stack([v for i in range(0, len(texts), 64) for v in self._text_batch(texts[i:i + 64])]).float().numpy()
+
+            self._calibration = Calibration.from_store(self.store, encode)
+        return self._calibration
 
     async def text_vector(self, text: str) -> torch.Tensor:
         """A text query's vector, awaited on the event loop while the encoder thread batches it with its neighbours."""
         return (await self._encode_texts.submit(text)).unsqueeze(0)
 
-    def search_many(self, queries: Sequence[Query]) -> list[list[SearchHit]]:
-        """Several queries at once: all texts in one forward pass, all images in another, then one search per query."""
+    def rank_many(self, queries: Sequence[Query]) -> list[Ranked]:
+        """Several queries at once: all texts in one forward pass, all images in another, then one ranking per query."""
         vectors = self._query_vectors(queries)
         with self._lock:
             self.store.refresh()
             for query in queries:
                 self._check_filters(query.filters)
-            return [self.store.search(vectors[i:i + 1].numpy(), query.k, query.filters)[0] for i, query in enumerate(queries)]
+            return [self._rank_locked(query, vectors[i:i + 1]) for i, query in enumerate(queries)]
 
     def product(self, product_id: str) -> dict:
         with self._lock:
@@ -154,11 +196,20 @@ class SearchService:
         with Image.open(io.BytesIO(self.image_bytes(product_id))) as image:
             return image.convert("RGB")
 
-    def attribute_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
+    def attribute_values(self, per_field: int = 50, name: str | None = None, prefix: str | None = None) -> dict[str, list[tuple[str, int]]]:
+        """Each field's most common values with counts; one field's, and those starting with `prefix` (any case), on request."""
         with self._lock:
             self.store.refresh()
-            values = self.store.field_values(per_field)
-        return {name: rows for name, rows in values.items() if not name.startswith(PREDICTED_PREFIX) and name != PREDICTED_FIELDS}
+            values = self.ranker.catalog_values()
+        values = {n: rows for n, rows in values.items() if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS}
+        if name is not None:
+            if name not in values:
+                raise NotFound(f"no attribute field {name!r}; this catalog has: {', '.join(sorted(values))}")
+            values = {name: values[name]}
+        if prefix:
+            folded = prefix.casefold()
+            values = {n: [(v, c) for v, c in rows if v.casefold().startswith(folded)] for n, rows in values.items()}
+        return {n: rows[:per_field] for n, rows in values.items()}
 
     def stats(self) -> dict:
         with self._lock:
@@ -251,6 +302,17 @@ class SearchService:
         if unknown:
             known = ", ".join(sorted(n for n in self._fields[1] if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS))
             raise ServiceError(f"unknown filter field(s) {unknown}; this catalog has: {known}")
+        values = self.ranker.catalog_values()
+        for name, wanted in filters.items():
+            held = {v for v, _ in values.get(name, [])}
+            for value in wanted:
+                if value not in held:
+                    by_case = {v.casefold(): v for v in held}
+                    near = [by_case[v] for v in difflib.get_close_matches(value.casefold(), list(by_case), n=3, cutoff=0.5)]
+                    listed = near or [v for v, _ in values.get(name, [])[:5]]
+                    hint = f"; did you mean {', '.join(repr(v) for v in listed)}?" if near else \
+                        f"; its commonest values: {', '.join(repr(v) for v in listed)} (GET /attributes?field={name} lists all)"
+                    raise ServiceError(f"no product has {name}={value!r}{hint}")
 
     def _query_vector(self, query: Query) -> torch.Tensor:
         if query.image is None:

@@ -43,6 +43,9 @@ class ServeSettings:
     # lean: search results serialised with orjson (no per-hit response-model round trip) and a plain ASGI middleware
     # timing requests; classic: FastAPI's response models and an `@app.middleware("http")` (the path before issue 24)
     request_path: str = "lean"
+    # how a query ranks unless it says: hybrid (vector + BM25 fused, query words as soft filters; vector alone on a
+    # store without BM25, such as Milvus), vector or lexical (README, "Ranking")
+    search_mode: str = "hybrid"
 
     def __post_init__(self):
         if self.runtime not in ("torch", "onnx", "onnx-int8"):
@@ -51,6 +54,8 @@ class ServeSettings:
             raise ValueError(f"http_stack must be one of {', '.join(HTTP_STACKS)}, got {self.http_stack!r}")
         if self.request_path not in REQUEST_PATHS:
             raise ValueError(f"request_path must be one of {', '.join(REQUEST_PATHS)}, got {self.request_path!r}")
+        if self.search_mode not in ("hybrid", "vector", "lexical"):
+            raise ValueError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

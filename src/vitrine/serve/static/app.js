@@ -1,10 +1,12 @@
-// vitrine web UI: text search, image search, "more like this" with a modification, filter chips, tags on click.
+// vitrine web UI: text search, image search, "more like this" with a modification, filter chips with counts for the
+// current results, paging, a "no close match" notice, and tags on click.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const CHIP_FIELDS = ["gender", "articleType", "baseColour", "usage", "season", "masterCategory", "subCategory"];
 const CHIPS_PER_FIELD = 8;
-const state = { text: "", file: null, imageUrl: null, modification: "", filters: {} };
+const PAGE = 24;
+const state = { text: "", file: null, imageUrl: null, modification: "", filters: {}, mode: "hybrid", offset: 0, facets: null, global: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -22,6 +24,11 @@ function setStatus(message, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+function setNotice(...parts) {
+  $("notice").replaceChildren(...parts);
+  $("notice").hidden = parts.length === 0;
+}
+
 async function api(path, options) {
   const response = await fetch(path, options);
   const body = response.status === 204 ? null : await response.json().catch(() => null);
@@ -29,7 +36,10 @@ async function api(path, options) {
   return body;
 }
 
-async function runSearch() {
+const hasQuery = () => Boolean(state.text || state.file || state.imageUrl);
+const activeCount = () => Object.values(state.filters).reduce((n, values) => n + values.size, 0);
+
+async function runSearch(append = false) {
   const form = new FormData();
   if (state.file) form.append("image", state.file);
   else if (state.imageUrl) form.append("image_url", state.imageUrl);
@@ -37,35 +47,69 @@ async function runSearch() {
   if (!hasImage && !state.text) { setStatus("Type a query or drop an image."); return; }
   if (hasImage && state.modification) form.append("modification", state.modification);
   if (!hasImage) form.append("text", state.text);
-  form.append("k", "24");
+  state.offset = append ? state.offset + PAGE : 0;
+  form.append("k", String(PAGE));
+  form.append("offset", String(state.offset));
+  form.append("mode", state.mode);
   for (const [field, values] of Object.entries(state.filters)) for (const value of values) form.append("filter", `${field}=${value}`);
   setStatus("Searching…");
   try {
     const body = await api("/search", { method: "POST", body: form });
-    renderResults(body.results);
-    const what = body.query.kind === "composed" ? `image + "${body.query.modification}"` : body.query.kind === "image" ? "image" : `"${body.query.text}"`;
-    setStatus(`${body.results.length} results for ${what} in ${body.took_ms} ms`);
+    renderResults(body.results, append);
+    if (!append) { state.facets = body.facets; renderChips(); }
+    describe(body);
     document.body.dataset.queryKind = body.query.kind;
   } catch (error) {
-    renderResults([]);
+    if (!append) renderResults([]);
+    setNotice();
     setStatus(error.message, true);
   }
 }
 
-function renderResults(results) {
+function describe(body) {
+  const q = body.query;
+  const what = q.kind === "composed" ? `image + "${q.modification}"` : q.kind === "image" ? "image" : `"${q.text}"`;
+  const shown = $("results").children.length;
+  const matched = q.soft_filters && q.soft_filters.words.length ? ` (understood: ${q.soft_filters.words.join(", ")})` : "";
+  setStatus(`${shown} of ${body.total} results for ${what}${matched} in ${body.took_ms} ms`);
+  $("more-results").hidden = shown >= body.total || body.results.length < PAGE;
+  const close = body.relevance ? body.relevance.close_match : null;
+  if (body.total === 0 && activeCount()) {
+    setNotice(el("span", {}, "No products match these filters. "), el("button", { type: "button", class: "link", onclick: clearAll }, "Clear all filters"));
+  } else if (body.total === 0) {
+    setNotice(el("span", {}, "Nothing in the catalog matches this query."));
+  } else if (close === false && state.offset === 0) {
+    $("results").hidden = true;
+    setNotice(el("strong", {}, "No close match"), el("span", {}, ` for ${what}: nothing in this catalog looks like it. `),
+      el("button", { type: "button", class: "link", id: "show-anyway", onclick: () => { $("results").hidden = false; setNotice(); } }, "Show the nearest products anyway"));
+  } else {
+    setNotice();
+  }
+}
+
+function renderResults(results, append = false) {
   const grid = $("results");
-  grid.replaceChildren(...results.map((hit) => el("button", {
+  grid.hidden = false;
+  const cards = results.map((hit) => el("button", {
     class: "card", type: "button", dataset: { id: hit.id, testid: "result" }, title: hit.title || hit.id,
     onclick: () => { useAsReference(hit); showDetails(hit.id); },
   },
     el("img", { src: hit.image_url, alt: hit.title || hit.id, loading: "lazy" }),
     el("div", { class: "meta" }, el("div", { class: "title" }, hit.title || hit.id), el("div", { class: "score" }, `score ${hit.score.toFixed(3)}`)),
-  )));
+  ));
+  if (append) grid.append(...cards); else grid.replaceChildren(...cards);
+  if (!results.length && !append) $("more-results").hidden = true;
+}
+
+function leaveTextSearch() {
+  state.text = "";
+  $("search-input").value = "";  // an image search: the old words no longer describe the results
 }
 
 function useAsReference(hit) {
   state.file = null;
   state.imageUrl = hit.image_url;
+  leaveTextSearch();
   showReference(hit.image_url, `More like “${hit.title || hit.id}”`);
   runSearch();
 }
@@ -75,6 +119,7 @@ function useFile(file) {
   if (!file.type.startsWith("image/")) { setStatus(`${file.name} is not an image`, true); return; }
   state.file = file;
   state.imageUrl = null;
+  leaveTextSearch();
   showReference(URL.createObjectURL(file), `Your image: ${file.name}`);
   runSearch();
 }
@@ -92,7 +137,7 @@ function clearReference() {
   state.modification = "";
   $("reference").hidden = true;
   $("file-input").value = "";
-  if (state.text) runSearch(); else { renderResults([]); setStatus(""); }
+  if (state.text) runSearch(); else { renderResults([]); setNotice(); setStatus(""); state.facets = null; renderChips(); }
 }
 
 async function showDetails(id) {
@@ -105,30 +150,87 @@ async function showDetails(id) {
     $("details-tags").replaceChildren(...(Object.keys(product.tags).length ? rows(product.tags) : [el("dd", {}, "none stored")]));
     $("details-attributes").replaceChildren(...rows(product.attributes));
     $("details").hidden = false;
+    document.body.classList.add("details-open");
   } catch (error) {
     setStatus(error.message, true);
   }
 }
 
-async function loadChips() {
-  let fields;
-  try { fields = (await api(`/attributes?per_field=${CHIPS_PER_FIELD}`)).fields; } catch (error) { setStatus(error.message, true); return; }
-  const groups = CHIP_FIELDS.filter((name) => fields[name] && fields[name].length > 1).map((name) => el("div", { class: "chip-group" },
-    el("span", {}, name),
-    ...fields[name].map(({ value, count }) => el("button", {
-      class: "chip", type: "button", "aria-pressed": "false", dataset: { field: name, value }, title: `${count} products`,
-      onclick: (event) => toggleFilter(event.currentTarget, name, value),
-    }, value)),
-  ));
-  $("chips").replaceChildren(...groups);
+function closeDetails() {
+  $("details").hidden = true;
+  document.body.classList.remove("details-open");
 }
 
-function toggleFilter(chip, field, value) {
+async function loadChips() {
+  try { state.global = (await api(`/attributes?per_field=${CHIPS_PER_FIELD}`)).fields; } catch (error) { setStatus(error.message, true); return; }
+  renderChips();
+}
+
+function chip(name, value, count) {
+  const on = Boolean(state.filters[name] && state.filters[name].has(value));
+  return el("button", {
+    class: "chip", type: "button", "aria-pressed": String(on), dataset: { field: name, value }, title: `${count} products`,
+    onclick: () => toggleFilter(name, value),
+  }, value, el("span", { class: "count" }, ` ${count}`));
+}
+
+// Chips: the current results' values with their counts (the whole catalog's before a search); values already
+// chosen stay shown; "more" opens every value of the field, with type-ahead.
+function renderChips() {
+  const source = state.facets || state.global || {};
+  const groups = [];
+  for (const name of CHIP_FIELDS) {
+    const rows = (source[name] || []).slice();
+    for (const value of state.filters[name] || []) if (!rows.some((r) => r.value === value)) rows.push({ value, count: 0 });
+    if (!rows.length || (rows.length < 2 && !state.filters[name])) continue;
+    const shown = rows.slice(0, CHIPS_PER_FIELD);
+    for (const row of rows.slice(CHIPS_PER_FIELD)) if (state.filters[name] && state.filters[name].has(row.value)) shown.push(row);
+    groups.push(el("div", { class: "chip-group", dataset: { field: name } },
+      el("span", {}, name),
+      ...shown.map(({ value, count }) => chip(name, value, count)),
+      el("button", { class: "chip more", type: "button", dataset: { more: name }, onclick: () => openMore(name) }, "more…"),
+    ));
+  }
+  $("chips").replaceChildren(...groups);
+  renderActive();
+}
+
+async function openMore(name) {
+  const group = document.querySelector(`.chip-group[data-field='${name}']`);
+  let values;
+  try { values = (await api(`/attributes?field=${encodeURIComponent(name)}&per_field=5000`)).fields[name]; } catch (error) { setStatus(error.message, true); return; }
+  const listId = `values-${name}`;
+  const input = el("input", { type: "search", class: "type-ahead", list: listId, placeholder: `any ${name}…`, "aria-label": `${name} value`, dataset: { typeahead: name } });
+  const pick = () => {
+    const value = values.find((v) => v.value.toLowerCase() === input.value.trim().toLowerCase());
+    if (value) toggleFilter(name, value.value);
+  };
+  input.addEventListener("change", pick);
+  input.addEventListener("keydown", (event) => { if (event.key === "Enter") { event.preventDefault(); pick(); } });
+  const list = el("datalist", { id: listId }, ...values.map(({ value, count }) => el("option", { value }, `${count}`)));
+  group.querySelector("[data-more]").replaceWith(input, list);
+  input.focus();
+}
+
+function renderActive() {
+  const items = Object.entries(state.filters).flatMap(([name, values]) => [...values].map((value) =>
+    el("button", { type: "button", class: "chip", "aria-pressed": "true", dataset: { active: `${name}=${value}` }, onclick: () => toggleFilter(name, value) }, `${name}: ${value} ×`)));
+  $("active-list").replaceChildren(...items);
+  $("active-filters").hidden = items.length === 0;
+}
+
+function toggleFilter(field, value) {
   const values = state.filters[field] || (state.filters[field] = new Set());
   if (values.has(value)) values.delete(value); else values.add(value);
   if (!values.size) delete state.filters[field];
-  chip.setAttribute("aria-pressed", String(values.has(value)));
-  if (state.text || state.file || state.imageUrl) runSearch();
+  renderChips();
+  if (hasQuery()) runSearch();
+}
+
+function clearAll() {
+  state.filters = {};
+  renderChips();
+  if (hasQuery()) runSearch(); else setNotice();
 }
 
 $("search-form").addEventListener("submit", (event) => {
@@ -138,13 +240,16 @@ $("search-form").addEventListener("submit", (event) => {
   $("reference").hidden = true;
   runSearch();
 });
+$("mode-select").addEventListener("change", (event) => { state.mode = event.target.value; if (hasQuery()) runSearch(); });
 $("modify-form").addEventListener("submit", (event) => {
   event.preventDefault();
   state.modification = $("modification-input").value.trim();
   runSearch();
 });
+$("more-results").addEventListener("click", () => runSearch(true));
+$("clear-all").addEventListener("click", clearAll);
 $("clear-reference").addEventListener("click", clearReference);
-$("close-details").addEventListener("click", () => { $("details").hidden = true; });
+$("close-details").addEventListener("click", closeDetails);
 $("file-input").addEventListener("change", (event) => useFile(event.target.files[0]));
 const zone = $("drop-zone");
 zone.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("file-input").click(); });

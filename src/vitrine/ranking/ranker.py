@@ -1,0 +1,192 @@
+"""One query's ranked page: candidates from the vector index and from BM25, fused, boosted by soft filters."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from vitrine.data.tagged import PREDICTED_PREFIX
+from vitrine.data.words import stem, words
+from vitrine.index.store import LexicalUnsupported, SearchHit
+from vitrine.ranking.fusion import normalised, reciprocal_rank, weighted
+from vitrine.ranking.relevance import Calibration, judge
+from vitrine.ranking.soft import FieldVocabulary, SoftMatch
+
+MODES = ("vector", "lexical", "hybrid")
+FUSIONS = ("rrf", "weighted")
+Filters = Mapping[str, Sequence[str]]
+ALL_VALUES = 1_000_000  # field_values' per-field cap when every value is wanted
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """How to rank; the defaults are the measured best (README, "Ranking")."""
+
+    mode: str = "hybrid"
+    soft_filters: bool = True
+    fusion: str = "rrf"
+    vector_weight: float = 0.5  # the vector list's share in the fusion (the lexical list has the rest)
+    soft_weight: float = 1.0  # a product that has every named value gains this much on the fused score's 0-1 scale
+    pool: int = 100  # candidates taken from each list
+    min_score: float | None = None  # hits whose cosine to the query is lower are left out
+    offset: int = 0
+    exclude: tuple[str, ...] = ()  # product ids never returned (the reference of a "more like this")
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {self.offset}")
+        if not 0.0 <= self.vector_weight <= 1.0:
+            raise ValueError(f"vector_weight must be between 0 and 1, got {self.vector_weight}")
+
+
+@dataclass
+class Ranked:
+    hits: list[SearchHit]  # the page asked for (offset, k)
+    total: int  # candidates ranked (after filters, exclusions and min_score)
+    matched: SoftMatch = field(default_factory=SoftMatch)
+    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # value counts over every ranked candidate
+    relevance: dict = field(default_factory=dict)
+    mode: str = "vector"  # the mode that ran (hybrid falls back to vector on a store without BM25)
+
+
+class Ranker:
+    """Ranks queries against one store; the catalog's field values (for soft filters) are reread when it changes."""
+
+    def __init__(self, store):
+        self.store = store
+        self._values: tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary] | None = None
+
+    def _catalog(self) -> tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary]:
+        generation = self.store.generation
+        if self._values is None or self._values[0] != generation:
+            values = self.store.field_values(per_field=ALL_VALUES)
+            self._values = (generation, values, FieldVocabulary({name: [v for v, _ in rows] for name, rows in values.items()}))
+        return self._values
+
+    def catalog_values(self) -> dict[str, list[tuple[str, int]]]:
+        """Every value of every field with its product count, commonest first (reread when the store changes)."""
+        return self._catalog()[1]
+
+    def vocabulary(self) -> FieldVocabulary:
+        return self._catalog()[2]
+
+    def rank(self, vector: np.ndarray | None, text: str | None, k: int, filters: Filters | None = None,
+             options: RankOptions = RankOptions(), calibration: Calibration | None = None, soft_text: str | None = None) -> Ranked:
+        """The page of `k` hits for a query given as a vector (text, image or composed), its words, or both.
+
+        `text` is searched lexically and read for soft filters; `soft_text` (a composed query's modification) is
+        read for soft filters only.
+        """
+        if vector is None and not (text or "").strip():
+            raise ValueError("a query needs a vector or words")
+        filters = dict(filters or {})
+        depth = max(options.pool, options.offset + k + len(options.exclude))
+        mode = options.mode if vector is not None else "lexical"
+        terms = _terms(text) if mode != "vector" else []
+        soft_text = text if soft_text is None else soft_text
+        matched = self.vocabulary().match(soft_text) if options.soft_filters and soft_text else SoftMatch()
+
+        vector_lists, lexical_lists = [], []
+        if mode != "lexical":
+            vector_lists.append(self.store.search(vector, depth, filters)[0])
+        if terms:
+            try:
+                lexical_lists.append(self.store.lexical(terms, depth, filters, vector))
+            except LexicalUnsupported:
+                if mode == "lexical":
+                    raise
+                mode, terms = "vector", []  # hybrid on a store without BM25: the vector side alone, said in `mode`
+        if matched:
+            narrowed = _narrowed(filters, matched.values)
+            if narrowed is not None:  # the products that have every named value, as candidates too
+                if mode != "lexical":
+                    vector_lists.append(self.store.search(vector, depth, narrowed)[0])
+                elif terms:
+                    lexical_lists.append(self.store.lexical(terms, depth, narrowed, vector))
+
+        candidates: dict[str, SearchHit] = {}
+        for hit in (h for hits in vector_lists + lexical_lists for h in hits):
+            known = candidates.get(hit.id)
+            if known is None or (known.similarity is None and hit.similarity is not None):
+                candidates[hit.id] = hit
+        excluded = set(options.exclude)
+        candidates = {i: h for i, h in candidates.items() if i not in excluded and
+                      (options.min_score is None or (h.similarity is not None and h.similarity >= options.min_score))}
+
+        vector_scores = _best_scores(vector_lists)
+        lexical_scores = _best_scores(lexical_lists)
+        if mode == "lexical":
+            base = dict(lexical_scores)
+        elif mode == "vector" or not lexical_lists:  # an image query has no words: hybrid is its vector ranking
+            base = dict(vector_scores)
+        elif options.fusion == "rrf":
+            base = reciprocal_rank([_order(vector_scores), _order(lexical_scores)], [options.vector_weight, 1 - options.vector_weight])
+        else:
+            base = weighted([vector_scores, lexical_scores], [options.vector_weight, 1 - options.vector_weight])
+        boosted = matched and options.soft_weight > 0
+        if boosted or (mode == "hybrid" and lexical_lists):  # fused scores on one 0-1 scale, so the boost means the same in every mode
+            base = normalised(base)
+        scored = []
+        for item, hit in candidates.items():
+            score = base.get(item, 0.0) + (options.soft_weight * matched.satisfied(hit.metadata) if boosted else 0.0)
+            scored.append(replace(hit, score=float(score)))
+        scored.sort(key=lambda h: (-h.score, -(h.similarity if h.similarity is not None else -2.0), h.id))
+
+        top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
+        named_all = bool(matched) and not matched.unmatched and bool(_narrowed(filters, matched.values) is not None and
+                                                                    any(matched.satisfied(h.metadata) == 1.0 for h in scored))
+        return Ranked(scored[options.offset:options.offset + k], len(scored), matched, _facets(scored),
+                      judge(calibration, top, named_all), mode)
+
+
+def _terms(text: str | None) -> list[str]:
+    """The words a lexical search looks for: as typed and folded ("T-shirts": "t-shirts", "tshirt")."""
+    out: list[str] = []
+    for word in words(text or ""):
+        for form in (word.lower(), stem(word)):
+            if form and form not in out:
+                out.append(form)
+    return out
+
+
+def _narrowed(filters: Filters, named: Mapping[str, Sequence[str]]) -> dict[str, list[str]] | None:
+    """The hard filters with the named values added (None when a named field's values exclude all the filter's)."""
+    out = {name: list(values) for name, values in filters.items()}
+    for name, values in named.items():
+        if name in out:
+            kept = [v for v in out[name] if v in values]
+            if not kept:
+                return None
+            out[name] = kept
+        else:
+            out[name] = list(values)
+    return out
+
+
+def _best_scores(lists: Sequence[Sequence[SearchHit]]) -> dict[str, float]:
+    """id -> its best score over lists of the same kind (a narrowed search scores a product as the wide one does)."""
+    scores: dict[str, float] = {}
+    for hits in lists:
+        for hit in hits:
+            scores[hit.id] = max(scores.get(hit.id, hit.score), hit.score)
+    return scores
+
+
+def _order(scores: Mapping[str, float]) -> list[str]:
+    return sorted(scores, key=lambda item: (-scores[item], item))
+
+
+def _facets(hits: Sequence[SearchHit], skip: tuple[str, ...] = ("id", "title")) -> dict[str, list[tuple[str, int]]]:
+    counts: dict[str, dict[str, int]] = {}
+    for hit in hits:
+        for name, value in hit.metadata.items():
+            if name in skip or name.startswith(PREDICTED_PREFIX) or value is None:
+                continue
+            field_counts = counts.setdefault(name, {})
+            field_counts[str(value)] = field_counts.get(str(value), 0) + 1
+    return {name: sorted(values.items(), key=lambda kv: (-kv[1], kv[0])) for name, values in sorted(counts.items())}
