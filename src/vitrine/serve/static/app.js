@@ -5,7 +5,7 @@
 const $ = (id) => document.getElementById(id);
 const CHIP_FIELDS = ["gender", "articleType", "baseColour", "usage", "season", "masterCategory", "subCategory"];
 const CHIPS_PER_FIELD = 8;
-const PAGE = 24;
+const PAGE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 24));  // results a page: ?k=
 const state = { text: "", file: null, imageUrl: null, modification: "", filters: {}, mode: "hybrid", offset: 0, facets: null, global: null };
 
 function el(tag, attrs = {}, ...children) {
@@ -59,6 +59,7 @@ async function runSearch(append = false) {
     if (!append) { state.facets = body.facets; renderChips(); }
     describe(body);
     document.body.dataset.queryKind = body.query.kind;
+    document.body.dataset.mode = body.query.mode;
   } catch (error) {
     if (!append) renderResults([]);
     setNotice();
@@ -182,7 +183,8 @@ function renderChips() {
   for (const name of CHIP_FIELDS) {
     const rows = (source[name] || []).slice();
     for (const value of state.filters[name] || []) if (!rows.some((r) => r.value === value)) rows.push({ value, count: 0 });
-    if (!rows.length || (rows.length < 2 && !state.filters[name])) continue;
+    const catalogWide = (state.global || {})[name] || rows;
+    if (catalogWide.length < 2 && !state.filters[name]) continue;  // one value in the whole catalog: nothing to choose
     const shown = rows.slice(0, CHIPS_PER_FIELD);
     for (const row of rows.slice(CHIPS_PER_FIELD)) if (state.filters[name] && state.filters[name].has(row.value)) shown.push(row);
     groups.push(el("div", { class: "chip-group", dataset: { field: name } },
@@ -203,7 +205,8 @@ async function openMore(name) {
   const input = el("input", { type: "search", class: "type-ahead", list: listId, placeholder: `any ${name}…`, "aria-label": `${name} value`, dataset: { typeahead: name } });
   const pick = () => {
     const value = values.find((v) => v.value.toLowerCase() === input.value.trim().toLowerCase());
-    if (value) toggleFilter(name, value.value);
+    // adds, never toggles: Enter and the change event that follows it must not undo each other
+    if (value && !(state.filters[name] && state.filters[name].has(value.value))) toggleFilter(name, value.value);
   };
   input.addEventListener("change", pick);
   input.addEventListener("keydown", (event) => { if (event.key === "Enter") { event.preventDefault(); pick(); } });
