@@ -62,6 +62,12 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     assert [r["rank"] for r in results] == [1, 2] and all(r["gender"] == "Men" for r in results)
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "bad.jpg")]) == 2
     assert "not an image" in capsys.readouterr().err
+    # ranking options: words only, and paging that continues the ranks
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "jeans", "--mode", "lexical", "--json"]) == 0
+    lexical = json.loads(capsys.readouterr().out)
+    assert lexical and all(r["articleType"] == "Jeans" for r in lexical)
+    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--offset", "2", "--no-soft-filters", "--json"]) == 0
+    assert [r["rank"] for r in json.loads(capsys.readouterr().out)] == [3, 4]
 
 
 def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):
