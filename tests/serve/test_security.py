@@ -141,7 +141,7 @@ def test_server_errors_never_echo_secrets_or_paths(settings, monkeypatch):
         def leak(*args, **kwargs):
             raise RuntimeError(f"failed reading {settings.index}/vectors.faiss with token {TOKEN}")
 
-        monkeypatch.setattr(service, "search", leak)
+        monkeypatch.setattr(service, "rank", leak)  # what the search routes call
         monkeypatch.setattr(service, "upsert", leak)
         responses = [client.post("/search", json={"text": "red"}), client.post("/search", data={"text": "red"}),
                      client.post("/products", data={"id": "p-1"}, files=upload(jpeg_bytes()), headers=AUTH)]
