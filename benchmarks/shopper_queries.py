@@ -27,6 +27,7 @@ from vitrine.embed.bank import image_bank
 from vitrine.index.faiss_store import FaissStore
 from vitrine.models import create_model
 from vitrine.ranking import Calibration, Ranker, RankOptions
+from vitrine.ranking.relevance import QUIET_ABOVE
 
 GENDER_WORDS = {"Men": ["men", "for men", "men's"], "Women": ["women", "for women", "women's"], "Boys": ["boys", "for boys"],
                 "Girls": ["girls", "for girls"], "Unisex": ["unisex"]}
@@ -81,12 +82,15 @@ def relevant(metadata: dict, wanted: dict) -> bool:
     return True
 
 
-def precision_at_10(ranker, vectors, queries, options) -> float:
-    scores = []
+def precision_at_10(ranker, vectors, queries, options) -> tuple[float, float]:
+    """Mean P@10 and the median milliseconds a ranking took (the query's encoding not included)."""
+    scores, times = [], []
     for vector, (text, wanted) in zip(vectors, queries):
+        start = time.perf_counter()
         hits = ranker.rank(vector[None], text, 10, options=options).hits
+        times.append((time.perf_counter() - start) * 1000)
         scores.append(sum(relevant(h.metadata, wanted) for h in hits) / 10)
-    return float(np.mean(scores))
+    return float(np.mean(scores)), float(np.median(times))
 
 
 def build_store(root: Path, name: str, model_name: str, bank, keep) -> FaissStore:
@@ -95,6 +99,17 @@ def build_store(root: Path, name: str, model_name: str, bank, keep) -> FaissStor
     store.upsert([bank.items[i].id for i in rows], bank.embeds[rows].numpy(),
                  [{"title": bank.items[i].title, **{k: v for k, v in bank.items[i].attributes.items() if v}} for i in rows])
     return store
+
+
+def rank_options(spec: str) -> RankOptions:
+    """RankOptions from "fusion=weighted,soft_weight=2": each value converted to the field's default's type."""
+    defaults = RankOptions()
+    values = {}
+    for part in filter(None, spec.split(",")):
+        name, _, value = part.partition("=")
+        default = getattr(defaults, name)
+        values[name] = value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value) if default is not None else float(value)
+    return RankOptions(**values)
 
 
 def main(argv=None) -> int:
@@ -108,6 +123,9 @@ def main(argv=None) -> int:
     parser.add_argument("--triplets", type=int, default=3000, help="validation triplets sampled for composed R@10")
     parser.add_argument("--absent-types", type=int, default=12, help="article types left out of the catalog for the no-close-match test")
     parser.add_argument("--grid", action="store_true", help="also print the fusion and soft-weight variants")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTION=VALUE,...",
+                        help='another ranking to compare, e.g. "w2=fusion=weighted,soft_weight=2" (RankOptions fields)')
+    parser.add_argument("--text-only", action="store_true", help="only the P@10 table")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -141,12 +159,24 @@ def main(argv=None) -> int:
                              "hybrid weighted+soft": RankOptions(fusion="weighted"), "hybrid+soft w0.5": RankOptions(soft_weight=0.5),
                              "hybrid+soft w0.25": RankOptions(soft_weight=0.25), "hybrid+soft v0.7": RankOptions(vector_weight=0.7),
                              "hybrid+soft v0.3": RankOptions(vector_weight=0.3)})
+        for spec in args.variant:
+            variants[spec.partition("=")[0]] = rank_options(spec.partition("=")[2])
+        timings = []
         print("| queries | n | " + " | ".join(variants) + " |")
         print("|---|---|" + "---|" * len(variants))
         for kind, kind_queries in queries.items():
             vectors = encode([text for text, _ in kind_queries])
             row = [precision_at_10(ranker, vectors, kind_queries, options) for options in variants.values()]
-            print(f"| {kind} | {len(kind_queries)} | " + " | ".join(f"{v:.4f}" for v in row) + " |", flush=True)
+            print(f"| {kind} | {len(kind_queries)} | " + " | ".join(f"{p:.4f}" for p, _ in row) + " |", flush=True)
+            timings.append(f"| {kind} | " + " | ".join(f"{ms:.1f}" for _, ms in row) + " |")
+        print(f"\nMedian ms to rank one query over the {len(bank.items)} products (encoding not included):")
+        print("| queries | " + " | ".join(variants) + " |")
+        print("|---|" + "---|" * len(variants))
+        print("\n".join(timings), flush=True)
+
+        if args.text_only:
+            store.close()
+            return 0
 
         # ---- composed: changes obeyed ---------------------------------------------------------------------------
         composer = composer_for(model, args.combiner, True, lambda: create_model(args.model))
@@ -208,20 +238,26 @@ def main(argv=None) -> int:
         store = build_store(Path(tmp), "partial", model.name, bank, lambda item: item.attributes.get("articleType") not in absent)
         ranker = Ranker(store)
         calibration = Calibration.from_store(store, encode)
-        judged = {"absent": [], "present": []}
+        judged = {"absent": [], "present": []}  # (level, whether every word named a catalog value)
         for kind, kind_queries in queries.items():
             if kind == "brand+type":
                 continue
             vectors = encode([text for text, _ in kind_queries])
             for vector, (text, wanted) in zip(vectors, kind_queries):
                 where = "absent" if wanted["articleType"] in absent else "present"
-                judged[where].append(ranker.rank(vector[None], text, 10, calibration=calibration).relevance["close_match"])
+                relevance = ranker.rank(vector[None], text, 10, calibration=calibration).relevance
+                judged[where].append((relevance["level"], relevance["words_named"]))
         noise = ["x" * 500, "qwerty asdf", "watch", "laptop", "garden hose", "pizza"]
         print(f"\nNo close match (catalog without {len(absent)} article types: {', '.join(sorted(absent))}; hybrid + soft):")
-        print(f"- queries naming an absent type: fires on {sum(not c for c in judged['absent'])} of {len(judged['absent'])} "
-              f"({np.mean([not c for c in judged['absent']]):.4f})")
-        print(f"- queries naming a present type: quiet on {sum(bool(c) for c in judged['present'])} of {len(judged['present'])} "
-              f"({np.mean([bool(c) for c in judged['present']]):.4f})")
+        print(f"({len(judged['absent'])} queries naming an absent type, {len(judged['present'])} naming a present one)")
+        print("| quiet above level | words override | fires on absent types | quiet on present types |")
+        print("|---|---|---|---|")
+        for threshold in (0.0, 0.01, QUIET_ABOVE, 0.05, 0.1):
+            for override in (True, False):
+                close = {where: [level > threshold or (override and named) for level, named in rows] for where, rows in judged.items()}
+                default = " (default)" if threshold == QUIET_ABOVE and override else ""
+                print(f"| {threshold}{default} | {'yes' if override else 'no'} | {np.mean([not c for c in close['absent']]):.4f} | "
+                      f"{np.mean(close['present']):.4f} |")
         for text in noise:
             r = ranker.rank(encode([text])[0][None], text, 10, calibration=calibration).relevance
             print(f"- {text[:24]!r}: close_match={r['close_match']} level={r['level']} top={r['top_similarity']}")

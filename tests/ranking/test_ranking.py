@@ -132,7 +132,7 @@ def test_relevance_is_judged_against_the_catalogs_own_titles(store):
     assert calibration.level(0.2) == 0 and calibration.level(0.8) == 1
     assert judge(calibration, 0.2, False)["close_match"] is False
     assert judge(calibration, 0.6, False)["close_match"] is True
-    assert judge(calibration, 0.2, True) == {"close_match": True, "level": 0.0, "top_similarity": 0.2, "basis": "words"}
+    assert judge(calibration, 0.2, True) == {"close_match": True, "level": 0.0, "top_similarity": 0.2, "basis": "words", "words_named": True}
     assert judge(None, 0.5, False)["close_match"] is None
     assert not calibration.stale(90) and calibration.stale(200)
     # from the store: titles encoded by a stand-in encoder that returns each title's own product vector

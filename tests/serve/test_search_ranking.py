@@ -51,7 +51,7 @@ def test_paging_facets_relevance_and_min_score(client):
     assert [h["rank"] for h in pages[1]["results"]] == [5, 6, 7, 8]
     assert full["total"] == 12 and sum(v["count"] for v in full["facets"]["gender"]) == 12
     assert {v["value"] for v in full["facets"]["baseColour"]} == {row["baseColour"] for row in ROWS.values()}
-    assert set(full["relevance"]) == {"close_match", "level", "top_similarity", "basis"}
+    assert set(full["relevance"]) == {"close_match", "level", "top_similarity", "basis", "words_named"}
     assert isinstance(full["relevance"]["close_match"], bool)
     floor = sorted(h["similarity"] for h in full["results"])[6]
     kept = client.post("/search", json={"text": "a shirt", "k": 12, "min_score": floor, "mode": "vector"}).json()["results"]

@@ -39,8 +39,10 @@ def judge(calibration: Calibration | None, similarity: float | None, named_all_w
     """The response's relevance: `close_match` false when the best cosine is below what nearly every catalog title
     reaches, unless every word of the query named a catalog value that products have."""
     if similarity is None or calibration is None:
-        return {"close_match": True if named_all_words else None, "level": None, "top_similarity": similarity, "basis": "words" if named_all_words else "none"}
+        return {"close_match": True if named_all_words else None, "level": None, "top_similarity": similarity,
+                "basis": "words" if named_all_words else "none", "words_named": named_all_words}
     level = calibration.level(similarity)
     return {"close_match": bool(level > quiet_above or named_all_words), "level": round(level, 4),
-            "top_similarity": round(float(similarity), 4), "basis": "words" if named_all_words and level <= quiet_above else "similarity"}
+            "top_similarity": round(float(similarity), 4), "basis": "words" if named_all_words and level <= quiet_above else "similarity",
+            "words_named": named_all_words}
 

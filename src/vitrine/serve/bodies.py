@@ -134,6 +134,7 @@ class Relevance(BaseModel):
     level: float | None
     top_similarity: float | None
     basis: str
+    words_named: bool = False
 
 
 class FacetValue(BaseModel):
