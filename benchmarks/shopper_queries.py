@@ -252,7 +252,7 @@ def main(argv=None) -> int:
         print(f"({len(judged['absent'])} queries naming an absent type, {len(judged['present'])} naming a present one)")
         print("| quiet above level | words override | fires on absent types | quiet on present types |")
         print("|---|---|---|---|")
-        for threshold in (0.0, 0.01, QUIET_ABOVE, 0.05, 0.1):
+        for threshold in sorted({0.0, 0.01, 0.02, 0.05, 0.1, QUIET_ABOVE}):
             for override in (True, False):
                 close = {where: [level > threshold or (override and named) for level, named in rows] for where, rows in judged.items()}
                 default = " (default)" if threshold == QUIET_ABOVE and override else ""
