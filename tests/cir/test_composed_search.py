@@ -8,6 +8,7 @@ from tests.conftest import make_rows, write_folder
 from vitrine.cli import main
 from vitrine.index.build import build_index
 from vitrine.models.combiner import SumCombiner
+from vitrine.ranking import RankOptions
 from vitrine.search import SearchEngine
 
 
@@ -17,13 +18,14 @@ def test_composed_search_with_filters(tmp_path, small_model, capsys):
     SumCombiner().save(tmp_path / "sum", extra={"encoder": "vitrine:small"})
     engine = SearchEngine(str(tmp_path / "idx"))
     image = str(tmp_path / "cat" / "images" / "1000.jpg")
-    hits = engine.composed(image, "in blue", k=12, combiner="sum")
-    # the sum query is normalize(image + text): exactly what the engine must have searched with
+    hits = engine.composed(image, "in blue", k=12, combiner="sum", options=RankOptions(mode="vector", soft_filters=False))
+    # the sum query is normalize(image + text): exactly what the engine must have searched with (ranked by cosine alone)
     with torch.inference_mode():
         expected = torch.nn.functional.normalize(engine._image_vector(image) + small_model.encode_text(["in blue"]), dim=-1)
     assert hits[0].score == pytest.approx(engine.store.search(expected.numpy(), k=1)[0][0].score, abs=1e-5)
     women = engine.composed(image, "in blue", k=12, filters={"gender": "Women"}, combiner=str(tmp_path / "sum"))
     assert len(women) == 6 and all(h.metadata["gender"] == "Women" for h in women)
+    assert women[0].metadata["baseColour"] == "Blue"  # by default the change's named value is a soft filter
     with pytest.raises(ValueError, match="modification text is empty"):
         engine.composed(image, "  ")
     with pytest.raises(FileNotFoundError, match="no shipped combiner for vitrine:small"):
