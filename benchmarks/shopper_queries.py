@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from dataclasses import replace
 import sys
 import tempfile
 import time
@@ -126,6 +127,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTION=VALUE,...",
                         help='another ranking to compare, e.g. "w2=fusion=weighted,soft_weight=2" (RankOptions fields)')
     parser.add_argument("--text-only", action="store_true", help="only the P@10 table")
+    parser.add_argument("--skip-text", action="store_true", help="skip the P@10 table (composed and no-close-match only)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
         timings = []
         print("| queries | n | " + " | ".join(variants) + " |")
         print("|---|---|" + "---|" * len(variants))
-        for kind, kind_queries in queries.items():
+        for kind, kind_queries in ([] if args.skip_text else queries.items()):
             vectors = encode([text for text, _ in kind_queries])
             row = [precision_at_10(ranker, vectors, kind_queries, options) for options in variants.values()]
             print(f"| {kind} | {len(kind_queries)} | " + " | ".join(f"{p:.4f}" for p, _ in row) + " |", flush=True)
@@ -195,40 +197,53 @@ def main(argv=None) -> int:
             other = {"Men": "Women", "Women": "Men"}.get(gender)
             if other and sum(n for (t, g, _), n in by_group.items() if t == article and g == other) >= 10 and len(changes["gender"]) < args.composed:
                 changes["gender"].append((item.id, f"for {other.lower()}", "gender", other))
-        before = RankOptions(mode="vector", soft_filters=False)
-        print("\nComposed queries from held-out references: share of the top 10 with the asked value")
-        print("| change | n | Combiner alone | + soft filters and reference excluded | reference in its own top 10 (before) |")
-        print("|---|---|---|---|---|")
+        print("\nComposed queries from held-out references: share of the top 10 with the asked value, and with the "
+              "reference's article type")
 
         def composed_vectors(rows):
             refs = torch.stack([cbank.embeds[cbank.row[ref]] for ref, *_ in rows])
             with torch.inference_mode():
                 return composer.queries(refs, [mod for _, mod, _, _ in rows]).numpy()
 
+        def composed_variants(ref: str) -> dict[str, RankOptions]:
+            return {"Combiner alone": RankOptions(mode="vector", soft_filters=False, reference_weight=0.0),
+                    "+ soft filters, reference excluded": RankOptions(mode="vector", exclude=(ref,), reference_weight=0.0),
+                    "+ reference's values 0.5": RankOptions(mode="vector", exclude=(ref,), reference_weight=0.5),
+                    "+ reference's values 1.0 (default)": RankOptions(mode="vector", exclude=(ref,), reference_weight=1.0)}
+
+        names = list(composed_variants(""))
+        print("| change | n | " + " | ".join(f"{name}: value / type" for name in names) + " | reference in its own top 10 (alone) |")
+        print("|---|---|" + "---|" * (len(names) + 1))
         for kind, rows in changes.items():
             vectors = composed_vectors(rows)
-            obeyed = {"before": [], "after": []}
+            obeyed = {name: [] for name in names}
+            kept = {name: [] for name in names}
             self_hits = 0
             for vector, (ref, mod, name, value) in zip(vectors, rows):
-                hits = ranker.rank(vector[None], None, 10, options=before).hits
-                self_hits += any(h.id == ref for h in hits)
-                obeyed["before"].append(sum(h.metadata.get(name) == value for h in hits) / 10)
-                hits = ranker.rank(vector[None], None, 10, options=RankOptions(mode="vector", exclude=(ref,)), soft_text=mod).hits
-                obeyed["after"].append(sum(h.metadata.get(name) == value for h in hits) / 10)
-            print(f"| {kind} | {len(rows)} | {np.mean(obeyed['before']):.4f} | {np.mean(obeyed['after']):.4f} | {self_hits / len(rows):.4f} |", flush=True)
+                meta = bank.items[bank.row[ref]].attributes
+                for variant, options in composed_variants(ref).items():
+                    hits = ranker.rank(vector[None], None, 10, options=options, soft_text=mod, reference=meta).hits
+                    obeyed[variant].append(sum(h.metadata.get(name) == value for h in hits) / 10)
+                    kept[variant].append(sum(h.metadata.get("articleType") == meta.get("articleType") for h in hits) / 10)
+                    if variant == names[0]:
+                        self_hits += any(h.id == ref for h in hits)
+            cells = " | ".join(f"{np.mean(obeyed[n]):.4f} / {np.mean(kept[n]):.4f}" for n in names)
+            print(f"| {kind} | {len(rows)} | {cells} | {self_hits / len(rows):.4f} |", flush=True)
 
         triplets = [t for t in make_kagl_triplets(bank.items) if split.assign(t.reference, bank.items[bank.row[t.reference]].attributes) != "train"]
         triplets = rng.sample(triplets, min(args.triplets, len(triplets)))
         vectors = composed_vectors([(t.reference, t.modification, None, None) for t in triplets])
-        recall = {"before": 0, "after": 0}
+        recall = {name: 0 for name in names}
         for vector, t in zip(vectors, triplets):
             targets = set(t.targets) - {t.reference}
-            hits = ranker.rank(vector[None], None, 10, options=RankOptions(mode="vector", soft_filters=False, exclude=(t.reference,))).hits
-            recall["before"] += any(h.id in targets for h in hits)
-            hits = ranker.rank(vector[None], None, 10, options=RankOptions(mode="vector", exclude=(t.reference,)), soft_text=t.modification).hits
-            recall["after"] += any(h.id in targets for h in hits)
+            meta = bank.items[bank.row[t.reference]].attributes
+            for variant, options in composed_variants(t.reference).items():
+                if variant == names[0]:
+                    options = replace(options, exclude=(t.reference,))  # the triplet protocol removes the reference
+                hits = ranker.rank(vector[None], None, 10, options=options, soft_text=t.modification, reference=meta).hits
+                recall[variant] += any(h.id in targets for h in hits)
         print(f"\nComposed R@10 on {len(triplets)} validation triplets (held-out references, reference excluded): "
-              f"Combiner alone {recall['before'] / len(triplets):.4f}, + soft filters {recall['after'] / len(triplets):.4f}", flush=True)
+              + ", ".join(f"{name} {recall[name] / len(triplets):.4f}" for name in names), flush=True)
         store.close()
 
         # ---- no close match -------------------------------------------------------------------------------------

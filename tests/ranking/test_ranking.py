@@ -140,3 +140,22 @@ def test_relevance_is_judged_against_the_catalogs_own_titles(store):
     by_title = {row["title"]: vectors[i] for i, row in enumerate(rows)}
     built = Calibration.from_store(store, lambda titles: np.stack([by_title[t] for t in titles]))
     assert built.products == 80 and np.allclose(built.scores, 1.0, atol=1e-5)
+
+
+def test_a_composed_change_keeps_the_references_other_values(store):
+    """"Like this, but in black": black first (the change), and among those the reference's own type and gender."""
+    ranker = Ranker(store)
+    vector = unit(np.random.default_rng(11).normal(size=16))
+    reference = {"articleType": "Jeans", "baseColour": "Red", "gender": "Men"}
+    ranked = ranker.rank(vector, None, 10, options=RankOptions(mode="vector"), soft_text="in black", reference=reference)
+    assert all(h.metadata["baseColour"] == "Black" for h in ranked.hits)
+    ignored = ranker.rank(vector, None, 10, options=RankOptions(mode="vector", reference_weight=0.0), soft_text="in black", reference=reference)
+    assert all(h.metadata["baseColour"] == "Black" for h in ignored.hits)  # the change still comes first
+
+    def like_reference(hits):
+        return [i for i, h in enumerate(hits) if (h.metadata["articleType"], h.metadata["gender"]) == ("Jeans", "Men")]
+
+    full = ranker.rank(vector, None, 80, options=RankOptions(mode="vector"), soft_text="in black", reference=reference).hits
+    full_ignored = ranker.rank(vector, None, 80, options=RankOptions(mode="vector", reference_weight=0.0), soft_text="in black",
+                               reference=reference).hits
+    assert len(like_reference(full)) == 8 and sum(like_reference(full)) < sum(like_reference(full_ignored))  # they climb

@@ -34,6 +34,11 @@ class RankOptions:
     min_score: float | None = None  # hits whose cosine to the query is lower are left out
     offset: int = 0
     exclude: tuple[str, ...] = ()  # product ids never returned (the reference of a "more like this")
+    # a composed query's reference: products sharing its values in the fields the change did not name gain up to this
+    # much ("like this, but in black" keeps the type); 1 measured best of 0 / 0.5 / 1 (README, "Ranking"), and below
+    # soft_weight, so the change still wins
+    reference_weight: float = 1.0
+    reference_fields: tuple[str, ...] = ("articleType", "gender", "baseColour")
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -78,7 +83,8 @@ class Ranker:
         return self._catalog()[2]
 
     def rank(self, vector: np.ndarray | None, text: str | None, k: int, filters: Filters | None = None,
-             options: RankOptions = RankOptions(), calibration: Calibration | None = None, soft_text: str | None = None) -> Ranked:
+             options: RankOptions = RankOptions(), calibration: Calibration | None = None, soft_text: str | None = None,
+             reference: Mapping | None = None) -> Ranked:
         """The page of `k` hits for a query given as a vector (text, image or composed), its words, or both.
 
         `text` is searched lexically and read for soft filters; `soft_text` (a composed query's modification) is
@@ -130,12 +136,16 @@ class Ranker:
             base = reciprocal_rank([_order(vector_scores), _order(lexical_scores)], [options.vector_weight, 1 - options.vector_weight])
         else:
             base = weighted([vector_scores, lexical_scores], [options.vector_weight, 1 - options.vector_weight])
-        boosted = matched and options.soft_weight > 0
+        kept = SoftMatch()
+        if reference and options.soft_filters and options.reference_weight > 0:  # the reference's values the change left alone
+            kept = SoftMatch({name: [reference[name]] for name in options.reference_fields
+                              if reference.get(name) is not None and name not in matched.values})
+        boosted = (matched and options.soft_weight > 0) or bool(kept)
         if boosted or (mode == "hybrid" and lexical_lists):  # fused scores on one 0-1 scale, so the boost means the same in every mode
             base = normalised(base)
         scored = []
         for item, hit in candidates.items():
-            score = base.get(item, 0.0) + (options.soft_weight * matched.satisfied(hit.metadata) if boosted else 0.0)
+            score = base.get(item, 0.0) + options.soft_weight * matched.satisfied(hit.metadata) + options.reference_weight * kept.satisfied(hit.metadata)
             scored.append(replace(hit, score=float(score)))
         scored.sort(key=lambda h: (-h.score, -(h.similarity if h.similarity is not None else -2.0), h.id))
 

@@ -133,8 +133,9 @@ class SearchService:
         calibration = self._current_calibration() if query.kind == "text" else None
         composed = query.kind == "composed"
         try:
+            reference = self.store.product(query.reference_id) if composed and query.reference_id else None
             return self.ranker.rank(vector.numpy(), None if composed else query.text, query.k, query.filters, options, calibration,
-                                    soft_text=query.modification if composed else None)
+                                    soft_text=query.modification if composed else None, reference=reference)
         except ValueError as exc:  # a mode this store cannot run (lexical on Milvus), a bad option
             raise ServiceError(str(exc)) from None
 
