@@ -109,13 +109,11 @@ class Ranker:
                 if mode == "lexical":
                     raise
                 mode, terms = "vector", []  # hybrid on a store without BM25: the vector side alone, said in `mode`
-        if matched:
-            narrowed = _narrowed(filters, matched.values)
-            if narrowed is not None:  # the products that have every named value, as candidates too
-                if mode != "lexical":
-                    vector_lists.append(self.store.search(vector, depth, narrowed)[0])
-                elif terms:
-                    lexical_lists.append(self.store.lexical(terms, depth, narrowed, vector))
+        narrowed = _narrowed(filters, matched.values) if matched else None
+        if narrowed is not None and mode != "lexical":  # the products that have every named value, as candidates too
+            vector_lists.append(self.store.search(vector, depth, narrowed)[0])
+        elif narrowed is not None and terms:
+            lexical_lists.append(self.store.lexical(terms, depth, narrowed, vector))
 
         candidates: dict[str, SearchHit] = {}
         for hit in (h for hits in vector_lists + lexical_lists for h in hits):
@@ -150,8 +148,8 @@ class Ranker:
         scored.sort(key=lambda h: (-h.score, -(h.similarity if h.similarity is not None else -2.0), h.id))
 
         top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
-        named_all = bool(matched) and not matched.unmatched and bool(_narrowed(filters, matched.values) is not None and
-                                                                    any(matched.satisfied(h.metadata) == 1.0 for h in scored))
+        # every word named a value, and some product has them all (none can when the hard filters exclude one)
+        named_all = bool(matched) and not matched.unmatched and any(matched.satisfied(h.metadata) == 1.0 for h in scored)
         return Ranked(scored[options.offset:options.offset + k], len(scored), matched, _facets(scored),
                       judge(calibration, top, named_all), mode)
 

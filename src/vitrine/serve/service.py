@@ -105,6 +105,7 @@ class SearchService:
         self.images = ImageStore(self.images_dir)
         self.ranker = Ranker(self.store)
         self._calibration: Calibration | None = None
+        self._calibration_generation: int | None = None
         self._lock = threading.RLock()
         self._fields: tuple[int, set[str]] | None = None
         self._composer = None
@@ -149,6 +150,9 @@ class SearchService:
 
     def _current_calibration(self) -> Calibration | None:
         """What a text query for a product this catalog has scores (computed on first use, again when the catalog grew or shrank by a quarter)."""
+        if self._calibration_generation == self.store.generation:  # the catalog's size is reread only after a write
+            return self._calibration
+        self._calibration_generation = self.store.generation
         products = self.store.stats()["products"]
         if self._calibration is None or self._calibration.stale(products):
             def encode(texts):
