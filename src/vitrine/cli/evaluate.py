@@ -92,6 +92,30 @@ def cmd_eval_attributes(args: argparse.Namespace) -> int:
 DEFAULT_ATTRIBUTES = "gender,baseColour,usage,season,articleType"
 
 
+def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vitrine.evaluate.leaderboard import run_leaderboard
+    from vitrine.evaluate.leaderboard_tasks import leaderboard_table, output_name
+    from vitrine.models import create_model
+
+    records = []
+    for name in args.model:
+        model = create_model(name, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args))
+        records += run_leaderboard(args.data, model, tasks=args.tasks, max_queries=args.max_queries, seed=args.seed,
+                                   dataset=args.dataset, cache_dir=args.cache_dir or None, schema=args.schema, progress=not args.no_progress)
+    if args.output:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for record in records:
+            (out / output_name(record)).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(leaderboard_table(records, with_published=not args.no_published))
+    return 0
+
+
 def register(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols.")
     protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
@@ -145,6 +169,31 @@ def register(sub) -> None:
                                  "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)")
     attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
     attributes.set_defaults(func=cmd_eval_attributes)  # --split all: a catalog the model never saw is scored whole
+
+    from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS
+
+    board = protocols.add_parser(
+        "kagl-leaderboard", help="the public fashion leaderboard's KAGL tasks (text->image R@1/R@10/MRR, category P@1/P@10)",
+        description="Marqo-FashionCLIP's leaderboard protocol on a catalog: text-to-image with up to --max-queries distinct titles "
+                    "(sampled with --seed) against every product's image; category-to-product (masterCategory) and "
+                    "sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 title). "
+                    "Prints a table in the leaderboard's columns beside its published KAGL rows; --output writes one "
+                    "clip_benchmark-shaped JSON file per task.",
+    )
+    board.add_argument("--data", required=True, help="the catalog (e.g. ../shared/data/kagl/shards); every product is in the gallery")
+    board.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="one or more registry names; default %(default)s")
+    add_runtime_option(board, default="torch")
+    board.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="default: all three")
+    board.add_argument("--max-queries", type=int, default=MAX_QUERIES, help="sampled distinct titles for text-to-image; default %(default)s")
+    board.add_argument("--seed", type=int, default=SEED, help="query sampling seed; default %(default)s")
+    board.add_argument("--dataset", default="kagl", help="the dataset name in the records; default %(default)s")
+    board.add_argument("--output", help="folder for the records, one {dataset}_{model}_{task}.json each (clip_benchmark's naming)")
+    board.add_argument("--cache-dir", default="runs/cache", help="image features cache ('' for none); default %(default)s")
+    board.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    board.add_argument("--no-published", action="store_true", help="leave the published rows out of the table")
+    board.add_argument("--json", action="store_true", help="print the records as one JSON list instead of the table")
+    board.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    board.set_defaults(func=cmd_eval_leaderboard)
 
     composed = protocols.add_parser(
         "composed", help="composed retrieval: triplet files, FashionIQ or CIRR",
