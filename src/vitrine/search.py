@@ -1,12 +1,13 @@
 """The query engine: text or image queries against an index, with attribute filters."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import torch
+from PIL import Image
 
-from vitrine.data.errors import ImageDecodeError
-from vitrine.data.images import load_image_file
+from vitrine.data.images import load_image
 from vitrine.data.text import is_unicode
 from vitrine.index.store import SearchHit
 from vitrine.index.stores import open_store
@@ -14,6 +15,7 @@ from vitrine.models import create_model
 from vitrine.ranking import Ranker, RankOptions
 
 Filters = Mapping[str, str | Sequence[str]]
+ImageQuery = str | os.PathLike | Image.Image  # a file, or an image already decoded
 
 
 class SearchEngine:
@@ -37,10 +39,10 @@ class SearchEngine:
             vector = self.model.encode_text([query]).numpy()
         return self.ranker.rank(vector, query, k, _listed(filters), options).hits
 
-    def image(self, path: str, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
+    def image(self, path: ImageQuery, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
         return self.ranker.rank(self._image_vector(path).numpy(), None, k, _listed(filters), options).hits
 
-    def composed(self, path: str, modification: str, k: int = 10, filters: Filters | None = None,
+    def composed(self, path: ImageQuery, modification: str, k: int = 10, filters: Filters | None = None,
                  combiner: str = "combiner", options: RankOptions = RankOptions()) -> list[SearchHit]:
         """"Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
         if not modification.strip():
@@ -55,17 +57,12 @@ class SearchEngine:
         query = composer.queries(features.embeds, [modification.strip()], features.tokens if composer.needs_tokens else None)
         return self.ranker.rank(query.numpy(), None, k, _listed(filters), options, soft_text=modification.strip()).hits
 
-    def _image_vector(self, path: str) -> torch.Tensor:
+    def _image_vector(self, path: ImageQuery) -> torch.Tensor:
         return self._image_features(path).embeds
 
-    def _image_features(self, path: str, model=None):
+    def _image_features(self, path: ImageQuery, model=None):
         model = model or self.model
-        try:
-            image = load_image_file(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"query image not found: {path}") from None
-        except ImageDecodeError as exc:
-            raise ImageDecodeError(exc.detail, source=path) from None
+        image = load_image(path, what="query image")
         with torch.inference_mode():
             return model.image_features(model.preprocess([image]))
 

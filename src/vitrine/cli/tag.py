@@ -4,26 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from vitrine.cli._common import DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
-
-
-def resolve_vocabulary(spec: str | None, data: str | None = None, schema=None, model: str | None = None):
-    """A vocabulary file, a comma list of catalog columns (values read from `data`), or the shipped KAGL vocabulary
-    (calibrated for `model` when that shipped model carries its own)."""
-    from vitrine.tagging.vocabulary import builtin_vocabulary, load_vocabulary
-
-    if spec and (Path(spec).suffix.lower() in (".json", ".yaml", ".yml") or Path(spec).exists()):
-        return load_vocabulary(spec)
-    if spec:
-        names = [name.strip() for name in spec.split(",") if name.strip()]
-        if data is None:
-            return builtin_vocabulary(model=model).select(names)
-        from vitrine.tagging.evaluate import catalog_vocabulary
-
-        return catalog_vocabulary(data, names, schema=schema)
-    return builtin_vocabulary(model=model)
+from vitrine.tagging.factory import resolve_vocabulary  # noqa: F401  (where `vitrine index` and `eval` take it from)
 
 
 def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True, runtime_default: str | None = None) -> None:
@@ -42,18 +25,13 @@ def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True, run
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from vitrine.models import create_model
     from vitrine.tagging.evaluate import embed_split
-    from vitrine.tagging.tagger import Tagger
-    from vitrine.tagging.views import make_views
+    from vitrine.tagging.factory import create_tagger
 
-    vocabulary = resolve_vocabulary(args.attributes, model=args.model)
-    tagger = Tagger(create_model(args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter), args.pooling)
+    tagger = create_tagger(args.model, args.attributes, args.regions, args.pooling, args.annotations, args.segmenter,
+                           runtime=runtime_arg(args), fallback=runtime_fallback(args))
     if args.image:
-        from vitrine.data.images import load_image_file
-
-        images = [load_image_file(path) for path in args.image]
-        results = [(path, tags) for path, tags in zip(args.image, tagger.tags(tagger.embed([(im, Path(p).stem) for im, p in zip(images, args.image)])))]
+        results = list(zip(args.image, tagger.tag_images(args.image)))
     else:
         items, embeds = embed_split(tagger, args.data, keep=None, schema=args.schema, progress=not args.no_progress)
         results = [(item.id, tags) for item, tags in zip(items, tagger.tags(embeds))]

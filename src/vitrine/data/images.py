@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import io
+import os
 import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -74,3 +75,15 @@ def load_image_file(path: str, **kwargs) -> Image.Image:
     with open(path, "rb") as handle:
         data = handle.read()
     return decode_image(data, **kwargs)
+
+
+def load_image(source: Image.Image | str | os.PathLike, what: str = "image") -> Image.Image:
+    """An RGB image from a PIL image or an image file; a missing or unreadable file's error names it (as `what`)."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    try:
+        return load_image_file(os.fspath(source))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {os.fspath(source)}") from None
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(exc.detail, source=os.fspath(source)) from None

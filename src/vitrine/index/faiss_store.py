@@ -217,6 +217,9 @@ class FaissStore:
     def product(self, product_id: str) -> dict | None:
         return self.meta.product(product_id)
 
+    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
+        return self.meta.page(offset, limit, filters)
+
     def fields(self) -> set[str]:
         return self.meta.fields()
 

@@ -134,6 +134,18 @@ class MetadataStore:
         rows = self.db.execute("SELECT key FROM products ORDER BY key").fetchall()[::step][:n]
         return list(self.products([row[0] for row in rows]).values())
 
+    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
+        """(how many products match `filters`, the `limit` of them after `offset` in id order), read from one snapshot."""
+        where, params = "", []
+        if filters:
+            keys_sql, params = _filter_sql(filters)
+            where = f" WHERE key IN ({keys_sql})"
+        with self.snapshot():
+            total = self.db.execute(f"SELECT COUNT(*) FROM products{where}", params).fetchone()[0]
+            rows = self.db.execute(f"SELECT id, title, attributes FROM products{where} ORDER BY id LIMIT ? OFFSET ?",
+                                   [*params, int(limit), int(offset)]).fetchall()
+        return total, [{"id": item_id, "title": title, **json.loads(attributes)} for item_id, title, attributes in rows]
+
     def products(self, keys: Sequence[int]) -> dict[int, dict]:
         out = {}
         for start in range(0, len(keys), 500):

@@ -346,6 +346,19 @@ class MilvusStore:
         rows = self.client.query(self.collection, filter="", limit=max(1, n), output_fields=self._output_fields())
         return [self._metadata(row["id"], row) for row in rows]
 
+    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
+        """(matching products, a page of them in Milvus's scan order, stable between calls); Milvus caps offset + limit at 16,384."""
+        expression = filter_expression(filters, self.declared) if filters else ""
+        if expression is None:
+            return 0, []
+        counted = self.client.query(self.collection, filter=expression, output_fields=["count(*)"], consistency_level="Strong")
+        total = int(counted[0]["count(*)"]) if counted else 0
+        if offset >= total or limit < 1:
+            return total, []
+        rows = self.client.query(self.collection, filter=expression or "id != ''", offset=int(offset), limit=int(limit),
+                                 output_fields=self._output_fields(), consistency_level="Strong")
+        return total, [self._metadata(row["id"], row) for row in rows]
+
     def product(self, product_id: str) -> dict | None:
         rows = self.client.get(self.collection, ids=[product_id], output_fields=self._output_fields())
         return self._metadata(product_id, rows[0]) if rows else None

@@ -7,7 +7,7 @@ from importlib import resources
 import orjson
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Form, Query as QueryParam, Request, UploadFile
+from fastapi import Depends, FastAPI, Query as QueryParam, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -19,8 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import vitrine
 from vitrine.search import parse_filters
 from vitrine.serve import bodies
-from vitrine.serve.bodies import (Mode, Product, SearchBatchJSON, SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON,
-                                  TagResult, UpsertResult, decode_base64_image, error_responses, load_yaml, read_body, request_body)
+from vitrine.serve.bodies import (EmbedForm, EmbedJSON, EmbedResult, Mode, Product, ProductForm, ProductJSON, ProductPage, SearchBatchJSON,
+                                  SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON, TagResult, UpsertResult,
+                                  decode_base64_image, error_responses, load_yaml, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
 from vitrine.serve.metrics import Metrics, ObserveRequests
@@ -36,6 +37,8 @@ from vitrine.serve.tokens import Tokens
 # measured min 0.9930). Uploads under 4x the input decode in full, unchanged.
 DRAFT_MARGIN = 4.0
 MAX_OFFSET = 1000  # paging deeper ranks a pool this large per query
+MAX_PAGE_LIMIT = 1000  # GET /products: products a page
+MAX_PAGE_OFFSET = 10_000_000
 RANKING_FIELDS = ("mode", "soft_filters", "exclude_reference", "min_score", "offset")
 
 
@@ -175,14 +178,95 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         ranked = await run_in_threadpool(service.rank, query, vector)
         return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
+    def checked_batch(items: list, what: str) -> None:
+        if not 1 <= len(items) <= settings.max_batch_queries:
+            raise ServiceError(f"a batch holds 1 to {settings.max_batch_queries} {what}, got {len(items)}")
+
+    def each(make, inputs: list, on_error: str, where: str) -> list:
+        """`make(input, where)` for each input: its value, or (on_error "report") its ServiceError in its place."""
+        out = []
+        for i, item in enumerate(inputs):
+            try:
+                out.append(make(item, f"{where}[{i}]: "))
+            except ServiceError as exc:
+                if on_error == "fail":
+                    raise
+                out.append(exc)
+        return out
+
+    def item_error(exc: ServiceError) -> dict:
+        return {"error": {"status": exc.status, "message": exc.message}}
+
     def run_batch(body: SearchBatchJSON) -> dict:
-        if not 1 <= len(body.queries) <= settings.max_batch_queries:
-            raise ServiceError(f"a batch holds 1 to {settings.max_batch_queries} queries, got {len(body.queries)}")
-        queries = [query_from(q, f"queries[{i}]: ") for i, q in enumerate(body.queries)]
+        checked_batch(body.queries, "queries")
+        parsed = each(query_from, body.queries, body.on_error, "queries")
         start = time.perf_counter()
-        ranked = service.rank_many(queries)
+        good = [q for q in parsed if not isinstance(q, ServiceError)]
+        ranked = iter(service.rank_many(good, per_item=body.on_error == "report") if good else [])
         took = round((time.perf_counter() - start) * 1000, 2)
-        return {"took_ms": took, "results": [result_view(q, r, took) for q, r in zip(queries, ranked)]}
+        results = []
+        for query in parsed:
+            outcome = query if isinstance(query, ServiceError) else next(ranked)
+            results.append(item_error(outcome) if isinstance(outcome, ServiceError) else result_view(query, outcome, took))
+        return {"took_ms": took, "errors": sum(isinstance(r, dict) and "error" in r for r in results), "results": results}
+
+    def run_embed(body: EmbedJSON | EmbedForm) -> dict:
+        if isinstance(body, EmbedForm):
+            texts, images, urls = body.text, body.image, body.image_url
+        else:
+            texts, images, urls = body.texts, body.images, body.image_urls
+        checked_batch([*texts, *images, *urls], "inputs (texts, images and image_urls together)")
+
+        def text_of(text, where):
+            cleaned = clean_text(f"{where}text", text, settings)
+            if cleaned is None:
+                raise ServiceError(f"{where}the text is empty")
+            return cleaned
+
+        def picture(image, url, where):
+            found = picture_of(image or None, url or None, where)
+            if found is None:
+                raise ServiceError(f"{where}the {'image' if url is None else 'image_url'} is empty")
+            return found
+
+        start = time.perf_counter()
+        texts = each(text_of, texts, body.on_error, "texts")
+        pictures = each(lambda image, where: picture(image, None, where), images, body.on_error, "images")
+        pictures += each(lambda url, where: picture(None, url, where), urls, body.on_error, "image_urls")
+        text_vectors, image_vectors = service.embed([t for t in texts if not isinstance(t, ServiceError)],
+                                                    [p for p in pictures if not isinstance(p, ServiceError)])
+
+        def placed(inputs: list, vectors) -> list[dict]:
+            vectors = iter(vectors)
+            return [item_error(x) if isinstance(x, ServiceError) else {"vector": next(vectors).tolist()} for x in inputs]
+
+        texts_out, pictures_out = placed(texts, text_vectors), placed(pictures, image_vectors)
+        return {"model": service.model.name, "runtime": getattr(service.model, "runtime", "torch"), "dim": int(service.model.embed_dim),
+                "took_ms": round((time.perf_counter() - start) * 1000, 2),
+                "errors": sum("error" in r for r in texts_out + pictures_out),
+                "texts": texts_out, "images": pictures_out[:len(images)], "image_urls": pictures_out[len(images):]}
+
+    def attributes_of(text: str | dict | None) -> dict[str, str | None]:
+        """An upsert's attributes (a JSON object, or its text from a form) as attribute -> text value."""
+        parsed = text if isinstance(text, dict) else {}
+        if isinstance(text, str) and text.strip():
+            try:
+                parsed = load_yaml(text, "attributes")
+            except ServiceError as exc:
+                if "surrogate" in exc.message:
+                    raise
+                parsed = None
+        if not isinstance(parsed, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in parsed.values()):
+            raise ServiceError('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')
+        return {str(k): None if v is None else str(v) for k, v in parsed.items()}
+
+    def run_upsert(body: ProductJSON | ProductForm) -> tuple[dict, bool]:
+        picture = picture_of(body.image, body.image_url)
+        if picture is None:
+            raise ServiceError("give the product image: an upload or base64 'image', or a catalog 'image_url' to copy")
+        title = clean_text("title", body.title, settings)
+        row, created = service.upsert(body.id, title, attributes_of(body.attributes), picture, new_attributes=body.new_attributes)
+        return {**product_view(row), "image_url": image_url(body.id), "created": created}, created
 
     def run_tag(body: TagJSON | TagForm) -> dict:
         from vitrine.tagging.vocabulary import vocabulary_from_dict
@@ -203,7 +287,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return {"tags": {name: t.to_dict() for name, t in tags.items()}}
 
     # ---- endpoints -----------------------------------------------------------------------------------
-    read_errors = error_responses(400, 401, 403, 404, 413, 415, 422)
+    read_errors = error_responses(400, 401, 403, 404, 413, 415)
 
     @app.post("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
               summary="search by text, image, or image + modification (JSON or form)",
@@ -234,11 +318,27 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         body = await read_body(request, TagJSON, TagForm)
         return await run_in_threadpool(run_tag, body)
 
-    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(401, 403, 404, 422),
+    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(400, 401, 403, 404),
              summary="attribute fields and their most common values (one field's, or those starting with a prefix: type-ahead)")
     def attributes(per_field: int = 30, field: str | None = None, prefix: str | None = None):
         values = service.attribute_values(max(1, min(per_field, 5000)), field, prefix)
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
+
+    @app.get("/products", tags=["catalog"], dependencies=[Depends(can_read)], response_model=ProductPage,
+             responses=error_responses(400, 401, 403), summary="page through the catalog (in id order), optionally filtered")
+    def list_products(offset: Annotated[int, QueryParam(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+                      limit: Annotated[int, QueryParam(ge=1, le=MAX_PAGE_LIMIT)] = 50,
+                      filter: Annotated[list[str] | None, QueryParam(description="field=value; repeat for more")] = None):
+        total, rows = service.page(offset, limit, form_filters(filter or []))
+        products = [{**product_view(row), "image_url": image_url(row["id"])} for row in rows]
+        return respond({"total": total, "offset": offset, "limit": limit, "products": products})
+
+    @app.post("/embed", tags=["search"], dependencies=[Depends(can_read)], response_model=EmbedResult, responses=read_errors,
+              summary="unit-norm vectors of texts and images (JSON or form), from the index's model",
+              openapi_extra=request_body(EmbedJSON, EmbedForm))
+    async def embed(request: Request):
+        body = await read_body(request, EmbedJSON, EmbedForm, max_files=settings.max_batch_queries)
+        return respond(await run_in_threadpool(run_embed, body))
 
     @app.get("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], response_model=Product,
              responses=error_responses(401, 403, 404), summary="one product")
@@ -252,28 +352,12 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return Response(service.image_bytes(product_id), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @app.post("/products", tags=["catalog"], dependencies=[Depends(can_write)], status_code=201, response_model=UpsertResult,
-              responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 413, 415, 422)},
-              summary="add or replace a product (needs the write token)")
-    def upsert_product(response: Response,
-                       id: Annotated[str, Form(description="product id")],
-                       image: Annotated[UploadFile, File(description="product image")],
-                       title: Annotated[str | None, Form()] = None,
-                       attributes: Annotated[str | None, Form(description='JSON object of attribute -> value, e.g. {"gender": "Women"}')] = None):
-        parsed = {}
-        if attributes and attributes.strip():
-            try:
-                parsed = load_yaml(attributes, "attributes")
-            except ServiceError as exc:
-                if "surrogate" in exc.message:
-                    raise
-                parsed = None
-            if not isinstance(parsed, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in parsed.values()):
-                raise ServiceError('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')
-            parsed = {str(k): None if v is None else str(v) for k, v in parsed.items()}
-        title = clean_text("title", title, settings)
-        row, created = service.upsert(id, title, parsed, read_image(image, settings))
-        response.status_code = 201 if created else 200
-        return {**product_view(row), "image_url": image_url(id), "created": created}
+              responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 404, 413, 415)},
+              summary="add or replace a product (JSON or form; needs the write token)", openapi_extra=request_body(ProductJSON, ProductForm))
+    async def upsert_product(request: Request):
+        body = await read_body(request, ProductJSON, ProductForm)
+        view, created = await run_in_threadpool(run_upsert, body)
+        return Response(orjson.dumps(view), status_code=201 if created else 200, media_type="application/json")
 
     @app.delete("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_write)], status_code=204,
                 responses=error_responses(401, 403, 404),

@@ -1,8 +1,9 @@
 """Request and response bodies of the HTTP API: JSON or form fields in, one JSON shape out, all in the OpenAPI spec.
 
-`POST /search` and `POST /tag` take either `application/json` or a form (`multipart/form-data`,
-`application/x-www-form-urlencoded`); both are validated by a pydantic model, so a bad field gets the same 422 in
-either form. The forms are parsed with limits on their parts (fields, files, bytes a text field).
+`POST /search`, `POST /tag`, `POST /embed` and `POST /products` take either `application/json` or a form
+(`multipart/form-data`, `application/x-www-form-urlencoded`); both are validated by a pydantic model, so a bad field
+gets the same 400 in either form (the error contract: README, "Errors"). The forms are parsed with limits on their
+parts (fields, files, bytes a text field).
 """
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ from vitrine.serve.service import ServiceError
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_FORM_FIELDS = 64  # a search form has six names; repeated filters count once each
-MAX_FORM_FILES = 1
+MAX_FORM_FILES = 1  # one image a form; /embed takes up to the batch limit
 MAX_FIELD_BYTES = 64 * 1024  # one text field of a form (a vocabulary included)
 
 Binary = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
 FilterValues = str | list[str]
 Mode = Literal["hybrid", "vector", "lexical"]
+OnError = Literal["report", "fail"]
+ON_ERROR = Field("report", description="report: each item's result or error in its place (one bad item does not fail the rest); "
+                                       "fail: the first bad item fails the whole request with its status")
 
 
 class _Ranking(BaseModel):
@@ -78,6 +82,54 @@ class SearchBatchJSON(_Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"queries": [{"text": "blue jeans", "k": 3}, {"text": "red dress", "filters": {"gender": "Women"}}]}]})
     queries: list[SearchJSON] = Field(description="the searches, answered in this order")
+    on_error: OnError = ON_ERROR
+
+
+class EmbedJSON(_Body):
+    """Texts and/or images to embed: images as base64 or as a catalog product's image URL."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"texts": ["blue jeans", "a red summer dress"]}, {"image_urls": ["/products/1163/image"], "texts": ["in black"]}]})
+    texts: list[str] = Field(default_factory=list, description="texts, embedded by the text tower")
+    images: list[str] = Field(default_factory=list, description="images: base64 of each file's bytes (data: URLs work too)")
+    image_urls: list[str] = Field(default_factory=list, description="catalog products' image URLs, /products/{id}/image")
+    on_error: OnError = ON_ERROR
+
+
+class EmbedForm(_Body):
+    """The same as a form: repeated `text` fields, `image` uploads and `image_url` fields."""
+
+    text: list[str] = Field(default_factory=list, description="a text; repeat for more")
+    image: list[Binary] = Field(default_factory=list, description="an image upload; repeat for more")
+    image_url: list[str] = Field(default_factory=list, description="a catalog product's image URL; repeat for more")
+    on_error: OnError = ON_ERROR
+
+
+AttributeValue = str | int | float | None
+
+
+class ProductJSON(_Body):
+    """A product to add or replace, as JSON: its image as base64 or a catalog product's image URL (copied)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "sku-1", "title": "Red summer dress", "attributes": {"gender": "Women", "baseColour": "Red"}, "image": "<base64>"}]})
+    id: str = Field(description="product id: 1-128 letters, digits and . _ : - (starting with a letter or digit)")
+    title: str | None = Field(None, description="product title")
+    attributes: dict[str, AttributeValue] = Field(default_factory=dict, description='attribute -> value, e.g. {"gender": "Women"}')
+    image: str | None = Field(None, description="the product image: base64 of the file's bytes (a data: URL works too)")
+    image_url: str | None = Field(None, description="or a catalog product's image URL, /products/{id}/image, whose image is copied")
+    new_attributes: bool = Field(False, description="allow attribute names the catalog does not have yet (refused otherwise)")
+
+
+class ProductForm(_Body):
+    """The same product as a form; `attributes` is a JSON object in a text field."""
+
+    id: str = Field(description="product id")
+    image: Binary = Field(None, description="product image", json_schema_extra=lambda schema: schema.pop("default", None))
+    image_url: str | None = Field(None, description="or a catalog product's image URL, whose image is copied")
+    title: str | None = Field(None, description="product title")
+    attributes: str | None = Field(None, description='JSON object of attribute -> value, e.g. {"gender": "Women"}')
+    new_attributes: bool = Field(False, description="allow attribute names the catalog does not have yet (refused otherwise)")
 
 
 class TagJSON(_Body):
@@ -153,7 +205,30 @@ class SearchResult(BaseModel):
 
 class SearchBatchResult(BaseModel):
     took_ms: float
-    results: list[SearchResult]
+    errors: int = 0
+    results: list[SearchResult | ErrorBody]
+
+
+class Embedding(BaseModel):
+    vector: list[float]
+
+
+class EmbedResult(BaseModel):
+    model: str
+    runtime: str
+    dim: int
+    took_ms: float
+    errors: int
+    texts: list[Embedding | ErrorBody]
+    images: list[Embedding | ErrorBody]
+    image_urls: list[Embedding | ErrorBody]
+
+
+class ProductPage(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    products: list[Product]
 
 
 class TagResult(BaseModel):
@@ -166,7 +241,7 @@ class UpsertResult(Product):
     created: bool
 
 
-COMPONENTS = (SearchJSON, SearchForm, SearchBatchJSON, TagJSON, TagForm)
+COMPONENTS = (SearchJSON, SearchForm, SearchBatchJSON, TagJSON, TagForm, EmbedJSON, EmbedForm, ProductJSON, ProductForm)
 
 
 def error_responses(*statuses: int) -> dict:
@@ -174,8 +249,9 @@ def error_responses(*statuses: int) -> dict:
     return {status: {"model": ErrorBody, "description": _REASONS.get(status, "refused")} for status in statuses}
 
 
-_REASONS = {400: "bad request", 401: "no bearer token", 403: "token not valid", 404: "not found", 413: "over a size limit",
-            415: "not an image, or a body that is neither JSON nor a form", 422: "a field has the wrong type"}
+_REASONS = {400: "invalid request: malformed JSON, a field of the wrong type or out of range, conflicting or missing fields, "
+                 "an unknown filter value or attribute", 401: "no bearer token", 403: "token not valid", 404: "not found",
+            413: "over a size limit", 415: "no or another Content-Type than JSON or a form, or an upload that is not an image"}
 
 
 def request_body(json_model: type[BaseModel] | None, form_model: type[BaseModel] | None) -> dict:
@@ -189,12 +265,20 @@ def request_body(json_model: type[BaseModel] | None, form_model: type[BaseModel]
 
 
 def add_components(schema: dict) -> dict:
-    """Put the body models (and what they nest) into the spec's components."""
+    """Put the body models (and what they nest) into the spec's components, and answer validation with the contract's
+    400 where FastAPI documents its own 422."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in COMPONENTS:
         model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(model_schema.pop("$defs", {}))
         components[model.__name__] = model_schema
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses.setdefault("400", {"description": _REASONS[400], "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
     return schema
 
 
@@ -202,35 +286,46 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def validated(model: type[Model], data: Any) -> Model:
-    """`model` from `data`, or a 422 naming each bad field as FastAPI does."""
+    """`model` from `data`, or a 400 naming each bad field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
-        raise ServiceError("; ".join(problems), 422) from None
+        raise ServiceError(validation_message(exc.errors())) from None
 
 
-async def read_body(request: Request, json_model: type[BaseModel], form_model: type[BaseModel] | None) -> BaseModel:
-    """The request's body as `json_model` (JSON) or `form_model` (a form, or no body at all)."""
+def validation_message(errors: list[dict], skip: int = 0) -> str:
+    """`field.path: problem; ...` for pydantic's errors (`skip` drops leading location parts, e.g. FastAPI's "query")."""
+    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[skip:]) or 'body'}: {e.get('msg')}" for e in errors) or "invalid request"
+
+
+async def read_body(request: Request, json_model: type[BaseModel], form_model: type[BaseModel] | None,
+                    max_files: int = MAX_FORM_FILES) -> BaseModel:
+    """The request's body as `json_model` (JSON) or `form_model` (a form); 415 naming a missing or other Content-Type."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSON_TYPES or content_type.endswith("+json"):
         data = loads_object(await request.body(), "the body", ServiceError)
         return validated(json_model, checked_text(data))
-    if form_model is None or (content_type and content_type not in FORM_TYPES):
-        accepted = "application/json" + ("" if form_model is None else " or a form (multipart/form-data)")
-        raise ServiceError(f"send the body as {accepted}, not {content_type or 'nothing'}", 415)
-    form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    accepted = "application/json" + ("" if form_model is None else " or a form (multipart/form-data, application/x-www-form-urlencoded)")
+    if not content_type:
+        if await request.body():  # a body whose kind is not said would be misread: named as the problem it is
+            raise ServiceError(f"the request has no Content-Type header: send the body as {accepted} and say so in Content-Type", 415)
+        return validated(form_model or json_model, {})  # nothing sent: the missing fields are named
+    if form_model is None or content_type not in FORM_TYPES:
+        raise ServiceError(f"send the body as {accepted}, not {content_type} (the Content-Type header)", 415)
+    form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES)
     data: dict[str, Any] = {}
     for name in form.keys():
         values = form.getlist(name)
         if name in form_model.model_fields and _is_list(form_model, name):
-            data[name] = values
+            if any(isinstance(v, UploadFile) for v in values) and not _is_binary(form_model, name):
+                raise ServiceError(f"{name}: expected text fields, got a file")
+            data[name] = [v for v in values if not (isinstance(v, str) and not v and _is_binary(form_model, name))]
         else:
             if len(values) > 1:
-                raise ServiceError(f"{name}: give it once, got {len(values)} values", 422)
+                raise ServiceError(f"{name}: give it once, got {len(values)} values")
             value = values[0]
             if isinstance(value, UploadFile) and not _is_binary(form_model, name):
-                raise ServiceError(f"{name}: expected a text field, got a file", 422)
+                raise ServiceError(f"{name}: expected a text field, got a file")
             if _is_binary(form_model, name) and isinstance(value, str) and not value:
                 continue  # an empty file input of a browser form
             data[name] = value
@@ -271,7 +366,11 @@ def _is_list(model: type[BaseModel], name: str) -> bool:
 
 def _is_binary(model: type[BaseModel], name: str) -> bool:
     field = model.model_fields.get(name)
-    return field is not None and any(isinstance(m, WithJsonSchema) for m in field.metadata)
+    if field is None:
+        return False
+    inner = getattr(field.annotation, "__args__", ()) if _is_list(model, name) else ()
+    return any(isinstance(m, WithJsonSchema) for m in field.metadata) or any(
+        isinstance(m, WithJsonSchema) for arg in inner for m in getattr(arg, "__metadata__", ()))
 
 
 def decode_base64_image(text: str, name: str, max_bytes: int) -> bytes:

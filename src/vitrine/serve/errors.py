@@ -1,4 +1,4 @@
-"""Every refusal as JSON: `{"error": {"status", "message"}}`, never an HTML page or a stack trace."""
+"""Every refusal as JSON: `{"error": {"status", "message"}}`, never an HTML page or a stack trace; an invalid request is a 400."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from vitrine.serve.bodies import validation_message
 from vitrine.serve.service import ServiceError
 
 log = logging.getLogger("vitrine.serve")
@@ -30,8 +31,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        problems = [f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in exc.errors()]
-        return error_response(422, "; ".join(problems) or "invalid request")
+        return error_response(400, validation_message(list(exc.errors()), skip=1))  # the contract: every invalid request is a 400
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, exc: ClientDisconnect):

@@ -165,14 +165,37 @@ class SearchService:
         """A text query's vector, awaited on the event loop while the encoder thread batches it with its neighbours."""
         return (await self._encode_texts.submit(text)).unsqueeze(0)
 
-    def rank_many(self, queries: Sequence[Query]) -> list[Ranked]:
-        """Several queries at once: all texts in one forward pass, all images in another, then one ranking per query."""
+    def rank_many(self, queries: Sequence[Query], per_item: bool = False) -> list[Ranked | ServiceError]:
+        """Several queries at once: all texts in one forward pass, all images in another, then one ranking per query.
+        A refused query raises, or with `per_item` takes its place in the answer as its ServiceError."""
         vectors = self._query_vectors(queries)
         with self._lock:
             self.store.refresh()
-            for query in queries:
-                self._check_filters(query.filters)
-            return [self._rank_locked(query, vectors[i:i + 1]) for i, query in enumerate(queries)]
+            if not per_item:
+                for query in queries:
+                    self._check_filters(query.filters)
+            return [self._rank_item(query, vectors[i:i + 1], per_item) for i, query in enumerate(queries)]
+
+    def _rank_item(self, query: Query, vector: torch.Tensor, per_item: bool) -> Ranked | ServiceError:
+        try:
+            return self._rank_locked(query, vector)
+        except ServiceError as exc:
+            if not per_item:
+                raise
+            return exc
+
+    def embed(self, texts: Sequence[str] = (), images: Sequence[Image.Image] = ()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Unit-norm vectors of `texts` (one forward pass) and of `images` (another), as the index's model makes them."""
+        text_vectors = [torch.nn.functional.normalize(v.float(), dim=-1) for v in self._text_batch(texts)] if texts else []
+        image_vectors = [torch.nn.functional.normalize(e.float(), dim=-1) for e, _ in self._image_batch([self.model.image_transform(i) for i in images])] if images else []
+        return text_vectors, image_vectors
+
+    def page(self, offset: int, limit: int, filters: Mapping[str, Sequence[str]]) -> tuple[int, list[dict]]:
+        """(how many products match `filters`, `limit` of them from `offset`), in the store's order (FAISS: by id)."""
+        with self._lock:
+            self.store.refresh()
+            self._check_filters(filters)
+            return self.store.page(offset, limit, filters)
 
     def product(self, product_id: str) -> dict:
         with self._lock:
@@ -227,13 +250,17 @@ class SearchService:
             return tagger.tag_images([image])[0]
 
     # ---- writes ------------------------------------------------------------------------------------
-    def upsert(self, product_id: str, title: str | None, attributes: Mapping[str, str], image: Image.Image) -> tuple[dict, bool]:
-        """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created)."""
+    def upsert(self, product_id: str, title: str | None, attributes: Mapping[str, str], image: Image.Image,
+               new_attributes: bool = False) -> tuple[dict, bool]:
+        """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created). An attribute
+        name the catalog does not have is refused unless `new_attributes` (an empty catalog takes any)."""
         if not PRODUCT_ID.match(product_id or ""):
             raise ServiceError(f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a letter or digit)")
         for name in attributes:
             if name in ("id", "title", PREDICTED_FIELDS) or name.startswith(PREDICTED_PREFIX) or not name.strip():
                 raise ServiceError(f"attribute name {name!r} is reserved or empty")
+        if not new_attributes:
+            self._check_attribute_names(attributes)
         with torch.inference_mode():
             vector = self.model.encode_image(self.model.preprocess([image])).float().numpy()
         tags = self.tag(image)
@@ -298,15 +325,28 @@ class SearchService:
 
         images.settle(committed)
 
+    def _catalog_fields(self) -> set[str]:
+        """The attribute names the catalog's products have (predicted tags left out), reread after each write."""
+        if self._fields is None or self._fields[0] != self.store.generation:
+            self._fields = (self.store.generation, self.store.fields())
+        return {n for n in self._fields[1] if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS}
+
+    def _check_attribute_names(self, attributes: Mapping[str, object]) -> None:
+        with self._lock:
+            self.store.refresh()
+            known = self._catalog_fields()
+        unknown = sorted(set(attributes) - known)
+        if unknown and known:
+            raise ServiceError(f"attribute(s) {unknown} are not in this catalog, which has: {', '.join(sorted(known))}; "
+                               "send new_attributes=true to add a field")
+
     def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:
         if not filters:
             return
-        if self._fields is None or self._fields[0] != self.store.generation:
-            self._fields = (self.store.generation, self.store.fields())
+        known = self._catalog_fields()
         unknown = sorted(set(filters) - self._fields[1])
         if unknown:
-            known = ", ".join(sorted(n for n in self._fields[1] if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS))
-            raise ServiceError(f"unknown filter field(s) {unknown}; this catalog has: {known}")
+            raise ServiceError(f"unknown filter field(s) {unknown}; this catalog has: {', '.join(sorted(known))}")
         values = self.ranker.catalog_values()
         for name, wanted in filters.items():
             held = {v for v, _ in values.get(name, [])}

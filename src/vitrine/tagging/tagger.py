@@ -1,13 +1,16 @@
 """Open-vocabulary tagging: each attribute's values are prompts, scored against an image's region views."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vitrine.data.images import load_image
 from vitrine.embed.encode import encode_texts
 from vitrine.tagging.views import DEFAULT_REGION_WEIGHT, RegionViews, encode_views, pool_scores
 from vitrine.tagging.vocabulary import Attribute, Vocabulary
@@ -96,8 +99,13 @@ class Tagger:
     def embed(self, images: Iterable[tuple[Image.Image, str | None]], total: int | None = None, progress: bool = False) -> torch.Tensor:
         return encode_views(self.model, images, self.views, total=total, progress=progress)
 
-    def tag_images(self, images: list[Image.Image]) -> list[dict[str, Tag]]:
-        return self.tags(self.embed([(image, None) for image in images]))
+    def tag_images(self, images: Sequence[Image.Image | str | os.PathLike]) -> list[dict[str, Tag]]:
+        """Tags per image; an image file is read when its turn comes and keyed by its stem (what annotations name)."""
+        return self.tags(self.embed((_keyed(image) for image in images), total=len(images)))
+
+
+def _keyed(image: Image.Image | str | os.PathLike) -> tuple[Image.Image, str | None]:
+    return load_image(image), None if isinstance(image, Image.Image) else Path(image).stem
 
 
 def derivation_matrix(source_values: list[str], values: list[str], parents) -> torch.Tensor:
