@@ -44,9 +44,10 @@ def measure_zero_shot_and_retrieval(column: dict, data: str, cache: str | None) 
         out["articleType_unseen_among_unseen"] = run_zero_shot(data, "articleType", model, split="unseen", **common)
     out["baseColour"] = run_zero_shot(data, "baseColour", model, split="val", classes_from=[data], **common)
     out["gender"] = run_zero_shot(data, "gender", model, split="val", classes_from=[data], **common)
-    for report in out.values():
-        if isinstance(report, dict):
-            report.pop("per_class", None)
+    for report in [*out.values(), *out["retrieval"].values()]:
+        if isinstance(report, dict):  # the card's tables read none of the per-class and per-example figures (--report does)
+            for key in ("per_class", "confusion", "confused_pairs", "worst_queries"):
+                report.pop(key, None)
             report.get("calibrated", {}).pop("per_class", None)
     out["calibration"] = model.training_info.get("calibration", {})
     out["seen_types"] = len(model.training_info.get("seen_classes", {}).get("articleType", []))
@@ -58,7 +59,9 @@ def measure_composed(column: dict, data: str, cache: str | None) -> dict:
     from vitrine.cir.evaluate import run_composed
     from vitrine.models import create_model
 
-    return run_composed(data, column["triplets"], Composer(create_model(column["model"]), column["combiner"]), cache_dir=cache, progress=False)
+    report = run_composed(data, column["triplets"], Composer(create_model(column["model"]), column["combiner"]), cache_dir=cache, progress=False)
+    report.pop("examples", None)  # for --report pages; the card's tables read the recalls
+    return report
 
 
 def _tagger(column: dict):

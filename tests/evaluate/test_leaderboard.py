@@ -104,3 +104,31 @@ def test_unknown_task_is_refused(tmp_path, small_model):
         run_leaderboard(str(tmp_path / "cat"), small_model, tasks=["colour-to-product"], cache_dir=None, progress=False)
     assert output_name({"dataset": "kagl", "model": "hf:/a b/c", "task": "t"}) == "kagl_hf--a-b-c_t.json"
     assert "published" not in leaderboard_table([], with_published=True)
+
+
+def test_query_split_samples_titles_of_the_accepted_products_against_the_whole_gallery(tmp_path, small_model):
+    items = _items(["a", "b", "a", "c"], ["Apparel"] * 4)
+    only_b_and_a = task_queries(items, TASKS["text-to-image"], query_filter=lambda item: item.id in {"1", "2"})
+    assert only_b_and_a == {"a": [0, 2], "b": [1]}  # "a" keeps its relevant product outside the split
+    rows = make_rows(12)
+    write_folder(tmp_path / "cat", rows)
+    records = run_leaderboard(str(tmp_path / "cat"), small_model, cache_dir=None, progress=False, tasks=["text-to-image", "category-to-product"],
+                              query_filter=lambda item: int(item.id) % 3 == 0, query_split="val")
+    assert records[0]["details"]["n_queries"] == 4 and records[0]["details"]["gallery_size"] == 12
+    assert records[0]["details"]["query_split"] == "val" and records[1]["details"]["query_split"] == "all"
+    assert records[1]["details"]["n_queries"] == 1  # category queries are the field's values either way
+
+
+def test_cli_query_split_reads_the_models_own_split(tmp_path, capsys):
+    import json as _json
+
+    write_folder(tmp_path / "cat", make_rows(40))
+    (tmp_path / "split.json").write_text(_json.dumps({"split": {"seed": 0, "val_fraction": 0.25}}))
+    code = main(["eval", "kagl-leaderboard", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--tasks", "text-to-image",
+                 "--query-split", "val", "--split-config", str(tmp_path / "split.json"), "--cache-dir", "", "--json", "--no-progress"])
+    record = _json.loads(capsys.readouterr().out)[0]
+    from vitrine.data.splits import load_split_config
+
+    split = load_split_config(str(tmp_path / "split.json"))
+    val = [r for r in make_rows(40) if split.assign(r["id"], r) == "val"]
+    assert code == 0 and record["details"]["query_split"] == "val" and record["details"]["n_queries"] == len({r["title"] for r in val}) > 0

@@ -42,12 +42,16 @@ def quiet_transformers() -> None:
         hf_logging.disable_progress_bar()
 
 
+# Long per-class and per-example figures: in the JSON and the --report pages, not in the table printed for people.
+DETAIL_KEYS = ("per_class", "confusion", "confused_pairs", "worst_queries", "examples")
+
+
 def print_report(report: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report))
         return
     for key, value in report.items():
-        if isinstance(value, dict) and key == "per_class":
+        if key in DETAIL_KEYS:
             continue
         if isinstance(value, dict):
             print(f"{key}:")

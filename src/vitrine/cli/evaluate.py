@@ -1,8 +1,10 @@
-"""`vitrine eval zero-shot|retrieval|composed`."""
+"""`vitrine eval zero-shot|retrieval|composed|attributes|kagl-leaderboard`."""
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 
 from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_eval_options, add_runtime_option, print_report, runtime_arg, runtime_fallback
 
@@ -16,7 +18,33 @@ def _seen_classes(path: str | None, field: str) -> list[str]:
     return list(data)
 
 
+def add_report_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write an HTML report into DIR (index.html, PNG plots, product thumbnails, report.json), drawn from "
+                             "the same figures as the JSON; an existing folder is written into")
+
+
+def check_report(args: argparse.Namespace) -> None:
+    """Refuse a --report that cannot be written before the evaluation runs, not after."""
+    if args.report:
+        from vitrine.evaluate.report import check_report_folder
+
+        check_report_folder(args.report)
+
+
+def write_report(args: argparse.Namespace, kind: str, report: dict, catalogs=()) -> None:
+    """With --report DIR: the page of `report` (its products read from `catalogs`); its path goes to stderr."""
+    if not args.report:
+        return
+    from vitrine.evaluate.report import write_report as write
+
+    page = write(kind, report, args.report, catalogs=catalogs, schema=args.schema, command="vitrine " + shlex.join(args.argv),
+                 progress=not args.no_progress)
+    print(f"report: {page}", file=sys.stderr)
+
+
 def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
+    check_report(args)
     from vitrine.evaluate.runner import run_zero_shot
     from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
@@ -28,10 +56,12 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
         calibration=args.calibration, progress=not args.no_progress,
     )
     print_report(report, args.json)
+    write_report(args, "zero-shot", report)
     return 0
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    check_report(args)
     from vitrine.evaluate.runner import run_retrieval
     from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
@@ -42,10 +72,12 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
         image_to_text=not args.no_image_to_text, progress=not args.no_progress,
     )
     print_report(report, args.json)
+    write_report(args, "retrieval", report, catalogs=[args.data, *(args.gallery or ())])
     return 0
 
 
 def cmd_eval_composed(args: argparse.Namespace) -> int:
+    check_report(args)
     from vitrine.cir.compose import Composer
     from vitrine.models import create_model
 
@@ -68,10 +100,12 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
         report = evaluate_cirr(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val",
                                submission=args.submission, progress=not args.no_progress)
     print_report(report, args.json)
+    write_report(args, "composed", report, catalogs=[args.data, *(args.gallery or ())] if args.protocol == "triplets" else ())
     return 0
 
 
 def cmd_eval_attributes(args: argparse.Namespace) -> int:
+    check_report(args)
     from vitrine.cli.tag import resolve_vocabulary
     from vitrine.tagging.views import make_views
     from vitrine.data.splits import load_split_config
@@ -86,6 +120,7 @@ def cmd_eval_attributes(args: argparse.Namespace) -> int:
     if args.save_vocabulary:
         vocabulary.with_calibration(report["calibration"]).save(args.save_vocabulary)
     print_report(report, args.json)
+    write_report(args, "attributes", report)
     return 0
 
 
@@ -99,11 +134,18 @@ def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
     from vitrine.evaluate.leaderboard_tasks import leaderboard_table, output_name
     from vitrine.models import create_model
 
+    from vitrine.data.splits import load_split_config, split_config_from, split_filter
+
     records = []
     for name in args.model:
         model = create_model(name, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args))
+        split = None
+        if args.query_split != "all":  # the model's own training split unless one is given
+            own = model.training_info.get("config", {}).get("split")
+            split = load_split_config(args.split_config) if args.split_config or not own else split_config_from(own)
         records += run_leaderboard(args.data, model, tasks=args.tasks, max_queries=args.max_queries, seed=args.seed,
-                                   dataset=args.dataset, cache_dir=args.cache_dir or None, schema=args.schema, progress=not args.no_progress)
+                                   dataset=args.dataset, cache_dir=args.cache_dir or None, schema=args.schema, progress=not args.no_progress,
+                                   query_filter=split_filter(args.query_split, split) if split else None, query_split=args.query_split)
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +177,7 @@ def register(sub) -> None:
                            help="calibrated stacking margin subtracted from seen classes' scores. 'auto' (default): the raw figures, "
                                 "and beside them under 'calibrated' those with the margin and seen classes the model was trained with, "
                                 "if it has them; each with seen_top1, unseen_top1 and H. A number applies only that margin; 0 turns it off")
+    add_report_option(zero_shot)
     zero_shot.set_defaults(func=cmd_eval_zero_shot)
     retrieval = protocols.add_parser(
         "retrieval", help="title -> image (and image -> title) retrieval of exact products",
@@ -145,6 +188,7 @@ def register(sub) -> None:
     add_runtime_option(retrieval, default="torch")
     retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
     retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
+    add_report_option(retrieval)
     retrieval.set_defaults(func=cmd_eval_retrieval)
 
     attributes = protocols.add_parser(
@@ -168,6 +212,7 @@ def register(sub) -> None:
                             help="with --calibrate-split: fit each attribute's 'unknown' threshold so that its answered tags reach this "
                                  "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)")
     attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
+    add_report_option(attributes)
     attributes.set_defaults(func=cmd_eval_attributes)  # --split all: a catalog the model never saw is scored whole
 
     from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS
@@ -186,6 +231,10 @@ def register(sub) -> None:
     board.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="default: all three")
     board.add_argument("--max-queries", type=int, default=MAX_QUERIES, help="sampled distinct titles for text-to-image; default %(default)s")
     board.add_argument("--seed", type=int, default=SEED, help="query sampling seed; default %(default)s")
+    board.add_argument("--query-split", default="all", choices=["all", "val", "unseen", "calib", "heldout"],
+                       help="text-to-image: sample the queries from the titles of this split's products only (e.g. 'heldout': "
+                            "products the model did not train on), the gallery staying the whole catalog; default %(default)s")
+    board.add_argument("--split-config", help="with --query-split: the split (a training config or training.json); default: the model's own")
     board.add_argument("--dataset", default="kagl", help="the dataset name in the records; default %(default)s")
     board.add_argument("--output", help="folder for the records, one {dataset}_{model}_{task}.json each (clip_benchmark's naming)")
     board.add_argument("--cache-dir", default="runs/cache", help="image features cache ('' for none); default %(default)s")
@@ -215,4 +264,5 @@ def register(sub) -> None:
     composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     composed.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     composed.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_report_option(composed)
     composed.set_defaults(func=cmd_eval_composed)

@@ -78,7 +78,11 @@ def load_split_config(path: str | os.PathLike | None) -> SplitConfig:
     """A split from a JSON file: a SplitConfig object, or a training config / training.json that holds one."""
     if path is None:
         return default_protocol_split()
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return split_config_from(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def split_config_from(data: dict) -> SplitConfig:
+    """A split from its dict, or from a training config / training.json dict that holds one."""
     data = data.get("config", data)
     data = data.get("split", data)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

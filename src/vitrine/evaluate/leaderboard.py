@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from vitrine.data.records import Item
 from vitrine.embed.bank import image_bank
 from vitrine.embed.encode import encode_texts
 from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS, TOP, task_queries
@@ -55,8 +56,10 @@ def documents(images: torch.Tensor, titles: torch.Tensor | None, weights: tuple[
 
 def run_leaderboard(data: str, model, tasks: Sequence[str] = tuple(TASKS), max_queries: int = MAX_QUERIES, seed: int = SEED,
                     dataset: str = "kagl", cache_dir: str | os.PathLike | None = "runs/cache", schema=None,
-                    progress: bool = True) -> list[dict]:
-    """One clip_benchmark-shaped record per task for `model` on the catalog `data` (every product)."""
+                    progress: bool = True, query_filter: Callable[[Item], bool] | None = None, query_split: str = "all") -> list[dict]:
+    """One clip_benchmark-shaped record per task for `model` on the catalog `data` (every product in the gallery).
+    `query_filter` (named `query_split` in the records) samples text-to-image queries from the titles of the products
+    it accepts only, e.g. those the model never trained on; category queries are the field's values either way."""
     unknown = [name for name in tasks if name not in TASKS]
     if unknown:
         raise ValueError(f"unknown leaderboard task(s) {unknown}; choose from {sorted(TASKS)}")
@@ -71,7 +74,8 @@ def run_leaderboard(data: str, model, tasks: Sequence[str] = tuple(TASKS), max_q
     records = []
     for name in tasks:
         task = TASKS[name]
-        queries = task_queries(bank.items, task, max_queries, seed)
+        titles_only = task.query_field is None
+        queries = task_queries(bank.items, task, max_queries, seed, query_filter if titles_only else None)
         if not queries:
             raise ValueError(f"{data}: no products have a {task.query_field or 'title'} for task {name}")
         query_embeds = F.normalize(encode_texts(model, list(queries), progress=progress, desc=f"embed {name} queries"), dim=-1)
@@ -80,5 +84,6 @@ def run_leaderboard(data: str, model, tasks: Sequence[str] = tuple(TASKS), max_q
         records.append({"dataset": dataset, "model": model.name, "task": name, "metrics": metrics,
                         "details": {"n_queries": len(queries), "gallery_size": len(bank.items), "seed": seed,
                                     "max_queries": max_queries, "query_field": task.query_field or "title",
+                                    "query_split": query_split if titles_only else "all",
                                     "doc_weights": {"image": task.doc_weights[0], "title": task.doc_weights[1]}}})
     return records

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -31,14 +31,19 @@ TASKS = {
 }
 
 
-def task_queries(items: Sequence[Item], task: LeaderboardTask, max_queries: int = MAX_QUERIES, seed: int = SEED) -> dict[str, list[int]]:
-    """Query text -> rows of its relevant products; more than `max_queries` distinct queries are sampled with `seed`."""
+def task_queries(items: Sequence[Item], task: LeaderboardTask, max_queries: int = MAX_QUERIES, seed: int = SEED,
+                 query_filter: Callable[[Item], bool] | None = None) -> dict[str, list[int]]:
+    """Query text -> rows of its relevant products (every product with that value); more than `max_queries` distinct
+    queries are sampled with `seed`. `query_filter` limits the queries to values of the products it accepts."""
     relevant: dict[str, list[int]] = defaultdict(list)
+    allowed: set[str] = set()
     for row, item in enumerate(items):
         value = item.title if task.query_field is None else item.attributes.get(task.query_field)
         if value is not None and str(value).strip():
             relevant[str(value).strip()].append(row)
-    queries = sorted(relevant)
+            if query_filter is None or query_filter(item):
+                allowed.add(str(value).strip())
+    queries = sorted(allowed)
     if len(queries) > max_queries:
         queries = sorted(random.Random(seed).sample(queries, max_queries))
     return {query: relevant[query] for query in queries}

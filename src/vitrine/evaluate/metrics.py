@@ -45,3 +45,21 @@ def f1_scores(predictions: torch.Tensor, labels: torch.Tensor, n_classes: int) -
         return 0.0, 0.0
     total = sum(supports)
     return sum(f1s) / len(f1s), sum(f * s for f, s in zip(f1s, supports)) / total
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(C, C) counts: row = true class, column = predicted class."""
+    flat = labels.long() * n_classes + predictions.long()
+    return torch.bincount(flat, minlength=n_classes * n_classes).view(n_classes, n_classes)
+
+
+def top_rows(scores: torch.Tensor, k: int, favoured=()) -> list[int]:
+    """The k highest-scoring rows of a 1-D score vector; among equal scores, rows in `favoured` (a query's targets)
+    first, then the lower row: the order in which `target_ranks` counts ties (only strictly higher scores rank above)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return []
+    floor = scores.topk(k).values[-1]
+    candidates = (scores >= floor).nonzero().view(-1).tolist()  # topk picks arbitrarily among rows tied at the floor
+    favoured = {int(row) for row in favoured}
+    return sorted(candidates, key=lambda row: (-float(scores[row]), row not in favoured, row))[:k]

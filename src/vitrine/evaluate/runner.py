@@ -13,7 +13,8 @@ from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig, load_split_config, split_filter
 from vitrine.embed.bank import bank_folder, image_bank
 from vitrine.embed.encode import encode_catalog, encode_texts
-from vitrine.evaluate.retrieval import retrieval_report
+from vitrine.evaluate.metrics import target_ranks
+from vitrine.evaluate.retrieval import retrieval_report, worst_queries
 from vitrine.evaluate.zeroshot import class_embeddings, classify, seen_unseen_report, zero_shot_report
 
 def _embed(model, path: str, schema, on_error: str, keep=None, progress: bool = True,
@@ -86,7 +87,8 @@ def run_zero_shot(
     report = one(0.0 if auto else margin)
     if auto and tuned:
         calibrated = one(margin)
-        calibrated.pop("per_class")
+        for key in ("per_class", "confusion", "confused_pairs"):  # the pictures show the raw figures
+            calibrated.pop(key)
         report["calibrated"] = calibrated
     return report
 
@@ -127,8 +129,12 @@ def run_retrieval(
     gallery = torch.stack(gallery_rows)
     targets = torch.tensor([index_of[data_items[i].id] for i in query_rows])
     queries = encode_texts(model, [data_items[i].title for i in query_rows], progress=progress, desc="embed queries")
-    report = retrieval_report(queries, gallery, targets)
+    ranks = target_ranks(queries, gallery, targets)
+    report = retrieval_report(queries, gallery, targets, ranks=ranks)
     report["split"] = split
+    report["worst_queries"] = [{"query": data_items[query_rows[row]].title, "target_id": gallery_items[int(targets[row])].id, "rank": rank,
+                                "top5": [gallery_items[g].id for g in top]}
+                               for row, rank, top in worst_queries(queries, gallery, targets, ranks)]
     if image_to_text:
         titled = [i for i, item in enumerate(gallery_items) if item.title]
         position = {row: k for k, row in enumerate(titled)}

@@ -8,7 +8,10 @@ import torch.nn.functional as F
 
 from vitrine.data.prompts import PromptSet
 from vitrine.embed.encode import encode_texts
-from vitrine.evaluate.metrics import f1_scores, topk_accuracy
+from vitrine.evaluate.metrics import confusion_matrix, f1_scores, topk_accuracy
+
+CONFUSED_CLASSES = 15  # rows and columns of the reported confusion matrix
+CONFUSED_PAIRS = 20
 
 
 def class_embeddings(model, prompts: PromptSet, field: str, classes: Sequence[str], ensemble: bool = True) -> torch.Tensor:
@@ -51,6 +54,24 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, classes: Sequen
         "macro_f1": round(macro, 4),
         "weighted_f1": round(weighted, 4),
         "per_class": per_class,
+        **confusion_figures(predictions, labels, classes),
+    }
+
+
+def confusion_figures(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
+                      n_classes: int = CONFUSED_CLASSES, n_pairs: int = CONFUSED_PAIRS) -> dict:
+    """The most confused classes: "confusion" holds the counts (row = true, column = predicted) among the `n_classes`
+    classes with the most mistakes made or received, busiest first; "confused_pairs" the `n_pairs` largest
+    off-diagonal counts of the whole matrix."""
+    matrix = confusion_matrix(predictions, labels, len(classes))
+    wrong = matrix.clone()
+    wrong.fill_diagonal_(0)
+    mass = (wrong.sum(0) + wrong.sum(1)).tolist()
+    chosen = sorted((c for c in range(len(classes)) if mass[c]), key=lambda c: (-mass[c], classes[c]))[:n_classes]
+    pairs = sorted(((int(wrong[t, p]), classes[t], classes[p]) for t, p in wrong.nonzero().tolist()), key=lambda x: (-x[0], x[1], x[2]))
+    return {
+        "confusion": {"classes": [classes[c] for c in chosen], "counts": matrix[chosen][:, chosen].tolist() if chosen else []},
+        "confused_pairs": [{"true": t, "predicted": p, "count": n} for n, t, p in pairs[:n_pairs]],
     }
 
 
