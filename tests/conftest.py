@@ -126,3 +126,6 @@ def small_model():
     from vitrine.models import create_model
 
     return create_model("vitrine:small")
+
+# A real Milvus server for the whole session (or a skip that says why): tests/milvus_server.py.
+from tests.milvus_server import milvus_server  # noqa: E402,F401

@@ -1,9 +1,11 @@
-"""One conformance suite for every vector store backend: FAISS (embedded) and Milvus (through Milvus Lite).
+"""One conformance suite for every vector store backend: FAISS (embedded), Milvus Lite and a Milvus server.
 
-Each test runs once per backend and holds both to the same contract: writes visible to the next search,
+The server is tests/milvus_server.py's, shared by the session; each test's stores are collections of its own there.
+Each test runs once per backend and holds every one to the same contract: writes visible to the next search,
 exact attribute filters (however selective), values matched literally, persistence, model-mismatch refusal,
 and crash-resume of `vitrine index build`.
 """
+import hashlib
 import os
 import signal
 import subprocess
@@ -13,10 +15,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_rows, require_scale, write_shards
+from tests.milvus_server import drop_collections
 from vitrine.index.store import IndexMismatchError
 from vitrine.index.stores import open_store
 
-BACKENDS = ["faiss", "milvus"]
+BACKENDS = ["faiss", "milvus", "milvus-server"]
 MODEL, DIM = "vitrine:test", 8
 
 
@@ -29,21 +32,32 @@ def meta(i):
     return {"title": f"item {i}", "gender": ["Men", "Women"][i % 2], "articleType": ["Shirts", "Jeans", "Watches"][i % 3]}
 
 
-def spec_for(backend, tmp_path, name="idx"):
-    return str(tmp_path / name) if backend == "faiss" else f"milvus:{tmp_path / name}.db"
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    if request.param == "milvus":
+    if request.param.startswith("milvus"):
         require_scale("pymilvus")
     return request.param
 
 
 @pytest.fixture
-def filled(backend, tmp_path):
+def spec_for(backend, tmp_path, request):
+    """`spec_for(name)`: the index spec of this test's store `name` (on the server: a collection of this test's own)."""
+    if backend == "faiss":
+        yield lambda name="idx": str(tmp_path / name)
+    elif backend == "milvus":
+        yield lambda name="idx": f"milvus:{tmp_path / name}.db"
+    else:
+        url = request.getfixturevalue("milvus_server")
+        prefix = "vt_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
+        drop_collections(url, prefix)  # left by an interrupted run on an external server
+        yield lambda name="idx": f"milvus:{url}#{prefix}_{name}"
+        drop_collections(url, prefix)
+
+
+@pytest.fixture
+def filled(spec_for):
     rng = np.random.default_rng(0)
-    spec = spec_for(backend, tmp_path)
+    spec = spec_for()
     store = open_store(spec, model=MODEL, dim=DIM, create=True, attributes=["gender"])  # articleType stays a dynamic field
     vectors = unit(rng, 30)
     store.upsert([f"p{i}" for i in range(30)], vectors, [meta(i) for i in range(30)])
@@ -87,9 +101,9 @@ def test_upsert_replaces_and_delete_removes_visible_to_the_next_search(filled):
     assert store.delete(["p3"]) == 0
 
 
-def test_filters_are_exact_from_one_in_a_thousand_to_none(backend, tmp_path):
+def test_filters_are_exact_from_one_in_a_thousand_to_none(spec_for):
     rng = np.random.default_rng(1)
-    store = open_store(spec_for(backend, tmp_path, "big"), model=MODEL, dim=DIM, create=True, attributes=["gender", "rare"])
+    store = open_store(spec_for("big"), model=MODEL, dim=DIM, create=True, attributes=["gender", "rare"])
     try:
         n = 1000
         vectors = unit(rng, n)
@@ -114,9 +128,9 @@ def test_filters_are_exact_from_one_in_a_thousand_to_none(backend, tmp_path):
 HOSTILE = ['x" or "1" == "1', "a\\b", 'it\'s', "line\nbreak", 'Men") or (gender == "Women', "\\\"", "%_*", "tab\there"]
 
 
-def test_filter_values_with_quotes_and_operators_match_literally(backend, tmp_path):
+def test_filter_values_with_quotes_and_operators_match_literally(spec_for):
     rng = np.random.default_rng(2)
-    store = open_store(spec_for(backend, tmp_path, "hostile"), model=MODEL, dim=DIM, create=True, attributes=["gender"])
+    store = open_store(spec_for("hostile"), model=MODEL, dim=DIM, create=True, attributes=["gender"])
     try:
         rows = [{"title": "plain", "gender": "Men", "articleType": "Shirts", "size (EU)": "42"} for _ in range(6)]
         rows += [{"title": value, "gender": value, "articleType": value, "size (EU)": value} for value in HOSTILE]
@@ -148,10 +162,10 @@ def test_persistence_round_trip_and_model_mismatch(filled):
         open_store(spec, model=MODEL, dim=16, create=True)
 
 
-def test_missing_index_and_bad_inputs(filled, backend, tmp_path):
+def test_missing_index_and_bad_inputs(filled, spec_for):
     _, store, vectors = filled
     with pytest.raises(FileNotFoundError, match="no vitrine index"):
-        open_store(spec_for(backend, tmp_path, "nothing"))
+        open_store(spec_for("nothing"))
     with pytest.raises(ValueError, match="shape"):
         store.upsert(["a"], vectors[:2])
     with pytest.raises(ValueError, match="duplicate ids"):
@@ -166,10 +180,10 @@ def test_missing_index_and_bad_inputs(filled, backend, tmp_path):
 
 
 @pytest.mark.parametrize("point", ["index.vectors_written:3", "index.committed:2"])
-def test_sigkilled_build_resumes_exactly(backend, tmp_path, point):
+def test_sigkilled_build_resumes_exactly(backend, spec_for, tmp_path, point):
     """A real `vitrine index build` process is SIGKILLed mid-commit or between commits, then rerun."""
     write_shards(tmp_path / "shards", make_rows(60), per_shard=16)
-    spec = spec_for(backend, tmp_path)
+    spec = spec_for()
     command = [sys.executable, "-m", "vitrine", "index", "build", "--data", str(tmp_path / "shards"), "--index", spec,
                "--model", "vitrine:small", "--batch-size", "4", "--commit-every", "8", "--no-progress", "-v"]
     killed = subprocess.run(command, env={**os.environ, "VITRINE_FAILPOINTS": point}, capture_output=True, text=True, timeout=300)
@@ -177,7 +191,7 @@ def test_sigkilled_build_resumes_exactly(backend, tmp_path, point):
     partial = open_store(spec)
     # FAISS commits rows and position together: two commits of 8 survive. Milvus writes the rows first, so a kill
     # before the position is saved leaves the third commit's rows too; the rerun upserts them again (same ids).
-    survived = 24 if (backend == "milvus" and point.startswith("index.vectors_written")) else 16
+    survived = 24 if (backend != "faiss" and point.startswith("index.vectors_written")) else 16
     assert partial.stats()["products"] == partial.stats()["vectors"] == survived
     partial.close()
 
