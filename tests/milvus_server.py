@@ -33,8 +33,10 @@ import pytest
 
 REQUIRE = "VITRINE_REQUIRE_MILVUS_SERVER"
 EXTERNAL = "VITRINE_MILVUS_SERVER_URL"
-# vitrine's collections index their declared VARCHAR attributes with INVERTED (Milvus 2.4) and make them nullable (2.5).
-MIN_VERSION = (2, 5)
+# The oldest server vitrine's collections work on: before 2.5 (no nullable fields) they store "" for a missing value, and
+# before 2.4 (no INVERTED index on VARCHAR) they index declared attributes with Trie (vitrine.index.milvus_store).
+# 2.2 is untested; 2.3.5 is the `milvus` wheel's newest build, the server the dev extra installs.
+MIN_VERSION = (2, 3)
 START_TIMEOUT_S = 180.0
 STOP_WAIT_S = 10.0
 
@@ -48,6 +50,7 @@ class Server:
     url: str
     pgid: int
     base_dir: str
+    metrics_port: int = 0  # its /healthz (needed to start it again: relaunch)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -58,9 +61,7 @@ def _version(text: str) -> tuple[int, ...]:
 def _too_old(version: str, where: str) -> str | None:
     if _version(version) >= MIN_VERSION:
         return None
-    return (f"{where} is Milvus {version}; vitrine's collections need Milvus >= {'.'.join(map(str, MIN_VERSION))} "
-            f"(INVERTED indexes on VARCHAR fields came in 2.4, nullable fields in 2.5; on 2.3.5, the newest `milvus` wheel, "
-            f"creating one fails with 'index type not match: invalid parameter[expected=Trie][actual=INVERTED]'). "
+    return (f"{where} is Milvus {version}; vitrine's collections are tested on Milvus >= {'.'.join(map(str, MIN_VERSION))}. "
             f"Set {EXTERNAL}=http://HOST:19530 to test against a newer server")
 
 
@@ -122,19 +123,24 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
         f"name: default\nlisten-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
         f"advertise-client-urls: http://127.0.0.1:{ports['etcd_port']}\nlisten-peer-urls: http://127.0.0.1:{peer}\n"
         f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\ninitial-cluster: default=http://127.0.0.1:{peer}\n")
-    metrics = _free_port()
+    return _launch(base_dir, ports["proxy_port"], _free_port(), timeout)
+
+
+def _launch(base_dir: str, proxy_port: int, metrics: int, timeout: float) -> Server:
+    """Run the prepared server in `base_dir` (its configs name every port but these two) and wait until it answers."""
     binary = Path(base_dir, "bin", "milvus")
+    etcd_config = Path(base_dir, "configs", "embedEtcd.yaml")
     env = {**os.environ, "DEPLOY_MODE": "STANDALONE", "METRICS_PORT": str(metrics), "ETCD_CONFIG_PATH": str(etcd_config),
            "MILVUS_RUN_DIR": str(Path(base_dir, "run")),
            "LD_LIBRARY_PATH": ":".join(filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")]))}
     logs = Path(base_dir, "logs")
-    with open(logs / "milvus-stdout.log", "wb") as out, open(logs / "milvus-stderr.log", "wb") as err:
+    with open(logs / "milvus-stdout.log", "ab") as out, open(logs / "milvus-stderr.log", "ab") as err:
         try:
             process = subprocess.Popen([str(binary), "run", "standalone"], cwd=base_dir, env=env, stdout=out, stderr=err,
                                        stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as error:  # not executable here (another architecture, a noexec temporary directory)
             raise ServerUnavailable(f"cannot run {binary}: {error}") from None
-    server = Server(f"http://127.0.0.1:{ports['proxy_port']}", process.pid, base_dir)
+    server = Server(f"http://127.0.0.1:{proxy_port}", process.pid, base_dir, metrics)
     try:
         _wait_ready(process, server, metrics, timeout)
     except BaseException:
@@ -142,6 +148,12 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
         process.wait(timeout=STOP_WAIT_S)
         raise
     return server
+
+
+def relaunch(server: Server, timeout: float = START_TIMEOUT_S) -> Server:
+    """Start a stopped (or SIGKILLed) `server` again on its ports, over its data; kills it first if it still runs."""
+    stop(server)
+    return _launch(server.base_dir, int(server.url.rsplit(":", 1)[1]), server.metrics_port, timeout)
 
 
 def _wait_ready(process: subprocess.Popen, server: Server, metrics: int, timeout: float) -> None:
@@ -274,6 +286,46 @@ def milvus_server(tmp_path_factory) -> Iterator[str]:
             yield url
     except ServerUnavailable as error:
         _unavailable(str(error))
+
+
+class OwnServer:
+    """A Milvus server of one test's own, which it may SIGKILL and start again (same ports, same data)."""
+
+    def __init__(self, server: Server):
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def kill(self) -> None:
+        stop(self.server)
+
+    def relaunch(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start it again; returns once it answers gRPC (its collections may still be loading)."""
+        self.server = relaunch(self.server, timeout)
+
+
+@contextlib.contextmanager
+def own_server(base_dir: str) -> Iterator[OwnServer]:
+    """A server from the `milvus` wheel for the caller alone (never `$VITRINE_MILVUS_SERVER_URL`'s: it is killed), or a
+    skip (a failure under `$VITRINE_REQUIRE_MILVUS_SERVER`) that says why; stopped and removed afterwards."""
+    pytest.importorskip("pymilvus", reason="pymilvus is missing: pip install -e '.[scale]'")
+    try:
+        import milvus
+    except ImportError:
+        _unavailable("the `milvus` package (an embedded Milvus standalone server) is missing: pip install milvus")
+    if reason := _too_old(milvus.__version__, "the `milvus` wheel's server"):
+        _unavailable(reason)
+    try:
+        own = OwnServer(start(base_dir))
+    except ServerUnavailable as error:
+        _unavailable(str(error))
+    try:
+        yield own
+    finally:
+        own.kill()
+        shutil.rmtree(base_dir, ignore_errors=True)
 
 
 def drop_collections(url: str, prefix: str) -> None:

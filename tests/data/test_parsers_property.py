@@ -325,7 +325,7 @@ def test_shard_member_limit_is_configurable_and_later_samples_still_read(tmp_pat
     ids, errors = refused(tmp_path, [*big, *GOOD], max_member_bytes=len(TINY_JPEG))
     assert ids == ["2"]
     assert errors == [f"RowFormatError: s.tar, row 1, id 1: member '1.jpg': declares {len(TINY_JPEG) + 100} bytes, over the limit of "
-                      f"{len(TINY_JPEG)} bytes per member (max_member_bytes)"]
+                      f"{len(TINY_JPEG)} bytes per member (--max-member-bytes)"]
     (tmp_path / "s.tar").write_bytes(tar_bytes([*big, *GOOD]))
     assert [item.id for item in open_catalog(str(tmp_path / "s.tar"), schema=SCHEMAS[0], max_member_bytes=len(TINY_JPEG) + 100)] == ["1", "2"]
 

@@ -100,7 +100,7 @@ def test_service_on_milvus_lite_searches_writes_and_refuses_two_workers(tmp_path
     write_folder(tmp_path / "cat", make_rows(12))
     settings = ServeSettings(index=f"milvus:{tmp_path}/served.db", tag_model="vitrine:small", combiner="sum", write_token="test-write-token")
     prepare_index(str(tmp_path / "cat"), settings, "vitrine:small", progress=False)
-    assert len(list((tmp_path / "served-images").iterdir())) == 12
+    assert len(list((tmp_path / "served-images").glob("*.jpg"))) == 12
     app = create_app(settings)
     try:
         with TestClient(app) as client:

@@ -40,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        from vitrine.disk import DiskFullError, is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        # a library write names its file (DiskFullError); a bare ENOSPC from elsewhere names what it has
+        message = exc if isinstance(exc, DiskFullError) else DiskFullError(exc.filename or "a file")
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

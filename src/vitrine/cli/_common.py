@@ -18,6 +18,42 @@ def add_runtime_option(parser: argparse.ArgumentParser, default: str = DEFAULT_R
                              f"exported into $VITRINE_ONNX_CACHE (default ~/.cache/vitrine/onnx) on first use; default {default}")
 
 
+def byte_count(text: str) -> int:
+    """'64M', '1G', '512K' or a number of bytes (argparse type)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    clean = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(clean[:-1]) * units[clean[-1]] if clean and clean[-1] in units else float(clean)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size looks like 64M, 512K or a number of bytes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a size must be at least 1 byte, got {text!r}")
+    return int(value)
+
+
+def add_catalog_options(parser: argparse.ArgumentParser) -> None:
+    """How a catalog is read, beyond its schema: limits for untrusted catalogs (`catalog_schema` applies them)."""
+    parser.add_argument("--max-member-bytes", type=byte_count, metavar="N",
+                        help="WebDataset shards: the largest tar member read (e.g. 64M); a larger one makes its sample a bad row, "
+                             "refused unread (skipped and reported, or failing, per --on-error); default 64M")
+    parser.add_argument("--confine-images", action=argparse.BooleanOptionalAction, default=None,
+                        help="folder catalogs: image paths must stay inside the catalog folder ('..', absolute paths and symlinks "
+                             "pointing out make bad rows); default on; --no-confine-images for a trusted catalog whose image "
+                             "column points elsewhere")
+
+
+def catalog_schema(args: argparse.Namespace):
+    """--schema with --max-member-bytes and --confine-images applied: the schema name or file as given when neither is."""
+    overrides = {name: getattr(args, name) for name in ("max_member_bytes", "confine_images") if getattr(args, name, None) is not None}
+    if not overrides:
+        return getattr(args, "schema", None)
+    from dataclasses import replace
+
+    from vitrine.data.schema import resolve_schema
+
+    return replace(resolve_schema(getattr(args, "schema", None)), **overrides)
+
+
 def runtime_arg(args: argparse.Namespace, default: str = DEFAULT_RUNTIME) -> str:
     """--runtime as given, else `default` (torch for --engine ray, whose actors encode with torch)."""
     if getattr(args, "engine", None) == "ray":
@@ -69,5 +105,6 @@ def add_eval_options(parser: argparse.ArgumentParser, model: str = DEFAULT_MODEL
     parser.add_argument("--split-config", help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split")
     parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
     parser.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+    add_catalog_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.cli._common import DEFAULT_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg, runtime_fallback
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -40,7 +40,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         encoder = create_model(args.model, runtime=runtime, fallback=runtime_fallback(args))
     result = run_embed(
         data=args.data, model=args.model, out=args.out, batch_size=args.batch_size, part_size=args.part_size,
-        texts=args.texts, on_error=args.on_error, schema=args.schema, limit=args.limit, overwrite=args.overwrite,
+        texts=args.texts, on_error=args.on_error, schema=catalog_schema(args), limit=args.limit, overwrite=args.overwrite,
         progress=not args.no_progress, engine=args.engine, ray=ray_options(args), encoder=encoder,
     )
     resumed = result.count - result.computed
@@ -89,6 +89,7 @@ def register(sub) -> None:
     embed.add_argument("--texts", action="store_true", help="also embed titles into text_embeddings.npy")
     embed.add_argument("--on-error", choices=["skip", "fail"], default="fail", help="bad rows: stop with an error naming the row (fail, default) or report and skip them (skip)")
     embed.add_argument("--schema", default=None, help="catalog schema: builtin name or JSON file (default: kagl)")
+    add_catalog_options(embed)
     embed.add_argument("--limit", type=int, default=None, help="embed only the first N rows")
     embed.add_argument("--overwrite", action="store_true", help="discard earlier output in --out instead of resuming")
     embed.add_argument("--threads", type=int, default=0, help="torch CPU threads (with --engine ray: per worker; default: torch's choice, "

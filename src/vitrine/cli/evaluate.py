@@ -6,7 +6,8 @@ import json
 import shlex
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_eval_options, add_runtime_option, print_report, runtime_arg, runtime_fallback
+from vitrine.cli._common import (DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_eval_options, add_runtime_option, catalog_schema,
+                                 print_report, runtime_arg, runtime_fallback)
 
 
 def _seen_classes(path: str | None, field: str) -> list[str]:
@@ -38,7 +39,7 @@ def write_report(args: argparse.Namespace, kind: str, report: dict, catalogs=())
         return
     from vitrine.evaluate.report import write_report as write
 
-    page = write(kind, report, args.report, catalogs=catalogs, schema=args.schema, command="vitrine " + shlex.join(args.argv),
+    page = write(kind, report, args.report, catalogs=catalogs, schema=catalog_schema(args), command="vitrine " + shlex.join(args.argv),
                  progress=not args.no_progress)
     print(f"report: {page}", file=sys.stderr)
 
@@ -51,7 +52,7 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
 
     report = run_zero_shot(
         data=args.data, field=args.field, model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), classes_from=args.classes_from or (),
-        templates=args.templates, split=args.split, split_config=load_split_config(args.split_config), schema=args.schema,
+        templates=args.templates, split=args.split, split_config=load_split_config(args.split_config), schema=catalog_schema(args),
         on_error=args.on_error, ensemble=not args.single_template, seen_classes=_seen_classes(args.seen_classes, args.field),
         calibration=args.calibration, progress=not args.no_progress,
     )
@@ -68,7 +69,7 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
     report = run_retrieval(
         data=args.data, model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), galleries=args.gallery or (), split=args.split,
-        split_config=load_split_config(args.split_config), schema=args.schema, on_error=args.on_error,
+        split_config=load_split_config(args.split_config), schema=catalog_schema(args), on_error=args.on_error,
         image_to_text=not args.no_image_to_text, progress=not args.no_progress,
     )
     print_report(report, args.json)
@@ -88,7 +89,7 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
     if args.protocol == "triplets":
         from vitrine.cir.evaluate import run_composed
 
-        report = run_composed(args.data, args.triplets, composer, galleries=args.gallery or (), schema=args.schema,
+        report = run_composed(args.data, args.triplets, composer, galleries=args.gallery or (), schema=catalog_schema(args),
                               on_error=args.on_error, cache_dir=args.cache_dir, progress=not args.no_progress)
     elif args.protocol == "fashioniq":
         from vitrine.cir.protocols import evaluate_fashioniq
@@ -112,10 +113,10 @@ def cmd_eval_attributes(args: argparse.Namespace) -> int:
     from vitrine.models import create_model
     from vitrine.tagging.evaluate import run_attribute_eval
 
-    vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=args.schema, model=args.model)
+    vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=catalog_schema(args), model=args.model)
     report = run_attribute_eval(args.data, create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
                                 pooling=args.pooling, split=args.split, split_config=load_split_config(args.split_config),
-                                calibrate_split=args.calibrate_split, schema=args.schema, progress=not args.no_progress,
+                                calibrate_split=args.calibrate_split, schema=catalog_schema(args), progress=not args.no_progress,
                                 hierarchy_split=args.hierarchy_split or None, target_precision=args.target_precision or None)
     if args.save_vocabulary:
         vocabulary.with_calibration(report["calibration"]).save(args.save_vocabulary)
@@ -144,7 +145,7 @@ def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
             own = model.training_info.get("config", {}).get("split")
             split = load_split_config(args.split_config) if args.split_config or not own else split_config_from(own)
         records += run_leaderboard(args.data, model, tasks=args.tasks, max_queries=args.max_queries, seed=args.seed,
-                                   dataset=args.dataset, cache_dir=args.cache_dir or None, schema=args.schema, progress=not args.no_progress,
+                                   dataset=args.dataset, cache_dir=args.cache_dir or None, schema=catalog_schema(args), progress=not args.no_progress,
                                    query_filter=split_filter(args.query_split, split) if split else None, query_split=args.query_split)
     if args.output:
         out = Path(args.output)
@@ -262,6 +263,7 @@ def register(sub) -> None:
     composed.add_argument("--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s")
     composed.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
     composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
+    add_catalog_options(composed)
     composed.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     composed.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_report_option(composed)

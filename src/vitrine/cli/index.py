@@ -1,4 +1,4 @@
-"""`vitrine index build|add|images|delete|stats` and `vitrine search`."""
+"""`vitrine index build|add|images|delete|stats|snapshot|restore` and `vitrine search`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from vitrine.cli._common import DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.cli._common import (DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg,
+                                 runtime_fallback)
 from vitrine.cli.basics import add_engine_arguments
 
 INDEX_HELP = ("index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
@@ -32,7 +33,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         if runtime_arg(args) != "torch":
             raise ValueError("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
         result = build_index_ray(args.data, args.index, args.model, ray_options(args), batch_size=args.batch_size, commit_every=args.commit_every,
-                                 on_error=args.on_error, schema=args.schema, progress=not args.no_progress, options=options,
+                                 on_error=args.on_error, schema=catalog_schema(args), progress=not args.no_progress, options=options,
                                  on_commit=log_commit if args.verbose else None)
         print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
               f"= {result.products_per_second:.1f} products/s (ray)" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
@@ -50,7 +51,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
         tagger = Tagger(tag_model, resolve_vocabulary(args.attributes, model=tag_name), make_views(args.regions), args.pooling)
     result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
-                         schema=args.schema, progress=not args.no_progress, options=options, commit_every=args.commit_every,
+                         schema=catalog_schema(args), progress=not args.no_progress, options=options, commit_every=args.commit_every,
                          on_commit=log_commit if args.verbose else None, tagger=tagger)
     print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
           f"= {result.products_per_second:.1f} products/s" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
@@ -72,6 +73,25 @@ def _parse_bytes(text: str | None) -> int | None:
     return int(value)
 
 
+def cmd_index_merge(args: argparse.Namespace) -> int:
+    from vitrine.disk import writing
+    from vitrine.index.stores import open_store, writers_lock
+
+    with writers_lock(args.index), writing(args.index):  # a writer like any other: never beside another commit
+        store = open_store(args.index)
+        try:
+            if not hasattr(store, "merge"):
+                print(f"error: {args.index} is a Milvus collection; Milvus compacts its own segments", file=sys.stderr)
+                return 2
+            merged = store.merge()
+            stats = store.stats()
+        finally:
+            store.close()
+    print(f"{'merged the delta into' if merged else 'nothing to merge:'} base generation {stats['base_generation']}: "
+          f"{stats['vectors']} vectors, {stats['index_kind']}", file=sys.stderr)
+    return 0
+
+
 def cmd_index_stats(args: argparse.Namespace) -> int:
     from vitrine.index.stores import open_store
 
@@ -85,7 +105,7 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 def cmd_index_images(args: argparse.Namespace) -> int:
     from vitrine.serve.backfill import backfill_images
 
-    result = backfill_images(args.data, args.index, images=args.images, schema=args.schema, on_error=args.on_error,
+    result = backfill_images(args.data, args.index, images=args.images, schema=catalog_schema(args), on_error=args.on_error,
                              overwrite=args.overwrite, progress=not args.no_progress)
     for line in result.examples:
         print(f"  {line}", file=sys.stderr)
@@ -95,13 +115,17 @@ def cmd_index_images(args: argparse.Namespace) -> int:
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
+    from vitrine.disk import writing
     from vitrine.index.store import images_dir
-    from vitrine.index.stores import open_store
+    from vitrine.index.stores import open_store, writers_lock
     from vitrine.serve.images import ImageStore
 
-    store = open_store(args.index)
+    with writers_lock(args.index):  # as the service's writers: opening removes other generations' vector files
+        store = open_store(args.index)
     try:
-        removed = store.delete(args.ids)
+        with writers_lock(args.index), writing(args.index):
+            store.refresh()
+            removed = store.delete(args.ids)
         folder = Path(args.images) if args.images else images_dir(args.index)
         if folder.is_dir():  # an index with no stored images gets no empty folder
             images = ImageStore(folder)
@@ -111,6 +135,24 @@ def cmd_index_delete(args: argparse.Namespace) -> int:
         print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
     finally:
         store.close()
+    return 0
+
+
+def cmd_index_snapshot(args: argparse.Namespace) -> int:
+    from vitrine.index.snapshot import snapshot_index
+
+    result = snapshot_index(args.index, args.out, progress=not args.no_progress)
+    print(f"{result.path}: generation {result.generation}, {result.products} products, {result.files} files, "
+          f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.1f}s (writers waited {result.locked_seconds:.2f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_index_restore(args: argparse.Namespace) -> int:
+    from vitrine.index.snapshot import restore_index
+
+    result = restore_index(args.snapshot, args.index, force=args.force, progress=not args.no_progress)
+    print(f"{result.index}: generation {result.generation}, {result.products} products, {result.files} files checked against "
+          f"the manifest, restored in {result.seconds:.1f}s", file=sys.stderr)
     return 0
 
 
@@ -173,6 +215,7 @@ def register(sub) -> None:
         action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
         action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
+        add_catalog_options(action)
         add_runtime_option(action)
         add_engine_arguments(action)
         action.set_defaults(func=cmd_index_build)
@@ -189,17 +232,43 @@ def register(sub) -> None:
     images.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
     images.add_argument("--overwrite", action="store_true", help="store images again even where one is already stored")
     images.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_catalog_options(images)
     images.set_defaults(func=cmd_index_images)
     stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
     stats.add_argument("--index", required=True, help=INDEX_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_index_stats)
+    merge = actions.add_parser("merge", help="fold the delta log into a new base vector file now",
+                               description="Fold the delta log (the small commits appended since the last rewrite) into a new base "
+                                           "vector file, as one atomic commit. Commits merge by themselves past a threshold; run this at quiet times.")
+    merge.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
+    merge.set_defaults(func=cmd_index_merge)
     delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
     delete.add_argument("--index", required=True, help=INDEX_HELP)
     delete.add_argument("ids", nargs="+", help="product ids")
     delete.add_argument("--images", help="images directory whose stored images of the deleted products are removed too "
                                          "(default: the one `vitrine serve` uses for the index)")
     delete.set_defaults(func=cmd_index_delete)
+    snapshot = actions.add_parser("snapshot", help="write a consistent copy of a live index to one tar file",
+                                  description="Copy an embedded index (vector files, SQLite metadata through its online backup "
+                                              "API, stored images, every other file but the lock and temp files) as of one "
+                                              "commit, while `vitrine serve` keeps serving and writing: writers wait only "
+                                              "while the files are copied, not while the tar is written. --out gets a "
+                                              "manifest (generation, products, model, each file's size and sha256) and "
+                                              "appears only once whole. Milvus: use milvus-backup.")
+    snapshot.add_argument("--index", required=True, help="index directory")
+    snapshot.add_argument("--out", required=True, help="snapshot file: .tar, or .tar.gz / .tgz (gzip)")
+    snapshot.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    snapshot.set_defaults(func=cmd_index_snapshot)
+    restore = actions.add_parser("restore", help="bring back an index from a snapshot file",
+                                 description="Extract a snapshot beside --index, check every file against its manifest and "
+                                             "the store's generation and product count, then put it in place. --index must "
+                                             "be new or empty unless --force (stop any service using it first).")
+    restore.add_argument("--snapshot", required=True, help="a file written by `vitrine index snapshot`")
+    restore.add_argument("--index", required=True, help="index directory to restore into")
+    restore.add_argument("--force", action="store_true", help="replace what --index holds")
+    restore.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    restore.set_defaults(func=cmd_index_restore)
 
     search = sub.add_parser("search", help="search an index by text or image", description="Search an index by text or by image, optionally filtered by attributes.")
     search.add_argument("--index", required=True, help=INDEX_HELP)

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, add_runtime_option
+from vitrine.cli._common import DEFAULT_MODEL, add_catalog_options, add_runtime_option, catalog_schema
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner, runtime=args.runtime,
                              max_k=args.max_k, http_stack=args.http_stack, request_path=args.request_path, max_batch=args.max_batch, batch_wait_us=args.batch_wait_us, search_mode=args.search_mode, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
     if args.catalog:
-        result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=args.schema, progress=not args.no_progress)
+        result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=catalog_schema(args), progress=not args.no_progress)
         print(f"index {settings.index}: {result.products} products ({result.added} added now in {result.seconds:.1f}s)", file=sys.stderr)
     elif not store_exists(settings.index):
         raise FileNotFoundError(f"no vitrine index in {settings.index}; give --catalog to build one")
@@ -61,6 +61,7 @@ def register(sub) -> None:
     add_runtime_option(parser)
     parser.add_argument("--combiner", help="composed search: sum | combiner (shipped) | a combiner directory; default combiner")
     parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    add_catalog_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default %(default)s")
     parser.add_argument("--port", type=int, default=8000, help="port; default %(default)s")
     parser.add_argument("--workers", type=_workers, help="worker processes, or auto: one per core (default 1)")

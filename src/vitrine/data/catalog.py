@@ -10,7 +10,7 @@ from vitrine.data.folder import METADATA_NAMES, FolderCatalog
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader
 from vitrine.data.schema import CatalogSchema, resolve_schema
-from vitrine.data.shards import MAX_MEMBER_BYTES, ShardCatalog
+from vitrine.data.shards import ShardCatalog
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -39,12 +39,12 @@ def open_catalog(
     on_error: str = "fail",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     require_title: bool | None = None,
-    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_member_bytes: int | None = None,
 ) -> CatalogReader:
     """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items.
 
     `require_title` overrides the schema: a job that never reads titles should not reject rows without one.
-    `max_member_bytes` caps one tar member of a shard; a larger one is refused unread.
+    `max_member_bytes` caps one tar member of a shard (default: the schema's); a larger one is refused unread.
     """
     resolved = resolve_schema(schema)
     if require_title is not None and require_title != resolved.require_title:

@@ -50,6 +50,12 @@ class MissingFileError(DataError):
     kind = "missing file"
 
 
+class UnsafePathError(DataError):
+    """A row's image path leads outside the catalog folder ('..', an absolute path, a symlink pointing out)."""
+
+    kind = "image path outside the catalog"
+
+
 class RowFormatError(DataError):
     """A metadata row is malformed: bad CSV/JSON, missing id, empty title."""
 

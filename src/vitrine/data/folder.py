@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from vitrine.data.errors import DataError, RowFormatError
+from vitrine.data.errors import DataError, RowFormatError, UnsafePathError
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader, Record
 from vitrine.data.schema import CatalogSchema
@@ -32,12 +32,18 @@ def find_metadata(path: str | os.PathLike) -> Path:
 
 
 class FolderCatalog(CatalogReader):
-    """Rows from CSV/JSONL; images from `image_field` or `<images dir>/<id>.<ext>`."""
+    """Rows from CSV/JSONL; images from `image_field` or `<images dir>/<id>.<ext>`.
+
+    With `schema.confine_images` (the default) a row whose image path resolves outside the catalog folder (or an
+    `images_dir` given here) is a bad row (`UnsafePathError`): an untrusted catalog cannot make vitrine read, embed
+    and serve other files of the machine through '..', absolute paths or symlinks.
+    """
 
     def __init__(self, path: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS, images_dir: str | os.PathLike | None = None):
         super().__init__(schema, on_error, max_pixels)
         self.metadata_path = find_metadata(path)
         root = self.metadata_path.parent
+        self._roots = {os.path.realpath(root)} | ({os.path.realpath(images_dir)} if images_dir is not None else set())
         if images_dir is None:
             images_dir = root / "images" if (root / "images").is_dir() else root
         self.root = root
@@ -60,7 +66,15 @@ class FolderCatalog(CatalogReader):
             if isinstance(record, DataError):
                 yield record
                 continue
-            yield replace(record, image_path=self._image_path(record.id, raw))
+            image_path = self._image_path(record.id, raw)
+            if self.schema.confine_images and not self._confined(image_path):
+                field = self.schema.image_field
+                given = str(raw[field]).strip() if field and self.schema.clean(raw.get(field)) else os.path.relpath(image_path, self.root)
+                yield UnsafePathError(f"image path {given!r} resolves outside the catalog folder {self.root} ('..', an absolute path "
+                                      f"or a symlink pointing out); image paths are confined to the catalog folder "
+                                      f"(--no-confine-images reads them for a trusted catalog)", source=source, row=row, item_id=record.id)
+                continue
+            yield replace(record, image_path=image_path)
 
     def _rows(self) -> Iterator[tuple[int, dict | DataError]]:
         source = self.metadata_path.name
@@ -114,6 +128,13 @@ class FolderCatalog(CatalogReader):
                     yield row, RowFormatError("JSON line is not an object", source=source, row=row)
                     continue
                 yield row, raw
+
+    def _confined(self, path: str) -> bool:
+        try:
+            real = os.path.realpath(path)
+        except ValueError:  # a NUL byte or a lone surrogate: no file has that name (reading it says so)
+            return True
+        return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self._roots)
 
     def _image_path(self, item_id: str, raw: dict) -> str:
         field = self.schema.image_field

@@ -1,4 +1,4 @@
-"""Catalog schemas as data: which columns hold the id, title, image and attributes."""
+"""Catalog schemas as data: which columns hold the id, title, image and attributes, and how far a reader trusts the files."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,9 @@ from importlib import resources
 from pathlib import Path
 
 from vitrine.config_file import loads_object, refuse_unknown, require_object
+
+
+MAX_MEMBER_BYTES = 64 * 2**20  # far above any product photo or metadata file; a larger shard member is refused unread
 
 
 class SchemaError(ValueError):
@@ -29,6 +32,8 @@ _FIELD_CHECKS = {
     "attributes": _text_list,
     "missing_values": _text_list,
     "require_title": lambda value: None if isinstance(value, bool) else "true or false",
+    "confine_images": lambda value: None if isinstance(value, bool) else "true or false",
+    "max_member_bytes": lambda value: None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "a whole number of bytes >= 1",
 }
 
 
@@ -43,6 +48,10 @@ class CatalogSchema:
     attributes: tuple[str, ...] = ()
     missing_values: tuple[str, ...] = ("", "NA", "N/A", "nan", "None")
     require_title: bool = True
+    # An untrusted catalog must not make vitrine read files outside it: an image path that resolves outside the catalog
+    # folder ('..', an absolute path, a symlink pointing out) is a bad row. False for a trusted catalog that points elsewhere.
+    confine_images: bool = True
+    max_member_bytes: int = MAX_MEMBER_BYTES  # WebDataset shards: the largest tar member read (a larger one: a bad row)
 
     def clean(self, value: object) -> str | None:
         """Return the value as stripped text, or None when it counts as missing."""
@@ -84,6 +93,8 @@ class CatalogSchema:
             "attributes": list(self.attributes),
             "missing_values": list(self.missing_values),
             "require_title": self.require_title,
+            "confine_images": self.confine_images,
+            "max_member_bytes": self.max_member_bytes,
         }
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from vitrine.data.errors import DataError, MissingFileError, RowFormatError
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader, Record
-from vitrine.data.schema import CatalogSchema
+from vitrine.data.schema import MAX_MEMBER_BYTES, CatalogSchema
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-MAX_MEMBER_BYTES = 64 * 2**20  # far above any product photo or metadata file; a larger member is refused unread
+__all__ = ["MAX_MEMBER_BYTES", "ShardCatalog", "expand_braces", "resolve_shards"]
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _CHOICE = re.compile(r"\{([^{}]*,[^{}]*)\}")
 
@@ -84,9 +84,9 @@ class ShardCatalog(CatalogReader):
     """Streams samples from WebDataset shards, one shard open at a time."""
 
     def __init__(self, spec: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_member_bytes: int = MAX_MEMBER_BYTES):
+                 max_member_bytes: int | None = None):
         super().__init__(schema, on_error, max_pixels)
-        self.max_member_bytes = max_member_bytes
+        self.max_member_bytes = schema.max_member_bytes if max_member_bytes is None else max_member_bytes
         self.spec = str(spec)
         self.paths = resolve_shards(spec)
 
@@ -157,7 +157,7 @@ class ShardCatalog(CatalogReader):
         if member.name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", member.name):
             return "name is absolute or climbs out of the shard with '..'"
         if member.size > self.max_member_bytes:
-            return f"declares {member.size} bytes, over the limit of {self.max_member_bytes} bytes per member (max_member_bytes)"
+            return f"declares {member.size} bytes, over the limit of {self.max_member_bytes} bytes per member (--max-member-bytes)"
         if ext in members:
             return f"repeats key {key!r} with extension {ext!r} in the same sample"
         if key in finished:

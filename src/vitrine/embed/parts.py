@@ -38,6 +38,7 @@ class PartStore:
     def start(self, job: dict, overwrite: bool = False) -> list[dict]:
         """Create the output dir, or check it belongs to the same job; return committed part markers."""
         self.parts.mkdir(parents=True, exist_ok=True)
+        self.sweep()
         job_path = self.out / JOB_FILE
         if job_path.is_file() and not overwrite:
             previous = json.loads(job_path.read_text(encoding="utf-8"))
@@ -51,6 +52,15 @@ class PartStore:
                 (self.out / name).unlink(missing_ok=True)
             atomic_write_text(job_path, json.dumps(job, indent=2, sort_keys=True) + "\n")
         return self.committed()
+
+    def sweep(self) -> list[Path]:
+        """Remove the temp files a killed run left (a job has one writer: a rerun is the only one writing here)."""
+        ours = (JOB_FILE, MANIFEST_FILE, METADATA_FILE, "image_embeddings.npy", "text_embeddings.npy")  # --out may hold other files
+        stale = [p for p in sorted(self.parts.iterdir()) if p.name.endswith((".tmp", ".tmp.npy"))]
+        stale += [self.out / f"{name}{suffix}" for name in ours for suffix in (".tmp", ".tmp.npy") if (self.out / f"{name}{suffix}").is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def committed_any(self) -> list[dict]:
         """Every committed part's marker in index order, gaps allowed (engines that finish parts out of order)."""

@@ -14,14 +14,24 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
 from vitrine.data.tagged import with_tags
+from vitrine.disk import writing
 from vitrine.index.plan import IndexOptions
 from vitrine.index.runtime import int8_parity, record_runtime, runtime_of
-from vitrine.index.stores import open_store
+from vitrine.index.stores import open_store, writers_lock
+
+
+def _commit_locked(store, index: str, ids, vectors, metas, state) -> None:
+    """One build commit under the writers' lock, after rereading what another writer (the service) committed: a full
+    disk is a `DiskFullError` and leaves the commit before intact."""
+    with writers_lock(index), writing(index):
+        store.refresh()
+        store.upsert(ids, vectors, metas, state=state)
 
 
 def _open_for_build(index: str, model_name: str, dim: int, options, reader, runtime: str, parity: float | None = None):
     """The store to build into (created if missing) and the runtime record its commits carry."""
-    store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
+    with writers_lock(index), writing(index):  # opening removes other generations' vector files: never mid-commit
+        store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
     try:
         return store, record_runtime(store, runtime, parity)
     except BaseException:
@@ -65,7 +75,7 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
         ids, vectors, metas = [], [], []
 
         def commit(at: int, skipped: dict) -> None:
-            store.upsert(ids, np.concatenate(vectors), metas, state={state_name: json.dumps({"position": at, "skipped": skipped}), **runtime_state})
+            _commit_locked(store, index, ids, np.concatenate(vectors), metas, {state_name: json.dumps({"position": at, "skipped": skipped}), **runtime_state})
             if on_commit:
                 on_commit(store.stats()["products"], at)
 
@@ -132,9 +142,9 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
             done.update(result.index for result in pending)
             state = {state_name: json.dumps({"units": sorted(done)}), **runtime_state}
             if ids:
-                store.upsert(ids, np.stack(vectors), metas, state=state)
+                _commit_locked(store, index, ids, np.stack(vectors), metas, state)
             else:
-                store.upsert([], np.zeros((0, dim), np.float32), [], state=state)
+                _commit_locked(store, index, [], np.zeros((0, dim), np.float32), [], state)
             if on_commit:
                 on_commit(store.stats()["products"], len(done))
             pending.clear()

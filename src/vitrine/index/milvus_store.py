@@ -8,15 +8,25 @@ Writes are upserts by id, followed by an explicit flush; every read uses Strong 
 returned is visible to the next search from any client. Milvus has no multi-statement transactions, so
 `upsert(..., state=...)` writes the rows first and the state after them: a crash in between leaves rows that a
 resumed build upserts again (same ids, so the same result), never a state that points past missing rows.
+
+Servers older than Milvus 2.5 (the server version is read once, at open): their VARCHAR fields cannot be null, so a
+collection created there stores "" for a missing title or declared attribute ("" reads back as missing, matches no
+filter and is not counted as a value; a collection's own schema says which encoding it uses), and before 2.4 its
+declared attributes get Trie indexes instead of INVERTED ones. Milvus Lite and 2.5+ store nulls.
+
+On a server, a call that finds it unreachable (down, restarting) reconnects and is tried once more; if it fails again,
+or the server is still loading the collection after a restart, it raises `StoreUnavailable` (the service's 503).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import math
 import os
 import threading
+import urllib.parse
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -26,7 +36,8 @@ import numpy as np
 from vitrine.failpoints import failpoint
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.index.plan import IndexOptions, ef_search, plan_index, pq_bytes
-from vitrine.index.store import IndexMismatchError, LexicalUnsupported, MilvusTarget, SearchHit, checked_queries, checked_rows
+from vitrine.index.store import (IndexMismatchError, LexicalUnsupported, MilvusTarget, SearchHit, StoreUnavailable, checked_queries,
+                                 checked_rows)
 
 ID_MAX_BYTES = 512
 TITLE_MAX_BYTES = 8192
@@ -36,6 +47,10 @@ WRITE_CHUNK = 2000  # rows per upsert request (well under gRPC's message limit a
 FIELD_SCAN_MAX = 200_000  # field_values() counts over at most this many products
 _UPGRADE = {"flat": 0, "hnsw": 1, "ivfpq": 2}
 _IVF_MIN_VECTORS = 256 * 39
+NULLABLE_SINCE = (2, 5)  # nullable scalar fields
+INVERTED_SINCE = (2, 4)  # INVERTED indexes on VARCHAR fields (2.3 takes Trie)
+CALL_TIMEOUT_S = 30.0  # per server call: without one, pymilvus retries an unanswered call for minutes
+FLUSH_TIMEOUT_S = 120.0
 
 _lite_users: Counter = Counter()  # Milvus Lite file -> open stores in this process (the server stops with the last)
 _lite_lock = threading.Lock()
@@ -97,6 +112,59 @@ def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def server_version(text: str) -> tuple[int, ...]:
+    """`v2.3.5-lite` -> (2, 3, 5); () when the server names no version this can read (taken as a current one)."""
+    parts = []
+    for part in text.strip().lstrip("vV").split("-")[0].split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+_UNREACHABLE_WORDS = ("fail connecting", "server unavailable", "service unavailable", "not ready", "not healthy", "retry timeout",
+                      "retry run out", "connection refused", "deadline exceeded", "socket closed",
+                      "should create connection first")  # a closed client: a new one mends it
+
+
+def unavailable_kind(error: BaseException) -> str | None:
+    """"unreachable" (down, restarting, not answering in time), "loading" (up, the collection not loaded yet), or None
+    (any other error: a bad request, a missing collection)."""
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    unreachable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+    if isinstance(error, grpc.FutureTimeoutError):
+        return "unreachable"
+    if isinstance(error, grpc.RpcError):
+        return "unreachable" if callable(getattr(error, "code", None)) and error.code() in unreachable else None
+    if not isinstance(error, MilvusException):
+        return None
+    code, message = error.code, str(error.message).lower()
+    if code == 101 or "not loaded" in message:  # 2.3 reloads a collection by itself after a restart, in ~30 s
+        return "loading"
+    # pymilvus's CONNECT_FAILED and the server's ServiceUnavailable are both 2; its ServiceNotReady is 1, as is any
+    # error pymilvus makes itself, hence the words
+    if code in unreachable or code == 2 or any(word in message for word in _UNREACHABLE_WORDS):
+        return "unreachable"
+    return None
+
+
+def _address(uri: str) -> str:
+    """A server URI without the user:password it may hold (the message may reach an HTTP client)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+def _short(error: BaseException) -> str:
+    """The gist of a connection error, for a user's message (pymilvus's and gRPC's are long)."""
+    text = getattr(error, "message", None) or (error.details() if callable(getattr(error, "details", None)) else None) or str(error)
+    text = " ".join(str(text).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 class MilvusStore:
     """Inner-product search over L2-normalised vectors in one Milvus collection, with attribute filters."""
 
@@ -109,7 +177,9 @@ class MilvusStore:
         self.client = _connect(target)
         self._closed = False
         try:
-            if not self.client.has_collection(self.collection):
+            # Milvus Lite has every feature used here; a server is asked once (Trie before INVERTED, "" before nulls)
+            self.version = () if target.is_lite else server_version(self._call(lambda: self.client.get_server_version(timeout=CALL_TIMEOUT_S)))
+            if not self._call(lambda: self.client.has_collection(self.collection, timeout=CALL_TIMEOUT_S)):
                 self._create(model, dim, attributes)
             self._read_properties()
             if self.model is None:
@@ -161,36 +231,95 @@ class MilvusStore:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("title", DataType.VARCHAR, max_length=TITLE_MAX_BYTES, nullable=True)
+        nullable = {"nullable": True} if self._has(NULLABLE_SINCE) else {}  # else "" stands for a missing value (_row)
+        schema.add_field("title", DataType.VARCHAR, max_length=TITLE_MAX_BYTES, **nullable)
         for name in declared:
-            schema.add_field(name, DataType.VARCHAR, max_length=ATTRIBUTE_MAX_BYTES, nullable=True)
+            schema.add_field(name, DataType.VARCHAR, max_length=ATTRIBUTE_MAX_BYTES, **nullable)
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name="vector", index_name="vector", index_type="FLAT", metric_type="IP")
+        scalar_index = "INVERTED" if self._has(INVERTED_SINCE) else "Trie"  # 2.3 refuses INVERTED on VARCHAR
         for name in declared:
-            index_params.add_index(field_name=name, index_name=name, index_type="INVERTED")
-        self.client.create_collection(self.collection, schema=schema, index_params=index_params, consistency_level="Strong")
-        self.client.alter_collection_properties(self.collection, properties={
+            index_params.add_index(field_name=name, index_name=name, index_type=scalar_index)
+        self._call(lambda: self.client.create_collection(self.collection, schema=schema, index_params=index_params,
+                                                          consistency_level="Strong", timeout=CALL_TIMEOUT_S))
+        self._set_properties({
             "vitrine.model": model, "vitrine.dim": str(dim), "vitrine.options": IndexOptions().to_json(), "vitrine.kind": "flat",
             "vitrine.fields": "[]", "vitrine.state": "{}"})
 
+    def _has(self, since: tuple[int, ...]) -> bool:
+        """Whether the server has the feature that came in Milvus `since` (Milvus Lite, and an unreadable version: yes)."""
+        return not self.version or self.version >= since
+
     def _read_properties(self) -> None:
-        described = self.client.describe_collection(self.collection)
+        described = self._call(lambda: self.client.describe_collection(self.collection, timeout=CALL_TIMEOUT_S))
         properties = described.get("properties", {})
         self.model = properties.get("vitrine.model")
         self.dim = int(properties.get("vitrine.dim", 0))
         self.options = IndexOptions.from_json(properties.get("vitrine.options") or IndexOptions().to_json())
         self.kind = properties.get("vitrine.kind", "flat")
         self.declared = [f["name"] for f in described["fields"] if f["name"] not in RESERVED]
+        # made on a server without nullable fields (< 2.5): "" is how its rows say "no title" or "no such attribute"
+        self.nulls = any(f["name"] == "title" and f.get("nullable") for f in described["fields"])
         self.dynamic = json.loads(properties.get("vitrine.fields") or "[]")
         self.state = json.loads(properties.get("vitrine.state") or "{}")
         self.index_params = json.loads(properties.get("vitrine.index_params") or "{}")
 
     def _set_properties(self, properties: Mapping[str, str]) -> None:
-        self.client.alter_collection_properties(self.collection, properties=dict(properties))
+        self._call(lambda: self.client.alter_collection_properties(self.collection, properties=dict(properties), timeout=CALL_TIMEOUT_S))
+
+    def _call(self, operation):
+        """`operation()`, a call on `self.client`. On a server that cannot be reached, reconnect and try once more; if
+        it still fails, or the collection is still loading (after a server restart), raise StoreUnavailable."""
+        if self.target.is_lite:  # in-process: no connection to lose
+            return operation()
+        for attempt in (1, 2):
+            try:
+                return operation()
+            except StoreUnavailable:
+                raise
+            except Exception as error:
+                kind = unavailable_kind(error)
+                if kind is None:
+                    raise
+                if kind == "loading":
+                    self._request_load()
+                    raise StoreUnavailable(f"the Milvus server at {_address(self.target.uri)} is loading collection {self.collection!r} "
+                                           f"(after a restart this takes up to a minute); retry shortly") from error
+                if attempt == 2:
+                    raise StoreUnavailable(f"the Milvus server at {_address(self.target.uri)} is not reachable ({_short(error)}); "
+                                           f"vitrine reconnects by itself: retry shortly") from error
+                log.warning("Milvus server %s unreachable (%s); reconnecting", _address(self.target.uri), _short(error))
+                self._reconnect()
+        raise AssertionError("unreachable")
+
+    def _reconnect(self) -> None:
+        """A new client in place of this one (the old one is kept when the server does not answer: pymilvus mends its
+        channel in place once the server is back)."""
+        from pymilvus import MilvusClient
+
+        try:
+            client = MilvusClient(uri=self.target.uri, token=self.target.token or "")
+        except Exception as error:
+            raise StoreUnavailable(f"the Milvus server at {_address(self.target.uri)} is not reachable ({_short(error)}); "
+                                   f"vitrine reconnects by itself: retry shortly") from error
+        old, self.client = self.client, client
+        if old is not client:
+            with contextlib.suppress(Exception):
+                old.close()
+
+    def _request_load(self) -> None:
+        """Ask the server to load the collection when nothing is loading it, without waiting (a restarted server reloads
+        what was loaded by itself: ~30 s on 2.3, its old sessions' lease)."""
+        from pymilvus.client.types import LoadState
+
+        with contextlib.suppress(Exception):  # best effort: the 503 goes out either way
+            if self.client.get_load_state(self.collection, timeout=CALL_TIMEOUT_S).get("state") == LoadState.NotLoad:
+                replicas = {"replica_number": self.target.replicas} if self.target.replicas else {}
+                self.client.load_collection(self.collection, timeout=CALL_TIMEOUT_S, _async=True, **replicas)
 
     def _ensure_index(self) -> None:
         """Make sure the vector index exists and the collection is loaded (an interrupted re-index leaves neither)."""
-        if "vector" not in self.client.list_indexes(self.collection, field_name="vector"):
+        if "vector" not in self._call(lambda: self.client.list_indexes(self.collection, field_name="vector", timeout=CALL_TIMEOUT_S)):
             self._create_vector_index(self.kind, self._count_rows())
         self._load()
         self._size = self._count_rows()  # sizes the HNSW search breadth; updated on every write
@@ -205,9 +334,9 @@ class MilvusStore:
 
     def _load_once(self) -> None:
         if self.target.replicas:
-            self.client.load_collection(self.collection, replica_number=self.target.replicas)
+            self._call(lambda: self.client.load_collection(self.collection, replica_number=self.target.replicas))
         else:
-            self.client.load_collection(self.collection)
+            self._call(lambda: self.client.load_collection(self.collection))
 
     def _drop_lite_sidecars(self) -> int:
         """Remove Milvus Lite's per-segment index files so that loading rebuilds them; returns how many were removed.
@@ -230,7 +359,7 @@ class MilvusStore:
         index_type, params = milvus_index(kind, n, self.dim, self.options, self.target.is_lite)
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name="vector", index_name="vector", index_type=index_type, metric_type="IP", params=params)
-        self.client.create_index(self.collection, index_params)
+        self._call(lambda: self.client.create_index(self.collection, index_params))
         self._set_properties({"vitrine.kind": kind, "vitrine.index_params": json.dumps(params)})
         self.kind, self.index_params = kind, params
 
@@ -240,13 +369,14 @@ class MilvusStore:
         target = plan_index(n, self.dim, self.options).kind
         if _UPGRADE[target] <= _UPGRADE[self.kind] or (target == "ivfpq" and n < _IVF_MIN_VECTORS):
             return
-        self.client.release_collection(self.collection)
-        self.client.drop_index(self.collection, "vector")
+        self._call(lambda: self.client.release_collection(self.collection))
+        self._call(lambda: self.client.drop_index(self.collection, "vector"))
         self._create_vector_index(target, n)
         self._load()
 
     def _count_rows(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        rows = self._call(lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong",
+                                                    timeout=CALL_TIMEOUT_S))
         return int(rows[0]["count(*)"]) if rows else 0
 
     # ---- writes ----------------------------------------------------------------------------------
@@ -255,9 +385,10 @@ class MilvusStore:
         """Add products, or replace those whose id exists; `state` entries are saved after the rows (see module doc)."""
         vectors, metadata = checked_rows(ids, vectors, metadata, self.dim)
         rows = [self._row(item_id, vector, meta) for item_id, vector, meta in zip(ids, vectors, metadata)]
-        for start in range(0, len(rows), WRITE_CHUNK):
-            self.client.upsert(self.collection, rows[start : start + WRITE_CHUNK])
-        self.client.flush(self.collection)
+        for start in range(0, len(rows), WRITE_CHUNK):  # a retried chunk writes the same rows again: the same result
+            chunk = rows[start : start + WRITE_CHUNK]
+            self._call(lambda: self.client.upsert(self.collection, chunk, timeout=CALL_TIMEOUT_S))
+        self._call(lambda: self.client.flush(self.collection, timeout=FLUSH_TIMEOUT_S))
         failpoint("index.vectors_written")  # rows durable and visible, state not yet saved
         new_fields = sorted({key for row in rows for key in row if key not in RESERVED and key not in self.declared} - set(self.dynamic))
         properties = {}
@@ -281,8 +412,9 @@ class MilvusStore:
         title = meta.get("title")
         if title is not None and _utf8_len(str(title)) > TITLE_MAX_BYTES:
             raise ValueError(f"product {item_id!r}: title is over {TITLE_MAX_BYTES} bytes")
-        row = {"id": item_id, "vector": vector, "title": None if title is None else str(title)}
-        row.update({name: None for name in self.declared})
+        missing = None if self.nulls else ""  # before Milvus 2.5 a field cannot be null: "" stands for "none"
+        row = {"id": item_id, "vector": vector, "title": missing if title is None else str(title)}
+        row.update({name: missing for name in self.declared})
         for key, value in meta.items():
             if key in ("id", "title") or value is None:
                 continue
@@ -300,10 +432,10 @@ class MilvusStore:
         ids = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
         if not ids:
             return 0
-        existing = [row["id"] for row in self.client.get(self.collection, ids=ids, output_fields=["id"])]
+        existing = [row["id"] for row in self._call(lambda: self.client.get(self.collection, ids=ids, output_fields=["id"], timeout=CALL_TIMEOUT_S))]
         if existing:
-            self.client.delete(self.collection, ids=existing)
-            self.client.flush(self.collection)
+            self._call(lambda: self.client.delete(self.collection, ids=existing, timeout=CALL_TIMEOUT_S))
+            self._call(lambda: self.client.flush(self.collection, timeout=FLUSH_TIMEOUT_S))
             self._size = self._count_rows()
             self._wrote()
         return len(existing)
@@ -316,22 +448,36 @@ class MilvusStore:
     def _output_fields(self) -> list[str]:
         return ["title", *self.declared, "$meta"]
 
-    @staticmethod
-    def _metadata(item_id: str, entity: Mapping) -> dict:
+    def _metadata(self, item_id: str, entity: Mapping) -> dict:
         out = {"id": item_id, "title": entity.get("title")}
         out.update({k: v for k, v in entity.items() if k not in RESERVED and v is not None})
+        if not self.nulls:  # "" in the title and declared fields is "none" (see _row)
+            if out["title"] == "":
+                out["title"] = None
+            for name in self.declared:
+                if out.get(name) == "":
+                    del out[name]
         return out
+
+    def _expression(self, filters: Mapping[str, str | Sequence[str]] | None) -> str | None:
+        """The filter expression ("" for none; None: nothing can match)."""
+        if not filters:
+            return ""
+        if not self.nulls:  # "" in a declared field is a missing value: it matches no filter
+            filters = {name: [v for v in ([values] if isinstance(values, str) else values) if v != ""] if name in self.declared else values
+                       for name, values in filters.items()}
+        return filter_expression(filters, self.declared)
 
     def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
         queries = checked_queries(queries, k, self.dim)
-        expression = filter_expression(filters, self.declared) if filters else ""
+        expression = self._expression(filters)
         if expression is None:
             return [[] for _ in queries]
         params = _search_params(self.kind, self._size, k, self.options, self.index_params)
-        results = self.client.search(self.collection, data=list(queries), limit=min(k, 16384), filter=expression,
-                                     output_fields=self._output_fields(), search_params={"metric_type": "IP", "params": params},
-                                     consistency_level="Strong")
+        results = self._call(lambda: self.client.search(self.collection, data=list(queries), limit=min(k, 16384), filter=expression,
+                                                        output_fields=self._output_fields(), search_params={"metric_type": "IP", "params": params},
+                                                        consistency_level="Strong", timeout=CALL_TIMEOUT_S))
         return [[SearchHit(hit["id"], float(hit["distance"]), self._metadata(hit["id"], hit.get("entity", {})), float(hit["distance"])) for hit in row]
                 for row in results]
 
@@ -343,24 +489,26 @@ class MilvusStore:
                                  "collection has no BM25 full-text field; use mode 'vector'")
 
     def sample(self, n: int) -> list[dict]:
-        rows = self.client.query(self.collection, filter="", limit=max(1, n), output_fields=self._output_fields())
+        rows = self._call(lambda: self.client.query(self.collection, filter="", limit=max(1, n), output_fields=self._output_fields(),
+                                                    timeout=CALL_TIMEOUT_S))
         return [self._metadata(row["id"], row) for row in rows]
 
     def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
         """(matching products, a page of them in Milvus's scan order, stable between calls); Milvus caps offset + limit at 16,384."""
-        expression = filter_expression(filters, self.declared) if filters else ""
+        expression = self._expression(filters)
         if expression is None:
             return 0, []
-        counted = self.client.query(self.collection, filter=expression, output_fields=["count(*)"], consistency_level="Strong")
+        counted = self._call(lambda: self.client.query(self.collection, filter=expression, output_fields=["count(*)"], consistency_level="Strong",
+                                                       timeout=CALL_TIMEOUT_S))
         total = int(counted[0]["count(*)"]) if counted else 0
         if offset >= total or limit < 1:
             return total, []
-        rows = self.client.query(self.collection, filter=expression or "id != ''", offset=int(offset), limit=int(limit),
-                                 output_fields=self._output_fields(), consistency_level="Strong")
+        rows = self._call(lambda: self.client.query(self.collection, filter=expression or "id != ''", offset=int(offset), limit=int(limit),
+                                                    output_fields=self._output_fields(), consistency_level="Strong", timeout=CALL_TIMEOUT_S))
         return total, [self._metadata(row["id"], row) for row in rows]
 
     def product(self, product_id: str) -> dict | None:
-        rows = self.client.get(self.collection, ids=[product_id], output_fields=self._output_fields())
+        rows = self._call(lambda: self.client.get(self.collection, ids=[product_id], output_fields=self._output_fields(), timeout=CALL_TIMEOUT_S))
         return self._metadata(product_id, rows[0]) if rows else None
 
     def fields(self) -> set[str]:
@@ -370,19 +518,25 @@ class MilvusStore:
     def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
         """Each attribute's most common values with product counts (over the first FIELD_SCAN_MAX products)."""
         if self._values_cache is None:
-            counts: dict[str, Counter] = {}
-            iterator = self.client.query_iterator(self.collection, batch_size=4096, limit=FIELD_SCAN_MAX, filter="",
-                                                  output_fields=[*self.declared, "$meta"])
-            try:
-                while batch := iterator.next():
-                    for row in batch:
-                        for key, value in row.items():
-                            if key not in RESERVED and value is not None:
-                                counts.setdefault(key, Counter())[str(value)] += 1
-            finally:
-                iterator.close()
+            counts = self._call(self._count_values)  # a scan cut short by a lost connection starts again
             self._values_cache = {field: sorted(c.items(), key=lambda kv: (-kv[1], kv[0])) for field, c in sorted(counts.items())}
         return {field: rows[:per_field] for field, rows in self._values_cache.items()}
+
+    def _count_values(self) -> dict[str, Counter]:
+        counts: dict[str, Counter] = {}
+        # "" in a declared field of a collection without nulls is a missing value, not one to count (see _row)
+        missing = (None,) if self.nulls else (None, "")
+        iterator = self.client.query_iterator(self.collection, batch_size=4096, limit=FIELD_SCAN_MAX, filter="",
+                                              output_fields=[*self.declared, "$meta"])
+        try:
+            while batch := iterator.next():
+                for row in batch:
+                    for key, value in row.items():
+                        if key not in RESERVED and value not in (missing if key in self.declared else (None,)):
+                            counts.setdefault(key, Counter())[str(value)] += 1
+        finally:
+            iterator.close()
+        return counts
 
     def get_state(self, name: str, default: str | None = None) -> str | None:
         return self.state.get(name, default)

@@ -23,6 +23,14 @@ class IndexOptions:
     pq_bytes: int | None = None  # bytes per vector for IVF-PQ; None: dim // 2 (8x smaller than float32)
     exact_subset_max: int = 20_000  # a filter keeping at most this many products is searched exactly
     compact_dead_fraction: float = 0.25  # rebuild HNSW when this share of its vectors is deleted
+    # Writes (faiss_store, delta.py): a commit appends to the delta log until the delta would hold more than
+    # delta_max_fraction of the base's vectors or delta_max_vectors rows (vectors and tombstones); that commit
+    # merges (rewrites the base). The delta is searched by brute force: 20,000 rows of 384-d cost about what an
+    # HNSW query over 1M does. Bases of at most delta_min_base vectors (~30 MB at 384-d) are rewritten by every
+    # commit; delta_max_vectors=0 rewrites on every commit (the path before the delta).
+    delta_max_fraction: float = 0.1
+    delta_max_vectors: int = 20_000
+    delta_min_base: int = 20_000
 
     def __post_init__(self):
         if self.approximate not in ("auto", "hnsw", "ivfpq"):
@@ -35,6 +43,8 @@ class IndexOptions:
             raise ValueError("HNSW and IVF parameters must be >= 1")
         if not 0 < self.compact_dead_fraction <= 1:
             raise ValueError("compact_dead_fraction must be in (0, 1]")
+        if self.delta_max_fraction < 0 or self.delta_max_vectors < 0 or self.delta_min_base < 0:
+            raise ValueError("delta_max_fraction, delta_max_vectors and delta_min_base must be >= 0")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -35,6 +35,12 @@ class LexicalUnsupported(ValueError):
     """This backend cannot rank by words (BM25)."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The store's server cannot answer now (down, restarting, still loading); the same call may succeed later.
+
+    The message says which server and why, for the user (the service answers it as a 503)."""
+
+
 class VectorStore(Protocol):
     """Products (id, vector, title, attributes) searchable by inner product with attribute filters."""
 

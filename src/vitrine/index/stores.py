@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
+from vitrine.disk import locked
 from vitrine.index.plan import IndexOptions
 from vitrine.index.store import MilvusTarget, VectorStore, is_milvus
 
@@ -45,3 +47,10 @@ def store_exists(spec: str | os.PathLike) -> bool:
     from vitrine.index.faiss_store import DB_NAME
 
     return (Path(spec) / DB_NAME).is_file()
+
+
+def writers_lock(spec: str | os.PathLike) -> AbstractContextManager:
+    """The lock every writer of an embedded index holds to open it and for each commit (`write.lock` in its directory:
+    the service, `index build|add|delete`, a snapshot), so that a commit never interleaves with another or with a copy.
+    Milvus orders writes itself: nothing to hold."""
+    return nullcontext() if is_milvus(spec) else locked(spec)

@@ -16,7 +16,8 @@ class VectorIndex:
     """Inner-product search over L2-normalised vectors labelled by int64 keys.
 
     HNSW graphs cannot drop vectors, so removed HNSW keys become `dead` (excluded from every search)
-    until the graph is rebuilt; flat and IVF-PQ remove for real.
+    until the graph is rebuilt; flat and IVF-PQ remove for real. `hide` makes keys dead in any kind (a base index
+    under a delta's tombstones, see `delta.py`) and `purge` then removes them for real where the kind can.
     """
 
     def __init__(self, index: faiss.Index, kind: str, dim: int, options: IndexOptions, dead: set[int] | None = None):
@@ -24,7 +25,8 @@ class VectorIndex:
         self.dead: set[int] = set(dead or ())
         self._rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # cache for `_stored_vectors`
         self._dead_sel = None  # cache for `_dead_selector`
-        self._live: np.ndarray | None = None  # cache for `live_subset`: every live key, sorted
+        self._sorted: np.ndarray | None = None  # cache for `_sorted_keys`: every stored key, sorted
+        self._dead_array: np.ndarray | None = None  # cache for `_dead_keys`: the dead keys, sorted
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -70,24 +72,45 @@ class VectorIndex:
         return self.stored - len(self.dead)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        self._rows, self._live = None, None
-        if len(keys):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(keys):
+            return
+        self._rows = None
+        if self._sorted is not None and (not len(self._sorted) or keys.min() > self._sorted[-1]):
+            self._sorted = np.concatenate([self._sorted, np.sort(keys)])  # keys only grow: no sort of the whole index
+        else:
+            self._sorted = None
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
 
     def remove(self, keys: np.ndarray) -> None:
-        self._rows, self._dead_sel, self._live = None, None, None
         if not len(keys):
             return
         if self.kind == "hnsw":
-            self.dead.update(int(k) for k in keys)
+            self.hide(keys)
         else:  # IVF's hash-table direct map only removes through an IDSelectorArray
+            self._rows, self._sorted, self._dead_sel, self._dead_array = None, None, None, None
             self.index.remove_ids(faiss.IDSelectorArray(np.asarray(keys, dtype=np.int64)))
+            self.dead.difference_update(int(k) for k in keys)
+
+    def hide(self, keys: np.ndarray) -> None:
+        """Make the stored, live `keys` dead (excluded from every search) without touching the index: any kind.
+
+        Costs O(len(keys) log n), nothing in proportion to the index: a delta's tombstones over a large base."""
+        keys = self.live_subset(np.unique(np.asarray(keys, dtype=np.int64)))
+        if len(keys):
+            self._dead_sel, self._dead_array = None, None
+            self.dead.update(keys.tolist())
+
+    def purge(self) -> None:
+        """Remove the dead vectors for real where the kind can (flat, IVF-PQ); HNSW keeps them dead until rebuilt."""
+        if self.dead and self.kind != "hnsw":
+            self.remove(self._dead_keys())
 
     def live_items(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of every live vector; exact for flat and HNSW, PQ-decoded for IVF-PQ."""
         keys = self._stored_keys()
         if self.dead:
-            keys = keys[~np.isin(keys, np.fromiter(self.dead, np.int64))]
+            keys = keys[~np.isin(keys, self._dead_keys())]
         return keys, self.reconstruct(keys)
 
     def reconstruct(self, keys: np.ndarray) -> np.ndarray:
@@ -99,12 +122,30 @@ class VectorIndex:
         return self._stored_vectors()[2][self._positions(keys)]
 
     def live_subset(self, keys: np.ndarray) -> np.ndarray:
-        """The sorted `keys` this index holds alive (keys a newer commit added, or that are dead here, dropped)."""
-        if self._live is None:
-            held = self._stored_keys()
-            self._live = np.sort(held[~np.isin(held, np.fromiter(self.dead, np.int64))] if self.dead else held)
+        """The `keys` this index holds alive, in their order (keys a newer commit added, or that are dead here, dropped)."""
         keys = np.asarray(keys, dtype=np.int64)
-        return keys[np.isin(keys, self._live, assume_unique=True)]
+        return keys[self.holds(keys)]
+
+    def holds(self, keys: np.ndarray) -> np.ndarray:
+        """Which of `keys` this index holds alive, as a mask: a binary search each, no pass over the index."""
+        keys = np.asarray(keys, dtype=np.int64)
+        held = _members(keys, self._sorted_keys())
+        if self.dead and held.any():
+            if self._dead_array is None and 8 * len(keys) < len(self.dead):  # a few keys: no sorted copy of the dead
+                held &= np.fromiter((key not in self.dead for key in keys.tolist()), bool, len(keys))
+            else:
+                held &= ~_members(keys, self._dead_keys())
+        return held
+
+    def _sorted_keys(self) -> np.ndarray:
+        if self._sorted is None:
+            self._sorted = np.sort(self._stored_keys())
+        return self._sorted
+
+    def _dead_keys(self) -> np.ndarray:
+        if self._dead_array is None:
+            self._dead_array = np.sort(np.fromiter(self.dead, np.int64, len(self.dead)))
+        return self._dead_array
 
     def _stored_keys(self) -> np.ndarray:
         """Every stored key (the dead included), in storage order."""
@@ -180,7 +221,7 @@ class VectorIndex:
     def _dead_selector(self) -> faiss.IDSelector:
         """Excludes dead keys: a bitmap over the key range, built once per change."""
         if self._dead_sel is None:
-            dead = np.fromiter(self.dead, np.int64)
+            dead = self._dead_keys()
             bits = np.zeros(int(dead.max()) + 1, dtype=bool)
             bits[dead] = True
             packed = np.packbits(bits, bitorder="little")
@@ -205,6 +246,14 @@ class VectorIndex:
             best = best[np.lexsort((allowed[best], -scores[best]))]  # by score, then key: stable under ties
             out_scores[i, :top], out_keys[i, :top] = scores[best], allowed[best]
         return out_scores, out_keys
+
+
+def _members(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Which of `keys` are in `sorted_set` (sorted, unique): a binary search each, no pass over the set."""
+    if not len(sorted_set):
+        return np.zeros(len(keys), bool)
+    where = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
+    return sorted_set[where] == keys
 
 
 def _trained_ivfpq(vectors: np.ndarray, options: IndexOptions) -> faiss.Index:

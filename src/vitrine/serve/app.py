@@ -288,8 +288,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     # ---- endpoints -----------------------------------------------------------------------------------
     read_errors = error_responses(400, 401, 403, 404, 413, 415)
+    search_errors = error_responses(400, 401, 403, 404, 413, 415, 503)  # 503: the index's Milvus server is down or restarting
 
-    @app.post("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
+    @app.post("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=search_errors,
               summary="search by text, image, or image + modification (JSON or form)",
               openapi_extra=request_body(SearchJSON, SearchForm))
     async def search(request: Request):
@@ -298,13 +299,13 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             return respond(await run_text_search(query_from(body)))
         return respond(await run_in_threadpool(lambda: run_search(query_from(body))))
 
-    @app.post("/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult, responses=read_errors,
+    @app.post("/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult, responses=search_errors,
               summary="several searches in one request, encoded together (JSON)", openapi_extra=request_body(SearchBatchJSON, None))
     async def search_batch(request: Request):
         body = await read_body(request, SearchBatchJSON, None)
         return respond(await run_in_threadpool(run_batch, body))
 
-    @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=read_errors,
+    @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=search_errors,
              summary="search by text or by a catalog product's image")
     def search_get(text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
                    filter: Annotated[list[str] | None, QueryParam()] = None, mode: Mode | None = None, soft_filters: bool = True,
@@ -318,14 +319,14 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         body = await read_body(request, TagJSON, TagForm)
         return await run_in_threadpool(run_tag, body)
 
-    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(400, 401, 403, 404),
+    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(400, 401, 403, 404, 503),
              summary="attribute fields and their most common values (one field's, or those starting with a prefix: type-ahead)")
     def attributes(per_field: int = 30, field: str | None = None, prefix: str | None = None):
         values = service.attribute_values(max(1, min(per_field, 5000)), field, prefix)
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
 
     @app.get("/products", tags=["catalog"], dependencies=[Depends(can_read)], response_model=ProductPage,
-             responses=error_responses(400, 401, 403), summary="page through the catalog (in id order), optionally filtered")
+             responses=error_responses(400, 401, 403, 503), summary="page through the catalog (in id order), optionally filtered")
     def list_products(offset: Annotated[int, QueryParam(ge=0, le=MAX_PAGE_OFFSET)] = 0,
                       limit: Annotated[int, QueryParam(ge=1, le=MAX_PAGE_LIMIT)] = 50,
                       filter: Annotated[list[str] | None, QueryParam(description="field=value; repeat for more")] = None):
@@ -341,18 +342,18 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return respond(await run_in_threadpool(run_embed, body))
 
     @app.get("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], response_model=Product,
-             responses=error_responses(401, 403, 404), summary="one product")
+             responses=error_responses(401, 403, 404, 503), summary="one product")
     def get_product(product_id: str):
         return {**product_view(service.product(product_id)), "image_url": image_url(product_id)}
 
     @app.get("/products/{product_id}/image", tags=["catalog"], dependencies=[Depends(can_read)], summary="a product's image (JPEG)",
-             responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **error_responses(401, 403, 404)},
+             responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **error_responses(401, 403, 404, 503)},
              response_class=Response)
     def get_product_image(product_id: str):
         return Response(service.image_bytes(product_id), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     @app.post("/products", tags=["catalog"], dependencies=[Depends(can_write)], status_code=201, response_model=UpsertResult,
-              responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 404, 413, 415)},
+              responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 404, 413, 415, 503, 507)},
               summary="add or replace a product (JSON or form; needs the write token)", openapi_extra=request_body(ProductJSON, ProductForm))
     async def upsert_product(request: Request):
         body = await read_body(request, ProductJSON, ProductForm)
@@ -360,13 +361,13 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return Response(orjson.dumps(view), status_code=201 if created else 200, media_type="application/json")
 
     @app.delete("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_write)], status_code=204,
-                responses=error_responses(401, 403, 404),
+                responses=error_responses(401, 403, 404, 503, 507),
                 summary="delete a product (needs the write token)")
     def delete_product(product_id: str):
         service.delete(product_id)
         return Response(status_code=204)
 
-    @app.get("/healthz", tags=["service"], summary="liveness and catalog size", responses=error_responses(401, 403))
+    @app.get("/healthz", tags=["service"], summary="liveness and catalog size", responses=error_responses(401, 403, 503))
     def healthz():
         stats = service.stats()
         return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.index.store import images_dir
 from vitrine.index.stores import open_store
-from vitrine.serve.images import ImageStore
+from vitrine.serve.images import ImageStore, sweep_images
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ def backfill_images(data: str, index: str, images: str | os.PathLike | None = No
         raise FileNotFoundError(f"{exc}; build it first with `vitrine index build --data ... --index {index}`") from None
     try:
         pictures = ImageStore(Path(images) if images else images_dir(index))
+        sweep_images(index, pictures)  # temp files of an earlier run that was killed mid-write
         bar = tqdm(total=reader.count() if progress else None, unit="img", desc="index images", disable=not progress, dynamic_ncols=True)
         t0, stored, present, not_indexed = time.perf_counter(), 0, 0, 0
         for record in reader.records():

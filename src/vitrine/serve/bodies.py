@@ -251,7 +251,10 @@ def error_responses(*statuses: int) -> dict:
 
 _REASONS = {400: "invalid request: malformed JSON, a field of the wrong type or out of range, conflicting or missing fields, "
                  "an unknown filter value or attribute", 401: "no bearer token", 403: "token not valid", 404: "not found",
-            413: "over a size limit", 415: "no or another Content-Type than JSON or a form, or an upload that is not an image"}
+            413: "over a size limit", 415: "no or another Content-Type than JSON or a form, or an upload that is not an image",
+            503: "the index's Milvus server is down, restarting or loading the collection (Retry-After says when to try again); "
+                 "a write so refused was not acknowledged",
+            507: "insufficient storage: the server's disk is full; the write was not made and what was committed before is intact"}
 
 
 def request_body(json_model: type[BaseModel] | None, form_model: type[BaseModel] | None) -> dict:

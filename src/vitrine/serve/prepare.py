@@ -6,7 +6,7 @@ from pathlib import Path
 from vitrine.index.build import BuildResult, build_index
 from vitrine.index.store import images_dir
 from vitrine.models import create_model
-from vitrine.serve.images import ImageStore
+from vitrine.serve.images import ImageStore, sweep_images
 from vitrine.serve.settings import ServeSettings
 
 
@@ -28,4 +28,5 @@ def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str
     tag_model = encoder if tag_name == encoder.name else create_model(tag_name, runtime=settings.runtime, fallback=True)
     tagger = Tagger(tag_model, builtin_vocabulary(model=tag_model.name), make_views(settings.regions))
     images = ImageStore(Path(settings.images) if settings.images else images_dir(settings.index))
+    sweep_images(settings.index, images)  # temp files of an earlier run that was killed mid-write
     return build_index(catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save)

@@ -7,7 +7,6 @@ rereads what another worker committed, and every read rereads the index when its
 from __future__ import annotations
 
 import difflib
-import fcntl
 import hashlib
 import io
 import re
@@ -22,13 +21,16 @@ import torch
 from PIL import Image
 
 from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
+from vitrine.disk import locked, writing
+from vitrine.failpoints import failpoint
+from vitrine.index.snapshot import sweep_leftovers
 from vitrine.index.store import SearchHit, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
 from vitrine.ranking import Calibration, Ranked, Ranker, RankOptions
 from vitrine.serve.batching import MicroBatcher
 from vitrine.index.runtime import check_query_runtime
-from vitrine.serve.images import ImageStore
+from vitrine.serve.images import ImageStore, lock_dir
 from vitrine.serve.settings import ServeSettings
 
 IMAGE_COMMIT = "serve.image_commit"  # store state: the token of the last upsert's staged image, committed with its row
@@ -96,9 +98,13 @@ class SearchService:
         self.settings = settings
         self.images_dir = Path(settings.images) if settings.images else images_dir(settings.index)
         # FAISS: the index directory serialises writers across workers; Milvus orders writes itself (the lock only guards images)
-        self.lock_dir = self.images_dir if is_milvus(settings.index) else Path(settings.index)
+        self.lock_dir = lock_dir(settings.index, self.images_dir)
         with self._write_lock():  # opening removes stale vector files: never while another worker commits
             self.store = open_store(settings.index, model=settings.model)
+            # temp files of writers that died mid-write (prepare, backfill, a worker, a snapshot)
+            ImageStore(self.images_dir).sweep()
+            if not is_milvus(settings.index):
+                sweep_leftovers(settings.index)
         self.model = create_model(self.store.model, runtime=settings.runtime, fallback=True)
         self.model.eval()
         check_query_runtime(self.store, self.model)
@@ -206,7 +212,20 @@ class SearchService:
         return row
 
     def image_path(self, product_id: str) -> Path:
-        self.product(product_id)
+        """Where the product's image is now: its stored JPEG, or, while another worker's committed upsert of it is not yet
+        settled, the image that upsert staged (so that a row is never shown without its image, or with the one before)."""
+        with self._lock:
+            self.store.refresh()
+            # The last upsert's token before the row: a commit between the two reads shows as a changed row, so a staged
+            # image is taken only when the row read is the one it was staged with (FAISS commits both in one transaction).
+            last = self.store.get_state(IMAGE_COMMIT)
+            row = self.store.product(product_id)
+            if row is None:
+                raise NotFound(f"no product with id {product_id!r}")
+            # staged before its row committed: with this row read, an upsert's staged image is there (or settled)
+            staged = self.images.staged_image(product_id, self._committed(row, last)) if self.images.has_staged() else None
+        if staged is not None:
+            return staged
         path = self.images.path(product_id)
         if not path.is_file():
             raise NotFound(f"product {product_id!r} has no stored image")
@@ -215,10 +234,13 @@ class SearchService:
     def image_bytes(self, product_id: str) -> bytes:
         """The stored JPEG, read in one open: a delete between the check and the read is a 404, never a 500."""
         path = self.image_path(product_id)
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise NotFound(f"product {product_id!r} has no stored image") from None
+        candidates = [path, self.images.path(product_id)] if self.images.is_staged(path) else [path]
+        for candidate in candidates:  # a staged image settled meanwhile has moved to the stored path
+            try:
+                return candidate.read_bytes()
+            except FileNotFoundError:
+                continue
+        raise NotFound(f"product {product_id!r} has no stored image")
 
     def product_image(self, product_id: str) -> Image.Image:
         with Image.open(io.BytesIO(self.image_bytes(product_id))) as image:
@@ -270,8 +292,11 @@ class SearchService:
             before = self.store.product(product_id)
             # Shown only once the row has committed (the lock's release settles it): a crash at any point leaves the
             # old product or the new one, each with its own image.
+            # Until then a reader of another worker that sees the row reads the staged image (`image_path`).
             token = self.images.stage(product_id, image, {"before": before})
-            self.store.upsert([product_id], vector, [metadata], state={IMAGE_COMMIT: token})
+            with writing(self.settings.index):  # a full disk: the commit is rolled back, the staged image dropped
+                self.store.upsert([product_id], vector, [metadata], state={IMAGE_COMMIT: token})
+            failpoint("serve.upsert_committed")  # the row is visible to other workers; its image not yet settled
             row = self.store.product(product_id)
         return row, before is None
 
@@ -279,7 +304,9 @@ class SearchService:
         with self._lock, self._write_lock():
             self.store.refresh()
             self.images.stage(product_id, None)  # removed when the lock is released, if the row is gone: a crash leaves no stray file
-            if not self.store.delete([product_id]):
+            with writing(self.settings.index):
+                removed = self.store.delete([product_id])
+            if not removed:
                 raise NotFound(f"no product with id {product_id!r}")
 
     def close(self) -> None:
@@ -292,17 +319,12 @@ class SearchService:
     @contextmanager
     def _write_lock(self):
         """The writers' lock, across workers; image changes are settled on taking it and before leaving it."""
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_dir / "write.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with locked(self.lock_dir):
+            self._settle_images()  # what a writer that died holding the lock staged
             try:
-                self._settle_images()  # what a writer that died holding the lock staged
                 yield
             finally:
-                try:
-                    self._settle_images()  # this holder's writes; at start-up, a crashed process's (the store is open now)
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+                self._settle_images()  # this holder's writes; at start-up, a crashed process's (the store is open now)
 
     def _settle_images(self) -> None:
         """Show or drop each staged image change by whether its write committed, so that images agree with rows.
@@ -317,13 +339,18 @@ class SearchService:
         if not images.has_staged():
             return
         store.refresh()
-        last = store.get_state(IMAGE_COMMIT)
+        images.settle(self._committed())
+
+    def _committed(self, row: dict | None = None, last: str | None = None):
+        """`committed(token, entry)`: whether a staged image change's write committed (for `settle` and readers).
+        A reader passes the product's `row` and the `last` upsert's token as it read them (token first)."""
+        last = self.store.get_state(IMAGE_COMMIT) if row is None else last
 
         def committed(token: str, entry: dict) -> bool:
-            row = store.product(entry["id"])
-            return (token == last or row != entry["before"]) if entry["image"] else row is None
+            current = row if row is not None else self.store.product(entry["id"])
+            return (token == last or current != entry["before"]) if entry["image"] else current is None
 
-        images.settle(committed)
+        return committed
 
     def _catalog_fields(self) -> set[str]:
         """The attribute names the catalog's products have (predicted tags left out), reread after each write."""
