@@ -38,6 +38,29 @@ def test_filter_expressions_quote_values_and_unusual_field_names():
     assert filter_expression({"gender": []}, declared=set()) is None
 
 
+def test_server_versions_and_which_errors_mean_the_server_is_unavailable():
+    import grpc
+    from pymilvus.exceptions import MilvusException
+
+    from vitrine.index.milvus_store import _address, server_version, unavailable_kind
+
+    assert server_version("v2.3.5-lite") == (2, 3, 5) and server_version("2.5.10") == (2, 5, 10) and server_version("master-abc") == ()
+    down = MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:19530, illegal connection params or server unavailable")
+    assert unavailable_kind(down) == "unreachable"
+    assert unavailable_kind(MilvusException(message="[search] Retry timeout: 30s, message=...")) == "unreachable"
+    assert unavailable_kind(MilvusException(code=101, message="failed to search: collection not loaded[collection=1]")) == "loading"
+    assert unavailable_kind(MilvusException(code=1100, message="invalid parameter")) is None  # a bad request stays an error
+    assert unavailable_kind(ValueError("no")) is None
+
+    class Refused(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    assert unavailable_kind(Refused()) == "unreachable"
+    assert _address("https://root:secret@milvus.internal:19530") == "https://milvus.internal:19530"
+    assert _address("http://127.0.0.1:19530") == "http://127.0.0.1:19530"
+
+
 def test_planner_kinds_map_to_milvus_index_types():
     options = IndexOptions()
     assert milvus_index("flat", 10, 384, options, lite=True) == ("FLAT", {})

@@ -2,8 +2,8 @@
 
 The server is tests/milvus_server.py's, shared by the session; each test's stores are collections of its own there.
 Each test runs once per backend and holds every one to the same contract: writes visible to the next search,
-exact attribute filters (however selective), values matched literally, persistence, model-mismatch refusal,
-and crash-resume of `vitrine index build`.
+exact attribute filters (however selective), values matched literally, missing values read back missing, persistence,
+model-mismatch refusal, and crash-resume of `vitrine index build`.
 """
 import hashlib
 import os
@@ -142,6 +142,24 @@ def test_filter_values_with_quotes_and_operators_match_literally(spec_for):
                 assert ids(store.search(query, k=50, filters={field: value})[0]) == [names[position]], (field, value)
         assert len(store.search(query, k=50, filters={"gender": ["Men", HOSTILE[0]]})[0]) == 7
         assert store.search(query, k=50, filters={"gender": 'Men" or "1" == "1'}) == [[]]
+    finally:
+        store.close()
+
+
+def test_a_missing_title_or_attribute_reads_back_missing_and_matches_no_filter(spec_for):
+    """Before Milvus 2.5 a field cannot be null: the store writes "" there, which must never show as a value."""
+    rng = np.random.default_rng(3)
+    store = open_store(spec_for("sparse"), model=MODEL, dim=DIM, create=True, attributes=["gender"])
+    try:
+        store.upsert(["a", "b", "c"], unit(rng, 3), [{"title": None, "gender": "Men"}, {"title": "B"}, {"gender": "Women", "colour": "Red"}])
+        assert [store.product(i) for i in "abc"] == [{"id": "a", "title": None, "gender": "Men"}, {"id": "b", "title": "B"},
+                                                      {"id": "c", "title": None, "gender": "Women", "colour": "Red"}]
+        query = unit(rng, 1)
+        assert sorted(ids(store.search(query, k=3, filters={"gender": ["Men", "Women"]})[0])) == ["a", "c"]  # b has no gender
+        assert store.search(query, k=3, filters={"gender": ""}) == [[]]
+        assert dict(store.field_values()["gender"]) == {"Men": 1, "Women": 1} and dict(store.field_values()["colour"]) == {"Red": 1}
+        assert store.page(0, 10, {"gender": ["", "Men"]})[0] == 1
+        assert {p["id"]: p for p in store.page(0, 10)[1]}["b"] == {"id": "b", "title": "B"}
     finally:
         store.close()
 

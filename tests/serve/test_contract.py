@@ -169,3 +169,25 @@ def test_contract_spec_documents_400_and_no_422(client):
     for path, method, op in operations:
         if op.get("parameters") or op.get("requestBody"):
             assert "400" in op["responses"], (path, method)
+
+
+def test_contract_a_store_server_down_or_restarting_is_503_never_500(client, monkeypatch):
+    """A Milvus server down or restarting reaches the store as StoreUnavailable: a JSON 503 on every route that needs the
+    store, documented in the spec; the same requests succeed once the store answers again (no restart)."""
+    from vitrine.index.store import StoreUnavailable
+
+    store = client.app.state.service.store
+    message = "the Milvus server at http://milvus:19530 is not reachable (connection refused); vitrine reconnects by itself: retry shortly"
+
+    def down(*args, **kwargs):
+        raise StoreUnavailable(message)
+
+    monkeypatch.setattr(store, "refresh", down)
+    for response in (client.post("/search", data={"text": "red"}), client.get("/search", params={"text": "red"}), client.get("/products/1001"),
+                     client.get("/products/1001/image"), client.get("/products"), client.get("/healthz"), client.delete("/products/1001", headers=AUTH)):
+        assert error_of(response, 503) == message and response.headers["retry-after"] == "5"
+    spec = client.get("/openapi.json").json()
+    for path, method in (("/search", "post"), ("/products", "post"), ("/products/{product_id}", "delete"), ("/healthz", "get")):
+        assert "503" in spec["paths"][path][method]["responses"], (path, method)
+    monkeypatch.undo()
+    assert client.post("/search", data={"text": "red"}).status_code == 200 and client.get("/products/1001").status_code == 200

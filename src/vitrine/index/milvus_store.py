@@ -45,6 +45,7 @@ ATTRIBUTE_MAX_BYTES = 2048
 RESERVED = ("id", "vector", "title")
 WRITE_CHUNK = 2000  # rows per upsert request (well under gRPC's message limit at 1,024-d)
 FIELD_SCAN_MAX = 200_000  # field_values() counts over at most this many products
+QUERY_MAX = 16384  # rows one query returns at most (offset + limit)
 _UPGRADE = {"flat": 0, "hnsw": 1, "ivfpq": 2}
 _IVF_MIN_VECTORS = 256 * 39
 NULLABLE_SINCE = (2, 5)  # nullable scalar fields
@@ -81,7 +82,12 @@ def _connect(target: MilvusTarget):
     from pymilvus import MilvusClient
 
     if not target.is_lite:
-        return MilvusClient(uri=target.uri, token=target.token or "")
+        try:
+            return MilvusClient(uri=target.uri, token=target.token or "")
+        except Exception as error:
+            if (unavailable := _unreachable(target, error)) is None:
+                raise
+            raise unavailable from error
     try:
         client = MilvusClient(uri=target.uri)
     except Exception as error:
@@ -150,12 +156,32 @@ def unavailable_kind(error: BaseException) -> str | None:
     return None
 
 
+def _quiet_old_server_iterators() -> None:
+    """Drop pymilvus's warning that a pre-2.4 server sets no iterator timestamp (it falls back to its own, which is as
+    strong): every field_values() and stats() would log it."""
+    iterator_log = logging.getLogger("pymilvus.client.iterator.query_iterator")
+    if not any(isinstance(f, _NoMvccWarning) for f in iterator_log.filters):
+        iterator_log.addFilter(_NoMvccWarning())
+
+
+class _NoMvccWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
 def _address(uri: str) -> str:
     """A server URI without the user:password it may hold (the message may reach an HTTP client)."""
     parts = urllib.parse.urlsplit(uri)
     if parts.username is None and parts.password is None:
         return uri
     return parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")).geturl()
+
+
+def _unreachable(target: MilvusTarget, error: Exception) -> StoreUnavailable | None:
+    """What to raise when `error` says the server cannot answer now (None: it says something else)."""
+    if target.is_lite or unavailable_kind(error) != "unreachable":
+        return None
+    return StoreUnavailable(f"the Milvus server at {_address(target.uri)} is not reachable ({_short(error)}); retry shortly")
 
 
 def _short(error: BaseException) -> str:
@@ -179,6 +205,8 @@ class MilvusStore:
         try:
             # Milvus Lite has every feature used here; a server is asked once (Trie before INVERTED, "" before nulls)
             self.version = () if target.is_lite else server_version(self._call(lambda: self.client.get_server_version(timeout=CALL_TIMEOUT_S)))
+            if not self._has(INVERTED_SINCE):
+                _quiet_old_server_iterators()
             if not self._call(lambda: self.client.has_collection(self.collection, timeout=CALL_TIMEOUT_S)):
                 self._create(model, dim, attributes)
             self._read_properties()
@@ -203,7 +231,11 @@ class MilvusStore:
     def exists(cls, target: MilvusTarget) -> bool:
         client = _connect(target)
         try:
-            return bool(client.has_collection(target.collection))
+            return bool(client.has_collection(target.collection, timeout=CALL_TIMEOUT_S))
+        except Exception as error:
+            if (unavailable := _unreachable(target, error)) is None:
+                raise
+            raise unavailable from error
         finally:
             _disconnect(target, client)
 
@@ -217,6 +249,12 @@ class MilvusStore:
             if not client.has_collection(target.collection):
                 raise FileNotFoundError(f"no vitrine index in {target} (no collection {target.collection!r})")
             properties = client.describe_collection(target.collection).get("properties", {})
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            if (unavailable := _unreachable(target, error)) is None:
+                raise
+            raise unavailable from error
         finally:
             _disconnect(target, client)
         if "vitrine.model" not in properties:
@@ -378,6 +416,17 @@ class MilvusStore:
         rows = self._call(lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong",
                                                     timeout=CALL_TIMEOUT_S))
         return int(rows[0]["count(*)"]) if rows else 0
+
+    def _count_products(self) -> int:
+        """The number of products, exactly. Before Milvus 2.5, count(*) counts an upserted product twice for a while (it does not
+        deduplicate primary keys across segments; queries do: milvus-io/milvus#27515, #28434, seen here on 2.3.5), so there
+        a catalog of up to QUERY_MAX products is counted by its ids (one query: stats() answers /healthz)."""
+        n = self._count_rows()
+        if self._has(NULLABLE_SINCE) or n > QUERY_MAX:
+            return n
+        rows = self._call(lambda: self.client.query(self.collection, filter="id != ''", limit=QUERY_MAX, output_fields=["id"],
+                                                    consistency_level="Strong", timeout=CALL_TIMEOUT_S))
+        return len({row["id"] for row in rows})
 
     # ---- writes ----------------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
@@ -553,7 +602,7 @@ class MilvusStore:
         return True
 
     def stats(self) -> dict:
-        n = self._count_rows()
+        n = self._count_products()
         return {"model": self.model, "dim": self.dim, "vectors": n, "products": n, "generation": self.generation,
                 "index_kind": self.kind, "dead_vectors": 0, "backend": "milvus-lite" if self.target.is_lite else "milvus",
                 "index": str(self.target)}
