@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         message = exc if isinstance(exc, DiskFullError) else DiskFullError(exc.filename or "a file")
         print(f"error: {message}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        from vitrine.index.store import StoreUnavailable
+
+        if not isinstance(exc, StoreUnavailable):
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # the index's Milvus server is down or restarting: no traceback
+        return 1
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
