@@ -116,6 +116,25 @@ def write_folder(folder, rows, fmt="csv", images: dict | None = None):
     return folder
 
 
+STRANGER_COLUMNS = {"id": "sku", "title": "name", "baseColour": "colour", "articleType": "category", "gender": "sex"}
+
+
+def write_stranger_folder(folder, rows, blank_every: int = 5) -> str:
+    """A shop's own catalog: `sku,name,photo,colour,category,sex,price`, string ids, photos under pics/ named by the
+    photo column, and every `blank_every`-th colour cell blank (or NA)."""
+    (folder / "pics").mkdir(parents=True, exist_ok=True)
+    header = ["sku", "name", "photo", "colour", "category", "sex", "price"]
+    with open(folder / "catalog.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for i, row in enumerate(rows):
+            photo = f"pics/p-{row['id']}.jpg"
+            (folder / photo).write_bytes(jpeg_bytes(COLOURS.get(row["baseColour"], (0, 0, 0))))
+            colour = ("" if i % 2 else "NA") if blank_every and i % blank_every == blank_every - 1 else row["baseColour"]
+            writer.writerow([f"SKU-{row['id']}", row["title"], photo, colour, row["articleType"], row["gender"], f"{9.5 + i:.2f}"])
+    return str(folder)
+
+
 @pytest.fixture
 def rows():
     return make_rows(10)

@@ -42,16 +42,34 @@ def add_catalog_options(parser: argparse.ArgumentParser) -> None:
                              "column points elsewhere")
 
 
+SCHEMA_HELP = ("catalog schema: a builtin name (kagl) or a JSON file; default: read from the catalog's own columns (KAGL's "
+               "columns read as kagl; `vitrine schema infer PATH` shows what it would use)")
+
+
 def catalog_schema(args: argparse.Namespace):
-    """--schema with --max-member-bytes and --confine-images applied: the schema name or file as given when neither is."""
+    """The schema of the command's catalog (--data or --catalog): --schema as given, or the one the catalog's columns
+    say, printed in one line; --max-member-bytes and --confine-images applied."""
     overrides = {name: getattr(args, name) for name in ("max_member_bytes", "confine_images") if getattr(args, name, None) is not None}
+    given = getattr(args, "schema", None)
+    path = getattr(args, "data", None) or getattr(args, "catalog", None)
+    if isinstance(path, (list, tuple)):
+        path = path[0] if len(path) == 1 else None
+    if path is None or getattr(args, "_schema", None) is not None:
+        schema = getattr(args, "_schema", None) or given
+    else:
+        from vitrine.data.catalog import schema_for
+
+        schema, line = schema_for(path, given)
+        if given is None:
+            print(line, file=sys.stderr)
+        args._schema = schema
     if not overrides:
-        return getattr(args, "schema", None)
+        return schema
     from dataclasses import replace
 
     from vitrine.data.schema import resolve_schema
 
-    return replace(resolve_schema(getattr(args, "schema", None)), **overrides)
+    return replace(resolve_schema(schema), **overrides)
 
 
 def runtime_arg(args: argparse.Namespace, default: str = DEFAULT_RUNTIME) -> str:
@@ -103,7 +121,7 @@ def add_eval_options(parser: argparse.ArgumentParser, model: str = DEFAULT_MODEL
     parser.add_argument("--split", default="all", choices=["all", "train", "val", "unseen", "calib", "heldout"],
                         help="evaluate only this split of --data (heldout = val + unseen); default %(default)s")
     parser.add_argument("--split-config", help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split")
-    parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    parser.add_argument("--schema", help=SCHEMA_HELP)
     parser.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
     add_catalog_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

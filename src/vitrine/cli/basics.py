@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg, runtime_fallback
+from vitrine.cli._common import SCHEMA_HELP, DEFAULT_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg, runtime_fallback
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def register(sub) -> None:
     embed.add_argument("--part-size", type=int, default=4096, help="rows per committed part, the resume granularity; default %(default)s")
     embed.add_argument("--texts", action="store_true", help="also embed titles into text_embeddings.npy")
     embed.add_argument("--on-error", choices=["skip", "fail"], default="fail", help="bad rows: stop with an error naming the row (fail, default) or report and skip them (skip)")
-    embed.add_argument("--schema", default=None, help="catalog schema: builtin name or JSON file (default: kagl)")
+    embed.add_argument("--schema", default=None, help=SCHEMA_HELP)
     add_catalog_options(embed)
     embed.add_argument("--limit", type=int, default=None, help="embed only the first N rows")
     embed.add_argument("--overwrite", action="store_true", help="discard earlier output in --out instead of resuming")

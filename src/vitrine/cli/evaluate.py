@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from vitrine.cli._common import (DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_eval_options, add_runtime_option, catalog_schema,
+from vitrine.cli._common import (SCHEMA_HELP, DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_eval_options, add_runtime_option, catalog_schema,
                                  print_report, runtime_arg, runtime_fallback)
 
 
@@ -239,7 +239,7 @@ def register(sub) -> None:
     board.add_argument("--dataset", default="kagl", help="the dataset name in the records; default %(default)s")
     board.add_argument("--output", help="folder for the records, one {dataset}_{model}_{task}.json each (clip_benchmark's naming)")
     board.add_argument("--cache-dir", default="runs/cache", help="image features cache ('' for none); default %(default)s")
-    board.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    board.add_argument("--schema", help=SCHEMA_HELP)
     board.add_argument("--no-published", action="store_true", help="leave the published rows out of the table")
     board.add_argument("--json", action="store_true", help="print the records as one JSON list instead of the table")
     board.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -261,7 +261,7 @@ def register(sub) -> None:
     add_runtime_option(composed, default="torch")
     composed.add_argument("--combiner", default="combiner", help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s")
     composed.add_argument("--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s")
-    composed.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    composed.add_argument("--schema", help=SCHEMA_HELP)
     composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     add_catalog_options(composed)
     composed.add_argument("--json", action="store_true", help="print one JSON object on stdout")

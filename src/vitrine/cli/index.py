@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vitrine.cli._common import (DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg,
+from vitrine.cli._common import (SCHEMA_HELP, DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg,
                                  runtime_fallback)
 from vitrine.cli.basics import add_engine_arguments
 
@@ -54,8 +54,19 @@ def cmd_index_build(args: argparse.Namespace) -> int:
                          schema=catalog_schema(args), progress=not args.no_progress, options=options, commit_every=args.commit_every,
                          on_commit=log_commit if args.verbose else None, tagger=tagger)
     print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
-          f"= {result.products_per_second:.1f} products/s" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
+          f"= {result.products_per_second:.1f} products/s" + skipped_line(result), file=sys.stderr)
     return 0
+
+
+def skipped_line(result) -> str:
+    """', 2 rows skipped (row 4, id 17: missing file; row 9: malformed row), all listed in DIR/skipped-rows.json'."""
+    if not result.skipped:
+        return ""
+    from vitrine.index.build import SKIPPED_MANIFEST
+    from vitrine.index.store import is_milvus
+
+    where = "" if is_milvus(result.index) else f", all listed in {Path(result.index) / SKIPPED_MANIFEST}"
+    return f", {result.skipped} rows skipped {result.skipped_rows}{where} (--on-error fail stops at the first)"
 
 
 def _parse_bytes(text: str | None) -> int | None:
@@ -201,7 +212,7 @@ def register(sub) -> None:
         action.add_argument("--index", required=True, help=INDEX_HELP + " (created if missing)")
         action.add_argument("--model", default=DEFAULT_MODEL, help="registry name; an existing index only accepts its own model; default %(default)s")
         action.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
-        action.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+        action.add_argument("--schema", help=SCHEMA_HELP)
         action.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
         action.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         action.add_argument("--exact-max", type=int, help="exact search up to this many products, approximate above (default 100000, then as saved)")
@@ -228,7 +239,7 @@ def register(sub) -> None:
     images.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
     images.add_argument("--images", help="images directory (default: the one `vitrine serve` uses for the index; give the same "
                                          "shared storage as `vitrine serve --images`)")
-    images.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    images.add_argument("--schema", help=SCHEMA_HELP)
     images.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
     images.add_argument("--overwrite", action="store_true", help="store images again even where one is already stored")
     images.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, add_catalog_options, add_runtime_option, catalog_schema
+from vitrine.cli._common import SCHEMA_HELP, DEFAULT_MODEL, add_catalog_options, add_runtime_option, catalog_schema
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -60,7 +60,7 @@ def register(sub) -> None:
     parser.add_argument("--tag-model", help="model for predicted tags (default: vitrine's default tagging model)")
     add_runtime_option(parser)
     parser.add_argument("--combiner", help="composed search: sum | combiner (shipped) | a combiner directory; default combiner")
-    parser.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    parser.add_argument("--schema", help=SCHEMA_HELP)
     add_catalog_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default %(default)s")
     parser.add_argument("--port", type=int, default=8000, help="port; default %(default)s")

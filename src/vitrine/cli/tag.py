@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.cli._common import SCHEMA_HELP, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
 from vitrine.tagging.factory import resolve_vocabulary  # noqa: F401  (where `vitrine index` and `eval` take it from)
 
 
@@ -64,7 +64,7 @@ def register(sub) -> None:
     tag.add_argument("--attributes", help="vocabulary YAML/JSON (attribute -> values, synonyms, prompts), or a comma list of "
                                           "attributes of the shipped KAGL vocabulary; default: the shipped KAGL vocabulary")
     add_tagging_options(tag)
-    tag.add_argument("--schema", help="--data: catalog schema name or JSON file (default: kagl)")
+    tag.add_argument("--schema", help="--data: " + SCHEMA_HELP)
     tag.add_argument("--out", help="write JSON lines here instead of printing")
     tag.add_argument("--json", action="store_true", help="print JSON lines")
     tag.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from vitrine.cli._common import SCHEMA_HELP
+
 
 def _launch_processes(args: argparse.Namespace, threads: int = 0) -> int | None:
     """With --nproc N > 1 (and not already inside a launched process): rerun this command in N processes."""
@@ -163,5 +165,5 @@ def register(sub) -> None:
                                "(types held out); default: vitrine's protocol split")
     triplets.add_argument("--kinds", nargs="+", choices=["colour", "gender"], default=["colour", "gender"])
     triplets.add_argument("--seed", type=int, default=0, help="template choice seed")
-    triplets.add_argument("--schema", help="catalog schema name or JSON file (default: kagl)")
+    triplets.add_argument("--schema", help=SCHEMA_HELP)
     triplets.set_defaults(func=cmd_data_make_triplets)

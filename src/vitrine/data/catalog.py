@@ -10,6 +10,7 @@ from vitrine.data.folder import METADATA_NAMES, FolderCatalog
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader
 from vitrine.data.schema import CatalogSchema, resolve_schema
+from vitrine.data.schema_infer import describe_schema, infer_schema
 from vitrine.data.shards import ShardCatalog
 
 
@@ -33,6 +34,15 @@ def detect_format(path: str | os.PathLike) -> str:
     raise FileNotFoundError(f"catalog not found: {text}")
 
 
+def schema_for(path: str | os.PathLike, schema: str | os.PathLike | CatalogSchema | None = None) -> tuple[CatalogSchema, str]:
+    """The schema to read `path` with and one line saying so: the one given, or the one its columns say (None, 'auto')."""
+    if schema is not None and schema != "auto":
+        resolved = resolve_schema(schema)
+        return resolved, f"schema: {resolved.name} (given); facets={','.join(resolved.facet_fields) or '-'}"
+    inferred, about = infer_schema(path, detect_format(path))
+    return inferred, describe_schema(inferred, about)
+
+
 def open_catalog(
     path: str | os.PathLike,
     schema: str | os.PathLike | CatalogSchema | None = None,
@@ -43,10 +53,13 @@ def open_catalog(
 ) -> CatalogReader:
     """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items.
 
+    `schema` None (or 'auto') reads the catalog's own columns (`vitrine.data.schema_infer`): KAGL's columns give the
+    `kagl` schema, any others an inferred one.
+
     `require_title` overrides the schema: a job that never reads titles should not reject rows without one.
     `max_member_bytes` caps one tar member of a shard (default: the schema's); a larger one is refused unread.
     """
-    resolved = resolve_schema(schema)
+    resolved = schema_for(path, schema)[0]
     if require_title is not None and require_title != resolved.require_title:
         resolved = replace(resolved, require_title=require_title)
     if detect_format(path) == "shards":

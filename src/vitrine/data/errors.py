@@ -37,6 +37,10 @@ class DataError(Exception):
         prefix = f"{', '.join(where)}: " if where else ""
         return f"{type(self).__name__}: {prefix}{self.detail}"
 
+    def to_dict(self) -> dict:
+        """The row as a manifest lists it."""
+        return {"source": self.source, "row": self.row, "id": self.item_id, "kind": self.kind, "error": str(self)}
+
 
 class ImageDecodeError(DataError):
     """The image bytes are not a readable image (corrupt, truncated, not an image, too large)."""
@@ -70,12 +74,14 @@ class ErrorReport:
     max_examples: int = 20
     counts: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)  # every skipped row (for a manifest), not only the examples
 
     def handle(self, error: DataError) -> None:
         """Raise under the fail policy; otherwise count the error and keep an example."""
         if self.on_error is OnError.FAIL:
             raise error
         self.counts[error.kind] += 1
+        self.rows.append(error.to_dict())
         if len(self.examples) < self.max_examples:
             self.examples.append(str(error))
 
@@ -88,6 +94,13 @@ class ErrorReport:
             return "no rows skipped"
         parts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
         return f"skipped {self.skipped} rows ({parts})"
+
+    def first_rows(self, n: int = 3) -> str:
+        """The first skipped rows, named: '(row 4, id 17: missing file; row 9: malformed row; and 3 more)'."""
+        named = [", ".join(p for p in (f"row {r['row']}" if r["row"] is not None else "", f"id {r['id']}" if r["id"] is not None else "") if p)
+                 + f": {r['kind']}" for r in self.rows[:n]]
+        more = f"; and {len(self.rows) - n} more" if len(self.rows) > n else ""
+        return f"({'; '.join(named)}{more})" if named else ""
 
     def to_dict(self) -> dict:
         return {"skipped": self.skipped, "by_kind": dict(sorted(self.counts.items())), "examples": list(self.examples)}

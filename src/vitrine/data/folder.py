@@ -94,7 +94,8 @@ class FolderCatalog(CatalogReader):
             except csv.Error as exc:
                 raise RowFormatError(f"malformed CSV header ({exc})", source=str(self.metadata_path)) from None
             if not header or self.schema.id_field not in header:
-                raise RowFormatError(f"CSV header {header} has no id column '{self.schema.id_field}'", source=str(self.metadata_path))
+                raise RowFormatError(f"CSV header {header} has no id column '{self.schema.id_field}' (schema {self.schema.name}); drop --schema "
+                                     f"to read the catalog's own columns, or see `vitrine schema infer {self.root}`", source=str(self.metadata_path))
             width = len(header)
             for row in itertools.count(1):
                 try:

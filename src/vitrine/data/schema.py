@@ -30,6 +30,7 @@ _FIELD_CHECKS = {
     "title_field": _text,
     "image_field": lambda value: None if value is None or isinstance(value, str) else "a string or null",
     "attributes": _text_list,
+    "facets": lambda value: None if value is None or _text_list(value) is None else "a list of strings or null",
     "missing_values": _text_list,
     "require_title": lambda value: None if isinstance(value, bool) else "true or false",
     "confine_images": lambda value: None if isinstance(value, bool) else "true or false",
@@ -46,12 +47,20 @@ class CatalogSchema:
     title_field: str = "title"
     image_field: str | None = None  # a column holding the image's relative path; None means "<id>.<ext>"
     attributes: tuple[str, ...] = ()
+    # The categorical attributes: filter chips, facet counts and tag vocabularies. None: every attribute. Numbers
+    # (price, year) and free text stay attributes (stored, shown) but are not facets.
+    facets: tuple[str, ...] | None = None
     missing_values: tuple[str, ...] = ("", "NA", "N/A", "nan", "None")
     require_title: bool = True
     # An untrusted catalog must not make vitrine read files outside it: an image path that resolves outside the catalog
     # folder ('..', an absolute path, a symlink pointing out) is a bad row. False for a trusted catalog that points elsewhere.
     confine_images: bool = True
     max_member_bytes: int = MAX_MEMBER_BYTES  # WebDataset shards: the largest tar member read (a larger one: a bad row)
+
+    @property
+    def facet_fields(self) -> tuple[str, ...]:
+        """The categorical attributes, in column order."""
+        return self.attributes if self.facets is None else tuple(a for a in self.attributes if a in self.facets)
 
     def clean(self, value: object) -> str | None:
         """Return the value as stripped text, or None when it counts as missing."""
@@ -70,9 +79,12 @@ class CatalogSchema:
             problem = check(value) if check else None
             if problem:
                 raise SchemaError(f"{origin}: field '{key}' must be {problem}, got {value!r}")
-        for key in ("attributes", "missing_values"):
-            if key in values:
+        for key in ("attributes", "missing_values", "facets"):
+            if values.get(key) is not None:
                 values[key] = tuple(values[key])
+        unknown = sorted(set(values.get("facets") or ()) - set(values.get("attributes", ())))
+        if unknown:
+            raise SchemaError(f"{origin}: facets {unknown} are not in attributes {list(values.get('attributes', ()))}")
         return cls(**values)
 
     @classmethod
@@ -91,6 +103,7 @@ class CatalogSchema:
             "title_field": self.title_field,
             "image_field": self.image_field,
             "attributes": list(self.attributes),
+            "facets": None if self.facets is None else list(self.facets),
             "missing_values": list(self.missing_values),
             "require_title": self.require_title,
             "confine_images": self.confine_images,

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,10 +17,11 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
 from vitrine.data.tagged import with_tags
-from vitrine.disk import writing
+from vitrine.data.schema import CatalogSchema
+from vitrine.disk import temp_path, writing
 from vitrine.index.plan import IndexOptions
 from vitrine.index.runtime import int8_parity, record_runtime, runtime_of
-from vitrine.index.stores import open_store, writers_lock
+from vitrine.index.stores import is_milvus, open_store, writers_lock
 
 
 def _commit_locked(store, index: str, ids, vectors, metas, state) -> None:
@@ -28,15 +32,67 @@ def _commit_locked(store, index: str, ids, vectors, metas, state) -> None:
         store.upsert(ids, vectors, metas, state=state)
 
 
+SCHEMA_STATE = "catalog_schema"  # the schema the index was built with (JSON): the service's facets and chips come from it
+SKIPPED_MANIFEST = "skipped-rows.json"  # in an index directory: every catalog row a build skipped, and why
+
+
+def index_schema(store) -> CatalogSchema | None:
+    """The catalog schema saved with an index by `index build`, or None for an index built before it was saved."""
+    text = store.get_state(SCHEMA_STATE)
+    return CatalogSchema.from_dict(json.loads(text), origin="the index's saved schema") if text else None
+
+
 def _open_for_build(index: str, model_name: str, dim: int, options, reader, runtime: str, parity: float | None = None):
-    """The store to build into (created if missing) and the runtime record its commits carry."""
+    """The store to build into (created if missing) and the state its commits carry (runtime, schema)."""
     with writers_lock(index), writing(index):  # opening removes other generations' vector files: never mid-commit
         store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
     try:
-        return store, record_runtime(store, runtime, parity)
+        return store, {**record_runtime(store, runtime, parity), SCHEMA_STATE: json.dumps(reader.schema.to_dict())}
     except BaseException:
         store.close()
         raise
+
+
+@contextmanager
+def _fresh_or_resumable(index: str):
+    """A build that fails before its first commit into a new index directory removes what it made (no half-made index
+    with a lock and an empty database); one that fails later leaves committed products, which a rerun resumes."""
+    fresh = not is_milvus(index) and not os.path.exists(index)
+    try:
+        yield
+    except BaseException:
+        if fresh and os.path.isdir(index):
+            store = None
+            try:
+                store = open_store(index)
+                committed = store.stats()["products"]
+            except Exception:
+                committed = 0
+            finally:
+                if store is not None:
+                    store.close()
+            if committed:
+                print(f"{index}: {committed} products were committed before the failure; rerun the same command to resume", file=sys.stderr)
+            else:
+                shutil.rmtree(index, ignore_errors=True)
+        raise
+
+
+def _write_skipped(index: str, data: str, reader, resumed: bool) -> None:
+    """List every skipped row in the index directory's manifest (rows skipped by earlier runs of a resumed build kept)."""
+    if is_milvus(index):
+        return
+    path = os.path.join(index, SKIPPED_MANIFEST)
+    earlier = []
+    if resumed and os.path.isfile(path):
+        earlier = json.loads(open(path, encoding="utf-8").read()).get("rows", [])
+    rows = earlier + reader.report.rows
+    if rows or os.path.isfile(path):
+        with writers_lock(index), writing(index):
+            tmp = temp_path(path)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump({"catalog": _source(data), "skipped": len(rows), "rows": rows}, handle, indent=1)
+            os.replace(tmp, path)
 
 
 def _source(data: str) -> str:
@@ -51,6 +107,7 @@ class BuildResult:
     skipped: int
     seconds: float
     products_per_second: float
+    skipped_rows: str = ""  # the first skipped rows, named (all of them: skipped-rows.json in the index directory)
 
 
 def build_index(data: str, index: str, model, batch_size: int = 64, commit_every: int = 4096, on_error: str = "skip",
@@ -66,6 +123,12 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
     `keep_image(id, image)` is called for every product before its commit (the service keeps the images it shows).
     """
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
+    with _fresh_or_resumable(index):
+        result = _build(data, index, model, reader, batch_size, commit_every, progress, options, on_commit, tagger, keep_image)
+    return result
+
+
+def _build(data, index, model, reader, batch_size, commit_every, progress, options, on_commit, tagger, keep_image) -> BuildResult:
     store, runtime_state = _open_for_build(index, model.name, model.embed_dim, options, reader, runtime_of(model), int8_parity(model))
     try:
         state_name = f"build:{_source(data)}"
@@ -100,8 +163,10 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
                 commit(batch.position, batch.skipped)
         bar.close()
         seconds = time.perf_counter() - t0
+        _write_skipped(index, data, reader, resumed=position > 0)
         result = BuildResult(index=str(index), products=store.stats()["products"], added=added, skipped=reader.report.skipped,
-                             seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0)
+                             seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0,
+                             skipped_rows=reader.report.first_rows())
     finally:
         store.close()
     return result
