@@ -35,18 +35,21 @@ class SearchEngine:
         """Ranked by `options` (default: hybrid, query words as soft filters)."""
         if not query.strip():
             raise ValueError("the text query is empty")
+        filters = self._checked(filters)
         with torch.inference_mode():
             vector = self.model.encode_text([query]).numpy()
-        return self.ranker.rank(vector, query, k, _listed(filters), options).hits
+        return self.ranker.rank(vector, query, k, filters, options).hits
 
     def image(self, path: ImageQuery, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
-        return self.ranker.rank(self._image_vector(path).numpy(), None, k, _listed(filters), options).hits
+        filters = self._checked(filters)
+        return self.ranker.rank(self._image_vector(path).numpy(), None, k, filters, options).hits
 
     def composed(self, path: ImageQuery, modification: str, k: int = 10, filters: Filters | None = None,
                  combiner: str = "combiner", options: RankOptions = RankOptions()) -> list[SearchHit]:
         """"Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
         if not modification.strip():
             raise ValueError("the modification text is empty")
+        filters = self._checked(filters)
         if combiner not in self._composers:
             from vitrine.cir.compose import composer_for
 
@@ -55,7 +58,13 @@ class SearchEngine:
         composer = self._composers[combiner]
         features = self._image_features(path, composer.model)
         query = composer.queries(features.embeds, [modification.strip()], features.tokens if composer.needs_tokens else None)
-        return self.ranker.rank(query.numpy(), None, k, _listed(filters), options, soft_text=modification.strip()).hits
+        return self.ranker.rank(query.numpy(), None, k, filters, options, soft_text=modification.strip()).hits
+
+    def _checked(self, filters: Filters | None) -> dict[str, list[str]]:
+        """The filters as lists, refused (`FilterError`, as HTTP refuses them) when no product can match one."""
+        listed = _listed(filters)
+        self.ranker.check_filters(listed)
+        return listed
 
     def _image_vector(self, path: ImageQuery) -> torch.Tensor:
         return self._image_features(path).embeds

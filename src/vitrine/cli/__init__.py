@@ -8,7 +8,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # vitrine never downloads at run time
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from vitrine.cli import basics, evaluate, export, index, regions, schema, serve, tag, train  # noqa: E402
+from vitrine.cli import adapt, basics, evaluate, export, index, regions, schema, serve, tag, train  # noqa: E402
 from vitrine.cli._common import DEFAULT_MODEL, quiet_transformers  # noqa: E402
 from vitrine.cli.index import _parse_bytes  # noqa: E402
 
@@ -18,7 +18,7 @@ __all__ = ["DEFAULT_MODEL", "build_parser", "main", "_parse_bytes"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrine", description="Open fashion vision-language toolkit.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (basics, schema, train, evaluate, index, regions, tag, serve, export):
+    for group in (basics, schema, train, adapt, evaluate, index, regions, tag, serve, export):
         group.register(sub)
     return parser
 

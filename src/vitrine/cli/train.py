@@ -37,9 +37,19 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     from vitrine.train.clip import train_clip
     from vitrine.train.config import TrainConfig
 
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+    sources = [{"path": path, "weight": 1.0} for path in args.data] if args.data else None
+    if args.config:
+        config = TrainConfig.from_file(args.config)
+    elif args.model:  # a trained model continues its own recipe (warm start, its margin inherited), on --data when given
+        from vitrine.train.adapt import continue_recipe
+        from vitrine.train.config import SourceConfig
+
+        config = continue_recipe(args.model, tuple(SourceConfig(**s) for s in sources) if sources else TrainConfig().sources)
+        sources = None
+    else:
+        config = TrainConfig()
     given = {"out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device, "threads": args.threads,
-             "model": args.model, "sources": [{"path": path, "weight": 1.0} for path in args.data] if args.data else None}
+             "model": args.model if args.config else None, "sources": sources}
     return _train(args, config, given, train_clip, lambda result: {"model_dir": result.saved, "steps": result.steps, "seconds": result.seconds,
                                                                     "final_loss": round(result.final_loss, 4), **result.metrics})
 

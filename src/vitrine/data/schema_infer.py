@@ -69,6 +69,17 @@ class ColumnProfile:
             return "category"
         return "text"
 
+    @classmethod
+    def from_counts(cls, name: str, counts: Sequence[tuple[str, int]]) -> "ColumnProfile":
+        """The profile of a column known by its values' counts (an index's stored values), with no missing cells."""
+        filled = sum(n for _, n in counts)
+
+        def share(weight) -> float:
+            return sum(weight(v) * n for v, n in counts) / filled if filled else 0.0
+
+        return cls(name=name, filled=filled, distinct=len(counts), numeric_share=share(_is_number), mean_words=share(lambda v: len(v.split())),
+                   image_share=share(lambda v: v.lower().endswith(IMAGE_SUFFIXES)), unique=filled > 0 and filled == len(counts))
+
 
 def _limits(base: CatalogSchema | None) -> dict:
     base = base or CatalogSchema()

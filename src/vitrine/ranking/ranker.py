@@ -9,6 +9,7 @@ import numpy as np
 from vitrine.data.tagged import PREDICTED_PREFIX
 from vitrine.data.words import stem, words
 from vitrine.index.store import LexicalUnsupported, SearchHit
+from vitrine.ranking.filters import check_filters
 from vitrine.ranking.fusion import normalised, reciprocal_rank, weighted
 from vitrine.ranking.relevance import Calibration, judge
 from vitrine.ranking.soft import FieldVocabulary, SoftMatch
@@ -66,13 +67,14 @@ class Ranker:
 
     def __init__(self, store):
         self.store = store
-        self._values: tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary] | None = None
+        self._values: tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary, set[str]] | None = None
 
-    def _catalog(self) -> tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary]:
+    def _catalog(self) -> tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary, set[str]]:
         generation = self.store.generation
         if self._values is None or self._values[0] != generation:
             values = self.store.field_values(per_field=ALL_VALUES)
-            self._values = (generation, values, FieldVocabulary({name: [v for v, _ in rows] for name, rows in values.items()}))
+            self._values = (generation, values, FieldVocabulary({name: [v for v, _ in rows] for name, rows in values.items()}),
+                            set(self.store.fields()))
         return self._values
 
     def catalog_values(self) -> dict[str, list[tuple[str, int]]]:
@@ -81,6 +83,12 @@ class Ranker:
 
     def vocabulary(self) -> FieldVocabulary:
         return self._catalog()[2]
+
+    def check_filters(self, filters: Filters | None, listing: str | None = None) -> None:
+        """Raise `FilterError` for a filter no product can match (an unknown field, a value no product has)."""
+        if filters:
+            _, values, _, fields = self._catalog()
+            check_filters(filters, fields, values, listing)
 
     def rank(self, vector: np.ndarray | None, text: str | None, k: int, filters: Filters | None = None,
              options: RankOptions = RankOptions(), calibration: Calibration | None = None, soft_text: str | None = None,

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import vitrine
 from vitrine.search import parse_filters
 from vitrine.serve import bodies
-from vitrine.serve.bodies import (EmbedForm, EmbedJSON, EmbedResult, Mode, Product, ProductForm, ProductJSON, ProductPage, SearchBatchJSON,
+from vitrine.serve.bodies import (CatalogFacets, EmbedForm, EmbedJSON, EmbedResult, Mode, Product, ProductForm, ProductJSON, ProductPage, SearchBatchJSON,
                                   SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON, TagResult, UpsertResult,
                                   decode_base64_image, error_responses, load_yaml, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
@@ -324,6 +324,11 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     def attributes(per_field: int = 30, field: str | None = None, prefix: str | None = None):
         values = service.attribute_values(max(1, min(per_field, 5000)), field, prefix)
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
+
+    @app.get("/schema", tags=["catalog"], dependencies=[Depends(can_read)], response_model=CatalogFacets,
+             responses=error_responses(401, 403, 503), summary="the catalog's columns and the fields to filter by (the UI's chips)")
+    def catalog_schema():
+        return service.facets()
 
     @app.get("/products", tags=["catalog"], dependencies=[Depends(can_read)], response_model=ProductPage,
              responses=error_responses(400, 401, 403, 503), summary="page through the catalog (in id order), optionally filtered")

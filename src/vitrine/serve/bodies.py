@@ -235,6 +235,18 @@ class TagResult(BaseModel):
     tags: dict[str, dict[str, Any]]
 
 
+class Facet(BaseModel):
+    field: str
+    predicted: bool = Field(False, description="filled in by the tagger (predicted_<field>): the catalog has no such column")
+
+
+class CatalogFacets(BaseModel):
+    source: Literal["index", "fields"] = Field(description="index: the schema saved with the index; fields: an index built "
+                                                           "before schemas were saved, read from its stored fields")
+    attributes: list[str] = Field(description="the catalog's attribute columns, in column order")
+    facets: list[Facet] = Field(description="the fields to filter by: the catalog's categorical columns, then predicted tags")
+
+
 
 
 class UpsertResult(Product):

@@ -6,7 +6,6 @@ rereads what another worker committed, and every read rereads the index when its
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import re
@@ -27,8 +26,9 @@ from vitrine.index.snapshot import sweep_leftovers
 from vitrine.index.store import SearchHit, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
-from vitrine.ranking import Calibration, Ranked, Ranker, RankOptions
+from vitrine.ranking import Calibration, FilterError, Ranked, Ranker, RankOptions
 from vitrine.serve.batching import MicroBatcher
+from vitrine.serve.facets import catalog_facets
 from vitrine.index.runtime import check_query_runtime
 from vitrine.serve.images import ImageStore, lock_dir
 from vitrine.serve.settings import ServeSettings
@@ -261,6 +261,12 @@ class SearchService:
             values = {n: [(v, c) for v, c in rows if v.casefold().startswith(folded)] for n, rows in values.items()}
         return {n: rows[:per_field] for n, rows in values.items()}
 
+    def facets(self) -> dict:
+        """The fields shoppers filter by: the saved schema's categorical columns, then predicted tags (`vitrine.serve.facets`)."""
+        with self._lock:
+            self.store.refresh()
+            return catalog_facets(self.store, self.ranker.catalog_values())
+
     def stats(self) -> dict:
         with self._lock:
             self.store.refresh()
@@ -368,23 +374,10 @@ class SearchService:
                                "send new_attributes=true to add a field")
 
     def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:
-        if not filters:
-            return
-        known = self._catalog_fields()
-        unknown = sorted(set(filters) - self._fields[1])
-        if unknown:
-            raise ServiceError(f"unknown filter field(s) {unknown}; this catalog has: {', '.join(sorted(known))}")
-        values = self.ranker.catalog_values()
-        for name, wanted in filters.items():
-            held = {v for v, _ in values.get(name, [])}
-            for value in wanted:
-                if value not in held:
-                    by_case = {v.casefold(): v for v in held}
-                    near = [by_case[v] for v in difflib.get_close_matches(value.casefold(), list(by_case), n=3, cutoff=0.5)]
-                    listed = near or [v for v, _ in values.get(name, [])[:5]]
-                    hint = f"; did you mean {', '.join(repr(v) for v in listed)}?" if near else \
-                        f"; its commonest values: {', '.join(repr(v) for v in listed)} (GET /attributes?field={name} lists all)"
-                    raise ServiceError(f"no product has {name}={value!r}{hint}")
+        try:
+            self.ranker.check_filters(filters, listing="GET /attributes?field={field} lists all")
+        except FilterError as exc:
+            raise ServiceError(str(exc)) from None
 
     def _query_vector(self, query: Query) -> torch.Tensor:
         if query.image is None:

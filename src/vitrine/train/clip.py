@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from vitrine.data.prompts import resolve_prompts
 from vitrine.data.transforms import augment
 from vitrine.losses import ClipLoss, positives_from_ids, sigmoid_loss
 from vitrine.models.dual import DualEncoder
@@ -46,8 +46,8 @@ class LiveRecipe:
         with ctx.main_first():  # rank 0 fills the text feature cache, the other ranks read it
             texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main) if cached_texts else LiveTexts(pool.strings)
         self.texts = texts
-        self.validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), texts, config.val_max_items,
-                                   config.seed) if ctx.is_main else None
+        self.validator = Validator(model, pool, pool.prompts, texts, config.val_max_items, config.seed,
+                                   holdout_field=config.split.holdout_field) if ctx.is_main else None
         if ctx.enabled:
             ctx.shard(config.batch_size)  # refuses a batch that does not split evenly over the processes
         if model.logit_bias is None:
@@ -98,15 +98,18 @@ class LiveRecipe:
         return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
 
 
-def train_clip(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes."""
+def train_clip(config: TrainConfig, progress: bool = True, before: Callable[[object], None] | None = None) -> TrainResult:
+    """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes. `before(recipe)`
+    runs once the recipe holds its starting model and validator, before the first step (e.g. a baseline validation)."""
     freeze = config.freeze
     if freeze.image_tower and not (freeze.image_blocks or freeze.text_blocks or config.model.startswith(EXTERNAL_PREFIXES)):
         from vitrine.train.locked import train_locked
 
-        return train_locked(config, progress=progress)
+        return train_locked(config, progress=progress, before=before)
     ctx = setup(config.device)
     schedule, checkpoint = open_dual_run(config, ctx, f"train {Path(config.out).name}", "lower optim.lr or disable amp")
     recipe = LiveRecipe(config, ctx, progress)
+    if before is not None:
+        before(recipe)
     state = run(recipe, schedule, ctx, checkpoint, progress)
     return finish_dual_run(recipe.model, config, state, recipe.pool, recipe.validator, ctx)

@@ -14,8 +14,8 @@ class SourceConfig:
 
     path: str
     weight: float = 1.0
-    schema: str = "kagl"
-    prompts: str = "kagl"
+    schema: str = "auto"  # a builtin name, a schema file, or 'auto': read from the catalog's own columns
+    prompts: str = "auto"  # a builtin name, a prompts file, or 'auto': KAGL's for a kagl catalog, else built from its columns' roles
 
 
 @dataclass(frozen=True)

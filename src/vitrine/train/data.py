@@ -1,14 +1,15 @@
 """The training pool: every product decoded once into memory, with its split and caption candidates."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
-from vitrine.data.prompts import resolve_prompts
+from vitrine.data.prompts import PromptSet
+from vitrine.data.roles import column_roles, prompts_for
 from vitrine.data.transforms import ImageTransform
 from vitrine.train.config import TrainConfig
 
@@ -26,6 +27,9 @@ class TrainPool:
     captions: np.ndarray  # (N, T) caption-string ids, -1 padded; column 0 is the title or -1
     strings: list[str]
     skipped: int
+    facets: tuple[str, ...] = ()  # the catalogs' categorical columns (validation fields, seen classes), first source first
+    roles: dict = field(default_factory=dict)  # {role: column} of the first source (vitrine.data.roles): type, colour, ...
+    prompts: PromptSet | None = None  # the first source's class prompts (validation)
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -40,13 +44,18 @@ def load_pool(config: TrainConfig, transform: ImageTransform, progress: bool = T
     images, ids, titles, attributes, splits, source_of, candidates = [], [], [], [], [], [], []
     strings: dict[str, int] = {}
     skipped = 0
+    facets: dict[str, None] = {}
+    roles, first_prompts = {}, None
 
     def intern(text: str) -> int:
         return strings.setdefault(text, len(strings))
 
     for index, source in enumerate(config.sources):
         reader = open_catalog(source.path, schema=source.schema, on_error="skip", require_title=False)
-        prompts = resolve_prompts(source.prompts)
+        prompts = prompts_for(source.prompts, reader.schema)
+        facets.update(dict.fromkeys(reader.schema.facet_fields))
+        if index == 0:
+            roles, first_prompts = column_roles(reader.schema), prompts
         total = reader.count() if progress else None
         for item in tqdm(reader, total=total, desc=f"load {source.path}", unit="img", disable=not progress):
             if config.max_items is not None and len(ids) >= config.max_items:
@@ -72,6 +81,7 @@ def load_pool(config: TrainConfig, transform: ImageTransform, progress: bool = T
     return TrainPool(
         images=torch.from_numpy(np.stack(images)), ids=ids, titles=titles, attributes=attributes,
         splits=np.asarray(splits), source=np.asarray(source_of), captions=table, strings=list(strings), skipped=skipped,
+        facets=tuple(facets), roles=roles, prompts=first_prompts,
     )
 
 

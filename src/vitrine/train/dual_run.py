@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -12,24 +13,23 @@ from vitrine.losses import sharded_contrastive_loss
 from vitrine.models import create_model
 from vitrine.models.base import Encoder
 from vitrine.models.dual import TRAINING_INFO_NAME, DualConfig, DualEncoder, builtin_config
+from vitrine.models.trainable import EXTERNAL_PREFIXES, training_start
 from vitrine.train.calibration import inherited_calibration, training_calibration
 from vitrine.train.config import TrainConfig
 from vitrine.train.distributed import Distributed, teardown
 from vitrine.train.engine import RunState, Schedule, TrainResult, open_run
 
-EXTERNAL_PREFIXES = ("hf:", "openclip:")  # checkpoints `vitrine train clip` fine-tunes in their own format
-
-
 def build_model(config: TrainConfig) -> Encoder:
-    """A fresh vitrine model from a config name or JSON file, a saved vitrine model directory to continue from, or an
-    external checkpoint to fine-tune (`hf:DIR`, `openclip:ARCH@FILE`)."""
-    if config.model.startswith(EXTERNAL_PREFIXES):
-        return create_model(config.model)
-    if os.path.isdir(config.model):
-        return DualEncoder.load(config.model)
-    if config.model.endswith(".json"):
-        return DualEncoder(DualConfig.from_file(config.model))
-    return DualEncoder(builtin_config(config.model))
+    """A fresh vitrine model from a config name or JSON file, a trained vitrine model (shipped, e.g. `vitrine:kagl-base`,
+    or a saved directory) to continue from, or an external checkpoint to fine-tune (`hf:DIR`, `openclip:ARCH@FILE`)."""
+    start = training_start(config.model)
+    if start.startswith(EXTERNAL_PREFIXES):
+        return create_model(start)
+    if os.path.isdir(start):
+        return DualEncoder.load(start)
+    if start.endswith(".json"):
+        return DualEncoder(DualConfig.from_file(start))
+    return DualEncoder(builtin_config(start))
 
 
 def apply_freeze(model: Encoder, config: TrainConfig) -> None:
@@ -108,14 +108,19 @@ def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, po
     model_dir = state.out / "model"
     if ctx.is_main:
         model.eval()
-        model.save(model_dir)
-        calibration = validator.calibrate(model)
+        model.save(model_dir)  # first: nothing after this may lose the trained model
+        calibration, calibration_error = None, None
+        try:
+            calibration = validator.calibrate(model)
+        except Exception as exc:  # noqa: BLE001 - reported in training.json and on stderr, never fatal
+            calibration_error = f"{type(exc).__name__}: {exc}"
+            print(f"zero-shot calibration failed and was skipped ({calibration_error}); the model is saved in {model_dir}", file=sys.stderr)
         train = pool.indices("train")
-        seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in ("articleType", "baseColour", "gender")}
+        seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in pool.facets}
         info = {"config": config.to_dict(), "load_as": model.saved_name(model_dir), **({"recipe": recipe} if recipe else {}), "steps": state.step, "seconds": state.elapsed,
                 "train_items": len(train), "skipped_rows": pool.skipped, "seen_classes": seen,
                 "calibration": training_calibration(calibration, config.calibration_from), "final_metrics": state.metrics,
-                "processes": ctx.world}
+                "processes": ctx.world, **({"calibration_error": calibration_error} if calibration_error else {})}
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
     teardown(ctx)
     return state.result(model_dir)

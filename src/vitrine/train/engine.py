@@ -186,7 +186,7 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
             logger.log(step, row)
         due = end_of_epoch and ((step // steps_per_epoch) % schedule.val_every_epochs == 0 or step == total_steps)
         if due or (schedule.validate_at_stop and step == last_step):
-            metrics = recipe.validate()
+            metrics = _validated(recipe, step, bar)
             recipe.train_mode()
             if metrics:
                 logger.log(step, {"epoch": row["epoch"], "time_s": row["time_s"], **{f"val/{k}": v for k, v in _scalars(metrics).items()}})
@@ -197,6 +197,16 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
     bar.close()
     logger.close()
     return RunState(schedule.out, step, steps_per_epoch, round(elapsed, 1), loss_value, metrics)
+
+
+def _validated(recipe: Recipe, step: int, bar) -> dict:
+    """The recipe's validation metrics; a validation that fails is reported and training goes on (never fatal: a
+    run's model must not be lost to a bad validation item)."""
+    try:
+        return recipe.validate()
+    except Exception as exc:  # noqa: BLE001 - any failure of a validation pass is reported, not raised
+        bar.write(f"step {step}: validation failed and was skipped ({type(exc).__name__}: {exc}); training goes on")
+        return {"validation_error": f"{type(exc).__name__}: {exc}"}
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:

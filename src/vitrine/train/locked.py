@@ -4,13 +4,13 @@ once per view, and only the heads train (the image MLP, the text projection and 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitrine.data.prompts import resolve_prompts
 from vitrine.embed.tower_cache import cached_image_features
 from vitrine.losses import ClipLoss
 from vitrine.train.config import TrainConfig
@@ -24,11 +24,13 @@ from vitrine.train.validate import Validator
 
 
 class HardNegatives:
-    """Partners for batch items: same articleType, another baseColour (the confusions exact retrieval must resolve)."""
+    """Partners for batch items: same type, another colour (the confusions exact retrieval must resolve); the type and
+    colour columns are the catalog's own (`pool.roles`)."""
 
     def __init__(self, pool: TrainPool, members: np.ndarray):
-        self.types = np.array([pool.attributes[i].get("articleType") or "" for i in range(len(pool.ids))], dtype=object)
-        self.colours = np.array([pool.attributes[i].get("baseColour") or "" for i in range(len(pool.ids))], dtype=object)
+        type_field, colour_field = pool.roles.get("type"), pool.roles.get("colour")
+        self.types = np.array([pool.attributes[i].get(type_field) or "" for i in range(len(pool.ids))], dtype=object)
+        self.colours = np.array([pool.attributes[i].get(colour_field) or "" for i in range(len(pool.ids))], dtype=object)
         self.by_type = {kind: members[self.types[members] == kind] for kind in sorted(set(self.types[members]))}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
 
@@ -87,8 +89,9 @@ class LockedRecipe:
             self.texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
         self.validator = None
         if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
-            self.validator = Validator(model, pool, resolve_prompts(config.sources[0].prompts), self.texts, config.val_max_items, config.seed,
-                                       pooled_images=self.images[0], flipped_images=self.images[views.index("flip")] if "flip" in views else None)
+            self.validator = Validator(model, pool, pool.prompts, self.texts, config.val_max_items, config.seed,
+                                       pooled_images=self.images[0], flipped_images=self.images[views.index("flip")] if "flip" in views else None,
+                                       holdout_field=config.split.holdout_field)
         self.negatives = HardNegatives(pool, self.train)
         self.loss_fn = ClipLoss()
         self._epoch, self._batches = -1, None
@@ -129,12 +132,15 @@ class LockedRecipe:
         return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
 
 
-def train_locked(config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train the heads on cached features; rerunning with the same config resumes from the last checkpoint."""
+def train_locked(config: TrainConfig, progress: bool = True, before: Callable[[object], None] | None = None) -> TrainResult:
+    """Train the heads on cached features; rerunning with the same config resumes from the last checkpoint.
+    `before(recipe)` runs before the first step, on the starting model."""
     if not config.freeze.text_tower:
         raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
     ctx = setup(config.device)
     schedule, checkpoint = open_dual_run(config, ctx, f"train {Path(config.out).name} (locked image tower)", "lower optim.lr")
     recipe = LockedRecipe(config, ctx, progress)
+    if before is not None:
+        before(recipe)
     state = run(recipe, schedule, ctx, checkpoint, progress)
     return finish_dual_run(recipe.model, config, state, recipe.pool, recipe.validator, ctx, "locked image tower, cached features")

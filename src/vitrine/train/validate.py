@@ -10,14 +10,21 @@ from vitrine.data.transforms import to_input
 from vitrine.evaluate.metrics import mean_reciprocal_rank, recall_at_k, target_ranks, topk_accuracy
 from vitrine.train.data import TrainPool
 
-FIELDS = ("articleType", "baseColour", "gender")
-
 
 class Validator:
-    """Holds the validation items and the text side that embeds their class prompts and titles."""
+    """Holds the validation items and the text side that embeds their class prompts and titles.
 
-    def __init__(self, model, pool: TrainPool, prompts: PromptSet, texts, max_items: int, seed: int,
-                 pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None):
+    Zero-shot top-1 is measured on every categorical column of the catalog (`pool.facets`); the held-out field
+    (`holdout_field`, e.g. a type column) also on its unseen and calib values."""
+
+    def __init__(self, model, pool: TrainPool, prompts: PromptSet | None, texts, max_items: int, seed: int,
+                 pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None, holdout_field: str | None = None):
+        prompts = prompts or pool.prompts or PromptSet("default")
+        self.fields = tuple(pool.facets)
+        # {field: values the starting model was trained on}: top-1 is then also split into known and new values
+        # (`vitrine adapt` sets it from its base model's training.json)
+        self.known: dict[str, set[str]] = {}
+        self.holdout_field = holdout_field if holdout_field in self.fields else None
         self.pooled_images = pooled_images  # (N, W) cached tower outputs: a locked tower is then never rerun
         self.flipped_images = flipped_images  # (N, W) the same of the mirrored images (flip test-time averaging)
         rng = np.random.default_rng([seed, 12345])
@@ -28,10 +35,11 @@ class Validator:
             if len(members) > max_items:
                 members = np.sort(rng.choice(members, size=max_items, replace=False))
             self.groups[split] = members
-        self.unseen_types = sorted({pool.attributes[i].get("articleType") for i in pool.indices("unseen")} - {None})
+        held = self.holdout_field
+        self.unseen_types = sorted({pool.attributes[i].get(held) for i in pool.indices("unseen")} - {None}) if held else []
         self.classes, self.prompt_slices, self.prompt_strings = {}, {}, []
         strings = self.prompt_strings
-        for field in FIELDS:
+        for field in self.fields:
             names = sorted({a.get(field) for a in pool.attributes} - {None})
             self.classes[field] = names
             slices = []
@@ -78,20 +86,30 @@ class Validator:
         metrics = {}
         embeds = {split: self.image_embeddings(model, members) for split, members in self.groups.items() if len(members)}
         prompts = self.texts.embed_strings(model, self.prompt_strings).float()  # once for every field
-        for field in FIELDS:
+        for field in self.fields:
             classes = self.class_embeddings(model, field, prompts)
-            for split in ("val", "unseen", "calib") if field == "articleType" else ("val",):
+            held = field == self.holdout_field
+            for split in ("val", "unseen", "calib") if held else ("val",):
                 if split not in embeds:
                     continue
                 labels, keep = self._labels(field, self.groups[split])
+                if not keep.any():
+                    continue
                 scores = embeds[split][torch.from_numpy(keep)] @ classes.t().float()
-                suffix = {"val": "_seen", "unseen": "_unseen", "calib": "_calib"}[split] if field == "articleType" else ""
+                suffix = {"val": "_seen", "unseen": "_unseen", "calib": "_calib"}[split] if held else ""
                 name = f"{field}_top1{suffix}"
                 metrics[f"val/{name}"] = topk_accuracy(scores, labels, 1)
-                if field == "articleType" and split == "unseen" and self.unseen_types:
+                if split == "val" and field in self.known:
+                    names = self.classes[field]
+                    is_known = torch.tensor([names[int(c)] in self.known[field] for c in labels], dtype=torch.bool)
+                    for part, mask in (("known", is_known), ("new", ~is_known)):
+                        if mask.any():
+                            metrics[f"val/{field}_top1_{part}"] = topk_accuracy(scores[mask], labels[mask], 1)
+                            metrics[f"val/{field}_n_{part}"] = int(mask.sum())
+                if held and split == "unseen" and self.unseen_types:
                     subset = torch.tensor([self.classes[field].index(t) for t in self.unseen_types])
                     remap = {int(c): i for i, c in enumerate(subset)}
-                    metrics["val/articleType_top1_unseen_among_unseen"] = topk_accuracy(
+                    metrics[f"val/{field}_top1_unseen_among_unseen"] = topk_accuracy(
                         scores[:, subset], torch.tensor([remap[int(l)] for l in labels]), 1)
         for split, suffix in (("val", ""), ("unseen", "_unseen")):  # each group's titles against its own images
             members = self.groups.get(split, np.zeros(0, dtype=np.int64))
@@ -106,14 +124,15 @@ class Validator:
             if not suffix:
                 metrics["val/t2i_MRR"] = mean_reciprocal_rank(ranks)
         model.train(was_training)
-        return {k: round(v, 4) for k, v in metrics.items()}
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}
 
     @torch.inference_mode()
-    def calibrate(self, model, field: str = "articleType") -> dict | None:
+    def calibrate(self, model) -> dict | None:
         """Tune calibrated stacking on id-held-out items of seen types plus the 'calib' types (never the 'unseen' ones)."""
         from vitrine.evaluate.zeroshot import tune_calibration
 
-        if not len(self.groups.get("calib", [])) or not len(self.groups["val"]):
+        field = self.holdout_field
+        if field is None or not len(self.groups.get("calib", [])) or not len(self.groups["val"]):
             return None
         was_training = model.training
         model.eval()
