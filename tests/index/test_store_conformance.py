@@ -78,6 +78,13 @@ def test_each_vector_finds_itself_first_with_its_metadata(filled):
     assert store.product("p4") == {"id": "p4", **meta(4)} and store.product("nope") is None
 
 
+def test_vectors_read_back_as_written_for_the_ids_held(filled):
+    _, store, vectors = filled
+    found, got = store.vectors_of(["p3", "nope", "p0"])
+    assert found == ["p3", "p0"] and np.allclose(got, vectors[[3, 0]], atol=1e-6)
+    assert store.vectors_of([])[0] == [] and store.vectors_of([])[1].shape == (0, DIM)
+
+
 def test_upsert_replaces_and_delete_removes_visible_to_the_next_search(filled):
     spec, store, vectors = filled
     store.upsert(["p3"], vectors[7:8], [{"title": "renamed", "gender": "Women", "articleType": "Jeans", "colour": "Red"}])

@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,13 @@ ROWS = {row["id"]: row for row in make_rows(12)}
 
 @pytest.fixture
 def live_server(settings):
+    with served(settings) as url:
+        yield url
+
+
+@contextmanager
+def served(settings):
+    """The app on a free local port, in a thread (the URL while it runs)."""
     import uvicorn
 
     from vitrine.serve.app import create_app
@@ -38,10 +46,12 @@ def live_server(settings):
     while not server.started:  # poll readiness; no fixed sleep
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    app.state.service.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        app.state.service.close()
 
 
 @pytest.fixture
@@ -108,11 +118,12 @@ def test_search_upload_click_modify_and_filter_in_a_real_browser(page, tmp_path,
     page.click("#close-details")
 
     # 4. a modification turns it into a composed query with a different ranking
-    scores_before = page.locator("#results .card .score").all_inner_texts()
+    card_scores = "cards => cards.map(c => c.dataset.score)"  # the ranking score, kept out of the shopper's sight
+    scores_before = page.locator("#results .card").evaluate_all(card_scores)
     page.fill("#modification-input", "in black")
     wait_for_search(page, lambda: page.click("#apply-button"), "composed")
     assert 'image + "in black"' in page.inner_text("#status")
-    assert page.locator("#results .card .score").all_inner_texts() != scores_before
+    assert page.locator("#results .card").evaluate_all(card_scores) != scores_before
 
     # 5. a filter chip keeps only matching products, and toggling it off brings the rest back
     chip = page.locator(".chip[data-field='gender'][data-value='Women']")

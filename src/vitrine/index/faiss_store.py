@@ -379,6 +379,15 @@ class FaissStore:
     def sample(self, n: int) -> list[dict]:
         return self.meta.sample(n)
 
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(the ids of `ids` this store holds, in order, and their vectors); IVF-PQ's are decoded, so approximate."""
+        keys = self.meta.keys_for(list(ids))
+        wanted = [i for i in ids if i in keys]
+        # metadata newer than the vectors in memory (another process committed): a key these vectors lack is left out
+        live = set(self.vectors.live_subset(np.asarray([keys[i] for i in wanted], dtype=np.int64)).tolist())
+        found = [i for i in wanted if keys[i] in live]
+        return found, self.vectors.reconstruct(np.asarray([keys[i] for i in found], dtype=np.int64))
+
     def product(self, product_id: str) -> dict | None:
         return self.meta.product(product_id)
 

@@ -542,6 +542,16 @@ class MilvusStore:
                                                     timeout=CALL_TIMEOUT_S))
         return [self._metadata(row["id"], row) for row in rows]
 
+    def vectors_of(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """(the ids of `ids` this collection holds, in order, and their vectors)."""
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            rows = self._call(lambda: self.client.get(self.collection, ids=chunk, output_fields=["vector"], timeout=CALL_TIMEOUT_S))
+            found.update((row["id"], np.asarray(row["vector"], dtype=np.float32)) for row in rows)
+        order = [i for i in ids if i in found]
+        return order, np.stack([found[i] for i in order]) if order else np.zeros((0, self.dim), np.float32)
+
     def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
         """(matching products, a page of them in Milvus's scan order, stable between calls); Milvus caps offset + limit at 16,384."""
         expression = self._expression(filters)

@@ -1,24 +1,47 @@
-"""Is anything in the catalog a close match? Judged against how well the catalog's own titles find their products."""
+"""Is anything in the catalog a close match? Judged against what queries for products the catalog has score there
+(`vitrine.ranking.calibrate` measures it), and by whether the query's words name what the catalog has."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+# "shopper": shopper-like queries from the catalog's values, image queries judged, the words rules below; "titles":
+# the catalog's titles, text queries only (the judgement before, kept to compare: README, "Ranking")
+METHODS = ("shopper", "titles")
 CALIBRATION_TITLES = 256  # the catalog titles encoded to calibrate (spread over the catalog)
 # A query whose best cosine is below this share of the catalog's own titles' is "no close match" (unless its words
 # all named catalog values). 0.1 measured best of 0 / 0.01 / 0.02 / 0.05 / 0.1 (README, "Ranking").
 QUIET_ABOVE = 0.1
+# With shopper queries: 0.05 measured best of 0.02 / 0.05 / 0.1 (docs/ranking.md).
+SHOPPER_QUIET_ABOVE = 0.05
+# An image query below this share of the catalog's products' best cosine to another product is "no close match":
+# 0.01 measured best of 0.01 / 0.02 / 0.05 (docs/ranking.md)
+IMAGE_QUIET_ABOVE = 0.01
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one ranked query tells about its match, read off the ranking (no work of its own)."""
+
+    similarity: float | None  # the best cosine of a product (under the hard filters) to the query
+    named_all: bool = False  # every word named a catalog value, and some product (under the filters) has them all
+    catalog_words: bool = False  # some word named a value, and the other words are all words of the catalog
+    image: bool = False  # an image query (judged against images), not words
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """The best cosine each sampled catalog title reaches in the catalog, sorted: what a query for a product this
-    catalog has scores."""
+    """What a query for a product this catalog has scores: its best cosine, sorted, for the sampled queries."""
 
     scores: np.ndarray
     products: int  # the catalog's size when calibrated
+    method: str = "titles"  # the rules in force (METHODS)
+    calibrated_on: str = "titles"  # what the text scores come from: "shopper" queries, or the catalog's "titles"
+    quiet_above: float = QUIET_ABOVE
+    images: np.ndarray | None = None  # sorted: sampled products' best cosine to another product (None: images unjudged)
+    words: frozenset[str] = field(default_factory=frozenset)  # the folded words of the catalog's titles and values
 
     @classmethod
     def from_store(cls, store, encode: Callable[[list[str]], np.ndarray], n: int = CALIBRATION_TITLES) -> "Calibration | None":
@@ -29,22 +52,30 @@ class Calibration:
         best = [hits[0].score for hits in store.search(vectors, 1) if hits]
         return cls(np.sort(np.asarray(best, dtype=np.float32)), int(store.stats()["products"]))
 
-    def level(self, similarity: float) -> float:
-        """The share of the catalog's own titles whose best match scores below `similarity` (0 to 1)."""
-        return float(np.searchsorted(self.scores, similarity, side="right") / len(self.scores))
+    def level(self, similarity: float, image: bool = False) -> float:
+        """The share of the calibration queries (text, or with `image` the products) whose best match scores below
+        `similarity` (0 to 1): a binary search, the only work a query adds."""
+        scores = self.images if image else self.scores
+        return float(np.searchsorted(scores, similarity, side="right") / len(scores))
 
     def stale(self, products: int) -> bool:
         return abs(products - self.products) > max(16, self.products // 4)
 
 
-def judge(calibration: Calibration | None, similarity: float | None, named_all_words: bool, quiet_above: float = QUIET_ABOVE) -> dict:
-    """The response's relevance: `close_match` false when the best cosine is below what nearly every catalog title
-    reaches, unless every word of the query named a catalog value that products have."""
-    if similarity is None or calibration is None:
-        return {"close_match": True if named_all_words else None, "level": None, "top_similarity": similarity,
-                "basis": "words" if named_all_words else "none", "words_named": named_all_words}
-    level = calibration.level(similarity)
-    return {"close_match": bool(level > quiet_above or named_all_words), "level": round(level, 4),
-            "top_similarity": round(float(similarity), 4), "basis": "words" if named_all_words and level <= quiet_above else "similarity",
-            "words_named": named_all_words}
-
+def judge(calibration: Calibration | None, evidence: Evidence, quiet_above: float | None = None) -> dict:
+    """The response's relevance: `close_match` false when the best cosine is below what nearly every calibration query
+    reaches, unless the words vouch for the query (they all named values some product has; or, with the shopper
+    method, the words that named no value are words of the catalog). Images are judged against images."""
+    similarity, named = evidence.similarity, evidence.named_all
+    scale = None if calibration is None else calibration.images if evidence.image else calibration.scores
+    if similarity is None or scale is None:
+        return {"close_match": True if named else None, "level": None, "top_similarity": similarity,
+                "basis": "words" if named else "none", "words_named": named}
+    if evidence.image:
+        quiet = IMAGE_QUIET_ABOVE if quiet_above is None else quiet_above
+    else:
+        quiet = calibration.quiet_above if quiet_above is None else quiet_above
+    level = calibration.level(similarity, evidence.image)
+    words = named or (calibration.method == "shopper" and evidence.catalog_words)
+    return {"close_match": bool(level > quiet or words), "level": round(level, 4), "top_similarity": round(float(similarity), 4),
+            "basis": "words" if words and level <= quiet else "similarity", "words_named": named}

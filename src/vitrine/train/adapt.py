@@ -69,6 +69,9 @@ def continue_recipe(model: str, sources: tuple[SourceConfig, ...], **changes) ->
         return replace(TrainConfig(), model=start, sources=sources, **changes)
     recipe = base_recipe(start)
     info = json.loads((Path(start) / TRAINING_INFO_NAME).read_text(encoding="utf-8"))
+    if "batch_size" not in changes:  # a catalog smaller than the recipe's batch trains with a smaller one
+        rows = sum(open_catalog(s.path, schema=s.schema, on_error="skip", require_title=False).count() for s in sources)
+        changes["batch_size"] = _schedule(round(rows * (1 - recipe.split.val_fraction)), recipe, 1)["batch_size"]
     return recipe.replace(model=start, sources=sources, calibration_from=start if info.get("calibration") else None, **changes)
 
 
@@ -157,7 +160,10 @@ def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdou
     errors: list[str] = []
     before: dict = {}
 
+    recipes: list = []
+
     def baseline(run) -> None:
+        recipes.append(run)
         run.validator.known = known
         try:
             before.update(run.validator(run.model))
@@ -165,18 +171,24 @@ def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdou
             errors.append(f"baseline validation: {type(exc).__name__}: {exc}")
 
     result = train_clip(config, progress=progress, before=baseline)
+    after = dict(result.metrics)
+    if not after and recipes:  # a finished run, rerun: nothing was trained or validated this time, so validate it now
+        try:
+            after = recipes[0].validator(recipes[0].model)
+        except Exception as exc:  # noqa: BLE001 - reported, never fatal
+            after = {"validation_error": f"{type(exc).__name__}: {exc}"}
     model_dir = Path(result.saved)
     _map_calibration(model_dir, recipe, schema_obj)
     info = json.loads((model_dir / TRAINING_INFO_NAME).read_text(encoding="utf-8"))
-    if "validation_error" in result.metrics:
-        errors.append(f"validation: {result.metrics['validation_error']}")
+    if "validation_error" in after:
+        errors.append(f"validation: {after['validation_error']}")
     if info.get("calibration_error"):
         errors.append(f"calibration: {info['calibration_error']}")
     heldout = sum(1 for r in open_catalog(catalog, schema=schema_obj, on_error="skip", require_title=False).records()
                   if split.assign(r.id, r.attributes) == "val")
     return AdaptResult(model=info.get("load_as") or f"vitrine:{model_dir.resolve()}", out=str(out_dir), catalog=str(catalog), schema=line, products=products,
                        train_items=info.get("train_items", 0), heldout_items=heldout, steps=result.steps,
-                       seconds=round(time.perf_counter() - started, 1), before=_figures(before), after=_figures(result.metrics),
+                       seconds=round(time.perf_counter() - started, 1), before=_figures(before), after=_figures(after),
                        validation_errors=errors)
 
 

@@ -1,12 +1,12 @@
 // vitrine web UI: text search, image search, "more like this" with a modification, filter chips with counts for the
-// current results, paging, a "no close match" notice, and tags on click.
+// current results (the catalog's own categorical columns, from GET /schema), paging, a "no close match" notice, and
+// tags on click.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const CHIP_FIELDS = ["gender", "articleType", "baseColour", "usage", "season", "masterCategory", "subCategory"];
 const CHIPS_PER_FIELD = 8;
 const PAGE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 24));  // results a page: ?k=
-const state = { text: "", file: null, imageUrl: null, modification: "", filters: {}, mode: "hybrid", offset: 0, facets: null, global: null };
+const state = { text: "", file: null, imageUrl: null, modification: "", filters: {}, mode: "hybrid", offset: 0, facets: null, global: null, schema: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -62,6 +62,7 @@ async function runSearch(append = false) {
     document.body.dataset.mode = body.query.mode;
   } catch (error) {
     if (!append) renderResults([]);
+    showPage(true);
     setNotice();
     setStatus(error.message, true);
   }
@@ -72,31 +73,49 @@ function describe(body) {
   const what = q.kind === "composed" ? `image + "${q.modification}"` : q.kind === "image" ? "image" : `"${q.text}"`;
   const shown = $("results").children.length;
   const matched = q.soft_filters && q.soft_filters.words.length ? ` (understood: ${q.soft_filters.words.join(", ")})` : "";
-  setStatus(`${shown} of ${body.total} results for ${what}${matched} in ${body.took_ms} ms`);
-  $("more-results").hidden = shown >= body.total || body.results.length < PAGE;
-  const close = body.relevance ? body.relevance.close_match : null;
+  const far = Boolean(body.relevance && body.relevance.close_match === false);
+  const summarise = () => {
+    setStatus(`${shown} of ${body.total} results for ${what}${matched} in ${body.took_ms} ms${far ? ": none of them is a close match" : ""}`);
+    $("more-results").hidden = shown >= body.total || body.results.length < PAGE;
+  };
+  if (far && body.total > 0 && state.offset === 0) { withhold(what, summarise); return; }
+  showPage(true);
+  summarise();
   if (body.total === 0 && activeCount()) {
     setNotice(el("span", {}, "No products match these filters. "), el("button", { type: "button", class: "link", onclick: clearAll }, "Clear all filters"));
   } else if (body.total === 0) {
     setNotice(el("span", {}, "Nothing in the catalog matches this query."));
-  } else if (close === false && state.offset === 0) {
-    $("results").hidden = true;
-    setNotice(el("strong", {}, "No close match"), el("span", {}, ` for ${what}: nothing in this catalog looks like it. `),
-      el("button", { type: "button", class: "link", id: "show-anyway", onclick: () => { $("results").hidden = false; setNotice(); } }, "Show the nearest products anyway"));
   } else {
     setNotice();
   }
+}
+
+// No close match: the notice alone. A count, chips with counts and "More results" would say there is something worth
+// browsing; they come back, with the nearest products, when the shopper asks for them.
+function withhold(what, reveal) {
+  showPage(false);
+  setStatus("");
+  const showAnyway = () => { setNotice(); showPage(true); reveal(); };
+  setNotice(el("strong", {}, "No close match"), el("span", {}, ` for ${what}: nothing in this catalog looks like it. `),
+    el("button", { type: "button", class: "link", id: "show-anyway", onclick: showAnyway }, "Show the nearest products anyway"));
+}
+
+function showPage(on) {
+  $("results").hidden = !on;
+  $("chips").hidden = !on;
+  if (on) markAllOverflow(); else $("more-results").hidden = true;
 }
 
 function renderResults(results, append = false) {
   const grid = $("results");
   grid.hidden = false;
   const cards = results.map((hit) => el("button", {
-    class: "card", type: "button", dataset: { id: hit.id, testid: "result" }, title: hit.title || hit.id,
+    // the ranking score stays out of sight (data-score): its scale depends on the mode and means nothing to a shopper
+    class: "card", type: "button", dataset: { id: hit.id, testid: "result", score: String(hit.score) }, title: hit.title || hit.id,
     onclick: () => { useAsReference(hit); showDetails(hit.id); },
   },
     el("img", { src: hit.image_url, alt: hit.title || hit.id, loading: "lazy" }),
-    el("div", { class: "meta" }, el("div", { class: "title" }, hit.title || hit.id), el("div", { class: "score" }, `score ${hit.score.toFixed(3)}`)),
+    el("div", { class: "meta" }, el("div", { class: "title" }, hit.title || hit.id)),
   ));
   if (append) grid.append(...cards); else grid.replaceChildren(...cards);
   if (!results.length && !append) $("more-results").hidden = true;
@@ -138,7 +157,7 @@ function clearReference() {
   state.modification = "";
   $("reference").hidden = true;
   $("file-input").value = "";
-  if (state.text) runSearch(); else { renderResults([]); setNotice(); setStatus(""); state.facets = null; renderChips(); }
+  if (state.text) runSearch(); else { renderResults([]); showPage(true); setNotice(); setStatus(""); state.facets = null; renderChips(); }
 }
 
 async function showDetails(id) {
@@ -149,12 +168,19 @@ async function showDetails(id) {
     $("details-id").textContent = `id ${product.id}`;
     const rows = (map) => Object.entries(map).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]);
     $("details-tags").replaceChildren(...(Object.keys(product.tags).length ? rows(product.tags) : [el("dd", {}, "none stored")]));
-    $("details-attributes").replaceChildren(...rows(product.attributes));
+    $("details-attributes").replaceChildren(...rows(inColumnOrder(product.attributes)));
     $("details").hidden = false;
     document.body.classList.add("details-open");
   } catch (error) {
     setStatus(error.message, true);
   }
+}
+
+// The catalog's attributes as its file orders its columns (the saved schema's order); any others after them.
+function inColumnOrder(attributes) {
+  const columns = state.schema ? state.schema.attributes : [];
+  const place = (name) => (columns.includes(name) ? columns.indexOf(name) : columns.length);
+  return Object.fromEntries(Object.entries(attributes).sort(([a], [b]) => place(a) - place(b)));
 }
 
 function closeDetails() {
@@ -163,9 +189,16 @@ function closeDetails() {
 }
 
 async function loadChips() {
-  try { state.global = (await api(`/attributes?per_field=${CHIPS_PER_FIELD}`)).fields; } catch (error) { setStatus(error.message, true); return; }
+  try {
+    const [schema, attributes] = await Promise.all([api("/schema"), api(`/attributes?per_field=${CHIPS_PER_FIELD}`)]);
+    state.schema = schema;
+    state.global = attributes.fields;
+  } catch (error) { setStatus(error.message, true); return; }
   renderChips();
 }
+
+const isPredicted = (name) => Boolean(state.schema && state.schema.facets.some((f) => f.field === name && f.predicted));
+const fieldLabel = (name) => (isPredicted(name) ? `${name} (predicted)` : name);
 
 function chip(name, value, count) {
   const on = Boolean(state.filters[name] && state.filters[name].has(value));
@@ -175,33 +208,48 @@ function chip(name, value, count) {
   }, value, el("span", { class: "count" }, ` ${count}`));
 }
 
-// Chips: the current results' values with their counts (the whole catalog's before a search); values already
-// chosen stay shown; "more" opens every value of the field, with type-ahead.
+// Chips: a group per field of the schema's facets (the catalog's categorical columns, then predicted tags), holding
+// the current results' values with their counts (the whole catalog's before a search); values already chosen stay
+// shown; "more" opens every value of the field, with type-ahead.
 function renderChips() {
   const source = state.facets || state.global || {};
-  const groups = [];
-  for (const name of CHIP_FIELDS) {
-    const rows = (source[name] || []).slice();
-    for (const value of state.filters[name] || []) if (!rows.some((r) => r.value === value)) rows.push({ value, count: 0 });
-    const catalogWide = (state.global || {})[name] || rows;
-    if (catalogWide.length < 2 && !state.filters[name]) continue;  // one value in the whole catalog: nothing to choose
-    const shown = rows.slice(0, CHIPS_PER_FIELD);
-    for (const row of rows.slice(CHIPS_PER_FIELD)) if (state.filters[name] && state.filters[name].has(row.value)) shown.push(row);
-    groups.push(el("div", { class: "chip-group", dataset: { field: name } },
-      el("span", {}, name),
-      ...shown.map(({ value, count }) => chip(name, value, count)),
-      el("button", { class: "chip more", type: "button", dataset: { more: name }, onclick: () => openMore(name) }, "more…"),
-    ));
-  }
+  const groups = (state.schema ? state.schema.facets : []).map(({ field, predicted }) => chipGroup(field, predicted, source)).filter(Boolean);
   $("chips").replaceChildren(...groups);
+  markAllOverflow();
   renderActive();
 }
 
+function chipGroup(name, predicted, source) {
+  const rows = (source[name] || []).slice();
+  for (const value of state.filters[name] || []) if (!rows.some((r) => r.value === value)) rows.push({ value, count: 0 });
+  const catalogWide = (state.global || {})[name] || rows;
+  if (catalogWide.length < 2 && !state.filters[name]) return null;  // one value in the whole catalog: nothing to choose
+  const shown = rows.slice(0, CHIPS_PER_FIELD);
+  for (const row of rows.slice(CHIPS_PER_FIELD)) if (state.filters[name] && state.filters[name].has(row.value)) shown.push(row);
+  const label = predicted
+    ? el("span", { class: "label", title: "tagged by vitrine from the product photos: the catalog has no such column" }, name, el("span", { class: "predicted" }, " (predicted)"))
+    : el("span", { class: "label" }, name);
+  const row = el("div", { class: "chip-row", onscroll: (event) => markOverflow(event.currentTarget) },
+    ...shown.map(({ value, count }) => chip(name, value, count)),
+    el("button", { class: "chip more", type: "button", dataset: { more: name }, onclick: () => openMore(name) }, "more…"));
+  return el("div", { class: "chip-group", dataset: { field: name, predicted: String(predicted) } }, label, row);
+}
+
+// A phone scrolls each chip row sideways (a desktop wraps it): a fade at a cut edge says there is more that way.
+function markOverflow(row) {
+  row.classList.toggle("more-right", row.scrollLeft + row.clientWidth < row.scrollWidth - 1);
+  row.classList.toggle("more-left", row.scrollLeft > 1);
+}
+
+function markAllOverflow() {
+  document.querySelectorAll(".chip-row").forEach(markOverflow);
+}
+
 async function openMore(name) {
-  const group = document.querySelector(`.chip-group[data-field='${name}']`);
+  const group = [...document.querySelectorAll(".chip-group")].find((g) => g.dataset.field === name);  // any column name, quotes too
   let values;
   try { values = (await api(`/attributes?field=${encodeURIComponent(name)}&per_field=5000`)).fields[name]; } catch (error) { setStatus(error.message, true); return; }
-  const listId = `values-${name}`;
+  const listId = `values-${name.replace(/[^A-Za-z0-9_-]/g, "_")}`;  // an id holds no spaces
   const input = el("input", { type: "search", class: "type-ahead", list: listId, placeholder: `any ${name}…`, "aria-label": `${name} value`, dataset: { typeahead: name } });
   const pick = () => {
     const value = values.find((v) => v.value.toLowerCase() === input.value.trim().toLowerCase());
@@ -212,12 +260,13 @@ async function openMore(name) {
   input.addEventListener("keydown", (event) => { if (event.key === "Enter") { event.preventDefault(); pick(); } });
   const list = el("datalist", { id: listId }, ...values.map(({ value, count }) => el("option", { value }, `${count}`)));
   group.querySelector("[data-more]").replaceWith(input, list);
+  markOverflow(group.querySelector(".chip-row"));
   input.focus();
 }
 
 function renderActive() {
   const items = Object.entries(state.filters).flatMap(([name, values]) => [...values].map((value) =>
-    el("button", { type: "button", class: "chip", "aria-pressed": "true", dataset: { active: `${name}=${value}` }, onclick: () => toggleFilter(name, value) }, `${name}: ${value} ×`)));
+    el("button", { type: "button", class: "chip", "aria-pressed": "true", dataset: { active: `${name}=${value}` }, onclick: () => toggleFilter(name, value) }, `${fieldLabel(name)}: ${value} ×`)));
   $("active-list").replaceChildren(...items);
   $("active-filters").hidden = items.length === 0;
 }
@@ -253,6 +302,7 @@ $("more-results").addEventListener("click", () => runSearch(true));
 $("clear-all").addEventListener("click", clearAll);
 $("clear-reference").addEventListener("click", clearReference);
 $("close-details").addEventListener("click", closeDetails);
+window.addEventListener("resize", markAllOverflow);
 $("file-input").addEventListener("change", (event) => useFile(event.target.files[0]));
 const zone = $("drop-zone");
 zone.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") $("file-input").click(); });
