@@ -9,7 +9,7 @@ from vitrine.index.faiss_store import FaissStore
 from vitrine.index.metadata import MetadataStore
 from vitrine.ranking import Calibration, FieldVocabulary, Ranker, RankOptions
 from vitrine.ranking.fusion import reciprocal_rank, weighted
-from vitrine.ranking.relevance import judge
+from vitrine.ranking.relevance import Evidence, judge
 
 TYPES = ["Tshirts", "Dresses", "Sweatshirts", "Jeans", "Casual Shoes"]
 COLOURS = ["Red", "Black", "Navy Blue", "White"]
@@ -130,10 +130,14 @@ def test_fusions():
 def test_relevance_is_judged_against_the_catalogs_own_titles(store):
     calibration = Calibration(np.linspace(0.3, 0.7, 101, dtype=np.float32), 80)
     assert calibration.level(0.2) == 0 and calibration.level(0.8) == 1
-    assert judge(calibration, 0.2, False)["close_match"] is False
-    assert judge(calibration, 0.6, False)["close_match"] is True
-    assert judge(calibration, 0.2, True) == {"close_match": True, "level": 0.0, "top_similarity": 0.2, "basis": "words", "words_named": True}
-    assert judge(None, 0.5, False)["close_match"] is None
+    assert judge(calibration, Evidence(0.2))["close_match"] is False
+    assert judge(calibration, Evidence(0.6))["close_match"] is True
+    assert judge(calibration, Evidence(0.2, named_all=True)) == {"close_match": True, "level": 0.0, "top_similarity": 0.2, "basis": "words",
+                                                                 "words_named": True}
+    assert judge(None, Evidence(0.5))["close_match"] is None
+    # the titles method (the judgement before shopper queries) takes no word of the catalog's as a vouch, and no image
+    assert judge(calibration, Evidence(0.2, catalog_words=True))["close_match"] is False
+    assert judge(calibration, Evidence(0.2, image=True))["close_match"] is None
     assert not calibration.stale(90) and calibration.stale(200)
     # from the store: titles encoded by a stand-in encoder that returns each title's own product vector
     ids, vectors, rows = catalog()

@@ -103,7 +103,7 @@ def test_the_chips_are_the_catalogs_own_columns(page, shots):
 def test_no_close_match_shows_the_notice_alone_until_asked(page, monkeypatch, shots):
     # A calibration under which no catalog title scores below any query: nothing is a close match (unless every
     # word names a catalog value). The test model is random, so the judgement is forced; its measure is a benchmark's.
-    monkeypatch.setattr(Calibration, "level", lambda self, similarity: 0.0)
+    monkeypatch.setattr(Calibration, "level", lambda self, *query, **how: 0.0)
     page.fill("#search-input", "zqxv blorp")
     body = search(page, lambda: page.click("#search-button"))
     assert body["relevance"]["close_match"] is False and body["total"] == 12

@@ -28,6 +28,7 @@ def test_the_saved_schema_gives_the_catalogs_own_facets_then_predicted_tags():
     assert answer["source"] == "index" and answer["attributes"] == list(SHOP.attributes)
     assert fields(answer, False) == ["colour", "category", "sex", "baseColour"]  # column order; price and notes are no facets
     assert fields(answer, True) == ["gender"]  # the catalog has no gender column: the tagger's stand-in
+    assert {f["field"]: f["filled"] for f in answer["facets"]} == {"colour": 0, "category": 0, "sex": 0, "baseColour": 1, "gender": 5}
 
 
 def test_an_index_without_a_saved_schema_is_read_from_its_fields():
@@ -40,8 +41,10 @@ def test_an_index_without_a_saved_schema_is_read_from_its_fields():
 
 def test_get_schema_serves_the_index_schema(client):
     body = client.get("/schema").json()
+    filled = {f["field"]: f["filled"] for f in body["facets"]}
+    assert filled["gender"] == 0 and filled["usage"] <= 4  # the tagger fills blank cells only: 4 rows have usage NA
     kagl = builtin_schema("kagl")
     assert body == {"source": "index", "attributes": list(kagl.attributes),
-                    "facets": [{"field": name, "predicted": False} for name in kagl.facet_fields]}
+                    "facets": [{"field": name, "predicted": False, "filled": filled.get(name, 0)} for name in kagl.facet_fields]}
     assert client.app.openapi()["paths"]["/schema"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == \
         {"$ref": "#/components/schemas/CatalogFacets"}

@@ -44,12 +44,17 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     tagger = None
     if args.tag:
         from vitrine.cli.tag import resolve_vocabulary
+        from vitrine.data.schema import resolve_schema
+        from vitrine.tagging.catalog_tags import catalog_tagger
         from vitrine.tagging.views import make_views
-        from vitrine.tagging.tagger import Tagger
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
         tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
-        tagger = Tagger(tag_model, resolve_vocabulary(args.attributes, model=tag_name), make_views(args.regions), args.pooling)
+        given = resolve_vocabulary(args.attributes, model=tag_name) if args.attributes else None
+        saved = None if args.index.startswith("milvus:") else Path(args.index) / "tag-vocabulary.json"
+        tagger, about = catalog_tagger(tag_model, args.data, resolve_schema(catalog_schema(args)), make_views(args.regions), args.pooling,
+                                       vocabulary=given, progress=not args.no_progress, saved=saved)
+        print(about, file=sys.stderr)
     result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
                          schema=catalog_schema(args), progress=not args.no_progress, options=options, commit_every=args.commit_every,
                          on_commit=log_commit if args.verbose else None, tagger=tagger)
@@ -222,7 +227,9 @@ def register(sub) -> None:
         action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
         action.add_argument("--tag", action="store_true", help="store predicted tags with each product (predicted_<attr>, and <attr> "
                                                                 "itself where the catalog has no value), so filters find untagged products")
-        action.add_argument("--attributes", help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: the shipped KAGL vocabulary)")
+        action.add_argument("--attributes", help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: for a KAGL catalog the "
+                                                        "shipped KAGL vocabulary; for any other, the catalog's own categorical columns and "
+                                                        "values, thresholds fitted on its labelled rows for 0.9 precision)")
         action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
         action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")

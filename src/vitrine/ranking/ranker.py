@@ -1,7 +1,7 @@
 """One query's ranked page: candidates from the vector index and from BM25, fused, boosted by soft filters."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -11,7 +11,7 @@ from vitrine.data.words import stem, words
 from vitrine.index.store import LexicalUnsupported, SearchHit
 from vitrine.ranking.filters import check_filters
 from vitrine.ranking.fusion import normalised, reciprocal_rank, weighted
-from vitrine.ranking.relevance import Calibration, judge
+from vitrine.ranking.relevance import Calibration, Evidence, judge
 from vitrine.ranking.soft import FieldVocabulary, SoftMatch
 
 MODES = ("vector", "lexical", "hybrid")
@@ -101,6 +101,7 @@ class Ranker:
         if vector is None and not (text or "").strip():
             raise ValueError("a query needs a vector or words")
         filters = dict(filters or {})
+        image = vector is not None and not (text or "").strip() and soft_text is None  # judged against images
         depth = max(options.pool, options.offset + k + len(options.exclude))
         mode = options.mode if vector is not None else "lexical"
         terms = _terms(text) if mode != "vector" else []
@@ -156,10 +157,26 @@ class Ranker:
         scored.sort(key=lambda h: (-h.score, -(h.similarity if h.similarity is not None else -2.0), h.id))
 
         top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
-        # every word named a value, and some product has them all (none can when the hard filters exclude one)
-        named_all = bool(matched) and not matched.unmatched and any(matched.satisfied(h.metadata) == 1.0 for h in scored)
+        shopper = calibration is not None and calibration.method == "shopper"
+        evidence = Evidence(top, _named_all(matched, scored, set(filters) if shopper else set()),
+                            shopper and _catalog_words(matched, calibration.words), image)
         return Ranked(scored[options.offset:options.offset + k], len(scored), matched, _facets(scored),
-                      judge(calibration, top, named_all), mode)
+                      judge(calibration, evidence), mode)
+
+
+def _named_all(matched: SoftMatch, hits: Sequence[SearchHit], filtered: Collection[str]) -> bool:
+    """Every word named a catalog value and some candidate has them all. A value of a hard-filtered field is the
+    filter's to decide ("red t-shirt for men" under the Women chip still names what the chip's products have)."""
+    if not matched or matched.unmatched:
+        return False
+    wanted = SoftMatch({name: values for name, values in matched.values.items() if name not in filtered})
+    return bool(hits) if not wanted else any(wanted.satisfied(h.metadata) == 1.0 for h in hits)
+
+
+def _catalog_words(matched: SoftMatch, known: frozenset[str]) -> bool:
+    """Some word named a catalog value and the others are words of the catalog's titles and values ("nike running
+    shoes": shoes a value, Nike and running in titles): a set lookup per word."""
+    return bool(matched) and all(stem(word) in known for word in matched.unmatched)
 
 
 def _terms(text: str | None) -> list[str]:

@@ -238,6 +238,7 @@ class TagResult(BaseModel):
 class Facet(BaseModel):
     field: str
     predicted: bool = Field(False, description="filled in by the tagger (predicted_<field>): the catalog has no such column")
+    filled: int = Field(0, description="products whose value the tagger filled in: the catalog's cell was blank, or it has no such column")
 
 
 class CatalogFacets(BaseModel):

@@ -1,6 +1,7 @@
 """`vitrine serve --catalog`: index a catalog (vectors, predicted tags, images) before serving it; resumable."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from vitrine.index.build import BuildResult, build_index
@@ -18,15 +19,18 @@ def default_index_dir(catalog: str) -> str:
 
 def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str | None = None, progress: bool = True) -> BuildResult:
     """Add every catalog product not yet in `settings.index`, with its predicted tags and its image."""
+    from vitrine.data.catalog import schema_for
     from vitrine.models import DEFAULT_TAG_MODEL
+    from vitrine.tagging.catalog_tags import catalog_tagger
     from vitrine.tagging.views import make_views
-    from vitrine.tagging.tagger import Tagger
-    from vitrine.tagging.vocabulary import builtin_vocabulary
 
     encoder = create_model(model, runtime=settings.runtime, fallback=True)
     tag_name = settings.tag_model or DEFAULT_TAG_MODEL
     tag_model = encoder if tag_name == encoder.name else create_model(tag_name, runtime=settings.runtime, fallback=True)
-    tagger = Tagger(tag_model, builtin_vocabulary(model=tag_model.name), make_views(settings.regions))
+    resolved = schema_for(catalog, schema)[0]
+    saved = None if settings.index.startswith("milvus:") else Path(settings.index) / "tag-vocabulary.json"
+    tagger, about = catalog_tagger(tag_model, catalog, resolved, make_views(settings.regions), progress=progress, saved=saved)
+    print(about, file=sys.stderr)
     images = ImageStore(Path(settings.images) if settings.images else images_dir(settings.index))
     sweep_images(settings.index, images)  # temp files of an earlier run that was killed mid-write
     return build_index(catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save)

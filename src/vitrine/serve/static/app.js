@@ -213,26 +213,32 @@ function chip(name, value, count) {
 // shown; "more" opens every value of the field, with type-ahead.
 function renderChips() {
   const source = state.facets || state.global || {};
-  const groups = (state.schema ? state.schema.facets : []).map(({ field, predicted }) => chipGroup(field, predicted, source)).filter(Boolean);
+  const groups = (state.schema ? state.schema.facets : []).map(({ field, predicted, filled }) => chipGroup(field, predicted, filled, source)).filter(Boolean);
   $("chips").replaceChildren(...groups);
   markAllOverflow();
   renderActive();
 }
 
-function chipGroup(name, predicted, source) {
+function chipGroup(name, predicted, filled, source) {
   const rows = (source[name] || []).slice();
   for (const value of state.filters[name] || []) if (!rows.some((r) => r.value === value)) rows.push({ value, count: 0 });
   const catalogWide = (state.global || {})[name] || rows;
   if (catalogWide.length < 2 && !state.filters[name]) return null;  // one value in the whole catalog: nothing to choose
   const shown = rows.slice(0, CHIPS_PER_FIELD);
   for (const row of rows.slice(CHIPS_PER_FIELD)) if (state.filters[name] && state.filters[name].has(row.value)) shown.push(row);
-  const label = predicted
-    ? el("span", { class: "label", title: "tagged by vitrine from the product photos: the catalog has no such column" }, name, el("span", { class: "predicted" }, " (predicted)"))
-    : el("span", { class: "label" }, name);
   const row = el("div", { class: "chip-row", onscroll: (event) => markOverflow(event.currentTarget) },
     ...shown.map(({ value, count }) => chip(name, value, count)),
     el("button", { class: "chip more", type: "button", dataset: { more: name }, onclick: () => openMore(name) }, "more…"));
-  return el("div", { class: "chip-group", dataset: { field: name, predicted: String(predicted) } }, label, row);
+  return el("div", { class: "chip-group", dataset: { field: name, predicted: String(predicted) } }, groupLabel(name, predicted, filled), row);
+}
+
+// A field the tagger made up says so; one whose blank cells it filled says that some of its values are predicted.
+function groupLabel(name, predicted, filled) {
+  if (predicted) return el("span", { class: "label", title: "predicted by vitrine from the product photos: the catalog has no such column" },
+    name, el("span", { class: "predicted" }, " (predicted)"));
+  if (filled) return el("span", { class: "label", title: `${filled} products had no ${name} in the catalog: vitrine predicted it from their photos` },
+    name, el("span", { class: "predicted" }, " (partly predicted)"));
+  return el("span", { class: "label" }, name);
 }
 
 // A phone scrolls each chip row sideways (a desktop wraps it): a fade at a cut edge says there is more that way.
