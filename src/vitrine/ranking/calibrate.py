@@ -36,10 +36,11 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
         queries, on, quiet = _titles(rows), "titles", QUIET_ABOVE
     if len(queries) < MIN_SAMPLES:
         return None
-    text = _best_scores(store, np.asarray(encode(queries), dtype=np.float32))
-    return Calibration(text, int(store.stats()["products"]), method="shopper", calibrated_on=on, quiet_above=quiet,
-                       images=image_scores(store, [row["id"] for row in rows]), words=catalog_words(store.sample(VOCABULARY_ROWS)))
-
+    vectors = np.asarray(encode(queries), dtype=np.float32)
+    images, image_texts = image_scores(store, [row["id"] for row in rows], vectors)
+    return Calibration(_best_scores(store, vectors), int(store.stats()["products"]), method="shopper", calibrated_on=on,
+                       quiet_above=quiet, words=catalog_words(store.sample(VOCABULARY_ROWS)), images=images,
+                       image_texts=image_texts, queries=vectors if images is not None else None)
 
 
 def shopper_texts(schema: CatalogSchema, rows: Sequence[dict], limit: int = MAX_QUERIES) -> list[str]:
@@ -48,14 +49,18 @@ def shopper_texts(schema: CatalogSchema, rows: Sequence[dict], limit: int = MAX_
     return sorted(random.Random(0).sample(texts, limit)) if len(texts) > limit else texts
 
 
-def image_scores(store, ids: Sequence[str]) -> np.ndarray | None:
-    """Sorted: each sampled product's best cosine to another product, what an image of something the catalog has scores."""
+def image_scores(store, ids: Sequence[str], queries: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """What an image of something the catalog has scores, sorted, over the sampled products: the best cosine of each
+    one's image to another product, and to one of the calibration's shopper `queries` (None, None: too few images)."""
     found, vectors = store.vectors_of(list(ids))
     if len(found) < MIN_SAMPLES:
-        return None
+        return None, None
     best = [next((h.score for h in hits if h.id != own), None) for own, hits in zip(found, store.search(vectors, 2))]
-    scores = np.asarray([b for b in best if b is not None], dtype=np.float32)
-    return np.sort(scores) if len(scores) >= MIN_SAMPLES else None
+    kept = [i for i, b in enumerate(best) if b is not None]
+    if len(kept) < MIN_SAMPLES:
+        return None, None
+    to_texts = (vectors[kept] @ queries.T).max(axis=1)
+    return np.sort(np.asarray([best[i] for i in kept], dtype=np.float32)), np.sort(to_texts.astype(np.float32))
 
 
 def catalog_words(rows: Sequence[dict]) -> frozenset[str]:

@@ -159,7 +159,8 @@ class Ranker:
         top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
         shopper = calibration is not None and calibration.method == "shopper"
         evidence = Evidence(top, _named_all(matched, scored, set(filters) if shopper else set()),
-                            shopper and _catalog_words(matched, calibration.words), image)
+                            shopper and _catalog_words(matched, calibration.words), image,
+                            calibration.text_similarity(vector) if shopper and image else None)
         return Ranked(scored[options.offset:options.offset + k], len(scored), matched, _facets(scored),
                       judge(calibration, evidence), mode)
 
@@ -174,9 +175,11 @@ def _named_all(matched: SoftMatch, hits: Sequence[SearchHit], filtered: Collecti
 
 
 def _catalog_words(matched: SoftMatch, known: frozenset[str]) -> bool:
-    """Some word named a catalog value and the others are words of the catalog's titles and values ("nike running
-    shoes": shoes a value, Nike and running in titles): a set lookup per word."""
-    return bool(matched) and all(stem(word) in known for word in matched.unmatched)
+    """The words that named no catalog value are all words of the catalog's titles and values, next to a value the
+    query named ("nike running shoes": Shoes a value, Nike and running in titles) or alone ("sneakers", in titles).
+    Two such words with no value proves nothing: each may be in another product ("flower pot", "bed frame")."""
+    anchored = bool(matched.words) or len(matched.unmatched) == 1
+    return anchored and all(stem(word) in known for word in matched.unmatched)
 
 
 def _terms(text: str | None) -> list[str]:

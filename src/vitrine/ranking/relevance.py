@@ -16,19 +16,21 @@ CALIBRATION_TITLES = 256  # the catalog titles encoded to calibrate (spread over
 QUIET_ABOVE = 0.1
 # With shopper queries: 0.05 measured best of 0.02 / 0.05 / 0.1 (docs/ranking.md).
 SHOPPER_QUIET_ABOVE = 0.05
-# An image query below this share of the catalog's products' best cosine to another product is "no close match":
-# 0.01 measured best of 0.01 / 0.02 / 0.05 (docs/ranking.md)
-IMAGE_QUIET_ABOVE = 0.01
+# An image query is "no close match" when the mean of its two levels (its best cosine to a product among the sampled
+# products' best cosine to another product; its best cosine to a calibration query among theirs) is at most this:
+# 0.1 measured best of 0.05 / 0.1 / 0.15 / 0.2 (docs/ranking.md)
+IMAGE_QUIET_ABOVE = 0.1
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What one ranked query tells about its match, read off the ranking (no work of its own)."""
+    """What one ranked query tells about its match, read off the ranking."""
 
     similarity: float | None  # the best cosine of a product (under the hard filters) to the query
     named_all: bool = False  # every word named a catalog value, and some product (under the filters) has them all
-    catalog_words: bool = False  # some word named a value, and the other words are all words of the catalog
-    image: bool = False  # an image query (judged against images), not words
+    catalog_words: bool = False  # the words that named no value are words of the catalog's titles (see Ranker)
+    image: bool = False  # an image query: judged against the catalog's images, not words
+    text_similarity: float | None = None  # an image query's best cosine to the calibration's shopper queries
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,12 @@ class Calibration:
     method: str = "titles"  # the rules in force (METHODS)
     calibrated_on: str = "titles"  # what the text scores come from: "shopper" queries, or the catalog's "titles"
     quiet_above: float = QUIET_ABOVE
-    images: np.ndarray | None = None  # sorted: sampled products' best cosine to another product (None: images unjudged)
     words: frozenset[str] = field(default_factory=frozenset)  # the folded words of the catalog's titles and values
+    # images (None: not judged): sampled products' best cosine to another product, and to a calibration query (both
+    # sorted), and the calibration queries' vectors, which an image query is compared with
+    images: np.ndarray | None = None
+    image_texts: np.ndarray | None = None
+    queries: np.ndarray | None = None
 
     @classmethod
     def from_store(cls, store, encode: Callable[[list[str]], np.ndarray], n: int = CALIBRATION_TITLES) -> "Calibration | None":
@@ -52,11 +58,18 @@ class Calibration:
         best = [hits[0].score for hits in store.search(vectors, 1) if hits]
         return cls(np.sort(np.asarray(best, dtype=np.float32)), int(store.stats()["products"]))
 
-    def level(self, similarity: float, image: bool = False) -> float:
-        """The share of the calibration queries (text, or with `image` the products) whose best match scores below
-        `similarity` (0 to 1): a binary search, the only work a query adds."""
-        scores = self.images if image else self.scores
-        return float(np.searchsorted(scores, similarity, side="right") / len(scores))
+    def level(self, similarity: float) -> float:
+        """The share of the calibration queries whose best match scores below `similarity` (0 to 1): a binary search."""
+        return _share(self.scores, similarity)
+
+    def image_level(self, similarity: float, text_similarity: float) -> float:
+        """An image query's level: the mean of its shares among the sampled products' images (best cosine to another
+        product, and to a calibration query); one product of its vector with the queries' is all it costs."""
+        return (_share(self.images, similarity) + _share(self.image_texts, text_similarity)) / 2
+
+    def text_similarity(self, vector: np.ndarray) -> float | None:
+        """An image query's best cosine to the calibration queries (None when images are not judged)."""
+        return None if self.queries is None else float(np.max(self.queries @ np.asarray(vector, dtype=np.float32).reshape(-1)))
 
     def stale(self, products: int) -> bool:
         return abs(products - self.products) > max(16, self.products // 4)
@@ -67,15 +80,20 @@ def judge(calibration: Calibration | None, evidence: Evidence, quiet_above: floa
     reaches, unless the words vouch for the query (they all named values some product has; or, with the shopper
     method, the words that named no value are words of the catalog). Images are judged against images."""
     similarity, named = evidence.similarity, evidence.named_all
-    scale = None if calibration is None else calibration.images if evidence.image else calibration.scores
-    if similarity is None or scale is None:
+    image = evidence.image and calibration is not None and calibration.images is not None and evidence.text_similarity is not None
+    if similarity is None or calibration is None or (evidence.image and not image):
         return {"close_match": True if named else None, "level": None, "top_similarity": similarity,
                 "basis": "words" if named else "none", "words_named": named}
-    if evidence.image:
+    if image:
         quiet = IMAGE_QUIET_ABOVE if quiet_above is None else quiet_above
+        level = calibration.image_level(similarity, evidence.text_similarity)
     else:
         quiet = calibration.quiet_above if quiet_above is None else quiet_above
-    level = calibration.level(similarity, evidence.image)
+        level = calibration.level(similarity)
     words = named or (calibration.method == "shopper" and evidence.catalog_words)
     return {"close_match": bool(level > quiet or words), "level": round(level, 4), "top_similarity": round(float(similarity), 4),
             "basis": "words" if words and level <= quiet else "similarity", "words_named": named}
+
+
+def _share(scores: np.ndarray, similarity: float) -> float:
+    return float(np.searchsorted(scores, similarity, side="right") / len(scores))

@@ -27,6 +27,7 @@ from vitrine.index.store import SearchHit, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
 from vitrine.ranking import Calibration, FilterError, Ranked, Ranker, RankOptions
+from vitrine.ranking.calibrate import calibrate
 from vitrine.serve.batching import MicroBatcher
 from vitrine.serve.facets import catalog_facets
 from vitrine.index.runtime import check_query_runtime
@@ -121,6 +122,8 @@ class SearchService:
         wait = settings.batch_wait_us / 1e6
         self._encode_texts = MicroBatcher(self._text_batch, settings.max_batch, name="text-encoder", max_wait=wait)
         self._encode_images = MicroBatcher(self._image_batch, settings.max_batch, name="image-encoder", max_wait=wait)
+        with self._lock:  # at start, so that no query waits for it
+            self._current_calibration()
 
     # ---- reads -------------------------------------------------------------------------------------
     def search(self, query: Query, vector: torch.Tensor | None = None) -> list[SearchHit]:
@@ -137,7 +140,7 @@ class SearchService:
     def _rank_locked(self, query: Query, vector: torch.Tensor) -> Ranked:
         self._check_filters(query.filters)
         options = self.rank_options(query)
-        calibration = self._current_calibration() if query.kind == "text" else None
+        calibration = self._current_calibration() if query.kind in ("text", "image") else None
         composed = query.kind == "composed"
         try:
             reference = self.store.product(query.reference_id) if composed and query.reference_id else None
@@ -155,7 +158,8 @@ class SearchService:
             raise ServiceError(str(exc)) from None
 
     def _current_calibration(self) -> Calibration | None:
-        """What a text query for a product this catalog has scores (computed on first use, again when the catalog grew or shrank by a quarter)."""
+        """What a query for a product this catalog has scores (`settings.relevance`): computed at start and again after a
+        commit that grew or shrank the catalog by a quarter; a query only compares generations."""
         if self._calibration_generation == self.store.generation:  # the catalog's size is reread only after a write
             return self._calibration
         self._calibration_generation = self.store.generation
@@ -164,7 +168,7 @@ class SearchService:
             def encode(texts):
                 return torch.stack([v for i in range(0, len(texts), 64) for v in self._text_batch(texts[i:i + 64])]).float().numpy()
 
-            self._calibration = Calibration.from_store(self.store, encode)
+            self._calibration = calibrate(self.store, encode, self.settings.relevance)
         return self._calibration
 
     async def text_vector(self, text: str) -> torch.Tensor:
@@ -304,6 +308,8 @@ class SearchService:
                 self.store.upsert([product_id], vector, [metadata], state={IMAGE_COMMIT: token})
             failpoint("serve.upsert_committed")  # the row is visible to other workers; its image not yet settled
             row = self.store.product(product_id)
+        with self._lock:  # the writer, not the next query, pays for a new calibration when one is due
+            self._current_calibration()
         return row, before is None
 
     def delete(self, product_id: str) -> None:
@@ -314,6 +320,8 @@ class SearchService:
                 removed = self.store.delete([product_id])
             if not removed:
                 raise NotFound(f"no product with id {product_id!r}")
+        with self._lock:  # the writer, not the next query, pays for a new calibration when one is due
+            self._current_calibration()
 
     def close(self) -> None:
         self._encode_texts.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vitrine.config_file import loads_object, refuse_unknown
 from vitrine.machine import usable_cores
+from vitrine.ranking.relevance import METHODS as RELEVANCE_METHODS
 
 ENV_PREFIX = "VITRINE_"
 SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine serve` hands them to its workers
@@ -46,6 +47,10 @@ class ServeSettings:
     # how a query ranks unless it says: hybrid (vector + BM25 fused, query words as soft filters; vector alone on a
     # store without BM25, such as Milvus), vector or lexical (README, "Ranking")
     search_mode: str = "hybrid"
+    # the "no close match" judgement: shopper (calibrated on shopper-like queries from the catalog's values, images
+    # judged, chips judged on what they hold) or titles (calibrated on the catalog's titles, text only: the judgement
+    # before, kept for comparison; README, "Ranking")
+    relevance: str = "shopper"
 
     def __post_init__(self):
         if self.runtime not in ("torch", "onnx", "onnx-int8"):
@@ -56,6 +61,8 @@ class ServeSettings:
             raise ValueError(f"request_path must be one of {', '.join(REQUEST_PATHS)}, got {self.request_path!r}")
         if self.search_mode not in ("hybrid", "vector", "lexical"):
             raise ValueError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
+        if self.relevance not in RELEVANCE_METHODS:
+            raise ValueError(f"relevance must be one of {', '.join(RELEVANCE_METHODS)}, got {self.relevance!r}")
         for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -236,7 +236,7 @@ function chipGroup(name, predicted, filled, source) {
 function groupLabel(name, predicted, filled) {
   if (predicted) return el("span", { class: "label", title: "predicted by vitrine from the product photos: the catalog has no such column" },
     name, el("span", { class: "predicted" }, " (predicted)"));
-  if (filled) return el("span", { class: "label", title: `${filled} products had no ${name} in the catalog: vitrine predicted it from their photos` },
+  if (filled) return el("span", { class: "label", title: `${filled} product${filled === 1 ? "" : "s"} had no ${name} in the catalog: vitrine predicted it from the photos` },
     name, el("span", { class: "predicted" }, " (partly predicted)"));
   return el("span", { class: "label" }, name);
 }
