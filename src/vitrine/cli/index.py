@@ -45,13 +45,13 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     if args.tag:
         from vitrine.cli.tag import resolve_vocabulary
         from vitrine.data.schema import resolve_schema
-        from vitrine.tagging.catalog_tags import catalog_tagger
+        from vitrine.tagging.catalog_tags import SAVED_NAME, catalog_tagger
         from vitrine.tagging.views import make_views
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
         tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
         given = resolve_vocabulary(args.attributes, model=tag_name) if args.attributes else None
-        saved = None if args.index.startswith("milvus:") else Path(args.index) / "tag-vocabulary.json"
+        saved = None if args.index.startswith("milvus:") else Path(args.index) / SAVED_NAME
         tagger, about = catalog_tagger(tag_model, args.data, resolve_schema(catalog_schema(args)), make_views(args.regions), args.pooling,
                                        vocabulary=given, progress=not args.no_progress, saved=saved)
         print(about, file=sys.stderr)

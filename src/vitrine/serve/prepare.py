@@ -21,14 +21,14 @@ def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str
     """Add every catalog product not yet in `settings.index`, with its predicted tags and its image."""
     from vitrine.data.catalog import schema_for
     from vitrine.models import DEFAULT_TAG_MODEL
-    from vitrine.tagging.catalog_tags import catalog_tagger
+    from vitrine.tagging.catalog_tags import SAVED_NAME, catalog_tagger
     from vitrine.tagging.views import make_views
 
     encoder = create_model(model, runtime=settings.runtime, fallback=True)
     tag_name = settings.tag_model or DEFAULT_TAG_MODEL
     tag_model = encoder if tag_name == encoder.name else create_model(tag_name, runtime=settings.runtime, fallback=True)
     resolved = schema_for(catalog, schema)[0]
-    saved = None if settings.index.startswith("milvus:") else Path(settings.index) / "tag-vocabulary.json"
+    saved = None if settings.index.startswith("milvus:") else Path(settings.index) / SAVED_NAME
     tagger, about = catalog_tagger(tag_model, catalog, resolved, make_views(settings.regions), progress=progress, saved=saved)
     print(about, file=sys.stderr)
     images = ImageStore(Path(settings.images) if settings.images else images_dir(settings.index))

@@ -24,6 +24,15 @@ from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_dict, vocabul
 CALIBRATION_ROWS = 600  # labelled rows embedded to fit (half) and to check (the other half) the thresholds
 MAX_VALUES = 200  # a column with more values than this is left out of the vocabulary (an id-like column)
 TARGET_PRECISION = 0.9
+SAVED_NAME = "tag-vocabulary.json"  # in an index directory: the calibrated vocabulary its build tagged with
+
+
+def saved_vocabulary(index: str | os.PathLike) -> Vocabulary | None:
+    """The catalog vocabulary an index was tagged with (`index build --tag`, `serve --catalog`), or None."""
+    path = Path(index) / SAVED_NAME
+    if str(index).startswith("milvus:") or not path.is_file():
+        return None
+    return vocabulary_from_dict(json.loads(path.read_text(encoding="utf-8"))["vocabulary"], origin=str(path))
 
 
 @dataclass(frozen=True)
