@@ -35,6 +35,8 @@ def test_the_own_catalog_lines_run_as_written(tmp_path, monkeypatch, capsys):
         with TestClient(app) as client:
             served["text"] = client.get("/search", params={"text": "red tshirts", "k": "5"}).json()
             served["refused"] = client.get("/search", params={"text": "jeans", "filter": "sex=women"})
+            photo = (tmp_path / "mycat" / "pics" / "p-1000.jpg").read_bytes()  # an adapted model has no Combiner: sum
+            served["composed"] = client.post("/search", data={"modification": "in blue", "k": "3"}, files={"image": ("q.jpg", photo, "image/jpeg")})
         app.state.service.close()
         return True
 
@@ -54,4 +56,5 @@ def test_the_own_catalog_lines_run_as_written(tmp_path, monkeypatch, capsys):
     assert model["load_as"] == f"vitrine:{(tmp_path / 'runs/mycat-adapted/model').resolve()}"
     hits = served["text"]["results"]
     assert len(hits) == 5 and all(hit["id"].startswith("SKU-") for hit in hits)
+    assert served["composed"].status_code == 200 and len(served["composed"].json()["results"]) == 3
     assert served["refused"].status_code == 400 and "'Women'" in served["refused"].json()["error"]["message"]

@@ -1,6 +1,7 @@
 """Composed queries from reference image features and modification texts, with any combining function."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitrine.embed.encode import encode_texts
-from vitrine.models.composed import load_combiner, load_text_projection
+from vitrine.models.composed import SHIPPED_HEADS, load_combiner, load_text_projection
 
 BASELINES = ("image", "text")  # the paper's ablation: ignore one of the two inputs
 
@@ -26,6 +27,13 @@ def composer_for(model, combiner: str, fallback: bool, torch_model) -> "Composer
         if not fallback:
             raise
         return Composer(torch_model(), combiner)
+    except FileNotFoundError as exc:
+        if combiner not in SHIPPED_HEADS:
+            raise
+        # A model with no head of its own (one `vitrine adapt` made, say): CLIP4Cir's untrained sum of the two
+        # embeddings, said once, rather than a head trained on another model's features or a failed query.
+        print(f"{exc.args[0].split(';')[0]}; composed queries use the sum of image and text embeddings", file=sys.stderr)
+        return Composer(model, "sum")
 
 
 class Composer:

@@ -93,7 +93,8 @@ def calibrate_catalog_tags(model, catalog: str, schema: CatalogSchema, views: Re
             scores = tagger.scores_for(attribute.name, fit_embeds[labelled])
             calibration[attribute.name] = {"temperature": fit_temperature(scores, labels)}
     vocabulary = vocabulary.with_calibration(calibration)
-    for name, fitted in fit_thresholds(Tagger(model, vocabulary, views, pooling), fit_items, fit_embeds, target_precision).items():
+    # min_coverage 0: a column the model cannot tag at the target precision answers little or nothing rather than guess
+    for name, fitted in fit_thresholds(Tagger(model, vocabulary, views, pooling), fit_items, fit_embeds, target_precision, 0.0).items():
         calibration.setdefault(name, {}).update(fitted)
     vocabulary = vocabulary.with_calibration(calibration)
     per_column = {}

@@ -103,15 +103,16 @@ def catalog_rows(path: str, keep, names: Sequence[str], schema=None) -> list[dic
     return [{n: record.attributes.get(n) for n in names} for record in reader.records() if keep is None or keep(record)]
 
 
-def fit_thresholds(tagger: Tagger, items: Sequence[Item], embeds: torch.Tensor, precision: float) -> dict[str, dict]:
-    """Each attribute's 'unknown' threshold, fitted on labelled items (`fit_threshold`)."""
+def fit_thresholds(tagger: Tagger, items: Sequence[Item], embeds: torch.Tensor, precision: float, min_coverage: float = 0.5) -> dict[str, dict]:
+    """Each attribute's 'unknown' threshold, fitted on labelled items (`fit_threshold`; `min_coverage` 0: answer only as
+    much as reaches `precision`, however little)."""
     computed = tagger.probabilities(embeds)
     out = {}
     for attribute in tagger.vocabulary.attributes:
         rows, labels, _ = labelled_rows(items, attribute)
         if len(rows) >= 20:
             best_p, best = computed[attribute.name][1][rows].max(1)
-            out[attribute.name] = {"min_probability": fit_threshold(best_p, best == labels, precision)}
+            out[attribute.name] = {"min_probability": fit_threshold(best_p, best == labels, precision, min_coverage)}
     return out
 
 
