@@ -25,7 +25,10 @@ from vitrine.train.config import OptimConfig, SourceConfig, TrainConfig
 
 DEFAULT_BASE = "vitrine:kagl-base"
 HOLDOUT = 0.1  # share of the catalog's products (by id hash) held out for the before/after figures
-TARGET_STEPS = 240  # optimizer steps of a default adapt run: enough for the heads to move, seconds on cached features
+# Optimizer steps of a default adapt run. Measured on 5,000 products (benchmarks/own_catalog.py): 600 steps beat 240 on
+# every held-out figure but season (type top-1 0.777 -> 0.826); learning rate x1.0 instead of x0.5, and epochs balanced
+# over the type column, traded the base's known types for new ones.
+TARGET_STEPS = 600
 LR_SCALE = 0.5  # warm start: a gentler learning rate than the base recipe's first training
 
 
