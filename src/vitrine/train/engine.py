@@ -191,7 +191,9 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
             if metrics:
                 logger.log(step, {"epoch": row["epoch"], "time_s": row["time_s"], **{f"val/{k}": v for k, v in _scalars(metrics).items()}})
                 bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k}={v:.4g}" for k, v in _scalars(metrics).items()))
-        if end_of_epoch or step == last_step or (schedule.checkpoint_every and step % schedule.checkpoint_every == 0):
+        # Epochs of a few steps (a small catalog) would write a checkpoint every few steps: there, `checkpoint_every` rules.
+        epoch_checkpoint = end_of_epoch and (not schedule.checkpoint_every or steps_per_epoch >= schedule.checkpoint_every // 4)
+        if epoch_checkpoint or step == last_step or (schedule.checkpoint_every and step % schedule.checkpoint_every == 0):
             save_checkpoint(schedule.out, {"recipe": recipe.state(), "optimizer": optimizer.state_dict(), "step": step,
                                            "elapsed": elapsed, "comparable": schedule.comparable, "torch_rng": torch.get_rng_state()})
     bar.close()
