@@ -107,7 +107,14 @@ def start_server(index: str, workers: int | str, port: int, threads: int | None 
                "--log-level", "warning"] + (["--threads", str(threads)] if threads else []) + (["--runtime", runtime] if runtime else []) + list(extra)
     # the server's log goes to a file: an unread pipe fills up (64 KiB) and then blocks the server in mid-request
     log = tempfile.NamedTemporaryFile(prefix="vitrine-load-server-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    # a variant's leading `--source DIR` serves the vitrine package under DIR (another commit's src/, from a git
+    # worktree): an earlier commit's code and today's, side by side in one run
+    env = dict(os.environ)
+    if extra and extra[0] == "--source":
+        source = extra[1]
+        command = command[: -len(extra)] + list(extra[2:])
+        env["PYTHONPATH"] = os.path.abspath(source)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
     process.log_path = log.name
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=180)
@@ -214,7 +221,8 @@ def main() -> None:
     parser.add_argument("--workers", nargs="+", default=["1", "2"], help="worker counts to compare (a number, or auto)")
     parser.add_argument("--variants", nargs="+", default=["default="], metavar="NAME=ARGS",
                         help='server variants side by side: a name and extra `vitrine serve` arguments, e.g. '
-                             '"today=--http-stack stock --request-path classic" "new=" (default: one server as configured)')
+                             '"today=--http-stack stock --request-path classic" "new=" (default: one server as configured); "before=--source DIR" '
+                             'serves the vitrine package under DIR, e.g. another commit\'s src/ from `git worktree add`')
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     parser.add_argument("--kinds", nargs="+", default=["text", "image"], choices=["text", "image"])

@@ -3,15 +3,18 @@
 judged too, chips judged on what they hold), side by side, per catalog, with the false alarms listed.
 
 Catalogs: the hi-res KAGL folder, and one with other column names (`sku,name,photo,colour,category,sex`) made here from
-every n-th product of the KAGL shards. Indexes are built once and kept under --cache (default runs/bench/no-close-match).
+every n-th product of the KAGL shards, 12 common types left out (drawn as benchmarks/shopper_queries.py draws them).
+Indexes are built once and kept under --cache (default runs/bench/no-close-match).
 
     .venv/bin/python benchmarks/no_close_match.py
-    .venv/bin/python benchmarks/no_close_match.py --renamed-products 4000 --generated 200
+    .venv/bin/python benchmarks/no_close_match.py --renamed-products 4000 --generated 200 --sweep
 
 Answerable queries have at least 3 matching products each: generated from the catalog's values over its role columns
 (`vitrine.data.roles`, phrased as a shopper types them: singular types, "men's"), plus, for kagl-hires, hand-written ones
-(the issue's among them). Absent queries name things neither catalog has. Image queries: KAGL photos of products
-outside the catalog, of types it has (answerable), and drawings (absent).
+(the issue's among them), and generated ones under a gender chip (agreeing with the query, or overriding the gender it
+names). Absent queries: things neither catalog has ("surfboard"), bare and under a chip, and shopper queries for up to
+12 common KAGL types the catalog has none of. Image queries: KAGL photos of products outside the catalog, of types it
+has (answerable), and drawings (absent).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import tarfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -128,16 +131,29 @@ def shard_products(shards: str) -> Iterator[tuple[dict, bytes]]:
                     yield json.loads(item["json"]), item["jpg"]
 
 
-def renamed_catalog(shards: str, folder: Path, products: int) -> Path:
-    """Every n-th KAGL product as a folder catalog whose columns KAGL does not name (`sku,name,photo,colour,category,sex`)."""
+def kagl_rows(shards: str) -> list[dict]:
+    """The KAGL catalog's metadata (its catalog.csv beside the shards)."""
+    with open(Path(shards).parent / "catalog.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def held_out_types(rows: Sequence[dict], count: int, seed: int) -> list[str]:
+    """`count` article types of at least 30 products, drawn as benchmarks/shopper_queries.py draws them."""
+    types = Counter(row.get(KAGL_ROLES["type"]) for row in rows)
+    return sorted(random.Random(seed + 1).sample(sorted(t for t, n in types.items() if t and n >= 30), count))
+
+
+def renamed_catalog(shards: str, folder: Path, products: int, leave_out: Sequence[str]) -> Path:
+    """Every n-th KAGL product, but those of the `leave_out` types, as a folder catalog whose columns KAGL does not
+    name (`sku,name,photo,colour,category,sex`)."""
     if (folder / "catalog.csv").is_file():
         return folder
-    total = sum(1 for _ in csv.DictReader(open(Path(shards).parent / "catalog.csv", encoding="utf-8")))
-    step = max(1, total // products)
+    kept = [row[KAGL.id_field] for row in kagl_rows(shards) if row.get(KAGL_ROLES["type"]) not in set(leave_out)]
+    chosen = set(kept[::max(1, len(kept) // products)][:products])
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, (meta, jpg) in enumerate(shard_products(shards)):
-        if i % step or len(rows) >= products:
+    for meta, jpg in shard_products(shards):
+        if meta[KAGL.id_field] not in chosen:
             continue
         (folder / "photos" / f"{meta[KAGL.id_field]}.jpg").write_bytes(jpg)
         row = {new: meta.get(old) or "" for old, new in RENAMED_COLUMNS.items()}
@@ -231,6 +247,26 @@ def chip_cases(rows: Sequence[dict], roles: Mapping[str, str], count: int, rng: 
     return [out[key] for key in sorted(out)]
 
 
+def absent_type_cases(kagl: Sequence[dict], catalog_types: set[str], count: int, seed: int, rng: random.Random) -> tuple[list[str], list[Case]]:
+    """Shopper queries for up to 12 common KAGL types the catalog has none of ("red watch for women" on a catalog without
+    watches), made from KAGL products of those types."""
+    types = Counter(row.get(KAGL_ROLES["type"]) for row in kagl)
+    missing = sorted(t for t, n in types.items() if t and n >= 30 and t not in catalog_types)
+    absent = sorted(random.Random(seed + 1).sample(missing, min(12, len(missing))))
+    role_of = {column: role for role, column in KAGL_ROLES.items()}
+    templates = [t for t in query_templates(KAGL) if "{" + KAGL_ROLES["type"] + "}" in t]
+    texts: set[str] = set()
+    for row in rng.sample(list(kagl), len(kagl)):
+        if row.get(KAGL_ROLES["type"]) not in absent:
+            continue
+        template = rng.choice(templates)
+        if all(row.get(column) for column in template_fields(template)):
+            texts.add(shopper_phrase(template, row, role_of, rng))
+        if len(texts) >= count:
+            break
+    return absent, [Case(text, False, "absent types") for text in sorted(texts)]
+
+
 def drawings() -> list[tuple[str, Image.Image]]:
     """Pictures of no product: discs, shapes, stripes, gradients, noise."""
     rng = np.random.default_rng(0)
@@ -283,15 +319,44 @@ def photo_cases(shards: str, held: set[str], types: Counter, count: int, rng: ra
 
 
 # ---- judging ------------------------------------------------------------------------------------------------------------
-def judged(ranker: Ranker, model, cases: Sequence[Case], calibration) -> list[dict]:
-    texts = [c for c in cases if c.image is None]
-    images = [c for c in cases if c.image is not None]
+def query_vectors(model, cases: Sequence[Case]) -> np.ndarray:
+    """(len(cases), D): each case's text or image encoded, in batches."""
+    out = [None] * len(cases)
+    texts = [i for i, c in enumerate(cases) if c.image is None]
+    images = [i for i, c in enumerate(cases) if c.image is not None]
     with torch.inference_mode():
-        vectors = {id(c): v for c, v in zip(texts, model.encode_text([c.text for c in texts]).float().numpy())} if texts else {}
-        for start in range(0, len(images), 32):
-            chunk = images[start:start + 32]
-            vectors.update({id(c): v for c, v in zip(chunk, model.encode_image(model.preprocess([c.image for c in chunk])).float().numpy())})
-    return [ranker.rank(vectors[id(c)][None], c.text, 10, c.filters, calibration=calibration).relevance for c in cases]
+        for rows, encode in ((texts, lambda chunk: model.encode_text([cases[i].text for i in chunk])),
+                             (images, lambda chunk: model.encode_image(model.preprocess([cases[i].image for i in chunk])))):
+            for start in range(0, len(rows), 32):
+                chunk = rows[start:start + 32]
+                for i, vector in zip(chunk, encode(chunk).float().numpy()):
+                    out[i] = vector
+    return np.stack(out)
+
+
+def judged(ranker: Ranker, vectors: np.ndarray, cases: Sequence[Case], calibration) -> list[dict]:
+    return [ranker.rank(vector[None], c.text, 10, c.filters, calibration=calibration).relevance for vector, c in zip(vectors, cases)]
+
+
+def rate(verdicts: Sequence[bool | None], answerable: bool) -> float:
+    """Answerable: the share not called "no close match"; absent: the share called so."""
+    return float(np.mean([v is not False for v in verdicts]) if answerable else np.mean([v is False for v in verdicts]))
+
+
+def sweep(ranker: Ranker, vectors: np.ndarray, cases: Sequence[Case], calibration) -> None:
+    """The shopper method at other thresholds: text queries by `quiet_above`, image queries by `image_quiet_above`."""
+    for kind, name, values, default in (("text", "quiet_above", (0.02, 0.05, 0.1, 0.15), calibration.quiet_above),
+                                        ("image", "image_quiet_above", (0.02, 0.05, 0.1, 0.15, 0.2), calibration.image_quiet_above)):
+        rows = [i for i, c in enumerate(cases) if (c.image is None) == (kind == "text")]
+        print(f"| {kind} threshold | answerable quiet | absent fires | false alarms |")
+        print("|---|---|---|---|")
+        for value in values:
+            verdicts = judged(ranker, vectors[rows], [cases[i] for i in rows], replace(calibration, **{name: value}))
+            by = {i: v["close_match"] for i, v in zip(rows, verdicts)}
+            alarms = [cases[i].label or cases[i].text for i in rows if cases[i].answerable and by[i] is False]
+            shown = ", ".join(alarms[:8]) + (f" and {len(alarms) - 8} more" if len(alarms) > 8 else "")
+            print(f"| {value}{' (default)' if value == default else ''} | {rate([by[i] for i in rows if cases[i].answerable], True):.3f} | "
+                  f"{rate([by[i] for i in rows if not cases[i].answerable], False):.3f} | {shown or '-'} |")
 
 
 def main(argv=None) -> int:
@@ -305,14 +370,20 @@ def main(argv=None) -> int:
     parser.add_argument("--generated", type=int, default=200, help="generated answerable queries per catalog")
     parser.add_argument("--chips", type=int, default=100, help="generated queries under a gender chip per catalog")
     parser.add_argument("--photos", type=int, default=100, help="product photos from outside the catalog per catalog")
+    parser.add_argument("--held-out-types", type=int, default=12, help="common KAGL types the renamed catalog leaves out")
+    parser.add_argument("--absent-type-queries", type=int, default=100, help="queries for common KAGL types a catalog lacks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", action="store_true", help="also the after method's rates at other thresholds")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cache = Path(args.cache)
     model = create_model(args.model, runtime=args.runtime)
     model.eval()
-    catalogs = {"kagl-hires": Path(args.hires),
-                "renamed": renamed_catalog(args.shards, cache / f"renamed-{args.renamed_products}-catalog", args.renamed_products)}
+    kagl = kagl_rows(args.shards)
+    leave_out = held_out_types(kagl, args.held_out_types, args.seed)
+    renamed = f"renamed-{args.renamed_products}-without-{args.held_out_types}-seed{args.seed}"
+    print(f"the renamed catalog leaves out {len(leave_out)} types: {', '.join(leave_out)}")
+    catalogs = {"kagl-hires": Path(args.hires), renamed: renamed_catalog(args.shards, cache / f"{renamed}-catalog", args.renamed_products, leave_out)}
 
     def encode(texts):
         with torch.inference_mode():
@@ -320,7 +391,7 @@ def main(argv=None) -> int:
 
     for name, catalog in catalogs.items():
         rng = random.Random(args.seed)
-        index = cached_index(catalog, cache / (name if name == "kagl-hires" else f"renamed-{args.renamed_products}"), args.model, args.runtime)
+        index = cached_index(catalog, cache / name, args.model, args.runtime)
         store = open_store(str(index))
         ranker = Ranker(store)
         schema = index_schema(store)
@@ -338,6 +409,8 @@ def main(argv=None) -> int:
                     cases.append(Case(text, True, "under a chip", {roles["gender"]: [chip["gender"]]}, label=f"{text} [{chip['gender']}]"))
         cases += chip_cases(rows, roles, args.chips, rng)
         cases += [Case(text, False, "absent") for text in ABSENT]
+        missing, absent_types = absent_type_cases(kagl, {row.get(roles.get("type")) for row in rows}, args.absent_type_queries, args.seed, rng)
+        cases += absent_types
         if "gender" in roles:
             commonest = Counter(row.get(roles["gender"]) for row in rows).most_common(1)[0][0]
             cases += [Case(text, False, "absent under a chip", {roles["gender"]: [commonest]}, label=f"{text} [{commonest}]") for text in ABSENT]
@@ -345,14 +418,16 @@ def main(argv=None) -> int:
         cases += photo_cases(args.shards, {row["id"] for row in rows}, types, args.photos, rng)
         cases += [Case(None, False, "image: drawing", image=image, label=label) for label, image in drawings()]
 
-        results, seconds = {}, {}
+        vectors = query_vectors(model, cases)
+        results, seconds, calibrations = {}, {}, {}
         for method in ("titles", "shopper"):
             start = time.perf_counter()
-            calibration = calibrate(store, encode, method)
+            calibrations[method] = calibrate(store, encode, method)
             seconds[method] = time.perf_counter() - start
-            results[method] = judged(ranker, model, cases, calibration)
+            results[method] = judged(ranker, vectors, cases, calibrations[method])
         print(f"\n{name}: {store.stats()['products']} products, roles {dict(sorted(roles.items()))}; calibration took "
-              f"{seconds['titles']:.1f} s before, {seconds['shopper']:.1f} s after (once per index generation)")
+              f"{seconds['titles']:.1f} s before, {seconds['shopper']:.1f} s after (once per index generation); absent types "
+              f"queried: {', '.join(missing)}")
         print("| queries | n | before (titles): quiet / fires | after (shopper queries): quiet / fires |")
         print("|---|---|---|---|")
         kinds = list(dict.fromkeys(c.kind for c in cases))
@@ -367,8 +442,7 @@ def main(argv=None) -> int:
                 if all(v is None for v in verdicts):
                     cells.append("not judged")
                     continue
-                share = np.mean([v is not False for v in verdicts]) if answerable else np.mean([v is False for v in verdicts])
-                cells.append(f"quiet {share:.3f}" if answerable else f"fires {share:.3f}")
+                cells.append(f"quiet {rate(verdicts, True):.3f}" if answerable else f"fires {rate(verdicts, False):.3f}")
             print(f"| {label} | {len(rows_of)} | {cells[0]} | {cells[1]} |")
         for method in ("titles", "shopper"):
             alarms = [cases[i].label or cases[i].text for i, c in enumerate(cases) if c.answerable and results[method][i]["close_match"] is False]
@@ -376,6 +450,8 @@ def main(argv=None) -> int:
             when = "before" if method == "titles" else "after"
             print(f"false alarms {when} ({len(alarms)}): {', '.join(alarms) or '-'}")
             print(f"absent not flagged {when} ({len(misses)}): {', '.join(misses) or '-'}")
+        if args.sweep:
+            sweep(ranker, vectors, cases, calibrations["shopper"])
         store.close()
     return 0
 

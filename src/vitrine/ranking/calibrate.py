@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vitrine.data.roles import shopper_queries
+from vitrine.data.roles import column_roles, shopper_queries
 from vitrine.data.schema import CatalogSchema
 from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX
 from vitrine.data.words import stem, words
@@ -16,8 +16,13 @@ from vitrine.ranking.relevance import METHODS, QUIET_ABOVE, SHOPPER_QUIET_ABOVE,
 
 CALIBRATION_PRODUCTS = 256  # products sampled (spread over the catalog) to make queries from and to query with
 MAX_QUERIES = 1024  # shopper-like queries encoded, at most (several templates per product: a finer scale than 256 titles)
-VOCABULARY_ROWS = 50_000  # products whose title and values words count as the catalog's words (all of a catalog up to this)
+# products whose title and values words count as the catalog's words (all of a catalog up to this); Milvus answers
+# at most 16,384 rows a query
+VOCABULARY_ROWS = 16_384
 MIN_SAMPLES = 8  # fewer calibration queries than this cannot say what a good match scores
+# Roles (`vitrine.data.roles`) whose values say how a product is, not what it is: "black heel" names a colour only,
+# and a catalog without heels still has "heel" in some title, so its words cannot vouch for it (docs/ranking.md)
+DESCRIPTIVE_ROLES = ("colour", "gender", "brand", "material", "pattern", "season", "usage")
 
 Encode = Callable[[list[str]], np.ndarray]
 
@@ -30,7 +35,8 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
     if method == "titles":
         return Calibration.from_store(store, encode, n)
     rows = store.sample(n)
-    queries = shopper_texts(_schema(store), rows)
+    schema = _schema(store)
+    queries = shopper_texts(schema, rows)
     on, quiet = "shopper", SHOPPER_QUIET_ABOVE
     if len(queries) < MIN_SAMPLES:  # no role columns (or too few filled): what the catalog calls its products
         queries, on, quiet = _titles(rows), "titles", QUIET_ABOVE
@@ -39,8 +45,8 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
     vectors = np.asarray(encode(queries), dtype=np.float32)
     images, image_texts = image_scores(store, [row["id"] for row in rows], vectors)
     return Calibration(_best_scores(store, vectors), int(store.stats()["products"]), method="shopper", calibrated_on=on,
-                       quiet_above=quiet, words=catalog_words(store.sample(VOCABULARY_ROWS)), images=images,
-                       image_texts=image_texts, queries=vectors if images is not None else None)
+                       quiet_above=quiet, words=catalog_words(store.sample(VOCABULARY_ROWS)), kind_fields=kind_fields(schema),
+                       images=images, image_texts=image_texts, queries=vectors if images is not None else None)
 
 
 def shopper_texts(schema: CatalogSchema, rows: Sequence[dict], limit: int = MAX_QUERIES) -> list[str]:
@@ -61,6 +67,13 @@ def image_scores(store, ids: Sequence[str], queries: np.ndarray) -> tuple[np.nda
         return None, None
     to_texts = (vectors[kept] @ queries.T).max(axis=1)
     return np.sort(np.asarray([best[i] for i in kept], dtype=np.float32)), np.sort(to_texts.astype(np.float32))
+
+
+def kind_fields(schema: CatalogSchema) -> frozenset[str]:
+    """The categorical columns whose values say what a product is: its type column, and those with no descriptive role."""
+    roles = column_roles(schema)
+    describe = {roles[role] for role in DESCRIPTIVE_ROLES if role in roles}
+    return frozenset(name for name in schema.facet_fields if name not in describe)
 
 
 def catalog_words(rows: Sequence[dict]) -> frozenset[str]:

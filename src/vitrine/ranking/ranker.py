@@ -101,7 +101,10 @@ class Ranker:
         if vector is None and not (text or "").strip():
             raise ValueError("a query needs a vector or words")
         filters = dict(filters or {})
-        image = vector is not None and not (text or "").strip() and soft_text is None  # judged against images
+        wordless = vector is not None and not (text or "").strip()
+        image = wordless and soft_text is None  # judged against images
+        if wordless and soft_text is not None:  # composed: no scale says what a changed image scores
+            calibration = None
         depth = max(options.pool, options.offset + k + len(options.exclude))
         mode = options.mode if vector is not None else "lexical"
         terms = _terms(text) if mode != "vector" else []
@@ -159,7 +162,7 @@ class Ranker:
         top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
         shopper = calibration is not None and calibration.method == "shopper"
         evidence = Evidence(top, _named_all(matched, scored, set(filters) if shopper else set()),
-                            shopper and _catalog_words(matched, calibration.words), image,
+                            shopper and _catalog_words(matched, calibration), image,
                             calibration.text_similarity(vector) if shopper and image else None)
         return Ranked(scored[options.offset:options.offset + k], len(scored), matched, _facets(scored),
                       judge(calibration, evidence), mode)
@@ -174,12 +177,12 @@ def _named_all(matched: SoftMatch, hits: Sequence[SearchHit], filtered: Collecti
     return bool(hits) if not wanted else any(wanted.satisfied(h.metadata) == 1.0 for h in hits)
 
 
-def _catalog_words(matched: SoftMatch, known: frozenset[str]) -> bool:
-    """The words that named no catalog value are all words of the catalog's titles and values, next to a value the
-    query named ("nike running shoes": Shoes a value, Nike and running in titles) or alone ("sneakers", in titles).
-    Two such words with no value proves nothing: each may be in another product ("flower pot", "bed frame")."""
-    anchored = bool(matched.words) or len(matched.unmatched) == 1
-    return anchored and all(stem(word) in known for word in matched.unmatched)
+def _catalog_words(matched: SoftMatch, calibration: Calibration) -> bool:
+    """A word named what the product is (a value of a kind field) and the other words are words of the catalog's
+    titles and values ("puma tshirt for men": Tshirts a type, Puma in titles; "nike running shoes": Shoes a
+    subcategory): set lookups. A colour or gender alone cannot vouch ("black heel": "heel" is in some sandal's title)."""
+    kind = any(name in calibration.kind_fields for name in matched.values)
+    return kind and all(stem(word) in calibration.words for word in matched.unmatched)
 
 
 def _terms(text: str | None) -> list[str]:

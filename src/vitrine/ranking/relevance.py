@@ -14,12 +14,13 @@ CALIBRATION_TITLES = 256  # the catalog titles encoded to calibrate (spread over
 # A query whose best cosine is below this share of the catalog's own titles' is "no close match" (unless its words
 # all named catalog values). 0.1 measured best of 0 / 0.01 / 0.02 / 0.05 / 0.1 (README, "Ranking").
 QUIET_ABOVE = 0.1
-# With shopper queries: 0.05 measured best of 0.02 / 0.05 / 0.1 (docs/ranking.md).
+# With shopper queries: 0.05 measured best of 0.02 / 0.05 / 0.1 / 0.15 (at 0.1 the issue's "backpack for college"
+# was "no close match" again; docs/ranking.md).
 SHOPPER_QUIET_ABOVE = 0.05
 # An image query is "no close match" when the mean of its two levels (its best cosine to a product among the sampled
 # products' best cosine to another product; its best cosine to a calibration query among theirs) is at most this:
-# 0.1 measured best of 0.05 / 0.1 / 0.15 / 0.2 (docs/ranking.md)
-IMAGE_QUIET_ABOVE = 0.1
+# 0.05 measured best of 0.02 / 0.05 / 0.1 / 0.15 / 0.2: above it, photos of products the catalog has fire (docs/ranking.md)
+IMAGE_QUIET_ABOVE = 0.05
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Evidence:
 
     similarity: float | None  # the best cosine of a product (under the hard filters) to the query
     named_all: bool = False  # every word named a catalog value, and some product (under the filters) has them all
-    catalog_words: bool = False  # the words that named no value are words of the catalog's titles (see Ranker)
+    catalog_words: bool = False  # a value said what the product is, and the other words are words of the catalog
     image: bool = False  # an image query: judged against the catalog's images, not words
     text_similarity: float | None = None  # an image query's best cosine to the calibration's shopper queries
 
@@ -42,7 +43,9 @@ class Calibration:
     method: str = "titles"  # the rules in force (METHODS)
     calibrated_on: str = "titles"  # what the text scores come from: "shopper" queries, or the catalog's "titles"
     quiet_above: float = QUIET_ABOVE
+    image_quiet_above: float = IMAGE_QUIET_ABOVE
     words: frozenset[str] = field(default_factory=frozenset)  # the folded words of the catalog's titles and values
+    kind_fields: frozenset[str] = field(default_factory=frozenset)  # the fields whose values say what a product is
     # images (None: not judged): sampled products' best cosine to another product, and to a calibration query (both
     # sorted), and the calibration queries' vectors, which an image query is compared with
     images: np.ndarray | None = None
@@ -75,21 +78,19 @@ class Calibration:
         return abs(products - self.products) > max(16, self.products // 4)
 
 
-def judge(calibration: Calibration | None, evidence: Evidence, quiet_above: float | None = None) -> dict:
+def judge(calibration: Calibration | None, evidence: Evidence) -> dict:
     """The response's relevance: `close_match` false when the best cosine is below what nearly every calibration query
     reaches, unless the words vouch for the query (they all named values some product has; or, with the shopper
-    method, the words that named no value are words of the catalog). Images are judged against images."""
+    method, one named what the product is and the others are words of the catalog). Images are judged against images."""
     similarity, named = evidence.similarity, evidence.named_all
     image = evidence.image and calibration is not None and calibration.images is not None and evidence.text_similarity is not None
     if similarity is None or calibration is None or (evidence.image and not image):
         return {"close_match": True if named else None, "level": None, "top_similarity": similarity,
                 "basis": "words" if named else "none", "words_named": named}
     if image:
-        quiet = IMAGE_QUIET_ABOVE if quiet_above is None else quiet_above
-        level = calibration.image_level(similarity, evidence.text_similarity)
+        quiet, level = calibration.image_quiet_above, calibration.image_level(similarity, evidence.text_similarity)
     else:
-        quiet = calibration.quiet_above if quiet_above is None else quiet_above
-        level = calibration.level(similarity)
+        quiet, level = calibration.quiet_above, calibration.level(similarity)
     words = named or (calibration.method == "shopper" and evidence.catalog_words)
     return {"close_match": bool(level > quiet or words), "level": round(level, 4), "top_similarity": round(float(similarity), 4),
             "basis": "words" if words and level <= quiet else "similarity", "words_named": named}

@@ -23,7 +23,7 @@ from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
 from vitrine.disk import locked, writing
 from vitrine.failpoints import failpoint
 from vitrine.index.snapshot import sweep_leftovers
-from vitrine.index.store import SearchHit, images_dir, is_milvus
+from vitrine.index.store import SearchHit, StoreUnavailable, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
 from vitrine.ranking import Calibration, FilterError, Ranked, Ranker, RankOptions
@@ -160,16 +160,26 @@ class SearchService:
     def _current_calibration(self) -> Calibration | None:
         """What a query for a product this catalog has scores (`settings.relevance`): computed at start and again after a
         commit that grew or shrank the catalog by a quarter; a query only compares generations."""
-        if self._calibration_generation == self.store.generation:  # the catalog's size is reread only after a write
+        generation = self.store.generation
+        if self._calibration_generation == generation:  # the catalog's size is reread only after a write
             return self._calibration
-        self._calibration_generation = self.store.generation
         products = self.store.stats()["products"]
         if self._calibration is None or self._calibration.stale(products):
             def encode(texts):
                 return torch.stack([v for i in range(0, len(texts), 64) for v in self._text_batch(texts[i:i + 64])]).float().numpy()
 
             self._calibration = calibrate(self.store, encode, self.settings.relevance)
+        self._calibration_generation = generation  # only once made: a store that failed midway is asked again
         return self._calibration
+
+    def _calibrate_after_commit(self) -> None:
+        """The writer, not the next query, pays for a calibration a commit made due; a store that went away since the
+        commit leaves it to the next query (the write itself is done)."""
+        try:
+            with self._lock:
+                self._current_calibration()
+        except StoreUnavailable:
+            pass
 
     async def text_vector(self, text: str) -> torch.Tensor:
         """A text query's vector, awaited on the event loop while the encoder thread batches it with its neighbours."""
@@ -308,8 +318,7 @@ class SearchService:
                 self.store.upsert([product_id], vector, [metadata], state={IMAGE_COMMIT: token})
             failpoint("serve.upsert_committed")  # the row is visible to other workers; its image not yet settled
             row = self.store.product(product_id)
-        with self._lock:  # the writer, not the next query, pays for a new calibration when one is due
-            self._current_calibration()
+        self._calibrate_after_commit()
         return row, before is None
 
     def delete(self, product_id: str) -> None:
@@ -320,8 +329,7 @@ class SearchService:
                 removed = self.store.delete([product_id])
             if not removed:
                 raise NotFound(f"no product with id {product_id!r}")
-        with self._lock:  # the writer, not the next query, pays for a new calibration when one is due
-            self._current_calibration()
+        self._calibrate_after_commit()
 
     def close(self) -> None:
         self._encode_texts.close()
@@ -449,6 +457,7 @@ class SearchService:
         from vitrine.models import DEFAULT_TAG_MODEL
         from vitrine.tagging.views import make_views
         from vitrine.tagging.tagger import Tagger
+        from vitrine.tagging.catalog_tags import saved_vocabulary
         from vitrine.tagging.vocabulary import builtin_vocabulary
 
         key = "builtin" if vocabulary is None else hashlib.sha1(repr(vocabulary.to_dict()).encode()).hexdigest()
@@ -460,7 +469,8 @@ class SearchService:
                 name = self.settings.tag_model or DEFAULT_TAG_MODEL
                 self._tag_model = self.model if name == self.model.name else create_model(name, runtime=self.settings.runtime, fallback=True)
                 self._tag_model.eval()
-            vocabulary = vocabulary or builtin_vocabulary(model=self._tag_model.name)
+            # the vocabulary the index was tagged with (a shop catalog's own columns), else the shipped KAGL one
+            vocabulary = vocabulary or saved_vocabulary(self.settings.index) or builtin_vocabulary(model=self._tag_model.name)
             if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:
                 raise ServiceError(f"a request's vocabulary may hold at most {MAX_VOCABULARY_VALUES} values in all")
             tagger = Tagger(self._tag_model, vocabulary, make_views(self.settings.regions))
