@@ -146,5 +146,16 @@ def small_model():
 
     return create_model("vitrine:small")
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright, one per test module (the modules that use it skip without playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
 # A real Milvus server for the whole session (or a skip that says why): tests/milvus_server.py.
 from tests.milvus_server import milvus_server  # noqa: E402,F401

@@ -43,14 +43,6 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     return {kind: root / kind for kind in KINDS}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def shots(tmp_path) -> Path:
     folder = Path(os.environ.get("VITRINE_SCREENSHOTS") or tmp_path / "screenshots")

@@ -27,14 +27,6 @@ def own_server(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture(params=SIZES, ids=["desktop", "phone"])
 def page(request, browser, own_server):
     width, height = request.param

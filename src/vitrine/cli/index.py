@@ -229,7 +229,7 @@ def register(sub) -> None:
                                                                 "itself where the catalog has no value), so filters find untagged products")
         action.add_argument("--attributes", help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: for a KAGL catalog the "
                                                         "shipped KAGL vocabulary; for any other, the catalog's own categorical columns and "
-                                                        "values, thresholds fitted on its labelled rows for 0.9 precision)")
+                                                        "values, thresholds fitted on its labelled rows for 0.8 precision)")
         action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
         action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
         action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")

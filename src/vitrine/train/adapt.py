@@ -22,6 +22,7 @@ from vitrine.data.splits import SplitConfig
 from vitrine.models.dual import TRAINING_INFO_NAME
 from vitrine.models.trainable import training_start
 from vitrine.train.config import OptimConfig, SourceConfig, TrainConfig
+from vitrine.train.validate import validate_or_report
 
 DEFAULT_BASE = "vitrine:kagl-base"
 HOLDOUT = 0.1  # share of the catalog's products (by id hash) held out for the before/after figures
@@ -92,14 +93,19 @@ def _schedule(train_items: int, recipe: TrainConfig, epochs: int | None) -> dict
                                  text_proj_lr_scale=optim.text_proj_lr_scale, grad_clip=optim.grad_clip)}
 
 
+def _base_roles(base: TrainConfig) -> dict[str, str]:
+    """{role: column} of the base model's first training source (its schema by name; {} when it cannot be read)."""
+    try:
+        return column_roles(resolve_schema(None if base.sources[0].schema == "auto" else base.sources[0].schema))
+    except (SchemaError, OSError, KeyError, ValueError):
+        return {}
+
+
 def _known_values(base_dir: Path, base: TrainConfig, schema: CatalogSchema) -> dict[str, set[str]]:
     """{catalog column: values the base model trained on}, matching columns by role (type, colour, ...) or by name."""
     info = json.loads((base_dir / TRAINING_INFO_NAME).read_text(encoding="utf-8"))
     seen = info.get("seen_classes") or {}
-    try:
-        base_roles = column_roles(resolve_schema(None if base.sources[0].schema == "auto" else base.sources[0].schema))
-    except (SchemaError, OSError, KeyError, ValueError):
-        base_roles = {}
+    base_roles = _base_roles(base)
     known = {}
     for role, column in column_roles(schema).items():
         if base_roles.get(role) in seen:
@@ -114,11 +120,7 @@ def _map_calibration(model_dir: Path, base: TrainConfig, schema: CatalogSchema) 
     """Key the inherited zero-shot margin by the catalog's own column of the same role (articleType -> category)."""
     path = model_dir / TRAINING_INFO_NAME
     info = json.loads(path.read_text(encoding="utf-8"))
-    try:
-        base_roles = column_roles(resolve_schema(None if base.sources[0].schema == "auto" else base.sources[0].schema))
-    except (SchemaError, OSError, KeyError, ValueError):
-        return
-    by_role = {column: role for role, column in base_roles.items()}
+    by_role = {column: role for role, column in _base_roles(base).items()}
     ours = column_roles(schema)
     calibration = dict(info.get("calibration") or {})
     for base_field, entry in list(calibration.items()):
@@ -162,24 +164,19 @@ def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdou
     known = _known_values(base_dir, recipe, schema_obj)
     errors: list[str] = []
     before: dict = {}
-
     recipes: list = []
 
     def baseline(run) -> None:
         recipes.append(run)
         run.validator.known = known
-        try:
-            before.update(run.validator(run.model))
-        except Exception as exc:  # noqa: BLE001 - a failed baseline is reported; the adapted model is still trained and saved
-            errors.append(f"baseline validation: {type(exc).__name__}: {exc}")
+        before.update(validate_or_report(run.validator, run.model))  # a failure is reported; training goes on
+        if "validation_error" in before:
+            errors.append(f"baseline validation: {before.pop('validation_error')}")
 
     result = train_clip(config, progress=progress, before=baseline)
     after = dict(result.metrics)
     if not after and recipes:  # a finished run, rerun: nothing was trained or validated this time, so validate it now
-        try:
-            after = recipes[0].validator(recipes[0].model)
-        except Exception as exc:  # noqa: BLE001 - reported, never fatal
-            after = {"validation_error": f"{type(exc).__name__}: {exc}"}
+        after = validate_or_report(recipes[0].validator, recipes[0].model)
     model_dir = Path(result.saved)
     _map_calibration(model_dir, recipe, schema_obj)
     info = json.loads((model_dir / TRAINING_INFO_NAME).read_text(encoding="utf-8"))

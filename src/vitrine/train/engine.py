@@ -208,7 +208,7 @@ def _validated(recipe: Recipe, step: int, bar) -> dict:
         return recipe.validate()
     except Exception as exc:  # noqa: BLE001 - any failure of a validation pass is reported, not raised
         bar.write(f"step {step}: validation failed and was skipped ({type(exc).__name__}: {exc}); training goes on")
-        return {"validation_error": f"{type(exc).__name__}: {exc}"}
+        return {"validation_error": f"{type(exc).__name__}: {exc}"}  # the same report as validate.validate_or_report
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:

@@ -143,3 +143,11 @@ class Validator:
         seen_mask = torch.tensor([name in seen for name in self.classes[field]])
         model.train(was_training)
         return {"field": field, **tune_calibration(scores, labels, seen_mask)}
+
+
+def validate_or_report(validator, model) -> dict:
+    """`validator(model)`, or {"validation_error": "..."} when it fails: a failed validation never loses a model."""
+    try:
+        return validator(model)
+    except Exception as exc:  # noqa: BLE001 - any failure of a validation pass is reported, not raised
+        return {"validation_error": f"{type(exc).__name__}: {exc}"}
