@@ -5,6 +5,7 @@ Queries are generated from the fields of the products the shipped model held out
 their titles verbatim; the catalog is every KAGL product (the shipped model's card uses the same gallery).
 
     .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl
+    .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl-hires --index milvus:/tmp/milvus-hires/catalog.db --text-only
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from vitrine.cir.triplets import make_kagl_triplets
 from vitrine.data.splits import load_split_config
 from vitrine.embed.bank import image_bank
 from vitrine.index.faiss_store import FaissStore
+from vitrine.index.stores import open_store
 from vitrine.models import create_model
 from vitrine.ranking import Calibration, Ranker, RankOptions
 from vitrine.ranking.relevance import QUIET_ABOVE
@@ -120,6 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--runtime", default="onnx")
     parser.add_argument("--combiner", default="combiner")
     parser.add_argument("--cache-dir", default="runs/cache")
+    parser.add_argument("--index", help="rank against this index of --data (a directory or milvus:...) instead of one built here")
     parser.add_argument("--composed", type=int, default=400, help="composed queries per change kind")
     parser.add_argument("--triplets", type=int, default=3000, help="validation triplets sampled for composed R@10")
     parser.add_argument("--absent-types", type=int, default=12, help="article types left out of the catalog for the no-close-match test")
@@ -147,8 +150,13 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        store = build_store(Path(tmp), "all", model.name, bank, lambda item: True)
-        print(f"indexed in {time.perf_counter() - start:.1f} s", flush=True)
+        if args.index:
+            store = open_store(args.index, model=model.name)
+            stats = store.stats()
+            print(f"index {args.index}: {stats['products']} products ({stats['backend']})", flush=True)
+        else:
+            store = build_store(Path(tmp), "all", model.name, bank, lambda item: True)
+            print(f"indexed in {time.perf_counter() - start:.1f} s", flush=True)
         ranker = Ranker(store)
 
         # ---- text queries ------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from vitrine.data.transforms import ImageTransform
 from vitrine.embed.encode import encode_texts
 from vitrine.index.store import SearchHit
 from vitrine.models import DEFAULT_MODEL, DEFAULT_TAG_MODEL, Encoder, create_model
-from vitrine.search import Filters, ImageQuery, SearchEngine
+from vitrine.ranking import Ranked
+from vitrine.search import Filters, ImageQuery, Query, SearchEngine
 from vitrine.tagging.factory import VocabularySpec, create_tagger
 from vitrine.tagging.tagger import Tag
 
@@ -103,18 +104,18 @@ class Index:
     def search(self, text: str | None = None, image: ImageQuery | None = None, modify: str | None = None,
                filters: Filters | None = None, k: int = 10) -> list[SearchHit]:
         """Products for `text`, for `image` (a file or a PIL image), or for `image` changed by `modify` (composed),
-        ranked as `vitrine search` ranks them; `filters` maps a field to a value or a list of values."""
-        if modify is not None and image is None:
-            raise ValueError("modify= changes an image query: give image= too")
-        if text is None and image is None:
-            raise ValueError("give text= or image= (and modify= to change the image)")
-        if text is not None and image is not None:
-            raise ValueError("give text= or image=, not both; to change an image in words, give image= and modify=")
-        if modify is not None:
-            return self.engine.composed(image, modify, k, filters)
-        if image is not None:
-            return self.engine.image(image, k, filters)
-        return self.engine.text(text, k, filters)
+        ranked as `vitrine search` ranks them; `filters` maps a field to a value or a list of values. An image that
+        is a stored product's own photo leaves that product out."""
+        return self.rank(text, image, modify, filters, k).hits
+
+    def rank(self, text: str | None = None, image: ImageQuery | None = None, modify: str | None = None,
+             filters: Filters | None = None, k: int = 10, **options) -> Ranked:
+        """`search`'s whole answer, as `POST /search` gives it: `hits`, `total`, `relevance` (is anything a close
+        match?), `facets`, `excluded` and the `mode` that ran. `options`: mode, soft_filters, min_score, offset,
+        exclude_reference (as `vitrine.search.Query` takes them). Refusals raise `QueryError` / `FilterError` in the
+        words HTTP's 400 and the CLI use."""
+        picture = None if image is None else load_image(image, what="query image")
+        return self.engine.rank(Query(text=text, image=picture, modification=modify, k=k, filters=filters or {}, **options))
 
     def stats(self) -> dict:
         """Products, vectors, index kind, model (as `vitrine index stats`)."""

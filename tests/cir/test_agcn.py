@@ -87,5 +87,5 @@ def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     image = next((tmp_path / "cat" / "images").glob("*.jpg"))
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red", "--combiner", str(saved),
                  "--model", "vitrine:small", "-k", "3", "--json"]) == 0
-    hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
     assert len(hits) == 3

@@ -58,7 +58,7 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
         capsys.readouterr()
         assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red", "--combiner",
                      str(tmp_path / combiner / "combiner"), "--model", config.model, "-k", "3", "--json"]) == 0
-        assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 3
+        assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]) == 3
     # the service on the CLIP's index, composing with the trained Combiner (torch runtime: ONNX for hf: is item 4)
     from fastapi.testclient import TestClient
 

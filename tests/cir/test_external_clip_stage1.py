@@ -99,7 +99,7 @@ def test_stage2_search_and_the_service_run_on_a_stage1_fine_tuned_clip(setup, tm
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "query.jpg"), "--modify", "in red", "--combiner", str(stage2.saved),
                  "-k", "3", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 3
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]) == 3
     from fastapi.testclient import TestClient
 
     from vitrine.serve.app import create_app

@@ -7,7 +7,8 @@ from tests.conftest import make_rows, write_folder, write_shards
 from vitrine.cli import main
 from vitrine.index.build import build_index
 from vitrine.index.faiss_store import FaissStore, IndexMismatchError
-from vitrine.search import SearchEngine, parse_filters
+from vitrine.data.images import load_image
+from vitrine.search import Query, SearchEngine, parse_filters
 
 
 class CrashAfter:
@@ -44,10 +45,12 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     write_folder(tmp_path / "cat", rows)
     build_index(str(tmp_path / "cat"), str(tmp_path / "idx"), small_model, progress=False)
     engine = SearchEngine(str(tmp_path / "idx"))
-    image_hits = engine.image(str(tmp_path / "cat" / "images" / "1003.jpg"), k=3)
-    # ids 1003 and 1008 share a colour, so their generated images are identical: both score 1.
-    assert image_hits[0].score == pytest.approx(1.0, abs=1e-4)
-    assert "1003" in {h.id for h in image_hits if h.score > 0.9999}
+    ranked = engine.rank(Query(image=load_image(tmp_path / "cat" / "images" / "1003.jpg"), k=3))
+    # ids 1003 and 1008 share a colour, so their generated images are identical: both score 1. The query image is a
+    # stored product's photo, so that product is left out of its own results (one of the two), the other stays first.
+    assert len(ranked.excluded) == 1 and ranked.excluded[0] in {"1003", "1008"}
+    assert ranked.hits[0].id == ({"1003", "1008"} - set(ranked.excluded)).pop()
+    assert ranked.hits[0].score == pytest.approx(1.0, abs=1e-4)
     women = engine.text("a dress", k=12, filters={"gender": ["Women"]})
     assert len(women) == 6 and all(h.metadata["gender"] == "Women" for h in women)
     with pytest.raises(ValueError, match="no product has gender='Nobody'"):  # refused as HTTP refuses it (tests/ranking/test_filters.py)
@@ -59,16 +62,16 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     with pytest.raises(IndexMismatchError, match="cannot be queried"):
         SearchEngine(str(tmp_path / "idx"), model="vitrine:kagl-small")
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--filter", "gender=Men", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
-    assert [r["rank"] for r in results] == [1, 2] and all(r["gender"] == "Men" for r in results)
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r["rank"] for r in results] == [1, 2] and all(r["attributes"]["gender"] == "Men" for r in results)
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "bad.jpg")]) == 2
     assert "not an image" in capsys.readouterr().err
     # ranking options: words only, and paging that continues the ranks
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "jeans", "--mode", "lexical", "--json"]) == 0
-    lexical = json.loads(capsys.readouterr().out)
-    assert lexical and all(r["articleType"] == "Jeans" for r in lexical)
+    lexical = json.loads(capsys.readouterr().out)["results"]
+    assert lexical and all(r["attributes"]["articleType"] == "Jeans" for r in lexical)
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--offset", "2", "--no-soft-filters", "--json"]) == 0
-    assert [r["rank"] for r in json.loads(capsys.readouterr().out)] == [3, 4]
+    assert [r["rank"] for r in json.loads(capsys.readouterr().out)["results"]] == [3, 4]
 
 
 def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):

@@ -105,8 +105,8 @@ def test_cli_builds_searches_and_deletes_on_milvus_lite(tmp_path, capsys):
     stats = json.loads(capsys.readouterr().out)
     assert stats["products"] == 12 and stats["backend"] == "milvus-lite" and stats["model"] == "vitrine:small"
     assert main(["search", "--index", index, "--text", "a dress", "-k", "12", "--filter", "gender=Women", "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)
-    assert len(results) == 6 and all(r["gender"] == "Women" for r in results)
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert len(results) == 6 and all(r["attributes"]["gender"] == "Women" for r in results)
     assert main(["index", "delete", "--index", index, results[0]["id"], "nope"]) == 0
     assert "deleted 1 of 2 ids; 11 products left" in capsys.readouterr().err
     assert main(["search", "--index", index, "--text", "x", "--model", "vitrine:kagl-small"]) == 2
@@ -181,3 +181,69 @@ def test_cli_names_an_unreachable_milvus_server_in_one_line(capsys):
     assert main(["index", "stats", "--index", f"milvus:http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not reachable" in err and "Traceback" not in err
+
+
+def shop_catalog() -> tuple[list[str], np.ndarray, list[dict]]:
+    """24 products whose titles name a brand, a colour and a type (ids, unit vectors, metadata)."""
+    kinds = {"Running Shoes": "Sports Shoes", "T-shirt": "Tshirts", "Watch": "Watches", "Jeans": "Jeans"}
+    metas = [{"title": f"{brand} {gender} {colour} {kind}", "gender": gender, "articleType": article} for brand in ("Nike", "Puma", "Titan")
+             for kind, article in kinds.items() for colour, gender in (("Black", "Men"), ("Red", "Women"))]
+    metas[0].update({"usage": "Formal", "predicted_articleType": "Dresses"})  # a catalog value is searched, a predicted tag is not
+    vectors = np.random.default_rng(4).standard_normal((len(metas), 8)).astype(np.float32)
+    return [f"p{i}" for i in range(len(metas))], vectors / np.linalg.norm(vectors, axis=1, keepdims=True), metas
+
+
+def test_lexical_on_milvus_lite_ranks_title_and_attribute_words_by_bm25(tmp_path):
+    from vitrine.index.metadata import _TEXT_SCHEMA
+    from vitrine.index.milvus_store import FTS5_TOKENIZER
+
+    assert FTS5_TOKENIZER in _TEXT_SCHEMA  # Milvus's text is cut and stemmed as the embedded store's FTS5 table cuts it
+    ids, vectors, metas = shop_catalog()
+    store = open_store(f"milvus:{tmp_path}/shop.db", model="vitrine:test", dim=8, create=True, attributes=["gender"])
+    try:
+        store.upsert(ids, vectors, metas)
+        shoes = store.lexical(["shoe"], 30)  # the singular finds "Shoes": both sides are stemmed
+        assert {h.id for h in shoes} == {i for i, m in zip(ids, metas) if "Shoes" in m["title"]}
+        assert [h.score for h in shoes] == sorted((h.score for h in shoes), reverse=True) and shoes[-1].score > 0
+        assert all(h.similarity is None for h in shoes)
+        best = store.lexical(["puma", "red", "watches", "watch"], 30)
+        assert best[0].metadata == {"id": "p13", **metas[13]} and metas[13]["title"] == "Puma Women Red Watch"
+        women = store.lexical(["shoe"], 30, {"gender": "Women"})
+        assert {h.id for h in women} == {h.id for h in shoes if h.metadata["gender"] == "Women"} and len(women) == 3
+        assert store.lexical(["shoe"], 30, {"gender": "Nobody"}) == [] and store.lexical(["zzz", "?!"], 30) == []
+        assert [h.id for h in store.lexical(["formal"], 30)] == ["p0"] and store.lexical(["dresses"], 30) == []
+        query = vectors[5]
+        scored = store.lexical(["nike", "t-shirt", "tshirt"], 30, vector=query)
+        by_vector = {h.id: h for h in store.search(query[None], k=30)[0]}
+        assert len(scored) == 12 and len(by_vector) == 24  # the 8 Nike products and the 6 T-shirts
+        for hit in scored:  # the cosine the vector search gives the same product, and the same metadata
+            assert hit.similarity == pytest.approx(by_vector[hit.id].score, abs=1e-5) and hit.metadata == by_vector[hit.id].metadata
+    finally:
+        store.close()
+
+
+def test_a_collection_made_without_the_text_field_keeps_the_vector_fallback(tmp_path, monkeypatch):
+    from vitrine.index.milvus_store import FULL_TEXT_SINCE, MilvusStore
+    from vitrine.index.store import LexicalUnsupported
+    from vitrine.ranking import Ranker, RankOptions
+
+    ids, vectors, metas = shop_catalog()
+    spec = f"milvus:{tmp_path}/old.db"
+    with monkeypatch.context() as patch:  # as vitrine made collections before they had a BM25 field
+        patch.setattr(MilvusStore, "_has", lambda self, since: since != FULL_TEXT_SINCE)
+        old = open_store(spec, model="vitrine:test", dim=8, create=True, attributes=["gender"])
+        old.upsert(ids[:12], vectors[:12], metas[:12])
+        old.close()
+    store = open_store(spec)
+    try:
+        store.upsert(ids[12:], vectors[12:], metas[12:])  # later writes leave it as it is
+        assert "_text" not in {f["name"] for f in store.client.describe_collection(store.collection)["fields"]}
+        assert "_text" not in store.fields()
+        with pytest.raises(LexicalUnsupported, match="created without a BM25 text field: rebuild the collection"):
+            store.lexical(["shoe"], 10)
+        ranked = Ranker(store).rank(vectors[:1], "red shoes", 5)
+        assert ranked.mode == "vector" and len(ranked.hits) == 5
+        with pytest.raises(LexicalUnsupported, match="rebuild"):
+            Ranker(store).rank(vectors[:1], "red shoes", 5, options=RankOptions(mode="lexical"))
+    finally:
+        store.close()

@@ -66,7 +66,7 @@ def test_the_default_runtime_indexes_and_searches_a_clip_through_onnx(setup, tmp
     store.close()
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a red dress", "-k", "5", "--json"]) == 0
-    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])) == 5
+    assert len(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]) == 5
     with tarfile.open(shard) as tar:
         name = next(m.name for m in tar if m.name.endswith(".jpg"))
         (tmp_path / "q.jpg").write_bytes(tar.extractfile(name).read())

@@ -69,11 +69,10 @@ def test_http_cli_and_python_refuse_a_filter_in_the_same_words(index, http, caps
     assert str(by_image.value) == message
 
 
-def test_a_value_with_no_near_match_names_the_commonest_and_where_to_list_them(index, http, capsys):
+def test_a_value_with_no_near_match_names_the_commonest_in_the_same_words_everywhere(index, http, capsys):
     with vitrine.Index(index) as python, pytest.raises(FilterError, match=r"^no product has gender='Nobody'; its commonest values: 'Men', 'Women'$"):
         python.search(text="shirt", filters={"gender": "Nobody"})
-    assert http_message(http, ["gender=Nobody"]) == ("no product has gender='Nobody'; its commonest values: 'Men', 'Women' "
-                                                      "(GET /attributes?field=gender lists all)")
+    assert http_message(http, ["gender=Nobody"]) == "no product has gender='Nobody'; its commonest values: 'Men', 'Women'"
 
 
 def test_filters_that_products_match_pass_and_predicted_tags_are_filterable_but_not_listed():

@@ -414,7 +414,7 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
             version = slot.current
             if version is None or version.upload is None or not (full or slot.touched):
                 continue
-            result = client.post("/search", data={"k": str(max(count, 1))}, files={"image": ("q.png", version.upload, "image/png")})
+            result = client.post("/search", data={"k": str(max(count, 1)), "exclude_reference": "false"}, files={"image": ("q.png", version.upload, "image/png")})
             scores = {h["id"]: h["score"] for h in result.json().get("results", [])} if result.status_code == 200 else {}
             if scores.get(product_id, -1.0) < SAME_VECTOR:
                 problems.append(f"{product_id}: a search with its own image scores it {scores.get(product_id)}: its vector is not this write's")

@@ -58,7 +58,7 @@ def test_concurrent_writes_and_reads_in_one_process_lose_nothing(settings):
     stats = service.stats()
     assert stats["products"] == stats["vectors"] == 12 + 16
     for w in range(4):
-        hit = service.search(Query(image=picture(w * 10 + 3), k=1))[0]
+        hit = service.search(Query(image=picture(w * 10 + 3), k=1, exclude_reference=False))[0]
         assert hit.id == f"w{w}-3" and hit.score == pytest.approx(1.0, abs=1e-3)
     service.close()
 
@@ -71,7 +71,7 @@ def test_two_workers_on_one_index_see_each_others_writes(settings):
     for service in (first, second):
         assert service.stats()["products"] == 15
         assert {service.product(i)["title"] for i in "abc"} == {"from the first worker", "from the second worker", "first again"}
-        assert service.search(Query(image=picture(2), k=1))[0].id == "b"
+        assert service.search(Query(image=picture(2), k=1, exclude_reference=False))[0].id == "b"
     second.delete("a")
     with pytest.raises(NotFound):
         first.product("a")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-import vitrine.serve.service as service_module
+import vitrine.search.engine as service_module  # where calibrations are made
 from tests.conftest import COLOURS, jpeg_bytes
 from vitrine.serve.service import Query, SearchService
 from vitrine.serve.settings import ServeSettings

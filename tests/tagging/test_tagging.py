@@ -139,14 +139,14 @@ def test_index_stores_tags_so_filters_find_untagged_products(tmp_path, capsys):
                  "--tag", "--attributes", str(vocabulary), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json"]) == 0
-    hits = {hit["id"]: hit for hit in json.loads(capsys.readouterr().out)}
-    assert len(hits) == 10 and all(hit["predicted_baseColour"] in ("Red", "Blue", "Green", "Black", "White") for hit in hits.values())
+    hits = {hit["id"]: hit for hit in json.loads(capsys.readouterr().out)["results"]}  # shown as POST /search shows them
+    assert len(hits) == 10 and all(hit["tags"]["baseColour"] in ("Red", "Blue", "Green", "Black", "White") for hit in hits.values())
     untagged = hits[rows[3]["id"]]
-    assert untagged["baseColour"] == untagged["predicted_baseColour"] and untagged["predicted_fields"] == "baseColour"
-    assert hits[rows[0]["id"]]["baseColour"] == "Red" and "predicted_fields" not in hits[rows[0]["id"]]  # labels win over predictions
+    assert "baseColour" not in untagged["attributes"]  # the value the tagger filled in is a tag, not a catalog attribute
+    assert hits[rows[0]["id"]]["attributes"]["baseColour"] == "Red"  # labels win over predictions
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json",
-                 "--filter", f"baseColour={untagged['baseColour']}"]) == 0
-    assert rows[3]["id"] in {hit["id"] for hit in json.loads(capsys.readouterr().out)}
+                 "--filter", f"baseColour={untagged['tags']['baseColour']}"]) == 0
+    assert rows[3]["id"] in {hit["id"] for hit in json.loads(capsys.readouterr().out)["results"]}
 
 
 def test_region_weight_is_fitted_where_regions_help():

@@ -173,37 +173,36 @@ def cmd_index_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from vitrine.search import SearchEngine, parse_filters
+    from vitrine.data.images import load_image
+    from vitrine.index.build import index_schema
+    from vitrine.search import Query, SearchEngine, parse_filters
+    from vitrine.search.answer import answer
 
-    if bool(args.text) == bool(args.image):
-        raise ValueError("give exactly one of --text or --image")
-    if args.modify is not None and not args.image:
-        raise ValueError("--modify changes an image query: give --image too")
-    from vitrine.ranking import RankOptions
-
-    filters = parse_filters(args.filter or [])
-    options = RankOptions(mode=args.mode, soft_filters=not args.no_soft_filters, min_score=args.min_score, offset=args.offset)
-    engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args))
+    image = load_image(args.image, what="query image") if args.image else None
+    query = Query(text=args.text, image=image, modification=args.modify, k=args.k, filters=parse_filters(args.filter or []), mode=args.mode,
+                  soft_filters=not args.no_soft_filters, min_score=args.min_score, offset=args.offset, exclude_reference=not args.keep_reference)
+    engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args), combiner=args.combiner)
     try:
-        if args.modify is not None:
-            hits = engine.composed(args.image, args.modify, args.k, filters, combiner=args.combiner, options=options)
-        elif args.text:
-            hits = engine.text(args.text, args.k, filters, options=options)
-        else:
-            hits = engine.image(args.image, args.k, filters, options=options)
+        ranked = engine.rank(query)
+        schema = index_schema(engine.store)
     finally:
         engine.close()
-    if args.json:
-        print(json.dumps([{"rank": r, "score": round(h.score, 4), "similarity": None if h.similarity is None else round(h.similarity, 4),
-                            **h.metadata} for r, h in enumerate(hits, args.offset + 1)]))
+    if args.json:  # the same answer as POST /search
+        print(json.dumps(answer(query, ranked)))
         return 0
-    keys = [k for k in ("articleType", "baseColour", "gender") if any(k in h.metadata for h in hits)]
+    hits = ranked.hits
+    shown = list(schema.facet_fields)[:3] if schema else sorted({n for h in hits for n in h.metadata} - {"id", "title"})[:3]
+    keys = [k for k in shown if any(k in h.metadata for h in hits)]
     print(f"{'rank':>4}  {'score':>6}  {'id':<10} {'title':<50} " + "  ".join(keys))
     for rank, hit in enumerate(hits, args.offset + 1):
         title = (hit.metadata.get("title") or "")[:50]
         print(f"{rank:>4}  {hit.score:6.3f}  {hit.id:<10} {title:<50} " + "  ".join(str(hit.metadata.get(k, "")) for k in keys))
     if not hits:
-        print("no results" + (" match the filters" if filters else ""))
+        print("no results" + (" match the filters" if query.filters else ""))
+    elif (ranked.relevance or {}).get("close_match") is False:
+        print("no close match: nothing in the catalog is much like this query (the nearest products are above)")
+    if ranked.excluded:
+        print(f"left out: {', '.join(ranked.excluded)} (the query image's own product)")
     return 0
 
 
@@ -301,6 +300,8 @@ def register(sub) -> None:
                         help="hybrid (default): vector and BM25 fused (vector alone on Milvus); vector: cosine only; lexical: BM25 only")
     search.add_argument("--no-soft-filters", action="store_true", help='do not boost products whose values the query names ("women", "red")')
     search.add_argument("--min-score", type=float, help="leave out hits whose cosine to the query is lower")
+    search.add_argument("--keep-reference", action="store_true",
+                        help="with --image: keep the product the image shows in the results (left out by default, as the service does)")
     search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
     add_runtime_option(search)

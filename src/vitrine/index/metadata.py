@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS dead (key INTEGER PRIMARY KEY);
 # Full-text (BM25) over each product's title and attribute values, keyed by the product's key. Porter stems both sides.
 _TEXT_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS products_text USING fts5(title, attributes, tokenize='porter unicode61 remove_diacritics 2')"
 TITLE_WEIGHT, ATTRIBUTES_WEIGHT = 1.0, 1.0
+# Parsed rows kept by key: a key is never reused (an upsert gives a product a new one), so a row read once never
+# changes; a search reads its hits' rows from here instead of SQLite and JSON. Cleared when it outgrows this.
+ROW_CACHE_MAX = 200_000
 
 
 class MetadataStore:
@@ -32,6 +35,7 @@ class MetadataStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
         self._index_text()
+        self._rows: dict[int, dict] = {}
 
     def _index_text(self) -> None:
         """Create the full-text table and fill in what it lacks (stores written before it existed)."""
@@ -54,6 +58,11 @@ class MetadataStore:
     def get_state(self, name: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
         return row[0] if row else default
+
+    def get_states(self, names: Sequence[str]) -> dict[str, str]:
+        """Several state entries in one statement (so from one committed state, with no explicit transaction)."""
+        marks = ",".join("?" * len(names))
+        return dict(self.db.execute(f"SELECT name, value FROM state WHERE name IN ({marks})", list(names)).fetchall())
 
     def set_state(self, name: str, value: str) -> None:
         self.db.execute("INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
@@ -146,13 +155,25 @@ class MetadataStore:
                                    [*params, int(limit), int(offset)]).fetchall()
         return total, [{"id": item_id, "title": title, **json.loads(attributes)} for item_id, title, attributes in rows]
 
-    def products(self, keys: Sequence[int]) -> dict[int, dict]:
-        out = {}
-        for start in range(0, len(keys), 500):
-            chunk = [int(k) for k in keys[start : start + 500]]
+    def products(self, keys: Sequence[int], live: bool = False) -> dict[int, dict]:
+        """key -> row for the `keys` that exist. `live`: the caller knows every key exists now (read from the committed
+        vectors or from this snapshot), so rows read before are served from memory. Callers must not change the rows."""
+        out, missing = {}, []
+        for key in keys:
+            row = self._rows.get(int(key)) if live else None
+            if row is None:
+                missing.append(int(key))
+            else:
+                out[int(key)] = row
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for key, item_id, title, attributes in self.db.execute(f"SELECT key, id, title, attributes FROM products WHERE key IN ({marks})", chunk):
                 out[key] = {"id": item_id, "title": title, **json.loads(attributes)}
+        if missing:
+            if len(self._rows) + len(missing) > ROW_CACHE_MAX:
+                self._rows.clear()
+            self._rows.update((key, out[key]) for key in missing if key in out)
         return out
 
     def product(self, product_id: str) -> dict | None:

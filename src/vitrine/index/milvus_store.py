@@ -14,6 +14,15 @@ collection created there stores "" for a missing title or declared attribute (""
 filter and is not counted as a value; a collection's own schema says which encoding it uses), and before 2.4 its
 declared attributes get Trie indexes instead of INVERTED ones. Milvus Lite and 2.5+ store nulls.
 
+Lexical (BM25) search: on Milvus 2.5+ and Milvus Lite, a new collection also gets `_text`, a BM25 function from it to
+`_text_bm25` (sparse, SPARSE_INVERTED_INDEX) and the collection property `vitrine.text`, which says it has them. `_text`
+holds the words FaissStore's FTS5 table reads (the title and the catalog's attribute values, not predicted tags) as
+that table's tokenizer cuts and stems them, and queries are cut the same way: Milvus Lite 3.2 ignores analyzer filters
+(no stemmer), so Milvus's own analyzer only splits on spaces here, and both backends match the same words. Their
+scores differ: Milvus's IDF is Lucene's, log(1 + (N - n + 0.5) / (n + 0.5)), where FTS5 drops a word most products
+hold, and Milvus Lite 3.2 takes each segment's own statistics. A collection without `vitrine.text` (a server
+before 2.5, or made before this) raises `LexicalUnsupported`, and the ranker's hybrid mode runs as vector there.
+
 On a server, a call that finds it unreachable (down, restarting) reconnects and is tried once more; if it fails again,
 or the server is still loading the collection after a restart, it raises `StoreUnavailable` (the service's 503).
 """
@@ -25,6 +34,7 @@ import json
 import logging
 import math
 import os
+import sqlite3
 import threading
 import urllib.parse
 from collections import Counter
@@ -34,6 +44,7 @@ from dataclasses import replace
 import numpy as np
 
 from vitrine.failpoints import failpoint
+from vitrine.index.metadata import _attribute_text
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.index.plan import IndexOptions, ef_search, plan_index, pq_bytes
 from vitrine.index.store import (IndexMismatchError, LexicalUnsupported, MilvusTarget, SearchHit, StoreUnavailable, checked_queries,
@@ -42,7 +53,9 @@ from vitrine.index.store import (IndexMismatchError, LexicalUnsupported, MilvusT
 ID_MAX_BYTES = 512
 TITLE_MAX_BYTES = 8192
 ATTRIBUTE_MAX_BYTES = 2048
-RESERVED = ("id", "vector", "title")
+TEXT_FIELD, SPARSE_FIELD = "_text", "_text_bm25"  # not catalog names: declared attributes never start with "_"
+TEXT_MAX_BYTES = 65535  # Milvus's longest VARCHAR
+RESERVED = ("id", "vector", "title", TEXT_FIELD, SPARSE_FIELD)
 WRITE_CHUNK = 2000  # rows per upsert request (well under gRPC's message limit at 1,024-d)
 FIELD_SCAN_MAX = 200_000  # field_values() counts over at most this many products
 QUERY_MAX = 16384  # rows one query returns at most (offset + limit)
@@ -50,6 +63,10 @@ _UPGRADE = {"flat": 0, "hnsw": 1, "ivfpq": 2}
 _IVF_MIN_VECTORS = 256 * 39
 NULLABLE_SINCE = (2, 5)  # nullable scalar fields
 INVERTED_SINCE = (2, 4)  # INVERTED indexes on VARCHAR fields (2.3 takes Trie)
+FULL_TEXT_SINCE = (2, 5)  # BM25 functions over analyzed VARCHAR fields
+FTS5_TOKENIZER = "porter unicode61 remove_diacritics 2"  # the embedded store's (vitrine.index.metadata); _text holds its tokens
+ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}  # splits _text's tokens apart, leaving each as it is
+BM25_PARAMS = {"bm25_k1": 1.2, "bm25_b": 0.75}  # FTS5's constants (Milvus Lite's default k1 is 1.5)
 CALL_TIMEOUT_S = 30.0  # per server call: without one, pymilvus retries an unanswered call for minutes
 FLUSH_TIMEOUT_S = 120.0
 
@@ -116,6 +133,27 @@ def _disconnect(target: MilvusTarget, client) -> None:
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
+
+
+def _search_text(meta: Mapping) -> str:
+    """The text BM25 reads for a product: its title and attribute values, as FaissStore's FTS5 table holds them."""
+    attributes = {key: value for key, value in meta.items() if key not in ("id", "title")}
+    return " ".join(part for part in (str(meta.get("title") or ""), _attribute_text(attributes)) if part)
+
+
+def _fts5_tokens(texts: Sequence[str]) -> list[str]:
+    """Each text as FTS5's porter tokenizer reads it: its stemmed, lower-cased words, space-separated."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(f"CREATE VIRTUAL TABLE t USING fts5(x, tokenize='{FTS5_TOKENIZER}')")
+        db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
+        db.executemany("INSERT INTO t (rowid, x) VALUES (?, ?)", enumerate(texts, start=1))
+        tokens: list[list[str]] = [[] for _ in texts]
+        for doc, term in db.execute('SELECT doc, term FROM v ORDER BY doc, "offset"'):
+            tokens[doc - 1].append(term)
+    finally:
+        db.close()
+    return [" ".join(words).encode("utf-8")[:TEXT_MAX_BYTES].decode("utf-8", "ignore") for words in tokens]
 
 
 def server_version(text: str) -> tuple[int, ...]:
@@ -263,7 +301,7 @@ class MilvusStore:
 
     # ---- collection layout -----------------------------------------------------------------------
     def _create(self, model: str, dim: int, attributes: Sequence[str]) -> None:
-        from pymilvus import DataType
+        from pymilvus import DataType, Function, FunctionType
 
         declared = [a for a in dict.fromkeys(attributes) if a not in RESERVED and a.isidentifier() and not a.startswith("_")]
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=True)
@@ -278,11 +316,20 @@ class MilvusStore:
         scalar_index = "INVERTED" if self._has(INVERTED_SINCE) else "Trie"  # 2.3 refuses INVERTED on VARCHAR
         for name in declared:
             index_params.add_index(field_name=name, index_name=name, index_type=scalar_index)
+        text = {}
+        if self._has(FULL_TEXT_SINCE):
+            schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True, analyzer_params=ANALYZER)
+            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(Function(name=SPARSE_FIELD, function_type=FunctionType.BM25, input_field_names=[TEXT_FIELD],
+                                         output_field_names=[SPARSE_FIELD]))
+            index_params.add_index(field_name=SPARSE_FIELD, index_name=SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX",
+                                   metric_type="BM25", params=BM25_PARAMS)
+            text = {"vitrine.text": json.dumps({"field": TEXT_FIELD, "tokens": f"fts5 {FTS5_TOKENIZER}", "analyzer": ANALYZER})}
         self._call(lambda: self.client.create_collection(self.collection, schema=schema, index_params=index_params,
                                                           consistency_level="Strong", timeout=CALL_TIMEOUT_S))
         self._set_properties({
             "vitrine.model": model, "vitrine.dim": str(dim), "vitrine.options": IndexOptions().to_json(), "vitrine.kind": "flat",
-            "vitrine.fields": "[]", "vitrine.state": "{}"})
+            "vitrine.fields": "[]", "vitrine.state": "{}", **text})
 
     def _has(self, since: tuple[int, ...]) -> bool:
         """Whether the server has the feature that came in Milvus `since` (Milvus Lite, and an unreadable version: yes)."""
@@ -301,6 +348,7 @@ class MilvusStore:
         self.dynamic = json.loads(properties.get("vitrine.fields") or "[]")
         self.state = json.loads(properties.get("vitrine.state") or "{}")
         self.index_params = json.loads(properties.get("vitrine.index_params") or "{}")
+        self.full_text = "vitrine.text" in properties  # no BM25 text field: made on a server before 2.5, or before vitrine had one
 
     def _set_properties(self, properties: Mapping[str, str]) -> None:
         self._call(lambda: self.client.alter_collection_properties(self.collection, properties=dict(properties), timeout=CALL_TIMEOUT_S))
@@ -434,6 +482,9 @@ class MilvusStore:
         """Add products, or replace those whose id exists; `state` entries are saved after the rows (see module doc)."""
         vectors, metadata = checked_rows(ids, vectors, metadata, self.dim)
         rows = [self._row(item_id, vector, meta) for item_id, vector, meta in zip(ids, vectors, metadata)]
+        if self.full_text:
+            for row, text in zip(rows, _fts5_tokens([_search_text(meta) for meta in metadata])):
+                row[TEXT_FIELD] = text
         for start in range(0, len(rows), WRITE_CHUNK):  # a retried chunk writes the same rows again: the same result
             chunk = rows[start : start + WRITE_CHUNK]
             self._call(lambda: self.client.upsert(self.collection, chunk, timeout=CALL_TIMEOUT_S))
@@ -467,7 +518,7 @@ class MilvusStore:
         for key, value in meta.items():
             if key in ("id", "title") or value is None:
                 continue
-            if key == "vector" or key.startswith("$") or not key.strip():
+            if key in RESERVED or key.startswith("$") or not key.strip():
                 raise ValueError(f"product {item_id!r}: attribute name {key!r} is reserved or empty")
             if key in self.declared:
                 value = str(value)
@@ -532,10 +583,34 @@ class MilvusStore:
 
     def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
                 vector: np.ndarray | None = None) -> list[SearchHit]:
-        # Milvus 2.5+ ranks by BM25 only on a VARCHAR field with an analyzer and a BM25 function, set when the
-        # collection is created; vitrine's collections do not declare one yet.
-        raise LexicalUnsupported("lexical and hybrid search need the embedded store (an index directory): this Milvus "
-                                 "collection has no BM25 full-text field; use mode 'vector'")
+        """Products whose title or attribute values hold any of the words, by BM25 (Milvus full-text search), best
+        first; with `vector`, each hit's cosine to it as well."""
+        if not self.full_text:
+            raise LexicalUnsupported(self._no_lexical_reason())
+        query_vector = checked_queries(vector, 1, self.dim)[0] if vector is not None else None
+        query = _fts5_tokens([" ".join(words)])[0]
+        expression = self._expression(filters)
+        if not query or expression is None or k < 1:
+            return []
+        fields = [*self._output_fields(), "vector"] if vector is not None else self._output_fields()  # the cosines in the same call
+        results = self._call(lambda: self.client.search(self.collection, data=[query], anns_field=SPARSE_FIELD, limit=min(k, QUERY_MAX),
+                                                        filter=expression, output_fields=fields, search_params={"metric_type": "BM25"},
+                                                        consistency_level="Strong", timeout=CALL_TIMEOUT_S))
+        hits = []
+        for hit in results[0]:
+            entity = hit.get("entity", {})
+            similarity = float(np.asarray(entity.pop("vector"), dtype=np.float32) @ query_vector) if query_vector is not None else None
+            # a server answers the BM25 score, Milvus Lite 3.2 its negation (a distance): the order is best first either way
+            hits.append(SearchHit(hit["id"], abs(float(hit["distance"])), self._metadata(hit["id"], entity), similarity))
+        return hits
+
+    def _no_lexical_reason(self) -> str:
+        if not self._has(FULL_TEXT_SINCE):
+            return (f"lexical and hybrid search need the embedded store (an index directory) or Milvus "
+                    f"{'.'.join(map(str, FULL_TEXT_SINCE))}+: the server at {_address(self.target.uri)} is Milvus "
+                    f"{'.'.join(map(str, self.version))}, which has no full-text search; use mode 'vector'")
+        return (f"Milvus collection {self.collection!r} at {_address(self.target.uri)} was created without a BM25 text field: "
+                f"rebuild the collection (`vitrine index build` into a new index) to get lexical and hybrid search, or use mode 'vector'")
 
     def sample(self, n: int) -> list[dict]:
         rows = self._call(lambda: self.client.query(self.collection, filter="", limit=max(1, n), output_fields=self._output_fields(),

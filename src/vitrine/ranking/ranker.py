@@ -10,6 +10,7 @@ from vitrine.data.tagged import PREDICTED_PREFIX
 from vitrine.data.words import stem, words
 from vitrine.index.store import LexicalUnsupported, SearchHit
 from vitrine.ranking.filters import check_filters
+from vitrine.ranking.codes import FieldCodes
 from vitrine.ranking.fusion import normalised, reciprocal_rank, weighted
 from vitrine.ranking.relevance import Calibration, Evidence, judge
 from vitrine.ranking.soft import FieldVocabulary, SoftMatch
@@ -60,6 +61,7 @@ class Ranked:
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # value counts over every ranked candidate
     relevance: dict = field(default_factory=dict)
     mode: str = "vector"  # the mode that ran (hybrid falls back to vector on a store without BM25)
+    excluded: tuple[str, ...] = ()  # the ids left out (the query image's own product)
 
 
 class Ranker:
@@ -68,6 +70,7 @@ class Ranker:
     def __init__(self, store):
         self.store = store
         self._values: tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary, set[str]] | None = None
+        self._coded: FieldCodes | None = None
 
     def _catalog(self) -> tuple[int, dict[str, list[tuple[str, int]]], FieldVocabulary, set[str]]:
         generation = self.store.generation
@@ -76,6 +79,14 @@ class Ranker:
             self._values = (generation, values, FieldVocabulary({name: [v for v, _ in rows] for name, rows in values.items()}),
                             set(self.store.fields()))
         return self._values
+
+    def _codes(self) -> FieldCodes:
+        """The candidates' coded values for this generation; facets count every catalog field but the id, the title
+        and predicted tags."""
+        generation, _, _, fields = self._catalog()
+        if self._coded is None or self._coded.generation != generation:
+            self._coded = FieldCodes(generation, [n for n in fields if n not in ("id", "title") and not n.startswith(PREDICTED_PREFIX)])
+        return self._coded
 
     def catalog_values(self) -> dict[str, list[tuple[str, int]]]:
         """Every value of every field with its product count, commonest first (reread when the store changes)."""
@@ -128,20 +139,22 @@ class Ranker:
             lexical_lists.append(self.store.lexical(terms, depth, narrowed, vector))
 
         candidates: dict[str, SearchHit] = {}
-        for hit in (h for hits in vector_lists + lexical_lists for h in hits):
-            known = candidates.get(hit.id)
-            if known is None or (known.similarity is None and hit.similarity is not None):
-                candidates[hit.id] = hit
-        excluded = set(options.exclude)
-        candidates = {i: h for i, h in candidates.items() if i not in excluded and
-                      (options.min_score is None or (h.similarity is not None and h.similarity >= options.min_score))}
+        for hits in vector_lists + lexical_lists:
+            for hit in hits:
+                known = candidates.get(hit.id)
+                if known is None or (known.similarity is None and hit.similarity is not None):
+                    candidates[hit.id] = hit
+        for item in options.exclude:
+            candidates.pop(item, None)
+        if options.min_score is not None:
+            candidates = {i: h for i, h in candidates.items() if h.similarity is not None and h.similarity >= options.min_score}
 
         vector_scores = _best_scores(vector_lists)
         lexical_scores = _best_scores(lexical_lists)
         if mode == "lexical":
-            base = dict(lexical_scores)
+            base = lexical_scores
         elif mode == "vector" or not lexical_lists:  # an image query has no words: hybrid is its vector ranking
-            base = dict(vector_scores)
+            base = vector_scores
         elif options.fusion == "rrf":
             base = reciprocal_rank([_order(vector_scores), _order(lexical_scores)], [options.vector_weight, 1 - options.vector_weight])
         else:
@@ -153,28 +166,36 @@ class Ranker:
         boosted = (matched and options.soft_weight > 0) or bool(kept)
         if boosted or (mode == "hybrid" and lexical_lists):  # fused scores on one 0-1 scale, so the boost means the same in every mode
             base = normalised(base)
-        scored = []
-        for item, hit in candidates.items():
-            score = base.get(item, 0.0) + options.soft_weight * matched.satisfied(hit.metadata) + options.reference_weight * kept.satisfied(hit.metadata)
-            scored.append(replace(hit, score=float(score)))
-        scored.sort(key=lambda h: (-h.score, -(h.similarity if h.similarity is not None else -2.0), h.id))
+        codes = self._codes()
+        hits = list(candidates.values())
+        rows = codes.rows(hits)
+        satisfied = codes.share(rows, matched.values)  # each candidate's share of the named values
+        score = np.fromiter((base.get(hit.id, 0.0) for hit in hits), np.float64, len(hits)) + options.soft_weight * satisfied
+        if kept:
+            score += options.reference_weight * codes.share(rows, kept.values)
+        similarity = np.fromiter((-2.0 if hit.similarity is None else hit.similarity for hit in hits), np.float64, len(hits))
+        # by score, then similarity, then id
+        order = np.lexsort((np.array([hit.id for hit in hits]), -similarity, -score)) if hits else np.zeros(0, np.int64)
+        page = [replace(hits[i], score=float(score[i])) for i in order[options.offset:options.offset + k].tolist()]
 
         top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
         shopper = calibration is not None and calibration.method == "shopper"
-        evidence = Evidence(top, _named_all(matched, scored, set(filters) if shopper else set()),
-                            shopper and _catalog_words(matched, calibration), image,
+        named_all = _named_all(matched, codes, rows, satisfied, set(filters) if shopper else set())
+        evidence = Evidence(top, named_all, shopper and _catalog_words(matched, calibration), image,
                             calibration.text_similarity(vector) if shopper and image else None)
-        return Ranked(scored[options.offset:options.offset + k], len(scored), matched, _facets(scored),
-                      judge(calibration, evidence), mode)
+        return Ranked(page, len(hits), matched, codes.counts(rows), judge(calibration, evidence), mode, tuple(options.exclude))
 
 
-def _named_all(matched: SoftMatch, hits: Sequence[SearchHit], filtered: Collection[str]) -> bool:
+def _named_all(matched: SoftMatch, codes: FieldCodes, rows: np.ndarray, satisfied: np.ndarray, filtered: Collection[str]) -> bool:
     """Every word named a catalog value and some candidate has them all. A value of a hard-filtered field is the
     filter's to decide ("red t-shirt for men" under the Women chip still names what the chip's products have)."""
     if not matched or matched.unmatched:
         return False
-    wanted = SoftMatch({name: values for name, values in matched.values.items() if name not in filtered})
-    return bool(hits) if not wanted else any(wanted.satisfied(h.metadata) == 1.0 for h in hits)
+    wanted = {name: values for name, values in matched.values.items() if name not in filtered}
+    if not wanted:
+        return bool(len(rows))
+    shares = satisfied if len(wanted) == len(matched.values) else codes.share(rows, wanted)
+    return bool((shares == 1.0).any())
 
 
 def _catalog_words(matched: SoftMatch, calibration: Calibration) -> bool:
@@ -220,14 +241,3 @@ def _best_scores(lists: Sequence[Sequence[SearchHit]]) -> dict[str, float]:
 
 def _order(scores: Mapping[str, float]) -> list[str]:
     return sorted(scores, key=lambda item: (-scores[item], item))
-
-
-def _facets(hits: Sequence[SearchHit], skip: tuple[str, ...] = ("id", "title")) -> dict[str, list[tuple[str, int]]]:
-    counts: dict[str, dict[str, int]] = {}
-    for hit in hits:
-        for name, value in hit.metadata.items():
-            if name in skip or name.startswith(PREDICTED_PREFIX) or value is None:
-                continue
-            field_counts = counts.setdefault(name, {})
-            field_counts[str(value)] = field_counts.get(str(value), 0) + 1
-    return {name: sorted(values.items(), key=lambda kv: (-kv[1], kv[0])) for name, values in sorted(counts.items())}

@@ -82,13 +82,15 @@ def judge(calibration: Calibration | None, evidence: Evidence) -> dict:
     """The response's relevance: `close_match` false when the best cosine is below what nearly every calibration query
     reaches, unless the words vouch for the query (they all named values some product has; or, with the shopper
     method, one named what the product is and the others are words of the catalog). Images are judged against images."""
-    similarity, named = evidence.similarity, evidence.named_all
+    # judged on the cosines as shown (4 decimals): a batch's forward pass differs from a lone query's in the last
+    # bits, and on a catalog of identical photos that alone moved a level (tests/test_one_query_path.py)
+    similarity, named = (None if evidence.similarity is None else round(float(evidence.similarity), 4)), evidence.named_all
     image = evidence.image and calibration is not None and calibration.images is not None and evidence.text_similarity is not None
     if similarity is None or calibration is None or (evidence.image and not image):
         return {"close_match": True if named else None, "level": None, "top_similarity": similarity,
                 "basis": "words" if named else "none", "words_named": named}
     if image:
-        quiet, level = calibration.image_quiet_above, calibration.image_level(similarity, evidence.text_similarity)
+        quiet, level = calibration.image_quiet_above, calibration.image_level(similarity, round(float(evidence.text_similarity), 4))
     else:
         quiet, level = calibration.quiet_above, calibration.level(similarity)
     words = named or (calibration.method == "shopper" and evidence.catalog_words)

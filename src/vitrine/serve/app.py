@@ -1,6 +1,7 @@
 """The FastAPI app: search, tagging and product endpoints, the web UI at `/`, OpenAPI at `/docs`."""
 from __future__ import annotations
 
+import os
 import time
 from importlib import resources
 
@@ -17,7 +18,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vitrine
-from vitrine.search import parse_filters
+from vitrine.search import Query, QueryError, checked_filters, parse_filters
+from vitrine.search.answer import answer, product_view
+from vitrine.search.query import TEXT_AND_IMAGE
 from vitrine.serve import bodies
 from vitrine.serve.bodies import (CatalogFacets, EmbedForm, EmbedJSON, EmbedResult, Mode, Product, ProductForm, ProductJSON, ProductPage, SearchBatchJSON,
                                   SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON, TagResult, UpsertResult,
@@ -26,7 +29,7 @@ from vitrine.serve.errors import install_error_handlers
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
 from vitrine.serve.metrics import Metrics, ObserveRequests
 from vitrine.serve.requests import checked_k, clean_text, image_from_bytes, image_url, product_id_from_image_url, read_image
-from vitrine.serve.service import Query, SearchService, ServiceError, product_view
+from vitrine.serve.service import SearchService, ServiceError
 from vitrine.serve.server import server_stack
 from vitrine.serve.settings import ServeSettings
 from vitrine.serve.tokens import Tokens
@@ -88,10 +91,6 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             raise StarletteHTTPException(403, "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a token file)")
         _check_token(request, "write")
 
-    def hit_view(rank: int, hit) -> dict:
-        similarity = None if hit.similarity is None else round(hit.similarity, 4)
-        return {"rank": rank, "score": round(hit.score, 4), "similarity": similarity, **product_view(hit.metadata), "image_url": image_url(hit.id)}
-
     def search_draft(width: int, height: int) -> tuple[int, int]:
         """A search image may be decoded down to DRAFT_MARGIN times what the model's transform keeps of it (tags and
         stored product images always decode in full)."""
@@ -110,17 +109,14 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return None
 
     def make_query(text, modification, image, image_url_, k, filters: dict[str, list[str]], where: str = "", ranking=None) -> Query:
-        """A checked query; `where` prefixes messages with the query's place in a batch."""
-        text, modification = clean_text(f"{where}text", text, settings), clean_text(f"{where}modification", modification, settings)
+        """A checked query (`vitrine.search.Query` checks what every surface shares, this the server's own limits);
+        `where` prefixes messages with the query's place in a batch."""
+        # over the length limit: refused here; blank: Query says so, in the words every surface uses
+        text = clean_text(f"{where}text", text, settings) or (text if isinstance(text, str) and not image else None)
+        modification = clean_text(f"{where}modification", modification, settings)
         if image is not None and text:  # before touching the image: a text with an image is refused as such
-            raise ServiceError(f"{where}give text or an image, not both; to change an image query, send the change as 'modification'")
+            raise ServiceError(f"{where}{TEXT_AND_IMAGE}")
         picture = picture_of(image, image_url_, where, draft=search_draft)
-        if picture is None and modification:
-            raise ServiceError(f"{where}a modification changes an image query: give an image or an image_url too")
-        if picture is None and not text:
-            raise ServiceError(f"{where}give a text query, an image, or an image with a modification")
-        if picture is not None and text:
-            raise ServiceError(f"{where}give text or an image, not both; to change an image query, send the change as 'modification'")
         try:
             k = checked_k(k, settings)
         except ServiceError as exc:
@@ -130,17 +126,16 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         if not 0 <= offset <= MAX_OFFSET:
             raise ServiceError(f"{where}offset must be between 0 and {MAX_OFFSET}, got {offset}")
         reference = product_id_from_image_url(image_url_) if image_url_ and image is None else None
-        return Query(text=text, image=picture, modification=modification, k=k, filters=filters, reference_id=reference, **ranking)
+        try:
+            return Query(text=text, image=picture, modification=modification, k=k, filters=filters, reference_id=reference, **ranking)
+        except QueryError as exc:
+            raise ServiceError(f"{where}{exc}") from None
 
     def json_filters(filters: dict[str, str | list[str]], where: str = "") -> dict[str, list[str]]:
-        parsed = {}
-        for name, values in filters.items():
-            values = [values] if isinstance(values, str) else values
-            values = [v.strip() for v in values if v.strip()]
-            if not name.strip() or not values:
-                raise ServiceError(f"{where}filters: each field needs a name and at least one non-empty value, got {name!r}")
-            parsed[name.strip()] = values
-        return parsed
+        try:
+            return checked_filters(filters)
+        except QueryError as exc:
+            raise ServiceError(f"{where}{exc}") from None
 
     def form_filters(specs: list[str]) -> dict[str, list[str]]:
         try:
@@ -158,13 +153,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
                           ranking=ranking_of(body))
 
     def result_view(query: Query, ranked, took_ms: float) -> dict:
-        options = service.rank_options(query)
-        echo = {"kind": query.kind, "text": query.text, "modification": query.modification, "k": query.k, "filters": dict(query.filters),
-                "mode": ranked.mode, "offset": query.offset, "soft_filters": ranked.matched.to_dict() if query.soft_filters else None,
-                "excluded": list(options.exclude)}
-        facets = {name: [{"value": v, "count": n} for v, n in rows] for name, rows in ranked.facets.items()}
-        return {"query": echo, "took_ms": took_ms, "total": ranked.total, "relevance": ranked.relevance or None, "facets": facets,
-                "results": [hit_view(rank, hit) for rank, hit in enumerate(ranked.hits, query.offset + 1)]}
+        return answer(query, ranked, took_ms, lambda item: {"image_url": image_url(item)})
 
     def run_search(query: Query) -> dict:
         start = time.perf_counter()
@@ -172,10 +161,11 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
     async def run_text_search(query: Query) -> dict:
-        """A text query on the lean path: encoded while the event loop waits (no thread held), then searched in a thread."""
+        """A text query on the lean path: encoded while the event loop waits (no thread held), then ranked on the loop
+        (about a millisecond, less than a hop to a thread and back), or in a thread while a writer holds the index."""
         start = time.perf_counter()
         vector = await service.text_vector(query.text)
-        ranked = await run_in_threadpool(service.rank, query, vector)
+        ranked = service.rank(query, vector, blocking=False) or await run_in_threadpool(service.rank, query, vector)
         return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
     def checked_batch(items: list, what: str) -> None:
@@ -205,8 +195,13 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         ranked = iter(service.rank_many(good, per_item=body.on_error == "report") if good else [])
         took = round((time.perf_counter() - start) * 1000, 2)
         results = []
-        for query in parsed:
-            outcome = query if isinstance(query, ServiceError) else next(ranked)
+        for i, query in enumerate(parsed):
+            if isinstance(query, ServiceError):  # refused as parsed: its message names its place already
+                results.append(item_error(query))
+                continue
+            outcome = next(ranked)
+            if isinstance(outcome, ServiceError):  # refused as ranked (a filter no product matches): named the same way
+                outcome = ServiceError(f"queries[{i}]: {outcome.message}", outcome.status)
             results.append(item_error(outcome) if isinstance(outcome, ServiceError) else result_view(query, outcome, took))
         return {"took_ms": took, "errors": sum(isinstance(r, dict) and "error" in r for r in results), "results": results}
 
@@ -377,7 +372,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         stats = service.stats()
         return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
                 "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__,
-                "server": {**server_stack(settings.http_stack), "request_path": settings.request_path}}
+                "server": {**server_stack(settings.http_stack), "request_path": settings.request_path},
+                "worker": {**getattr(app.state, "worker", {"pid": os.getpid()}), "rss_mib": round(_rss_mib(), 1)}}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
@@ -414,6 +410,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 def app_from_environment() -> FastAPI:
     """For uvicorn workers (`--factory`): settings from VITRINE_SERVE_SETTINGS."""
     import os
+    import sys
 
     from vitrine.serve.settings import SETTINGS_ENV
 
@@ -423,4 +420,22 @@ def app_from_environment() -> FastAPI:
     # One intra-op thread per request by default: batch-1 encoding gains nothing from splitting ops across cores
     # (measured: p50 10.5 ms with one thread vs 15.2 ms with two), and concurrent requests fill the cores instead.
     torch.set_num_threads(settings.threads or 1)
-    return create_app(settings)
+    start = time.perf_counter()
+    service = SearchService(settings)
+    # Before the worker answers anything (/healthz included): the models, the Combiner, the tagging model, the
+    # calibration, one pass of each. A first query is then as fast as any other.
+    service.warm()
+    app = create_app(settings, service)
+    app.state.worker = {"pid": os.getpid(), "ready_in_s": round(time.perf_counter() - start, 2), "rss_mib_at_ready": round(_rss_mib(), 1)}
+    print(f"vitrine worker {os.getpid()}: ready in {app.state.worker['ready_in_s']} s, {app.state.worker['rss_mib_at_ready']} MiB resident",
+          file=sys.stderr, flush=True)
+    return app
+
+
+def _rss_mib() -> float:
+    """This process's resident memory (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -9,11 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -26,11 +24,10 @@ from vitrine.index.snapshot import sweep_leftovers
 from vitrine.index.store import SearchHit, StoreUnavailable, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
-from vitrine.ranking import Calibration, FilterError, Ranked, Ranker, RankOptions
-from vitrine.ranking.calibrate import calibrate
+from vitrine.ranking import FilterError, Ranked
+from vitrine.search import Query, SearchEngine
 from vitrine.serve.batching import MicroBatcher
 from vitrine.serve.facets import catalog_facets
-from vitrine.index.runtime import check_query_runtime
 from vitrine.serve.images import ImageStore, lock_dir
 from vitrine.serve.settings import ServeSettings
 
@@ -55,45 +52,6 @@ class NotFound(ServiceError):
     status = 404
 
 
-@dataclass(frozen=True)
-class Query:
-    """Text, or an image with an optional modification ("like this, but in black"), plus filters."""
-
-    text: str | None = None
-    image: Image.Image | None = None
-    modification: str | None = None
-    k: int = 10
-    filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
-    mode: str | None = None  # vector, lexical or hybrid; None: the service's default
-    soft_filters: bool = True  # query words that name a catalog value boost products with it
-    reference_id: str | None = None  # the catalog product the image is (a "more like this" by image_url)
-    exclude_reference: bool = True  # leave that product out of its own results
-    min_score: float | None = None
-    offset: int = 0
-
-    @property
-    def kind(self) -> str:
-        if self.image is None:
-            return "text"
-        return "composed" if self.modification else "image"
-
-
-def product_view(metadata: Mapping) -> dict:
-    """A stored row as the API shows it: catalog attributes and predicted tags apart."""
-    attributes, tags = {}, {}
-    for key, value in metadata.items():
-        if key in ("id", "title", PREDICTED_FIELDS):
-            continue
-        if key.startswith(PREDICTED_PREFIX):
-            tags[key[len(PREDICTED_PREFIX):]] = value
-        else:
-            attributes[key] = value
-    filled = [name for name in (metadata.get(PREDICTED_FIELDS) or "").split(",") if name]
-    for name in filled:  # a value the tagger filled in is a tag, not a catalog attribute
-        attributes.pop(name, None)
-    return {"id": metadata["id"], "title": metadata.get("title"), "attributes": attributes, "tags": tags}
-
-
 class SearchService:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
@@ -106,80 +64,42 @@ class SearchService:
             ImageStore(self.images_dir).sweep()
             if not is_milvus(settings.index):
                 sweep_leftovers(settings.index)
-        self.model = create_model(self.store.model, runtime=settings.runtime, fallback=True)
-        self.model.eval()
-        check_query_runtime(self.store, self.model)
+        model = create_model(self.store.model, runtime=settings.runtime, fallback=True)
+        self.engine = SearchEngine(store=self.store, encoder=model, relevance=settings.relevance, combiner=settings.combiner,
+                                   search_mode=settings.search_mode)
+        self.model, self.ranker = self.engine.model, self.engine.ranker
         self.images = ImageStore(self.images_dir)
-        self.ranker = Ranker(self.store)
-        self._calibration: Calibration | None = None
-        self._calibration_generation: int | None = None
-        self._lock = threading.RLock()
+        self._lock = self.engine.lock  # reads and writes of the store, in this process
         self._fields: tuple[int, set[str]] | None = None
-        self._composer = None
         self._tag_model = None
         self._taggers: OrderedDict[str, object] = OrderedDict()
         # Concurrent queries share forward passes (a lone query is not delayed): see MicroBatcher.
         wait = settings.batch_wait_us / 1e6
-        self._encode_texts = MicroBatcher(self._text_batch, settings.max_batch, name="text-encoder", max_wait=wait)
-        self._encode_images = MicroBatcher(self._image_batch, settings.max_batch, name="image-encoder", max_wait=wait)
-        with self._lock:  # at start, so that no query waits for it
-            self._current_calibration()
+        self._encode_texts = MicroBatcher(self.engine.encode_texts, settings.max_batch, name="text-encoder", max_wait=wait)
+        self._encode_images = MicroBatcher(self.engine.image_features, settings.max_batch, name="image-encoder", max_wait=wait)
+        self.engine.calibration()  # at start, so that no query waits for it (`warm` loads the rest)
+
+    def warm(self) -> None:
+        """Load now what a worker's first query, tag and composed query would otherwise wait for."""
+        self.engine.warm(composed=True)
+        self._tagger().tag_images([Image.new("RGB", (64, 64), (128, 128, 128))])
 
     # ---- reads -------------------------------------------------------------------------------------
     def search(self, query: Query, vector: torch.Tensor | None = None) -> list[SearchHit]:
         """The hits of `query` (see `rank` for the rest of the answer)."""
         return self.rank(query, vector).hits
 
-    def rank(self, query: Query, vector: torch.Tensor | None = None) -> Ranked:
-        """The ranked page of `query`; `vector` is its encoding when the caller already has it (see `text_vector`)."""
-        vector = self._query_vector(query) if vector is None else vector
-        with self._lock:
-            self.store.refresh()
-            return self._rank_locked(query, vector)
-
-    def _rank_locked(self, query: Query, vector: torch.Tensor) -> Ranked:
-        self._check_filters(query.filters)
-        options = self.rank_options(query)
-        calibration = self._current_calibration() if query.kind in ("text", "image") else None
-        composed = query.kind == "composed"
+    def rank(self, query: Query, vector: torch.Tensor | None = None, blocking: bool = True) -> Ranked | None:
+        """The ranked page of `query`; `vector` is its encoding when the caller already has it (see `text_vector`).
+        With `blocking` False, None rather than wait while a writer holds the index (the event loop never waits)."""
+        image_vector = None
+        if vector is None:
+            vectors, images = self.engine.query_vectors([query], self._batched_texts, self._batched_images)
+            vector, image_vector = vectors, images[0]
         try:
-            reference = self.store.product(query.reference_id) if composed and query.reference_id else None
-            return self.ranker.rank(vector.numpy(), None if composed else query.text, query.k, query.filters, options, calibration,
-                                    soft_text=query.modification if composed else None, reference=reference)
-        except ValueError as exc:  # a mode this store cannot run (lexical on Milvus), a bad option
+            return self.engine.rank(query, vector, image_vector, blocking=blocking)
+        except ValueError as exc:  # QueryError, FilterError: the same words as every surface
             raise ServiceError(str(exc)) from None
-
-    def rank_options(self, query: Query) -> RankOptions:
-        exclude = (query.reference_id,) if query.reference_id and query.exclude_reference else ()
-        try:
-            return RankOptions(mode=query.mode or self.settings.search_mode, soft_filters=query.soft_filters, min_score=query.min_score,
-                               offset=query.offset, exclude=exclude)
-        except ValueError as exc:
-            raise ServiceError(str(exc)) from None
-
-    def _current_calibration(self) -> Calibration | None:
-        """What a query for a product this catalog has scores (`settings.relevance`): computed at start and again after a
-        commit that grew or shrank the catalog by a quarter; a query only compares generations."""
-        generation = self.store.generation
-        if self._calibration_generation == generation:  # the catalog's size is reread only after a write
-            return self._calibration
-        products = self.store.stats()["products"]
-        if self._calibration is None or self._calibration.stale(products):
-            def encode(texts):
-                return torch.stack([v for i in range(0, len(texts), 64) for v in self._text_batch(texts[i:i + 64])]).float().numpy()
-
-            self._calibration = calibrate(self.store, encode, self.settings.relevance)
-        self._calibration_generation = generation  # only once made: a store that failed midway is asked again
-        return self._calibration
-
-    def _calibrate_after_commit(self) -> None:
-        """The writer, not the next query, pays for a calibration a commit made due; a store that went away since the
-        commit leaves it to the next query (the write itself is done)."""
-        try:
-            with self._lock:
-                self._current_calibration()
-        except StoreUnavailable:
-            pass
 
     async def text_vector(self, text: str) -> torch.Tensor:
         """A text query's vector, awaited on the event loop while the encoder thread batches it with its neighbours."""
@@ -188,26 +108,31 @@ class SearchService:
     def rank_many(self, queries: Sequence[Query], per_item: bool = False) -> list[Ranked | ServiceError]:
         """Several queries at once: all texts in one forward pass, all images in another, then one ranking per query.
         A refused query raises, or with `per_item` takes its place in the answer as its ServiceError."""
-        vectors = self._query_vectors(queries)
-        with self._lock:
-            self.store.refresh()
-            if not per_item:
-                for query in queries:
-                    self._check_filters(query.filters)
-            return [self._rank_item(query, vectors[i:i + 1], per_item) for i, query in enumerate(queries)]
-
-    def _rank_item(self, query: Query, vector: torch.Tensor, per_item: bool) -> Ranked | ServiceError:
         try:
-            return self._rank_locked(query, vector)
-        except ServiceError as exc:
-            if not per_item:
-                raise
-            return exc
+            ranked = self.engine.rank_many(queries, per_item)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+        return [ServiceError(str(r)) if isinstance(r, ValueError) else r for r in ranked]
+
+    def _calibrate_after_commit(self) -> None:
+        """The writer, not the next query, pays for a calibration a commit made due; a store that went away since the
+        commit leaves it to the next query (the write itself is done)."""
+        try:
+            self.engine.calibration()
+        except StoreUnavailable:
+            pass
+
+    def _batched_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return [self._encode_texts(text) for text in texts]
+
+    def _batched_images(self, pixels: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self._encode_images(p) for p in pixels]
 
     def embed(self, texts: Sequence[str] = (), images: Sequence[Image.Image] = ()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Unit-norm vectors of `texts` (one forward pass) and of `images` (another), as the index's model makes them."""
-        text_vectors = [torch.nn.functional.normalize(v.float(), dim=-1) for v in self._text_batch(texts)] if texts else []
-        image_vectors = [torch.nn.functional.normalize(e.float(), dim=-1) for e, _ in self._image_batch([self.model.image_transform(i) for i in images])] if images else []
+        text_vectors = [torch.nn.functional.normalize(v.float(), dim=-1) for v in self.engine.encode_texts(texts)] if texts else []
+        image_vectors = [torch.nn.functional.normalize(e.float(), dim=-1)
+                         for e, _ in self.engine.image_features([self.model.image_transform(i) for i in images])] if images else []
         return text_vectors, image_vectors
 
     def page(self, offset: int, limit: int, filters: Mapping[str, Sequence[str]]) -> tuple[int, list[dict]]:
@@ -394,64 +319,6 @@ class SearchService:
             self.ranker.check_filters(filters, listing="GET /attributes?field={field} lists all")
         except FilterError as exc:
             raise ServiceError(str(exc)) from None
-
-    def _query_vector(self, query: Query) -> torch.Tensor:
-        if query.image is None:
-            return self._encode_texts(query.text).unsqueeze(0)
-        pixels = self.model.image_transform(query.image)  # in the request's thread: only the forward pass is batched
-        embeds, tokens = self._encode_images(pixels)
-        if not query.modification:
-            return embeds.unsqueeze(0)
-        composer = self._get_composer()
-        with torch.inference_mode():
-            if composer.model is not self.model:  # the torch model, for its tokens
-                own = composer.model.image_features(composer.model.image_transform(query.image).unsqueeze(0))
-                embeds, tokens = own.embeds[0], own.tokens[0]
-            return composer.queries(embeds.unsqueeze(0), [query.modification], tokens.unsqueeze(0) if composer.needs_tokens else None)
-
-    def _query_vectors(self, queries: Sequence[Query]) -> torch.Tensor:
-        """(len(queries), D) query vectors, each kind encoded in one batch."""
-        rows: list[torch.Tensor | None] = [None] * len(queries)
-        texts = [i for i, q in enumerate(queries) if q.image is None]
-        if texts:
-            for i, vector in zip(texts, self._text_batch([queries[i].text for i in texts])):
-                rows[i] = vector
-        pictures = [i for i, q in enumerate(queries) if q.image is not None]
-        if pictures:
-            encoded = self._image_batch([self.model.image_transform(queries[i].image) for i in pictures])
-            composed = [(i, embeds, tokens) for i, (embeds, tokens) in zip(pictures, encoded) if queries[i].modification]
-            for i, (embeds, _) in zip(pictures, encoded):
-                rows[i] = embeds
-            if composed:
-                composer = self._get_composer()
-                if composer.model is not self.model:  # the torch model, for its tokens
-                    with torch.inference_mode():
-                        own = composer.model.image_features(torch.stack([composer.model.image_transform(queries[i].image) for i, _, _ in composed]))
-                    composed = [(i, embeds, tokens) for (i, _, _), embeds, tokens in zip(composed, own.embeds, own.tokens)]
-                tokens = torch.stack([t for _, _, t in composed]) if composer.needs_tokens else None
-                with torch.inference_mode():
-                    changed = composer.queries(torch.stack([e for _, e, _ in composed]), [queries[i].modification for i, _, _ in composed], tokens)
-                for (i, _, _), vector in zip(composed, changed):
-                    rows[i] = vector
-        return torch.stack(rows)
-
-    def _text_batch(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        with torch.inference_mode():
-            return list(self.model.encode_text(list(texts)))
-
-    def _image_batch(self, pixels: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        with torch.inference_mode():
-            features = self.model.image_features(torch.stack(list(pixels)))
-        return list(zip(features.embeds, features.tokens))
-
-    def _get_composer(self):
-        with self._lock:
-            if self._composer is None:
-                from vitrine.cir.compose import composer_for
-
-                # AGCN reads tokens, which the ONNX runtimes lack: its queries are encoded by the torch model
-                self._composer = composer_for(self.model, self.settings.combiner, True, lambda: create_model(self.store.model))
-            return self._composer
 
     def _tagger(self, vocabulary=None):
         from vitrine.models import DEFAULT_TAG_MODEL
