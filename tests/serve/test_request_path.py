@@ -1,5 +1,5 @@
-"""The lean request path (orjson responses, a plain ASGI timing middleware) answers exactly what the classic one did,
-`/healthz` names the HTTP stack, `--workers auto` counts cores, and the old path stays reachable by settings."""
+"""Search answers are orjson bytes, every route is timed by the plain ASGI middleware, `/healthz` names the HTTP
+stack, and `--workers auto` counts cores."""
 from __future__ import annotations
 
 import io
@@ -41,28 +41,19 @@ def answers(settings: ServeSettings) -> tuple[list, dict, str]:
     return bodies, health, metrics
 
 
-def test_lean_and_classic_paths_answer_the_same_and_both_are_timed(settings):
-    lean, lean_health, lean_metrics = answers(settings)
-    classic, classic_health, classic_metrics = answers(replace(settings, request_path="classic", http_stack="stock"))
-    assert lean == classic
-    assert [status for status, _, _ in lean] == [200, 200, 200, 200, 200, 400]
-    assert all(content_type == "application/json" for _, content_type, _ in lean)
-    assert lean_health["server"] == {**server_stack("fast"), "request_path": "lean"}
-    assert classic_health["server"] == {"server": "uvicorn", "http": "h11", "loop": "asyncio", "request_path": "classic"}
-    for text in (lean_metrics, classic_metrics):  # every route timed, with its status
-        assert 'vitrine_http_requests_total{method="POST",route="/search",status="200"} 3.0' in text
-        assert 'vitrine_http_requests_total{method="POST",route="/search",status="400"} 1.0' in text
-        assert 'vitrine_http_requests_total{method="GET",route="/search",status="200"} 1.0' in text
+def test_search_answers_are_json_and_every_route_is_timed(settings):
+    bodies, health, metrics = answers(settings)
+    assert [status for status, _, _ in bodies] == [200, 200, 200, 200, 200, 400]
+    assert all(content_type == "application/json" for _, content_type, _ in bodies)
+    assert health["server"] == server_stack()
+    assert 'vitrine_http_requests_total{method="POST",route="/search",status="200"} 3.0' in metrics
+    assert 'vitrine_http_requests_total{method="POST",route="/search",status="400"} 1.0' in metrics
+    assert 'vitrine_http_requests_total{method="GET",route="/search",status="200"} 1.0' in metrics
 
 
 def test_the_fast_stack_is_installed_and_chosen_by_default():
     pytest.importorskip("uvloop", reason="uvicorn[standard] is a dependency: setup installs it")
     assert server_stack() == {"server": "uvicorn", "http": "httptools", "loop": "uvloop"}
-    assert ServeSettings().http_stack == "fast" and ServeSettings().request_path == "lean"
-    with pytest.raises(ValueError, match="http_stack must be one of fast, stock"):
-        ServeSettings(http_stack="granian")
-    with pytest.raises(ValueError, match="request_path must be one of lean, classic"):
-        ServeSettings(request_path="fast")
 
 
 def test_workers_auto_is_one_per_core_and_one_for_milvus_lite():

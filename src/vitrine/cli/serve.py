@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
     settings = load_settings(args.config, index=index, model=args.model, tag_model=args.tag_model, write_token=args.write_token,
                              read_token=args.read_token, workers=args.workers, images=args.images, threads=args.threads, combiner=args.combiner, runtime=args.runtime,
-                             max_k=args.max_k, http_stack=args.http_stack, request_path=args.request_path, max_batch=args.max_batch, batch_wait_us=args.batch_wait_us, search_mode=args.search_mode, relevance=args.relevance, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
+                             max_k=args.max_k, max_batch=args.max_batch, batch_wait_us=args.batch_wait_us, search_mode=args.search_mode, relevance=args.relevance, max_upload_bytes=args.max_upload_mb and int(args.max_upload_mb * 2**20))
     if args.catalog:
         result = prepare_index(args.catalog, settings, settings.model or DEFAULT_MODEL, schema=catalog_schema(args), progress=not args.no_progress)
         print(f"index {settings.index}: {result.products} products ({result.added} added now in {result.seconds:.1f}s)", file=sys.stderr)
@@ -30,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     writes = "writes need the bearer token" if settings.write_token else "writes disabled (no write token)"
     print(f"serving {settings.index} on http://{args.host}:{args.port}/ with {settings.workers} worker(s); {writes}; "
           f"API docs at /docs", file=sys.stderr, flush=True)
-    return 0 if serve_forever(args.host, args.port, settings.workers, args.log_level, args.access_log, settings.http_stack) else 1
+    return 0 if serve_forever(args.host, args.port, settings.workers, args.log_level, args.access_log) else 1
 
 
 def _workers(value: str) -> int | str:
@@ -78,11 +78,6 @@ def register(sub) -> None:
     parser.add_argument("--relevance", choices=["shopper", "titles"], help='the "no close match" judgement: shopper (default: '
                         "calibrated on shopper-like queries from the catalog's own values; images judged too) or titles (calibrated "
                         "on the catalog's titles, text only: the judgement before, kept for comparison)")
-    parser.add_argument("--http-stack", choices=["fast", "stock"], help="fast (default): uvicorn's httptools parser on uvloop; "
-                        "stock: its h11 parser on asyncio (the path before issue 24, kept for comparison)")
-    parser.add_argument("--request-path", choices=["lean", "classic"], help="lean (default): search results serialised with orjson and "
-                        "requests timed by a plain ASGI middleware; classic: FastAPI's response models and an http middleware "
-                        "(the path before issue 24, kept for comparison)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--no-progress", action="store_true", help="hide the indexing progress bar")

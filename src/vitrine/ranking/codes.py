@@ -65,9 +65,11 @@ class FieldCodes:
         hits = np.zeros(len(rows))
         for name, values in named.items():
             column = self._column.get(name)
-            codes = [self._codes[(name, v)] for v in values if (name, v) in self._codes]
+            codes = [self._codes[(name, v)] + 1 for v in values if (name, v) in self._codes]
             if column is not None and codes:
-                hits += np.isin(self._matrix[rows, column], codes)
+                wanted = np.zeros(len(self._values) + 1, bool)  # by code + 1: cell -1 (no value) reads wanted[0], False
+                wanted[codes] = True
+                hits += wanted[self._matrix[rows, column] + 1]
         return hits / len(named)
 
     def counts(self, rows: np.ndarray) -> dict[str, list[tuple[str, int]]]:

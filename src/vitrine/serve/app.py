@@ -1,8 +1,10 @@
 """The FastAPI app: search, tagging and product endpoints, the web UI at `/`, OpenAPI at `/docs`."""
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import orjson
@@ -48,6 +50,9 @@ RANKING_FIELDS = ("mode", "soft_filters", "exclude_reference", "min_score", "off
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:
     service = service or SearchService(settings)
     metrics = Metrics()
+    # One thread ranks the text queries, one after the other (they share one index lock anyway): no convoy of pool
+    # threads on the GIL, and the event loop stays free to parse the next requests.
+    ranking = ThreadPoolExecutor(1, thread_name_prefix="vitrine-rank")
     # FastAPIOffline serves Swagger UI and ReDoc from the package, so /docs works with no network (no CDN).
     app = FastAPIOffline(title="vitrine", version=vitrine.__version__,
                          description="Fashion search (text, image, image + modification), open-vocabulary tagging and a product catalog.")
@@ -55,21 +60,11 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     install_error_handlers(app)
 
-    lean = settings.request_path == "lean"
-    if lean:
-        app.add_middleware(ObserveRequests, metrics=metrics)
-    else:
-        @app.middleware("http")
-        async def _observe(request: Request, call_next):
-            start = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            metrics.observe(request.method, getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - start)
-            return response
+    app.add_middleware(ObserveRequests, metrics=metrics)
 
     def respond(result: dict):
-        """A search answer: bytes straight from orjson (lean), or the dict for FastAPI's response model (classic)."""
-        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json") if lean else result
+        """A search answer: bytes straight from orjson (no per-hit response-model round trip)."""
+        return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     # ---- auth ----------------------------------------------------------------------------------------
     tokens = Tokens(settings.read_token, settings.write_token, settings.token_file)
@@ -161,11 +156,12 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
     async def run_text_search(query: Query) -> dict:
-        """A text query on the lean path: encoded while the event loop waits (no thread held), then ranked on the loop
-        (about a millisecond, less than a hop to a thread and back), or in a thread while a writer holds the index."""
+        """A text query: encoded while the event loop waits (no thread held), then ranked on the one
+        ranking thread. The loop goes on reading requests and handing texts to the encoder meanwhile, so that the
+        encoder (ONNX Runtime, outside the GIL) and the ranking (Python) run at once on two cores, not by turns."""
         start = time.perf_counter()
         vector = await service.text_vector(query.text)
-        ranked = service.rank(query, vector, blocking=False) or await run_in_threadpool(service.rank, query, vector)
+        ranked = await asyncio.get_running_loop().run_in_executor(ranking, service.rank, query, vector)
         return result_view(query, ranked, round((time.perf_counter() - start) * 1000, 2))
 
     def checked_batch(items: list, what: str) -> None:
@@ -290,7 +286,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
               openapi_extra=request_body(SearchJSON, SearchForm))
     async def search(request: Request):
         body = await read_body(request, SearchJSON, SearchForm)
-        if lean and body.image is None and not body.image_url:  # a text query: nothing to decode, so checked here
+        if body.image is None and not body.image_url:  # a text query: nothing to decode, so checked here
             return respond(await run_text_search(query_from(body)))
         return respond(await run_in_threadpool(lambda: run_search(query_from(body))))
 
@@ -372,7 +368,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         stats = service.stats()
         return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
                 "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__,
-                "server": {**server_stack(settings.http_stack), "request_path": settings.request_path},
+                "server": server_stack(),
                 "worker": {**getattr(app.state, "worker", {"pid": os.getpid()}), "rss_mib": round(_rss_mib(), 1)}}
 
     @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,

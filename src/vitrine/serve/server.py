@@ -38,24 +38,21 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return value.isdigit() and bool(libc.mallopt(_M_ARENA_MAX, int(value)))
 
 
-def server_stack(http_stack: str = "fast") -> dict[str, str]:
-    """uvicorn's HTTP parser and event loop for a `http_stack` setting: `fast` takes httptools and uvloop where they
-    are installed (uvicorn[standard]), `stock` the pure-Python h11 parser on asyncio's own loop."""
+def server_stack() -> dict[str, str]:
+    """uvicorn's HTTP parser and event loop: httptools and uvloop where they are installed (uvicorn[standard])."""
     import importlib.util
 
-    if http_stack == "stock":
-        return {"server": "uvicorn", "http": "h11", "loop": "asyncio"}
     return {"server": "uvicorn", "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
             "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
 
 
-def serve_forever(host: str, port: int, workers: int, log_level: str = "info", access_log: bool = False, http_stack: str = "fast") -> bool:
+def serve_forever(host: str, port: int, workers: int, log_level: str = "info", access_log: bool = False) -> bool:
     """Serve until interrupted; returns False when a single-process server failed to start."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     limit_malloc_arenas()
-    stack = server_stack(http_stack)
+    stack = server_stack()
     config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
                             http=stack["http"], loop=stack["loop"])
     if workers == 1:

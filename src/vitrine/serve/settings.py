@@ -12,8 +12,6 @@ from vitrine.ranking.relevance import METHODS as RELEVANCE_METHODS
 
 ENV_PREFIX = "VITRINE_"
 SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine serve` hands them to its workers
-HTTP_STACKS = ("fast", "stock")
-REQUEST_PATHS = ("lean", "classic")
 
 
 @dataclass(frozen=True)
@@ -40,10 +38,6 @@ class ServeSettings:
     max_batch_queries: int = 32  # queries in one POST /search/batch, at most
     token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
     cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
-    http_stack: str = "fast"  # fast: uvicorn's httptools parser on uvloop (when installed); stock: its h11 parser on asyncio
-    # lean: search results serialised with orjson (no per-hit response-model round trip) and a plain ASGI middleware
-    # timing requests; classic: FastAPI's response models and an `@app.middleware("http")` (the path before issue 24)
-    request_path: str = "lean"
     # how a query ranks unless it says: hybrid (vector + BM25 fused, query words as soft filters; vector alone on a
     # store without BM25, such as Milvus), vector or lexical (README, "Ranking")
     search_mode: str = "hybrid"
@@ -55,10 +49,6 @@ class ServeSettings:
     def __post_init__(self):
         if self.runtime not in ("torch", "onnx", "onnx-int8"):
             raise ValueError(f"runtime must be torch, onnx or onnx-int8, got {self.runtime!r}")
-        if self.http_stack not in HTTP_STACKS:
-            raise ValueError(f"http_stack must be one of {', '.join(HTTP_STACKS)}, got {self.http_stack!r}")
-        if self.request_path not in REQUEST_PATHS:
-            raise ValueError(f"request_path must be one of {', '.join(REQUEST_PATHS)}, got {self.request_path!r}")
         if self.search_mode not in ("hybrid", "vector", "lexical"):
             raise ValueError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
         if self.relevance not in RELEVANCE_METHODS:
