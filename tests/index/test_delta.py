@@ -1,12 +1,15 @@
-"""Writes in proportion to the batch: commits append to a delta log over the base index, merges fold it in.
+"""Writes in proportion to the batch: commits append to a delta log over the base index, merges (in the background,
+once the delta passes its bound) fold it in.
 
 Every search, filter and read must see base + delta minus tombstones, exactly as if the base had been rewritten.
 """
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
 
+from vitrine import failpoints
 from vitrine.index.delta import DeltaLogError
 from vitrine.index.faiss_store import FaissStore
 from vitrine.index.plan import IndexOptions
@@ -167,8 +170,9 @@ def test_the_delta_merges_past_its_bound_and_on_demand(tmp_path):
     for batch in range(4):  # 4 x 10 rows: appended
         ledger.upsert([f"a{batch}-{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)])
     assert store.stats()["base_generation"] == first and store.stats()["delta_rows"] == 40
-    ledger.upsert([f"b{i}" for i in range(11)], unit(rng, 11), [meta(i) for i in range(11)])  # 51 > 50: this commit merges
-    assert store.stats()["base_generation"] == store.generation and store.stats()["delta_rows"] == 0
+    ledger.upsert([f"b{i}" for i in range(11)], unit(rng, 11), [meta(i) for i in range(11)])  # 51 > 50: merged in the background
+    assert store.wait_for_merge()
+    assert store.stats()["base_generation"] == store.generation == first + 6 and store.stats()["delta_rows"] == 0
     assert files(tmp_path / "idx") == [f"vectors-{store.generation:08d}.faiss"]
     assert store.stats()["vectors"] == store.stats()["products"] == 1051
 
@@ -188,6 +192,159 @@ def test_the_delta_merges_past_its_bound_and_on_demand(tmp_path):
     store.close()
 
 
+@pytest.fixture
+def pause(monkeypatch):
+    """`reached, go = pause(point)`: the background merge sets `reached` at that failpoint and waits there for `go`."""
+    import vitrine.index.faiss_store as module
+
+    stops, real = {}, module.failpoint
+
+    def hook(name):
+        if name in stops:
+            stops[name][0].set()
+            assert stops[name][1].wait(60), f"the background merge waited at {name} for a minute"
+        real(name)
+
+    monkeypatch.setattr(module, "failpoint", hook)
+    yield lambda point: stops.setdefault(point, (threading.Event(), threading.Event()))
+    for _, go in stops.values():  # never leave a merge thread waiting
+        go.set()
+
+
+def hit_ids(store, queries, k=10):
+    return [[h.id for h in row] for row in store.search(queries, k=k)]
+
+
+def recall(store, ledger, queries, k=10):
+    return np.mean([len(set(got) & set(want)) / k for got, want in zip(hit_ids(store, queries, k), ledger.truth(queries, k))])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_a_commit_past_the_bound_appends_and_a_background_merge_moves_the_base(tmp_path, pause, kind):
+    store, ledger, _ = filled(tmp_path / "background", kind, n=1000, delta_max_fraction=0.05)  # 50 rows of delta at most
+    inline, _, _ = filled(tmp_path / "inline", kind, n=1000, delta_max_vectors=0)  # the same writes, each merged inline
+    directory, first = tmp_path / "background" / "idx", store.generation
+    reader = FaissStore.open(directory)  # another worker's handle
+    base, before = directory / f"vectors-{first:08d}.faiss", (directory / f"vectors-{first:08d}.faiss").stat()
+    rng = np.random.default_rng(5)
+    batches = [([f"n{b}-{i}" for i in range(10)], unit(rng, 10)) for b in range(5)]  # 50 rows: appended
+    batches.append(([f"p{i}" for i in range(0, 30, 3)], unit(rng, 10)))  # 10 replacements, 20 rows: 70 > 50
+    reached, go = pause("index.merge_built")
+    for ids, vectors in batches:
+        for target in (ledger, inline):
+            target.upsert(ids, vectors, [meta(i) for i in range(len(ids))])
+    assert reached.wait(60)  # the commit past the bound has returned; its merge is under way, held here
+    assert store.get_state("base") == str(first) and store.get_state("generation") == str(first + 6)
+    assert files(directory) == sorted([base.name, f"delta-{first:08d}.log"])  # no new base file: the merge's is a temp file
+    assert base.stat().st_mtime_ns == before.st_mtime_ns and store.stats()["delta_rows"] == 70
+    queries = np.concatenate([batches[0][1], batches[-1][1], unit(rng, 20)])
+    during = hit_ids(store, queries)  # searches during the merge read base + delta
+    assert [row[0] for row in during[:20]] == batches[0][0] + batches[-1][0]
+    go.set()
+    assert store.wait_for_merge()
+    assert store.base_generation == store.generation == first + 7 and store.stats()["delta_rows"] == 0
+    assert files(directory) == [f"vectors-{first + 7:08d}.faiss"]  # no tail: nothing was committed during the merge
+    assert store.stats()["vectors"] == store.stats()["products"] == inline.stats()["vectors"] == 1050
+    assert store.stats()["dead_vectors"] == inline.stats()["dead_vectors"] == (10 if kind == "hnsw" else 0)
+    for product, hits in zip(sorted(ledger.items), store.search(np.stack([ledger.items[i][0] for i in sorted(ledger.items)]), k=1)):
+        assert hits[0].id == product and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    if kind == "flat":  # exact: the same answers as the store that merged inline, as before the merge
+        assert hit_ids(store, queries) == hit_ids(inline, queries) == during == ledger.truth(queries, 10)
+    else:
+        assert min(recall(store, ledger, queries), recall(inline, ledger, queries)) >= 0.9
+    assert reader.refresh() and reader.base_generation == first + 7 and hit_ids(reader, queries) == hit_ids(store, queries)
+    for handle in (reader, store, inline):
+        handle.close()
+
+
+def test_writes_committed_during_a_background_merge_survive_it(tmp_path, pause):
+    store, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)
+    first = store.generation
+    built, copied = pause("index.merge_built"), pause("index.merge_tail_copied")
+    ledger.upsert([f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)])  # 60 > 50: a background merge
+    assert built[0].wait(60)
+    # while it builds: new products, a base product and a delta product replaced, one of each deleted
+    ledger.upsert(["b0", "b1", "p1", "a1"], unit(rng, 4), [meta(i) for i in range(4)])
+    ledger.delete(["p2", "a2"])
+    built[1].set()
+    assert copied[0].wait(60)
+    # after its first copy of those records, before its commit: copied again under the lock
+    ledger.upsert(["c0", "p3", "b0"], unit(rng, 3), [meta(i) for i in range(3)])
+    ledger.delete(["a3"])
+    copied[1].set()
+    assert store.wait_for_merge()
+    assert store.base_generation == store.generation == first + 6
+    assert store.stats()["delta_rows"] == (4 + 2) + 2 + (3 + 2) + 1  # the records committed during the merge: the new log
+    assert files(tmp_path / "idx") == [f"delta-{first + 6:08d}.log", f"vectors-{first + 6:08d}.faiss"]
+    assert not [p.name for p in (tmp_path / "idx").iterdir() if p.name.startswith("merge-")]
+    queries = unit(rng, 30)
+    assert store.stats()["vectors"] == store.stats()["products"] == len(ledger.items) == 1000 + 60 + 3 - 3
+    assert hit_ids(store, queries) == ledger.truth(queries, 10)
+    for product, (vector, _) in ledger.items.items():
+        assert store.search(vector[None], k=1)[0][0].id == product
+    reopened = FaissStore.open(tmp_path / "idx")
+    assert hit_ids(reopened, queries) == ledger.truth(queries, 10) and reopened.stats()["delta_rows"] == 14
+    ledger.upsert(["d0"], unit(rng, 1), [meta(0)])  # and the new log takes the next append
+    assert store.stats()["delta_rows"] == 15 and reopened.refresh() and hit_ids(reopened, queries) == ledger.truth(queries, 10)
+    reopened.close()
+    store.close()
+
+
+def test_past_the_hard_bound_a_commit_merges_inline_and_the_background_merge_gives_way(tmp_path, pause):
+    store, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)  # bound 50 rows, hard bound 4x: 200
+    first = store.generation
+    reached, go = pause("index.merge_tail_copied")
+    ledger.upsert([f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)])
+    assert reached.wait(60)
+    ledger.upsert([f"b{i}" for i in range(100)], unit(rng, 100), [meta(i) for i in range(100)])  # 160 rows: appended
+    assert store.base_generation == first and store.stats()["delta_rows"] == 160
+    ledger.upsert([f"c{i}" for i in range(50)], unit(rng, 50), [meta(i) for i in range(50)])  # 210 > 200: merged in the commit
+    assert store.base_generation == store.generation == first + 3 and store.stats()["delta_rows"] == 0
+    go.set()
+    assert not store.wait_for_merge()  # another merge committed first: it gave up, and removed its files
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir() if not p.name.startswith("index.sqlite")) == \
+        ["vectors-%08d.faiss" % (first + 3), "write.lock"]
+    queries = unit(rng, 20)
+    assert store.generation == first + 3 and hit_ids(store, queries) == ledger.truth(queries, 10)
+    store.close()
+
+
+def test_a_failed_background_merge_keeps_the_delta_and_leaves_the_next_merge_to_the_hard_bound(tmp_path, monkeypatch, caplog):
+    store, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)
+    first = store.generation
+    failpoints.reset()
+    monkeypatch.setenv("VITRINE_FAILPOINTS", "index.merge_built:1:enospc")
+    ledger.upsert([f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)])
+    with pytest.raises(OSError, match="No space left"):
+        store.wait_for_merge()
+    monkeypatch.delenv("VITRINE_FAILPOINTS")
+    assert "background merge of" in caplog.text
+    assert files(tmp_path / "idx") == [f"delta-{first:08d}.log", f"vectors-{first:08d}.faiss"]
+    assert not [p.name for p in (tmp_path / "idx").iterdir() if p.name.startswith("merge-")]
+    ledger.upsert([f"b{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)])  # past the bound: not retried
+    assert not store.wait_for_merge() and store.base_generation == first and store.stats()["delta_rows"] == 70
+    queries = unit(rng, 20)
+    assert hit_ids(store, queries) == ledger.truth(queries, 10)
+    ledger.upsert([f"c{i}" for i in range(140)], unit(rng, 140), [meta(i) for i in range(140)])  # 210 > 200: inline
+    assert store.base_generation == store.generation and hit_ids(store, queries) == ledger.truth(queries, 10)
+    store.close()
+
+
+def test_one_background_merge_per_base_across_handles(tmp_path, pause):
+    writer, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)
+    other = FaissStore.open(tmp_path / "idx")  # another worker: `state.merging` names this process, alive, merging this base
+    reached, go = pause("index.merge_built")
+    ledger.upsert([f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)])
+    assert reached.wait(60)
+    other.upsert(["o1"], unit(rng, 1), [meta(1)])  # past the bound too, but no second merge
+    assert not other.wait_for_merge()
+    go.set()
+    assert writer.wait_for_merge() and writer.stats()["delta_rows"] == 1  # o1, committed during the merge
+    assert other.refresh() and other.base_generation == writer.base_generation and other.stats()["vectors"] == 1061
+    other.close()
+    writer.close()
+
+
 def test_small_bases_are_rewritten_by_every_commit_by_default(tmp_path):
     store = FaissStore(tmp_path / "idx", model="m", dim=DIM)
     assert store.options.delta_min_base == IndexOptions().delta_min_base > 0
@@ -202,10 +359,11 @@ def test_a_conversion_or_a_compaction_the_catalog_calls_for_happens_in_a_merge(t
     store, ledger, rng = filled(tmp_path, "flat", n=500, exact_max=520)
     ledger.upsert([f"n{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)])
     assert store.stats()["index_kind"] == "flat" and store.stats()["delta_rows"] == 10  # 510 <= exact_max: appended
-    ledger.upsert([f"m{i}" for i in range(20)], unit(rng, 20), [meta(i) for i in range(20)])  # 530 > 520: HNSW, now
-    assert store.stats()["index_kind"] == "hnsw" and store.stats()["delta_rows"] == 0
-    # Deleting over compact_dead_fraction (a quarter) of the graph rebuilds it without the dead, in that commit.
+    ledger.upsert([f"m{i}" for i in range(20)], unit(rng, 20), [meta(i) for i in range(20)])  # 530 > 520: HNSW, in the background
+    assert store.wait_for_merge() and store.stats()["index_kind"] == "hnsw" and store.stats()["delta_rows"] == 0
+    # Deleting over compact_dead_fraction (a quarter) of the graph rebuilds it without the dead, in the merge it starts.
     ledger.delete([f"p{i}" for i in range(140)])
+    assert store.wait_for_merge()
     assert store.stats()["delta_rows"] == 0 and store.stats()["dead_vectors"] == 0 and store.stats()["vectors"] == 390
     store.close()
 

@@ -1,4 +1,5 @@
-"""A process SIGKILLed inside a delta append or a merge leaves the commit before it or the one it made, never a mix.
+"""A process SIGKILLed inside a delta append or a merge leaves the commit before it or the one it made, never a mix;
+one SIGKILLed inside a background merge loses none of the commits made before or during it.
 
 The writer is a real subprocess killed at a failpoint (`vitrine.failpoints`); a reader handle opened before it, in
 this process, refreshes across the kill, as another `vitrine serve` worker would; then the index is reopened.
@@ -112,5 +113,85 @@ def test_a_writer_killed_mid_append_or_mid_merge_leaves_one_whole_commit(tmp_pat
     # and the index takes the next write from here, seen by the old reader too
     reopened.upsert(["after"], unit(rng, 1), [meta("after")])
     assert reader.refresh() and reader.product("after") is not None and reader.stats()["vectors"] == len(after) + 1
+    reopened.close()
+    reader.close()
+
+
+MERGE = """
+import sys
+import threading
+import numpy as np
+import vitrine.index.faiss_store as module
+from vitrine.index.faiss_store import FaissStore
+
+store = FaissStore.open(sys.argv[1])
+crossing, *during = eval(sys.argv[2])
+real, reached, written = module.failpoint, threading.Event(), threading.Event()
+
+def hold(name):  # the merge, its snapshot taken, waits for the commits made during it: its tail is never empty
+    if name == "index.merge_built":
+        reached.set()
+        written.wait(60)
+    real(name)
+
+module.failpoint = hold
+store.upsert(crossing[0], np.asarray(crossing[1], np.float32), crossing[2])
+assert reached.wait(60)
+for op in during:
+    store.upsert(op[0], np.asarray(op[1], np.float32), op[2]) if len(op) == 3 else store.delete(op[0])
+written.set()
+store.wait_for_merge()
+print("finished")
+"""
+
+
+@pytest.mark.parametrize("point, merged", [
+    ("index.merge_built", False),  # the new base complete under its temp name, nothing renamed or committed
+    ("index.merge_tail_copied", False),  # and the records committed during the merge copied to the new log's temp file
+    ("index.merge_renamed", False),  # both renamed into place under the write lock, SQLite not committed
+    ("index.merge_committed", True),  # committed; the old base and log not yet removed
+])
+def test_a_writer_killed_mid_background_merge_keeps_every_commit(tmp_path, point, merged):
+    rng = np.random.default_rng(11)
+    options = IndexOptions(exact_max=200, hnsw_ef_search=128, delta_min_base=0, delta_max_fraction=0.02)  # 30 rows of delta at most
+    store = FaissStore(tmp_path / "idx", model="m", dim=DIM, options=options)
+    base = unit(rng, 1500)
+    expected = {f"p{i}": v for i, v in enumerate(base)}
+    store.upsert(list(expected), base, [meta(i) for i in expected])
+    delta = unit(rng, 20)
+    store.upsert([f"d{i}" for i in range(20)], delta, [meta(f"d{i}") for i in range(20)])
+    expected.update({f"d{i}": v for i, v in enumerate(delta)})
+    first, old_base = store.generation, store.base_generation
+    store.close()
+
+    reader = FaissStore.open(tmp_path / "idx")  # another process's handle, open across the kill
+    crossing, during = unit(rng, 15), unit(rng, 3)
+    ops = [([f"c{i}" for i in range(15)], crossing.tolist(), [meta(f"c{i}") for i in range(15)]),  # 35 rows > 30: merge
+           (["n0", "p5", "d0"], during.tolist(), [meta(i) for i in ("n0", "p5", "d0")]),  # during it: a new product, two replaced
+           (["p6", "d1"],)]  # and two deleted, one of each layer
+    killed = subprocess.run([sys.executable, "-c", MERGE, str(tmp_path / "idx"), repr(ops)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr[-2000:]
+
+    gone = {name: expected[name] for name in ("p5", "d0", "p6", "d1")}
+    after = {**expected, **{f"c{i}": v for i, v in enumerate(crossing)}, **dict(zip(["n0", "p5", "d0"], during))}
+    del after["p6"], after["d1"]
+    assert reader.refresh() and reader.generation == first + 3 + merged
+    check(reader, after, gone)
+
+    reopened = FaissStore.open(tmp_path / "idx")
+    check(reopened, after, gone)
+    new_base = first + 4 if merged else old_base
+    assert reopened.base_generation == new_base and reopened.stats()["delta_rows"] == (5 + 2 if merged else 20 + 15 + 5 + 2)
+    # nothing half-done is left: the committed base and its log, no temp files
+    log = tmp_path / "idx" / f"delta-{new_base:08d}.log"
+    assert [name for name in files(tmp_path / "idx") if name != "write.lock"] == [log.name, f"vectors-{new_base:08d}.faiss"]
+    assert log.stat().st_size == reopened.delta_bytes
+    # the next commit past the bound merges again (the process merging that base is gone); after a merge it appends
+    reopened.upsert(["after"], -crossing[:1], [meta("after")])
+    assert reopened.wait_for_merge() == (not merged)
+    after["after"] = -crossing[0]
+    check(reopened, after, gone)
+    assert reader.refresh() and reader.product("after") is not None and reader.stats()["vectors"] == len(after)
     reopened.close()
     reader.close()

@@ -19,7 +19,8 @@ Why one append-only log per base rather than an immutable file per commit:
   truncation never races another writer's append. Each record carries a CRC-32: damage inside the committed
   length is an error that names the file, never searched.
 - A worker's `refresh()` reads only the bytes committed since its last one: in proportion to the writes it missed.
-- A merge writes a new base, which starts a new, empty log; base numbers are commit generations and never
+- A merge writes a new base, which starts a new log: empty, or holding the records committed while a background
+  merge ran (their bytes copied as they are: a record holds no offset); base numbers are commit generations and never
   reused, so a name is never reused either, and a reader holding an older state finds its files or finds them
   gone (and reloads), never other contents under the same name.
 

@@ -118,14 +118,20 @@ class SearchEngine:
             return self._composer
 
     # ---- ranking ------------------------------------------------------------------------------------
-    def rank(self, query: Query, vector: torch.Tensor | None = None, image_vector: torch.Tensor | None = None) -> Ranked:
-        """The ranked page of `query`; `vector` (and, for an image query, `image_vector`) when the caller encoded it."""
+    def rank(self, query: Query, vector: torch.Tensor | None = None, image_vector: torch.Tensor | None = None,
+             blocking: bool = True) -> Ranked | None:
+        """The ranked page of `query`; `vector` (and, for an image query, `image_vector`) when the caller encoded it.
+        With `blocking` False, None when another thread holds the index (a writer): the caller may wait elsewhere."""
         if vector is None:
             vectors, images = self.query_vectors([query])
             vector, image_vector = vectors, images[0]
-        with self.lock:
+        if not self.lock.acquire(blocking=blocking):
+            return None
+        try:
             self.store.refresh()
             return self._rank_current(query, vector.reshape(1, -1), image_vector)
+        finally:
+            self.lock.release()
 
     def rank_many(self, queries: Sequence[Query], per_item: bool = False, encode_texts: TextEncoder | None = None,
                   image_features: ImageEncoder | None = None) -> list[Ranked | ValueError]:

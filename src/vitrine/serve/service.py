@@ -89,14 +89,15 @@ class SearchService:
         """The hits of `query` (see `rank` for the rest of the answer)."""
         return self.rank(query, vector).hits
 
-    def rank(self, query: Query, vector: torch.Tensor | None = None) -> Ranked:
-        """The ranked page of `query`; `vector` is its encoding when the caller already has it (see `text_vector`)."""
+    def rank(self, query: Query, vector: torch.Tensor | None = None, blocking: bool = True) -> Ranked | None:
+        """The ranked page of `query`; `vector` is its encoding when the caller already has it (see `text_vector`).
+        With `blocking` False, None rather than wait while a writer holds the index (the event loop never waits)."""
         image_vector = None
         if vector is None:
             vectors, images = self.engine.query_vectors([query], self._batched_texts, self._batched_images)
             vector, image_vector = vectors, images[0]
         try:
-            return self.engine.rank(query, vector, image_vector)
+            return self.engine.rank(query, vector, image_vector, blocking=blocking)
         except ValueError as exc:  # QueryError, FilterError: the same words as every surface
             raise ServiceError(str(exc)) from None
 
