@@ -57,9 +57,10 @@ class SearchEngine:
             self.store.refresh()
             self.ranker.vocabulary()
             self.calibration()
-        self.encode_texts(["warm up"])
-        pixels = self.model.image_transform(Image.new("RGB", (64, 64), (128, 128, 128)))
-        features = self.image_features([pixels])
+        sample = self.store.sample(1)
+        text = (sample[0].get("title") if sample else None) or "warm up"
+        self.rank(Query(text=text, k=24))  # the ranking's first use: the catalog's rows, filters and coded values
+        features = self.image_features([self.model.image_transform(warm_picture())])
         if composed:
             composer = self.composer()
             with torch.inference_mode():
@@ -249,6 +250,13 @@ class SearchEngine:
     def close(self) -> None:
         with self.lock:
             self.store.close()
+
+
+def warm_picture() -> Image.Image:
+    """A product shot stand-in: a garment-coloured shape on white (a first call then walks the foreground path too)."""
+    picture = Image.new("RGB", (240, 320), (255, 255, 255))
+    picture.paste((150, 30, 40), (60, 60, 180, 280))
+    return picture
 
 
 class _Locked:

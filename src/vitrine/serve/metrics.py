@@ -44,6 +44,8 @@ class Metrics:
         return generate_latest(merged)
 
 
+
+
 class ObserveRequests:
     """A plain ASGI middleware timing each HTTP request into `metrics` (no request objects, no streams: the per-request
     cost of `@app.middleware("http")` that issue 24 measured)."""
@@ -60,6 +62,8 @@ class ObserveRequests:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # which worker answered (several share one port): for the operator and benchmarks/first_request.py
+                message = {**message, "headers": [*message.get("headers", []), (b"x-vitrine-worker", str(os.getpid()).encode())]}
             await send(message)
 
         try:

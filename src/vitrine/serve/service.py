@@ -26,6 +26,7 @@ from vitrine.index.stores import open_store
 from vitrine.models import create_model
 from vitrine.ranking import FilterError, Ranked
 from vitrine.search import Query, SearchEngine
+from vitrine.search.engine import warm_picture
 from vitrine.serve.batching import MicroBatcher
 from vitrine.serve.facets import catalog_facets
 from vitrine.serve.images import ImageStore, lock_dir
@@ -82,7 +83,7 @@ class SearchService:
     def warm(self) -> None:
         """Load now what a worker's first query, tag and composed query would otherwise wait for."""
         self.engine.warm(composed=True)
-        self._tagger().tag_images([Image.new("RGB", (64, 64), (128, 128, 128))])
+        self._tagger().tag_images([warm_picture()])
 
     # ---- reads -------------------------------------------------------------------------------------
     def search(self, query: Query, vector: torch.Tensor | None = None) -> list[SearchHit]:
