@@ -146,6 +146,28 @@ def small_model():
 
     return create_model("vitrine:small")
 
+
+def built_index(root, model, products: int) -> str:
+    """A folder catalog of `products` generated rows under `root`, indexed with `model`; the index's path."""
+    from vitrine.index.build import build_index
+
+    write_folder(root / "catalog", make_rows(products))
+    build_index(str(root / "catalog"), str(root / "index"), model, progress=False)
+    return str(root / "index")
+
+
+def served(index: str):
+    """A test client of the app on `index` (small tag model, the sum combiner), closed with its service."""
+    from fastapi.testclient import TestClient
+
+    from vitrine.serve.app import create_app
+    from vitrine.serve.settings import ServeSettings
+
+    app = create_app(ServeSettings(index=index, tag_model="vitrine:small", combiner="sum"))
+    with TestClient(app) as client:
+        yield client
+    app.state.service.close()
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium driven by Playwright, one per test module (the modules that use it skip without playwright)."""

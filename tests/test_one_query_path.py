@@ -9,10 +9,8 @@ import json
 import pytest
 
 import vitrine
-from tests.conftest import make_rows, write_folder
+from tests.conftest import built_index, served
 from vitrine.cli import main
-from vitrine.index.build import build_index
-from vitrine.serve.settings import ServeSettings
 
 # text, image (a catalog product's photo), modification, filters, k and ranking options: plain, filtered, paged, by
 # mode, image and composed queries, refused filters, refused combinations and queries nothing in the catalog matches
@@ -43,22 +41,12 @@ OPTIONS = ("mode", "offset", "exclude_reference")
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, small_model) -> str:
-    root = tmp_path_factory.mktemp("one-path")
-    write_folder(root / "catalog", make_rows(24))
-    build_index(str(root / "catalog"), str(root / "index"), small_model, progress=False)
-    return str(root / "index")
+    return built_index(tmp_path_factory.mktemp("one-path"), small_model, 24)
 
 
 @pytest.fixture(scope="module")
 def http(index):
-    from fastapi.testclient import TestClient
-
-    from vitrine.serve.app import create_app
-
-    app = create_app(ServeSettings(index=index, tag_model="vitrine:small", combiner="sum"))
-    with TestClient(app) as client:
-        yield client
-    app.state.service.close()
+    yield from served(index)
 
 
 def image_path(index: str, product: str) -> str:

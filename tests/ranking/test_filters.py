@@ -4,12 +4,10 @@ from __future__ import annotations
 import pytest
 
 import vitrine
-from tests.conftest import make_rows, write_folder
+from tests.conftest import built_index, served
 from vitrine.cli import main
-from vitrine.index.build import build_index
 from vitrine.ranking import FilterError
 from vitrine.ranking.filters import check_filters
-from vitrine.serve.settings import ServeSettings
 
 REFUSED = [
     pytest.param(["gender=women"], "no product has gender='women'; did you mean 'Women', 'Men'?", id="value-near-match"),
@@ -22,22 +20,12 @@ REFUSED = [
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, small_model) -> str:
-    root = tmp_path_factory.mktemp("filters")
-    write_folder(root / "catalog", make_rows(12))
-    build_index(str(root / "catalog"), str(root / "index"), small_model, progress=False)
-    return str(root / "index")
+    return built_index(tmp_path_factory.mktemp("filters"), small_model, 12)
 
 
 @pytest.fixture(scope="module")
 def http(index):
-    from fastapi.testclient import TestClient
-
-    from vitrine.serve.app import create_app
-
-    app = create_app(ServeSettings(index=index, tag_model="vitrine:small", combiner="sum"))
-    with TestClient(app) as client:
-        yield client
-    app.state.service.close()
+    yield from served(index)
 
 
 def as_dict(specs: list[str]) -> dict[str, list[str]]:

@@ -45,7 +45,7 @@ def test_json_image_composed_and_filtered_searches(client):
 
 @pytest.mark.parametrize("body, status, needle", [
     ({}, 400, "give a text query"),
-    ({"text": "  "}, 400, "give a text query"),
+    ({"text": "  "}, 400, "the text query is empty"),
     ({"modification": "in black"}, 400, "modification changes an image query"),
     ({"text": "red", "k": 0}, 400, "k must be between 1 and 50"),
     ({"text": "red", "k": "many"}, 400, "k:"),
