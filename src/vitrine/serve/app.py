@@ -13,36 +13,29 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vitrine
-from vitrine.search import Query, QueryError, checked_filters, parse_filters
+from vitrine.search import Query
 from vitrine.search.answer import answer, product_view
-from vitrine.search.query import TEXT_AND_IMAGE
 from vitrine.serve import bodies
 from vitrine.serve.bodies import (CatalogFacets, EmbedForm, EmbedJSON, EmbedResult, Mode, Product, ProductForm, ProductJSON, ProductPage, SearchBatchJSON,
                                   SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON, TagResult, UpsertResult,
-                                  decode_base64_image, error_responses, load_yaml, read_body, request_body)
+                                  error_responses, load_yaml, read_body, request_body)
 from vitrine.serve.errors import install_error_handlers
+from vitrine.serve.mapping import RequestMapper
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
 from vitrine.serve.metrics import Metrics, ObserveRequests
-from vitrine.serve.requests import checked_k, clean_text, image_from_bytes, image_url, product_id_from_image_url, read_image
+from vitrine.serve.requests import clean_text, image_url
 from vitrine.serve.service import SearchService, ServiceError
 from vitrine.serve.server import server_stack
 from vitrine.serve.settings import ServeSettings
 from vitrine.serve.tokens import Tokens
 
 
-# A search upload is decoded at no less than 4x the resolution the model's transform keeps (JPEG draft mode). Measured on
-# 300 hi-res photos scaled up to 2304x3072: 122.1 -> 16.2 ms per image, cosine to the full decode min 0.9991 (2x kept
-# measured min 0.9930). Uploads under 4x the input decode in full, unchanged.
-DRAFT_MARGIN = 4.0
-MAX_OFFSET = 1000  # paging deeper ranks a pool this large per query
 MAX_PAGE_LIMIT = 1000  # GET /products: products a page
 MAX_PAGE_OFFSET = 10_000_000
-RANKING_FIELDS = ("mode", "soft_filters", "exclude_reference", "min_score", "offset")
 
 
 def create_app(settings: ServeSettings, service: SearchService | None = None) -> FastAPI:
@@ -81,66 +74,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             raise StarletteHTTPException(403, "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a token file)")
         _check_token(request, "write")
 
-    def search_draft(width: int, height: int) -> tuple[int, int]:
-        """A search image may be decoded down to DRAFT_MARGIN times what the model's transform keeps of it (tags and
-        stored product images always decode in full)."""
-        return service.model.image_transform.source_size_for(width, height, DRAFT_MARGIN)
-
-    def picture_of(image, image_url_, where: str = "", draft=None) -> Image.Image | None:
-        """The query image from an upload, base64 text or a catalog image URL (at most one of them)."""
-        if image is not None and image_url_:
-            raise ServiceError(f"{where}give an image upload or an image_url, not both")
-        if isinstance(image, str):
-            return image_from_bytes(decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings, draft)
-        if image is not None:
-            return read_image(image, settings, draft)
-        if image_url_:
-            return service.product_image(product_id_from_image_url(image_url_))
-        return None
-
-    def make_query(text, modification, image, image_url_, k, filters: dict[str, list[str]], where: str = "", ranking=None) -> Query:
-        """A checked query (`vitrine.search.Query` checks what every surface shares, this the server's own limits);
-        `where` prefixes messages with the query's place in a batch."""
-        # over the length limit: refused here; blank: Query says so, in the words every surface uses
-        text = clean_text(f"{where}text", text, settings) or (text if isinstance(text, str) and not image else None)
-        modification = clean_text(f"{where}modification", modification, settings)
-        if image is not None and text:  # before touching the image: a text with an image is refused as such
-            raise ServiceError(f"{where}{TEXT_AND_IMAGE}")
-        picture = picture_of(image, image_url_, where, draft=search_draft)
-        try:
-            k = checked_k(k, settings)
-        except ServiceError as exc:
-            raise ServiceError(where + exc.message) from None
-        ranking = dict(ranking or {})
-        offset = ranking.get("offset", 0)
-        if not 0 <= offset <= MAX_OFFSET:
-            raise ServiceError(f"{where}offset must be between 0 and {MAX_OFFSET}, got {offset}")
-        reference = product_id_from_image_url(image_url_) if image_url_ and image is None else None
-        try:
-            return Query(text=text, image=picture, modification=modification, k=k, filters=filters, reference_id=reference, **ranking)
-        except QueryError as exc:
-            raise ServiceError(f"{where}{exc}") from None
-
-    def json_filters(filters: dict[str, str | list[str]], where: str = "") -> dict[str, list[str]]:
-        try:
-            return checked_filters(filters)
-        except QueryError as exc:
-            raise ServiceError(f"{where}{exc}") from None
-
-    def form_filters(specs: list[str]) -> dict[str, list[str]]:
-        try:
-            return parse_filters(specs)
-        except ValueError as exc:
-            raise ServiceError(str(exc)) from None
-
-    def ranking_of(body) -> dict:
-        return {name: getattr(body, name) for name in RANKING_FIELDS}
-
-    def query_from(body: SearchJSON | SearchForm, where: str = "") -> Query:
-        if isinstance(body, SearchForm):
-            return make_query(body.text, body.modification, body.image, body.image_url, body.k, form_filters(body.filter), ranking=ranking_of(body))
-        return make_query(body.text, body.modification, body.image, body.image_url, body.k, json_filters(body.filters, where), where,
-                          ranking=ranking_of(body))
+    mapper = RequestMapper(settings, service)  # a request's parts -> a checked Query (vitrine.serve.mapping)
+    picture_of, make_query, form_filters, query_from = mapper.picture, mapper.query, mapper.form_filters, mapper.from_body
 
     def result_view(query: Query, ranked, took_ms: float) -> dict:
         return answer(query, ranked, took_ms, lambda item: {"image_url": image_url(item)})
