@@ -73,7 +73,7 @@ def test_a_large_search_upload_decodes_at_draft_size_and_embeds_alike(settings, 
     import numpy as np
 
     from vitrine.data.images import decode_image
-    from vitrine.serve.app import DRAFT_MARGIN
+    from vitrine.serve.mapping import DRAFT_MARGIN
 
     yy, xx = np.mgrid[0:3200, 0:2400]
     pixels = np.stack([(xx * 255 // 2400), (yy * 255 // 3200), ((xx + yy) % 400 < 200) * 200], axis=-1).astype(np.uint8)
