@@ -226,10 +226,6 @@ class SearchEngine:
                             for v in self.encode_texts(texts[i:i + CALIBRATION_BATCH])]).float().numpy()
 
     # ---- conveniences for the Python API and the CLI -----------------------------------------------
-    def search(self, query: Query) -> Ranked:
-        """`rank`, for a query built by the caller."""
-        return self.rank(query)
-
     def text(self, query: str, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
         """Ranked by `options` (default: hybrid, query words as soft filters)."""
         return self.rank(Query(text=query, k=k, filters=filters or {}, **_query_options(options))).hits
