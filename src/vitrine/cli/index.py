@@ -297,7 +297,7 @@ def register(sub) -> None:
     search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
     search.add_argument("--offset", type=int, default=0, help="skip this many hits first (paging); default 0")
     search.add_argument("--mode", choices=["hybrid", "vector", "lexical"], default="hybrid",
-                        help="hybrid (default): vector and BM25 fused (vector alone on Milvus); vector: cosine only; lexical: BM25 only")
+                        help="hybrid (default): vector and BM25 fused (vector alone on a Milvus server before 2.5); vector: cosine only; lexical: BM25 only")
     search.add_argument("--no-soft-filters", action="store_true", help='do not boost products whose values the query names ("women", "red")')
     search.add_argument("--min-score", type=float, help="leave out hits whose cosine to the query is lower")
     search.add_argument("--keep-reference", action="store_true",

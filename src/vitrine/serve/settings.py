@@ -39,7 +39,7 @@ class ServeSettings:
     token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
     cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
     # how a query ranks unless it says: hybrid (vector + BM25 fused, query words as soft filters; vector alone on a
-    # store without BM25, such as Milvus), vector or lexical (README, "Ranking")
+    # store without BM25, such as a Milvus server before 2.5), vector or lexical (README, "Ranking")
     search_mode: str = "hybrid"
     # the "no close match" judgement: shopper (calibrated on shopper-like queries from the catalog's values, images
     # judged, chips judged on what they hold) or titles (calibrated on the catalog's titles, text only: the judgement
