@@ -74,7 +74,7 @@ def register(sub) -> None:
     parser.add_argument("--batch-wait-us", type=int, help="under load, how long a micro-batch waits for more queries, in "
                         "microseconds (default 1000; 0: take what is queued; a lone query never waits)")
     parser.add_argument("--search-mode", choices=["hybrid", "vector", "lexical"], help="how queries rank unless they say: hybrid "
-                        "(default: vector and BM25 fused; on Milvus, vector), vector (cosine only) or lexical (BM25 only)")
+                        "(default: vector and BM25 fused; on a Milvus server before 2.5, vector), vector (cosine only) or lexical (BM25 only)")
     parser.add_argument("--relevance", choices=["shopper", "titles"], help='the "no close match" judgement: shopper (default: '
                         "calibrated on shopper-like queries from the catalog's own values; images judged too) or titles (calibrated "
                         "on the catalog's titles, text only: the judgement before, kept for comparison)")
