@@ -6,6 +6,7 @@ with `--nproc N` (torchrun, gloo, cores shared out). Seconds per step come from 
 
     .venv/bin/python benchmarks/ddp_training.py --steps 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,20 @@ from safetensors.torch import load_file
 
 
 def train(config: Path, out: Path, steps: int, nproc: int) -> dict:
-    command = [sys.executable, "-m", "vitrine", "train", "clip", "--config", str(config), "--out", str(out), "--max-steps", str(steps), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "vitrine",
+        "train",
+        "clip",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--max-steps",
+        str(steps),
+        "--no-progress",
+    ]
     if nproc > 1:
         command += ["--nproc", str(nproc)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -41,7 +55,12 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["configs/kagl-base.json", "configs/kagl-small.json"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--nproc", type=int, default=2)
-    parser.add_argument("--max-items", type=int, default=8192, help="cap the training pool of from-scratch recipes (decoded once per process)")
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=8192,
+        help="cap the training pool of from-scratch recipes (decoded once per process)",
+    )
     parser.add_argument("--out", default="runs/bench-ddp")
     args = parser.parse_args()
 
@@ -60,14 +79,29 @@ def main() -> None:
         one = train(path, root / f"{name}-1", args.steps, 1)
         many = train(path, root / f"{name}-{args.nproc}", args.steps, args.nproc)
         worst, mean = weight_difference(root / f"{name}-1", root / f"{name}-{args.nproc}")
-        rows.append((name, "locked tower, cached features" if locked else f"full (image tower trains, BatchNorm), {args.max_items} items",
-                     config["batch_size"], one["seconds"] / one["steps"], many["seconds"] / many["steps"], worst, mean))
+        rows.append(
+            (
+                name,
+                "locked tower, cached features"
+                if locked
+                else f"full (image tower trains, BatchNorm), {args.max_items} items",
+                config["batch_size"],
+                one["seconds"] / one["steps"],
+                many["seconds"] / many["steps"],
+                worst,
+                mean,
+            )
+        )
 
     print(f"\n{args.steps} steps per run, {os.cpu_count()} cores; {args.nproc} processes use gloo")
-    print(f"\n| recipe | what trains | global batch | s/step, 1 process | s/step, {args.nproc} processes | speed-up | max abs weight diff | mean abs weight diff |")
+    print(
+        f"\n| recipe | what trains | global batch | s/step, 1 process | s/step, {args.nproc} processes | speed-up | max abs weight diff | mean abs weight diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, what, batch, single, multi, worst, mean in rows:
-        print(f"| {name} | {what} | {batch} | {single:.3f} | {multi:.3f} | {single / multi:.2f}x | {worst:.2e} | {mean:.2e} |")
+        print(
+            f"| {name} | {what} | {batch} | {single:.3f} | {multi:.3f} | {single / multi:.2f}x | {worst:.2e} | {mean:.2e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ one run: median wall seconds, CPU seconds, and how far each runtime's embeddings
 
     .venv/bin/python benchmarks/embed_command.py --data ../shared/data/kagl-hires --runtimes onnx torch --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,20 @@ def run_once(data: str, runtime: str, out: Path, texts: bool) -> tuple[float, fl
     """(wall seconds, CPU seconds of the command's process tree)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    command = [sys.executable, "-m", "vitrine", "embed", "--data", data, "--runtime", runtime, "--out", str(out), "--overwrite", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "vitrine",
+        "embed",
+        "--data",
+        data,
+        "--runtime",
+        runtime,
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-progress",
+    ]
     subprocess.run(command + (["--texts"] if texts else []), check=True, capture_output=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -43,7 +57,9 @@ def main() -> None:
     texts = not args.no_texts
     with tempfile.TemporaryDirectory(prefix="vitrine-embed-bench-") as scratch:
         outs = {runtime: Path(scratch) / runtime for runtime in args.runtimes}
-        run_once(args.data, args.runtimes[0], outs[args.runtimes[0]], texts)  # warm the ONNX export cache and the page cache
+        run_once(
+            args.data, args.runtimes[0], outs[args.runtimes[0]], texts
+        )  # warm the ONNX export cache and the page cache
         times: dict[str, list[tuple[float, float]]] = {runtime: [] for runtime in args.runtimes}
         for _ in range(args.repeats):
             for runtime in args.runtimes:  # alternated, so drift on a shared machine hits every runtime alike
@@ -52,9 +68,13 @@ def main() -> None:
         kinds = ["image", "text"] if texts else ["image"]
         arrays = {r: {k: np.load(outs[r] / f"{k}_embeddings.npy") for k in kinds} for r in args.runtimes}
     count = len(arrays[reference]["image"])
-    print(f"vitrine embed --data {args.data}{' --texts' if texts else ''}: {count} products, {args.repeats} runs per runtime, alternated\n")
+    print(
+        f"vitrine embed --data {args.data}{' --texts' if texts else ''}: {count} products, {args.repeats} runs per runtime, alternated\n"
+    )
     base = statistics.median(w for w, _ in times[args.runtimes[-1]])
-    print(f"| runtime | median wall s | median CPU s | speed-up vs {args.runtimes[-1]} | min cosine to {reference} ({', '.join(kinds)}) |\n|---|---|---|---|---|")
+    print(
+        f"| runtime | median wall s | median CPU s | speed-up vs {args.runtimes[-1]} | min cosine to {reference} ({', '.join(kinds)}) |\n|---|---|---|---|---|"
+    )
     for runtime in args.runtimes:
         wall, cpu = statistics.median(w for w, _ in times[runtime]), statistics.median(c for _, c in times[runtime])
         cosines = ", ".join(f"{min_cosine(arrays[runtime][k], arrays[reference][k]):.7f}" for k in kinds)

@@ -7,6 +7,7 @@ are checked against the in-process one: same ids in the same order, largest embe
 
     .venv/bin/python benchmarks/embed_engines.py --data '../shared/data/kagl/shards/kagl-{000000..000001}.tar'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ def read_ids(out: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/data/kagl/shards/kagl-{000000..000001}.tar", help="catalog (WebDataset shards)")
+    parser.add_argument(
+        "--data", default="../shared/data/kagl/shards/kagl-{000000..000001}.tar", help="catalog (WebDataset shards)"
+    )
     parser.add_argument("--model", default="vitrine:kagl-base")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--part-size", type=int, default=1024, help="rows per unit of work (and per committed part)")
@@ -43,7 +46,14 @@ def main() -> None:
     cores = os.cpu_count() or 1
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    common = dict(data=args.data, model=args.model, batch_size=args.batch_size, part_size=args.part_size, progress=False, overwrite=True)
+    common = dict(
+        data=args.data,
+        model=args.model,
+        batch_size=args.batch_size,
+        part_size=args.part_size,
+        progress=False,
+        overwrite=True,
+    )
     torch.set_num_threads(cores)
     local = run_embed(out=str(out / "local"), **common)
     rows = [("in-process", cores, local.count, local.seconds, local.images_per_second, "", "")]
@@ -58,13 +68,26 @@ def main() -> None:
         result = run_embed(out=str(out / f"ray-{workers}"), engine="ray", ray=options, **common)
         same_ids = read_ids(out / f"ray-{workers}") == reference_ids
         diff = float(np.abs(np.load(out / f"ray-{workers}" / "image_embeddings.npy") - reference).max())
-        rows.append((f"Ray Data, {workers} worker(s)", options.threads_per_worker(), result.count, result.seconds,
-                     result.images_per_second, "yes" if same_ids else "NO", f"{diff:.2e}"))
+        rows.append(
+            (
+                f"Ray Data, {workers} worker(s)",
+                options.threads_per_worker(),
+                result.count,
+                result.seconds,
+                result.images_per_second,
+                "yes" if same_ids else "NO",
+                f"{diff:.2e}",
+            )
+        )
     ray.shutdown()
 
-    print(f"\nmodel {args.model}, batch {args.batch_size}, units of {args.part_size} rows, {cores} cores; "
-          f"local Ray started in {ray_start:.1f}s (not included below)")
-    print("\n| engine | torch threads per worker | images | seconds | images/s | vs in-process | same ids | max abs diff |")
+    print(
+        f"\nmodel {args.model}, batch {args.batch_size}, units of {args.part_size} rows, {cores} cores; "
+        f"local Ray started in {ray_start:.1f}s (not included below)"
+    )
+    print(
+        "\n| engine | torch threads per worker | images | seconds | images/s | vs in-process | same ids | max abs diff |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     base = rows[0][4]
     for name, threads, count, seconds, rate, same, diff in rows:

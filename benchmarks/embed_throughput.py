@@ -10,6 +10,7 @@ at their real sizes (ViT-B/32): speed does not depend on the weights.
     # torch, ONNX Runtime fp32 and int8 side by side (vitrine models; ratios against torch in the same run):
     .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-base --runtimes torch onnx onnx-int8 --batch-size 1 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,22 @@ from vitrine.models._random_checkpoints import BASE_TEXT, BASE_VISION, write_hf_
 
 def build_backends(root: Path) -> dict[str, str]:
     siglip_vision = {**BASE_VISION, "patch_size": 16}
-    siglip_text = {**BASE_TEXT, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "max_position_embeddings": 64}
+    siglip_text = {
+        **BASE_TEXT,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_attention_heads": 12,
+        "max_position_embeddings": 64,
+    }
     return {
         "vitrine:kagl-small": "vitrine:kagl-small",  # the light option: from-scratch CNN at 64 px
         "vitrine:kagl-base": "vitrine:kagl-base",  # the default: pretrained EfficientNet-Lite0 at 112 px
         "hf:clip ViT-B/32": f"hf:{write_hf_clip(root / 'clip', BASE_TEXT, BASE_VISION, 512)}",
         "hf:siglip ViT-B/16": f"hf:{write_hf_siglip(root / 'siglip', siglip_text, siglip_vision)}",
-        "openclip:ViT-B-32": "openclip:ViT-B-32@" + str(write_openclip(root / "oc", width=768, layers=12, patch=32, image=224, ctx=77, embed=512, text_width=512)),
+        "openclip:ViT-B-32": "openclip:ViT-B-32@"
+        + str(
+            write_openclip(root / "oc", width=768, layers=12, patch=32, image=224, ctx=77, embed=512, text_width=512)
+        ),
     }
 
 
@@ -88,22 +98,40 @@ def measure(model, data: str, n_images: int, n_texts: int, batch_size: int, repe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/kagl/shards")
-    parser.add_argument("--images", type=int, default=2048, help="images per measurement for vitrine models (ViT-B models use 1/16)")
+    parser.add_argument(
+        "--images", type=int, default=2048, help="images per measurement for vitrine models (ViT-B models use 1/16)"
+    )
     parser.add_argument("--texts", type=int, default=1024, help="texts per measurement (ViT-B models use 1/4)")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[64], help="one or more batch sizes, each measured in turn")
+    parser.add_argument(
+        "--batch-size", type=int, nargs="+", default=[64], help="one or more batch sizes, each measured in turn"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="backend labels to run")
-    parser.add_argument("--extra", nargs="*", default=[], help="more vitrine models to measure, by registry name (e.g. vitrine:runs/grid/NAME/model)")
-    parser.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnx", "onnx-int8"],
-                        help="runtimes to compare for vitrine models (exported into $VITRINE_ONNX_CACHE on first use)")
+    parser.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        help="more vitrine models to measure, by registry name (e.g. vitrine:runs/grid/NAME/model)",
+    )
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch"],
+        choices=["torch", "onnx", "onnx-int8"],
+        help="runtimes to compare for vitrine models (exported into $VITRINE_ONNX_CACHE on first use)",
+    )
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, median of {args.repeats}")
-    header = (f"{'backend':<22}{'runtime':>10}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}"
-              f"{'txt/s bare':>12}{'ratio':>8}{'img x torch':>12}{'txt x torch':>12}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, median of {args.repeats}"
+    )
+    header = (
+        f"{'backend':<22}{'runtime':>10}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}"
+        f"{'txt/s bare':>12}{'ratio':>8}{'img x torch':>12}{'txt x torch':>12}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         backends = {**build_backends(Path(tmp)), **{name: name for name in args.extra}}
         print(header)
@@ -119,10 +147,14 @@ def main() -> None:
                 for batch_size in args.batch_size:
                     r = measure(model, args.data, n_images, n_texts, batch_size, args.repeats)
                     base = baseline.setdefault(batch_size, r)
-                    print(f"{label:<22}{runtime:>10}{batch_size:>6}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
-                          f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}"
-                          f"{r['img_pipeline'] / base['img_pipeline']:>12.2f}{r['txt_pipeline'] / base['txt_pipeline']:>12.2f}", flush=True)
+                    print(
+                        f"{label:<22}{runtime:>10}{batch_size:>6}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
+                        f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}"
+                        f"{r['img_pipeline'] / base['img_pipeline']:>12.2f}{r['txt_pipeline'] / base['txt_pipeline']:>12.2f}",
+                        flush=True,
+                    )
                 del model
+
 
 if __name__ == "__main__":
     main()

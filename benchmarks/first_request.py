@@ -8,6 +8,7 @@ A worker is told apart by the pid `/healthz` reports; each kind is sent until ev
 `--tries` requests), and the slowest first answer per worker is printed. `--source DIR` serves the vitrine package
 under DIR (another commit's src/, from `git worktree add`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,25 @@ from load import free_port  # noqa: E402  (the same port picking as the load ben
 def start(index: str, workers: str, port: int, source: str | None) -> tuple[subprocess.Popen, float]:
     env = dict(os.environ, **({"PYTHONPATH": os.path.abspath(source)} if source else {}))
     began = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", workers,
-                                "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vitrine",
+            "serve",
+            "--index",
+            index,
+            "--port",
+            str(port),
+            "--workers",
+            workers,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = began + 300
     while time.perf_counter() < deadline:
         try:
@@ -65,8 +83,10 @@ def main() -> int:
     parser.add_argument("--tries", type=int, default=40, help="requests per kind at most, to reach every worker")
     args = parser.parse_args()
     photos = sorted(Path(args.images).glob("*.jpg"))[:64]
-    print("| workers | ready s | first text ms (per worker) | first /tag ms | first composed ms | steady text / tag / composed ms (median of 20) "
-          "| RSS MiB per worker |")
+    print(
+        "| workers | ready s | first text ms (per worker) | first /tag ms | first composed ms | steady text / tag / composed ms (median of 20) "
+        "| RSS MiB per worker |"
+    )
     print("|---|---|---|---|---|---|---|")
     for workers in args.workers:
         port = free_port()
@@ -76,17 +96,30 @@ def main() -> int:
             with httpx.Client(base_url=base, timeout=120) as client:
                 count = len(os.sched_getaffinity(0)) if workers == "auto" else int(workers)
                 picture = photos[0].read_bytes()  # the same photo first and steady: only the first time differs
-                fresh = {"headers": {"Connection": "close"}}  # a new connection each: the kernel hands them to any worker
+                fresh = {
+                    "headers": {"Connection": "close"}
+                }  # a new connection each: the kernel hands them to any worker
                 text_body = {"text": "red summer dress", "k": 24}
                 composed_body = {"image": base64.b64encode(picture).decode(), "modification": "in black", "k": 24}
-                text = first_per_worker(client, lambda: client.post("/search", json=text_body, **fresh), count, args.tries)
-                tag = first_per_worker(client, lambda: client.post("/tag", files={"image": ("q.jpg", picture, "image/jpeg")}, **fresh), count, args.tries)
-                composed = first_per_worker(client, lambda: client.post("/search", json=composed_body, **fresh), count, args.tries)
+                text = first_per_worker(
+                    client, lambda: client.post("/search", json=text_body, **fresh), count, args.tries
+                )
+                tag = first_per_worker(
+                    client,
+                    lambda: client.post("/tag", files={"image": ("q.jpg", picture, "image/jpeg")}, **fresh),
+                    count,
+                    args.tries,
+                )
+                composed = first_per_worker(
+                    client, lambda: client.post("/search", json=composed_body, **fresh), count, args.tries
+                )
                 steady = {kind: [] for kind in ("text", "tag", "composed")}
                 for _ in range(20):
-                    for kind, send in (("text", lambda: client.post("/search", json=text_body)),
-                                       ("tag", lambda: client.post("/tag", files={"image": ("q.jpg", picture, "image/jpeg")})),
-                                       ("composed", lambda: client.post("/search", json=composed_body))):
+                    for kind, send in (
+                        ("text", lambda: client.post("/search", json=text_body)),
+                        ("tag", lambda: client.post("/tag", files={"image": ("q.jpg", picture, "image/jpeg")})),
+                        ("composed", lambda: client.post("/search", json=composed_body)),
+                    ):
                         began = time.perf_counter()
                         send().raise_for_status()
                         steady[kind].append((time.perf_counter() - began) * 1000)
@@ -100,12 +133,17 @@ def main() -> int:
             process.wait(timeout=60)
 
         def cell(seen: dict[int, float]) -> str:
-            return " / ".join(f"{ms:.1f}" for _, ms in sorted(seen.items())) + ("" if len(seen) >= count else f" ({len(seen)} of {count} reached)")
+            return " / ".join(f"{ms:.1f}" for _, ms in sorted(seen.items())) + (
+                "" if len(seen) >= count else f" ({len(seen)} of {count} reached)"
+            )
 
         rss = " / ".join(f"{mib:.0f}" for _, mib in sorted(memory)) or "n/a (no worker memory in /healthz)"
         median = {kind: f"{statistics.median(values):.1f}" for kind, values in steady.items()}
-        print(f"| {workers} | {ready:.1f} | {cell(text)} | {cell(tag)} | {cell(composed)} | {median['text']} / {median['tag']} / {median['composed']} "
-              f"| {rss} |", flush=True)
+        print(
+            f"| {workers} | {ready:.1f} | {cell(text)} | {cell(tag)} | {cell(composed)} | {median['text']} / {median['tag']} / {median['composed']} "
+            f"| {rss} |",
+            flush=True,
+        )
     return 0
 
 

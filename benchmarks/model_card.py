@@ -8,6 +8,7 @@ item-level validation split. Every figure is measured here. Each column's result
 
     .venv/bin/python benchmarks/model_card.py --card benchmarks/cards/kagl-base.json [--columns shipped] [--render-only]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ def _h(s: float, u: float) -> float:
 
 
 def measure_zero_shot_and_retrieval(column: dict, data: str, cache: str | None) -> dict:
-    from vitrine.evaluate.runner import run_retrieval, run_zero_shot
     from vitrine.data.splits import load_split_config
+    from vitrine.evaluate.runner import run_retrieval, run_zero_shot
     from vitrine.models import create_model
 
     model = create_model(column["model"])
@@ -35,17 +36,23 @@ def measure_zero_shot_and_retrieval(column: dict, data: str, cache: str | None) 
     common = dict(split_config=split, progress=False, cache_dir=cache)
     out: dict = {"protocol": protocol}
     names = ("heldout", "val", "unseen") if protocol else ("val",)
-    out["retrieval"] = {name: run_retrieval(data, model, galleries=[data], split=name, image_to_text=name == names[0], **common)
-                        for name in names}
+    out["retrieval"] = {
+        name: run_retrieval(data, model, galleries=[data], split=name, image_to_text=name == names[0], **common)
+        for name in names
+    }
     seen = run_zero_shot(data, "articleType", model, split="val", classes_from=[data], **common)
     out["articleType_seen"] = seen
     if protocol:
-        out["articleType_unseen"] = run_zero_shot(data, "articleType", model, split="unseen", classes_from=[data], **common)
+        out["articleType_unseen"] = run_zero_shot(
+            data, "articleType", model, split="unseen", classes_from=[data], **common
+        )
         out["articleType_unseen_among_unseen"] = run_zero_shot(data, "articleType", model, split="unseen", **common)
     out["baseColour"] = run_zero_shot(data, "baseColour", model, split="val", classes_from=[data], **common)
     out["gender"] = run_zero_shot(data, "gender", model, split="val", classes_from=[data], **common)
     for report in [*out.values(), *out["retrieval"].values()]:
-        if isinstance(report, dict):  # the card's tables read none of the per-class and per-example figures (--report does)
+        if isinstance(
+            report, dict
+        ):  # the card's tables read none of the per-class and per-example figures (--report does)
             for key in ("per_class", "confusion", "confused_pairs", "worst_queries"):
                 report.pop(key, None)
             report.get("calibrated", {}).pop("per_class", None)
@@ -59,7 +66,13 @@ def measure_composed(column: dict, data: str, cache: str | None) -> dict:
     from vitrine.cir.evaluate import run_composed
     from vitrine.models import create_model
 
-    report = run_composed(data, column["triplets"], Composer(create_model(column["model"]), column["combiner"]), cache_dir=cache, progress=False)
+    report = run_composed(
+        data,
+        column["triplets"],
+        Composer(create_model(column["model"]), column["combiner"]),
+        cache_dir=cache,
+        progress=False,
+    )
     report.pop("examples", None)  # for --report pages; the card's tables read the recalls
     return report
 
@@ -70,7 +83,11 @@ def _tagger(column: dict):
     from vitrine.tagging.views import make_views
     from vitrine.tagging.vocabulary import builtin_vocabulary, load_vocabulary
 
-    vocabulary = load_vocabulary(column["vocabulary"]) if column.get("vocabulary") else builtin_vocabulary(model=column["tag_model"])
+    vocabulary = (
+        load_vocabulary(column["vocabulary"])
+        if column.get("vocabulary")
+        else builtin_vocabulary(model=column["tag_model"])
+    )
     return Tagger(create_model(column["tag_model"]), vocabulary, make_views("foreground"), "blend")
 
 
@@ -84,7 +101,9 @@ def measure_attributes(column: dict, data: str) -> dict:
     items, embeds = embed_split(tagger, data, split_filter(name, split), progress=False)
     report = attribute_report(tagger, items, embeds)
     report["split"] = name
-    report["mean_precision_5"] = round(sum(report["per_attribute"][a]["precision"] for a in ATTRIBUTE_MEAN) / len(ATTRIBUTE_MEAN), 4)
+    report["mean_precision_5"] = round(
+        sum(report["per_attribute"][a]["precision"] for a in ATTRIBUTE_MEAN) / len(ATTRIBUTE_MEAN), 4
+    )
     return report
 
 
@@ -101,15 +120,20 @@ def measure_hires(column: dict, hires: str, queries: dict[str, str]) -> dict:
     tags["confusions"] = {}
     for attribute in tagger.vocabulary.attributes:  # the most frequent (catalog value -> tag) disagreements
         best = computed[attribute.name][1].argmax(1).tolist()
-        pairs = Counter((item.attributes.get(attribute.name), attribute.values[b].name) for item, b in zip(items, best)
-                        if item.attributes.get(attribute.name) not in (None, attribute.values[b].name))
+        pairs = Counter(
+            (item.attributes.get(attribute.name), attribute.values[b].name)
+            for item, b in zip(items, best)
+            if item.attributes.get(attribute.name) not in (None, attribute.values[b].name)
+        )
         tags["confusions"][attribute.name] = [f"{label} -> {tag}: {n}" for (label, tag), n in pairs.most_common(5)]
     model = create_model(column["model"])
     items, image_embeds = encode_catalog(model, open_catalog(hires, require_title=False), progress=False)
     counts = Counter(item.attributes.get("articleType") for item in items)
     top = (encode_texts(model, list(queries)) @ image_embeds.T).topk(10, dim=1).indices.tolist()
-    shares = {query: round(sum(items[r].attributes.get("articleType") == kind for r in rows) / min(10, counts[kind]), 4)
-              for (query, kind), rows in zip(queries.items(), top)}
+    shares = {
+        query: round(sum(items[r].attributes.get("articleType") == kind for r in rows) / min(10, counts[kind]), 4)
+        for (query, kind), rows in zip(queries.items(), top)
+    }
     return {"tags": tags, "type_queries": shares}
 
 
@@ -150,21 +174,31 @@ def rows_of(result: dict) -> dict[str, str]:
     else:
         inherited = zs["calibration"].get("articleType", {})
         if inherited:
-            rows["margin (tuned on calib types)"] = f"{inherited['gamma']:.2f} (inherited from {inherited.get('source', {}).get('from', '?')})"
+            rows["margin (tuned on calib types)"] = (
+                f"{inherited['gamma']:.2f} (inherited from {inherited.get('source', {}).get('from', '?')})"
+            )
     rows["articleType weighted-F1, seen types (val)"] = _f(seen["weighted_f1"])
     rows["baseColour top-1 (val)"] = _f(zs["baseColour"]["top1"])
     rows["gender top-1 (val)"] = _f(zs["gender"]["top1"])
     retrieval = zs["retrieval"]
-    for key, label in (("heldout", "all held-out queries"), ("val", "seen-type (val) queries"), ("unseen", "unseen-type queries")):
+    for key, label in (
+        ("heldout", "all held-out queries"),
+        ("val", "seen-type (val) queries"),
+        ("unseen", "unseen-type queries"),
+    ):
         if key in retrieval:
             r = retrieval[key]
-            rows[f"text -> image R@1 / R@10, {label} (gallery {r['gallery_size']})"] = f"{r['R@1']:.4f} / {r['R@10']:.4f}"
+            rows[f"text -> image R@1 / R@10, {label} (gallery {r['gallery_size']})"] = (
+                f"{r['R@1']:.4f} / {r['R@10']:.4f}"
+            )
     first = retrieval.get("heldout") or retrieval["val"]
     if "image_to_text" in first:
         rows["image -> text R@10, same queries"] = _f(first["image_to_text"]["R@10"])
     if "composed" in result:
         c = result["composed"]
-        rows[f"Combiner R@1 / R@10 / R@50 ({c['n_queries']} val triplets)"] = f"{c['R@1']:.4f} / {c['R@10']:.4f} / {c['R@50']:.4f}"
+        rows[f"Combiner R@1 / R@10 / R@50 ({c['n_queries']} val triplets)"] = (
+            f"{c['R@1']:.4f} / {c['R@10']:.4f} / {c['R@50']:.4f}"
+        )
     if "attributes" in result:
         a = result["attributes"]
         rows[f"attribute mean precision, region-aware blend ({a['split']}; 5 attributes)"] = _f(a["mean_precision_5"])
@@ -174,12 +208,13 @@ def rows_of(result: dict) -> dict[str, str]:
     if "hires" in result:
         tags = result["hires"]["tags"]
         for name, entry in tags["per_attribute"].items():
-            rows[f"hi-res tags, {name}: agreement / precision (coverage)"] = \
+            rows[f"hi-res tags, {name}: agreement / precision (coverage)"] = (
                 f"{tags['top1'][name]:.4f} / {entry['precision']:.4f} ({entry['coverage']:.2f})"
+            )
         shares = result["hires"]["type_queries"]
         rows["hi-res type queries, precision@10 (mean)"] = _f(sum(shares.values()) / len(shares))
         for query, share in shares.items():
-            rows[f"hi-res \"{query}\" precision@10"] = _f(share)
+            rows[f'hi-res "{query}" precision@10'] = _f(share)
     return rows
 
 
@@ -190,23 +225,32 @@ def render(spec: dict, results: list[dict]) -> str:
     lines = ["| measure | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     lines += [f"| {m} | " + " | ".join(rows.get(m, "") for rows in table) + " |" for m in measures]
     lines.append("")
-    lines.append("Measured by `.venv/bin/python benchmarks/model_card.py --card " + spec["path"] + "`: " +
-                 "; ".join(f"{spec['columns'][r['column']]['label']} on {r['measured']} ({r['seconds']} s)" for r in results) + ".")
+    lines.append(
+        "Measured by `.venv/bin/python benchmarks/model_card.py --card "
+        + spec["path"]
+        + "`: "
+        + "; ".join(f"{spec['columns'][r['column']]['label']} on {r['measured']} ({r['seconds']} s)" for r in results)
+        + "."
+    )
     return "\n".join(lines)
 
 
 def render_summary(spec: dict, results: list[dict]) -> str:
     """The README's one-line-per-model figures."""
-    lines = ["| model | trained on | articleType top-1 (val) | t2i R@10 (val queries) | Combiner R@10 | attribute mean precision | hi-res masterCategory tags |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | trained on | articleType top-1 (val) | t2i R@10 (val queries) | Combiner R@10 | attribute mean precision | hi-res masterCategory tags |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         column = spec["columns"][r["column"]]
         zs = r["zero_shot"]
         c = r.get("composed", {})
         a = r.get("attributes", {})
         hires = r.get("hires", {}).get("tags", {}).get("top1", {})
-        lines.append(f"| {column['label']} | {zs['seen_types']} article types | {zs['articleType_seen']['top1']:.4f} | "
-                     f"{zs['retrieval']['val']['R@10']:.4f} | {_f(c.get('R@10'))} | {_f(a.get('mean_precision_5'))} | {_f(hires.get('masterCategory'))} |")
+        lines.append(
+            f"| {column['label']} | {zs['seen_types']} article types | {zs['articleType_seen']['top1']:.4f} | "
+            f"{zs['retrieval']['val']['R@10']:.4f} | {_f(c.get('R@10'))} | {_f(a.get('mean_precision_5'))} | {_f(hires.get('masterCategory'))} |"
+        )
     return "\n".join(lines)
 
 
@@ -223,8 +267,12 @@ def replace_block(path: Path, name: str, text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", default="benchmarks/cards/kagl-base.json")
-    parser.add_argument("--columns", nargs="*", help="measure only these columns (the others are read from their stored results)")
-    parser.add_argument("--render-only", action="store_true", help="write the tables from stored results, measuring nothing")
+    parser.add_argument(
+        "--columns", nargs="*", help="measure only these columns (the others are read from their stored results)"
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="write the tables from stored results, measuring nothing"
+    )
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
@@ -247,7 +295,11 @@ def main() -> None:
     print(table)
     replace_block(Path(spec["card"]), "figures", table)
     if spec.get("readme"):
-        replace_block(Path(spec["readme"]), Path(args.card).stem, render_summary(spec, [r for r in results if spec["columns"][r["column"]].get("in_readme")]))
+        replace_block(
+            Path(spec["readme"]),
+            Path(args.card).stem,
+            render_summary(spec, [r for r in results if spec["columns"][r["column"]].get("in_readme")]),
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ names). Absent queries: things neither catalog has ("surfboard"), bare and under
 12 common KAGL types the catalog has none of. Image queries: KAGL photos of products outside the catalog, of types it
 has (answerable), and drawings (absent).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,13 @@ from vitrine.ranking.calibrate import calibrate
 MIN_MATCHES = 3
 KAGL = builtin_schema("kagl")
 KAGL_ROLES = column_roles(KAGL)  # the shards' metadata, read by role
-RENAMED_COLUMNS = {KAGL.id_field: "sku", KAGL.title_field: "name", KAGL_ROLES["colour"]: "colour", KAGL_ROLES["type"]: "category",
-                   KAGL_ROLES["gender"]: "sex"}
+RENAMED_COLUMNS = {
+    KAGL.id_field: "sku",
+    KAGL.title_field: "name",
+    KAGL_ROLES["colour"]: "colour",
+    KAGL_ROLES["type"]: "category",
+    KAGL_ROLES["gender"]: "sex",
+}
 
 # (query, {role: accepted values}, title words every match has: "a|b" accepts either), for kagl-hires; the issue's five
 # false alarms and its filter example come first
@@ -99,10 +105,39 @@ HAND_WRITTEN = [
     ("party heels", {"type": ["Heels"]}, []),
 ]
 HAND_WRITTEN_CHIPS = [("red t-shirt for men", {"gender": "Women"}, {"type": ["Tshirts"], "colour": ["Red"]}, [])]
-ABSENT = ["surfboard", "kitchen knife", "sofa", "car tyre", "garden hose", "lawn mower", "flower pot", "garden shovel",
-          "watering can", "smartphone", "television", "refrigerator", "microwave oven", "bicycle", "office chair",
-          "dining table", "coffee maker", "vacuum cleaner", "power drill", "pizza", "dog food", "wine glass", "bed frame",
-          "ceiling fan", "printer ink", "hammer", "frying pan", "toaster", "desk lamp", "car battery", "golf club"]
+ABSENT = [
+    "surfboard",
+    "kitchen knife",
+    "sofa",
+    "car tyre",
+    "garden hose",
+    "lawn mower",
+    "flower pot",
+    "garden shovel",
+    "watering can",
+    "smartphone",
+    "television",
+    "refrigerator",
+    "microwave oven",
+    "bicycle",
+    "office chair",
+    "dining table",
+    "coffee maker",
+    "vacuum cleaner",
+    "power drill",
+    "pizza",
+    "dog food",
+    "wine glass",
+    "bed frame",
+    "ceiling fan",
+    "printer ink",
+    "hammer",
+    "frying pan",
+    "toaster",
+    "desk lamp",
+    "car battery",
+    "golf club",
+]
 
 
 @dataclass(frozen=True)
@@ -149,7 +184,7 @@ def renamed_catalog(shards: str, folder: Path, products: int, leave_out: Sequenc
     if (folder / "catalog.csv").is_file():
         return folder
     kept = [row[KAGL.id_field] for row in kagl_rows(shards) if row.get(KAGL_ROLES["type"]) not in set(leave_out)]
-    chosen = set(kept[::max(1, len(kept) // products)][:products])
+    chosen = set(kept[:: max(1, len(kept) // products)][:products])
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     rows = []
     for meta, jpg in shard_products(shards):
@@ -175,7 +210,9 @@ def cached_index(catalog: Path, index: Path, model_name: str, runtime: str) -> P
 
 
 # ---- queries ------------------------------------------------------------------------------------------------------------
-def matches(rows: Sequence[dict], roles: Mapping[str, str], wanted: Mapping[str, Sequence[str]], title_words: Sequence[str] = ()) -> int:
+def matches(
+    rows: Sequence[dict], roles: Mapping[str, str], wanted: Mapping[str, Sequence[str]], title_words: Sequence[str] = ()
+) -> int:
     """How many products have every wanted role value and every title word ("a|b": either)."""
     count = 0
     for row in rows:
@@ -214,7 +251,10 @@ def generated_cases(rows: Sequence[dict], schema, count: int, rng: random.Random
             continue
         values = {column: row[column] for column in needed}
         text = shopper_phrase(template, values, role_of, rng)
-        if text not in by_text and matches(rows, {c: c for c in needed}, {c: [v] for c, v in values.items()}) >= MIN_MATCHES:
+        if (
+            text not in by_text
+            and matches(rows, {c: c for c in needed}, {c: [v] for c, v in values.items()}) >= MIN_MATCHES
+        ):
             by_text[text] = values
         if len(by_text) >= count:
             break
@@ -241,13 +281,17 @@ def chip_cases(rows: Sequence[dict], roles: Mapping[str, str], count: int, rng: 
         template = "{colour} {type}" if "colour" in kept else "{type}"
         values = {r: v[0] for r, v in kept.items()} | ({"gender": named} if named else {})
         text = shopper_phrase(template + (" for {gender}" if named else ""), values, {r: r for r in values}, rng)
-        out.setdefault((text, chip), Case(text, True, "under a chip", {roles["gender"]: [chip]}, label=f"{text} [{chip}]"))
+        out.setdefault(
+            (text, chip), Case(text, True, "under a chip", {roles["gender"]: [chip]}, label=f"{text} [{chip}]")
+        )
         if len(out) >= count:
             break
     return [out[key] for key in sorted(out)]
 
 
-def absent_type_cases(kagl: Sequence[dict], catalog_types: set[str], count: int, seed: int, rng: random.Random) -> tuple[list[str], list[Case]]:
+def absent_type_cases(
+    kagl: Sequence[dict], catalog_types: set[str], count: int, seed: int, rng: random.Random
+) -> tuple[list[str], list[Case]]:
     """Shopper queries for up to 12 common KAGL types the catalog has none of ("red watch for women" on a catalog without
     watches), made from KAGL products of those types."""
     types = Counter(row.get(KAGL_ROLES["type"]) for row in kagl)
@@ -270,10 +314,25 @@ def absent_type_cases(kagl: Sequence[dict], catalog_types: set[str], count: int,
 def drawings() -> list[tuple[str, Image.Image]]:
     """Pictures of no product: discs, shapes, stripes, gradients, noise."""
     rng = np.random.default_rng(0)
-    colours = {"yellow": (240, 220, 30), "green": (40, 150, 60), "red": (210, 40, 40), "blue": (40, 70, 200),
-               "white": (250, 250, 250), "black": (15, 15, 15), "orange": (240, 140, 30), "purple": (120, 50, 150)}
+    colours = {
+        "yellow": (240, 220, 30),
+        "green": (40, 150, 60),
+        "red": (210, 40, 40),
+        "blue": (40, 70, 200),
+        "white": (250, 250, 250),
+        "black": (15, 15, 15),
+        "orange": (240, 140, 30),
+        "purple": (120, 50, 150),
+    }
     out = []
-    for fg, bg in [("yellow", "green"), ("red", "white"), ("blue", "yellow"), ("white", "black"), ("orange", "blue"), ("black", "white")]:
+    for fg, bg in [
+        ("yellow", "green"),
+        ("red", "white"),
+        ("blue", "yellow"),
+        ("white", "black"),
+        ("orange", "blue"),
+        ("black", "white"),
+    ]:
         image = Image.new("RGB", (256, 256), colours[bg])
         ImageDraw.Draw(image).ellipse((64, 64, 192, 192), fill=colours[fg])
         out.append((f"{fg} disc on {bg}", image))
@@ -284,17 +343,35 @@ def drawings() -> list[tuple[str, Image.Image]]:
     for name, axis in [("horizontal", 0), ("vertical", 1)]:
         stripes = (np.arange(256) // 32 % 2).astype(np.uint8)
         grid = np.repeat(stripes[:, None], 256, 1) if axis == 0 else np.repeat(stripes[None, :], 256, 0)
-        out.append((f"{name} stripes", Image.fromarray((grid[..., None] * np.array([200, 30, 30]) + (1 - grid[..., None]) * 255).astype(np.uint8))))
+        out.append(
+            (
+                f"{name} stripes",
+                Image.fromarray(
+                    (grid[..., None] * np.array([200, 30, 30]) + (1 - grid[..., None]) * 255).astype(np.uint8)
+                ),
+            )
+        )
     checker = ((np.arange(256)[:, None] // 32 + np.arange(256)[None, :] // 32) % 2).astype(np.uint8) * 255
     out.append(("checkerboard", Image.fromarray(np.stack([checker] * 3, -1))))
     ramp = np.linspace(0, 255, 256, dtype=np.uint8)
-    out.append(("gradient", Image.fromarray(np.stack([np.tile(ramp, (256, 1)), np.tile(ramp[:, None], (1, 256)), np.full((256, 256), 128, np.uint8)], -1))))
+    out.append(
+        (
+            "gradient",
+            Image.fromarray(
+                np.stack(
+                    [np.tile(ramp, (256, 1)), np.tile(ramp[:, None], (1, 256)), np.full((256, 256), 128, np.uint8)], -1
+                )
+            ),
+        )
+    )
     out.append(("noise", Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))))
     for name, colour in [("plain grey", (128, 128, 128)), ("plain blue", colours["blue"])]:
         out.append((name, Image.new("RGB", (256, 256), colour)))
     rings = Image.new("RGB", (256, 256), colours["white"])
     for r in range(120, 0, -20):
-        ImageDraw.Draw(rings).ellipse((128 - r, 128 - r, 128 + r, 128 + r), fill=colours["red"] if r // 20 % 2 else colours["white"])
+        ImageDraw.Draw(rings).ellipse(
+            (128 - r, 128 - r, 128 + r, 128 + r), fill=colours["red"] if r // 20 % 2 else colours["white"]
+        )
     out.append(("target rings", rings))
     face = Image.new("RGB", (256, 256), colours["yellow"])
     draw = ImageDraw.Draw(face)
@@ -312,10 +389,22 @@ def photo_cases(shards: str, held: set[str], types: Counter, count: int, rng: ra
     """KAGL photos of products outside the catalog, of types it has at least MIN_MATCHES of."""
     keep = {t for t, n in types.items() if n >= MIN_MATCHES}
     kind = KAGL_ROLES["type"]
-    pool = [(meta, jpg) for meta, jpg in shard_products(shards) if meta[KAGL.id_field] not in held and meta.get(kind) in keep]
+    pool = [
+        (meta, jpg)
+        for meta, jpg in shard_products(shards)
+        if meta[KAGL.id_field] not in held and meta.get(kind) in keep
+    ]
     picked = rng.sample(pool, min(count, len(pool)))
-    return [Case(None, True, "image: product photo", image=Image.open(io.BytesIO(jpg)).convert("RGB"),
-                 label=f"photo {meta[KAGL.id_field]} ({meta[kind]})") for meta, jpg in picked]
+    return [
+        Case(
+            None,
+            True,
+            "image: product photo",
+            image=Image.open(io.BytesIO(jpg)).convert("RGB"),
+            label=f"photo {meta[KAGL.id_field]} ({meta[kind]})",
+        )
+        for meta, jpg in picked
+    ]
 
 
 # ---- judging ------------------------------------------------------------------------------------------------------------
@@ -325,17 +414,22 @@ def query_vectors(model, cases: Sequence[Case]) -> np.ndarray:
     texts = [i for i, c in enumerate(cases) if c.image is None]
     images = [i for i, c in enumerate(cases) if c.image is not None]
     with torch.inference_mode():
-        for rows, encode in ((texts, lambda chunk: model.encode_text([cases[i].text for i in chunk])),
-                             (images, lambda chunk: model.encode_image(model.preprocess([cases[i].image for i in chunk])))):
+        for rows, encode in (
+            (texts, lambda chunk: model.encode_text([cases[i].text for i in chunk])),
+            (images, lambda chunk: model.encode_image(model.preprocess([cases[i].image for i in chunk]))),
+        ):
             for start in range(0, len(rows), 32):
-                chunk = rows[start:start + 32]
+                chunk = rows[start : start + 32]
                 for i, vector in zip(chunk, encode(chunk).float().numpy()):
                     out[i] = vector
     return np.stack(out)
 
 
 def judged(ranker: Ranker, vectors: np.ndarray, cases: Sequence[Case], calibration) -> list[dict]:
-    return [ranker.rank(vector[None], c.text, 10, c.filters, calibration=calibration).relevance for vector, c in zip(vectors, cases)]
+    return [
+        ranker.rank(vector[None], c.text, 10, c.filters, calibration=calibration).relevance
+        for vector, c in zip(vectors, cases)
+    ]
 
 
 def rate(verdicts: Sequence[bool | None], answerable: bool) -> float:
@@ -345,8 +439,10 @@ def rate(verdicts: Sequence[bool | None], answerable: bool) -> float:
 
 def sweep(ranker: Ranker, vectors: np.ndarray, cases: Sequence[Case], calibration) -> None:
     """The shopper method at other thresholds: text queries by `quiet_above`, image queries by `image_quiet_above`."""
-    for kind, name, values, default in (("text", "quiet_above", (0.02, 0.05, 0.1, 0.15), calibration.quiet_above),
-                                        ("image", "image_quiet_above", (0.02, 0.05, 0.1, 0.15, 0.2), calibration.image_quiet_above)):
+    for kind, name, values, default in (
+        ("text", "quiet_above", (0.02, 0.05, 0.1, 0.15), calibration.quiet_above),
+        ("image", "image_quiet_above", (0.02, 0.05, 0.1, 0.15, 0.2), calibration.image_quiet_above),
+    ):
         rows = [i for i, c in enumerate(cases) if (c.image is None) == (kind == "text")]
         print(f"| {kind} threshold | answerable quiet | absent fires | false alarms |")
         print("|---|---|---|---|")
@@ -355,23 +451,31 @@ def sweep(ranker: Ranker, vectors: np.ndarray, cases: Sequence[Case], calibratio
             by = {i: v["close_match"] for i, v in zip(rows, verdicts)}
             alarms = [cases[i].label or cases[i].text for i in rows if cases[i].answerable and by[i] is False]
             shown = ", ".join(alarms[:8]) + (f" and {len(alarms) - 8} more" if len(alarms) > 8 else "")
-            print(f"| {value}{' (default)' if value == default else ''} | {rate([by[i] for i in rows if cases[i].answerable], True):.3f} | "
-                  f"{rate([by[i] for i in rows if not cases[i].answerable], False):.3f} | {shown or '-'} |")
+            print(
+                f"| {value}{' (default)' if value == default else ''} | {rate([by[i] for i in rows if cases[i].answerable], True):.3f} | "
+                f"{rate([by[i] for i in rows if not cases[i].answerable], False):.3f} | {shown or '-'} |"
+            )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hires", default="../shared/data/kagl-hires")
     parser.add_argument("--shards", default="../shared/data/kagl/shards")
-    parser.add_argument("--renamed-products", type=int, default=4000, help="KAGL products in the renamed-columns catalog")
+    parser.add_argument(
+        "--renamed-products", type=int, default=4000, help="KAGL products in the renamed-columns catalog"
+    )
     parser.add_argument("--model", default="vitrine:kagl-base")
     parser.add_argument("--runtime", default="onnx")
     parser.add_argument("--cache", default="runs/bench/no-close-match")
     parser.add_argument("--generated", type=int, default=200, help="generated answerable queries per catalog")
     parser.add_argument("--chips", type=int, default=100, help="generated queries under a gender chip per catalog")
     parser.add_argument("--photos", type=int, default=100, help="product photos from outside the catalog per catalog")
-    parser.add_argument("--held-out-types", type=int, default=12, help="common KAGL types the renamed catalog leaves out")
-    parser.add_argument("--absent-type-queries", type=int, default=100, help="queries for common KAGL types a catalog lacks")
+    parser.add_argument(
+        "--held-out-types", type=int, default=12, help="common KAGL types the renamed catalog leaves out"
+    )
+    parser.add_argument(
+        "--absent-type-queries", type=int, default=100, help="queries for common KAGL types a catalog lacks"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sweep", action="store_true", help="also the after method's rates at other thresholds")
     args = parser.parse_args(argv)
@@ -383,11 +487,18 @@ def main(argv=None) -> int:
     leave_out = held_out_types(kagl, args.held_out_types, args.seed)
     renamed = f"renamed-{args.renamed_products}-without-{args.held_out_types}-seed{args.seed}"
     print(f"the renamed catalog leaves out {len(leave_out)} types: {', '.join(leave_out)}")
-    catalogs = {"kagl-hires": Path(args.hires), renamed: renamed_catalog(args.shards, cache / f"{renamed}-catalog", args.renamed_products, leave_out)}
+    catalogs = {
+        "kagl-hires": Path(args.hires),
+        renamed: renamed_catalog(args.shards, cache / f"{renamed}-catalog", args.renamed_products, leave_out),
+    }
 
     def encode(texts):
         with torch.inference_mode():
-            return torch.cat([model.encode_text(list(texts[i:i + 128])) for i in range(0, len(texts), 128)]).float().numpy()
+            return (
+                torch.cat([model.encode_text(list(texts[i : i + 128])) for i in range(0, len(texts), 128)])
+                .float()
+                .numpy()
+            )
 
     for name, catalog in catalogs.items():
         rng = random.Random(args.seed)
@@ -406,14 +517,27 @@ def main(argv=None) -> int:
                     print(f"  (left out {text!r}: fewer than {MIN_MATCHES} matching products)")
             for text, chip, wanted, title in HAND_WRITTEN_CHIPS:
                 if matches(rows, roles, {**wanted, "gender": [chip["gender"]]}, title) >= MIN_MATCHES:
-                    cases.append(Case(text, True, "under a chip", {roles["gender"]: [chip["gender"]]}, label=f"{text} [{chip['gender']}]"))
+                    cases.append(
+                        Case(
+                            text,
+                            True,
+                            "under a chip",
+                            {roles["gender"]: [chip["gender"]]},
+                            label=f"{text} [{chip['gender']}]",
+                        )
+                    )
         cases += chip_cases(rows, roles, args.chips, rng)
         cases += [Case(text, False, "absent") for text in ABSENT]
-        missing, absent_types = absent_type_cases(kagl, {row.get(roles.get("type")) for row in rows}, args.absent_type_queries, args.seed, rng)
+        missing, absent_types = absent_type_cases(
+            kagl, {row.get(roles.get("type")) for row in rows}, args.absent_type_queries, args.seed, rng
+        )
         cases += absent_types
         if "gender" in roles:
             commonest = Counter(row.get(roles["gender"]) for row in rows).most_common(1)[0][0]
-            cases += [Case(text, False, "absent under a chip", {roles["gender"]: [commonest]}, label=f"{text} [{commonest}]") for text in ABSENT]
+            cases += [
+                Case(text, False, "absent under a chip", {roles["gender"]: [commonest]}, label=f"{text} [{commonest}]")
+                for text in ABSENT
+            ]
         types = Counter(row.get(roles["type"]) for row in rows) if "type" in roles else Counter()
         cases += photo_cases(args.shards, {row["id"] for row in rows}, types, args.photos, rng)
         cases += [Case(None, False, "image: drawing", image=image, label=label) for label, image in drawings()]
@@ -425,15 +549,19 @@ def main(argv=None) -> int:
             calibrations[method] = calibrate(store, encode, method)
             seconds[method] = time.perf_counter() - start
             results[method] = judged(ranker, vectors, cases, calibrations[method])
-        print(f"\n{name}: {store.stats()['products']} products, roles {dict(sorted(roles.items()))}; calibration took "
-              f"{seconds['titles']:.1f} s before, {seconds['shopper']:.1f} s after (once per index generation); absent types "
-              f"queried: {', '.join(missing)}")
+        print(
+            f"\n{name}: {store.stats()['products']} products, roles {dict(sorted(roles.items()))}; calibration took "
+            f"{seconds['titles']:.1f} s before, {seconds['shopper']:.1f} s after (once per index generation); absent types "
+            f"queried: {', '.join(missing)}"
+        )
         print("| queries | n | before (titles): quiet / fires | after (shopper queries): quiet / fires |")
         print("|---|---|---|---|")
         kinds = list(dict.fromkeys(c.kind for c in cases))
         groups = [(kind, [i for i, c in enumerate(cases) if c.kind == kind]) for kind in kinds]
-        groups += [("all answerable", [i for i, c in enumerate(cases) if c.answerable]),
-                   ("all absent", [i for i, c in enumerate(cases) if not c.answerable])]
+        groups += [
+            ("all answerable", [i for i, c in enumerate(cases) if c.answerable]),
+            ("all absent", [i for i, c in enumerate(cases) if not c.answerable]),
+        ]
         for label, rows_of in groups:
             answerable = cases[rows_of[0]].answerable
             cells = []
@@ -442,11 +570,21 @@ def main(argv=None) -> int:
                 if all(v is None for v in verdicts):
                     cells.append("not judged")
                     continue
-                cells.append(f"quiet {rate(verdicts, True):.3f}" if answerable else f"fires {rate(verdicts, False):.3f}")
+                cells.append(
+                    f"quiet {rate(verdicts, True):.3f}" if answerable else f"fires {rate(verdicts, False):.3f}"
+                )
             print(f"| {label} | {len(rows_of)} | {cells[0]} | {cells[1]} |")
         for method in ("titles", "shopper"):
-            alarms = [cases[i].label or cases[i].text for i, c in enumerate(cases) if c.answerable and results[method][i]["close_match"] is False]
-            misses = [cases[i].label or cases[i].text for i, c in enumerate(cases) if not c.answerable and results[method][i]["close_match"] is not False]
+            alarms = [
+                cases[i].label or cases[i].text
+                for i, c in enumerate(cases)
+                if c.answerable and results[method][i]["close_match"] is False
+            ]
+            misses = [
+                cases[i].label or cases[i].text
+                for i, c in enumerate(cases)
+                if not c.answerable and results[method][i]["close_match"] is not False
+            ]
             when = "before" if method == "titles" else "after"
             print(f"false alarms {when} ({len(alarms)}): {', '.join(alarms) or '-'}")
             print(f"absent not flagged {when} ({len(misses)}): {', '.join(misses) or '-'}")

@@ -3,6 +3,7 @@ torch model to find its export (before issue 24). Prints median seconds and the 
 
     .venv/bin/python benchmarks/onnx_startup.py --model vitrine:kagl-base --repeats 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,16 +35,27 @@ def main() -> None:
     parser.add_argument("--model", default="vitrine:kagl-base")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    subprocess.run([sys.executable, "-c", PROBE.format(body=OPEN["from files"].format(name=args.model))], check=True, capture_output=True)  # the export exists
+    subprocess.run(
+        [sys.executable, "-c", PROBE.format(body=OPEN["from files"].format(name=args.model))],
+        check=True,
+        capture_output=True,
+    )  # the export exists
     results: dict[str, list[dict]] = {way: [] for way in OPEN}
     for _ in range(args.repeats):
         for way, body in OPEN.items():  # alternated, so drift hits both alike
-            out = subprocess.run([sys.executable, "-c", PROBE.format(body=body.format(name=args.model))], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, "-c", PROBE.format(body=body.format(name=args.model))],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results[way].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{args.model} on --runtime onnx, {args.repeats} fresh processes each (importing vitrine included)\n")
     print("| opened | median s | peak RSS MiB |\n|---|---|---|")
     for way, rows in results.items():
-        print(f"| {way} | {statistics.median(r['seconds'] for r in rows):.3f} | {statistics.median(r['peak_rss_mib'] for r in rows):.0f} |")
+        print(
+            f"| {way} | {statistics.median(r['seconds'] for r in rows):.3f} | {statistics.median(r['peak_rss_mib'] for r in rows):.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the `img` column, and --blank of the colour cells left empty (their truth kept a
 
 Train the protocol twin first: `vitrine train clip --config configs/kagl-base-protocol.json` (about 20 minutes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,24 @@ from pathlib import Path
 from vitrine.data.catalog import open_catalog
 from vitrine.data.splits import SplitConfig, hash_unit
 
-COLUMNS = {"id": "sku", "title": "product_name", "baseColour": "color", "articleType": "kind", "gender": "department",
-           "season": "season", "year": "launch_year"}
+COLUMNS = {
+    "id": "sku",
+    "title": "product_name",
+    "baseColour": "color",
+    "articleType": "kind",
+    "gender": "department",
+    "season": "season",
+    "year": "launch_year",
+}
 
 
 def write_catalog(shards: str, base: Path, out: Path, products: int, blank: float, seed: int) -> dict:
     """The stranger-format catalog of products `base` never trained on; returns the truth of its blanked colour cells."""
     info = json.loads((base / "training.json").read_text())
-    split = SplitConfig(**{k: v for k, v in info["config"]["split"].items() if k != "holdout_values"},
-                        holdout_values=tuple(info["config"]["split"].get("holdout_values", ())))
+    split = SplitConfig(
+        **{k: v for k, v in info["config"]["split"].items() if k != "holdout_values"},
+        holdout_values=tuple(info["config"]["split"].get("holdout_values", ())),
+    )
     chosen = []
     reader = open_catalog(shards, schema="kagl", on_error="skip", require_title=False)
     for record in reader.records():
@@ -57,8 +67,19 @@ def write_catalog(shards: str, base: Path, out: Path, products: int, blank: floa
                 truth[sku] = colour
                 colour = ""
             a = record.attributes
-            writer.writerow([sku, record.title or "", photo, colour, a.get("articleType") or "", a.get("gender") or "",
-                             a.get("season") or "", a.get("year") or "", f"{rng.uniform(5, 150):.2f}"])
+            writer.writerow(
+                [
+                    sku,
+                    record.title or "",
+                    photo,
+                    colour,
+                    a.get("articleType") or "",
+                    a.get("gender") or "",
+                    a.get("season") or "",
+                    a.get("year") or "",
+                    f"{rng.uniform(5, 150):.2f}",
+                ]
+            )
     groups = {s: sum(split.assign(r.id, r.attributes) == s for r in chosen) for s in ("unseen", "calib", "val")}
     return {"truth": truth, "products": len(chosen), "by_protocol_split": groups}
 
@@ -75,7 +96,9 @@ def run(command: list[str], log: Path) -> tuple[float, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/kagl/shards")
-    parser.add_argument("--base", default="runs/kagl-base-protocol/model", help="the base model (the protocol twin of kagl-base)")
+    parser.add_argument(
+        "--base", default="runs/kagl-base-protocol/model", help="the base model (the protocol twin of kagl-base)"
+    )
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--blank", type=float, default=0.2, help="share of colour cells left blank")
     parser.add_argument("--work", default="runs/own_catalog")
@@ -88,24 +111,49 @@ def main() -> None:
         made = write_catalog(args.data, Path(args.base), shop, args.products, args.blank, args.seed)
         (work / "truth.json").write_text(json.dumps(made))
     made = json.loads((work / "truth.json").read_text())
-    print(f"catalog {shop}: {made['products']} products the base never trained on (protocol split: {made['by_protocol_split']}); "
-          f"{len(made['truth'])} colour cells blank")
+    print(
+        f"catalog {shop}: {made['products']} products the base never trained on (protocol split: {made['by_protocol_split']}); "
+        f"{len(made['truth'])} colour cells blank"
+    )
     _, inferred = run([sys.executable, "-m", "vitrine", "schema", "infer", str(shop)], work / "schema.log")
     print((work / "schema.log").read_text().strip().splitlines()[0])
 
     adapted = work / "adapted"
     cache = work / f"cache-{int(time.time())}"  # a fresh feature cache: the wall time includes computing it
-    seconds, printed = run([sys.executable, "-m", "vitrine", "adapt", "--catalog", str(shop), "--out", str(adapted), "--model",
-                            f"vitrine:{args.base}", "--json", "--no-progress", "--cache-dir", str(cache)], work / "adapt.log")
+    seconds, printed = run(
+        [
+            sys.executable,
+            "-m",
+            "vitrine",
+            "adapt",
+            "--catalog",
+            str(shop),
+            "--out",
+            str(adapted),
+            "--model",
+            f"vitrine:{args.base}",
+            "--json",
+            "--no-progress",
+            "--cache-dir",
+            str(cache),
+        ],
+        work / "adapt.log",
+    )
     result = json.loads(printed.strip().splitlines()[-1])
     before, after = result["before"], result["after"]
-    rows = [("title->image R@10", "t2i_R@10", "after >= before + 0.05", lambda b, a: a >= b + 0.05),
-            ("type top-1, all held-out", "kind_top1", "after >= before + 0.05", lambda b, a: a >= b + 0.05),
-            ("type top-1, types the base never saw", "kind_top1_new", "after >= 0.40", lambda b, a: a >= 0.40),
-            ("type top-1, types the base knew", "kind_top1_known", "after >= before - 0.02", lambda b, a: a >= b - 0.02),
-            ("colour top-1", "color_top1", "", None), ("department top-1", "department_top1", "", None), ("season top-1", "season_top1", "", None)]
-    print(f"\nadapt: {result['train_items']} trained on, {result['heldout_items']} held out (adapt never saw them); wall "
-          f"{seconds:.0f} s on {os.cpu_count()} cores, feature caches included (adapt's own clock: {result['seconds']:.0f} s)")
+    rows = [
+        ("title->image R@10", "t2i_R@10", "after >= before + 0.05", lambda b, a: a >= b + 0.05),
+        ("type top-1, all held-out", "kind_top1", "after >= before + 0.05", lambda b, a: a >= b + 0.05),
+        ("type top-1, types the base never saw", "kind_top1_new", "after >= 0.40", lambda b, a: a >= 0.40),
+        ("type top-1, types the base knew", "kind_top1_known", "after >= before - 0.02", lambda b, a: a >= b - 0.02),
+        ("colour top-1", "color_top1", "", None),
+        ("department top-1", "department_top1", "", None),
+        ("season top-1", "season_top1", "", None),
+    ]
+    print(
+        f"\nadapt: {result['train_items']} trained on, {result['heldout_items']} held out (adapt never saw them); wall "
+        f"{seconds:.0f} s on {os.cpu_count()} cores, feature caches included (adapt's own clock: {result['seconds']:.0f} s)"
+    )
     print(f"{'held-out figure':<40}{'n':>6}{'base':>8}{'adapted':>9}{'change':>8}  target")
     for label, key, target, check in rows:
         b, a = before.get(key), after.get(key)
@@ -113,21 +161,43 @@ def main() -> None:
         met = "" if check is None or b is None or a is None else ("met" if check(b, a) else "MISSED")
         change = f"{a - b:+.3f}" if a is not None and b is not None else ""
         print(f"{label:<40}{n!s:>6}{_cell(b):>8}{_cell(a):>9}{change:>8}  {target} {met}")
-    print(f"adapt wall time: {seconds:.0f} s (target <= 600 s for 5,000 products) {'met' if seconds <= 600 else 'MISSED'}")
+    print(
+        f"adapt wall time: {seconds:.0f} s (target <= 600 s for 5,000 products) {'met' if seconds <= 600 else 'MISSED'}"
+    )
     if result["validation_errors"]:
         print(f"validation errors: {result['validation_errors']}")
     if args.skip_tags:
         return
     index = work / "index"
-    seconds, _ = run([sys.executable, "-m", "vitrine", "index", "build", "--data", str(shop), "--index", str(index), "--model",
-                      result["model"], "--tag", "--tag-model", result["model"], "--no-progress"], work / "index.log")
+    seconds, _ = run(
+        [
+            sys.executable,
+            "-m",
+            "vitrine",
+            "index",
+            "build",
+            "--data",
+            str(shop),
+            "--index",
+            str(index),
+            "--model",
+            result["model"],
+            "--tag",
+            "--tag-model",
+            result["model"],
+            "--no-progress",
+        ],
+        work / "index.log",
+    )
     log = (work / "index.log").read_text()
     print(f"\nindex build --tag with the adapted model: {seconds:.0f} s")
     print("\n".join(line for line in log.splitlines() if "tag" in line.lower() and "%" not in line))
     filled = _filled(index, made["truth"])
-    print(f"blank colour cells filled by the build (default target precision): {filled['filled']} of {filled['blank']} (coverage "
-          f"{filled['coverage']:.3f}), precision {filled['precision']:.3f} (target: precision >= 0.75 at coverage >= 0.4) "
-          f"{'met' if filled['precision'] >= 0.75 and filled['coverage'] >= 0.4 else 'MISSED'}")
+    print(
+        f"blank colour cells filled by the build (default target precision): {filled['filled']} of {filled['blank']} (coverage "
+        f"{filled['coverage']:.3f}), precision {filled['precision']:.3f} (target: precision >= 0.75 at coverage >= 0.4) "
+        f"{'met' if filled['precision'] >= 0.75 and filled['coverage'] >= 0.4 else 'MISSED'}"
+    )
     curve = _blank_cell_curve(shop, index, result["model"], made["truth"])
     print("the same tagger on the blank cells at other thresholds (precision of the answered cells, by coverage):")
     print("  " + "  ".join(f"cov {c:.1f}: {p:.3f}" for c, p in curve))
@@ -147,7 +217,12 @@ def _filled(index: Path, truth: dict) -> dict:
                 right += guess == colour
     finally:
         store.close()
-    return {"blank": len(truth), "filled": filled, "coverage": filled / max(1, len(truth)), "precision": right / max(1, filled)}
+    return {
+        "blank": len(truth),
+        "filled": filled,
+        "coverage": filled / max(1, len(truth)),
+        "precision": right / max(1, filled),
+    }
 
 
 def _blank_cell_curve(shop: Path, index: Path, model_name: str, truth: dict) -> list[tuple[float, float]]:

@@ -1,15 +1,22 @@
 """Plot validation metrics against training time from one or more runs' metrics.csv.
 
-    .venv/bin/python benchmarks/plot_training.py runs/kagl-small --out docs/kagl-small-training.png
+.venv/bin/python benchmarks/plot_training.py runs/kagl-small --out docs/kagl-small-training.png
 """
+
 from __future__ import annotations
 
 import argparse
 import csv
 from pathlib import Path
 
-METRICS = ["val/articleType_top1_seen", "val/articleType_top1_unseen", "val/articleType_top1_unseen_among_unseen",
-           "val/baseColour_top1", "val/gender_top1", "val/t2i_R@10"]
+METRICS = [
+    "val/articleType_top1_seen",
+    "val/articleType_top1_unseen",
+    "val/articleType_top1_unseen_among_unseen",
+    "val/baseColour_top1",
+    "val/gender_top1",
+    "val/t2i_R@10",
+]
 
 
 def read(run: Path) -> list[dict]:

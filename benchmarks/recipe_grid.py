@@ -7,6 +7,7 @@ since the seconds are part of the table.
 
     .venv/bin/python benchmarks/recipe_grid.py [configs/grid/NAME.json ...] [--baseline runs/kagl-base-protocol]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,10 +15,17 @@ import glob
 import json
 from pathlib import Path
 
-COLUMNS = (("seen", "val/articleType_top1_seen"), ("unseen", "val/articleType_top1_unseen"),
-           ("unseen among unseen", "val/articleType_top1_unseen_among_unseen"), ("colour", "val/baseColour_top1"),
-           ("gender", "val/gender_top1"), ("t2i R@1", "val/t2i_R@1"), ("t2i R@10 seen", "val/t2i_R@10"),
-           ("t2i R@10 unseen", "val/t2i_R@10_unseen"), ("MRR", "val/t2i_MRR"))
+COLUMNS = (
+    ("seen", "val/articleType_top1_seen"),
+    ("unseen", "val/articleType_top1_unseen"),
+    ("unseen among unseen", "val/articleType_top1_unseen_among_unseen"),
+    ("colour", "val/baseColour_top1"),
+    ("gender", "val/gender_top1"),
+    ("t2i R@1", "val/t2i_R@1"),
+    ("t2i R@10 seen", "val/t2i_R@10"),
+    ("t2i R@10 unseen", "val/t2i_R@10_unseen"),
+    ("MRR", "val/t2i_MRR"),
+)
 
 
 def run_figures(run: Path) -> dict:

@@ -5,6 +5,7 @@ Usage (after `bash scripts/retrain-kagl-base.sh`, whose protocol run the shippin
 Runs `vitrine train clip --config configs/kagl-base.json`, `train regions --config configs/regions-kagl-base.json`,
 `train cir` stage 1 and stage 2 (the stage-2 run starts from this script's own stage-1 output) and the AGCN, each into
 its own folder under --out, then prints, per shipped file, how many tensors are equal and the largest difference."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,19 @@ def train(kind: str, config: dict, out: Path) -> float:
 def compare(shipped: Path, retrained: Path) -> str:
     a, b = load_file(str(shipped)), load_file(str(retrained))
     equal = sum(k in b and a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
-    worst = max((float((a[k].float() - b[k].float()).abs().max()) for k in a if k in b and a[k].shape == b[k].shape), default=float("nan"))
+    worst = max(
+        (float((a[k].float() - b[k].float()).abs().max()) for k in a if k in b and a[k].shape == b[k].shape),
+        default=float("nan"),
+    )
     return f"{equal}/{len(a)} tensors equal (keys {'match' if a.keys() == b.keys() else 'DIFFER'}), max abs diff {worst:.3g}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/identical")
-    parser.add_argument("--recipes", nargs="*", default=["clip", "regions", "cir", "agcn"], choices=["clip", "regions", "cir", "agcn"])
+    parser.add_argument(
+        "--recipes", nargs="*", default=["clip", "regions", "cir", "agcn"], choices=["clip", "regions", "cir", "agcn"]
+    )
     args = parser.parse_args()
     out = Path(args.out)
     load = lambda name: json.loads(Path("configs", name).read_text())  # noqa: E731
@@ -52,8 +58,16 @@ def main() -> None:
         rows.append(("kagl-base-regions/model.safetensors", out / "regions/model/model.safetensors", seconds))
     if "cir" in args.recipes:
         seconds = train("cir", load("cir-kagl-base-stage1.json"), out / "stage1")
-        rows.append(("kagl-base-combiner/text_projection.safetensors", out / "stage1/combiner/text_projection.safetensors", seconds))
-        seconds = train("cir", {**load("cir-kagl-base-stage2.json"), "start": str(out / "stage1/combiner")}, out / "stage2")
+        rows.append(
+            (
+                "kagl-base-combiner/text_projection.safetensors",
+                out / "stage1/combiner/text_projection.safetensors",
+                seconds,
+            )
+        )
+        seconds = train(
+            "cir", {**load("cir-kagl-base-stage2.json"), "start": str(out / "stage1/combiner")}, out / "stage2"
+        )
         rows.append(("kagl-base-combiner/combiner.safetensors", out / "stage2/combiner/combiner.safetensors", seconds))
     if "agcn" in args.recipes:
         seconds = train("cir", load("cir-kagl-base-agcn.json"), out / "agcn")

@@ -6,6 +6,7 @@ per request from `benchmarks/load.py` (its `server CPU ms/req` column), the rest
 
     .venv/bin/python benchmarks/serve_profile.py --index runs/serve/kagl-hires --runtimes torch onnx
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,9 @@ def profile(index: str, runtime: str, titles: list[str], images: list[bytes], re
         row["image model /16"] = round(median_ms(lambda: model.image_features(batch_pixels), repeats) / 16, 2)
     row["index search"] = median_ms(lambda: store.search(vector, 24), repeats)
     row["service text"] = median_ms(lambda: service.search(Query(text=title, k=24)), repeats)
-    row["service image"] = median_ms(lambda: service.search(Query(image=Image.open(io.BytesIO(picture)).convert("RGB"), k=24)), repeats)
+    row["service image"] = median_ms(
+        lambda: service.search(Query(image=Image.open(io.BytesIO(picture)).convert("RGB"), k=24)), repeats
+    )
     service.close()
     return row
 
@@ -73,7 +76,9 @@ def main() -> None:
     images = [p.read_bytes() for p in sorted(Path(args.images).glob("*.jpg"))[:4]]
     rows = [profile(args.index, runtime, titles, images, args.repeats) for runtime in args.runtimes]
     stages = [key for key in rows[0] if key != "runtime"]
-    print("| stage (ms, median, 1 thread) | " + " | ".join(r["runtime"] for r in rows) + " |\n|---|" + "---|" * len(rows))
+    print(
+        "| stage (ms, median, 1 thread) | " + " | ".join(r["runtime"] for r in rows) + " |\n|---|" + "---|" * len(rows)
+    )
     for stage in stages:
         print(f"| {stage} | " + " | ".join(f"{r[stage]:.2f}" for r in rows) + " |")
 

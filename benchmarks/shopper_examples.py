@@ -4,6 +4,7 @@ kept) and now (the defaults): the top 10's article types, colours and genders, a
     .venv/bin/vitrine index build --data ../shared/data/kagl-hires --index runs/serve/kagl-hires
     .venv/bin/python benchmarks/shopper_examples.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,15 @@ def describe(service: SearchService, label: str, query: dict) -> None:
     for name, extra in (("before", BEFORE), ("now", {})):
         ranked = service.rank(Query(**{**query, **extra}))
         hits = ranked.hits
-        counts = [Counter(h.metadata.get(f) for h in hits).most_common(4) for f in ("articleType", "baseColour", "gender")]
+        counts = [
+            Counter(h.metadata.get(f) for h in hits).most_common(4) for f in ("articleType", "baseColour", "gender")
+        ]
         reference = query.get("reference_id")
-        print(f"{label} [{name}] close_match={ranked.relevance.get('close_match')} level={ranked.relevance.get('level')} "
-              f"soft-filter words={ranked.matched.words}" + (" (reference in its own top 10)" if reference in [h.id for h in hits] else ""))
+        print(
+            f"{label} [{name}] close_match={ranked.relevance.get('close_match')} level={ranked.relevance.get('level')} "
+            f"soft-filter words={ranked.matched.words}"
+            + (" (reference in its own top 10)" if reference in [h.id for h in hits] else "")
+        )
         print(f"    types {counts[0]}  colours {counts[1]}  genders {counts[2]}")
         print(f"    first: {[h.metadata.get('title') for h in hits[:2]]}")
 
@@ -51,12 +57,23 @@ def main(argv=None) -> int:
 
         print(f"\n{args.check_shirt}: {service.product(args.check_shirt).get('title')}")
         for change in ("in black", "for women"):
-            describe(service, f"{args.check_shirt} + {change!r}",
-                     {"image": photo(args.check_shirt), "modification": change, "k": 10, "reference_id": args.check_shirt})
+            describe(
+                service,
+                f"{args.check_shirt} + {change!r}",
+                {"image": photo(args.check_shirt), "modification": change, "k": 10, "reference_id": args.check_shirt},
+            )
         print(f"\n{args.readme_reference}: {service.product(args.readme_reference).get('title')}")
-        describe(service, f"{args.readme_reference} + 'in red with long sleeves', gender=Women",
-                 {"image": photo(args.readme_reference), "modification": "in red with long sleeves", "k": 10,
-                  "reference_id": args.readme_reference, "filters": {"gender": ["Women"]}})
+        describe(
+            service,
+            f"{args.readme_reference} + 'in red with long sleeves', gender=Women",
+            {
+                "image": photo(args.readme_reference),
+                "modification": "in red with long sleeves",
+                "k": 10,
+                "reference_id": args.readme_reference,
+                "filters": {"gender": ["Women"]},
+            },
+        )
     finally:
         service.close()
     return 0

@@ -7,15 +7,16 @@ their titles verbatim; the catalog is every KAGL product (the shipped model's ca
     .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl
     .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl-hires --index milvus:/tmp/milvus-hires/catalog.db --text-only
 """
+
 from __future__ import annotations
 
 import argparse
 import random
-from dataclasses import replace
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -32,9 +33,26 @@ from vitrine.models import create_model
 from vitrine.ranking import Calibration, Ranker, RankOptions
 from vitrine.ranking.relevance import QUIET_ABOVE
 
-GENDER_WORDS = {"Men": ["men", "for men", "men's"], "Women": ["women", "for women", "women's"], "Boys": ["boys", "for boys"],
-                "Girls": ["girls", "for girls"], "Unisex": ["unisex"]}
-NOT_PLURAL = {"jeans", "shorts", "trousers", "leggings", "sunglasses", "briefs", "boxers", "trunks", "capris", "jeggings", "tights"}
+GENDER_WORDS = {
+    "Men": ["men", "for men", "men's"],
+    "Women": ["women", "for women", "women's"],
+    "Boys": ["boys", "for boys"],
+    "Girls": ["girls", "for girls"],
+    "Unisex": ["unisex"],
+}
+NOT_PLURAL = {
+    "jeans",
+    "shorts",
+    "trousers",
+    "leggings",
+    "sunglasses",
+    "briefs",
+    "boxers",
+    "trunks",
+    "capris",
+    "jeggings",
+    "tights",
+}
 
 
 def type_phrase(article: str, rng: random.Random) -> str:
@@ -99,8 +117,11 @@ def precision_at_10(ranker, vectors, queries, options) -> tuple[float, float]:
 def build_store(root: Path, name: str, model_name: str, bank, keep) -> FaissStore:
     store = FaissStore(root / name, model_name, bank.embeds.shape[1])
     rows = [i for i, item in enumerate(bank.items) if keep(item)]
-    store.upsert([bank.items[i].id for i in rows], bank.embeds[rows].numpy(),
-                 [{"title": bank.items[i].title, **{k: v for k, v in bank.items[i].attributes.items() if v}} for i in rows])
+    store.upsert(
+        [bank.items[i].id for i in rows],
+        bank.embeds[rows].numpy(),
+        [{"title": bank.items[i].title, **{k: v for k, v in bank.items[i].attributes.items() if v}} for i in rows],
+    )
     return store
 
 
@@ -111,7 +132,13 @@ def rank_options(spec: str) -> RankOptions:
     for part in filter(None, spec.split(",")):
         name, _, value = part.partition("=")
         default = getattr(defaults, name)
-        values[name] = value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value) if default is not None else float(value)
+        values[name] = (
+            value.lower() in ("1", "true", "yes")
+            if isinstance(default, bool)
+            else type(default)(value)
+            if default is not None
+            else float(value)
+        )
     return RankOptions(**values)
 
 
@@ -122,15 +149,26 @@ def main(argv=None) -> int:
     parser.add_argument("--runtime", default="onnx")
     parser.add_argument("--combiner", default="combiner")
     parser.add_argument("--cache-dir", default="runs/cache")
-    parser.add_argument("--index", help="rank against this index of --data (a directory or milvus:...) instead of one built here")
+    parser.add_argument(
+        "--index", help="rank against this index of --data (a directory or milvus:...) instead of one built here"
+    )
     parser.add_argument("--composed", type=int, default=400, help="composed queries per change kind")
     parser.add_argument("--triplets", type=int, default=3000, help="validation triplets sampled for composed R@10")
-    parser.add_argument("--absent-types", type=int, default=12, help="article types left out of the catalog for the no-close-match test")
+    parser.add_argument(
+        "--absent-types", type=int, default=12, help="article types left out of the catalog for the no-close-match test"
+    )
     parser.add_argument("--grid", action="store_true", help="also print the fusion and soft-weight variants")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTION=VALUE,...",
-                        help='another ranking to compare, e.g. "w2=fusion=weighted,soft_weight=2" (RankOptions fields)')
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OPTION=VALUE,...",
+        help='another ranking to compare, e.g. "w2=fusion=weighted,soft_weight=2" (RankOptions fields)',
+    )
     parser.add_argument("--text-only", action="store_true", help="only the P@10 table")
-    parser.add_argument("--skip-text", action="store_true", help="skip the P@10 table (composed and no-close-match only)")
+    parser.add_argument(
+        "--skip-text", action="store_true", help="skip the P@10 table (composed and no-close-match only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
@@ -146,7 +184,7 @@ def main(argv=None) -> int:
 
     def encode(texts):
         with torch.inference_mode():
-            return torch.cat([model.encode_text(list(texts[i:i + 256])) for i in range(0, len(texts), 256)]).numpy()
+            return torch.cat([model.encode_text(list(texts[i : i + 256])) for i in range(0, len(texts), 256)]).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -162,19 +200,30 @@ def main(argv=None) -> int:
         # ---- text queries ------------------------------------------------------------------------------------------
         queries = make_queries(held_out, rng)
         print(f"\nP@10, every named attribute matching ({sum(len(q) for q in queries.values())} queries):", flush=True)
-        variants = {"vector": RankOptions(mode="vector", soft_filters=False), "lexical": RankOptions(mode="lexical", soft_filters=False),
-                    "hybrid": RankOptions(mode="hybrid", soft_filters=False), "hybrid+soft": RankOptions()}
+        variants = {
+            "vector": RankOptions(mode="vector", soft_filters=False),
+            "lexical": RankOptions(mode="lexical", soft_filters=False),
+            "hybrid": RankOptions(mode="hybrid", soft_filters=False),
+            "hybrid+soft": RankOptions(),
+        }
         if args.grid:
-            variants.update({"vector+soft": RankOptions(mode="vector"), "hybrid weighted": RankOptions(fusion="weighted", soft_filters=False),
-                             "hybrid weighted+soft": RankOptions(fusion="weighted"), "hybrid+soft w0.5": RankOptions(soft_weight=0.5),
-                             "hybrid+soft w0.25": RankOptions(soft_weight=0.25), "hybrid+soft v0.7": RankOptions(vector_weight=0.7),
-                             "hybrid+soft v0.3": RankOptions(vector_weight=0.3)})
+            variants.update(
+                {
+                    "vector+soft": RankOptions(mode="vector"),
+                    "hybrid weighted": RankOptions(fusion="weighted", soft_filters=False),
+                    "hybrid weighted+soft": RankOptions(fusion="weighted"),
+                    "hybrid+soft w0.5": RankOptions(soft_weight=0.5),
+                    "hybrid+soft w0.25": RankOptions(soft_weight=0.25),
+                    "hybrid+soft v0.7": RankOptions(vector_weight=0.7),
+                    "hybrid+soft v0.3": RankOptions(vector_weight=0.3),
+                }
+            )
         for spec in args.variant:
             variants[spec.partition("=")[0]] = rank_options(spec.partition("=")[2])
         timings = []
         print("| queries | n | " + " | ".join(variants) + " |")
         print("|---|---|" + "---|" * len(variants))
-        for kind, kind_queries in ([] if args.skip_text else queries.items()):
+        for kind, kind_queries in [] if args.skip_text else queries.items():
             vectors = encode([text for text, _ in kind_queries])
             row = [precision_at_10(ranker, vectors, kind_queries, options) for options in variants.values()]
             print(f"| {kind} | {len(kind_queries)} | " + " | ".join(f"{p:.4f}" for p, _ in row) + " |", flush=True)
@@ -191,22 +240,33 @@ def main(argv=None) -> int:
         # ---- composed: changes obeyed ---------------------------------------------------------------------------
         composer = composer_for(model, args.combiner, True, lambda: create_model(args.model))
         cbank = bank if composer.model is model else image_bank(composer.model, [args.data], cache_dir=args.cache_dir)
-        by_group = Counter((i.attributes.get("articleType"), i.attributes.get("gender"), i.attributes.get("baseColour")) for i in bank.items)
+        by_group = Counter(
+            (i.attributes.get("articleType"), i.attributes.get("gender"), i.attributes.get("baseColour"))
+            for i in bank.items
+        )
         changes = {"colour": [], "gender": []}
         for item in rng.sample(held_out, len(held_out)):
             a = item.attributes
             article, gender, colour = a.get("articleType"), a.get("gender"), a.get("baseColour")
             if not (article and gender and colour):
                 continue
-            colours = sorted(c for (t, g, c), n in by_group.items() if t == article and g == gender and c and c != colour and n >= 10)
+            colours = sorted(
+                c for (t, g, c), n in by_group.items() if t == article and g == gender and c and c != colour and n >= 10
+            )
             if colours and len(changes["colour"]) < args.composed:
                 target = rng.choice(colours)
                 changes["colour"].append((item.id, f"in {target.lower()}", "baseColour", target))
             other = {"Men": "Women", "Women": "Men"}.get(gender)
-            if other and sum(n for (t, g, _), n in by_group.items() if t == article and g == other) >= 10 and len(changes["gender"]) < args.composed:
+            if (
+                other
+                and sum(n for (t, g, _), n in by_group.items() if t == article and g == other) >= 10
+                and len(changes["gender"]) < args.composed
+            ):
                 changes["gender"].append((item.id, f"for {other.lower()}", "gender", other))
-        print("\nComposed queries from held-out references: share of the top 10 with the asked value, and with the "
-              "reference's article type")
+        print(
+            "\nComposed queries from held-out references: share of the top 10 with the asked value, and with the "
+            "reference's article type"
+        )
 
         def composed_vectors(rows):
             refs = torch.stack([cbank.embeds[cbank.row[ref]] for ref, *_ in rows])
@@ -214,13 +274,19 @@ def main(argv=None) -> int:
                 return composer.queries(refs, [mod for _, mod, _, _ in rows]).numpy()
 
         def composed_variants(ref: str) -> dict[str, RankOptions]:
-            return {"Combiner alone": RankOptions(mode="vector", soft_filters=False, reference_weight=0.0),
-                    "+ soft filters, reference excluded": RankOptions(mode="vector", exclude=(ref,), reference_weight=0.0),
-                    "+ reference's values 0.5": RankOptions(mode="vector", exclude=(ref,), reference_weight=0.5),
-                    "+ reference's values 1.0 (default)": RankOptions(mode="vector", exclude=(ref,), reference_weight=1.0)}
+            return {
+                "Combiner alone": RankOptions(mode="vector", soft_filters=False, reference_weight=0.0),
+                "+ soft filters, reference excluded": RankOptions(mode="vector", exclude=(ref,), reference_weight=0.0),
+                "+ reference's values 0.5": RankOptions(mode="vector", exclude=(ref,), reference_weight=0.5),
+                "+ reference's values 1.0 (default)": RankOptions(mode="vector", exclude=(ref,), reference_weight=1.0),
+            }
 
         names = list(composed_variants(""))
-        print("| change | n | " + " | ".join(f"{name}: value / type" for name in names) + " | reference in its own top 10 (alone) |")
+        print(
+            "| change | n | "
+            + " | ".join(f"{name}: value / type" for name in names)
+            + " | reference in its own top 10 (alone) |"
+        )
         print("|---|---|" + "---|" * (len(names) + 1))
         for kind, rows in changes.items():
             vectors = composed_vectors(rows)
@@ -232,13 +298,19 @@ def main(argv=None) -> int:
                 for variant, options in composed_variants(ref).items():
                     hits = ranker.rank(vector[None], None, 10, options=options, soft_text=mod, reference=meta).hits
                     obeyed[variant].append(sum(h.metadata.get(name) == value for h in hits) / 10)
-                    kept[variant].append(sum(h.metadata.get("articleType") == meta.get("articleType") for h in hits) / 10)
+                    kept[variant].append(
+                        sum(h.metadata.get("articleType") == meta.get("articleType") for h in hits) / 10
+                    )
                     if variant == names[0]:
                         self_hits += any(h.id == ref for h in hits)
             cells = " | ".join(f"{np.mean(obeyed[n]):.4f} / {np.mean(kept[n]):.4f}" for n in names)
             print(f"| {kind} | {len(rows)} | {cells} | {self_hits / len(rows):.4f} |", flush=True)
 
-        triplets = [t for t in make_kagl_triplets(bank.items) if split.assign(t.reference, bank.items[bank.row[t.reference]].attributes) != "train"]
+        triplets = [
+            t
+            for t in make_kagl_triplets(bank.items)
+            if split.assign(t.reference, bank.items[bank.row[t.reference]].attributes) != "train"
+        ]
         triplets = rng.sample(triplets, min(args.triplets, len(triplets)))
         vectors = composed_vectors([(t.reference, t.modification, None, None) for t in triplets])
         recall = {name: 0 for name in names}
@@ -248,17 +320,24 @@ def main(argv=None) -> int:
             for variant, options in composed_variants(t.reference).items():
                 if variant == names[0]:
                     options = replace(options, exclude=(t.reference,))  # the triplet protocol removes the reference
-                hits = ranker.rank(vector[None], None, 10, options=options, soft_text=t.modification, reference=meta).hits
+                hits = ranker.rank(
+                    vector[None], None, 10, options=options, soft_text=t.modification, reference=meta
+                ).hits
                 recall[variant] += any(h.id in targets for h in hits)
-        print(f"\nComposed R@10 on {len(triplets)} validation triplets (held-out references, reference excluded): "
-              + ", ".join(f"{name} {recall[name] / len(triplets):.4f}" for name in names), flush=True)
+        print(
+            f"\nComposed R@10 on {len(triplets)} validation triplets (held-out references, reference excluded): "
+            + ", ".join(f"{name} {recall[name] / len(triplets):.4f}" for name in names),
+            flush=True,
+        )
         store.close()
 
         # ---- no close match -------------------------------------------------------------------------------------
         type_counts = Counter(i.attributes.get("articleType") for i in bank.items)
         common = sorted(t for t, n in type_counts.items() if t and n >= 30)
         absent = set(random.Random(args.seed + 1).sample(common, args.absent_types))
-        store = build_store(Path(tmp), "partial", model.name, bank, lambda item: item.attributes.get("articleType") not in absent)
+        store = build_store(
+            Path(tmp), "partial", model.name, bank, lambda item: item.attributes.get("articleType") not in absent
+        )
         ranker = Ranker(store)
         calibration = Calibration.from_store(store, encode)
         judged = {"absent": [], "present": []}  # (level, whether every word named a catalog value)
@@ -271,16 +350,23 @@ def main(argv=None) -> int:
                 relevance = ranker.rank(vector[None], text, 10, calibration=calibration).relevance
                 judged[where].append((relevance["level"], relevance["words_named"]))
         noise = ["x" * 500, "qwerty asdf", "watch", "laptop", "garden hose", "pizza"]
-        print(f"\nNo close match (catalog without {len(absent)} article types: {', '.join(sorted(absent))}; hybrid + soft):")
+        print(
+            f"\nNo close match (catalog without {len(absent)} article types: {', '.join(sorted(absent))}; hybrid + soft):"
+        )
         print(f"({len(judged['absent'])} queries naming an absent type, {len(judged['present'])} naming a present one)")
         print("| quiet above level | words override | fires on absent types | quiet on present types |")
         print("|---|---|---|---|")
         for threshold in sorted({0.0, 0.01, 0.02, 0.05, 0.1, QUIET_ABOVE}):
             for override in (True, False):
-                close = {where: [level > threshold or (override and named) for level, named in rows] for where, rows in judged.items()}
+                close = {
+                    where: [level > threshold or (override and named) for level, named in rows]
+                    for where, rows in judged.items()
+                }
                 default = " (default)" if threshold == QUIET_ABOVE and override else ""
-                print(f"| {threshold}{default} | {'yes' if override else 'no'} | {np.mean([not c for c in close['absent']]):.4f} | "
-                      f"{np.mean(close['present']):.4f} |")
+                print(
+                    f"| {threshold}{default} | {'yes' if override else 'no'} | {np.mean([not c for c in close['absent']]):.4f} | "
+                    f"{np.mean(close['present']):.4f} |"
+                )
         for text in noise:
             r = ranker.rank(encode([text])[0][None], text, 10, calibration=calibration).relevance
             print(f"- {text[:24]!r}: close_match={r['close_match']} level={r['level']} top={r['top_similarity']}")

@@ -11,6 +11,7 @@ growth of memory and p99 from the first minute to the last.
     .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires   # once: builds runs/serve/kagl-hires (the default model)
     .venv/bin/python benchmarks/soak.py --index runs/serve/kagl-hires --minutes 10 --rate 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,12 @@ from load import TEXT_QUERIES, free_port, percentile, process_rss_mib  # noqa: E
 
 TOKEN = "soak-write-token"
 MODIFICATIONS = ["in black", "in red", "with long sleeves", "in blue denim", "with a floral print", "in white"]
-FILTERS = [{"gender": ["Women"]}, {"gender": ["Men"]}, {"masterCategory": ["Apparel"]}, {"baseColour": ["Black", "Blue"]}]
+FILTERS = [
+    {"gender": ["Women"]},
+    {"gender": ["Men"]},
+    {"masterCategory": ["Apparel"]},
+    {"baseColour": ["Black", "Blue"]},
+]
 
 
 def product_image(rng: random.Random) -> bytes:
@@ -59,7 +65,9 @@ class Traffic:
         r = self.rng.random()
         if r < 0.10:
             return self._write()
-        kind = self.rng.choice(["text", "text-json", "image", "image-json", "url", "composed", "composed-json", "filtered", "batch"])
+        kind = self.rng.choice(
+            ["text", "text-json", "image", "image-json", "url", "composed", "composed-json", "filtered", "batch"]
+        )
         text, image = self.rng.choice(TEXT_QUERIES), self.rng.choice(self.images)
         url = f"/products/{self.rng.choice(self.catalog_ids)}/image"
         if kind == "text":
@@ -73,12 +81,27 @@ class Traffic:
         if kind == "url":
             return kind, "GET", "/search", {"params": {"image_url": url, "k": 24}}
         if kind == "composed":
-            return kind, "POST", "/search", {"data": {"image_url": url, "modification": self.rng.choice(MODIFICATIONS), "k": "24"}}
+            return (
+                kind,
+                "POST",
+                "/search",
+                {"data": {"image_url": url, "modification": self.rng.choice(MODIFICATIONS), "k": "24"}},
+            )
         if kind == "composed-json":
-            return kind, "POST", "/search", {"json": {"image_url": url, "modification": self.rng.choice(MODIFICATIONS), "k": 24}}
+            return (
+                kind,
+                "POST",
+                "/search",
+                {"json": {"image_url": url, "modification": self.rng.choice(MODIFICATIONS), "k": 24}},
+            )
         if kind == "filtered":
             return kind, "POST", "/search", {"json": {"text": text, "k": 24, "filters": self.rng.choice(FILTERS)}}
-        return kind, "POST", "/search/batch", {"json": {"queries": [{"text": t, "k": 10} for t in self.rng.sample(TEXT_QUERIES, 4)]}}
+        return (
+            kind,
+            "POST",
+            "/search/batch",
+            {"json": {"queries": [{"text": t, "k": 10} for t in self.rng.sample(TEXT_QUERIES, 4)]}},
+        )
 
     def _write(self) -> tuple[str, str, str, dict]:
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -92,21 +115,39 @@ class Traffic:
             self.counter += 1
             product_id, label = f"soak-{self.counter}", "upsert"
             self.written.append(product_id)
-        form = {"id": product_id, "title": f"soak product {product_id}", "attributes": json.dumps({"gender": self.rng.choice(["Men", "Women"])})}
-        return label, "POST", "/products", {"data": form, "files": {"image": ("p.jpg", product_image(self.rng), "image/jpeg")}, "headers": auth}
+        form = {
+            "id": product_id,
+            "title": f"soak product {product_id}",
+            "attributes": json.dumps({"gender": self.rng.choice(["Men", "Women"])}),
+        }
+        return (
+            label,
+            "POST",
+            "/products",
+            {"data": form, "files": {"image": ("p.jpg", product_image(self.rng), "image/jpeg")}, "headers": auth},
+        )
 
 
 async def warm_up(base: str, traffic: Traffic, requests: int) -> None:
     """Every kind of request a few times, two at a time (both workers load their models and taggers), not measured."""
     async with httpx.AsyncClient(timeout=300) as client:
         for _ in range(requests // 2):
-            await asyncio.gather(*(client.request(method, base + path, **kwargs) for _, method, path, kwargs in (traffic.next(), traffic.next())))
+            await asyncio.gather(
+                *(
+                    client.request(method, base + path, **kwargs)
+                    for _, method, path, kwargs in (traffic.next(), traffic.next())
+                )
+            )
 
 
-async def soak(base: str, server: subprocess.Popen, traffic: Traffic, minutes: int, rate: float, max_in_flight: int) -> list[dict]:
+async def soak(
+    base: str, server: subprocess.Popen, traffic: Traffic, minutes: int, rate: float, max_in_flight: int
+) -> list[dict]:
     minutes_rows: list[dict] = []
     interval = 1.0 / rate
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)) as client:
+    async with httpx.AsyncClient(
+        timeout=60, limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    ) as client:
         pending: set[asyncio.Task] = set()
         start = time.perf_counter()
         for minute in range(minutes):
@@ -146,11 +187,20 @@ async def soak(base: str, server: subprocess.Popen, traffic: Traffic, minutes: i
                 task.add_done_callback(pending.discard)
             await asyncio.sleep(max(0.0, minute_end - time.perf_counter()))
             rss = process_rss_mib(server.pid)
-            row = {"minute": minute + 1, "sent": sent, "answered": len(latencies), "rps": round(len(latencies) / 60, 2),
-                   "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
-                   "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
-                   "errors": sum(errors.values()), "error_kinds": errors, "dropped": dropped, "in_flight": len(pending),
-                   "rss_mib": {str(pid): round(mib, 1) for pid, mib in sorted(rss.items())}, "rss_total_mib": round(sum(rss.values()), 1)}
+            row = {
+                "minute": minute + 1,
+                "sent": sent,
+                "answered": len(latencies),
+                "rps": round(len(latencies) / 60, 2),
+                "p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
+                "p99_ms": round(percentile(latencies, 99), 1) if latencies else None,
+                "errors": sum(errors.values()),
+                "error_kinds": errors,
+                "dropped": dropped,
+                "in_flight": len(pending),
+                "rss_mib": {str(pid): round(mib, 1) for pid, mib in sorted(rss.items())},
+                "rss_total_mib": round(sum(rss.values()), 1),
+            }
             minutes_rows.append(row)
             print(json.dumps(row), flush=True)
         if pending:
@@ -161,22 +211,37 @@ async def soak(base: str, server: subprocess.Popen, traffic: Traffic, minutes: i
 def server_errors(log: Path, context: int = 40) -> list[str]:
     """Each 'unexpected error' the server logged, with the lines after it (its traceback)."""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    return ["\n".join(lines[i:i + context]) for i, line in enumerate(lines) if "unexpected error" in line]
+    return ["\n".join(lines[i : i + context]) for i, line in enumerate(lines) if "unexpected error" in line]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--index", default="runs/serve/kagl-hires", help="an index built by `vitrine serve --catalog` (copied, never written)")
+    parser.add_argument(
+        "--index",
+        default="runs/serve/kagl-hires",
+        help="an index built by `vitrine serve --catalog` (copied, never written)",
+    )
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images")
-    parser.add_argument("--catalog", default="../shared/data/kagl-hires/catalog.csv", help="the index's catalog.csv (ids for image-URL queries)")
+    parser.add_argument(
+        "--catalog",
+        default="../shared/data/kagl-hires/catalog.csv",
+        help="the index's catalog.csv (ids for image-URL queries)",
+    )
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--rate", type=float, default=20.0, help="requests sent per second (fixed schedule)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--max-in-flight", type=int, default=64, help="requests pending at most; beyond, a request is dropped and counted")
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        help="requests pending at most; beyond, a request is dropped and counted",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=120, help="requests sent before measuring (two at a time)")
     parser.add_argument("--json", help="also write the minute rows here")
-    parser.add_argument("--server-log", help="keep the server's log here (by default it is read for tracebacks and dropped)")
+    parser.add_argument(
+        "--server-log", help="keep the server's log here (by default it is read for tracebacks and dropped)"
+    )
     args = parser.parse_args()
 
     images = [f.read_bytes() for f in sorted(Path(args.images).glob("*.jpg"))[:64]]
@@ -191,15 +256,32 @@ def main() -> None:
             raise SystemExit(f"no product ids in {args.catalog}")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "vitrine", "serve", "--index", str(index), "--port", str(port), "--workers", str(args.workers),
-                   "--write-token", TOKEN, "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "vitrine",
+            "serve",
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+            "--write-token",
+            TOKEN,
+            "--log-level",
+            "warning",
+        ]
         server_log = Path(args.server_log) if args.server_log else Path(scratch) / "server.log"
         log_handle = server_log.open("wb")
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_handle, start_new_session=True)
         try:
             wait_until_ready(base, server, timeout=180)
-            print(f"soak: {args.minutes} min at {args.rate} req/s (90% searches of all kinds, 10% writes), {args.workers} workers, "
-                  f"{len(catalog_ids)} products, index copied from {args.index}", flush=True)
+            print(
+                f"soak: {args.minutes} min at {args.rate} req/s (90% searches of all kinds, 10% writes), {args.workers} workers, "
+                f"{len(catalog_ids)} products, index copied from {args.index}",
+                flush=True,
+            )
             traffic = Traffic(args.seed, images, catalog_ids)
             asyncio.run(warm_up(base, traffic, args.warmup))
             rows = asyncio.run(soak(base, server, traffic, args.minutes, args.rate, args.max_in_flight))
@@ -212,14 +294,20 @@ def main() -> None:
             log_handle.close()
         errors_logged = server_errors(server_log)
 
-    print("\n| minute | sent | answered | req/s | p50 ms | p99 ms | errors | dropped | RSS per process MiB | RSS total MiB |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| minute | sent | answered | req/s | p50 ms | p99 ms | errors | dropped | RSS per process MiB | RSS total MiB |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['minute']} | {r['sent']} | {r['answered']} | {r['rps']:.2f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['dropped']} | "
-              f"{' / '.join(f'{v:.1f}' for v in r['rss_mib'].values())} | {r['rss_total_mib']:.1f} |")
+        print(
+            f"| {r['minute']} | {r['sent']} | {r['answered']} | {r['rps']:.2f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['dropped']} | "
+            f"{' / '.join(f'{v:.1f}' for v in r['rss_mib'].values())} | {r['rss_total_mib']:.1f} |"
+        )
     first, last = rows[0], rows[-1]
-    print(f"\nfirst -> last minute: RSS total {first['rss_total_mib']:.1f} -> {last['rss_total_mib']:.1f} MiB "
-          f"({last['rss_total_mib'] - first['rss_total_mib']:+.1f} MiB, {100 * (last['rss_total_mib'] / first['rss_total_mib'] - 1):+.1f}%); "
-          f"p99 {first['p99_ms']} -> {last['p99_ms']} ms; errors in all {sum(r['errors'] for r in rows)}")
+    print(
+        f"\nfirst -> last minute: RSS total {first['rss_total_mib']:.1f} -> {last['rss_total_mib']:.1f} MiB "
+        f"({last['rss_total_mib'] - first['rss_total_mib']:+.1f} MiB, {100 * (last['rss_total_mib'] / first['rss_total_mib'] - 1):+.1f}%); "
+        f"p99 {first['p99_ms']} -> {last['p99_ms']} ms; errors in all {sum(r['errors'] for r in rows)}"
+    )
     if errors_logged:
         print(f"\nthe server logged {len(errors_logged)} error(s); the first:\n" + errors_logged[0])
     if args.json:

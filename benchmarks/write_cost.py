@@ -24,6 +24,7 @@ One run, one synthetic HNSW index:
     .venv/bin/python benchmarks/write_cost.py --vectors 1000000 --sections threshold   # 8 min on 2 shared cores, 7 the build
     .venv/bin/python benchmarks/write_cost.py --vectors 100000                # a quick look
 """
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_latency import synthetic  # noqa: E402
-
 from vitrine.index.faiss_store import FaissStore  # noqa: E402
 from vitrine.index.plan import IndexOptions  # noqa: E402
 
@@ -57,13 +57,17 @@ def real_embeddings(path: str | None, data: str, model: str) -> tuple[np.ndarray
     from vitrine.embed.bank import bank_folder
     from vitrine.models import create_model
 
-    candidates = [bank_folder(create_model(model), data, "runs/cache") / "embeds.npy",
-                  Path(f"runs/embed-bench/{model.replace(':', '-').replace('/', '_')}/image_embeddings.npy")]
+    candidates = [
+        bank_folder(create_model(model), data, "runs/cache") / "embeds.npy",
+        Path(f"runs/embed-bench/{model.replace(':', '-').replace('/', '_')}/image_embeddings.npy"),
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return np.load(candidate), str(candidate)
-    raise SystemExit(f"no cached {model} image embeddings of {data} (looked in {', '.join(map(str, candidates))}): run "
-                     f"benchmarks/search_latency.py --kinds --synthetic once, or pass --real FILE.npy")
+    raise SystemExit(
+        f"no cached {model} image embeddings of {data} (looked in {', '.join(map(str, candidates))}): run "
+        f"benchmarks/search_latency.py --kinds --synthetic once, or pass --real FILE.npy"
+    )
 
 
 def io_bytes() -> tuple[int, int]:
@@ -114,8 +118,13 @@ def timed_commits(store: FaissStore, catalog: Catalog, commits: int, rng: np.ran
         after_io = io_bytes()
         wchar.append(after_io[0] - before_io[0])
         written.append(after_io[1] - before_io[1])
-    return {"commits": commits, "p50_ms": np.percentile(seconds, 50) * 1e3, "p90_ms": np.percentile(seconds, 90) * 1e3,
-            "wchar": float(np.median(wchar)), "write_bytes": float(np.median(written))}
+    return {
+        "commits": commits,
+        "p50_ms": np.percentile(seconds, 50) * 1e3,
+        "p90_ms": np.percentile(seconds, 90) * 1e3,
+        "wchar": float(np.median(wchar)),
+        "write_bytes": float(np.median(written)),
+    }
 
 
 def searched(store: FaissStore, catalog: Catalog, queries: np.ndarray) -> tuple[list[float], list[float]]:
@@ -134,11 +143,20 @@ def searched(store: FaissStore, catalog: Catalog, queries: np.ndarray) -> tuple[
 
 def search_figures(store: FaissStore, catalog: Catalog, queries: np.ndarray) -> dict:
     times, recalls = searched(store, catalog, queries)
-    return {"p50_ms": np.percentile(times, 50) * 1e3, "p99_ms": np.percentile(times, 99) * 1e3, "recall": float(np.mean(recalls))}
+    return {
+        "p50_ms": np.percentile(times, 50) * 1e3,
+        "p99_ms": np.percentile(times, 99) * 1e3,
+        "recall": float(np.mean(recalls)),
+    }
 
 
-PHASES = {"below": "below the bound", "crossing": "the commit crossing it (starts the background merge)",
-          "during": "during the merge", "adopting": "the commit adopting the merged base", "after": "after the merge"}
+PHASES = {
+    "below": "below the bound",
+    "crossing": "the commit crossing it (starts the background merge)",
+    "during": "during the merge",
+    "adopting": "the commit adopting the merged base",
+    "after": "after the merge",
+}
 
 
 def across_threshold(store: FaissStore, catalog: Catalog, queries: np.ndarray, rng: np.random.Generator, args) -> dict:
@@ -159,10 +177,16 @@ def across_threshold(store: FaissStore, catalog: Catalog, queries: np.ndarray, r
         seconds = time.perf_counter() - start
         if phase == "below" and store.stats()["delta_rows"] > bound:
             phase, crossed = "crossing", start
-            assert store.get_state("merging", "").split()[0] == str(base), "the crossing commit started no background merge"
+            assert store.get_state("merging", "").split()[0] == str(base), (
+                "the crossing commit started no background merge"
+            )
         elif phase == "during" and store.base_generation != base:
             phase, merge_s = "adopting", start + seconds - crossed
-            how = "background" if store.base_generation == store.generation - 1 else "inline (the delta passed its hard bound)"
+            how = (
+                "background"
+                if store.base_generation == store.generation - 1
+                else "inline (the delta passed its hard bound)"
+            )
         commits[phase].append(seconds)
         phase = {"crossing": "during", "adopting": "after"}.get(phase, phase)
         if phase == "during" and time.perf_counter() >= next_search:
@@ -178,8 +202,14 @@ def across_threshold(store: FaissStore, catalog: Catalog, queries: np.ndarray, r
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # as a commit merging inline would have
     start = time.perf_counter()
     assert store.merge()
-    return {"bound": bound, "commits": commits, "searches": searches, "merge_s": merge_s, "how": how,
-            "inline_s": time.perf_counter() - start}
+    return {
+        "bound": bound,
+        "commits": commits,
+        "searches": searches,
+        "merge_s": merge_s,
+        "how": how,
+        "inline_s": time.perf_counter() - start,
+    }
 
 
 def human(n: float) -> str:
@@ -197,37 +227,56 @@ def ms(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vectors", "--base", dest="vectors", type=int, default=1_000_000, help="vectors in the base index")
-    parser.add_argument("--sections", default="writes,threshold,search", help="which to run, comma-separated: writes, threshold, search")
+    parser.add_argument(
+        "--vectors", "--base", dest="vectors", type=int, default=1_000_000, help="vectors in the base index"
+    )
+    parser.add_argument(
+        "--sections", default="writes,threshold,search", help="which to run, comma-separated: writes, threshold, search"
+    )
     parser.add_argument("--before", type=int, default=5, help="commits timed on the full-rewrite path")
     parser.add_argument("--after", type=int, default=50, help="commits timed on the delta path")
     parser.add_argument("--below", type=int, default=20, help="threshold: commits timed below the bound")
     parser.add_argument("--after-merge", type=int, default=50, help="threshold: commits timed after the merge")
     parser.add_argument("--interval", type=float, default=0.05, help="threshold: seconds between commits")
-    parser.add_argument("--search-every", type=float, default=1.0, help="threshold: seconds between 10-query searches during the merge")
-    parser.add_argument("--max-commits", type=int, default=8000, help="threshold: commits the merge may take (sizes the vector pool)")
+    parser.add_argument(
+        "--search-every", type=float, default=1.0, help="threshold: seconds between 10-query searches during the merge"
+    )
+    parser.add_argument(
+        "--max-commits", type=int, default=8000, help="threshold: commits the merge may take (sizes the vector pool)"
+    )
     parser.add_argument("--queries", type=int, default=300, help="single queries per search figure")
-    parser.add_argument("--real", help="an .npy of real image embeddings (default: the cached kagl-base bank of --data)")
+    parser.add_argument(
+        "--real", help="an .npy of real image embeddings (default: the cached kagl-base bank of --data)"
+    )
     parser.add_argument("--data", default="../shared/data/kagl/shards")
     parser.add_argument("--model", default="vitrine:kagl-base")
     parser.add_argument("--workdir", default="runs/bench-writes")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     if sections - {"writes", "threshold", "search"}:
-        raise SystemExit(f"unknown sections {sorted(sections - {'writes', 'threshold', 'search'})}: writes, threshold, search")
+        raise SystemExit(
+            f"unknown sections {sorted(sections - {'writes', 'threshold', 'search'})}: writes, threshold, search"
+        )
 
     started = time.perf_counter()
     real, source = real_embeddings(args.real, args.data, args.model)
     n, delta_max = args.vectors, int(args.vectors * 0.10)
     writes = 5 * (args.before + args.after) if "writes" in sections else 0
-    threshold = IndexOptions().delta_max_vectors + 5 * (args.below + args.max_commits + args.after_merge) if "threshold" in sections else 0
+    threshold = (
+        IndexOptions().delta_max_vectors + 5 * (args.below + args.max_commits + args.after_merge)
+        if "threshold" in sections
+        else 0
+    )
     capacity = n + (delta_max if "search" in sections else 0) + writes + threshold
     pool = synthetic(np.ascontiguousarray(real, dtype=np.float32), capacity + writes + threshold, seed=n)
     rng = np.random.default_rng(0)
     queries = np.ascontiguousarray(real[rng.choice(len(real), args.queries, replace=False)], dtype=np.float32)
     catalog = Catalog(pool, capacity)
-    print(f"base {n:,} synthetic {pool.shape[1]}-d vectors (mean and covariance of {source}); queries: {len(queries)} real "
-          f"image embeddings, k={K}; {os.cpu_count()} cores for builds and merges, one thread per query", flush=True)
+    print(
+        f"base {n:,} synthetic {pool.shape[1]}-d vectors (mean and covariance of {source}); queries: {len(queries)} real "
+        f"image embeddings, k={K}; {os.cpu_count()} cores for builds and merges, one thread per query",
+        flush=True,
+    )
 
     directory = Path(args.workdir) / f"hnsw-{n}"
     shutil.rmtree(directory, ignore_errors=True)
@@ -238,13 +287,18 @@ def main() -> None:
     store.upsert([f"p{i}" for i in rows], vectors, [meta(i) for i in rows])
     build_s = time.perf_counter() - start
     base_file = directory / f"vectors-{store.base_generation:08d}.faiss"
-    print(f"built in {build_s:.1f} s: {store.stats()['index_kind']}, base file {human(base_file.stat().st_size)}; "
-          f"options {store.options.to_json()}", flush=True)
+    print(
+        f"built in {build_s:.1f} s: {store.stats()['index_kind']}, base file {human(base_file.stat().st_size)}; "
+        f"options {store.options.to_json()}",
+        flush=True,
+    )
     searches = [("merged (as built)", 0, search_figures(store, catalog, queries))] if "search" in sections else []
     kind = store.stats()["index_kind"].upper()
     store.close()
 
-    if "writes" in sections:  # BEFORE: every commit rewrites the base (delta_max_vectors=0); AFTER: the defaults, appends to the delta.
+    if (
+        "writes" in sections
+    ):  # BEFORE: every commit rewrites the base (delta_max_vectors=0); AFTER: the defaults, appends to the delta.
         store = FaissStore(directory, model="bench", dim=pool.shape[1], options={"delta_max_vectors": 0})
         before = timed_commits(store, catalog, args.before, rng)
         store.close()
@@ -257,18 +311,32 @@ def main() -> None:
 
     if "threshold" in sections:
         store = FaissStore(directory, model="bench", dim=pool.shape[1], options=IndexOptions())
-        faiss.omp_set_num_threads(1)  # searches: one thread per query (the background merge sets its own: all cores but one)
+        faiss.omp_set_num_threads(
+            1
+        )  # searches: one thread per query (the background merge sets its own: all cores but one)
         crossing = across_threshold(store, catalog, queries, rng, args)
         store.close()
-        print(f"threshold: merge {crossing['merge_s']:.1f} s ({crossing['how']}), inline merge {crossing['inline_s']:.1f} s", flush=True)
+        print(
+            f"threshold: merge {crossing['merge_s']:.1f} s ({crossing['how']}), inline merge {crossing['inline_s']:.1f} s",
+            flush=True,
+        )
 
-    if "search" in sections:  # a delta of 1%, 5%, 10% of the base (bounds raised so that 10% stays a delta), then merged
-        store = FaissStore(directory, model="bench", dim=pool.shape[1], options={"delta_max_fraction": 0.15, "delta_max_vectors": 200_000})
+    if (
+        "search" in sections
+    ):  # a delta of 1%, 5%, 10% of the base (bounds raised so that 10% stays a delta), then merged
+        store = FaissStore(
+            directory,
+            model="bench",
+            dim=pool.shape[1],
+            options={"delta_max_fraction": 0.15, "delta_max_vectors": 200_000},
+        )
         for share in (0.01, 0.05, 0.10):
             while store.stats()["delta_vectors"] < int(n * share) - 10:
                 rows, vectors = catalog.take_new(min(10_000, int(n * share) - store.stats()["delta_vectors"]))
                 store.upsert([f"p{i}" for i in rows], vectors, [meta(i) for i in rows])
-            searches.append((f"base + {share:.0%} delta", store.stats()["delta_vectors"], search_figures(store, catalog, queries)))
+            searches.append(
+                (f"base + {share:.0%} delta", store.stats()["delta_vectors"], search_figures(store, catalog, queries))
+            )
             print(searches[-1], flush=True)
         faiss.omp_set_num_threads(os.cpu_count() or 1)
         before_io, start = io_bytes(), time.perf_counter()
@@ -278,27 +346,50 @@ def main() -> None:
         store.close()
 
     if "writes" in sections:
-        print(f"\n{n:,}-vector {kind} base ({pool.shape[1]}-d), upserts of 10 products a commit (5 new, 5 replaced); "
-              f"medians of {args.before} (before) and {args.after} (after) commits")
-        print("\n| write path | commits | p50 ms | p90 ms | bytes written / commit (write calls) | bytes to storage / commit |\n|---|---|---|---|---|---|")
-        for name, row in (("before: full rewrite (`delta_max_vectors=0`)", before), ("after: delta append (default)", after)):
-            print(f"| {name} | {row['commits']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {human(row['wchar'])} | {human(row['write_bytes'])} |")
-        print(f"| **after vs before** | | **{before['p50_ms'] / after['p50_ms']:,.0f}x less** | | **{before['wchar'] / after['wchar']:,.0f}x less** | "
-              f"{before['write_bytes'] / max(after['write_bytes'], 1):,.0f}x less |")
+        print(
+            f"\n{n:,}-vector {kind} base ({pool.shape[1]}-d), upserts of 10 products a commit (5 new, 5 replaced); "
+            f"medians of {args.before} (before) and {args.after} (after) commits"
+        )
+        print(
+            "\n| write path | commits | p50 ms | p90 ms | bytes written / commit (write calls) | bytes to storage / commit |\n|---|---|---|---|---|---|"
+        )
+        for name, row in (
+            ("before: full rewrite (`delta_max_vectors=0`)", before),
+            ("after: delta append (default)", after),
+        ):
+            print(
+                f"| {name} | {row['commits']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {human(row['wchar'])} | {human(row['write_bytes'])} |"
+            )
+        print(
+            f"| **after vs before** | | **{before['p50_ms'] / after['p50_ms']:,.0f}x less** | | **{before['wchar'] / after['wchar']:,.0f}x less** | "
+            f"{before['write_bytes'] / max(after['write_bytes'], 1):,.0f}x less |"
+        )
     if "threshold" in sections:
         every = [s for phase in PHASES for s in crossing["commits"][phase]]
-        print(f"\n{n:,}-vector {kind} base ({pool.shape[1]}-d) across a merge threshold (the delta's bound: {crossing['bound']:,.0f} rows), "
-              f"upserts of 10 products a commit (5 new, 5 replaced: 15 rows) every {args.interval * 1e3:.0f} ms")
+        print(
+            f"\n{n:,}-vector {kind} base ({pool.shape[1]}-d) across a merge threshold (the delta's bound: {crossing['bound']:,.0f} rows), "
+            f"upserts of 10 products a commit (5 new, 5 replaced: 15 rows) every {args.interval * 1e3:.0f} ms"
+        )
         print("\n| commits | count | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
         for phase, label in PHASES.items():
             print(f"| {label} | {len(crossing['commits'][phase])} | {ms(crossing['commits'][phase])} |")
         print(f"| **all, across the threshold** | {len(every)} | {ms(every)} |")
-        print("\n| searches (one query, k=10, one thread) | queries | p50 ms | p99 ms | recall@10 |\n|---|---|---|---|---|")
-        for phase, label in (("below", "below the bound (base + delta)"), ("during", "during the background merge"), ("after", "after the merge")):
+        print(
+            "\n| searches (one query, k=10, one thread) | queries | p50 ms | p99 ms | recall@10 |\n|---|---|---|---|---|"
+        )
+        for phase, label in (
+            ("below", "below the bound (base + delta)"),
+            ("during", "during the background merge"),
+            ("after", "after the merge"),
+        ):
             times, recalls = crossing["searches"][phase]
-            print(f"| {label} | {len(times)} | {np.percentile(times, 50) * 1e3:.3f} | {np.percentile(times, 99) * 1e3:.3f} | {np.mean(recalls):.4f} |")
-        print(f"\nthe merge ({crossing['how']}): {crossing['merge_s']:.1f} s from the crossing commit to the commit adopting its base; "
-              f"an inline merge (`store.merge()`, what the crossing commit cost before): {crossing['inline_s']:.1f} s")
+            print(
+                f"| {label} | {len(times)} | {np.percentile(times, 50) * 1e3:.3f} | {np.percentile(times, 99) * 1e3:.3f} | {np.mean(recalls):.4f} |"
+            )
+        print(
+            f"\nthe merge ({crossing['how']}): {crossing['merge_s']:.1f} s from the crossing commit to the commit adopting its base; "
+            f"an inline merge (`store.merge()`, what the crossing commit cost before): {crossing['inline_s']:.1f} s"
+        )
     if "search" in sections:
         print("\n| index | delta vectors | p50 ms | p99 ms | recall@10 |\n|---|---|---|---|---|")
         for name, delta, row in searches:

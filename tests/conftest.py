@@ -1,4 +1,5 @@
 """Tiny catalogs that the tests write themselves: coloured JPEGs with KAGL-style metadata."""
+
 from __future__ import annotations
 
 import csv
@@ -22,9 +23,26 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # test processes (pytest -n N) 
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
-COLOURS = {"Red": (200, 30, 30), "Blue": (30, 30, 200), "Green": (30, 160, 40), "Black": (10, 10, 10), "White": (245, 245, 245)}
+COLOURS = {
+    "Red": (200, 30, 30),
+    "Blue": (30, 30, 200),
+    "Green": (30, 160, 40),
+    "Black": (10, 10, 10),
+    "White": (245, 245, 245),
+}
 TYPES = ["Tshirts", "Jeans", "Dresses", "Watches"]
-FIELDS = ["id", "title", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year", "usage"]
+FIELDS = [
+    "id",
+    "title",
+    "gender",
+    "masterCategory",
+    "subCategory",
+    "articleType",
+    "baseColour",
+    "season",
+    "year",
+    "usage",
+]
 
 
 def require_scale(module: str):
@@ -52,11 +70,20 @@ def make_rows(n: int) -> list[dict]:
     for i in range(n):
         colour = list(COLOURS)[i % len(COLOURS)]
         kind = TYPES[i % len(TYPES)]
-        rows.append({
-            "id": str(1000 + i), "title": f"Brand {i} {colour} {kind}", "gender": ["Men", "Women"][i % 2],
-            "masterCategory": "Apparel", "subCategory": "Topwear", "articleType": kind, "baseColour": colour,
-            "season": "Summer", "year": "2012", "usage": "Casual" if i % 3 else "NA",
-        })
+        rows.append(
+            {
+                "id": str(1000 + i),
+                "title": f"Brand {i} {colour} {kind}",
+                "gender": ["Men", "Women"][i % 2],
+                "masterCategory": "Apparel",
+                "subCategory": "Topwear",
+                "articleType": kind,
+                "baseColour": colour,
+                "season": "Summer",
+                "year": "2012",
+                "usage": "Casual" if i % 3 else "NA",
+            }
+        )
     return rows
 
 
@@ -68,7 +95,10 @@ def write_shards(folder, rows, per_shard=4, images: dict | None = None) -> list[
         path = folder / f"test-{start // per_shard:06d}.tar"
         with tarfile.open(path, "w") as tar:
             for row in rows[start : start + per_shard]:
-                members = {"jpg": (images or {}).get(row["id"], jpeg_bytes(COLOURS[row["baseColour"]])), "json": json.dumps(row).encode()}
+                members = {
+                    "jpg": (images or {}).get(row["id"], jpeg_bytes(COLOURS[row["baseColour"]])),
+                    "json": json.dumps(row).encode(),
+                }
                 for ext, data in members.items():
                     if data is None:
                         continue
@@ -130,8 +160,12 @@ def write_stranger_folder(folder, rows, blank_every: int = 5) -> str:
         for i, row in enumerate(rows):
             photo = f"pics/p-{row['id']}.jpg"
             (folder / photo).write_bytes(jpeg_bytes(COLOURS.get(row["baseColour"], (0, 0, 0))))
-            colour = ("" if i % 2 else "NA") if blank_every and i % blank_every == blank_every - 1 else row["baseColour"]
-            writer.writerow([f"SKU-{row['id']}", row["title"], photo, colour, row["articleType"], row["gender"], f"{9.5 + i:.2f}"])
+            colour = (
+                ("" if i % 2 else "NA") if blank_every and i % blank_every == blank_every - 1 else row["baseColour"]
+            )
+            writer.writerow(
+                [f"SKU-{row['id']}", row["title"], photo, colour, row["articleType"], row["gender"], f"{9.5 + i:.2f}"]
+            )
     return str(folder)
 
 
@@ -167,6 +201,7 @@ def served(index: str):
     with TestClient(app) as client:
         yield client
     app.state.service.close()
+
 
 @pytest.fixture(scope="module")
 def browser():

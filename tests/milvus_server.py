@@ -12,6 +12,7 @@ It skips with the reason when neither gives a server that vitrine's collections 
 `python -m tests.milvus_server` starts the wheel's server, prints its start time, memory and version, tries one
 vitrine collection on it and stops it: the check to rerun when a new `milvus` wheel appears.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,10 @@ def _version(text: str) -> tuple[int, ...]:
 def _too_old(version: str, where: str) -> str | None:
     if _version(version) >= MIN_VERSION:
         return None
-    return (f"{where} is Milvus {version}; vitrine's collections are tested on Milvus >= {'.'.join(map(str, MIN_VERSION))}. "
-            f"Set {EXTERNAL}=http://HOST:19530 to test against a newer server")
+    return (
+        f"{where} is Milvus {version}; vitrine's collections are tested on Milvus >= {'.'.join(map(str, MIN_VERSION))}. "
+        f"Set {EXTERNAL}=http://HOST:19530 to test against a newer server"
+    )
 
 
 def _free_port() -> int:
@@ -78,7 +81,9 @@ def _log_tail(base_dir: str, lines: int = 6) -> str:
         with contextlib.suppress(OSError):
             text = Path(base_dir, "logs", name).read_text(errors="replace").splitlines()
             errors = [line[:400] for line in text if "[ERROR]" in line or line.startswith(("panic:", "fatal", "error"))]
-            found += errors[-lines:] if errors or name.endswith("stdout.log") else [line[:400] for line in text[-lines:]]
+            found += (
+                errors[-lines:] if errors or name.endswith("stdout.log") else [line[:400] for line in text[-lines:]]
+            )
     return " | ".join(found) or "(the server wrote no log)"
 
 
@@ -112,9 +117,14 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
         config = milvus.MilvusServerConfig(data_dir=base_dir, **ports)
         config.resolve()  # writes configs/milvus.yaml
         milvus._initialize_data_files(base_dir)  # unpacks bin/milvus and its libraries (~250 MB)
-    except (OSError, RuntimeError, AttributeError) as error:  # a port taken meanwhile, a full disk, another wheel layout
-        raise ServerUnavailable(f"cannot prepare the `milvus` wheel's server in {base_dir}: "
-                                f"{type(error).__name__}: {error}") from None
+    except (
+        OSError,
+        RuntimeError,
+        AttributeError,
+    ) as error:  # a port taken meanwhile, a full disk, another wheel layout
+        raise ServerUnavailable(
+            f"cannot prepare the `milvus` wheel's server in {base_dir}: {type(error).__name__}: {error}"
+        ) from None
     # The embedded etcd listens on its own defaults (2379, peer 2380) unless given a config: a second server on the
     # machine (another test process, a developer's Milvus) would then crash at start with "bind: address already in use".
     peer = _free_port()
@@ -122,7 +132,8 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
     etcd_config.write_text(
         f"name: default\nlisten-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
         f"advertise-client-urls: http://127.0.0.1:{ports['etcd_port']}\nlisten-peer-urls: http://127.0.0.1:{peer}\n"
-        f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\ninitial-cluster: default=http://127.0.0.1:{peer}\n")
+        f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\ninitial-cluster: default=http://127.0.0.1:{peer}\n"
+    )
     return _launch(base_dir, ports["proxy_port"], _free_port(), timeout)
 
 
@@ -130,14 +141,27 @@ def _launch(base_dir: str, proxy_port: int, metrics: int, timeout: float) -> Ser
     """Run the prepared server in `base_dir` (its configs name every port but these two) and wait until it answers."""
     binary = Path(base_dir, "bin", "milvus")
     etcd_config = Path(base_dir, "configs", "embedEtcd.yaml")
-    env = {**os.environ, "DEPLOY_MODE": "STANDALONE", "METRICS_PORT": str(metrics), "ETCD_CONFIG_PATH": str(etcd_config),
-           "MILVUS_RUN_DIR": str(Path(base_dir, "run")),
-           "LD_LIBRARY_PATH": ":".join(filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")]))}
+    env = {
+        **os.environ,
+        "DEPLOY_MODE": "STANDALONE",
+        "METRICS_PORT": str(metrics),
+        "ETCD_CONFIG_PATH": str(etcd_config),
+        "MILVUS_RUN_DIR": str(Path(base_dir, "run")),
+        "LD_LIBRARY_PATH": ":".join(filter(None, [str(binary.parent), os.environ.get("LD_LIBRARY_PATH")])),
+    }
     logs = Path(base_dir, "logs")
     with open(logs / "milvus-stdout.log", "ab") as out, open(logs / "milvus-stderr.log", "ab") as err:
         try:
-            process = subprocess.Popen([str(binary), "run", "standalone"], cwd=base_dir, env=env, stdout=out, stderr=err,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                [str(binary), "run", "standalone"],
+                cwd=base_dir,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         except OSError as error:  # not executable here (another architecture, a noexec temporary directory)
             raise ServerUnavailable(f"cannot run {binary}: {error}") from None
     server = Server(f"http://127.0.0.1:{proxy_port}", process.pid, base_dir, metrics)
@@ -161,8 +185,10 @@ def _wait_ready(process: subprocess.Popen, server: Server, metrics: int, timeout
     healthy = False
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise ServerUnavailable(f"the Milvus server exited with code {process.returncode} while starting: "
-                                    f"{_log_tail(server.base_dir)} (logs: {server.base_dir}/logs)")
+            raise ServerUnavailable(
+                f"the Milvus server exited with code {process.returncode} while starting: "
+                f"{_log_tail(server.base_dir)} (logs: {server.base_dir}/logs)"
+            )
         try:
             if not healthy:
                 with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/healthz", timeout=2) as response:
@@ -173,8 +199,10 @@ def _wait_ready(process: subprocess.Popen, server: Server, metrics: int, timeout
         except Exception:  # not listening yet, or still starting its components
             pass
         time.sleep(0.2)
-    raise ServerUnavailable(f"the Milvus server did not answer within {timeout:.0f} s: {_log_tail(server.base_dir)} "
-                            f"(logs: {server.base_dir}/logs)")
+    raise ServerUnavailable(
+        f"the Milvus server did not answer within {timeout:.0f} s: {_log_tail(server.base_dir)} "
+        f"(logs: {server.base_dir}/logs)"
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -274,8 +302,10 @@ def milvus_server(tmp_path_factory) -> Iterator[str]:
     try:
         import milvus
     except ImportError:
-        _unavailable("the `milvus` package (an embedded Milvus standalone server) is missing: pip install milvus, "
-                     f"or set {EXTERNAL}=http://HOST:19530")
+        _unavailable(
+            "the `milvus` package (an embedded Milvus standalone server) is missing: pip install milvus, "
+            f"or set {EXTERNAL}=http://HOST:19530"
+        )
     # Checked before starting: the wheel's version is its server's, and starting one takes ~10 s and ~390 MB of disk.
     if reason := _too_old(milvus.__version__, "the `milvus` wheel's server"):
         _unavailable(reason)
@@ -363,15 +393,24 @@ def main() -> int:
         began = time.monotonic()
         server = start(base_dir)
         started = time.monotonic() - began
-        print(f"started {server.url} in {started:.1f} s; Milvus {server_version(server.url)}; "
-              f"RSS {_rss_mib(server.pgid):.0f} MiB; base dir {base_dir}", flush=True)
+        print(
+            f"started {server.url} in {started:.1f} s; Milvus {server_version(server.url)}; "
+            f"RSS {_rss_mib(server.pgid):.0f} MiB; base dir {base_dir}",
+            flush=True,
+        )
         try:
             for attributes in (["gender"], []):
                 spec = f"milvus:{server.url}#probe_{len(attributes)}"
                 try:
                     store = open_store(spec, model="vitrine:test", dim=8, create=True, attributes=attributes)
-                    store.upsert(["a", "b"], np.eye(2, 8, dtype=np.float32), [{"gender": "Men", "title": None}, {"gender": "Women"}])
-                    print(f"attributes={attributes}: works, {store.search(np.eye(1, 8, dtype=np.float32), k=2, filters={'gender': 'Men'})}")
+                    store.upsert(
+                        ["a", "b"],
+                        np.eye(2, 8, dtype=np.float32),
+                        [{"gender": "Men", "title": None}, {"gender": "Women"}],
+                    )
+                    print(
+                        f"attributes={attributes}: works, {store.search(np.eye(1, 8, dtype=np.float32), k=2, filters={'gender': 'Men'})}"
+                    )
                     store.close()
                 except Exception as error:  # the finding to print
                     print(f"attributes={attributes}: {type(error).__name__}: {error}")

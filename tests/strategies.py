@@ -1,4 +1,5 @@
 """Hypothesis strategies for outside input (JSON-like values, odd text, file bytes) and bounded, deterministic settings."""
+
 from __future__ import annotations
 
 import csv
@@ -13,27 +14,94 @@ DEEP = 50_000  # nesting deeper than any recursion limit (Hypothesis raises the 
 
 # Inputs that have broken parsers before: NUL, BOMs, lone surrogates, traversal, format syntax, huge numbers, deep nesting.
 ODD_STRINGS = (
-    "", " ", "\t", "\x00", "a\x00b", BOM, BOM + "id", "NA", "nan", "None", "null", "true", "0", "-1", "1.5", "1e400",
-    "..", "../x", "/etc/x", "a/../b", "..\\x", "C:\\x", "{", "}", "{value}", "{}", "{0}", "{value!x}", "{value:zz}",
-    "{value[0]}", "{} {value}", "\r\n", "\r", "\n", '"', "'", "\\", ",", "=", "a=b", "\u2028", "\u0085", "é", "e\u0301",
-    "🙂", "\U0010ffff", "\ud800", "\udcff", "milvus:x.db", "1" * 4400, "[" * DEEP, "x" * 140_000,
+    "",
+    " ",
+    "\t",
+    "\x00",
+    "a\x00b",
+    BOM,
+    BOM + "id",
+    "NA",
+    "nan",
+    "None",
+    "null",
+    "true",
+    "0",
+    "-1",
+    "1.5",
+    "1e400",
+    "..",
+    "../x",
+    "/etc/x",
+    "a/../b",
+    "..\\x",
+    "C:\\x",
+    "{",
+    "}",
+    "{value}",
+    "{}",
+    "{0}",
+    "{value!x}",
+    "{value:zz}",
+    "{value[0]}",
+    "{} {value}",
+    "\r\n",
+    "\r",
+    "\n",
+    '"',
+    "'",
+    "\\",
+    ",",
+    "=",
+    "a=b",
+    "\u2028",
+    "\u0085",
+    "é",
+    "e\u0301",
+    "🙂",
+    "\U0010ffff",
+    "\ud800",
+    "\udcff",
+    "milvus:x.db",
+    "1" * 4400,
+    "[" * DEEP,
+    "x" * 140_000,
 )
 # Whole JSON documents that json.dumps never writes but files hold: NaN, huge integers, escaped surrogates, deep nesting.
 ODD_JSON = (
-    "NaN", "[NaN, Infinity, -Infinity]", '{"id": NaN}', '{"id": 1e400}', '{"id": ' + "1" * 4400 + "}", "1" * 4400,
-    "[" * DEEP + "]" * DEEP, '{"a": ' * DEEP + "1" + "}" * DEEP, '{"id": "\\ud800", "title": "\\udcff"}',
-    '{"id": "a\\u0000b"}', BOM + '{"id": "1", "title": "t"}', '{"id": "1", "id": "2"}', "{", "[", '"', "",
+    "NaN",
+    "[NaN, Infinity, -Infinity]",
+    '{"id": NaN}',
+    '{"id": 1e400}',
+    '{"id": ' + "1" * 4400 + "}",
+    "1" * 4400,
+    "[" * DEEP + "]" * DEEP,
+    '{"a": ' * DEEP + "1" + "}" * DEEP,
+    '{"id": "\\ud800", "title": "\\udcff"}',
+    '{"id": "a\\u0000b"}',
+    BOM + '{"id": "1", "title": "t"}',
+    '{"id": "1", "id": "2"}',
+    "{",
+    "[",
+    '"',
+    "",
 )
 
 
 def bounded(max_examples: int) -> settings:
     """The same examples on every run: derandomized, no example database, no deadline, `max_examples` at most."""
-    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None, print_blob=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
 
 
 # Characters that quoting, escaping, path handling and encoding get wrong, packed densely.
-TRICKY_CHARS = 'a1 "\'\\/.,:=$[]{}\n\r\t\x00\ufeff\u2028\ud800\udcff\U0001f642'
+TRICKY_CHARS = "a1 \"'\\/.,:=$[]{}\n\r\t\x00\ufeff\u2028\ud800\udcff\U0001f642"
 
 odd_text = st.one_of(
     st.text(max_size=10),
@@ -48,7 +116,15 @@ json_values = st.recursive(
 )
 # What yaml.safe_load can return: keys may be None, bools, numbers as well as text.
 yaml_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), short_text), inner, max_size=4),
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), short_text),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=12,
 )
 

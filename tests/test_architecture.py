@@ -1,5 +1,6 @@
 """The import graph of `src/vitrine`, read from the source with `ast`: no circles between modules, and no package
 importing one above it in the layer order. Every import counts, also those inside functions."""
+
 from __future__ import annotations
 
 import ast
@@ -42,7 +43,11 @@ def _imports(name: str, path: Path, modules: dict[str, Path], lazy: bool = False
     found: set[str] = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    exports = [ast.walk(node) for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == LAZY_EXPORTS.get(name)]
+    exports = [
+        ast.walk(node)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == LAZY_EXPORTS.get(name)
+    ]
     exported = {id(node) for nodes in exports for node in nodes}
     for node in ast.walk(tree):
         if (id(node) in exported) != lazy:
@@ -132,8 +137,12 @@ def test_the_circle_finder_finds_a_circle():
 
 
 def test_no_package_imports_one_above_it_or_beside_it():
-    wrong = sorted(f"{module} -> {target}" for module, targets in _graph().items() for target in targets
-                   if _package(module) != _package(target) and RANK[_package(target)] >= RANK[_package(module)])
+    wrong = sorted(
+        f"{module} -> {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if _package(module) != _package(target) and RANK[_package(target)] >= RANK[_package(module)]
+    )
     assert wrong == []
 
 

@@ -54,4 +54,6 @@ def test_multi_positive_hand_computed_with_a_duplicate_caption():
 
 def test_multi_positive_rejects_rows_without_positives():
     with pytest.raises(ValueError, match="at least one positive"):
-        multi_positive_loss(torch.eye(2), torch.eye(2), torch.tensor(0.0), torch.tensor([[True, False], [False, False]]))
+        multi_positive_loss(
+            torch.eye(2), torch.eye(2), torch.tensor(0.0), torch.tensor([[True, False], [False, False]])
+        )

@@ -1,15 +1,16 @@
 """One query path: the same 20 queries through HTTP (`POST /search`), `/search/batch`, the CLI (`vitrine search --json`)
 and the Python API (`vitrine.Index.rank`) get the same ids, the same relevance judgement, the same exclusions and the
 same errors (issue 36)."""
+
 from __future__ import annotations
 
 import base64
 import json
 
 import pytest
+from tests.conftest import built_index, served
 
 import vitrine
-from tests.conftest import built_index, served
 from vitrine.cli import main
 
 # text, image (a catalog product's photo), modification, filters, k and ranking options: plain, filtered, paged, by
@@ -55,8 +56,13 @@ def image_path(index: str, product: str) -> str:
 
 def outcome(answer: dict) -> dict:
     """What every surface must agree on."""
-    return {"ids": [r["id"] for r in answer["results"]], "relevance": answer["relevance"], "excluded": answer["query"]["excluded"],
-            "mode": answer["query"]["mode"], "total": answer["total"]}
+    return {
+        "ids": [r["id"] for r in answer["results"]],
+        "relevance": answer["relevance"],
+        "excluded": answer["query"]["excluded"],
+        "mode": answer["query"]["mode"],
+        "total": answer["total"],
+    }
 
 
 def refused(message: str) -> dict:
@@ -64,7 +70,11 @@ def refused(message: str) -> dict:
 
 
 def http_body(index: str, query: dict) -> dict:
-    body = {"k": query.get("k", 10), "filters": query.get("filters", {}), **{o: query[o] for o in OPTIONS if o in query}}
+    body = {
+        "k": query.get("k", 10),
+        "filters": query.get("filters", {}),
+        **{o: query[o] for o in OPTIONS if o in query},
+    }
     for name in ("text", "modification"):
         if name in query:
             body[name] = query[name]
@@ -116,18 +126,28 @@ def by_python(engine, index: str, query: dict) -> dict:
     options = {o: query[o] for o in OPTIONS if o in query}
     image = image_path(index, query["image"]) if "image" in query else None
     try:
-        ranked = engine.rank(query.get("text"), image, query.get("modification"), query.get("filters"), query.get("k", 10), **options)
+        ranked = engine.rank(
+            query.get("text"), image, query.get("modification"), query.get("filters"), query.get("k", 10), **options
+        )
     except ValueError as exc:
         return refused(str(exc))
     from vitrine.search import Query
 
-    echo = Query(text=query.get("text"), image=None if image is None else vitrine.api.load_image(image), modification=query.get("modification"),
-                 k=query.get("k", 10), filters=query.get("filters", {}), **options)
+    echo = Query(
+        text=query.get("text"),
+        image=None if image is None else vitrine.api.load_image(image),
+        modification=query.get("modification"),
+        k=query.get("k", 10),
+        filters=query.get("filters", {}),
+        **options,
+    )
     return outcome(answer(echo, ranked))
 
 
 def by_batch(http, index: str) -> list[dict]:
-    response = http.post("/search/batch", json={"queries": [http_body(index, q) for q in QUERIES], "on_error": "report"})
+    response = http.post(
+        "/search/batch", json={"queries": [http_body(index, q) for q in QUERIES], "on_error": "report"}
+    )
     assert response.status_code == 200, response.text
     out = []
     for i, item in enumerate(response.json()["results"]):
@@ -144,15 +164,21 @@ def test_every_surface_gives_the_same_answer_to_the_same_20_queries(index, http,
     assert len(QUERIES) == 20
     with vitrine.Index(index) as python:
         python.engine.combiner = "sum"
-        answers = {"http": [by_http(http, index, q) for q in QUERIES], "cli": [by_cli(capsys, index, q) for q in QUERIES],
-                   "python": [by_python(python, index, q) for q in QUERIES], "batch": by_batch(http, index)}
+        answers = {
+            "http": [by_http(http, index, q) for q in QUERIES],
+            "cli": [by_cli(capsys, index, q) for q in QUERIES],
+            "python": [by_python(python, index, q) for q in QUERIES],
+            "batch": by_batch(http, index),
+        }
     for i, query in enumerate(QUERIES):
         seen = {surface: answers[surface][i] for surface in answers}
         http_answer = seen["http"]
         if "modification" in query and "image" not in query:
             # the CLI's own flag names aside, the message is the one Query gives everywhere
             assert http_answer == refused("a modification changes an image query: give an image too")
-        assert all(answer == http_answer for answer in seen.values()), f"query {i} {query}: {json.dumps(seen, indent=1)}"
+        assert all(answer == http_answer for answer in seen.values()), (
+            f"query {i} {query}: {json.dumps(seen, indent=1)}"
+        )
 
 
 def test_the_20_queries_cover_what_they_claim(index, http):

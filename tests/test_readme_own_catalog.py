@@ -1,6 +1,7 @@
 """The README's "Your own catalog" lines, run as written on a shop-format catalog (`sku,name,photo,colour,...`):
 schema inference, a tagged build from the catalog's own vocabulary, adapt, and serving the adapted model (answered in
 process instead of listening on a port)."""
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from tests.conftest import make_rows, write_stranger_folder
+
 from vitrine.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +38,9 @@ def test_the_own_catalog_lines_run_as_written(tmp_path, monkeypatch, capsys):
             served["text"] = client.get("/search", params={"text": "red tshirts", "k": "5"}).json()
             served["refused"] = client.get("/search", params={"text": "jeans", "filter": "sex=women"})
             photo = (tmp_path / "mycat" / "pics" / "p-1000.jpg").read_bytes()  # an adapted model has no Combiner: sum
-            served["composed"] = client.post("/search", data={"modification": "in blue", "k": "3"}, files={"image": ("q.jpg", photo, "image/jpeg")})
+            served["composed"] = client.post(
+                "/search", data={"modification": "in blue", "k": "3"}, files={"image": ("q.jpg", photo, "image/jpeg")}
+            )
         app.state.service.close()
         return True
 

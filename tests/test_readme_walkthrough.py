@@ -1,6 +1,7 @@
 """The README's "Bring your own CLIP" walk-through, run line by line as written, on a tiny random CLIP and 400 real
 KAGL products: the GPU configs it names are copied with the device, sizes and lengths made CPU-sized, and `serve`
 is answered in process instead of listening on a port."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,22 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import KAGL, write_kagl_subset
+
 from vitrine.cli import main
 from vitrine.models._random_checkpoints import write_hf_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")
 CPU_SIZED = {  # what changes in each GPU config for a CPU test; everything else is the file as shipped
-    "openfashionclip-vit-b32.json": {"device": "cpu", "amp": False, "epochs": 1, "batch_size": 32, "max_items": 160, "val_max_items": 32},
+    "openfashionclip-vit-b32.json": {
+        "device": "cpu",
+        "amp": False,
+        "epochs": 1,
+        "batch_size": 32,
+        "max_items": 160,
+        "val_max_items": 32,
+    },
     "clip4cir-stage1.json": {"device": "cpu", "epochs": 2, "batch_size": 32, "lr": 1e-4},
     "clip4cir-stage2.json": {"device": "cpu", "epochs": 2, "batch_size": 64},
     "rafclip-regions.json": {"device": "cpu", "amp": False},
@@ -36,8 +44,12 @@ def test_every_gpu_config_reads_and_the_walkthrough_names_them():
     from vitrine.train.config import TrainConfig
     from vitrine.train.regions import RegionTrainConfig
 
-    loaders = {"openfashionclip-vit-b32.json": TrainConfig, "clip4cir-stage1.json": CirTrainConfig, "clip4cir-stage2.json": CirTrainConfig,
-               "rafclip-regions.json": RegionTrainConfig}
+    loaders = {
+        "openfashionclip-vit-b32.json": TrainConfig,
+        "clip4cir-stage1.json": CirTrainConfig,
+        "clip4cir-stage2.json": CirTrainConfig,
+        "rafclip-regions.json": RegionTrainConfig,
+    }
     assert sorted(p.name for p in (ROOT / "configs" / "gpu").glob("*.json")) == sorted(loaders)
     for name, loader in loaders.items():
         config = loader.from_file(str(ROOT / "configs" / "gpu" / name))
@@ -69,9 +81,16 @@ def test_the_bring_your_own_clip_walkthrough_runs_end_to_end(tmp_path, monkeypat
             image = tar.extractfile(next(m for m in tar if m.name.endswith(".jpg"))).read()
         app = create_app(ServeSettings.from_json(os.environ[SETTINGS_ENV]))
         with TestClient(app) as client:
-            composed = client.post("/search", data={"modification": "in red", "k": "5"}, files={"image": ("q.jpg", image, "image/jpeg")})
+            composed = client.post(
+                "/search", data={"modification": "in red", "k": "5"}, files={"image": ("q.jpg", image, "image/jpeg")}
+            )
             text = client.get("/search", params={"text": "a blue shirt for men", "k": "5"})
-            served.update(composed=composed.status_code, composed_body=composed.json(), text=text.status_code, text_body=text.json())
+            served.update(
+                composed=composed.status_code,
+                composed_body=composed.json(),
+                text=text.status_code,
+                text_body=text.json(),
+            )
         app.state.service.close()
         return True
 

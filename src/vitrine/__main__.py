@@ -1,4 +1,5 @@
 """`python -m vitrine ...` runs the CLI."""
+
 import sys
 
 from vitrine.cli import main

@@ -1,6 +1,7 @@
 """vitrine from Python in open_clip's idiom: `create_model_and_transforms`, `get_tokenizer`, `encode_image` /
 `encode_text`; plus `Index` (search a built index) and `Tagger` (attribute tags). The top layer: it may import any
 part of vitrine, and no part of vitrine imports it (`vitrine/__init__.py` re-exports its names lazily)."""
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,10 @@ class OpenClipStyleModel(nn.Module):
         """The tokenizer's batch -> (B, D) unit-norm embeddings."""
         _unit_norm_only(normalize)
         if not isinstance(tokens, Mapping):
-            raise TypeError(f"encode_text takes the batch that vitrine.get_tokenizer({self.name!r}) returns, got "
-                            f"{type(tokens).__name__}; encode_texts takes strings")
+            raise TypeError(
+                f"encode_text takes the batch that vitrine.get_tokenizer({self.name!r}) returns, got "
+                f"{type(tokens).__name__}; encode_texts takes strings"
+            )
         with torch.inference_mode():
             return self.encoder.text_features_from_tokens(dict(tokens)).embeds
 
@@ -82,7 +85,9 @@ class Tokenizer:
         return self._tokenize([texts] if isinstance(texts, str) else list(texts))
 
 
-def create_model_and_transforms(name: str = DEFAULT_MODEL, runtime: str = "torch") -> tuple[OpenClipStyleModel, ImageTransform]:
+def create_model_and_transforms(
+    name: str = DEFAULT_MODEL, runtime: str = "torch"
+) -> tuple[OpenClipStyleModel, ImageTransform]:
     """A registry model in eval mode and its preprocess (a PIL image -> a (3, H, W) tensor).
 
     open_clip returns (model, preprocess_train, preprocess_val); vitrine has a single eval transform, so two values."""
@@ -101,21 +106,36 @@ class Index:
     def __init__(self, path: str | os.PathLike, model: str | None = None, runtime: str = "torch"):
         self.engine = SearchEngine(os.fspath(path), model=model, runtime=runtime)
 
-    def search(self, text: str | None = None, image: ImageQuery | None = None, modify: str | None = None,
-               filters: Filters | None = None, k: int = 10) -> list[SearchHit]:
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageQuery | None = None,
+        modify: str | None = None,
+        filters: Filters | None = None,
+        k: int = 10,
+    ) -> list[SearchHit]:
         """Products for `text`, for `image` (a file or a PIL image), or for `image` changed by `modify` (composed),
         ranked as `vitrine search` ranks them; `filters` maps a field to a value or a list of values. An image that
         is a stored product's own photo leaves that product out."""
         return self.rank(text, image, modify, filters, k).hits
 
-    def rank(self, text: str | None = None, image: ImageQuery | None = None, modify: str | None = None,
-             filters: Filters | None = None, k: int = 10, **options) -> Ranked:
+    def rank(
+        self,
+        text: str | None = None,
+        image: ImageQuery | None = None,
+        modify: str | None = None,
+        filters: Filters | None = None,
+        k: int = 10,
+        **options,
+    ) -> Ranked:
         """`search`'s whole answer, as `POST /search` gives it: `hits`, `total`, `relevance` (is anything a close
         match?), `facets`, `excluded` and the `mode` that ran. `options`: mode, soft_filters, min_score, offset,
         exclude_reference (as `vitrine.search.Query` takes them). Refusals raise `QueryError` / `FilterError` in the
         words HTTP's 400 and the CLI use."""
         picture = None if image is None else load_image(image, what="query image")
-        return self.engine.rank(Query(text=text, image=picture, modification=modify, k=k, filters=filters or {}, **options))
+        return self.engine.rank(
+            Query(text=text, image=picture, modification=modify, k=k, filters=filters or {}, **options)
+        )
 
     def stats(self) -> dict:
         """Products, vectors, index kind, model (as `vitrine index stats`)."""
@@ -130,7 +150,9 @@ class Index:
     def __enter__(self) -> "Index":
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -138,8 +160,14 @@ class Tagger:
     """Open-vocabulary attribute tags (`vitrine tag`): `vocabulary` is a YAML/JSON file, its dict, a comma list of the
     shipped KAGL attributes, or None for all of them."""
 
-    def __init__(self, model: str = DEFAULT_TAG_MODEL, vocabulary: VocabularySpec = None, regions: str = "foreground",
-                 pooling: str = "blend", runtime: str = "torch"):
+    def __init__(
+        self,
+        model: str = DEFAULT_TAG_MODEL,
+        vocabulary: VocabularySpec = None,
+        regions: str = "foreground",
+        pooling: str = "blend",
+        runtime: str = "torch",
+    ):
         self.tagger = create_tagger(model, vocabulary, regions, pooling, runtime=runtime)
 
     @property

@@ -1,5 +1,6 @@
 """Configs as data: frozen dataclasses read from JSON (unknown keys refused, nested configs and tuples rebuilt from
 their type hints), written back, copied with changes; and the checks every JSON object a user writes goes through."""
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,11 @@ def build(cls, data: dict):
 
 def _read(hint, value):
     if isinstance(hint, type) and is_dataclass(hint):
-        return value if isinstance(value, hint) else (hint.from_dict(value) if hasattr(hint, "from_dict") else build(hint, value))
+        return (
+            value
+            if isinstance(value, hint)
+            else (hint.from_dict(value) if hasattr(hint, "from_dict") else build(hint, value))
+        )
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType) and value is not None:
         return _read(next(a for a in args if a is not type(None)), value)

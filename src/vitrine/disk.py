@@ -4,6 +4,7 @@ error a user can act on.
 Temp files and folders are `<name>.<pid>.tmp`: the pid of the process writing them, so that a sweep (under the
 writers' lock, at open) removes those of processes that died mid-write and never those of a live writer.
 """
+
 from __future__ import annotations
 
 import errno
@@ -25,7 +26,9 @@ class DiskFullError(OSError):
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
-        super().__init__(errno.ENOSPC, f"no space left on device while writing {self.path}: the previous commit is intact")
+        super().__init__(
+            errno.ENOSPC, f"no space left on device while writing {self.path}: the previous commit is intact"
+        )
 
     def __str__(self) -> str:
         return self.strerror

@@ -5,6 +5,7 @@ Like SQLite's and etcd's failpoints: a real kill at an exact point, so crash tes
 variable is unset), so tests can fill the disk at an exact write. Entries are separated by commas.
 Unset (always, outside tests) this costs one dictionary lookup.
 """
+
 from __future__ import annotations
 
 import errno

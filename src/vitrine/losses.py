@@ -1,5 +1,6 @@
 """Contrastive losses: CLIP's symmetric InfoNCE, a multi-positive variant, and their shares for one rank of several
 (vitrine.train.distributed gathers the global batch they score against)."""
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,9 @@ def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
 
-def multi_positive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+def multi_positive_loss(
+    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, positives: torch.Tensor
+) -> torch.Tensor:
     """InfoNCE where `positives[i, j]` marks text j as a match for image i (several per row allowed).
 
     Each direction's target is uniform over that row's positives: the cross-entropy against a
@@ -45,8 +48,13 @@ def multi_positive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: to
     return 0.5 * (image_loss + text_loss)
 
 
-def sigmoid_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor,
-                 positives: torch.Tensor) -> torch.Tensor:
+def sigmoid_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    positives: torch.Tensor,
+) -> torch.Tensor:
     """SigLIP's loss: every image-text pair of the batch is its own match / no-match decision (Zhai et al. 2023, eq. 1):
     -1/|B| sum_i sum_j log sigmoid(z_ij (t x_i.y_j + b)), z_ij = 1 for a positive pair and -1 otherwise."""
     logits = logit_scale.exp() * image @ text.t() + logit_bias
@@ -68,9 +76,17 @@ class ClipLoss(nn.Module):
         return multi_positive_loss(image, text, logit_scale, positives_from_ids(caption_ids, caption_ids))
 
 
-def sharded_multi_positive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
-                                logit_scale: torch.Tensor, image_positives: torch.Tensor, text_positives: torch.Tensor,
-                                n_images: int, n_texts: int) -> torch.Tensor:
+def sharded_multi_positive_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    image_all: torch.Tensor,
+    text_all: torch.Tensor,
+    logit_scale: torch.Tensor,
+    image_positives: torch.Tensor,
+    text_positives: torch.Tensor,
+    n_images: int,
+    n_texts: int,
+) -> torch.Tensor:
     """This rank's share of `multi_positive_loss` over the global batch (the shares sum to the global loss).
 
     `image`/`text`: this rank's rows; `*_all`: the gathered global batch; `image_positives` (local images x all texts)
@@ -86,8 +102,18 @@ def sharded_multi_positive_loss(image: torch.Tensor, text: torch.Tensor, image_a
     return 0.5 * (share(image, text_all, image_positives) / n_images + share(text, image_all, text_positives) / n_texts)
 
 
-def sharded_contrastive_loss(image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor,
-                             logit_scale: torch.Tensor, ids: torch.Tensor, ids_all: torch.Tensor, total: int) -> torch.Tensor:
+def sharded_contrastive_loss(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    image_all: torch.Tensor,
+    text_all: torch.Tensor,
+    logit_scale: torch.Tensor,
+    ids: torch.Tensor,
+    ids_all: torch.Tensor,
+    total: int,
+) -> torch.Tensor:
     """The paired case (image i with text i, equal caption ids also positives): `ClipLoss` split over ranks."""
     positives = ids.view(-1, 1) == ids_all.view(1, -1)
-    return sharded_multi_positive_loss(image, text, image_all, text_all, logit_scale, positives, positives, total, total)
+    return sharded_multi_positive_loss(
+        image, text, image_all, text_all, logit_scale, positives, positives, total, total
+    )

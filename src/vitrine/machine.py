@@ -1,4 +1,5 @@
 """Facts about the machine this process runs on (no heavy imports: the CLI's settings read them)."""
+
 from __future__ import annotations
 
 import os

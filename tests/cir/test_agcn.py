@@ -1,11 +1,12 @@
 """RaF-CLIP's AGCN: shapes, the gate's range, padding invariance, save/load, and stage-2 training with --combiner agcn."""
+
 import json
 
 import pytest
 import torch
-
 from tests.cir.test_triplets_training import catalog_rows
 from tests.conftest import write_folder
+
 from vitrine.cir.compose import Composer
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
@@ -50,7 +51,9 @@ def test_untrained_agcn_starts_near_sum_and_ignores_padding():
 
 
 def test_save_load_and_dispatch(tmp_path):
-    agcn = AGCN(AGCNConfig(embed_dim=32, image_width=24, text_width=40, width=16, heads=2, encoder="vitrine:small")).eval()
+    agcn = AGCN(
+        AGCNConfig(embed_dim=32, image_width=24, text_width=40, width=16, heads=2, encoder="vitrine:small")
+    ).eval()
     agcn.save(tmp_path / "agcn", extra={"stage": 2})
     loaded = load_combiner(str(tmp_path / "agcn"), embed_dim=32, encoder="vitrine:small")
     assert isinstance(loaded, AGCN) and json.loads((tmp_path / "agcn/combiner.json").read_text())["kind"] == "agcn"
@@ -62,10 +65,38 @@ def test_save_load_and_dispatch(tmp_path):
 
 def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     write_folder(tmp_path / "cat", catalog_rows())
-    assert main(["data", "make-triplets", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "all.jsonl"), "--kinds", "colour"]) == 0
-    config = CirTrainConfig(stage=2, combiner="agcn", data=(str(tmp_path / "cat"),), triplets=str(tmp_path / "all.jsonl"),
-                            val_triplets=str(tmp_path / "all.jsonl"), model="vitrine:small", out=str(tmp_path / "agcn"), epochs=2,
-                            batch_size=16, lr=1e-3, warmup_steps=1, agcn_width=32, agcn_layers=1, agcn_heads=2, cache_dir=str(tmp_path / "cache"))
+    assert (
+        main(
+            [
+                "data",
+                "make-triplets",
+                "--data",
+                str(tmp_path / "cat"),
+                "--out",
+                str(tmp_path / "all.jsonl"),
+                "--kinds",
+                "colour",
+            ]
+        )
+        == 0
+    )
+    config = CirTrainConfig(
+        stage=2,
+        combiner="agcn",
+        data=(str(tmp_path / "cat"),),
+        triplets=str(tmp_path / "all.jsonl"),
+        val_triplets=str(tmp_path / "all.jsonl"),
+        model="vitrine:small",
+        out=str(tmp_path / "agcn"),
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=1,
+        agcn_width=32,
+        agcn_layers=1,
+        agcn_heads=2,
+        cache_dir=str(tmp_path / "cache"),
+    )
     first = train_cir(config.replace(max_steps=3), progress=False)
     assert first.steps == 3
     done = train_cir(config, progress=False)  # resumes
@@ -74,18 +105,73 @@ def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     saved = tmp_path / "agcn" / "combiner"
     assert json.loads((saved / "combiner.json").read_text())["kind"] == "agcn"
     capsys.readouterr()
-    assert main(["eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"), "--model", "vitrine:small",
-                 "--combiner", str(saved), "--cache-dir", str(tmp_path / "cache"), "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "composed",
+                "--data",
+                str(tmp_path / "cat"),
+                "--triplets",
+                str(tmp_path / "all.jsonl"),
+                "--model",
+                "vitrine:small",
+                "--combiner",
+                str(saved),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["n_queries"] == 120 and report["R@50"] >= report["R@10"] >= report["R@1"]
-    composer = Composer(__import__("vitrine.models", fromlist=["create_model"]).create_model("vitrine:small"), str(saved))
+    composer = Composer(
+        __import__("vitrine.models", fromlist=["create_model"]).create_model("vitrine:small"), str(saved)
+    )
     assert composer.needs_tokens
     with pytest.raises(ValueError, match="tokens"):
         composer.queries(torch.zeros(1, 256), ["in red"])
     # the search engine hands the query image's tokens to the AGCN
-    assert main(["index", "build", "--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model", "vitrine:small", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--data",
+                str(tmp_path / "cat"),
+                "--index",
+                str(tmp_path / "idx"),
+                "--model",
+                "vitrine:small",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     image = next((tmp_path / "cat" / "images").glob("*.jpg"))
-    assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red", "--combiner", str(saved),
-                 "--model", "vitrine:small", "-k", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--image",
+                str(image),
+                "--modify",
+                "in red",
+                "--combiner",
+                str(saved),
+                "--model",
+                "vitrine:small",
+                "-k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     hits = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
     assert len(hits) == 3

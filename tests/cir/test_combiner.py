@@ -1,4 +1,5 @@
 """The Combiner follows CLIP4Cir: lambda mixes text and image, the fusion branch is a residual, the output is unit norm."""
+
 import math
 
 import pytest
@@ -13,12 +14,18 @@ def hand_written(fusion_bias=(0.5, 0.0)):
     model = Combiner(CombinerConfig(embed_dim=2, projection_dim=2, hidden_dim=2)).eval()
     eye, zero2 = torch.eye(2), torch.zeros(2)
     state = {
-        "text_projection.0.weight": eye, "text_projection.0.bias": zero2,
-        "image_projection.0.weight": eye, "image_projection.0.bias": zero2,
-        "fusion.0.weight": torch.zeros(2, 4), "fusion.0.bias": zero2,
-        "fusion.3.weight": torch.zeros(2, 2), "fusion.3.bias": torch.tensor(fusion_bias),
-        "mix.0.weight": torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]), "mix.0.bias": zero2,
-        "mix.3.weight": torch.tensor([[math.log(3) / 2, 0.0]]), "mix.3.bias": torch.zeros(1),
+        "text_projection.0.weight": eye,
+        "text_projection.0.bias": zero2,
+        "image_projection.0.weight": eye,
+        "image_projection.0.bias": zero2,
+        "fusion.0.weight": torch.zeros(2, 4),
+        "fusion.0.bias": zero2,
+        "fusion.3.weight": torch.zeros(2, 2),
+        "fusion.3.bias": torch.tensor(fusion_bias),
+        "mix.0.weight": torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]),
+        "mix.0.bias": zero2,
+        "mix.3.weight": torch.tensor([[math.log(3) / 2, 0.0]]),
+        "mix.3.bias": torch.zeros(1),
     }
     model.load_state_dict(state)
     return model
@@ -38,7 +45,9 @@ def test_lambda_residual_and_norm_match_hand_computation():
     # with a zero fusion branch only the residual mix remains: [0.25, 0.75] / |.|
     bare = hand_written(fusion_bias=(0.0, 0.0))(IMAGE, TEXT)[0]
     assert bare.tolist() == pytest.approx([0.25 / math.sqrt(0.625), 0.75 / math.sqrt(0.625)], abs=1e-6)
-    assert torch.linalg.norm(Combiner(CombinerConfig(embed_dim=8)).eval()(torch.randn(5, 8), torch.randn(5, 8)), dim=1).tolist() == pytest.approx([1.0] * 5)
+    assert torch.linalg.norm(
+        Combiner(CombinerConfig(embed_dim=8)).eval()(torch.randn(5, 8), torch.randn(5, 8)), dim=1
+    ).tolist() == pytest.approx([1.0] * 5)
 
 
 def test_default_widths_dropout_and_sum():

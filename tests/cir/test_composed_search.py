@@ -1,15 +1,16 @@
 """Composed search in the engine and the CLI: image + modification text, filters still apply."""
+
 import json
 
 import pytest
 import torch
-
 from tests.conftest import make_rows, write_folder
+
 from vitrine.cli import main
+from vitrine.data.images import load_image
 from vitrine.index.build import build_index
 from vitrine.models.combiner import SumCombiner
 from vitrine.ranking import RankOptions
-from vitrine.data.images import load_image
 from vitrine.search import Query, SearchEngine
 
 
@@ -19,7 +20,9 @@ def test_composed_search_with_filters(tmp_path, small_model, capsys):
     SumCombiner().save(tmp_path / "sum", extra={"encoder": "vitrine:small"})
     engine = SearchEngine(str(tmp_path / "idx"))
     image = str(tmp_path / "cat" / "images" / "1000.jpg")
-    hits = engine.composed(image, "in blue", k=12, combiner="sum", options=RankOptions(mode="vector", soft_filters=False))
+    hits = engine.composed(
+        image, "in blue", k=12, combiner="sum", options=RankOptions(mode="vector", soft_filters=False)
+    )
     # the sum query is normalize(image + text): exactly what the engine must have searched with (ranked by cosine alone)
     with torch.inference_mode():
         image_vector = engine.query_vectors([Query(image=load_image(image))])[0]
@@ -35,8 +38,30 @@ def test_composed_search_with_filters(tmp_path, small_model, capsys):
         engine.composed(image, "  ")
     assert len(engine.composed(image, "in blue", k=3)) == 3  # no shipped combiner for vitrine:small: the sum, said once
     engine.close()
-    assert main(["search", "--index", str(tmp_path / "idx"), "--image", image, "--modify", "in blue", "--combiner", "sum", "-k", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--image",
+                image,
+                "--modify",
+                "in blue",
+                "--combiner",
+                "sum",
+                "-k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     answer = json.loads(capsys.readouterr().out)  # the same answer as POST /search
-    assert len(answer["results"]) == 3 and answer["query"]["kind"] == "composed" and answer["query"]["excluded"] == ["1000"]
+    assert (
+        len(answer["results"]) == 3
+        and answer["query"]["kind"] == "composed"
+        and answer["query"]["excluded"] == ["1000"]
+    )
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "shirt", "--modify", "in blue"]) == 2
     assert "a modification changes an image query: give an image too" in capsys.readouterr().err  # as HTTP says it

@@ -4,6 +4,7 @@ Stand-ins: every connected group of (reference, target) images gets one picture,
 combiner each target scores exactly like its reference. Any wiring mistake (wrong row, wrong id,
 reference not removed) then shows up as a recall below 1. Images not generated count as missing.
 """
+
 import json
 from pathlib import Path
 
@@ -64,7 +65,10 @@ class ColourCode:
 
 
 def test_fashioniq_join_follows_clip4cir():
-    assert fashioniq_text(["is shiny and silver with shorter sleeves", "fit and flare."]) == "Is shiny and silver with shorter sleeves and fit and flare"
+    assert (
+        fashioniq_text(["is shiny and silver with shorter sleeves", "fit and flare."])
+        == "Is shiny and silver with shorter sleeves and fit and flare"
+    )
     import random
 
     flipped = {fashioniq_text(["a", "b"], random.Random(seed)) for seed in range(20)}
@@ -79,7 +83,13 @@ def test_fashioniq_protocol_on_real_annotations(tmp_path, small_model):
     labels = {root: i for i, root in enumerate(sorted(set(owner.values())))}
     for name, root in owner.items():
         paint(tmp_path / "images" / f"{name}.png", labels[root])
-    report = evaluate_fashioniq(Composer(small_model, "image"), SHARED / "fashioniq", tmp_path / "images", categories=["dress", "shirt"], progress=False)
+    report = evaluate_fashioniq(
+        Composer(small_model, "image"),
+        SHARED / "fashioniq",
+        tmp_path / "images",
+        categories=["dress", "shirt"],
+        progress=False,
+    )
     dress = report["categories"]["dress"]
     split = json.loads((SHARED / "fashioniq/image_splits/split.dress.val.json").read_text())
     present = len({n for n in owner if n in set(split)})
@@ -87,14 +97,53 @@ def test_fashioniq_protocol_on_real_annotations(tmp_path, small_model):
     assert dress["n_queries"] == sum(c["candidate"] in owner and c["target"] in owner for c in every) >= 40
     assert dress["skipped_queries"] == len(every) - dress["n_queries"]
     assert dress["R@10"] == dress["R@50"] == 1.0
-    assert report["categories"]["shirt"]["n_queries"] == 0 and "R@10" not in report["categories"]["shirt"]  # all missing: reported, not fatal
+    assert (
+        report["categories"]["shirt"]["n_queries"] == 0 and "R@10" not in report["categories"]["shirt"]
+    )  # all missing: reported, not fatal
     assert report["R@10"] == 1.0 and report["average"] == 1.0
     from vitrine.cli import main
 
-    assert main(["eval", "composed", "--protocol", "fashioniq", "--data", str(SHARED / "fashioniq"), "--images", str(tmp_path / "images"),
-                 "--model", "vitrine:small", "--combiner", "image", "--json", "--no-progress"]) == 0
-    assert main(["eval", "composed", "--protocol", "cirr", "--data", str(SHARED / "cirr"), "--images", str(tmp_path / "nowhere"),
-                 "--model", "vitrine:small", "--combiner", "image", "--no-progress"]) == 2  # a clear error, no traceback
+    assert (
+        main(
+            [
+                "eval",
+                "composed",
+                "--protocol",
+                "fashioniq",
+                "--data",
+                str(SHARED / "fashioniq"),
+                "--images",
+                str(tmp_path / "images"),
+                "--model",
+                "vitrine:small",
+                "--combiner",
+                "image",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "composed",
+                "--protocol",
+                "cirr",
+                "--data",
+                str(SHARED / "cirr"),
+                "--images",
+                str(tmp_path / "nowhere"),
+                "--model",
+                "vitrine:small",
+                "--combiner",
+                "image",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )  # a clear error, no traceback
 
 
 def test_cirr_protocol_and_submission_on_real_annotations(tmp_path):
@@ -102,8 +151,16 @@ def test_cirr_protocol_and_submission_on_real_annotations(tmp_path):
     for split, count in (("val", 30), ("test1", 10)):
         every = json.loads((root / f"captions/cap.rc2.{split}.json").read_text())
         paths = json.loads((root / f"image_splits/split.rc2.{split}.json").read_text())
-        painted = {n for c in every[:count] for n in (c["reference"], c.get("target_hard") or c["reference"], *c["img_set"]["members"])}
-        pairs = [(c["reference"], c.get("target_hard") or c["reference"]) for c in every if c["reference"] in painted and (c.get("target_hard") or c["reference"]) in painted]
+        painted = {
+            n
+            for c in every[:count]
+            for n in (c["reference"], c.get("target_hard") or c["reference"], *c["img_set"]["members"])
+        }
+        pairs = [
+            (c["reference"], c.get("target_hard") or c["reference"])
+            for c in every
+            if c["reference"] in painted and (c.get("target_hard") or c["reference"]) in painted
+        ]
         owner = groups(pairs + [(n, n) for n in painted])
         labels = {r: i for i, r in enumerate(sorted(set(owner.values())))}
         for name, r in owner.items():
@@ -113,11 +170,19 @@ def test_cirr_protocol_and_submission_on_real_annotations(tmp_path):
     every = json.loads((root / "captions/cap.rc2.val.json").read_text())
     assert report["n_queries"] >= 30 and report["n_queries"] + report["skipped_queries"] == len(every)
     assert report["R@1"] == 1.0 and report["Rsubset@1"] == 1.0
-    assert report["missing_images"] == len(json.loads((root / "image_splits/split.rc2.val.json").read_text())) - report["gallery_size"]
+    assert (
+        report["missing_images"]
+        == len(json.loads((root / "image_splits/split.rc2.val.json").read_text())) - report["gallery_size"]
+    )
     # the `text` combiner ignores the reference image: recall can no longer be perfect on this gallery
-    assert evaluate_cirr(Composer(ColourCode(), "text"), root, tmp_path / "images", split="val", progress=False)["R@1"] < 1.0
+    assert (
+        evaluate_cirr(Composer(ColourCode(), "text"), root, tmp_path / "images", split="val", progress=False)["R@1"]
+        < 1.0
+    )
 
-    test = evaluate_cirr(composer, root, tmp_path / "images", split="test1", submission=tmp_path / "sub", progress=False)
+    test = evaluate_cirr(
+        composer, root, tmp_path / "images", split="test1", submission=tmp_path / "sub", progress=False
+    )
     assert test["n_queries"] >= 10 and "R@1" not in test
     recall_file = json.loads((tmp_path / "sub/recall_submission.json").read_text())
     subset_file = json.loads((tmp_path / "sub/recall_subset_submission.json").read_text())

@@ -1,4 +1,5 @@
 """Composed-retrieval metrics on small rankings whose answers are worked out by hand."""
+
 import pytest
 import torch
 

@@ -1,9 +1,10 @@
 """KAGL-style triplets from real-looking titles, the triplet file format, and both CIR training stages end to end."""
+
 import json
 
 import pytest
-
 from tests.conftest import COLOURS, write_folder
+
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
 from vitrine.cir.triplets import Triplet, make_kagl_triplets, read_triplets, write_triplets
@@ -12,7 +13,9 @@ from vitrine.data.records import Item
 
 
 def item(i, title, colour, gender="Men", article="Tshirts"):
-    return Item(id=str(i), image=None, title=title, attributes={"baseColour": colour, "gender": gender, "articleType": article})
+    return Item(
+        id=str(i), image=None, title=title, attributes={"baseColour": colour, "gender": gender, "articleType": article}
+    )
 
 
 ITEMS = [
@@ -29,7 +32,11 @@ ITEMS = [
 def test_colourway_and_gender_triplets():
     triplets = make_kagl_triplets(ITEMS)
     by_pair = {(t.reference, t.kind, t.targets): t.modification for t in triplets}
-    assert {(r, k, tg) for r, k, tg in by_pair if r == "1"} == {("1", "colour", ("2", "3")), ("1", "colour", ("4",)), ("1", "gender", ("5",))}
+    assert {(r, k, tg) for r, k, tg in by_pair if r == "1"} == {
+        ("1", "colour", ("2", "3")),
+        ("1", "colour", ("4",)),
+        ("1", "gender", ("5",)),
+    }
     assert by_pair[("4", "colour", ("1",))].endswith("black") and "navy blue" in by_pair[("1", "colour", ("4",))]
     assert by_pair[("5", "gender", ("1",))].endswith("men") and by_pair[("1", "gender", ("5",))].endswith("women")
     assert not any(t.reference in ("6", "7") or {"6", "7"} & set(t.targets) for t in triplets)
@@ -42,8 +49,12 @@ def test_triplet_file_round_trip_and_errors(tmp_path):
     assert read_triplets(path) == [Triplet("1", "in red", ("2", "3"), "colour")]
     (tmp_path / "other.jsonl").write_text('{"reference": 5, "modification": "darker", "targets": [6]}\n\n')
     assert read_triplets(tmp_path / "other.jsonl") == [Triplet("5", "darker", ("6",))]  # other tools' files, int ids
-    for text, message in (("{oops", "line 1: not valid JSON"), ('{"reference": "1", "modification": "", "targets": ["2"]}', "modification"),
-                          ('{"reference": "1", "modification": "x", "targets": []}', "targets"), ("", "no triplets")):
+    for text, message in (
+        ("{oops", "line 1: not valid JSON"),
+        ('{"reference": "1", "modification": "", "targets": ["2"]}', "modification"),
+        ('{"reference": "1", "modification": "x", "targets": []}', "targets"),
+        ("", "no triplets"),
+    ):
         (tmp_path / "bad.jsonl").write_text(text)
         with pytest.raises(ValueError, match=message):
             read_triplets(tmp_path / "bad.jsonl")
@@ -55,36 +66,136 @@ def catalog_rows():
         for article in ("Tshirts", "Jeans"):
             for colour in COLOURS:
                 i += 1
-                rows.append({"id": str(100 + i), "title": f"{brand} Men {colour} Classic {article}", "gender": "Men", "masterCategory": "Apparel",
-                             "subCategory": "Topwear", "articleType": article, "baseColour": colour, "season": "Summer", "year": "2012", "usage": "Casual"})
+                rows.append(
+                    {
+                        "id": str(100 + i),
+                        "title": f"{brand} Men {colour} Classic {article}",
+                        "gender": "Men",
+                        "masterCategory": "Apparel",
+                        "subCategory": "Topwear",
+                        "articleType": article,
+                        "baseColour": colour,
+                        "season": "Summer",
+                        "year": "2012",
+                        "usage": "Casual",
+                    }
+                )
     return rows
 
 
 def test_make_triplets_cli_and_both_stages_resume(tmp_path, capsys):
     write_folder(tmp_path / "cat", catalog_rows())
-    assert main(["data", "make-triplets", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "all.jsonl"), "--kinds", "colour"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "make-triplets",
+                "--data",
+                str(tmp_path / "cat"),
+                "--out",
+                str(tmp_path / "all.jsonl"),
+                "--kinds",
+                "colour",
+            ]
+        )
+        == 0
+    )
     triplets = read_triplets(tmp_path / "all.jsonl")
     assert len(triplets) == 6 * 5 * 4  # 6 groups of 5 colourways, 4 targets each
-    config = CirTrainConfig(stage=1, data=(str(tmp_path / "cat"),), triplets=str(tmp_path / "all.jsonl"), val_triplets=str(tmp_path / "all.jsonl"),
-                            model="vitrine:small", out=str(tmp_path / "s1"), epochs=2, batch_size=16, lr=1e-3, warmup_steps=1,
-                            cache_dir=str(tmp_path / "cache"))
+    config = CirTrainConfig(
+        stage=1,
+        data=(str(tmp_path / "cat"),),
+        triplets=str(tmp_path / "all.jsonl"),
+        val_triplets=str(tmp_path / "all.jsonl"),
+        model="vitrine:small",
+        out=str(tmp_path / "s1"),
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
     first = train_cir(config.replace(max_steps=10), progress=False)
     assert first.steps == 10
     done = train_cir(config, progress=False)  # resumes at step 10 of 16
     assert done.steps == 16 and set(done.metrics) >= {"R@1", "R@10", "R@50", "n_queries"}
     saved = json.loads((tmp_path / "s1/combiner/combiner.json").read_text())
-    assert saved["kind"] == "sum" and saved["encoder"] == "vitrine:small" and (tmp_path / "s1/combiner/text_projection.safetensors").is_file()
+    assert (
+        saved["kind"] == "sum"
+        and saved["encoder"] == "vitrine:small"
+        and (tmp_path / "s1/combiner/text_projection.safetensors").is_file()
+    )
     with pytest.raises(ValueError, match="different cir config"):
         train_cir(config.replace(lr=5e-3), progress=False)
 
-    assert main(["train", "cir", "--stage", "2", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"),
-                 "--val-triplets", str(tmp_path / "all.jsonl"), "--model", "vitrine:small", "--start", str(tmp_path / "s1/combiner"),
-                 "--out", str(tmp_path / "s2"), "--epochs", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "cir",
+                "--stage",
+                "2",
+                "--data",
+                str(tmp_path / "cat"),
+                "--triplets",
+                str(tmp_path / "all.jsonl"),
+                "--val-triplets",
+                str(tmp_path / "all.jsonl"),
+                "--model",
+                "vitrine:small",
+                "--start",
+                str(tmp_path / "s1/combiner"),
+                "--out",
+                str(tmp_path / "s2"),
+                "--epochs",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"), "--model", "vitrine:small",
-                 "--combiner", str(tmp_path / "s2/combiner"), "--cache-dir", str(tmp_path / "cache"), "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "composed",
+                "--data",
+                str(tmp_path / "cat"),
+                "--triplets",
+                str(tmp_path / "all.jsonl"),
+                "--model",
+                "vitrine:small",
+                "--combiner",
+                str(tmp_path / "s2/combiner"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
-    assert report["n_queries"] == 120 and report["gallery_size"] == 30 and 0 <= report["R@1"] <= report["R@10"] <= report["R@50"] == 1.0
-    assert main(["eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"),
-                 "--combiner", str(tmp_path / "s2/combiner"), "--no-progress"]) == 2  # trained on vitrine:small, default model differs
+    assert (
+        report["n_queries"] == 120
+        and report["gallery_size"] == 30
+        and 0 <= report["R@1"] <= report["R@10"] <= report["R@50"] == 1.0
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "composed",
+                "--data",
+                str(tmp_path / "cat"),
+                "--triplets",
+                str(tmp_path / "all.jsonl"),
+                "--combiner",
+                str(tmp_path / "s2/combiner"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )  # trained on vitrine:small, default model differs
     assert "trained on vitrine:small" in capsys.readouterr().err

@@ -1,12 +1,13 @@
 """Reading untrusted catalogs: image paths confined to the catalog folder, and the shard member size cap, from the CLI."""
+
 from __future__ import annotations
 
 import json
 import os
 
 import pytest
-
 from tests.conftest import jpeg_bytes, make_rows, write_folder, write_shards
+
 from vitrine.cli import main
 from vitrine.data.catalog import open_catalog
 from vitrine.data.errors import UnsafePathError
@@ -28,10 +29,18 @@ def untrusted(tmp_path):
     (folder / "pics" / "a.jpg").write_bytes(jpeg_bytes())
     os.symlink(outside / "private.jpg", folder / "pics" / "link-out.jpg")
     os.symlink(folder / "pics" / "a.jpg", folder / "pics" / "link-in.jpg")
-    files = ["pics/a.jpg", "../secret/private.jpg", str(outside / "private.jpg"), "pics/link-out.jpg", "pics/link-in.jpg"]
+    files = [
+        "pics/a.jpg",
+        "../secret/private.jpg",
+        str(outside / "private.jpg"),
+        "pics/link-out.jpg",
+        "pics/link-in.jpg",
+    ]
     with open(folder / "catalog.jsonl", "w", encoding="utf-8") as handle:
         for i, name in enumerate(files):
-            handle.write(json.dumps({"id": f"p{i + 1}", "title": f"item {i + 1}", "gender": "Men", "file": name}) + "\n")
+            handle.write(
+                json.dumps({"id": f"p{i + 1}", "title": f"item {i + 1}", "gender": "Men", "file": name}) + "\n"
+            )
     return folder
 
 
@@ -40,9 +49,14 @@ def test_image_paths_leading_out_of_the_catalog_folder_are_bad_rows_naming_the_r
     assert [item.id for item in reader] == ["p1", "p5"]
     assert reader.report.counts == {"image path outside the catalog": 3}
     assert [e.split(": image path")[0] for e in reader.report.examples] == [
-        "UnsafePathError: catalog.jsonl, row 2, id p2", "UnsafePathError: catalog.jsonl, row 3, id p3", "UnsafePathError: catalog.jsonl, row 4, id p4"]
+        "UnsafePathError: catalog.jsonl, row 2, id p2",
+        "UnsafePathError: catalog.jsonl, row 3, id p3",
+        "UnsafePathError: catalog.jsonl, row 4, id p4",
+    ]
     assert "'../secret/private.jpg' resolves outside the catalog folder" in reader.report.examples[0]
-    with pytest.raises(UnsafePathError, match=r"catalog.jsonl, row 2, id p2: image path '../secret/private.jpg' resolves outside"):
+    with pytest.raises(
+        UnsafePathError, match=r"catalog.jsonl, row 2, id p2: image path '../secret/private.jpg' resolves outside"
+    ):
         list(open_catalog(untrusted, schema=PATHS, on_error="fail"))
 
 
@@ -70,7 +84,10 @@ def test_cli_confine_images_is_on_by_default_and_can_be_turned_off(untrusted, tm
     base = ["embed", "--data", str(untrusted), "--schema", str(schema), *EMBED]
     assert main([*base, "--out", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
-    assert "UnsafePathError: catalog.jsonl, row 2, id p2: image path '../secret/private.jpg' resolves outside the catalog folder" in err
+    assert (
+        "UnsafePathError: catalog.jsonl, row 2, id p2: image path '../secret/private.jpg' resolves outside the catalog folder"
+        in err
+    )
     assert main([*base, "--out", str(tmp_path / "o2"), "--on-error", "skip"]) == 0
     manifest = json.loads((tmp_path / "o2" / "manifest.json").read_text())
     assert manifest["count"] == 2 and manifest["errors"]["by_kind"] == {"image path outside the catalog": 3}
@@ -85,8 +102,10 @@ def test_cli_max_member_bytes_refuses_larger_members_per_on_error(tmp_path, caps
     base = ["embed", "--data", str(tmp_path / "shards"), *EMBED]
     assert main([*base, "--out", str(tmp_path / "o1"), "--max-member-bytes", "4K"]) == 2
     err = capsys.readouterr().err
-    assert (f"RowFormatError: test-000000.tar, row 2, id 1001: member '1001.jpg': declares {len(big)} bytes, over the limit of 4096 "
-            f"bytes per member (--max-member-bytes)") in err
+    assert (
+        f"RowFormatError: test-000000.tar, row 2, id 1001: member '1001.jpg': declares {len(big)} bytes, over the limit of 4096 "
+        f"bytes per member (--max-member-bytes)"
+    ) in err
     assert main([*base, "--out", str(tmp_path / "o2"), "--max-member-bytes", "4096", "--on-error", "skip"]) == 0
     manifest = json.loads((tmp_path / "o2" / "manifest.json").read_text())
     assert manifest["count"] == 3 and "member '1001.jpg': declares" in manifest["errors"]["examples"][0]
@@ -102,10 +121,17 @@ def test_the_options_reach_every_command_that_reads_catalogs():
     from vitrine.cli import build_parser
 
     parser = build_parser()
-    for command in (["embed", "--data", "d", "--out", "o"], ["index", "build", "--data", "d", "--index", "i"],
-                    ["index", "add", "--data", "d", "--index", "i"], ["index", "images", "--data", "d", "--index", "i"],
-                    ["eval", "zero-shot", "--data", "d", "--field", "f"], ["eval", "retrieval", "--data", "d"],
-                    ["eval", "attributes", "--data", "d"], ["eval", "composed", "--data", "d"], ["serve", "--catalog", "d"]):
+    for command in (
+        ["embed", "--data", "d", "--out", "o"],
+        ["index", "build", "--data", "d", "--index", "i"],
+        ["index", "add", "--data", "d", "--index", "i"],
+        ["index", "images", "--data", "d", "--index", "i"],
+        ["eval", "zero-shot", "--data", "d", "--field", "f"],
+        ["eval", "retrieval", "--data", "d"],
+        ["eval", "attributes", "--data", "d"],
+        ["eval", "composed", "--data", "d"],
+        ["serve", "--catalog", "d"],
+    ):
         args = parser.parse_args([*command, "--max-member-bytes", "1M", "--no-confine-images"])
         assert (args.max_member_bytes, args.confine_images) == (2**20, False), command
 

@@ -3,8 +3,8 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
 from tests.conftest import jpeg_bytes, make_rows, write_folder
+
 from vitrine.data.catalog import open_catalog
 from vitrine.data.errors import ImageDecodeError
 from vitrine.data.images import decode_image

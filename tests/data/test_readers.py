@@ -2,8 +2,8 @@ import io
 import tarfile
 
 import pytest
-
 from tests.conftest import jpeg_bytes, make_rows, write_folder, write_shards
+
 from vitrine.data.catalog import detect_format, open_catalog
 from vitrine.data.errors import ImageDecodeError, MissingFileError, RowFormatError
 from vitrine.data.shards import expand_braces, resolve_shards
@@ -16,7 +16,12 @@ def test_expand_braces_keeps_zero_padding():
 
 def test_shards_from_dir_glob_and_braces_read_the_same_items(tmp_path, rows):
     write_shards(tmp_path / "shards", rows, per_shard=4)
-    specs = [tmp_path / "shards", tmp_path, str(tmp_path / "shards" / "*.tar"), str(tmp_path / "shards" / "test-{000000..000002}.tar")]
+    specs = [
+        tmp_path / "shards",
+        tmp_path,
+        str(tmp_path / "shards" / "*.tar"),
+        str(tmp_path / "shards" / "test-{000000..000002}.tar"),
+    ]
     expected = [r["id"] for r in rows]
     for spec in specs:
         catalog = open_catalog(spec)
@@ -69,7 +74,9 @@ def test_schema_from_json_file(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a1.jpg").write_bytes(jpeg_bytes())
     (tmp_path / "catalog.csv").write_text("sku,name,pattern\na1,Striped shirt,stripes\n")
-    (tmp_path / "schema.json").write_text(json.dumps({"name": "shop", "id_field": "sku", "title_field": "name", "attributes": ["pattern"]}))
+    (tmp_path / "schema.json").write_text(
+        json.dumps({"name": "shop", "id_field": "sku", "title_field": "name", "attributes": ["pattern"]})
+    )
     [item] = list(open_catalog(tmp_path, schema=tmp_path / "schema.json"))
     assert (item.id, item.title, dict(item.attributes)) == ("a1", "Striped shirt", {"pattern": "stripes"})
 
@@ -181,7 +188,9 @@ def test_shards_stream_one_at_a_time(tmp_path, monkeypatch):
     write_shards(tmp_path, make_rows(12), per_shard=4)
     opened = []
     real_open = shards.tarfile.open
-    monkeypatch.setattr(shards.tarfile, "open", lambda path, mode="r", **kw: opened.append(str(path)) or real_open(path, mode, **kw))
+    monkeypatch.setattr(
+        shards.tarfile, "open", lambda path, mode="r", **kw: opened.append(str(path)) or real_open(path, mode, **kw)
+    )
     reader = open_catalog(tmp_path)  # schema inference samples the first shard's JSON once
     sampled = len(opened)
     iterator = iter(reader)

@@ -1,4 +1,5 @@
 """Region providers find the garment on a plain background and split worn garments into body parts."""
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -67,8 +68,16 @@ def test_annotation_sidecars_json_polygons_and_csv(tmp_path):
     from vitrine.data.regions import Annotations
 
     image = product_shot(speck=False)
-    (tmp_path / "a.json").write_text(json.dumps({"42": [{"name": "top", "box": [30, 20, 90, 80], "polygon": [[30, 20], [89, 20], [89, 79], [30, 79]]},
-                                                        {"name": "outside", "box": [500, 500, 600, 600]}]}))
+    (tmp_path / "a.json").write_text(
+        json.dumps(
+            {
+                "42": [
+                    {"name": "top", "box": [30, 20, 90, 80], "polygon": [[30, 20], [89, 20], [89, 79], [30, 79]]},
+                    {"name": "outside", "box": [500, 500, 600, 600]},
+                ]
+            }
+        )
+    )
     [top] = Annotations(str(tmp_path / "a.json"))(image, key="42")  # the box outside the image is dropped
     assert top.name == "top" and top.box == (30, 20, 90, 80) and top.mask[50, 60] and not top.mask[100, 60]
     assert Annotations(str(tmp_path / "a.json"))(image, key="7") == []
@@ -87,10 +96,26 @@ def test_regions_cli_writes_crops_overlay_and_json(tmp_path):
     from vitrine.cli import main
 
     product_shot().save(tmp_path / "shirt.jpg")
-    assert main(["regions", "--image", str(tmp_path / "shirt.jpg"), "--out", str(tmp_path / "out"), "--provider", "foreground"]) == 0
+    assert (
+        main(
+            [
+                "regions",
+                "--image",
+                str(tmp_path / "shirt.jpg"),
+                "--out",
+                str(tmp_path / "out"),
+                "--provider",
+                "foreground",
+            ]
+        )
+        == 0
+    )
     written = json.loads((tmp_path / "out/regions.json").read_text())
     assert [r["name"] for r in written["regions"]] == ["garment"]
-    assert Image.open(tmp_path / "out/00-garment-segmented.png").size == (60, 120) and (tmp_path / "out/overlay.png").is_file()
+    assert (
+        Image.open(tmp_path / "out/00-garment-segmented.png").size == (60, 120)
+        and (tmp_path / "out/overlay.png").is_file()
+    )
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     assert main(["regions", "--image", str(tmp_path / "bad.jpg"), "--out", str(tmp_path / "o2")]) == 2
 
@@ -103,10 +128,21 @@ def test_learned_segmenter_from_a_tiny_random_transformers_model(tmp_path):
     from vitrine.tagging.views import RegionViews
 
     torch.manual_seed(0)
-    config = SegformerConfig(num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2],
-                             decoder_hidden_size=16, num_labels=3, id2label={0: "background", 1: "top", 2: "trousers"},
-                             label2id={"background": 0, "top": 1, "trousers": 2})
+    config = SegformerConfig(
+        num_channels=3,
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 1],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        num_labels=3,
+        id2label={0: "background", 1: "top", 2: "trousers"},
+        label2id={"background": 0, "top": 1, "trousers": 2},
+    )
     model = SegformerForSemanticSegmentation(config).eval()
     with torch.no_grad():  # make the random head predict 'top' everywhere
         model.decode_head.classifier.weight.zero_()

@@ -1,12 +1,13 @@
 """Schemas read from a catalog's own columns: odd headers, KAGL's columns, and the ambiguity error with its draft."""
+
 from __future__ import annotations
 
 import csv
 import json
 
 import pytest
-
 from tests.conftest import jpeg_bytes, make_rows, write_folder, write_shards, write_stranger_folder
+
 from vitrine.data.catalog import open_catalog, schema_for
 from vitrine.data.schema import CatalogSchema, SchemaError
 from vitrine.data.schema_infer import AmbiguousSchemaError, infer_from_rows
@@ -34,14 +35,24 @@ def test_kagl_columns_get_the_kagl_schema(tmp_path):
         assert schema.name == "kagl" and "year" not in schema.facet_fields and "articleType" in schema.facet_fields
 
 
-@pytest.mark.parametrize("header, expected", [
-    (["Product ID", "Product Name", "Image File", "Color"], ("Product ID", "Product Name", "Image File")),
-    (["item_id", "Title", "picture", "Brand"], ("item_id", "Title", "picture")),
-    (["code", "description", "img", "size"], ("code", "description", "img")),
-])
+@pytest.mark.parametrize(
+    "header, expected",
+    [
+        (["Product ID", "Product Name", "Image File", "Color"], ("Product ID", "Product Name", "Image File")),
+        (["item_id", "Title", "picture", "Brand"], ("item_id", "Title", "picture")),
+        (["code", "description", "img", "size"], ("code", "description", "img")),
+    ],
+)
 def test_odd_headers(header, expected):
-    rows = [{header[0]: f"A{i:03d}", header[1]: f"Soft cotton shirt number {i}", header[2]: f"x/{i}.png", header[3]: ["S", "M", "L"][i % 3]}
-            for i in range(30)]
+    rows = [
+        {
+            header[0]: f"A{i:03d}",
+            header[1]: f"Soft cotton shirt number {i}",
+            header[2]: f"x/{i}.png",
+            header[3]: ["S", "M", "L"][i % 3],
+        }
+        for i in range(30)
+    ]
     schema, about = infer_from_rows(header, rows)
     assert (schema.id_field, schema.title_field, schema.image_field) == expected
     assert schema.facet_fields == (header[3],) and not about["problems"]
@@ -49,8 +60,16 @@ def test_odd_headers(header, expected):
 
 def test_numbers_years_and_free_text_are_not_facets():
     header = ["sku", "name", "year", "notes", "material"]
-    rows = [{"sku": f"s{i}", "name": f"Shirt {i}", "year": str(2000 + i % 9), "notes": f"hand wash only, item {i} of the spring line",
-             "material": ["cotton", "wool"][i % 2]} for i in range(60)]
+    rows = [
+        {
+            "sku": f"s{i}",
+            "name": f"Shirt {i}",
+            "year": str(2000 + i % 9),
+            "notes": f"hand wash only, item {i} of the spring line",
+            "material": ["cotton", "wool"][i % 2],
+        }
+        for i in range(60)
+    ]
     schema, about = infer_from_rows(header, rows)
     assert schema.facet_fields == ("material",)
     assert about["kinds"] == {"year": "number", "notes": "text", "material": "category"}

@@ -29,7 +29,9 @@ def test_holdout_of_whole_attribute_values():
     chosen = SplitConfig(holdout_field="articleType", holdout_fraction=0.25, seed=1)
     held = [t for t in types if chosen.is_held_out(t)]
     assert 70 < len(held) < 130
-    assert held == [t for t in types if SplitConfig(holdout_field="articleType", holdout_fraction=0.25, seed=1).is_held_out(t)]
+    assert held == [
+        t for t in types if SplitConfig(holdout_field="articleType", holdout_fraction=0.25, seed=1).is_held_out(t)
+    ]
     with pytest.raises(ValueError, match="need a holdout_field"):
         SplitConfig(holdout_values=("Jeans",))
 
@@ -40,11 +42,13 @@ def test_render_skips_templates_with_missing_fields():
 
 
 def test_prompt_set_from_data():
-    prompts = PromptSet.from_dict({
-        "name": "shop",
-        "attributes": {"pattern": ["a {value} pattern", "clothes with {value}"]},
-        "captions": ["a {pattern} {articleType}", "{articleType} by {brand}"],
-    })
+    prompts = PromptSet.from_dict(
+        {
+            "name": "shop",
+            "attributes": {"pattern": ["a {value} pattern", "clothes with {value}"]},
+            "captions": ["a {pattern} {articleType}", "{articleType} by {brand}"],
+        }
+    )
     assert prompts.class_prompts("pattern", "striped") == ["a striped pattern", "clothes with striped"]
     assert prompts.class_prompts("sleeve", "long") == ["a photo of a long"]  # default templates
     assert prompts.render_captions({"pattern": "striped", "articleType": "shirt"}) == ["a striped shirt"]

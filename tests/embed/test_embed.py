@@ -1,12 +1,13 @@
 """`vitrine embed`: output files, resume after a crash without recomputation, and the CLI."""
+
 import csv
 import json
 
 import numpy as np
 import pytest
 import torch
-
 from tests.conftest import make_rows, write_folder, write_shards
+
 from vitrine.cli import main
 from vitrine.data.catalog import open_catalog
 from vitrine.embed import run_embed
@@ -52,7 +53,9 @@ def read_ids(out):
 
 def test_embed_writes_aligned_embeddings_and_metadata(catalog, tmp_path, small_model):
     data, rows = catalog
-    result = run_embed(str(data), out=str(tmp_path / "out"), batch_size=4, part_size=8, texts=True, progress=False, encoder=small_model)
+    result = run_embed(
+        str(data), out=str(tmp_path / "out"), batch_size=4, part_size=8, texts=True, progress=False, encoder=small_model
+    )
     out = tmp_path / "out"
     images, texts = np.load(out / "image_embeddings.npy"), np.load(out / "text_embeddings.npy")
     assert images.shape == texts.shape == (23, small_model.embed_dim) and images.dtype == np.float32
@@ -63,7 +66,9 @@ def test_embed_writes_aligned_embeddings_and_metadata(catalog, tmp_path, small_m
     # Row i of the matrix is the embedding of metadata row i.
     seventh = list(open_catalog(data))[6]
     with torch.no_grad():
-        assert np.allclose(small_model.encode_image(small_model.preprocess([seventh.image])).numpy()[0], images[6], atol=1e-5)
+        assert np.allclose(
+            small_model.encode_image(small_model.preprocess([seventh.image])).numpy()[0], images[6], atol=1e-5
+        )
 
 
 def test_resume_after_crash_recomputes_nothing_already_written(catalog, tmp_path, small_model):
@@ -94,21 +99,62 @@ def test_resume_refuses_another_job_and_keeps_skip_counts(tmp_path, small_model)
     out = tmp_path / "out"
     crashing = CountingEncoder(small_model, crash_after=2)
     with pytest.raises(Crash):
-        run_embed(str(tmp_path / "cat"), out=str(out), batch_size=4, part_size=4, on_error="skip", progress=False, encoder=crashing)
-    result = run_embed(str(tmp_path / "cat"), out=str(out), batch_size=4, part_size=4, on_error="skip", progress=False, encoder=small_model)
+        run_embed(
+            str(tmp_path / "cat"),
+            out=str(out),
+            batch_size=4,
+            part_size=4,
+            on_error="skip",
+            progress=False,
+            encoder=crashing,
+        )
+    result = run_embed(
+        str(tmp_path / "cat"),
+        out=str(out),
+        batch_size=4,
+        part_size=4,
+        on_error="skip",
+        progress=False,
+        encoder=small_model,
+    )
     assert result.count == 10 and result.skipped == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["errors"]["by_kind"] == {"bad image": 1, "missing file": 1}
     assert rows[1]["id"] not in read_ids(out)
     with pytest.raises(ValueError, match="different embed job"):
-        run_embed(str(tmp_path / "cat"), out=str(out), batch_size=2, part_size=4, on_error="skip", progress=False, encoder=small_model)
+        run_embed(
+            str(tmp_path / "cat"),
+            out=str(out),
+            batch_size=2,
+            part_size=4,
+            on_error="skip",
+            progress=False,
+            encoder=small_model,
+        )
 
 
 def test_cli_embed_and_models(tmp_path, capsys):
     rows = make_rows(6)
     write_folder(tmp_path / "cat", rows, fmt="jsonl")
-    assert main(["embed", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "out"), "--batch-size", "4", "--no-progress"]) == 0
-    assert np.load(tmp_path / "out" / "image_embeddings.npy").shape == (6, 384)  # the default model, vitrine:kagl-base, is 384-d (MiniLM space)
+    assert (
+        main(
+            [
+                "embed",
+                "--data",
+                str(tmp_path / "cat"),
+                "--out",
+                str(tmp_path / "out"),
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "out" / "image_embeddings.npy").shape == (
+        6,
+        384,
+    )  # the default model, vitrine:kagl-base, is 384-d (MiniLM space)
     assert "wrote 6 embeddings" in capsys.readouterr().err
     assert main(["models", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
@@ -167,9 +213,13 @@ def test_concurrent_encoding_writes_exactly_what_one_batch_at_a_time_does(catalo
 
     data, rows = catalog
     monkeypatch.setattr(job, "usable_cores", lambda: 3)
-    run_embed(str(data), out=str(tmp_path / "one"), batch_size=4, part_size=8, texts=True, progress=False, encoder=small_model)
+    run_embed(
+        str(data), out=str(tmp_path / "one"), batch_size=4, part_size=8, texts=True, progress=False, encoder=small_model
+    )
     concurrent = ConcurrentEncoder(small_model)
-    run_embed(str(data), out=str(tmp_path / "many"), batch_size=4, part_size=8, texts=True, progress=False, encoder=concurrent)
+    run_embed(
+        str(data), out=str(tmp_path / "many"), batch_size=4, part_size=8, texts=True, progress=False, encoder=concurrent
+    )
     assert concurrent.threads_given == [1] and concurrent.images == 23
     for name in ("image_embeddings.npy", "text_embeddings.npy"):
         assert np.array_equal(np.load(tmp_path / "one" / name), np.load(tmp_path / "many" / name))
@@ -177,8 +227,20 @@ def test_concurrent_encoding_writes_exactly_what_one_batch_at_a_time_does(catalo
     # a crash on the concurrent path keeps the parts committed before it, and a resume completes the same output
     crashing = ConcurrentEncoder(small_model, crash_after=4)
     with pytest.raises(Crash):
-        run_embed(str(data), out=str(tmp_path / "resumed"), batch_size=4, part_size=8, texts=True, progress=False, encoder=crashing)
+        run_embed(
+            str(data),
+            out=str(tmp_path / "resumed"),
+            batch_size=4,
+            part_size=8,
+            texts=True,
+            progress=False,
+            encoder=crashing,
+        )
     resumed = ConcurrentEncoder(small_model)
-    run_embed(str(data), out=str(tmp_path / "resumed"), batch_size=4, part_size=8, texts=True, progress=False, encoder=resumed)
+    run_embed(
+        str(data), out=str(tmp_path / "resumed"), batch_size=4, part_size=8, texts=True, progress=False, encoder=resumed
+    )
     assert 0 < resumed.images < 23
-    assert np.array_equal(np.load(tmp_path / "one" / "image_embeddings.npy"), np.load(tmp_path / "resumed" / "image_embeddings.npy"))
+    assert np.array_equal(
+        np.load(tmp_path / "one" / "image_embeddings.npy"), np.load(tmp_path / "resumed" / "image_embeddings.npy")
+    )

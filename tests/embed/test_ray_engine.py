@@ -1,10 +1,10 @@
 """`vitrine embed --engine ray`: a local Ray (2 CPUs) gives the in-process output exactly, and resumes a killed job."""
+
 import csv
 import json
 
 import numpy as np
 import pytest
-
 from tests.conftest import make_rows, require_scale, write_folder, write_shards
 
 ray = require_scale("ray")
@@ -53,9 +53,20 @@ def test_ray_output_equals_the_in_process_output(tmp_path, layout):
     rows = make_rows(37)
     data = tmp_path / "data"
     write_shards(data, rows, per_shard=10) if layout == "shards" else write_folder(data, rows)
-    local = run_embed(str(data), "vitrine:small", out=str(tmp_path / "local"), batch_size=4, part_size=8, texts=True, progress=False)
-    remote = run_embed(str(data), "vitrine:small", out=str(tmp_path / "ray"), batch_size=4, part_size=8, texts=True, progress=False,
-                       engine="ray", ray=RayOptions(workers=2))
+    local = run_embed(
+        str(data), "vitrine:small", out=str(tmp_path / "local"), batch_size=4, part_size=8, texts=True, progress=False
+    )
+    remote = run_embed(
+        str(data),
+        "vitrine:small",
+        out=str(tmp_path / "ray"),
+        batch_size=4,
+        part_size=8,
+        texts=True,
+        progress=False,
+        engine="ray",
+        ray=RayOptions(workers=2),
+    )
     assert remote.count == local.count == 37 and remote.computed == 37
     assert_same_output(tmp_path / "local", tmp_path / "ray", texts=True)
     assert json.loads((tmp_path / "ray" / "manifest.json").read_text())["engine"] == "ray"
@@ -63,7 +74,14 @@ def test_ray_output_equals_the_in_process_output(tmp_path, layout):
 
 def test_a_killed_ray_job_resumes_without_recomputing_committed_parts(tmp_path, monkeypatch):
     write_shards(tmp_path / "shards", make_rows(40), per_shard=10)
-    run_embed(str(tmp_path / "shards"), "vitrine:small", out=str(tmp_path / "local"), batch_size=4, part_size=5, progress=False)
+    run_embed(
+        str(tmp_path / "shards"),
+        "vitrine:small",
+        out=str(tmp_path / "local"),
+        batch_size=4,
+        part_size=5,
+        progress=False,
+    )
     written = []
     original = PartStore.write
 
@@ -74,12 +92,16 @@ def test_a_killed_ray_job_resumes_without_recomputing_committed_parts(tmp_path, 
             raise KeyboardInterrupt("killed")
 
     monkeypatch.setattr(PartStore, "write", write_then_die)
-    args = dict(out=str(tmp_path / "ray"), batch_size=4, part_size=5, progress=False, engine="ray", ray=RayOptions(workers=2))
+    args = dict(
+        out=str(tmp_path / "ray"), batch_size=4, part_size=5, progress=False, engine="ray", ray=RayOptions(workers=2)
+    )
     with pytest.raises(KeyboardInterrupt):
         run_embed(str(tmp_path / "shards"), "vitrine:small", **args)
     monkeypatch.undo()
     recomputed = []
-    monkeypatch.setattr(PartStore, "write", lambda self, index, *rest: (recomputed.append(index), original(self, index, *rest)))
+    monkeypatch.setattr(
+        PartStore, "write", lambda self, index, *rest: (recomputed.append(index), original(self, index, *rest))
+    )
     result = run_embed(str(tmp_path / "shards"), "vitrine:small", **args)
     assert result.computed == 40 - 15 and result.count == 40
     assert not set(recomputed) & set(written) and len(recomputed) == 5
@@ -89,10 +111,32 @@ def test_a_killed_ray_job_resumes_without_recomputing_committed_parts(tmp_path, 
 def test_cli_engine_flags(tmp_path, capsys):
     write_folder(tmp_path / "cat", make_rows(6))
     out = tmp_path / "out"
-    assert main(["embed", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--out", str(out), "--engine", "ray",
-                 "--workers", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--data",
+                str(tmp_path / "cat"),
+                "--model",
+                "vitrine:small",
+                "--out",
+                str(out),
+                "--engine",
+                "ray",
+                "--workers",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "wrote 6 embeddings" in capsys.readouterr().err
-    assert main(["embed", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--out", str(out), "--workers", "2"]) == 2
+    assert (
+        main(
+            ["embed", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--out", str(out), "--workers", "2"]
+        )
+        == 2
+    )
     assert "--engine ray" in capsys.readouterr().err
 
 
@@ -103,7 +147,17 @@ def test_index_build_on_ray_matches_the_in_process_build_and_resumes(tmp_path, c
     if backend == "milvus":
         require_scale("pymilvus")
     write_shards(tmp_path / "shards", make_rows(30), per_shard=10)
-    common = ["--data", str(tmp_path / "shards"), "--model", "vitrine:small", "--no-progress", "--commit-every", "8", "--batch-size", "4"]
+    common = [
+        "--data",
+        str(tmp_path / "shards"),
+        "--model",
+        "vitrine:small",
+        "--no-progress",
+        "--commit-every",
+        "8",
+        "--batch-size",
+        "4",
+    ]
     assert main(["index", "build", *common, "--index", str(tmp_path / "local")]) == 0
     spec = str(tmp_path / "ray") if backend == "faiss" else f"milvus:{tmp_path}/ray.db"
     assert main(["index", "build", *common, "--index", spec, "--engine", "ray", "--workers", "2"]) == 0

@@ -8,11 +8,13 @@ from vitrine.evaluate.zeroshot import classify, zero_shot_report
 
 def test_target_ranks_by_hand():
     gallery = torch.eye(4)
-    queries = torch.tensor([
-        [0.9, 0.1, 0.0, 0.0],  # target 0 scores highest: rank 0
-        [0.5, 0.2, 0.9, 0.0],  # target 1 (0.2) is beaten by 0.5 and 0.9: rank 2
-        [0.1, 0.2, 0.3, 0.4],  # target 3 is top: rank 0
-    ])
+    queries = torch.tensor(
+        [
+            [0.9, 0.1, 0.0, 0.0],  # target 0 scores highest: rank 0
+            [0.5, 0.2, 0.9, 0.0],  # target 1 (0.2) is beaten by 0.5 and 0.9: rank 2
+            [0.1, 0.2, 0.3, 0.4],  # target 3 is top: rank 0
+        ]
+    )
     ranks = target_ranks(queries, gallery, torch.tensor([0, 1, 3]), chunk=2)
     assert ranks.tolist() == [0, 2, 0]
     assert recall_at_k(ranks, 1) == pytest.approx(2 / 3)
@@ -33,7 +35,11 @@ def test_topk_and_f1_by_hand():
     assert macro == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
     assert weighted == pytest.approx((2 / 3 * 1 + 2 / 3 * 2 + 0 * 1) / 4)
     report = zero_shot_report(scores, labels, ["a", "b", "c"], "field")
-    assert report["per_class"] == {"a": {"n": 1, "correct": 1}, "b": {"n": 2, "correct": 1}, "c": {"n": 1, "correct": 0}}
+    assert report["per_class"] == {
+        "a": {"n": 1, "correct": 1},
+        "b": {"n": 2, "correct": 1},
+        "c": {"n": 1, "correct": 0},
+    }
     assert (report["n"], report["classes"], report["top1"]) == (4, 3, 0.5)
 
 

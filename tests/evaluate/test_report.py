@@ -1,5 +1,6 @@
 """`vitrine eval zero-shot|retrieval|composed|attributes --report DIR`: the JSON carries the figures the pictures show
 (checked against direct computations), and the page's images and links all point to real, decodable files."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-
 from tests.conftest import COLOURS, jpeg_bytes, make_rows, write_folder, write_shards
+
 from vitrine.cli import main
 from vitrine.data.catalog import open_catalog
 from vitrine.evaluate.zeroshot import confusion_figures
@@ -57,7 +58,10 @@ def test_confusion_figures_by_hand():
     figures = confusion_figures(predictions, labels, ["a", "b", "c", "d"], n_classes=3, n_pairs=2)
     # mistakes made + received: a 2 + 3 = 5, b 1 + 2 = 3, c 1, d 1 -> a, b, then c before d by name
     assert figures["confusion"] == {"classes": ["a", "b", "c"], "counts": [[1, 2, 0], [1, 1, 0], [1, 0, 1]]}
-    assert figures["confused_pairs"] == [{"true": "a", "predicted": "b", "count": 2}, {"true": "b", "predicted": "a", "count": 1}]
+    assert figures["confused_pairs"] == [
+        {"true": "a", "predicted": "b", "count": 2},
+        {"true": "b", "predicted": "a", "count": 1},
+    ]
     perfect = confusion_figures(labels, labels, ["a", "b", "c", "d"])
     assert perfect == {"confusion": {"classes": [], "counts": []}, "confused_pairs": []}
 
@@ -67,7 +71,10 @@ def test_top_rows_put_targets_first_among_equal_scores():
 
     scores = torch.tensor([0.5, 0.9, 0.9, 0.1, 0.9, -torch.inf])
     assert top_rows(scores, 2) == [1, 2]
-    assert top_rows(scores, 2, favoured=[4]) == [4, 1]  # target_ranks gives row 4 rank 0: nothing scores strictly higher
+    assert top_rows(scores, 2, favoured=[4]) == [
+        4,
+        1,
+    ]  # target_ranks gives row 4 rank 0: nothing scores strictly higher
     assert top_rows(scores, 4, favoured=[3]) == [1, 2, 4, 0]
     assert top_rows(scores, 9) == [1, 2, 4, 0, 3, 5] and top_rows(scores, 0) == []
 
@@ -77,8 +84,22 @@ def test_zero_shot_report(tmp_path, capsys, small_model):
     write_folder(tmp_path / "cat", rows)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "index.html").write_text("stale")  # an existing folder is written into
-    report = run_json(capsys, ["eval", "zero-shot", "--data", str(tmp_path / "cat"), "--field", "baseColour", *MODEL,
-                               "--report", str(tmp_path / "out"), "--json", "--no-progress"])
+    report = run_json(
+        capsys,
+        [
+            "eval",
+            "zero-shot",
+            "--data",
+            str(tmp_path / "cat"),
+            "--field",
+            "baseColour",
+            *MODEL,
+            "--report",
+            str(tmp_path / "out"),
+            "--json",
+            "--no-progress",
+        ],
+    )
     # direct computation: the same prompts, the same argmax
     from vitrine.data.prompts import resolve_prompts
     from vitrine.evaluate.zeroshot import class_embeddings
@@ -86,8 +107,11 @@ def test_zero_shot_report(tmp_path, capsys, small_model):
     items, embeds = embeddings(small_model, tmp_path / "cat")
     classes = sorted(COLOURS)
     predicted = (embeds @ class_embeddings(small_model, resolve_prompts(None), "baseColour", classes).t()).argmax(1)
-    mistakes = Counter((item.attributes["baseColour"], classes[p]) for item, p in zip(items, predicted.tolist())
-                       if item.attributes["baseColour"] != classes[p])
+    mistakes = Counter(
+        (item.attributes["baseColour"], classes[p])
+        for item, p in zip(items, predicted.tolist())
+        if item.attributes["baseColour"] != classes[p]
+    )
     assert {(p["true"], p["predicted"]): p["count"] for p in report["confused_pairs"]} == dict(mistakes)
     shown = report["confusion"]["classes"]
     assert set(shown) == {c for pair in mistakes for c in pair}
@@ -100,25 +124,60 @@ def test_zero_shot_report(tmp_path, capsys, small_model):
     assert f"<b>{report['top1']}</b><span>top1</span>" in page
     # a file where the folder should be: a one-line error before anything runs
     (tmp_path / "file").write_text("x")
-    assert main(["eval", "zero-shot", "--data", str(tmp_path / "cat"), "--field", "baseColour", *MODEL, "--report", str(tmp_path / "file")]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "zero-shot",
+                "--data",
+                str(tmp_path / "cat"),
+                "--field",
+                "baseColour",
+                *MODEL,
+                "--report",
+                str(tmp_path / "file"),
+            ]
+        )
+        == 2
+    )
     assert "a file is there, not a folder" in capsys.readouterr().err
 
 
 def test_retrieval_report_lists_the_worst_queries(tmp_path, capsys, small_model):
     rows = make_rows(16)
     rows[3]["title"] = 'A "quoted" <b>bold</b> & title'  # escaped in the page
-    images = {r["id"]: jpeg_bytes(((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)) for i, r in enumerate(rows)}  # no two alike: no tied ranks
+    images = {
+        r["id"]: jpeg_bytes(((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)) for i, r in enumerate(rows)
+    }  # no two alike: no tied ranks
     write_shards(tmp_path / "q", rows[:10], per_shard=4, images=images)
     write_folder(tmp_path / "g", rows, images=images)
-    report = run_json(capsys, ["eval", "retrieval", "--data", str(tmp_path / "q"), "--gallery", str(tmp_path / "g"), *MODEL,
-                               "--report", str(tmp_path / "out"), "--json", "--no-progress"])
+    report = run_json(
+        capsys,
+        [
+            "eval",
+            "retrieval",
+            "--data",
+            str(tmp_path / "q"),
+            "--gallery",
+            str(tmp_path / "g"),
+            *MODEL,
+            "--report",
+            str(tmp_path / "out"),
+            "--json",
+            "--no-progress",
+        ],
+    )
     items, gallery = embeddings(small_model, tmp_path / "g")
     with torch.no_grad():
         queries = small_model.encode_text([r["title"] for r in rows[:10]])
     scores = queries @ gallery.t()
-    ranks = [int((scores[i] > scores[i, i]).sum()) + 1 for i in range(10)]  # gallery rows: q's 10 ids first, then g's others
+    ranks = [
+        int((scores[i] > scores[i, i]).sum()) + 1 for i in range(10)
+    ]  # gallery rows: q's 10 ids first, then g's others
     worst = sorted(range(10), key=lambda i: (-ranks[i], i))
-    assert [(q["query"], q["target_id"], q["rank"]) for q in report["worst_queries"]] == [(rows[i]["title"], rows[i]["id"], ranks[i]) for i in worst]
+    assert [(q["query"], q["target_id"], q["rank"]) for q in report["worst_queries"]] == [
+        (rows[i]["title"], rows[i]["id"], ranks[i]) for i in worst
+    ]
     for q, i in zip(report["worst_queries"], worst):
         assert q["top5"] == [items[g].id for g in scores[i].topk(5).indices.tolist()]
     page = check_page(tmp_path / "out")
@@ -134,19 +193,64 @@ def cir_rows() -> list[dict]:
         for article in ("Tshirts", "Jeans"):
             for colour in COLOURS:
                 i += 1
-                rows.append({"id": f"p/{100 + i}", "title": f"{brand} Men {colour} Classic {article}", "gender": "Men", "masterCategory": "Apparel",
-                             "subCategory": "Topwear", "articleType": article, "baseColour": colour, "season": "Summer", "year": "2012", "usage": "Casual"})
+                rows.append(
+                    {
+                        "id": f"p/{100 + i}",
+                        "title": f"{brand} Men {colour} Classic {article}",
+                        "gender": "Men",
+                        "masterCategory": "Apparel",
+                        "subCategory": "Topwear",
+                        "articleType": article,
+                        "baseColour": colour,
+                        "season": "Summer",
+                        "year": "2012",
+                        "usage": "Casual",
+                    }
+                )
     return rows
 
 
 def test_composed_report_shows_successes_and_failures(tmp_path, capsys):
     rows = cir_rows()
     write_shards(tmp_path / "cat", rows, per_shard=8)  # ids with a '/' become safe file names
-    assert main(["data", "make-triplets", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "t.jsonl"), "--kinds", "colour"]) == 0
-    report = run_json(capsys, ["eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "t.jsonl"), *MODEL,
-                               "--combiner", "sum", "--cache-dir", str(tmp_path / "cache"), "--report", str(tmp_path / "out"),
-                               "--json", "--no-progress"])
-    triplets = {(t["reference"], t["modification"]): t for t in map(json.loads, (tmp_path / "t.jsonl").read_text().splitlines())}
+    assert (
+        main(
+            [
+                "data",
+                "make-triplets",
+                "--data",
+                str(tmp_path / "cat"),
+                "--out",
+                str(tmp_path / "t.jsonl"),
+                "--kinds",
+                "colour",
+            ]
+        )
+        == 0
+    )
+    report = run_json(
+        capsys,
+        [
+            "eval",
+            "composed",
+            "--data",
+            str(tmp_path / "cat"),
+            "--triplets",
+            str(tmp_path / "t.jsonl"),
+            *MODEL,
+            "--combiner",
+            "sum",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--report",
+            str(tmp_path / "out"),
+            "--json",
+            "--no-progress",
+        ],
+    )
+    triplets = {
+        (t["reference"], t["modification"]): t for t in map(json.loads, (tmp_path / "t.jsonl").read_text().splitlines())
+    }
     examples = report["examples"]
     assert examples["successes"] and examples["failures"] and len(examples["failures"]) <= 6
     assert all(x["rank"] == 1 for x in examples["successes"]) and all(x["rank"] > 1 for x in examples["failures"])
@@ -167,8 +271,24 @@ def test_composed_report_shows_successes_and_failures(tmp_path, capsys):
 
 def test_attributes_report(tmp_path, capsys):
     write_folder(tmp_path / "cat", make_rows(12))
-    report = run_json(capsys, ["eval", "attributes", "--data", str(tmp_path / "cat"), *MODEL, "--attributes", "gender,baseColour",
-                               "--split", "all", "--report", str(tmp_path / "out"), "--json", "--no-progress"])
+    report = run_json(
+        capsys,
+        [
+            "eval",
+            "attributes",
+            "--data",
+            str(tmp_path / "cat"),
+            *MODEL,
+            "--attributes",
+            "gender,baseColour",
+            "--split",
+            "all",
+            "--report",
+            str(tmp_path / "out"),
+            "--json",
+            "--no-progress",
+        ],
+    )
     assert set(report["per_attribute"]) == {"gender", "baseColour"}
     page = check_page(tmp_path / "out")
     assert 'src="attributes.png"' in page and f"<b>{report['mean_precision']}</b><span>mean_precision</span>" in page
@@ -179,9 +299,18 @@ def test_attributes_report(tmp_path, capsys):
 def test_a_protocol_without_catalog_images_gets_a_page_with_a_note(tmp_path):
     from vitrine.evaluate.report import write_report
 
-    report = {"categories": {"dress": {"n_queries": 3, "gallery_size": 9, "R@10": 1.0, "R@50": 1.0},
-                             "shirt": {"n_queries": 0, "gallery_size": 0}}, "R@10": 1.0, "R@50": 1.0, "average": 1.0}
-    page = write_report("composed", report, tmp_path / "out", command="vitrine eval composed --protocol fashioniq", progress=False)
+    report = {
+        "categories": {
+            "dress": {"n_queries": 3, "gallery_size": 9, "R@10": 1.0, "R@50": 1.0},
+            "shirt": {"n_queries": 0, "gallery_size": 0},
+        },
+        "R@10": 1.0,
+        "R@50": 1.0,
+        "average": 1.0,
+    }
+    page = write_report(
+        "composed", report, tmp_path / "out", command="vitrine eval composed --protocol fashioniq", progress=False
+    )
     text = check_page(page.parent)
     assert "No example pictures" in text and "<th>categories</th>" in text and "<b>1.0</b><span>average</span>" in text
     with pytest.raises(ValueError, match="no report for"):
@@ -197,7 +326,15 @@ def test_only_the_report_writer_imports_matplotlib_and_only_lazily():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         top_level = {id(node) for node in tree.body}
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(name.split(".")[0] == "matplotlib" for name in names):
-                found.setdefault(str(path.relative_to(root)), set()).add("top level" if id(node) in top_level else "in a function")
+                found.setdefault(str(path.relative_to(root)), set()).add(
+                    "top level" if id(node) in top_level else "in a function"
+                )
     assert found == {"evaluate/report.py": {"in a function"}}

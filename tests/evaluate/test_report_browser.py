@@ -1,6 +1,7 @@
 """The four `vitrine eval ... --report DIR` pages in real headless Chromium (Debian's /usr/bin/chromium, driven by
 Playwright): each loads from a file:// URL, every image renders, every link leads to a file. Full-page screenshots go to
 $VITRINE_SCREENSHOTS (default: the test's tmp dir)."""
+
 from __future__ import annotations
 
 import os
@@ -8,15 +9,17 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-
 from tests.conftest import make_rows, write_folder, write_shards
 from tests.evaluate.test_report import cir_rows
+
 from vitrine.cli import main
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists() and not os.environ.get("VITRINE_REQUIRE_BROWSER"):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it and sets VITRINE_REQUIRE_BROWSER)",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it and sets VITRINE_REQUIRE_BROWSER)",
+        allow_module_level=True,
+    )
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 KINDS = ("zero-shot", "retrieval", "composed", "attributes")
@@ -29,14 +32,36 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     rows = make_rows(20)
     write_folder(root / "cat", rows)
     write_shards(root / "cir", cir_rows(), per_shard=8)
-    assert main(["data", "make-triplets", "--data", str(root / "cir"), "--out", str(root / "t.jsonl"), "--kinds", "colour"]) == 0
+    assert (
+        main(
+            ["data", "make-triplets", "--data", str(root / "cir"), "--out", str(root / "t.jsonl"), "--kinds", "colour"]
+        )
+        == 0
+    )
     common = ["--model", "vitrine:small", "--no-progress"]
     commands = {
         "zero-shot": ["eval", "zero-shot", "--data", str(root / "cat"), "--field", "articleType"],
         "retrieval": ["eval", "retrieval", "--data", str(root / "cat")],
-        "composed": ["eval", "composed", "--data", str(root / "cir"), "--triplets", str(root / "t.jsonl"), "--combiner", "sum",
-                     "--cache-dir", str(root / "cache")],
-        "attributes": ["eval", "attributes", "--data", str(root / "cat"), "--attributes", "gender,baseColour,articleType"],
+        "composed": [
+            "eval",
+            "composed",
+            "--data",
+            str(root / "cir"),
+            "--triplets",
+            str(root / "t.jsonl"),
+            "--combiner",
+            "sum",
+            "--cache-dir",
+            str(root / "cache"),
+        ],
+        "attributes": [
+            "eval",
+            "attributes",
+            "--data",
+            str(root / "cat"),
+            "--attributes",
+            "gender,baseColour,articleType",
+        ],
     }
     for kind, argv in commands.items():
         assert main([*argv, *common, "--report", str(root / kind)]) == 0, kind
@@ -61,7 +86,9 @@ def test_report_renders_in_a_real_browser(kind, reports, browser, shots):
     page.wait_for_load_state("load")
     assert page.title() == f"vitrine eval {kind} report"
     assert page.locator("header h1").inner_text() == f"vitrine eval {kind}"
-    images = page.locator("img").evaluate_all("imgs => imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.alt])")
+    images = page.locator("img").evaluate_all(
+        "imgs => imgs.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.alt])"
+    )
     assert images, "a report without pictures"
     broken = [src for src, complete, width, alt in images if not (complete and width > 0 and alt)]
     assert broken == [] and failed == []

@@ -1,9 +1,10 @@
 """`vitrine eval zero-shot|retrieval` on tiny catalogs: output shape, splits, distractors, and agreement with a direct computation."""
+
 import json
 
 import torch
-
 from tests.conftest import make_rows, write_folder, write_shards
+
 from vitrine.cli import main
 from vitrine.data.catalog import open_catalog
 from vitrine.data.splits import SplitConfig
@@ -17,7 +18,9 @@ def test_zero_shot_report_and_classes_from(tmp_path, small_model):
     for row in other:
         row["baseColour"] = "Purple"
     write_folder(tmp_path / "b", other)
-    report = run_zero_shot(str(tmp_path / "a"), "baseColour", small_model, classes_from=[str(tmp_path / "b")], progress=False)
+    report = run_zero_shot(
+        str(tmp_path / "a"), "baseColour", small_model, classes_from=[str(tmp_path / "b")], progress=False
+    )
     assert report["field"] == "baseColour" and report["n"] == 8
     assert report["classes"] == 6  # five colours of a, plus Purple from b
     assert sum(c["n"] for c in report["per_class"].values()) == 8
@@ -47,15 +50,49 @@ def test_split_selection_and_cli_json(tmp_path, capsys):
     rows = make_rows(20)
     write_folder(tmp_path / "cat", rows)
     split = SplitConfig(seed=0, val_fraction=0.3, holdout_field="articleType", holdout_values=("Jeans",))
-    (tmp_path / "split.json").write_text(json.dumps({"split": {"seed": 0, "val_fraction": 0.3, "holdout_field": "articleType", "holdout_values": ["Jeans"]}}))
+    (tmp_path / "split.json").write_text(
+        json.dumps(
+            {"split": {"seed": 0, "val_fraction": 0.3, "holdout_field": "articleType", "holdout_values": ["Jeans"]}}
+        )
+    )
     unseen = [r for r in rows if split.assign(r["id"], r) == "unseen"]
-    code = main(["eval", "zero-shot", "--data", str(tmp_path / "cat"), "--field", "articleType", "--split", "unseen",
-                 "--split-config", str(tmp_path / "split.json"), "--classes-from", str(tmp_path / "cat"), "--json", "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "zero-shot",
+            "--data",
+            str(tmp_path / "cat"),
+            "--field",
+            "articleType",
+            "--split",
+            "unseen",
+            "--split-config",
+            str(tmp_path / "split.json"),
+            "--classes-from",
+            str(tmp_path / "cat"),
+            "--json",
+            "--no-progress",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["n"] == len(unseen) == 5 and report["classes"] == 4
     assert set(report["per_class"]) == {"Jeans"}
-    code = main(["eval", "retrieval", "--data", str(tmp_path / "cat"), "--split", "heldout", "--split-config", str(tmp_path / "split.json"),
-                 "--gallery", str(tmp_path / "cat"), "--json", "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "retrieval",
+            "--data",
+            str(tmp_path / "cat"),
+            "--split",
+            "heldout",
+            "--split-config",
+            str(tmp_path / "split.json"),
+            "--gallery",
+            str(tmp_path / "cat"),
+            "--json",
+            "--no-progress",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     heldout = [r for r in rows if split.assign(r["id"], r) in ("val", "unseen")]
     assert code == 0 and report["n_queries"] == len(heldout) and report["gallery_size"] == 20

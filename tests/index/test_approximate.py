@@ -1,4 +1,5 @@
 """Above exact_max the store switches to HNSW (or IVF-PQ on a tight memory budget) and stays correct."""
+
 import numpy as np
 import pytest
 
@@ -25,7 +26,10 @@ def recall(hits, truth):
 def fill(store, vectors, every=10):
     """Products p0..pn; `tag` = 'rare' for every `every`-th (or none), size cycles over three values."""
     ids = [f"p{i}" for i in range(len(vectors))]
-    metas = [{"title": f"item {i}", "size": "SML"[i % 3], **({"tag": "rare"} if every and i % every == 0 else {})} for i in range(len(vectors))]
+    metas = [
+        {"title": f"item {i}", "size": "SML"[i % 3], **({"tag": "rare"} if every and i % every == 0 else {})}
+        for i in range(len(vectors))
+    ]
     for start in range(0, len(ids), 1000):
         store.upsert(ids[start : start + 1000], vectors[start : start + 1000], metas[start : start + 1000])
     return ids
@@ -38,7 +42,9 @@ def test_plan_follows_size_and_memory_budget():
     tight = IndexOptions(exact_max=1000, memory_budget=int(bytes_per_vector("hnsw", 256, roomy) * 100_000 * 0.9))
     plan = plan_index(100_000, 256, tight)
     assert plan.kind == "ivfpq" and plan.estimated_bytes <= tight.memory_budget and "over the" in plan.reason
-    assert plan_index(100_000, 256, IndexOptions(exact_max=1000, memory_budget=2**30, approximate="ivfpq")).kind == "ivfpq"
+    assert (
+        plan_index(100_000, 256, IndexOptions(exact_max=1000, memory_budget=2**30, approximate="ivfpq")).kind == "ivfpq"
+    )
     with pytest.raises(MemoryError, match="distributed engine"):
         plan_index(10**9, 256, roomy)
     with pytest.raises(ValueError, match="approximate"):
@@ -80,7 +86,9 @@ def test_hnsw_store_recall_upsert_delete_persistence_and_compaction(tmp_path):
 def test_filter_keeping_a_tenth_of_a_percent_is_exact(tmp_path, approximate):
     n = 10_000
     vectors = clustered(n, seed=2)
-    options = IndexOptions(exact_max=1000, approximate=approximate, exact_subset_max=200, hnsw_ef_search=32, ivf_nprobe=4)
+    options = IndexOptions(
+        exact_max=1000, approximate=approximate, exact_subset_max=200, hnsw_ef_search=32, ivf_nprobe=4
+    )
     store = FaissStore(tmp_path / "idx", model="m", dim=16, options=options)
     ids = fill(store, vectors, every=n // 10)  # 10 products of 10,000 are 'rare': 0.1%
     assert store.stats()["index_kind"] == approximate

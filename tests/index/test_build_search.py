@@ -1,13 +1,14 @@
 """`vitrine index build` resumes after a crash with exactly the right products; `vitrine search` answers and refuses clearly."""
+
 import json
 
 import pytest
-
 from tests.conftest import make_rows, write_folder, write_shards
+
 from vitrine.cli import main
+from vitrine.data.images import load_image
 from vitrine.index.build import build_index
 from vitrine.index.faiss_store import FaissStore, IndexMismatchError
-from vitrine.data.images import load_image
 from vitrine.search import Query, SearchEngine, parse_filters
 
 
@@ -29,11 +30,20 @@ def test_interrupted_build_resumes_without_duplicates(tmp_path, small_model):
     write_shards(tmp_path / "shards", make_rows(37), per_shard=10)
     index = tmp_path / "idx"
     with pytest.raises(KeyboardInterrupt):
-        build_index(str(tmp_path / "shards"), str(index), CrashAfter(small_model, 5), batch_size=4, commit_every=8, progress=False)
+        build_index(
+            str(tmp_path / "shards"),
+            str(index),
+            CrashAfter(small_model, 5),
+            batch_size=4,
+            commit_every=8,
+            progress=False,
+        )
     partial = FaissStore.open(index)
     assert partial.stats()["products"] == 16  # two commits of 8 survived the crash
     partial.close()
-    result = build_index(str(tmp_path / "shards"), str(index), small_model, batch_size=4, commit_every=8, progress=False)
+    result = build_index(
+        str(tmp_path / "shards"), str(index), small_model, batch_size=4, commit_every=8, progress=False
+    )
     assert result.added == 37 - 16 and result.products == 37
     store = FaissStore.open(index)
     assert store.stats()["vectors"] == store.meta.count() == 37
@@ -53,7 +63,9 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     assert ranked.hits[0].score == pytest.approx(1.0, abs=1e-4)
     women = engine.text("a dress", k=12, filters={"gender": ["Women"]})
     assert len(women) == 6 and all(h.metadata["gender"] == "Women" for h in women)
-    with pytest.raises(ValueError, match="no product has gender='Nobody'"):  # refused as HTTP refuses it (tests/ranking/test_filters.py)
+    with pytest.raises(
+        ValueError, match="no product has gender='Nobody'"
+    ):  # refused as HTTP refuses it (tests/ranking/test_filters.py)
         engine.text("a dress", k=5, filters={"gender": ["Nobody"]})
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(Exception, match="bad.jpg: file is not an image"):
@@ -61,7 +73,23 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     engine.close()
     with pytest.raises(IndexMismatchError, match="cannot be queried"):
         SearchEngine(str(tmp_path / "idx"), model="vitrine:kagl-small")
-    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--filter", "gender=Men", "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--text",
+                "red t-shirt",
+                "-k",
+                "2",
+                "--filter",
+                "gender=Men",
+                "--json",
+            ]
+        )
+        == 0
+    )
     results = json.loads(capsys.readouterr().out)["results"]
     assert [r["rank"] for r in results] == [1, 2] and all(r["attributes"]["gender"] == "Men" for r in results)
     assert main(["search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "bad.jpg")]) == 2
@@ -70,7 +98,24 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "jeans", "--mode", "lexical", "--json"]) == 0
     lexical = json.loads(capsys.readouterr().out)["results"]
     assert lexical and all(r["attributes"]["articleType"] == "Jeans" for r in lexical)
-    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--offset", "2", "--no-soft-filters", "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--text",
+                "red t-shirt",
+                "-k",
+                "2",
+                "--offset",
+                "2",
+                "--no-soft-filters",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert [r["rank"] for r in json.loads(capsys.readouterr().out)["results"]] == [3, 4]
 
 
@@ -82,7 +127,15 @@ def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):
         with pytest.raises(ValueError, match="memory size"):
             _parse_bytes(bad)
     write_folder(tmp_path / "cat", make_rows(6))
-    common = ["--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model", "vitrine:small", "--no-progress"]
+    common = [
+        "--data",
+        str(tmp_path / "cat"),
+        "--index",
+        str(tmp_path / "idx"),
+        "--model",
+        "vitrine:small",
+        "--no-progress",
+    ]
     assert main(["index", "build", *common, "--exact-max", "5000", "--memory-budget", "1G"]) == 0
     assert main(["index", "add", *common]) == 0  # options not given keep their saved values
     assert main(["index", "stats", "--index", str(tmp_path / "idx"), "--json"]) == 0
@@ -97,6 +150,9 @@ def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):
 
 
 def test_parse_filters():
-    assert parse_filters(["gender=Women", "articleType=Dresses", "gender=Girls"]) == {"gender": ["Women", "Girls"], "articleType": ["Dresses"]}
+    assert parse_filters(["gender=Women", "articleType=Dresses", "gender=Girls"]) == {
+        "gender": ["Women", "Girls"],
+        "articleType": ["Dresses"],
+    }
     with pytest.raises(ValueError, match="field=value"):
         parse_filters(["gender"])

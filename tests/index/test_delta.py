@@ -3,6 +3,7 @@ once the delta passes its bound) fold it in.
 
 Every search, filter and read must see base + delta minus tombstones, exactly as if the base had been rewritten.
 """
+
 import sqlite3
 import threading
 
@@ -57,8 +58,13 @@ def files(directory):
 
 
 def filled(tmp_path, kind, n=2000, **options):
-    defaults = {"exact_max": {"flat": 100_000, "hnsw": 200, "ivfpq": 200}[kind], "approximate": "ivfpq" if kind == "ivfpq" else "auto",
-                "exact_subset_max": 300, "hnsw_ef_search": 128, "ivf_nprobe": 64}
+    defaults = {
+        "exact_max": {"flat": 100_000, "hnsw": 200, "ivfpq": 200}[kind],
+        "approximate": "ivfpq" if kind == "ivfpq" else "auto",
+        "exact_subset_max": 300,
+        "hnsw_ef_search": 128,
+        "ivf_nprobe": 64,
+    }
     opts = IndexOptions(**{**defaults, **APPEND, **options})
     store = FaissStore(tmp_path / "idx", model="m", dim=DIM, options=opts)
     ledger = Ledger(store)
@@ -81,7 +87,12 @@ def test_a_small_write_appends_its_own_bytes_and_leaves_the_base_file_alone(tmp_
     assert base.stat().st_mtime_ns == before.st_mtime_ns and base.stat().st_size == before.st_size
     assert log.stat().st_size == 20 + 10 * 8 + 10 * DIM * 4  # header, keys, vectors: nothing else
     stats = store.stats()
-    assert (stats["generation"], stats["base_generation"], stats["delta_vectors"], stats["delta_bytes"]) == (generation + 1, generation, 10, log.stat().st_size)
+    assert (stats["generation"], stats["base_generation"], stats["delta_vectors"], stats["delta_bytes"]) == (
+        generation + 1,
+        generation,
+        10,
+        log.stat().st_size,
+    )
     assert stats["vectors"] == stats["products"] == 2010
     for i, hits in enumerate(store.search(new, k=1)):
         assert hits[0].id == f"n{i}" and hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -141,20 +152,30 @@ def test_searches_filters_and_reads_see_base_plus_delta_minus_tombstones(tmp_pat
     # Reads: reconstruct (lexical's cosine) gives each product's current vector, base or delta.
     query = moved[0]
     for hit in store.lexical(["colour0", "colour1"], k=200, vector=query):
-        assert hit.similarity == pytest.approx(float(ledger.items[hit.id][0] @ query), abs=0.15 if kind == "ivfpq" else 1e-5)
+        assert hit.similarity == pytest.approx(
+            float(ledger.items[hit.id][0] @ query), abs=0.15 if kind == "ivfpq" else 1e-5
+        )
 
     # Reopened: the same state from the base file plus the log.
     store.close()
     again = FaissStore.open(tmp_path / "idx")
-    assert again.stats()["delta_vectors"] == 60 + 20 + 2 - 4 and again.stats()["vectors"] == len(ledger.items)  # n1-n4 replaced or deleted
-    assert [[h.id for h in row] for row in again.search(queries, k=10, filters={"tag": "rare"})] == [[h.id for h in row] for row in rare]
+    assert again.stats()["delta_vectors"] == 60 + 20 + 2 - 4 and again.stats()["vectors"] == len(
+        ledger.items
+    )  # n1-n4 replaced or deleted
+    assert [[h.id for h in row] for row in again.search(queries, k=10, filters={"tag": "rare"})] == [
+        [h.id for h in row] for row in rare
+    ]
     assert [[h.id for h in row] for row in again.search(queries, k=10)] == [[h.id for h in row] for row in hits]
 
     # Merged: one base file again, same answers for exact kinds, the dead gone where the kind can drop them.
     assert again.merge()
     assert files(tmp_path / "idx") == [f"vectors-{again.generation:08d}.faiss"]
-    assert again.stats()["delta_vectors"] == 0 and again.stats()["vectors"] == again.stats()["products"] == len(ledger.items)
-    assert again.stats()["dead_vectors"] == (22 if kind == "hnsw" else 0)  # HNSW keeps 20 replaced + 2 deleted base vectors dead
+    assert again.stats()["delta_vectors"] == 0 and again.stats()["vectors"] == again.stats()["products"] == len(
+        ledger.items
+    )
+    assert again.stats()["dead_vectors"] == (
+        22 if kind == "hnsw" else 0
+    )  # HNSW keeps 20 replaced + 2 deleted base vectors dead
     merged = again.search(queries, k=10)
     if kind == "flat":
         assert [[h.id for h in row] for row in merged] == truth
@@ -170,7 +191,9 @@ def test_the_delta_merges_past_its_bound_and_on_demand(tmp_path):
     for batch in range(4):  # 4 x 10 rows: appended
         ledger.upsert([f"a{batch}-{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)])
     assert store.stats()["base_generation"] == first and store.stats()["delta_rows"] == 40
-    ledger.upsert([f"b{i}" for i in range(11)], unit(rng, 11), [meta(i) for i in range(11)])  # 51 > 50: merged in the background
+    ledger.upsert(
+        [f"b{i}" for i in range(11)], unit(rng, 11), [meta(i) for i in range(11)]
+    )  # 51 > 50: merged in the background
     assert store.wait_for_merge()
     assert store.stats()["base_generation"] == store.generation == first + 6 and store.stats()["delta_rows"] == 0
     assert files(tmp_path / "idx") == [f"vectors-{store.generation:08d}.faiss"]
@@ -188,7 +211,9 @@ def test_the_delta_merges_past_its_bound_and_on_demand(tmp_path):
     store = FaissStore(tmp_path / "idx", model="m", dim=DIM, options={"delta_max_vectors": 0})
     for i in range(3):
         store.upsert([f"c{i}"], unit(rng, 1), [meta(i)])
-        assert store.stats()["base_generation"] == store.generation and files(tmp_path / "idx") == [f"vectors-{store.generation:08d}.faiss"]
+        assert store.stats()["base_generation"] == store.generation and files(tmp_path / "idx") == [
+            f"vectors-{store.generation:08d}.faiss"
+        ]
     store.close()
 
 
@@ -216,12 +241,16 @@ def hit_ids(store, queries, k=10):
 
 
 def recall(store, ledger, queries, k=10):
-    return np.mean([len(set(got) & set(want)) / k for got, want in zip(hit_ids(store, queries, k), ledger.truth(queries, k))])
+    return np.mean(
+        [len(set(got) & set(want)) / k for got, want in zip(hit_ids(store, queries, k), ledger.truth(queries, k))]
+    )
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_a_commit_past_the_bound_appends_and_a_background_merge_moves_the_base(tmp_path, pause, kind):
-    store, ledger, _ = filled(tmp_path / "background", kind, n=1000, delta_max_fraction=0.05)  # 50 rows of delta at most
+    store, ledger, _ = filled(
+        tmp_path / "background", kind, n=1000, delta_max_fraction=0.05
+    )  # 50 rows of delta at most
     inline, _, _ = filled(tmp_path / "inline", kind, n=1000, delta_max_vectors=0)  # the same writes, each merged inline
     directory, first = tmp_path / "background" / "idx", store.generation
     reader = FaissStore.open(directory)  # another worker's handle
@@ -235,7 +264,9 @@ def test_a_commit_past_the_bound_appends_and_a_background_merge_moves_the_base(t
             target.upsert(ids, vectors, [meta(i) for i in range(len(ids))])
     assert reached.wait(60)  # the commit past the bound has returned; its merge is under way, held here
     assert store.get_state("base") == str(first) and store.get_state("generation") == str(first + 6)
-    assert files(directory) == sorted([base.name, f"delta-{first:08d}.log"])  # no new base file: the merge's is a temp file
+    assert files(directory) == sorted(
+        [base.name, f"delta-{first:08d}.log"]
+    )  # no new base file: the merge's is a temp file
     assert base.stat().st_mtime_ns == before.st_mtime_ns and store.stats()["delta_rows"] == 70
     queries = np.concatenate([batches[0][1], batches[-1][1], unit(rng, 20)])
     during = hit_ids(store, queries)  # searches during the merge read base + delta
@@ -246,13 +277,17 @@ def test_a_commit_past_the_bound_appends_and_a_background_merge_moves_the_base(t
     assert files(directory) == [f"vectors-{first + 7:08d}.faiss"]  # no tail: nothing was committed during the merge
     assert store.stats()["vectors"] == store.stats()["products"] == inline.stats()["vectors"] == 1050
     assert store.stats()["dead_vectors"] == inline.stats()["dead_vectors"] == (10 if kind == "hnsw" else 0)
-    for product, hits in zip(sorted(ledger.items), store.search(np.stack([ledger.items[i][0] for i in sorted(ledger.items)]), k=1)):
+    for product, hits in zip(
+        sorted(ledger.items), store.search(np.stack([ledger.items[i][0] for i in sorted(ledger.items)]), k=1)
+    ):
         assert hits[0].id == product and hits[0].score == pytest.approx(1.0, abs=1e-5)
     if kind == "flat":  # exact: the same answers as the store that merged inline, as before the merge
         assert hit_ids(store, queries) == hit_ids(inline, queries) == during == ledger.truth(queries, 10)
     else:
         assert min(recall(store, ledger, queries), recall(inline, ledger, queries)) >= 0.9
-    assert reader.refresh() and reader.base_generation == first + 7 and hit_ids(reader, queries) == hit_ids(store, queries)
+    assert (
+        reader.refresh() and reader.base_generation == first + 7 and hit_ids(reader, queries) == hit_ids(store, queries)
+    )
     for handle in (reader, store, inline):
         handle.close()
 
@@ -261,7 +296,9 @@ def test_writes_committed_during_a_background_merge_survive_it(tmp_path, pause):
     store, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)
     first = store.generation
     built, copied = pause("index.merge_built"), pause("index.merge_tail_copied")
-    ledger.upsert([f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)])  # 60 > 50: a background merge
+    ledger.upsert(
+        [f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)]
+    )  # 60 > 50: a background merge
     assert built[0].wait(60)
     # while it builds: new products, a base product and a delta product replaced, one of each deleted
     ledger.upsert(["b0", "b1", "p1", "a1"], unit(rng, 4), [meta(i) for i in range(4)])
@@ -274,7 +311,9 @@ def test_writes_committed_during_a_background_merge_survive_it(tmp_path, pause):
     copied[1].set()
     assert store.wait_for_merge()
     assert store.base_generation == store.generation == first + 6
-    assert store.stats()["delta_rows"] == (4 + 2) + 2 + (3 + 2) + 1  # the records committed during the merge: the new log
+    assert (
+        store.stats()["delta_rows"] == (4 + 2) + 2 + (3 + 2) + 1
+    )  # the records committed during the merge: the new log
     assert files(tmp_path / "idx") == [f"delta-{first + 6:08d}.log", f"vectors-{first + 6:08d}.faiss"]
     assert not [p.name for p in (tmp_path / "idx").iterdir() if p.name.startswith("merge-")]
     queries = unit(rng, 30)
@@ -285,7 +324,11 @@ def test_writes_committed_during_a_background_merge_survive_it(tmp_path, pause):
     reopened = FaissStore.open(tmp_path / "idx")
     assert hit_ids(reopened, queries) == ledger.truth(queries, 10) and reopened.stats()["delta_rows"] == 14
     ledger.upsert(["d0"], unit(rng, 1), [meta(0)])  # and the new log takes the next append
-    assert store.stats()["delta_rows"] == 15 and reopened.refresh() and hit_ids(reopened, queries) == ledger.truth(queries, 10)
+    assert (
+        store.stats()["delta_rows"] == 15
+        and reopened.refresh()
+        and hit_ids(reopened, queries) == ledger.truth(queries, 10)
+    )
     reopened.close()
     store.close()
 
@@ -298,18 +341,24 @@ def test_past_the_hard_bound_a_commit_merges_inline_and_the_background_merge_giv
     assert reached.wait(60)
     ledger.upsert([f"b{i}" for i in range(100)], unit(rng, 100), [meta(i) for i in range(100)])  # 160 rows: appended
     assert store.base_generation == first and store.stats()["delta_rows"] == 160
-    ledger.upsert([f"c{i}" for i in range(50)], unit(rng, 50), [meta(i) for i in range(50)])  # 210 > 200: merged in the commit
+    ledger.upsert(
+        [f"c{i}" for i in range(50)], unit(rng, 50), [meta(i) for i in range(50)]
+    )  # 210 > 200: merged in the commit
     assert store.base_generation == store.generation == first + 3 and store.stats()["delta_rows"] == 0
     go.set()
     assert not store.wait_for_merge()  # another merge committed first: it gave up, and removed its files
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir() if not p.name.startswith("index.sqlite")) == \
-        ["vectors-%08d.faiss" % (first + 3), "write.lock"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir() if not p.name.startswith("index.sqlite")) == [
+        "vectors-%08d.faiss" % (first + 3),
+        "write.lock",
+    ]
     queries = unit(rng, 20)
     assert store.generation == first + 3 and hit_ids(store, queries) == ledger.truth(queries, 10)
     store.close()
 
 
-def test_a_failed_background_merge_keeps_the_delta_and_leaves_the_next_merge_to_the_hard_bound(tmp_path, monkeypatch, caplog):
+def test_a_failed_background_merge_keeps_the_delta_and_leaves_the_next_merge_to_the_hard_bound(
+    tmp_path, monkeypatch, caplog
+):
     store, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)
     first = store.generation
     failpoints.reset()
@@ -321,7 +370,9 @@ def test_a_failed_background_merge_keeps_the_delta_and_leaves_the_next_merge_to_
     assert "background merge of" in caplog.text
     assert files(tmp_path / "idx") == [f"delta-{first:08d}.log", f"vectors-{first:08d}.faiss"]
     assert not [p.name for p in (tmp_path / "idx").iterdir() if p.name.startswith("merge-")]
-    ledger.upsert([f"b{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)])  # past the bound: not retried
+    ledger.upsert(
+        [f"b{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)]
+    )  # past the bound: not retried
     assert not store.wait_for_merge() and store.base_generation == first and store.stats()["delta_rows"] == 70
     queries = unit(rng, 20)
     assert hit_ids(store, queries) == ledger.truth(queries, 10)
@@ -332,7 +383,9 @@ def test_a_failed_background_merge_keeps_the_delta_and_leaves_the_next_merge_to_
 
 def test_one_background_merge_per_base_across_handles(tmp_path, pause):
     writer, ledger, rng = filled(tmp_path, "flat", n=1000, delta_max_fraction=0.05)
-    other = FaissStore.open(tmp_path / "idx")  # another worker: `state.merging` names this process, alive, merging this base
+    other = FaissStore.open(
+        tmp_path / "idx"
+    )  # another worker: `state.merging` names this process, alive, merging this base
     reached, go = pause("index.merge_built")
     ledger.upsert([f"a{i}" for i in range(60)], unit(rng, 60), [meta(i) for i in range(60)])
     assert reached.wait(60)
@@ -359,7 +412,9 @@ def test_a_conversion_or_a_compaction_the_catalog_calls_for_happens_in_a_merge(t
     store, ledger, rng = filled(tmp_path, "flat", n=500, exact_max=520)
     ledger.upsert([f"n{i}" for i in range(10)], unit(rng, 10), [meta(i) for i in range(10)])
     assert store.stats()["index_kind"] == "flat" and store.stats()["delta_rows"] == 10  # 510 <= exact_max: appended
-    ledger.upsert([f"m{i}" for i in range(20)], unit(rng, 20), [meta(i) for i in range(20)])  # 530 > 520: HNSW, in the background
+    ledger.upsert(
+        [f"m{i}" for i in range(20)], unit(rng, 20), [meta(i) for i in range(20)]
+    )  # 530 > 520: HNSW, in the background
     assert store.wait_for_merge() and store.stats()["index_kind"] == "hnsw" and store.stats()["delta_rows"] == 0
     # Deleting over compact_dead_fraction (a quarter) of the graph rebuilds it without the dead, in the merge it starts.
     ledger.delete([f"p{i}" for i in range(140)])

@@ -4,6 +4,7 @@ one SIGKILLed inside a background merge loses none of the commits made before or
 The writer is a real subprocess killed at a failpoint (`vitrine.failpoints`); a reader handle opened before it, in
 this process, refreshes across the kill, as another `vitrine serve` worker would; then the index is reopened.
 """
+
 import os
 import signal
 import subprocess
@@ -41,7 +42,9 @@ def meta(name):
 
 
 def files(directory):
-    return sorted(p.name for p in directory.iterdir() if p.name != "index.sqlite" and not p.name.startswith("index.sqlite-"))
+    return sorted(
+        p.name for p in directory.iterdir() if p.name != "index.sqlite" and not p.name.startswith("index.sqlite-")
+    )
 
 
 def check(store, expected, gone):
@@ -58,14 +61,17 @@ def check(store, expected, gone):
         assert all(h.id != product or h.score < 0.9999 for h in store.search(vector[None], k=3)[0])
 
 
-@pytest.mark.parametrize("op, point, survivor", [
-    ("append", "index.delta_partial", "old"),  # half a record written, nothing synced
-    ("append", "index.delta_written", "old"),  # record synced, SQLite not committed
-    ("append", "index.committed", "new"),
-    ("merge", "index.base_synced", "old"),  # new base complete under its temp name
-    ("merge", "index.vectors_written", "old"),  # new base renamed into place, SQLite not committed
-    ("merge", "index.merged", "new"),  # committed, old base and log not yet removed
-])
+@pytest.mark.parametrize(
+    "op, point, survivor",
+    [
+        ("append", "index.delta_partial", "old"),  # half a record written, nothing synced
+        ("append", "index.delta_written", "old"),  # record synced, SQLite not committed
+        ("append", "index.committed", "new"),
+        ("merge", "index.base_synced", "old"),  # new base complete under its temp name
+        ("merge", "index.vectors_written", "old"),  # new base renamed into place, SQLite not committed
+        ("merge", "index.merged", "new"),  # committed, old base and log not yet removed
+    ],
+)
 def test_a_writer_killed_mid_append_or_mid_merge_leaves_one_whole_commit(tmp_path, op, point, survivor):
     rng = np.random.default_rng(7)
     options = IndexOptions(exact_max=200, hnsw_ef_search=128, delta_min_base=0, delta_max_fraction=0.5)
@@ -88,9 +94,18 @@ def test_a_writer_killed_mid_append_or_mid_merge_leaves_one_whole_commit(tmp_pat
     reader = FaissStore.open(tmp_path / "idx")  # another process's handle, open across the kill
     check(reader, expected, gone)
     new = unit(rng, 5)
-    batch = ([f"n{i}" for i in range(4)] + ["d0"], new.tolist(), [meta(f"n{i}") for i in range(5)])  # d0: a delta product replaced
-    killed = subprocess.run([sys.executable, "-c", WRITE, str(tmp_path / "idx"), op, repr(batch)], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"})
+    batch = (
+        [f"n{i}" for i in range(4)] + ["d0"],
+        new.tolist(),
+        [meta(f"n{i}") for i in range(5)],
+    )  # d0: a delta product replaced
+    killed = subprocess.run(
+        [sys.executable, "-c", WRITE, str(tmp_path / "idx"), op, repr(batch)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr[-2000:]
 
     after = dict(expected)
@@ -107,7 +122,9 @@ def test_a_writer_killed_mid_append_or_mid_merge_leaves_one_whole_commit(tmp_pat
     assert reopened.base_generation == (committed + 1 if merged else committed - 3)
     log = tmp_path / "idx" / f"delta-{reopened.base_generation:08d}.log"
     # nothing half-written is left: one base file, the log only up to its committed length, no temp files
-    assert files(tmp_path / "idx") == sorted([f"vectors-{reopened.base_generation:08d}.faiss"] + ([] if merged else [log.name]))
+    assert files(tmp_path / "idx") == sorted(
+        [f"vectors-{reopened.base_generation:08d}.faiss"] + ([] if merged else [log.name])
+    )
     if not merged:
         assert log.stat().st_size == reopened.delta_bytes
     # and the index takes the next write from here, seen by the old reader too
@@ -145,15 +162,23 @@ print("finished")
 """
 
 
-@pytest.mark.parametrize("point, merged", [
-    ("index.merge_built", False),  # the new base complete under its temp name, nothing renamed or committed
-    ("index.merge_tail_copied", False),  # and the records committed during the merge copied to the new log's temp file
-    ("index.merge_renamed", False),  # both renamed into place under the write lock, SQLite not committed
-    ("index.merge_committed", True),  # committed; the old base and log not yet removed
-])
+@pytest.mark.parametrize(
+    "point, merged",
+    [
+        ("index.merge_built", False),  # the new base complete under its temp name, nothing renamed or committed
+        (
+            "index.merge_tail_copied",
+            False,
+        ),  # and the records committed during the merge copied to the new log's temp file
+        ("index.merge_renamed", False),  # both renamed into place under the write lock, SQLite not committed
+        ("index.merge_committed", True),  # committed; the old base and log not yet removed
+    ],
+)
 def test_a_writer_killed_mid_background_merge_keeps_every_commit(tmp_path, point, merged):
     rng = np.random.default_rng(11)
-    options = IndexOptions(exact_max=200, hnsw_ef_search=128, delta_min_base=0, delta_max_fraction=0.02)  # 30 rows of delta at most
+    options = IndexOptions(
+        exact_max=200, hnsw_ef_search=128, delta_min_base=0, delta_max_fraction=0.02
+    )  # 30 rows of delta at most
     store = FaissStore(tmp_path / "idx", model="m", dim=DIM, options=options)
     base = unit(rng, 1500)
     expected = {f"p{i}": v for i, v in enumerate(base)}
@@ -166,11 +191,22 @@ def test_a_writer_killed_mid_background_merge_keeps_every_commit(tmp_path, point
 
     reader = FaissStore.open(tmp_path / "idx")  # another process's handle, open across the kill
     crossing, during = unit(rng, 15), unit(rng, 3)
-    ops = [([f"c{i}" for i in range(15)], crossing.tolist(), [meta(f"c{i}") for i in range(15)]),  # 35 rows > 30: merge
-           (["n0", "p5", "d0"], during.tolist(), [meta(i) for i in ("n0", "p5", "d0")]),  # during it: a new product, two replaced
-           (["p6", "d1"],)]  # and two deleted, one of each layer
-    killed = subprocess.run([sys.executable, "-c", MERGE, str(tmp_path / "idx"), repr(ops)], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"})
+    ops = [
+        ([f"c{i}" for i in range(15)], crossing.tolist(), [meta(f"c{i}") for i in range(15)]),  # 35 rows > 30: merge
+        (
+            ["n0", "p5", "d0"],
+            during.tolist(),
+            [meta(i) for i in ("n0", "p5", "d0")],
+        ),  # during it: a new product, two replaced
+        (["p6", "d1"],),
+    ]  # and two deleted, one of each layer
+    killed = subprocess.run(
+        [sys.executable, "-c", MERGE, str(tmp_path / "idx"), repr(ops)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr[-2000:]
 
     gone = {name: expected[name] for name in ("p5", "d0", "p6", "d1")}
@@ -182,10 +218,15 @@ def test_a_writer_killed_mid_background_merge_keeps_every_commit(tmp_path, point
     reopened = FaissStore.open(tmp_path / "idx")
     check(reopened, after, gone)
     new_base = first + 4 if merged else old_base
-    assert reopened.base_generation == new_base and reopened.stats()["delta_rows"] == (5 + 2 if merged else 20 + 15 + 5 + 2)
+    assert reopened.base_generation == new_base and reopened.stats()["delta_rows"] == (
+        5 + 2 if merged else 20 + 15 + 5 + 2
+    )
     # nothing half-done is left: the committed base and its log, no temp files
     log = tmp_path / "idx" / f"delta-{new_base:08d}.log"
-    assert [name for name in files(tmp_path / "idx") if name != "write.lock"] == [log.name, f"vectors-{new_base:08d}.faiss"]
+    assert [name for name in files(tmp_path / "idx") if name != "write.lock"] == [
+        log.name,
+        f"vectors-{new_base:08d}.faiss",
+    ]
     assert log.stat().st_size == reopened.delta_bytes
     # the next commit past the bound merges again (the process merging that base is gone); after a merge it appends
     reopened.upsert(["after"], -crossing[:1], [meta("after")])

@@ -1,6 +1,7 @@
 """A full disk (ENOSPC, injected at exact write points by `VITRINE_FAILPOINTS=name:n:enospc`): an index build, an
 upsert and a snapshot are refused cleanly, and nothing is lost: the previous commit stays searchable, the index
 reopens, and the same write succeeds once there is space again."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from tests.conftest import jpeg_bytes, make_rows, write_folder
+
 from vitrine import failpoints
 from vitrine.cli import main
 from vitrine.index.stores import open_store
@@ -33,7 +34,9 @@ def served(tmp_path_factory):
     rows = make_rows(12)
     write_folder(root / "first", rows[:6])
     write_folder(root / "more", rows)
-    prepare_index(str(root / "first"), ServeSettings(index=str(root / "index"), **SETTINGS), "vitrine:small", progress=False)
+    prepare_index(
+        str(root / "first"), ServeSettings(index=str(root / "index"), **SETTINGS), "vitrine:small", progress=False
+    )
     return root
 
 
@@ -76,7 +79,9 @@ def products(index: Path) -> dict:
 
 # ---- index build / add -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("point", [VECTORS, "images.write:3"], ids=["vector-file", "images"])
-def test_a_build_that_fills_the_disk_fails_clearly_and_keeps_the_previous_commit(index, served, disk_full, capsys, point):
+def test_a_build_that_fills_the_disk_fails_clearly_and_keeps_the_previous_commit(
+    index, served, disk_full, capsys, point
+):
     """The vector file's write (FaissStore's own failpoint) and, for `serve --catalog`, the images written beside it."""
     from vitrine.disk import DiskFullError
     from vitrine.serve.prepare import prepare_index
@@ -84,17 +89,48 @@ def test_a_build_that_fills_the_disk_fails_clearly_and_keeps_the_previous_commit
     before = products(index)
     disk_full(point)
     if point.startswith("index."):
-        code = main(["index", "add", "--data", str(served / "more"), "--index", str(index), "--model", "vitrine:small",
-                     "--runtime", "torch", "--no-progress"])
+        code = main(
+            [
+                "index",
+                "add",
+                "--data",
+                str(served / "more"),
+                "--index",
+                str(index),
+                "--model",
+                "vitrine:small",
+                "--runtime",
+                "torch",
+                "--no-progress",
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 1 and f"error: {FULL} {index}: {INTACT}" in err and "Traceback" not in err, err
     else:
         with pytest.raises(DiskFullError, match=f"{FULL} .*images/[0-9a-f]{{40}}.jpg: {INTACT}"):
-            prepare_index(str(served / "more"), ServeSettings(index=str(index), **SETTINGS), "vitrine:small", progress=False)
+            prepare_index(
+                str(served / "more"), ServeSettings(index=str(index), **SETTINGS), "vitrine:small", progress=False
+            )
     assert products(index) == before and before["count"] == 6 and no_temp_files(index) == []
     disk_full(None)  # space again: the same command goes on from the last commit
-    assert main(["index", "add", "--data", str(served / "more"), "--index", str(index), "--model", "vitrine:small",
-                 "--runtime", "torch", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "add",
+                "--data",
+                str(served / "more"),
+                "--index",
+                str(index),
+                "--model",
+                "vitrine:small",
+                "--runtime",
+                "torch",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert products(index)["count"] == 12
 
 
@@ -113,8 +149,12 @@ def client(index):
 
 
 def upsert(client, product_id: str, title: str):
-    return client.post("/products", data={"id": product_id, "title": title}, files={"image": ("p.jpg", jpeg_bytes((9, 99, 199)), "image/jpeg")},
-                       headers=AUTH)
+    return client.post(
+        "/products",
+        data={"id": product_id, "title": title},
+        files={"image": ("p.jpg", jpeg_bytes((9, 99, 199)), "image/jpeg")},
+        headers=AUTH,
+    )
 
 
 @pytest.mark.parametrize("point", [VECTORS, "images.write:1"], ids=["vector-file", "image-staging"])
@@ -123,12 +163,20 @@ def test_an_upsert_or_delete_on_a_full_disk_answers_507_and_changes_nothing(clie
     disk_full(point)
     for answer in (upsert(client, "1001", "replaced"), upsert(client, "new-1", "added")):
         assert answer.status_code == 507, answer.text
-        assert answer.json() == {"error": {"status": 507, "message": "insufficient storage: the server's disk is full; the write was not "
-                                                                     "made and the catalog is as before"}}
+        assert answer.json() == {
+            "error": {
+                "status": 507,
+                "message": "insufficient storage: the server's disk is full; the write was not "
+                "made and the catalog is as before",
+            }
+        }
         assert str(index) not in answer.text  # server paths stay in the server's log
     if point.startswith("index."):  # a delete writes a vector file too
         assert client.delete("/products/1002", headers=AUTH).status_code == 507
-    assert client.get("/products/1001").json()["title"] == old_title and client.get("/products/1001/image").content == old_image
+    assert (
+        client.get("/products/1001").json()["title"] == old_title
+        and client.get("/products/1001/image").content == old_image
+    )
     assert client.get("/products/new-1").status_code == 404 and client.get("/products/1002").status_code == 200
     found = client.post("/search", json={"text": "brand", "k": 50})
     assert found.status_code == 200 and len(found.json()["results"]) == 6
@@ -136,19 +184,27 @@ def test_an_upsert_or_delete_on_a_full_disk_answers_507_and_changes_nothing(clie
     disk_full(None)
     assert upsert(client, "1001", "replaced").status_code == 200 and upsert(client, "new-1", "added").status_code == 201
     assert client.delete("/products/1002", headers=AUTH).status_code == 204
-    assert client.get("/products/1001").json()["title"] == "replaced" and client.get("/products/new-1/image").status_code == 200
+    assert (
+        client.get("/products/1001").json()["title"] == "replaced"
+        and client.get("/products/new-1/image").status_code == 200
+    )
     assert products(index)["count"] == 6
 
 
 def test_507_is_in_the_error_contract_of_the_write_endpoints(client):
     paths = client.get("/openapi.json").json()["paths"]
-    assert "507" in paths["/products"]["post"]["responses"] and "507" in paths["/products/{product_id}"]["delete"]["responses"]
+    assert (
+        "507" in paths["/products"]["post"]["responses"]
+        and "507" in paths["/products/{product_id}"]["delete"]["responses"]
+    )
     assert "507" not in paths["/search"]["post"]["responses"]
 
 
 # ---- snapshots -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("point", ["snapshot.write:2", "snapshot.db_copied:1"])
-def test_a_snapshot_on_a_full_disk_fails_clearly_and_leaves_index_and_earlier_snapshot_intact(index, tmp_path, disk_full, capsys, point):
+def test_a_snapshot_on_a_full_disk_fails_clearly_and_leaves_index_and_earlier_snapshot_intact(
+    index, tmp_path, disk_full, capsys, point
+):
     out = tmp_path / "snap.tar"
     assert main(["index", "snapshot", "--index", str(index), "--out", str(out), "--no-progress"]) == 0
     earlier = out.read_bytes()
@@ -170,5 +226,7 @@ def test_a_snapshot_on_a_full_disk_fails_clearly_and_leaves_index_and_earlier_sn
         service.close()
     disk_full(None)
     assert main(["index", "snapshot", "--index", str(index), "--out", str(out), "--no-progress"]) == 0
-    assert main(["index", "restore", "--snapshot", str(out), "--index", str(tmp_path / "restored"), "--no-progress"]) == 0
+    assert (
+        main(["index", "restore", "--snapshot", str(out), "--index", str(tmp_path / "restored"), "--no-progress"]) == 0
+    )
     assert products(tmp_path / "restored")["count"] == 7

@@ -1,4 +1,5 @@
 """FAISS-specific: a failed commit leaves the previous generation (the shared contract is in test_store_conformance.py)."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,11 @@ def unit(rng, n, dim=8):
 
 
 def meta(i):
-    return {"title": f"item {i}", "gender": ["Men", "Women"][i % 2], "articleType": ["Shirts", "Jeans", "Watches"][i % 3]}
+    return {
+        "title": f"item {i}",
+        "gender": ["Men", "Women"][i % 2],
+        "articleType": ["Shirts", "Jeans", "Watches"][i % 3],
+    }
 
 
 @pytest.fixture
@@ -44,19 +49,21 @@ def test_a_failed_commit_leaves_the_previous_state(store, tmp_path, monkeypatch)
     assert sorted(p.name for p in (tmp_path / "idx").glob("vectors-*")) == [f"vectors-{reopened.generation:08d}.faiss"]
 
 
-
-
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_a_reader_behind_another_writers_commit_answers_from_its_own_generation(tmp_path, kind):
     """Two processes on one index (serve workers): one commits while the other has not refreshed yet. Its searches,
     filtered or not, still answer (no 500), from the vectors it holds, leaving out products the metadata no longer has."""
     rng = np.random.default_rng(1)
     vectors = unit(rng, 40)
-    writer = FaissStore(tmp_path / "idx", model="vitrine:test", dim=8, options={"exact_max": 10 if kind == "hnsw" else 100_000})
+    writer = FaissStore(
+        tmp_path / "idx", model="vitrine:test", dim=8, options={"exact_max": 10 if kind == "hnsw" else 100_000}
+    )
     writer.upsert([f"p{i}" for i in range(30)], vectors[:30], [meta(i) for i in range(30)])
     reader = FaissStore.open(tmp_path / "idx")
     assert reader.vectors.kind == kind
-    writer.upsert([f"new{i}" for i in range(30, 40)], vectors[30:], [meta(i) for i in range(30, 40)])  # keys the reader lacks
+    writer.upsert(
+        [f"new{i}" for i in range(30, 40)], vectors[30:], [meta(i) for i in range(30, 40)]
+    )  # keys the reader lacks
     writer.delete(["p0", "p3"])  # and products its vectors still hold
     writer.upsert(["p1"], vectors[39:40], [meta(1)])  # a replacement: a new key, the old one gone from the metadata
     for filters in ({"articleType": "Shirts"}, {"gender": ["Men", "Women"]}, None):
@@ -88,4 +95,6 @@ def test_a_reload_racing_a_commit_that_removes_its_file_reads_the_newer_generati
     monkeypatch.setattr(module.VectorIndex, "read", staticmethod(read_after_a_commit))
     assert reader.refresh()
     assert raced and not raced[0].exists() and reader.generation == s.generation
-    assert reader.stats()["vectors"] == 33 and {"late1", "late2", "first"} <= {h.id for h in reader.search(vectors[:3], k=40)[0]}
+    assert reader.stats()["vectors"] == 33 and {"late1", "late2", "first"} <= {
+        h.id for h in reader.search(vectors[:3], k=40)[0]
+    }

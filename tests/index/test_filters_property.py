@@ -1,18 +1,23 @@
 """Property tests for filter strings: `field=value` specs and the Milvus expressions made from them."""
+
 from __future__ import annotations
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from tests.strategies import bounded, odd_text
+
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.search import parse_filters
 
 specs = st.one_of(
     odd_text,
-    st.builds(lambda field, sep, value: f"{field}{sep}{value}", odd_text, st.sampled_from(["=", "==", " = ", "=="]), odd_text),
-    st.sampled_from(["gender=Women", "articleType=Dresses", "size (EU)=42", "and=x", "$meta=1", "a=b=c", "=x", "x=", " = "]),
+    st.builds(
+        lambda field, sep, value: f"{field}{sep}{value}", odd_text, st.sampled_from(["=", "==", " = ", "=="]), odd_text
+    ),
+    st.sampled_from(
+        ["gender=Women", "articleType=Dresses", "size (EU)=42", "and=x", "$meta=1", "a=b=c", "=x", "x=", " = "]
+    ),
 )
 
 
@@ -34,8 +39,10 @@ def test_any_filter_strings_parse_or_name_the_bad_one(given_specs):
 
 
 @bounded(300)
-@given(filters=st.dictionaries(odd_text, st.one_of(odd_text, st.lists(odd_text, max_size=3)), max_size=3),
-       declared=st.sets(st.sampled_from(["gender", "and", "size (EU)", "x", ""]), max_size=3))
+@given(
+    filters=st.dictionaries(odd_text, st.one_of(odd_text, st.lists(odd_text, max_size=3)), max_size=3),
+    declared=st.sets(st.sampled_from(["gender", "and", "size (EU)", "x", ""]), max_size=3),
+)
 def test_milvus_expressions_quote_every_field_and_value(filters, declared):
     try:
         expression = filter_expression(filters, declared | set(list(filters)[:1]))
@@ -54,7 +61,10 @@ def test_milvus_expressions_quote_every_field_and_value(filters, declared):
 
 
 def _expected(filters) -> list[tuple[str, list[str]]]:
-    return [(name, list(dict.fromkeys([values] if isinstance(values, str) else values))) for name, values in sorted(filters.items())]
+    return [
+        (name, list(dict.fromkeys([values] if isinstance(values, str) else values)))
+        for name, values in sorted(filters.items())
+    ]
 
 
 def parse_expression(text: str) -> list[tuple[str, list[str]]]:
@@ -134,5 +144,7 @@ def test_finding_milvus_expression_error_names_the_field():
     with pytest.raises(ValueError, match=r"filter '': filter values cannot contain NUL characters"):
         filter_expression({"": "\x00"}, declared={""})
     # was: an expression holding '\ud800', which pymilvus cannot send as UTF-8
-    with pytest.raises(ValueError, match=r"filter '': filter values must be Unicode text; this one holds a lone surrogate"):
+    with pytest.raises(
+        ValueError, match=r"filter '': filter values must be Unicode text; this one holds a lone surrogate"
+    ):
         filter_expression({"": "\ud800"}, declared={""})

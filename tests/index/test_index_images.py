@@ -1,11 +1,12 @@
 """`vitrine index images` stores the catalog images of an index built without them, so the service can show them."""
+
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
-
 from tests.conftest import make_rows, require_scale, write_folder
+
 from vitrine.cli import main
 from vitrine.index.build import build_index
 from vitrine.index.store import images_dir
@@ -27,7 +28,11 @@ def catalogs(tmp_path, small_model):
     rows = make_rows(8)
     write_folder(tmp_path / "first", rows[:6])
     build_index(str(tmp_path / "first"), str(tmp_path / "idx"), small_model, progress=False)
-    sources = {"1000": photo_bytes((1500, 1200), (200, 30, 30)), "1001": photo_bytes((60, 80), (30, 30, 200)), "1002": b"not an image"}
+    sources = {
+        "1000": photo_bytes((1500, 1200), (200, 30, 30)),
+        "1001": photo_bytes((60, 80), (30, 30, 200)),
+        "1002": b"not an image",
+    }
     write_folder(tmp_path / "cat", rows, images=sources)
     return tmp_path, sources
 
@@ -39,7 +44,10 @@ def test_backfilled_images_are_served_and_a_rerun_stores_nothing(catalogs, capsy
     from vitrine.serve.settings import ServeSettings
 
     root, sources = catalogs
-    index, args = str(root / "idx"), ["index", "images", "--data", str(root / "cat"), "--index", str(root / "idx"), "--no-progress"]
+    index, args = (
+        str(root / "idx"),
+        ["index", "images", "--data", str(root / "cat"), "--index", str(root / "idx"), "--no-progress"],
+    )
     assert not ImageStore(images_dir(index)).has("1001")  # index build keeps no images
     assert main(args) == 0
     err = capsys.readouterr().err
@@ -81,11 +89,17 @@ def test_a_missing_index_or_catalog_is_refused_and_nothing_is_created(catalogs, 
     assert main(["index", "images", "--data", str(root / "cat"), "--index", str(root / "none"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "no vitrine index in" in err and "vitrine index build" in err and not (root / "none").exists()
-    assert main(["index", "images", "--data", str(root / "nowhere"), "--index", str(root / "idx"), "--no-progress"]) == 2
+    assert (
+        main(["index", "images", "--data", str(root / "nowhere"), "--index", str(root / "idx"), "--no-progress"]) == 2
+    )
     assert "catalog not found" in capsys.readouterr().err
     lite = root / "none.db"
     assert main(["index", "images", "--data", str(root / "cat"), "--index", f"milvus:{lite}", "--no-progress"]) == 2
-    assert "no vitrine index in" in capsys.readouterr().err and not lite.exists() and not images_dir(f"milvus:{lite}").exists()
+    assert (
+        "no vitrine index in" in capsys.readouterr().err
+        and not lite.exists()
+        and not images_dir(f"milvus:{lite}").exists()
+    )
 
 
 def test_milvus_lite_index_gets_its_images_and_is_closed_after(tmp_path, small_model, capsys):

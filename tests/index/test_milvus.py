@@ -1,9 +1,9 @@
 """The Milvus backend end to end: index specs, index planning, the CLI and the service on Milvus Lite."""
+
 import json
 
 import numpy as np
 import pytest
-
 from tests.conftest import make_rows, require_scale, write_folder
 
 require_scale("pymilvus")
@@ -19,22 +19,37 @@ from vitrine.index.stores import open_store, store_exists  # noqa: E402
 def test_index_specs_pick_lite_or_server_and_read_the_token():
     lite = MilvusTarget.parse("milvus:./runs/catalog.db")
     assert lite.is_lite and lite.uri.endswith("/runs/catalog.db") and lite.collection == "vitrine_products"
-    server = MilvusTarget.parse("milvus:http://milvus.internal:19530#shop_a", environ={"VITRINE_MILVUS_TOKEN": "root:secret",
-                                                                                       "VITRINE_MILVUS_REPLICAS": "2"})
-    assert not server.is_lite and server.uri == "http://milvus.internal:19530" and server.collection == "shop_a" and server.replicas == 2
+    server = MilvusTarget.parse(
+        "milvus:http://milvus.internal:19530#shop_a",
+        environ={"VITRINE_MILVUS_TOKEN": "root:secret", "VITRINE_MILVUS_REPLICAS": "2"},
+    )
+    assert (
+        not server.is_lite
+        and server.uri == "http://milvus.internal:19530"
+        and server.collection == "shop_a"
+        and server.replicas == 2
+    )
     with pytest.raises(ValueError, match="REPLICAS"):
         MilvusTarget.parse("milvus:http://h:19530", environ={"VITRINE_MILVUS_REPLICAS": "two"})
     assert server.token == "root:secret" and str(server) == "milvus:http://milvus.internal:19530#shop_a"
     assert str(images_dir("milvus:/data/catalog.db")) == "/data/catalog-images"
-    for bad, message in (("milvus:", "Milvus Lite file"), ("milvus:./catalog", "ends in .db"), ("milvus:x.db#bad-name", "collection name")):
+    for bad, message in (
+        ("milvus:", "Milvus Lite file"),
+        ("milvus:./catalog", "ends in .db"),
+        ("milvus:x.db#bad-name", "collection name"),
+    ):
         with pytest.raises(ValueError, match=message):
             MilvusTarget.parse(bad)
 
 
 def test_filter_expressions_quote_values_and_unusual_field_names():
     assert quote('a"b\\c\n') == '"a\\"b\\\\c\\n"'
-    expression = filter_expression({"gender": ["Men", "Boys"], "size (EU)": "42", "and": "x"}, declared={"gender", "and"})
-    assert expression == '($meta["and"] == "x") and (gender == "Men" or gender == "Boys") and ($meta["size (EU)"] == "42")'
+    expression = filter_expression(
+        {"gender": ["Men", "Boys"], "size (EU)": "42", "and": "x"}, declared={"gender", "and"}
+    )
+    assert (
+        expression == '($meta["and"] == "x") and (gender == "Men" or gender == "Boys") and ($meta["size (EU)"] == "42")'
+    )
     assert filter_expression({"gender": []}, declared=set()) is None
 
 
@@ -44,12 +59,23 @@ def test_server_versions_and_which_errors_mean_the_server_is_unavailable():
 
     from vitrine.index.milvus_store import _address, server_version, unavailable_kind
 
-    assert server_version("v2.3.5-lite") == (2, 3, 5) and server_version("2.5.10") == (2, 5, 10) and server_version("master-abc") == ()
-    down = MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:19530, illegal connection params or server unavailable")
+    assert (
+        server_version("v2.3.5-lite") == (2, 3, 5)
+        and server_version("2.5.10") == (2, 5, 10)
+        and server_version("master-abc") == ()
+    )
+    down = MilvusException(
+        code=2, message="Fail connecting to server on 127.0.0.1:19530, illegal connection params or server unavailable"
+    )
     assert unavailable_kind(down) == "unreachable"
     assert unavailable_kind(MilvusException(message="[search] Retry timeout: 30s, message=...")) == "unreachable"
-    assert unavailable_kind(MilvusException(code=101, message="failed to search: collection not loaded[collection=1]")) == "loading"
-    assert unavailable_kind(MilvusException(code=1100, message="invalid parameter")) is None  # a bad request stays an error
+    assert (
+        unavailable_kind(MilvusException(code=101, message="failed to search: collection not loaded[collection=1]"))
+        == "loading"
+    )
+    assert (
+        unavailable_kind(MilvusException(code=1100, message="invalid parameter")) is None
+    )  # a bad request stays an error
     assert unavailable_kind(ValueError("no")) is None
 
     class Refused(grpc.RpcError):
@@ -74,7 +100,13 @@ def test_the_store_moves_to_the_planned_index_as_the_catalog_grows(tmp_path, app
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((10_000, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    store = open_store(f"milvus:{tmp_path}/grow.db", model="m", dim=8, create=True, options={"exact_max": 100, "approximate": approximate})
+    store = open_store(
+        f"milvus:{tmp_path}/grow.db",
+        model="m",
+        dim=8,
+        create=True,
+        options={"exact_max": 100, "approximate": approximate},
+    )
     try:
         store.upsert([f"p{i}" for i in range(50)], vectors[:50])
         assert store.stats()["index_kind"] == "flat"
@@ -104,7 +136,9 @@ def test_cli_builds_searches_and_deletes_on_milvus_lite(tmp_path, capsys):
     assert main(["index", "stats", "--index", index, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["products"] == 12 and stats["backend"] == "milvus-lite" and stats["model"] == "vitrine:small"
-    assert main(["search", "--index", index, "--text", "a dress", "-k", "12", "--filter", "gender=Women", "--json"]) == 0
+    assert (
+        main(["search", "--index", index, "--text", "a dress", "-k", "12", "--filter", "gender=Women", "--json"]) == 0
+    )
     results = json.loads(capsys.readouterr().out)["results"]
     assert len(results) == 6 and all(r["attributes"]["gender"] == "Women" for r in results)
     assert main(["index", "delete", "--index", index, results[0]["id"], "nope"]) == 0
@@ -121,7 +155,9 @@ def test_service_on_milvus_lite_searches_writes_and_refuses_two_workers(tmp_path
     from vitrine.serve.settings import ServeSettings
 
     write_folder(tmp_path / "cat", make_rows(12))
-    settings = ServeSettings(index=f"milvus:{tmp_path}/served.db", tag_model="vitrine:small", combiner="sum", write_token="test-write-token")
+    settings = ServeSettings(
+        index=f"milvus:{tmp_path}/served.db", tag_model="vitrine:small", combiner="sum", write_token="test-write-token"
+    )
     prepare_index(str(tmp_path / "cat"), settings, "vitrine:small", progress=False)
     assert len(list((tmp_path / "served-images").glob("*.jpg"))) == 12
     app = create_app(settings)
@@ -186,9 +222,15 @@ def test_cli_names_an_unreachable_milvus_server_in_one_line(capsys):
 def shop_catalog() -> tuple[list[str], np.ndarray, list[dict]]:
     """24 products whose titles name a brand, a colour and a type (ids, unit vectors, metadata)."""
     kinds = {"Running Shoes": "Sports Shoes", "T-shirt": "Tshirts", "Watch": "Watches", "Jeans": "Jeans"}
-    metas = [{"title": f"{brand} {gender} {colour} {kind}", "gender": gender, "articleType": article} for brand in ("Nike", "Puma", "Titan")
-             for kind, article in kinds.items() for colour, gender in (("Black", "Men"), ("Red", "Women"))]
-    metas[0].update({"usage": "Formal", "predicted_articleType": "Dresses"})  # a catalog value is searched, a predicted tag is not
+    metas = [
+        {"title": f"{brand} {gender} {colour} {kind}", "gender": gender, "articleType": article}
+        for brand in ("Nike", "Puma", "Titan")
+        for kind, article in kinds.items()
+        for colour, gender in (("Black", "Men"), ("Red", "Women"))
+    ]
+    metas[0].update(
+        {"usage": "Formal", "predicted_articleType": "Dresses"}
+    )  # a catalog value is searched, a predicted tag is not
     vectors = np.random.default_rng(4).standard_normal((len(metas), 8)).astype(np.float32)
     return [f"p{i}" for i in range(len(metas))], vectors / np.linalg.norm(vectors, axis=1, keepdims=True), metas
 
@@ -217,7 +259,10 @@ def test_lexical_on_milvus_lite_ranks_title_and_attribute_words_by_bm25(tmp_path
         by_vector = {h.id: h for h in store.search(query[None], k=30)[0]}
         assert len(scored) == 12 and len(by_vector) == 24  # the 8 Nike products and the 6 T-shirts
         for hit in scored:  # the cosine the vector search gives the same product, and the same metadata
-            assert hit.similarity == pytest.approx(by_vector[hit.id].score, abs=1e-5) and hit.metadata == by_vector[hit.id].metadata
+            assert (
+                hit.similarity == pytest.approx(by_vector[hit.id].score, abs=1e-5)
+                and hit.metadata == by_vector[hit.id].metadata
+            )
     finally:
         store.close()
 

@@ -1,5 +1,6 @@
 """`vitrine index snapshot|restore`: a copy of a live index taken while the service writes is exactly one commit, and
 comes back whole (rows, vectors, images) and servable; damaged snapshots and occupied targets are refused."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from tests.conftest import make_rows, write_folder
+
 from vitrine.cli import main
 from vitrine.data.images import decode_image
 from vitrine.index.snapshot import MANIFEST, read_manifest, restore_index, snapshot_index
@@ -31,7 +32,9 @@ def served(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("snapshot")
     write_folder(root / "catalog", make_rows(12))
-    prepare_index(str(root / "catalog"), ServeSettings(index=str(root / "index"), **SETTINGS), "vitrine:small", progress=False)
+    prepare_index(
+        str(root / "catalog"), ServeSettings(index=str(root / "index"), **SETTINGS), "vitrine:small", progress=False
+    )
     return root
 
 
@@ -49,8 +52,14 @@ class Writer(threading.Thread):
         super().__init__(name="writer", daemon=True)
         self.service, self.stop, self.writes, self.error = service, threading.Event(), 0, None
         rows = service.page(0, 1000, {})[1]
-        self.state = {row["id"]: (row, service.image_bytes(row["id"]), decode_image((catalog / "images" / f"{row['id']}.jpg").read_bytes()))
-                      for row in rows}
+        self.state = {
+            row["id"]: (
+                row,
+                service.image_bytes(row["id"]),
+                decode_image((catalog / "images" / f"{row['id']}.jpg").read_bytes()),
+            )
+            for row in rows
+        }
         self.history = {service.store.generation: dict(self.state)}
 
     def run(self) -> None:
@@ -66,7 +75,9 @@ class Writer(threading.Thread):
                 else:
                     product_id = rng.choice(present) if roll < 0.6 else f"new-{self.writes}"
                     image = Image.new("RGB", (48, 48), tuple(rng.randrange(256) for _ in range(3)))
-                    row, _ = self.service.upsert(product_id, f"write {self.writes}", {"gender": rng.choice(["Men", "Women"])}, image)
+                    row, _ = self.service.upsert(
+                        product_id, f"write {self.writes}", {"gender": rng.choice(["Men", "Women"])}, image
+                    )
                     self.state[product_id] = (row, self.service.image_bytes(product_id), image)
                 self.history[self.service.store.generation] = dict(self.state)
                 self.writes += 1
@@ -81,9 +92,9 @@ class Writer(threading.Thread):
 
 
 def test_a_snapshot_of_an_index_under_writes_restores_exactly_one_commit(index, served, tmp_path, monkeypatch):
-    import vitrine.index.snapshot as snapshot_module
     from fastapi.testclient import TestClient
 
+    import vitrine.index.snapshot as snapshot_module
     from vitrine.serve.app import create_app
     from vitrine.serve.service import SearchService
 
@@ -97,7 +108,9 @@ def test_a_snapshot_of_an_index_under_writes_restores_exactly_one_commit(index, 
             at = writer.writes
             time.sleep(0.5)
             held.append(writer.writes - at)
-        if name == "snapshot.copied":  # the copy is done and the writers free: the index moves on while the tar is written
+        if (
+            name == "snapshot.copied"
+        ):  # the copy is done and the writers free: the index moves on while the tar is written
             at = writer.writes
             writer.wait_for(at + 3)
             during.append(at)
@@ -119,17 +132,24 @@ def test_a_snapshot_of_an_index_under_writes_restores_exactly_one_commit(index, 
     assert max(writer.history) > generation  # the live index went on committing after the copy
     expected = writer.history[generation]
     assert manifest["products"] == result.products == len(expected) and manifest["model"] == "vitrine:small"
-    assert {"index.sqlite", *(f"images/{ImageStore(index / 'images').path(i).name}" for i in expected)} <= {f["path"] for f in manifest["files"]}
+    assert {"index.sqlite", *(f"images/{ImageStore(index / 'images').path(i).name}" for i in expected)} <= {
+        f["path"] for f in manifest["files"]
+    }
     assert not any(f["path"].endswith(("write.lock", ".tmp", "-wal", "-shm")) for f in manifest["files"])
 
     restored = tmp_path / "restored"
-    assert main(["index", "restore", "--snapshot", str(tmp_path / "live.tar"), "--index", str(restored), "--no-progress"]) == 0
+    assert (
+        main(["index", "restore", "--snapshot", str(tmp_path / "live.tar"), "--index", str(restored), "--no-progress"])
+        == 0
+    )
     store = open_store(str(restored))
     try:
         stats = store.stats()
         assert (stats["generation"], stats["products"], stats["vectors"]) == (generation, len(expected), len(expected))
         total, rows = store.page(0, 1000)
-        assert total == len(expected) and {row["id"]: row for row in rows} == {i: row for i, (row, _, _) in expected.items()}
+        assert total == len(expected) and {row["id"]: row for row in rows} == {
+            i: row for i, (row, _, _) in expected.items()
+        }
         images = ImageStore(restored / "images")
         from vitrine.models import create_model
 
@@ -137,9 +157,14 @@ def test_a_snapshot_of_an_index_under_writes_restores_exactly_one_commit(index, 
         for product_id, (_, stored, source) in sorted(expected.items()):
             assert images.path(product_id).read_bytes() == stored, product_id  # this commit's image, not a later one's
             vector = model.encode_image(model.preprocess([source])).detach().float().numpy()
-            [hits] = store.search(vector, k=len(expected))  # catalog products of one colour share an image: ties allowed
+            [hits] = store.search(
+                vector, k=len(expected)
+            )  # catalog products of one colour share an image: ties allowed
             scores = {hit.id: hit.score for hit in hits}
-            assert scores.get(product_id, -1) > 0.999 and scores[product_id] >= hits[0].score - 1e-5, (product_id, hits[:2])
+            assert scores.get(product_id, -1) > 0.999 and scores[product_id] >= hits[0].score - 1e-5, (
+                product_id,
+                hits[:2],
+            )
     finally:
         store.close()
 
@@ -158,7 +183,9 @@ def test_restore_checks_the_manifest_and_the_target(index, tmp_path, capsys):
     out = tmp_path / "snap.tar.gz"
     assert main(["index", "snapshot", "--index", str(index), "--out", str(out), "--no-progress"]) == 0
     assert "generation 1, 12 products" in capsys.readouterr().err
-    assert out.read_bytes()[:2] == b"\x1f\x8b" and not list(tmp_path.glob("*.tmp")) and not list(index.glob(".snapshot*"))
+    assert (
+        out.read_bytes()[:2] == b"\x1f\x8b" and not list(tmp_path.glob("*.tmp")) and not list(index.glob(".snapshot*"))
+    )
 
     # an occupied target is refused unless --force, and then replaced whole
     occupied = tmp_path / "occupied"
@@ -182,10 +209,14 @@ def test_restore_checks_the_manifest_and_the_target(index, tmp_path, capsys):
                 tar.addfile(member, io.BytesIO(data))
         return path
 
-    sqlite_first = lambda ms: [(m, (d[:-1] + bytes([d[-1] ^ 1])) if m.name == "index/index.sqlite" else d) for m, d in ms]
-    for path, message in ((rewrite("flipped", sqlite_first), "differ from the manifest"),
-                          (rewrite("missing", lambda ms: [x for x in ms if not x[0].name.startswith("index/vectors-")]), "files missing"),
-                          (rewrite("no-manifest", lambda ms: [x for x in ms if x[0].name != MANIFEST]), f"has no {MANIFEST}")):
+    def sqlite_first(ms):
+        return [(m, (d[:-1] + bytes([d[-1] ^ 1])) if m.name == "index/index.sqlite" else d) for m, d in ms]
+
+    for path, message in (
+        (rewrite("flipped", sqlite_first), "differ from the manifest"),
+        (rewrite("missing", lambda ms: [x for x in ms if not x[0].name.startswith("index/vectors-")]), "files missing"),
+        (rewrite("no-manifest", lambda ms: [x for x in ms if x[0].name != MANIFEST]), f"has no {MANIFEST}"),
+    ):
         with pytest.raises(ValueError, match=message):
             restore_index(path, tmp_path / f"from-{path.stem}", progress=False)
         assert not (tmp_path / f"from-{path.stem}").exists()
@@ -196,7 +227,10 @@ def test_restore_checks_the_manifest_and_the_target(index, tmp_path, capsys):
     evil = rewrite("evil", lambda ms: [*ms[:1], (replace_name(ms[1][0], "index/../../escape"), b"x"), *ms[1:]])
     with pytest.raises(ValueError, match="unsafe name"):
         restore_index(evil, tmp_path / "from-evil", progress=False)
-    assert not (tmp_path.parent / "escape").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert (
+        not (tmp_path.parent / "escape").exists()
+        and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    )
 
 
 def replace_name(member: tarfile.TarInfo, name: str) -> tarfile.TarInfo:

@@ -6,6 +6,7 @@ exact attribute filters (however selective), values matched literally, missing v
 model-mismatch refusal, crash-resume of `vitrine index build`, and hybrid ranking that agrees with the embedded
 store's wherever the backend has BM25 (a server before Milvus 2.5 runs it as vector and says so).
 """
+
 import hashlib
 import os
 import signal
@@ -14,9 +15,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from tests.conftest import make_rows, require_scale, write_shards
 from tests.milvus_server import drop_collections
+
 from vitrine.index.store import IndexMismatchError
 from vitrine.index.stores import open_store
 
@@ -30,7 +31,11 @@ def unit(rng, n, dim=DIM):
 
 
 def meta(i):
-    return {"title": f"item {i}", "gender": ["Men", "Women"][i % 2], "articleType": ["Shirts", "Jeans", "Watches"][i % 3]}
+    return {
+        "title": f"item {i}",
+        "gender": ["Men", "Women"][i % 2],
+        "articleType": ["Shirts", "Jeans", "Watches"][i % 3],
+    }
 
 
 @pytest.fixture(params=BACKENDS)
@@ -59,7 +64,9 @@ def spec_for(backend, tmp_path, request):
 def filled(spec_for):
     rng = np.random.default_rng(0)
     spec = spec_for()
-    store = open_store(spec, model=MODEL, dim=DIM, create=True, attributes=["gender"])  # articleType stays a dynamic field
+    store = open_store(
+        spec, model=MODEL, dim=DIM, create=True, attributes=["gender"]
+    )  # articleType stays a dynamic field
     vectors = unit(rng, 30)
     store.upsert([f"p{i}" for i in range(30)], vectors, [meta(i) for i in range(30)])
     yield spec, store, vectors
@@ -93,7 +100,9 @@ def test_vectors_read_back_as_written_for_the_ids_held(filled):
 
 def test_upsert_replaces_and_delete_removes_visible_to_the_next_search(filled):
     spec, store, vectors = filled
-    store.upsert(["p3"], vectors[7:8], [{"title": "renamed", "gender": "Women", "articleType": "Jeans", "colour": "Red"}])
+    store.upsert(
+        ["p3"], vectors[7:8], [{"title": "renamed", "gender": "Women", "articleType": "Jeans", "colour": "Red"}]
+    )
     assert store.stats()["products"] == store.stats()["vectors"] == 30
     top = store.search(vectors[7:8], k=2)[0]
     assert set(ids(top)) == {"p3", "p7"}
@@ -123,9 +132,19 @@ def test_filters_are_exact_from_one_in_a_thousand_to_none(spec_for):
         metas = [{**meta(i), "rare": "yes" if i == 617 else "no", "batch": str(i % 10)} for i in range(n)]
         store.upsert([f"p{i}" for i in range(n)], vectors, metas)
         queries = unit(rng, 5)
-        for filters in ({"rare": "yes"}, {"batch": "3", "gender": "Women"}, {"articleType": ["Jeans", "Watches"], "batch": ["1", "2"]}):
-            allowed = [i for i, m in enumerate(metas) if all(m[f] in ([v] if isinstance(v, str) else v) for f, v in filters.items())]
-            expected = [[f"p{allowed[j]}" for j in np.argsort(-(vectors[allowed] @ q), kind="stable")[:10]] for q in queries]
+        for filters in (
+            {"rare": "yes"},
+            {"batch": "3", "gender": "Women"},
+            {"articleType": ["Jeans", "Watches"], "batch": ["1", "2"]},
+        ):
+            allowed = [
+                i
+                for i, m in enumerate(metas)
+                if all(m[f] in ([v] if isinstance(v, str) else v) for f, v in filters.items())
+            ]
+            expected = [
+                [f"p{allowed[j]}" for j in np.argsort(-(vectors[allowed] @ q), kind="stable")[:10]] for q in queries
+            ]
             got = [ids(row) for row in store.search(queries, k=10, filters=filters)]
             assert got == expected, filters
         assert ids(store.search(queries[:1], k=10, filters={"rare": "yes"})[0]) == ["p617"]  # keeps 0.1%
@@ -138,7 +157,7 @@ def test_filters_are_exact_from_one_in_a_thousand_to_none(spec_for):
         store.close()
 
 
-HOSTILE = ['x" or "1" == "1', "a\\b", 'it\'s', "line\nbreak", 'Men") or (gender == "Women', "\\\"", "%_*", "tab\there"]
+HOSTILE = ['x" or "1" == "1', "a\\b", "it's", "line\nbreak", 'Men") or (gender == "Women', '\\"', "%_*", "tab\there"]
 
 
 def test_filter_values_with_quotes_and_operators_match_literally(spec_for):
@@ -151,7 +170,11 @@ def test_filter_values_with_quotes_and_operators_match_literally(spec_for):
         store.upsert(names, unit(rng, len(rows)), rows)
         query = unit(rng, 1)
         for position, value in enumerate(HOSTILE, start=6):
-            for field in ("gender", "articleType", "size (EU)"):  # a declared field, a dynamic one, a non-identifier name
+            for field in (
+                "gender",
+                "articleType",
+                "size (EU)",
+            ):  # a declared field, a dynamic one, a non-identifier name
                 assert ids(store.search(query, k=50, filters={field: value})[0]) == [names[position]], (field, value)
         assert len(store.search(query, k=50, filters={"gender": ["Men", HOSTILE[0]]})[0]) == 7
         assert store.search(query, k=50, filters={"gender": 'Men" or "1" == "1'}) == [[]]
@@ -164,13 +187,25 @@ def test_a_missing_title_or_attribute_reads_back_missing_and_matches_no_filter(s
     rng = np.random.default_rng(3)
     store = open_store(spec_for("sparse"), model=MODEL, dim=DIM, create=True, attributes=["gender"])
     try:
-        store.upsert(["a", "b", "c"], unit(rng, 3), [{"title": None, "gender": "Men"}, {"title": "B"}, {"gender": "Women", "colour": "Red"}])
-        assert [store.product(i) for i in "abc"] == [{"id": "a", "title": None, "gender": "Men"}, {"id": "b", "title": "B"},
-                                                      {"id": "c", "title": None, "gender": "Women", "colour": "Red"}]
+        store.upsert(
+            ["a", "b", "c"],
+            unit(rng, 3),
+            [{"title": None, "gender": "Men"}, {"title": "B"}, {"gender": "Women", "colour": "Red"}],
+        )
+        assert [store.product(i) for i in "abc"] == [
+            {"id": "a", "title": None, "gender": "Men"},
+            {"id": "b", "title": "B"},
+            {"id": "c", "title": None, "gender": "Women", "colour": "Red"},
+        ]
         query = unit(rng, 1)
-        assert sorted(ids(store.search(query, k=3, filters={"gender": ["Men", "Women"]})[0])) == ["a", "c"]  # b has no gender
+        assert sorted(ids(store.search(query, k=3, filters={"gender": ["Men", "Women"]})[0])) == [
+            "a",
+            "c",
+        ]  # b has no gender
         assert store.search(query, k=3, filters={"gender": ""}) == [[]]
-        assert dict(store.field_values()["gender"]) == {"Men": 1, "Women": 1} and dict(store.field_values()["colour"]) == {"Red": 1}
+        assert dict(store.field_values()["gender"]) == {"Men": 1, "Women": 1} and dict(
+            store.field_values()["colour"]
+        ) == {"Red": 1}
         assert store.page(0, 10, {"gender": ["", "Men"]})[0] == 1
         assert {p["id"]: p for p in store.page(0, 10)[1]}["b"] == {"id": "b", "title": "B"}
     finally:
@@ -215,9 +250,28 @@ def test_sigkilled_build_resumes_exactly(backend, spec_for, tmp_path, point):
     """A real `vitrine index build` process is SIGKILLed mid-commit or between commits, then rerun."""
     write_shards(tmp_path / "shards", make_rows(60), per_shard=16)
     spec = spec_for()
-    command = [sys.executable, "-m", "vitrine", "index", "build", "--data", str(tmp_path / "shards"), "--index", spec,
-               "--model", "vitrine:small", "--batch-size", "4", "--commit-every", "8", "--no-progress", "-v"]
-    killed = subprocess.run(command, env={**os.environ, "VITRINE_FAILPOINTS": point}, capture_output=True, text=True, timeout=300)
+    command = [
+        sys.executable,
+        "-m",
+        "vitrine",
+        "index",
+        "build",
+        "--data",
+        str(tmp_path / "shards"),
+        "--index",
+        spec,
+        "--model",
+        "vitrine:small",
+        "--batch-size",
+        "4",
+        "--commit-every",
+        "8",
+        "--no-progress",
+        "-v",
+    ]
+    killed = subprocess.run(
+        command, env={**os.environ, "VITRINE_FAILPOINTS": point}, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     partial = open_store(spec)
     # FAISS commits rows and position together: two commits of 8 survive. Milvus writes the rows first, so a kill
@@ -252,11 +306,15 @@ def test_ranking_runs_on_every_backend_and_hybrid_says_when_it_fell_back_to_vect
     plain = ranker.rank(vectors[:1], "watches for women", 30, options=RankOptions(soft_filters=False))
     boosted = ranker.rank(vectors[:1], "watches for women", 30)
     rank_of = lambda ranked: sum(ids(ranked.hits).index(i) for i in women_watches)  # noqa: E731
-    assert rank_of(boosted) < rank_of(plain) and ids(boosted.hits)[0] in women_watches  # soft filters work on either store
+    assert (
+        rank_of(boosted) < rank_of(plain) and ids(boosted.hits)[0] in women_watches
+    )  # soft filters work on either store
     assert len(store.sample(7)) == 7
     assert has_bm25(store) == (backend != "milvus-server" or store.version >= (2, 5))
     if has_bm25(store):
-        assert soft.mode == "hybrid" and ranker.rank(vectors[:1], "watches", 10, options=RankOptions(mode="lexical")).hits
+        assert (
+            soft.mode == "hybrid" and ranker.rank(vectors[:1], "watches", 10, options=RankOptions(mode="lexical")).hits
+        )
     else:  # a server without full-text search (before Milvus 2.5): hybrid says it ran as vector; lexical is refused by name
         assert soft.mode == "vector"
         with pytest.raises(LexicalUnsupported, match="embedded store"):
@@ -267,9 +325,13 @@ KINDS = {"Running Shoes": "Sports Shoes", "T-shirt": "Tshirts", "Watch": "Watche
 COLOURS = {"Black": "Men", "Red": "Women", "Blue": "Men"}
 # (query, its type and colour as the vector sees them, words the best product's title holds): the vector knows the type
 # and colour, not the brand, which the words name
-SHOPPER_QUERIES = [("puma red watch", "Watch", "Red", "Puma Women Red Watch"), ("nike running shoes", "Running Shoes", None, "Nike"),
-                   ("black jeans for men", "Jeans", "Black", "Men Black Jeans"), ("titan watches", "Watch", None, "Titan"),
-                   ("levis blue t-shirt", "T-shirt", "Blue", "Levis Men Blue T-shirt")]
+SHOPPER_QUERIES = [
+    ("puma red watch", "Watch", "Red", "Puma Women Red Watch"),
+    ("nike running shoes", "Running Shoes", None, "Nike"),
+    ("black jeans for men", "Jeans", "Black", "Men Black Jeans"),
+    ("titan watches", "Watch", None, "Titan"),
+    ("levis blue t-shirt", "T-shirt", "Blue", "Levis Men Blue T-shirt"),
+]
 
 
 def looks(kind: str, colour: str | None, rng) -> np.ndarray:
@@ -288,10 +350,22 @@ def test_hybrid_ranking_agrees_with_the_embedded_store_built_from_the_same_rows(
     from vitrine.ranking import Ranker, RankOptions
 
     rng = np.random.default_rng(5)
-    products = [(brand, kind, colour) for brand in ("Nike", "Puma", "Titan", "Levis") for kind in KINDS for colour in COLOURS]
-    rows = [{"title": f"{brand} {COLOURS[colour]} {colour} {kind}", "gender": COLOURS[colour], "articleType": KINDS[kind],
-             "baseColour": colour} for brand, kind, colour in products]
-    names, vectors = [f"p{i}" for i in range(len(rows))], np.stack([looks(kind, colour, rng) for _, kind, colour in products])
+    products = [
+        (brand, kind, colour) for brand in ("Nike", "Puma", "Titan", "Levis") for kind in KINDS for colour in COLOURS
+    ]
+    rows = [
+        {
+            "title": f"{brand} {COLOURS[colour]} {colour} {kind}",
+            "gender": COLOURS[colour],
+            "articleType": KINDS[kind],
+            "baseColour": colour,
+        }
+        for brand, kind, colour in products
+    ]
+    names, vectors = (
+        [f"p{i}" for i in range(len(rows))],
+        np.stack([looks(kind, colour, rng) for _, kind, colour in products]),
+    )
     reference = open_store(tmp_path / "reference", model=MODEL, dim=DIM, create=True)
     store = open_store(spec_for("shop"), model=MODEL, dim=DIM, create=True, attributes=["gender"])
     try:
@@ -304,10 +378,15 @@ def test_hybrid_ranking_agrees_with_the_embedded_store_built_from_the_same_rows(
                 assert got.rank(vector, text, 10).mode == "vector"
                 continue
             lexical = RankOptions(mode="lexical", soft_filters=False)
-            matched = [{h.id for h in ranker.rank(vector, text, 48, options=lexical).hits} for ranker in (got, expected)]
+            matched = [
+                {h.id for h in ranker.rank(vector, text, 48, options=lexical).hits} for ranker in (got, expected)
+            ]
             assert matched[0] == matched[1], text  # the same products hold the words
             for options in (RankOptions(soft_filters=False), RankOptions()):
-                mine, theirs = got.rank(vector, text, 3, options=options), expected.rank(vector, text, 3, options=options)
+                mine, theirs = (
+                    got.rank(vector, text, 3, options=options),
+                    expected.rank(vector, text, 3, options=options),
+                )
                 assert mine.mode == theirs.mode == "hybrid"
                 title = mine.hits[0].metadata["title"]
                 assert ids(mine.hits)[0] == ids(theirs.hits)[0] and best in title and kind in title, (text, options)
@@ -330,5 +409,7 @@ def test_pages_through_products_in_a_stable_order_with_filters(filled, backend):
     total, rows = store.page(0, 100, {"gender": "Women"})
     assert total == 15 and sorted(p["id"] for p in rows) == sorted(f"p{i}" for i in range(30) if i % 2)
     assert store.page(2, 100, {"gender": "Women"})[1] == rows[2:]
-    assert store.page(0, 5, {"gender": "Women", "articleType": ["Jeans", "Watches"]})[0] == sum(1 for i in range(30) if i % 2 and i % 3)
+    assert store.page(0, 5, {"gender": "Women", "articleType": ["Jeans", "Watches"]})[0] == sum(
+        1 for i in range(30) if i % 2 and i % 3
+    )
     assert store.page(40, 5) == (30, []) and store.page(0, 5, {"gender": "Nobody"}) == (0, [])

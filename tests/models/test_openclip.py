@@ -1,19 +1,26 @@
 """The open_clip -> transformers key mapping, checked against an independent open_clip-style forward pass."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitrine.models._random_checkpoints import openclip_state_dict, write_openclip
 from vitrine.models import create_model
+from vitrine.models._random_checkpoints import openclip_state_dict, write_openclip
 from vitrine.models.openclip import read_state_dict
 
 
 def _block(x, sd, p, heads, act, mask=None):
     width = x.shape[-1]
     attn = nn.MultiheadAttention(width, heads, batch_first=True)
-    attn.load_state_dict({"in_proj_weight": sd[f"{p}.attn.in_proj_weight"], "in_proj_bias": sd[f"{p}.attn.in_proj_bias"],
-                          "out_proj.weight": sd[f"{p}.attn.out_proj.weight"], "out_proj.bias": sd[f"{p}.attn.out_proj.bias"]})
+    attn.load_state_dict(
+        {
+            "in_proj_weight": sd[f"{p}.attn.in_proj_weight"],
+            "in_proj_bias": sd[f"{p}.attn.in_proj_bias"],
+            "out_proj.weight": sd[f"{p}.attn.out_proj.weight"],
+            "out_proj.bias": sd[f"{p}.attn.out_proj.bias"],
+        }
+    )
     y = F.layer_norm(x, (width,), sd[f"{p}.ln_1.weight"], sd[f"{p}.ln_1.bias"])
     x = x + attn(y, y, y, need_weights=False, attn_mask=mask)[0]
     y = F.layer_norm(x, (width,), sd[f"{p}.ln_2.weight"], sd[f"{p}.ln_2.bias"])

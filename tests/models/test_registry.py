@@ -1,10 +1,11 @@
 """Every backend gets the same checks: it encodes a batch, with unit-norm embeddings of the documented shapes."""
+
 import pytest
 import torch
 from PIL import Image
 
-from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 from vitrine.models import create_model, list_models
+from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ that type (the default tagging model's tags: tests/tagging/test_shipped_tags_on_
 
 The floors are measured figures of the shipped weights less a small margin (see the kagl-base model card); a model
 that has never seen a type (the old protocol-trained default: no dress in the top 10 of "women dress") fails them."""
+
 from __future__ import annotations
 
 from collections import Counter

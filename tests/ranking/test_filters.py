@@ -1,20 +1,30 @@
 """A filter no product can match is refused in the same words by HTTP (400), the CLI (`error:`, exit 2) and the Python API."""
+
 from __future__ import annotations
 
 import pytest
+from tests.conftest import built_index, served
 
 import vitrine
-from tests.conftest import built_index, served
 from vitrine.cli import main
 from vitrine.ranking import FilterError
 from vitrine.ranking.filters import check_filters
 
 REFUSED = [
-    pytest.param(["gender=women"], "no product has gender='women'; did you mean 'Women', 'Men'?", id="value-near-match"),
-    pytest.param(["colour=Red"], "unknown filter field(s) ['colour']; this catalog has: articleType, baseColour, gender, "
-                                 "masterCategory, season, subCategory, usage, year", id="unknown-field"),
-    pytest.param(["gender=Men", "articleType=tshirts"], "no product has articleType='tshirts'; did you mean 'Tshirts'?",
-                 id="second-field-near-match"),
+    pytest.param(
+        ["gender=women"], "no product has gender='women'; did you mean 'Women', 'Men'?", id="value-near-match"
+    ),
+    pytest.param(
+        ["colour=Red"],
+        "unknown filter field(s) ['colour']; this catalog has: articleType, baseColour, gender, "
+        "masterCategory, season, subCategory, usage, year",
+        id="unknown-field",
+    ),
+    pytest.param(
+        ["gender=Men", "articleType=tshirts"],
+        "no product has articleType='tshirts'; did you mean 'Tshirts'?",
+        id="second-field-near-match",
+    ),
 ]
 
 
@@ -58,9 +68,14 @@ def test_http_cli_and_python_refuse_a_filter_in_the_same_words(index, http, caps
 
 
 def test_a_value_with_no_near_match_names_the_commonest_in_the_same_words_everywhere(index, http, capsys):
-    with vitrine.Index(index) as python, pytest.raises(FilterError, match=r"^no product has gender='Nobody'; its commonest values: 'Men', 'Women'$"):
+    with (
+        vitrine.Index(index) as python,
+        pytest.raises(FilterError, match=r"^no product has gender='Nobody'; its commonest values: 'Men', 'Women'$"),
+    ):
         python.search(text="shirt", filters={"gender": "Nobody"})
-    assert http_message(http, ["gender=Nobody"]) == "no product has gender='Nobody'; its commonest values: 'Men', 'Women'"
+    assert (
+        http_message(http, ["gender=Nobody"]) == "no product has gender='Nobody'; its commonest values: 'Men', 'Women'"
+    )
 
 
 def test_filters_that_products_match_pass_and_predicted_tags_are_filterable_but_not_listed():

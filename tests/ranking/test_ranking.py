@@ -1,4 +1,5 @@
 """Hybrid ranking over a real embedded store: BM25 candidates, soft filters, exclusion, paging, facets, relevance."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,14 @@ def catalog(n: int = 80, seed: int = 0):
     rows = []
     for i in range(n):
         article, colour, gender = TYPES[i % 5], COLOURS[(i // 5) % 4], GENDERS[(i // 20) % 2]
-        rows.append({"title": f"Brand{i % 7} {gender} {colour} {article}", "articleType": article, "baseColour": colour, "gender": gender})
+        rows.append(
+            {
+                "title": f"Brand{i % 7} {gender} {colour} {article}",
+                "articleType": article,
+                "baseColour": colour,
+                "gender": gender,
+            }
+        )
     vectors = rng.normal(size=(n, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return [str(i) for i in range(n)], vectors, rows
@@ -42,8 +50,14 @@ def unit(v):
 
 
 def test_words_fold_plurals_possessives_and_hyphens():
-    assert [stem(w) for w in ["Dresses", "T-shirts", "women's", "Watches", "Jeans", "Sweatshirts"]] == \
-        ["dress", "tshirt", "women", "watch", "jeans", "sweatshirt"]
+    assert [stem(w) for w in ["Dresses", "T-shirts", "women's", "Watches", "Jeans", "Sweatshirts"]] == [
+        "dress",
+        "tshirt",
+        "women",
+        "watch",
+        "jeans",
+        "sweatshirt",
+    ]
     assert stems("Navy-Blue ladies") == ["navyblue", "women"]
 
 
@@ -51,8 +65,12 @@ def test_query_words_name_catalog_values_longest_phrase_first():
     vocabulary = FieldVocabulary({"articleType": TYPES, "baseColour": COLOURS, "gender": GENDERS, "year": ["2012"]})
     match = vocabulary.match("navy blue casual shoe for women in 2012")
     assert match.values == {"baseColour": ["Navy Blue"], "articleType": ["Casual Shoes"], "gender": ["Women"]}
-    assert match.words == ["navy blue", "casual shoe", "women"] and match.unmatched == ["2012"]  # years are not soft filters
-    assert match.satisfied({"baseColour": "Navy Blue", "articleType": "Casual Shoes", "gender": "Men"}) == pytest.approx(2 / 3)
+    assert match.words == ["navy blue", "casual shoe", "women"] and match.unmatched == [
+        "2012"
+    ]  # years are not soft filters
+    assert match.satisfied(
+        {"baseColour": "Navy Blue", "articleType": "Casual Shoes", "gender": "Men"}
+    ) == pytest.approx(2 / 3)
     assert not vocabulary.match("watch") and vocabulary.match("watch").unmatched == ["watch"]
 
 
@@ -92,14 +110,27 @@ def test_hybrid_and_soft_filters_find_what_the_words_name(store):
     plain = store.search(vector, 10)[0]
     assert [h.id for h in vector_only.hits] == [h.id for h in plain]  # vector without soft filters is the plain search
     hybrid = ranker.rank(vector, "red dress for women", 10, options=RankOptions(soft_filters=False))
-    assert sum(h.metadata["articleType"] == "Dresses" for h in hybrid.hits) > sum(h.metadata["articleType"] == "Dresses" for h in vector_only.hits)
+    assert sum(h.metadata["articleType"] == "Dresses" for h in hybrid.hits) > sum(
+        h.metadata["articleType"] == "Dresses" for h in vector_only.hits
+    )
     soft = ranker.rank(vector, "red dress for women", 10)
     assert soft.matched.values == {"baseColour": ["Red"], "articleType": ["Dresses"], "gender": ["Women"]}
-    exact = [h for h in soft.hits if (h.metadata["articleType"], h.metadata["baseColour"], h.metadata["gender"]) == ("Dresses", "Red", "Women")]
-    assert len(exact) == 2 and [h.id for h in soft.hits[:2]] == [h.id for h in exact]  # the two red women's dresses lead
+    exact = [
+        h
+        for h in soft.hits
+        if (h.metadata["articleType"], h.metadata["baseColour"], h.metadata["gender"]) == ("Dresses", "Red", "Women")
+    ]
+    assert len(exact) == 2 and [h.id for h in soft.hits[:2]] == [
+        h.id for h in exact
+    ]  # the two red women's dresses lead
     assert len(soft.hits) == 10  # soft, not hard: the rest of the page is still filled
     boosted = [h.id for h in ranker.rank(vector, "red dress for women", 80, options=RankOptions(mode="vector")).hits]
-    unboosted = [h.id for h in ranker.rank(vector, "red dress for women", 80, options=RankOptions(mode="vector", soft_filters=False)).hits]
+    unboosted = [
+        h.id
+        for h in ranker.rank(
+            vector, "red dress for women", 80, options=RankOptions(mode="vector", soft_filters=False)
+        ).hits
+    ]
     for hit in exact:  # a boost on the cosine's 0-1 scale: every exact match climbs, but stays a ranking, not a cut
         assert boosted.index(hit.id) < unboosted.index(hit.id)
     assert len(boosted) == 80
@@ -112,7 +143,9 @@ def test_exclusion_paging_min_score_and_facets(store):
     pages = [ranker.rank(vector, "black jeans", 10, options=RankOptions(offset=o)).hits for o in (0, 10, 20)]
     assert [h.id for page in pages for h in page] == [h.id for h in full.hits]
     first = full.hits[0].id
-    assert first not in [h.id for h in ranker.rank(vector, "black jeans", 30, options=RankOptions(exclude=(first,))).hits]
+    assert first not in [
+        h.id for h in ranker.rank(vector, "black jeans", 30, options=RankOptions(exclude=(first,))).hits
+    ]
     floor = sorted(h.similarity for h in full.hits if h.similarity is not None)[len(full.hits) // 2]
     kept = ranker.rank(vector, "black jeans", 80, options=RankOptions(mode="vector", min_score=floor))
     assert kept.hits and all(h.similarity >= floor for h in kept.hits)
@@ -124,7 +157,9 @@ def test_exclusion_paging_min_score_and_facets(store):
 
 def test_fusions():
     assert reciprocal_rank([["a", "b"], ["b", "c"]]) == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
-    assert weighted([{"a": 0.9, "b": 0.5}, {"b": 10.0, "c": 0.0}], [0.5, 0.5]) == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0})
+    assert weighted([{"a": 0.9, "b": 0.5}, {"b": 10.0, "c": 0.0}], [0.5, 0.5]) == pytest.approx(
+        {"a": 0.5, "b": 0.5, "c": 0.0}
+    )
 
 
 def test_relevance_is_judged_against_the_catalogs_own_titles(store):
@@ -132,8 +167,13 @@ def test_relevance_is_judged_against_the_catalogs_own_titles(store):
     assert calibration.level(0.2) == 0 and calibration.level(0.8) == 1
     assert judge(calibration, Evidence(0.2))["close_match"] is False
     assert judge(calibration, Evidence(0.6))["close_match"] is True
-    assert judge(calibration, Evidence(0.2, named_all=True)) == {"close_match": True, "level": 0.0, "top_similarity": 0.2, "basis": "words",
-                                                                 "words_named": True}
+    assert judge(calibration, Evidence(0.2, named_all=True)) == {
+        "close_match": True,
+        "level": 0.0,
+        "top_similarity": 0.2,
+        "basis": "words",
+        "words_named": True,
+    }
     assert judge(None, Evidence(0.5))["close_match"] is None
     # the titles method (the judgement before shopper queries) takes no word of the catalog's as a vouch, and no image
     assert judge(calibration, Evidence(0.2, catalog_words=True))["close_match"] is False
@@ -147,19 +187,38 @@ def test_relevance_is_judged_against_the_catalogs_own_titles(store):
 
 
 def test_a_composed_change_keeps_the_references_other_values(store):
-    """"Like this, but in black": black first (the change), and among those the reference's own type and gender."""
+    """ "Like this, but in black": black first (the change), and among those the reference's own type and gender."""
     ranker = Ranker(store)
     vector = unit(np.random.default_rng(11).normal(size=16))
     reference = {"articleType": "Jeans", "baseColour": "Red", "gender": "Men"}
-    ranked = ranker.rank(vector, None, 10, options=RankOptions(mode="vector"), soft_text="in black", reference=reference)
+    ranked = ranker.rank(
+        vector, None, 10, options=RankOptions(mode="vector"), soft_text="in black", reference=reference
+    )
     assert all(h.metadata["baseColour"] == "Black" for h in ranked.hits)
-    ignored = ranker.rank(vector, None, 10, options=RankOptions(mode="vector", reference_weight=0.0), soft_text="in black", reference=reference)
+    ignored = ranker.rank(
+        vector,
+        None,
+        10,
+        options=RankOptions(mode="vector", reference_weight=0.0),
+        soft_text="in black",
+        reference=reference,
+    )
     assert all(h.metadata["baseColour"] == "Black" for h in ignored.hits)  # the change still comes first
 
     def like_reference(hits):
         return [i for i, h in enumerate(hits) if (h.metadata["articleType"], h.metadata["gender"]) == ("Jeans", "Men")]
 
-    full = ranker.rank(vector, None, 80, options=RankOptions(mode="vector"), soft_text="in black", reference=reference).hits
-    full_ignored = ranker.rank(vector, None, 80, options=RankOptions(mode="vector", reference_weight=0.0), soft_text="in black",
-                               reference=reference).hits
-    assert len(like_reference(full)) == 8 and sum(like_reference(full)) < sum(like_reference(full_ignored))  # they climb
+    full = ranker.rank(
+        vector, None, 80, options=RankOptions(mode="vector"), soft_text="in black", reference=reference
+    ).hits
+    full_ignored = ranker.rank(
+        vector,
+        None,
+        80,
+        options=RankOptions(mode="vector", reference_weight=0.0),
+        soft_text="in black",
+        reference=reference,
+    ).hits
+    assert len(like_reference(full)) == 8 and sum(like_reference(full)) < sum(
+        like_reference(full_ignored)
+    )  # they climb

@@ -1,11 +1,12 @@
 """A served test catalog: twelve coloured products indexed (vectors, tags, images) with the small random model."""
+
 from __future__ import annotations
 
 import shutil
 
 import pytest
-
 from tests.conftest import make_rows, write_folder
+
 from vitrine.serve.prepare import prepare_index
 from vitrine.serve.settings import ServeSettings
 
@@ -25,8 +26,16 @@ def served_index(tmp_path_factory):
 @pytest.fixture
 def settings(served_index, tmp_path):
     shutil.copytree(served_index / "index", tmp_path / "index")
-    return ServeSettings(index=str(tmp_path / "index"), tag_model="vitrine:small", combiner="sum", write_token=TOKEN,
-                         max_upload_bytes=200_000, max_pixels=1_000_000, max_k=50, max_text_chars=100)
+    return ServeSettings(
+        index=str(tmp_path / "index"),
+        tag_model="vitrine:small",
+        combiner="sum",
+        write_token=TOKEN,
+        max_upload_bytes=200_000,
+        max_pixels=1_000_000,
+        max_k=50,
+        max_text_chars=100,
+    )
 
 
 @pytest.fixture

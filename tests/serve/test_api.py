@@ -1,4 +1,5 @@
 """The HTTP API: every endpoint, every refusal as a JSON 4xx, limits, auth, metrics and the OpenAPI spec."""
+
 from __future__ import annotations
 
 import io
@@ -6,7 +7,6 @@ import json
 
 import pytest
 from PIL import Image
-
 from tests.conftest import COLOURS, jpeg_bytes
 from tests.serve.conftest import TOKEN
 
@@ -43,38 +43,51 @@ def test_image_search_finds_the_same_colour_and_image_url_queries_a_catalog_prod
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3) and hits[0]["attributes"]["baseColour"] == "Green"
     by_url = client.post("/search", data={"image_url": "/products/1003/image", "k": "2"}).json()["results"]
     assert by_url[0]["attributes"]["baseColour"] == "Black"  # 1003 is black; its stored image is its nearest match
-    absolute = client.post("/search", data={"image_url": "http://shop.example/products/1003/image", "k": "2"}).json()["results"]
+    absolute = client.post("/search", data={"image_url": "http://shop.example/products/1003/image", "k": "2"}).json()[
+        "results"
+    ]
     assert [h["id"] for h in absolute] == [h["id"] for h in by_url]
 
 
 def test_composed_search_changes_the_ranking_and_filters_restrict_it(client):
     plain = client.post("/search", data={"image_url": "/products/1000/image", "k": "12"}).json()
-    composed = client.post("/search", data={"image_url": "/products/1000/image", "modification": "in black", "k": "12"}).json()
+    composed = client.post(
+        "/search", data={"image_url": "/products/1000/image", "modification": "in black", "k": "12"}
+    ).json()
     assert composed["query"]["kind"] == "composed" and composed["query"]["modification"] == "in black"
     assert [h["score"] for h in composed["results"]] != [h["score"] for h in plain["results"]]
     women = client.post("/search", data={"text": "a dress", "k": "12", "filter": ["gender=Women"]}).json()["results"]
     assert len(women) == 6 and all(h["attributes"]["gender"] == "Women" for h in women)
-    two = client.post("/search", data={"text": "a dress", "k": "12", "filter": ["baseColour=Red", "baseColour=Blue"]}).json()["results"]
+    two = client.post(
+        "/search", data={"text": "a dress", "k": "12", "filter": ["baseColour=Red", "baseColour=Blue"]}
+    ).json()["results"]
     assert {h["attributes"]["baseColour"] for h in two} == {"Red", "Blue"}
     unknown = client.post("/search", data={"text": "a dress", "filter": ["gender=Nobody"]})
-    assert unknown.status_code == 400 and "gender='Nobody'" in unknown.json()["error"]["message"] and "'Men'" in unknown.json()["error"]["message"]
+    assert (
+        unknown.status_code == 400
+        and "gender='Nobody'" in unknown.json()["error"]["message"]
+        and "'Men'" in unknown.json()["error"]["message"]
+    )
     near = client.post("/search", data={"text": "a dress", "filter": ["gender=women"]}).json()["error"]["message"]
     assert "did you mean 'Women'" in near
 
 
-@pytest.mark.parametrize("form, status, needle", [
-    ({}, 400, "give a text query"),
-    ({"text": "   "}, 400, "the text query is empty"),
-    ({"modification": "in black"}, 400, "modification changes an image query"),
-    ({"text": "red", "k": "0"}, 400, "k must be between 1 and 50"),
-    ({"text": "red", "k": "51"}, 400, "k must be between 1 and 50"),
-    ({"text": "red", "k": "many"}, 400, "k:"),
-    ({"text": "x" * 101}, 400, "the limit is 100"),
-    ({"text": "red", "filter": "gender"}, 400, "a filter looks like field=value"),
-    ({"text": "red", "filter": "colour=Red"}, 400, "unknown filter field(s) ['colour']"),
-    ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "fetches no other URLs"),
-    ({"image_url": "/products/nope/image"}, 404, "no product with id 'nope'"),
-])
+@pytest.mark.parametrize(
+    "form, status, needle",
+    [
+        ({}, 400, "give a text query"),
+        ({"text": "   "}, 400, "the text query is empty"),
+        ({"modification": "in black"}, 400, "modification changes an image query"),
+        ({"text": "red", "k": "0"}, 400, "k must be between 1 and 50"),
+        ({"text": "red", "k": "51"}, 400, "k must be between 1 and 50"),
+        ({"text": "red", "k": "many"}, 400, "k:"),
+        ({"text": "x" * 101}, 400, "the limit is 100"),
+        ({"text": "red", "filter": "gender"}, 400, "a filter looks like field=value"),
+        ({"text": "red", "filter": "colour=Red"}, 400, "unknown filter field(s) ['colour']"),
+        ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "fetches no other URLs"),
+        ({"image_url": "/products/nope/image"}, 404, "no product with id 'nope'"),
+    ],
+)
 def test_bad_search_requests_get_a_clear_json_4xx(client, form, status, needle):
     assert needle in error_of(client.post("/search", data=form), status)
 
@@ -86,11 +99,15 @@ def test_uploads_over_the_limits_or_not_images_are_refused(client):
     buffer = io.BytesIO()
     noise.save(buffer, format="PNG")
     assert len(buffer.getvalue()) > 200_000
-    assert "over the limit" in error_of(client.post("/search", files=upload(buffer.getvalue(), "big.png", "image/png")), 413)
+    assert "over the limit" in error_of(
+        client.post("/search", files=upload(buffer.getvalue(), "big.png", "image/png")), 413
+    )
     wide = io.BytesIO()
     Image.new("RGB", (2000, 600), "white").save(wide, format="JPEG")
     assert "over the limit of 1000000" in error_of(client.post("/search", files=upload(wide.getvalue())), 413)
-    assert "not an image" in error_of(client.post("/search", files=upload(b"%PDF-1.4 not a picture", "doc.pdf", "application/pdf")), 415)
+    assert "not an image" in error_of(
+        client.post("/search", files=upload(b"%PDF-1.4 not a picture", "doc.pdf", "application/pdf")), 415
+    )
     truncated = jpeg_bytes()[:200]
     error_of(client.post("/search", files=upload(truncated)), 415)
     assert "not both" in error_of(client.post("/search", data={"text": "red"}, files=upload(jpeg_bytes())), 400)
@@ -107,7 +124,11 @@ def test_streamed_body_without_length_is_cut_off_at_the_limit(client):
 
 def test_products_read_write_delete_with_bearer_token(client):
     product = client.get("/products/1002").json()
-    assert product["id"] == "1002" and product["attributes"]["baseColour"] == "Green" and product["image_url"] == "/products/1002/image"
+    assert (
+        product["id"] == "1002"
+        and product["attributes"]["baseColour"] == "Green"
+        and product["image_url"] == "/products/1002/image"
+    )
     assert set(product["tags"]) >= {"gender", "baseColour"}  # predicted at indexing time
     image = client.get("/products/1002/image")
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
@@ -115,22 +136,39 @@ def test_products_read_write_delete_with_bearer_token(client):
     assert "no product with id 'missing'" in error_of(client.get("/products/missing"), 404)
     error_of(client.get("/products/missing/image"), 404)
 
-    form = {"id": "new-1", "title": "A new red dress", "attributes": json.dumps({"gender": "Women", "baseColour": "Red"})}
+    form = {
+        "id": "new-1",
+        "title": "A new red dress",
+        "attributes": json.dumps({"gender": "Women", "baseColour": "Red"}),
+    }
     new_image = upload(jpeg_bytes((220, 20, 20), size=(90, 120)))
     assert "Authorization: Bearer" in error_of(client.post("/products", data=form, files=new_image), 401)
-    assert "not valid" in error_of(client.post("/products", data=form, files=new_image, headers={"Authorization": "Bearer wrong-token"}), 403)
+    assert "not valid" in error_of(
+        client.post("/products", data=form, files=new_image, headers={"Authorization": "Bearer wrong-token"}), 403
+    )
     created = client.post("/products", data=form, files=new_image, headers=AUTH)
     assert created.status_code == 201 and created.json()["created"] is True
     assert created.json()["attributes"] == {"gender": "Women", "baseColour": "Red"} and created.json()["tags"]
     replaced = client.post("/products", data={**form, "title": "Renamed"}, files=new_image, headers=AUTH)
     assert replaced.status_code == 200 and replaced.json()["created"] is False and replaced.json()["title"] == "Renamed"
     assert client.get("/healthz").json()["products"] == 13
-    hits = client.post("/search", data={"k": "1", "filter": "gender=Women", "exclude_reference": "false"}, files=new_image).json()["results"]
+    hits = client.post(
+        "/search", data={"k": "1", "filter": "gender=Women", "exclude_reference": "false"}, files=new_image
+    ).json()["results"]
     assert hits[0]["id"] == "new-1" and hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
 
-    assert "reserved" in error_of(client.post("/products", data={**form, "attributes": '{"predicted_gender": "Men"}'}, files=new_image, headers=AUTH), 400)
-    assert "JSON object" in error_of(client.post("/products", data={**form, "attributes": "[1, 2]"}, files=new_image, headers=AUTH), 400)
-    assert "product id" in error_of(client.post("/products", data={**form, "id": "../etc"}, files=new_image, headers=AUTH), 400)
+    assert "reserved" in error_of(
+        client.post(
+            "/products", data={**form, "attributes": '{"predicted_gender": "Men"}'}, files=new_image, headers=AUTH
+        ),
+        400,
+    )
+    assert "JSON object" in error_of(
+        client.post("/products", data={**form, "attributes": "[1, 2]"}, files=new_image, headers=AUTH), 400
+    )
+    assert "product id" in error_of(
+        client.post("/products", data={**form, "id": "../etc"}, files=new_image, headers=AUTH), 400
+    )
     assert "give the product image" in error_of(client.post("/products", data={"id": "x1"}, headers=AUTH), 400)
     error_of(client.post("/products", data=form, files=upload(b"nope"), headers=AUTH), 415)
 
@@ -166,8 +204,12 @@ def test_tag_with_the_shipped_vocabulary_and_with_a_new_attribute(client):
     custom = client.post("/tag", data={"vocabulary": vocabulary}, files=upload(jpeg_bytes())).json()["tags"]
     assert list(custom) == ["pattern"] and custom["pattern"]["best"] in {"striped", "floral", "plain"}
     assert 0.0 <= custom["pattern"]["probability"] <= 1.0
-    assert "at least two values" in error_of(client.post("/tag", data={"vocabulary": "pattern: [striped]"}, files=upload(jpeg_bytes())), 400)
-    assert "not valid YAML" in error_of(client.post("/tag", data={"vocabulary": "a: [b"}, files=upload(jpeg_bytes())), 400)
+    assert "at least two values" in error_of(
+        client.post("/tag", data={"vocabulary": "pattern: [striped]"}, files=upload(jpeg_bytes())), 400
+    )
+    assert "not valid YAML" in error_of(
+        client.post("/tag", data={"vocabulary": "a: [b"}, files=upload(jpeg_bytes())), 400
+    )
     assert "image" in error_of(client.post("/tag"), 400)
     assert "no Content-Type" in error_of(client.post("/tag", content=b'{"image_url": "/products/1000/image"}'), 415)
 
@@ -176,7 +218,9 @@ def test_attributes_health_metrics_and_the_openapi_spec(client):
     from openapi_spec_validator import validate
 
     fields = client.get("/attributes").json()["fields"]
-    assert {"value": "Men", "count": 6} in fields["gender"] and not any(name.startswith("predicted_") for name in fields)
+    assert {"value": "Men", "count": 6} in fields["gender"] and not any(
+        name.startswith("predicted_") for name in fields
+    )
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["products"] == 12 and health["model"] == "vitrine:small"
     client.post("/search", data={"text": "red"})
@@ -188,9 +232,21 @@ def test_attributes_health_metrics_and_the_openapi_spec(client):
     assert "vitrine_catalog_products 12.0" in text
     spec = client.get("/openapi.json").json()
     validate(spec)
-    assert {"/search", "/tag", "/products", "/products/{product_id}", "/products/{product_id}/image", "/healthz", "/metrics"} <= set(spec["paths"])
+    assert {
+        "/search",
+        "/tag",
+        "/products",
+        "/products/{product_id}",
+        "/products/{product_id}/image",
+        "/healthz",
+        "/metrics",
+    } <= set(spec["paths"])
     docs = client.get("/docs")
-    assert docs.status_code == 200 and "cdn" not in docs.text.lower() and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert (
+        docs.status_code == 200
+        and "cdn" not in docs.text.lower()
+        and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    )
     assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and 'id="search-input"' in page.text

@@ -1,4 +1,5 @@
 """MicroBatcher: answers go to the right callers, queued requests share a batch, errors reach every caller."""
+
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
 """The web UI in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright): search, upload, click,
 modify, filter, and a phone-sized screen. Screenshots go to $VITRINE_SCREENSHOTS (default: the test's tmp dir)."""
+
 from __future__ import annotations
 
 import os
@@ -10,13 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import COLOURS, jpeg_bytes, make_rows
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists() and not os.environ.get("VITRINE_REQUIRE_BROWSER"):
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it and sets VITRINE_REQUIRE_BROWSER)",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it and sets VITRINE_REQUIRE_BROWSER)",
+        allow_module_level=True,
+    )
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 ROWS = {row["id"]: row for row in make_rows(12)}
@@ -94,8 +96,10 @@ def test_search_upload_click_modify_and_filter_in_a_real_browser(page, tmp_path,
     wait_for_search(page, lambda: page.click("#search-button"), "text")
     text_ids = result_ids(page)
     assert len(text_ids) == 12 and set(text_ids) == set(ROWS)
-    page.wait_for_function("[...document.querySelectorAll('#results .card img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
-    assert "results for \"a red t-shirt\"" in page.inner_text("#status")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results .card img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)"
+    )
+    assert 'results for "a red t-shirt"' in page.inner_text("#status")
 
     # 2. uploading an image ranks the products with that exact picture first
     upload = tmp_path / "green.jpg"
@@ -158,7 +162,9 @@ def test_the_page_is_usable_on_a_phone_sized_screen(page, shots):
     page.click("#close-details")
     assert page.is_visible("#modification-input")
     page.screenshot(path=str(shots / "phone-more-like-this.png"), full_page=True)
-    wide = page.evaluate("[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className)")
+    wide = page.evaluate(
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className)"
+    )
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), wide  # no sideways scrolling
     boxes = [page.locator("#results .card").nth(i).bounding_box() for i in range(2)]
     assert boxes[0]["y"] == boxes[1]["y"] and boxes[0]["width"] < 200  # two columns side by side

@@ -1,12 +1,13 @@
 """The web UI on a shop's own catalog (`sku,name,photo,colour,category,sex,price`, no KAGL column), in real headless
 Chromium at desktop and phone size: the chips are the catalog's own categorical columns (predicted tags marked as
 such), the "no close match" page shows the notice alone until asked, and a phone reaches every chip."""
+
 from __future__ import annotations
 
 import pytest
-
 from tests.conftest import make_rows, write_stranger_folder
 from tests.serve.test_browser import CHROMIUM, playwright_api, result_ids, served, shots  # noqa: F401 (shots: a fixture)
+
 from vitrine.ranking import Calibration
 from vitrine.serve.prepare import prepare_index
 from vitrine.serve.settings import ServeSettings
@@ -44,7 +45,9 @@ def name_of(page) -> str:
 
 
 def groups(page, predicted: bool) -> list[str]:
-    return page.locator(f".chip-group[data-predicted='{str(predicted).lower()}']").evaluate_all("gs => gs.map(g => g.dataset.field)")
+    return page.locator(f".chip-group[data-predicted='{str(predicted).lower()}']").evaluate_all(
+        "gs => gs.map(g => g.dataset.field)"
+    )
 
 
 def search(page, action) -> dict:
@@ -66,7 +69,9 @@ def test_the_chips_are_the_catalogs_own_columns(page, shots):
     assert "price" not in predicted and not set(predicted) & set(OWN_FACETS)
     schema = page.evaluate("fetch('/schema').then(r => r.json())")
     assert schema["source"] == "index" and schema["attributes"] == ["colour", "category", "sex", "price"]
-    for facet in schema["facets"]:  # the tagger's stand-ins for missing columns, and its fill-ins of blank cells, say so
+    for facet in schema[
+        "facets"
+    ]:  # the tagger's stand-ins for missing columns, and its fill-ins of blank cells, say so
         label = page.locator(f".chip-group[data-field='{facet['field']}'] .label")
         if label.count():
             marker = "(predicted)" if facet["predicted"] else "(partly predicted)" if facet["filled"] else ""
@@ -136,13 +141,18 @@ def test_every_chip_is_reachable(page, shots):
         row = page.locator(f".chip-group[data-field='{field}'] .chip-row")
         last = page.locator(f".chip-group[data-field='{field}'] [data-more]")
         cut = row.evaluate("r => r.scrollWidth > r.clientWidth + 1")
-        assert row.evaluate("r => r.classList.contains('more-right')") == cut  # the fade is there exactly when chips are cut off
+        assert (
+            row.evaluate("r => r.classList.contains('more-right')") == cut
+        )  # the fade is there exactly when chips are cut off
         overflowing += cut
         last.scroll_into_view_if_needed()
         box = last.bounding_box()
         assert 0 <= box["x"] and box["x"] + box["width"] <= width + 1, (field, box)
         if cut:
-            page.wait_for_function("r => !r.classList.contains('more-right') && r.classList.contains('more-left')", arg=row.element_handle())
+            page.wait_for_function(
+                "r => !r.classList.contains('more-right') && r.classList.contains('more-left')",
+                arg=row.element_handle(),
+            )
     if width < 600:
         assert overflowing, "the phone test should see a cut-off chip row"
         page.evaluate("document.querySelectorAll('.chip-row').forEach(r => r.scrollLeft = 0)")

@@ -6,6 +6,7 @@ failpoint (between the vector file and the metadata commit, or right after the c
 restarted on the same index. Each id is written by one thread only, so per id the client knows the order of its
 writes; every write has a unique title and a unique image, so what the server shows names exactly one write.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-
 from tests.serve.conftest import TOKEN
+
 from vitrine.data.images import decode_image
 from vitrine.index.stores import open_store
 from vitrine.serve.images import ImageStore
@@ -120,8 +121,26 @@ class Server:
         env.pop("VITRINE_FAILPOINTS", None)
         if failpoint:
             env["VITRINE_FAILPOINTS"] = failpoint
-        command = [sys.executable, "-m", "vitrine", "serve", "--index", str(self.index), "--host", "127.0.0.1", "--port", str(port),
-                   "--tag-model", "vitrine:small", "--combiner", "sum", "--max-k", "1000", "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "vitrine",
+            "serve",
+            "--index",
+            str(self.index),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--tag-model",
+            "vitrine:small",
+            "--combiner",
+            "sum",
+            "--max-k",
+            "1000",
+            "--log-level",
+            "warning",
+        ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
         try:
@@ -156,8 +175,17 @@ class Server:
 class Load:
     """Client threads for one cycle: writers own disjoint ids; a reader searches and fetches what it finds."""
 
-    def __init__(self, base: str, slots: dict[str, Slot], tally: Tally, seed: int, cycle: int, scratch_dir: Path, deadline: float,
-                 unavailable: tuple[int, ...] = ()):
+    def __init__(
+        self,
+        base: str,
+        slots: dict[str, Slot],
+        tally: Tally,
+        seed: int,
+        cycle: int,
+        scratch_dir: Path,
+        deadline: float,
+        unavailable: tuple[int, ...] = (),
+    ):
         self.base, self.slots, self.tally, self.deadline = base, slots, tally, deadline
         # statuses that say "not now" (a 503 while the store's server is down): like no answer, a write so refused is
         # unacknowledged with its effect unknown (resolved by `check`), and the thread stops
@@ -171,7 +199,9 @@ class Load:
         self.seen_images = {v.stored for s in slots.values() for v in s.history}
 
     def run(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._guard, args=(self._writer, w), name=f"writer-{w}") for w in range(WRITERS)]
+        threads = [
+            threading.Thread(target=self._guard, args=(self._writer, w), name=f"writer-{w}") for w in range(WRITERS)
+        ]
         threads.append(threading.Thread(target=self._guard, args=(self._reader, 0), name="reader"))
         for thread in threads:
             thread.start()
@@ -201,8 +231,12 @@ class Load:
                 if stored not in self.seen_images:
                     self.seen_images.add(stored)
                     break
-        return Version(title=f"{name} c{self.cycle} {colour}", attributes={"gender": rng.choice(["Men", "Women"]), "lot": name},
-                       stored=stored, upload=upload)
+        return Version(
+            title=f"{name} c{self.cycle} {colour}",
+            attributes={"gender": rng.choice(["Men", "Women"]), "lot": name},
+            stored=stored,
+            upload=upload,
+        )
 
     def _writer(self, w: int) -> None:
         rng = random.Random(f"{self.seed}-{self.cycle}-{w}")
@@ -242,10 +276,17 @@ class Load:
                     if version is None:
                         response = client.delete(f"/products/{product_id}", headers=AUTH)
                     else:
-                        response = client.post("/products", headers=AUTH, data={"id": product_id, "title": version.title,
-                                                                                 "attributes": json.dumps(version.attributes),
-                                                                                 "new_attributes": "true"},  # "lot" is a field of its own
-                                               files={"image": ("p.png", version.upload, "image/png")})
+                        response = client.post(
+                            "/products",
+                            headers=AUTH,
+                            data={
+                                "id": product_id,
+                                "title": version.title,
+                                "attributes": json.dumps(version.attributes),
+                                "new_attributes": "true",
+                            },  # "lot" is a field of its own
+                            files={"image": ("p.png", version.upload, "image/png")},
+                        )
                 except httpx.TransportError:
                     return  # no answer: the kill; the slot keeps its pending write, resolved after the restart
                 if response.status_code in self.unavailable:
@@ -276,8 +317,10 @@ class Load:
                         return
                     if image.status_code != 200 or image.content != version.stored:
                         with self.lock:
-                            self.tally.problems.append(f"{product_id}: image read right after its write differs "
-                                                       f"({image.status_code}, {len(image.content)} bytes)")
+                            self.tally.problems.append(
+                                f"{product_id}: image read right after its write differs "
+                                f"({image.status_code}, {len(image.content)} bytes)"
+                            )
 
     def _reader(self, _: int) -> None:
         """Under load, a search returns only ids some write made, and every image served is one some write sent, whole."""
@@ -318,11 +361,15 @@ class Load:
                         continue
                     if response.status_code != 200:
                         with self.lock:
-                            self.tally.problems.append(f"GET {name} of {product_id} (found by a search) under load: "
-                                                       f"{response.status_code} {response.text[:200]}")
+                            self.tally.problems.append(
+                                f"GET {name} of {product_id} (found by a search) under load: "
+                                f"{response.status_code} {response.text[:200]}"
+                            )
                 if image.status_code == 200 and image.content not in allowed:
                     with self.lock:
-                        self.tally.problems.append(f"GET image of {product_id} under load: bytes of no write ({len(image.content)} bytes)")
+                        self.tally.problems.append(
+                            f"GET image of {product_id} under load: bytes of no write ({len(image.content)} bytes)"
+                        )
 
 
 def catalog_ledger(base: str) -> dict[str, Slot]:
@@ -332,7 +379,9 @@ def catalog_ledger(base: str) -> dict[str, Slot]:
         for hit in client.post("/search", data={"text": "anything", "k": "1000"}).json()["results"]:
             view = client.get(f"/products/{hit['id']}").json()
             stored = client.get(f"/products/{hit['id']}/image").content
-            slots[hit["id"]] = Slot(current=Version(view["title"], view["attributes"], stored), owner=len(slots) % WRITERS)
+            slots[hit["id"]] = Slot(
+                current=Version(view["title"], view["attributes"], stored), owner=len(slots) % WRITERS
+            )
             slots[hit["id"]].history.append(slots[hit["id"]].current)
     return slots
 
@@ -367,12 +416,18 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
             if row.status_code == 200:
                 view = row.json()
                 options = [slot.current] + ([slot.pending[1]] if slot.pending else [])
-                matches = [v for v in options if v is not None and same(v, view, image.content if image.status_code == 200 else b"")]
+                matches = [
+                    v
+                    for v in options
+                    if v is not None and same(v, view, image.content if image.status_code == 200 else b"")
+                ]
                 if not matches:
                     owner = next((v.title for v in slot.history if v.stored == image.content), None)
-                    problems.append(f"{product_id}: shows title {view['title']!r}, attributes {view['attributes']}, image "
-                                    f"{image.status_code} ({len(image.content)} bytes, the image of write {owner!r}): not one write whole "
-                                    f"(acknowledged: {slot.current and slot.current.title!r}, in flight: {slot.pending and slot.pending[1] and slot.pending[1].title!r})")
+                    problems.append(
+                        f"{product_id}: shows title {view['title']!r}, attributes {view['attributes']}, image "
+                        f"{image.status_code} ({len(image.content)} bytes, the image of write {owner!r}): not one write whole "
+                        f"(acknowledged: {slot.current and slot.current.title!r}, in flight: {slot.pending and slot.pending[1] and slot.pending[1].title!r})"
+                    )
                     slot.pending = None  # reported once
                     continue
                 observed = matches[0]
@@ -395,7 +450,9 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
                 slot.current, slot.pending = observed, None  # resolved: from here on the ledger is exact again
             elif observed is not slot.current:
                 lost = "acknowledged upsert" if slot.current is not None else "acknowledged delete"
-                problems.append(f"{product_id}: LOST {lost}: shows {observed and observed.title!r}, expected {slot.current and slot.current.title!r}")
+                problems.append(
+                    f"{product_id}: LOST {lost}: shows {observed and observed.title!r}, expected {slot.current and slot.current.title!r}"
+                )
                 continue
             if slot.acked:
                 tally.checked.add(slot.acked)
@@ -408,16 +465,26 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
         everything = client.post("/search", data={"text": "anything", "k": str(max(count, 1))})
         found = [h["id"] for h in everything.json()["results"]] if everything.status_code == 200 else None
         if found is None or len(found) != len(set(found)) or set(found) != present:
-            problems.append(f"a search for every product: {everything.status_code}, {None if found is None else len(found)} hits; "
-                            f"missing {sorted(present - set(found or []))[:5]}, extra {sorted(set(found or []) - present)[:5]}")
+            problems.append(
+                f"a search for every product: {everything.status_code}, {None if found is None else len(found)} hits; "
+                f"missing {sorted(present - set(found or []))[:5]}, extra {sorted(set(found or []) - present)[:5]}"
+            )
         for product_id, slot in sorted(slots.items()):  # each product's vector is its current image's
             version = slot.current
             if version is None or version.upload is None or not (full or slot.touched):
                 continue
-            result = client.post("/search", data={"k": str(max(count, 1)), "exclude_reference": "false"}, files={"image": ("q.png", version.upload, "image/png")})
-            scores = {h["id"]: h["score"] for h in result.json().get("results", [])} if result.status_code == 200 else {}
+            result = client.post(
+                "/search",
+                data={"k": str(max(count, 1)), "exclude_reference": "false"},
+                files={"image": ("q.png", version.upload, "image/png")},
+            )
+            scores = (
+                {h["id"]: h["score"] for h in result.json().get("results", [])} if result.status_code == 200 else {}
+            )
             if scores.get(product_id, -1.0) < SAME_VECTOR:
-                problems.append(f"{product_id}: a search with its own image scores it {scores.get(product_id)}: its vector is not this write's")
+                problems.append(
+                    f"{product_id}: a search with its own image scores it {scores.get(product_id)}: its vector is not this write's"
+                )
             slot.touched = False
     return count
 
@@ -488,8 +555,11 @@ def test_sigkilled_server_under_load_loses_no_acknowledged_write_and_shows_nothi
         # and images/ holds exactly the present products' images: nothing staged, no temp file, no image of a deleted product
         images = ImageStore(index / "images")
         assert all(images.has(i) for i in present)
-        unreferenced = sorted(str(p.relative_to(images.directory)) for p in images.directory.rglob("*") if p.is_file()
-                              and p.name not in {images.path(i).name for i in present})
+        unreferenced = sorted(
+            str(p.relative_to(images.directory))
+            for p in images.directory.rglob("*")
+            if p.is_file() and p.name not in {images.path(i).name for i in present}
+        )
         seconds = time.monotonic() - started
     finally:
         if server.process is not None:
@@ -497,19 +567,23 @@ def test_sigkilled_server_under_load_loses_no_acknowledged_write_and_shows_nothi
 
     upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
     deletes_checked = len(tally.checked) - upserts_checked
-    figures = (f"crash consistency: {tally.kills} kills ({tally.failpoint_kills} at a failpoint, plan {plan}), "
-               f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches under load; "
-               f"checked intact after a restart: {upserts_checked} acknowledged upserts, {deletes_checked} acknowledged deletes "
-               f"(the others were superseded by a later acknowledged write before any restart); "
-               f"in-flight writes at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; "
-               f"{count} products at the end; stale vector files left by kills: {tally.stale_vector_files} (removed on restart); "
-               f"files in images/ of no product: {len(unreferenced)}; problems: {len(tally.problems)}; lost = "
-               f"{sum('LOST' in p for p in tally.problems)}; {seconds:.1f} s")
+    figures = (
+        f"crash consistency: {tally.kills} kills ({tally.failpoint_kills} at a failpoint, plan {plan}), "
+        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches under load; "
+        f"checked intact after a restart: {upserts_checked} acknowledged upserts, {deletes_checked} acknowledged deletes "
+        f"(the others were superseded by a later acknowledged write before any restart); "
+        f"in-flight writes at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; "
+        f"{count} products at the end; stale vector files left by kills: {tally.stale_vector_files} (removed on restart); "
+        f"files in images/ of no product: {len(unreferenced)}; problems: {len(tally.problems)}; lost = "
+        f"{sum('LOST' in p for p in tally.problems)}; {seconds:.1f} s"
+    )
     print("\n" + figures)
     assert not tally.problems, "\n".join(tally.problems[:20])
     assert sum("LOST" in p for p in tally.problems) == 0
     assert not unreferenced, unreferenced[:10]
-    assert tally.kills >= 3 and tally.failpoint_kills >= 1 and upserts_checked > 0 and deletes_checked > 0  # 5 and 2 unless the deadline cut in
+    assert (
+        tally.kills >= 3 and tally.failpoint_kills >= 1 and upserts_checked > 0 and deletes_checked > 0
+    )  # 5 and 2 unless the deadline cut in
 
 
 # ---- regressions: a product's image changes with its row, never before or after it ---------------------------------
@@ -530,8 +604,14 @@ else:
 """
 
 
-@pytest.mark.parametrize("write, point, survivor", [("replace", "index.vectors_written", "old"), ("replace", "index.committed", "new"),
-                                                    ("delete", "index.committed", None)])
+@pytest.mark.parametrize(
+    "write, point, survivor",
+    [
+        ("replace", "index.vectors_written", "old"),
+        ("replace", "index.committed", "new"),
+        ("delete", "index.committed", None),
+    ],
+)
 def test_a_write_killed_mid_commit_leaves_row_and_image_together(settings, write, point, survivor):
     """Killed before its metadata commit, a write leaves the old product whole; killed after it, the new state, image included."""
     from vitrine.serve.service import SearchService
@@ -540,8 +620,13 @@ def test_a_write_killed_mid_commit_leaves_row_and_image_together(settings, write
     store = open_store(settings.index)
     old_title, old_image = store.product("1001")["title"], images.path("1001").read_bytes()
     store.close()
-    killed = subprocess.run([sys.executable, "-c", WRITE_AND_DIE, settings.index, write], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"})
+    killed = subprocess.run(
+        [sys.executable, "-c", WRITE_AND_DIE, settings.index, write],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"},
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     service = SearchService(settings)  # what a restarted server shows

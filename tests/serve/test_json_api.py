@@ -1,10 +1,10 @@
 """JSON bodies on POST /search and /tag, POST /search/batch, and both forms in the OpenAPI spec."""
+
 from __future__ import annotations
 
 import base64
 
 import pytest
-
 from tests.conftest import COLOURS, jpeg_bytes
 from tests.serve.test_api import error_of, upload
 
@@ -22,9 +22,17 @@ def test_json_text_search_answers_like_the_form(client):
     as_json = client.post("/search", json={"text": "blue jeans", "k": 5})
     assert ranking(as_json) == ranking(client.post("/search", data={"text": "blue jeans", "k": "5"}))
     body = as_json.json()
-    assert body["query"] == {"kind": "text", "text": "blue jeans", "modification": None, "k": 5, "filters": {}, "mode": "hybrid", "offset": 0,
-                             "soft_filters": {"fields": {"baseColour": ["Blue"], "articleType": ["Jeans"]}, "words": ["blue", "jeans"]},
-                             "excluded": []}
+    assert body["query"] == {
+        "kind": "text",
+        "text": "blue jeans",
+        "modification": None,
+        "k": 5,
+        "filters": {},
+        "mode": "hybrid",
+        "offset": 0,
+        "soft_filters": {"fields": {"baseColour": ["Blue"], "articleType": ["Jeans"]}, "words": ["blue", "jeans"]},
+        "excluded": [],
+    }
     assert len(body["results"]) == 5
 
 
@@ -33,35 +41,50 @@ def test_json_image_composed_and_filtered_searches(client):
     by_upload = ranking(client.post("/search", data={"k": "4"}, files=upload(red)))
     assert ranking(client.post("/search", json={"image": b64(red), "k": 4})) == by_upload
     assert ranking(client.post("/search", json={"image": "data:image/jpeg;base64," + b64(red), "k": 4})) == by_upload
-    composed = client.post("/search", json={"image_url": "/products/1000/image", "modification": "in blue", "k": 12,
-                                            "filters": {"gender": ["Women"]}})
-    form = client.post("/search", data={"image_url": "/products/1000/image", "modification": "in blue", "k": "12", "filter": "gender=Women"})
+    composed = client.post(
+        "/search",
+        json={
+            "image_url": "/products/1000/image",
+            "modification": "in blue",
+            "k": 12,
+            "filters": {"gender": ["Women"]},
+        },
+    )
+    form = client.post(
+        "/search",
+        data={"image_url": "/products/1000/image", "modification": "in blue", "k": "12", "filter": "gender=Women"},
+    )
     assert ranking(composed) == ranking(form)
-    assert composed.json()["query"]["kind"] == "composed" and composed.json()["query"]["filters"] == {"gender": ["Women"]}
+    assert composed.json()["query"]["kind"] == "composed" and composed.json()["query"]["filters"] == {
+        "gender": ["Women"]
+    }
     assert all(hit["attributes"]["gender"] == "Women" for hit in composed.json()["results"])
     one_value = client.post("/search", json={"text": "a dress", "k": 12, "filters": {"gender": "Men"}})
     assert {hit["attributes"]["gender"] for hit in one_value.json()["results"]} == {"Men"}
 
 
-@pytest.mark.parametrize("body, status, needle", [
-    ({}, 400, "give a text query"),
-    ({"text": "  "}, 400, "the text query is empty"),
-    ({"modification": "in black"}, 400, "modification changes an image query"),
-    ({"text": "red", "k": 0}, 400, "k must be between 1 and 50"),
-    ({"text": "red", "k": "many"}, 400, "k:"),
-    ({"text": "red", "query": "typo"}, 400, "query: Extra inputs are not permitted"),
-    ({"text": ["red"]}, 400, "text:"),
-    ({"text": "x" * 101}, 400, "the limit is 100"),
-    ({"text": "red", "filters": {"colour": "Red"}}, 400, "unknown filter field(s) ['colour']"),
-    ({"text": "red", "filters": {"gender": []}}, 400, "at least one non-empty value"),
-    ({"text": "red", "filters": ["gender=Men"]}, 400, "filters:"),
-    ({"image": "not base64 at all!"}, 400, "not valid base64"),
-    ({"image": b64(b"%PDF-1.4 not a picture")}, 415, "not an image"),
-    ({"image": "data:image/jpeg,rawbytes"}, 400, "must be base64"),
-    ({"image": b64(jpeg_bytes()), "image_url": "/products/1000/image"}, 400, "not both"),
-    ({"image": b64(jpeg_bytes()), "text": "red"}, 400, "not both"),
-    ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "fetches no other URLs"),
-])
+@pytest.mark.parametrize(
+    "body, status, needle",
+    [
+        ({}, 400, "give a text query"),
+        ({"text": "  "}, 400, "the text query is empty"),
+        ({"modification": "in black"}, 400, "modification changes an image query"),
+        ({"text": "red", "k": 0}, 400, "k must be between 1 and 50"),
+        ({"text": "red", "k": "many"}, 400, "k:"),
+        ({"text": "red", "query": "typo"}, 400, "query: Extra inputs are not permitted"),
+        ({"text": ["red"]}, 400, "text:"),
+        ({"text": "x" * 101}, 400, "the limit is 100"),
+        ({"text": "red", "filters": {"colour": "Red"}}, 400, "unknown filter field(s) ['colour']"),
+        ({"text": "red", "filters": {"gender": []}}, 400, "at least one non-empty value"),
+        ({"text": "red", "filters": ["gender=Men"]}, 400, "filters:"),
+        ({"image": "not base64 at all!"}, 400, "not valid base64"),
+        ({"image": b64(b"%PDF-1.4 not a picture")}, 415, "not an image"),
+        ({"image": "data:image/jpeg,rawbytes"}, 400, "must be base64"),
+        ({"image": b64(jpeg_bytes()), "image_url": "/products/1000/image"}, 400, "not both"),
+        ({"image": b64(jpeg_bytes()), "text": "red"}, 400, "not both"),
+        ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "fetches no other URLs"),
+    ],
+)
 def test_bad_json_searches_get_the_same_json_errors(client, body, status, needle):
     assert needle in error_of(client.post("/search", json=body), status)
 
@@ -70,8 +93,12 @@ def test_bodies_that_are_not_json_objects_or_a_known_type_are_refused(client):
     headers = {"Content-Type": "application/json"}
     assert "not valid JSON" in error_of(client.post("/search", content=b'{"text": "red"', headers=headers), 400)
     assert "not valid JSON" in error_of(client.post("/search", content=b"\xff\xfe", headers=headers), 400)
-    assert "the body: expected a JSON object, got list" in error_of(client.post("/search", content=b'["red"]', headers=headers), 400)
-    assert "not text/plain" in error_of(client.post("/search", content=b"red", headers={"Content-Type": "text/plain"}), 415)
+    assert "the body: expected a JSON object, got list" in error_of(
+        client.post("/search", content=b'["red"]', headers=headers), 400
+    )
+    assert "not text/plain" in error_of(
+        client.post("/search", content=b"red", headers={"Content-Type": "text/plain"}), 415
+    )
     big = b64(jpeg_bytes(size=(60, 80)) + b"\0" * 200_000)  # over max_upload_bytes=200,000 once decoded
     assert "over the upload limit" in error_of(client.post("/search", json={"image": big}), 413)
 
@@ -89,9 +116,13 @@ def test_batch_answers_each_query_as_alone_with_one_forward_pass_per_kind(client
         calls["image"] += 1
         return image_features(pixels)
 
-    queries = [{"text": "red dress", "k": 3}, {"image": b64(jpeg_bytes(COLOURS["Blue"])), "k": 2},
-               {"text": "green shirt", "filters": {"gender": "Men"}, "k": 4}, {"image_url": "/products/1001/image", "modification": "in red"},
-               {"image": b64(jpeg_bytes(COLOURS["Green"])), "modification": "in black", "k": 5}]
+    queries = [
+        {"text": "red dress", "k": 3},
+        {"image": b64(jpeg_bytes(COLOURS["Blue"])), "k": 2},
+        {"text": "green shirt", "filters": {"gender": "Men"}, "k": 4},
+        {"image_url": "/products/1001/image", "modification": "in red"},
+        {"image": b64(jpeg_bytes(COLOURS["Green"])), "modification": "in black", "k": 5},
+    ]
     alone = [ranking(client.post("/search", json=q)) for q in queries]
     service.model.encode_text, service.model.image_features = counted_text, counted_images
     try:
@@ -115,7 +146,9 @@ def test_batch_refusals_name_the_query(client):
     bad = {"queries": [{"text": "red"}, {"text": "blue", "k": 999}], "on_error": "fail"}
     assert error_of(client.post("/search/batch", json=bad), 400).startswith("queries[1]: k must be between 1 and 50")
     assert "queries.0.k" in error_of(client.post("/search/batch", json={"queries": [{"text": "red", "k": "x"}]}), 400)
-    assert "not multipart/form-data" in error_of(client.post("/search/batch", data={"text": "red"}, files=upload(jpeg_bytes())), 415)
+    assert "not multipart/form-data" in error_of(
+        client.post("/search/batch", data={"text": "red"}, files=upload(jpeg_bytes())), 415
+    )
 
 
 def test_json_tag_answers_like_the_form(client):
@@ -128,7 +161,9 @@ def test_json_tag_answers_like_the_form(client):
     assert as_object.status_code == 200 and as_object.json() == as_text.json()
     assert set(as_object.json()["tags"]) == {"pattern"}
     assert "give the image" in error_of(client.post("/tag", json={}), 400)
-    assert "at least two values" in error_of(client.post("/tag", json={"image": b64(red), "vocabulary": {"pattern": ["striped"]}}), 400)
+    assert "at least two values" in error_of(
+        client.post("/tag", json={"image": b64(red), "vocabulary": {"pattern": ["striped"]}}), 400
+    )
     from_catalog = client.post("/tag", json={"image_url": "/products/1000/image"})
     assert from_catalog.status_code == 200 and "baseColour" in from_catalog.json()["tags"]
 
@@ -138,23 +173,37 @@ def test_the_spec_documents_json_and_form_bodies(client):
 
     spec = client.get("/openapi.json").json()
     validate(spec)
-    for path, kinds in {"/search": {"application/json", "multipart/form-data"}, "/tag": {"application/json", "multipart/form-data"},
-                        "/search/batch": {"application/json"}}.items():
+    for path, kinds in {
+        "/search": {"application/json", "multipart/form-data"},
+        "/tag": {"application/json", "multipart/form-data"},
+        "/search/batch": {"application/json"},
+    }.items():
         assert set(spec["paths"][path]["post"]["requestBody"]["content"]) == kinds
     schemas = spec["components"]["schemas"]
     assert {"text", "image", "image_url", "modification", "filters", "k"} <= set(schemas["SearchJSON"]["properties"])
     assert schemas["SearchForm"]["properties"]["image"]["format"] == "binary"
     assert {"400", "413", "415"} <= set(spec["paths"]["/search"]["post"]["responses"])
-    assert not [(path, method) for path, ops in spec["paths"].items() for method, op in ops.items() if "422" in op["responses"]]
+    assert not [
+        (path, method) for path, ops in spec["paths"].items() for method, op in ops.items() if "422" in op["responses"]
+    ]
 
 
 # Findings of the hand-written adversarial probes (schemathesis's generated strings hold no lone surrogates and its
 # JSON is shallow): each was a 500 before its fix.
-@pytest.mark.parametrize("raw, needle", [
-    (b'{"text": "red \\ud800 dress"}', "text: holds a lone surrogate"),  # was TypeError in the tokenizer
-    (b'{"text": "red", "filters": {"gender": "\\udcff"}}', "filters.gender: holds a lone surrogate"),  # was UnicodeEncodeError in SQLite
-    (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),  # was RecursionError in json.loads
-])
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        (b'{"text": "red \\ud800 dress"}', "text: holds a lone surrogate"),  # was TypeError in the tokenizer
+        (
+            b'{"text": "red", "filters": {"gender": "\\udcff"}}',
+            "filters.gender: holds a lone surrogate",
+        ),  # was UnicodeEncodeError in SQLite
+        (
+            b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "nested too deeply",
+        ),  # was RecursionError in json.loads
+    ],
+)
 def test_finding_surrogates_and_deep_nesting_in_json_are_a_400(client, raw, needle):
     assert needle in error_of(client.post("/search", content=raw, headers={"Content-Type": "application/json"}), 400)
 
@@ -163,14 +212,22 @@ def test_finding_surrogates_in_form_json_and_yaml_fields_are_a_400(client):
     from tests.serve.test_api import AUTH
 
     attributes = '{"gender\\ud800": "Women"}'  # was UnicodeEncodeError writing the product
-    response = client.post("/products", data={"id": "s-1", "attributes": attributes}, files=upload(jpeg_bytes()), headers=AUTH)
+    response = client.post(
+        "/products", data={"id": "s-1", "attributes": attributes}, files=upload(jpeg_bytes()), headers=AUTH
+    )
     assert "attributes: holds a lone surrogate" in error_of(response, 400)
     vocabulary = 'pattern: ["striped \\ud800", "solid"]'  # was TypeError in the tokenizer
-    assert "holds a lone surrogate" in error_of(client.post("/tag", data={"vocabulary": vocabulary}, files=upload(jpeg_bytes())), 400)
+    assert "holds a lone surrogate" in error_of(
+        client.post("/tag", data={"vocabulary": vocabulary}, files=upload(jpeg_bytes())), 400
+    )
     deep = "a: " + "[" * 20_000 + "]" * 20_000
-    assert "nested too deeply" in error_of(client.post("/tag", data={"vocabulary": deep}, files=upload(jpeg_bytes())), 400)
+    assert "nested too deeply" in error_of(
+        client.post("/tag", data={"vocabulary": deep}, files=upload(jpeg_bytes())), 400
+    )
 
 
 def test_json_k_must_be_a_json_integer(client):
-    assert "k: Input should be a valid integer" in error_of(client.post("/search", json={"text": "red", "k": True}), 400)
+    assert "k: Input should be a valid integer" in error_of(
+        client.post("/search", json={"text": "red", "k": True}), 400
+    )
     assert "k: Input should be a valid integer" in error_of(client.post("/search", json={"text": "red", "k": "5"}), 400)

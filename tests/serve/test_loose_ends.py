@@ -1,4 +1,5 @@
 """Loose ends of issue 27: the form cap on upserts, stale temp files swept at open, and a row never shown without its image."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from tests.conftest import jpeg_bytes
 from tests.serve.conftest import TOKEN
+
 from vitrine.serve.images import ImageStore
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -47,11 +48,18 @@ def test_an_upsert_form_of_65_fields_is_refused_like_any_other_form(torch_client
     files = {"image": ("p.jpg", jpeg_bytes(), "image/jpeg")} if kind == "multipart" else None
     answer = client.post("/products", data=fields, files=files, headers=AUTH)
     assert answer.status_code == 400 and "Too many fields" in answer.json()["error"]["message"], answer.text
-    assert client.post("/search", data={"text": "red", "filter": [f"gender=Men{i}" for i in range(64)]}, files=files).status_code == 400
+    assert (
+        client.post(
+            "/search", data={"text": "red", "filter": [f"gender=Men{i}" for i in range(64)]}, files=files
+        ).status_code
+        == 400
+    )
     # one field fewer is read (and refused for what it says, not for its size)
     fields["attributes"] = fields["attributes"][:62]
     answer = client.post("/products", data=fields, files=files, headers=AUTH)
-    assert answer.status_code == 400 and "attributes: give it once, got 62 values" in answer.json()["error"]["message"], answer.text
+    assert (
+        answer.status_code == 400 and "attributes: give it once, got 62 values" in answer.json()["error"]["message"]
+    ), answer.text
     assert client.get("/products/many-1").status_code == 404
 
 
@@ -61,7 +69,11 @@ def leave_temp_files(index: Path) -> tuple[list[Path], list[Path]]:
     gone = dead_pid()
     images = index / "images"
     (images / "staged").mkdir(exist_ok=True)
-    stale = [images / f"{'a' * 40}.jpg.{gone}.tmp", images / "staged" / f"{'b' * 32}.jpg.{gone}.tmp", index / f".snapshot-0a1b2c3d.{gone}.tmp"]
+    stale = [
+        images / f"{'a' * 40}.jpg.{gone}.tmp",
+        images / "staged" / f"{'b' * 32}.jpg.{gone}.tmp",
+        index / f".snapshot-0a1b2c3d.{gone}.tmp",
+    ]
     for path in stale[:2]:
         path.write_bytes(b"half a jpeg")
     stale[2].mkdir()
@@ -88,7 +100,10 @@ def test_stale_temp_files_are_swept_by_a_rerun_of_index_images(settings, served_
     from vitrine.cli import main
 
     stale, live = leave_temp_files(Path(settings.index))
-    assert main(["index", "images", "--data", str(served_index / "catalog"), "--index", settings.index, "--no-progress"]) == 0
+    assert (
+        main(["index", "images", "--data", str(served_index / "catalog"), "--index", settings.index, "--no-progress"])
+        == 0
+    )
     assert [p for p in stale[:2] if p.exists()] == [] and all(p.exists() for p in live)
     assert "already there 12" in capsys.readouterr().err
 
@@ -115,7 +130,9 @@ def test_another_worker_between_commit_and_settle_sees_the_row_with_its_own_imag
         def between(name: str) -> None:
             if name == "serve.upsert_committed":
                 assert writer.images.has_staged()  # committed, not yet settled: the window this test is about
-                seen.append((reader.product(product_id)["title"], reader.image_bytes(product_id), reader.image_path(product_id)))
+                seen.append(
+                    (reader.product(product_id)["title"], reader.image_bytes(product_id), reader.image_path(product_id))
+                )
 
         monkeypatch.setattr(service_module, "failpoint", between)
         writer.upsert(product_id, "written", {"gender": "Men"}, Image.new("RGB", (40, 40), (10, 200, 30)))
@@ -166,8 +183,13 @@ def test_a_writer_killed_between_commit_and_settle_leaves_its_row_readable_with_
 
     reader = SearchService(replace(settings, runtime="torch"))
     try:
-        killed = subprocess.run([sys.executable, "-c", WRITE_AND_DIE, settings.index], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "VITRINE_FAILPOINTS": "serve.upsert_committed:1"})
+        killed = subprocess.run(
+            [sys.executable, "-c", WRITE_AND_DIE, settings.index],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "VITRINE_FAILPOINTS": "serve.upsert_committed:1"},
+        )
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
         images = ImageStore(Path(settings.index) / "images")
         assert images.has_staged() and not images.has("new-2")  # committed, never settled

@@ -10,6 +10,7 @@ the "acknowledged writes survive, nothing half-written" check of tests/serve/tes
   a restart, with every acknowledged write in place. The time from the server answering again to the first successful
   search is measured (Milvus 2.3 reloads its collections once the killed server's sessions expire: ~30 s).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.conftest import make_rows, require_scale, write_folder
 from tests.milvus_server import own_server
 from tests.serve.test_crash_consistency import AUTH, Load, Server, Tally, catalog_ledger, check, png
@@ -45,8 +45,12 @@ def served(milvus, root: Path, collection: str) -> tuple[str, Path]:
 
     write_folder(root / "catalog", make_rows(12))
     spec, images = f"milvus:{milvus.url}#{collection}", root / "images"
-    prepare_index(str(root / "catalog"), ServeSettings(index=spec, images=str(images), tag_model="vitrine:small", combiner="sum"),
-                  "vitrine:small", progress=False)
+    prepare_index(
+        str(root / "catalog"),
+        ServeSettings(index=spec, images=str(images), tag_model="vitrine:small", combiner="sum"),
+        "vitrine:small",
+        progress=False,
+    )
     return spec, images
 
 
@@ -97,7 +101,10 @@ def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged
     phase("index")
     monkeypatch.setenv("VITRINE_IMAGES", str(images))  # the server's images (a Milvus server's default is under runs/)
     rng = random.Random(SEED)
-    plan = ["timer", "index.vectors_written"]  # the failpoint: rows upserted and flushed, the write's state not yet saved
+    plan = [
+        "timer",
+        "index.vectors_written",
+    ]  # the failpoint: rows upserted and flushed, the write's state not yet saved
     tally = Tally()
     server = Server(spec, tmp_path / "serve.log")
     try:
@@ -132,7 +139,9 @@ def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged
         phase("load")
         server.start()
         phase("start")
-        count = check(server.base, slots, tally, full=False)  # every row and image; the vectors of every product written since the last check
+        count = check(
+            server.base, slots, tally, full=False
+        )  # every row and image; the vectors of every product written since the last check
         server.stop()
         unreferenced = final_look(spec, images, slots, count)
         phase("check")
@@ -141,11 +150,13 @@ def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged
             server.kill()
 
     upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
-    print(f"\nMilvus server, service SIGKILLed: {tally.kills} kills ({tally.failpoint_kills} at a failpoint), "
-          f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches under load; "
-          f"checked intact after a restart: {upserts_checked} upserts, {len(tally.checked) - upserts_checked} deletes; in-flight "
-          f"at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; {count} products; problems "
-          f"{len(tally.problems)}, lost {sum('LOST' in p for p in tally.problems)}; {time.monotonic() - started:.1f} s ({phase})")
+    print(
+        f"\nMilvus server, service SIGKILLed: {tally.kills} kills ({tally.failpoint_kills} at a failpoint), "
+        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches under load; "
+        f"checked intact after a restart: {upserts_checked} upserts, {len(tally.checked) - upserts_checked} deletes; in-flight "
+        f"at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; {count} products; problems "
+        f"{len(tally.problems)}, lost {sum('LOST' in p for p in tally.problems)}; {time.monotonic() - started:.1f} s ({phase})"
+    )
     assert not tally.problems, "\n".join(tally.problems[:20])
     assert not unreferenced, unreferenced[:10]
     assert tally.kills == 2 and tally.failpoint_kills == 1 and upserts_checked > 0 and tally.deletes_acked > 0
@@ -160,7 +171,9 @@ def assert_unavailable(response: httpx.Response, what: str) -> str:
     return error["message"]
 
 
-def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_losing_a_write(milvus, tmp_path, monkeypatch):
+def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_losing_a_write(
+    milvus, tmp_path, monkeypatch
+):
     started, phase = time.monotonic(), Phases()
     spec, images = served(milvus, tmp_path, "vt_faults_restart")
     phase("index")
@@ -176,7 +189,16 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
         phase("start")
         with httpx.Client(base_url=server.base, timeout=60) as client:
             for restart in range(RESTARTS):
-                load = Load(server.base, slots, tally, SEED, restart, tmp_path, deadline=time.monotonic() + 90, unavailable=(503,))
+                load = Load(
+                    server.base,
+                    slots,
+                    tally,
+                    SEED,
+                    restart,
+                    tmp_path,
+                    deadline=time.monotonic() + 90,
+                    unavailable=(503,),
+                )
                 threads = load.run()
                 load.wait_for_writes(rng.randint(2, 4), timeout=45)
                 time.sleep(rng.uniform(0.0, 1.0))
@@ -184,7 +206,9 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
                 milvus.kill()  # mid-write, most likely: each write holds the writers' lock for its flush's ~2.5 s
                 for thread in threads:  # each stops at its first 503: writes in flight then are resolved by `check`
                     thread.join(timeout=60)
-                assert not any(thread.is_alive() for thread in threads), "a request hung while the Milvus server was down"
+                assert not any(thread.is_alive() for thread in threads), (
+                    "a request hung while the Milvus server was down"
+                )
                 refusals += len(load.refusals)
                 assert not tally.problems, "\n".join(tally.problems[:20])
 
@@ -196,8 +220,15 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
                 assert "not reachable" in message, message
                 assert_unavailable(client.get(f"/products/{standing}"), "GET a product")
                 assert_unavailable(client.get("/healthz"), "healthz")
-                assert_unavailable(client.post("/products", headers=AUTH, data={"id": probe, "title": "never"},
-                                               files={"image": ("p.png", png((9, 9, 9)), "image/png")}), "upsert")
+                assert_unavailable(
+                    client.post(
+                        "/products",
+                        headers=AUTH,
+                        data={"id": probe, "title": "never"},
+                        files={"image": ("p.png", png((9, 9, 9)), "image/png")},
+                    ),
+                    "upsert",
+                )
                 assert_unavailable(client.delete(f"/products/{standing}", headers=AUTH), "delete")
                 time.sleep(rng.uniform(0.5, 2.0))  # down a little longer
                 phase("down")
@@ -211,19 +242,27 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
                     if answer.status_code == 200:
                         break
                     assert_unavailable(answer, "search while the Milvus server recovers")
-                    assert time.monotonic() - up < RECOVERY_TIMEOUT_S, f"no recovery within {RECOVERY_TIMEOUT_S:.0f} s: {answer.text}"
+                    assert time.monotonic() - up < RECOVERY_TIMEOUT_S, (
+                        f"no recovery within {RECOVERY_TIMEOUT_S:.0f} s: {answer.text}"
+                    )
                     time.sleep(0.25)
                 recoveries.append(time.monotonic() - up)
                 phase("recovery")
-                count = check(server.base, slots, tally, full=True)  # every product's row, image and vector, as acknowledged
+                count = check(
+                    server.base, slots, tally, full=True
+                )  # every product's row, image and vector, as acknowledged
                 assert not tally.problems, "\n".join(tally.problems[:20])
                 for name in probes:  # refused while the server was down: no row, no image
                     assert client.get(f"/products/{name}").status_code == 404
                     assert client.get(f"/products/{name}/image").status_code == 404
 
             # And writes work again, through the same service process.
-            after = client.post("/products", headers=AUTH, data={"id": "after-restart", "title": "after"},
-                                files={"image": ("p.png", png((250, 5, 5)), "image/png")})
+            after = client.post(
+                "/products",
+                headers=AUTH,
+                data={"id": "after-restart", "title": "after"},
+                files={"image": ("p.png", png((250, 5, 5)), "image/png")},
+            )
             assert after.status_code == 201, after.text
             assert client.delete("/products/after-restart", headers=AUTH).status_code == 204
         server.stop()
@@ -234,12 +273,14 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
             server.kill()
 
     upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
-    print(f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {tally.upserts_acked} upserts and "
-          f"{tally.deletes_acked} deletes acknowledged; checked intact: {upserts_checked} upserts, "
-          f"{len(tally.checked) - upserts_checked} deletes; in-flight at kills: {tally.in_flight_present} present, "
-          f"{tally.in_flight_absent} absent; requests refused with 503 under load: {refusals}; recovery (server up -> first "
-          f"search answered): {', '.join(f'{s:.1f} s' for s in recoveries)}; lost {sum('LOST' in p for p in tally.problems)}; "
-          f"{time.monotonic() - started:.1f} s ({phase})")
+    print(
+        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {tally.upserts_acked} upserts and "
+        f"{tally.deletes_acked} deletes acknowledged; checked intact: {upserts_checked} upserts, "
+        f"{len(tally.checked) - upserts_checked} deletes; in-flight at kills: {tally.in_flight_present} present, "
+        f"{tally.in_flight_absent} absent; requests refused with 503 under load: {refusals}; recovery (server up -> first "
+        f"search answered): {', '.join(f'{s:.1f} s' for s in recoveries)}; lost {sum('LOST' in p for p in tally.problems)}; "
+        f"{time.monotonic() - started:.1f} s ({phase})"
+    )
     assert not tally.problems, "\n".join(tally.problems[:20])
     assert not unreferenced, unreferenced[:10]
     assert len(recoveries) == RESTARTS and upserts_checked > 0

@@ -1,5 +1,6 @@
 """Search answers are orjson bytes, every route is timed by the plain ASGI middleware, `/healthz` names the HTTP
 stack, and `--workers auto` counts cores."""
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,14 @@ def answers(settings: ServeSettings) -> tuple[list, dict, str]:
             client.post("/search", json={"text": "red t-shirt", "k": 5}),
             client.post("/search", data={"text": "blue jeans", "k": "3", "filter": "gender=Men"}),
             client.get("/search", params={"text": "a black watch", "k": 4}),
-            client.post("/search", data={"modification": "in blue", "k": "3"}, files={"image": ("q.jpg", picture.getvalue(), "image/jpeg")}),
-            client.post("/search/batch", json={"queries": [{"text": "green dress", "k": 2}, {"text": "white shirt", "k": 2}]}),
+            client.post(
+                "/search",
+                data={"modification": "in blue", "k": "3"},
+                files={"image": ("q.jpg", picture.getvalue(), "image/jpeg")},
+            ),
+            client.post(
+                "/search/batch", json={"queries": [{"text": "green dress", "k": 2}, {"text": "white shirt", "k": 2}]}
+            ),
             client.post("/search", json={"text": "red", "k": 0}),  # an error answers the same way on both paths
         ]
         health = client.get("/healthz").json()
@@ -82,7 +89,11 @@ def test_a_large_search_upload_decodes_at_draft_size_and_embeds_alike(settings, 
     transform = small_model.image_transform
     draft = lambda w, h: transform.source_size_for(w, h, DRAFT_MARGIN)  # noqa: E731
     drafted, full = decode_image(buffer.getvalue(), draft=draft), decode_image(buffer.getvalue())
-    assert full.size == (2400, 3200) and drafted.size[0] < 2400 and min(drafted.size) >= DRAFT_MARGIN * transform.size * 2400 / 3200 - 1
+    assert (
+        full.size == (2400, 3200)
+        and drafted.size[0] < 2400
+        and min(drafted.size) >= DRAFT_MARGIN * transform.size * 2400 / 3200 - 1
+    )
     import torch
 
     with torch.no_grad():
@@ -94,7 +105,9 @@ def test_a_large_search_upload_decodes_at_draft_size_and_embeds_alike(settings, 
     # the service answers a large upload
     app = create_app(replace(settings, max_upload_bytes=10 * 2**20, max_pixels=40_000_000))
     with TestClient(app) as client:
-        response = client.post("/search", data={"k": "3"}, files={"image": ("big.jpg", buffer.getvalue(), "image/jpeg")})
+        response = client.post(
+            "/search", data={"k": "3"}, files={"image": ("big.jpg", buffer.getvalue(), "image/jpeg")}
+        )
     app.state.service.close()
     assert response.status_code == 200 and len(response.json()["results"]) == 3
 
@@ -123,12 +136,25 @@ def test_a_client_that_hangs_up_mid_body_is_no_server_error(settings, caplog):
 
     app = create_app(settings)
     boundary = "vitrineboundary"
-    first = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nred dress\r\n--{boundary}\r\n"
-             f"Content-Disposition: form-data; name=\"k\"\r\n\r\n").encode()
+    first = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\nred dress\r\n--{boundary}\r\n'
+        f'Content-Disposition: form-data; name="k"\r\n\r\n'
+    ).encode()
     messages = iter([{"type": "http.request", "body": first, "more_body": True}, {"type": "http.disconnect"}])
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "path": "/search", "raw_path": b"/search",
-             "query_string": b"", "root_path": "", "scheme": "http", "server": ("test", 80), "client": ("test", 1),
-             "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()), (b"host", b"test")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/search",
+        "raw_path": b"/search",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()), (b"host", b"test")],
+    }
     sent = []
 
     async def receive():

@@ -4,6 +4,7 @@ Checks: no 5xx, and each response conforms to the spec (status code declared, co
 against its schema). A finding fails the suite; each one fixed so far has a regression test in test_api.py,
 test_json_api.py or test_security.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance, status_code_conformance
-
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from tests.serve.conftest import TOKEN
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("VITRINE_SCHEMATHESIS_EXAMPLES", "40"))  # CI: 40; a deeper local hunt: more
@@ -57,8 +62,13 @@ def test_every_operation_answers_within_its_spec(api_schema, label, mode):
     headers = {"Authorization": f"Bearer {TOKEN}"} if label.split()[0] != "GET" and "/products" in label else None
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case):
         case.call_and_validate(headers=headers, checks=CHECKS)
         CASES[f"{label} ({mode.value})"] += 1
@@ -67,4 +77,6 @@ def test_every_operation_answers_within_its_spec(api_schema, label, mode):
 
 
 def teardown_module(module):
-    print(f"\nschemathesis cases run: {sum(CASES.values())} over {len(CASES)} operation x mode pairs: {dict(sorted(CASES.items()))}")
+    print(
+        f"\nschemathesis cases run: {sum(CASES.values())} over {len(CASES)} operation x mode pairs: {dict(sorted(CASES.items()))}"
+    )

@@ -1,4 +1,5 @@
 """Writes and reads stay consistent under concurrency, across worker processes, and across restarts."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,9 @@ from dataclasses import replace
 import httpx
 import pytest
 from PIL import Image
-
 from tests.conftest import jpeg_bytes
 from tests.serve.conftest import TOKEN
+
 from vitrine.serve.server import wait_until_ready
 from vitrine.serve.service import NotFound, Query, SearchService, ServiceError
 
@@ -70,7 +71,11 @@ def test_two_workers_on_one_index_see_each_others_writes(settings):
     first.upsert("c", "first again", {}, picture(3))
     for service in (first, second):
         assert service.stats()["products"] == 15
-        assert {service.product(i)["title"] for i in "abc"} == {"from the first worker", "from the second worker", "first again"}
+        assert {service.product(i)["title"] for i in "abc"} == {
+            "from the first worker",
+            "from the second worker",
+            "first again",
+        }
         assert service.search(Query(image=picture(2), k=1, exclude_reference=False))[0].id == "b"
     second.delete("a")
     with pytest.raises(NotFound):
@@ -89,8 +94,15 @@ def test_products_survive_a_restart_and_deleted_ones_stay_deleted(settings):
 
     app = create_app(settings)
     with TestClient(app) as client:
-        assert client.post("/products", data={"id": "kept", "title": "Kept"}, files={"image": ("k.jpg", jpeg_bytes((1, 2, 250)), "image/jpeg")},
-                           headers=AUTH).status_code == 201
+        assert (
+            client.post(
+                "/products",
+                data={"id": "kept", "title": "Kept"},
+                files={"image": ("k.jpg", jpeg_bytes((1, 2, 250)), "image/jpeg")},
+                headers=AUTH,
+            ).status_code
+            == 201
+        )
         assert client.delete("/products/1001", headers=AUTH).status_code == 204
         stored = client.get("/products/kept/image").content
     app.state.service.close()
@@ -113,8 +125,24 @@ def _free_port() -> int:
 def _start(index: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "VITRINE_WRITE_TOKEN": TOKEN}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    command = [sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--tag-model", "vitrine:small",
-               "--combiner", "sum", "--log-level", "warning", "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "vitrine",
+        "serve",
+        "--index",
+        index,
+        "--port",
+        str(port),
+        "--tag-model",
+        "vitrine:small",
+        "--combiner",
+        "sum",
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+    ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", process, timeout=120)
@@ -137,8 +165,13 @@ def test_a_real_server_process_restart_keeps_writes(settings):
     base = f"http://127.0.0.1:{port}"
     server = _start(settings.index, port)
     try:
-        added = httpx.post(f"{base}/products", data={"id": "live-1", "title": "Live"}, headers=AUTH,
-                           files={"image": ("l.jpg", jpeg_bytes((250, 200, 0)), "image/jpeg")}, timeout=60)
+        added = httpx.post(
+            f"{base}/products",
+            data={"id": "live-1", "title": "Live"},
+            headers=AUTH,
+            files={"image": ("l.jpg", jpeg_bytes((250, 200, 0)), "image/jpeg")},
+            timeout=60,
+        )
         assert added.status_code == 201, added.text
         assert httpx.delete(f"{base}/products/1004", headers=AUTH, timeout=60).status_code == 204
     finally:
@@ -163,8 +196,13 @@ def test_two_worker_server_reports_metrics_for_the_whole_server_and_shares_write
         for _ in range(6):  # fresh connections spread over both workers; each answers for the whole server
             text = httpx.get(f"{base}/metrics", timeout=60, headers={"Connection": "close"}).text
             assert 'vitrine_http_requests_total{method="GET",route="/search",status="200"} 6.0' in text
-        added = httpx.post(f"{base}/products", data={"id": "w2", "title": "Two workers"}, headers=AUTH, timeout=60,
-                           files={"image": ("w.jpg", jpeg_bytes((9, 99, 199)), "image/jpeg")})
+        added = httpx.post(
+            f"{base}/products",
+            data={"id": "w2", "title": "Two workers"},
+            headers=AUTH,
+            timeout=60,
+            files={"image": ("w.jpg", jpeg_bytes((9, 99, 199)), "image/jpeg")},
+        )
         assert added.status_code == 201
         for _ in range(6):  # whichever worker answers has the new product
             assert httpx.get(f"{base}/products/w2", timeout=60, headers={"Connection": "close"}).status_code == 200
@@ -181,9 +219,14 @@ def test_settings_validate_and_come_from_the_environment(tmp_path):
         ServeSettings(write_token="short")
     config = tmp_path / "serve.json"
     config.write_text('{"index": "somewhere", "max_k": 20}')
-    settings = load_settings(str(config), environ={"VITRINE_MAX_K": "30", "VITRINE_WRITE_TOKEN": "from-the-env"}, index="cli-wins")
+    settings = load_settings(
+        str(config), environ={"VITRINE_MAX_K": "30", "VITRINE_WRITE_TOKEN": "from-the-env"}, index="cli-wins"
+    )
     assert (settings.index, settings.max_k, settings.write_token) == ("cli-wins", 30, "from-the-env")
-    assert settings.public()["write_token"] == "set" and replace(settings, write_token=None).public()["write_token"] is None
+    assert (
+        settings.public()["write_token"] == "set"
+        and replace(settings, write_token=None).public()["write_token"] is None
+    )
     with pytest.raises(ValueError, match="VITRINE_MAX_K must be a whole number, got 'many'"):
         load_settings(None, environ={"VITRINE_MAX_K": "many"})
     config.write_text('{"colour": 1}')

@@ -1,13 +1,14 @@
 """The service's "no close match": calibrated once at start and after a commit that moved the catalog by a quarter,
 never per query; image queries judged; the judgement before kept as `relevance: titles`."""
+
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
+from tests.conftest import COLOURS, jpeg_bytes
 
 import vitrine.search.engine as service_module  # where calibrations are made
-from tests.conftest import COLOURS, jpeg_bytes
 from vitrine.serve.service import Query, SearchService
 from vitrine.serve.settings import ServeSettings
 

@@ -1,6 +1,7 @@
 """The default tagging model on the real hi-res catalog (`../shared/data/kagl-hires`): its tags agree with the
 catalog's own columns. The floors are measured figures of the shipped weights less a small margin (see the
 kagl-base-regions model card)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,12 +1,13 @@
 """Open-vocabulary tagging: region pooling, a new attribute added through the vocabulary only, 'unknown', the CLI."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from tests.conftest import make_rows, write_folder
+
 from vitrine.cli import main
 from vitrine.tagging.evaluate import attribute_report, embed_split
 from vitrine.tagging.tagger import Tagger, fit_region_weight, fit_temperature
@@ -47,8 +48,14 @@ def product(colour, size=(60, 80)):
     return image
 
 
-NEW_ATTRIBUTE = {"attributes": {"tone": {"values": {"warm": ["a red garment"], "cool": ["a blue garment", "a green garment"]},
-                                         "temperature": 30}}}
+NEW_ATTRIBUTE = {
+    "attributes": {
+        "tone": {
+            "values": {"warm": ["a red garment"], "cool": ["a blue garment", "a green garment"]},
+            "temperature": 30,
+        }
+    }
+}
 
 
 def test_a_new_attribute_needs_only_the_vocabulary():
@@ -59,7 +66,9 @@ def test_a_new_attribute_needs_only_the_vocabulary():
 
 
 def test_unknown_when_no_value_is_probable_enough():
-    vocabulary = vocabulary_from_dict({"colour": {"values": ["red", "green", "blue"], "temperature": 1, "min_probability": 0.9}})
+    vocabulary = vocabulary_from_dict(
+        {"colour": {"values": ["red", "green", "blue"], "temperature": 1, "min_probability": 0.9}}
+    )
     tag = Tagger(Palette(), vocabulary).tag_images([product(HUES["red"])])[0]["colour"]
     assert tag.value == "unknown" and tag.best == "red" and tag.probability < 0.9
 
@@ -104,28 +113,73 @@ def test_tag_and_eval_attributes_cli(tmp_path, capsys):
     rows = make_rows(12)
     write_folder(tmp_path / "cat", rows)
     vocabulary = tmp_path / "vocab.yaml"
-    vocabulary.write_text("attributes:\n  baseColour: [Red, Blue, Green, Black, White]\n  tone:\n    values: {warm: [a red garment], cool: [a blue garment]}\n")
+    vocabulary.write_text(
+        "attributes:\n  baseColour: [Red, Blue, Green, Black, White]\n  tone:\n    values: {warm: [a red garment], cool: [a blue garment]}\n"
+    )
     image = tmp_path / "cat" / "images" / f"{rows[0]['id']}.jpg"
-    assert main(["tag", "--image", str(image), "--attributes", str(vocabulary), "--model", "vitrine:small", "--json"]) == 0
+    assert (
+        main(["tag", "--image", str(image), "--attributes", str(vocabulary), "--model", "vitrine:small", "--json"]) == 0
+    )
     line = json.loads(capsys.readouterr().out.strip())
     assert set(line["tags"]) == {"baseColour", "tone"} and 0 <= line["tags"]["tone"]["probability"] <= 1
-    assert main(["tag", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--attributes", "gender,season",
-                 "--out", str(tmp_path / "tags.jsonl"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "tag",
+                "--data",
+                str(tmp_path / "cat"),
+                "--model",
+                "vitrine:small",
+                "--attributes",
+                "gender,season",
+                "--out",
+                str(tmp_path / "tags.jsonl"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len((tmp_path / "tags.jsonl").read_text().splitlines()) == 12
-    assert main(["eval", "attributes", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--attributes", "gender,baseColour",
-                 "--split", "all", "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "attributes",
+                "--data",
+                str(tmp_path / "cat"),
+                "--model",
+                "vitrine:small",
+                "--attributes",
+                "gender,baseColour",
+                "--split",
+                "all",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report) >= {"mean_precision", "per_attribute", "top1"}
-    assert report["per_attribute"]["gender"]["n"] == 12 and set(report["per_attribute"]["gender"]) >= {"precision", "recall", "n"}
+    assert report["per_attribute"]["gender"]["n"] == 12 and set(report["per_attribute"]["gender"]) >= {
+        "precision",
+        "recall",
+        "n",
+    }
     (tmp_path / "bad.yaml").write_text("attributes: {colour: [Red]}")
-    assert main(["tag", "--image", str(image), "--attributes", str(tmp_path / "bad.yaml"), "--model", "vitrine:small"]) == 2
+    assert (
+        main(["tag", "--image", str(image), "--attributes", str(tmp_path / "bad.yaml"), "--model", "vitrine:small"])
+        == 2
+    )
     assert "at least two values" in capsys.readouterr().err
 
 
 def test_embed_split_skips_filtered_rows_without_decoding(tmp_path):
     write_folder(tmp_path / "cat", make_rows(6))
     tagger = Tagger(Palette(), vocabulary_from_dict(NEW_ATTRIBUTE))
-    items, embeds = embed_split(tagger, str(tmp_path / "cat"), keep=lambda record: int(record.id) % 2 == 0, progress=False)
+    items, embeds = embed_split(
+        tagger, str(tmp_path / "cat"), keep=lambda record: int(record.id) % 2 == 0, progress=False
+    )
     assert [item.id for item in items] == ["1000", "1002", "1004"] and embeds.shape == (3, 1, 3)
 
 
@@ -134,18 +188,58 @@ def test_index_stores_tags_so_filters_find_untagged_products(tmp_path, capsys):
     rows[3]["baseColour"] = ""  # the catalog lacks this product's colour
     write_folder(tmp_path / "cat", rows)
     vocabulary = tmp_path / "vocab.yaml"
-    vocabulary.write_text("attributes:\n  baseColour:\n    values: [Red, Blue, Green, Black, White]\n    min_probability: 0\n")
-    assert main(["index", "build", "--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model", "vitrine:small",
-                 "--tag", "--attributes", str(vocabulary), "--no-progress"]) == 0
+    vocabulary.write_text(
+        "attributes:\n  baseColour:\n    values: [Red, Blue, Green, Black, White]\n    min_probability: 0\n"
+    )
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--data",
+                str(tmp_path / "cat"),
+                "--index",
+                str(tmp_path / "idx"),
+                "--model",
+                "vitrine:small",
+                "--tag",
+                "--attributes",
+                str(vocabulary),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json"]) == 0
-    hits = {hit["id"]: hit for hit in json.loads(capsys.readouterr().out)["results"]}  # shown as POST /search shows them
-    assert len(hits) == 10 and all(hit["tags"]["baseColour"] in ("Red", "Blue", "Green", "Black", "White") for hit in hits.values())
+    hits = {
+        hit["id"]: hit for hit in json.loads(capsys.readouterr().out)["results"]
+    }  # shown as POST /search shows them
+    assert len(hits) == 10 and all(
+        hit["tags"]["baseColour"] in ("Red", "Blue", "Green", "Black", "White") for hit in hits.values()
+    )
     untagged = hits[rows[3]["id"]]
-    assert "baseColour" not in untagged["attributes"]  # the value the tagger filled in is a tag, not a catalog attribute
+    assert (
+        "baseColour" not in untagged["attributes"]
+    )  # the value the tagger filled in is a tag, not a catalog attribute
     assert hits[rows[0]["id"]]["attributes"]["baseColour"] == "Red"  # labels win over predictions
-    assert main(["search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json",
-                 "--filter", f"baseColour={untagged['tags']['baseColour']}"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--text",
+                "a shirt",
+                "-k",
+                "10",
+                "--json",
+                "--filter",
+                f"baseColour={untagged['tags']['baseColour']}",
+            ]
+        )
+        == 0
+    )
     assert rows[3]["id"] in {hit["id"] for hit in json.loads(capsys.readouterr().out)["results"]}
 
 
@@ -153,5 +247,7 @@ def test_region_weight_is_fitted_where_regions_help():
     # value 0 is right for every item; the whole view says 1, the region view says 0
     scores = torch.tensor([[[0.2, 0.6], [0.9, 0.1]]] * 4)
     labels = torch.zeros(4, dtype=torch.long)
-    assert fit_region_weight(scores, labels, lambda s, w: pool_scores(s, "blend", w)) == 0.4  # the smallest weight that flips it
+    assert (
+        fit_region_weight(scores, labels, lambda s, w: pool_scores(s, "blend", w)) == 0.4
+    )  # the smallest weight that flips it
     assert fit_region_weight(scores, torch.ones(4, dtype=torch.long), lambda s, w: pool_scores(s, "blend", w)) == 0.0

@@ -1,4 +1,5 @@
 """Attribute vocabularies: YAML and JSON files, synonyms and prompts, and clear errors for bad files."""
+
 import json
 
 import pytest
@@ -31,7 +32,9 @@ def test_yaml_vocabulary_with_synonyms_and_prompts(tmp_path):
     assert pattern.values[0].prompts == ("a striped shirt", "a garment with stripes")
     assert pattern.values[1].prompts == ("a photo of a plain", "a plain fashion product")  # default templates
     assert (pattern.min_probability, pattern.temperature, pattern.threshold) == (0.4, 20.0, 0.4)
-    assert colour.min_probability is None and colour.threshold == pytest.approx(2 / 3)  # default: one value twice as likely as the other
+    assert colour.min_probability is None and colour.threshold == pytest.approx(
+        2 / 3
+    )  # default: one value twice as likely as the other
     # a JSON copy reads the same, and a saved vocabulary reloads unchanged
     (tmp_path / "vocab.json").write_text(json.dumps({"attributes": {"pattern": {"values": ["striped", "plain"]}}}))
     assert load_vocabulary(tmp_path / "vocab.json")["pattern"].value_names == ["striped", "plain"]
@@ -39,18 +42,21 @@ def test_yaml_vocabulary_with_synonyms_and_prompts(tmp_path):
     assert load_vocabulary(tmp_path / "saved.json") == vocabulary
 
 
-@pytest.mark.parametrize("text, message", [
-    ("attributes: [1, 2]", "must map attribute names"),
-    ("attributes:\n  colour: [Red]", "at least two values"),
-    ("attributes:\n  colour: [Red, Red]", "listed twice"),
-    ("attributes:\n  colour:\n    values: [Red, Blue]\n    templates: ['a {colour} thing']", "exactly one field"),
-    ("attributes:\n  colour:\n    values: [Red, Blue]\n    temperature: -1", "temperature must be > 0"),
-    ("attributes:\n  colour:\n    values: [Red, Blue]\n    min_probability: 2", "min_probability must be in"),
-    ("attributes:\n  colour:\n    values: [Red, Blue]\n    colours: 3", "unknown keys"),
-    ("attributes:\n  colour:\n    values: [Red, Blue]\n    region_weight: 1.5", "region_weight must be in"),
-    ("attributes:\n  colour:\n    values: [Red, {synonyms: [x]}]", "mapping with 'name'"),
-    ("attributes: {colour: [Red, Blue]", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("attributes: [1, 2]", "must map attribute names"),
+        ("attributes:\n  colour: [Red]", "at least two values"),
+        ("attributes:\n  colour: [Red, Red]", "listed twice"),
+        ("attributes:\n  colour:\n    values: [Red, Blue]\n    templates: ['a {colour} thing']", "exactly one field"),
+        ("attributes:\n  colour:\n    values: [Red, Blue]\n    temperature: -1", "temperature must be > 0"),
+        ("attributes:\n  colour:\n    values: [Red, Blue]\n    min_probability: 2", "min_probability must be in"),
+        ("attributes:\n  colour:\n    values: [Red, Blue]\n    colours: 3", "unknown keys"),
+        ("attributes:\n  colour:\n    values: [Red, Blue]\n    region_weight: 1.5", "region_weight must be in"),
+        ("attributes:\n  colour:\n    values: [Red, {synonyms: [x]}]", "mapping with 'name'"),
+        ("attributes: {colour: [Red, Blue]", "not valid YAML"),
+    ],
+)
 def test_bad_vocabulary_files_name_the_problem(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -83,7 +89,9 @@ def test_a_shipped_model_may_carry_its_own_calibrated_vocabulary():
     from vitrine.tagging.vocabulary import builtin_vocabulary
 
     plain = builtin_vocabulary()
-    own = resources.files("vitrine.models").joinpath("weights", DEFAULT_TAG_MODEL.removeprefix("vitrine:"), "vocabulary.json")
+    own = resources.files("vitrine.models").joinpath(
+        "weights", DEFAULT_TAG_MODEL.removeprefix("vitrine:"), "vocabulary.json"
+    )
     tagged = builtin_vocabulary(model=DEFAULT_TAG_MODEL)
     assert [a.name for a in tagged.attributes] == [a.name for a in plain.attributes]
     assert own.is_file()  # the default tagging model ships temperatures fitted for it

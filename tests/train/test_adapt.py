@@ -1,11 +1,12 @@
 """`vitrine adapt` and `train clip --model vitrine:kagl-base` on a shop's own catalog (not KAGL's columns)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from tests.conftest import make_rows, write_stranger_folder
+
 from vitrine.cli import main
 from vitrine.models import create_model
 from vitrine.train import validate
@@ -24,10 +25,29 @@ def cache(tmp_path_factory):
 
 def test_adapt_end_to_end(shop, cache, tmp_path, capsys):
     out = tmp_path / "adapted"
-    assert main(["adapt", "--catalog", shop, "--out", str(out), "--epochs", "2", "--cache-dir", cache, "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--catalog",
+                shop,
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                "--cache-dir",
+                cache,
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out.strip().splitlines()
     result = json.loads(printed[-1])
-    assert result["model"] == f"vitrine:{(out / 'model').resolve()}" and f"--model {result['model']}" in "\n".join(printed)
+    assert result["model"] == f"vitrine:{(out / 'model').resolve()}" and f"--model {result['model']}" in "\n".join(
+        printed
+    )
     assert result["heldout_items"] + result["train_items"] == 40 and result["heldout_items"] > 0
     for figures in (result["before"], result["after"]):
         assert {"t2i_R@10", "colour_top1", "category_top1", "sex_top1"} <= set(figures)  # the catalog's own columns
@@ -56,13 +76,31 @@ def test_a_failing_validation_still_saves_the_model(shop, cache, tmp_path, monke
 
 def test_train_clip_continues_a_shipped_model_on_any_schema(shop, cache, tmp_path):
     out = tmp_path / "clip"
-    assert main(["train", "clip", "--model", "vitrine:kagl-base", "--data", shop, "--out", str(out), "--max-steps", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "clip",
+                "--model",
+                "vitrine:kagl-base",
+                "--data",
+                shop,
+                "--out",
+                str(out),
+                "--max-steps",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "model" / "training.json").read_text())
     assert info["config"]["model"].endswith("kagl-base") and "sex" in info["seen_classes"]
 
 
-@pytest.mark.parametrize("name, says", [("onnx:/tmp/export", "ONNX export for inference"), ("vitrine:no-such-model", "cannot train")])
+@pytest.mark.parametrize(
+    "name, says", [("onnx:/tmp/export", "ONNX export for inference"), ("vitrine:no-such-model", "cannot train")]
+)
 def test_a_model_that_cannot_be_trained_says_why(shop, tmp_path, capsys, name, says):
     assert main(["train", "clip", "--model", name, "--data", shop, "--out", str(tmp_path / "x")]) == 2
     assert says in capsys.readouterr().err

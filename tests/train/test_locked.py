@@ -1,20 +1,27 @@
 """The locked-image recipe: cached tower features, head-only training, resume, and a light saved model."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from tests.conftest import make_rows, write_shards
+
 from vitrine.models.dual import DualEncoder
 from vitrine.models.image_towers import build_image_tower
 from vitrine.train.clip import train_clip
 from vitrine.train.config import FreezeConfig, LockedConfig, OptimConfig, SourceConfig, SplitConfig, TrainConfig
 from vitrine.train.locked import HardNegatives
 
-TOWER = {"type": "efficientnet-lite", "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]], "stem_width": 8, "head_width": 24,
-         "input_mean": [0.498, 0.498, 0.498], "input_std": [0.502, 0.502, 0.502]}
+TOWER = {
+    "type": "efficientnet-lite",
+    "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]],
+    "stem_width": 8,
+    "head_width": 24,
+    "input_mean": [0.498, 0.498, 0.498],
+    "input_std": [0.502, 0.502, 0.502],
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +32,25 @@ def setup(tmp_path_factory):
     torch.manual_seed(1)
     tower = build_image_tower(TOWER, pretrained=False)
     torch.save({k.removeprefix("net."): v for k, v in tower.state_dict().items()}, root / "tower.pth")
-    model = {"name": "tiny-locked", "embed_dim": 384, "image": {**TOWER, "pretrained": f"file:{root / 'tower.pth'}"},
-             "text": {"type": "minilm", "max_length": 16}, "transform": {"size": 32, "pad": "squarepad", "fill": [255, 255, 255]},
-             "image_head": {"type": "mlp", "hidden": 32}, "text_proj_init": "identity"}
+    model = {
+        "name": "tiny-locked",
+        "embed_dim": 384,
+        "image": {**TOWER, "pretrained": f"file:{root / 'tower.pth'}"},
+        "text": {"type": "minilm", "max_length": 16},
+        "transform": {"size": 32, "pad": "squarepad", "fill": [255, 255, 255]},
+        "image_head": {"type": "mlp", "hidden": 32},
+        "text_proj_init": "identity",
+    }
     (root / "tiny.json").write_text(json.dumps(model))
     config = TrainConfig(
-        sources=(SourceConfig(str(root / "shards")),), model=str(root / "tiny.json"), epochs=3, batch_size=16, amp=False,
-        val_max_items=40, cache_dir=str(root / "cache"), optim=OptimConfig(lr=0.01, warmup_steps=1),
+        sources=(SourceConfig(str(root / "shards")),),
+        model=str(root / "tiny.json"),
+        epochs=3,
+        batch_size=16,
+        amp=False,
+        val_max_items=40,
+        cache_dir=str(root / "cache"),
+        optim=OptimConfig(lr=0.01, warmup_steps=1),
         freeze=FreezeConfig(image_tower=True, text_tower=True, text_proj=True),
         locked=LockedConfig(views=("plain", "flip"), hard_negative_fraction=0.25),
         split=SplitConfig(seed=0, val_fraction=0.15, holdout_field="articleType", holdout_values=("Watches",)),
@@ -43,11 +62,15 @@ def test_locked_run_trains_heads_only_and_saves_no_tower_weights(setup):
     root, config = setup
     result = train_clip(config.replace(out=str(root / "run")), progress=False)
     saved = load_file(str(root / "run" / "model" / "model.safetensors"))
-    assert not any(k.startswith("visual.") or k.startswith("text.bert.") for k in saved)  # both come from their packages
+    assert not any(
+        k.startswith("visual.") or k.startswith("text.bert.") for k in saved
+    )  # both come from their packages
     assert {"image_proj.0.weight", "image_proj.3.weight", "text_proj.weight", "logit_scale"} <= set(saved)
     assert torch.equal(saved["text_proj.weight"], torch.eye(384))  # frozen text side: MiniLM's own space
     model = DualEncoder.load(root / "run" / "model")
-    assert torch.equal(model.visual.state_dict()["net._conv_stem.weight"], torch.load(root / "tower.pth")["_conv_stem.weight"])
+    assert torch.equal(
+        model.visual.state_dict()["net._conv_stem.weight"], torch.load(root / "tower.pth")["_conv_stem.weight"]
+    )
     assert result.steps > 0 and np.isfinite(result.final_loss)
     folders = sorted((root / "cache" / "image").iterdir())
     assert len(folders) == 2  # one cached feature set per view
@@ -98,14 +121,26 @@ def test_hard_negatives_share_the_type_and_differ_in_colour(setup):
 
 def test_a_shipping_run_inherits_the_protocol_runs_margin_and_says_where_from(setup):
     root, config = setup
-    protocol = config.replace(out=str(root / "protocol"), epochs=1,
-                              split=SplitConfig(seed=0, val_fraction=0.15, holdout_field="articleType", holdout_values=("Watches",),
-                                                calibration_fraction=0.5).__dict__)
+    protocol = config.replace(
+        out=str(root / "protocol"),
+        epochs=1,
+        split=SplitConfig(
+            seed=0,
+            val_fraction=0.15,
+            holdout_field="articleType",
+            holdout_values=("Watches",),
+            calibration_fraction=0.5,
+        ).__dict__,
+    )
     train_clip(protocol, progress=False)
     tuned = json.loads((root / "protocol" / "model" / "training.json").read_text())["calibration"]["articleType"]
     assert tuned["source"] == {"tuned_on": "calib types of this run"}
-    shipping = config.replace(out=str(root / "shipping"), epochs=1, split=SplitConfig(seed=0, val_fraction=0.15).__dict__,
-                              calibration_from=str(root / "protocol"))
+    shipping = config.replace(
+        out=str(root / "shipping"),
+        epochs=1,
+        split=SplitConfig(seed=0, val_fraction=0.15).__dict__,
+        calibration_from=str(root / "protocol"),
+    )
     train_clip(shipping, progress=False)
     info = json.loads((root / "shipping" / "model" / "training.json").read_text())
     assert sorted(info["seen_classes"]["articleType"]) == ["Dresses", "Jeans", "Tshirts", "Watches"]  # every type
@@ -120,7 +155,9 @@ def test_a_shipping_run_without_its_protocol_run_stops_before_training(setup, tm
 
     root, config = setup
     with pytest.raises(CalibrationSourceError, match="train the protocol config"):
-        train_clip(config.replace(out=str(tmp_path / "run"), calibration_from=str(tmp_path / "nowhere")), progress=False)
+        train_clip(
+            config.replace(out=str(tmp_path / "run"), calibration_from=str(tmp_path / "nowhere")), progress=False
+        )
     assert not (tmp_path / "run").exists()
 
 

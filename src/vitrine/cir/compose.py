@@ -1,4 +1,5 @@
 """Composed queries from reference image features and modification texts, with any combining function."""
+
 from __future__ import annotations
 
 import sys
@@ -32,7 +33,9 @@ def composer_for(model, combiner: str, fallback: bool, torch_model) -> "Composer
             raise
         # A model with no head of its own (one `vitrine adapt` made, say): CLIP4Cir's untrained sum of the two
         # embeddings, said once, rather than a head trained on another model's features or a failed query.
-        print(f"{exc.args[0].split(';')[0]}; composed queries use the sum of image and text embeddings", file=sys.stderr)
+        print(
+            f"{exc.args[0].split(';')[0]}; composed queries use the sum of image and text embeddings", file=sys.stderr
+        )
         return Composer(model, "sum")
 
 
@@ -54,10 +57,16 @@ class Composer:
             text_projection = load_text_projection(combiner, encoder=model.name)
         self.text_projection = text_projection
         if self.needs_tokens and getattr(model, "runtime", "torch") != "torch":
-            raise NeedsTorch(f"{self.spec} reads image and text tokens, which the {getattr(model, 'runtime', '')} runtime does not "
-                             f"produce; use --runtime torch for it")
-        if self.text_projection is not None and not (hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)):
-            raise ValueError(f"{combiner} carries a fine-tuned text projection; {model.name} has no pooled text output to apply it to")
+            raise NeedsTorch(
+                f"{self.spec} reads image and text tokens, which the {getattr(model, 'runtime', '')} runtime does not "
+                f"produce; use --runtime torch for it"
+            )
+        if self.text_projection is not None and not (
+            hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)
+        ):
+            raise ValueError(
+                f"{combiner} carries a fine-tuned text projection; {model.name} has no pooled text output to apply it to"
+            )
 
     def texts(self, modifications: Sequence[str]) -> torch.Tensor:
         unique = list(dict.fromkeys(modifications))
@@ -76,7 +85,9 @@ class Composer:
         return bool(getattr(self.combiner, "needs_tokens", False))
 
     @torch.inference_mode()
-    def queries(self, reference: torch.Tensor, modifications: Sequence[str], reference_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    def queries(
+        self, reference: torch.Tensor, modifications: Sequence[str], reference_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, D) unit-norm queries; `reference_tokens` (B, N, W) are needed when `needs_tokens`."""
         if self.spec == "image":
             return reference
@@ -86,7 +97,9 @@ class Composer:
         device = next(self.combiner.parameters(), torch.empty(0)).device  # a head trained on a GPU may still be there
         reference, text = reference.to(device), text.to(device)
         if not self.needs_tokens:
-            return torch.cat([self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)]).cpu()
+            return torch.cat(
+                [self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)]
+            ).cpu()
         if reference_tokens is None:
             raise ValueError(f"{self.spec} reads image tokens; this caller only has embeddings")
         unique = list(dict.fromkeys(modifications))
@@ -94,8 +107,18 @@ class Composer:
         lookup = {t: i for i, t in enumerate(unique)}
         row = torch.tensor([lookup[t] for t in modifications])
         tokens, mask = tokens.to(device), mask.to(device)
-        return torch.cat([self.combiner(reference[s : s + 1024], text[s : s + 1024], reference_tokens[s : s + 1024].float().to(device),
-                                        tokens[row[s : s + 1024]], mask[row[s : s + 1024]]) for s in range(0, len(text), 1024)]).cpu()
+        return torch.cat(
+            [
+                self.combiner(
+                    reference[s : s + 1024],
+                    text[s : s + 1024],
+                    reference_tokens[s : s + 1024].float().to(device),
+                    tokens[row[s : s + 1024]],
+                    mask[row[s : s + 1024]],
+                )
+                for s in range(0, len(text), 1024)
+            ]
+        ).cpu()
 
 
 @torch.inference_mode()
@@ -109,5 +132,7 @@ def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
 @torch.inference_mode()
 def pooled_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
     """The text tower's output before its projection, (B, W): vitrine's MiniLM, a CLIP's or SigLIP's, or an ONNX export's."""
-    chunks = [model.pooled_texts(list(texts[s : s + batch_size])).float().cpu() for s in range(0, len(texts), batch_size)]
+    chunks = [
+        model.pooled_texts(list(texts[s : s + batch_size])).float().cpu() for s in range(0, len(texts), batch_size)
+    ]
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)

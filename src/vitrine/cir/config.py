@@ -1,10 +1,10 @@
 """`vitrine train cir` configuration as data, saved beside the checkpoint."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from vitrine.train.engine import RunConfig
-
 
 STAGE1_PARTS = ("projection", "text", "both")
 

@@ -1,4 +1,5 @@
 """Embedding of loose image files (the FashionIQ / CIRR protocols); whole catalogs go through `vitrine.embed.bank`."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def embed_image_files(model, paths: Sequence[Path], batch_size: int = 64, progress: bool = True, desc: str = "embed images") -> tuple[list[int], torch.Tensor]:
+def embed_image_files(
+    model, paths: Sequence[Path], batch_size: int = 64, progress: bool = True, desc: str = "embed images"
+) -> tuple[list[int], torch.Tensor]:
     """Embed image files; returns (indices of the files that decoded, their embeddings). Unreadable files are skipped."""
     from tqdm import tqdm
 

@@ -3,6 +3,7 @@
 Both read the official annotation files. Images are looked up by name under `images`; missing ones are
 reported and their queries skipped, since part of each dataset's images can no longer be downloaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,14 @@ def _load_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def evaluate_fashioniq(composer: Composer, root: str | os.PathLike, images: str | os.PathLike, split: str = "val",
-                       categories: Sequence[str] = FASHIONIQ_CATEGORIES, progress: bool = True) -> dict:
+def evaluate_fashioniq(
+    composer: Composer,
+    root: str | os.PathLike,
+    images: str | os.PathLike,
+    split: str = "val",
+    categories: Sequence[str] = FASHIONIQ_CATEGORIES,
+    progress: bool = True,
+) -> dict:
     """R@10 and R@50 per category against that category's gallery, and their averages."""
     root, found = Path(root), _image_index(images)
     report: dict = {"protocol": "fashioniq", "split": split, "categories": {}}
@@ -52,13 +59,21 @@ def evaluate_fashioniq(composer: Composer, root: str | os.PathLike, images: str 
         names = _load_json(root / "image_splits" / f"split.{category}.{split}.json")
         captions = _load_json(root / "captions" / f"cap.{category}.{split}.json")
         files = [n for n in names if n in found]
-        kept, gallery = embed_image_files(composer.model, [found[n] for n in files], progress=progress, desc=f"fashioniq {category}")
+        kept, gallery = embed_image_files(
+            composer.model, [found[n] for n in files], progress=progress, desc=f"fashioniq {category}"
+        )
         row = {files[i]: r for r, i in enumerate(kept)}
         usable = [c for c in captions if c.get("candidate") in row and c.get("target") in row]
-        entry = {"n_queries": len(usable), "gallery_size": len(row), "missing_images": len(names) - len(row),
-                 "skipped_queries": len(captions) - len(usable)}
+        entry = {
+            "n_queries": len(usable),
+            "gallery_size": len(row),
+            "missing_images": len(names) - len(row),
+            "skipped_queries": len(captions) - len(usable),
+        }
         if usable:
-            queries = composer.queries(gallery[[row[c["candidate"]] for c in usable]], [fashioniq_text(c["captions"]) for c in usable])
+            queries = composer.queries(
+                gallery[[row[c["candidate"]] for c in usable]], [fashioniq_text(c["captions"]) for c in usable]
+            )
             ranks = best_target_ranks(queries, gallery, [[row[c["target"]]] for c in usable])
             entry.update({"R@10": round(recall(ranks, 10), 4), "R@50": round(recall(ranks, 50), 4)})
         report["categories"][category] = entry
@@ -70,8 +85,14 @@ def evaluate_fashioniq(composer: Composer, root: str | os.PathLike, images: str 
     return report
 
 
-def evaluate_cirr(composer: Composer, root: str | os.PathLike, images: str | os.PathLike, split: str = "val",
-                  submission: str | os.PathLike | None = None, progress: bool = True) -> dict:
+def evaluate_cirr(
+    composer: Composer,
+    root: str | os.PathLike,
+    images: str | os.PathLike,
+    split: str = "val",
+    submission: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
     """R@1/5/10/50 (reference removed) and Rsubset@1/2/3 on `val`; on `test1`, the test-server JSON files."""
     root = Path(root)
     if not Path(images).is_dir():
@@ -80,13 +101,21 @@ def evaluate_cirr(composer: Composer, root: str | os.PathLike, images: str | os.
     captions = _load_json(root / "captions" / f"cap.rc2.{split}.json")
     files = {name: Path(images) / rel for name, rel in paths.items()}
     names = sorted(files)
-    kept, gallery = embed_image_files(composer.model, [files[n] for n in names], progress=progress, desc=f"cirr {split}")
+    kept, gallery = embed_image_files(
+        composer.model, [files[n] for n in names], progress=progress, desc=f"cirr {split}"
+    )
     present = [names[i] for i in kept]
     row = {name: r for r, name in enumerate(present)}
     has_target = split != "test1"
     usable = [c for c in captions if c["reference"] in row and (not has_target or c.get("target_hard") in row)]
-    report = {"protocol": "cirr", "split": split, "n_queries": len(usable), "gallery_size": len(row),
-              "missing_images": len(paths) - len(row), "skipped_queries": len(captions) - len(usable)}
+    report = {
+        "protocol": "cirr",
+        "split": split,
+        "n_queries": len(usable),
+        "gallery_size": len(row),
+        "missing_images": len(paths) - len(row),
+        "skipped_queries": len(captions) - len(usable),
+    }
     if not usable:
         return report
     refs = [row[c["reference"]] for c in usable]
@@ -104,8 +133,15 @@ def evaluate_cirr(composer: Composer, root: str | os.PathLike, images: str | os.
     return report
 
 
-def write_cirr_submission(out: str | os.PathLike, captions: Sequence[dict], queries: torch.Tensor, gallery: torch.Tensor,
-                          names: Sequence[str], refs: Sequence[int], subsets: Sequence[Sequence[int]]) -> list[str]:
+def write_cirr_submission(
+    out: str | os.PathLike,
+    captions: Sequence[dict],
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    names: Sequence[str],
+    refs: Sequence[int],
+    subsets: Sequence[Sequence[int]],
+) -> list[str]:
     """The two files the CIRR test server takes: top-50 over the gallery and top-3 within each img_set, reference removed."""
     recall_top: dict = {"version": "rc2", "metric": "recall"}
     subset_top: dict = {"version": "rc2", "metric": "recall_subset"}

@@ -2,6 +2,7 @@
 
 One JSON object per line: {"reference": "<id>", "modification": "<text>", "targets": ["<id>", ...]}.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,12 +48,21 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
                 raise ValueError(f"{path}, line {number}: 'reference' must be a product id")
             if not isinstance(modification, str) or not modification.strip():
                 raise ValueError(f"{path}, line {number}: 'modification' must be a non-empty text")
-            if not isinstance(targets, list) or not targets or not all(isinstance(t, (str, int)) and str(t) != "" for t in targets):
+            if (
+                not isinstance(targets, list)
+                or not targets
+                or not all(isinstance(t, (str, int)) and str(t) != "" for t in targets)
+            ):
                 raise ValueError(f"{path}, line {number}: 'targets' must be a non-empty list of product ids")
             kind = data.get("kind")
             if kind is not None and not isinstance(kind, str):
                 raise ValueError(f"{path}, line {number}: 'kind' must be a text, got {kind!r}")
-            texts = {"reference": str(reference), "modification": modification, "targets": "".join(map(str, targets)), "kind": kind or ""}
+            texts = {
+                "reference": str(reference),
+                "modification": modification,
+                "targets": "".join(map(str, targets)),
+                "kind": kind or "",
+            }
             for name, text in texts.items():
                 if not is_unicode(text):  # a JSON escape such as "\\ud800": no tokenizer or UTF-8 file takes it
                     raise ValueError(f"{path}, line {number}: '{name}' holds a lone surrogate, not Unicode text")
@@ -60,7 +70,6 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
     if not out:
         raise ValueError(f"{path}: no triplets")
     return out
-
 
 
 def write_triplets(path: str | os.PathLike, triplets: Iterable[Triplet]) -> int:
@@ -90,7 +99,9 @@ def _normalise(title: str, pattern: re.Pattern) -> str:
     return " ".join(pattern.sub(" ", title.lower().replace("-", " ")).split())
 
 
-def make_kagl_triplets(items: Sequence[Item], seed: int = 0, kinds: Sequence[str] = ("colour", "gender")) -> list[Triplet]:
+def make_kagl_triplets(
+    items: Sequence[Item], seed: int = 0, kinds: Sequence[str] = ("colour", "gender")
+) -> list[Triplet]:
     """Colourway and gender-swap triplets from titles that differ only in colour (or gender) words.
 
     Colour pairs share the colour-stripped title, article type and gender; gender pairs share the
@@ -99,7 +110,10 @@ def make_kagl_triplets(items: Sequence[Item], seed: int = 0, kinds: Sequence[str
     """
     spec = _templates()
     colours = {i.attributes.get("baseColour") for i in items} - {None}
-    patterns = {"colour": _word_pattern([*colours, *spec["extra_colour_words"]]), "gender": _word_pattern(spec["title_gender_words"])}
+    patterns = {
+        "colour": _word_pattern([*colours, *spec["extra_colour_words"]]),
+        "gender": _word_pattern(spec["title_gender_words"]),
+    }
     fields = {"colour": ("baseColour", "gender"), "gender": ("gender", "baseColour")}
     triplets = []
     for kind in kinds:
@@ -117,7 +131,11 @@ def make_kagl_triplets(items: Sequence[Item], seed: int = 0, kinds: Sequence[str
                     for target_value, targets in sorted(by_value.items()):
                         if target_value == value:
                             continue
-                        words = target_value.lower() if kind == "colour" else spec["gender_words"].get(target_value, target_value.lower())
+                        words = (
+                            target_value.lower()
+                            if kind == "colour"
+                            else spec["gender_words"].get(target_value, target_value.lower())
+                        )
                         options = spec[kind]
                         template = options[int(hash_unit("template", seed, reference, target_value) * len(options))]
                         triplets.append(Triplet(reference, template.format(value=words), tuple(targets), kind))

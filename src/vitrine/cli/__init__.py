@@ -1,4 +1,5 @@
 """`vitrine ...`: thin subcommands that parse arguments and call the library, one module per command group."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except DataError as exc:
-        hint = "\n(use --on-error skip to report and skip bad rows)" if getattr(args, "on_error", None) == "fail" else ""
+        hint = (
+            "\n(use --on-error skip to report and skip bad rows)" if getattr(args, "on_error", None) == "fail" else ""
+        )
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     except (FileNotFoundError, FileExistsError, KeyError, ValueError) as exc:

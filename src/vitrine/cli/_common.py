@@ -1,4 +1,5 @@
 """Shared pieces of the subcommands: the default model name and report printing."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,14 +9,20 @@ import sys
 
 DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
 DEFAULT_TAG_MODEL = "vitrine:kagl-base-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
-DEFAULT_RUNTIME = "onnx"  # the fastest runtime that passes parity (kept equal to vitrine.models.onnx_runtime.DEFAULT_RUNTIME)
+DEFAULT_RUNTIME = (
+    "onnx"  # the fastest runtime that passes parity (kept equal to vitrine.models.onnx_runtime.DEFAULT_RUNTIME)
+)
 RUNTIMES = ("torch", "onnx", "onnx-int8")  # kept equal to vitrine.models.onnx_runtime.RUNTIMES
 
 
 def add_runtime_option(parser: argparse.ArgumentParser, default: str = DEFAULT_RUNTIME) -> None:
-    parser.add_argument("--runtime", choices=RUNTIMES, default=None,
-                        help=f"inference runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (int8 text tower); the ONNX graphs are "
-                             f"exported into $VITRINE_ONNX_CACHE (default ~/.cache/vitrine/onnx) on first use; default {default}")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=None,
+        help=f"inference runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (int8 text tower); the ONNX graphs are "
+        f"exported into $VITRINE_ONNX_CACHE (default ~/.cache/vitrine/onnx) on first use; default {default}",
+    )
 
 
 def byte_count(text: str) -> int:
@@ -33,23 +40,37 @@ def byte_count(text: str) -> int:
 
 def add_catalog_options(parser: argparse.ArgumentParser) -> None:
     """How a catalog is read, beyond its schema: limits for untrusted catalogs (`catalog_schema` applies them)."""
-    parser.add_argument("--max-member-bytes", type=byte_count, metavar="N",
-                        help="WebDataset shards: the largest tar member read (e.g. 64M); a larger one makes its sample a bad row, "
-                             "refused unread (skipped and reported, or failing, per --on-error); default 64M")
-    parser.add_argument("--confine-images", action=argparse.BooleanOptionalAction, default=None,
-                        help="folder catalogs: image paths must stay inside the catalog folder ('..', absolute paths and symlinks "
-                             "pointing out make bad rows); default on; --no-confine-images for a trusted catalog whose image "
-                             "column points elsewhere")
+    parser.add_argument(
+        "--max-member-bytes",
+        type=byte_count,
+        metavar="N",
+        help="WebDataset shards: the largest tar member read (e.g. 64M); a larger one makes its sample a bad row, "
+        "refused unread (skipped and reported, or failing, per --on-error); default 64M",
+    )
+    parser.add_argument(
+        "--confine-images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="folder catalogs: image paths must stay inside the catalog folder ('..', absolute paths and symlinks "
+        "pointing out make bad rows); default on; --no-confine-images for a trusted catalog whose image "
+        "column points elsewhere",
+    )
 
 
-SCHEMA_HELP = ("catalog schema: a builtin name (kagl) or a JSON file; default: read from the catalog's own columns (KAGL's "
-               "columns read as kagl; `vitrine schema infer PATH` shows what it would use)")
+SCHEMA_HELP = (
+    "catalog schema: a builtin name (kagl) or a JSON file; default: read from the catalog's own columns (KAGL's "
+    "columns read as kagl; `vitrine schema infer PATH` shows what it would use)"
+)
 
 
 def catalog_schema(args: argparse.Namespace):
     """The schema of the command's catalog (--data or --catalog): --schema as given, or the one the catalog's columns
     say, printed in one line; --max-member-bytes and --confine-images applied."""
-    overrides = {name: getattr(args, name) for name in ("max_member_bytes", "confine_images") if getattr(args, name, None) is not None}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("max_member_bytes", "confine_images")
+        if getattr(args, name, None) is not None
+    }
     given = getattr(args, "schema", None)
     path = getattr(args, "data", None) or getattr(args, "catalog", None)
     if isinstance(path, (list, tuple)):
@@ -118,11 +139,20 @@ def print_report(report: dict, as_json: bool) -> None:
 def add_eval_options(parser: argparse.ArgumentParser, model: str = DEFAULT_MODEL) -> None:
     parser.add_argument("--data", required=True, help="catalog to evaluate (any format vitrine reads)")
     parser.add_argument("--model", default=model, help="registry name; default %(default)s")
-    parser.add_argument("--split", default="all", choices=["all", "train", "val", "unseen", "calib", "heldout"],
-                        help="evaluate only this split of --data (heldout = val + unseen); default %(default)s")
-    parser.add_argument("--split-config", help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split")
+    parser.add_argument(
+        "--split",
+        default="all",
+        choices=["all", "train", "val", "unseen", "calib", "heldout"],
+        help="evaluate only this split of --data (heldout = val + unseen); default %(default)s",
+    )
+    parser.add_argument(
+        "--split-config",
+        help="JSON holding the split (a training config or a model's training.json); default: vitrine's default split",
+    )
     parser.add_argument("--schema", help=SCHEMA_HELP)
-    parser.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+    parser.add_argument(
+        "--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail"
+    )
     add_catalog_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

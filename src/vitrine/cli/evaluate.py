@@ -1,4 +1,5 @@
 """`vitrine eval zero-shot|retrieval|composed|attributes|kagl-leaderboard`."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,18 @@ import json
 import shlex
 import sys
 
-from vitrine.cli._common import (SCHEMA_HELP, DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_eval_options, add_runtime_option, catalog_schema,
-                                 print_report, runtime_arg, runtime_fallback)
+from vitrine.cli._common import (
+    DEFAULT_MODEL,
+    DEFAULT_TAG_MODEL,
+    SCHEMA_HELP,
+    add_catalog_options,
+    add_eval_options,
+    add_runtime_option,
+    catalog_schema,
+    print_report,
+    runtime_arg,
+    runtime_fallback,
+)
 
 
 def _seen_classes(path: str | None, field: str) -> list[str]:
@@ -20,9 +31,12 @@ def _seen_classes(path: str | None, field: str) -> list[str]:
 
 
 def add_report_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--report", metavar="DIR",
-                        help="also write an HTML report into DIR (index.html, PNG plots, product thumbnails, report.json), drawn from "
-                             "the same figures as the JSON; an existing folder is written into")
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write an HTML report into DIR (index.html, PNG plots, product thumbnails, report.json), drawn from "
+        "the same figures as the JSON; an existing folder is written into",
+    )
 
 
 def check_report(args: argparse.Namespace) -> None:
@@ -39,22 +53,38 @@ def write_report(args: argparse.Namespace, kind: str, report: dict, catalogs=())
         return
     from vitrine.evaluate.report import write_report as write
 
-    page = write(kind, report, args.report, catalogs=catalogs, schema=catalog_schema(args), command="vitrine " + shlex.join(args.argv),
-                 progress=not args.no_progress)
+    page = write(
+        kind,
+        report,
+        args.report,
+        catalogs=catalogs,
+        schema=catalog_schema(args),
+        command="vitrine " + shlex.join(args.argv),
+        progress=not args.no_progress,
+    )
     print(f"report: {page}", file=sys.stderr)
 
 
 def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
     check_report(args)
-    from vitrine.evaluate.runner import run_zero_shot
     from vitrine.data.splits import load_split_config
+    from vitrine.evaluate.runner import run_zero_shot
     from vitrine.models import create_model
 
     report = run_zero_shot(
-        data=args.data, field=args.field, model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), classes_from=args.classes_from or (),
-        templates=args.templates, split=args.split, split_config=load_split_config(args.split_config), schema=catalog_schema(args),
-        on_error=args.on_error, ensemble=not args.single_template, seen_classes=_seen_classes(args.seen_classes, args.field),
-        calibration=args.calibration, progress=not args.no_progress,
+        data=args.data,
+        field=args.field,
+        model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)),
+        classes_from=args.classes_from or (),
+        templates=args.templates,
+        split=args.split,
+        split_config=load_split_config(args.split_config),
+        schema=catalog_schema(args),
+        on_error=args.on_error,
+        ensemble=not args.single_template,
+        seen_classes=_seen_classes(args.seen_classes, args.field),
+        calibration=args.calibration,
+        progress=not args.no_progress,
     )
     print_report(report, args.json)
     write_report(args, "zero-shot", report)
@@ -63,14 +93,20 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
     check_report(args)
-    from vitrine.evaluate.runner import run_retrieval
     from vitrine.data.splits import load_split_config
+    from vitrine.evaluate.runner import run_retrieval
     from vitrine.models import create_model
 
     report = run_retrieval(
-        data=args.data, model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), galleries=args.gallery or (), split=args.split,
-        split_config=load_split_config(args.split_config), schema=catalog_schema(args), on_error=args.on_error,
-        image_to_text=not args.no_image_to_text, progress=not args.no_progress,
+        data=args.data,
+        model=create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)),
+        galleries=args.gallery or (),
+        split=args.split,
+        split_config=load_split_config(args.split_config),
+        schema=catalog_schema(args),
+        on_error=args.on_error,
+        image_to_text=not args.no_image_to_text,
+        progress=not args.no_progress,
     )
     print_report(report, args.json)
     write_report(args, "retrieval", report, catalogs=[args.data, *(args.gallery or ())])
@@ -89,35 +125,69 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
     if args.protocol == "triplets":
         from vitrine.cir.evaluate import run_composed
 
-        report = run_composed(args.data, args.triplets, composer, galleries=args.gallery or (), schema=catalog_schema(args),
-                              on_error=args.on_error, cache_dir=args.cache_dir, progress=not args.no_progress)
+        report = run_composed(
+            args.data,
+            args.triplets,
+            composer,
+            galleries=args.gallery or (),
+            schema=catalog_schema(args),
+            on_error=args.on_error,
+            cache_dir=args.cache_dir,
+            progress=not args.no_progress,
+        )
     elif args.protocol == "fashioniq":
         from vitrine.cir.protocols import evaluate_fashioniq
 
-        report = evaluate_fashioniq(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val", progress=not args.no_progress)
+        report = evaluate_fashioniq(
+            composer,
+            args.data,
+            args.images or f"{args.data}/images",
+            split=args.split or "val",
+            progress=not args.no_progress,
+        )
     else:
         from vitrine.cir.protocols import evaluate_cirr
 
-        report = evaluate_cirr(composer, args.data, args.images or f"{args.data}/images", split=args.split or "val",
-                               submission=args.submission, progress=not args.no_progress)
+        report = evaluate_cirr(
+            composer,
+            args.data,
+            args.images or f"{args.data}/images",
+            split=args.split or "val",
+            submission=args.submission,
+            progress=not args.no_progress,
+        )
     print_report(report, args.json)
-    write_report(args, "composed", report, catalogs=[args.data, *(args.gallery or ())] if args.protocol == "triplets" else ())
+    write_report(
+        args, "composed", report, catalogs=[args.data, *(args.gallery or ())] if args.protocol == "triplets" else ()
+    )
     return 0
 
 
 def cmd_eval_attributes(args: argparse.Namespace) -> int:
     check_report(args)
     from vitrine.cli.tag import resolve_vocabulary
-    from vitrine.tagging.views import make_views
     from vitrine.data.splits import load_split_config
     from vitrine.models import create_model
     from vitrine.tagging.evaluate import run_attribute_eval
+    from vitrine.tagging.views import make_views
 
-    vocabulary = resolve_vocabulary(args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=catalog_schema(args), model=args.model)
-    report = run_attribute_eval(args.data, create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)), vocabulary, make_views(args.regions, args.annotations, args.segmenter),
-                                pooling=args.pooling, split=args.split, split_config=load_split_config(args.split_config),
-                                calibrate_split=args.calibrate_split, schema=catalog_schema(args), progress=not args.no_progress,
-                                hierarchy_split=args.hierarchy_split or None, target_precision=args.target_precision or None)
+    vocabulary = resolve_vocabulary(
+        args.attributes or DEFAULT_ATTRIBUTES, data=args.data, schema=catalog_schema(args), model=args.model
+    )
+    report = run_attribute_eval(
+        args.data,
+        create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args)),
+        vocabulary,
+        make_views(args.regions, args.annotations, args.segmenter),
+        pooling=args.pooling,
+        split=args.split,
+        split_config=load_split_config(args.split_config),
+        calibrate_split=args.calibrate_split,
+        schema=catalog_schema(args),
+        progress=not args.no_progress,
+        hierarchy_split=args.hierarchy_split or None,
+        target_precision=args.target_precision or None,
+    )
     if args.save_vocabulary:
         vocabulary.with_calibration(report["calibration"]).save(args.save_vocabulary)
     print_report(report, args.json)
@@ -131,11 +201,10 @@ DEFAULT_ATTRIBUTES = "gender,baseColour,usage,season,articleType"
 def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from vitrine.data.splits import load_split_config, split_config_from, split_filter
     from vitrine.evaluate.leaderboard import run_leaderboard
     from vitrine.evaluate.leaderboard_tasks import leaderboard_table, output_name
     from vitrine.models import create_model
-
-    from vitrine.data.splits import load_split_config, split_config_from, split_filter
 
     records = []
     for name in args.model:
@@ -144,9 +213,19 @@ def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
         if args.query_split != "all":  # the model's own training split unless one is given
             own = model.training_info.get("config", {}).get("split")
             split = load_split_config(args.split_config) if args.split_config or not own else split_config_from(own)
-        records += run_leaderboard(args.data, model, tasks=args.tasks, max_queries=args.max_queries, seed=args.seed,
-                                   dataset=args.dataset, cache_dir=args.cache_dir or None, schema=catalog_schema(args), progress=not args.no_progress,
-                                   query_filter=split_filter(args.query_split, split) if split else None, query_split=args.query_split)
+        records += run_leaderboard(
+            args.data,
+            model,
+            tasks=args.tasks,
+            max_queries=args.max_queries,
+            seed=args.seed,
+            dataset=args.dataset,
+            cache_dir=args.cache_dir or None,
+            schema=catalog_schema(args),
+            progress=not args.no_progress,
+            query_filter=split_filter(args.query_split, split) if split else None,
+            query_split=args.query_split,
+        )
     if args.output:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
@@ -160,30 +239,43 @@ def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    evaluate = sub.add_parser("eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols.")
+    evaluate = sub.add_parser(
+        "eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols."
+    )
     protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     zero_shot = protocols.add_parser(
-        "zero-shot", help="classify items among class names from prompts",
+        "zero-shot",
+        help="classify items among class names from prompts",
         description="Zero-shot classification: each item of --data is classified among the class names found in --data "
-                    "and every --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.",
+        "and every --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.",
     )
     add_eval_options(zero_shot)
     add_runtime_option(zero_shot, default="torch")
     zero_shot.add_argument("--field", required=True, help="attribute to classify, e.g. articleType")
-    zero_shot.add_argument("--classes-from", nargs="*", help="more catalogs whose values of --field join the class list")
+    zero_shot.add_argument(
+        "--classes-from", nargs="*", help="more catalogs whose values of --field join the class list"
+    )
     zero_shot.add_argument("--templates", help="prompt set: builtin name or JSON file (default: kagl)")
-    zero_shot.add_argument("--single-template", action="store_true", help="use only each attribute's first template (no ensembling)")
-    zero_shot.add_argument("--seen-classes", help="JSON list, or a model's training.json, of classes seen in training (for --calibration)")
-    zero_shot.add_argument("--calibration", default="auto",
-                           help="calibrated stacking margin subtracted from seen classes' scores. 'auto' (default): the raw figures, "
-                                "and beside them under 'calibrated' those with the margin and seen classes the model was trained with, "
-                                "if it has them; each with seen_top1, unseen_top1 and H. A number applies only that margin; 0 turns it off")
+    zero_shot.add_argument(
+        "--single-template", action="store_true", help="use only each attribute's first template (no ensembling)"
+    )
+    zero_shot.add_argument(
+        "--seen-classes", help="JSON list, or a model's training.json, of classes seen in training (for --calibration)"
+    )
+    zero_shot.add_argument(
+        "--calibration",
+        default="auto",
+        help="calibrated stacking margin subtracted from seen classes' scores. 'auto' (default): the raw figures, "
+        "and beside them under 'calibrated' those with the margin and seen classes the model was trained with, "
+        "if it has them; each with seen_top1, unseen_top1 and H. A number applies only that margin; 0 turns it off",
+    )
     add_report_option(zero_shot)
     zero_shot.set_defaults(func=cmd_eval_zero_shot)
     retrieval = protocols.add_parser(
-        "retrieval", help="title -> image (and image -> title) retrieval of exact products",
+        "retrieval",
+        help="title -> image (and image -> title) retrieval of exact products",
         description="Queries are the titles of --data items; the gallery is their images plus every --gallery catalog "
-                    "(distractors, ids deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.",
+        "(distractors, ids deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.",
     )
     add_eval_options(retrieval)
     add_runtime_option(retrieval, default="torch")
@@ -193,52 +285,90 @@ def register(sub) -> None:
     retrieval.set_defaults(func=cmd_eval_retrieval)
 
     attributes = protocols.add_parser(
-        "attributes", help="open-vocabulary attribute tagging: per-attribute precision / recall, mean precision",
+        "attributes",
+        help="open-vocabulary attribute tagging: per-attribute precision / recall, mean precision",
         description="Tag every item of --data (its --split) and score the tags against its attribute columns. Precision counts "
-                    "answers given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over "
-                    "attributes (RaF-CLIP's measure); top1 is accuracy without abstention.",
+        "answers given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over "
+        "attributes (RaF-CLIP's measure); top1 is accuracy without abstention.",
     )
     add_eval_options(attributes, model=DEFAULT_TAG_MODEL)
     from vitrine.cli.tag import add_tagging_options
 
-    attributes.add_argument("--attributes", help=f"comma list of columns to score (values read from --data), or a vocabulary YAML/JSON; "
-                                                 f"default {DEFAULT_ATTRIBUTES}")
+    attributes.add_argument(
+        "--attributes",
+        help=f"comma list of columns to score (values read from --data), or a vocabulary YAML/JSON; "
+        f"default {DEFAULT_ATTRIBUTES}",
+    )
     add_tagging_options(attributes, model=False, runtime_default="torch")
-    attributes.add_argument("--calibrate-split", choices=["train", "val", "unseen", "calib", "heldout"],
-                            help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)")
-    attributes.add_argument("--hierarchy-split", default="train", choices=["", "all", "train", "val", "calib"],
-                            help="with --calibrate-split: read the attribute hierarchy (e.g. articleType -> subCategory -> masterCategory) "
-                                 "off the labels of this split; coarse attributes then follow the finer one ('' to skip; default %(default)s)")
-    attributes.add_argument("--target-precision", type=float, default=0.9,
-                            help="with --calibrate-split: fit each attribute's 'unknown' threshold so that its answered tags reach this "
-                                 "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)")
-    attributes.add_argument("--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file")
+    attributes.add_argument(
+        "--calibrate-split",
+        choices=["train", "val", "unseen", "calib", "heldout"],
+        help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)",
+    )
+    attributes.add_argument(
+        "--hierarchy-split",
+        default="train",
+        choices=["", "all", "train", "val", "calib"],
+        help="with --calibrate-split: read the attribute hierarchy (e.g. articleType -> subCategory -> masterCategory) "
+        "off the labels of this split; coarse attributes then follow the finer one ('' to skip; default %(default)s)",
+    )
+    attributes.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="with --calibrate-split: fit each attribute's 'unknown' threshold so that its answered tags reach this "
+        "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)",
+    )
+    attributes.add_argument(
+        "--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file"
+    )
     add_report_option(attributes)
     attributes.set_defaults(func=cmd_eval_attributes)  # --split all: a catalog the model never saw is scored whole
 
     from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS
 
     board = protocols.add_parser(
-        "kagl-leaderboard", help="the public fashion leaderboard's KAGL tasks (text->image R@1/R@10/MRR, category P@1/P@10)",
+        "kagl-leaderboard",
+        help="the public fashion leaderboard's KAGL tasks (text->image R@1/R@10/MRR, category P@1/P@10)",
         description="Marqo-FashionCLIP's leaderboard protocol on a catalog: text-to-image with up to --max-queries distinct titles "
-                    "(sampled with --seed) against every product's image; category-to-product (masterCategory) and "
-                    "sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 title). "
-                    "Prints a table in the leaderboard's columns beside its published KAGL rows; --output writes one "
-                    "clip_benchmark-shaped JSON file per task.",
+        "(sampled with --seed) against every product's image; category-to-product (masterCategory) and "
+        "sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 title). "
+        "Prints a table in the leaderboard's columns beside its published KAGL rows; --output writes one "
+        "clip_benchmark-shaped JSON file per task.",
     )
-    board.add_argument("--data", required=True, help="the catalog (e.g. ../shared/data/kagl/shards); every product is in the gallery")
-    board.add_argument("--model", nargs="+", default=[DEFAULT_MODEL], help="one or more registry names; default %(default)s")
+    board.add_argument(
+        "--data", required=True, help="the catalog (e.g. ../shared/data/kagl/shards); every product is in the gallery"
+    )
+    board.add_argument(
+        "--model", nargs="+", default=[DEFAULT_MODEL], help="one or more registry names; default %(default)s"
+    )
     add_runtime_option(board, default="torch")
     board.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS), help="default: all three")
-    board.add_argument("--max-queries", type=int, default=MAX_QUERIES, help="sampled distinct titles for text-to-image; default %(default)s")
+    board.add_argument(
+        "--max-queries",
+        type=int,
+        default=MAX_QUERIES,
+        help="sampled distinct titles for text-to-image; default %(default)s",
+    )
     board.add_argument("--seed", type=int, default=SEED, help="query sampling seed; default %(default)s")
-    board.add_argument("--query-split", default="all", choices=["all", "val", "unseen", "calib", "heldout"],
-                       help="text-to-image: sample the queries from the titles of this split's products only (e.g. 'heldout': "
-                            "products the model did not train on), the gallery staying the whole catalog; default %(default)s")
-    board.add_argument("--split-config", help="with --query-split: the split (a training config or training.json); default: the model's own")
+    board.add_argument(
+        "--query-split",
+        default="all",
+        choices=["all", "val", "unseen", "calib", "heldout"],
+        help="text-to-image: sample the queries from the titles of this split's products only (e.g. 'heldout': "
+        "products the model did not train on), the gallery staying the whole catalog; default %(default)s",
+    )
+    board.add_argument(
+        "--split-config",
+        help="with --query-split: the split (a training config or training.json); default: the model's own",
+    )
     board.add_argument("--dataset", default="kagl", help="the dataset name in the records; default %(default)s")
-    board.add_argument("--output", help="folder for the records, one {dataset}_{model}_{task}.json each (clip_benchmark's naming)")
-    board.add_argument("--cache-dir", default="runs/cache", help="image features cache ('' for none); default %(default)s")
+    board.add_argument(
+        "--output", help="folder for the records, one {dataset}_{model}_{task}.json each (clip_benchmark's naming)"
+    )
+    board.add_argument(
+        "--cache-dir", default="runs/cache", help="image features cache ('' for none); default %(default)s"
+    )
     board.add_argument("--schema", help=SCHEMA_HELP)
     board.add_argument("--no-published", action="store_true", help="leave the published rows out of the table")
     board.add_argument("--json", action="store_true", help="print the records as one JSON list instead of the table")
@@ -246,9 +376,10 @@ def register(sub) -> None:
     board.set_defaults(func=cmd_eval_leaderboard)
 
     composed = protocols.add_parser(
-        "composed", help="composed retrieval: triplet files, FashionIQ or CIRR",
+        "composed",
+        help="composed retrieval: triplet files, FashionIQ or CIRR",
         description="Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from its own ranking. "
-                    "--protocol fashioniq|cirr reads the official annotation folder given as --data.",
+        "--protocol fashioniq|cirr reads the official annotation folder given as --data.",
     )
     composed.add_argument("--data", required=True, help="catalog (triplets) or annotation folder (fashioniq, cirr)")
     composed.add_argument("--protocol", choices=["triplets", "fashioniq", "cirr"], default="triplets")
@@ -259,8 +390,14 @@ def register(sub) -> None:
     composed.add_argument("--submission", help="cirr: write the test-server JSON files into this folder")
     composed.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
     add_runtime_option(composed, default="torch")
-    composed.add_argument("--combiner", default="combiner", help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s")
-    composed.add_argument("--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s")
+    composed.add_argument(
+        "--combiner",
+        default="combiner",
+        help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s",
+    )
+    composed.add_argument(
+        "--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s"
+    )
     composed.add_argument("--schema", help=SCHEMA_HELP)
     composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     add_catalog_options(composed)

@@ -1,4 +1,5 @@
 """`vitrine export onnx`: write a model's towers as ONNX graphs for `--runtime onnx|onnx-int8` (or `--model onnx:DIR`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,19 +16,31 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     out = export_onnx(create_model(args.model), args.out, int8=not args.no_int8, overwrite=args.overwrite)
     manifest = json.loads((out / "runtime.json").read_text(encoding="utf-8"))
     parity = manifest["parity"]
-    lines = [f"{name}: min {values['min']}, mean {values['mean']}" for name, values in parity.items() if isinstance(values, dict)]
-    print(f"wrote {', '.join(manifest['files'].values())}, tokenizer/ and runtime.json to {out}\nparity (cosine): " + "; ".join(lines),
-          file=sys.stderr)
+    lines = [
+        f"{name}: min {values['min']}, mean {values['mean']}"
+        for name, values in parity.items()
+        if isinstance(values, dict)
+    ]
+    print(
+        f"wrote {', '.join(manifest['files'].values())}, tokenizer/ and runtime.json to {out}\nparity (cosine): "
+        + "; ".join(lines),
+        file=sys.stderr,
+    )
     return 0
 
 
 def register(sub) -> None:
-    export = sub.add_parser("export", help="export a model for another runtime", description="Export a model for another runtime.")
+    export = sub.add_parser(
+        "export", help="export a model for another runtime", description="Export a model for another runtime."
+    )
     formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    onnx = formats.add_parser("onnx", help="image and text towers as ONNX graphs (dynamic batch), tokenizer and preprocessing beside them",
-                              description="Write image.onnx, text.onnx (and text.int8.onnx), tokenizer/ and runtime.json (the preprocessing, "
-                                          "and the parity with torch measured on probe inputs). Use the directory as --model onnx:DIR; "
-                                          "--runtime onnx|onnx-int8 makes and caches an export by itself.")
+    onnx = formats.add_parser(
+        "onnx",
+        help="image and text towers as ONNX graphs (dynamic batch), tokenizer and preprocessing beside them",
+        description="Write image.onnx, text.onnx (and text.int8.onnx), tokenizer/ and runtime.json (the preprocessing, "
+        "and the parity with torch measured on probe inputs). Use the directory as --model onnx:DIR; "
+        "--runtime onnx|onnx-int8 makes and caches an export by itself.",
+    )
     onnx.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
     onnx.add_argument("--out", required=True, help="directory to write (new or empty)")
     onnx.add_argument("--no-int8", action="store_true", help="skip the int8 text graph")

@@ -1,4 +1,5 @@
 """`vitrine index build|add|images|delete|stats|snapshot|restore` and `vitrine search`."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,19 +7,33 @@ import json
 import sys
 from pathlib import Path
 
-from vitrine.cli._common import (SCHEMA_HELP, DEFAULT_MODEL, DEFAULT_TAG_MODEL, add_catalog_options, add_runtime_option, catalog_schema, runtime_arg,
-                                 runtime_fallback)
+from vitrine.cli._common import (
+    DEFAULT_MODEL,
+    DEFAULT_TAG_MODEL,
+    SCHEMA_HELP,
+    add_catalog_options,
+    add_runtime_option,
+    catalog_schema,
+    runtime_arg,
+    runtime_fallback,
+)
 from vitrine.cli.basics import add_engine_arguments
 
-INDEX_HELP = ("index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
-              "(a Milvus server; token from $VITRINE_MILVUS_TOKEN)")
+INDEX_HELP = (
+    "index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
+    "(a Milvus server; token from $VITRINE_MILVUS_TOKEN)"
+)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
     from vitrine.index.build import build_index
     from vitrine.models import create_model
 
-    given = {"exact_max": args.exact_max, "memory_budget": _parse_bytes(args.memory_budget), "approximate": args.approximate}
+    given = {
+        "exact_max": args.exact_max,
+        "memory_budget": _parse_bytes(args.memory_budget),
+        "approximate": args.approximate,
+    }
     options = {name: value for name, value in given.items() if value is not None}  # the rest: as saved with the index
 
     def log_commit(products: int, position: int) -> None:
@@ -29,14 +44,30 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.index.build import build_index_ray
 
         if args.tag:
-            raise ValueError("--tag runs in-process for now; build with --engine ray, then tag with `vitrine tag`, or drop --engine ray")
+            raise ValueError(
+                "--tag runs in-process for now; build with --engine ray, then tag with `vitrine tag`, or drop --engine ray"
+            )
         if runtime_arg(args) != "torch":
             raise ValueError("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
-        result = build_index_ray(args.data, args.index, args.model, ray_options(args), batch_size=args.batch_size, commit_every=args.commit_every,
-                                 on_error=args.on_error, schema=catalog_schema(args), progress=not args.no_progress, options=options,
-                                 on_commit=log_commit if args.verbose else None)
-        print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
-              f"= {result.products_per_second:.1f} products/s (ray)" + (f", {result.skipped} rows skipped" if result.skipped else ""), file=sys.stderr)
+        result = build_index_ray(
+            args.data,
+            args.index,
+            args.model,
+            ray_options(args),
+            batch_size=args.batch_size,
+            commit_every=args.commit_every,
+            on_error=args.on_error,
+            schema=catalog_schema(args),
+            progress=not args.no_progress,
+            options=options,
+            on_commit=log_commit if args.verbose else None,
+        )
+        print(
+            f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
+            f"= {result.products_per_second:.1f} products/s (ray)"
+            + (f", {result.skipped} rows skipped" if result.skipped else ""),
+            file=sys.stderr,
+        )
         return 0
     if args.address or args.workers:
         raise ValueError("--address and --workers go with --engine ray")
@@ -49,17 +80,42 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.tagging.views import make_views
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
-        tag_model = model if tag_name == args.model else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
+        tag_model = (
+            model
+            if tag_name == args.model
+            else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
+        )
         given = resolve_vocabulary(args.attributes, model=tag_name) if args.attributes else None
         saved = None if args.index.startswith("milvus:") else Path(args.index) / SAVED_NAME
-        tagger, about = catalog_tagger(tag_model, args.data, resolve_schema(catalog_schema(args)), make_views(args.regions), args.pooling,
-                                       vocabulary=given, progress=not args.no_progress, saved=saved)
+        tagger, about = catalog_tagger(
+            tag_model,
+            args.data,
+            resolve_schema(catalog_schema(args)),
+            make_views(args.regions),
+            args.pooling,
+            vocabulary=given,
+            progress=not args.no_progress,
+            saved=saved,
+        )
         print(about, file=sys.stderr)
-    result = build_index(args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error,
-                         schema=catalog_schema(args), progress=not args.no_progress, options=options, commit_every=args.commit_every,
-                         on_commit=log_commit if args.verbose else None, tagger=tagger)
-    print(f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
-          f"= {result.products_per_second:.1f} products/s" + skipped_line(result), file=sys.stderr)
+    result = build_index(
+        args.data,
+        args.index,
+        model,
+        batch_size=args.batch_size,
+        on_error=args.on_error,
+        schema=catalog_schema(args),
+        progress=not args.no_progress,
+        options=options,
+        commit_every=args.commit_every,
+        on_commit=log_commit if args.verbose else None,
+        tagger=tagger,
+    )
+    print(
+        f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
+        f"= {result.products_per_second:.1f} products/s" + skipped_line(result),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -103,8 +159,11 @@ def cmd_index_merge(args: argparse.Namespace) -> int:
             stats = store.stats()
         finally:
             store.close()
-    print(f"{'merged the delta into' if merged else 'nothing to merge:'} base generation {stats['base_generation']}: "
-          f"{stats['vectors']} vectors, {stats['index_kind']}", file=sys.stderr)
+    print(
+        f"{'merged the delta into' if merged else 'nothing to merge:'} base generation {stats['base_generation']}: "
+        f"{stats['vectors']} vectors, {stats['index_kind']}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -121,12 +180,22 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 def cmd_index_images(args: argparse.Namespace) -> int:
     from vitrine.serve.backfill import backfill_images
 
-    result = backfill_images(args.data, args.index, images=args.images, schema=catalog_schema(args), on_error=args.on_error,
-                             overwrite=args.overwrite, progress=not args.no_progress)
+    result = backfill_images(
+        args.data,
+        args.index,
+        images=args.images,
+        schema=catalog_schema(args),
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     for line in result.examples:
         print(f"  {line}", file=sys.stderr)
-    print(f"{result.images}: stored {result.stored}, already there {result.present}, not in the index {result.not_indexed}, "
-          f"failed {result.failed} in {result.seconds:.1f}s", file=sys.stderr)
+    print(
+        f"{result.images}: stored {result.stored}, already there {result.present}, not in the index {result.not_indexed}, "
+        f"failed {result.failed} in {result.seconds:.1f}s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -145,7 +214,9 @@ def cmd_index_delete(args: argparse.Namespace) -> int:
         folder = Path(args.images) if args.images else images_dir(args.index)
         if folder.is_dir():  # an index with no stored images gets no empty folder
             images = ImageStore(folder)
-            for product_id in args.ids:  # after the commit: a crash leaves at worst an image of no product, never the reverse
+            for (
+                product_id
+            ) in args.ids:  # after the commit: a crash leaves at worst an image of no product, never the reverse
                 if store.product(product_id) is None:
                     images.remove(product_id)
         print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
@@ -158,8 +229,11 @@ def cmd_index_snapshot(args: argparse.Namespace) -> int:
     from vitrine.index.snapshot import snapshot_index
 
     result = snapshot_index(args.index, args.out, progress=not args.no_progress)
-    print(f"{result.path}: generation {result.generation}, {result.products} products, {result.files} files, "
-          f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.1f}s (writers waited {result.locked_seconds:.2f}s)", file=sys.stderr)
+    print(
+        f"{result.path}: generation {result.generation}, {result.products} products, {result.files} files, "
+        f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.1f}s (writers waited {result.locked_seconds:.2f}s)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -167,8 +241,11 @@ def cmd_index_restore(args: argparse.Namespace) -> int:
     from vitrine.index.snapshot import restore_index
 
     result = restore_index(args.snapshot, args.index, force=args.force, progress=not args.no_progress)
-    print(f"{result.index}: generation {result.generation}, {result.products} products, {result.files} files checked against "
-          f"the manifest, restored in {result.seconds:.1f}s", file=sys.stderr)
+    print(
+        f"{result.index}: generation {result.generation}, {result.products} products, {result.files} files checked against "
+        f"the manifest, restored in {result.seconds:.1f}s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -179,9 +256,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     from vitrine.search.answer import answer
 
     image = load_image(args.image, what="query image") if args.image else None
-    query = Query(text=args.text, image=image, modification=args.modify, k=args.k, filters=parse_filters(args.filter or []), mode=args.mode,
-                  soft_filters=not args.no_soft_filters, min_score=args.min_score, offset=args.offset, exclude_reference=not args.keep_reference)
-    engine = SearchEngine(args.index, model=args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args), combiner=args.combiner)
+    query = Query(
+        text=args.text,
+        image=image,
+        modification=args.modify,
+        k=args.k,
+        filters=parse_filters(args.filter or []),
+        mode=args.mode,
+        soft_filters=not args.no_soft_filters,
+        min_score=args.min_score,
+        offset=args.offset,
+        exclude_reference=not args.keep_reference,
+    )
+    engine = SearchEngine(
+        args.index, model=args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args), combiner=args.combiner
+    )
     try:
         ranked = engine.rank(query)
         schema = index_schema(engine.store)
@@ -191,12 +280,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(json.dumps(answer(query, ranked)))
         return 0
     hits = ranked.hits
-    shown = list(schema.facet_fields)[:3] if schema else sorted({n for h in hits for n in h.metadata} - {"id", "title"})[:3]
+    shown = (
+        list(schema.facet_fields)[:3] if schema else sorted({n for h in hits for n in h.metadata} - {"id", "title"})[:3]
+    )
     keys = [k for k in shown if any(k in h.metadata for h in hits)]
     print(f"{'rank':>4}  {'score':>6}  {'id':<10} {'title':<50} " + "  ".join(keys))
     for rank, hit in enumerate(hits, args.offset + 1):
         title = (hit.metadata.get("title") or "")[:50]
-        print(f"{rank:>4}  {hit.score:6.3f}  {hit.id:<10} {title:<50} " + "  ".join(str(hit.metadata.get(k, "")) for k in keys))
+        print(
+            f"{rank:>4}  {hit.score:6.3f}  {hit.id:<10} {title:<50} "
+            + "  ".join(str(hit.metadata.get(k, "")) for k in keys)
+        )
     if not hits:
         print("no results" + (" match the filters" if query.filters else ""))
     elif (ranked.relevance or {}).get("close_match") is False:
@@ -207,101 +301,191 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    index = sub.add_parser("index", help="build and update a searchable catalog index",
-                           description="Catalog index: a directory (FAISS + SQLite, embedded) or milvus:FILE.db (Milvus Lite) | milvus:URI (a Milvus server).")
+    index = sub.add_parser(
+        "index",
+        help="build and update a searchable catalog index",
+        description="Catalog index: a directory (FAISS + SQLite, embedded) or milvus:FILE.db (Milvus Lite) | milvus:URI (a Milvus server).",
+    )
     actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for name, text in (("build", "embed a catalog into an index (rerun to resume after a crash)"), ("add", "add or update the products of a catalog")):
+    for name, text in (
+        ("build", "embed a catalog into an index (rerun to resume after a crash)"),
+        ("add", "add or update the products of a catalog"),
+    ):
         action = actions.add_parser(name, help=text, description=text)
         action.add_argument("--data", required=True, help="catalog (any format vitrine reads)")
         action.add_argument("--index", required=True, help=INDEX_HELP + " (created if missing)")
-        action.add_argument("--model", default=DEFAULT_MODEL, help="registry name; an existing index only accepts its own model; default %(default)s")
+        action.add_argument(
+            "--model",
+            default=DEFAULT_MODEL,
+            help="registry name; an existing index only accepts its own model; default %(default)s",
+        )
         action.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
         action.add_argument("--schema", help=SCHEMA_HELP)
-        action.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+        action.add_argument(
+            "--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail"
+        )
         action.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-        action.add_argument("--exact-max", type=int, help="exact search up to this many products, approximate above (default 100000, then as saved)")
-        action.add_argument("--memory-budget", help="memory for the vector index, e.g. 8G (default: half the RAM); picks HNSW or, when tight, IVF-PQ")
-        action.add_argument("--approximate", choices=["auto", "hnsw", "ivfpq"], help="approximate index kind above --exact-max (default auto, then as saved)")
-        action.add_argument("--commit-every", type=int, default=4096, help="products per commit at least (a crash loses at most one commit); default %(default)s")
+        action.add_argument(
+            "--exact-max",
+            type=int,
+            help="exact search up to this many products, approximate above (default 100000, then as saved)",
+        )
+        action.add_argument(
+            "--memory-budget",
+            help="memory for the vector index, e.g. 8G (default: half the RAM); picks HNSW or, when tight, IVF-PQ",
+        )
+        action.add_argument(
+            "--approximate",
+            choices=["auto", "hnsw", "ivfpq"],
+            help="approximate index kind above --exact-max (default auto, then as saved)",
+        )
+        action.add_argument(
+            "--commit-every",
+            type=int,
+            default=4096,
+            help="products per commit at least (a crash loses at most one commit); default %(default)s",
+        )
         action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
-        action.add_argument("--tag", action="store_true", help="store predicted tags with each product (predicted_<attr>, and <attr> "
-                                                                "itself where the catalog has no value), so filters find untagged products")
-        action.add_argument("--attributes", help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: for a KAGL catalog the "
-                                                        "shipped KAGL vocabulary; for any other, the catalog's own categorical columns and "
-                                                        "values, thresholds fitted on its labelled rows for 0.8 precision)")
+        action.add_argument(
+            "--tag",
+            action="store_true",
+            help="store predicted tags with each product (predicted_<attr>, and <attr> "
+            "itself where the catalog has no value), so filters find untagged products",
+        )
+        action.add_argument(
+            "--attributes",
+            help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: for a KAGL catalog the "
+            "shipped KAGL vocabulary; for any other, the catalog's own categorical columns and "
+            "values, thresholds fitted on its labelled rows for 0.8 precision)",
+        )
         action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
-        action.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground", help="with --tag: region views (default %(default)s)")
-        action.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend", help="with --tag: region score pooling (default %(default)s)")
+        action.add_argument(
+            "--regions",
+            choices=["whole", "foreground", "body"],
+            default="foreground",
+            help="with --tag: region views (default %(default)s)",
+        )
+        action.add_argument(
+            "--pooling",
+            choices=["blend", "max", "mean"],
+            default="blend",
+            help="with --tag: region score pooling (default %(default)s)",
+        )
         add_catalog_options(action)
         add_runtime_option(action)
         add_engine_arguments(action)
         action.set_defaults(func=cmd_index_build)
-    images = actions.add_parser("images", help="store the catalog images of an index's products (rerun to resume)",
-                                description="Store the catalog image of every product in the index that has none yet, so that the "
-                                            "service's GET /products/{id}/image shows it (`serve --catalog` stores them as it indexes; "
-                                            "`index build` does not). Rerun to resume. Milvus Lite allows one process per file: stop "
-                                            "a service on it first.")
+    images = actions.add_parser(
+        "images",
+        help="store the catalog images of an index's products (rerun to resume)",
+        description="Store the catalog image of every product in the index that has none yet, so that the "
+        "service's GET /products/{id}/image shows it (`serve --catalog` stores them as it indexes; "
+        "`index build` does not). Rerun to resume. Milvus Lite allows one process per file: stop "
+        "a service on it first.",
+    )
     images.add_argument("--data", required=True, help="catalog the index was built from (any format vitrine reads)")
     images.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
-    images.add_argument("--images", help="images directory (default: the one `vitrine serve` uses for the index; give the same "
-                                         "shared storage as `vitrine serve --images`)")
+    images.add_argument(
+        "--images",
+        help="images directory (default: the one `vitrine serve` uses for the index; give the same "
+        "shared storage as `vitrine serve --images`)",
+    )
     images.add_argument("--schema", help=SCHEMA_HELP)
-    images.add_argument("--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail")
+    images.add_argument(
+        "--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail"
+    )
     images.add_argument("--overwrite", action="store_true", help="store images again even where one is already stored")
     images.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_catalog_options(images)
     images.set_defaults(func=cmd_index_images)
-    stats = actions.add_parser("stats", help="show an index's size, kind and model", description="Show an index's size, kind and model.")
+    stats = actions.add_parser(
+        "stats", help="show an index's size, kind and model", description="Show an index's size, kind and model."
+    )
     stats.add_argument("--index", required=True, help=INDEX_HELP)
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_index_stats)
-    merge = actions.add_parser("merge", help="fold the delta log into a new base vector file now",
-                               description="Fold the delta log (the small commits appended since the last rewrite) into a new base "
-                                           "vector file, as one atomic commit. Commits merge by themselves past a threshold; run this at quiet times.")
+    merge = actions.add_parser(
+        "merge",
+        help="fold the delta log into a new base vector file now",
+        description="Fold the delta log (the small commits appended since the last rewrite) into a new base "
+        "vector file, as one atomic commit. Commits merge by themselves past a threshold; run this at quiet times.",
+    )
     merge.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
     merge.set_defaults(func=cmd_index_merge)
     delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
     delete.add_argument("--index", required=True, help=INDEX_HELP)
     delete.add_argument("ids", nargs="+", help="product ids")
-    delete.add_argument("--images", help="images directory whose stored images of the deleted products are removed too "
-                                         "(default: the one `vitrine serve` uses for the index)")
+    delete.add_argument(
+        "--images",
+        help="images directory whose stored images of the deleted products are removed too "
+        "(default: the one `vitrine serve` uses for the index)",
+    )
     delete.set_defaults(func=cmd_index_delete)
-    snapshot = actions.add_parser("snapshot", help="write a consistent copy of a live index to one tar file",
-                                  description="Copy an embedded index (vector files, SQLite metadata through its online backup "
-                                              "API, stored images, every other file but the lock and temp files) as of one "
-                                              "commit, while `vitrine serve` keeps serving and writing: writers wait only "
-                                              "while the files are copied, not while the tar is written. --out gets a "
-                                              "manifest (generation, products, model, each file's size and sha256) and "
-                                              "appears only once whole. Milvus: use milvus-backup.")
+    snapshot = actions.add_parser(
+        "snapshot",
+        help="write a consistent copy of a live index to one tar file",
+        description="Copy an embedded index (vector files, SQLite metadata through its online backup "
+        "API, stored images, every other file but the lock and temp files) as of one "
+        "commit, while `vitrine serve` keeps serving and writing: writers wait only "
+        "while the files are copied, not while the tar is written. --out gets a "
+        "manifest (generation, products, model, each file's size and sha256) and "
+        "appears only once whole. Milvus: use milvus-backup.",
+    )
     snapshot.add_argument("--index", required=True, help="index directory")
     snapshot.add_argument("--out", required=True, help="snapshot file: .tar, or .tar.gz / .tgz (gzip)")
     snapshot.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     snapshot.set_defaults(func=cmd_index_snapshot)
-    restore = actions.add_parser("restore", help="bring back an index from a snapshot file",
-                                 description="Extract a snapshot beside --index, check every file against its manifest and "
-                                             "the store's generation and product count, then put it in place. --index must "
-                                             "be new or empty unless --force (stop any service using it first).")
+    restore = actions.add_parser(
+        "restore",
+        help="bring back an index from a snapshot file",
+        description="Extract a snapshot beside --index, check every file against its manifest and "
+        "the store's generation and product count, then put it in place. --index must "
+        "be new or empty unless --force (stop any service using it first).",
+    )
     restore.add_argument("--snapshot", required=True, help="a file written by `vitrine index snapshot`")
     restore.add_argument("--index", required=True, help="index directory to restore into")
     restore.add_argument("--force", action="store_true", help="replace what --index holds")
     restore.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     restore.set_defaults(func=cmd_index_restore)
 
-    search = sub.add_parser("search", help="search an index by text or image", description="Search an index by text or by image, optionally filtered by attributes.")
+    search = sub.add_parser(
+        "search",
+        help="search an index by text or image",
+        description="Search an index by text or by image, optionally filtered by attributes.",
+    )
     search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--text", help="text query")
     search.add_argument("--image", help="query image file (any common format)")
-    search.add_argument("--modify", help='with --image: what should change, e.g. "in black" or "for women" (composed search)')
-    search.add_argument("--combiner", default="combiner", help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s")
-    search.add_argument("--filter", action="append", help="field=value; repeat for more (same field: any of the values)")
+    search.add_argument(
+        "--modify", help='with --image: what should change, e.g. "in black" or "for women" (composed search)'
+    )
+    search.add_argument(
+        "--combiner",
+        default="combiner",
+        help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s",
+    )
+    search.add_argument(
+        "--filter", action="append", help="field=value; repeat for more (same field: any of the values)"
+    )
     search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
     search.add_argument("--offset", type=int, default=0, help="skip this many hits first (paging); default 0")
-    search.add_argument("--mode", choices=["hybrid", "vector", "lexical"], default="hybrid",
-                        help="hybrid (default): vector and BM25 fused (vector alone on a Milvus server before 2.5); vector: cosine only; lexical: BM25 only")
-    search.add_argument("--no-soft-filters", action="store_true", help='do not boost products whose values the query names ("women", "red")')
+    search.add_argument(
+        "--mode",
+        choices=["hybrid", "vector", "lexical"],
+        default="hybrid",
+        help="hybrid (default): vector and BM25 fused (vector alone on a Milvus server before 2.5); vector: cosine only; lexical: BM25 only",
+    )
+    search.add_argument(
+        "--no-soft-filters",
+        action="store_true",
+        help='do not boost products whose values the query names ("women", "red")',
+    )
     search.add_argument("--min-score", type=float, help="leave out hits whose cosine to the query is lower")
-    search.add_argument("--keep-reference", action="store_true",
-                        help="with --image: keep the product the image shows in the results (left out by default, as the service does)")
+    search.add_argument(
+        "--keep-reference",
+        action="store_true",
+        help="with --image: keep the product the image shows in the results (left out by default, as the service does)",
+    )
     search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
     add_runtime_option(search)

@@ -1,4 +1,5 @@
 """`--nproc N`: rerun a `vitrine` command as N processes through torchrun (torch.distributed.run) on this machine."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,19 @@ def launch(nproc: int, argv: Sequence[str], threads: int = 0) -> int:
         raise ValueError("--nproc must be >= 2 to launch several processes")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads or max(1, (os.cpu_count() or 1) // nproc)))
-    argv = _without_option(list(argv), "--nproc")  # the processes see WORLD_SIZE instead (and torchrun would misread it)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vitrine", *argv]
+    argv = _without_option(
+        list(argv), "--nproc"
+    )  # the processes see WORLD_SIZE instead (and torchrun would misread it)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "vitrine",
+        *argv,
+    ]
     return subprocess.run(command, env=env).returncode
 
 

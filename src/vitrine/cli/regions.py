@@ -1,4 +1,5 @@
 """`vitrine regions`: write an image's region crops and an overlay, so that a person can check them."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,17 +26,28 @@ def cmd_regions(args: argparse.Namespace) -> int:
             crop(image, region, segmented=True).save(out / f"{stem}-segmented.png")
             written[-1]["segmented"] = f"{stem}-segmented.png"
     overlay(image, regions).save(out / "overlay.png")
-    (out / "regions.json").write_text(json.dumps({"image": args.image, "regions": written}, indent=2) + "\n", encoding="utf-8")
+    (out / "regions.json").write_text(
+        json.dumps({"image": args.image, "regions": written}, indent=2) + "\n", encoding="utf-8"
+    )
     print(f"{len(regions)} regions written to {out} (overlay.png, regions.json)", file=sys.stderr)
     return 0
 
 
 def register(sub) -> None:
-    regions = sub.add_parser("regions", help="crop an image into garment regions, with an overlay to check them",
-                             description="Write each region's crop (and its segmented view), overlay.png and regions.json.")
+    regions = sub.add_parser(
+        "regions",
+        help="crop an image into garment regions, with an overlay to check them",
+        description="Write each region's crop (and its segmented view), overlay.png and regions.json.",
+    )
     regions.add_argument("--image", required=True, help="image file")
     regions.add_argument("--out", required=True, help="output folder")
-    regions.add_argument("--provider", choices=["whole", "foreground", "body"], default="body",
-                         help="whole image, segmented foreground, or body-part crops of it (default %(default)s)")
-    regions.add_argument("--annotations", help="JSON or CSV sidecar with boxes/polygons, keyed by file stem (overrides --provider)")
+    regions.add_argument(
+        "--provider",
+        choices=["whole", "foreground", "body"],
+        default="body",
+        help="whole image, segmented foreground, or body-part crops of it (default %(default)s)",
+    )
+    regions.add_argument(
+        "--annotations", help="JSON or CSV sidecar with boxes/polygons, keyed by file stem (overrides --provider)"
+    )
     regions.set_defaults(func=cmd_regions)

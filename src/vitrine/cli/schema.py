@@ -1,4 +1,5 @@
 """`vitrine schema infer PATH`: the schema vitrine would read a catalog with, as JSON to save and edit."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,12 @@ def register(sub) -> None:
     schema = sub.add_parser("schema", help="catalog schemas (infer)", description="Catalog schemas.")
     actions = schema.add_subparsers(dest="action", required=True, metavar="ACTION")
     infer = actions.add_parser(
-        "infer", help="print the schema a catalog's own columns say",
+        "infer",
+        help="print the schema a catalog's own columns say",
         description="Read the catalog's header and a sample of its rows and print the schema every command would use for it "
-                    "without --schema: the id, title and image columns, and which other columns are categories (facets, tags) "
-                    "rather than numbers or free text. An ambiguous catalog is an error that writes a draft schema file.")
+        "without --schema: the id, title and image columns, and which other columns are categories (facets, tags) "
+        "rather than numbers or free text. An ambiguous catalog is an error that writes a draft schema file.",
+    )
     infer.add_argument("path", help="a folder with catalog.csv|catalog.jsonl, a metadata file, or WebDataset shards")
     infer.add_argument("--out", help="write the schema JSON here instead of printing it")
     infer.set_defaults(func=cmd_schema_infer)

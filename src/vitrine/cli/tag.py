@@ -1,25 +1,38 @@
 """`vitrine tag`: open-vocabulary attribute tags for one image or a whole catalog."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from vitrine.cli._common import SCHEMA_HELP, DEFAULT_TAG_MODEL, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.cli._common import DEFAULT_TAG_MODEL, SCHEMA_HELP, add_runtime_option, runtime_arg, runtime_fallback
 from vitrine.tagging.factory import resolve_vocabulary  # noqa: F401  (where `vitrine index` and `eval` take it from)
 
 
-def add_tagging_options(parser: argparse.ArgumentParser, model: bool = True, runtime_default: str | None = None) -> None:
+def add_tagging_options(
+    parser: argparse.ArgumentParser, model: bool = True, runtime_default: str | None = None
+) -> None:
     if model:
         parser.add_argument("--model", default=DEFAULT_TAG_MODEL, help="registry name; default %(default)s")
-    parser.add_argument("--regions", choices=["whole", "foreground", "body"], default="foreground",
-                        help="views scored per image: the whole image only, or also the foreground crop and its segmented view, "
-                             "or body-part crops (default %(default)s)")
-    parser.add_argument("--pooling", choices=["blend", "max", "mean"], default="blend",
-                        help="how region scores combine: blend = (1 - w) * whole + w * best region, w per attribute from the "
-                             "vocabulary (region_weight, fitted by eval attributes --calibrate-split; default 0.5); max or mean over "
-                             "all views (default %(default)s)")
-    parser.add_argument("--annotations", help="JSON/CSV sidecar of region boxes/polygons keyed by id or file stem (replaces --regions)")
+    parser.add_argument(
+        "--regions",
+        choices=["whole", "foreground", "body"],
+        default="foreground",
+        help="views scored per image: the whole image only, or also the foreground crop and its segmented view, "
+        "or body-part crops (default %(default)s)",
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=["blend", "max", "mean"],
+        default="blend",
+        help="how region scores combine: blend = (1 - w) * whole + w * best region, w per attribute from the "
+        "vocabulary (region_weight, fitted by eval attributes --calibrate-split; default 0.5); max or mean over "
+        "all views (default %(default)s)",
+    )
+    parser.add_argument(
+        "--annotations", help="JSON/CSV sidecar of region boxes/polygons keyed by id or file stem (replaces --regions)"
+    )
     parser.add_argument("--segmenter", help="a transformers semantic-segmentation model directory (replaces --regions)")
     add_runtime_option(parser, **({"default": runtime_default} if runtime_default else {}))
 
@@ -28,8 +41,16 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from vitrine.tagging.evaluate import embed_split
     from vitrine.tagging.factory import create_tagger
 
-    tagger = create_tagger(args.model, args.attributes, args.regions, args.pooling, args.annotations, args.segmenter,
-                           runtime=runtime_arg(args), fallback=runtime_fallback(args))
+    tagger = create_tagger(
+        args.model,
+        args.attributes,
+        args.regions,
+        args.pooling,
+        args.annotations,
+        args.segmenter,
+        runtime=runtime_arg(args),
+        fallback=runtime_fallback(args),
+    )
     if args.image:
         results = list(zip(args.image, tagger.tag_images(args.image)))
     else:
@@ -54,15 +75,21 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    tag = sub.add_parser("tag", help="tag images with open-vocabulary attributes",
-                         description="Score each attribute's values (prompts from the vocabulary) against the image's region views "
-                                     "and print the best value per attribute, or 'unknown' when its probability is below the "
-                                     "attribute's threshold. Adding values or attributes to the vocabulary file needs no retraining.")
+    tag = sub.add_parser(
+        "tag",
+        help="tag images with open-vocabulary attributes",
+        description="Score each attribute's values (prompts from the vocabulary) against the image's region views "
+        "and print the best value per attribute, or 'unknown' when its probability is below the "
+        "attribute's threshold. Adding values or attributes to the vocabulary file needs no retraining.",
+    )
     source = tag.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", nargs="+", help="image file(s)")
     source.add_argument("--data", help="a catalog (any format vitrine reads): tag every product")
-    tag.add_argument("--attributes", help="vocabulary YAML/JSON (attribute -> values, synonyms, prompts), or a comma list of "
-                                          "attributes of the shipped KAGL vocabulary; default: the shipped KAGL vocabulary")
+    tag.add_argument(
+        "--attributes",
+        help="vocabulary YAML/JSON (attribute -> values, synonyms, prompts), or a comma list of "
+        "attributes of the shipped KAGL vocabulary; default: the shipped KAGL vocabulary",
+    )
     add_tagging_options(tag)
     tag.add_argument("--schema", help="--data: " + SCHEMA_HELP)
     tag.add_argument("--out", help="write JSON lines here instead of printing")

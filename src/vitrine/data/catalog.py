@@ -1,4 +1,5 @@
 """`open_catalog`: one entry point that recognises every catalog format vitrine reads."""
+
 from __future__ import annotations
 
 import glob
@@ -34,7 +35,9 @@ def detect_format(path: str | os.PathLike) -> str:
     raise FileNotFoundError(f"catalog not found: {text}")
 
 
-def schema_for(path: str | os.PathLike, schema: str | os.PathLike | CatalogSchema | None = None) -> tuple[CatalogSchema, str]:
+def schema_for(
+    path: str | os.PathLike, schema: str | os.PathLike | CatalogSchema | None = None
+) -> tuple[CatalogSchema, str]:
     """The schema to read `path` with and one line saying so: the one given, or the one its columns say (None, 'auto')."""
     if schema is not None and schema != "auto":
         resolved = resolve_schema(schema)

@@ -1,4 +1,5 @@
 """Input errors a user can act on, and the skip/fail policy that handles them."""
+
 from __future__ import annotations
 
 import sys
@@ -97,8 +98,18 @@ class ErrorReport:
 
     def first_rows(self, n: int = 3) -> str:
         """The first skipped rows, named: '(row 4, id 17: missing file; row 9: malformed row; and 3 more)'."""
-        named = [", ".join(p for p in (f"row {r['row']}" if r["row"] is not None else "", f"id {r['id']}" if r["id"] is not None else "") if p)
-                 + f": {r['kind']}" for r in self.rows[:n]]
+        named = [
+            ", ".join(
+                p
+                for p in (
+                    f"row {r['row']}" if r["row"] is not None else "",
+                    f"id {r['id']}" if r["id"] is not None else "",
+                )
+                if p
+            )
+            + f": {r['kind']}"
+            for r in self.rows[:n]
+        ]
         more = f"; and {len(self.rows) - n} more" if len(self.rows) > n else ""
         return f"({'; '.join(named)}{more})" if named else ""
 

@@ -1,4 +1,5 @@
 """A folder of images plus a `catalog.csv` or `catalog.jsonl` metadata file."""
+
 from __future__ import annotations
 
 import csv
@@ -39,7 +40,14 @@ class FolderCatalog(CatalogReader):
     and serve other files of the machine through '..', absolute paths or symlinks.
     """
 
-    def __init__(self, path: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS, images_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        schema: CatalogSchema,
+        on_error="fail",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        images_dir: str | os.PathLike | None = None,
+    ):
         super().__init__(schema, on_error, max_pixels)
         self.metadata_path = find_metadata(path)
         root = self.metadata_path.parent
@@ -69,10 +77,19 @@ class FolderCatalog(CatalogReader):
             image_path = self._image_path(record.id, raw)
             if self.schema.confine_images and not self._confined(image_path):
                 field = self.schema.image_field
-                given = str(raw[field]).strip() if field and self.schema.clean(raw.get(field)) else os.path.relpath(image_path, self.root)
-                yield UnsafePathError(f"image path {given!r} resolves outside the catalog folder {self.root} ('..', an absolute path "
-                                      f"or a symlink pointing out); image paths are confined to the catalog folder "
-                                      f"(--no-confine-images reads them for a trusted catalog)", source=source, row=row, item_id=record.id)
+                given = (
+                    str(raw[field]).strip()
+                    if field and self.schema.clean(raw.get(field))
+                    else os.path.relpath(image_path, self.root)
+                )
+                yield UnsafePathError(
+                    f"image path {given!r} resolves outside the catalog folder {self.root} ('..', an absolute path "
+                    f"or a symlink pointing out); image paths are confined to the catalog folder "
+                    f"(--no-confine-images reads them for a trusted catalog)",
+                    source=source,
+                    row=row,
+                    item_id=record.id,
+                )
                 continue
             yield replace(record, image_path=image_path)
 
@@ -94,19 +111,29 @@ class FolderCatalog(CatalogReader):
             except csv.Error as exc:
                 raise RowFormatError(f"malformed CSV header ({exc})", source=str(self.metadata_path)) from None
             if not header or self.schema.id_field not in header:
-                raise RowFormatError(f"CSV header {header} has no id column '{self.schema.id_field}' (schema {self.schema.name}); drop --schema "
-                                     f"to read the catalog's own columns, or see `vitrine schema infer {self.root}`", source=str(self.metadata_path))
+                raise RowFormatError(
+                    f"CSV header {header} has no id column '{self.schema.id_field}' (schema {self.schema.name}); drop --schema "
+                    f"to read the catalog's own columns, or see `vitrine schema infer {self.root}`",
+                    source=str(self.metadata_path),
+                )
             width = len(header)
             for row in itertools.count(1):
                 try:
                     raw = next(reader)
                 except StopIteration:
                     return
-                except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); the reader resumes on the next line
+                except (
+                    csv.Error
+                ) as exc:  # e.g. a field over csv.field_size_limit(); the reader resumes on the next line
                     yield row, RowFormatError(f"malformed CSV ({exc})", source=source, row=row)
                     continue
                 if None in raw:
-                    yield row, RowFormatError(f"row has {width + len(raw[None])} fields, header has {width}", source=source, row=row)
+                    yield (
+                        row,
+                        RowFormatError(
+                            f"row has {width + len(raw[None])} fields, header has {width}", source=source, row=row
+                        ),
+                    )
                 elif any(value is None for value in raw.values()):
                     present = sum(value is not None for value in raw.values())
                     yield row, RowFormatError(f"row has {present} fields, header has {width}", source=source, row=row)

@@ -1,11 +1,11 @@
 """Safe image decoding: every image comes out as an RGB PIL image, or as an `ImageDecodeError`."""
-from __future__ import annotations
 
-from collections.abc import Callable
+from __future__ import annotations
 
 import io
 import os
 import warnings
+from collections.abc import Callable
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -18,8 +18,13 @@ DEFAULT_MAX_PIXELS = 64_000_000
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, background: tuple[int, int, int] = (255, 255, 255),
-                 draft: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+    draft: Callable[[int, int], tuple[int, int]] | None = None,
+) -> Image.Image:
     """Decode image bytes into an RGB image; alpha is composited onto `background`.
 
     `draft(width, height)` gives the smallest size the caller needs: a JPEG is then decoded by libjpeg at the
@@ -33,7 +38,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, backgroun
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageDecodeError(f"image has {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
+                raise ImageDecodeError(
+                    f"image has {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+                )
             if draft is not None and image.format == "JPEG":
                 image.draft("RGB", draft(width, height))
             image.load()

@@ -1,4 +1,5 @@
 """Batches of decoded, preprocessed items, prepared in a background thread while the model runs."""
+
 from __future__ import annotations
 
 import queue
@@ -80,7 +81,9 @@ def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
                 thread.join(timeout=0.05)
 
 
-def iter_batches(reader: CatalogReader, transform: Callable, batch_size: int, start: int = 0, limit: int | None = None) -> Iterator[Batch]:
+def iter_batches(
+    reader: CatalogReader, transform: Callable, batch_size: int, start: int = 0, limit: int | None = None
+) -> Iterator[Batch]:
     """Decode and transform items in order from scan position `start`; bad rows follow the reader's policy."""
     items: list[Item] = []
     tensors: list[torch.Tensor] = []

@@ -1,4 +1,5 @@
 """Chosen products' images, decoded once at a model's input geometry and held in memory as uint8."""
+
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
@@ -11,8 +12,9 @@ from vitrine.data.catalog import open_catalog
 from vitrine.data.transforms import ImageTransform
 
 
-def decode_products(catalogs: Sequence[str], ids: Collection[str], transform: ImageTransform,
-                    progress: bool = True) -> tuple[dict[str, int], torch.Tensor]:
+def decode_products(
+    catalogs: Sequence[str], ids: Collection[str], transform: ImageTransform, progress: bool = True
+) -> tuple[dict[str, int], torch.Tensor]:
     """(row of each id, (N, 3, S, S) uint8) for the products of `ids` found in `catalogs`; a missing or
     undecodable product is an error, since the caller asked for it by name."""
     wanted, rows, pictures = set(ids), {}, []
@@ -30,5 +32,9 @@ def decode_products(catalogs: Sequence[str], ids: Collection[str], transform: Im
                 bar.update()
     missing = sorted(wanted - set(rows))
     if missing:
-        raise ValueError(f"{len(missing)} products have no decodable image in {', '.join(catalogs)} (e.g. {missing[:3]})")
-    return rows, torch.from_numpy(np.stack(pictures)) if pictures else torch.zeros(0, 3, transform.size, transform.size, dtype=torch.uint8)
+        raise ValueError(
+            f"{len(missing)} products have no decodable image in {', '.join(catalogs)} (e.g. {missing[:3]})"
+        )
+    return rows, torch.from_numpy(np.stack(pictures)) if pictures else torch.zeros(
+        0, 3, transform.size, transform.size, dtype=torch.uint8
+    )

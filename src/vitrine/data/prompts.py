@@ -1,4 +1,5 @@
 """Prompt templates as data: class prompts for zero-shot tagging and captions for training."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ class PromptSet:
                 raise ValueError(f"prompt set {data.get('name')!r}: attribute {key!r} has no templates")
             for template in templates:
                 if template_fields(template) != ("value",):
-                    raise ValueError(f"attribute template {template!r} for {key!r} must use exactly one field, {{value}}")
+                    raise ValueError(
+                        f"attribute template {template!r} for {key!r} must use exactly one field, {{value}}"
+                    )
         return cls(
             name=data.get("name", "custom"),
             attributes=attributes,

@@ -1,4 +1,5 @@
 """Catalog items and the base class every catalog reader shares."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -34,11 +35,20 @@ class Record:
             with open(self.image_path, "rb") as handle:
                 return handle.read()
         except FileNotFoundError:
-            raise MissingFileError(f"image file not found: {self.image_path}", source=self.source, row=self.row, item_id=self.id) from None
+            raise MissingFileError(
+                f"image file not found: {self.image_path}", source=self.source, row=self.row, item_id=self.id
+            ) from None
         except OSError as exc:
-            raise MissingFileError(f"cannot read image file {self.image_path}: {exc}", source=self.source, row=self.row, item_id=self.id) from None
+            raise MissingFileError(
+                f"cannot read image file {self.image_path}: {exc}", source=self.source, row=self.row, item_id=self.id
+            ) from None
         except ValueError as exc:  # a NUL byte or a lone surrogate cannot be in a file name
-            raise MissingFileError(f"image path {self.image_path!r} is not a valid file name ({exc})", source=self.source, row=self.row, item_id=self.id) from None
+            raise MissingFileError(
+                f"image path {self.image_path!r} is not a valid file name ({exc})",
+                source=self.source,
+                row=self.row,
+                item_id=self.id,
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,9 @@ class Item:
 class CatalogReader(ABC):
     """Streams a catalog's records and items; bad rows follow the `on_error` policy."""
 
-    def __init__(self, schema: CatalogSchema, on_error: OnError | str = OnError.FAIL, max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self, schema: CatalogSchema, on_error: OnError | str = OnError.FAIL, max_pixels: int = DEFAULT_MAX_PIXELS
+    ):
         self.schema = schema
         self.report = ErrorReport(on_error=OnError(on_error))
         self.max_pixels = max_pixels
@@ -104,7 +116,14 @@ class CatalogReader(ABC):
             image = decode_image(data, max_pixels=self.max_pixels)
         except ImageDecodeError as exc:
             raise ImageDecodeError(exc.detail, source=record.source, row=record.row, item_id=record.id) from None
-        return Item(id=record.id, image=image, title=record.title, attributes=record.attributes, source=record.source, row=record.row)
+        return Item(
+            id=record.id,
+            image=image,
+            title=record.title,
+            attributes=record.attributes,
+            source=record.source,
+            row=record.row,
+        )
 
     def decode_or_skip(self, record: Record) -> Item | None:
         """`decode`, or None when the image is bad and the `on_error` policy skips it (it is counted)."""
@@ -134,6 +153,10 @@ class CatalogReader(ABC):
             if value is not None and not is_unicode(value):
                 # Text with lone surrogates (from "\\ud800" escapes or non-UTF-8 names) cannot be stored or served as UTF-8.
                 shown_id = item_id if is_unicode(item_id) else None  # the message itself must print as UTF-8
-                return RowFormatError(f"column '{name}' holds a lone surrogate ({value!r}), not Unicode text", source=source, row=row, item_id=shown_id)
+                return RowFormatError(
+                    f"column '{name}' holds a lone surrogate ({value!r}), not Unicode text",
+                    source=source,
+                    row=row,
+                    item_id=shown_id,
+                )
         return Record(id=item_id, title=title, attributes=attributes, source=source, row=row, **image)
-

@@ -4,6 +4,7 @@ A provider maps an image to a list of `Region`s (box, optional mask, name); `cro
 optionally with the background blanked. Everything is numpy/PIL: no model needed for product shots on a
 plain background.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ class Region:
     mask: np.ndarray | None = None  # bool (H, W) over the whole image; None: the whole box
 
 
-def crop(image: Image.Image, region: Region, segmented: bool = False, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def crop(
+    image: Image.Image, region: Region, segmented: bool = False, fill: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
     """The region's box; with `segmented`, pixels outside its mask are set to `fill`."""
     rgb = image.convert("RGB")
     if segmented and region.mask is not None:
@@ -43,21 +46,37 @@ class Foreground:
     foreground is found.
     """
 
-    def __init__(self, threshold: float = 30.0, work_size: int = 160, min_area: float = 0.02, keep: int = 2, open_size: int = 3):
-        self.threshold, self.work_size, self.min_area, self.keep, self.open_size = threshold, work_size, min_area, keep, open_size
+    def __init__(
+        self, threshold: float = 30.0, work_size: int = 160, min_area: float = 0.02, keep: int = 2, open_size: int = 3
+    ):
+        self.threshold, self.work_size, self.min_area, self.keep, self.open_size = (
+            threshold,
+            work_size,
+            min_area,
+            keep,
+            open_size,
+        )
 
     def mask(self, image: Image.Image) -> np.ndarray:
         rgb = image.convert("RGB")
         scale = min(1.0, self.work_size / max(rgb.size))
-        small = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR) if scale < 1 else rgb
+        small = (
+            rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR)
+            if scale < 1
+            else rgb
+        )
         pixels = np.asarray(small, dtype=np.float32)
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
         background = np.median(border, axis=0)
         raw = np.linalg.norm(pixels - background, axis=2) > self.threshold
         cleaned = Image.fromarray(raw.astype(np.uint8) * 255)
         if self.open_size > 1:  # opening removes specks, closing fills small holes
-            cleaned = cleaned.filter(ImageFilter.MinFilter(self.open_size)).filter(ImageFilter.MaxFilter(self.open_size))
-            cleaned = cleaned.filter(ImageFilter.MaxFilter(self.open_size)).filter(ImageFilter.MinFilter(self.open_size))
+            cleaned = cleaned.filter(ImageFilter.MinFilter(self.open_size)).filter(
+                ImageFilter.MaxFilter(self.open_size)
+            )
+            cleaned = cleaned.filter(ImageFilter.MaxFilter(self.open_size)).filter(
+                ImageFilter.MinFilter(self.open_size)
+            )
         kept = _largest_components(np.asarray(cleaned) > 0, self.keep, self.min_area)
         if scale < 1:
             kept = np.asarray(Image.fromarray(kept.astype(np.uint8) * 255).resize(rgb.size, Image.NEAREST)) > 0
@@ -88,8 +107,11 @@ class BodyParts:
         mask = found[0].mask
         x0, y0, x1, y1 = found[0].box
         height = y1 - y0
-        parts = {"full": (x0, y0, x1, y1), "upper": (x0, y0, x1, y0 + max(1, round(height * self.upper))),
-                 "lower": (x0, y1 - max(1, round(height * self.lower)), x1, y1)}
+        parts = {
+            "full": (x0, y0, x1, y1),
+            "upper": (x0, y0, x1, y0 + max(1, round(height * self.upper))),
+            "lower": (x0, y1 - max(1, round(height * self.lower)), x1, y1),
+        }
         regions = []
         for name, box in parts.items():
             part = np.zeros_like(mask)
@@ -191,7 +213,9 @@ class LearnedSegmenter:
         tensor = torch.from_numpy(((pixels - self.mean) / self.std).transpose(2, 0, 1)).unsqueeze(0)
         with torch.inference_mode():
             logits = self.model(pixel_values=tensor).logits
-            logits = torch.nn.functional.interpolate(logits, size=(rgb.height, rgb.width), mode="bilinear", align_corners=False)
+            logits = torch.nn.functional.interpolate(
+                logits, size=(rgb.height, rgb.width), mode="bilinear", align_corners=False
+            )
         return logits[0].argmax(0).numpy()
 
     def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
@@ -217,10 +241,18 @@ def overlay(image: Image.Image, regions: list[Region]) -> Image.Image:
         colour = colours[i % len(colours)]
         if region.mask is not None:
             tint = Image.new("RGB", out.size, colour)
-            out = Image.composite(Image.blend(out, tint, 0.35), out, Image.fromarray(region.mask.astype(np.uint8) * 255))
+            out = Image.composite(
+                Image.blend(out, tint, 0.35), out, Image.fromarray(region.mask.astype(np.uint8) * 255)
+            )
         draw = ImageDraw.Draw(out)
-        draw.rectangle((region.box[0], region.box[1], region.box[2] - 1, region.box[3] - 1), outline=colour, width=max(1, out.width // 150))
-        draw.text((region.box[0] + 3, region.box[1] + 2 + 11 * i), region.name, fill=colour)  # stacked: boxes often share a corner
+        draw.rectangle(
+            (region.box[0], region.box[1], region.box[2] - 1, region.box[3] - 1),
+            outline=colour,
+            width=max(1, out.width // 150),
+        )
+        draw.text(
+            (region.box[0] + 3, region.box[1] + 2 + 11 * i), region.name, fill=colour
+        )  # stacked: boxes often share a corner
     return out
 
 

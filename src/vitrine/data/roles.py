@@ -1,5 +1,6 @@
 """What a catalog's columns mean (type, colour, gender, brand, ...), read from their names: the templates for captions,
 class prompts and shopper-like queries of any catalog are built from these roles, never from KAGL's column names."""
+
 from __future__ import annotations
 
 import json
@@ -69,10 +70,16 @@ def prompts_for_schema(schema: CatalogSchema) -> PromptSet:
     attributes = {}
     for column in schema.facet_fields:
         role = role_of.get(column)
-        templates = spec["roles"][role]["prompts"] if role else [t.replace("{field}", column) for t in spec["other_prompts"]]
+        templates = (
+            spec["roles"][role]["prompts"] if role else [t.replace("{field}", column) for t in spec["other_prompts"]]
+        )
         attributes[column] = tuple(templates)
-    return PromptSet(name=f"roles:{schema.name}", attributes=attributes, captions=caption_templates(schema),
-                     default=("a photo of a {value}", "a product photo of a {value}"))
+    return PromptSet(
+        name=f"roles:{schema.name}",
+        attributes=attributes,
+        captions=caption_templates(schema),
+        default=("a photo of a {value}", "a product photo of a {value}"),
+    )
 
 
 def prompts_for(spec: str | PromptSet | None, schema: CatalogSchema) -> PromptSet:

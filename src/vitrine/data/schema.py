@@ -1,4 +1,5 @@
 """Catalog schemas as data: which columns hold the id, title, image and attributes, and how far a reader trusts the files."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ from importlib import resources
 from pathlib import Path
 
 from vitrine.config_file import loads_object, refuse_unknown, require_object
-
 
 MAX_MEMBER_BYTES = 64 * 2**20  # far above any product photo or metadata file; a larger shard member is refused unread
 
@@ -34,7 +34,11 @@ _FIELD_CHECKS = {
     "missing_values": _text_list,
     "require_title": lambda value: None if isinstance(value, bool) else "true or false",
     "confine_images": lambda value: None if isinstance(value, bool) else "true or false",
-    "max_member_bytes": lambda value: None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else "a whole number of bytes >= 1",
+    "max_member_bytes": lambda value: (
+        None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else "a whole number of bytes >= 1"
+    ),
 }
 
 

@@ -5,6 +5,7 @@ A catalog whose columns are KAGL's gets the shipped `kagl` schema unchanged. Any
 classified from their names and a sample of their values. A catalog that could be read two ways is an
 `AmbiguousSchemaError`, which writes a draft schema file for the user to correct and names it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,12 +24,53 @@ from vitrine.data.shards import resolve_shards
 SAMPLE_ROWS = 2000  # rows read to classify the columns; inference never reads a whole large catalog
 
 # Column names, compared after lower-casing and dropping everything but letters and digits, best first.
-ID_NAMES = ("id", "sku", "productid", "itemid", "articleid", "articleno", "productcode", "itemcode", "code", "uid", "asin",
-            "key", "ref", "reference", "styleid", "pid")
-TITLE_NAMES = ("title", "name", "productname", "productdisplayname", "displayname", "producttitle", "itemname", "caption",
-               "description", "productdescription", "label")
-IMAGE_NAMES = ("image", "imagepath", "imagefile", "imagename", "img", "photo", "picture", "pic", "file", "filename", "path",
-               "imageurl", "thumbnail", "thumb")
+ID_NAMES = (
+    "id",
+    "sku",
+    "productid",
+    "itemid",
+    "articleid",
+    "articleno",
+    "productcode",
+    "itemcode",
+    "code",
+    "uid",
+    "asin",
+    "key",
+    "ref",
+    "reference",
+    "styleid",
+    "pid",
+)
+TITLE_NAMES = (
+    "title",
+    "name",
+    "productname",
+    "productdisplayname",
+    "displayname",
+    "producttitle",
+    "itemname",
+    "caption",
+    "description",
+    "productdescription",
+    "label",
+)
+IMAGE_NAMES = (
+    "image",
+    "imagepath",
+    "imagefile",
+    "imagename",
+    "img",
+    "photo",
+    "picture",
+    "pic",
+    "file",
+    "filename",
+    "path",
+    "imageurl",
+    "thumbnail",
+    "thumb",
+)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 NUMBER_WORDS = ("price", "cost", "year", "qty", "quantity", "stock", "rating", "weight", "size_cm", "count", "amount")
 
@@ -60,12 +102,20 @@ class ColumnProfile:
     @property
     def kind(self) -> str:
         """'number', 'category' or 'text' (an attribute column's role)."""
-        if self.filled and (self.numeric_share >= 0.9 or any(word in _norm(self.name) for word in NUMBER_WORDS) and self.numeric_share >= 0.5):
+        if self.filled and (
+            self.numeric_share >= 0.9
+            or any(word in _norm(self.name) for word in NUMBER_WORDS)
+            and self.numeric_share >= 0.5
+        ):
             return "number"
         if not self.filled:
             return "text"
         small = self.filled < 40  # a tiny catalog: every value may be rare
-        if self.distinct <= MAX_FACET_VALUES and self.mean_words <= MAX_FACET_WORDS and (small or self.distinct <= MAX_FACET_SHARE * self.filled):
+        if (
+            self.distinct <= MAX_FACET_VALUES
+            and self.mean_words <= MAX_FACET_WORDS
+            and (small or self.distinct <= MAX_FACET_SHARE * self.filled)
+        ):
             return "category"
         return "text"
 
@@ -77,8 +127,15 @@ class ColumnProfile:
         def share(weight) -> float:
             return sum(weight(v) * n for v, n in counts) / filled if filled else 0.0
 
-        return cls(name=name, filled=filled, distinct=len(counts), numeric_share=share(_is_number), mean_words=share(lambda v: len(v.split())),
-                   image_share=share(lambda v: v.lower().endswith(IMAGE_SUFFIXES)), unique=filled > 0 and filled == len(counts))
+        return cls(
+            name=name,
+            filled=filled,
+            distinct=len(counts),
+            numeric_share=share(_is_number),
+            mean_words=share(lambda v: len(v.split())),
+            image_share=share(lambda v: v.lower().endswith(IMAGE_SUFFIXES)),
+            unique=filled > 0 and filled == len(counts),
+        )
 
 
 def _limits(base: CatalogSchema | None) -> dict:
@@ -96,9 +153,15 @@ def _profile(name: str, values: Sequence[str | None]) -> ColumnProfile:
     words = sum(len(v.split()) for v in filled)
     images = sum(v.lower().endswith(IMAGE_SUFFIXES) for v in filled)
     n = len(filled)
-    return ColumnProfile(name=name, filled=n, distinct=len(set(filled)), numeric_share=numeric / n if n else 0.0,
-                         mean_words=words / n if n else 0.0, image_share=images / n if n else 0.0,
-                         unique=n == len(values) and len(set(filled)) == n and n > 0)
+    return ColumnProfile(
+        name=name,
+        filled=n,
+        distinct=len(set(filled)),
+        numeric_share=numeric / n if n else 0.0,
+        mean_words=words / n if n else 0.0,
+        image_share=images / n if n else 0.0,
+        unique=n == len(values) and len(set(filled)) == n and n > 0,
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -121,13 +184,20 @@ def _pick(role: str, named: list[str], by_content: list[str], problems: list[str
     if len(by_content) == 1:
         return by_content[0]
     if len(by_content) > 1:
-        problems.append(f"no column is named like a{'n' if role[0] in 'aeiou' else ''} {role}, and {', '.join(repr(c) for c in by_content)} "
-                        f"could each be it")
+        problems.append(
+            f"no column is named like a{'n' if role[0] in 'aeiou' else ''} {role}, and {', '.join(repr(c) for c in by_content)} "
+            f"could each be it"
+        )
     return None
 
 
-def infer_from_rows(header: Sequence[str], rows: Sequence[Mapping[str, object]], name: str = "inferred",
-                    base: CatalogSchema | None = None, needs_image_column: bool = False) -> tuple[CatalogSchema, dict]:
+def infer_from_rows(
+    header: Sequence[str],
+    rows: Sequence[Mapping[str, object]],
+    name: str = "inferred",
+    base: CatalogSchema | None = None,
+    needs_image_column: bool = False,
+) -> tuple[CatalogSchema, dict]:
     """The schema for a catalog with this header and these sample rows, and a description of what was decided.
 
     Raises `SchemaError` (no draft) when no id column can be found at all, and returns `problems` in the description
@@ -141,11 +211,26 @@ def infer_from_rows(header: Sequence[str], rows: Sequence[Mapping[str, object]],
     profiles = {column: _profile(column, values[column]) for column in header}
     problems: list[str] = []
     id_named = [c for c in _by_name(header, ID_NAMES) if profiles[c].unique]
-    id_field = _pick("id", id_named, [c for c in header if profiles[c].unique and profiles[c].mean_words <= 1.0
-                                      and profiles[c].image_share < 0.5 and not _by_name([c], TITLE_NAMES)], problems)
+    id_field = _pick(
+        "id",
+        id_named,
+        [
+            c
+            for c in header
+            if profiles[c].unique
+            and profiles[c].mean_words <= 1.0
+            and profiles[c].image_share < 0.5
+            and not _by_name([c], TITLE_NAMES)
+        ],
+        problems,
+    )
     rest = [c for c in header if c != id_field]
     title_named = [c for c in _by_name(rest, TITLE_NAMES) if profiles[c].kind != "number"]
-    texty = [c for c in rest if profiles[c].mean_words >= 2.5 and profiles[c].image_share < 0.5 and profiles[c].kind == "text"]
+    texty = [
+        c
+        for c in rest
+        if profiles[c].mean_words >= 2.5 and profiles[c].image_share < 0.5 and profiles[c].kind == "text"
+    ]
     title_field = _pick("title", title_named, texty, problems)
     rest = [c for c in rest if c != title_field]
     image_named = [c for c in _by_name(rest, IMAGE_NAMES) if profiles[c].image_share >= 0.5]
@@ -156,8 +241,15 @@ def infer_from_rows(header: Sequence[str], rows: Sequence[Mapping[str, object]],
         problems.append(f"no column holds a unique value per row (columns: {', '.join(header)})")
     if title_field is None and not problems:
         problems.append(f"no column is named like a title ({', '.join(TITLE_NAMES[:4])}, ...) or holds product names")
-    schema = replace(base, name=name, id_field=id_field or header[0], title_field=title_field or "title", image_field=image_field,
-                     attributes=tuple(attributes), facets=tuple(facets))
+    schema = replace(
+        base,
+        name=name,
+        id_field=id_field or header[0],
+        title_field=title_field or "title",
+        image_field=image_field,
+        attributes=tuple(attributes),
+        facets=tuple(facets),
+    )
     kinds = {c: profiles[c].kind for c in attributes}
     return schema, {"kagl": False, "problems": problems, "kinds": kinds, "rows_sampled": len(rows)}
 
@@ -215,7 +307,9 @@ def draft_path(catalog: str | os.PathLike) -> Path:
     return Path.cwd() / f"{_norm(source.name) or 'catalog'}.schema.draft.json"
 
 
-_CACHE: dict[tuple, tuple[CatalogSchema, dict]] = {}  # path, mtime -> inference (a registry-like memo: same files, same answer)
+_CACHE: dict[
+    tuple, tuple[CatalogSchema, dict]
+] = {}  # path, mtime -> inference (a registry-like memo: same files, same answer)
 
 
 def infer_schema(path: str | os.PathLike, fmt: str, base: CatalogSchema | None = None) -> tuple[CatalogSchema, dict]:
@@ -245,8 +339,14 @@ def infer_schema(path: str | os.PathLike, fmt: str, base: CatalogSchema | None =
                 draft.write_text(json.dumps(schema.to_dict(), indent=2) + "\n", encoding="utf-8")
             except OSError:
                 draft = None
-            where = f"a draft schema is in {draft}: fix it and pass --schema {draft}" if draft else "write a schema file and pass --schema FILE"
-            raise AmbiguousSchemaError(f"cannot infer the schema of {source}: {'; '.join(about['problems'])}; {where}", draft)
+            where = (
+                f"a draft schema is in {draft}: fix it and pass --schema {draft}"
+                if draft
+                else "write a schema file and pass --schema FILE"
+            )
+            raise AmbiguousSchemaError(
+                f"cannot infer the schema of {source}: {'; '.join(about['problems'])}; {where}", draft
+            )
         _CACHE[key] = (schema, about)
     return _CACHE[key]
 
@@ -260,6 +360,8 @@ def describe_schema(schema: CatalogSchema, about: Mapping[str, object] | None = 
     kinds = dict(about.get("kinds", {})) if about else {}
     others = [f"{c} ({kinds.get(c, 'text')})" for c in schema.attributes if c not in schema.facet_fields]
     image = schema.image_field or "images/<id>.<ext>"
-    return (f"schema inferred from {Path(str(about.get('source'))).name if about else 'the catalog'}: id={schema.id_field} "
-            f"title={schema.title_field} image={image} facets={','.join(schema.facet_fields) or '-'}"
-            + (f" not facets: {', '.join(others)}" if others else ""))
+    return (
+        f"schema inferred from {Path(str(about.get('source'))).name if about else 'the catalog'}: id={schema.id_field} "
+        f"title={schema.title_field} image={image} facets={','.join(schema.facet_fields) or '-'}"
+        + (f" not facets: {', '.join(others)}" if others else "")
+    )

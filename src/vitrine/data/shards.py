@@ -1,4 +1,5 @@
 """WebDataset tar shards: each sample is `<key>.jpg` (or png/webp) plus `<key>.json` metadata."""
+
 from __future__ import annotations
 
 import glob
@@ -83,8 +84,14 @@ def _drain(handle, chunk: int = 2**20) -> None:
 class ShardCatalog(CatalogReader):
     """Streams samples from WebDataset shards, one shard open at a time."""
 
-    def __init__(self, spec: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_member_bytes: int | None = None):
+    def __init__(
+        self,
+        spec: str | os.PathLike,
+        schema: CatalogSchema,
+        on_error="fail",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_member_bytes: int | None = None,
+    ):
         super().__init__(schema, on_error, max_pixels)
         self.max_member_bytes = schema.max_member_bytes if max_member_bytes is None else max_member_bytes
         self.spec = str(spec)
@@ -133,7 +140,12 @@ class ShardCatalog(CatalogReader):
                     current_key = key
                     refusal = self._refusal(member, key, ext, members, finished)
                     if refusal is not None:
-                        problem = problem or RowFormatError(f"member {member.name!r}: {refusal}", source=source, row=row + 1, item_id=os.path.basename(key))
+                        problem = problem or RowFormatError(
+                            f"member {member.name!r}: {refusal}",
+                            source=source,
+                            row=row + 1,
+                            item_id=os.path.basename(key),
+                        )
                         if member.isfile() and member.size > self.max_member_bytes:
                             _drain(tar.extractfile(member))
                         continue
@@ -143,13 +155,17 @@ class ShardCatalog(CatalogReader):
             if problem is not None:
                 row += 1
                 yield problem
-            yield RowFormatError(f"shard is truncated or not a tar file ({exc}); rest of shard skipped", source=source, row=row + 1)
+            yield RowFormatError(
+                f"shard is truncated or not a tar file ({exc}); rest of shard skipped", source=source, row=row + 1
+            )
             return
         if current_key is not None:
             row += 1
             yield problem or self._sample(current_key, members, source, row)
 
-    def _refusal(self, member: tarfile.TarInfo, key: str, ext: str, members: dict[str, bytes], finished: set[str]) -> str | None:
+    def _refusal(
+        self, member: tarfile.TarInfo, key: str, ext: str, members: dict[str, bytes], finished: set[str]
+    ) -> str | None:
         """Why a member cannot be read (unsafe name, link, oversized, repeated), or None."""
         if not member.isfile():
             kind = "symlink" if member.issym() else "hardlink" if member.islnk() else "special file"
@@ -170,14 +186,23 @@ class ShardCatalog(CatalogReader):
             try:
                 meta = json.loads(members["json"].decode("utf-8-sig"))
             except (ValueError, RecursionError) as exc:  # also: not UTF-8, numbers over 4300 digits, nesting too deep
-                return RowFormatError(f"sample {key}: malformed JSON metadata ({exc})", source=source, row=row, item_id=key)
+                return RowFormatError(
+                    f"sample {key}: malformed JSON metadata ({exc})", source=source, row=row, item_id=key
+                )
             if not isinstance(meta, dict):
-                return RowFormatError(f"sample {key}: JSON metadata is not an object", source=source, row=row, item_id=key)
+                return RowFormatError(
+                    f"sample {key}: JSON metadata is not an object", source=source, row=row, item_id=key
+                )
         else:
             meta = {}
         meta.setdefault(self.schema.id_field, os.path.basename(key))
         if "txt" in members and self.schema.title_field not in meta:
             meta[self.schema.title_field] = members["txt"].decode("utf-8", errors="replace")
         if image_ext is None:
-            return MissingFileError(f"sample {key} has no image member ({', '.join(IMAGE_EXTENSIONS)})", source=source, row=row, item_id=str(meta.get(self.schema.id_field)))
+            return MissingFileError(
+                f"sample {key} has no image member ({', '.join(IMAGE_EXTENSIONS)})",
+                source=source,
+                row=row,
+                item_id=str(meta.get(self.schema.id_field)),
+            )
         return self.make_record(meta, source=source, row=row, image_bytes=members[image_ext])

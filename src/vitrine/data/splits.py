@@ -1,4 +1,5 @@
 """Deterministic splits: by id hash, and by holding out whole attribute values (unseen categories)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,9 @@ class SplitConfig:
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0.0 <= self.calibration_fraction < 1.0 - self.holdout_fraction:
-            raise ValueError(f"calibration_fraction must be in [0, 1 - holdout_fraction), got {self.calibration_fraction}")
+            raise ValueError(
+                f"calibration_fraction must be in [0, 1 - holdout_fraction), got {self.calibration_fraction}"
+            )
         if (self.holdout_values or self.holdout_fraction or self.calibration_fraction) and not self.holdout_field:
             raise ValueError("holdout_values/holdout_fraction/calibration_fraction need a holdout_field")
 
@@ -47,7 +50,10 @@ class SplitConfig:
             return False
         if value in self.holdout_values:
             return True
-        return self.holdout_fraction > 0 and hash_unit("holdout", self.seed, self.holdout_field, value) < self.holdout_fraction
+        return (
+            self.holdout_fraction > 0
+            and hash_unit("holdout", self.seed, self.holdout_field, value) < self.holdout_fraction
+        )
 
     def is_calibration(self, value: str | None) -> bool:
         """Whether a value is held out for calibration (disjoint from the held-out values)."""
@@ -68,7 +74,9 @@ class SplitConfig:
 
 def default_protocol_split() -> SplitConfig:
     """The protocol split training configs default to: 10% of article types held out, 10% more for calibration."""
-    return SplitConfig(seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1)
+    return SplitConfig(
+        seed=0, val_fraction=0.05, holdout_field="articleType", holdout_fraction=0.1, calibration_fraction=0.1
+    )
 
 
 SPLITS = ("all", "train", "val", "unseen", "calib", "heldout")

@@ -1,4 +1,5 @@
 """Product metadata with predicted tags merged in: how an index stores a tagger's answers beside the catalog's."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

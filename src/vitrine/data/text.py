@@ -1,4 +1,5 @@
 """Checks on text from outside: strings that no UTF-8 file, database, tokenizer or response can carry."""
+
 from __future__ import annotations
 
 

@@ -1,8 +1,8 @@
 """Image preprocessing in PIL/numpy/torch (no torchvision): CLIP4Cir's squarepad and targetpad, resize, normalise."""
+
 from __future__ import annotations
 
 import math
-
 import random
 from dataclasses import dataclass, field
 
@@ -12,7 +12,11 @@ from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 def squarepad(image: Image.Image, fill: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
@@ -104,7 +108,11 @@ class ImageTransform:
         `margin` times the resolution the output takes from it: what a JPEG may be decoded at (draft mode)."""
         if self.pad == "squarepad":
             side = max(width, height)
-        elif self.pad == "targetpad" and min(width, height) and max(width, height) / min(width, height) > self.target_ratio:
+        elif (
+            self.pad == "targetpad"
+            and min(width, height)
+            and max(width, height) / min(width, height) > self.target_ratio
+        ):
             side = round(max(width, height) / self.target_ratio)
         else:
             side = min(width, height)
@@ -145,7 +153,9 @@ class TrainAugment:
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
 
-def augment(images: torch.Tensor, transform: ImageTransform, generator: torch.Generator, shift: int = 4) -> torch.Tensor:
+def augment(
+    images: torch.Tensor, transform: ImageTransform, generator: torch.Generator, shift: int = 4
+) -> torch.Tensor:
     """uint8 batch -> normalised float batch: random flip and shift (fill-coloured border), colour untouched."""
     x = images.float() / 255.0
     n, _, h, w = x.shape
@@ -157,9 +167,14 @@ def augment(images: torch.Tensor, transform: ImageTransform, generator: torch.Ge
         padded[:, :, shift : shift + h, shift : shift + w] = x
         dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
         dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
-        rows = (dy.view(-1, 1) + torch.arange(h).view(1, -1))  # (n, h)
-        cols = (dx.view(-1, 1) + torch.arange(w).view(1, -1))  # (n, w)
-        x = padded[torch.arange(n).view(-1, 1, 1, 1), torch.arange(3).view(1, -1, 1, 1), rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+        rows = dy.view(-1, 1) + torch.arange(h).view(1, -1)  # (n, h)
+        cols = dx.view(-1, 1) + torch.arange(w).view(1, -1)  # (n, w)
+        x = padded[
+            torch.arange(n).view(-1, 1, 1, 1),
+            torch.arange(3).view(1, -1, 1, 1),
+            rows.view(n, 1, h, 1),
+            cols.view(n, 1, 1, w),
+        ]
     return normalize(x, transform)
 
 

@@ -3,6 +3,7 @@
 Stage-2 training, composed evaluation and the evaluation protocols rank against the same galleries again and
 again; this is what makes them cheap on CPU.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,15 @@ def bank_folder(model, path: str, cache_dir: str | os.PathLike) -> Path:
     return Path(cache_dir) / "features" / f"{model_fingerprint(model)}-{_data_fingerprint(path)}"
 
 
-def image_bank(model, paths: Sequence[str], cache_dir: str | os.PathLike | None = "runs/cache", schema=None,
-               on_error: str = "skip", progress: bool = True, with_tokens: bool = False) -> ImageBank:
+def image_bank(
+    model,
+    paths: Sequence[str],
+    cache_dir: str | os.PathLike | None = "runs/cache",
+    schema=None,
+    on_error: str = "skip",
+    progress: bool = True,
+    with_tokens: bool = False,
+) -> ImageBank:
     """Embeddings (and with `with_tokens` the image tokens) of every product in `paths` (ids unique across
     them), from the cache when it is current."""
     items: list[Item] = []
@@ -72,10 +80,21 @@ def image_bank(model, paths: Sequence[str], cache_dir: str | os.PathLike | None 
     token_chunks: list[torch.Tensor] = []
     fingerprint = model_fingerprint(model) if cache_dir is not None else ""
     for path in paths:
-        folder = Path(cache_dir) / "features" / f"{fingerprint}-{_data_fingerprint(path)}" if cache_dir is not None else None
+        folder = (
+            Path(cache_dir) / "features" / f"{fingerprint}-{_data_fingerprint(path)}" if cache_dir is not None else None
+        )
         if folder is not None and (folder / "items.json").is_file():
-            part_items = [Item(id=d["id"], image=None, title=d["title"], attributes=d["attributes"], source=d["source"], row=d["row"])
-                          for d in json.loads((folder / "items.json").read_text(encoding="utf-8"))]
+            part_items = [
+                Item(
+                    id=d["id"],
+                    image=None,
+                    title=d["title"],
+                    attributes=d["attributes"],
+                    source=d["source"],
+                    row=d["row"],
+                )
+                for d in json.loads((folder / "items.json").read_text(encoding="utf-8"))
+            ]
             part = torch.from_numpy(np.load(folder / "embeds.npy"))
         else:
             reader = open_catalog(path, schema=schema, on_error=on_error, require_title=False)
@@ -108,7 +127,9 @@ def _bank_tokens(model, path: str, items: list[Item], folder: Path | None, schem
     row = {item.id: i for i, item in enumerate(items)}
     reader = open_catalog(path, schema=schema, on_error="skip", require_title=False)
     out = None
-    bar = tqdm(total=len(items), desc=f"image tokens {Path(path).name}", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items), desc=f"image tokens {Path(path).name}", unit="img", disable=not progress, dynamic_ncols=True
+    )
     with torch.inference_mode():
         for batch in iter_batches(reader, model.image_transform, 64):
             tokens = model.image_features(batch.pixels.to(model.device)).tokens.to(torch.float16).cpu()

@@ -1,4 +1,5 @@
 """Encode a catalog's images or a list of texts in batches, in memory (for evaluation and indexing)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,7 +11,9 @@ from vitrine.data.loader import iter_batches, prefetch
 from vitrine.data.records import CatalogReader, Item
 
 
-def encode_catalog(model, reader: CatalogReader, batch_size: int = 64, keep=None, progress: bool = True, desc: str = "embed images") -> tuple[list[Item], torch.Tensor]:
+def encode_catalog(
+    model, reader: CatalogReader, batch_size: int = 64, keep=None, progress: bool = True, desc: str = "embed images"
+) -> tuple[list[Item], torch.Tensor]:
     """(items without their images, (N, D) image embeddings). `keep(record)` filters rows before decoding."""
     metas, chunks = [], []
     total = reader.count() if progress else None
@@ -19,13 +22,18 @@ def encode_catalog(model, reader: CatalogReader, batch_size: int = 64, keep=None
     with torch.inference_mode():
         for batch in prefetch(iter_batches(source, model.image_transform, batch_size)):
             chunks.append(model.encode_image(batch.pixels.to(model.device)).float().cpu())
-            metas.extend(Item(id=i.id, image=None, title=i.title, attributes=i.attributes, source=i.source, row=i.row) for i in batch.items)
+            metas.extend(
+                Item(id=i.id, image=None, title=i.title, attributes=i.attributes, source=i.source, row=i.row)
+                for i in batch.items
+            )
             bar.update(reader.position - bar.n)
     bar.close()
     return metas, (torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim))
 
 
-def encode_texts(model, texts: Sequence[str], batch_size: int = 256, progress: bool = False, desc: str = "embed texts") -> torch.Tensor:
+def encode_texts(
+    model, texts: Sequence[str], batch_size: int = 256, progress: bool = False, desc: str = "embed texts"
+) -> torch.Tensor:
     chunks = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", disable=not progress):

@@ -1,4 +1,5 @@
 """Embed every product of a catalog with a registered model; resumable part by part."""
+
 from __future__ import annotations
 
 import json
@@ -55,15 +56,21 @@ def run_embed(
     """
     if engine == "ray":
         if limit is not None or encoder is not None:
-            raise ValueError("--limit (and a ready encoder) are for the in-process engine; --engine ray embeds the whole catalog")
-        return _run_embed_ray(data, model, out, batch_size, part_size, texts, on_error, schema, overwrite, progress, ray or RayOptions())
+            raise ValueError(
+                "--limit (and a ready encoder) are for the in-process engine; --engine ray embeds the whole catalog"
+            )
+        return _run_embed_ray(
+            data, model, out, batch_size, part_size, texts, on_error, schema, overwrite, progress, ray or RayOptions()
+        )
     if engine != "local":
         raise ValueError(f"unknown engine {engine!r}: local or ray")
     if part_size % batch_size:
         part_size = max(batch_size, part_size // batch_size * batch_size)
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=texts)
     encoder = encoder if encoder is not None else create_model(model)
-    store, job, kinds, columns = _start_job(reader, data, model, out, batch_size, part_size, texts, on_error, overwrite, limit=limit)
+    store, job, kinds, columns = _start_job(
+        reader, data, model, out, batch_size, part_size, texts, on_error, overwrite, limit=limit
+    )
     markers = store.committed()
     done_rows = sum(m["rows"] for m in markers)
     start = markers[-1]["position"] if markers else 0
@@ -74,7 +81,9 @@ def run_embed(
     total = reader.count() if progress else None
     if limit is not None and total is not None:
         total = min(total, limit)
-    bar = tqdm(total=total, initial=start, unit="img", desc=f"embed {Path(out).name}", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=total, initial=start, unit="img", desc=f"embed {Path(out).name}", disable=not progress, dynamic_ncols=True
+    )
     t0 = time.perf_counter()
     computed = 0
     pending: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
@@ -90,13 +99,33 @@ def run_embed(
         computed += len(batch.items)
         bar.update(batch.position - bar.n)
         if len(rows) >= part_size:
-            store.write(index, {k: np.concatenate(v) for k, v in pending.items()}, rows, {"position": batch.position, "skipped": batch.skipped})
+            store.write(
+                index,
+                {k: np.concatenate(v) for k, v in pending.items()},
+                rows,
+                {"position": batch.position, "skipped": batch.skipped},
+            )
             index, rows, pending = index + 1, [], {kind: [] for kind in kinds}
     if rows:
-        store.write(index, {k: np.concatenate(v) for k, v in pending.items()}, rows, {"position": batch.position, "skipped": batch.skipped})
+        store.write(
+            index,
+            {k: np.concatenate(v) for k, v in pending.items()},
+            rows,
+            {"position": batch.position, "skipped": batch.skipped},
+        )
     bar.close()
     count, _ = store.merge(encoder.embed_dim)
-    return _finish(store, job, model, encoder.embed_dim, count, computed, time.perf_counter() - t0, reader.report.to_dict(), done_rows)
+    return _finish(
+        store,
+        job,
+        model,
+        encoder.embed_dim,
+        count,
+        computed,
+        time.perf_counter() - t0,
+        reader.report.to_dict(),
+        done_rows,
+    )
 
 
 def batch_encoder(encoder, texts: bool):
@@ -122,37 +151,79 @@ def _start_job(reader, data, model, out, batch_size, part_size, texts, on_error,
     columns = ["id", "title", *reader.schema.attributes, "source", "row"]
     kinds = ["image", "text"] if texts else ["image"]
     store = PartStore(out, columns, kinds)
-    job = {"data": os.path.abspath(data) if os.path.exists(data) else data, "model": model, "part_size": part_size,
-           "batch_size": batch_size, "kinds": kinds, "on_error": on_error, "schema": reader.schema.name, **extra}
+    job = {
+        "data": os.path.abspath(data) if os.path.exists(data) else data,
+        "model": model,
+        "part_size": part_size,
+        "batch_size": batch_size,
+        "kinds": kinds,
+        "on_error": on_error,
+        "schema": reader.schema.name,
+        **extra,
+    }
     store.start(job, overwrite=overwrite)
     return store, job, kinds, columns
 
 
-def _finish(store: PartStore, job: dict, model: str, dim: int, count: int, computed: int, seconds: float, errors: dict,
-            done_rows: int) -> EmbedResult:
+def _finish(
+    store: PartStore,
+    job: dict,
+    model: str,
+    dim: int,
+    count: int,
+    computed: int,
+    seconds: float,
+    errors: dict,
+    done_rows: int,
+) -> EmbedResult:
     result = EmbedResult(
-        out=str(store.out), model=model, count=count, embed_dim=dim, skipped=errors["skipped"],
-        computed=computed, seconds=round(seconds, 3), images_per_second=round(computed / seconds, 1) if seconds > 0 else 0.0,
+        out=str(store.out),
+        model=model,
+        count=count,
+        embed_dim=dim,
+        skipped=errors["skipped"],
+        computed=computed,
+        seconds=round(seconds, 3),
+        images_per_second=round(computed / seconds, 1) if seconds > 0 else 0.0,
     )
-    manifest = {**asdict(result), "data": job["data"], "kinds": job["kinds"], "columns": store.columns, "errors": errors,
-                "resumed_from_rows": done_rows, "engine": job.get("engine", "local")}
+    manifest = {
+        **asdict(result),
+        "data": job["data"],
+        "kinds": job["kinds"],
+        "columns": store.columns,
+        "errors": errors,
+        "resumed_from_rows": done_rows,
+        "engine": job.get("engine", "local"),
+    }
     atomic_write_text(store.out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return result
 
 
-def _run_embed_ray(data, model, out, batch_size, part_size, texts, on_error, schema, overwrite, progress, options: RayOptions) -> EmbedResult:
+def _run_embed_ray(
+    data, model, out, batch_size, part_size, texts, on_error, schema, overwrite, progress, options: RayOptions
+) -> EmbedResult:
     """The Ray engine: one part per catalog unit, committed by the driver as units complete (in any order)."""
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=texts)
-    store, job, kinds, _ = _start_job(reader, data, model, out, batch_size, part_size, texts, on_error, overwrite, engine="ray")
+    store, job, kinds, _ = _start_job(
+        reader, data, model, out, batch_size, part_size, texts, on_error, overwrite, engine="ray"
+    )
     units = plan_units(data, schema=schema, part_size=part_size)
     done = {m["index"]: m for m in store.committed_any()}
     todo = [unit for unit in units if unit.index not in done]
     done_rows = sum(m["rows"] for m in done.values())
-    bar = tqdm(total=sum(u.stop - u.start for u in units), initial=sum(u.stop - u.start for u in units if u.index in done),
-               unit="img", desc=f"embed {Path(out).name} (ray)", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(u.stop - u.start for u in units),
+        initial=sum(u.stop - u.start for u in units if u.index in done),
+        unit="img",
+        desc=f"embed {Path(out).name} (ray)",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     t0, computed, dim = time.perf_counter(), 0, None
     with RaySession(options):
-        for result in encode_units_on_ray(todo, model, options, batch_size=batch_size, texts=texts, schema=schema, on_error=on_error):
+        for result in encode_units_on_ray(
+            todo, model, options, batch_size=batch_size, texts=texts, schema=schema, on_error=on_error
+        ):
             unit = units[result.index]
             arrays = {"image": result.image, **({"text": result.text} if texts else {})}
             store.write(unit.index, arrays, result.rows, {"unit": asdict(unit), "skipped": result.skipped})
@@ -163,7 +234,11 @@ def _run_embed_ray(data, model, out, batch_size, part_size, texts, on_error, sch
     seconds = time.perf_counter() - t0
     markers = store.committed_any()
     if dim is None:
-        dim = np.load(store.parts / f"part-{markers[0]['index']:06d}.image.npy").shape[1] if markers else create_model(model).embed_dim
+        dim = (
+            np.load(store.parts / f"part-{markers[0]['index']:06d}.image.npy").shape[1]
+            if markers
+            else create_model(model).embed_dim
+        )
     count, dropped = store.merge(dim, on_duplicate=on_error)
     errors = _sum_reports([m["skipped"] for m in markers], dropped)
     return _finish(store, job, model, dim, count, computed, seconds, errors, done_rows)

@@ -1,4 +1,5 @@
 """Resumable output: numbered parts committed atomically, merged into single files at the end."""
+
 from __future__ import annotations
 
 import csv
@@ -43,8 +44,12 @@ class PartStore:
         if job_path.is_file() and not overwrite:
             previous = json.loads(job_path.read_text(encoding="utf-8"))
             if previous != job:
-                diff = {k: (previous.get(k), job.get(k)) for k in set(previous) | set(job) if previous.get(k) != job.get(k)}
-                raise ValueError(f"{self.out} holds output of a different embed job ({diff}); choose a new --out or pass --overwrite")
+                diff = {
+                    k: (previous.get(k), job.get(k)) for k in set(previous) | set(job) if previous.get(k) != job.get(k)
+                }
+                raise ValueError(
+                    f"{self.out} holds output of a different embed job ({diff}); choose a new --out or pass --overwrite"
+                )
         else:
             for stale in self.parts.iterdir():
                 stale.unlink()
@@ -55,9 +60,20 @@ class PartStore:
 
     def sweep(self) -> list[Path]:
         """Remove the temp files a killed run left (a job has one writer: a rerun is the only one writing here)."""
-        ours = (JOB_FILE, MANIFEST_FILE, METADATA_FILE, "image_embeddings.npy", "text_embeddings.npy")  # --out may hold other files
+        ours = (
+            JOB_FILE,
+            MANIFEST_FILE,
+            METADATA_FILE,
+            "image_embeddings.npy",
+            "text_embeddings.npy",
+        )  # --out may hold other files
         stale = [p for p in sorted(self.parts.iterdir()) if p.name.endswith((".tmp", ".tmp.npy"))]
-        stale += [self.out / f"{name}{suffix}" for name in ours for suffix in (".tmp", ".tmp.npy") if (self.out / f"{name}{suffix}").is_file()]
+        stale += [
+            self.out / f"{name}{suffix}"
+            for name in ours
+            for suffix in (".tmp", ".tmp.npy")
+            if (self.out / f"{name}{suffix}").is_file()
+        ]
         for path in stale:
             path.unlink(missing_ok=True)
         return stale
@@ -87,7 +103,9 @@ class PartStore:
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, f"{stem}.csv")
-        atomic_write_text(Path(f"{stem}.json"), json.dumps({**marker, "index": index, "rows": len(rows)}, sort_keys=True) + "\n")
+        atomic_write_text(
+            Path(f"{stem}.json"), json.dumps({**marker, "index": index, "rows": len(rows)}, sort_keys=True) + "\n"
+        )
 
     def merge(self, dim: int, on_duplicate: str = "fail") -> tuple[int, list[str]]:
         """Concatenate committed parts into `<kind>_embeddings.npy` and `metadata.csv`, streaming.
@@ -104,8 +122,10 @@ class PartStore:
             for i, item_id in enumerate(ids):
                 if item_id in seen:
                     if on_duplicate == "fail":
-                        raise ValueError(f"duplicate id {item_id!r} (part {m['index']}): ids must be unique across the catalog; "
-                                         f"rerun with --on-error skip to keep the first")
+                        raise ValueError(
+                            f"duplicate id {item_id!r} (part {m['index']}): ids must be unique across the catalog; "
+                            f"rerun with --on-error skip to keep the first"
+                        )
                     mask[i] = False
                     dropped.append(item_id)
                 seen.add(item_id)

@@ -4,6 +4,7 @@ Each actor loads the encoder once; reading, decoding and preprocessing happen in
 to the driver, which commits them in the same resumable part format as the in-process path (or upserts them into
 a vector store), so a killed job reruns only the units that were not committed.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,10 @@ class EmbedActor:
         for raw in batch["unit"]:
             unit = Unit(**pickle.loads(raw))
             payloads.append(pickle.dumps(encode_unit(unit, self.encoder, **self.settings)))
-        return {"index": np.asarray([pickle.loads(raw)["index"] for raw in batch["unit"]]), "result": np.asarray(payloads, dtype=object)}
+        return {
+            "index": np.asarray([pickle.loads(raw)["index"] for raw in batch["unit"]]),
+            "result": np.asarray(payloads, dtype=object),
+        }
 
 
 class RaySession:
@@ -70,8 +74,12 @@ class RaySession:
         if not ray.is_initialized():
             if self.options.address is None:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster for this job
-                ray.init(num_cpus=max(self.options.workers * self.options.threads_per_worker(), os.cpu_count() or 1),
-                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(
+                    num_cpus=max(self.options.workers * self.options.threads_per_worker(), os.cpu_count() or 1),
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             else:
                 ray.init(address=self.options.address, log_to_driver=False, configure_logging=False)
             self.started = True
@@ -88,19 +96,32 @@ class RaySession:
         return False
 
 
-def encode_units_on_ray(units: Sequence[Unit], model: str, options: RayOptions, batch_size: int = 64, texts: bool = False,
-                        schema=None, on_error: str = "fail") -> Iterator[UnitResult]:
+def encode_units_on_ray(
+    units: Sequence[Unit],
+    model: str,
+    options: RayOptions,
+    batch_size: int = 64,
+    texts: bool = False,
+    schema=None,
+    on_error: str = "fail",
+) -> Iterator[UnitResult]:
     """Encode `units` on an actor pool; yields each unit's result as it completes (any order). Needs a RaySession."""
     import ray
 
     if not units:
         return
-    dataset = ray.data.from_items([{"unit": pickle.dumps(vars(unit))} for unit in units], override_num_blocks=len(units))
+    dataset = ray.data.from_items(
+        [{"unit": pickle.dumps(vars(unit))} for unit in units], override_num_blocks=len(units)
+    )
     threads = options.threads_per_worker()
     encoded = dataset.map_batches(
-        EmbedActor, batch_size=1, num_cpus=threads,
+        EmbedActor,
+        batch_size=1,
+        num_cpus=threads,
         compute=ray.data.ActorPoolStrategy(size=min(options.workers, len(units))),
-        fn_constructor_kwargs=dict(model=model, batch_size=batch_size, texts=texts, schema=schema, on_error=on_error, threads=threads),
+        fn_constructor_kwargs=dict(
+            model=model, batch_size=batch_size, texts=texts, schema=schema, on_error=on_error, threads=threads
+        ),
     )
     for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
         for payload in batch["result"]:

@@ -1,4 +1,5 @@
 """Pooled features of a locked text tower, computed once per unique string and cached on disk."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,7 +31,9 @@ def _encode(model, strings: list[str], batch_size: int, progress: bool) -> np.nd
     """The text tower's pooled output before the projection (vitrine's MiniLM, a CLIP's or SigLIP's)."""
     chunks = []
     with torch.inference_mode():
-        for start in tqdm(range(0, len(strings), batch_size), desc="encode new texts (cached)", unit="batch", disable=not progress):
+        for start in tqdm(
+            range(0, len(strings), batch_size), desc="encode new texts (cached)", unit="batch", disable=not progress
+        ):
             batch = strings[start : start + batch_size]
             pooled = model.pooled_texts(batch)
             chunks.append(pooled.float().cpu().numpy())
@@ -41,7 +44,9 @@ def _width(model) -> int:
     return model.text.width if hasattr(model, "text") else model.parts()["text_proj"].in_features
 
 
-def pooled_text_features(model, strings: list[str], cache_dir: str | os.PathLike | None, batch_size: int = 256, progress: bool = True) -> torch.Tensor:
+def pooled_text_features(
+    model, strings: list[str], cache_dir: str | os.PathLike | None, batch_size: int = 256, progress: bool = True
+) -> torch.Tensor:
     """(len(strings), W) pooled outputs of `model.text` (before the projection).
 
     The cache holds one row per string ever encoded by this tower; only new strings are encoded.
@@ -52,7 +57,9 @@ def pooled_text_features(model, strings: list[str], cache_dir: str | os.PathLike
     folder.mkdir(parents=True, exist_ok=True)
     features_path, strings_path = folder / "features.npy", folder / "strings.json"
     known: list[str] = json.loads(strings_path.read_text(encoding="utf-8")) if strings_path.is_file() else []
-    features = np.load(features_path) if features_path.is_file() and known else np.zeros((0, _width(model)), dtype=np.float32)
+    features = (
+        np.load(features_path) if features_path.is_file() and known else np.zeros((0, _width(model)), dtype=np.float32)
+    )
     if len(features) != len(known):  # a torn write: start over rather than misalign rows
         known, features = [], np.zeros((0, _width(model)), dtype=np.float32)
     row = {text: i for i, text in enumerate(known)}

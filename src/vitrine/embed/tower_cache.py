@@ -3,6 +3,7 @@
 With the tower locked, a training epoch then costs a pass of the small heads over these rows: seconds, not minutes.
 Rows are written in chunks, so an interrupted caching run resumes at the first missing chunk.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,12 @@ CHUNK = 2048
 
 
 def _key(model, ids: list[str], view: str) -> str:
-    spec = {"image": model.config.image, "transform": model.config.transform, "view": view,
-            "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
+    spec = {
+        "image": model.config.image,
+        "transform": model.config.transform,
+        "view": view,
+        "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest(),
+    }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -38,13 +43,24 @@ def _view(images: torch.Tensor, view: str) -> torch.Tensor:
 def _encode_chunk(model, images: torch.Tensor, batch_size: int) -> np.ndarray:
     rows = []
     for start in range(0, len(images), batch_size):
-        pixels = to_input(images[start : start + batch_size], model.image_transform).to(model.device).contiguous(memory_format=torch.channels_last)
+        pixels = (
+            to_input(images[start : start + batch_size], model.image_transform)
+            .to(model.device)
+            .contiguous(memory_format=torch.channels_last)
+        )
         rows.append(model.visual(pixels)[1].to(torch.float16).cpu().numpy())
     return np.concatenate(rows)
 
 
-def cached_image_features(model, images: torch.Tensor, ids: list[str], views: tuple[str, ...], cache_dir: str | os.PathLike,
-                          batch_size: int = 128, progress: bool = True) -> torch.Tensor:
+def cached_image_features(
+    model,
+    images: torch.Tensor,
+    ids: list[str],
+    views: tuple[str, ...],
+    cache_dir: str | os.PathLike,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> torch.Tensor:
     """(len(views), N, W) float16 pooled tower outputs for uint8 images (N, 3, S, S) at the model's eval geometry."""
     model.eval()
     visual = model.visual.to(memory_format=torch.channels_last)
@@ -52,12 +68,23 @@ def cached_image_features(model, images: torch.Tensor, ids: list[str], views: tu
     for view in views:
         folder = Path(cache_dir) / "image" / _key(model, ids, view)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "spec.json").write_text(json.dumps({"image": model.config.image, "transform": model.config.transform, "view": view,
-                                                      "rows": len(ids)}, indent=2), encoding="utf-8")
+        (folder / "spec.json").write_text(
+            json.dumps(
+                {"image": model.config.image, "transform": model.config.transform, "view": view, "rows": len(ids)},
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
         starts = range(0, len(ids), CHUNK)
         todo = [s for s in starts if not (folder / f"chunk-{s // CHUNK:05d}.npy").is_file()]
-        bar = tqdm(total=len(ids), initial=len(ids) - sum(min(CHUNK, len(ids) - s) for s in todo),
-                   desc=f"cache image features ({view})", unit="img", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(ids),
+            initial=len(ids) - sum(min(CHUNK, len(ids) - s) for s in todo),
+            desc=f"cache image features ({view})",
+            unit="img",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         for start in todo:
             chunk = _encode_chunk(model, _view(images[start : start + CHUNK], view), batch_size)
             tmp = folder / f"chunk-{start // CHUNK:05d}.tmp.npy"

@@ -3,6 +3,7 @@
 Units are what a distributed engine hands to its workers: each names its source and scan range, so a worker
 reads, decodes and preprocesses its own images. Concatenated in index order, units give the catalog's order.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -66,13 +67,16 @@ class _RangeReader:
         return getattr(self._reader, name)
 
 
-def encode_unit(unit: Unit, encoder, batch_size: int = 64, texts: bool = False, schema=None, on_error: str = "fail",
-                tagger=None) -> UnitResult:
+def encode_unit(
+    unit: Unit, encoder, batch_size: int = 64, texts: bool = False, schema=None, on_error: str = "fail", tagger=None
+) -> UnitResult:
     """Read, decode, preprocess and encode one unit, in the calling process (a worker)."""
     reader = open_catalog(unit.source, schema=schema, on_error=on_error, require_title=texts)
     images, titles, rows = [], [], []
     with torch.inference_mode():
-        for batch in iter_batches(_RangeReader(reader, unit.stop), encoder.image_transform, batch_size, start=unit.start):
+        for batch in iter_batches(
+            _RangeReader(reader, unit.stop), encoder.image_transform, batch_size, start=unit.start
+        ):
             images.append(encoder.encode_image(batch.pixels).float().numpy())
             if texts:
                 titles.append(encoder.encode_text([item.title or "" for item in batch.items]).float().numpy())
@@ -82,6 +86,10 @@ def encode_unit(unit: Unit, encoder, batch_size: int = 64, texts: bool = False, 
                 batch_rows = [with_tags(row, item_tags) for row, item_tags in zip(batch_rows, tags)]
             rows.extend(batch_rows)
     dim = encoder.embed_dim
-    return UnitResult(unit.index, rows, np.concatenate(images) if images else np.zeros((0, dim), np.float32),
-                      (np.concatenate(titles) if titles else np.zeros((0, dim), np.float32)) if texts else None,
-                      reader.report.to_dict())
+    return UnitResult(
+        unit.index,
+        rows,
+        np.concatenate(images) if images else np.zeros((0, dim), np.float32),
+        (np.concatenate(titles) if titles else np.zeros((0, dim), np.float32)) if texts else None,
+        reader.report.to_dict(),
+    )

@@ -10,6 +10,7 @@
 MRR is over the top 10, as the leaderboard retrieves 10 documents per query. Results are clip_benchmark-shaped
 records: `{"dataset", "model", "task", "metrics", "details"}`.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ from vitrine.embed.encode import encode_texts
 from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS, TOP, task_queries
 
 
-def retrieval_metrics(top: torch.Tensor, relevant: Sequence[Sequence[int]], ks: Sequence[int] = (1, TOP)) -> dict[str, float]:
+def retrieval_metrics(
+    top: torch.Tensor, relevant: Sequence[Sequence[int]], ks: Sequence[int] = (1, TOP)
+) -> dict[str, float]:
     """Mean Recall@K, Precision@K and MRR (within the retrieved list) of ranked rows `top` (Q, >= max K)."""
     sums: dict[str, float] = defaultdict(float)
     for ranked, rows in zip(top.tolist(), relevant):
@@ -41,7 +44,10 @@ def retrieval_metrics(top: torch.Tensor, relevant: Sequence[Sequence[int]], ks: 
 
 
 def _top(queries: torch.Tensor, documents: torch.Tensor, k: int, chunk: int = 512) -> torch.Tensor:
-    parts = [(queries[s : s + chunk] @ documents.t()).topk(min(k, len(documents)), dim=1).indices for s in range(0, len(queries), chunk)]
+    parts = [
+        (queries[s : s + chunk] @ documents.t()).topk(min(k, len(documents)), dim=1).indices
+        for s in range(0, len(queries), chunk)
+    ]
     return torch.cat(parts) if parts else torch.zeros(0, k, dtype=torch.long)
 
 
@@ -54,9 +60,19 @@ def documents(images: torch.Tensor, titles: torch.Tensor | None, weights: tuple[
     return F.normalize(docs, dim=-1)
 
 
-def run_leaderboard(data: str, model, tasks: Sequence[str] = tuple(TASKS), max_queries: int = MAX_QUERIES, seed: int = SEED,
-                    dataset: str = "kagl", cache_dir: str | os.PathLike | None = "runs/cache", schema=None,
-                    progress: bool = True, query_filter: Callable[[Item], bool] | None = None, query_split: str = "all") -> list[dict]:
+def run_leaderboard(
+    data: str,
+    model,
+    tasks: Sequence[str] = tuple(TASKS),
+    max_queries: int = MAX_QUERIES,
+    seed: int = SEED,
+    dataset: str = "kagl",
+    cache_dir: str | os.PathLike | None = "runs/cache",
+    schema=None,
+    progress: bool = True,
+    query_filter: Callable[[Item], bool] | None = None,
+    query_split: str = "all",
+) -> list[dict]:
     """One clip_benchmark-shaped record per task for `model` on the catalog `data` (every product in the gallery).
     `query_filter` (named `query_split` in the records) samples text-to-image queries from the titles of the products
     it accepts only, e.g. those the model never trained on; category queries are the field's values either way."""
@@ -78,12 +94,26 @@ def run_leaderboard(data: str, model, tasks: Sequence[str] = tuple(TASKS), max_q
         queries = task_queries(bank.items, task, max_queries, seed, query_filter if titles_only else None)
         if not queries:
             raise ValueError(f"{data}: no products have a {task.query_field or 'title'} for task {name}")
-        query_embeds = F.normalize(encode_texts(model, list(queries), progress=progress, desc=f"embed {name} queries"), dim=-1)
+        query_embeds = F.normalize(
+            encode_texts(model, list(queries), progress=progress, desc=f"embed {name} queries"), dim=-1
+        )
         top = _top(query_embeds, documents(bank.embeds, titles, task.doc_weights), TOP)
         metrics = retrieval_metrics(top, list(queries.values()))
-        records.append({"dataset": dataset, "model": model.name, "task": name, "metrics": metrics,
-                        "details": {"n_queries": len(queries), "gallery_size": len(bank.items), "seed": seed,
-                                    "max_queries": max_queries, "query_field": task.query_field or "title",
-                                    "query_split": query_split if titles_only else "all",
-                                    "doc_weights": {"image": task.doc_weights[0], "title": task.doc_weights[1]}}})
+        records.append(
+            {
+                "dataset": dataset,
+                "model": model.name,
+                "task": name,
+                "metrics": metrics,
+                "details": {
+                    "n_queries": len(queries),
+                    "gallery_size": len(bank.items),
+                    "seed": seed,
+                    "max_queries": max_queries,
+                    "query_field": task.query_field or "title",
+                    "query_split": query_split if titles_only else "all",
+                    "doc_weights": {"image": task.doc_weights[0], "title": task.doc_weights[1]},
+                },
+            }
+        )
     return records

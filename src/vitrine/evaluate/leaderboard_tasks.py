@@ -1,4 +1,5 @@
 """The leaderboard's KAGL task definitions, published rows and table (no torch: the CLI reads them at start-up)."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from vitrine.data.records import Item
 TOP = 10  # documents retrieved per query (the leaderboard's max K)
 MAX_QUERIES = 2000
 SEED = 0
+
 
 @dataclass(frozen=True)
 class LeaderboardTask:
@@ -31,8 +33,13 @@ TASKS = {
 }
 
 
-def task_queries(items: Sequence[Item], task: LeaderboardTask, max_queries: int = MAX_QUERIES, seed: int = SEED,
-                 query_filter: Callable[[Item], bool] | None = None) -> dict[str, list[int]]:
+def task_queries(
+    items: Sequence[Item],
+    task: LeaderboardTask,
+    max_queries: int = MAX_QUERIES,
+    seed: int = SEED,
+    query_filter: Callable[[Item], bool] | None = None,
+) -> dict[str, list[int]]:
     """Query text -> rows of its relevant products (every product with that value); more than `max_queries` distinct
     queries are sampled with `seed`. `query_filter` limits the queries to values of the products it accepts."""
     relevant: dict[str, list[int]] = defaultdict(list)
@@ -51,7 +58,9 @@ def task_queries(items: Sequence[Item], task: LeaderboardTask, max_queries: int 
 
 def published_rows() -> dict:
     """The leaderboard's published KAGL rows (LEADERBOARD.md of marqo-ai/marqo-FashionCLIP, updated 2024-08-09)."""
-    return json.loads(resources.files("vitrine.evaluate").joinpath("published/kagl_leaderboard.json").read_text(encoding="utf-8"))
+    return json.loads(
+        resources.files("vitrine.evaluate").joinpath("published/kagl_leaderboard.json").read_text(encoding="utf-8")
+    )
 
 
 def leaderboard_table(records: Sequence[dict], with_published: bool = True) -> str:
@@ -61,13 +70,22 @@ def leaderboard_table(records: Sequence[dict], with_published: bool = True) -> s
     for name in dict.fromkeys(r["task"] for r in records):
         task = TASKS[name]
         short = "Recall" if task.measure == "recall" else "P"
-        lines += [f"### {name}", "", f"| model | Avg{short} | {short}@1 | {short}@10 | MRR | queries |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"### {name}",
+            "",
+            f"| model | Avg{short} | {short}@1 | {short}@10 | MRR | queries |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in published.get(name, []):
-            lines.append(f"| {row['model']} (published) | {row['avg']:.3f} | {row['at1']:.3f} | {row['at10']:.3f} | {row['mrr']:.3f} | |")
+            lines.append(
+                f"| {row['model']} (published) | {row['avg']:.3f} | {row['at1']:.3f} | {row['at10']:.3f} | {row['mrr']:.3f} | |"
+            )
         for record in (r for r in records if r["task"] == name):
             m = record["metrics"]
             at1, at10 = m[f"{task.measure}@1"], m[f"{task.measure}@{TOP}"]
-            lines.append(f"| {record['model']} | {(at1 + at10) / 2:.3f} | {at1:.3f} | {at10:.3f} | {m['mrr']:.3f} | {record['details']['n_queries']} |")
+            lines.append(
+                f"| {record['model']} | {(at1 + at10) / 2:.3f} | {at1:.3f} | {at10:.3f} | {m['mrr']:.3f} | {record['details']['n_queries']} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -1,10 +1,13 @@
 """Ranking and classification metrics on plain tensors, checked against hand-computed examples in the tests."""
+
 from __future__ import annotations
 
 import torch
 
 
-def target_ranks(queries: torch.Tensor, gallery: torch.Tensor, targets: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def target_ranks(
+    queries: torch.Tensor, gallery: torch.Tensor, targets: torch.Tensor, chunk: int = 1024
+) -> torch.Tensor:
     """0-based rank of each query's target in the gallery: how many gallery items score strictly higher.
 
     Chunked over queries so that a 44k x 44k score matrix is never held at once.

@@ -4,6 +4,7 @@ from the same report dict the command prints as JSON (also saved as DIR/report.j
 Only this module imports matplotlib, lazily, and draws with the Agg canvas (no pyplot, no global backend). Thumbnails
 are read by id from the evaluated catalogs, streaming, decoding only the products a picture shows.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,18 @@ DPI = 100
 HEADLINES = {
     "zero-shot": ("top1", "top5", "macro_f1", "weighted_f1", "seen_top1", "unseen_top1", "H", "n", "classes"),
     "retrieval": ("R@1", "R@5", "R@10", "MRR", "n_queries", "gallery_size"),
-    "composed": ("R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "average", "n_queries", "gallery_size"),
+    "composed": (
+        "R@1",
+        "R@5",
+        "R@10",
+        "R@50",
+        "Rsubset@1",
+        "Rsubset@2",
+        "Rsubset@3",
+        "average",
+        "n_queries",
+        "gallery_size",
+    ),
     "attributes": ("mean_precision", "mean_top1", "n_items"),
 }
 
@@ -41,7 +53,9 @@ def check_report_folder(out: str | os.PathLike) -> Path:
     """`out` as a Path, refused when something other than a folder is there (checked before an evaluation starts)."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"--report {folder}: a file is there, not a folder; give a folder to write the report into")
+        raise FileExistsError(
+            f"--report {folder}: a file is there, not a folder; give a folder to write the report into"
+        )
     return folder
 
 
@@ -61,7 +75,9 @@ def safe_name(item_id: str) -> str:
     return name
 
 
-def thumbnails(ids: Iterable[str], catalogs: Sequence[str], folder: Path, schema=None, progress: bool = True) -> dict[str, Thumb]:
+def thumbnails(
+    ids: Iterable[str], catalogs: Sequence[str], folder: Path, schema=None, progress: bool = True
+) -> dict[str, Thumb]:
     """Thumbnails of `ids` saved as folder/thumbs/<safe id>.jpg, read from the first of `catalogs` that has each id
     (streaming each catalog once, decoding only the wanted rows); ids found nowhere (or whose image is bad) are left out."""
     from tqdm import tqdm
@@ -93,8 +109,15 @@ def thumbnails(ids: Iterable[str], catalogs: Sequence[str], folder: Path, schema
     return found
 
 
-def write_report(kind: str, report: dict, out: str | os.PathLike, catalogs: Sequence[str] = (), schema=None,
-                 command: str | None = None, progress: bool = True) -> Path:
+def write_report(
+    kind: str,
+    report: dict,
+    out: str | os.PathLike,
+    catalogs: Sequence[str] = (),
+    schema=None,
+    command: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Write DIR/index.html, its plots and thumbnails, and DIR/report.json for a `vitrine eval <kind>` report; returns
     the page's path. `catalogs` are where the products the page shows are read from (retrieval, composed)."""
     if kind not in KINDS:
@@ -153,24 +176,36 @@ def _e(value) -> str:
 
 
 def _page(kind: str, report: dict, body: list[str], command: str | None) -> str:
-    figures = "".join(f'<div class="figure"><b>{_e(_fmt(report[k]))}</b><span>{_e(k)}</span></div>'
-                      for k in HEADLINES[kind] if _scalar(report.get(k)))
-    extra = [f"{name}: {_fmt(report[name])}" for name in ("field", "split", "model", "combiner", "pooling", "calibrated_on") if _scalar(report.get(name))]
-    return "\n".join([
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>vitrine eval {_e(kind)} report</title>",
-        f"<style>{STYLE}</style></head><body>",
-        f"<header><h1>vitrine eval {_e(kind)}</h1>",
-        f"<code>{_e(command)}</code>" if command else "",
-        f'<div class="about">{_e(" · ".join(extra))}</div>' if extra else "",
-        f'<div class="figures">{figures}</div></header>',
-        "<main>", *body, "</main>",
-        f'<footer>vitrine {_e(__version__)}. Every figure on this page comes from <a href="report.json">report.json</a>, '
-        "the JSON the command prints with --json.</footer>",
-        "</body></html>", "",
-    ])
+    figures = "".join(
+        f'<div class="figure"><b>{_e(_fmt(report[k]))}</b><span>{_e(k)}</span></div>'
+        for k in HEADLINES[kind]
+        if _scalar(report.get(k))
+    )
+    extra = [
+        f"{name}: {_fmt(report[name])}"
+        for name in ("field", "split", "model", "combiner", "pooling", "calibrated_on")
+        if _scalar(report.get(name))
+    ]
+    return "\n".join(
+        [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>vitrine eval {_e(kind)} report</title>",
+            f"<style>{STYLE}</style></head><body>",
+            f"<header><h1>vitrine eval {_e(kind)}</h1>",
+            f"<code>{_e(command)}</code>" if command else "",
+            f'<div class="about">{_e(" · ".join(extra))}</div>' if extra else "",
+            f'<div class="figures">{figures}</div></header>',
+            "<main>",
+            *body,
+            "</main>",
+            f'<footer>vitrine {_e(__version__)}. Every figure on this page comes from <a href="report.json">report.json</a>, '
+            "the JSON the command prints with --json.</footer>",
+            "</body></html>",
+            "",
+        ]
+    )
 
 
 def _scalar(value) -> bool:
@@ -195,26 +230,45 @@ NUM = ' class="num"'
 
 def _table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[bool] | None = None) -> str:
     numeric = numeric or [False] * len(header)
-    head = "".join(f'<th{NUM if n else ""}>{_e(h)}</th>' for h, n in zip(header, numeric))
-    body = "".join("<tr>" + "".join(f'<td{NUM if n else ""}>{_e(_fmt(v))}</td>' for v, n in zip(row, numeric)) + "</tr>" for row in rows)
+    head = "".join(f"<th{NUM if n else ''}>{_e(h)}</th>" for h, n in zip(header, numeric))
+    body = "".join(
+        "<tr>" + "".join(f"<td{NUM if n else ''}>{_e(_fmt(v))}</td>" for v, n in zip(row, numeric)) + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-SECTION_TITLES = {"by_kind": "Per triplet kind", "categories": "Per category", "image_to_text": "Image → title", "skipped": "Skipped triplets"}
+SECTION_TITLES = {
+    "by_kind": "Per triplet kind",
+    "categories": "Per category",
+    "image_to_text": "Image → title",
+    "skipped": "Skipped triplets",
+}
 
 
 def _nested_tables(report: dict) -> list[str]:
     """A table for each dict of dicts (by_kind, categories) and each flat dict of figures (image_to_text, skipped)."""
     out = []
     for key, value in report.items():
-        if not isinstance(value, dict) or not value or key in ("per_class", "per_attribute", "calibration", "confusion", "examples"):
+        if (
+            not isinstance(value, dict)
+            or not value
+            or key in ("per_class", "per_attribute", "calibration", "confusion", "examples")
+        ):
             continue
         if all(isinstance(v, dict) for v in value.values()):
             columns = list(dict.fromkeys(c for v in value.values() for c, x in v.items() if _scalar(x)))
             rows = [[name, *(v.get(c, "") for c in columns)] for name, v in value.items()]
-            out.append(_section(SECTION_TITLES.get(key, key), _table([key, *columns], rows, [False, *[True] * len(columns)])))
+            out.append(
+                _section(SECTION_TITLES.get(key, key), _table([key, *columns], rows, [False, *[True] * len(columns)]))
+            )
         elif all(_scalar(v) or v is None for v in value.values()):
-            out.append(_section(SECTION_TITLES.get(key, key), _table(["figure", "value"], [[k, v] for k, v in value.items()], [False, True])))
+            out.append(
+                _section(
+                    SECTION_TITLES.get(key, key),
+                    _table(["figure", "value"], [[k, v] for k, v in value.items()], [False, True]),
+                )
+            )
     return out
 
 
@@ -223,11 +277,14 @@ def _card(item_id: str, thumbs: dict[str, Thumb], label: str = "", css: str = ""
     title = thumb.title if thumb and thumb.title else ""
     alt = f"product {item_id}" + (f": {title}" if title else "")
     picture = _img(thumb.src, alt, "thumb") if thumb else f'<div class="missing">no image for id {_e(item_id)}</div>'
-    return (f'<div class="card {css}" title="{_e(title)}">{picture}{label}'
-            f'<div class="caption"><span class="id">{_e(item_id)}</span> {_e(title)}</div></div>')
+    return (
+        f'<div class="card {css}" title="{_e(title)}">{picture}{label}'
+        f'<div class="caption"><span class="id">{_e(item_id)}</span> {_e(title)}</div></div>'
+    )
 
 
 # --- plots --------------------------------------------------------------------------------------------------------
+
 
 def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -253,7 +310,10 @@ def _confusion_plot(confusion: dict, per_class: dict, field: str, folder: Path) 
     import numpy as np
     from matplotlib.patches import Rectangle
 
-    classes, counts = confusion["classes"], np.array(confusion["counts"], dtype=float).reshape(len(confusion["classes"]), -1)
+    classes, counts = (
+        confusion["classes"],
+        np.array(confusion["counts"], dtype=float).reshape(len(confusion["classes"]), -1),
+    )
     size = len(classes)
     other = [per_class.get(c, {}).get("n", 0) - int(counts[i].sum()) for i, c in enumerate(classes)]
     figure = _figure(max(5.5, 0.62 * (size + 1) + 3.2), max(4.5, 0.5 * size + 2.4))
@@ -261,7 +321,14 @@ def _confusion_plot(confusion: dict, per_class: dict, field: str, folder: Path) 
     off = np.concatenate([counts, np.array(other, dtype=float).reshape(-1, 1)], axis=1)
     np.fill_diagonal(off, np.nan)
     top = max(1.0, float(np.nanmax(off[:, :size])) if size > 1 else 1.0)
-    shown = ax.imshow(np.ma.masked_invalid(off[:, :size]), cmap="Reds", vmin=0, vmax=top, aspect="auto", extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+    shown = ax.imshow(
+        np.ma.masked_invalid(off[:, :size]),
+        cmap="Reds",
+        vmin=0,
+        vmax=top,
+        aspect="auto",
+        extent=(-0.5, size - 0.5, size - 0.5, -0.5),
+    )
     for i in range(size):
         ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, facecolor="#d3f0d8", edgecolor="none"))
         ax.add_patch(Rectangle((size - 0.5, i - 0.5), 1, 1, facecolor="#eceff2", edgecolor="white"))
@@ -274,11 +341,15 @@ def _confusion_plot(confusion: dict, per_class: dict, field: str, folder: Path) 
     ax.set_xlim(-0.5, size + 0.5)
     ax.set_ylim(size - 0.5, -0.5)
     labels = [_short(c) for c in classes]
-    ax.set_xticks(range(size + 1), [*labels, "(any other)"], rotation=50, ha="right", rotation_mode="anchor", fontsize=9)
+    ax.set_xticks(
+        range(size + 1), [*labels, "(any other)"], rotation=50, ha="right", rotation_mode="anchor", fontsize=9
+    )
     ax.set_yticks(range(size), labels, fontsize=9)
     ax.set_xlabel(f"predicted {field}")
     ax.set_ylabel(f"true {field}")
-    ax.set_title(f"The {size} most confused {field} values (green: correct; grey: mistakes into values not shown)", fontsize=11)
+    ax.set_title(
+        f"The {size} most confused {field} values (green: correct; grey: mistakes into values not shown)", fontsize=11
+    )
     figure.colorbar(shown, ax=ax, shrink=0.7, label="mistakes")
     return _save(figure, folder, "confusion.png")
 
@@ -286,7 +357,10 @@ def _confusion_plot(confusion: dict, per_class: dict, field: str, folder: Path) 
 def _per_class_plot(per_class: dict, field: str, top1, folder: Path) -> str:
     from matplotlib import colormaps
 
-    rows = sorted(((v["correct"] / v["n"], v["n"], name) for name, v in per_class.items() if v["n"]), key=lambda r: (-r[0], -r[1], r[2]))
+    rows = sorted(
+        ((v["correct"] / v["n"], v["n"], name) for name, v in per_class.items() if v["n"]),
+        key=lambda r: (-r[0], -r[1], r[2]),
+    )
     figure = _figure(8.5, 0.24 * len(rows) + 1.3)
     ax = figure.add_subplot()
     positions = range(len(rows))
@@ -301,12 +375,15 @@ def _per_class_plot(per_class: dict, field: str, top1, folder: Path) -> str:
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0%", "25%", "50%", "75%", "100%"])
     ax.set_xlabel("top-1 accuracy")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Top-1 accuracy per {field} ({len(rows)} classes; overall top1 {_fmt(top1)})", fontsize=11, loc="left")
+    ax.set_title(
+        f"Top-1 accuracy per {field} ({len(rows)} classes; overall top1 {_fmt(top1)})", fontsize=11, loc="left"
+    )
     return _save(figure, folder, "per_class.png")
 
 
-def _grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], title: str, folder: Path, name: str,
-                  ylabel: str = "") -> str:
+def _grouped_bars(
+    groups: Sequence[str], series: dict[str, Sequence[float]], title: str, folder: Path, name: str, ylabel: str = ""
+) -> str:
     width = 0.8 / max(1, len(series))
     figure = _figure(max(5.0, 0.45 * len(groups) * len(series) + 2.0), 4.2)
     ax = figure.add_subplot()
@@ -326,6 +403,7 @@ def _grouped_bars(groups: Sequence[str], series: dict[str, Sequence[float]], tit
 
 # --- one body per kind ----------------------------------------------------------------------------------------------
 
+
 def _zero_shot(report: dict, folder: Path, catalogs, schema, progress) -> list[str]:
     field = report.get("field", "class")
     out = []
@@ -333,21 +411,45 @@ def _zero_shot(report: dict, folder: Path, catalogs, schema, progress) -> list[s
     if confusion["classes"]:
         src = _confusion_plot(confusion, report.get("per_class") or {}, field, folder)
         alt = f"confusion matrix of the {len(confusion['classes'])} most confused {field} values, counts annotated"
-        out.append(_section("Most confused classes", '<p class="note">Rows are the true values, columns the predicted ones, restricted to '
-                            "the values with the most mistakes made or received.</p>", _img(src, alt)))
+        out.append(
+            _section(
+                "Most confused classes",
+                '<p class="note">Rows are the true values, columns the predicted ones, restricted to '
+                "the values with the most mistakes made or received.</p>",
+                _img(src, alt),
+            )
+        )
     else:
         out.append(_section("Most confused classes", '<p class="note">No mistakes: nothing to show.</p>'))
     pairs = report.get("confused_pairs") or []
     if pairs:
-        out.append(_section("Most frequent mistakes", _table(["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in pairs],
-                                                              [False, False, True])))
+        out.append(
+            _section(
+                "Most frequent mistakes",
+                _table(
+                    ["true", "predicted", "count"],
+                    [[p["true"], p["predicted"], p["count"]] for p in pairs],
+                    [False, False, True],
+                ),
+            )
+        )
     per_class = report.get("per_class") or {}
     if per_class:
         src = _per_class_plot(per_class, field, report.get("top1"), folder)
-        out.append(_section("Accuracy per class", _img(src, f"top-1 accuracy of each of {len(per_class)} {field} values, sorted, with n per class")))
+        out.append(
+            _section(
+                "Accuracy per class",
+                _img(src, f"top-1 accuracy of each of {len(per_class)} {field} values, sorted, with n per class"),
+            )
+        )
     calibrated = report.get("calibrated")
     if isinstance(calibrated, dict):
-        out.append(_section("Calibrated", _table(["figure", "value"], [[k, v] for k, v in calibrated.items() if _scalar(v)], [False, True])))
+        out.append(
+            _section(
+                "Calibrated",
+                _table(["figure", "value"], [[k, v] for k, v in calibrated.items() if _scalar(v)], [False, True]),
+            )
+        )
     return out
 
 
@@ -358,7 +460,9 @@ def _retrieval(report: dict, folder: Path, catalogs, schema, progress) -> list[s
     back = report.get("image_to_text")
     if isinstance(back, dict):
         series["image → title"] = [back.get(k, 0.0) for k in ks]
-    src = _grouped_bars(ks, series, f"Exact-product retrieval over {report.get('gallery_size')} products", folder, "recall.png")
+    src = _grouped_bars(
+        ks, series, f"Exact-product retrieval over {report.get('gallery_size')} products", folder, "recall.png"
+    )
     out.append(_section("Recall", _img(src, "recall at 1, 5 and 10 and MRR, per direction")))
     worst = report.get("worst_queries") or []
     if worst:
@@ -366,14 +470,28 @@ def _retrieval(report: dict, folder: Path, catalogs, schema, progress) -> list[s
         thumbs = thumbnails(ids, catalogs, folder, schema, progress)
         rows = []
         for q in worst:
-            cards = "".join(_card(i, thumbs, '<span class="tag">target</span>' if i == q["target_id"] else "", "target" if i == q["target_id"] else "")
-                            for i in q["top5"])
-            rows.append(f'<div class="example"><div class="lead"><div class="query"><div class="text">“{_e(q["query"])}”</div>'
-                        f'<span class="tag miss">target at rank {_e(q["rank"])}</span></div>{_card(q["target_id"], thumbs, "", "given")}</div>'
-                        f'<div class="arrow" aria-hidden="true">→</div><div class="results">{cards}</div></div>')
-        out.append(_section(f"The {len(worst)} worst queries",
-                            '<p class="note">Each title, the product it describes (blue; its rank among '
-                            f"{_e(report.get('gallery_size'))}), and the top 5 products it retrieved.</p>", *rows))
+            cards = "".join(
+                _card(
+                    i,
+                    thumbs,
+                    '<span class="tag">target</span>' if i == q["target_id"] else "",
+                    "target" if i == q["target_id"] else "",
+                )
+                for i in q["top5"]
+            )
+            rows.append(
+                f'<div class="example"><div class="lead"><div class="query"><div class="text">“{_e(q["query"])}”</div>'
+                f'<span class="tag miss">target at rank {_e(q["rank"])}</span></div>{_card(q["target_id"], thumbs, "", "given")}</div>'
+                f'<div class="arrow" aria-hidden="true">→</div><div class="results">{cards}</div></div>'
+            )
+        out.append(
+            _section(
+                f"The {len(worst)} worst queries",
+                '<p class="note">Each title, the product it describes (blue; its rank among '
+                f"{_e(report.get('gallery_size'))}), and the top 5 products it retrieved.</p>",
+                *rows,
+            )
+        )
     return out + _nested_tables(report)
 
 
@@ -384,32 +502,52 @@ def _composed(report: dict, folder: Path, catalogs, schema, progress) -> list[st
         series = {"all": [report[k] for k in ks]}
         for kind, figures in (report.get("by_kind") or {}).items():
             series[kind] = [figures.get(k, 0.0) for k in ks]
-        src = _grouped_bars(ks, series, f"Composed retrieval over {report.get('gallery_size', '?')} products", folder, "recall.png")
+        src = _grouped_bars(
+            ks, series, f"Composed retrieval over {report.get('gallery_size', '?')} products", folder, "recall.png"
+        )
         out.append(_section("Recall", _img(src, "composed retrieval recall at k, overall and per triplet kind")))
     examples = report.get("examples")
     if not isinstance(examples, dict):
-        out.append(_section("Examples", '<p class="note">No example pictures: they are drawn for <code>--protocol triplets</code> only, '
-                            "whose products come from a catalog. The FashionIQ and CIRR protocols read their own image folders.</p>"))
+        out.append(
+            _section(
+                "Examples",
+                '<p class="note">No example pictures: they are drawn for <code>--protocol triplets</code> only, '
+                "whose products come from a catalog. The FashionIQ and CIRR protocols read their own image folders.</p>",
+            )
+        )
         return out + _nested_tables(report)
     ids = [i for group in examples.values() for x in group for i in (x["reference"], x["target"], *x["top5"])]
     thumbs = thumbnails(ids, catalogs, folder, schema, progress)
     for name, group in (("Successes", examples.get("successes", [])), ("Failures", examples.get("failures", []))):
         rows = []
         for x in group:
-            cards = "".join(_card(i, thumbs, '<span class="tag">target</span>' if hit else "", "target" if hit else "")
-                            for i, hit in zip(x["top5"], x["top5_is_target"]))
+            cards = "".join(
+                _card(i, thumbs, '<span class="tag">target</span>' if hit else "", "target" if hit else "")
+                for i, hit in zip(x["top5"], x["top5_is_target"])
+            )
             tag = "tag" if x["rank"] == 1 else "tag miss"
             reference = _card(x["reference"], thumbs, '<span class="tag info">reference</span>', "given")
             target = _card(x["target"], thumbs, '<span class="tag">best target</span>', "target")
-            rows.append(f'<div class="example"><div class="lead">{reference}'
-                        f'<div class="query"><div class="text">+ “{_e(x["modification"])}”</div>'
-                        f'<span class="{tag}">best target at rank {_e(x["rank"])}</span>'
-                        f'<div class="note">{_e(x["n_targets"])} target(s){_e(" · " + x["kind"]) if x.get("kind") else ""}</div></div>'
-                        f'{target}</div><div class="arrow" aria-hidden="true">→</div><div class="results">{cards}</div></div>')
-        note = ("Best target ranked first, spread through the triplet file." if name == "Successes"
-                else "The triplets whose best target ranked lowest.")
-        out.append(_section(f"{name} ({len(group)})", f'<p class="note">{note} Reference (blue), modification, the best-ranked target, '
-                            "then the top 5 results (the reference excluded); targets are green.</p>", *rows))
+            rows.append(
+                f'<div class="example"><div class="lead">{reference}'
+                f'<div class="query"><div class="text">+ “{_e(x["modification"])}”</div>'
+                f'<span class="{tag}">best target at rank {_e(x["rank"])}</span>'
+                f'<div class="note">{_e(x["n_targets"])} target(s){_e(" · " + x["kind"]) if x.get("kind") else ""}</div></div>'
+                f'{target}</div><div class="arrow" aria-hidden="true">→</div><div class="results">{cards}</div></div>'
+            )
+        note = (
+            "Best target ranked first, spread through the triplet file."
+            if name == "Successes"
+            else "The triplets whose best target ranked lowest."
+        )
+        out.append(
+            _section(
+                f"{name} ({len(group)})",
+                f'<p class="note">{note} Reference (blue), modification, the best-ranked target, '
+                "then the top 5 results (the reference excluded); targets are green.</p>",
+                *rows,
+            )
+        )
     return out + _nested_tables(report)
 
 
@@ -417,15 +555,34 @@ def _attributes(report: dict, folder: Path, catalogs, schema, progress) -> list[
     per = report.get("per_attribute") or {}
     names = list(per)
     top1 = report.get("top1") or {}
-    src = _grouped_bars([f"{_short(n, 18)}\n(n={per[n]['n']})" for n in names],
-                        {"precision": [per[n]["precision"] for n in names], "recall": [per[n]["recall"] for n in names]},
-                        f"Mean precision {_fmt(report.get('mean_precision'))} over {len(names)} attributes", folder, "attributes.png")
-    out = [_section("Precision and recall per attribute", _img(src, "precision and recall of each attribute, grouped, with n"),
-                    '<p class="note">Precision counts the answers given (“unknown” is no answer); recall counts every labelled item.</p>')]
+    src = _grouped_bars(
+        [f"{_short(n, 18)}\n(n={per[n]['n']})" for n in names],
+        {"precision": [per[n]["precision"] for n in names], "recall": [per[n]["recall"] for n in names]},
+        f"Mean precision {_fmt(report.get('mean_precision'))} over {len(names)} attributes",
+        folder,
+        "attributes.png",
+    )
+    out = [
+        _section(
+            "Precision and recall per attribute",
+            _img(src, "precision and recall of each attribute, grouped, with n"),
+            '<p class="note">Precision counts the answers given (“unknown” is no answer); recall counts every labelled item.</p>',
+        )
+    ]
     columns = ["n", "answered", "coverage", "precision", "recall", "threshold", "classes"]
     rows = [[n, *(per[n].get(c, "") for c in columns), top1.get(n, "")] for n in names]
-    out.append(_section("Figures per attribute", _table(["attribute", *columns, "top1"], rows, [False, *[True] * (len(columns) + 1)])))
+    out.append(
+        _section(
+            "Figures per attribute",
+            _table(["attribute", *columns, "top1"], rows, [False, *[True] * (len(columns) + 1)]),
+        )
+    )
     return out
 
 
-_BODIES: dict[str, Callable[..., list[str]]] = {"zero-shot": _zero_shot, "retrieval": _retrieval, "composed": _composed, "attributes": _attributes}
+_BODIES: dict[str, Callable[..., list[str]]] = {
+    "zero-shot": _zero_shot,
+    "retrieval": _retrieval,
+    "composed": _composed,
+    "attributes": _attributes,
+}

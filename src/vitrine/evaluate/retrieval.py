@@ -1,4 +1,5 @@
 """Text -> image and image -> text retrieval of exact products, with distractor galleries."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,13 @@ WORST_QUERIES = 12  # how many of the worst-ranked queries a report lists (with 
 TOP_RESULTS = 5
 
 
-def retrieval_report(query_embeds: torch.Tensor, gallery_embeds: torch.Tensor, targets: torch.Tensor, ks=(1, 5, 10),
-                     ranks: torch.Tensor | None = None) -> dict:
+def retrieval_report(
+    query_embeds: torch.Tensor,
+    gallery_embeds: torch.Tensor,
+    targets: torch.Tensor,
+    ks=(1, 5, 10),
+    ranks: torch.Tensor | None = None,
+) -> dict:
     """n_queries, gallery_size, R@k and MRR; `ranks` (from `target_ranks`) when they were computed already."""
     ranks = target_ranks(query_embeds, gallery_embeds, targets) if ranks is None else ranks
     report = {"n_queries": int(len(ranks)), "gallery_size": int(len(gallery_embeds))}
@@ -19,8 +25,14 @@ def retrieval_report(query_embeds: torch.Tensor, gallery_embeds: torch.Tensor, t
     return report
 
 
-def worst_queries(query_embeds: torch.Tensor, gallery_embeds: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor,
-                  count: int = WORST_QUERIES, k: int = TOP_RESULTS) -> list[tuple[int, int, list[int]]]:
+def worst_queries(
+    query_embeds: torch.Tensor,
+    gallery_embeds: torch.Tensor,
+    targets: torch.Tensor,
+    ranks: torch.Tensor,
+    count: int = WORST_QUERIES,
+    k: int = TOP_RESULTS,
+) -> list[tuple[int, int, list[int]]]:
     """The `count` queries whose target ranks lowest (the first query first among equals): (query row, 1-based rank of
     its target, its top-k gallery rows, its target first among equal scores)."""
     order = sorted(range(len(ranks)), key=lambda i: (-int(ranks[i]), i))[:count]

@@ -1,4 +1,5 @@
 """The `vitrine eval` protocols over any catalog format and any registered model."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,16 @@ from vitrine.evaluate.metrics import target_ranks
 from vitrine.evaluate.retrieval import retrieval_report, worst_queries
 from vitrine.evaluate.zeroshot import class_embeddings, classify, seen_unseen_report, zero_shot_report
 
-def _embed(model, path: str, schema, on_error: str, keep=None, progress: bool = True,
-           cache_dir: str | os.PathLike | None = None) -> tuple[list[Item], torch.Tensor]:
+
+def _embed(
+    model,
+    path: str,
+    schema,
+    on_error: str,
+    keep=None,
+    progress: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[list[Item], torch.Tensor]:
     """Embeddings of a catalog (or of the rows `keep` accepts). With `cache_dir`, a whole-catalog bank is reused
     when one is cached, and written when the whole catalog is needed anyway."""
     if cache_dir is not None and (keep is None or (bank_folder(model, path, cache_dir) / "items.json").is_file()):
@@ -132,12 +141,22 @@ def run_retrieval(
     ranks = target_ranks(queries, gallery, targets)
     report = retrieval_report(queries, gallery, targets, ranks=ranks)
     report["split"] = split
-    report["worst_queries"] = [{"query": data_items[query_rows[row]].title, "target_id": gallery_items[int(targets[row])].id, "rank": rank,
-                                "top5": [gallery_items[g].id for g in top]}
-                               for row, rank, top in worst_queries(queries, gallery, targets, ranks)]
+    report["worst_queries"] = [
+        {
+            "query": data_items[query_rows[row]].title,
+            "target_id": gallery_items[int(targets[row])].id,
+            "rank": rank,
+            "top5": [gallery_items[g].id for g in top],
+        }
+        for row, rank, top in worst_queries(queries, gallery, targets, ranks)
+    ]
     if image_to_text:
         titled = [i for i, item in enumerate(gallery_items) if item.title]
         position = {row: k for k, row in enumerate(titled)}
-        texts = encode_texts(model, [gallery_items[i].title for i in titled], progress=progress, desc="embed gallery titles")
-        report["image_to_text"] = retrieval_report(data_embeds[query_rows], texts, torch.tensor([position[int(t)] for t in targets]))
+        texts = encode_texts(
+            model, [gallery_items[i].title for i in titled], progress=progress, desc="embed gallery titles"
+        )
+        report["image_to_text"] = retrieval_report(
+            data_embeds[query_rows], texts, torch.tensor([position[int(t)] for t in targets])
+        )
     return report

@@ -1,4 +1,5 @@
 """Zero-shot classification of catalog items among class names, with prompt ensembling."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,7 +15,9 @@ CONFUSED_CLASSES = 15  # rows and columns of the reported confusion matrix
 CONFUSED_PAIRS = 20
 
 
-def class_embeddings(model, prompts: PromptSet, field: str, classes: Sequence[str], ensemble: bool = True) -> torch.Tensor:
+def class_embeddings(
+    model, prompts: PromptSet, field: str, classes: Sequence[str], ensemble: bool = True
+) -> torch.Tensor:
     """(C, D): the normalised mean of each class's prompt embeddings (or its first prompt only)."""
     per_class = [prompts.class_prompts(field, name) for name in classes]
     if not ensemble:
@@ -28,7 +31,12 @@ def class_embeddings(model, prompts: PromptSet, field: str, classes: Sequence[st
     return torch.stack(out)
 
 
-def classify(image_embeds: torch.Tensor, class_embeds: torch.Tensor, seen_mask: torch.Tensor | None = None, calibration: float = 0.0) -> torch.Tensor:
+def classify(
+    image_embeds: torch.Tensor,
+    class_embeds: torch.Tensor,
+    seen_mask: torch.Tensor | None = None,
+    calibration: float = 0.0,
+) -> torch.Tensor:
     """Cosine scores (N, C); calibrated stacking subtracts `calibration` from classes seen in training."""
     scores = image_embeds @ class_embeds.t()
     if seen_mask is not None and calibration:
@@ -58,8 +66,13 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, classes: Sequen
     }
 
 
-def confusion_figures(predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
-                      n_classes: int = CONFUSED_CLASSES, n_pairs: int = CONFUSED_PAIRS) -> dict:
+def confusion_figures(
+    predictions: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    n_classes: int = CONFUSED_CLASSES,
+    n_pairs: int = CONFUSED_PAIRS,
+) -> dict:
     """The most confused classes: "confusion" holds the counts (row = true, column = predicted) among the `n_classes`
     classes with the most mistakes made or received, busiest first; "confused_pairs" the `n_pairs` largest
     off-diagonal counts of the whole matrix."""
@@ -68,9 +81,15 @@ def confusion_figures(predictions: torch.Tensor, labels: torch.Tensor, classes: 
     wrong.fill_diagonal_(0)
     mass = (wrong.sum(0) + wrong.sum(1)).tolist()
     chosen = sorted((c for c in range(len(classes)) if mass[c]), key=lambda c: (-mass[c], classes[c]))[:n_classes]
-    pairs = sorted(((int(wrong[t, p]), classes[t], classes[p]) for t, p in wrong.nonzero().tolist()), key=lambda x: (-x[0], x[1], x[2]))
+    pairs = sorted(
+        ((int(wrong[t, p]), classes[t], classes[p]) for t, p in wrong.nonzero().tolist()),
+        key=lambda x: (-x[0], x[1], x[2]),
+    )
     return {
-        "confusion": {"classes": [classes[c] for c in chosen], "counts": matrix[chosen][:, chosen].tolist() if chosen else []},
+        "confusion": {
+            "classes": [classes[c] for c in chosen],
+            "counts": matrix[chosen][:, chosen].tolist() if chosen else [],
+        },
         "confused_pairs": [{"true": t, "predicted": p, "count": n} for n, t, p in pairs[:n_pairs]],
     }
 
@@ -81,13 +100,22 @@ def seen_unseen_report(scores: torch.Tensor, labels: torch.Tensor, seen_mask: to
     item_seen = seen_mask[labels]
     seen = float(correct[item_seen].float().mean()) if item_seen.any() else None
     unseen = float(correct[~item_seen].float().mean()) if (~item_seen).any() else None
-    harmonic = 2 * seen * unseen / (seen + unseen) if seen is not None and unseen is not None and seen + unseen else None
+    harmonic = (
+        2 * seen * unseen / (seen + unseen) if seen is not None and unseen is not None and seen + unseen else None
+    )
     r = lambda v: None if v is None else round(v, 4)  # noqa: E731
-    return {"seen_top1": r(seen), "unseen_top1": r(unseen), "H": r(harmonic),
-            "n_seen": int(item_seen.sum()), "n_unseen": int((~item_seen).sum())}
+    return {
+        "seen_top1": r(seen),
+        "unseen_top1": r(unseen),
+        "H": r(harmonic),
+        "n_seen": int(item_seen.sum()),
+        "n_unseen": int((~item_seen).sum()),
+    }
 
 
-def tune_calibration(scores: torch.Tensor, labels: torch.Tensor, seen_mask: torch.Tensor, grid: Sequence[float] | None = None) -> dict:
+def tune_calibration(
+    scores: torch.Tensor, labels: torch.Tensor, seen_mask: torch.Tensor, grid: Sequence[float] | None = None
+) -> dict:
     """Calibrated stacking: the margin that maximises the harmonic mean of seen- and unseen-class top-1.
 
     `scores` (N, C) rank every item among all classes; items whose label is a seen class measure seen
@@ -103,7 +131,12 @@ def tune_calibration(scores: torch.Tensor, labels: torch.Tensor, seen_mask: torc
         seen_acc, unseen_acc = float(correct[item_seen].float().mean()), float(correct[~item_seen].float().mean())
         harmonic = 2 * seen_acc * unseen_acc / (seen_acc + unseen_acc) if seen_acc + unseen_acc else 0.0
         if best is None or harmonic > best["harmonic"]:
-            best = {"gamma": gamma, "seen_top1": round(seen_acc, 4), "heldout_top1": round(unseen_acc, 4), "harmonic": round(harmonic, 4)}
+            best = {
+                "gamma": gamma,
+                "seen_top1": round(seen_acc, 4),
+                "heldout_top1": round(unseen_acc, 4),
+                "harmonic": round(harmonic, 4),
+            }
     return best
 
 

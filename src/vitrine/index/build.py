@@ -1,4 +1,5 @@
 """`vitrine index build`: embed a catalog into a vector store (FAISS or Milvus), resumable after a crash at any point."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
-from vitrine.data.tagged import with_tags
 from vitrine.data.schema import CatalogSchema
+from vitrine.data.tagged import with_tags
 from vitrine.disk import temp_path, writing
 from vitrine.index.plan import IndexOptions
 from vitrine.index.runtime import int8_parity, record_runtime, runtime_of
@@ -32,7 +33,9 @@ def _commit_locked(store, index: str, ids, vectors, metas, state) -> None:
         store.upsert(ids, vectors, metas, state=state)
 
 
-SCHEMA_STATE = "catalog_schema"  # the schema the index was built with (JSON): the service's facets and chips come from it
+SCHEMA_STATE = (
+    "catalog_schema"  # the schema the index was built with (JSON): the service's facets and chips come from it
+)
 SKIPPED_MANIFEST = "skipped-rows.json"  # in an index directory: every catalog row a build skipped, and why
 
 
@@ -45,7 +48,9 @@ def index_schema(store) -> CatalogSchema | None:
 def _open_for_build(index: str, model_name: str, dim: int, options, reader, runtime: str, parity: float | None = None):
     """The store to build into (created if missing) and the state its commits carry (runtime, schema)."""
     with writers_lock(index), writing(index):  # opening removes other generations' vector files: never mid-commit
-        store = open_store(index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes)
+        store = open_store(
+            index, model=model_name, dim=dim, options=options, create=True, attributes=reader.schema.attributes
+        )
     try:
         return store, {**record_runtime(store, runtime, parity), SCHEMA_STATE: json.dumps(reader.schema.to_dict())}
     except BaseException:
@@ -72,7 +77,10 @@ def _fresh_or_resumable(index: str):
                 if store is not None:
                     store.close()
             if committed:
-                print(f"{index}: {committed} products were committed before the failure; rerun the same command to resume", file=sys.stderr)
+                print(
+                    f"{index}: {committed} products were committed before the failure; rerun the same command to resume",
+                    file=sys.stderr,
+                )
             else:
                 shutil.rmtree(index, ignore_errors=True)
         raise
@@ -110,10 +118,20 @@ class BuildResult:
     skipped_rows: str = ""  # the first skipped rows, named (all of them: skipped-rows.json in the index directory)
 
 
-def build_index(data: str, index: str, model, batch_size: int = 64, commit_every: int = 4096, on_error: str = "skip",
-                schema=None, progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
-                on_commit: Callable[[int, int], None] | None = None, tagger=None,
-                keep_image: Callable[[str, object], None] | None = None) -> BuildResult:
+def build_index(
+    data: str,
+    index: str,
+    model,
+    batch_size: int = 64,
+    commit_every: int = 4096,
+    on_error: str = "skip",
+    schema=None,
+    progress: bool = True,
+    options: IndexOptions | Mapping[str, object] | None = None,
+    on_commit: Callable[[int, int], None] | None = None,
+    tagger=None,
+    keep_image: Callable[[str, object], None] | None = None,
+) -> BuildResult:
     """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues.
 
     `index` is a directory (FAISS + SQLite) or `milvus:<file.db | URI>` (see vitrine.index.store). On FAISS a commit
@@ -124,21 +142,41 @@ def build_index(data: str, index: str, model, batch_size: int = 64, commit_every
     """
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
     with _fresh_or_resumable(index):
-        result = _build(data, index, model, reader, batch_size, commit_every, progress, options, on_commit, tagger, keep_image)
+        result = _build(
+            data, index, model, reader, batch_size, commit_every, progress, options, on_commit, tagger, keep_image
+        )
     return result
 
 
-def _build(data, index, model, reader, batch_size, commit_every, progress, options, on_commit, tagger, keep_image) -> BuildResult:
-    store, runtime_state = _open_for_build(index, model.name, model.embed_dim, options, reader, runtime_of(model), int8_parity(model))
+def _build(
+    data, index, model, reader, batch_size, commit_every, progress, options, on_commit, tagger, keep_image
+) -> BuildResult:
+    store, runtime_state = _open_for_build(
+        index, model.name, model.embed_dim, options, reader, runtime_of(model), int8_parity(model)
+    )
     try:
         state_name = f"build:{_source(data)}"
         position = int(json.loads(store.get_state(state_name, '{"position": 0}'))["position"])
-        bar = tqdm(total=reader.count() if progress else None, initial=position, unit="img", desc="index build", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=reader.count() if progress else None,
+            initial=position,
+            unit="img",
+            desc="index build",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         t0, added = time.perf_counter(), 0
         ids, vectors, metas = [], [], []
 
         def commit(at: int, skipped: dict) -> None:
-            _commit_locked(store, index, ids, np.concatenate(vectors), metas, {state_name: json.dumps({"position": at, "skipped": skipped}), **runtime_state})
+            _commit_locked(
+                store,
+                index,
+                ids,
+                np.concatenate(vectors),
+                metas,
+                {state_name: json.dumps({"position": at, "skipped": skipped}), **runtime_state},
+            )
             if on_commit:
                 on_commit(store.stats()["products"], at)
 
@@ -164,17 +202,33 @@ def _build(data, index, model, reader, batch_size, commit_every, progress, optio
         bar.close()
         seconds = time.perf_counter() - t0
         _write_skipped(index, data, reader, resumed=position > 0)
-        result = BuildResult(index=str(index), products=store.stats()["products"], added=added, skipped=reader.report.skipped,
-                             seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0,
-                             skipped_rows=reader.report.first_rows())
+        result = BuildResult(
+            index=str(index),
+            products=store.stats()["products"],
+            added=added,
+            skipped=reader.report.skipped,
+            seconds=round(seconds, 2),
+            products_per_second=round(added / seconds, 1) if seconds else 0.0,
+            skipped_rows=reader.report.first_rows(),
+        )
     finally:
         store.close()
     return result
 
 
-def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_size: int = 64, commit_every: int = 4096,
-                    on_error: str = "skip", schema=None, progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
-                    on_commit: Callable[[int, int], None] | None = None) -> BuildResult:
+def build_index_ray(
+    data: str,
+    index: str,
+    model_name: str,
+    options_ray,
+    batch_size: int = 64,
+    commit_every: int = 4096,
+    on_error: str = "skip",
+    schema=None,
+    progress: bool = True,
+    options: IndexOptions | Mapping[str, object] | None = None,
+    on_commit: Callable[[int, int], None] | None = None,
+) -> BuildResult:
     """`build_index` with the encoding on a Ray Data actor pool: units of `commit_every` rows are encoded by the
     workers and upserted here as they complete; the store remembers the committed units, so a rerun encodes only
     the others."""
@@ -184,14 +238,22 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
 
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=False)
     dim = create_model(model_name).embed_dim
-    store, runtime_state = _open_for_build(index, model_name, dim, options, reader, "torch")  # the Ray actors encode with torch
+    store, runtime_state = _open_for_build(
+        index, model_name, dim, options, reader, "torch"
+    )  # the Ray actors encode with torch
     try:
         state_name = f"build-ray:{_source(data)}:{commit_every}"
         done = set(json.loads(store.get_state(state_name, '{"units": []}'))["units"])
         units = plan_units(data, schema=schema, part_size=commit_every)
         todo = [unit for unit in units if unit.index not in done]
-        bar = tqdm(total=sum(u.stop - u.start for u in units), initial=sum(u.stop - u.start for u in units if u.index in done),
-                   unit="img", desc="index build (ray)", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=sum(u.stop - u.start for u in units),
+            initial=sum(u.stop - u.start for u in units if u.index in done),
+            unit="img",
+            desc="index build (ray)",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         t0, added, skipped = time.perf_counter(), 0, 0
         pending: list = []
 
@@ -215,7 +277,9 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
             pending.clear()
 
         with RaySession(options_ray):
-            for result in encode_units_on_ray(todo, model_name, options_ray, batch_size=batch_size, schema=schema, on_error=on_error):
+            for result in encode_units_on_ray(
+                todo, model_name, options_ray, batch_size=batch_size, schema=schema, on_error=on_error
+            ):
                 pending.append(result)
                 added += len(result.rows)
                 skipped += result.skipped["skipped"]
@@ -226,8 +290,14 @@ def build_index_ray(data: str, index: str, model_name: str, options_ray, batch_s
                 commit()
         bar.close()
         seconds = time.perf_counter() - t0
-        result = BuildResult(index=str(index), products=store.stats()["products"], added=added, skipped=skipped,
-                             seconds=round(seconds, 2), products_per_second=round(added / seconds, 1) if seconds else 0.0)
+        result = BuildResult(
+            index=str(index),
+            products=store.stats()["products"],
+            added=added,
+            skipped=skipped,
+            seconds=round(seconds, 2),
+            products_per_second=round(added / seconds, 1) if seconds else 0.0,
+        )
     finally:
         store.close()
     return result

@@ -29,6 +29,7 @@ tombstones hidden (`VectorIndex.hide`: dead keys, as HNSW already keeps them), a
 index searched exactly. A search merges the base's top-k with the delta's; an attribute filter's keys are split
 between the two and each side answers exactly as before (brute force over the allowed keys, or post-filtered).
 """
+
 from __future__ import annotations
 
 import os
@@ -218,8 +219,11 @@ class LayeredVectors:
         else:
             allowed = np.asarray(allowed, dtype=np.int64)
             in_delta = self.delta.holds(allowed)
-            parts = [index.search(queries, min(k, len(keys)), keys)
-                     for index, keys in ((self.base, allowed[~in_delta]), (self.delta, allowed[in_delta])) if len(keys)]
+            parts = [
+                index.search(queries, min(k, len(keys)), keys)
+                for index, keys in ((self.base, allowed[~in_delta]), (self.delta, allowed[in_delta]))
+                if len(keys)
+            ]
         return _best(parts, len(queries), k)
 
     def reconstruct(self, keys: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ every commit survives, and the next commit past the bound merges again.
 The index kind follows the catalog (see `plan.py`): exact while small, HNSW above `exact_max`,
 IVF-PQ when HNSW would not fit the memory budget. Conversions happen inside a merge.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,7 +55,17 @@ import numpy as np
 
 from vitrine.disk import locked, sweep_temp, temp_path, writer_alive
 from vitrine.failpoints import failpoint
-from vitrine.index.delta import DeltaLogError, LayeredVectors, Record, append_log, decode, encode, fsync_dir, read_log, truncate_log
+from vitrine.index.delta import (
+    DeltaLogError,
+    LayeredVectors,
+    Record,
+    append_log,
+    decode,
+    encode,
+    fsync_dir,
+    read_log,
+    truncate_log,
+)
 from vitrine.index.metadata import MetadataStore
 from vitrine.index.plan import IndexOptions, plan_index
 from vitrine.index.store import IndexMismatchError, SearchHit, checked_queries, checked_rows
@@ -69,7 +80,9 @@ _SWEEP_WAIT_MS = 1000  # how long opening waits for another process's commit bef
 DELTA_HARD_FACTOR = 4  # past this many times its bound the delta merges inline, whatever a background merge does
 _MERGE_WAIT_MS = 600_000  # how long a background merge waits for the write transaction (an inline merge may hold it)
 _SYNC_BYTES = 8 << 20  # a base file is fsynced every 8 MB as it is written (see `_write_synced`)
-_MERGE_TEMP = "merge-"  # a background merge's files until its commit: merge-<base>.faiss.<pid>.tmp, merge-<base>.log.<pid>.tmp
+_MERGE_TEMP = (
+    "merge-"  # a background merge's files until its commit: merge-<base>.faiss.<pid>.tmp, merge-<base>.log.<pid>.tmp
+)
 log = logging.getLogger(__name__)
 
 
@@ -129,7 +142,13 @@ class FaissStore:
 
     backend = "faiss"
 
-    def __init__(self, directory: str | os.PathLike, model: str, dim: int, options: IndexOptions | Mapping[str, object] | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        model: str,
+        dim: int,
+        options: IndexOptions | Mapping[str, object] | None = None,
+    ):
         """Create or open the index in `directory`; `options` (all, or a mapping of the ones to change) are saved with it."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -137,8 +156,10 @@ class FaissStore:
         stored_model, stored_dim = self.meta.get_state("model"), self.meta.get_state("dim")
         if stored_model is not None and (stored_model != model or int(stored_dim) != dim):
             self.meta.close()
-            raise IndexMismatchError(f"index {self.directory} was built with {stored_model} ({stored_dim}-d); "
-                                     f"it cannot be queried or extended with {model} ({dim}-d). Rebuild it with that model or use --model {stored_model}.")
+            raise IndexMismatchError(
+                f"index {self.directory} was built with {stored_model} ({stored_dim}-d); "
+                f"it cannot be queried or extended with {model} ({dim}-d). Rebuild it with that model or use --model {stored_model}."
+            )
         stored = self.meta.get_state("options")
         merged = IndexOptions.from_json(stored) if stored else IndexOptions()
         if isinstance(options, IndexOptions):
@@ -156,7 +177,9 @@ class FaissStore:
         self.model, self.dim = model, dim
         self.options = IndexOptions.from_json(self.meta.get_state("options"))
         self._dirty, self._pending = False, None
-        self._merger: threading.Thread | None = None  # the background merge started by this handle's last commit past the bound
+        self._merger: threading.Thread | None = (
+            None  # the background merge started by this handle's last commit past the bound
+        )
         self._merge_outcome: bool | BaseException | None = None  # whether it committed, or its error
         self._merged: _Merged | None = None  # what it committed, for this handle to adopt
         self._filter_cache: dict[tuple, np.ndarray] = {}  # (generation, filters) -> matching keys
@@ -172,7 +195,9 @@ class FaissStore:
         (default: this store's connection)."""
         state = (meta or self.meta).get_states(("generation", "base", "kind", "delta_bytes"))
         generation = int(state["generation"])
-        return _Committed(generation, int(state.get("base", generation)), state.get("kind", "flat"), int(state.get("delta_bytes", 0)))
+        return _Committed(
+            generation, int(state.get("base", generation)), state.get("kind", "flat"), int(state.get("delta_bytes", 0))
+        )
 
     def _load(self, locked: bool = False) -> None:
         """(Re)read the committed state: what is on disk is the truth. The state and the base's dead keys are read in
@@ -187,13 +212,23 @@ class FaissStore:
             except RuntimeError:  # faiss: the file went away between the check and the read
                 base = None
             vectors = self._layered(base, committed)
-            if (base is None or vectors is None) and not locked and int(self.meta.get_state("generation")) != committed.generation:
+            if (
+                (base is None or vectors is None)
+                and not locked
+                and int(self.meta.get_state("generation")) != committed.generation
+            ):
                 continue
             if vectors is None:
-                raise DeltaLogError(f"{self._delta_path(committed.base)} is missing or shorter than its committed {committed.delta_bytes} "
-                                    f"bytes: the index {self.directory} is damaged; rebuild it or restore a snapshot")
-            self.generation, self.base_generation, self.delta_bytes, self.vectors = (committed.generation, committed.base,
-                                                                                     committed.delta_bytes, vectors)
+                raise DeltaLogError(
+                    f"{self._delta_path(committed.base)} is missing or shorter than its committed {committed.delta_bytes} "
+                    f"bytes: the index {self.directory} is damaged; rebuild it or restore a snapshot"
+                )
+            self.generation, self.base_generation, self.delta_bytes, self.vectors = (
+                committed.generation,
+                committed.base,
+                committed.delta_bytes,
+                vectors,
+            )
             return
 
     def _layered(self, base: VectorIndex | None, committed: _Committed) -> LayeredVectors | None:
@@ -215,7 +250,9 @@ class FaissStore:
             return
         self._merged = None  # adopted now, or never: its commit failed, or a newer base replaced it
         try:
-            same = committed.base == merged.generation and os.path.samestat(merged.file, self._vectors_path(merged.generation).stat())
+            same = committed.base == merged.generation and os.path.samestat(
+                merged.file, self._vectors_path(merged.generation).stat()
+            )
         except FileNotFoundError:
             same = False
         if same and self.generation < merged.generation:
@@ -311,7 +348,10 @@ class FaissStore:
             return "inline"
         dead = len(base.dead) + int(base.holds(record.removed).sum())
         live = self.vectors.live + len(record.keys) - len(record.removed)
-        if rows > bound or self._rebuild_kind(live, base.kind, dead, base.stored + delta.live + len(record.keys)) is not None:
+        if (
+            rows > bound
+            or self._rebuild_kind(live, base.kind, dead, base.stored + delta.live + len(record.keys)) is not None
+        ):
             return "background"
         return "append"
 
@@ -320,7 +360,12 @@ class FaissStore:
         target = self._rebuild_kind(base.live, base.kind, len(base.dead), base.stored)
         return base if target is None else VectorIndex.build(target, *base.live_items(), self.options)
 
-    def _write(self, change: Callable[[], tuple[Record | None, object]], state: Mapping[str, str] | None = None, merge: bool = False):
+    def _write(
+        self,
+        change: Callable[[], tuple[Record | None, object]],
+        state: Mapping[str, str] | None = None,
+        merge: bool = False,
+    ):
         """One commit: inside one write transaction, `change()` writes the metadata rows and returns the vectors'
         record (None: nothing to commit) and the result; the record is appended to the delta or merged."""
         self._dirty, self._pending = False, None
@@ -347,7 +392,11 @@ class FaissStore:
     def _append(self, record: Record, background: bool = False) -> None:
         """Inside the transaction: the record onto the delta log; memory follows once the commit has landed.
         `background`: this commit also claims the background merge of this base (started once it has landed)."""
-        end = append_log(self._delta_path(self.base_generation), self.delta_bytes, encode(record.keys, record.vectors, record.removed, self.dim))
+        end = append_log(
+            self._delta_path(self.base_generation),
+            self.delta_bytes,
+            encode(record.keys, record.vectors, record.removed, self.dim),
+        )
         failpoint("index.delta_written")  # record synced, metadata not yet committed
         self.meta.set_state("delta_bytes", str(end))
         self.meta.set_state("base", str(self.base_generation))  # indexes written before the delta have no `base` yet
@@ -385,7 +434,9 @@ class FaissStore:
             self.delta_bytes = end
             if background:
                 self._merge_outcome = None
-                self._merger = threading.Thread(target=self._merge_in_background, name=f"vitrine-merge {self.directory}", daemon=True)
+                self._merger = threading.Thread(
+                    target=self._merge_in_background, name=f"vitrine-merge {self.directory}", daemon=True
+                )
                 self._merger.start()
         else:
             failpoint("index.merged")  # committed; the old base and log not yet removed
@@ -420,12 +471,16 @@ class FaissStore:
         try:
             meta = MetadataStore(self.directory / DB_NAME)
             meta.db.execute(f"PRAGMA busy_timeout = {_MERGE_WAIT_MS}")
-            faiss.omp_set_num_threads(max(1, usable_cores() - 1))  # this thread's FAISS calls only: a core left to requests
+            faiss.omp_set_num_threads(
+                max(1, usable_cores() - 1)
+            )  # this thread's FAISS calls only: a core left to requests
             with meta.snapshot():
                 start, dead = self._committed(meta), meta.dead_keys()
             temps = [temp_path(self.directory / f"{_MERGE_TEMP}{start.base:08d}.{ext}") for ext in ("faiss", "log")]
             try:
-                vectors = self._layered(VectorIndex.read(self._vectors_path(start.base), start.kind, self.dim, self.options, dead), start)
+                vectors = self._layered(
+                    VectorIndex.read(self._vectors_path(start.base), start.kind, self.dim, self.options, dead), start
+                )
             except RuntimeError:  # faiss: the base file is gone, another merge committed since
                 vectors = None
             if vectors is None:
@@ -435,7 +490,9 @@ class FaissStore:
             _write_synced(base, temps[0])
             failpoint("index.merge_built")  # the new base complete under its temp name, nothing renamed or committed
             vectors = LayeredVectors(base)  # and, in memory, the records committed during the merge over it
-            copied = self._copy_tail(start, start.delta_bytes, self._committed(meta), temps[1], vectors)  # most of them, unlocked
+            copied = self._copy_tail(
+                start, start.delta_bytes, self._committed(meta), temps[1], vectors
+            )  # most of them, unlocked
             if copied is None:
                 return
             failpoint("index.merge_tail_copied")  # the records committed so far copied and synced, nothing committed
@@ -460,8 +517,12 @@ class FaissStore:
             if outcome is False:
                 self._merged = None
             outcome = error
-            log.warning("background merge of %s failed (%r): the delta keeps growing, and merges inline past %dx its bound",
-                        self.directory, error, DELTA_HARD_FACTOR)
+            log.warning(
+                "background merge of %s failed (%r): the delta keeps growing, and merges inline past %dx its bound",
+                self.directory,
+                error,
+                DELTA_HARD_FACTOR,
+            )
         finally:
             for temp in temps:
                 temp.unlink(missing_ok=True)
@@ -469,7 +530,9 @@ class FaissStore:
                 meta.close()
             self._merge_outcome = outcome
 
-    def _copy_tail(self, start: _Committed, since: int, now: _Committed, tmp: Path, vectors: LayeredVectors) -> int | None:
+    def _copy_tail(
+        self, start: _Committed, since: int, now: _Committed, tmp: Path, vectors: LayeredVectors
+    ) -> int | None:
         """Copy the records of `start`'s log committed from `since` to `now` into the new log `tmp` (at their offset past
         `start`'s length) and apply them to `vectors`; returns the length copied to, or None when another merge
         committed after `start`."""
@@ -496,13 +559,22 @@ class FaissStore:
         self.refresh()
         return bool(outcome)
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None, state: Mapping[str, str] | None = None) -> None:
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping] | None = None,
+        state: Mapping[str, str] | None = None,
+    ) -> None:
         """Add products, or replace the vector and metadata of ids already present; atomic.
 
         `state` entries (e.g. a build's resume position) are committed in the same transaction.
         """
         vectors, metadata = checked_rows(ids, vectors, metadata, self.dim)
-        rows = [(item_id, meta.get("title"), {k: v for k, v in meta.items() if k not in ("id", "title")}) for item_id, meta in zip(ids, metadata)]
+        rows = [
+            (item_id, meta.get("title"), {k: v for k, v in meta.items() if k not in ("id", "title")})
+            for item_id, meta in zip(ids, metadata)
+        ]
 
         def change():
             keys, replaced = self.meta.upsert(rows)
@@ -512,6 +584,7 @@ class FaissStore:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove products by id; returns how many existed. Atomic."""
+
         def change():
             keys = np.asarray(self.meta.delete(list(ids)), dtype=np.int64)
             return Record(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), keys), len(keys)
@@ -523,6 +596,7 @@ class FaissStore:
 
         Commits start a background merge once the delta passes its bound; this is for a quiet moment (`vitrine index
         merge`) or before copying the index. Call it as a writer (under the writers' lock where several processes write)."""
+
         def change():
             if not self.vectors.rows:
                 return None, False
@@ -530,7 +604,9 @@ class FaissStore:
 
         return self._write(change, merge=True)
 
-    def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
+    def search(
+        self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter.
 
         The metadata may be newer than the vectors in memory (another process committed after `refresh`): products
@@ -539,12 +615,16 @@ class FaissStore:
         queries = checked_queries(queries, k, self.dim)
         # Current (the usual case: `refresh` ran) and nothing to read but rows: no transaction; a product deleted
         # meanwhile is left out, as one deleted just before would be.
-        if (not filters or self._filter_key(filters) in self._filter_cache) and int(self.meta.get_state("generation")) == self.generation:
+        if (not filters or self._filter_key(filters) in self._filter_cache) and int(
+            self.meta.get_state("generation")
+        ) == self.generation:
             return self._search(queries, k, filters, behind=False)
         with self.meta.snapshot():  # the generation, the filter's keys and the hits' rows: one committed state
             return self._search(queries, k, filters, behind=int(self.meta.get_state("generation")) != self.generation)
 
-    def _search(self, queries: np.ndarray, k: int, filters: Mapping[str, str | Sequence[str]] | None, behind: bool) -> list[list[SearchHit]]:
+    def _search(
+        self, queries: np.ndarray, k: int, filters: Mapping[str, str | Sequence[str]] | None, behind: bool
+    ) -> list[list[SearchHit]]:
         allowed = None
         if filters:
             allowed = self._matching_keys(filters, behind)
@@ -556,8 +636,14 @@ class FaissStore:
         scores, keys = self.vectors.search(queries, k, allowed)
         # not behind: these vectors are the committed state, so every key they return exists (rows from memory)
         products = self.meta.products(sorted({int(key) for key in keys.ravel() if key >= 0}), live=not behind)
-        return [[SearchHit(products[key]["id"], score, products[key], score) for score, key in zip(row_s.tolist(), row_k.tolist())
-                 if key in products] for row_s, row_k in zip(scores, keys)]
+        return [
+            [
+                SearchHit(products[key]["id"], score, products[key], score)
+                for score, key in zip(row_s.tolist(), row_k.tolist())
+                if key in products
+            ]
+            for row_s, row_k in zip(scores, keys)
+        ]
 
     def _matching_keys(self, filters: Mapping[str, str | Sequence[str]], behind: bool) -> np.ndarray:
         """The keys matching `filters` that these vectors hold; kept per generation (a query's named values repeat)."""
@@ -567,17 +653,32 @@ class FaissStore:
         keys = self._filter_cache.get(wanted)
         if keys is None:
             keys = np.asarray(self.meta.matching_keys(filters), dtype=np.int64)
-            if len(self._filter_cache) >= FILTER_CACHE_SIZE or next(iter(self._filter_cache), wanted)[0] != self.generation:
+            if (
+                len(self._filter_cache) >= FILTER_CACHE_SIZE
+                or next(iter(self._filter_cache), wanted)[0] != self.generation
+            ):
                 self._filter_cache.clear()
             self._filter_cache[wanted] = keys
         return keys
 
     def _filter_key(self, filters: Mapping[str, str | Sequence[str]]) -> tuple:
-        return (self.generation, tuple(sorted((name, (values,) if isinstance(values, str) else tuple(sorted(values)))
-                                              for name, values in filters.items())))
+        return (
+            self.generation,
+            tuple(
+                sorted(
+                    (name, (values,) if isinstance(values, str) else tuple(sorted(values)))
+                    for name, values in filters.items()
+                )
+            ),
+        )
 
-    def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
-                vector: np.ndarray | None = None) -> list[SearchHit]:
+    def lexical(
+        self,
+        words: Sequence[str],
+        k: int = 10,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[SearchHit]:
         """Products whose title or attribute values hold the words, by BM25 (SQLite FTS5), best first; with `vector`,
         each hit's cosine to it as well."""
         ranked = self.meta.lexical(words, k, filters)  # one statement: one committed state
@@ -607,7 +708,9 @@ class FaissStore:
     def product(self, product_id: str) -> dict | None:
         return self.meta.product(product_id)
 
-    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
+    def page(
+        self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> tuple[int, list[dict]]:
         return self.meta.page(offset, limit, filters)
 
     def fields(self) -> set[str]:
@@ -625,10 +728,21 @@ class FaissStore:
         return max(requested, self.vectors.live // 4)
 
     def stats(self) -> dict:
-        return {"model": self.model, "dim": self.dim, "vectors": self.vectors.live, "products": self.meta.count(),
-                "generation": self.generation, "index_kind": self.vectors.kind, "dead_vectors": len(self.vectors.dead),
-                "base_generation": self.base_generation, "delta_vectors": self.vectors.delta.live, "delta_rows": self.vectors.rows,
-                "delta_bytes": self.delta_bytes, "backend": "faiss", "index": str(self.directory)}
+        return {
+            "model": self.model,
+            "dim": self.dim,
+            "vectors": self.vectors.live,
+            "products": self.meta.count(),
+            "generation": self.generation,
+            "index_kind": self.vectors.kind,
+            "dead_vectors": len(self.vectors.dead),
+            "base_generation": self.base_generation,
+            "delta_vectors": self.vectors.delta.live,
+            "delta_rows": self.vectors.rows,
+            "delta_bytes": self.delta_bytes,
+            "backend": "faiss",
+            "index": str(self.directory),
+        }
 
     def close(self) -> None:
         """Close the index once the background merge in flight, if any, has finished (it takes the writers' lock to

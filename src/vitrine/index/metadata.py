@@ -1,4 +1,5 @@
 """Product metadata in SQLite beside the vectors: one row per product, attributes indexed for filters."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ class MetadataStore:
             return
         with self.transaction():
             rows = self.db.execute(f"SELECT key, title, attributes FROM products WHERE key IN ({missing})").fetchall()
-            self.db.executemany("INSERT INTO products_text (rowid, title, attributes) VALUES (?, ?, ?)",
-                                [(key, title or "", _attribute_text(json.loads(attributes))) for key, title, attributes in rows])
+            self.db.executemany(
+                "INSERT INTO products_text (rowid, title, attributes) VALUES (?, ?, ?)",
+                [(key, title or "", _attribute_text(json.loads(attributes))) for key, title, attributes in rows],
+            )
+
     def transaction(self):
         """`with store.transaction():` commits everything inside at once, or nothing."""
         return _Transaction(self.db)
@@ -65,7 +69,10 @@ class MetadataStore:
         return dict(self.db.execute(f"SELECT name, value FROM state WHERE name IN ({marks})", list(names)).fetchall())
 
     def set_state(self, name: str, value: str) -> None:
-        self.db.execute("INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", (name, value))
+        self.db.execute(
+            "INSERT INTO state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
 
     def keys_for(self, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -87,11 +94,19 @@ class MetadataStore:
         keys = []
         for item_id, title, attributes in rows:
             clean = {k: v for k, v in attributes.items() if v is not None}
-            cursor = self.db.execute("INSERT INTO products (id, title, attributes) VALUES (?, ?, ?)",
-                                     (item_id, title, json.dumps(clean, sort_keys=True)))
+            cursor = self.db.execute(
+                "INSERT INTO products (id, title, attributes) VALUES (?, ?, ?)",
+                (item_id, title, json.dumps(clean, sort_keys=True)),
+            )
             keys.append(cursor.lastrowid)
-            self.db.execute("INSERT INTO products_text (rowid, title, attributes) VALUES (?, ?, ?)", (cursor.lastrowid, title or "", _attribute_text(clean)))
-            self.db.executemany("INSERT INTO attributes (key, field, value) VALUES (?, ?, ?)", [(cursor.lastrowid, f, v) for f, v in clean.items()])
+            self.db.execute(
+                "INSERT INTO products_text (rowid, title, attributes) VALUES (?, ?, ?)",
+                (cursor.lastrowid, title or "", _attribute_text(clean)),
+            )
+            self.db.executemany(
+                "INSERT INTO attributes (key, field, value) VALUES (?, ?, ?)",
+                [(cursor.lastrowid, f, v) for f, v in clean.items()],
+            )
         return keys, sorted(replaced.values())
 
     def _remove_keys(self, keys: Sequence[int]) -> None:
@@ -123,7 +138,9 @@ class MetadataStore:
         sql, params = _filter_sql(filters)
         return [row[0] for row in self.db.execute(sql + " ORDER BY key", params)]
 
-    def lexical(self, words: Sequence[str], limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[tuple[int, float]]:
+    def lexical(
+        self, words: Sequence[str], limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> list[tuple[int, float]]:
         """(key, BM25 score) of the products whose title or attribute values hold any of `words`, best first."""
         words = [w for w in words if w.strip()]
         if not words or limit < 1:
@@ -134,7 +151,10 @@ class MetadataStore:
         if filters:
             keys_sql, keys_params = _filter_sql(filters)
             sql, params = sql + f" AND rowid IN ({keys_sql})", params + keys_params
-        return [(int(key), float(score)) for key, score in self.db.execute(sql + f" ORDER BY {rank} LIMIT ?", [*params, int(limit)])]
+        return [
+            (int(key), float(score))
+            for key, score in self.db.execute(sql + f" ORDER BY {rank} LIMIT ?", [*params, int(limit)])
+        ]
 
     def sample(self, n: int) -> list[dict]:
         """Up to `n` products spread evenly over the keys (the same ones for the same store)."""
@@ -143,7 +163,9 @@ class MetadataStore:
         rows = self.db.execute("SELECT key FROM products ORDER BY key").fetchall()[::step][:n]
         return list(self.products([row[0] for row in rows]).values())
 
-    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
+    def page(
+        self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> tuple[int, list[dict]]:
         """(how many products match `filters`, the `limit` of them after `offset` in id order), read from one snapshot."""
         where, params = "", []
         if filters:
@@ -151,8 +173,10 @@ class MetadataStore:
             where = f" WHERE key IN ({keys_sql})"
         with self.snapshot():
             total = self.db.execute(f"SELECT COUNT(*) FROM products{where}", params).fetchone()[0]
-            rows = self.db.execute(f"SELECT id, title, attributes FROM products{where} ORDER BY id LIMIT ? OFFSET ?",
-                                   [*params, int(limit), int(offset)]).fetchall()
+            rows = self.db.execute(
+                f"SELECT id, title, attributes FROM products{where} ORDER BY id LIMIT ? OFFSET ?",
+                [*params, int(limit), int(offset)],
+            ).fetchall()
         return total, [{"id": item_id, "title": title, **json.loads(attributes)} for item_id, title, attributes in rows]
 
     def products(self, keys: Sequence[int], live: bool = False) -> dict[int, dict]:
@@ -168,7 +192,9 @@ class MetadataStore:
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for key, item_id, title, attributes in self.db.execute(f"SELECT key, id, title, attributes FROM products WHERE key IN ({marks})", chunk):
+            for key, item_id, title, attributes in self.db.execute(
+                f"SELECT key, id, title, attributes FROM products WHERE key IN ({marks})", chunk
+            ):
                 out[key] = {"id": item_id, "title": title, **json.loads(attributes)}
         if missing:
             if len(self._rows) + len(missing) > ROW_CACHE_MAX:
@@ -187,7 +213,9 @@ class MetadataStore:
     def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]:
         """Each attribute field's most common values with their product counts (for filter chips)."""
         out: dict[str, list[tuple[str, int]]] = {}
-        rows = self.db.execute("SELECT field, value, COUNT(*) AS n FROM attributes GROUP BY field, value ORDER BY field, n DESC, value")
+        rows = self.db.execute(
+            "SELECT field, value, COUNT(*) AS n FROM attributes GROUP BY field, value ORDER BY field, n DESC, value"
+        )
         for field, value, n in rows:
             values = out.setdefault(field, [])
             if len(values) < per_field:
@@ -216,7 +244,9 @@ def _filter_sql(filters: Mapping[str, str | Sequence[str]]) -> tuple[str, list]:
 
 def _attribute_text(attributes: Mapping[str, object]) -> str:
     """The attribute values a lexical search reads: the catalog's (and those the tagger filled in), not every guess."""
-    return " ".join(str(v) for k, v in sorted(attributes.items()) if v is not None and not k.startswith(PREDICTED_PREFIX))
+    return " ".join(
+        str(v) for k, v in sorted(attributes.items()) if v is not None and not k.startswith(PREDICTED_PREFIX)
+    )
 
 
 class _Transaction:

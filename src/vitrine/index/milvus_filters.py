@@ -1,4 +1,5 @@
 """Attribute filters as Milvus boolean expressions, with every value a quoted literal (never expression syntax)."""
+
 from __future__ import annotations
 
 import re
@@ -7,7 +8,24 @@ from collections.abc import Collection, Mapping, Sequence
 from vitrine.data.text import is_unicode
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_KEYWORDS = {"and", "or", "not", "in", "like", "true", "false", "exists", "AND", "OR", "NOT", "IN", "LIKE", "TRUE", "FALSE", "EXISTS"}
+_KEYWORDS = {
+    "and",
+    "or",
+    "not",
+    "in",
+    "like",
+    "true",
+    "false",
+    "exists",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "LIKE",
+    "TRUE",
+    "FALSE",
+    "EXISTS",
+}
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

@@ -26,6 +26,7 @@ before 2.5, or made before this) raises `LexicalUnsupported`, and the ranker's h
 On a server, a call that finds it unreachable (down, restarting) reconnects and is tried once more; if it fails again,
 or the server is still loading the collection after a restart, it raises `StoreUnavailable` (the service's 503).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,15 @@ from vitrine.failpoints import failpoint
 from vitrine.index.metadata import _attribute_text
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.index.plan import IndexOptions, ef_search, plan_index, pq_bytes
-from vitrine.index.store import (IndexMismatchError, LexicalUnsupported, MilvusTarget, SearchHit, StoreUnavailable, checked_queries,
-                                 checked_rows)
+from vitrine.index.store import (
+    IndexMismatchError,
+    LexicalUnsupported,
+    MilvusTarget,
+    SearchHit,
+    StoreUnavailable,
+    checked_queries,
+    checked_rows,
+)
 
 ID_MAX_BYTES = 512
 TITLE_MAX_BYTES = 8192
@@ -64,7 +72,9 @@ _IVF_MIN_VECTORS = 256 * 39
 NULLABLE_SINCE = (2, 5)  # nullable scalar fields
 INVERTED_SINCE = (2, 4)  # INVERTED indexes on VARCHAR fields (2.3 takes Trie)
 FULL_TEXT_SINCE = (2, 5)  # BM25 functions over analyzed VARCHAR fields
-FTS5_TOKENIZER = "porter unicode61 remove_diacritics 2"  # the embedded store's (vitrine.index.metadata); _text holds its tokens
+FTS5_TOKENIZER = (
+    "porter unicode61 remove_diacritics 2"  # the embedded store's (vitrine.index.metadata); _text holds its tokens
+)
 ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}  # splits _text's tokens apart, leaving each as it is
 BM25_PARAMS = {"bm25_k1": 1.2, "bm25_b": 0.75}  # FTS5's constants (Milvus Lite's default k1 is 1.5)
 CALL_TIMEOUT_S = 30.0  # per server call: without one, pymilvus retries an unanswered call for minutes
@@ -108,9 +118,11 @@ def _connect(target: MilvusTarget):
     try:
         client = MilvusClient(uri=target.uri)
     except Exception as error:
-        raise RuntimeError(f"cannot open Milvus Lite file {target.uri}: Milvus Lite allows one process per file, and another "
-                           f"process (a running `vitrine serve`?) probably holds it. Stop that process, or use a Milvus server "
-                           f"(milvus:http://host:19530) for several processes. ({error})") from error
+        raise RuntimeError(
+            f"cannot open Milvus Lite file {target.uri}: Milvus Lite allows one process per file, and another "
+            f"process (a running `vitrine serve`?) probably holds it. Stop that process, or use a Milvus server "
+            f"(milvus:http://host:19530) for several processes. ({error})"
+        ) from error
     with _lite_lock:
         _lite_users[target.uri] += 1
     return client
@@ -166,13 +178,23 @@ def server_version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-_UNREACHABLE_WORDS = ("fail connecting", "server unavailable", "service unavailable", "not ready", "not healthy", "retry timeout",
-                      "retry run out", "connection refused", "deadline exceeded", "socket closed",
-                      "should create connection first")  # a closed client: a new one mends it
+_UNREACHABLE_WORDS = (
+    "fail connecting",
+    "server unavailable",
+    "service unavailable",
+    "not ready",
+    "not healthy",
+    "retry timeout",
+    "retry run out",
+    "connection refused",
+    "deadline exceeded",
+    "socket closed",
+    "should create connection first",
+)  # a closed client: a new one mends it
 
 
 def unavailable_kind(error: BaseException) -> str | None:
-    """"unreachable" (down, restarting, not answering in time), "loading" (up, the collection not loaded yet), or None
+    """ "unreachable" (down, restarting, not answering in time), "loading" (up, the collection not loaded yet), or None
     (any other error: a bad request, a missing collection)."""
     import grpc
     from pymilvus.exceptions import MilvusException
@@ -219,12 +241,18 @@ def _unreachable(target: MilvusTarget, error: Exception) -> StoreUnavailable | N
     """What to raise when `error` says the server cannot answer now (None: it says something else)."""
     if target.is_lite or unavailable_kind(error) != "unreachable":
         return None
-    return StoreUnavailable(f"the Milvus server at {_address(target.uri)} is not reachable ({_short(error)}); retry shortly")
+    return StoreUnavailable(
+        f"the Milvus server at {_address(target.uri)} is not reachable ({_short(error)}); retry shortly"
+    )
 
 
 def _short(error: BaseException) -> str:
     """The gist of a connection error, for a user's message (pymilvus's and gRPC's are long)."""
-    text = getattr(error, "message", None) or (error.details() if callable(getattr(error, "details", None)) else None) or str(error)
+    text = (
+        getattr(error, "message", None)
+        or (error.details() if callable(getattr(error, "details", None)) else None)
+        or str(error)
+    )
     text = " ".join(str(text).split())
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -234,25 +262,39 @@ class MilvusStore:
 
     backend = "milvus"
 
-    def __init__(self, target: MilvusTarget, model: str, dim: int, options: IndexOptions | Mapping[str, object] | None = None,
-                 attributes: Sequence[str] = ()):
+    def __init__(
+        self,
+        target: MilvusTarget,
+        model: str,
+        dim: int,
+        options: IndexOptions | Mapping[str, object] | None = None,
+        attributes: Sequence[str] = (),
+    ):
         """Create the collection if missing, else open it (refusing another model or dimension)."""
         self.target, self.collection = target, target.collection
         self.client = _connect(target)
         self._closed = False
         try:
             # Milvus Lite has every feature used here; a server is asked once (Trie before INVERTED, "" before nulls)
-            self.version = () if target.is_lite else server_version(self._call(lambda: self.client.get_server_version(timeout=CALL_TIMEOUT_S)))
+            self.version = (
+                ()
+                if target.is_lite
+                else server_version(self._call(lambda: self.client.get_server_version(timeout=CALL_TIMEOUT_S)))
+            )
             if not self._has(INVERTED_SINCE):
                 _quiet_old_server_iterators()
             if not self._call(lambda: self.client.has_collection(self.collection, timeout=CALL_TIMEOUT_S)):
                 self._create(model, dim, attributes)
             self._read_properties()
             if self.model is None:
-                raise ValueError(f"Milvus collection {self.collection!r} at {target.uri} was not made by vitrine (no vitrine.model property)")
+                raise ValueError(
+                    f"Milvus collection {self.collection!r} at {target.uri} was not made by vitrine (no vitrine.model property)"
+                )
             if self.model != model or self.dim != dim:
-                raise IndexMismatchError(f"index {target} was built with {self.model} ({self.dim}-d); it cannot be queried or "
-                                         f"extended with {model} ({dim}-d). Rebuild it with that model or use --model {self.model}.")
+                raise IndexMismatchError(
+                    f"index {target} was built with {self.model} ({self.dim}-d); it cannot be queried or "
+                    f"extended with {model} ({dim}-d). Rebuild it with that model or use --model {self.model}."
+                )
             if options:
                 merged = options if isinstance(options, IndexOptions) else replace(self.options, **options)
                 if merged != self.options:
@@ -303,7 +345,9 @@ class MilvusStore:
     def _create(self, model: str, dim: int, attributes: Sequence[str]) -> None:
         from pymilvus import DataType, Function, FunctionType
 
-        declared = [a for a in dict.fromkeys(attributes) if a not in RESERVED and a.isidentifier() and not a.startswith("_")]
+        declared = [
+            a for a in dict.fromkeys(attributes) if a not in RESERVED and a.isidentifier() and not a.startswith("_")
+        ]
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_MAX_BYTES)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
@@ -318,18 +362,50 @@ class MilvusStore:
             index_params.add_index(field_name=name, index_name=name, index_type=scalar_index)
         text = {}
         if self._has(FULL_TEXT_SINCE):
-            schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True, analyzer_params=ANALYZER)
+            schema.add_field(
+                TEXT_FIELD, DataType.VARCHAR, max_length=TEXT_MAX_BYTES, enable_analyzer=True, analyzer_params=ANALYZER
+            )
             schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(Function(name=SPARSE_FIELD, function_type=FunctionType.BM25, input_field_names=[TEXT_FIELD],
-                                         output_field_names=[SPARSE_FIELD]))
-            index_params.add_index(field_name=SPARSE_FIELD, index_name=SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX",
-                                   metric_type="BM25", params=BM25_PARAMS)
-            text = {"vitrine.text": json.dumps({"field": TEXT_FIELD, "tokens": f"fts5 {FTS5_TOKENIZER}", "analyzer": ANALYZER})}
-        self._call(lambda: self.client.create_collection(self.collection, schema=schema, index_params=index_params,
-                                                          consistency_level="Strong", timeout=CALL_TIMEOUT_S))
-        self._set_properties({
-            "vitrine.model": model, "vitrine.dim": str(dim), "vitrine.options": IndexOptions().to_json(), "vitrine.kind": "flat",
-            "vitrine.fields": "[]", "vitrine.state": "{}", **text})
+            schema.add_function(
+                Function(
+                    name=SPARSE_FIELD,
+                    function_type=FunctionType.BM25,
+                    input_field_names=[TEXT_FIELD],
+                    output_field_names=[SPARSE_FIELD],
+                )
+            )
+            index_params.add_index(
+                field_name=SPARSE_FIELD,
+                index_name=SPARSE_FIELD,
+                index_type="SPARSE_INVERTED_INDEX",
+                metric_type="BM25",
+                params=BM25_PARAMS,
+            )
+            text = {
+                "vitrine.text": json.dumps(
+                    {"field": TEXT_FIELD, "tokens": f"fts5 {FTS5_TOKENIZER}", "analyzer": ANALYZER}
+                )
+            }
+        self._call(
+            lambda: self.client.create_collection(
+                self.collection,
+                schema=schema,
+                index_params=index_params,
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
+        self._set_properties(
+            {
+                "vitrine.model": model,
+                "vitrine.dim": str(dim),
+                "vitrine.options": IndexOptions().to_json(),
+                "vitrine.kind": "flat",
+                "vitrine.fields": "[]",
+                "vitrine.state": "{}",
+                **text,
+            }
+        )
 
     def _has(self, since: tuple[int, ...]) -> bool:
         """Whether the server has the feature that came in Milvus `since` (Milvus Lite, and an unreadable version: yes)."""
@@ -348,10 +424,16 @@ class MilvusStore:
         self.dynamic = json.loads(properties.get("vitrine.fields") or "[]")
         self.state = json.loads(properties.get("vitrine.state") or "{}")
         self.index_params = json.loads(properties.get("vitrine.index_params") or "{}")
-        self.full_text = "vitrine.text" in properties  # no BM25 text field: made on a server before 2.5, or before vitrine had one
+        self.full_text = (
+            "vitrine.text" in properties
+        )  # no BM25 text field: made on a server before 2.5, or before vitrine had one
 
     def _set_properties(self, properties: Mapping[str, str]) -> None:
-        self._call(lambda: self.client.alter_collection_properties(self.collection, properties=dict(properties), timeout=CALL_TIMEOUT_S))
+        self._call(
+            lambda: self.client.alter_collection_properties(
+                self.collection, properties=dict(properties), timeout=CALL_TIMEOUT_S
+            )
+        )
 
     def _call(self, operation):
         """`operation()`, a call on `self.client`. On a server that cannot be reached, reconnect and try once more; if
@@ -369,11 +451,15 @@ class MilvusStore:
                     raise
                 if kind == "loading":
                     self._request_load()
-                    raise StoreUnavailable(f"the Milvus server at {_address(self.target.uri)} is loading collection {self.collection!r} "
-                                           f"(after a restart this takes up to a minute); retry shortly") from error
+                    raise StoreUnavailable(
+                        f"the Milvus server at {_address(self.target.uri)} is loading collection {self.collection!r} "
+                        f"(after a restart this takes up to a minute); retry shortly"
+                    ) from error
                 if attempt == 2:
-                    raise StoreUnavailable(f"the Milvus server at {_address(self.target.uri)} is not reachable ({_short(error)}); "
-                                           f"vitrine reconnects by itself: retry shortly") from error
+                    raise StoreUnavailable(
+                        f"the Milvus server at {_address(self.target.uri)} is not reachable ({_short(error)}); "
+                        f"vitrine reconnects by itself: retry shortly"
+                    ) from error
                 log.warning("Milvus server %s unreachable (%s); reconnecting", _address(self.target.uri), _short(error))
                 self._reconnect()
         raise AssertionError("unreachable")
@@ -386,8 +472,10 @@ class MilvusStore:
         try:
             client = MilvusClient(uri=self.target.uri, token=self.target.token or "")
         except Exception as error:
-            raise StoreUnavailable(f"the Milvus server at {_address(self.target.uri)} is not reachable ({_short(error)}); "
-                                   f"vitrine reconnects by itself: retry shortly") from error
+            raise StoreUnavailable(
+                f"the Milvus server at {_address(self.target.uri)} is not reachable ({_short(error)}); "
+                f"vitrine reconnects by itself: retry shortly"
+            ) from error
         old, self.client = self.client, client
         if old is not client:
             with contextlib.suppress(Exception):
@@ -405,7 +493,9 @@ class MilvusStore:
 
     def _ensure_index(self) -> None:
         """Make sure the vector index exists and the collection is loaded (an interrupted re-index leaves neither)."""
-        if "vector" not in self._call(lambda: self.client.list_indexes(self.collection, field_name="vector", timeout=CALL_TIMEOUT_S)):
+        if "vector" not in self._call(
+            lambda: self.client.list_indexes(self.collection, field_name="vector", timeout=CALL_TIMEOUT_S)
+        ):
             self._create_vector_index(self.kind, self._count_rows())
         self._load()
         self._size = self._count_rows()  # sizes the HNSW search breadth; updated on every write
@@ -431,20 +521,27 @@ class MilvusStore:
         truncated file that fails every later load ("File is too small"). They are derived from the segments, which
         hold the rows, so dropping them loses nothing.
         """
-        pattern = os.path.join(glob.escape(self.target.uri), "collections", glob.escape(self.collection), "partitions", "*",
-                               "indexes", "*")
+        pattern = os.path.join(
+            glob.escape(self.target.uri), "collections", glob.escape(self.collection), "partitions", "*", "indexes", "*"
+        )
         sidecars = [path for path in glob.glob(pattern) if path.endswith((".idx", ".sidx"))]
         for path in sidecars:
             os.remove(path)
         if sidecars:
-            log.warning("Milvus Lite could not load %s; removed %d index sidecar file(s) (left truncated by an interrupted "
-                        "process?) and rebuilt them from the stored rows", self.target, len(sidecars))
+            log.warning(
+                "Milvus Lite could not load %s; removed %d index sidecar file(s) (left truncated by an interrupted "
+                "process?) and rebuilt them from the stored rows",
+                self.target,
+                len(sidecars),
+            )
         return len(sidecars)
 
     def _create_vector_index(self, kind: str, n: int) -> None:
         index_type, params = milvus_index(kind, n, self.dim, self.options, self.target.is_lite)
         index_params = self.client.prepare_index_params()
-        index_params.add_index(field_name="vector", index_name="vector", index_type=index_type, metric_type="IP", params=params)
+        index_params.add_index(
+            field_name="vector", index_name="vector", index_type=index_type, metric_type="IP", params=params
+        )
         self._call(lambda: self.client.create_index(self.collection, index_params))
         self._set_properties({"vitrine.kind": kind, "vitrine.index_params": json.dumps(params)})
         self.kind, self.index_params = kind, params
@@ -461,8 +558,15 @@ class MilvusStore:
         self._load()
 
     def _count_rows(self) -> int:
-        rows = self._call(lambda: self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong",
-                                                    timeout=CALL_TIMEOUT_S))
+        rows = self._call(
+            lambda: self.client.query(
+                self.collection,
+                filter="",
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
         return int(rows[0]["count(*)"]) if rows else 0
 
     def _count_products(self) -> int:
@@ -472,13 +576,26 @@ class MilvusStore:
         n = self._count_rows()
         if self._has(NULLABLE_SINCE) or n > QUERY_MAX:
             return n
-        rows = self._call(lambda: self.client.query(self.collection, filter="id != ''", limit=QUERY_MAX, output_fields=["id"],
-                                                    consistency_level="Strong", timeout=CALL_TIMEOUT_S))
+        rows = self._call(
+            lambda: self.client.query(
+                self.collection,
+                filter="id != ''",
+                limit=QUERY_MAX,
+                output_fields=["id"],
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
         return len({row["id"] for row in rows})
 
     # ---- writes ----------------------------------------------------------------------------------
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
-               state: Mapping[str, str] | None = None) -> None:
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping] | None = None,
+        state: Mapping[str, str] | None = None,
+    ) -> None:
         """Add products, or replace those whose id exists; `state` entries are saved after the rows (see module doc)."""
         vectors, metadata = checked_rows(ids, vectors, metadata, self.dim)
         rows = [self._row(item_id, vector, meta) for item_id, vector, meta in zip(ids, vectors, metadata)]
@@ -490,7 +607,9 @@ class MilvusStore:
             self._call(lambda: self.client.upsert(self.collection, chunk, timeout=CALL_TIMEOUT_S))
         self._call(lambda: self.client.flush(self.collection, timeout=FLUSH_TIMEOUT_S))
         failpoint("index.vectors_written")  # rows durable and visible, state not yet saved
-        new_fields = sorted({key for row in rows for key in row if key not in RESERVED and key not in self.declared} - set(self.dynamic))
+        new_fields = sorted(
+            {key for row in rows for key in row if key not in RESERVED and key not in self.declared} - set(self.dynamic)
+        )
         properties = {}
         if new_fields:
             self.dynamic = sorted(set(self.dynamic) | set(new_fields))
@@ -532,7 +651,12 @@ class MilvusStore:
         ids = [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
         if not ids:
             return 0
-        existing = [row["id"] for row in self._call(lambda: self.client.get(self.collection, ids=ids, output_fields=["id"], timeout=CALL_TIMEOUT_S))]
+        existing = [
+            row["id"]
+            for row in self._call(
+                lambda: self.client.get(self.collection, ids=ids, output_fields=["id"], timeout=CALL_TIMEOUT_S)
+            )
+        ]
         if existing:
             self._call(lambda: self.client.delete(self.collection, ids=existing, timeout=CALL_TIMEOUT_S))
             self._call(lambda: self.client.flush(self.collection, timeout=FLUSH_TIMEOUT_S))
@@ -564,25 +688,55 @@ class MilvusStore:
         if not filters:
             return ""
         if not self.nulls:  # "" in a declared field is a missing value: it matches no filter
-            filters = {name: [v for v in ([values] if isinstance(values, str) else values) if v != ""] if name in self.declared else values
-                       for name, values in filters.items()}
+            filters = {
+                name: [v for v in ([values] if isinstance(values, str) else values) if v != ""]
+                if name in self.declared
+                else values
+                for name, values in filters.items()
+            }
         return filter_expression(filters, self.declared)
 
-    def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]:
+    def search(
+        self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> list[list[SearchHit]]:
         """Top-k products per query (rows of `queries`), restricted to those matching every filter."""
         queries = checked_queries(queries, k, self.dim)
         expression = self._expression(filters)
         if expression is None:
             return [[] for _ in queries]
         params = _search_params(self.kind, self._size, k, self.options, self.index_params)
-        results = self._call(lambda: self.client.search(self.collection, data=list(queries), limit=min(k, 16384), filter=expression,
-                                                        output_fields=self._output_fields(), search_params={"metric_type": "IP", "params": params},
-                                                        consistency_level="Strong", timeout=CALL_TIMEOUT_S))
-        return [[SearchHit(hit["id"], float(hit["distance"]), self._metadata(hit["id"], hit.get("entity", {})), float(hit["distance"])) for hit in row]
-                for row in results]
+        results = self._call(
+            lambda: self.client.search(
+                self.collection,
+                data=list(queries),
+                limit=min(k, 16384),
+                filter=expression,
+                output_fields=self._output_fields(),
+                search_params={"metric_type": "IP", "params": params},
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
+        return [
+            [
+                SearchHit(
+                    hit["id"],
+                    float(hit["distance"]),
+                    self._metadata(hit["id"], hit.get("entity", {})),
+                    float(hit["distance"]),
+                )
+                for hit in row
+            ]
+            for row in results
+        ]
 
-    def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
-                vector: np.ndarray | None = None) -> list[SearchHit]:
+    def lexical(
+        self,
+        words: Sequence[str],
+        k: int = 10,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[SearchHit]:
         """Products whose title or attribute values hold any of the words, by BM25 (Milvus full-text search), best
         first; with `vector`, each hit's cosine to it as well."""
         if not self.full_text:
@@ -592,57 +746,106 @@ class MilvusStore:
         expression = self._expression(filters)
         if not query or expression is None or k < 1:
             return []
-        fields = [*self._output_fields(), "vector"] if vector is not None else self._output_fields()  # the cosines in the same call
-        results = self._call(lambda: self.client.search(self.collection, data=[query], anns_field=SPARSE_FIELD, limit=min(k, QUERY_MAX),
-                                                        filter=expression, output_fields=fields, search_params={"metric_type": "BM25"},
-                                                        consistency_level="Strong", timeout=CALL_TIMEOUT_S))
+        fields = (
+            [*self._output_fields(), "vector"] if vector is not None else self._output_fields()
+        )  # the cosines in the same call
+        results = self._call(
+            lambda: self.client.search(
+                self.collection,
+                data=[query],
+                anns_field=SPARSE_FIELD,
+                limit=min(k, QUERY_MAX),
+                filter=expression,
+                output_fields=fields,
+                search_params={"metric_type": "BM25"},
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
         hits = []
         for hit in results[0]:
             entity = hit.get("entity", {})
-            similarity = float(np.asarray(entity.pop("vector"), dtype=np.float32) @ query_vector) if query_vector is not None else None
+            similarity = (
+                float(np.asarray(entity.pop("vector"), dtype=np.float32) @ query_vector)
+                if query_vector is not None
+                else None
+            )
             # a server answers the BM25 score, Milvus Lite 3.2 its negation (a distance): the order is best first either way
-            hits.append(SearchHit(hit["id"], abs(float(hit["distance"])), self._metadata(hit["id"], entity), similarity))
+            hits.append(
+                SearchHit(hit["id"], abs(float(hit["distance"])), self._metadata(hit["id"], entity), similarity)
+            )
         return hits
 
     def _no_lexical_reason(self) -> str:
         if not self._has(FULL_TEXT_SINCE):
-            return (f"lexical and hybrid search need the embedded store (an index directory) or Milvus "
-                    f"{'.'.join(map(str, FULL_TEXT_SINCE))}+: the server at {_address(self.target.uri)} is Milvus "
-                    f"{'.'.join(map(str, self.version))}, which has no full-text search; use mode 'vector'")
-        return (f"Milvus collection {self.collection!r} at {_address(self.target.uri)} was created without a BM25 text field: "
-                f"rebuild the collection (`vitrine index build` into a new index) to get lexical and hybrid search, or use mode 'vector'")
+            return (
+                f"lexical and hybrid search need the embedded store (an index directory) or Milvus "
+                f"{'.'.join(map(str, FULL_TEXT_SINCE))}+: the server at {_address(self.target.uri)} is Milvus "
+                f"{'.'.join(map(str, self.version))}, which has no full-text search; use mode 'vector'"
+            )
+        return (
+            f"Milvus collection {self.collection!r} at {_address(self.target.uri)} was created without a BM25 text field: "
+            f"rebuild the collection (`vitrine index build` into a new index) to get lexical and hybrid search, or use mode 'vector'"
+        )
 
     def sample(self, n: int) -> list[dict]:
-        rows = self._call(lambda: self.client.query(self.collection, filter="", limit=max(1, n), output_fields=self._output_fields(),
-                                                    timeout=CALL_TIMEOUT_S))
+        rows = self._call(
+            lambda: self.client.query(
+                self.collection, filter="", limit=max(1, n), output_fields=self._output_fields(), timeout=CALL_TIMEOUT_S
+            )
+        )
         return [self._metadata(row["id"], row) for row in rows]
 
     def vectors_of(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """(the ids of `ids` this collection holds, in order, and their vectors)."""
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(ids), 500):
-            chunk = list(ids[start:start + 500])
-            rows = self._call(lambda: self.client.get(self.collection, ids=chunk, output_fields=["vector"], timeout=CALL_TIMEOUT_S))
+            chunk = list(ids[start : start + 500])
+            rows = self._call(
+                lambda: self.client.get(self.collection, ids=chunk, output_fields=["vector"], timeout=CALL_TIMEOUT_S)
+            )
             found.update((row["id"], np.asarray(row["vector"], dtype=np.float32)) for row in rows)
         order = [i for i in ids if i in found]
         return order, np.stack([found[i] for i in order]) if order else np.zeros((0, self.dim), np.float32)
 
-    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]:
+    def page(
+        self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> tuple[int, list[dict]]:
         """(matching products, a page of them in Milvus's scan order, stable between calls); Milvus caps offset + limit at 16,384."""
         expression = self._expression(filters)
         if expression is None:
             return 0, []
-        counted = self._call(lambda: self.client.query(self.collection, filter=expression, output_fields=["count(*)"], consistency_level="Strong",
-                                                       timeout=CALL_TIMEOUT_S))
+        counted = self._call(
+            lambda: self.client.query(
+                self.collection,
+                filter=expression,
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
         total = int(counted[0]["count(*)"]) if counted else 0
         if offset >= total or limit < 1:
             return total, []
-        rows = self._call(lambda: self.client.query(self.collection, filter=expression or "id != ''", offset=int(offset), limit=int(limit),
-                                                    output_fields=self._output_fields(), consistency_level="Strong", timeout=CALL_TIMEOUT_S))
+        rows = self._call(
+            lambda: self.client.query(
+                self.collection,
+                filter=expression or "id != ''",
+                offset=int(offset),
+                limit=int(limit),
+                output_fields=self._output_fields(),
+                consistency_level="Strong",
+                timeout=CALL_TIMEOUT_S,
+            )
+        )
         return total, [self._metadata(row["id"], row) for row in rows]
 
     def product(self, product_id: str) -> dict | None:
-        rows = self._call(lambda: self.client.get(self.collection, ids=[product_id], output_fields=self._output_fields(), timeout=CALL_TIMEOUT_S))
+        rows = self._call(
+            lambda: self.client.get(
+                self.collection, ids=[product_id], output_fields=self._output_fields(), timeout=CALL_TIMEOUT_S
+            )
+        )
         return self._metadata(product_id, rows[0]) if rows else None
 
     def fields(self) -> set[str]:
@@ -653,15 +856,18 @@ class MilvusStore:
         """Each attribute's most common values with product counts (over the first FIELD_SCAN_MAX products)."""
         if self._values_cache is None:
             counts = self._call(self._count_values)  # a scan cut short by a lost connection starts again
-            self._values_cache = {field: sorted(c.items(), key=lambda kv: (-kv[1], kv[0])) for field, c in sorted(counts.items())}
+            self._values_cache = {
+                field: sorted(c.items(), key=lambda kv: (-kv[1], kv[0])) for field, c in sorted(counts.items())
+            }
         return {field: rows[:per_field] for field, rows in self._values_cache.items()}
 
     def _count_values(self) -> dict[str, Counter]:
         counts: dict[str, Counter] = {}
         # "" in a declared field of a collection without nulls is a missing value, not one to count (see _row)
         missing = (None,) if self.nulls else (None, "")
-        iterator = self.client.query_iterator(self.collection, batch_size=4096, limit=FIELD_SCAN_MAX, filter="",
-                                              output_fields=[*self.declared, "$meta"])
+        iterator = self.client.query_iterator(
+            self.collection, batch_size=4096, limit=FIELD_SCAN_MAX, filter="", output_fields=[*self.declared, "$meta"]
+        )
         try:
             while batch := iterator.next():
                 for row in batch:
@@ -688,9 +894,17 @@ class MilvusStore:
 
     def stats(self) -> dict:
         n = self._count_products()
-        return {"model": self.model, "dim": self.dim, "vectors": n, "products": n, "generation": self.generation,
-                "index_kind": self.kind, "dead_vectors": 0, "backend": "milvus-lite" if self.target.is_lite else "milvus",
-                "index": str(self.target)}
+        return {
+            "model": self.model,
+            "dim": self.dim,
+            "vectors": n,
+            "products": n,
+            "generation": self.generation,
+            "index_kind": self.kind,
+            "dead_vectors": 0,
+            "backend": "milvus-lite" if self.target.is_lite else "milvus",
+            "index": str(self.target),
+        }
 
     def close(self) -> None:
         if not self._closed:

@@ -1,4 +1,5 @@
 """Which FAISS index a catalog gets: exact while small, HNSW when it is large, IVF-PQ when memory is tight."""
+
 from __future__ import annotations
 
 import json
@@ -109,9 +110,19 @@ def plan_index(n: int, dim: int, options: IndexOptions) -> IndexPlan:
     if n <= options.exact_max and cost("flat") <= budget:
         return IndexPlan("flat", cost("flat"), f"{n} vectors <= exact_max {options.exact_max}: exact search")
     if options.approximate in ("auto", "hnsw") and cost("hnsw") <= budget:
-        return IndexPlan("hnsw", cost("hnsw"), f"{n} vectors above exact_max; HNSW needs {cost('hnsw') / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget")
+        return IndexPlan(
+            "hnsw",
+            cost("hnsw"),
+            f"{n} vectors above exact_max; HNSW needs {cost('hnsw') / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget",
+        )
     if cost("ivfpq") <= budget:
-        return IndexPlan("ivfpq", cost("ivfpq"), f"{n} vectors; HNSW would need {cost('hnsw') / 2**20:.0f} MiB, over the "
-                                                 f"{budget / 2**20:.0f} MiB budget (or IVF-PQ was asked for): IVF-PQ")
-    raise MemoryError(f"{n} vectors of {dim}-d need {cost('ivfpq') / 2**20:.0f} MiB even as IVF-PQ, over the "
-                      f"{budget / 2**20:.0f} MiB budget: raise the budget or move to a distributed engine (docs/scaling.md)")
+        return IndexPlan(
+            "ivfpq",
+            cost("ivfpq"),
+            f"{n} vectors; HNSW would need {cost('hnsw') / 2**20:.0f} MiB, over the "
+            f"{budget / 2**20:.0f} MiB budget (or IVF-PQ was asked for): IVF-PQ",
+        )
+    raise MemoryError(
+        f"{n} vectors of {dim}-d need {cost('ivfpq') / 2**20:.0f} MiB even as IVF-PQ, over the "
+        f"{budget / 2**20:.0f} MiB budget: raise the budget or move to a distributed engine (docs/scaling.md)"
+    )

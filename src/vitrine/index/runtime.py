@@ -5,6 +5,7 @@ text vectors differ a little; they may meet vectors of another runtime only when
 minimum cosine of int8 vs fp32 text embeddings) reaches PARITY_MIN_COSINE. An index made before runtimes were
 recorded holds torch vectors.
 """
+
 from __future__ import annotations
 
 from vitrine.index.store import IndexMismatchError
@@ -48,9 +49,11 @@ def check_runtimes(index: str, query: str, parity: float | None) -> None:
 
     measured = "not measured" if parity is None else f"{parity:.4f}"
     alternatives = {"torch": " or onnx", "onnx": " or torch"}.get(index, "")
-    raise IndexMismatchError(f"this index was built with --runtime {index}; --runtime {query} gives vectors in another space "
-                             f"(int8 vs fp32 text cosine {measured}, below the {PARITY_MIN_COSINE} that mixing needs). "
-                             f"Query it with --runtime {index}{alternatives}, or rebuild it with --runtime {query}.")
+    raise IndexMismatchError(
+        f"this index was built with --runtime {index}; --runtime {query} gives vectors in another space "
+        f"(int8 vs fp32 text cosine {measured}, below the {PARITY_MIN_COSINE} that mixing needs). "
+        f"Query it with --runtime {index}{alternatives}, or rebuild it with --runtime {query}."
+    )
 
 
 def record_runtime(store, runtime: str, parity: float | None = None) -> dict[str, str]:

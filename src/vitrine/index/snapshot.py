@@ -14,6 +14,7 @@ full disk: `DiskFullError`) leaves the index and any earlier snapshot as they we
 folder beside the target, checks every file against the manifest, opens the store to check its generation and
 product count, and only then renames it into place.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,11 +43,18 @@ FORMAT = "vitrine-snapshot"
 VERSION = 1
 MANIFEST = "vitrine-snapshot.json"
 PREFIX = "index/"
-LEFT_OUT = {WRITE_LOCK, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"}  # the database goes through the backup API
+LEFT_OUT = {
+    WRITE_LOCK,
+    f"{DB_NAME}-wal",
+    f"{DB_NAME}-shm",
+    f"{DB_NAME}-journal",
+}  # the database goes through the backup API
 STAGING = ".snapshot-"  # <index>/.snapshot-<id>.<pid>.tmp: this snapshot's copies, removed when the tar is written
-MILVUS_REFUSAL = ("{index} is a Milvus collection: vitrine snapshots cover the embedded FAISS + SQLite index only. Back up a Milvus "
-                  "collection with Milvus's own tool, milvus-backup (https://github.com/zilliztech/milvus-backup), together "
-                  "with its images folder ({images})")
+MILVUS_REFUSAL = (
+    "{index} is a Milvus collection: vitrine snapshots cover the embedded FAISS + SQLite index only. Back up a Milvus "
+    "collection with Milvus's own tool, milvus-backup (https://github.com/zilliztech/milvus-backup), together "
+    "with its images folder ({images})"
+)
 CHUNK = 1 << 20
 MAX_MANIFEST_BYTES = 512 << 20  # a manifest lists every file: ~150 bytes each
 
@@ -100,8 +108,15 @@ def snapshot_index(index: str | os.PathLike, out: str | os.PathLike, progress: b
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         tmp.unlink(missing_ok=True)
-    return SnapshotResult(path=str(out), generation=facts["generation"], products=facts["products"], files=files,
-                          bytes=out.stat().st_size, seconds=round(time.perf_counter() - t0, 2), locked_seconds=round(locked_seconds, 3))
+    return SnapshotResult(
+        path=str(out),
+        generation=facts["generation"],
+        products=facts["products"],
+        files=files,
+        bytes=out.stat().st_size,
+        seconds=round(time.perf_counter() - t0, 2),
+        locked_seconds=round(locked_seconds, 3),
+    )
 
 
 def sweep_leftovers(index: str | os.PathLike) -> None:
@@ -155,8 +170,12 @@ def _left_out(relative: Path) -> bool:
 def _facts(db: sqlite3.Connection) -> dict:
     state = dict(db.execute("SELECT name, value FROM state WHERE name IN ('generation', 'model', 'dim')").fetchall())
     products = db.execute("SELECT count(*) FROM products").fetchone()[0]
-    return {"generation": int(state.get("generation", 0)), "products": int(products), "model": state.get("model"),
-            "dim": int(state["dim"]) if "dim" in state else None}
+    return {
+        "generation": int(state.get("generation", 0)),
+        "products": int(products),
+        "model": state.get("model"),
+        "dim": int(state["dim"]) if "dim" in state else None,
+    }
 
 
 class _Hashing:
@@ -173,14 +192,28 @@ class _Hashing:
 
 
 def _write_tar(staging: Path, tmp: Path, out: Path, facts: dict, progress: bool) -> int:
-    paths = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name != DB_NAME, str(p.relative_to(staging))))
+    paths = sorted(
+        (p for p in staging.rglob("*") if p.is_file()), key=lambda p: (p.name != DB_NAME, str(p.relative_to(staging)))
+    )
     sizes = {p: p.stat().st_size for p in paths}
     listed = []
     compressed = out.name.endswith((".tar.gz", ".tgz"))
-    with writing(out), tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, desc="snapshot",
-                            disable=not progress, dynamic_ncols=True) as bar:
+    with (
+        writing(out),
+        tqdm(
+            total=sum(sizes.values()),
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc="snapshot",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         with open(tmp, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w:gz" if compressed else "w", **({"compresslevel": 6} if compressed else {})) as tar:
+            with tarfile.open(
+                fileobj=raw, mode="w:gz" if compressed else "w", **({"compresslevel": 6} if compressed else {})
+            ) as tar:
                 for path in paths:
                     name = path.relative_to(staging).as_posix()
                     info = tarfile.TarInfo(PREFIX + name)
@@ -190,9 +223,16 @@ def _write_tar(staging: Path, tmp: Path, out: Path, facts: dict, progress: bool)
                         tar.addfile(info, reader)
                     listed.append({"path": name, "size": sizes[path], "sha256": reader.digest.hexdigest()})
                     failpoint("snapshot.write")
-                manifest = {"format": FORMAT, "version": VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "vitrine": vitrine.__version__, "source": str(staging.parent.resolve()), "backend": "faiss", **facts,
-                            "files": listed}
+                manifest = {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "vitrine": vitrine.__version__,
+                    "source": str(staging.parent.resolve()),
+                    "backend": "faiss",
+                    **facts,
+                    "files": listed,
+                }
                 data = json.dumps(manifest, indent=1).encode("utf-8")
                 info = tarfile.TarInfo(MANIFEST)
                 info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
@@ -211,22 +251,28 @@ def read_manifest(snapshot: str | os.PathLike) -> dict:
     raise ValueError(f"{snapshot} has no {MANIFEST}: not a vitrine snapshot")
 
 
-def restore_index(snapshot: str | os.PathLike, index: str | os.PathLike, force: bool = False, progress: bool = True) -> RestoreResult:
+def restore_index(
+    snapshot: str | os.PathLike, index: str | os.PathLike, force: bool = False, progress: bool = True
+) -> RestoreResult:
     """Bring back the index of `snapshot` into the directory `index` (new or empty; with `force`, replacing what it holds).
 
     Every file is checked against the manifest and the store opened before the directory is put in place: a bad or
     truncated snapshot (or a full disk) leaves `index` as it was.
     """
     if is_milvus(index):
-        raise ValueError(f"{index}: a snapshot restores into an embedded index directory; restore a Milvus collection with milvus-backup")
+        raise ValueError(
+            f"{index}: a snapshot restores into an embedded index directory; restore a Milvus collection with milvus-backup"
+        )
     snapshot, target = Path(snapshot), Path(index).absolute()
     if not snapshot.is_file():
         raise FileNotFoundError(f"no snapshot file {snapshot}")
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not force:
-        raise FileExistsError(f"{target} is not empty: restore into a new or empty directory, or pass --force to replace "
-                              f"what it holds (stop any service using it first)")
+        raise FileExistsError(
+            f"{target} is not empty: restore into a new or empty directory, or pass --force to replace "
+            f"what it holds (stop any service using it first)"
+        )
     t0 = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_temp(target.parent, prefix=f".{target.name}.restore.")  # restores into the same place that were killed
@@ -242,10 +288,14 @@ def restore_index(snapshot: str | os.PathLike, index: str | os.PathLike, force: 
             stats = store.stats()
         finally:
             store.close()
-        if (stats["generation"], stats["products"]) != (manifest["generation"], manifest["products"]) or stats["vectors"] != stats["products"]:
-            raise ValueError(f"{snapshot}: the restored index holds generation {stats['generation']} with {stats['products']} products and "
-                             f"{stats['vectors']} vectors; its manifest says generation {manifest['generation']} with "
-                             f"{manifest['products']} products. Nothing was restored")
+        if (stats["generation"], stats["products"]) != (manifest["generation"], manifest["products"]) or stats[
+            "vectors"
+        ] != stats["products"]:
+            raise ValueError(
+                f"{snapshot}: the restored index holds generation {stats['generation']} with {stats['products']} products and "
+                f"{stats['vectors']} vectors; its manifest says generation {manifest['generation']} with "
+                f"{manifest['products']} products. Nothing was restored"
+            )
         if target.is_dir():
             if any(target.iterdir()):
                 os.rename(target, aside)
@@ -260,22 +310,39 @@ def restore_index(snapshot: str | os.PathLike, index: str | os.PathLike, force: 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
-    return RestoreResult(index=str(target), generation=manifest["generation"], products=manifest["products"],
-                         files=len(extracted), seconds=round(time.perf_counter() - t0, 2))
+    return RestoreResult(
+        index=str(target),
+        generation=manifest["generation"],
+        products=manifest["products"],
+        files=len(extracted),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
 
 
 def _extract(snapshot: Path, staging: Path, progress: bool) -> tuple[dict | None, dict[str, tuple[int, str]]]:
     """Every `index/...` member into `staging` with its size and sha256; the manifest. Only plain files with safe names."""
     manifest, extracted = None, {}
-    with tqdm(total=snapshot.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc="restore",
-              disable=not progress, dynamic_ncols=True) as bar, open(snapshot, "rb") as raw:
+    with (
+        tqdm(
+            total=snapshot.stat().st_size,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc="restore",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar,
+        open(snapshot, "rb") as raw,
+    ):
         try:
             with tarfile.open(fileobj=raw, mode="r|*") as tar:
                 for member in tar:
                     tar.members = []  # stream mode keeps every header otherwise
                     if member.name == MANIFEST and member.isfile() and manifest is None:
                         if member.size > MAX_MANIFEST_BYTES:
-                            raise ValueError(f"{snapshot}: {MANIFEST} declares {member.size} bytes; not a vitrine snapshot")
+                            raise ValueError(
+                                f"{snapshot}: {MANIFEST} declares {member.size} bytes; not a vitrine snapshot"
+                            )
                         manifest = _manifest(snapshot, tar.extractfile(member).read())
                         continue
                     name = _member_name(snapshot, member)
@@ -307,15 +374,19 @@ def _manifest(snapshot: Path, data: bytes) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{snapshot}: {MANIFEST} is not a vitrine snapshot manifest; nothing was restored")
     if manifest.get("version") != VERSION:
-        raise ValueError(f"{snapshot}: snapshot format version {manifest.get('version')!r}; this vitrine reads version {VERSION}")
+        raise ValueError(
+            f"{snapshot}: snapshot format version {manifest.get('version')!r}; this vitrine reads version {VERSION}"
+        )
     return manifest
 
 
 def _member_name(snapshot: Path, member: tarfile.TarInfo) -> str:
     """The path inside the index of an `index/...` member; anything else (links, devices, names climbing out) is refused."""
     if not member.name.startswith(PREFIX) or not member.isfile():
-        raise ValueError(f"{snapshot}: member {member.name!r} is not a file of a vitrine snapshot; nothing was restored")
-    name = member.name[len(PREFIX):]
+        raise ValueError(
+            f"{snapshot}: member {member.name!r} is not a file of a vitrine snapshot; nothing was restored"
+        )
+    name = member.name[len(PREFIX) :]
     parts = PurePosixPath(name).parts
     if not parts or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
         raise ValueError(f"{snapshot}: member {member.name!r} has an unsafe name; nothing was restored")
@@ -328,11 +399,15 @@ def _verify(snapshot: Path, manifest: dict | None, extracted: dict[str, tuple[in
     listed = {entry["path"]: (entry["size"], entry["sha256"]) for entry in manifest.get("files", [])}
     missing, extra = sorted(set(listed) - set(extracted)), sorted(set(extracted) - set(listed))
     if missing or extra:
-        raise ValueError(f"{snapshot}: files missing {missing[:5]} / not in the manifest {extra[:5]}; nothing was restored")
+        raise ValueError(
+            f"{snapshot}: files missing {missing[:5]} / not in the manifest {extra[:5]}; nothing was restored"
+        )
     changed = sorted(name for name, facts in extracted.items() if facts != listed[name])
     if changed:
-        raise ValueError(f"{snapshot}: {len(changed)} file(s) differ from the manifest (size or sha256), e.g. {changed[0]}; "
-                         "nothing was restored")
+        raise ValueError(
+            f"{snapshot}: {len(changed)} file(s) differ from the manifest (size or sha256), e.g. {changed[0]}; "
+            "nothing was restored"
+        )
     if DB_NAME not in extracted:
         raise ValueError(f"{snapshot} holds no {DB_NAME}; nothing was restored")
 

@@ -4,6 +4,7 @@
 `milvus:./catalog.db` is Milvus Lite (one local file, no server), `milvus:http://host:19530` a Milvus
 server or cluster. The same commands work on both (`vitrine index`, `search`, `serve`).
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from vitrine.index.plan import IndexOptions
 
 MILVUS_PREFIX = "milvus:"
 
@@ -48,16 +47,30 @@ class VectorStore(Protocol):
     dim: int
     generation: int
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
-               state: Mapping[str, str] | None = None) -> None: ...
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping] | None = None,
+        state: Mapping[str, str] | None = None,
+    ) -> None: ...
     def delete(self, ids: Sequence[str]) -> int: ...
-    def search(self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None) -> list[list[SearchHit]]: ...
-    def lexical(self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
-                vector: np.ndarray | None = None) -> list[SearchHit]: ...
+    def search(
+        self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> list[list[SearchHit]]: ...
+    def lexical(
+        self,
+        words: Sequence[str],
+        k: int = 10,
+        filters: Mapping[str, str | Sequence[str]] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> list[SearchHit]: ...
     def sample(self, n: int) -> list[dict]: ...
     def vectors_of(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]: ...
     def product(self, product_id: str) -> dict | None: ...
-    def page(self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None) -> tuple[int, list[dict]]: ...
+    def page(
+        self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
+    ) -> tuple[int, list[dict]]: ...
     def fields(self) -> set[str]: ...
     def field_values(self, per_field: int = 50) -> dict[str, list[tuple[str, int]]]: ...
     def get_state(self, name: str, default: str | None = None) -> str | None: ...
@@ -67,7 +80,9 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
-def checked_rows(ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None, dim: int) -> tuple[np.ndarray, Sequence[Mapping]]:
+def checked_rows(
+    ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None, dim: int
+) -> tuple[np.ndarray, Sequence[Mapping]]:
     """An upsert's vectors as contiguous float32 and its metadata rows, after the checks every backend makes."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape != (len(ids), dim):
@@ -115,7 +130,9 @@ class MilvusTarget:
     uri: str
     collection: str = "vitrine_products"
     token: str | None = None
-    replicas: int | None = None  # in-memory replicas on a cluster ($VITRINE_MILVUS_REPLICAS); None: the server's default
+    replicas: int | None = (
+        None  # in-memory replicas on a cluster ($VITRINE_MILVUS_REPLICAS); None: the server's default
+    )
 
     @property
     def is_lite(self) -> bool:
@@ -126,13 +143,17 @@ class MilvusTarget:
         environ = os.environ if environ is None else environ
         if not spec.startswith(MILVUS_PREFIX):
             raise ValueError(f"a Milvus index spec starts with {MILVUS_PREFIX!r}, got {spec!r}")
-        body = spec[len(MILVUS_PREFIX):]
+        body = spec[len(MILVUS_PREFIX) :]
         uri, _, collection = body.partition("#")
         collection = collection or cls.collection
         if not uri:
-            raise ValueError(f"{spec!r}: give a Milvus Lite file (milvus:./catalog.db) or a server URI (milvus:http://host:19530)")
+            raise ValueError(
+                f"{spec!r}: give a Milvus Lite file (milvus:./catalog.db) or a server URI (milvus:http://host:19530)"
+            )
         if not collection.replace("_", "a").isalnum() or collection[0].isdigit():
-            raise ValueError(f"Milvus collection name {collection!r} must be letters, digits and _ (not starting with a digit)")
+            raise ValueError(
+                f"Milvus collection name {collection!r} must be letters, digits and _ (not starting with a digit)"
+            )
         replicas = environ.get("VITRINE_MILVUS_REPLICAS")
         if replicas is not None and (not replicas.isdigit() or int(replicas) < 1):
             raise ValueError(f"VITRINE_MILVUS_REPLICAS must be a whole number >= 1, got {replicas!r}")

@@ -1,4 +1,5 @@
 """Open a vector store from its index spec: the factory above the backends (`faiss_store`, `milvus_store`)."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,14 @@ from vitrine.index.plan import IndexOptions
 from vitrine.index.store import MilvusTarget, VectorStore, is_milvus
 
 
-def open_store(spec: str | os.PathLike, model: str | None = None, dim: int | None = None,
-               options: IndexOptions | Mapping[str, object] | None = None, create: bool = False,
-               attributes: Sequence[str] = ()) -> VectorStore:
+def open_store(
+    spec: str | os.PathLike,
+    model: str | None = None,
+    dim: int | None = None,
+    options: IndexOptions | Mapping[str, object] | None = None,
+    create: bool = False,
+    attributes: Sequence[str] = (),
+) -> VectorStore:
     """Open the store `spec` names; with `create` (and `model`, `dim`) make it if missing.
 
     `model` given for an existing store must be the one that built it (IndexMismatchError otherwise).

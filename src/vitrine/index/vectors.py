@@ -1,4 +1,5 @@
 """One FAISS index over product keys, of kind flat (exact), HNSW or IVF-PQ, with the same add/remove/search."""
+
 from __future__ import annotations
 
 import math
@@ -151,8 +152,10 @@ class VectorIndex:
         """Every stored key (the dead included), in storage order."""
         if self.kind == "ivfpq":
             invlists = self.index.invlists
-            return np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
-                                   for i in range(self.index.nlist)] or [np.zeros(0, np.int64)])
+            return np.concatenate(
+                [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy() for i in range(self.index.nlist)]
+                or [np.zeros(0, np.int64)]
+            )
         return faiss.vector_to_array(self.index.id_map)
 
     def _positions(self, keys: np.ndarray) -> np.ndarray:
@@ -239,8 +242,15 @@ class VectorIndex:
             matrix, positions = self._stored_vectors()[2], self._positions(allowed)
             all_scores = np.empty((len(queries), len(allowed)), np.float32)
             for i, query in enumerate(np.ascontiguousarray(queries, dtype=np.float32)):
-                faiss.fvec_inner_products_by_idx(faiss.swig_ptr(all_scores[i]), faiss.swig_ptr(query), faiss.swig_ptr(matrix),
-                                                 faiss.swig_ptr(positions), self.dim, 1, len(positions))
+                faiss.fvec_inner_products_by_idx(
+                    faiss.swig_ptr(all_scores[i]),
+                    faiss.swig_ptr(query),
+                    faiss.swig_ptr(matrix),
+                    faiss.swig_ptr(positions),
+                    self.dim,
+                    1,
+                    len(positions),
+                )
         for i, scores in enumerate(all_scores):
             best = np.argpartition(-scores, top - 1)[:top] if top < len(scores) else np.arange(len(scores))
             best = best[np.lexsort((allowed[best], -scores[best]))]  # by score, then key: stable under ties
@@ -263,7 +273,9 @@ def _trained_ivfpq(vectors: np.ndarray, options: IndexOptions) -> faiss.Index:
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_bytes(dim, options), 8, faiss.METRIC_INNER_PRODUCT)
     if n < IVFPQ_MIN_VECTORS:
         raise ValueError(f"IVF-PQ needs at least {IVFPQ_MIN_VECTORS} vectors to train, got {n}")
-    sample = vectors if n <= 64 * nlist else vectors[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]  # k-means needs ~39/centroid
+    sample = (
+        vectors if n <= 64 * nlist else vectors[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
+    )  # k-means needs ~39/centroid
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
     return index

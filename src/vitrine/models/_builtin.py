@@ -1,4 +1,5 @@
 """Registrations: vitrine's JSON configs, a local model directory, transformers and open_clip checkpoints."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,11 @@ def _register_configs() -> None:
             return DualEncoder(config)
 
         tower = config.image.get("tower")
-        image = f"pretrained {tower} image tower, untrained heads" if config.image_weights_from_package else \
-            f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init)"
+        image = (
+            f"pretrained {tower} image tower, untrained heads"
+            if config.image_weights_from_package
+            else f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init)"
+        )
         register_model(config_name, f"{image} + pretrained MiniLM text tower, {config.embed_dim}-d")(factory)
 
 
@@ -32,7 +36,8 @@ def _register_shipped_weights() -> None:
         if entry.is_dir() and entry.joinpath(WEIGHTS_NAME).is_file():
             description = f"trained model shipped with vitrine (model card: {entry.name}/MODEL_CARD.md)"
             register_model(entry.name, description, fingerprint=lambda path=str(entry): DualEncoder.fingerprint(path))(
-                lambda path=str(entry), name=entry.name: _load_named(path, name))
+                lambda path=str(entry), name=entry.name: _load_named(path, name)
+            )
 
 
 def _load_named(path: str, name: str) -> DualEncoder:
@@ -45,8 +50,12 @@ _register_configs()
 _register_shipped_weights()
 
 
-@register_backend("vitrine", "vitrine:<directory>", "a vitrine model directory (config.json + model.safetensors), e.g. a training run",
-                  fingerprint=DualEncoder.fingerprint)
+@register_backend(
+    "vitrine",
+    "vitrine:<directory>",
+    "a vitrine model directory (config.json + model.safetensors), e.g. a training run",
+    fingerprint=DualEncoder.fingerprint,
+)
 def _local_dir(path: str):
     if not os.path.isdir(path):
         raise KeyError(f"vitrine:{path} is neither a registered vitrine model nor a model directory")
@@ -65,16 +74,24 @@ def _openclip_fingerprint(spec: str) -> str | None:
     return fingerprint([arch], [checkpoint, *directory_files(find_tokenizer_dir(Path(checkpoint)))])
 
 
-@register_backend("hf", "hf:<directory or hub id>", "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline",
-                  fingerprint=_hf_fingerprint)
+@register_backend(
+    "hf",
+    "hf:<directory or hub id>",
+    "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline",
+    fingerprint=_hf_fingerprint,
+)
 def _hf(path: str):
     from vitrine.models.hf import HFEncoder
 
     return HFEncoder.from_pretrained(path)
 
 
-@register_backend("openclip", "openclip:<arch>@<checkpoint>", "open_clip ViT checkpoint (e.g. OpenFashionCLIP), mapped onto transformers CLIP",
-                  fingerprint=_openclip_fingerprint)
+@register_backend(
+    "openclip",
+    "openclip:<arch>@<checkpoint>",
+    "open_clip ViT checkpoint (e.g. OpenFashionCLIP), mapped onto transformers CLIP",
+    fingerprint=_openclip_fingerprint,
+)
 def _openclip(spec: str):
     from vitrine.models.openclip import load_openclip
 

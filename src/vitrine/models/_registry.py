@@ -1,5 +1,6 @@
 """Model names -> encoders. `vitrine:<name>` models register by name; `hf:`, `openclip:` and `onnx:` are backends;
 runtimes other than torch (`onnx`, `onnx-int8`) register a wrapper that turns a model name into their encoder."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,7 +14,9 @@ class ModelEntry:
     name: str
     description: str
     factory: Callable[[], Encoder]
-    fingerprint: Callable[[], str | None] | None = None  # a digest of what the weights are made of, without building them
+    fingerprint: Callable[[], str | None] | None = (
+        None  # a digest of what the weights are made of, without building them
+    )
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,9 @@ class BackendEntry:
 class RuntimeEntry:
     name: str
     description: str
-    factory: Callable[[str, str, Callable[[], Encoder], bool], Encoder]  # (model name, runtime, load it on torch, fallback)
+    factory: Callable[
+        [str, str, Callable[[], Encoder], bool], Encoder
+    ]  # (model name, runtime, load it on torch, fallback)
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -50,7 +55,9 @@ def register_model(name: str, description: str, fingerprint: Callable[[], str | 
     return wrap
 
 
-def register_backend(prefix: str, pattern: str, description: str, fingerprint: Callable[[str], str | None] | None = None):
+def register_backend(
+    prefix: str, pattern: str, description: str, fingerprint: Callable[[str], str | None] | None = None
+):
     """Decorator: register a factory taking the text after `<prefix>:`."""
 
     def wrap(factory: Callable[[str], Encoder]):
@@ -117,7 +124,9 @@ def create_model(name: str, runtime: str = "torch", fallback: bool = False) -> E
         return _RUNTIMES[runtime].factory(name, runtime, lambda: create_model(name), fallback)
     prefix, sep, rest = name.partition(":")
     if not sep:
-        raise ValueError(f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}. Known: {', '.join(list_models())}")
+        raise ValueError(
+            f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}. Known: {', '.join(list_models())}"
+        )
     if prefix == "vitrine" and rest in _MODELS:
         model = _MODELS[rest].factory()
     elif prefix in _BACKENDS:

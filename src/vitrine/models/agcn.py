@@ -10,6 +10,7 @@ The gate bias starts negative, so an untrained AGCN is close to CLIP4Cir's `sum`
 Inputs: unit-norm (B, D) image and text embeddings, image tokens (B, N, Wi), text tokens (B, L, Wt) and
 the text mask (B, L). Saved like the Combiner: combiner.json (kind "agcn") + combiner.safetensors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ class CrossAttentionBlock(nn.Module):
         self.ffn_image = _feed_forward(width, dropout)
         self.ffn_text = _feed_forward(width, dropout)
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         i, t = self.norm_image(image), self.norm_text(text)
         image = image + self.image_from_text(i, t, t, key_padding_mask=text_padding, need_weights=False)[0]
         text = text + self.text_from_image(t, i, i, need_weights=False)[0]
@@ -57,7 +60,9 @@ class CrossAttentionBlock(nn.Module):
 
 
 def _feed_forward(width: int, dropout: float) -> nn.Module:
-    return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width))
+    return nn.Sequential(
+        nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * width, width)
+    )
 
 
 @register_head
@@ -94,8 +99,14 @@ class AGCN(SavedHead):
         """(B, D) gate in (0, 1): the share of the fused features in each dimension of the query."""
         return torch.sigmoid(self.gate(torch.cat([F.normalize(fused, dim=-1), image, text], dim=-1)))
 
-    def forward(self, image: torch.Tensor, text: torch.Tensor, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
-                text_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> torch.Tensor:
         fused = self.fuse(image_tokens, text_tokens, text_mask)
         gate = self.gate_values(fused, image, text)
         return F.normalize(gate * F.normalize(fused, dim=-1) + (1 - gate) * (image + text), dim=-1)

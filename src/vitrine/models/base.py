@@ -1,4 +1,5 @@
 """The one interface every encoder implements: images or texts in, L2-normalised embeddings out."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

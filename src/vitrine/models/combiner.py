@@ -3,6 +3,7 @@
 `sum` is CLIP4Cir's stage-1 combination; `Combiner` is its stage-2 network (Baldrati et al., CVPRW 2022).
 Both take and return unit-norm (B, D) features and save as composed-query heads (`vitrine.models.heads`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ class Combiner(SavedHead):
         self.text_projection = nn.Sequential(nn.Linear(d, p), nn.ReLU(), nn.Dropout(config.dropout))
         self.image_projection = nn.Sequential(nn.Linear(d, p), nn.ReLU(), nn.Dropout(config.dropout))
         self.fusion = nn.Sequential(nn.Linear(2 * p, h), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(h, d))
-        self.mix = nn.Sequential(nn.Linear(2 * p, h), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(h, 1), nn.Sigmoid())
+        self.mix = nn.Sequential(
+            nn.Linear(2 * p, h), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(h, 1), nn.Sigmoid()
+        )
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         joint = torch.cat([self.text_projection(text), self.image_projection(image)], dim=-1)

@@ -3,6 +3,7 @@
 Every head kind is looked up in the registry of `vitrine.models.heads`; this module imports the head modules so
 that they register, and it is the only one that needs them all.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,10 @@ def shipped_head_dir(head: str, encoder: str | None) -> Path:
     path = SHIPPED_DIR / f"{short}-{head}"
     if not (path / CONFIG_FILE).is_file():
         shipped = sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
-        raise FileNotFoundError(f"no shipped {head} for {encoder or DEFAULT_MODEL}; shipped heads: {', '.join(shipped)}. "
-                                f"Train one with `vitrine train cir` and pass its directory")
+        raise FileNotFoundError(
+            f"no shipped {head} for {encoder or DEFAULT_MODEL}; shipped heads: {', '.join(shipped)}. "
+            f"Train one with `vitrine train cir` and pass its directory"
+        )
     return path
 
 
@@ -40,13 +43,17 @@ def load_combiner(spec: str, embed_dim: int | None = None, encoder: str | None =
         return head_class("sum")()
     spec = _resolve(spec, encoder)
     if not (Path(spec) / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"no combiner in {spec} (missing {CONFIG_FILE}); use sum, combiner or a trained combiner directory")
+        raise FileNotFoundError(
+            f"no combiner in {spec} (missing {CONFIG_FILE}); use sum, combiner or a trained combiner directory"
+        )
     data = read_head_config(spec)
     model = head_class(data.get("kind", "combiner")).load(spec)
     trained_on = data.get("encoder")
     if encoder is not None and trained_on not in (None, encoder):
-        raise ValueError(f"combiner {spec} was trained on {trained_on} features, not {encoder}; "
-                         f"pass --model {trained_on} or train a combiner for {encoder}")
+        raise ValueError(
+            f"combiner {spec} was trained on {trained_on} features, not {encoder}; "
+            f"pass --model {trained_on} or train a combiner for {encoder}"
+        )
     config = getattr(model, "config", None)
     if embed_dim is not None and config is not None and config.embed_dim != embed_dim:
         raise ValueError(f"combiner {spec} expects {config.embed_dim}-d features, the model gives {embed_dim}-d")

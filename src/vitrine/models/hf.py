@@ -1,4 +1,5 @@
 """transformers CLIP and SigLIP checkpoints (FashionCLIP, Marqo-FashionSigLIP, ...) behind vitrine's encoder interface."""
+
 from __future__ import annotations
 
 import json
@@ -63,24 +64,40 @@ class HFEncoder(Encoder):
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
         except OSError as exc:
-            hint = "" if local else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. hf:/models/fashion-clip."
-            raise FileNotFoundError(f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}") from None
+            hint = (
+                ""
+                if local
+                else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. hf:/models/fashion-clip."
+            )
+            raise FileNotFoundError(
+                f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}"
+            ) from None
         classes = {"clip": CLIPModel, "siglip": SiglipModel}
         if config.model_type not in classes:
             raise ValueError(f"hf:{path} is a {config.model_type!r} model; vitrine's hf backend takes clip or siglip")
         model = classes[config.model_type].from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        transform = transform_from_preprocessor(path if local else "", config.model_type, config.vision_config.image_size)
+        transform = transform_from_preprocessor(
+            path if local else "", config.model_type, config.vision_config.image_size
+        )
         return cls(model, tokenizer, transform, name or f"hf:{path}")
 
     # Fine-tuning (vitrine train clip|cir|regions with hf:/openclip: models).
     def parts(self) -> dict[str, nn.Module]:
         if self.model_type == "clip":
-            return {"image_tower": self.model.vision_model, "text_tower": self.model.text_model,
-                    "image_proj": self.model.visual_projection, "text_proj": self.model.text_projection}
+            return {
+                "image_tower": self.model.vision_model,
+                "text_tower": self.model.text_model,
+                "image_proj": self.model.visual_projection,
+                "text_proj": self.model.text_projection,
+            }
         # SigLIP's projections are the towers' own heads (attention pooling for images, a linear layer for texts).
-        return {"image_tower": self.model.vision_model, "text_tower": self.model.text_model,
-                "image_proj": self.model.vision_model.head, "text_proj": self.model.text_model.head}
+        return {
+            "image_tower": self.model.vision_model,
+            "text_tower": self.model.text_model,
+            "image_proj": self.model.vision_model.head,
+            "text_proj": self.model.text_model.head,
+        }
 
     def tower_blocks(self, part: str) -> nn.ModuleList:
         return (self.model.vision_model if part == "image_tower" else self.model.text_model).encoder.layers
@@ -104,9 +121,20 @@ class HFEncoder(Encoder):
         self.tokenizer.save_pretrained(directory)
         transform = self.image_transform
         resample = {name: code for code, name in _RESAMPLE_CODES.items()}.get(transform.resample, 3)
-        (directory / PREPROCESSOR_NAME).write_text(json.dumps({
-            "crop_size": {"height": transform.size, "width": transform.size}, "size": {"shortest_edge": transform.size},
-            "image_mean": list(transform.mean), "image_std": list(transform.std), "resample": resample}, indent=2) + "\n", encoding="utf-8")
+        (directory / PREPROCESSOR_NAME).write_text(
+            json.dumps(
+                {
+                    "crop_size": {"height": transform.size, "width": transform.size},
+                    "size": {"shortest_edge": transform.size},
+                    "image_mean": list(transform.mean),
+                    "image_std": list(transform.std),
+                    "resample": resample,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
         return directory
 
     def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -131,7 +159,9 @@ class HFEncoder(Encoder):
         return Features(embeds=l2_normalize(pooled), tokens=out.last_hidden_state)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
         return {"input_ids": batch["input_ids"], "attention_mask": mask}
 

@@ -1,4 +1,5 @@
 """Image towers as data: a JSON architecture file per tower in `tower_configs/`, built by type through a registry."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,17 @@ from vitrine.models.towers import CNNConfig, CNNTower
 
 _BUILDERS: dict[str, Callable[[dict], nn.Module]] = {}
 # Keys of a tower spec that describe it rather than shape it.
-_DESCRIPTIVE = ("type", "tower", "description", "pretrained", "native_resolution", "input_mean", "input_std", "stages_columns", "pool_blocks")
+_DESCRIPTIVE = (
+    "type",
+    "tower",
+    "description",
+    "pretrained",
+    "native_resolution",
+    "input_mean",
+    "input_std",
+    "stages_columns",
+    "pool_blocks",
+)
 
 
 def register_tower(kind: str):
@@ -92,7 +103,9 @@ def _cnn(spec: dict) -> nn.Module:
 @register_tower("efficientnet-lite")
 def _efficientnet(spec: dict) -> nn.Module:
     config = EfficientNetLiteConfig.from_dict(spec)
-    return EfficientNetTower(EfficientNetLite(config), tuple(spec.get("pool_blocks", ()))).to(memory_format=torch.channels_last)
+    return EfficientNetTower(EfficientNetLite(config), tuple(spec.get("pool_blocks", ()))).to(
+        memory_format=torch.channels_last
+    )
 
 
 def build_image_tower(spec: dict, pretrained: bool = True) -> nn.Module:
@@ -125,8 +138,10 @@ def load_pretrained(tower: nn.Module, source: str) -> None:
     missing = sorted(set(own) - set(state))
     mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
     if unexpected or missing or mismatched:
-        raise ValueError(f"pretrained weights {source} do not fit the tower: missing {missing[:4]}, unexpected {unexpected[:4]}, "
-                         f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched[:4]]}")
+        raise ValueError(
+            f"pretrained weights {source} do not fit the tower: missing {missing[:4]}, unexpected {unexpected[:4]}, "
+            f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched[:4]]}"
+        )
     tower.load_state_dict(state)
 
 

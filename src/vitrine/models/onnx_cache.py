@@ -1,6 +1,7 @@
 """ONNX Runtime as a registry runtime: `create_model(name, runtime="onnx" | "onnx-int8")` finds the export of `name`
 in the cache (`$VITRINE_ONNX_CACHE`, default `~/.cache/vitrine/onnx`), exporting it there the first time, and
 `onnx:DIR` opens an export directory directly. Registered here, so the registry itself imports no runtime."""
+
 from __future__ import annotations
 
 import fcntl
@@ -101,7 +102,7 @@ def _open_export(path: str) -> Encoder:
 def _onnx_runtime(name: str, runtime: str, load_torch: Callable[[], Encoder], fallback: bool) -> Encoder:
     """The ONNX encoder of `name` (an export directory as is; a torch model exported into the cache on first use)."""
     if name.startswith("onnx:"):
-        return OnnxEncoder(name[len("onnx:"):], int8=runtime == "onnx-int8")
+        return OnnxEncoder(name[len("onnx:") :], int8=runtime == "onnx-int8")
     check_runtime(runtime)
     found = cached_export(name, runtime)
     if found is not None:
@@ -109,7 +110,9 @@ def _onnx_runtime(name: str, runtime: str, load_torch: Callable[[], Encoder], fa
     torch_model = load_torch()
     if not getattr(torch_model, "onnx_exportable", False):
         if not fallback:
-            raise ExportUnsupported(f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine's, hf: and openclip: encoders; use --runtime torch")
+            raise ExportUnsupported(
+                f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine's, hf: and openclip: encoders; use --runtime torch"
+            )
         logging.getLogger(__name__).warning("%s has no ONNX export; running it on torch", name)
         return torch_model
     return onnx_model(name, runtime, torch_model=torch_model)

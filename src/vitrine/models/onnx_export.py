@@ -13,6 +13,7 @@ An export directory holds:
 Both batch axes (and the text length) are dynamic. The image graph has no int8 version: dynamic quantisation of the
 convolutions measured 8x slower than fp32 on CPU (ConvInteger), so `onnx-int8` runs the image tower in fp32.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,22 @@ OPSET = 17
 PARITY_MIN_COSINE = 0.99  # int8 text vectors may meet fp32 ones (an index built by another runtime) at or above this
 # Texts the parity at export is measured on: catalog-like titles and the tagging prompts' shape, short and long.
 PROBE_TEXTS = (
-    "a photo of a t-shirt", "a red dress", "Men Black Leather Wallet", "Women Blue Slim Fit Denim Jeans",
-    "Nike Men White Running Shoes with laces", "a photo of a handbag, a fashion product", "kurta", "sunglasses",
-    "Puma Unisex Grey Printed Backpack for school and travel", "a green floral print summer skirt for girls",
-    "Titan Women Gold-Toned Analogue Watch", "formal shirt", "like this but in red with long sleeves",
-    "casual sports shorts", "ethnic wear saree in maroon with golden border", "socks",
+    "a photo of a t-shirt",
+    "a red dress",
+    "Men Black Leather Wallet",
+    "Women Blue Slim Fit Denim Jeans",
+    "Nike Men White Running Shoes with laces",
+    "a photo of a handbag, a fashion product",
+    "kurta",
+    "sunglasses",
+    "Puma Unisex Grey Printed Backpack for school and travel",
+    "a green floral print summer skirt for girls",
+    "Titan Women Gold-Toned Analogue Watch",
+    "formal shirt",
+    "like this but in red with long sleeves",
+    "casual sports shorts",
+    "ethnic wear saree in maroon with golden border",
+    "socks",
 )
 
 
@@ -88,14 +100,30 @@ def export_onnx(model, out: str | os.PathLike, int8: bool = True, overwrite: boo
         text_outputs = ["embeds", "pooled"] if text_graph.pooled else ["embeds"]
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape arithmetic: the shapes are fixed per input size
-            torch.onnx.export(_ImageGraph(model).eval(), (pixels,), str(work / "image.onnx"), input_names=["pixels"],
-                              output_names=["embeds"], dynamic_axes={"pixels": {0: "batch"}, "embeds": {0: "batch"}},
-                              opset_version=OPSET, dynamo=False)
-            torch.onnx.export(text_graph, (tokens["input_ids"], tokens["attention_mask"]), str(work / "text.onnx"),
-                              input_names=["input_ids", "attention_mask"], output_names=text_outputs,
-                              dynamic_axes={"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-                                            **{name: {0: "batch"} for name in text_outputs}},
-                              opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                _ImageGraph(model).eval(),
+                (pixels,),
+                str(work / "image.onnx"),
+                input_names=["pixels"],
+                output_names=["embeds"],
+                dynamic_axes={"pixels": {0: "batch"}, "embeds": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+            torch.onnx.export(
+                text_graph,
+                (tokens["input_ids"], tokens["attention_mask"]),
+                str(work / "text.onnx"),
+                input_names=["input_ids", "attention_mask"],
+                output_names=text_outputs,
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "length"},
+                    "attention_mask": {0: "batch", 1: "length"},
+                    **{name: {0: "batch"} for name in text_outputs},
+                },
+                opset_version=OPSET,
+                dynamo=False,
+            )
         files = {"image": "image.onnx", "text": "text.onnx"}
         if int8:
             quantize_text(work / "text.onnx", work / "text.int8.onnx")
@@ -103,9 +131,16 @@ def export_onnx(model, out: str | os.PathLike, int8: bool = True, overwrite: boo
         tokenizer = _tokenizer_of(model)
         tokenizer.save_pretrained(str(work / "tokenizer"))
         manifest = {
-            "format": FORMAT_VERSION, "vitrine": vitrine.__version__, "model": model.name, "embed_dim": int(model.embed_dim),
-            "transform": _transform_dict(model.image_transform), "max_length": int(_max_length(model)),
-            "text_outputs": text_outputs, "files": files, "opset": OPSET, "padding": getattr(model, "padding", True),
+            "format": FORMAT_VERSION,
+            "vitrine": vitrine.__version__,
+            "model": model.name,
+            "embed_dim": int(model.embed_dim),
+            "transform": _transform_dict(model.image_transform),
+            "max_length": int(_max_length(model)),
+            "text_outputs": text_outputs,
+            "files": files,
+            "opset": OPSET,
+            "padding": getattr(model, "padding", True),
         }
         manifest["parity"] = measure_parity(model, work, manifest)
         (work / RUNTIME_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -122,9 +157,13 @@ def quantize_text(source: Path, target: Path) -> None:
     """Dynamic int8 quantisation of the text graph's matrix products (per-channel weights, uint8 activations)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.disable(logging.WARNING)  # onnxruntime's advice to pre-process for static quantisation, printed on the root logger
+    logging.disable(
+        logging.WARNING
+    )  # onnxruntime's advice to pre-process for static quantisation, printed on the root logger
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+        )
     finally:
         logging.disable(logging.NOTSET)
 
@@ -138,9 +177,12 @@ def measure_parity(model, directory: Path, manifest: dict, texts: Sequence[str] 
     pixels = torch.rand(8, 3, size, size, generator=generator) * 2 - 1
     reference_text, reference_image = model.encode_text(texts).float(), model.encode_image(pixels).float()
     fp32 = OnnxEncoder(directory, int8=False, manifest=manifest)
-    report = {"probe_texts": len(texts), "probe_images": len(pixels),
-              "onnx_vs_torch_text": _cosines(fp32.encode_text(texts), reference_text),
-              "onnx_vs_torch_image": _cosines(fp32.encode_image(pixels), reference_image)}
+    report = {
+        "probe_texts": len(texts),
+        "probe_images": len(pixels),
+        "onnx_vs_torch_text": _cosines(fp32.encode_text(texts), reference_text),
+        "onnx_vs_torch_image": _cosines(fp32.encode_image(pixels), reference_image),
+    }
     if "text_int8" in manifest["files"]:
         int8 = OnnxEncoder(directory, int8=True, manifest=manifest)
         report["int8_vs_fp32_text"] = _cosines(int8.encode_text(texts), fp32.encode_text(texts))
@@ -156,7 +198,9 @@ def _tokenizer_of(model):
     text = getattr(model, "text", None)
     tokenizer = getattr(text, "tokenizer", None) or getattr(model, "tokenizer", None)
     if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
-        raise ValueError(f"{model.name}: ONNX export needs a Hugging Face tokenizer on the model (model.text.tokenizer)")
+        raise ValueError(
+            f"{model.name}: ONNX export needs a Hugging Face tokenizer on the model (model.text.tokenizer)"
+        )
     return tokenizer
 
 

@@ -4,6 +4,7 @@
 registry; this module only runs an export. Preprocessing is the model's own `ImageTransform` (rebuilt from the export's manifest), and tokenisation its own
 tokenizer, so the torch and ONNX paths share every step but the forward pass.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ import numpy as np
 import torch
 
 from vitrine.data.transforms import ImageTransform
-from vitrine.models.file_tokenizer import FileTokenizer
 from vitrine.models.base import Encoder, Features
+from vitrine.models.file_tokenizer import FileTokenizer
 
 RUNTIME_FILE = "runtime.json"  # an export's manifest: files, transform, tokenizer, parity
 RUNTIMES = ("torch", "onnx", "onnx-int8")
@@ -37,13 +38,17 @@ def check_runtime(runtime: str) -> str:
 class OnnxEncoder(Encoder):
     """Image and text embeddings from ONNX graphs; no token features (AGCN needs `--runtime torch`)."""
 
-    def __init__(self, directory: str | os.PathLike, int8: bool = False, threads: int | None = None, manifest: dict | None = None):
+    def __init__(
+        self, directory: str | os.PathLike, int8: bool = False, threads: int | None = None, manifest: dict | None = None
+    ):
         super().__init__()
         self.directory = Path(directory)
         path = self.directory / RUNTIME_FILE
         if manifest is None:
             if not path.is_file():
-                raise FileNotFoundError(f"{self.directory} is not an ONNX export of vitrine (no {RUNTIME_FILE}); make one with `vitrine export onnx`")
+                raise FileNotFoundError(
+                    f"{self.directory} is not an ONNX export of vitrine (no {RUNTIME_FILE}); make one with `vitrine export onnx`"
+                )
             manifest = json.loads(path.read_text(encoding="utf-8"))
         self.manifest = manifest
         if int8 and "text_int8" not in manifest["files"]:
@@ -51,7 +56,9 @@ class OnnxEncoder(Encoder):
         needed = [name for key, name in manifest["files"].items() if int8 or key != "text_int8"]
         missing = [name for name in needed if not (self.directory / name).is_file()]
         if missing:
-            raise FileNotFoundError(f"{self.directory} lacks {', '.join(missing)}: export it again with `vitrine export onnx`")
+            raise FileNotFoundError(
+                f"{self.directory} lacks {', '.join(missing)}: export it again with `vitrine export onnx`"
+            )
         self.name = manifest["model"]
         self.runtime = "onnx-int8" if int8 else "onnx"
         self.embed_dim = int(manifest["embed_dim"])
@@ -59,7 +66,9 @@ class OnnxEncoder(Encoder):
         self.max_length = int(manifest["max_length"])
         self.training_info = {}
         self.threads = threads if threads is not None else torch.get_num_threads()
-        self._sessions: dict[str, object] = {}  # opened on first use: a process that only embeds texts never loads the image graph
+        self._sessions: dict[
+            str, object
+        ] = {}  # opened on first use: a process that only embeds texts never loads the image graph
         self._sessions_lock = threading.Lock()
         self._text_outputs = list(manifest.get("text_outputs", ["embeds"]))
         self._tokenize = self._tokenizer_for(self.directory / "tokenizer")
@@ -92,7 +101,9 @@ class OnnxEncoder(Encoder):
         # no busy-waiting between operators: the threads that decode images and serve requests need those cores
         # (measured on `vitrine embed`: 2-3 s less wall time and 15% less CPU on 1,012 photos)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.enable_mem_pattern = False  # batch and text length change with every call: a planned layout would be redone each time
+        options.enable_mem_pattern = (
+            False  # batch and text length change with every call: a planned layout would be redone each time
+        )
         files = self.manifest["files"]
         name = files["image"] if part == "image" else files["text_int8" if self.runtime == "onnx-int8" else "text"]
         return ort.InferenceSession(str(self.directory / name), options, providers=["CPUExecutionProvider"])
@@ -120,7 +131,9 @@ class OnnxEncoder(Encoder):
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
 
         def tokenize(texts: Sequence[str]) -> dict[str, torch.Tensor]:
-            batch = tokenizer(list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = tokenizer(
+                list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
             return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
         return tokenize
@@ -135,11 +148,16 @@ class OnnxEncoder(Encoder):
     def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """The text tower's pooled output before its projection (what a Combiner's text projection reads)."""
         if not self.has_pooled_text:
-            raise ValueError(f"the ONNX export of {self.name} has no pooled text output; a Combiner with a text projection needs --runtime torch")
+            raise ValueError(
+                f"the ONNX export of {self.name} has no pooled text output; a Combiner with a text projection needs --runtime torch"
+            )
         return self._run_text(self.tokenize(texts))[1]
 
     def _run_text(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         session = self._session("text")
         # a graph whose tower reads no mask (SigLIP) takes none
-        feed = {i.name: np.ascontiguousarray(batch[i.name].detach().cpu().numpy(), dtype=np.int64) for i in session.get_inputs()}
+        feed = {
+            i.name: np.ascontiguousarray(batch[i.name].detach().cpu().numpy(), dtype=np.int64)
+            for i in session.get_inputs()
+        }
         return [torch.from_numpy(array) for array in session.run(self._text_outputs, feed)]

@@ -3,6 +3,7 @@
 open_clip itself needs torchvision, which vitrine cannot depend on, so its state dict is
 translated key by key onto `transformers.CLIPModel`, which computes the same function.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,7 +80,13 @@ def infer_config(state: dict[str, torch.Tensor], quick_gelu: bool):
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=state["text_projection"].shape[1])
 
 
-_BLOCK_PAIRS = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+_BLOCK_PAIRS = {
+    "attn.out_proj": "self_attn.out_proj",
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+}
 
 
 def _map_block(state: dict, src: str, dst: str, out: dict) -> None:
@@ -119,21 +126,38 @@ def map_state_dict(state: dict[str, torch.Tensor], config) -> dict[str, torch.Te
 
 def unmap_state_dict(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
     """transformers CLIPModel key names -> open_clip key names (the inverse of `map_state_dict`)."""
-    out = {"visual.proj": state["visual_projection.weight"].t().contiguous(), "text_projection": state["text_projection.weight"].t().contiguous(),
-           "logit_scale": state["logit_scale"].reshape(())}
-    singles = {"visual.class_embedding": "vision_model.embeddings.class_embedding", "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
-               "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
-               "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight", "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
-               "visual.ln_post.weight": "vision_model.post_layernorm.weight", "visual.ln_post.bias": "vision_model.post_layernorm.bias",
-               "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-               "positional_embedding": "text_model.embeddings.position_embedding.weight",
-               "ln_final.weight": "text_model.final_layer_norm.weight", "ln_final.bias": "text_model.final_layer_norm.bias"}
+    out = {
+        "visual.proj": state["visual_projection.weight"].t().contiguous(),
+        "text_projection": state["text_projection.weight"].t().contiguous(),
+        "logit_scale": state["logit_scale"].reshape(()),
+    }
+    singles = {
+        "visual.class_embedding": "vision_model.embeddings.class_embedding",
+        "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+        "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+        "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
+        "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+        "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+        "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+        "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+        "positional_embedding": "text_model.embeddings.position_embedding.weight",
+        "ln_final.weight": "text_model.final_layer_norm.weight",
+        "ln_final.bias": "text_model.final_layer_norm.bias",
+    }
     out.update({mine: state[theirs] for mine, theirs in singles.items()})
-    blocks = [(f"visual.transformer.resblocks.{i}", f"vision_model.encoder.layers.{i}") for i in range(config.vision_config.num_hidden_layers)]
-    blocks += [(f"transformer.resblocks.{i}", f"text_model.encoder.layers.{i}") for i in range(config.text_config.num_hidden_layers)]
+    blocks = [
+        (f"visual.transformer.resblocks.{i}", f"vision_model.encoder.layers.{i}")
+        for i in range(config.vision_config.num_hidden_layers)
+    ]
+    blocks += [
+        (f"transformer.resblocks.{i}", f"text_model.encoder.layers.{i}")
+        for i in range(config.text_config.num_hidden_layers)
+    ]
     for mine, theirs in blocks:
         for kind in ("weight", "bias"):
-            out[f"{mine}.attn.in_proj_{kind}"] = torch.cat([state[f"{theirs}.self_attn.{n}.{kind}"] for n in ("q_proj", "k_proj", "v_proj")])
+            out[f"{mine}.attn.in_proj_{kind}"] = torch.cat(
+                [state[f"{theirs}.self_attn.{n}.{kind}"] for n in ("q_proj", "k_proj", "v_proj")]
+            )
             for a, b in _BLOCK_PAIRS.items():
                 out[f"{mine}.{a}.{kind}"] = state[f"{theirs}.{b}.{kind}"]
     return out
@@ -163,7 +187,9 @@ class OpenClipEncoder(HFEncoder):
 def find_tokenizer_dir(checkpoint: Path) -> Path:
     """The CLIP BPE tokenizer files (vocab.json + merges.txt, or tokenizer.json) beside the checkpoint."""
     for folder in (checkpoint.parent / "tokenizer", checkpoint.parent):
-        if (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()):
+        if (folder / "tokenizer.json").is_file() or (
+            (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+        ):
             return folder
     raise FileNotFoundError(
         f"no CLIP tokenizer beside {checkpoint}: put vocab.json + merges.txt (or tokenizer.json) from any "
@@ -175,7 +201,9 @@ def load_openclip(spec: str) -> HFEncoder:
     """`<arch>@<checkpoint path>`, e.g. `ViT-B-32@/models/openfashionclip.pt`."""
     arch, sep, checkpoint = spec.partition("@")
     if not sep or not checkpoint:
-        raise ValueError(f"openclip models are named openclip:<arch>@<checkpoint>, e.g. openclip:ViT-B-32@/models/finetuned_clip.pt; got openclip:{spec}")
+        raise ValueError(
+            f"openclip models are named openclip:<arch>@<checkpoint>, e.g. openclip:ViT-B-32@/models/finetuned_clip.pt; got openclip:{spec}"
+        )
     from transformers import CLIPModel, CLIPTokenizerFast, PreTrainedTokenizerFast
 
     quick_gelu = arch.endswith(_QUICKGELU_SUFFIX)
@@ -186,7 +214,9 @@ def load_openclip(spec: str) -> HFEncoder:
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(f"openclip:{spec}: checkpoint does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(
+            f"openclip:{spec}: checkpoint does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     folder = find_tokenizer_dir(Path(checkpoint))
     if (folder / "tokenizer.json").is_file():
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), pad_token="<|endoftext|>")

@@ -1,4 +1,5 @@
 """Pretrained weight sources named in configs: `pypi:<distribution>/<file inside it>` or `file:<path>`."""
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,9 @@ def resolve_pretrained(source: str) -> str:
         return rest
     distribution, _, inner = rest.partition("/")
     if not distribution or not inner:
-        raise ValueError(f"pretrained source {source!r} must name a file inside the distribution: pypi:<distribution>/<file>")
+        raise ValueError(
+            f"pretrained source {source!r} must name a file inside the distribution: pypi:<distribution>/<file>"
+        )
     try:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
@@ -31,7 +34,9 @@ def resolve_pretrained(source: str) -> str:
         ) from None
     path = str(dist.locate_file(_module_dir(dist, inner)))
     if not os.path.isfile(path):
-        raise PretrainedNotFound(f"the installed package {distribution} has no file {inner} (looked at {path}); reinstall it: pip install --force-reinstall {distribution}")
+        raise PretrainedNotFound(
+            f"the installed package {distribution} has no file {inner} (looked at {path}); reinstall it: pip install --force-reinstall {distribution}"
+        )
     return path
 
 

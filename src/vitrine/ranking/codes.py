@@ -1,5 +1,6 @@
 """Candidates' field values as integer codes, kept per catalog generation: a ranked page's soft-filter shares and
 facet counts become numpy operations over a few hundred rows instead of Python loops over their metadata."""
+
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence

@@ -1,5 +1,6 @@
 """Attribute filters checked against what the catalog holds: a filter no product can match is refused with the reason,
 the same words on every surface (HTTP 400, the CLI's `error:` line, the Python API's exception)."""
+
 from __future__ import annotations
 
 import difflib
@@ -15,8 +16,12 @@ class FilterError(ValueError):
     """A filter on a field the catalog lacks, or on a value no product has; the message names what would match."""
 
 
-def check_filters(filters: Mapping[str, Sequence[str]] | None, fields: Collection[str],
-                  values: Mapping[str, Sequence[tuple[str, int]]], listing: str | None = None) -> None:
+def check_filters(
+    filters: Mapping[str, Sequence[str]] | None,
+    fields: Collection[str],
+    values: Mapping[str, Sequence[tuple[str, int]]],
+    listing: str | None = None,
+) -> None:
     """Raise `FilterError` unless every filtered field is one of `fields` and every value one some product has.
 
     `values` is each field's values with counts, commonest first; `listing` (with `{field}`) says where the user can

@@ -1,4 +1,5 @@
 """Fusing ranked lists: reciprocal rank fusion, or a weighted sum of min-max normalised scores."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -6,7 +7,9 @@ from collections.abc import Mapping, Sequence
 RRF_K = 60  # Cormack et al. 2009
 
 
-def reciprocal_rank(rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None, k: int = RRF_K) -> dict[str, float]:
+def reciprocal_rank(
+    rankings: Sequence[Sequence[str]], weights: Sequence[float] | None = None, k: int = RRF_K
+) -> dict[str, float]:
     """id -> sum over the lists of weight / (k + rank); absent from a list adds nothing."""
     weights = weights or [1.0] * len(rankings)
     fused: dict[str, float] = {}

@@ -1,4 +1,5 @@
 """One query's ranked page: candidates from the vector index and from BM25, fused, boosted by soft filters."""
+
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
@@ -9,8 +10,8 @@ import numpy as np
 from vitrine.data.tagged import PREDICTED_PREFIX
 from vitrine.data.words import stem, words
 from vitrine.index.store import LexicalUnsupported, SearchHit
-from vitrine.ranking.filters import check_filters
 from vitrine.ranking.codes import FieldCodes
+from vitrine.ranking.filters import check_filters
 from vitrine.ranking.fusion import normalised, reciprocal_rank, weighted
 from vitrine.ranking.relevance import Calibration, Evidence, judge
 from vitrine.ranking.soft import FieldVocabulary, SoftMatch
@@ -76,8 +77,12 @@ class Ranker:
         generation = self.store.generation
         if self._values is None or self._values[0] != generation:
             values = self.store.field_values(per_field=ALL_VALUES)
-            self._values = (generation, values, FieldVocabulary({name: [v for v, _ in rows] for name, rows in values.items()}),
-                            set(self.store.fields()))
+            self._values = (
+                generation,
+                values,
+                FieldVocabulary({name: [v for v, _ in rows] for name, rows in values.items()}),
+                set(self.store.fields()),
+            )
         return self._values
 
     def _codes(self) -> FieldCodes:
@@ -85,7 +90,9 @@ class Ranker:
         and predicted tags."""
         generation, _, _, fields = self._catalog()
         if self._coded is None or self._coded.generation != generation:
-            self._coded = FieldCodes(generation, [n for n in fields if n not in ("id", "title") and not n.startswith(PREDICTED_PREFIX)])
+            self._coded = FieldCodes(
+                generation, [n for n in fields if n not in ("id", "title") and not n.startswith(PREDICTED_PREFIX)]
+            )
         return self._coded
 
     def catalog_values(self) -> dict[str, list[tuple[str, int]]]:
@@ -101,9 +108,17 @@ class Ranker:
             _, values, _, fields = self._catalog()
             check_filters(filters, fields, values, listing)
 
-    def rank(self, vector: np.ndarray | None, text: str | None, k: int, filters: Filters | None = None,
-             options: RankOptions = RankOptions(), calibration: Calibration | None = None, soft_text: str | None = None,
-             reference: Mapping | None = None) -> Ranked:
+    def rank(
+        self,
+        vector: np.ndarray | None,
+        text: str | None,
+        k: int,
+        filters: Filters | None = None,
+        options: RankOptions = RankOptions(),
+        calibration: Calibration | None = None,
+        soft_text: str | None = None,
+        reference: Mapping | None = None,
+    ) -> Ranked:
         """The page of `k` hits for a query given as a vector (text, image or composed), its words, or both.
 
         `text` is searched lexically and read for soft filters; `soft_text` (a composed query's modification) is
@@ -147,7 +162,9 @@ class Ranker:
         for item in options.exclude:
             candidates.pop(item, None)
         if options.min_score is not None:
-            candidates = {i: h for i, h in candidates.items() if h.similarity is not None and h.similarity >= options.min_score}
+            candidates = {
+                i: h for i, h in candidates.items() if h.similarity is not None and h.similarity >= options.min_score
+            }
 
         vector_scores = _best_scores(vector_lists)
         lexical_scores = _best_scores(lexical_lists)
@@ -156,37 +173,62 @@ class Ranker:
         elif mode == "vector" or not lexical_lists:  # an image query has no words: hybrid is its vector ranking
             base = vector_scores
         elif options.fusion == "rrf":
-            base = reciprocal_rank([_order(vector_scores), _order(lexical_scores)], [options.vector_weight, 1 - options.vector_weight])
+            base = reciprocal_rank(
+                [_order(vector_scores), _order(lexical_scores)], [options.vector_weight, 1 - options.vector_weight]
+            )
         else:
             base = weighted([vector_scores, lexical_scores], [options.vector_weight, 1 - options.vector_weight])
         kept = SoftMatch()
-        if reference and options.soft_filters and options.reference_weight > 0:  # the reference's values the change left alone
-            kept = SoftMatch({name: [reference[name]] for name in options.reference_fields
-                              if reference.get(name) is not None and name not in matched.values})
+        if (
+            reference and options.soft_filters and options.reference_weight > 0
+        ):  # the reference's values the change left alone
+            kept = SoftMatch(
+                {
+                    name: [reference[name]]
+                    for name in options.reference_fields
+                    if reference.get(name) is not None and name not in matched.values
+                }
+            )
         boosted = (matched and options.soft_weight > 0) or bool(kept)
-        if boosted or (mode == "hybrid" and lexical_lists):  # fused scores on one 0-1 scale, so the boost means the same in every mode
+        if boosted or (
+            mode == "hybrid" and lexical_lists
+        ):  # fused scores on one 0-1 scale, so the boost means the same in every mode
             base = normalised(base)
         codes = self._codes()
         hits = list(candidates.values())
         rows = codes.rows(hits)
         satisfied = codes.share(rows, matched.values)  # each candidate's share of the named values
-        score = np.fromiter((base.get(hit.id, 0.0) for hit in hits), np.float64, len(hits)) + options.soft_weight * satisfied
+        score = (
+            np.fromiter((base.get(hit.id, 0.0) for hit in hits), np.float64, len(hits))
+            + options.soft_weight * satisfied
+        )
         if kept:
             score += options.reference_weight * codes.share(rows, kept.values)
-        similarity = np.fromiter((-2.0 if hit.similarity is None else hit.similarity for hit in hits), np.float64, len(hits))
+        similarity = np.fromiter(
+            (-2.0 if hit.similarity is None else hit.similarity for hit in hits), np.float64, len(hits)
+        )
         # by score, then similarity, then id
         order = np.lexsort((np.array([hit.id for hit in hits]), -similarity, -score)) if hits else np.zeros(0, np.int64)
-        page = [replace(hits[i], score=float(score[i])) for i in order[options.offset:options.offset + k].tolist()]
+        page = [replace(hits[i], score=float(score[i])) for i in order[options.offset : options.offset + k].tolist()]
 
         top = max((h.similarity for h in vector_lists[0]), default=None) if vector_lists and vector_lists[0] else None
         shopper = calibration is not None and calibration.method == "shopper"
         named_all = _named_all(matched, codes, rows, satisfied, set(filters) if shopper else set())
-        evidence = Evidence(top, named_all, shopper and _catalog_words(matched, calibration), image,
-                            calibration.text_similarity(vector) if shopper and image else None)
-        return Ranked(page, len(hits), matched, codes.counts(rows), judge(calibration, evidence), mode, tuple(options.exclude))
+        evidence = Evidence(
+            top,
+            named_all,
+            shopper and _catalog_words(matched, calibration),
+            image,
+            calibration.text_similarity(vector) if shopper and image else None,
+        )
+        return Ranked(
+            page, len(hits), matched, codes.counts(rows), judge(calibration, evidence), mode, tuple(options.exclude)
+        )
 
 
-def _named_all(matched: SoftMatch, codes: FieldCodes, rows: np.ndarray, satisfied: np.ndarray, filtered: Collection[str]) -> bool:
+def _named_all(
+    matched: SoftMatch, codes: FieldCodes, rows: np.ndarray, satisfied: np.ndarray, filtered: Collection[str]
+) -> bool:
     """Every word named a catalog value and some candidate has them all. A value of a hard-filtered field is the
     filter's to decide ("red t-shirt for men" under the Women chip still names what the chip's products have)."""
     if not matched or matched.unmatched:

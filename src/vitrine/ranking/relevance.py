@@ -1,5 +1,6 @@
 """Is anything in the catalog a close match? Judged against what queries for products the catalog has score there
 (`vitrine.ranking.calibrate` measures it), and by whether the query's words name what the catalog has."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -53,7 +54,9 @@ class Calibration:
     queries: np.ndarray | None = None
 
     @classmethod
-    def from_store(cls, store, encode: Callable[[list[str]], np.ndarray], n: int = CALIBRATION_TITLES) -> "Calibration | None":
+    def from_store(
+        cls, store, encode: Callable[[list[str]], np.ndarray], n: int = CALIBRATION_TITLES
+    ) -> "Calibration | None":
         titles = [row["title"] for row in store.sample(n) if (row.get("title") or "").strip()]
         if len(titles) < 8:
             return None  # too few titles to say what a good match scores
@@ -72,7 +75,11 @@ class Calibration:
 
     def text_similarity(self, vector: np.ndarray) -> float | None:
         """An image query's best cosine to the calibration queries (None when images are not judged)."""
-        return None if self.queries is None else float(np.max(self.queries @ np.asarray(vector, dtype=np.float32).reshape(-1)))
+        return (
+            None
+            if self.queries is None
+            else float(np.max(self.queries @ np.asarray(vector, dtype=np.float32).reshape(-1)))
+        )
 
     def stale(self, products: int) -> bool:
         return abs(products - self.products) > max(16, self.products // 4)
@@ -84,18 +91,39 @@ def judge(calibration: Calibration | None, evidence: Evidence) -> dict:
     method, one named what the product is and the others are words of the catalog). Images are judged against images."""
     # judged on the cosines as shown (4 decimals): a batch's forward pass differs from a lone query's in the last
     # bits, and on a catalog of identical photos that alone moved a level (tests/test_one_query_path.py)
-    similarity, named = (None if evidence.similarity is None else round(float(evidence.similarity), 4)), evidence.named_all
-    image = evidence.image and calibration is not None and calibration.images is not None and evidence.text_similarity is not None
+    similarity, named = (
+        (None if evidence.similarity is None else round(float(evidence.similarity), 4)),
+        evidence.named_all,
+    )
+    image = (
+        evidence.image
+        and calibration is not None
+        and calibration.images is not None
+        and evidence.text_similarity is not None
+    )
     if similarity is None or calibration is None or (evidence.image and not image):
-        return {"close_match": True if named else None, "level": None, "top_similarity": similarity,
-                "basis": "words" if named else "none", "words_named": named}
+        return {
+            "close_match": True if named else None,
+            "level": None,
+            "top_similarity": similarity,
+            "basis": "words" if named else "none",
+            "words_named": named,
+        }
     if image:
-        quiet, level = calibration.image_quiet_above, calibration.image_level(similarity, round(float(evidence.text_similarity), 4))
+        quiet, level = (
+            calibration.image_quiet_above,
+            calibration.image_level(similarity, round(float(evidence.text_similarity), 4)),
+        )
     else:
         quiet, level = calibration.quiet_above, calibration.level(similarity)
     words = named or (calibration.method == "shopper" and evidence.catalog_words)
-    return {"close_match": bool(level > quiet or words), "level": round(level, 4), "top_similarity": round(float(similarity), 4),
-            "basis": "words" if words and level <= quiet else "similarity", "words_named": named}
+    return {
+        "close_match": bool(level > quiet or words),
+        "level": round(level, 4),
+        "top_similarity": round(float(similarity), 4),
+        "basis": "words" if words and level <= quiet else "similarity",
+        "words_named": named,
+    }
 
 
 def _share(scores: np.ndarray, similarity: float) -> float:

@@ -1,4 +1,5 @@
 """Query words that name a catalog value ("women", "red", "sweatshirt") become soft filters: a boost, never a cut."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -8,8 +9,38 @@ from vitrine.data.tagged import PREDICTED_PREFIX
 from vitrine.data.words import stem, words
 
 # Words that join a query's parts and name nothing ("red dress for women", "like this but in black").
-FILLER = frozenset({"a", "an", "and", "the", "for", "in", "with", "of", "on", "to", "by", "but", "like", "this", "that",
-                    "more", "less", "some", "is", "it", "its", "be", "same", "please", "make", "made", "one", "ones"})
+FILLER = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "the",
+        "for",
+        "in",
+        "with",
+        "of",
+        "on",
+        "to",
+        "by",
+        "but",
+        "like",
+        "this",
+        "that",
+        "more",
+        "less",
+        "some",
+        "is",
+        "it",
+        "its",
+        "be",
+        "same",
+        "please",
+        "make",
+        "made",
+        "one",
+        "ones",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +88,12 @@ class FieldVocabulary:
         i = 0
         while i < len(folded):
             for size in range(min(self.longest, len(folded) - i), 0, -1):
-                found = self.phrases.get(tuple(folded[i:i + size]))
+                found = self.phrases.get(tuple(folded[i : i + size]))
                 if found:
                     for name, value in found:
                         if value not in values.setdefault(name, []):
                             values[name].append(value)
-                    named.append(" ".join(typed[i:i + size]))
+                    named.append(" ".join(typed[i : i + size]))
                     i += size
                     break
             else:

@@ -1,4 +1,5 @@
 """A ranked query as every surface shows it (the HTTP response, `vitrine search --json`): one shape, built here."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ def product_view(metadata: Mapping) -> dict:
         if key in ("id", "title", PREDICTED_FIELDS):
             continue
         if key.startswith(PREDICTED_PREFIX):
-            tags[key[len(PREDICTED_PREFIX):]] = value
+            tags[key[len(PREDICTED_PREFIX) :]] = value
         else:
             attributes[key] = value
     filled = [name for name in (metadata.get(PREDICTED_FIELDS) or "").split(",") if name]
@@ -31,12 +32,28 @@ def hit_view(rank: int, hit: SearchHit, extra: Callable[[str], dict] | None = No
     return {**view, **extra(hit.id)} if extra else view
 
 
-def answer(query: Query, ranked: Ranked, took_ms: float | None = None, extra: Callable[[str], dict] | None = None) -> dict:
+def answer(
+    query: Query, ranked: Ranked, took_ms: float | None = None, extra: Callable[[str], dict] | None = None
+) -> dict:
     """The query as understood, the relevance judgement, the facets and the page of results; `extra(id)` adds
     fields to each result (the service's image_url)."""
-    echo = {"kind": query.kind, "text": query.text, "modification": query.modification, "k": query.k, "filters": dict(query.filters),
-            "mode": ranked.mode, "offset": query.offset, "soft_filters": ranked.matched.to_dict() if query.soft_filters else None,
-            "excluded": list(ranked.excluded)}
+    echo = {
+        "kind": query.kind,
+        "text": query.text,
+        "modification": query.modification,
+        "k": query.k,
+        "filters": dict(query.filters),
+        "mode": ranked.mode,
+        "offset": query.offset,
+        "soft_filters": ranked.matched.to_dict() if query.soft_filters else None,
+        "excluded": list(ranked.excluded),
+    }
     facets = {name: [{"value": v, "count": n} for v, n in rows] for name, rows in ranked.facets.items()}
-    return {"query": echo, "took_ms": took_ms, "total": ranked.total, "relevance": ranked.relevance or None, "facets": facets,
-            "results": [hit_view(rank, hit, extra) for rank, hit in enumerate(ranked.hits, query.offset + 1)]}
+    return {
+        "query": echo,
+        "took_ms": took_ms,
+        "total": ranked.total,
+        "relevance": ranked.relevance or None,
+        "facets": facets,
+        "results": [hit_view(rank, hit, extra) for rank, hit in enumerate(ranked.hits, query.offset + 1)],
+    }

@@ -1,5 +1,6 @@
 """The query engine: every surface's searches (HTTP, `/search/batch`, the CLI, the Python API) run here, on one
 index and the model that built it, with the same checks, relevance judgement and reference exclusion."""
+
 from __future__ import annotations
 
 import os
@@ -35,12 +36,25 @@ class SearchEngine:
     """An index plus the model that built it (another model is refused). Safe across threads: reads of the index
     are serialised on `lock`, which writers of the same store take too; encoding runs outside it."""
 
-    def __init__(self, index: str | None = None, model: str | None = None, runtime: str = "torch", fallback: bool = False, *,
-                 store=None, encoder=None, relevance: str = "shopper", combiner: str = "combiner", search_mode: str = "hybrid"):
+    def __init__(
+        self,
+        index: str | None = None,
+        model: str | None = None,
+        runtime: str = "torch",
+        fallback: bool = False,
+        *,
+        store=None,
+        encoder=None,
+        relevance: str = "shopper",
+        combiner: str = "combiner",
+        search_mode: str = "hybrid",
+    ):
         from vitrine.index.runtime import check_query_runtime
 
         self.store = store if store is not None else open_store(index, model=model)
-        self.model = encoder if encoder is not None else create_model(self.store.model, runtime=runtime, fallback=fallback)
+        self.model = (
+            encoder if encoder is not None else create_model(self.store.model, runtime=runtime, fallback=fallback)
+        )
         self.model.eval()
         check_query_runtime(self.store, self.model)
         self.fallback, self.relevance, self.combiner, self.search_mode = fallback, relevance, combiner, search_mode
@@ -67,7 +81,9 @@ class SearchEngine:
             composer = self.composer()
             with torch.inference_mode():
                 embeds, tokens = features[0]
-                composer.queries(embeds.unsqueeze(0), ["in black"], tokens.unsqueeze(0) if composer.needs_tokens else None)
+                composer.queries(
+                    embeds.unsqueeze(0), ["in black"], tokens.unsqueeze(0) if composer.needs_tokens else None
+                )
 
     # ---- encoding (plain forward passes; the service batches concurrent requests into them) ----------
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
@@ -80,8 +96,12 @@ class SearchEngine:
             features = self.model.image_features(torch.stack(list(pixels)))
         return list(zip(features.embeds, features.tokens))
 
-    def query_vectors(self, queries: Sequence[Query], encode_texts: TextEncoder | None = None,
-                      image_features: ImageEncoder | None = None) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    def query_vectors(
+        self,
+        queries: Sequence[Query],
+        encode_texts: TextEncoder | None = None,
+        image_features: ImageEncoder | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """((len(queries), D) query vectors, each query's plain image embedding or None): the texts in one pass, the
         images in another, the composed ones through the Combiner together."""
         encode_texts, image_features = encode_texts or self.encode_texts, image_features or self.image_features
@@ -96,7 +116,9 @@ class SearchEngine:
             encoded = image_features([self.model.image_transform(queries[i].image) for i in pictures])
             for i, (embeds, _) in zip(pictures, encoded):
                 rows[i] = images[i] = embeds
-            composed = [(i, embeds, tokens) for i, (embeds, tokens) in zip(pictures, encoded) if queries[i].modification]
+            composed = [
+                (i, embeds, tokens) for i, (embeds, tokens) in zip(pictures, encoded) if queries[i].modification
+            ]
             if composed:
                 for (i, _, _), vector in zip(composed, self._composed(queries, composed)):
                     rows[i] = vector
@@ -105,11 +127,17 @@ class SearchEngine:
     def _composed(self, queries: Sequence[Query], composed: list) -> torch.Tensor:
         composer = self.composer()
         with torch.inference_mode():
-            if composer.model is not self.model:  # AGCN reads tokens, which the ONNX runtimes lack: the torch model's own
-                own = composer.model.image_features(torch.stack([composer.model.image_transform(queries[i].image) for i, _, _ in composed]))
+            if (
+                composer.model is not self.model
+            ):  # AGCN reads tokens, which the ONNX runtimes lack: the torch model's own
+                own = composer.model.image_features(
+                    torch.stack([composer.model.image_transform(queries[i].image) for i, _, _ in composed])
+                )
                 composed = [(i, embeds, tokens) for (i, _, _), embeds, tokens in zip(composed, own.embeds, own.tokens)]
             tokens = torch.stack([t for _, _, t in composed]) if composer.needs_tokens else None
-            return composer.queries(torch.stack([e for _, e, _ in composed]), [queries[i].modification for i, _, _ in composed], tokens)
+            return composer.queries(
+                torch.stack([e for _, e, _ in composed]), [queries[i].modification for i, _, _ in composed], tokens
+            )
 
     def composer(self):
         """The Combiner (or the sum, for a model with none shipped), loaded once."""
@@ -121,8 +149,13 @@ class SearchEngine:
             return self._composer
 
     # ---- ranking ------------------------------------------------------------------------------------
-    def rank(self, query: Query, vector: torch.Tensor | None = None, image_vector: torch.Tensor | None = None,
-             blocking: bool = True) -> Ranked | None:
+    def rank(
+        self,
+        query: Query,
+        vector: torch.Tensor | None = None,
+        image_vector: torch.Tensor | None = None,
+        blocking: bool = True,
+    ) -> Ranked | None:
         """The ranked page of `query`; `vector` (and, for an image query, `image_vector`) when the caller encoded it.
         With `blocking` False, None when another thread holds the index (a writer): the caller may wait elsewhere."""
         if vector is None:
@@ -136,8 +169,13 @@ class SearchEngine:
         finally:
             self.lock.release()
 
-    def rank_many(self, queries: Sequence[Query], per_item: bool = False, encode_texts: TextEncoder | None = None,
-                  image_features: ImageEncoder | None = None) -> list[Ranked | ValueError]:
+    def rank_many(
+        self,
+        queries: Sequence[Query],
+        per_item: bool = False,
+        encode_texts: TextEncoder | None = None,
+        image_features: ImageEncoder | None = None,
+    ) -> list[Ranked | ValueError]:
         """Several queries, encoded together, ranked one by one. A refused query raises, or with `per_item` takes its
         place in the answer as its QueryError (a filter no product can match, say)."""
         vectors, images = self.query_vectors(queries, encode_texts, image_features)
@@ -149,7 +187,7 @@ class SearchEngine:
             out: list[Ranked | ValueError] = []
             for i, query in enumerate(queries):
                 try:
-                    out.append(self._rank_current(query, vectors[i:i + 1], images[i]))
+                    out.append(self._rank_current(query, vectors[i : i + 1], images[i]))
                 except (QueryError, FilterError) as exc:
                     if not per_item:
                         raise
@@ -158,8 +196,13 @@ class SearchEngine:
 
     def options(self, query: Query, reference: str | None = None) -> RankOptions:
         exclude = (reference,) if reference and query.exclude_reference else ()
-        return RankOptions(mode=query.mode or self.search_mode, soft_filters=query.soft_filters, min_score=query.min_score,
-                           offset=query.offset, exclude=exclude)
+        return RankOptions(
+            mode=query.mode or self.search_mode,
+            soft_filters=query.soft_filters,
+            min_score=query.min_score,
+            offset=query.offset,
+            exclude=exclude,
+        )
 
     def reference(self, query: Query, image_vector: torch.Tensor | None) -> str | None:
         """The stored product an image query shows: the one the caller named, else the one whose vector matches the
@@ -181,9 +224,16 @@ class SearchEngine:
         calibration = self.calibration(wait=False) if not composed else None
         row = self.store.product(reference) if composed and reference else None
         try:
-            return self.ranker.rank(vector.float().numpy(), None if query.image is not None else query.text, query.k, query.filters,
-                                      self.options(query, reference), calibration, soft_text=query.modification if composed else None,
-                                      reference=row)
+            return self.ranker.rank(
+                vector.float().numpy(),
+                None if query.image is not None else query.text,
+                query.k,
+                query.filters,
+                self.options(query, reference),
+                calibration,
+                soft_text=query.modification if composed else None,
+                reference=row,
+            )
         except ValueError as exc:  # a mode this store cannot run (lexical on Milvus)
             raise QueryError(str(exc)) from None
 
@@ -222,27 +272,54 @@ class SearchEngine:
             self._recalibrating = None
 
     def _encode_for_calibration(self, texts: Sequence[str]):
-        return torch.stack([v for i in range(0, len(texts), CALIBRATION_BATCH)
-                            for v in self.encode_texts(texts[i:i + CALIBRATION_BATCH])]).float().numpy()
+        return (
+            torch.stack(
+                [
+                    v
+                    for i in range(0, len(texts), CALIBRATION_BATCH)
+                    for v in self.encode_texts(texts[i : i + CALIBRATION_BATCH])
+                ]
+            )
+            .float()
+            .numpy()
+        )
 
     # ---- conveniences for the Python API and the CLI -----------------------------------------------
-    def text(self, query: str, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
+    def text(
+        self, query: str, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()
+    ) -> list[SearchHit]:
         """Ranked by `options` (default: hybrid, query words as soft filters)."""
         return self.rank(Query(text=query, k=k, filters=filters or {}, **_query_options(options))).hits
 
-    def image(self, path: ImageQuery, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
-        return self.rank(Query(image=load_image(path, what="query image"), k=k, filters=filters or {}, **_query_options(options))).hits
+    def image(
+        self, path: ImageQuery, k: int = 10, filters: Filters | None = None, options: RankOptions = RankOptions()
+    ) -> list[SearchHit]:
+        return self.rank(
+            Query(image=load_image(path, what="query image"), k=k, filters=filters or {}, **_query_options(options))
+        ).hits
 
-    def composed(self, path: ImageQuery, modification: str, k: int = 10, filters: Filters | None = None,
-                 combiner: str | None = None, options: RankOptions = RankOptions()) -> list[SearchHit]:
-        """"Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
+    def composed(
+        self,
+        path: ImageQuery,
+        modification: str,
+        k: int = 10,
+        filters: Filters | None = None,
+        combiner: str | None = None,
+        options: RankOptions = RankOptions(),
+    ) -> list[SearchHit]:
+        """ "Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
         if not (modification or "").strip():
             raise QueryError("the modification text is empty")
         if combiner is not None and combiner != self.combiner:
             with self.lock:
                 self.combiner, self._composer = combiner, None
-        query = Query(image=load_image(path, what="query image"), modification=modification, k=k, filters=filters or {},
-                      **_query_options(options))
+        query = Query(
+            image=load_image(path, what="query image"),
+            modification=modification,
+            k=k,
+            filters=filters or {},
+            **_query_options(options),
+        )
         return self.rank(query).hits
 
     def close(self) -> None:
@@ -277,5 +354,9 @@ class _Locked:
 
 def _query_options(options: RankOptions) -> dict:
     """A RankOptions' query-level settings (fusion weights and pools are the engine's; `vitrine.ranking.Ranker` takes all)."""
-    return {"mode": options.mode, "soft_filters": options.soft_filters, "min_score": options.min_score, "offset": options.offset}
-
+    return {
+        "mode": options.mode,
+        "soft_filters": options.soft_filters,
+        "min_score": options.min_score,
+        "offset": options.offset,
+    }

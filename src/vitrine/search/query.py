@@ -1,4 +1,5 @@
 """One search query, checked once, whatever surface it came from (HTTP, the CLI, the Python API, a batch)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,11 @@ class Query:
         if self.image is None and modification:
             raise QueryError("a modification changes an image query: give an image too")
         if self.image is None and not text:
-            raise QueryError("the text query is empty" if typed and modification is None else "give a text query, an image, or an image with a modification")
+            raise QueryError(
+                "the text query is empty"
+                if typed and modification is None
+                else "give a text query, an image, or an image with a modification"
+            )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
             raise QueryError(f"k must be a whole number of at least 1, got {self.k!r}")
         if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:

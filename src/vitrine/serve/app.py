@@ -1,14 +1,15 @@
 """The FastAPI app: search, tagging and product endpoints, the web UI at `/`, OpenAPI at `/docs`."""
+
 from __future__ import annotations
 
 import os
 import time
 from importlib import resources
-
-import orjson
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query as QueryParam, Request
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi import Query as QueryParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -20,19 +21,39 @@ import vitrine
 from vitrine.search import Query
 from vitrine.search.answer import answer, product_view
 from vitrine.serve import bodies
-from vitrine.serve.bodies import (CatalogFacets, EmbedForm, EmbedJSON, EmbedResult, Mode, Product, ProductForm, ProductJSON, ProductPage, SearchBatchJSON,
-                                  SearchBatchResult, SearchForm, SearchJSON, SearchResult, TagForm, TagJSON, TagResult, UpsertResult,
-                                  error_responses, load_yaml, read_body, request_body)
+from vitrine.serve.bodies import (
+    CatalogFacets,
+    EmbedForm,
+    EmbedJSON,
+    EmbedResult,
+    Mode,
+    Product,
+    ProductForm,
+    ProductJSON,
+    ProductPage,
+    SearchBatchJSON,
+    SearchBatchResult,
+    SearchForm,
+    SearchJSON,
+    SearchResult,
+    TagForm,
+    TagJSON,
+    TagResult,
+    UpsertResult,
+    error_responses,
+    load_yaml,
+    read_body,
+    request_body,
+)
 from vitrine.serve.errors import install_error_handlers
-from vitrine.serve.mapping import RequestMapper
 from vitrine.serve.limits import MULTIPART_OVERHEAD, BodyLimit
+from vitrine.serve.mapping import RequestMapper
 from vitrine.serve.metrics import Metrics, ObserveRequests
 from vitrine.serve.requests import clean_text, image_url
-from vitrine.serve.service import SearchService, ServiceError
 from vitrine.serve.server import server_stack
+from vitrine.serve.service import SearchService, ServiceError
 from vitrine.serve.settings import ServeSettings
 from vitrine.serve.tokens import Tokens
-
 
 MAX_PAGE_LIMIT = 1000  # GET /products: products a page
 MAX_PAGE_OFFSET = 10_000_000
@@ -42,8 +63,11 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     service = service or SearchService(settings)
     metrics = Metrics()
     # FastAPIOffline serves Swagger UI and ReDoc from the package, so /docs works with no network (no CDN).
-    app = FastAPIOffline(title="vitrine", version=vitrine.__version__,
-                         description="Fashion search (text, image, image + modification), open-vocabulary tagging and a product catalog.")
+    app = FastAPIOffline(
+        title="vitrine",
+        version=vitrine.__version__,
+        description="Fashion search (text, image, image + modification), open-vocabulary tagging and a product catalog.",
+    )
     app.state.service, app.state.settings = service, settings
 
     install_error_handlers(app)
@@ -61,7 +85,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise StarletteHTTPException(401, "this endpoint needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+            raise StarletteHTTPException(
+                401, "this endpoint needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
+            )
         if not tokens.current().accepts(role, token.strip()):
             raise StarletteHTTPException(403, "the bearer token is not valid for this endpoint")
 
@@ -71,11 +97,19 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     def can_write(request: Request) -> None:
         if not tokens.current().write:
-            raise StarletteHTTPException(403, "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a token file)")
+            raise StarletteHTTPException(
+                403,
+                "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a token file)",
+            )
         _check_token(request, "write")
 
     mapper = RequestMapper(settings, service)  # a request's parts -> a checked Query (vitrine.serve.mapping)
-    picture_of, make_query, form_filters, query_from = mapper.picture, mapper.query, mapper.form_filters, mapper.from_body
+    picture_of, make_query, form_filters, query_from = (
+        mapper.picture,
+        mapper.query,
+        mapper.form_filters,
+        mapper.from_body,
+    )
 
     def result_view(query: Query, ranked, took_ms: float) -> dict:
         return answer(query, ranked, took_ms, lambda item: {"image_url": image_url(item)})
@@ -128,8 +162,14 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
             outcome = next(ranked)
             if isinstance(outcome, ServiceError):  # refused as ranked (a filter no product matches): named the same way
                 outcome = ServiceError(f"queries[{i}]: {outcome.message}", outcome.status)
-            results.append(item_error(outcome) if isinstance(outcome, ServiceError) else result_view(query, outcome, took))
-        return {"took_ms": took, "errors": sum(isinstance(r, dict) and "error" in r for r in results), "results": results}
+            results.append(
+                item_error(outcome) if isinstance(outcome, ServiceError) else result_view(query, outcome, took)
+            )
+        return {
+            "took_ms": took,
+            "errors": sum(isinstance(r, dict) and "error" in r for r in results),
+            "results": results,
+        }
 
     def run_embed(body: EmbedJSON | EmbedForm) -> dict:
         if isinstance(body, EmbedForm):
@@ -154,18 +194,28 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         texts = each(text_of, texts, body.on_error, "texts")
         pictures = each(lambda image, where: picture(image, None, where), images, body.on_error, "images")
         pictures += each(lambda url, where: picture(None, url, where), urls, body.on_error, "image_urls")
-        text_vectors, image_vectors = service.embed([t for t in texts if not isinstance(t, ServiceError)],
-                                                    [p for p in pictures if not isinstance(p, ServiceError)])
+        text_vectors, image_vectors = service.embed(
+            [t for t in texts if not isinstance(t, ServiceError)],
+            [p for p in pictures if not isinstance(p, ServiceError)],
+        )
 
         def placed(inputs: list, vectors) -> list[dict]:
             vectors = iter(vectors)
-            return [item_error(x) if isinstance(x, ServiceError) else {"vector": next(vectors).tolist()} for x in inputs]
+            return [
+                item_error(x) if isinstance(x, ServiceError) else {"vector": next(vectors).tolist()} for x in inputs
+            ]
 
         texts_out, pictures_out = placed(texts, text_vectors), placed(pictures, image_vectors)
-        return {"model": service.model.name, "runtime": getattr(service.model, "runtime", "torch"), "dim": int(service.model.embed_dim),
-                "took_ms": round((time.perf_counter() - start) * 1000, 2),
-                "errors": sum("error" in r for r in texts_out + pictures_out),
-                "texts": texts_out, "images": pictures_out[:len(images)], "image_urls": pictures_out[len(images):]}
+        return {
+            "model": service.model.name,
+            "runtime": getattr(service.model, "runtime", "torch"),
+            "dim": int(service.model.embed_dim),
+            "took_ms": round((time.perf_counter() - start) * 1000, 2),
+            "errors": sum("error" in r for r in texts_out + pictures_out),
+            "texts": texts_out,
+            "images": pictures_out[: len(images)],
+            "image_urls": pictures_out[len(images) :],
+        }
 
     def attributes_of(text: str | dict | None) -> dict[str, str | None]:
         """An upsert's attributes (a JSON object, or its text from a form) as attribute -> text value."""
@@ -177,7 +227,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
                 if "surrogate" in exc.message:
                     raise
                 parsed = None
-        if not isinstance(parsed, dict) or not all(isinstance(v, (str, int, float)) or v is None for v in parsed.values()):
+        if not isinstance(parsed, dict) or not all(
+            isinstance(v, (str, int, float)) or v is None for v in parsed.values()
+        ):
             raise ServiceError('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')
         return {str(k): None if v is None else str(v) for k, v in parsed.items()}
 
@@ -186,7 +238,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         if picture is None:
             raise ServiceError("give the product image: an upload or base64 'image', or a catalog 'image_url' to copy")
         title = clean_text("title", body.title, settings)
-        row, created = service.upsert(body.id, title, attributes_of(body.attributes), picture, new_attributes=body.new_attributes)
+        row, created = service.upsert(
+            body.id, title, attributes_of(body.attributes), picture, new_attributes=body.new_attributes
+        )
         return {**product_view(row), "image_url": image_url(body.id), "created": created}, created
 
     def run_tag(body: TagJSON | TagForm) -> dict:
@@ -209,100 +263,212 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     # ---- endpoints -----------------------------------------------------------------------------------
     read_errors = error_responses(400, 401, 403, 404, 413, 415)
-    search_errors = error_responses(400, 401, 403, 404, 413, 415, 503)  # 503: the index's Milvus server is down or restarting
+    search_errors = error_responses(
+        400, 401, 403, 404, 413, 415, 503
+    )  # 503: the index's Milvus server is down or restarting
 
-    @app.post("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=search_errors,
-              summary="search by text, image, or image + modification (JSON or form)",
-              openapi_extra=request_body(SearchJSON, SearchForm))
+    @app.post(
+        "/search",
+        tags=["search"],
+        dependencies=[Depends(can_read)],
+        response_model=SearchResult,
+        responses=search_errors,
+        summary="search by text, image, or image + modification (JSON or form)",
+        openapi_extra=request_body(SearchJSON, SearchForm),
+    )
     async def search(request: Request):
         body = await read_body(request, SearchJSON, SearchForm)
         if body.image is None and not body.image_url:  # a text query: nothing to decode, so checked here
             return respond(await run_text_search(query_from(body)))
         return respond(await run_in_threadpool(lambda: run_search(query_from(body))))
 
-    @app.post("/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult, responses=search_errors,
-              summary="several searches in one request, encoded together (JSON)", openapi_extra=request_body(SearchBatchJSON, None))
+    @app.post(
+        "/search/batch",
+        tags=["search"],
+        dependencies=[Depends(can_read)],
+        response_model=SearchBatchResult,
+        responses=search_errors,
+        summary="several searches in one request, encoded together (JSON)",
+        openapi_extra=request_body(SearchBatchJSON, None),
+    )
     async def search_batch(request: Request):
         body = await read_body(request, SearchBatchJSON, None)
         return respond(await run_in_threadpool(run_batch, body))
 
-    @app.get("/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult, responses=search_errors,
-             summary="search by text or by a catalog product's image")
-    def search_get(text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
-                   filter: Annotated[list[str] | None, QueryParam()] = None, mode: Mode | None = None, soft_filters: bool = True,
-                   exclude_reference: bool = True, min_score: float | None = None, offset: int = 0):
-        ranking = {"mode": mode, "soft_filters": soft_filters, "exclude_reference": exclude_reference, "min_score": min_score, "offset": offset}
-        return respond(run_search(make_query(text, modification, None, image_url, k, form_filters(filter or []), ranking=ranking)))
+    @app.get(
+        "/search",
+        tags=["search"],
+        dependencies=[Depends(can_read)],
+        response_model=SearchResult,
+        responses=search_errors,
+        summary="search by text or by a catalog product's image",
+    )
+    def search_get(
+        text: str | None = None,
+        modification: str | None = None,
+        image_url: str | None = None,
+        k: int = 10,
+        filter: Annotated[list[str] | None, QueryParam()] = None,
+        mode: Mode | None = None,
+        soft_filters: bool = True,
+        exclude_reference: bool = True,
+        min_score: float | None = None,
+        offset: int = 0,
+    ):
+        ranking = {
+            "mode": mode,
+            "soft_filters": soft_filters,
+            "exclude_reference": exclude_reference,
+            "min_score": min_score,
+            "offset": offset,
+        }
+        return respond(
+            run_search(make_query(text, modification, None, image_url, k, form_filters(filter or []), ranking=ranking))
+        )
 
-    @app.post("/tag", tags=["tagging"], dependencies=[Depends(can_read)], response_model=TagResult, responses=read_errors,
-              summary="tag an image with open-vocabulary attributes (JSON or form)", openapi_extra=request_body(TagJSON, TagForm))
+    @app.post(
+        "/tag",
+        tags=["tagging"],
+        dependencies=[Depends(can_read)],
+        response_model=TagResult,
+        responses=read_errors,
+        summary="tag an image with open-vocabulary attributes (JSON or form)",
+        openapi_extra=request_body(TagJSON, TagForm),
+    )
     async def tag(request: Request):
         body = await read_body(request, TagJSON, TagForm)
         return await run_in_threadpool(run_tag, body)
 
-    @app.get("/attributes", tags=["catalog"], dependencies=[Depends(can_read)], responses=error_responses(400, 401, 403, 404, 503),
-             summary="attribute fields and their most common values (one field's, or those starting with a prefix: type-ahead)")
+    @app.get(
+        "/attributes",
+        tags=["catalog"],
+        dependencies=[Depends(can_read)],
+        responses=error_responses(400, 401, 403, 404, 503),
+        summary="attribute fields and their most common values (one field's, or those starting with a prefix: type-ahead)",
+    )
     def attributes(per_field: int = 30, field: str | None = None, prefix: str | None = None):
         values = service.attribute_values(max(1, min(per_field, 5000)), field, prefix)
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
 
-    @app.get("/schema", tags=["catalog"], dependencies=[Depends(can_read)], response_model=CatalogFacets,
-             responses=error_responses(401, 403, 503), summary="the catalog's columns and the fields to filter by (the UI's chips)")
+    @app.get(
+        "/schema",
+        tags=["catalog"],
+        dependencies=[Depends(can_read)],
+        response_model=CatalogFacets,
+        responses=error_responses(401, 403, 503),
+        summary="the catalog's columns and the fields to filter by (the UI's chips)",
+    )
     def catalog_schema():
         return service.facets()
 
-    @app.get("/products", tags=["catalog"], dependencies=[Depends(can_read)], response_model=ProductPage,
-             responses=error_responses(400, 401, 403, 503), summary="page through the catalog (in id order), optionally filtered")
-    def list_products(offset: Annotated[int, QueryParam(ge=0, le=MAX_PAGE_OFFSET)] = 0,
-                      limit: Annotated[int, QueryParam(ge=1, le=MAX_PAGE_LIMIT)] = 50,
-                      filter: Annotated[list[str] | None, QueryParam(description="field=value; repeat for more")] = None):
+    @app.get(
+        "/products",
+        tags=["catalog"],
+        dependencies=[Depends(can_read)],
+        response_model=ProductPage,
+        responses=error_responses(400, 401, 403, 503),
+        summary="page through the catalog (in id order), optionally filtered",
+    )
+    def list_products(
+        offset: Annotated[int, QueryParam(ge=0, le=MAX_PAGE_OFFSET)] = 0,
+        limit: Annotated[int, QueryParam(ge=1, le=MAX_PAGE_LIMIT)] = 50,
+        filter: Annotated[list[str] | None, QueryParam(description="field=value; repeat for more")] = None,
+    ):
         total, rows = service.page(offset, limit, form_filters(filter or []))
         products = [{**product_view(row), "image_url": image_url(row["id"])} for row in rows]
         return respond({"total": total, "offset": offset, "limit": limit, "products": products})
 
-    @app.post("/embed", tags=["search"], dependencies=[Depends(can_read)], response_model=EmbedResult, responses=read_errors,
-              summary="unit-norm vectors of texts and images (JSON or form), from the index's model",
-              openapi_extra=request_body(EmbedJSON, EmbedForm))
+    @app.post(
+        "/embed",
+        tags=["search"],
+        dependencies=[Depends(can_read)],
+        response_model=EmbedResult,
+        responses=read_errors,
+        summary="unit-norm vectors of texts and images (JSON or form), from the index's model",
+        openapi_extra=request_body(EmbedJSON, EmbedForm),
+    )
     async def embed(request: Request):
         body = await read_body(request, EmbedJSON, EmbedForm, max_files=settings.max_batch_queries)
         return respond(await run_in_threadpool(run_embed, body))
 
-    @app.get("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], response_model=Product,
-             responses=error_responses(401, 403, 404, 503), summary="one product")
+    @app.get(
+        "/products/{product_id}",
+        tags=["catalog"],
+        dependencies=[Depends(can_read)],
+        response_model=Product,
+        responses=error_responses(401, 403, 404, 503),
+        summary="one product",
+    )
     def get_product(product_id: str):
         return {**product_view(service.product(product_id)), "image_url": image_url(product_id)}
 
-    @app.get("/products/{product_id}/image", tags=["catalog"], dependencies=[Depends(can_read)], summary="a product's image (JPEG)",
-             responses={200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}, **error_responses(401, 403, 404, 503)},
-             response_class=Response)
+    @app.get(
+        "/products/{product_id}/image",
+        tags=["catalog"],
+        dependencies=[Depends(can_read)],
+        summary="a product's image (JPEG)",
+        responses={
+            200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
+            **error_responses(401, 403, 404, 503),
+        },
+        response_class=Response,
+    )
     def get_product_image(product_id: str):
         return Response(service.image_bytes(product_id), media_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
-    @app.post("/products", tags=["catalog"], dependencies=[Depends(can_write)], status_code=201, response_model=UpsertResult,
-              responses={200: {"model": UpsertResult, "description": "replaced"}, **error_responses(400, 401, 403, 404, 413, 415, 503, 507)},
-              summary="add or replace a product (JSON or form; needs the write token)", openapi_extra=request_body(ProductJSON, ProductForm))
+    @app.post(
+        "/products",
+        tags=["catalog"],
+        dependencies=[Depends(can_write)],
+        status_code=201,
+        response_model=UpsertResult,
+        responses={
+            200: {"model": UpsertResult, "description": "replaced"},
+            **error_responses(400, 401, 403, 404, 413, 415, 503, 507),
+        },
+        summary="add or replace a product (JSON or form; needs the write token)",
+        openapi_extra=request_body(ProductJSON, ProductForm),
+    )
     async def upsert_product(request: Request):
         body = await read_body(request, ProductJSON, ProductForm)
         view, created = await run_in_threadpool(run_upsert, body)
         return Response(orjson.dumps(view), status_code=201 if created else 200, media_type="application/json")
 
-    @app.delete("/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_write)], status_code=204,
-                responses=error_responses(401, 403, 404, 503, 507),
-                summary="delete a product (needs the write token)")
+    @app.delete(
+        "/products/{product_id}",
+        tags=["catalog"],
+        dependencies=[Depends(can_write)],
+        status_code=204,
+        responses=error_responses(401, 403, 404, 503, 507),
+        summary="delete a product (needs the write token)",
+    )
     def delete_product(product_id: str):
         service.delete(product_id)
         return Response(status_code=204)
 
-    @app.get("/healthz", tags=["service"], summary="liveness and catalog size", responses=error_responses(401, 403, 503))
+    @app.get(
+        "/healthz", tags=["service"], summary="liveness and catalog size", responses=error_responses(401, 403, 503)
+    )
     def healthz():
         stats = service.stats()
-        return {"status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
-                "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__,
-                "server": server_stack(),
-                "worker": {**getattr(app.state, "worker", {"pid": os.getpid()}), "rss_mib": round(_rss_mib(), 1)}}
+        return {
+            "status": "ok",
+            "products": stats["products"],
+            "model": stats["model"],
+            "index_kind": stats["index_kind"],
+            "runtime": getattr(service.model, "runtime", "torch"),
+            "version": vitrine.__version__,
+            "server": server_stack(),
+            "worker": {**getattr(app.state, "worker", {"pid": os.getpid()}), "rss_mib": round(_rss_mib(), 1)},
+        }
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus():
         return Response(metrics.render(service.stats()["products"]), media_type=metrics.content_type)
 
@@ -314,15 +480,24 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():
-        return Response(static.joinpath("favicon.svg").read_bytes(), media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+        return Response(
+            static.joinpath("favicon.svg").read_bytes(),
+            media_type="image/svg+xml",
+            headers={"Cache-Control": "max-age=86400"},
+        )
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     # JSON carries an image as base64: 4/3 of its bytes
     app.add_middleware(BodyLimit, limit=(settings.max_upload_bytes * 4) // 3 + MULTIPART_OVERHEAD)
     if settings.cors_origins:  # off unless configured: a browser page on another origin cannot call the API
         origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
 
     plain_openapi = app.openapi
 
@@ -339,9 +514,9 @@ def app_from_environment() -> FastAPI:
     import os
     import sys
 
-    from vitrine.serve.settings import SETTINGS_ENV
-
     import torch
+
+    from vitrine.serve.settings import SETTINGS_ENV
 
     settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
     # One intra-op thread per request by default: batch-1 encoding gains nothing from splitting ops across cores
@@ -357,9 +532,16 @@ def app_from_environment() -> FastAPI:
     # frozen out of the collector's reach, a request never pays a full collection of it (seen: 200 ms on a first query)
     gc.collect()
     gc.freeze()
-    app.state.worker = {"pid": os.getpid(), "ready_in_s": round(time.perf_counter() - start, 2), "rss_mib_at_ready": round(_rss_mib(), 1)}
-    print(f"vitrine worker {os.getpid()}: ready in {app.state.worker['ready_in_s']} s, {app.state.worker['rss_mib_at_ready']} MiB resident",
-          file=sys.stderr, flush=True)
+    app.state.worker = {
+        "pid": os.getpid(),
+        "ready_in_s": round(time.perf_counter() - start, 2),
+        "rss_mib_at_ready": round(_rss_mib(), 1),
+    }
+    print(
+        f"vitrine worker {os.getpid()}: ready in {app.state.worker['ready_in_s']} s, {app.state.worker['rss_mib_at_ready']} MiB resident",
+        file=sys.stderr,
+        flush=True,
+    )
     return app
 
 

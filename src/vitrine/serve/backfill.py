@@ -1,4 +1,5 @@
 """`vitrine index images`: store the catalog images of an index's products, so the service can show them; resumable."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,15 @@ class BackfillResult:
     seconds: float
 
 
-def backfill_images(data: str, index: str, images: str | os.PathLike | None = None, schema=None, on_error: str = "skip",
-                    overwrite: bool = False, progress: bool = True) -> BackfillResult:
+def backfill_images(
+    data: str,
+    index: str,
+    images: str | os.PathLike | None = None,
+    schema=None,
+    on_error: str = "skip",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BackfillResult:
     """Save the image of every catalog row whose id is in `index` and not yet stored (all of them with `overwrite`).
 
     Nothing records progress: a rerun skips what is stored, so an interrupted run resumes where it stopped. The index
@@ -36,11 +44,19 @@ def backfill_images(data: str, index: str, images: str | os.PathLike | None = No
     try:
         store = open_store(index)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{exc}; build it first with `vitrine index build --data ... --index {index}`") from None
+        raise FileNotFoundError(
+            f"{exc}; build it first with `vitrine index build --data ... --index {index}`"
+        ) from None
     try:
         pictures = ImageStore(Path(images) if images else images_dir(index))
         sweep_images(index, pictures)  # temp files of an earlier run that was killed mid-write
-        bar = tqdm(total=reader.count() if progress else None, unit="img", desc="index images", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=reader.count() if progress else None,
+            unit="img",
+            desc="index images",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         t0, stored, present, not_indexed = time.perf_counter(), 0, 0, 0
         for record in reader.records():
             # the cheap checks first: most rows of a rerun end here without reading their image
@@ -58,6 +74,12 @@ def backfill_images(data: str, index: str, images: str | os.PathLike | None = No
         bar.close()
     finally:
         store.close()
-    return BackfillResult(images=str(pictures.directory), stored=stored, present=present, not_indexed=not_indexed,
-                          failed=reader.report.skipped, examples=tuple(reader.report.examples),
-                          seconds=round(time.perf_counter() - t0, 2))
+    return BackfillResult(
+        images=str(pictures.directory),
+        stored=stored,
+        present=present,
+        not_indexed=not_indexed,
+        failed=reader.report.skipped,
+        examples=tuple(reader.report.examples),
+        seconds=round(time.perf_counter() - t0, 2),
+    )

@@ -1,4 +1,5 @@
 """Opportunistic micro-batching: concurrent requests share one forward pass, a lone request never waits."""
+
 from __future__ import annotations
 
 import queue
@@ -23,7 +24,13 @@ class MicroBatcher(Generic[In, Out]):
     client never waits.
     """
 
-    def __init__(self, fn: Callable[[Sequence[In]], Sequence[Out]], max_batch: int = 32, name: str = "batcher", max_wait: float = 0.0):
+    def __init__(
+        self,
+        fn: Callable[[Sequence[In]], Sequence[Out]],
+        max_batch: int = 32,
+        name: str = "batcher",
+        max_wait: float = 0.0,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait < 0:

@@ -5,6 +5,7 @@
 gets the same 400 in either form (the error contract: README, "Errors"). The forms are parsed with limits on their
 parts (fields, files, bytes a text field).
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,18 +30,29 @@ Binary = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
 FilterValues = str | list[str]
 Mode = Literal["hybrid", "vector", "lexical"]
 OnError = Literal["report", "fail"]
-ON_ERROR = Field("report", description="report: each item's result or error in its place (one bad item does not fail the rest); "
-                                       "fail: the first bad item fails the whole request with its status")
+ON_ERROR = Field(
+    "report",
+    description="report: each item's result or error in its place (one bad item does not fail the rest); "
+    "fail: the first bad item fails the whole request with its status",
+)
 
 
 class _Ranking(BaseModel):
     """The ranking fields every search body takes."""
 
-    mode: Mode | None = Field(None, description="hybrid: vector and BM25 fused; vector: cosine only; lexical: BM25 only "
-                                                "(default: the server's, hybrid unless configured)")
-    soft_filters: bool = Field(True, description='query words that name a catalog value ("women", "red", "sweatshirt") boost '
-                                                 "products with that value; on a composed query, the modification's words")
-    exclude_reference: bool = Field(True, description="leave the catalog product given as image_url out of its own results")
+    mode: Mode | None = Field(
+        None,
+        description="hybrid: vector and BM25 fused; vector: cosine only; lexical: BM25 only "
+        "(default: the server's, hybrid unless configured)",
+    )
+    soft_filters: bool = Field(
+        True,
+        description='query words that name a catalog value ("women", "red", "sweatshirt") boost '
+        "products with that value; on a composed query, the modification's words",
+    )
+    exclude_reference: bool = Field(
+        True, description="leave the catalog product given as image_url out of its own results"
+    )
     min_score: float | None = Field(None, description="leave out hits whose cosine to the query is lower")
     offset: int = Field(0, strict=True, description="skip this many hits first (paging)")
 
@@ -52,16 +64,27 @@ class _Body(BaseModel):
 class SearchJSON(_Ranking, _Body):
     """A search as JSON: text, or an image (base64 or a catalog image URL) with an optional modification."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"text": "blue jeans", "k": 5},
-        {"image_url": "/products/1163/image", "modification": "in red with long sleeves", "filters": {"gender": ["Women"]}},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": "blue jeans", "k": 5},
+                {
+                    "image_url": "/products/1163/image",
+                    "modification": "in red with long sleeves",
+                    "filters": {"gender": ["Women"]},
+                },
+            ]
+        },
+    )
     text: str | None = Field(None, description="text query")
     image: str | None = Field(None, description="query image: base64 of the file's bytes (a data: URL works too)")
     image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
     modification: str | None = Field(None, description='with an image: what should change, e.g. "in black"')
     k: int = Field(10, strict=True, description="number of results")
-    filters: dict[str, FilterValues] = Field(default_factory=dict, description='field -> value or values (any of them), e.g. {"gender": ["Women", "Girls"]}')
+    filters: dict[str, FilterValues] = Field(
+        default_factory=dict, description='field -> value or values (any of them), e.g. {"gender": ["Women", "Girls"]}'
+    )
 
 
 class SearchForm(_Ranking, _Body):
@@ -73,14 +96,22 @@ class SearchForm(_Ranking, _Body):
     modification: str | None = Field(None, description='with an image: what should change, e.g. "in black"')
     k: int = Field(10, description="number of results")
     offset: int = Field(0, description="skip this many hits first (paging)")
-    filter: list[str] = Field(default_factory=list, description="field=value; repeat for more (same field: any of the values)")
+    filter: list[str] = Field(
+        default_factory=list, description="field=value; repeat for more (same field: any of the values)"
+    )
 
 
 class SearchBatchJSON(_Body):
     """Several searches answered together: their texts and images are encoded in one forward pass each."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"queries": [{"text": "blue jeans", "k": 3}, {"text": "red dress", "filters": {"gender": "Women"}}]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"queries": [{"text": "blue jeans", "k": 3}, {"text": "red dress", "filters": {"gender": "Women"}}]}
+            ]
+        },
+    )
     queries: list[SearchJSON] = Field(description="the searches, answered in this order")
     on_error: OnError = ON_ERROR
 
@@ -88,11 +119,22 @@ class SearchBatchJSON(_Body):
 class EmbedJSON(_Body):
     """Texts and/or images to embed: images as base64 or as a catalog product's image URL."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"texts": ["blue jeans", "a red summer dress"]}, {"image_urls": ["/products/1163/image"], "texts": ["in black"]}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"texts": ["blue jeans", "a red summer dress"]},
+                {"image_urls": ["/products/1163/image"], "texts": ["in black"]},
+            ]
+        },
+    )
     texts: list[str] = Field(default_factory=list, description="texts, embedded by the text tower")
-    images: list[str] = Field(default_factory=list, description="images: base64 of each file's bytes (data: URLs work too)")
-    image_urls: list[str] = Field(default_factory=list, description="catalog products' image URLs, /products/{id}/image")
+    images: list[str] = Field(
+        default_factory=list, description="images: base64 of each file's bytes (data: URLs work too)"
+    )
+    image_urls: list[str] = Field(
+        default_factory=list, description="catalog products' image URLs, /products/{id}/image"
+    )
     on_error: OnError = ON_ERROR
 
 
@@ -111,25 +153,46 @@ AttributeValue = str | int | float | None
 class ProductJSON(_Body):
     """A product to add or replace, as JSON: its image as base64 or a catalog product's image URL (copied)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"id": "sku-1", "title": "Red summer dress", "attributes": {"gender": "Women", "baseColour": "Red"}, "image": "<base64>"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "sku-1",
+                    "title": "Red summer dress",
+                    "attributes": {"gender": "Women", "baseColour": "Red"},
+                    "image": "<base64>",
+                }
+            ]
+        },
+    )
     id: str = Field(description="product id: 1-128 letters, digits and . _ : - (starting with a letter or digit)")
     title: str | None = Field(None, description="product title")
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict, description='attribute -> value, e.g. {"gender": "Women"}')
+    attributes: dict[str, AttributeValue] = Field(
+        default_factory=dict, description='attribute -> value, e.g. {"gender": "Women"}'
+    )
     image: str | None = Field(None, description="the product image: base64 of the file's bytes (a data: URL works too)")
-    image_url: str | None = Field(None, description="or a catalog product's image URL, /products/{id}/image, whose image is copied")
-    new_attributes: bool = Field(False, description="allow attribute names the catalog does not have yet (refused otherwise)")
+    image_url: str | None = Field(
+        None, description="or a catalog product's image URL, /products/{id}/image, whose image is copied"
+    )
+    new_attributes: bool = Field(
+        False, description="allow attribute names the catalog does not have yet (refused otherwise)"
+    )
 
 
 class ProductForm(_Body):
     """The same product as a form; `attributes` is a JSON object in a text field."""
 
     id: str = Field(description="product id")
-    image: Binary = Field(None, description="product image", json_schema_extra=lambda schema: schema.pop("default", None))
+    image: Binary = Field(
+        None, description="product image", json_schema_extra=lambda schema: schema.pop("default", None)
+    )
     image_url: str | None = Field(None, description="or a catalog product's image URL, whose image is copied")
     title: str | None = Field(None, description="product title")
     attributes: str | None = Field(None, description='JSON object of attribute -> value, e.g. {"gender": "Women"}')
-    new_attributes: bool = Field(False, description="allow attribute names the catalog does not have yet (refused otherwise)")
+    new_attributes: bool = Field(
+        False, description="allow attribute names the catalog does not have yet (refused otherwise)"
+    )
 
 
 class TagJSON(_Body):
@@ -137,7 +200,9 @@ class TagJSON(_Body):
 
     image: str | None = Field(None, description="the image: base64 of the file's bytes (a data: URL works too)")
     image_url: str | None = Field(None, description="a catalog product's image URL, /products/{id}/image")
-    vocabulary: dict[str, Any] | str | None = Field(None, description="attribute vocabulary as an object, or YAML/JSON text (default: the shipped one)")
+    vocabulary: dict[str, Any] | str | None = Field(
+        None, description="attribute vocabulary as an object, or YAML/JSON text (default: the shipped one)"
+    )
 
 
 class TagForm(_Body):
@@ -237,17 +302,24 @@ class TagResult(BaseModel):
 
 class Facet(BaseModel):
     field: str
-    predicted: bool = Field(False, description="filled in by the tagger (predicted_<field>): the catalog has no such column")
-    filled: int = Field(0, description="products whose value the tagger filled in: the catalog's cell was blank, or it has no such column")
+    predicted: bool = Field(
+        False, description="filled in by the tagger (predicted_<field>): the catalog has no such column"
+    )
+    filled: int = Field(
+        0,
+        description="products whose value the tagger filled in: the catalog's cell was blank, or it has no such column",
+    )
 
 
 class CatalogFacets(BaseModel):
-    source: Literal["index", "fields"] = Field(description="index: the schema saved with the index; fields: an index built "
-                                                           "before schemas were saved, read from its stored fields")
+    source: Literal["index", "fields"] = Field(
+        description="index: the schema saved with the index; fields: an index built "
+        "before schemas were saved, read from its stored fields"
+    )
     attributes: list[str] = Field(description="the catalog's attribute columns, in column order")
-    facets: list[Facet] = Field(description="the fields to filter by: the catalog's categorical columns, then predicted tags")
-
-
+    facets: list[Facet] = Field(
+        description="the fields to filter by: the catalog's categorical columns, then predicted tags"
+    )
 
 
 class UpsertResult(Product):
@@ -262,12 +334,18 @@ def error_responses(*statuses: int) -> dict:
     return {status: {"model": ErrorBody, "description": _REASONS.get(status, "refused")} for status in statuses}
 
 
-_REASONS = {400: "invalid request: malformed JSON, a field of the wrong type or out of range, conflicting or missing fields, "
-                 "an unknown filter value or attribute", 401: "no bearer token", 403: "token not valid", 404: "not found",
-            413: "over a size limit", 415: "no or another Content-Type than JSON or a form, or an upload that is not an image",
-            503: "the index's Milvus server is down, restarting or loading the collection (Retry-After says when to try again); "
-                 "a write so refused was not acknowledged",
-            507: "insufficient storage: the server's disk is full; the write was not made and what was committed before is intact"}
+_REASONS = {
+    400: "invalid request: malformed JSON, a field of the wrong type or out of range, conflicting or missing fields, "
+    "an unknown filter value or attribute",
+    401: "no bearer token",
+    403: "token not valid",
+    404: "not found",
+    413: "over a size limit",
+    415: "no or another Content-Type than JSON or a form, or an upload that is not an image",
+    503: "the index's Milvus server is down, restarting or loading the collection (Retry-After says when to try again); "
+    "a write so refused was not acknowledged",
+    507: "insufficient storage: the server's disk is full; the write was not made and what was committed before is intact",
+}
 
 
 def request_body(json_model: type[BaseModel] | None, form_model: type[BaseModel] | None) -> dict:
@@ -292,7 +370,13 @@ def add_components(schema: dict) -> dict:
         for operation in path.values():
             responses = operation.get("responses", {})
             if responses.pop("422", None) is not None:
-                responses.setdefault("400", {"description": _REASONS[400], "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": _REASONS[400],
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    },
+                )
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     return schema
@@ -311,20 +395,28 @@ def validated(model: type[Model], data: Any) -> Model:
 
 def validation_message(errors: list[dict], skip: int = 0) -> str:
     """`field.path: problem; ...` for pydantic's errors (`skip` drops leading location parts, e.g. FastAPI's "query")."""
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[skip:]) or 'body'}: {e.get('msg')}" for e in errors) or "invalid request"
+    return (
+        "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[skip:]) or 'body'}: {e.get('msg')}" for e in errors)
+        or "invalid request"
+    )
 
 
-async def read_body(request: Request, json_model: type[BaseModel], form_model: type[BaseModel] | None,
-                    max_files: int = MAX_FORM_FILES) -> BaseModel:
+async def read_body(
+    request: Request, json_model: type[BaseModel], form_model: type[BaseModel] | None, max_files: int = MAX_FORM_FILES
+) -> BaseModel:
     """The request's body as `json_model` (JSON) or `form_model` (a form); 415 naming a missing or other Content-Type."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSON_TYPES or content_type.endswith("+json"):
         data = loads_object(await request.body(), "the body", ServiceError)
         return validated(json_model, checked_text(data))
-    accepted = "application/json" + ("" if form_model is None else " or a form (multipart/form-data, application/x-www-form-urlencoded)")
+    accepted = "application/json" + (
+        "" if form_model is None else " or a form (multipart/form-data, application/x-www-form-urlencoded)"
+    )
     if not content_type:
         if await request.body():  # a body whose kind is not said would be misread: named as the problem it is
-            raise ServiceError(f"the request has no Content-Type header: send the body as {accepted} and say so in Content-Type", 415)
+            raise ServiceError(
+                f"the request has no Content-Type header: send the body as {accepted} and say so in Content-Type", 415
+            )
         return validated(form_model or json_model, {})  # nothing sent: the missing fields are named
     if form_model is None or content_type not in FORM_TYPES:
         raise ServiceError(f"send the body as {accepted}, not {content_type} (the Content-Type header)", 415)
@@ -357,7 +449,9 @@ def checked_text(value: Any, where: str = "body") -> Any:
     elif isinstance(value, dict):
         for key, item in value.items():
             checked_text(key, where)
-            checked_text(item, f"{where}.{key}" if isinstance(key, str) and key.isprintable() and len(key) < 40 else where)
+            checked_text(
+                item, f"{where}.{key}" if isinstance(key, str) and key.isprintable() and len(key) < 40 else where
+            )
     elif isinstance(value, list):
         for index, item in enumerate(value):
             checked_text(item, f"{where}[{index}]")
@@ -386,7 +480,8 @@ def _is_binary(model: type[BaseModel], name: str) -> bool:
         return False
     inner = getattr(field.annotation, "__args__", ()) if _is_list(model, name) else ()
     return any(isinstance(m, WithJsonSchema) for m in field.metadata) or any(
-        isinstance(m, WithJsonSchema) for arg in inner for m in getattr(arg, "__metadata__", ()))
+        isinstance(m, WithJsonSchema) for arg in inner for m in getattr(arg, "__metadata__", ())
+    )
 
 
 def decode_base64_image(text: str, name: str, max_bytes: int) -> bytes:

@@ -1,5 +1,6 @@
 """Every refusal as JSON: `{"error": {"status", "message"}}`, never an HTML page or a stack trace; an invalid request is a
 400, and a write that found the disk full a 507 (nothing of it was made)."""
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,9 @@ from vitrine.serve.service import ServiceError
 log = logging.getLogger("vitrine.serve")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away; it reaches the logs and metrics only
 INSUFFICIENT_STORAGE = 507
-DISK_FULL_MESSAGE = "insufficient storage: the server's disk is full; the write was not made and the catalog is as before"
+DISK_FULL_MESSAGE = (
+    "insufficient storage: the server's disk is full; the write was not made and the catalog is as before"
+)
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 SERVICE_UNAVAILABLE = 503
 RETRY_AFTER_S = 5  # a Milvus server restarting is back in seconds; loading its collection again takes up to a minute
@@ -39,7 +42,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        return error_response(400, validation_message(list(exc.errors()), skip=1))  # the contract: every invalid request is a 400
+        return error_response(
+            400, validation_message(list(exc.errors()), skip=1)
+        )  # the contract: every invalid request is a 400
 
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, exc: ClientDisconnect):

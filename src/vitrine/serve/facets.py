@@ -1,5 +1,6 @@
 """The fields a shopper filters by (the web UI's chips): the catalog's categorical columns from the schema saved with
 the index, then the predicted tags that stand in for columns the catalog lacks."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -22,18 +23,28 @@ def facets_from(schema: CatalogSchema | None, values: Values) -> dict:
     in column order, then the fields only the tagger filled in (`predicted`); `filled` counts the products whose value
     the tagger filled in. `source` says where the columns came from: "index" (the saved schema) or "fields" (an older
     index: its stored fields, numbers and free text left out)."""
-    stored = [name for name in values if name not in ("id", "title", PREDICTED_FIELDS) and not name.startswith(PREDICTED_PREFIX)]
+    stored = [
+        name
+        for name in values
+        if name not in ("id", "title", PREDICTED_FIELDS) and not name.startswith(PREDICTED_PREFIX)
+    ]
     filled = _filled_counts(values)
     if schema is not None:
         attributes = list(schema.attributes)
         own = [name for name in schema.facet_fields if name in values]
         predicted = [name for name in stored if name not in schema.attributes and PREDICTED_PREFIX + name in values]
     else:
-        predicted = [name for name in stored if PREDICTED_PREFIX + name in values and filled.get(name, 0) >= _products(values[name])]
+        predicted = [
+            name
+            for name in stored
+            if PREDICTED_PREFIX + name in values and filled.get(name, 0) >= _products(values[name])
+        ]
         attributes = sorted(name for name in stored if name not in predicted)
         own = [name for name in attributes if ColumnProfile.from_counts(name, values[name]).kind == "category"]
     facets = [{"field": name, "predicted": False, "filled": filled.get(name, 0)} for name in own]
-    facets += [{"field": name, "predicted": True, "filled": filled.get(name, 0)} for name in _tagger_order(predicted, values)]
+    facets += [
+        {"field": name, "predicted": True, "filled": filled.get(name, 0)} for name in _tagger_order(predicted, values)
+    ]
     return {"source": "fields" if schema is None else "index", "attributes": attributes, "facets": facets}
 
 

@@ -1,4 +1,5 @@
 """Product images kept beside the index, so the service can show any product, including uploaded ones."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,9 @@ from vitrine.failpoints import failpoint
 from vitrine.index.store import is_milvus
 
 MAX_SIDE = 1024  # stored images are downscaled to this longest side: enough for a results grid and a detail view
-STAGED = "staged"  # image changes waiting for their write's commit: <token>.json (what for) and <token>.jpg (the new image)
+STAGED = (
+    "staged"  # image changes waiting for their write's commit: <token>.json (what for) and <token>.jpg (the new image)
+)
 
 
 def lock_dir(index: str | os.PathLike, images: str | os.PathLike) -> Path:
@@ -64,7 +67,9 @@ class ImageStore:
         if image is not None:
             _write_jpeg(staged / f"{token}.jpg", image)
         entry = {**(note or {}), "id": product_id, "image": image is not None}
-        _write_bytes(staged / f"{token}.json", json.dumps(entry).encode("utf-8"))  # last: a change exists once this does
+        _write_bytes(
+            staged / f"{token}.json", json.dumps(entry).encode("utf-8")
+        )  # last: a change exists once this does
         return token
 
     def staged_image(self, product_id: str, committed: Callable[[str, dict], bool]) -> Path | None:
@@ -79,7 +84,10 @@ class ImageStore:
         for journal in sorted(staged.glob("*.json")):
             try:
                 entry = json.loads(journal.read_text(encoding="utf-8"))
-            except (FileNotFoundError, ValueError):  # settled meanwhile, or being written (a change exists once it is whole)
+            except (
+                FileNotFoundError,
+                ValueError,
+            ):  # settled meanwhile, or being written (a change exists once it is whole)
                 continue
             if entry.get("id") == product_id and entry.get("image") and committed(journal.stem, entry):
                 return staged / f"{journal.stem}.jpg"

@@ -1,4 +1,5 @@
 """Request limits enforced before a route runs: the body size (Content-Length, or counted while it streams)."""
+
 from __future__ import annotations
 
 from vitrine.serve.errors import error_response

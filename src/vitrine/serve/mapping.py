@@ -1,6 +1,7 @@
 """An HTTP request's parts -> a checked `vitrine.search.Query`: the server's own limits (text length, k, offset, upload
 size, one image source) here, everything every surface shares in `Query` itself. A plain module: tests call it
 without a server."""
+
 from __future__ import annotations
 
 from PIL import Image
@@ -37,14 +38,18 @@ class RequestMapper:
         if image is not None and image_url:
             raise ServiceError(f"{where}give an image upload or an image_url, not both")
         if isinstance(image, str):
-            return image_from_bytes(decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings, draft)
+            return image_from_bytes(
+                decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings, draft
+            )
         if image is not None:
             return read_image(image, settings, draft)
         if image_url:
             return self.service.product_image(product_id_from_image_url(image_url))
         return None
 
-    def query(self, text, modification, image, image_url, k, filters: dict[str, list[str]], where: str = "", ranking=None) -> Query:
+    def query(
+        self, text, modification, image, image_url, k, filters: dict[str, list[str]], where: str = "", ranking=None
+    ) -> Query:
         """A checked query; `where` prefixes messages with the query's place in a batch."""
         settings = self.settings
         # over the length limit: refused here; blank: Query says so, in the words every surface uses
@@ -63,7 +68,15 @@ class RequestMapper:
             raise ServiceError(f"{where}offset must be between 0 and {MAX_OFFSET}, got {offset}")
         reference = product_id_from_image_url(image_url) if image_url and image is None else None
         try:
-            return Query(text=text, image=picture, modification=modification, k=k, filters=filters, reference_id=reference, **ranking)
+            return Query(
+                text=text,
+                image=picture,
+                modification=modification,
+                k=k,
+                filters=filters,
+                reference_id=reference,
+                **ranking,
+            )
         except QueryError as exc:
             raise ServiceError(f"{where}{exc}") from None
 
@@ -83,6 +96,22 @@ class RequestMapper:
         """A `POST /search` body (or one query of a batch) as a Query."""
         ranking = {name: getattr(body, name) for name in RANKING_FIELDS}
         if isinstance(body, SearchForm):
-            return self.query(body.text, body.modification, body.image, body.image_url, body.k, self.form_filters(body.filter), ranking=ranking)
-        return self.query(body.text, body.modification, body.image, body.image_url, body.k, self.json_filters(body.filters, where), where,
-                          ranking=ranking)
+            return self.query(
+                body.text,
+                body.modification,
+                body.image,
+                body.image_url,
+                body.k,
+                self.form_filters(body.filter),
+                ranking=ranking,
+            )
+        return self.query(
+            body.text,
+            body.modification,
+            body.image,
+            body.image_url,
+            body.k,
+            self.json_filters(body.filters, where),
+            where,
+            ranking=ranking,
+        )

@@ -4,6 +4,7 @@ With several worker processes (`vitrine serve --workers N`), PROMETHEUS_MULTIPRO
 each writes its samples to files there, and every scrape merges them: whichever worker answers, /metrics
 reports the whole server.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,10 +25,19 @@ class Metrics:
     def __init__(self):
         self.shared = bool(os.environ.get(MULTIPROCESS_ENV))
         self.registry = CollectorRegistry()
-        self.requests = Counter("vitrine_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("vitrine_http_request_duration_seconds", "time to answer a request", ["method", "route"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.products = Gauge("vitrine_catalog_products", "products in the index", registry=self.registry, multiprocess_mode="livemax")
+        self.requests = Counter(
+            "vitrine_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "vitrine_http_request_duration_seconds",
+            "time to answer a request",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.products = Gauge(
+            "vitrine_catalog_products", "products in the index", registry=self.registry, multiprocess_mode="livemax"
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
@@ -42,8 +52,6 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged)
         return generate_latest(merged)
-
-
 
 
 class ObserveRequests:
@@ -63,11 +71,16 @@ class ObserveRequests:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 # which worker answered (several share one port): for the operator and benchmarks/first_request.py
-                message = {**message, "headers": [*message.get("headers", []), (b"x-vitrine-worker", str(os.getpid()).encode())]}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-vitrine-worker", str(os.getpid()).encode())],
+                }
             await send(message)
 
         try:
             await self.app(scope, receive, send_observed)
         finally:  # the router has put the matched route into the shared scope
             route = scope.get("route")
-            self.metrics.observe(scope["method"], getattr(route, "path", "unmatched"), status, time.perf_counter() - start)
+            self.metrics.observe(
+                scope["method"], getattr(route, "path", "unmatched"), status, time.perf_counter() - start
+            )

@@ -1,4 +1,5 @@
 """`vitrine serve --catalog`: index a catalog (vectors, predicted tags, images) before serving it; resumable."""
+
 from __future__ import annotations
 
 import sys
@@ -17,7 +18,9 @@ def default_index_dir(catalog: str) -> str:
     return str(Path("runs") / "serve" / name)
 
 
-def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str | None = None, progress: bool = True) -> BuildResult:
+def prepare_index(
+    catalog: str, settings: ServeSettings, model: str, schema: str | None = None, progress: bool = True
+) -> BuildResult:
     """Add every catalog product not yet in `settings.index`, with its predicted tags and its image."""
     from vitrine.data.catalog import schema_for
     from vitrine.models import DEFAULT_TAG_MODEL
@@ -29,8 +32,12 @@ def prepare_index(catalog: str, settings: ServeSettings, model: str, schema: str
     tag_model = encoder if tag_name == encoder.name else create_model(tag_name, runtime=settings.runtime, fallback=True)
     resolved = schema_for(catalog, schema)[0]
     saved = None if settings.index.startswith("milvus:") else Path(settings.index) / SAVED_NAME
-    tagger, about = catalog_tagger(tag_model, catalog, resolved, make_views(settings.regions), progress=progress, saved=saved)
+    tagger, about = catalog_tagger(
+        tag_model, catalog, resolved, make_views(settings.regions), progress=progress, saved=saved
+    )
     print(about, file=sys.stderr)
     images = ImageStore(Path(settings.images) if settings.images else images_dir(settings.index))
     sweep_images(settings.index, images)  # temp files of an earlier run that was killed mid-write
-    return build_index(catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save)
+    return build_index(
+        catalog, settings.index, encoder, schema=schema, progress=progress, tagger=tagger, keep_image=images.save
+    )

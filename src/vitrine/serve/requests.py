@@ -1,4 +1,5 @@
 """Checks on request values (images, texts, k, image URLs): each failure is a ServiceError with its status."""
+
 from __future__ import annotations
 
 import io
@@ -29,7 +30,9 @@ def image_from_bytes(data: bytes, name: str, settings: ServeSettings, draft=None
     except Exception:
         raise ServiceError(f"{name} is not an image vitrine can read (JPEG, PNG, WebP, GIF, BMP, TIFF)", 415) from None
     if width * height > settings.max_pixels:
-        raise ServiceError(f"image is {width}x{height} = {width * height} pixels, over the limit of {settings.max_pixels}", 413)
+        raise ServiceError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {settings.max_pixels}", 413
+        )
     try:
         return decode_image(data, max_pixels=settings.max_pixels, draft=draft)
     except ImageDecodeError as exc:
@@ -59,5 +62,7 @@ def product_id_from_image_url(url: str) -> str:
     """The id in `/products/{id}/image` (absolute URLs too); vitrine fetches no other URLs."""
     parts = [unquote(p) for p in urlparse(url).path.split("/") if p]
     if len(parts) != 3 or parts[0] != "products" or parts[2] != "image":
-        raise ServiceError("image_url must be the image URL of a catalog product, /products/{id}/image (vitrine fetches no other URLs)")
+        raise ServiceError(
+            "image_url must be the image URL of a catalog product, /products/{id}/image (vitrine fetches no other URLs)"
+        )
     return parts[1]

@@ -1,4 +1,5 @@
 """Run the app under uvicorn: one process, or a supervisor with N worker processes sharing one listening socket."""
+
 from __future__ import annotations
 
 import ctypes
@@ -42,8 +43,11 @@ def server_stack() -> dict[str, str]:
     """uvicorn's HTTP parser and event loop: httptools and uvloop where they are installed (uvicorn[standard])."""
     import importlib.util
 
-    return {"server": "uvicorn", "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-            "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
+    return {
+        "server": "uvicorn",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+    }
 
 
 def serve_forever(host: str, port: int, workers: int, log_level: str = "info", access_log: bool = False) -> bool:
@@ -53,8 +57,17 @@ def serve_forever(host: str, port: int, workers: int, log_level: str = "info", a
 
     limit_malloc_arenas()
     stack = server_stack()
-    config = uvicorn.Config(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
-                            http=stack["http"], loop=stack["loop"])
+    config = uvicorn.Config(
+        APP_FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=access_log,
+        http=stack["http"],
+        loop=stack["loop"],
+    )
     if workers == 1:
         server = uvicorn.Server(config)
         server.run()

@@ -4,6 +4,7 @@ Reads and writes in one process are serialised on the index with a lock; the mod
 runs outside it. Several worker processes share the index directory: a write takes a file lock and first
 rereads what another worker committed, and every read rereads the index when its generation moved on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,13 @@ class SearchService:
             if not is_milvus(settings.index):
                 sweep_leftovers(settings.index)
         model = create_model(self.store.model, runtime=settings.runtime, fallback=True)
-        self.engine = SearchEngine(store=self.store, encoder=model, relevance=settings.relevance, combiner=settings.combiner,
-                                   search_mode=settings.search_mode)
+        self.engine = SearchEngine(
+            store=self.store,
+            encoder=model,
+            relevance=settings.relevance,
+            combiner=settings.combiner,
+            search_mode=settings.search_mode,
+        )
         self.model, self.ranker = self.engine.model, self.engine.ranker
         self.images = ImageStore(self.images_dir)
         self._lock = self.engine.lock  # reads and writes of the store, in this process
@@ -76,8 +82,12 @@ class SearchService:
         self._taggers: OrderedDict[str, object] = OrderedDict()
         # Concurrent queries share forward passes (a lone query is not delayed): see MicroBatcher.
         wait = settings.batch_wait_us / 1e6
-        self._encode_texts = MicroBatcher(self.engine.encode_texts, settings.max_batch, name="text-encoder", max_wait=wait)
-        self._encode_images = MicroBatcher(self.engine.image_features, settings.max_batch, name="image-encoder", max_wait=wait)
+        self._encode_texts = MicroBatcher(
+            self.engine.encode_texts, settings.max_batch, name="text-encoder", max_wait=wait
+        )
+        self._encode_images = MicroBatcher(
+            self.engine.image_features, settings.max_batch, name="image-encoder", max_wait=wait
+        )
         self.engine.calibration()  # at start, so that no query waits for it (`warm` loads the rest)
 
     def warm(self) -> None:
@@ -129,11 +139,21 @@ class SearchService:
     def _batched_images(self, pixels: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [self._encode_images(p) for p in pixels]
 
-    def embed(self, texts: Sequence[str] = (), images: Sequence[Image.Image] = ()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def embed(
+        self, texts: Sequence[str] = (), images: Sequence[Image.Image] = ()
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Unit-norm vectors of `texts` (one forward pass) and of `images` (another), as the index's model makes them."""
-        text_vectors = [torch.nn.functional.normalize(v.float(), dim=-1) for v in self.engine.encode_texts(texts)] if texts else []
-        image_vectors = [torch.nn.functional.normalize(e.float(), dim=-1)
-                         for e, _ in self.engine.image_features([self.model.image_transform(i) for i in images])] if images else []
+        text_vectors = (
+            [torch.nn.functional.normalize(v.float(), dim=-1) for v in self.engine.encode_texts(texts)] if texts else []
+        )
+        image_vectors = (
+            [
+                torch.nn.functional.normalize(e.float(), dim=-1)
+                for e, _ in self.engine.image_features([self.model.image_transform(i) for i in images])
+            ]
+            if images
+            else []
+        )
         return text_vectors, image_vectors
 
     def page(self, offset: int, limit: int, filters: Mapping[str, Sequence[str]]) -> tuple[int, list[dict]]:
@@ -163,7 +183,9 @@ class SearchService:
             if row is None:
                 raise NotFound(f"no product with id {product_id!r}")
             # staged before its row committed: with this row read, an upsert's staged image is there (or settled)
-            staged = self.images.staged_image(product_id, self._committed(row, last)) if self.images.has_staged() else None
+            staged = (
+                self.images.staged_image(product_id, self._committed(row, last)) if self.images.has_staged() else None
+            )
         if staged is not None:
             return staged
         path = self.images.path(product_id)
@@ -186,7 +208,9 @@ class SearchService:
         with Image.open(io.BytesIO(self.image_bytes(product_id))) as image:
             return image.convert("RGB")
 
-    def attribute_values(self, per_field: int = 50, name: str | None = None, prefix: str | None = None) -> dict[str, list[tuple[str, int]]]:
+    def attribute_values(
+        self, per_field: int = 50, name: str | None = None, prefix: str | None = None
+    ) -> dict[str, list[tuple[str, int]]]:
         """Each field's most common values with counts; one field's, and those starting with `prefix` (any case), on request."""
         with self._lock:
             self.store.refresh()
@@ -218,12 +242,20 @@ class SearchService:
             return tagger.tag_images([image])[0]
 
     # ---- writes ------------------------------------------------------------------------------------
-    def upsert(self, product_id: str, title: str | None, attributes: Mapping[str, str], image: Image.Image,
-               new_attributes: bool = False) -> tuple[dict, bool]:
+    def upsert(
+        self,
+        product_id: str,
+        title: str | None,
+        attributes: Mapping[str, str],
+        image: Image.Image,
+        new_attributes: bool = False,
+    ) -> tuple[dict, bool]:
         """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created). An attribute
         name the catalog does not have is refused unless `new_attributes` (an empty catalog takes any)."""
         if not PRODUCT_ID.match(product_id or ""):
-            raise ServiceError(f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a letter or digit)")
+            raise ServiceError(
+                f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a letter or digit)"
+            )
         for name in attributes:
             if name in ("id", "title", PREDICTED_FIELDS) or name.startswith(PREDICTED_PREFIX) or not name.strip():
                 raise ServiceError(f"attribute name {name!r} is reserved or empty")
@@ -250,7 +282,9 @@ class SearchService:
     def delete(self, product_id: str) -> None:
         with self._lock, self._write_lock():
             self.store.refresh()
-            self.images.stage(product_id, None)  # removed when the lock is released, if the row is gone: a crash leaves no stray file
+            self.images.stage(
+                product_id, None
+            )  # removed when the lock is released, if the row is gone: a crash leaves no stray file
             with writing(self.settings.index):
                 removed = self.store.delete([product_id])
             if not removed:
@@ -312,8 +346,10 @@ class SearchService:
             known = self._catalog_fields()
         unknown = sorted(set(attributes) - known)
         if unknown and known:
-            raise ServiceError(f"attribute(s) {unknown} are not in this catalog, which has: {', '.join(sorted(known))}; "
-                               "send new_attributes=true to add a field")
+            raise ServiceError(
+                f"attribute(s) {unknown} are not in this catalog, which has: {', '.join(sorted(known))}; "
+                "send new_attributes=true to add a field"
+            )
 
     def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:
         try:
@@ -323,9 +359,9 @@ class SearchService:
 
     def _tagger(self, vocabulary=None):
         from vitrine.models import DEFAULT_TAG_MODEL
-        from vitrine.tagging.views import make_views
-        from vitrine.tagging.tagger import Tagger
         from vitrine.tagging.catalog_tags import saved_vocabulary
+        from vitrine.tagging.tagger import Tagger
+        from vitrine.tagging.views import make_views
         from vitrine.tagging.vocabulary import builtin_vocabulary
 
         key = "builtin" if vocabulary is None else hashlib.sha1(repr(vocabulary.to_dict()).encode()).hexdigest()
@@ -335,10 +371,16 @@ class SearchService:
                 return self._taggers[key]
             if self._tag_model is None:
                 name = self.settings.tag_model or DEFAULT_TAG_MODEL
-                self._tag_model = self.model if name == self.model.name else create_model(name, runtime=self.settings.runtime, fallback=True)
+                self._tag_model = (
+                    self.model
+                    if name == self.model.name
+                    else create_model(name, runtime=self.settings.runtime, fallback=True)
+                )
                 self._tag_model.eval()
             # the vocabulary the index was tagged with (a shop catalog's own columns), else the shipped KAGL one
-            vocabulary = vocabulary or saved_vocabulary(self.settings.index) or builtin_vocabulary(model=self._tag_model.name)
+            vocabulary = (
+                vocabulary or saved_vocabulary(self.settings.index) or builtin_vocabulary(model=self._tag_model.name)
+            )
             if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:
                 raise ServiceError(f"a request's vocabulary may hold at most {MAX_VOCABULARY_VALUES} values in all")
             tagger = Tagger(self._tag_model, vocabulary, make_views(self.settings.regions))

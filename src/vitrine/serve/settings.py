@@ -1,4 +1,5 @@
 """The service's settings: a frozen dataclass read from a JSON file, the environment and the command line."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine s
 @dataclass(frozen=True)
 class ServeSettings:
     index: str = "runs/serve/index"  # a directory (FAISS) or milvus:FILE.db | milvus:URI (see vitrine.index.store)
-    images: str | None = None  # product images; None: <index>/images, or beside a Milvus Lite file (shared storage for a Milvus server)
+    images: str | None = (
+        None  # product images; None: <index>/images, or beside a Milvus Lite file (shared storage for a Milvus server)
+    )
     model: str | None = None  # the index's own model when None
     tag_model: str | None = None  # vitrine's default tagging model when None
     combiner: str = "combiner"  # composed search: sum | combiner (shipped) | a combiner directory
@@ -36,8 +39,12 @@ class ServeSettings:
     # waits. 1 ms measured best of 0 / 1 / 3 ms at 32 text clients (README, "The request path")
     batch_wait_us: int = 1000
     max_batch_queries: int = 32  # queries in one POST /search/batch, at most
-    token_file: str | None = None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
-    cors_origins: str | None = None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
+    token_file: str | None = (
+        None  # JSON/YAML {"read": [...], "write": [...]}, reread when it changes: rotate tokens without a restart
+    )
+    cors_origins: str | None = (
+        None  # comma-separated origins allowed to call the API from a browser ("*" for any); None: CORS off
+    )
     # how a query ranks unless it says: hybrid (vector + BM25 fused, query words as soft filters; vector alone on a
     # store without BM25, such as a Milvus server before 2.5), vector or lexical (README, "Ranking")
     search_mode: str = "hybrid"
@@ -53,14 +60,24 @@ class ServeSettings:
             raise ValueError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
         if self.relevance not in RELEVANCE_METHODS:
             raise ValueError(f"relevance must be one of {', '.join(RELEVANCE_METHODS)}, got {self.relevance!r}")
-        for name in ("max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries"):
+        for name in (
+            "max_upload_bytes",
+            "max_pixels",
+            "max_k",
+            "max_text_chars",
+            "workers",
+            "max_batch",
+            "max_batch_queries",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_wait_us < 0:
             raise ValueError(f"batch_wait_us must be >= 0, got {self.batch_wait_us}")
         if self.workers > 1 and is_milvus_lite(self.index):
-            raise ValueError("Milvus Lite allows one process per file: serve it with one worker, or use a Milvus server "
-                             "(--index milvus:http://host:19530) to share one index between workers and machines")
+            raise ValueError(
+                "Milvus Lite allows one process per file: serve it with one worker, or use a Milvus server "
+                "(--index milvus:http://host:19530) to share one index between workers and machines"
+            )
         for name in ("write_token", "read_token"):
             token = getattr(self, name)
             if token is not None and len(token) < 8:
@@ -89,7 +106,11 @@ class ServeSettings:
 
 
 # JSON types of the annotations above (strings: `from __future__ import annotations`); true is not a whole number.
-_JSON_TYPES = {"int": lambda v: type(v) is int, "str": lambda v: isinstance(v, str), "str | None": lambda v: v is None or isinstance(v, str)}
+_JSON_TYPES = {
+    "int": lambda v: type(v) is int,
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+}
 _TYPE_NAMES = {"int": "a whole number", "str": "a string", "str | None": "a string or null"}
 
 

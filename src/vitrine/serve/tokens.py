@@ -5,6 +5,7 @@ the old one. Every worker rereads the file on the next request after it changed 
 becomes invalid is reported in the log and the tokens read before stay in force, so a bad edit locks nobody out
 and lets nobody in.
 """
+
 from __future__ import annotations
 
 import hmac

@@ -2,6 +2,7 @@
 'unknown' threshold fitted on its labelled rows for a target precision, and coverage and precision measured on other
 labelled rows it was not fitted on. What `index build --tag` (and so `serve --catalog`) uses for a catalog that is not
 KAGL's, so that its blank cells are filled from its own vocabulary."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,9 @@ from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_dict, vocabul
 
 CALIBRATION_ROWS = 600  # labelled rows embedded to fit (half) and to check (the other half) the thresholds
 MAX_VALUES = 200  # a column with more values than this is left out of the vocabulary (an id-like column)
-TARGET_PRECISION = 0.8  # measured on 5,000 products (benchmarks/own_catalog.py): 0.9 left colour (47 values) at 5% coverage
+TARGET_PRECISION = (
+    0.8  # measured on 5,000 products (benchmarks/own_catalog.py): 0.9 left colour (47 values) at 5% coverage
+)
 SAVED_NAME = "tag-vocabulary.json"  # in an index directory: the calibrated vocabulary its build tagged with
 
 
@@ -46,9 +49,15 @@ class CatalogTagging:
     note: str = ""  # e.g. " the tagging model never trained on"
 
     def summary(self) -> str:
-        parts = [f"{name} precision {v['precision']:.2f} at coverage {v['coverage']:.2f} (n={v['n']})" for name, v in self.per_column.items()]
-        return (f"tags from the catalog's own columns ({', '.join(self.vocabulary.names)}), thresholds fitted on {self.fitted_on} "
-                f"labelled rows{self.note}; on {self.checked_on} others: " + ("; ".join(parts) or "no labelled rows to check"))
+        parts = [
+            f"{name} precision {v['precision']:.2f} at coverage {v['coverage']:.2f} (n={v['n']})"
+            for name, v in self.per_column.items()
+        ]
+        return (
+            f"tags from the catalog's own columns ({', '.join(self.vocabulary.names)}), thresholds fitted on {self.fitted_on} "
+            f"labelled rows{self.note}; on {self.checked_on} others: "
+            + ("; ".join(parts) or "no labelled rows to check")
+        )
 
 
 def own_vocabulary(catalog: str, schema: CatalogSchema) -> Vocabulary:
@@ -91,8 +100,16 @@ def _labelled_sample(catalog: str, schema: CatalogSchema, names: list[str], limi
     return items
 
 
-def calibrate_catalog_tags(model, catalog: str, schema: CatalogSchema, views: RegionViews, pooling: str = "blend",
-                           target_precision: float = TARGET_PRECISION, rows: int = CALIBRATION_ROWS, progress: bool = False) -> CatalogTagging:
+def calibrate_catalog_tags(
+    model,
+    catalog: str,
+    schema: CatalogSchema,
+    views: RegionViews,
+    pooling: str = "blend",
+    target_precision: float = TARGET_PRECISION,
+    rows: int = CALIBRATION_ROWS,
+    progress: bool = False,
+) -> CatalogTagging:
     """The catalog's own vocabulary, its temperatures and thresholds fitted on half of a labelled sample, measured on the other half."""
     vocabulary = own_vocabulary(catalog, schema)
     skip = trained_on(model.name, catalog)
@@ -111,19 +128,39 @@ def calibrate_catalog_tags(model, catalog: str, schema: CatalogSchema, views: Re
             calibration[attribute.name] = {"temperature": fit_temperature(scores, labels)}
     vocabulary = vocabulary.with_calibration(calibration)
     # min_coverage 0: a column the model cannot tag at the target precision answers little or nothing rather than guess
-    for name, fitted in fit_thresholds(Tagger(model, vocabulary, views, pooling), fit_items, fit_embeds, target_precision, 0.0).items():
+    for name, fitted in fit_thresholds(
+        Tagger(model, vocabulary, views, pooling), fit_items, fit_embeds, target_precision, 0.0
+    ).items():
         calibration.setdefault(name, {}).update(fitted)
     vocabulary = vocabulary.with_calibration(calibration)
     per_column = {}
     if check and any(labelled_rows([bare[k] for k in check], a)[0] for a in vocabulary.attributes):
-        report = attribute_report(Tagger(model, vocabulary, views, pooling), [bare[k] for k in check], embeds[torch.tensor(check)])
-        per_column = {name: {k: v[k] for k in ("precision", "coverage", "n", "threshold", "classes")} for name, v in report["per_attribute"].items()}
-    return CatalogTagging(vocabulary=vocabulary, fitted_on=len(fit), checked_on=len(check), per_column=per_column,
-                          note=" the tagging model never trained on" if skip is not None else "")
+        report = attribute_report(
+            Tagger(model, vocabulary, views, pooling), [bare[k] for k in check], embeds[torch.tensor(check)]
+        )
+        per_column = {
+            name: {k: v[k] for k in ("precision", "coverage", "n", "threshold", "classes")}
+            for name, v in report["per_attribute"].items()
+        }
+    return CatalogTagging(
+        vocabulary=vocabulary,
+        fitted_on=len(fit),
+        checked_on=len(check),
+        per_column=per_column,
+        note=" the tagging model never trained on" if skip is not None else "",
+    )
 
 
-def catalog_tagger(model, catalog: str, schema: CatalogSchema, views: RegionViews, pooling: str = "blend", vocabulary: Vocabulary | None = None,
-                   progress: bool = False, saved: str | os.PathLike | None = None) -> tuple[Tagger, str]:
+def catalog_tagger(
+    model,
+    catalog: str,
+    schema: CatalogSchema,
+    views: RegionViews,
+    pooling: str = "blend",
+    vocabulary: Vocabulary | None = None,
+    progress: bool = False,
+    saved: str | os.PathLike | None = None,
+) -> tuple[Tagger, str]:
     """The tagger `index build --tag` runs and one line saying what it tags: the vocabulary given; for a KAGL catalog
     the shipped KAGL vocabulary (calibrated for the model when it ships one); otherwise the catalog's own columns,
     calibrated on its labelled rows."""
@@ -134,14 +171,32 @@ def catalog_tagger(model, catalog: str, schema: CatalogSchema, views: RegionView
     if schema.name == "kagl":
         shipped = builtin_vocabulary(model=model.name)
         return Tagger(model, shipped, views, pooling), f"tags: the shipped KAGL vocabulary ({', '.join(shipped.names)})"
-    key = {"model": model.name, "catalog": os.path.abspath(catalog), "schema": schema.to_dict(), "views": views.count, "pooling": pooling}
+    key = {
+        "model": model.name,
+        "catalog": os.path.abspath(catalog),
+        "schema": schema.to_dict(),
+        "views": views.count,
+        "pooling": pooling,
+    }
     if saved is not None and os.path.isfile(saved):  # calibrated by an earlier start of the same service: not again
         record = json.loads(open(saved, encoding="utf-8").read())
         if record.get("key") == key:
-            return Tagger(model, vocabulary_from_dict(record["vocabulary"]), views, pooling), record["summary"] + " (as calibrated before)"
+            return Tagger(model, vocabulary_from_dict(record["vocabulary"]), views, pooling), record[
+                "summary"
+            ] + " (as calibrated before)"
     tagging = calibrate_catalog_tags(model, catalog, schema, views, pooling, progress=progress)
     if saved is not None:
         Path(saved).parent.mkdir(parents=True, exist_ok=True)
-        Path(saved).write_text(json.dumps({"key": key, "summary": tagging.summary(), "per_column": tagging.per_column,
-                                           "vocabulary": tagging.vocabulary.to_dict()}, indent=1), encoding="utf-8")
+        Path(saved).write_text(
+            json.dumps(
+                {
+                    "key": key,
+                    "summary": tagging.summary(),
+                    "per_column": tagging.per_column,
+                    "vocabulary": tagging.vocabulary.to_dict(),
+                },
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
     return Tagger(model, tagging.vocabulary, views, pooling), tagging.summary()

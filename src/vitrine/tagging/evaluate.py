@@ -3,6 +3,7 @@
 Precision counts only answers given (an 'unknown' is no answer); recall counts every labelled item; mean
 precision averages precision over attributes, as RaF-CLIP reports it. `top1` is accuracy with no abstention.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,8 +13,7 @@ import torch
 from vitrine.data.catalog import open_catalog
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
-from vitrine.data.splits import SplitConfig
-from vitrine.data.splits import load_split_config, split_filter
+from vitrine.data.splits import SplitConfig, load_split_config, split_filter
 from vitrine.tagging.tagger import Tagger, fit_hierarchy, fit_region_weight, fit_temperature, fit_threshold
 from vitrine.tagging.views import RegionViews
 from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values
@@ -61,8 +61,12 @@ def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.T
     if not per_attribute:
         raise ValueError(f"no item carries a label for any of {tagger.vocabulary.names}")
     mean = sum(v["precision"] for v in per_attribute.values()) / len(per_attribute)
-    return {"mean_precision": round(mean, 4), "per_attribute": per_attribute, "top1": top1,
-            "mean_top1": round(sum(top1.values()) / len(top1), 4)}
+    return {
+        "mean_precision": round(mean, 4),
+        "per_attribute": per_attribute,
+        "top1": top1,
+        "mean_top1": round(sum(top1.values()) / len(top1), 4),
+    }
 
 
 def catalog_vocabulary(path: str, attributes: Sequence[str], templates: str | None = None, schema=None) -> Vocabulary:
@@ -88,7 +92,16 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
             item = reader.decode_or_skip(record)
             if item is None:
                 continue
-            items.append(Item(id=item.id, image=None, title=item.title, attributes=item.attributes, source=item.source, row=item.row))
+            items.append(
+                Item(
+                    id=item.id,
+                    image=None,
+                    title=item.title,
+                    attributes=item.attributes,
+                    source=item.source,
+                    row=item.row,
+                )
+            )
             yield item.image, item.id
 
     embeds = tagger.embed(images(), progress=progress)
@@ -103,7 +116,9 @@ def catalog_rows(path: str, keep, names: Sequence[str], schema=None) -> list[dic
     return [{n: record.attributes.get(n) for n in names} for record in reader.records() if keep is None or keep(record)]
 
 
-def fit_thresholds(tagger: Tagger, items: Sequence[Item], embeds: torch.Tensor, precision: float, min_coverage: float = 0.5) -> dict[str, dict]:
+def fit_thresholds(
+    tagger: Tagger, items: Sequence[Item], embeds: torch.Tensor, precision: float, min_coverage: float = 0.5
+) -> dict[str, dict]:
     """Each attribute's 'unknown' threshold, fitted on labelled items (`fit_threshold`; `min_coverage` 0: answer only as
     much as reaches `precision`, however little)."""
     computed = tagger.probabilities(embeds)
@@ -116,10 +131,20 @@ def fit_thresholds(tagger: Tagger, items: Sequence[Item], embeds: torch.Tensor, 
     return out
 
 
-def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "blend",
-                       split: str = "all", split_config: SplitConfig | None = None, calibrate_split: str | None = None,
-                       schema=None, progress: bool = True, hierarchy_split: str | None = "train",
-                       target_precision: float | None = 0.9) -> dict:
+def run_attribute_eval(
+    data: str,
+    model,
+    vocabulary: Vocabulary,
+    views: RegionViews,
+    pooling: str = "blend",
+    split: str = "all",
+    split_config: SplitConfig | None = None,
+    calibrate_split: str | None = None,
+    schema=None,
+    progress: bool = True,
+    hierarchy_split: str | None = "train",
+    target_precision: float | None = 0.9,
+) -> dict:
     """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature
     (and, with 'blend' pooling, its region weight) there, reads the attribute hierarchy off the labels of
     `hierarchy_split` (coarse attributes then follow a finer one), and fits each 'unknown' threshold so that answered
@@ -139,26 +164,44 @@ def run_attribute_eval(data: str, model, vocabulary: Vocabulary, views: RegionVi
                 fitted = {}
                 if tagger.pooling == "blend":
                     view_scores = embeds[rows] @ tagger.value_embeds[attribute.name].T
-                    fitted["region_weight"] = fit_region_weight(view_scores, labels, lambda s, w, n=attribute.name: tagger.pool(n, s, w))
+                    fitted["region_weight"] = fit_region_weight(
+                        view_scores, labels, lambda s, w, n=attribute.name: tagger.pool(n, s, w)
+                    )
                     scores = tagger.pool(attribute.name, view_scores, fitted["region_weight"])
                 else:
                     scores = tagger.scores_for(attribute.name, embeds[rows])
-                calibration.setdefault(attribute.name, {}).update({**fitted, "temperature": fit_temperature(scores, labels),
-                                                                   "fitted_on": len(rows)})
+                calibration.setdefault(attribute.name, {}).update(
+                    {**fitted, "temperature": fit_temperature(scores, labels), "fitted_on": len(rows)}
+                )
         vocabulary = vocabulary.with_calibration(calibration)
         if target_precision is not None:
-            for name, fitted in fit_thresholds(Tagger(model, vocabulary, views, pooling), items, embeds, target_precision).items():
+            for name, fitted in fit_thresholds(
+                Tagger(model, vocabulary, views, pooling), items, embeds, target_precision
+            ).items():
                 calibration.setdefault(name, {}).update(fitted)
             vocabulary = vocabulary.with_calibration(calibration)
     tagger = Tagger(model, vocabulary, views, pooling)
     items, embeds = embed_split(tagger, data, split_filter(split, config), schema, progress)
     report = attribute_report(tagger, items, embeds)
-    report.update({"model": model.name, "split": split, "n_items": len(items), "views": views.count, "pooling": tagger.pooling,
-                   "calibration": {a.name: {**calibration.get(a.name, {}),
-                                            **({"derive": a.derive.to_dict()} if a.derive is not None else {}),
-                                            "temperature": a.temperature, "threshold": round(a.threshold, 4),
-                                            **({"region_weight": a.region_weight} if a.region_weight is not None else {})}
-                                   for a in vocabulary.attributes}})
+    report.update(
+        {
+            "model": model.name,
+            "split": split,
+            "n_items": len(items),
+            "views": views.count,
+            "pooling": tagger.pooling,
+            "calibration": {
+                a.name: {
+                    **calibration.get(a.name, {}),
+                    **({"derive": a.derive.to_dict()} if a.derive is not None else {}),
+                    "temperature": a.temperature,
+                    "threshold": round(a.threshold, 4),
+                    **({"region_weight": a.region_weight} if a.region_weight is not None else {}),
+                }
+                for a in vocabulary.attributes
+            },
+        }
+    )
     if calibrate_split:
         report["calibrated_on"] = calibrate_split
     return report

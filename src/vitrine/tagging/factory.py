@@ -1,5 +1,6 @@
 """One way to build a tagger from names: the model, the vocabulary spec and the region views, as `vitrine tag` and
 `vitrine.Tagger` take them. Light to import (the CLI imports it for `--help`): torch loads when a tagger is built."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
 VocabularySpec = str | Mapping | Vocabulary | None
 
 
-def resolve_vocabulary(spec: VocabularySpec, data: str | None = None, schema=None, model: str | None = None) -> Vocabulary:
+def resolve_vocabulary(
+    spec: VocabularySpec, data: str | None = None, schema=None, model: str | None = None
+) -> Vocabulary:
     """A vocabulary file, a comma list of catalog columns (values read from `data`), or the shipped KAGL vocabulary
     (calibrated for `model` when that shipped model carries its own); a `Vocabulary` or its dict form as it is."""
     if isinstance(spec, Vocabulary):
@@ -33,8 +36,16 @@ def resolve_vocabulary(spec: VocabularySpec, data: str | None = None, schema=Non
     return builtin_vocabulary(model=model)
 
 
-def create_tagger(model: str | None = None, vocabulary: VocabularySpec = None, regions: str = "foreground", pooling: str = "blend",
-                  annotations: str | None = None, segmenter: str | None = None, runtime: str = "torch", fallback: bool = False) -> "Tagger":
+def create_tagger(
+    model: str | None = None,
+    vocabulary: VocabularySpec = None,
+    regions: str = "foreground",
+    pooling: str = "blend",
+    annotations: str | None = None,
+    segmenter: str | None = None,
+    runtime: str = "torch",
+    fallback: bool = False,
+) -> "Tagger":
     """A Tagger over registry model `model` (default: the shipped tagging model); `vocabulary` as `resolve_vocabulary`
     reads it, `regions` a view preset (or `annotations` / `segmenter`, see `make_views`)."""
     from vitrine.models import DEFAULT_TAG_MODEL, create_model
@@ -43,4 +54,9 @@ def create_tagger(model: str | None = None, vocabulary: VocabularySpec = None, r
 
     model = model or DEFAULT_TAG_MODEL
     resolved = resolve_vocabulary(vocabulary, model=model)  # before the model loads: a bad file fails fast
-    return Tagger(create_model(model, runtime=runtime, fallback=fallback), resolved, make_views(regions, annotations, segmenter), pooling)
+    return Tagger(
+        create_model(model, runtime=runtime, fallback=fallback),
+        resolved,
+        make_views(regions, annotations, segmenter),
+        pooling,
+    )

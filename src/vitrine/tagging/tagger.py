@@ -1,4 +1,5 @@
 """Open-vocabulary tagging: each attribute's values are prompts, scored against an image's region views."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,12 @@ class Tag:
     probability: float  # softmax over the attribute's values at its temperature
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "best": self.best, "score": round(self.score, 4), "probability": round(self.probability, 4)}
+        return {
+            "value": self.value,
+            "best": self.best,
+            "score": round(self.score, 4),
+            "probability": round(self.probability, 4),
+        }
 
 
 def value_embeddings(model, attribute: Attribute) -> torch.Tensor:
@@ -82,7 +88,9 @@ class Tagger:
             for name, (attribute, scores, best_p, best) in per_attribute.items():
                 value = attribute.values[int(best[i])].name
                 p = float(best_p[i])
-                item[name] = Tag(name, value if p >= attribute.threshold else UNKNOWN, value, float(scores[i, best[i]]), p)
+                item[name] = Tag(
+                    name, value if p >= attribute.threshold else UNKNOWN, value, float(scores[i, best[i]]), p
+                )
             out.append(item)
         return out
 
@@ -96,7 +104,9 @@ class Tagger:
             region_weight = self.vocabulary[name].region_weight
         return pool_scores(scores, self.pooling, DEFAULT_REGION_WEIGHT if region_weight is None else region_weight)
 
-    def embed(self, images: Iterable[tuple[Image.Image, str | None]], total: int | None = None, progress: bool = False) -> torch.Tensor:
+    def embed(
+        self, images: Iterable[tuple[Image.Image, str | None]], total: int | None = None, progress: bool = False
+    ) -> torch.Tensor:
         return encode_views(self.model, images, self.views, total=total, progress=progress)
 
     def tag_images(self, images: Sequence[Image.Image | str | os.PathLike]) -> list[dict[str, Tag]]:
@@ -118,7 +128,9 @@ def derivation_matrix(source_values: list[str], values: list[str], parents) -> t
     return matrix
 
 
-def fit_hierarchy(rows: Iterable[dict], vocabulary: Vocabulary, min_purity: float = 0.98, min_items: int = 50) -> dict[str, dict]:
+def fit_hierarchy(
+    rows: Iterable[dict], vocabulary: Vocabulary, min_purity: float = 0.98, min_items: int = 50
+) -> dict[str, dict]:
     """{attribute: {"derive": {...}}} for each coarse attribute that a finer one determines in labelled rows.
 
     The finer attribute (the one with the most values, itself not derived) must give the coarse value with at least
@@ -149,7 +161,9 @@ def fit_hierarchy(rows: Iterable[dict], vocabulary: Vocabulary, min_purity: floa
     return fitted
 
 
-def fit_threshold(best_probability: torch.Tensor, correct: torch.Tensor, precision: float = 0.9, min_coverage: float = 0.5) -> float:
+def fit_threshold(
+    best_probability: torch.Tensor, correct: torch.Tensor, precision: float = 0.9, min_coverage: float = 0.5
+) -> float:
     """The lowest 'unknown' threshold whose answered tags reach `precision`; when none does while answering at least
     `min_coverage` of the items, the threshold that answers that share (the most precise such)."""
     order = torch.argsort(best_probability, descending=True)

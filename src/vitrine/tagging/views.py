@@ -1,4 +1,5 @@
 """Region views of an image for tagging: the whole picture plus crops (and segmented crops) from a provider."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -54,8 +55,14 @@ class RegionViews:
 
 
 @torch.inference_mode()
-def encode_views(model, images: Iterable[tuple[Image.Image, str | None]], views: RegionViews, batch_size: int = 64,
-                 total: int | None = None, progress: bool = False) -> torch.Tensor:
+def encode_views(
+    model,
+    images: Iterable[tuple[Image.Image, str | None]],
+    views: RegionViews,
+    batch_size: int = 64,
+    total: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     """(N, V, D) unit-norm embeddings of every view of every (image, key)."""
     chunks, pending = [], []
 
@@ -65,7 +72,9 @@ def encode_views(model, images: Iterable[tuple[Image.Image, str | None]], views:
         chunks.append(embeds.view(len(pending), views.count, -1))
         pending.clear()
 
-    for image, key in tqdm(images, total=total, desc="embed regions", unit="img", disable=not progress, dynamic_ncols=True):
+    for image, key in tqdm(
+        images, total=total, desc="embed regions", unit="img", disable=not progress, dynamic_ncols=True
+    ):
         pending.append(views(image, key))
         if len(pending) == batch_size:
             flush()

@@ -17,6 +17,7 @@ A YAML or JSON file such as
 
 Adding a value or a whole attribute is an edit of this file: tagging embeds the prompts at run time.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ from pathlib import Path
 from vitrine.data.prompts import PromptSet
 
 DEFAULT_TEMPLATES = ("a photo of a {value}", "a {value} fashion product")
-CHANCE_MULTIPLE = 2.0  # default 'unknown' threshold: p(best) < 2 / (C + 1), the share of a value twice as likely as each other one
+CHANCE_MULTIPLE = (
+    2.0  # default 'unknown' threshold: p(best) < 2 / (C + 1), the share of a value twice as likely as each other one
+)
 DEFAULT_TEMPERATURE = 50.0  # logit scale of the softmax over an attribute's values, when none was calibrated
 _FORMATTER = string.Formatter()
 
@@ -62,7 +65,9 @@ class Attribute:
     temperature: float = DEFAULT_TEMPERATURE
     min_probability: float | None = None  # None: CHANCE_MULTIPLE / (number of values - 1 + CHANCE_MULTIPLE)
     region_weight: float | None = None  # 'blend' pooling: share of the best region view vs the whole image (None: 0.5)
-    derive: Derivation | None = None  # hierarchy: probabilities summed from a finer attribute's (unmapped mass: own prompts)
+    derive: Derivation | None = (
+        None  # hierarchy: probabilities summed from a finer attribute's (unmapped mass: own prompts)
+    )
 
     @property
     def value_names(self) -> list[str]:
@@ -88,9 +93,13 @@ class Vocabulary:
             if a.derive is None:
                 continue
             if a.derive.source not in names or a.derive.source == a.name:
-                raise VocabularyError(f"attribute {a.name!r}: derive.from must name another attribute of the vocabulary, got {a.derive.source!r}")
+                raise VocabularyError(
+                    f"attribute {a.name!r}: derive.from must name another attribute of the vocabulary, got {a.derive.source!r}"
+                )
             if self[a.derive.source].derive is not None:
-                raise VocabularyError(f"attribute {a.name!r}: derives from {a.derive.source!r}, which is itself derived; derive from the finest attribute")
+                raise VocabularyError(
+                    f"attribute {a.name!r}: derives from {a.derive.source!r}, which is itself derived; derive from the finest attribute"
+                )
             unknown = sorted(set(a.derive.parents.values()) - set(a.value_names))
             if unknown:
                 raise VocabularyError(f"attribute {a.name!r}: derive.map names values it does not have: {unknown[:5]}")
@@ -108,7 +117,9 @@ class Vocabulary:
     def select(self, names: Sequence[str]) -> "Vocabulary":
         """These attributes only; a derived one whose source is left out falls back to its own prompts."""
         chosen = [self[name] for name in names]
-        return Vocabulary(tuple(a if a.derive is None or a.derive.source in names else replace(a, derive=None) for a in chosen))
+        return Vocabulary(
+            tuple(a if a.derive is None or a.derive.source in names else replace(a, derive=None) for a in chosen)
+        )
 
     def ordered(self) -> list[Attribute]:
         """Attributes with every derivation source before the attributes derived from it."""
@@ -122,18 +133,31 @@ class Vocabulary:
             min_probability = fitted.get("min_probability", a.min_probability)
             region_weight = fitted.get("region_weight", a.region_weight)
             derive = fitted.get("derive", a.derive)
-            out.append(Attribute(a.name, a.values, float(fitted.get("temperature", a.temperature)),
-                                 None if min_probability is None else float(min_probability),
-                                 None if region_weight is None else float(region_weight),
-                                 _derivation(derive, f"attribute {a.name!r}") if isinstance(derive, Mapping) else derive))
+            out.append(
+                Attribute(
+                    a.name,
+                    a.values,
+                    float(fitted.get("temperature", a.temperature)),
+                    None if min_probability is None else float(min_probability),
+                    None if region_weight is None else float(region_weight),
+                    _derivation(derive, f"attribute {a.name!r}") if isinstance(derive, Mapping) else derive,
+                )
+            )
         return Vocabulary(tuple(out))
 
     def to_dict(self) -> dict:
-        return {"attributes": {a.name: {"temperature": a.temperature,
-                                        **({"min_probability": a.min_probability} if a.min_probability is not None else {}),
-                                        **({"region_weight": a.region_weight} if a.region_weight is not None else {}),
-                                        **({"derive": a.derive.to_dict()} if a.derive is not None else {}),
-                                        "values": {v.name: list(v.prompts) for v in a.values}} for a in self.attributes}}
+        return {
+            "attributes": {
+                a.name: {
+                    "temperature": a.temperature,
+                    **({"min_probability": a.min_probability} if a.min_probability is not None else {}),
+                    **({"region_weight": a.region_weight} if a.region_weight is not None else {}),
+                    **({"derive": a.derive.to_dict()} if a.derive is not None else {}),
+                    "values": {v.name: list(v.prompts) for v in a.values},
+                }
+                for a in self.attributes
+            }
+        }
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -148,7 +172,9 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
         text = source.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise VocabularyError(f"{path}: not UTF-8 text ({exc})") from None
-    return vocabulary_from_text(text, origin=str(path), syntax="YAML" if source.suffix.lower() in (".yaml", ".yml") else "JSON")
+    return vocabulary_from_text(
+        text, origin=str(path), syntax="YAML" if source.suffix.lower() in (".yaml", ".yml") else "JSON"
+    )
 
 
 def vocabulary_from_text(text: str, origin: str = "vocabulary", syntax: str = "YAML") -> Vocabulary:
@@ -160,7 +186,9 @@ def vocabulary_from_text(text: str, origin: str = "vocabulary", syntax: str = "Y
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as exc:  # YAMLError / JSONDecodeError, and numbers over 4300 digits or nesting too deep: all the same to a user
+    except (
+        Exception
+    ) as exc:  # YAMLError / JSONDecodeError, and numbers over 4300 digits or nesting too deep: all the same to a user
         raise VocabularyError(f"{origin}: not valid {syntax}: {exc}") from None
     return vocabulary_from_dict(data, origin=origin)
 
@@ -186,7 +214,9 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
         raise VocabularyError(f"{where}: expected a list of values or a mapping with 'values'")
     unknown = set(spec) - {"values", "templates", "temperature", "min_probability", "region_weight", "derive"}
     if unknown:
-        raise VocabularyError(f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, min_probability, region_weight, derive")
+        raise VocabularyError(
+            f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, min_probability, region_weight, derive"
+        )
     templates = spec.get("templates") or DEFAULT_TEMPLATES
     if isinstance(templates, str):
         templates = [templates]
@@ -200,7 +230,9 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
     if isinstance(raw, Mapping):
         raw = [{"name": k, "prompts": v} if v else k for k, v in raw.items()]
     if not isinstance(raw, (list, tuple)) or len(raw) < 2:
-        raise VocabularyError(f"{where}: needs a list of at least two values (a choice between one value means nothing)")
+        raise VocabularyError(
+            f"{where}: needs a list of at least two values (a choice between one value means nothing)"
+        )
     values, seen = [], set()
     for entry in raw:
         value = _value(entry, templates, where)
@@ -222,13 +254,23 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
         if not 0.0 <= region_weight <= 1.0:
             raise VocabularyError(f"{where}: region_weight must be in [0, 1], got {region_weight}")
     derive = spec.get("derive")
-    return Attribute(name, tuple(values), temperature, min_probability, region_weight,
-                     None if derive is None else _derivation(derive, where))
+    return Attribute(
+        name,
+        tuple(values),
+        temperature,
+        min_probability,
+        region_weight,
+        None if derive is None else _derivation(derive, where),
+    )
 
 
 def _derivation(raw, where: str) -> Derivation:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("from"), str) or not isinstance(raw.get("map"), Mapping) \
-            or set(raw) - {"from", "map"}:
+    if (
+        not isinstance(raw, Mapping)
+        or not isinstance(raw.get("from"), str)
+        or not isinstance(raw.get("map"), Mapping)
+        or set(raw) - {"from", "map"}
+    ):
         raise VocabularyError(f"{where}: derive must be {{from: ATTRIBUTE, map: {{finer value: value}}}}, got {raw!r}")
     parents = {}
     for child, parent in raw["map"].items():
@@ -243,12 +285,16 @@ def _value(entry, templates: Sequence[str], where: str) -> Value:
         name = _value_name(entry, where)
         return Value(name, tuple(t.format(value=name) for t in templates))
     if "name" not in entry:
-        raise VocabularyError(f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {entry!r}")
+        raise VocabularyError(
+            f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {entry!r}"
+        )
     name = _value_name(entry["name"], where)
     prompts = entry.get("prompts")
     if isinstance(prompts, str):
         prompts = [prompts]
-    if prompts is not None and (not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) and p.strip() for p in prompts)):
+    if prompts is not None and (
+        not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) and p.strip() for p in prompts)
+    ):
         raise VocabularyError(f"{where}: value {name!r}: prompts must be a list of non-empty strings")
     synonyms = entry.get("synonyms") or []
     if isinstance(synonyms, str):
@@ -263,7 +309,9 @@ def _value(entry, templates: Sequence[str], where: str) -> Value:
 
 def _value_name(raw, where: str) -> str:
     if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
-        raise VocabularyError(f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {raw!r}")
+        raise VocabularyError(
+            f"{where}: each value is a name or a mapping with 'name' (and 'synonyms' or 'prompts'); got {raw!r}"
+        )
     name = str(raw).strip()
     if not name:
         raise VocabularyError(f"{where}: empty value name")
@@ -275,7 +323,9 @@ def _is_template(template) -> bool:
     if not isinstance(template, str):
         return False
     try:
-        fields = [(name, spec, conversion) for _, name, spec, conversion in _FORMATTER.parse(template) if name is not None]
+        fields = [
+            (name, spec, conversion) for _, name, spec, conversion in _FORMATTER.parse(template) if name is not None
+        ]
     except ValueError:  # a stray brace
         return False
     return fields == [("value", "", None)]

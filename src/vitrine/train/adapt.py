@@ -6,6 +6,7 @@ columns (`vitrine.data.roles`). A slice of the catalog (10% by id) is held out; 
 validated on it with the same validator, so the figures before and after compare like for like. The zero-shot margin
 comes from the base model's record (no protocol run of the catalog is needed), and training.json says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,17 +52,30 @@ class AdaptResult:
     validation_errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "out": self.out, "catalog": self.catalog, "schema": self.schema, "products": self.products, "train_items": self.train_items,
-                "heldout_items": self.heldout_items, "steps": self.steps, "seconds": self.seconds, "before": self.before, "after": self.after,
-                "validation_errors": self.validation_errors}
+        return {
+            "model": self.model,
+            "out": self.out,
+            "catalog": self.catalog,
+            "schema": self.schema,
+            "products": self.products,
+            "train_items": self.train_items,
+            "heldout_items": self.heldout_items,
+            "steps": self.steps,
+            "seconds": self.seconds,
+            "before": self.before,
+            "after": self.after,
+            "validation_errors": self.validation_errors,
+        }
 
 
 def base_recipe(model_dir: str | Path) -> TrainConfig:
     """The training config a trained vitrine model was made with (its training.json), to continue its recipe."""
     path = Path(model_dir) / TRAINING_INFO_NAME
     if not path.is_file():
-        raise ValueError(f"{model_dir} has no {TRAINING_INFO_NAME}: adapt and `train clip --model` continue a model vitrine trained "
-                         "(vitrine:kagl-base, vitrine:kagl-small or a training run's model directory)")
+        raise ValueError(
+            f"{model_dir} has no {TRAINING_INFO_NAME}: adapt and `train clip --model` continue a model vitrine trained "
+            "(vitrine:kagl-base, vitrine:kagl-small or a training run's model directory)"
+        )
     return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
 
 
@@ -76,7 +90,9 @@ def continue_recipe(model: str, sources: tuple[SourceConfig, ...], **changes) ->
     if "batch_size" not in changes:  # a catalog smaller than the recipe's batch trains with a smaller one
         rows = sum(open_catalog(s.path, schema=s.schema, on_error="skip", require_title=False).count() for s in sources)
         changes["batch_size"] = _schedule(round(rows * (1 - recipe.split.val_fraction)), recipe, 1)["batch_size"]
-    return recipe.replace(model=start, sources=sources, calibration_from=start if info.get("calibration") else None, **changes)
+    return recipe.replace(
+        model=start, sources=sources, calibration_from=start if info.get("calibration") else None, **changes
+    )
 
 
 def _schedule(train_items: int, recipe: TrainConfig, epochs: int | None) -> dict:
@@ -87,10 +103,19 @@ def _schedule(train_items: int, recipe: TrainConfig, epochs: int | None) -> dict
     steps_per_epoch = max(1, (train_items - int(batch * recipe.locked.hard_negative_fraction)) // batch)
     epochs = epochs or max(2, math.ceil(TARGET_STEPS / steps_per_epoch))
     optim = recipe.optim
-    return {"batch_size": batch, "epochs": epochs, "val_every_epochs": max(1, epochs // 4),
-            "optim": OptimConfig(lr=optim.lr * LR_SCALE, weight_decay=optim.weight_decay, betas=optim.betas,
-                                 warmup_steps=min(optim.warmup_steps, max(1, epochs * steps_per_epoch // 10)),
-                                 text_proj_lr_scale=optim.text_proj_lr_scale, grad_clip=optim.grad_clip)}
+    return {
+        "batch_size": batch,
+        "epochs": epochs,
+        "val_every_epochs": max(1, epochs // 4),
+        "optim": OptimConfig(
+            lr=optim.lr * LR_SCALE,
+            weight_decay=optim.weight_decay,
+            betas=optim.betas,
+            warmup_steps=min(optim.warmup_steps, max(1, epochs * steps_per_epoch // 10)),
+            text_proj_lr_scale=optim.text_proj_lr_scale,
+            grad_clip=optim.grad_clip,
+        ),
+    }
 
 
 def _base_roles(base: TrainConfig) -> dict[str, str]:
@@ -133,12 +158,25 @@ def _map_calibration(model_dir: Path, base: TrainConfig, schema: CatalogSchema) 
 
 def _figures(metrics: dict) -> dict:
     """The held-out figures of a validation pass: title->image R@10 and zero-shot top-1 per categorical column."""
-    keep = {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/") and ("_top1" in k or "_n_" in k or k.endswith("R@10"))}
+    keep = {
+        k.removeprefix("val/"): v
+        for k, v in metrics.items()
+        if k.startswith("val/") and ("_top1" in k or "_n_" in k or k.endswith("R@10"))
+    }
     return dict(sorted(keep.items()))
 
 
-def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdout: float = HOLDOUT, epochs: int | None = None,
-          cache_dir: str = "runs/cache", progress: bool = True, max_items: int | None = None) -> AdaptResult:
+def adapt(
+    catalog: str,
+    out: str,
+    model: str = DEFAULT_BASE,
+    schema=None,
+    holdout: float = HOLDOUT,
+    epochs: int | None = None,
+    cache_dir: str = "runs/cache",
+    progress: bool = True,
+    max_items: int | None = None,
+) -> AdaptResult:
     """Fine-tune `model` on `catalog` into `out` (resumable: rerun the same command after a kill)."""
     from vitrine.train.clip import train_clip
 
@@ -151,7 +189,9 @@ def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdou
     schema_file.write_text(json.dumps(schema_obj.to_dict(), indent=2) + "\n", encoding="utf-8")
     base_dir = Path(training_start(model))
     if not base_dir.is_dir():
-        raise ValueError(f"adapt continues a trained model; {model} is an untrained architecture (train it with `vitrine train clip`)")
+        raise ValueError(
+            f"adapt continues a trained model; {model} is an untrained architecture (train it with `vitrine train clip`)"
+        )
     recipe = base_recipe(base_dir)
     products = open_catalog(catalog, schema=schema_obj, on_error="skip", require_title=False).count()
     split = SplitConfig(seed=0, val_fraction=holdout)
@@ -159,8 +199,17 @@ def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdou
     if train_items < 4:
         raise ValueError(f"{catalog} has {products} products; adapt needs at least 5 to train and hold some out")
     sources = (SourceConfig(str(catalog), 1.0, schema=str(schema_file), prompts="auto"),)
-    config = continue_recipe(str(base_dir), sources, out=str(out_dir), split=split, cache_dir=cache_dir, val_max_items=100_000,
-                             max_items=max_items, checkpoint_every=50, **_schedule(train_items, recipe, epochs))
+    config = continue_recipe(
+        str(base_dir),
+        sources,
+        out=str(out_dir),
+        split=split,
+        cache_dir=cache_dir,
+        val_max_items=100_000,
+        max_items=max_items,
+        checkpoint_every=50,
+        **_schedule(train_items, recipe, epochs),
+    )
     known = _known_values(base_dir, recipe, schema_obj)
     errors: list[str] = []
     before: dict = {}
@@ -184,27 +233,47 @@ def adapt(catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdou
         errors.append(f"validation: {after['validation_error']}")
     if info.get("calibration_error"):
         errors.append(f"calibration: {info['calibration_error']}")
-    heldout = sum(1 for r in open_catalog(catalog, schema=schema_obj, on_error="skip", require_title=False).records()
-                  if split.assign(r.id, r.attributes) == "val")
-    return AdaptResult(model=info.get("load_as") or f"vitrine:{model_dir.resolve()}", out=str(out_dir), catalog=str(catalog), schema=line, products=products,
-                       train_items=info.get("train_items", 0), heldout_items=heldout, steps=result.steps,
-                       seconds=round(time.perf_counter() - started, 1), before=_figures(before), after=_figures(after),
-                       validation_errors=errors)
+    heldout = sum(
+        1
+        for r in open_catalog(catalog, schema=schema_obj, on_error="skip", require_title=False).records()
+        if split.assign(r.id, r.attributes) == "val"
+    )
+    return AdaptResult(
+        model=info.get("load_as") or f"vitrine:{model_dir.resolve()}",
+        out=str(out_dir),
+        catalog=str(catalog),
+        schema=line,
+        products=products,
+        train_items=info.get("train_items", 0),
+        heldout_items=heldout,
+        steps=result.steps,
+        seconds=round(time.perf_counter() - started, 1),
+        before=_figures(before),
+        after=_figures(after),
+        validation_errors=errors,
+    )
 
 
 def format_result(result: AdaptResult) -> str:
     """The before/after table people read."""
     rows = sorted(set(result.before) | set(result.after), key=lambda k: (not k.startswith("t2i"), "_n_" in k, k))
-    lines = [f"adapted {result.products} products ({result.train_items} trained on, {result.heldout_items} held out) in "
-             f"{result.seconds:.0f}s, {result.steps} steps", f"{'held-out figure':<34}{'before':>8}{'after':>8}{'change':>8}"]
+    lines = [
+        f"adapted {result.products} products ({result.train_items} trained on, {result.heldout_items} held out) in "
+        f"{result.seconds:.0f}s, {result.steps} steps",
+        f"{'held-out figure':<34}{'before':>8}{'after':>8}{'change':>8}",
+    ]
     for key in rows:
         if "_n_" in key:
             continue
         a, b = result.before.get(key), result.after.get(key)
         change = f"{b - a:+.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
         column, _, part = key.partition("_top1")
-        label = "title->image R@10" if key == "t2i_R@10" else f"{column} zero-shot top-1" + {
-            "": "", "_known": ", values the base knew", "_new": ", values new to it"}.get(part, part)
+        label = (
+            "title->image R@10"
+            if key == "t2i_R@10"
+            else f"{column} zero-shot top-1"
+            + {"": "", "_known": ", values the base knew", "_new": ", values new to it"}.get(part, part)
+        )
         count = result.after.get(f"{column}_n{part}") if part else None
         label += f" ({count})" if count else ""
         lines.append(f"{label:<34}{_cell(a):>8}{_cell(b):>8}{change:>8}")

@@ -4,6 +4,7 @@ A protocol run holds types out ('calib') and tunes the calibrated-stacking margi
 every type, so it has nothing to tune on; it inherits the margin of the protocol run of the same recipe
 (`calibration_from` in its config) and records that run as the margin's source.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ def _training_info_path(source: str | os.PathLike) -> Path:
         f"calibration_from: no {TRAINING_INFO_NAME} at {source} (nor in its model/ folder); train the protocol config "
         "of this recipe first (e.g. vitrine train clip --config configs/kagl-base-protocol.json); to fine-tune a shipped model "
         "on your own catalog, `vitrine adapt --catalog PATH --out DIR` (or `vitrine train clip --model vitrine:kagl-base --data PATH` "
-        "without --config) inherits that model's margin instead")
+        "without --config) inherits that model's margin instead"
+    )
 
 
 def inherited_calibration(source: str | os.PathLike) -> dict[str, dict]:
@@ -38,11 +40,25 @@ def inherited_calibration(source: str | os.PathLike) -> dict[str, dict]:
     if not tuned:
         raise CalibrationSourceError(f"calibration_from: {path} holds no tuned margin (its run had no calib types)")
     split = info.get("config", {}).get("split", {})
-    origin = {"from": str(path), "tuned_on": "calib types of that run" if not _inherited(tuned) else "that model's own source (via)",
-              "split": {k: split.get(k) for k in ("seed", "holdout_field", "holdout_fraction", "calibration_fraction")}}
-    return {field: {**{k: v for k, v in entry.items() if k != "source"},
-                    "source": {**origin, **({"via": entry["source"]} if isinstance(entry.get("source"), dict) and entry["source"].get("from") else {})}}
-            for field, entry in tuned.items()}
+    origin = {
+        "from": str(path),
+        "tuned_on": "calib types of that run" if not _inherited(tuned) else "that model's own source (via)",
+        "split": {k: split.get(k) for k in ("seed", "holdout_field", "holdout_fraction", "calibration_fraction")},
+    }
+    return {
+        field: {
+            **{k: v for k, v in entry.items() if k != "source"},
+            "source": {
+                **origin,
+                **(
+                    {"via": entry["source"]}
+                    if isinstance(entry.get("source"), dict) and entry["source"].get("from")
+                    else {}
+                ),
+            },
+        }
+        for field, entry in tuned.items()
+    }
 
 
 def _inherited(tuned: dict) -> bool:

@@ -1,4 +1,5 @@
 """`vitrine train clip`: contrastive image-text training (OpenFashionCLIP's recipe on open fashion data)."""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,18 @@ from vitrine.models.dual import DualEncoder
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import epoch_order, load_pool, sample_captions
 from vitrine.train.distributed import device_for, setup
-from vitrine.train.dual_run import (EXTERNAL_PREFIXES, apply_freeze, build_model, contrastive_step, finish_dual_run, load_model_state,
-                                    model_state, open_dual_run, param_groups, step_generator)
+from vitrine.train.dual_run import (
+    EXTERNAL_PREFIXES,
+    apply_freeze,
+    build_model,
+    contrastive_step,
+    finish_dual_run,
+    load_model_state,
+    model_state,
+    open_dual_run,
+    param_groups,
+    step_generator,
+)
 from vitrine.train.engine import TrainResult, run
 from vitrine.train.text_side import LiveTexts, PooledTexts
 from vitrine.train.validate import Validator
@@ -44,10 +55,25 @@ class LiveRecipe:
         # any other text tower runs on every caption, in training and in validation.
         cached_texts = self.text_locked and not config.freeze.text_blocks and isinstance(model, DualEncoder)
         with ctx.main_first():  # rank 0 fills the text feature cache, the other ranks read it
-            texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main) if cached_texts else LiveTexts(pool.strings)
+            texts = (
+                PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
+                if cached_texts
+                else LiveTexts(pool.strings)
+            )
         self.texts = texts
-        self.validator = Validator(model, pool, pool.prompts, texts, config.val_max_items, config.seed,
-                                   holdout_field=config.split.holdout_field) if ctx.is_main else None
+        self.validator = (
+            Validator(
+                model,
+                pool,
+                pool.prompts,
+                texts,
+                config.val_max_items,
+                config.seed,
+                holdout_field=config.split.holdout_field,
+            )
+            if ctx.is_main
+            else None
+        )
         if ctx.enabled:
             ctx.shard(config.batch_size)  # refuses a batch that does not split evenly over the processes
         if model.logit_bias is None:
@@ -55,7 +81,9 @@ class LiveRecipe:
         elif ctx.enabled:
             raise ValueError("the sigmoid loss (SigLIP) trains in one process; drop --nproc")
         else:  # SigLIP: its sigmoid loss, with the learned bias
-            self.loss_fn = lambda image, text, scale, ids: sigmoid_loss(image, text, scale, model.logit_bias, positives_from_ids(ids, ids))
+            self.loss_fn = lambda image, text, scale, ids: sigmoid_loss(
+                image, text, scale, model.logit_bias, positives_from_ids(ids, ids)
+            )
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
         self._epoch, self._order = -1, None
 
@@ -77,7 +105,9 @@ class LiveRecipe:
         with self.amp:
             image = model.image_features(pixels[mine].to(device)).embeds
             text = self.texts.embed_rows(model, caption_ids[mine])
-        return contrastive_step(self.loss_fn, ctx, image.float(), text.float(), model.logit_scale, caption_ids.to(device), mine)
+        return contrastive_step(
+            self.loss_fn, ctx, image.float(), text.float(), model.logit_scale, caption_ids.to(device), mine
+        )
 
     def validate(self) -> dict:
         return self.validator(self.model)
@@ -98,11 +128,15 @@ class LiveRecipe:
         return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
 
 
-def train_clip(config: TrainConfig, progress: bool = True, before: Callable[[object], None] | None = None) -> TrainResult:
+def train_clip(
+    config: TrainConfig, progress: bool = True, before: Callable[[object], None] | None = None
+) -> TrainResult:
     """Train, checkpointing every `checkpoint_every` steps; rerunning with the same config resumes. `before(recipe)`
     runs once the recipe holds its starting model and validator, before the first step (e.g. a baseline validation)."""
     freeze = config.freeze
-    if freeze.image_tower and not (freeze.image_blocks or freeze.text_blocks or config.model.startswith(EXTERNAL_PREFIXES)):
+    if freeze.image_tower and not (
+        freeze.image_blocks or freeze.text_blocks or config.model.startswith(EXTERNAL_PREFIXES)
+    ):
         from vitrine.train.locked import train_locked
 
         return train_locked(config, progress=progress, before=before)

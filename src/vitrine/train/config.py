@@ -1,11 +1,12 @@
 """Training configuration as data: one JSON file reproduces a run, and it is saved next to the checkpoint."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vitrine.config_file import build
 from vitrine.data.splits import SplitConfig, default_protocol_split
 from vitrine.train.engine import RunConfig
-from vitrine.config_file import build
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,14 @@ RETIRED = {
     "optim.text_proj_l2_to_init": (0.0, _UNUSED),
     "locked.lower_blocks": (0, "training the top image blocks on cached maps lost in the grid, row top15-warm"),
     "locked.top_lr_scale": (0.1, "training the top image blocks on cached maps lost in the grid, row top15-warm"),
-    "locked.text_layers": (0, "training MiniLM's top layers on cached token states was flat in the grid, row text1-warm"),
-    "locked.text_lr_scale": (0.1, "training MiniLM's top layers on cached token states was flat in the grid, row text1-warm"),
+    "locked.text_layers": (
+        0,
+        "training MiniLM's top layers on cached token states was flat in the grid, row text1-warm",
+    ),
+    "locked.text_lr_scale": (
+        0.1,
+        "training MiniLM's top layers on cached token states was flat in the grid, row text1-warm",
+    ),
     "locked.text_smoothing": (0.0, _UNUSED),
     "locked.text_smoothing_temperature": (0.05, _UNUSED),
 }
@@ -132,7 +139,9 @@ def _without_retired(data: dict) -> dict:
         if not isinstance(holder, dict) or key not in holder:
             continue
         if holder[key] != noop:
-            raise ValueError(f"{name} was removed ({why}); drop it from the config (only its no-op value {noop!r} is still read)")
+            raise ValueError(
+                f"{name} was removed ({why}); drop it from the config (only its no-op value {noop!r} is still read)"
+            )
         if section:
             out[section] = holder = dict(holder)
         del holder[key]

@@ -1,4 +1,5 @@
 """The training pool: every product decoded once into memory, with its split and caption candidates."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,8 +28,12 @@ class TrainPool:
     captions: np.ndarray  # (N, T) caption-string ids, -1 padded; column 0 is the title or -1
     strings: list[str]
     skipped: int
-    facets: tuple[str, ...] = ()  # the catalogs' categorical columns (validation fields, seen classes), first source first
-    roles: dict = field(default_factory=dict)  # {role: column} of the first source (vitrine.data.roles): type, colour, ...
+    facets: tuple[
+        str, ...
+    ] = ()  # the catalogs' categorical columns (validation fields, seen classes), first source first
+    roles: dict = field(
+        default_factory=dict
+    )  # {role: column} of the first source (vitrine.data.roles): type, colour, ...
     prompts: PromptSet | None = None  # the first source's class prompts (validation)
 
     def indices(self, split: str) -> np.ndarray:
@@ -79,9 +84,18 @@ def load_pool(config: TrainConfig, transform: ImageTransform, progress: bool = T
     for row, cands in enumerate(candidates):
         table[row, : len(cands)] = cands
     return TrainPool(
-        images=torch.from_numpy(np.stack(images)), ids=ids, titles=titles, attributes=attributes,
-        splits=np.asarray(splits), source=np.asarray(source_of), captions=table, strings=list(strings), skipped=skipped,
-        facets=tuple(facets), roles=roles, prompts=first_prompts,
+        images=torch.from_numpy(np.stack(images)),
+        ids=ids,
+        titles=titles,
+        attributes=attributes,
+        splits=np.asarray(splits),
+        source=np.asarray(source_of),
+        captions=table,
+        strings=list(strings),
+        skipped=skipped,
+        facets=tuple(facets),
+        roles=roles,
+        prompts=first_prompts,
     )
 
 
@@ -100,14 +114,18 @@ def epoch_order(pool: TrainPool, config: TrainConfig, epoch: int) -> np.ndarray:
     return rng.permutation(order)
 
 
-def sample_captions(pool: TrainPool, indices: np.ndarray, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+def sample_captions(
+    pool: TrainPool, indices: np.ndarray, config: TrainConfig, generator: torch.Generator
+) -> torch.Tensor:
     """One caption id per image: the title with probability title_prob, else a uniformly drawn template."""
     table = torch.from_numpy(pool.captions[indices])
     n = len(indices)
     has_title = table[:, 0] >= 0
     templates = table[:, 1:]
     n_templates = (templates >= 0).sum(1)
-    pick = (torch.rand(n, generator=generator) * n_templates.clamp(min=1)).long().clamp(max=max(templates.shape[1] - 1, 0))
+    pick = (
+        (torch.rand(n, generator=generator) * n_templates.clamp(min=1)).long().clamp(max=max(templates.shape[1] - 1, 0))
+    )
     template_choice = templates[torch.arange(n), pick] if templates.shape[1] else torch.full((n,), -1)
     use_title = has_title & ((torch.rand(n, generator=generator) < config.captions.title_prob) | (n_templates == 0))
     return torch.where(use_title, table[:, 0], template_choice)

@@ -6,6 +6,7 @@ rows of its own items against every column; the gather's backward sums the colum
 the parameter gradients are summed, so a step equals one process's step on the global batch up to float rounding.
 Gloo on CPU, NCCL on GPU. Rank 0 alone writes checkpoints, logs, validation and the final model.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class Distributed:
     def shard(self, n: int) -> slice:
         """This rank's contiguous slice of `n` items (n must divide evenly)."""
         if n % self.world:
-            raise ValueError(f"a batch of {n} does not split evenly over {self.world} processes; make batch_size a multiple of --nproc")
+            raise ValueError(
+                f"a batch of {n} does not split evenly over {self.world} processes; make batch_size a multiple of --nproc"
+            )
         per = n // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 

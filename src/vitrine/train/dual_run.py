@@ -1,5 +1,6 @@
 """What both dual-encoder recipes (`train.clip` live, `train.locked` on cached features) share: building the model,
 freezing, parameter groups, the per-step random stream, opening a run and saving what it trained."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ from vitrine.train.calibration import inherited_calibration, training_calibratio
 from vitrine.train.config import TrainConfig
 from vitrine.train.distributed import Distributed, teardown
 from vitrine.train.engine import RunState, Schedule, TrainResult, open_run
+
 
 def build_model(config: TrainConfig) -> Encoder:
     """A fresh vitrine model from a config name or JSON file, a trained vitrine model (shipped, e.g. `vitrine:kagl-base`,
@@ -58,8 +60,11 @@ def param_groups(model, weight_decay: float, text_proj_lr_scale: float) -> list[
             no_decay.append(parameter)
         else:
             decay.append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0}, {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
-              {"params": text_proj, "weight_decay": 0.0, "lr_scale": text_proj_lr_scale}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": text_proj, "weight_decay": 0.0, "lr_scale": text_proj_lr_scale},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -73,19 +78,36 @@ def load_model_state(model: DualEncoder, state: dict, out: Path, may_miss: tuple
     """Load a checkpoint's model state; only weights under `may_miss` (packaged towers) may be absent from it."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(may_miss) for k in missing):
-        raise ValueError(f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def contrastive_step(loss_fn, ctx: Distributed, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-                     caption_ids: torch.Tensor, mine: slice) -> float:
+def contrastive_step(
+    loss_fn,
+    ctx: Distributed,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    caption_ids: torch.Tensor,
+    mine: slice,
+) -> float:
     """This rank's loss on its slice `mine` of the batch (negatives from every rank), backward; the loss value."""
     if ctx.enabled:
-        loss = sharded_contrastive_loss(image, text, ctx.gather(image), ctx.gather(text), logit_scale, caption_ids[mine], caption_ids,
-                                        len(caption_ids))
+        loss = sharded_contrastive_loss(
+            image,
+            text,
+            ctx.gather(image),
+            ctx.gather(text),
+            logit_scale,
+            caption_ids[mine],
+            caption_ids,
+            len(caption_ids),
+        )
     else:
         loss = loss_fn(image, text, logit_scale, caption_ids)
     loss.backward()
@@ -97,13 +119,32 @@ def open_dual_run(config: TrainConfig, ctx: Distributed, desc: str, nan_hint: st
     if config.calibration_from:  # refuse a missing protocol run now, not after training
         inherited_calibration(config.calibration_from)
     optim = config.optim
-    return open_run(config, ctx, "training", lr=optim.lr, warmup_steps=optim.warmup_steps, epochs=config.epochs, max_steps=config.max_steps,
-                    betas=tuple(optim.betas), grad_clip=optim.grad_clip, checkpoint_every=config.checkpoint_every,
-                    val_every_epochs=config.val_every_epochs, desc=desc, nan_hint=nan_hint)
+    return open_run(
+        config,
+        ctx,
+        "training",
+        lr=optim.lr,
+        warmup_steps=optim.warmup_steps,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        betas=tuple(optim.betas),
+        grad_clip=optim.grad_clip,
+        checkpoint_every=config.checkpoint_every,
+        val_every_epochs=config.val_every_epochs,
+        desc=desc,
+        nan_hint=nan_hint,
+    )
 
 
-def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, pool, validator, ctx: Distributed,
-                    recipe: str | None = None) -> TrainResult:
+def finish_dual_run(
+    model: DualEncoder,
+    config: TrainConfig,
+    state: RunState,
+    pool,
+    validator,
+    ctx: Distributed,
+    recipe: str | None = None,
+) -> TrainResult:
     """Rank 0 saves the model, tunes the zero-shot margin on the calib types and writes training.json."""
     model_dir = state.out / "model"
     if ctx.is_main:
@@ -114,13 +155,26 @@ def finish_dual_run(model: DualEncoder, config: TrainConfig, state: RunState, po
             calibration = validator.calibrate(model)
         except Exception as exc:  # noqa: BLE001 - reported in training.json and on stderr, never fatal
             calibration_error = f"{type(exc).__name__}: {exc}"
-            print(f"zero-shot calibration failed and was skipped ({calibration_error}); the model is saved in {model_dir}", file=sys.stderr)
+            print(
+                f"zero-shot calibration failed and was skipped ({calibration_error}); the model is saved in {model_dir}",
+                file=sys.stderr,
+            )
         train = pool.indices("train")
         seen = {field: sorted({pool.attributes[i].get(field) for i in train} - {None}) for field in pool.facets}
-        info = {"config": config.to_dict(), "load_as": model.saved_name(model_dir), **({"recipe": recipe} if recipe else {}), "steps": state.step, "seconds": state.elapsed,
-                "train_items": len(train), "skipped_rows": pool.skipped, "seen_classes": seen,
-                "calibration": training_calibration(calibration, config.calibration_from), "final_metrics": state.metrics,
-                "processes": ctx.world, **({"calibration_error": calibration_error} if calibration_error else {})}
+        info = {
+            "config": config.to_dict(),
+            "load_as": model.saved_name(model_dir),
+            **({"recipe": recipe} if recipe else {}),
+            "steps": state.step,
+            "seconds": state.elapsed,
+            "train_items": len(train),
+            "skipped_rows": pool.skipped,
+            "seen_classes": seen,
+            "calibration": training_calibration(calibration, config.calibration_from),
+            "final_metrics": state.metrics,
+            "processes": ctx.world,
+            **({"calibration_error": calibration_error} if calibration_error else {}),
+        }
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n")
     teardown(ctx)
     return state.result(model_dir)

@@ -5,6 +5,7 @@ A recipe (`Recipe`) brings only its own parts: its trainable parameter groups, h
 step's forward and backward, its validation, and the state it checkpoints. `open_run` comes first (it refuses a
 checkpoint of another config before anything expensive is built); the recipe is built next; `run` trains it.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,15 @@ class RunState:
 
     def result(self, saved: Path, metrics: dict | None = None) -> TrainResult:
         epochs = max(self.step / self.steps_per_epoch, 1e-9)
-        return TrainResult(str(self.out), str(saved), self.step, self.elapsed, round(self.elapsed / epochs, 2), self.loss,
-                           self.metrics if metrics is None else metrics)
+        return TrainResult(
+            str(self.out),
+            str(saved),
+            self.step,
+            self.elapsed,
+            round(self.elapsed / epochs, 2),
+            self.loss,
+            self.metrics if metrics is None else metrics,
+        )
 
 
 class Recipe(Protocol):
@@ -125,20 +133,30 @@ def open_run(config, ctx: Distributed, kind: str, **schedule) -> tuple[Schedule,
     if config.threads:
         torch.set_num_threads(config.threads)
     data = config.to_dict()
-    schedule = Schedule(out=Path(config.out), kind=kind, comparable=jsonable({k: v for k, v in data.items() if k not in RUNTIME_KEYS}),
-                        **schedule)
+    schedule = Schedule(
+        out=Path(config.out),
+        kind=kind,
+        comparable=jsonable({k: v for k, v in data.items() if k not in RUNTIME_KEYS}),
+        **schedule,
+    )
     schedule.out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(schedule.out)
-    saved = {k: v for k, v in ((checkpoint or {}).get("comparable") or {}).items() if k not in RUNTIME_KEYS}  # keys made runtime later
+    saved = {
+        k: v for k, v in ((checkpoint or {}).get("comparable") or {}).items() if k not in RUNTIME_KEYS
+    }  # keys made runtime later
     if checkpoint is not None and jsonable(saved) != schedule.comparable:
-        raise ValueError(f"{schedule.out} holds a checkpoint of a different {schedule.kind} config; use another --out "
-                         f"or delete {schedule.out / 'checkpoint.pt'}")
+        raise ValueError(
+            f"{schedule.out} holds a checkpoint of a different {schedule.kind} config; use another --out "
+            f"or delete {schedule.out / 'checkpoint.pt'}"
+        )
     if ctx.is_main:
         (schedule.out / "train_config.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return schedule, checkpoint
 
 
-def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict | None = None, progress: bool = True) -> RunState:
+def run(
+    recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict | None = None, progress: bool = True
+) -> RunState:
     """Train `recipe` to the end of its schedule (or `max_steps`), resuming from `checkpoint` exactly."""
     optimizer = torch.optim.AdamW(recipe.param_groups(), lr=schedule.lr, betas=schedule.betas)
     steps_per_epoch = recipe.steps_per_epoch()
@@ -154,8 +172,14 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
     logger = MetricsLogger(schedule.out, resume_step=step) if ctx.is_main else NullLogger()
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     suffix = f" ({ctx.world} processes)" if ctx.enabled else ""
-    bar = tqdm(total=last_step, initial=step, desc=schedule.desc + suffix, unit="step", disable=not (progress and ctx.is_main),
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=last_step,
+        initial=step,
+        desc=schedule.desc + suffix,
+        unit="step",
+        disable=not (progress and ctx.is_main),
+        dynamic_ncols=True,
+    )
     recipe.train_mode()
     started = time.perf_counter() - elapsed
     loss_value, metrics = float("nan"), {}
@@ -180,8 +204,13 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
         if not ctx.is_main:
             continue
         end_of_epoch = step % steps_per_epoch == 0
-        row = {"epoch": round(step / steps_per_epoch, 3), "time_s": round(elapsed, 1), "lr": optimizer.param_groups[0]["lr"],
-               "loss": round(loss_value, 5), **recipe.log_values()}
+        row = {
+            "epoch": round(step / steps_per_epoch, 3),
+            "time_s": round(elapsed, 1),
+            "lr": optimizer.param_groups[0]["lr"],
+            "loss": round(loss_value, 5),
+            **recipe.log_values(),
+        }
         if step % LOG_EVERY == 0 or end_of_epoch or step in (1, last_step):
             logger.log(step, row)
         due = end_of_epoch and ((step // steps_per_epoch) % schedule.val_every_epochs == 0 or step == total_steps)
@@ -189,13 +218,38 @@ def run(recipe: Recipe, schedule: Schedule, ctx: Distributed, checkpoint: dict |
             metrics = _validated(recipe, step, bar)
             recipe.train_mode()
             if metrics:
-                logger.log(step, {"epoch": row["epoch"], "time_s": row["time_s"], **{f"val/{k}": v for k, v in _scalars(metrics).items()}})
-                bar.write(f"step {step} epoch {step / steps_per_epoch:.2f}: " + ", ".join(f"{k}={v:.4g}" for k, v in _scalars(metrics).items()))
+                logger.log(
+                    step,
+                    {
+                        "epoch": row["epoch"],
+                        "time_s": row["time_s"],
+                        **{f"val/{k}": v for k, v in _scalars(metrics).items()},
+                    },
+                )
+                bar.write(
+                    f"step {step} epoch {step / steps_per_epoch:.2f}: "
+                    + ", ".join(f"{k}={v:.4g}" for k, v in _scalars(metrics).items())
+                )
         # Epochs of a few steps (a small catalog) would write a checkpoint every few steps: there, `checkpoint_every` rules.
-        epoch_checkpoint = end_of_epoch and (not schedule.checkpoint_every or steps_per_epoch >= schedule.checkpoint_every // 4)
-        if epoch_checkpoint or step == last_step or (schedule.checkpoint_every and step % schedule.checkpoint_every == 0):
-            save_checkpoint(schedule.out, {"recipe": recipe.state(), "optimizer": optimizer.state_dict(), "step": step,
-                                           "elapsed": elapsed, "comparable": schedule.comparable, "torch_rng": torch.get_rng_state()})
+        epoch_checkpoint = end_of_epoch and (
+            not schedule.checkpoint_every or steps_per_epoch >= schedule.checkpoint_every // 4
+        )
+        if (
+            epoch_checkpoint
+            or step == last_step
+            or (schedule.checkpoint_every and step % schedule.checkpoint_every == 0)
+        ):
+            save_checkpoint(
+                schedule.out,
+                {
+                    "recipe": recipe.state(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "elapsed": elapsed,
+                    "comparable": schedule.comparable,
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
     bar.close()
     logger.close()
     return RunState(schedule.out, step, steps_per_epoch, round(elapsed, 1), loss_value, metrics)
@@ -232,7 +286,9 @@ def load_checkpoint(out: Path) -> dict | None:
 
 
 def _scalars(metrics: dict) -> dict:
-    return {k.removeprefix("val/"): v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {
+        k.removeprefix("val/"): v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 __all__ = ["Recipe", "RunConfig", "RunState", "Schedule", "TrainResult", "open_run", "run"]

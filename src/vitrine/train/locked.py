@@ -1,6 +1,7 @@
 """The recipe on cached image-tower outputs (LiT): a pretrained image tower stays fixed, its pooled features are cached
 once per view, and only the heads train (the image MLP, the text projection and the temperature). Selected by
 `freeze.image_tower: true`."""
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,16 @@ from vitrine.losses import ClipLoss
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
 from vitrine.train.distributed import setup
-from vitrine.train.dual_run import (apply_freeze, build_model, contrastive_step, finish_dual_run, load_model_state,
-                                    open_dual_run, param_groups, step_generator)
+from vitrine.train.dual_run import (
+    apply_freeze,
+    build_model,
+    contrastive_step,
+    finish_dual_run,
+    load_model_state,
+    open_dual_run,
+    param_groups,
+    step_generator,
+)
 from vitrine.train.engine import TrainResult, run
 from vitrine.train.text_side import PooledTexts
 from vitrine.train.validate import Validator
@@ -30,7 +39,9 @@ class HardNegatives:
     def __init__(self, pool: TrainPool, members: np.ndarray):
         type_field, colour_field = pool.roles.get("type"), pool.roles.get("colour")
         self.types = np.array([pool.attributes[i].get(type_field) or "" for i in range(len(pool.ids))], dtype=object)
-        self.colours = np.array([pool.attributes[i].get(colour_field) or "" for i in range(len(pool.ids))], dtype=object)
+        self.colours = np.array(
+            [pool.attributes[i].get(colour_field) or "" for i in range(len(pool.ids))], dtype=object
+        )
         self.by_type = {kind: members[self.types[members] == kind] for kind in sorted(set(self.types[members]))}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
 
@@ -74,7 +85,9 @@ class LockedRecipe:
         torch.manual_seed(config.seed)
         self.model = model = build_model(config)
         if hasattr(model.text, "pool_score"):
-            raise ValueError("a learned text pooling trains with the text tower: use freeze.text_tower false (the live recipe)")
+            raise ValueError(
+                "a learned text pooling trains with the text tower: use freeze.text_tower false (the live recipe)"
+            )
         apply_freeze(model, config)
         self.pool = pool = load_pool(config, model.image_transform, progress=progress)
         if pool.skipped:
@@ -84,14 +97,29 @@ class LockedRecipe:
             raise ValueError(f"only {len(self.train)} training items for batch size {config.batch_size}")
         views = config.locked.views
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
-            self.images = cached_image_features(model, pool.images, pool.ids, views, config.cache_dir, batch_size=config.locked.cache_batch_size,
-                                                progress=progress and ctx.is_main)
+            self.images = cached_image_features(
+                model,
+                pool.images,
+                pool.ids,
+                views,
+                config.cache_dir,
+                batch_size=config.locked.cache_batch_size,
+                progress=progress and ctx.is_main,
+            )
             self.texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)
         self.validator = None
         if ctx.is_main:  # validation, calibration and the model card's figures: rank 0's job
-            self.validator = Validator(model, pool, pool.prompts, self.texts, config.val_max_items, config.seed,
-                                       pooled_images=self.images[0], flipped_images=self.images[views.index("flip")] if "flip" in views else None,
-                                       holdout_field=config.split.holdout_field)
+            self.validator = Validator(
+                model,
+                pool,
+                pool.prompts,
+                self.texts,
+                config.val_max_items,
+                config.seed,
+                pooled_images=self.images[0],
+                flipped_images=self.images[views.index("flip")] if "flip" in views else None,
+                holdout_field=config.split.holdout_field,
+            )
         self.negatives = HardNegatives(pool, self.train)
         self.loss_fn = ClipLoss()
         self._epoch, self._batches = -1, None
@@ -132,15 +160,21 @@ class LockedRecipe:
         return {"logit_scale": round(float(self.model.logit_scale.detach().exp()), 3)}
 
 
-def train_locked(config: TrainConfig, progress: bool = True, before: Callable[[object], None] | None = None) -> TrainResult:
+def train_locked(
+    config: TrainConfig, progress: bool = True, before: Callable[[object], None] | None = None
+) -> TrainResult:
     """Train the heads on cached features; rerunning with the same config resumes from the last checkpoint.
     `before(recipe)` runs before the first step, on the starting model."""
     if not config.freeze.text_tower:
         raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
     ctx = setup(config.device)
-    schedule, checkpoint = open_dual_run(config, ctx, f"train {Path(config.out).name} (locked image tower)", "lower optim.lr")
+    schedule, checkpoint = open_dual_run(
+        config, ctx, f"train {Path(config.out).name} (locked image tower)", "lower optim.lr"
+    )
     recipe = LockedRecipe(config, ctx, progress)
     if before is not None:
         before(recipe)
     state = run(recipe, schedule, ctx, checkpoint, progress)
-    return finish_dual_run(recipe.model, config, state, recipe.pool, recipe.validator, ctx, "locked image tower, cached features")
+    return finish_dual_run(
+        recipe.model, config, state, recipe.pool, recipe.validator, ctx, "locked image tower, cached features"
+    )

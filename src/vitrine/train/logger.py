@@ -1,4 +1,5 @@
 """Metrics to a CSV file and to TensorBoard event files, one row per logged step."""
+
 from __future__ import annotations
 
 import csv

