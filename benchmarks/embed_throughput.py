@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,15 @@ import torch
 from vitrine.data.catalog import open_catalog
 from vitrine.data.loader import iter_batches, prefetch
 from vitrine.models import create_model
-from vitrine.models._random_checkpoints import BASE_TEXT, BASE_VISION, write_hf_clip, write_hf_siglip, write_openclip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its test support writes the checkpoints
+from tests.support.random_checkpoints import (  # noqa: E402
+    BASE_TEXT,
+    BASE_VISION,
+    write_hf_clip,
+    write_hf_siglip,
+    write_openclip,
+)
 
 
 def build_backends(root: Path) -> dict[str, str]:

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "vitrine"
 
 # The layer order, lowest first: a package may import only packages of lower layers (and itself).
 LAYERS: list[set[str]] = [
-    {"vitrine", "errors", "failpoints", "config_file", "machine", "disk"},  # `vitrine`: the root package (its __version__)
+    {"errors", "constants"},  # the error hierarchy and the shared names: every layer uses them; they import nothing
+    {"vitrine", "failpoints", "config_file", "machine", "disk"},  # `vitrine`: the root package (its __version__)
     {"losses", "data"},
     {"models"},
     {"embed"},

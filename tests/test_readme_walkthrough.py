@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import KAGL, write_kagl_subset
+from tests.support.random_checkpoints import write_hf_clip
 
 from vitrine.cli import main
-from vitrine.models._random_checkpoints import write_hf_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")

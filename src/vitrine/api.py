@@ -16,6 +16,7 @@ from torch import nn
 from vitrine.data.images import load_image
 from vitrine.data.transforms import ImageTransform
 from vitrine.embed.encode import encode_texts
+from vitrine.errors import InvalidInput, WrongType
 from vitrine.index.store import SearchHit
 from vitrine.models import DEFAULT_MODEL, DEFAULT_TAG_MODEL, Encoder, create_model
 from vitrine.ranking import Ranked
@@ -54,7 +55,7 @@ class OpenClipStyleModel(nn.Module):
         """The tokenizer's batch -> (B, D) unit-norm embeddings."""
         _unit_norm_only(normalize)
         if not isinstance(tokens, Mapping):
-            raise TypeError(
+            raise WrongType(
                 f"encode_text takes the batch that vitrine.get_tokenizer({self.name!r}) returns, got "
                 f"{type(tokens).__name__}; encode_texts takes strings"
             )
@@ -182,10 +183,10 @@ class Tagger:
 
 def _unit_norm_only(normalize: bool) -> None:
     if not normalize:
-        raise ValueError("vitrine encoders return L2-normalised embeddings only (open_clip's normalize=True)")
+        raise InvalidInput("vitrine encoders return L2-normalised embeddings only (open_clip's normalize=True)")
 
 
 def _listed(values: Sequence, call: str, what: str) -> list:
     if isinstance(values, (str, os.PathLike, Image.Image)):
-        raise TypeError(f"{call} takes a list of {what}; for one, pass [it]")
+        raise WrongType(f"{call} takes a list of {what}; for one, pass [it]")
     return list(values)

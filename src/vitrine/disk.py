@@ -17,21 +17,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vitrine.errors import DiskFull
+
 WRITE_LOCK = "write.lock"  # in an index directory: held by every writer (service, build, snapshot) for its commit
 _TEMP = re.compile(r"\.(\d+)\.tmp$")
 
 
-class DiskFullError(OSError):
+class DiskFullError(DiskFull):
     """No space left on the device while writing `path`; what was committed before is intact."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
-        super().__init__(
-            errno.ENOSPC, f"no space left on device while writing {self.path}: the previous commit is intact"
-        )
-
-    def __str__(self) -> str:
-        return self.strerror
+        super().__init__(f"no space left on device while writing {self.path}: the previous commit is intact")
+        self.errno = errno.ENOSPC  # what `is_disk_full` and an `except OSError` caller look at
 
 
 def is_disk_full(exc: BaseException) -> bool:

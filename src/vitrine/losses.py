@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitrine.errors import ConfigError
+
 # CLIP clamps the learned logit scale at 100 (temperature 0.01) to keep training stable.
 MAX_LOGIT_SCALE = math.log(100.0)
 
@@ -35,10 +37,10 @@ def multi_positive_loss(
     soft target, so that duplicate captions in a batch are not pushed apart as negatives.
     """
     if positives.shape != (len(image), len(text)):
-        raise ValueError(f"positives must be ({len(image)}, {len(text)}), got {tuple(positives.shape)}")
+        raise ConfigError(f"positives must be ({len(image)}, {len(text)}), got {tuple(positives.shape)}")
     positives = positives.to(image.dtype)
     if (positives.sum(1) == 0).any() or (positives.sum(0) == 0).any():
-        raise ValueError("every image and every text needs at least one positive")
+        raise ConfigError("every image and every text needs at least one positive")
     scale = clamp_logit_scale(logit_scale)
     logits = scale * image @ text.t()
     image_targets = positives / positives.sum(1, keepdim=True)

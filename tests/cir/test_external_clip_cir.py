@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from tests.cir.test_triplets_training import catalog_rows
 from tests.conftest import write_folder
+from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip
 
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
 from vitrine.cli import main
-from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tests.conftest import KAGL, write_kagl_subset
+from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
@@ -21,7 +22,6 @@ from vitrine.cli import main
 from vitrine.data.product_images import decode_products
 from vitrine.data.transforms import to_input
 from vitrine.models import create_model
-from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")
 

@@ -172,11 +172,12 @@ def test_cli_reports_bad_rows_without_traceback(tmp_path, capsys):
 
 
 def test_cli_default_model_is_the_library_default():
-    from vitrine import cli
-    from vitrine.cli._common import DEFAULT_TAG_MODEL as CLI_TAG_MODEL
+    from vitrine.cli import build_parser
     from vitrine.models import DEFAULT_MODEL, DEFAULT_TAG_MODEL, list_models
 
-    assert cli.DEFAULT_MODEL == DEFAULT_MODEL and CLI_TAG_MODEL == DEFAULT_TAG_MODEL
+    parser = build_parser()
+    assert parser.parse_args(["tag", "--image", "x.jpg"]).model == DEFAULT_TAG_MODEL
+    assert parser.parse_args(["export", "onnx", "--out", "x"]).model == DEFAULT_MODEL
     assert DEFAULT_TAG_MODEL in list_models()
     assert DEFAULT_MODEL in list_models()  # the shipped weights are installed with the package
 

@@ -21,7 +21,10 @@ def local_ray():
     """One local Ray for the module (RaySession reuses a running Ray and leaves it up)."""
     import os
 
+    from vitrine.embed.ray_engine import LOCAL_GCS_WAIT_S
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", LOCAL_GCS_WAIT_S)  # CI's busy cores start GCS slowly
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()

@@ -166,6 +166,7 @@ def test_an_upsert_or_delete_on_a_full_disk_answers_507_and_changes_nothing(clie
         assert answer.json() == {
             "error": {
                 "status": 507,
+                "code": "disk_full",
                 "message": "insufficient storage: the server's disk is full; the write was not "
                 "made and the catalog is as before",
             }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.support.random_checkpoints import bert_tokenizer, write_tiny_clip_bpe
 
-from vitrine.models._random_checkpoints import bert_tokenizer, write_tiny_clip_bpe
 from vitrine.models.file_tokenizer import FileTokenizer
 
 TEXTS = [

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tests.conftest import KAGL, write_kagl_subset
+from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 from vitrine.cli import main
 from vitrine.data.catalog import open_catalog
 from vitrine.models import create_model
-from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 from vitrine.models.onnx_cache import export_dir_for
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")

@@ -1,9 +1,9 @@
-"""The ONNX runtime: export, parity with torch on real catalog images and titles, the runtime cache, and index runtimes."""
+"""The ONNX runtime: export, parity with torch on real catalog images and titles, the runtime cache, and index
+runtimes."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import make_rows, write_folder
 
 from vitrine.cli import main
+from vitrine.errors import NotFound
 from vitrine.index.build import build_index
 from vitrine.index.store import IndexMismatchError
 from vitrine.models import create_model
@@ -108,37 +109,37 @@ def test_the_cache_exports_once_and_an_export_dir_opens_directly(runtimes, tmp_p
     assert "not an ONNX export" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="vitrine export onnx"):
         create_model(f"onnx:{tmp_path / 'busy'}")
-    with pytest.raises(ValueError, match="runtime must be one of"):
+    with pytest.raises(NotFound, match="runtime must be one of") as unknown:
         create_model(MODEL, runtime="tensorrt")
+    assert unknown.value.code == "unknown_runtime"
 
 
 def test_a_cached_export_is_found_from_the_files_without_building_the_torch_model(runtimes, tmp_path, monkeypatch):
     _, onnx_model, _, _ = runtimes
-    from vitrine.models import _registry
+    from vitrine.models import model_files_fingerprint
+    from vitrine.models.dual import DualEncoder
     from vitrine.models.onnx_cache import export_dir_for
 
     def never(*_):
         raise AssertionError("the torch model was built to find a cached export")
 
-    monkeypatch.setitem(
-        _registry._MODELS, "kagl-base", dataclasses.replace(_registry._MODELS["kagl-base"], factory=never)
-    )
+    monkeypatch.setattr(DualEncoder, "load", never)  # what the registered kagl-base builds itself with
     assert create_model(MODEL, runtime="onnx").directory == onnx_model.directory
     # the key follows the weights: a copy of the model directory shares it, one changed tensor does not
     shipped = Path(str(resources.files("vitrine.models") / "weights" / "kagl-base"))
     copy = tmp_path / "copy"
     shutil.copytree(shipped, copy)
-    before = _registry.model_fingerprint(f"vitrine:{copy}")
-    assert before == _registry.model_fingerprint(MODEL)
+    before = model_files_fingerprint(f"vitrine:{copy}")
+    assert before == model_files_fingerprint(MODEL)
     state = load_file(str(copy / "model.safetensors"))
     first = sorted(state)[0]
     state[first] = state[first] + 1e-3
     save_file(state, str(copy / "model.safetensors"))
-    assert _registry.model_fingerprint(f"vitrine:{copy}") != before
+    assert model_files_fingerprint(f"vitrine:{copy}") != before
     assert export_dir_for(f"vitrine:{copy}") != export_dir_for(f"vitrine:{shipped}")
     assert (
-        _registry.model_fingerprint("vitrine:small") is None
-        and _registry.model_fingerprint(f"vitrine:{tmp_path / 'none'}") is None
+        model_files_fingerprint("vitrine:small") is None
+        and model_files_fingerprint(f"vitrine:{tmp_path / 'none'}") is None
     )
 
 

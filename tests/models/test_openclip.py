@@ -3,10 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.support.random_checkpoints import openclip_state_dict, write_openclip
 from torch import nn
 
 from vitrine.models import create_model
-from vitrine.models._random_checkpoints import openclip_state_dict, write_openclip
 from vitrine.models.openclip import read_state_dict
 
 

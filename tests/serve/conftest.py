@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 from tests.conftest import make_rows, write_folder
+from tests.support.http import TOKEN
 
 from vitrine.serve.prepare import prepare_index
 from vitrine.serve.settings import ServeSettings
-
-TOKEN = "test-write-token"
 
 
 @pytest.fixture(scope="session")

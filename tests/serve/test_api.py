@@ -8,21 +8,7 @@ import json
 import pytest
 from PIL import Image
 from tests.conftest import COLOURS, jpeg_bytes
-from tests.serve.conftest import TOKEN
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def upload(data: bytes, name: str = "query.jpg", kind: str = "image/jpeg") -> dict:
-    return {"image": (name, data, kind)}
-
-
-def error_of(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["status"] == status
-    assert "Traceback" not in response.text
-    return body["error"]["message"]
+from tests.support.http import AUTH, error_of, upload
 
 
 def test_text_search_returns_ranked_products_with_metadata_and_image_urls(client):
@@ -68,28 +54,28 @@ def test_composed_search_changes_the_ranking_and_filters_restrict_it(client):
         and "gender='Nobody'" in unknown.json()["error"]["message"]
         and "'Men'" in unknown.json()["error"]["message"]
     )
-    near = client.post("/search", data={"text": "a dress", "filter": ["gender=women"]}).json()["error"]["message"]
-    assert "did you mean 'Women'" in near
+    near = client.post("/search", data={"text": "a dress", "filter": ["gender=women"]})
+    assert "did you mean 'Women'" in error_of(near, 400, "unknown_filter_value")
 
 
 @pytest.mark.parametrize(
-    "form, status, needle",
+    "form, status, code, needle",
     [
-        ({}, 400, "give a text query"),
-        ({"text": "   "}, 400, "the text query is empty"),
-        ({"modification": "in black"}, 400, "modification changes an image query"),
-        ({"text": "red", "k": "0"}, 400, "k must be between 1 and 50"),
-        ({"text": "red", "k": "51"}, 400, "k must be between 1 and 50"),
-        ({"text": "red", "k": "many"}, 400, "k:"),
-        ({"text": "x" * 101}, 400, "the limit is 100"),
-        ({"text": "red", "filter": "gender"}, 400, "a filter looks like field=value"),
-        ({"text": "red", "filter": "colour=Red"}, 400, "unknown filter field(s) ['colour']"),
-        ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "fetches no other URLs"),
-        ({"image_url": "/products/nope/image"}, 404, "no product with id 'nope'"),
+        ({}, 400, "invalid_query", "give a text query"),
+        ({"text": "   "}, 400, "invalid_query", "the text query is empty"),
+        ({"modification": "in black"}, 400, "invalid_query", "modification changes an image query"),
+        ({"text": "red", "k": "0"}, 400, "invalid_request", "k must be between 1 and 50"),
+        ({"text": "red", "k": "51"}, 400, "invalid_request", "k must be between 1 and 50"),
+        ({"text": "red", "k": "many"}, 400, "invalid_request", "k:"),
+        ({"text": "x" * 101}, 400, "invalid_request", "the limit is 100"),
+        ({"text": "red", "filter": "gender"}, 400, "invalid_query", "a filter looks like field=value"),
+        ({"text": "red", "filter": "colour=Red"}, 400, "unknown_filter_field", "unknown filter field(s) ['colour']"),
+        ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "invalid_request", "fetches no other URLs"),
+        ({"image_url": "/products/nope/image"}, 404, "unknown_product", "no product with id 'nope'"),
     ],
 )
-def test_bad_search_requests_get_a_clear_json_4xx(client, form, status, needle):
-    assert needle in error_of(client.post("/search", data=form), status)
+def test_bad_search_requests_get_a_clear_json_4xx(client, form, status, code, needle):
+    assert needle in error_of(client.post("/search", data=form), status, code)
 
 
 def test_uploads_over_the_limits_or_not_images_are_refused(client):
@@ -100,17 +86,23 @@ def test_uploads_over_the_limits_or_not_images_are_refused(client):
     noise.save(buffer, format="PNG")
     assert len(buffer.getvalue()) > 200_000
     assert "over the limit" in error_of(
-        client.post("/search", files=upload(buffer.getvalue(), "big.png", "image/png")), 413
+        client.post("/search", files=upload(buffer.getvalue(), "big.png", "image/png")), 413, "too_large"
     )
     wide = io.BytesIO()
     Image.new("RGB", (2000, 600), "white").save(wide, format="JPEG")
-    assert "over the limit of 1000000" in error_of(client.post("/search", files=upload(wide.getvalue())), 413)
+    assert "over the limit of 1000000" in error_of(
+        client.post("/search", files=upload(wide.getvalue())), 413, "too_large"
+    )
     assert "not an image" in error_of(
-        client.post("/search", files=upload(b"%PDF-1.4 not a picture", "doc.pdf", "application/pdf")), 415
+        client.post("/search", files=upload(b"%PDF-1.4 not a picture", "doc.pdf", "application/pdf")),
+        415,
+        "unsupported_media_type",
     )
     truncated = jpeg_bytes()[:200]
-    error_of(client.post("/search", files=upload(truncated)), 415)
-    assert "not both" in error_of(client.post("/search", data={"text": "red"}, files=upload(jpeg_bytes())), 400)
+    error_of(client.post("/search", files=upload(truncated)), 415, "unsupported_media_type")
+    assert "not both" in error_of(
+        client.post("/search", data={"text": "red"}, files=upload(jpeg_bytes())), 400, "invalid_request"
+    )
 
 
 def test_streamed_body_without_length_is_cut_off_at_the_limit(client):
@@ -119,7 +111,7 @@ def test_streamed_body_without_length_is_cut_off_at_the_limit(client):
             yield b"x" * 10_000
 
     response = client.post("/search", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=zzz"})
-    assert "request body is over the limit" in error_of(response, 413)
+    assert "request body is over the limit" in error_of(response, 413, "too_large")
 
 
 def test_products_read_write_delete_with_bearer_token(client):
@@ -133,8 +125,8 @@ def test_products_read_write_delete_with_bearer_token(client):
     image = client.get("/products/1002/image")
     assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(image.content)).size == (60, 80)
-    assert "no product with id 'missing'" in error_of(client.get("/products/missing"), 404)
-    error_of(client.get("/products/missing/image"), 404)
+    assert "no product with id 'missing'" in error_of(client.get("/products/missing"), 404, "unknown_product")
+    error_of(client.get("/products/missing/image"), 404, "unknown_product")
 
     form = {
         "id": "new-1",
@@ -142,9 +134,13 @@ def test_products_read_write_delete_with_bearer_token(client):
         "attributes": json.dumps({"gender": "Women", "baseColour": "Red"}),
     }
     new_image = upload(jpeg_bytes((220, 20, 20), size=(90, 120)))
-    assert "Authorization: Bearer" in error_of(client.post("/products", data=form, files=new_image), 401)
+    assert "Authorization: Bearer" in error_of(
+        client.post("/products", data=form, files=new_image), 401, "unauthorized"
+    )
     assert "not valid" in error_of(
-        client.post("/products", data=form, files=new_image, headers={"Authorization": "Bearer wrong-token"}), 403
+        client.post("/products", data=form, files=new_image, headers={"Authorization": "Bearer wrong-token"}),
+        403,
+        "forbidden",
     )
     created = client.post("/products", data=form, files=new_image, headers=AUTH)
     assert created.status_code == 201 and created.json()["created"] is True
@@ -162,20 +158,25 @@ def test_products_read_write_delete_with_bearer_token(client):
             "/products", data={**form, "attributes": '{"predicted_gender": "Men"}'}, files=new_image, headers=AUTH
         ),
         400,
+        "invalid_request",
     )
     assert "JSON object" in error_of(
-        client.post("/products", data={**form, "attributes": "[1, 2]"}, files=new_image, headers=AUTH), 400
+        client.post("/products", data={**form, "attributes": "[1, 2]"}, files=new_image, headers=AUTH),
+        400,
+        "invalid_request",
     )
     assert "product id" in error_of(
-        client.post("/products", data={**form, "id": "../etc"}, files=new_image, headers=AUTH), 400
+        client.post("/products", data={**form, "id": "../etc"}, files=new_image, headers=AUTH), 400, "invalid_request"
     )
-    assert "give the product image" in error_of(client.post("/products", data={"id": "x1"}, headers=AUTH), 400)
-    error_of(client.post("/products", data=form, files=upload(b"nope"), headers=AUTH), 415)
+    assert "give the product image" in error_of(
+        client.post("/products", data={"id": "x1"}, headers=AUTH), 400, "invalid_request"
+    )
+    error_of(client.post("/products", data=form, files=upload(b"nope"), headers=AUTH), 415, "unsupported_media_type")
 
-    error_of(client.delete("/products/new-1"), 401)
+    error_of(client.delete("/products/new-1"), 401, "unauthorized")
     assert client.delete("/products/new-1", headers=AUTH).status_code == 204
-    error_of(client.delete("/products/new-1", headers=AUTH), 404)
-    error_of(client.get("/products/new-1"), 404)
+    error_of(client.delete("/products/new-1", headers=AUTH), 404, "unknown_product")
+    error_of(client.get("/products/new-1"), 404, "unknown_product")
     assert client.get("/healthz").json()["products"] == 12
 
 
@@ -188,8 +189,8 @@ def test_writes_are_refused_while_no_token_is_configured_and_reads_can_be_closed
 
     app = create_app(replace(settings, write_token=None, read_token="reader-token-1"))
     with TestClient(app) as client:
-        assert "writes are disabled" in error_of(client.delete("/products/1000", headers=AUTH), 403)
-        error_of(client.post("/search", data={"text": "red"}), 401)
+        assert "writes are disabled" in error_of(client.delete("/products/1000", headers=AUTH), 403, "writes_disabled")
+        error_of(client.post("/search", data={"text": "red"}), 401, "unauthorized")
         ok = client.post("/search", data={"text": "red", "k": "1"}, headers={"Authorization": "Bearer reader-token-1"})
         assert ok.status_code == 200 and len(ok.json()["results"]) == 1
         assert client.get("/healthz").status_code == 200
@@ -205,13 +206,17 @@ def test_tag_with_the_shipped_vocabulary_and_with_a_new_attribute(client):
     assert list(custom) == ["pattern"] and custom["pattern"]["best"] in {"striped", "floral", "plain"}
     assert 0.0 <= custom["pattern"]["probability"] <= 1.0
     assert "at least two values" in error_of(
-        client.post("/tag", data={"vocabulary": "pattern: [striped]"}, files=upload(jpeg_bytes())), 400
+        client.post("/tag", data={"vocabulary": "pattern: [striped]"}, files=upload(jpeg_bytes())),
+        400,
+        "invalid_vocabulary",
     )
     assert "not valid YAML" in error_of(
-        client.post("/tag", data={"vocabulary": "a: [b"}, files=upload(jpeg_bytes())), 400
+        client.post("/tag", data={"vocabulary": "a: [b"}, files=upload(jpeg_bytes())), 400, "invalid_request"
     )
-    assert "image" in error_of(client.post("/tag"), 400)
-    assert "no Content-Type" in error_of(client.post("/tag", content=b'{"image_url": "/products/1000/image"}'), 415)
+    assert "image" in error_of(client.post("/tag"), 400, "invalid_request")
+    assert "no Content-Type" in error_of(
+        client.post("/tag", content=b'{"image_url": "/products/1000/image"}'), 415, "unsupported_media_type"
+    )
 
 
 def test_attributes_health_metrics_and_the_openapi_spec(client):
@@ -251,4 +256,4 @@ def test_attributes_health_metrics_and_the_openapi_spec(client):
     page = client.get("/")
     assert page.status_code == 200 and 'id="search-input"' in page.text
     assert client.get("/static/app.js").status_code == 200
-    assert "Not Found" in error_of(client.get("/nothing-here"), 404)
+    assert "Not Found" in error_of(client.get("/nothing-here"), 404, "not_found")

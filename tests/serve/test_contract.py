@@ -8,17 +8,9 @@ import base64
 import pytest
 import torch
 from tests.conftest import COLOURS, jpeg_bytes, make_rows
-from tests.serve.conftest import TOKEN
+from tests.support.http import AUTH, error_of
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROWS = {row["id"]: row for row in make_rows(12)}
-
-
-def error_of(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and body["error"]["status"] == status
-    return body["error"]["message"]
 
 
 def b64(data: bytes) -> str:
@@ -67,14 +59,24 @@ def test_embed_answers_each_input_in_place_or_fails_whole_on_request(client):
         "/embed", json={"texts": ["red", "   "], "images": ["not base64!"], "image_urls": ["/products/nope/image"]}
     ).json()
     assert body["errors"] == 3 and "vector" in body["texts"][0]
-    assert body["texts"][1]["error"] == {"status": 400, "message": "texts[1]: the text is empty"}
+    assert body["texts"][1]["error"] == {
+        "status": 400,
+        "code": "invalid_request",
+        "message": "texts[1]: the text is empty",
+    }
     assert body["images"][0]["error"]["status"] == 400 and "images[0]" in body["images"][0]["error"]["message"]
+    assert body["images"][0]["error"]["code"] == "invalid_request"
     assert body["image_urls"][0]["error"]["status"] == 404
-    assert "texts[1]" in error_of(client.post("/embed", json={"texts": ["red", ""], "on_error": "fail"}), 400)
-    assert "1 to 32 inputs" in error_of(
-        client.post("/embed", json={"texts": ["x"] * 20, "image_urls": ["/products/1000/image"] * 13}), 400
+    assert body["image_urls"][0]["error"]["code"] == "unknown_product"
+    assert "texts[1]" in error_of(
+        client.post("/embed", json={"texts": ["red", ""], "on_error": "fail"}), 400, "invalid_request"
     )
-    assert "got 0" in error_of(client.post("/embed", json={}), 400)
+    assert "1 to 32 inputs" in error_of(
+        client.post("/embed", json={"texts": ["x"] * 20, "image_urls": ["/products/1000/image"] * 13}),
+        400,
+        "invalid_request",
+    )
+    assert "got 0" in error_of(client.post("/embed", json={}), 400, "invalid_request")
 
 
 # ---- GET /products ------------------------------------------------------------------------------------
@@ -96,8 +98,10 @@ def test_products_page_through_the_catalog_with_filters(client):
         "limit": 50,
         "products": [],
     }
-    assert "limit" in error_of(client.get("/products", params={"limit": 0}), 400)
-    assert "gender='Nobody'" in error_of(client.get("/products", params={"filter": "gender=Nobody"}), 400)
+    assert "limit" in error_of(client.get("/products", params={"limit": 0}), 400, "invalid_request")
+    assert "gender='Nobody'" in error_of(
+        client.get("/products", params={"filter": "gender=Nobody"}), 400, "unknown_filter_value"
+    )
 
 
 # ---- POST /products as JSON ---------------------------------------------------------------------------
@@ -148,44 +152,52 @@ def test_one_bad_query_does_not_sink_the_batch(client):
     assert body["results"][3]["error"]["status"] == 404
     alone = client.post("/search", json={"text": "jeans", "k": 2}).json()["results"]
     assert [h["id"] for h in body["results"][4]["results"]] == [h["id"] for h in alone]
-    assert "queries[1]" in error_of(client.post("/search/batch", json={"queries": queries, "on_error": "fail"}), 400)
+    assert "queries[1]" in error_of(
+        client.post("/search/batch", json={"queries": queries, "on_error": "fail"}), 400, "invalid_request"
+    )
 
 
 # ---- the error contract: one test per row of the README's table -----------------------------------------
 def test_contract_malformed_json_is_400(client):
     assert "not valid JSON" in error_of(
-        client.post("/search", content=b"{text:", headers={"Content-Type": "application/json"}), 400
+        client.post("/search", content=b"{text:", headers={"Content-Type": "application/json"}), 400, "invalid_request"
     )
     assert "JSON object" in error_of(
-        client.post("/embed", content=b"[1]", headers={"Content-Type": "application/json"}), 400
+        client.post("/embed", content=b"[1]", headers={"Content-Type": "application/json"}), 400, "invalid_request"
     )
 
 
 @pytest.mark.parametrize(
-    "call",
+    "call, code",
     [
-        lambda c: c.post("/search", json={"text": "red", "k": "many"}),  # wrong type, JSON
-        lambda c: c.post("/search", data={"text": "red", "k": "many"}),  # wrong type, form
-        lambda c: c.get("/search", params={"text": "red", "k": "many"}),  # wrong type, query string
-        lambda c: c.get("/attributes", params={"per_field": "x"}),
-        lambda c: c.post("/search", json={"text": "red", "k": 0}),  # out of range
-        lambda c: c.post("/search", json={"text": "red", "typo": 1}),  # unknown field
-        lambda c: c.post("/search", json={"text": "red", "image_url": "/products/1000/image"}),  # conflicting fields
-        lambda c: c.post("/products", json={"title": "no id"}, headers=AUTH),  # missing field
+        (lambda c: c.post("/search", json={"text": "red", "k": "many"}), "invalid_request"),  # wrong type, JSON
+        (lambda c: c.post("/search", data={"text": "red", "k": "many"}), "invalid_request"),  # wrong type, form
+        (
+            lambda c: c.get("/search", params={"text": "red", "k": "many"}),
+            "invalid_request",
+        ),  # wrong type, query string
+        (lambda c: c.get("/attributes", params={"per_field": "x"}), "invalid_request"),
+        (lambda c: c.post("/search", json={"text": "red", "k": 0}), "invalid_request"),  # out of range
+        (lambda c: c.post("/search", json={"text": "red", "typo": 1}), "invalid_request"),  # unknown field
+        (
+            lambda c: c.post("/search", json={"text": "red", "image_url": "/products/1000/image"}),
+            "invalid_query",
+        ),  # conflicting fields
+        (lambda c: c.post("/products", json={"title": "no id"}, headers=AUTH), "invalid_request"),  # missing field
     ],
 )
-def test_contract_invalid_fields_are_400_in_every_body_form(client, call):
-    error_of(call(client), 400)
+def test_contract_invalid_fields_are_400_in_every_body_form(client, call, code):
+    error_of(call(client), 400, code)
 
 
 def test_contract_unknown_filter_values_and_attributes_are_400(client):
     assert "did you mean 'Women'" in error_of(
-        client.post("/search", json={"text": "dress", "filters": {"gender": "women"}}), 400
+        client.post("/search", json={"text": "dress", "filters": {"gender": "women"}}), 400, "unknown_filter_value"
     )
     refused = client.post(
         "/products", json={"id": "x-1", "attributes": {"colour": "Red"}, "image": b64(jpeg_bytes())}, headers=AUTH
     )
-    message = error_of(refused, 400)
+    message = error_of(refused, 400, "invalid_request")
     assert "['colour'] are not in this catalog" in message and "baseColour" in message and "new_attributes" in message
     assert client.get("/products/x-1").status_code == 404  # nothing stored
     added = client.post(
@@ -200,39 +212,47 @@ def test_contract_unknown_filter_values_and_attributes_are_400(client):
 
 
 def test_contract_missing_or_wrong_tokens_are_401_and_403(client):
-    error_of(client.post("/products", json={"id": "a", "image": b64(jpeg_bytes())}), 401)
+    error_of(client.post("/products", json={"id": "a", "image": b64(jpeg_bytes())}), 401, "unauthorized")
     error_of(
         client.post(
             "/products", json={"id": "a", "image": b64(jpeg_bytes())}, headers={"Authorization": "Bearer wrong"}
         ),
         403,
+        "forbidden",
     )
 
 
 def test_contract_unknown_products_are_404(client):
-    error_of(client.get("/products/nope"), 404)
-    error_of(client.post("/search", json={"image_url": "/products/nope/image"}), 404)
+    error_of(client.get("/products/nope"), 404, "unknown_product")
+    error_of(client.post("/search", json={"image_url": "/products/nope/image"}), 404, "unknown_product")
 
 
 def test_contract_over_a_limit_is_413(client):
-    error_of(client.post("/search", files=[("image", ("big.jpg", b"\xff" * 200_001, "image/jpeg"))]), 413)
+    error_of(client.post("/search", files=[("image", ("big.jpg", b"\xff" * 200_001, "image/jpeg"))]), 413, "too_large")
     error_of(
         client.post(
             "/embed", files=[("image", ("big.jpg", b"\xff" * 200_001, "image/jpeg"))], data={"on_error": "fail"}
         ),
         413,
+        "too_large",
     )
     in_place = client.post("/embed", files=[("image", ("big.jpg", b"\xff" * 200_001, "image/jpeg"))]).json()
     assert in_place["images"][0]["error"]["status"] == 413
 
 
 def test_contract_content_type_missing_or_other_is_415(client):
-    assert "no Content-Type" in error_of(client.post("/search", content=b'{"text": "red"}'), 415)
+    assert "no Content-Type" in error_of(
+        client.post("/search", content=b'{"text": "red"}'), 415, "unsupported_media_type"
+    )
     assert "not text/plain" in error_of(
-        client.post("/products", content=b"id=1", headers={**AUTH, "Content-Type": "text/plain"}), 415
+        client.post("/products", content=b"id=1", headers={**AUTH, "Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
     )
     assert "not an image" in error_of(
-        client.post("/products", json={"id": "p-1", "image": b64(b"%PDF not a picture")}, headers=AUTH), 415
+        client.post("/products", json={"id": "p-1", "image": b64(b"%PDF not a picture")}, headers=AUTH),
+        415,
+        "unsupported_media_type",
     )
 
 
@@ -276,7 +296,7 @@ def test_contract_a_store_server_down_or_restarting_is_503_never_500(client, mon
         client.get("/healthz"),
         client.delete("/products/1001", headers=AUTH),
     ):
-        assert error_of(response, 503) == message and response.headers["retry-after"] == "5"
+        assert error_of(response, 503, "unavailable") == message and response.headers["retry-after"] == "5"
     spec = client.get("/openapi.json").json()
     for path, method in (
         ("/search", "post"),

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from tests.serve.conftest import TOKEN
+from tests.support.http import AUTH, TOKEN
 
 from vitrine.data.images import decode_image
 from vitrine.index.stores import open_store
@@ -39,7 +39,6 @@ SEED = int(os.environ.get("VITRINE_CRASH_SEED", "15"))  # another seed explores 
 KILLS = 5
 WRITERS = 3
 DEADLINE_S = 75.0  # the test stops starting new cycles after this; the final check follows
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SAME_VECTOR = 0.99995  # a product's score for a search with its own upload: equal vectors give 1 (to float error)
 KILL_POINTS = ["index.vectors_written", "index.committed"]  # failpoints in FaissStore's commit (see vitrine.failpoints)
 

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from tests.conftest import COLOURS, jpeg_bytes
-from tests.serve.test_api import error_of, upload
+from tests.support.http import AUTH, error_of, upload
 
 
 def b64(data: bytes) -> str:
@@ -64,43 +64,52 @@ def test_json_image_composed_and_filtered_searches(client):
 
 
 @pytest.mark.parametrize(
-    "body, status, needle",
+    "body, status, code, needle",
     [
-        ({}, 400, "give a text query"),
-        ({"text": "  "}, 400, "the text query is empty"),
-        ({"modification": "in black"}, 400, "modification changes an image query"),
-        ({"text": "red", "k": 0}, 400, "k must be between 1 and 50"),
-        ({"text": "red", "k": "many"}, 400, "k:"),
-        ({"text": "red", "query": "typo"}, 400, "query: Extra inputs are not permitted"),
-        ({"text": ["red"]}, 400, "text:"),
-        ({"text": "x" * 101}, 400, "the limit is 100"),
-        ({"text": "red", "filters": {"colour": "Red"}}, 400, "unknown filter field(s) ['colour']"),
-        ({"text": "red", "filters": {"gender": []}}, 400, "at least one non-empty value"),
-        ({"text": "red", "filters": ["gender=Men"]}, 400, "filters:"),
-        ({"image": "not base64 at all!"}, 400, "not valid base64"),
-        ({"image": b64(b"%PDF-1.4 not a picture")}, 415, "not an image"),
-        ({"image": "data:image/jpeg,rawbytes"}, 400, "must be base64"),
-        ({"image": b64(jpeg_bytes()), "image_url": "/products/1000/image"}, 400, "not both"),
-        ({"image": b64(jpeg_bytes()), "text": "red"}, 400, "not both"),
-        ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "fetches no other URLs"),
+        ({}, 400, "invalid_query", "give a text query"),
+        ({"text": "  "}, 400, "invalid_query", "the text query is empty"),
+        ({"modification": "in black"}, 400, "invalid_query", "modification changes an image query"),
+        ({"text": "red", "k": 0}, 400, "invalid_request", "k must be between 1 and 50"),
+        ({"text": "red", "k": "many"}, 400, "invalid_request", "k:"),
+        ({"text": "red", "query": "typo"}, 400, "invalid_request", "query: Extra inputs are not permitted"),
+        ({"text": ["red"]}, 400, "invalid_request", "text:"),
+        ({"text": "x" * 101}, 400, "invalid_request", "the limit is 100"),
+        (
+            {"text": "red", "filters": {"colour": "Red"}},
+            400,
+            "unknown_filter_field",
+            "unknown filter field(s) ['colour']",
+        ),
+        ({"text": "red", "filters": {"gender": []}}, 400, "invalid_query", "at least one non-empty value"),
+        ({"text": "red", "filters": ["gender=Men"]}, 400, "invalid_request", "filters:"),
+        ({"image": "not base64 at all!"}, 400, "invalid_request", "not valid base64"),
+        ({"image": b64(b"%PDF-1.4 not a picture")}, 415, "unsupported_media_type", "not an image"),
+        ({"image": "data:image/jpeg,rawbytes"}, 400, "invalid_request", "must be base64"),
+        ({"image": b64(jpeg_bytes()), "image_url": "/products/1000/image"}, 400, "invalid_request", "not both"),
+        ({"image": b64(jpeg_bytes()), "text": "red"}, 400, "invalid_request", "not both"),
+        ({"image_url": "https://elsewhere.example/cat.jpg"}, 400, "invalid_request", "fetches no other URLs"),
     ],
 )
-def test_bad_json_searches_get_the_same_json_errors(client, body, status, needle):
-    assert needle in error_of(client.post("/search", json=body), status)
+def test_bad_json_searches_get_the_same_json_errors(client, body, status, code, needle):
+    assert needle in error_of(client.post("/search", json=body), status, code)
 
 
 def test_bodies_that_are_not_json_objects_or_a_known_type_are_refused(client):
     headers = {"Content-Type": "application/json"}
-    assert "not valid JSON" in error_of(client.post("/search", content=b'{"text": "red"', headers=headers), 400)
-    assert "not valid JSON" in error_of(client.post("/search", content=b"\xff\xfe", headers=headers), 400)
+    assert "not valid JSON" in error_of(
+        client.post("/search", content=b'{"text": "red"', headers=headers), 400, "invalid_request"
+    )
+    assert "not valid JSON" in error_of(
+        client.post("/search", content=b"\xff\xfe", headers=headers), 400, "invalid_request"
+    )
     assert "the body: expected a JSON object, got list" in error_of(
-        client.post("/search", content=b'["red"]', headers=headers), 400
+        client.post("/search", content=b'["red"]', headers=headers), 400, "invalid_request"
     )
     assert "not text/plain" in error_of(
-        client.post("/search", content=b"red", headers={"Content-Type": "text/plain"}), 415
+        client.post("/search", content=b"red", headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"
     )
     big = b64(jpeg_bytes(size=(60, 80)) + b"\0" * 200_000)  # over max_upload_bytes=200,000 once decoded
-    assert "over the upload limit" in error_of(client.post("/search", json={"image": big}), 413)
+    assert "over the upload limit" in error_of(client.post("/search", json={"image": big}), 413, "too_large")
 
 
 def test_batch_answers_each_query_as_alone_with_one_forward_pass_per_kind(client):
@@ -140,14 +149,20 @@ def test_batch_answers_each_query_as_alone_with_one_forward_pass_per_kind(client
 
 
 def test_batch_refusals_name_the_query(client):
-    assert "1 to 32 queries, got 0" in error_of(client.post("/search/batch", json={"queries": []}), 400)
+    assert "1 to 32 queries, got 0" in error_of(
+        client.post("/search/batch", json={"queries": []}), 400, "invalid_request"
+    )
     many = {"queries": [{"text": "red"}] * 33}
-    assert "got 33" in error_of(client.post("/search/batch", json=many), 400)
+    assert "got 33" in error_of(client.post("/search/batch", json=many), 400, "invalid_request")
     bad = {"queries": [{"text": "red"}, {"text": "blue", "k": 999}], "on_error": "fail"}
-    assert error_of(client.post("/search/batch", json=bad), 400).startswith("queries[1]: k must be between 1 and 50")
-    assert "queries.0.k" in error_of(client.post("/search/batch", json={"queries": [{"text": "red", "k": "x"}]}), 400)
+    assert error_of(client.post("/search/batch", json=bad), 400, "invalid_request").startswith(
+        "queries[1]: k must be between 1 and 50"
+    )
+    assert "queries.0.k" in error_of(
+        client.post("/search/batch", json={"queries": [{"text": "red", "k": "x"}]}), 400, "invalid_request"
+    )
     assert "not multipart/form-data" in error_of(
-        client.post("/search/batch", data={"text": "red"}, files=upload(jpeg_bytes())), 415
+        client.post("/search/batch", data={"text": "red"}, files=upload(jpeg_bytes())), 415, "unsupported_media_type"
     )
 
 
@@ -160,9 +175,9 @@ def test_json_tag_answers_like_the_form(client):
     as_text = client.post("/tag", data={"vocabulary": "pattern: [striped, solid colour]"}, files=upload(red))
     assert as_object.status_code == 200 and as_object.json() == as_text.json()
     assert set(as_object.json()["tags"]) == {"pattern"}
-    assert "give the image" in error_of(client.post("/tag", json={}), 400)
+    assert "give the image" in error_of(client.post("/tag", json={}), 400, "invalid_request")
     assert "at least two values" in error_of(
-        client.post("/tag", json={"image": b64(red), "vocabulary": {"pattern": ["striped"]}}), 400
+        client.post("/tag", json={"image": b64(red), "vocabulary": {"pattern": ["striped"]}}), 400, "invalid_vocabulary"
     )
     from_catalog = client.post("/tag", json={"image_url": "/products/1000/image"})
     assert from_catalog.status_code == 200 and "baseColour" in from_catalog.json()["tags"]
@@ -205,29 +220,32 @@ def test_the_spec_documents_json_and_form_bodies(client):
     ],
 )
 def test_finding_surrogates_and_deep_nesting_in_json_are_a_400(client, raw, needle):
-    assert needle in error_of(client.post("/search", content=raw, headers={"Content-Type": "application/json"}), 400)
+    assert needle in error_of(
+        client.post("/search", content=raw, headers={"Content-Type": "application/json"}), 400, "invalid_request"
+    )
 
 
 def test_finding_surrogates_in_form_json_and_yaml_fields_are_a_400(client):
-    from tests.serve.test_api import AUTH
 
     attributes = '{"gender\\ud800": "Women"}'  # was UnicodeEncodeError writing the product
     response = client.post(
         "/products", data={"id": "s-1", "attributes": attributes}, files=upload(jpeg_bytes()), headers=AUTH
     )
-    assert "attributes: holds a lone surrogate" in error_of(response, 400)
+    assert "attributes: holds a lone surrogate" in error_of(response, 400, "invalid_request")
     vocabulary = 'pattern: ["striped \\ud800", "solid"]'  # was TypeError in the tokenizer
     assert "holds a lone surrogate" in error_of(
-        client.post("/tag", data={"vocabulary": vocabulary}, files=upload(jpeg_bytes())), 400
+        client.post("/tag", data={"vocabulary": vocabulary}, files=upload(jpeg_bytes())), 400, "invalid_request"
     )
     deep = "a: " + "[" * 20_000 + "]" * 20_000
     assert "nested too deeply" in error_of(
-        client.post("/tag", data={"vocabulary": deep}, files=upload(jpeg_bytes())), 400
+        client.post("/tag", data={"vocabulary": deep}, files=upload(jpeg_bytes())), 400, "invalid_request"
     )
 
 
 def test_json_k_must_be_a_json_integer(client):
     assert "k: Input should be a valid integer" in error_of(
-        client.post("/search", json={"text": "red", "k": True}), 400
+        client.post("/search", json={"text": "red", "k": True}), 400, "invalid_request"
     )
-    assert "k: Input should be a valid integer" in error_of(client.post("/search", json={"text": "red", "k": "5"}), 400)
+    assert "k: Input should be a valid integer" in error_of(
+        client.post("/search", json={"text": "red", "k": "5"}), 400, "invalid_request"
+    )

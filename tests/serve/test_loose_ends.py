@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from tests.conftest import jpeg_bytes
-from tests.serve.conftest import TOKEN
+from tests.support.http import AUTH
 
 from vitrine.serve.images import ImageStore
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def dead_pid() -> int:

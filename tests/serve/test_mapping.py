@@ -10,9 +10,9 @@ from PIL import Image
 from tests.conftest import jpeg_bytes
 
 from vitrine.data.transforms import ImageTransform
+from vitrine.errors import VitrineError
 from vitrine.serve.bodies import SearchForm, SearchJSON
 from vitrine.serve.mapping import MAX_OFFSET, RequestMapper
-from vitrine.serve.service import ServiceError
 from vitrine.serve.settings import ServeSettings
 
 
@@ -70,6 +70,6 @@ def test_images_come_from_an_upload_or_a_catalog_url_and_name_their_reference(ma
     ],
 )
 def test_refusals_name_the_query_s_place_and_use_the_words_every_surface_uses(mapper, body, message):
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(VitrineError) as refused:
         mapper.from_body(body, "queries[2]: ")
     assert refused.value.message.startswith(message) and refused.value.status == 400

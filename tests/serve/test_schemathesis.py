@@ -20,7 +20,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from tests.serve.conftest import TOKEN
+from tests.support.http import TOKEN
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("VITRINE_SCHEMATHESIS_EXAMPLES", "40"))  # CI: 40; a deeper local hunt: more
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -14,8 +14,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from PIL import Image
 from tests.conftest import jpeg_bytes
-from tests.serve.conftest import TOKEN
-from tests.serve.test_api import AUTH, error_of, upload
+from tests.support.http import AUTH, TOKEN, error_of, upload
 
 
 def served(settings):
@@ -47,7 +46,9 @@ def test_any_product_id_maps_to_a_file_inside_the_images_directory(tmp_path_fact
 )
 def test_unsafe_product_ids_are_refused_on_write(client, product_id):
     form = {"id": product_id, "title": "t"}
-    assert "product id" in error_of(client.post("/products", data=form, files=upload(jpeg_bytes()), headers=AUTH), 400)
+    assert "product id" in error_of(
+        client.post("/products", data=form, files=upload(jpeg_bytes()), headers=AUTH), 400, "invalid_request"
+    )
 
 
 def test_traversal_in_urls_and_upload_file_names_touches_nothing_outside(client, settings, tmp_path):
@@ -72,10 +73,14 @@ def test_uploads_are_checked_by_content_not_declared_type(client):
     Image.new("RGB", (40, 40), (200, 30, 30)).save(png, format="PNG")
     assert client.post("/search", files=upload(png.getvalue(), "red.txt", "text/plain")).status_code == 200
     html = b"<html><script>alert(1)</script></html>"
-    assert "not an image" in error_of(client.post("/search", files=upload(html, "x.jpg", "image/jpeg")), 415)
+    assert "not an image" in error_of(
+        client.post("/search", files=upload(html, "x.jpg", "image/jpeg")), 415, "unsupported_media_type"
+    )
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     assert "not an image" in error_of(
-        client.post("/products", data={"id": "svg-1"}, files=upload(svg, "x.svg", "image/svg+xml"), headers=AUTH), 415
+        client.post("/products", data={"id": "svg-1"}, files=upload(svg, "x.svg", "image/svg+xml"), headers=AUTH),
+        415,
+        "unsupported_media_type",
     )
     assert client.get("/products/svg-1").status_code == 404  # nothing stored
 
@@ -83,16 +88,18 @@ def test_uploads_are_checked_by_content_not_declared_type(client):
 # ---- request bodies and multipart parts have limits ----------------------------------------------------
 def test_forms_have_limits_on_fields_files_and_part_size(client):
     many_fields = {"filter": [f"gender=Men{i}" for i in range(100)]}
-    assert "Too many fields" in error_of(client.post("/search", data=many_fields, files=upload(jpeg_bytes())), 400)
+    assert "Too many fields" in error_of(
+        client.post("/search", data=many_fields, files=upload(jpeg_bytes())), 400, "invalid_request"
+    )
     two_files = [("image", ("a.jpg", jpeg_bytes(), "image/jpeg")), ("image", ("b.jpg", jpeg_bytes(), "image/jpeg"))]
-    assert "Too many files" in error_of(client.post("/search", files=two_files), 400)
+    assert "Too many files" in error_of(client.post("/search", files=two_files), 400, "invalid_request")
     long_vocabulary = "pattern: [" + "a" * 70_000 + ", b]"
     assert "Part exceeded maximum size" in error_of(
-        client.post("/tag", data={"vocabulary": long_vocabulary}, files=upload(jpeg_bytes())), 400
+        client.post("/tag", data={"vocabulary": long_vocabulary}, files=upload(jpeg_bytes())), 400, "invalid_request"
     )
     huge_json = json.dumps({"text": "x" * 400_000}).encode()  # over (200,000 * 4/3) + 64 KiB
     assert "request body is over the limit" in error_of(
-        client.post("/search", content=huge_json, headers={"Content-Type": "application/json"}), 413
+        client.post("/search", content=huge_json, headers={"Content-Type": "application/json"}), 413, "too_large"
     )
 
 
@@ -185,7 +192,7 @@ def test_server_errors_never_echo_secrets_or_paths(settings, monkeypatch):
             client.post("/products", data={"id": "p-1"}, files=upload(jpeg_bytes()), headers=AUTH),
         ]
         for response in responses:
-            assert "internal error" in error_of(response, 500)
+            assert "internal error" in error_of(response, 500, "internal")
             assert (
                 settings.index not in response.text
                 and TOKEN not in response.text

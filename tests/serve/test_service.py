@@ -13,12 +13,11 @@ import httpx
 import pytest
 from PIL import Image
 from tests.conftest import jpeg_bytes
-from tests.serve.conftest import TOKEN
+from tests.support.http import AUTH, TOKEN
 
+from vitrine.errors import InvalidRequest, NotFound
 from vitrine.serve.server import wait_until_ready
-from vitrine.serve.service import NotFound, Query, SearchService, ServiceError
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+from vitrine.serve.service import Query, SearchService
 
 
 def picture(i: int) -> Image.Image:
@@ -81,7 +80,7 @@ def test_two_workers_on_one_index_see_each_others_writes(settings):
     with pytest.raises(NotFound):
         first.product("a")
     assert "a" not in {h.id for h in first.search(Query(image=picture(1), k=15))}
-    with pytest.raises(ServiceError, match="product id"):
+    with pytest.raises(InvalidRequest, match="product id"):
         first.upsert("", None, {}, picture(4))
     first.close()
     second.close()

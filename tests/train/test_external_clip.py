@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 from vitrine.data.transforms import to_input
 from vitrine.losses import ClipLoss, positives_from_ids, sigmoid_loss
 from vitrine.models import create_model
-from vitrine.models._random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 from vitrine.train.clip import train_clip
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import load_pool

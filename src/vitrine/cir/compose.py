@@ -10,13 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitrine.embed.encode import encode_texts
+from vitrine.errors import InvalidInput
 from vitrine.models.composed import SHIPPED_HEADS, load_combiner, load_text_projection
 
 BASELINES = ("image", "text")  # the paper's ablation: ignore one of the two inputs
 
 
-class NeedsTorch(ValueError):
+class NeedsTorch(InvalidInput):
     """The combiner reads token features, which only the torch runtime produces."""
+
+    code = "needs_torch"
 
 
 def composer_for(model, combiner: str, fallback: bool, torch_model) -> "Composer":
@@ -64,7 +67,7 @@ class Composer:
         if self.text_projection is not None and not (
             hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"{combiner} carries a fine-tuned text projection; {model.name} has no pooled text output to apply it to"
             )
 
@@ -101,7 +104,7 @@ class Composer:
                 [self.combiner(reference[s : s + 4096], text[s : s + 4096]) for s in range(0, len(text), 4096)]
             ).cpu()
         if reference_tokens is None:
-            raise ValueError(f"{self.spec} reads image tokens; this caller only has embeddings")
+            raise InvalidInput(f"{self.spec} reads image tokens; this caller only has embeddings")
         unique = list(dict.fromkeys(modifications))
         tokens, mask = text_tokens(self.model, unique)
         lookup = {t: i for i, t in enumerate(unique)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vitrine.errors import ConfigError
 from vitrine.train.engine import RunConfig
 
 STAGE1_PARTS = ("projection", "text", "both")
@@ -43,15 +44,15 @@ class CirTrainConfig(RunConfig):
 
     def __post_init__(self):
         if self.stage not in (1, 2):
-            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+            raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
         self.check_schedule(self.batch_size, self.epochs, self.lr)
         if not self.data:
-            raise ValueError("data needs at least one catalog")
+            raise ConfigError("data needs at least one catalog")
         if self.combiner not in ("combiner", "agcn"):
-            raise ValueError(f"combiner must be 'combiner' or 'agcn', got {self.combiner!r}")
+            raise ConfigError(f"combiner must be 'combiner' or 'agcn', got {self.combiner!r}")
         if self.stage1_trains not in STAGE1_PARTS:
-            raise ValueError(f"stage1_trains must be one of {', '.join(STAGE1_PARTS)}, got {self.stage1_trains!r}")
+            raise ConfigError(f"stage1_trains must be one of {', '.join(STAGE1_PARTS)}, got {self.stage1_trains!r}")
         if self.stage == 2 and self.stage1_trains != "projection":
-            raise ValueError("stage1_trains is a stage-1 option; stage 2 reads the stage-1 model through `model`")
+            raise ConfigError("stage1_trains is a stage-1 option; stage 2 reads the stage-1 model through `model`")
         if self.stage == 1 and self.start:
-            raise ValueError("`start` is a stage-2 option (the stage-1 output to build on)")
+            raise ConfigError("`start` is a stage-2 option (the stage-1 output to build on)")

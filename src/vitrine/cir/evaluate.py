@@ -11,6 +11,7 @@ from vitrine.cir.compose import Composer
 from vitrine.cir.metrics import best_target_ranks, recall
 from vitrine.cir.triplets import Triplet, read_triplets
 from vitrine.embed.bank import ImageBank, image_bank
+from vitrine.errors import InvalidInput
 from vitrine.evaluate.metrics import top_rows
 
 KS = (1, 10, 50)
@@ -31,12 +32,12 @@ def evaluate_triplets(composer: Composer, bank: ImageBank, triplets: Sequence[Tr
         else:
             usable.append((t, targets))
     if not usable:
-        raise ValueError(f"no triplet can be evaluated against this gallery ({dict(skipped)})")
+        raise InvalidInput(f"no triplet can be evaluated against this gallery ({dict(skipped)})")
     refs = [bank.row[t.reference] for t, _ in usable]
     tokens = None
     if composer.needs_tokens:
         if bank.tokens is None:
-            raise ValueError(
+            raise InvalidInput(
                 f"{composer.spec} reads image tokens: build the gallery with image_bank(..., with_tokens=True)"
             )
         tokens = bank.tokens[refs]

@@ -17,6 +17,7 @@ import torch
 from vitrine.cir.compose import Composer
 from vitrine.cir.features import IMAGE_SUFFIXES, embed_image_files
 from vitrine.cir.metrics import best_target_ranks, recall, subset_ranks
+from vitrine.errors import MissingFile
 
 FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 
@@ -34,13 +35,13 @@ def fashioniq_text(captions: Sequence[str], rng: random.Random | None = None) ->
 def _image_index(images: str | os.PathLike) -> dict[str, Path]:
     root = Path(images)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {images}")
+        raise MissingFile(f"image folder not found: {images}")
     return {p.stem: p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def _load_json(path: Path):
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingFile(f"annotation file not found: {path}")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -96,7 +97,7 @@ def evaluate_cirr(
     """R@1/5/10/50 (reference removed) and Rsubset@1/2/3 on `val`; on `test1`, the test-server JSON files."""
     root = Path(root)
     if not Path(images).is_dir():
-        raise FileNotFoundError(f"image folder not found: {images}")
+        raise MissingFile(f"image folder not found: {images}")
     paths = _load_json(root / "image_splits" / f"split.rc2.{split}.json")
     captions = _load_json(root / "captions" / f"cap.rc2.{split}.json")
     files = {name: Path(images) / rel for name, rel in paths.items()}

@@ -27,6 +27,7 @@ from vitrine.data.product_images import decode_products
 from vitrine.data.transforms import to_input
 from vitrine.embed.bank import ImageBank, image_bank
 from vitrine.embed.text_cache import pooled_text_features
+from vitrine.errors import InvalidInput
 from vitrine.models import create_model
 from vitrine.models.agcn import AGCN, AGCNConfig
 from vitrine.models.combiner import Combiner, CombinerConfig, SumCombiner
@@ -60,7 +61,7 @@ def triplet_table(triplets: list[Triplet], bank: ImageBank, strings: dict[str, i
         sets.append(set_ids.setdefault(tuple(rows), len(set_ids)))
         kept.append(t)
     if not kept:
-        raise ValueError("no triplet has its reference and a target in the training catalogs")
+        raise InvalidInput("no triplet has its reference and a target in the training catalogs")
     return TripletTable(
         torch.tensor(refs), torch.tensor(texts), targets, torch.tensor(sets), kept, len(triplets) - len(kept)
     )
@@ -85,14 +86,14 @@ class CirRecipe:
         if not (
             isinstance(text_proj, nn.Linear) and (hasattr(model, "text") or getattr(model, "has_pooled_text", False))
         ):
-            raise ValueError(
+            raise InvalidInput(
                 f"vitrine train cir reads a linear text projection over the pooled text output; {model.name} has none"
             )
         model.requires_grad_(False)
         self.live = config.stage == 1 and config.stage1_trains != "projection"  # the encoders run in every step
         self.live_images = config.stage == 1 and config.stage1_trains == "both"
         if self.live_images and ctx.enabled:
-            raise ValueError(
+            raise InvalidInput(
                 "stage1_trains: both encodes every target in each process; train it in one process (drop --nproc)"
             )
         self.use_agcn = use_agcn = config.stage == 2 and config.combiner == "agcn"

@@ -18,6 +18,7 @@ from vitrine.config_file import loads_object
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig, hash_unit
 from vitrine.data.text import is_unicode
+from vitrine.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -41,22 +42,22 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
             if not line.strip():
                 continue
             if not is_unicode(line):
-                raise ValueError(f"{path}, line {number}: not UTF-8 text")
+                raise InvalidInput(f"{path}, line {number}: not UTF-8 text")
             data = loads_object(line, f"{path}, line {number}")
             reference, modification, targets = data.get("reference"), data.get("modification"), data.get("targets")
             if not isinstance(reference, (str, int)) or str(reference) == "":
-                raise ValueError(f"{path}, line {number}: 'reference' must be a product id")
+                raise InvalidInput(f"{path}, line {number}: 'reference' must be a product id")
             if not isinstance(modification, str) or not modification.strip():
-                raise ValueError(f"{path}, line {number}: 'modification' must be a non-empty text")
+                raise InvalidInput(f"{path}, line {number}: 'modification' must be a non-empty text")
             if (
                 not isinstance(targets, list)
                 or not targets
                 or not all(isinstance(t, (str, int)) and str(t) != "" for t in targets)
             ):
-                raise ValueError(f"{path}, line {number}: 'targets' must be a non-empty list of product ids")
+                raise InvalidInput(f"{path}, line {number}: 'targets' must be a non-empty list of product ids")
             kind = data.get("kind")
             if kind is not None and not isinstance(kind, str):
-                raise ValueError(f"{path}, line {number}: 'kind' must be a text, got {kind!r}")
+                raise InvalidInput(f"{path}, line {number}: 'kind' must be a text, got {kind!r}")
             texts = {
                 "reference": str(reference),
                 "modification": modification,
@@ -65,10 +66,10 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
             }
             for name, text in texts.items():
                 if not is_unicode(text):  # a JSON escape such as "\\ud800": no tokenizer or UTF-8 file takes it
-                    raise ValueError(f"{path}, line {number}: '{name}' holds a lone surrogate, not Unicode text")
+                    raise InvalidInput(f"{path}, line {number}: '{name}' holds a lone surrogate, not Unicode text")
             out.append(Triplet(str(reference), modification.strip(), tuple(str(t) for t in targets), kind))
     if not out:
-        raise ValueError(f"{path}: no triplets")
+        raise InvalidInput(f"{path}: no triplets")
     return out
 
 

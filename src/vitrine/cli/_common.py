@@ -7,12 +7,8 @@ import json
 import os
 import sys
 
-DEFAULT_MODEL = "vitrine:kagl-base"  # kept equal to vitrine.models.DEFAULT_MODEL without importing torch for --help
-DEFAULT_TAG_MODEL = "vitrine:kagl-base-regions"  # kept equal to vitrine.models.DEFAULT_TAG_MODEL, likewise
-DEFAULT_RUNTIME = (
-    "onnx"  # the fastest runtime that passes parity (kept equal to vitrine.models.onnx_runtime.DEFAULT_RUNTIME)
-)
-RUNTIMES = ("torch", "onnx", "onnx-int8")  # kept equal to vitrine.models.onnx_runtime.RUNTIMES
+from vitrine.constants import DEFAULT_MODEL, DEFAULT_RUNTIME, RUNTIMES  # torch-free: fast --help
+from vitrine.errors import InvalidInput
 
 
 def add_runtime_option(parser: argparse.ArgumentParser, default: str = DEFAULT_RUNTIME) -> None:
@@ -25,17 +21,25 @@ def add_runtime_option(parser: argparse.ArgumentParser, default: str = DEFAULT_R
     )
 
 
-def byte_count(text: str) -> int:
-    """'64M', '1G', '512K' or a number of bytes (argparse type)."""
+def parse_size(text: str, what: str = "a size") -> int:
+    """'64M', '1G', '512KiB' or a number of bytes; a ValueError naming `what` for anything else."""
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     clean = text.strip().upper().removesuffix("B").removesuffix("I")
     try:
         value = float(clean[:-1]) * units[clean[-1]] if clean and clean[-1] in units else float(clean)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a size looks like 64M, 512K or a number of bytes, got {text!r}") from None
+        raise InvalidInput(f"{what} looks like 64M, 512K or a number of bytes, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"a size must be at least 1 byte, got {text!r}")
+        raise InvalidInput(f"{what} must be at least 1 byte, got {text!r}")
     return int(value)
+
+
+def byte_count(text: str) -> int:
+    """`parse_size` as an argparse type."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_catalog_options(parser: argparse.ArgumentParser) -> None:
@@ -156,3 +160,65 @@ def add_eval_options(parser: argparse.ArgumentParser, model: str = DEFAULT_MODEL
     add_catalog_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+REGION_VIEWS = ("whole", "foreground", "body")  # the region providers a command can crop an image into
+POOLINGS = ("blend", "max", "mean")  # how region scores combine
+SPLITS = ("all", "train", "val", "unseen", "calib", "heldout")  # heldout = val + unseen
+
+# Options several commands take, written once; `add_options` adds them by name, a command changing its help or more.
+SHARED_OPTIONS: dict[str, dict] = {
+    "data": {"required": True, "help": "catalog (any format vitrine reads)"},
+    "model": {"default": DEFAULT_MODEL, "help": "registry name; default %(default)s"},
+    "batch_size": {"type": int, "default": 64, "help": "images per forward pass; default %(default)s"},
+    "schema": {"help": SCHEMA_HELP},
+    "on_error": {
+        "choices": ["skip", "fail"],
+        "default": "skip",
+        "help": "bad rows: skip and report (default) or fail",
+    },
+    "cache_dir": {"default": "runs/cache", "help": "where image features are cached; default %(default)s"},
+    "json": {"action": "store_true", "help": "print JSON"},
+    "no_progress": {"action": "store_true", "help": "hide progress bars"},
+}
+
+
+def add_options(parser: argparse.ArgumentParser, **options: bool | str | dict) -> None:
+    """Add shared options by name, in the order given: True for the usual help, a text for another help, a dict to
+    change more (`add_options(parser, schema=True, json="print results as JSON")`)."""
+    for name, given in options.items():
+        if given is False:
+            continue
+        spec = dict(SHARED_OPTIONS[name])
+        if isinstance(given, str):
+            spec["help"] = given
+        elif isinstance(given, dict):
+            spec.update(given)
+        parser.add_argument("--" + name.replace("_", "-"), **spec)
+
+
+def command_group(sub, name: str, help: str, description: str, dest: str = "action", metavar: str = "ACTION"):
+    """`vitrine NAME ACTION ...`: the group's parser, returning the sub-parsers its actions are added to."""
+    group = sub.add_parser(name, help=help, description=description)
+    return group.add_subparsers(dest=dest, required=True, metavar=metavar)
+
+
+def add_command(sub, name: str, func, help: str, description: str) -> argparse.ArgumentParser:
+    """A (sub)command that runs `func(args)`; its options are added to the parser returned."""
+    parser = sub.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def command_model(args: argparse.Namespace, name: str | None = None, default_runtime: str = DEFAULT_RUNTIME):
+    """The encoder a command runs: `name` (default --model) on --runtime (default `default_runtime`)."""
+    from vitrine.models import create_model
+
+    runtime = runtime_arg(args, default_runtime)
+    return create_model(name or args.model, runtime=runtime, fallback=runtime_fallback(args))
+
+
+def finish(message: str) -> int:
+    """A command's closing line, on stderr (stdout is for results); exit status 0."""
+    print(message, file=sys.stderr)
+    return 0

@@ -6,13 +6,14 @@ import argparse
 import json
 
 from vitrine.cli._common import SCHEMA_HELP
+from vitrine.errors import InvalidInput
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     from vitrine.train.adapt import adapt, format_result
 
     if not 0.0 < args.holdout < 0.9:
-        raise ValueError(f"--holdout is a share of the catalog in (0, 0.9), got {args.holdout}")
+        raise InvalidInput(f"--holdout is a share of the catalog in (0, 0.9), got {args.holdout}")
     result = adapt(
         args.catalog,
         args.out,
@@ -30,7 +31,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from vitrine.cli._common import DEFAULT_MODEL
+    from vitrine.constants import DEFAULT_MODEL
 
     adapt = sub.add_parser(
         "adapt",

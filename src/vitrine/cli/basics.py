@@ -7,7 +7,6 @@ import json
 import sys
 
 from vitrine.cli._common import (
-    DEFAULT_MODEL,
     SCHEMA_HELP,
     add_catalog_options,
     add_runtime_option,
@@ -15,25 +14,28 @@ from vitrine.cli._common import (
     runtime_arg,
     runtime_fallback,
 )
+from vitrine.constants import DEFAULT_MODEL
+from vitrine.errors import InvalidInput
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from fnmatch import fnmatchcase
+
+    from vitrine.errors import NotFound
     from vitrine.models import backend_entries, model_entries
 
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "models": [{"name": f"vitrine:{e.name}", "description": e.description} for e in model_entries()],
-                    "backends": [{"pattern": e.pattern, "description": e.description} for e in backend_entries()],
-                },
-                indent=2,
-            )
-        )
-        return 0
-    rows = [(f"vitrine:{e.name}", e.description) for e in model_entries()] + [
-        (e.pattern, e.description) for e in backend_entries()
+    models = [{"name": f"vitrine:{e.name}", "description": e.description} for e in model_entries(args.pattern)]
+    backends = [
+        {"pattern": e.pattern, "description": e.description}
+        for e in backend_entries()
+        if args.pattern is None or fnmatchcase(e.pattern, args.pattern)
     ]
+    if not models and not backends:
+        raise NotFound(f"no model or backend matches {args.pattern!r}; `vitrine models` lists them", code="unknown_model")
+    if args.json:
+        print(json.dumps({"models": models, "backends": backends}, indent=2))
+        return 0
+    rows = [(m["name"], m["description"]) for m in models] + [(b["pattern"], b["description"]) for b in backends]
     width = max(len(name) for name, _ in rows)
     print(f"{'NAME'.ljust(width)}  DESCRIPTION")
     for name, description in rows:
@@ -50,7 +52,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     runtime = runtime_arg(args)
     if runtime != "torch" and args.engine == "ray":
-        raise ValueError("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
+        raise InvalidInput("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
     encoder = None
     if runtime != "torch":
         from vitrine.models import create_model
@@ -87,7 +89,7 @@ def ray_options(args: argparse.Namespace):
     """--engine ray's settings (None for the in-process engine)."""
     if args.engine != "ray":
         if args.address or args.workers:
-            raise ValueError("--address and --workers go with --engine ray")
+            raise InvalidInput("--address and --workers go with --engine ray")
         return None
     from vitrine.embed.ray_engine import RayOptions
 
@@ -117,6 +119,9 @@ def register(sub) -> None:
         "models", help="list registered models and model backends", description="List the model registry."
     )
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.add_argument(
+        "--pattern", help="only the names matching this fnmatch pattern, e.g. '*kagl-base*' or 'hf:*' (quote it)"
+    )
     models.set_defaults(func=cmd_models)
 
     embed = sub.add_parser(

@@ -8,8 +8,6 @@ import shlex
 import sys
 
 from vitrine.cli._common import (
-    DEFAULT_MODEL,
-    DEFAULT_TAG_MODEL,
     SCHEMA_HELP,
     add_catalog_options,
     add_eval_options,
@@ -19,6 +17,8 @@ from vitrine.cli._common import (
     runtime_arg,
     runtime_fallback,
 )
+from vitrine.constants import DEFAULT_MODEL, DEFAULT_TAG_MODEL
+from vitrine.errors import InvalidInput
 
 
 def _seen_classes(path: str | None, field: str) -> list[str]:
@@ -119,7 +119,7 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
     from vitrine.models import create_model
 
     if args.protocol == "triplets" and not args.triplets:
-        raise ValueError("--triplets FILE is needed (or --protocol fashioniq|cirr)")
+        raise InvalidInput("--triplets FILE is needed (or --protocol fashioniq|cirr)")
     model = create_model(args.model, runtime=runtime_arg(args, "torch"), fallback=runtime_fallback(args))
     composer = Composer(model, args.combiner)
     if args.protocol == "triplets":

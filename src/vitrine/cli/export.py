@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL
+from vitrine.constants import DEFAULT_MODEL
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:

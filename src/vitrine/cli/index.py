@@ -8,26 +8,32 @@ import sys
 from pathlib import Path
 
 from vitrine.cli._common import (
-    DEFAULT_MODEL,
-    DEFAULT_TAG_MODEL,
-    SCHEMA_HELP,
+    POOLINGS,
+    REGION_VIEWS,
     add_catalog_options,
+    add_command,
+    add_options,
     add_runtime_option,
     catalog_schema,
+    command_group,
+    command_model,
+    finish,
+    parse_size,
     runtime_arg,
     runtime_fallback,
 )
 from vitrine.cli.basics import add_engine_arguments
+from vitrine.constants import DEFAULT_TAG_MODEL
+from vitrine.errors import InvalidInput
 
 INDEX_HELP = (
-    "index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or milvus:http://HOST:19530[#collection] "
-    "(a Milvus server; token from $VITRINE_MILVUS_TOKEN)"
+    "index: a directory (embedded FAISS + SQLite), milvus:FILE.db (Milvus Lite) or "
+    "milvus:http://HOST:19530[#collection] (a Milvus server; token from $VITRINE_MILVUS_TOKEN)"
 )
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
     from vitrine.index.build import build_index
-    from vitrine.models import create_model
 
     given = {
         "exact_max": args.exact_max,
@@ -44,11 +50,12 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.index.build import build_index_ray
 
         if args.tag:
-            raise ValueError(
-                "--tag runs in-process for now; build with --engine ray, then tag with `vitrine tag`, or drop --engine ray"
+            raise InvalidInput(
+                "--tag runs in-process for now; build with --engine ray, then tag with `vitrine tag`, "
+                "or drop --engine ray"
             )
         if runtime_arg(args) != "torch":
-            raise ValueError("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
+            raise InvalidInput("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
         result = build_index_ray(
             args.data,
             args.index,
@@ -62,16 +69,10 @@ def cmd_index_build(args: argparse.Namespace) -> int:
             options=options,
             on_commit=log_commit if args.verbose else None,
         )
-        print(
-            f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
-            f"= {result.products_per_second:.1f} products/s (ray)"
-            + (f", {result.skipped} rows skipped" if result.skipped else ""),
-            file=sys.stderr,
-        )
-        return 0
+        return finish(built_line(result, " (ray)" + (f", {result.skipped} rows skipped" if result.skipped else "")))
     if args.address or args.workers:
-        raise ValueError("--address and --workers go with --engine ray")
-    model = create_model(args.model, runtime=runtime_arg(args), fallback=runtime_fallback(args))
+        raise InvalidInput("--address and --workers go with --engine ray")
+    model = command_model(args)
     tagger = None
     if args.tag:
         from vitrine.cli.tag import resolve_vocabulary
@@ -80,11 +81,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         from vitrine.tagging.views import make_views
 
         tag_name = args.tag_model or DEFAULT_TAG_MODEL
-        tag_model = (
-            model
-            if tag_name == args.model
-            else create_model(tag_name, runtime=runtime_arg(args), fallback=runtime_fallback(args))
-        )
+        tag_model = model if tag_name == args.model else command_model(args, tag_name)
         given = resolve_vocabulary(args.attributes, model=tag_name) if args.attributes else None
         saved = None if args.index.startswith("milvus:") else Path(args.index) / SAVED_NAME
         tagger, about = catalog_tagger(
@@ -111,12 +108,15 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         on_commit=log_commit if args.verbose else None,
         tagger=tagger,
     )
-    print(
+    return finish(built_line(result, skipped_line(result)))
+
+
+def built_line(result, tail: str) -> str:
+    """What `index build|add` prints when done: products, those added and how fast, then `tail`."""
+    return (
         f"{result.index}: {result.products} products; added {result.added} in {result.seconds:.1f}s "
-        f"= {result.products_per_second:.1f} products/s" + skipped_line(result),
-        file=sys.stderr,
+        f"= {result.products_per_second:.1f} products/s{tail}"
     )
-    return 0
 
 
 def skipped_line(result) -> str:
@@ -131,18 +131,8 @@ def skipped_line(result) -> str:
 
 
 def _parse_bytes(text: str | None) -> int | None:
-    """'8G', '512M', '1073741824' -> bytes."""
-    if text is None:
-        return None
-    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    clean = text.strip().upper().removesuffix("B").removesuffix("I")
-    try:
-        value = float(clean[:-1]) * units[clean[-1]] if clean and clean[-1] in units else float(clean)
-    except ValueError:
-        raise ValueError(f"a memory size looks like 8G, 512M or a number of bytes, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"memory size must be positive, got {text!r}")
-    return int(value)
+    """--memory-budget: '8G', '512M', '1073741824' -> bytes."""
+    return None if text is None else parse_size(text, "a memory size")
 
 
 def cmd_index_merge(args: argparse.Namespace) -> int:
@@ -159,12 +149,10 @@ def cmd_index_merge(args: argparse.Namespace) -> int:
             stats = store.stats()
         finally:
             store.close()
-    print(
-        f"{'merged the delta into' if merged else 'nothing to merge:'} base generation {stats['base_generation']}: "
-        f"{stats['vectors']} vectors, {stats['index_kind']}",
-        file=sys.stderr,
+    done = "merged the delta into" if merged else "nothing to merge:"
+    return finish(
+        f"{done} base generation {stats['base_generation']}: {stats['vectors']} vectors, {stats['index_kind']}"
     )
-    return 0
 
 
 def cmd_index_stats(args: argparse.Namespace) -> int:
@@ -191,12 +179,10 @@ def cmd_index_images(args: argparse.Namespace) -> int:
     )
     for line in result.examples:
         print(f"  {line}", file=sys.stderr)
-    print(
-        f"{result.images}: stored {result.stored}, already there {result.present}, not in the index {result.not_indexed}, "
-        f"failed {result.failed} in {result.seconds:.1f}s",
-        file=sys.stderr,
+    return finish(
+        f"{result.images}: stored {result.stored}, already there {result.present}, not in the index "
+        f"{result.not_indexed}, failed {result.failed} in {result.seconds:.1f}s"
     )
-    return 0
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
@@ -214,39 +200,34 @@ def cmd_index_delete(args: argparse.Namespace) -> int:
         folder = Path(args.images) if args.images else images_dir(args.index)
         if folder.is_dir():  # an index with no stored images gets no empty folder
             images = ImageStore(folder)
-            for (
-                product_id
-            ) in args.ids:  # after the commit: a crash leaves at worst an image of no product, never the reverse
+            # after the commit: a crash leaves at worst an image of no product, never the reverse
+            for product_id in args.ids:
                 if store.product(product_id) is None:
                     images.remove(product_id)
-        print(f"deleted {removed} of {len(args.ids)} ids; {store.stats()['products']} products left", file=sys.stderr)
+        left = store.stats()["products"]
     finally:
         store.close()
-    return 0
+    return finish(f"deleted {removed} of {len(args.ids)} ids; {left} products left")
 
 
 def cmd_index_snapshot(args: argparse.Namespace) -> int:
     from vitrine.index.snapshot import snapshot_index
 
     result = snapshot_index(args.index, args.out, progress=not args.no_progress)
-    print(
+    return finish(
         f"{result.path}: generation {result.generation}, {result.products} products, {result.files} files, "
-        f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.1f}s (writers waited {result.locked_seconds:.2f}s)",
-        file=sys.stderr,
+        f"{result.bytes / 2**20:.1f} MiB in {result.seconds:.1f}s (writers waited {result.locked_seconds:.2f}s)"
     )
-    return 0
 
 
 def cmd_index_restore(args: argparse.Namespace) -> int:
     from vitrine.index.snapshot import restore_index
 
     result = restore_index(args.snapshot, args.index, force=args.force, progress=not args.no_progress)
-    print(
-        f"{result.index}: generation {result.generation}, {result.products} products, {result.files} files checked against "
-        f"the manifest, restored in {result.seconds:.1f}s",
-        file=sys.stderr,
+    return finish(
+        f"{result.index}: generation {result.generation}, {result.products} products, {result.files} files checked "
+        f"against the manifest, restored in {result.seconds:.1f}s"
     )
-    return 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -300,119 +281,116 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
-    index = sub.add_parser(
-        "index",
-        help="build and update a searchable catalog index",
-        description="Catalog index: a directory (FAISS + SQLite, embedded) or milvus:FILE.db (Milvus Lite) | milvus:URI (a Milvus server).",
+def add_build_options(action: argparse.ArgumentParser) -> None:
+    """`index build` and `index add`: what to embed, with which model, into which index, and how it is laid out."""
+    add_options(action, data=True)
+    action.add_argument("--index", required=True, help=INDEX_HELP + " (created if missing)")
+    add_options(
+        action,
+        model="registry name; an existing index only accepts its own model; default %(default)s",
+        batch_size=True,
+        schema=True,
+        on_error=True,
+        no_progress="hide the progress bar",
     )
-    actions = index.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action.add_argument(
+        "--exact-max",
+        type=int,
+        help="exact search up to this many products, approximate above (default 100000, then as saved)",
+    )
+    action.add_argument(
+        "--memory-budget",
+        help="memory for the vector index, e.g. 8G (default: half the RAM); picks HNSW or, when tight, IVF-PQ",
+    )
+    action.add_argument(
+        "--approximate",
+        choices=["auto", "hnsw", "ivfpq"],
+        help="approximate index kind above --exact-max (default auto, then as saved)",
+    )
+    action.add_argument(
+        "--commit-every",
+        type=int,
+        default=4096,
+        help="products per commit at least (a crash loses at most one commit); default %(default)s",
+    )
+    action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
+    action.add_argument(
+        "--tag",
+        action="store_true",
+        help="store predicted tags with each product (predicted_<attr>, and <attr> "
+        "itself where the catalog has no value), so filters find untagged products",
+    )
+    action.add_argument(
+        "--attributes",
+        help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: for a KAGL catalog the "
+        "shipped KAGL vocabulary; for any other, the catalog's own categorical columns and "
+        "values, thresholds fitted on its labelled rows for 0.8 precision)",
+    )
+    action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
+    action.add_argument(
+        "--regions", choices=REGION_VIEWS, default="foreground", help="with --tag: region views (default %(default)s)"
+    )
+    action.add_argument(
+        "--pooling", choices=POOLINGS, default="blend", help="with --tag: region score pooling (default %(default)s)"
+    )
+    add_catalog_options(action)
+    add_runtime_option(action)
+    add_engine_arguments(action)
+
+
+def register(sub) -> None:
+    actions = command_group(
+        sub,
+        "index",
+        "build and update a searchable catalog index",
+        "Catalog index: a directory (FAISS + SQLite, embedded) or milvus:FILE.db (Milvus Lite) | milvus:URI (a Milvus "
+        "server).",
+    )
     for name, text in (
         ("build", "embed a catalog into an index (rerun to resume after a crash)"),
         ("add", "add or update the products of a catalog"),
     ):
-        action = actions.add_parser(name, help=text, description=text)
-        action.add_argument("--data", required=True, help="catalog (any format vitrine reads)")
-        action.add_argument("--index", required=True, help=INDEX_HELP + " (created if missing)")
-        action.add_argument(
-            "--model",
-            default=DEFAULT_MODEL,
-            help="registry name; an existing index only accepts its own model; default %(default)s",
-        )
-        action.add_argument("--batch-size", type=int, default=64, help="images per forward pass; default %(default)s")
-        action.add_argument("--schema", help=SCHEMA_HELP)
-        action.add_argument(
-            "--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail"
-        )
-        action.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-        action.add_argument(
-            "--exact-max",
-            type=int,
-            help="exact search up to this many products, approximate above (default 100000, then as saved)",
-        )
-        action.add_argument(
-            "--memory-budget",
-            help="memory for the vector index, e.g. 8G (default: half the RAM); picks HNSW or, when tight, IVF-PQ",
-        )
-        action.add_argument(
-            "--approximate",
-            choices=["auto", "hnsw", "ivfpq"],
-            help="approximate index kind above --exact-max (default auto, then as saved)",
-        )
-        action.add_argument(
-            "--commit-every",
-            type=int,
-            default=4096,
-            help="products per commit at least (a crash loses at most one commit); default %(default)s",
-        )
-        action.add_argument("-v", "--verbose", action="store_true", help="print a line per commit")
-        action.add_argument(
-            "--tag",
-            action="store_true",
-            help="store predicted tags with each product (predicted_<attr>, and <attr> "
-            "itself where the catalog has no value), so filters find untagged products",
-        )
-        action.add_argument(
-            "--attributes",
-            help="with --tag: vocabulary YAML/JSON or comma list of shipped attributes (default: for a KAGL catalog the "
-            "shipped KAGL vocabulary; for any other, the catalog's own categorical columns and "
-            "values, thresholds fitted on its labelled rows for 0.8 precision)",
-        )
-        action.add_argument("--tag-model", help=f"with --tag: the tagging model (default {DEFAULT_TAG_MODEL})")
-        action.add_argument(
-            "--regions",
-            choices=["whole", "foreground", "body"],
-            default="foreground",
-            help="with --tag: region views (default %(default)s)",
-        )
-        action.add_argument(
-            "--pooling",
-            choices=["blend", "max", "mean"],
-            default="blend",
-            help="with --tag: region score pooling (default %(default)s)",
-        )
-        add_catalog_options(action)
-        add_runtime_option(action)
-        add_engine_arguments(action)
-        action.set_defaults(func=cmd_index_build)
-    images = actions.add_parser(
+        add_build_options(add_command(actions, name, cmd_index_build, text, text))
+    images = add_command(
+        actions,
         "images",
-        help="store the catalog images of an index's products (rerun to resume)",
-        description="Store the catalog image of every product in the index that has none yet, so that the "
+        cmd_index_images,
+        "store the catalog images of an index's products (rerun to resume)",
+        "Store the catalog image of every product in the index that has none yet, so that the "
         "service's GET /products/{id}/image shows it (`serve --catalog` stores them as it indexes; "
         "`index build` does not). Rerun to resume. Milvus Lite allows one process per file: stop "
         "a service on it first.",
     )
-    images.add_argument("--data", required=True, help="catalog the index was built from (any format vitrine reads)")
+    add_options(images, data="catalog the index was built from (any format vitrine reads)")
     images.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
     images.add_argument(
         "--images",
         help="images directory (default: the one `vitrine serve` uses for the index; give the same "
         "shared storage as `vitrine serve --images`)",
     )
-    images.add_argument("--schema", help=SCHEMA_HELP)
-    images.add_argument(
-        "--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail"
-    )
+    add_options(images, schema=True, on_error=True)
     images.add_argument("--overwrite", action="store_true", help="store images again even where one is already stored")
-    images.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_options(images, no_progress="hide the progress bar")
     add_catalog_options(images)
-    images.set_defaults(func=cmd_index_images)
-    stats = actions.add_parser(
-        "stats", help="show an index's size, kind and model", description="Show an index's size, kind and model."
+    stats = add_command(
+        actions,
+        "stats",
+        cmd_index_stats,
+        "show an index's size, kind and model",
+        "Show an index's size, kind and model.",
     )
     stats.add_argument("--index", required=True, help=INDEX_HELP)
-    stats.add_argument("--json", action="store_true", help="print JSON")
-    stats.set_defaults(func=cmd_index_stats)
-    merge = actions.add_parser(
+    add_options(stats, json=True)
+    merge = add_command(
+        actions,
         "merge",
-        help="fold the delta log into a new base vector file now",
-        description="Fold the delta log (the small commits appended since the last rewrite) into a new base "
+        cmd_index_merge,
+        "fold the delta log into a new base vector file now",
+        "Fold the delta log (the small commits appended since the last rewrite) into a new base "
         "vector file, as one atomic commit. Commits merge by themselves past a threshold; run this at quiet times.",
     )
     merge.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
-    merge.set_defaults(func=cmd_index_merge)
-    delete = actions.add_parser("delete", help="remove products by id", description="Remove products by id.")
+    delete = add_command(actions, "delete", cmd_index_delete, "remove products by id", "Remove products by id.")
     delete.add_argument("--index", required=True, help=INDEX_HELP)
     delete.add_argument("ids", nargs="+", help="product ids")
     delete.add_argument(
@@ -420,11 +398,12 @@ def register(sub) -> None:
         help="images directory whose stored images of the deleted products are removed too "
         "(default: the one `vitrine serve` uses for the index)",
     )
-    delete.set_defaults(func=cmd_index_delete)
-    snapshot = actions.add_parser(
+    snapshot = add_command(
+        actions,
         "snapshot",
-        help="write a consistent copy of a live index to one tar file",
-        description="Copy an embedded index (vector files, SQLite metadata through its online backup "
+        cmd_index_snapshot,
+        "write a consistent copy of a live index to one tar file",
+        "Copy an embedded index (vector files, SQLite metadata through its online backup "
         "API, stored images, every other file but the lock and temp files) as of one "
         "commit, while `vitrine serve` keeps serving and writing: writers wait only "
         "while the files are copied, not while the tar is written. --out gets a "
@@ -433,25 +412,30 @@ def register(sub) -> None:
     )
     snapshot.add_argument("--index", required=True, help="index directory")
     snapshot.add_argument("--out", required=True, help="snapshot file: .tar, or .tar.gz / .tgz (gzip)")
-    snapshot.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    snapshot.set_defaults(func=cmd_index_snapshot)
-    restore = actions.add_parser(
+    add_options(snapshot, no_progress="hide the progress bar")
+    restore = add_command(
+        actions,
         "restore",
-        help="bring back an index from a snapshot file",
-        description="Extract a snapshot beside --index, check every file against its manifest and "
+        cmd_index_restore,
+        "bring back an index from a snapshot file",
+        "Extract a snapshot beside --index, check every file against its manifest and "
         "the store's generation and product count, then put it in place. --index must "
         "be new or empty unless --force (stop any service using it first).",
     )
     restore.add_argument("--snapshot", required=True, help="a file written by `vitrine index snapshot`")
     restore.add_argument("--index", required=True, help="index directory to restore into")
     restore.add_argument("--force", action="store_true", help="replace what --index holds")
-    restore.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    restore.set_defaults(func=cmd_index_restore)
+    add_options(restore, no_progress="hide the progress bar")
+    register_search(sub)
 
-    search = sub.add_parser(
+
+def register_search(sub) -> None:
+    search = add_command(
+        sub,
         "search",
-        help="search an index by text or image",
-        description="Search an index by text or by image, optionally filtered by attributes.",
+        cmd_search,
+        "search an index by text or image",
+        "Search an index by text or by image, optionally filtered by attributes.",
     )
     search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--text", help="text query")
@@ -473,7 +457,8 @@ def register(sub) -> None:
         "--mode",
         choices=["hybrid", "vector", "lexical"],
         default="hybrid",
-        help="hybrid (default): vector and BM25 fused (vector alone on a Milvus server before 2.5); vector: cosine only; lexical: BM25 only",
+        help="hybrid (default): vector and BM25 fused (vector alone on a Milvus server before 2.5); vector: cosine "
+        "only; lexical: BM25 only",
     )
     search.add_argument(
         "--no-soft-filters",
@@ -487,6 +472,5 @@ def register(sub) -> None:
         help="with --image: keep the product the image shows in the results (left out by default, as the service does)",
     )
     search.add_argument("--model", help="model name; must be the one that built the index (default: that one)")
-    search.add_argument("--json", action="store_true", help="print results as JSON")
+    add_options(search, json="print results as JSON")
     add_runtime_option(search)
-    search.set_defaults(func=cmd_search)

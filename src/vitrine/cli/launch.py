@@ -7,11 +7,13 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from vitrine.errors import InvalidInput
+
 
 def launch(nproc: int, argv: Sequence[str], threads: int = 0) -> int:
     """Rerun this command as `nproc` processes through torch.distributed.run (torchrun), on this machine."""
     if nproc < 2:
-        raise ValueError("--nproc must be >= 2 to launch several processes")
+        raise InvalidInput("--nproc must be >= 2 to launch several processes")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads or max(1, (os.cpu_count() or 1) // nproc)))
     argv = _without_option(

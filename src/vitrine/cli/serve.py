@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
-from vitrine.cli._common import DEFAULT_MODEL, SCHEMA_HELP, add_catalog_options, add_runtime_option, catalog_schema
+from vitrine.cli._common import SCHEMA_HELP, add_catalog_options, add_runtime_option, catalog_schema
+from vitrine.constants import DEFAULT_MODEL
+from vitrine.errors import InvalidInput, MissingFile
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -15,7 +17,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vitrine.serve.settings import SETTINGS_ENV, load_settings
 
     if not args.catalog and not args.index and not args.config:
-        raise ValueError("give --catalog PATH (indexed on first start) or --index DIR (an existing vitrine index)")
+        raise InvalidInput("give --catalog PATH (indexed on first start) or --index DIR (an existing vitrine index)")
     index = args.index or (default_index_dir(args.catalog) if args.catalog else None)
     settings = load_settings(
         args.config,
@@ -49,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif not store_exists(settings.index):
-        raise FileNotFoundError(f"no vitrine index in {settings.index}; give --catalog to build one")
+        raise MissingFile(f"no vitrine index in {settings.index}; give --catalog to build one")
     from vitrine.serve.server import serve_forever
 
     os.environ[SETTINGS_ENV] = settings.to_json()  # the workers read their settings from here

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import DEFAULT_TAG_MODEL, SCHEMA_HELP, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.cli._common import SCHEMA_HELP, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.constants import DEFAULT_TAG_MODEL
 from vitrine.tagging.factory import resolve_vocabulary  # noqa: F401  (where `vitrine index` and `eval` take it from)
 
 

@@ -8,12 +8,13 @@ import os
 import sys
 
 from vitrine.cli._common import SCHEMA_HELP
+from vitrine.errors import InvalidInput
 
 
 def _launch_processes(args: argparse.Namespace, threads: int = 0) -> int | None:
     """With --nproc N > 1 (and not already inside a launched process): rerun this command in N processes."""
     if args.nproc is not None and args.nproc < 1:
-        raise ValueError("--nproc must be >= 1")
+        raise InvalidInput("--nproc must be >= 1")
     if (args.nproc or 1) > 1 and "WORLD_SIZE" not in os.environ:
         from vitrine.cli.launch import launch
 

@@ -13,6 +13,7 @@ from vitrine.data.records import CatalogReader
 from vitrine.data.schema import CatalogSchema, resolve_schema
 from vitrine.data.schema_infer import describe_schema, infer_schema
 from vitrine.data.shards import ShardCatalog
+from vitrine.errors import MissingFile
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -31,8 +32,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "shards"
         if has_metadata:
             return "folder"
-        raise FileNotFoundError(f"{p} holds neither WebDataset shards (*.tar) nor a {' or '.join(METADATA_NAMES)}")
-    raise FileNotFoundError(f"catalog not found: {text}")
+        raise MissingFile(f"{p} holds neither WebDataset shards (*.tar) nor a {' or '.join(METADATA_NAMES)}")
+    raise MissingFile(f"catalog not found: {text}")
 
 
 def schema_for(

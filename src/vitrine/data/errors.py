@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
 
+from vitrine.errors import InvalidInput
+
 
 class OnError(str, Enum):
     """What to do with a bad row: stop with an error, or report and skip it."""
@@ -15,10 +17,11 @@ class OnError(str, Enum):
     SKIP = "skip"
 
 
-class DataError(Exception):
+class DataError(InvalidInput):
     """A problem with one row of a catalog, naming the row and the file."""
 
     kind = "data error"
+    code = "bad_row"
 
     def __init__(self, message: str, *, source: str = "", row: int | None = None, item_id: str | None = None):
         self.detail = message
@@ -47,24 +50,28 @@ class ImageDecodeError(DataError):
     """The image bytes are not a readable image (corrupt, truncated, not an image, too large)."""
 
     kind = "bad image"
+    code = "bad_image"
 
 
 class MissingFileError(DataError):
     """A row points at an image that does not exist."""
 
     kind = "missing file"
+    code = "missing_image"
 
 
 class UnsafePathError(DataError):
     """A row's image path leads outside the catalog folder ('..', an absolute path, a symlink pointing out)."""
 
     kind = "image path outside the catalog"
+    code = "unsafe_path"
 
 
 class RowFormatError(DataError):
     """A metadata row is malformed: bad CSV/JSON, missing id, empty title."""
 
     kind = "malformed row"
+    code = "malformed_row"
 
 
 @dataclass

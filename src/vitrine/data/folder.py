@@ -14,6 +14,7 @@ from vitrine.data.errors import DataError, RowFormatError, UnsafePathError
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader, Record
 from vitrine.data.schema import CatalogSchema
+from vitrine.errors import InvalidInput, MissingFile
 
 METADATA_NAMES = ("catalog.csv", "catalog.jsonl")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -24,12 +25,12 @@ def find_metadata(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_file():
         if path.suffix.lower() not in (".csv", ".jsonl"):
-            raise ValueError(f"catalog metadata must be .csv or .jsonl, got {path}")
+            raise InvalidInput(f"catalog metadata must be .csv or .jsonl, got {path}")
         return path
     for name in METADATA_NAMES:
         if (path / name).is_file():
             return path / name
-    raise FileNotFoundError(f"no {' or '.join(METADATA_NAMES)} in {path}")
+    raise MissingFile(f"no {' or '.join(METADATA_NAMES)} in {path}")
 
 
 class FolderCatalog(CatalogReader):

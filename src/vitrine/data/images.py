@@ -10,6 +10,7 @@ from collections.abc import Callable
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from vitrine.data.errors import ImageDecodeError
+from vitrine.errors import MissingFile
 
 # Large enough for any real product photo; a larger image is almost certainly a decompression bomb.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -91,6 +92,6 @@ def load_image(source: Image.Image | str | os.PathLike, what: str = "image") -> 
     try:
         return load_image_file(os.fspath(source))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {os.fspath(source)}") from None
+        raise MissingFile(f"{what} not found: {os.fspath(source)}") from None
     except ImageDecodeError as exc:
         raise ImageDecodeError(exc.detail, source=os.fspath(source)) from None

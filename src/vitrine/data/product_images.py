@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
 from vitrine.data.transforms import ImageTransform
+from vitrine.errors import InvalidInput
 
 
 def decode_products(
@@ -32,7 +33,7 @@ def decode_products(
                 bar.update()
     missing = sorted(wanted - set(rows))
     if missing:
-        raise ValueError(
+        raise InvalidInput(
             f"{len(missing)} products have no decodable image in {', '.join(catalogs)} (e.g. {missing[:3]})"
         )
     return rows, torch.from_numpy(np.stack(pictures)) if pictures else torch.zeros(

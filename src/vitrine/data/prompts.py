@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from vitrine.config_file import ConfigFile
+from vitrine.errors import ConfigError
+
 _FORMATTER = string.Formatter()
 
 
@@ -26,36 +29,25 @@ def render(template: str, values: Mapping[str, str | None]) -> str | None:
 
 
 @dataclass(frozen=True)
-class PromptSet:
+class PromptSet(ConfigFile):
     """Templates per attribute (for tagging) and caption templates (for training)."""
 
-    name: str
+    config_name = "prompt set"
+
+    name: str = "custom"
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     captions: tuple[str, ...] = ()
     default: tuple[str, ...] = ("a photo of a {value}",)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "PromptSet":
-        attributes = {key: tuple(value) for key, value in data.get("attributes", {}).items()}
-        for key, templates in attributes.items():
+    def __post_init__(self):
+        for key, templates in self.attributes.items():
             if not templates:
-                raise ValueError(f"prompt set {data.get('name')!r}: attribute {key!r} has no templates")
+                raise ConfigError(f"prompt set {self.name!r}: attribute {key!r} has no templates")
             for template in templates:
                 if template_fields(template) != ("value",):
-                    raise ValueError(
+                    raise ConfigError(
                         f"attribute template {template!r} for {key!r} must use exactly one field, {{value}}"
                     )
-        return cls(
-            name=data.get("name", "custom"),
-            attributes=attributes,
-            captions=tuple(data.get("captions", ())),
-            default=tuple(data.get("default", ("a photo of a {value}",))),
-        )
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "PromptSet":
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
 
     def class_prompts(self, attribute: str, value: str) -> list[str]:
         """All prompts for one class value, for prompt ensembling."""

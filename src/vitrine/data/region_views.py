@@ -16,6 +16,7 @@ from tqdm import tqdm
 from vitrine.data.catalog import open_catalog
 from vitrine.data.regions import Foreground, WholeImage, crop
 from vitrine.data.splits import SplitConfig
+from vitrine.errors import InvalidInput
 
 VIEWS = ("whole", "crop", "segmented")
 
@@ -95,7 +96,7 @@ def load_region_pool(
         attributes.append(dict(item.attributes))
         splits.append(assigned)
     if not ids:
-        raise ValueError(f"no train or val products in {data}")
+        raise InvalidInput(f"no train or val products in {data}")
     pool = RegionPool(torch.from_numpy(np.stack(cut)), ids, titles, attributes, np.asarray(splits))
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "views.tmp.npy", pool.views.numpy())

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from vitrine.errors import InvalidInput, MissingFile
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), in pixels
 
 
@@ -97,7 +99,7 @@ class BodyParts:
 
     def __init__(self, foreground: Foreground | None = None, upper: float = 0.55, lower: float = 0.55):
         if not (0 < upper <= 1 and 0 < lower <= 1):
-            raise ValueError("upper and lower must be shares in (0, 1]")
+            raise InvalidInput("upper and lower must be shares in (0, 1]")
         self.foreground, self.upper, self.lower = foreground or Foreground(), upper, lower
 
     def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
@@ -137,7 +139,7 @@ class Annotations:
 
         source = Path(path)
         if not source.is_file():
-            raise FileNotFoundError(f"region annotations not found: {path}")
+            raise MissingFile(f"region annotations not found: {path}")
         self.entries: dict[str, list[dict]] = {}
         if source.suffix.lower() == ".csv":
             with open(source, newline="", encoding="utf-8") as handle:
@@ -145,17 +147,17 @@ class Annotations:
                     try:
                         box = [float(row[c]) for c in ("x0", "y0", "x1", "y1")]
                     except (KeyError, TypeError, ValueError):
-                        raise ValueError(f"{path}, line {number}: needs image,name,x0,y0,x1,y1 with numbers") from None
+                        raise InvalidInput(f"{path}, line {number}: needs image,name,x0,y0,x1,y1 with numbers") from None
                     self.entries.setdefault(row["image"], []).append({"name": row.get("name") or "region", "box": box})
         else:
             data = json.loads(source.read_text(encoding="utf-8"))
             if not isinstance(data, dict):
-                raise ValueError(f"{path}: expected an object mapping image keys to region lists")
+                raise InvalidInput(f"{path}: expected an object mapping image keys to region lists")
             self.entries = {str(k): list(v) for k, v in data.items()}
 
     def __call__(self, image: Image.Image, key: str | None = None) -> list[Region]:
         if key is None:
-            raise ValueError("annotation regions need the image's key (product id or file stem)")
+            raise InvalidInput("annotation regions need the image's key (product id or file stem)")
         regions = []
         for entry in self.entries.get(key, []):
             x0, y0, x1, y1 = (int(round(v)) for v in entry["box"])
@@ -191,7 +193,7 @@ class LearnedSegmenter:
 
         folder = Path(path)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a transformers model directory (no config.json)")
+            raise MissingFile(f"{path} is not a transformers model directory (no config.json)")
         self.model = AutoModelForSemanticSegmentation.from_pretrained(str(folder)).eval()
         pre_path = folder / "preprocessor_config.json"
         pre = json.loads(pre_path.read_text(encoding="utf-8")) if pre_path.is_file() else {}

@@ -7,44 +7,30 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from vitrine.config_file import loads_object, refuse_unknown, require_object
+from vitrine.config_file import ConfigFile
+from vitrine.errors import ConfigError
 
 MAX_MEMBER_BYTES = 64 * 2**20  # far above any product photo or metadata file; a larger shard member is refused unread
 
 
-class SchemaError(ValueError):
+class SchemaError(ConfigError):
     """A catalog schema file that cannot be used; the message names the file and the field."""
 
-
-def _text(value: object) -> str | None:
-    return None if isinstance(value, str) else "a string"
+    code = "invalid_schema"
 
 
-def _text_list(value: object) -> str | None:
-    return None if isinstance(value, list) and all(isinstance(v, str) for v in value) else "a list of strings"
-
-
-_FIELD_CHECKS = {
-    "name": _text,
-    "id_field": _text,
-    "title_field": _text,
-    "image_field": lambda value: None if value is None or isinstance(value, str) else "a string or null",
-    "attributes": _text_list,
-    "facets": lambda value: None if value is None or _text_list(value) is None else "a list of strings or null",
-    "missing_values": _text_list,
-    "require_title": lambda value: None if isinstance(value, bool) else "true or false",
-    "confine_images": lambda value: None if isinstance(value, bool) else "true or false",
-    "max_member_bytes": lambda value: (
-        None
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        else "a whole number of bytes >= 1"
-    ),
-}
+def _bytes_limit(value: object) -> str | None:
+    return None if type(value) is int and value >= 1 else "a whole number of bytes >= 1"
 
 
 @dataclass(frozen=True)
-class CatalogSchema:
-    """Column names of a catalog. Load other schemas from JSON with `CatalogSchema.from_file`."""
+class CatalogSchema(ConfigFile):
+    """Column names of a catalog. Load other schemas from JSON with `CatalogSchema.from_file`; a wrong key or type is
+    a `SchemaError` naming the file (or `schema`) and the field."""
+
+    config_name = "schema"
+    config_error = SchemaError
+    field_checks = {"max_member_bytes": _bytes_limit}
 
     name: str = "kagl"
     id_field: str = "id"
@@ -61,6 +47,11 @@ class CatalogSchema:
     confine_images: bool = True
     max_member_bytes: int = MAX_MEMBER_BYTES  # WebDataset shards: the largest tar member read (a larger one: a bad row)
 
+    def __post_init__(self):
+        unknown = sorted(set(self.facets or ()) - set(self.attributes))
+        if unknown:
+            raise SchemaError(f"facets {unknown} are not in attributes {list(self.attributes)}")
+
     @property
     def facet_fields(self) -> tuple[str, ...]:
         """The categorical attributes, in column order."""
@@ -73,46 +64,6 @@ class CatalogSchema:
         text = str(value).strip()
         return None if text in self.missing_values else text
 
-    @classmethod
-    def from_dict(cls, data: dict, origin: str = "schema") -> "CatalogSchema":
-        """A schema from its JSON form; a wrong key or type is a `SchemaError` naming `origin` and the field."""
-        refuse_unknown(require_object(data, origin, SchemaError), cls, origin, SchemaError)
-        values = dict(data)
-        for key, value in values.items():
-            check = _FIELD_CHECKS.get(key)
-            problem = check(value) if check else None
-            if problem:
-                raise SchemaError(f"{origin}: field '{key}' must be {problem}, got {value!r}")
-        for key in ("attributes", "missing_values", "facets"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        unknown = sorted(set(values.get("facets") or ()) - set(values.get("attributes", ())))
-        if unknown:
-            raise SchemaError(f"{origin}: facets {unknown} are not in attributes {list(values.get('attributes', ()))}")
-        return cls(**values)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "CatalogSchema":
-        """Read a schema JSON file (UTF-8, a BOM allowed); every problem is a `SchemaError` naming the file."""
-        try:
-            text = Path(path).read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise SchemaError(f"{path}: not UTF-8 text ({exc})") from None
-        return cls.from_dict(loads_object(text, str(path), SchemaError), origin=str(path))
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "id_field": self.id_field,
-            "title_field": self.title_field,
-            "image_field": self.image_field,
-            "attributes": list(self.attributes),
-            "facets": None if self.facets is None else list(self.facets),
-            "missing_values": list(self.missing_values),
-            "require_title": self.require_title,
-            "confine_images": self.confine_images,
-            "max_member_bytes": self.max_member_bytes,
-        }
 
 
 def builtin_schema(name: str) -> CatalogSchema:

@@ -82,6 +82,8 @@ MAX_FACET_WORDS = 4.0  # ... and short values: longer ones are free text
 class AmbiguousSchemaError(SchemaError):
     """The catalog's columns can be read more than one way; `draft` is the schema file written for the user to fix."""
 
+    code = "ambiguous_schema"
+
     def __init__(self, message: str, draft: Path | None):
         super().__init__(message)
         self.draft = draft

@@ -14,6 +14,7 @@ from vitrine.data.errors import DataError, MissingFileError, RowFormatError
 from vitrine.data.images import DEFAULT_MAX_PIXELS
 from vitrine.data.records import CatalogReader, Record
 from vitrine.data.schema import MAX_MEMBER_BYTES, CatalogSchema
+from vitrine.errors import MissingFile
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 __all__ = ["MAX_MEMBER_BYTES", "ShardCatalog", "expand_braces", "resolve_shards"]
@@ -45,7 +46,7 @@ def resolve_shards(spec: str | os.PathLike) -> list[str]:
         folder = inner if not glob.glob(os.path.join(spec, "*.tar")) and os.path.isdir(inner) else spec
         paths = sorted(glob.glob(os.path.join(folder, "*.tar")))
         if not paths:
-            raise FileNotFoundError(f"no .tar shards in directory {spec}")
+            raise MissingFile(f"no .tar shards in directory {spec}")
         return paths
     paths: list[str] = []
     missing: list[str] = []
@@ -59,7 +60,7 @@ def resolve_shards(spec: str | os.PathLike) -> list[str]:
             missing.append(pattern)
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise FileNotFoundError(f"{len(missing)} of {len(missing) + len(paths)} shards not found: {shown}")
+        raise MissingFile(f"{len(missing)} of {len(missing) + len(paths)} shards not found: {shown}")
     return paths
 
 

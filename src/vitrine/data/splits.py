@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitrine.errors import ConfigError
+
 
 def hash_unit(*parts: object) -> float:
     """A stable number in [0, 1) from the parts; the same on every machine and Python run."""
@@ -34,15 +36,15 @@ class SplitConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+            raise ConfigError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0.0 <= self.calibration_fraction < 1.0 - self.holdout_fraction:
-            raise ValueError(
+            raise ConfigError(
                 f"calibration_fraction must be in [0, 1 - holdout_fraction), got {self.calibration_fraction}"
             )
         if (self.holdout_values or self.holdout_fraction or self.calibration_fraction) and not self.holdout_field:
-            raise ValueError("holdout_values/holdout_fraction/calibration_fraction need a holdout_field")
+            raise ConfigError("holdout_values/holdout_fraction/calibration_fraction need a holdout_field")
 
     def is_held_out(self, value: str | None) -> bool:
         """Whether a value of `holdout_field` is held out (named, or chosen by hash)."""
@@ -100,7 +102,7 @@ def split_config_from(data: dict) -> SplitConfig:
 def split_filter(split: str, config: SplitConfig):
     """A record predicate for `split` ('heldout' is val + unseen)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if split == "all":
         return None
     wanted = {"val", "unseen"} if split == "heldout" else {split}

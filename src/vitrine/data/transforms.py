@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitrine.errors import InvalidInput
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {
@@ -79,9 +81,9 @@ class ImageTransform:
 
     def __post_init__(self):
         if self.pad not in ("none", "squarepad", "targetpad"):
-            raise ValueError(f"pad must be none, squarepad or targetpad, got {self.pad!r}")
+            raise InvalidInput(f"pad must be none, squarepad or targetpad, got {self.pad!r}")
         if self.resample not in _RESAMPLE:
-            raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
+            raise InvalidInput(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ImageTransform":

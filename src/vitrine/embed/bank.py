@@ -19,6 +19,7 @@ import torch
 from vitrine.data.catalog import open_catalog
 from vitrine.data.records import Item
 from vitrine.embed.encode import encode_catalog
+from vitrine.errors import InvalidInput
 
 
 @dataclass
@@ -37,8 +38,9 @@ class ImageBank:
         return [item.id for item in self.items]
 
 
-def model_fingerprint(model) -> str:
-    """A hash of the model's name and weights, so a retrained model never reuses stale features."""
+def built_model_fingerprint(model) -> str:
+    """A hash of a built model's name and weights (the key of its feature caches), so a retrained model never reuses
+    stale features. `vitrine.models.model_files_fingerprint` is the other kind: a model name's files, unbuilt."""
     digest = hashlib.sha1(model.name.encode())
     runtime = getattr(model, "runtime", "torch")
     if runtime != "torch":  # an ONNX export holds no torch weights: its directory names the weights' digest
@@ -61,7 +63,7 @@ def _data_fingerprint(path: str) -> str:
 
 def bank_folder(model, path: str, cache_dir: str | os.PathLike) -> Path:
     """Where the bank of `path` under `model` is (or would be) cached."""
-    return Path(cache_dir) / "features" / f"{model_fingerprint(model)}-{_data_fingerprint(path)}"
+    return Path(cache_dir) / "features" / f"{built_model_fingerprint(model)}-{_data_fingerprint(path)}"
 
 
 def image_bank(
@@ -78,7 +80,7 @@ def image_bank(
     items: list[Item] = []
     chunks: list[torch.Tensor] = []
     token_chunks: list[torch.Tensor] = []
-    fingerprint = model_fingerprint(model) if cache_dir is not None else ""
+    fingerprint = built_model_fingerprint(model) if cache_dir is not None else ""
     for path in paths:
         folder = (
             Path(cache_dir) / "features" / f"{fingerprint}-{_data_fingerprint(path)}" if cache_dir is not None else None
@@ -110,7 +112,7 @@ def image_bank(
     seen: set[str] = set()
     for item in items:
         if item.id in seen:
-            raise ValueError(f"product id {item.id} appears in more than one gallery catalog")
+            raise InvalidInput(f"product id {item.id} appears in more than one gallery catalog")
         seen.add(item.id)
     tokens = torch.cat(token_chunks) if token_chunks else None
     return ImageBank(items, torch.cat(chunks) if chunks else torch.zeros(0, model.embed_dim), tokens)
@@ -141,7 +143,7 @@ def _bank_tokens(model, path: str, items: list[Item], folder: Path | None, schem
             bar.update(len(batch.items))
     bar.close()
     if out is None:
-        raise ValueError(f"no images in {path} to take tokens from")
+        raise InvalidInput(f"no images in {path} to take tokens from")
     if folder is not None:
         tmp = folder / "tokens.tmp.npy"
         np.save(tmp, out.numpy())

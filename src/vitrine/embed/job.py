@@ -17,6 +17,7 @@ from vitrine.data.loader import Batch, iter_batches, map_ordered, prefetch
 from vitrine.embed.parts import MANIFEST_FILE, PartStore, atomic_write_text
 from vitrine.embed.ray_engine import RayOptions, RaySession, encode_units_on_ray
 from vitrine.embed.units import plan_units
+from vitrine.errors import InvalidInput
 from vitrine.machine import usable_cores
 from vitrine.models import DEFAULT_MODEL, create_model
 
@@ -56,14 +57,14 @@ def run_embed(
     """
     if engine == "ray":
         if limit is not None or encoder is not None:
-            raise ValueError(
+            raise InvalidInput(
                 "--limit (and a ready encoder) are for the in-process engine; --engine ray embeds the whole catalog"
             )
         return _run_embed_ray(
             data, model, out, batch_size, part_size, texts, on_error, schema, overwrite, progress, ray or RayOptions()
         )
     if engine != "local":
-        raise ValueError(f"unknown engine {engine!r}: local or ray")
+        raise InvalidInput(f"unknown engine {engine!r}: local or ray")
     if part_size % batch_size:
         part_size = max(batch_size, part_size // batch_size * batch_size)
     reader = open_catalog(data, schema=schema, on_error=on_error, require_title=texts)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vitrine.errors import InvalidInput
+
 JOB_FILE = "job.json"
 MANIFEST_FILE = "manifest.json"
 METADATA_FILE = "metadata.csv"
@@ -47,7 +49,7 @@ class PartStore:
                 diff = {
                     k: (previous.get(k), job.get(k)) for k in set(previous) | set(job) if previous.get(k) != job.get(k)
                 }
-                raise ValueError(
+                raise InvalidInput(
                     f"{self.out} holds output of a different embed job ({diff}); choose a new --out or pass --overwrite"
                 )
         else:
@@ -122,7 +124,7 @@ class PartStore:
             for i, item_id in enumerate(ids):
                 if item_id in seen:
                     if on_duplicate == "fail":
-                        raise ValueError(
+                        raise InvalidInput(
                             f"duplicate id {item_id!r} (part {m['index']}): ids must be unique across the catalog; "
                             f"rerun with --on-error skip to keep the first"
                         )

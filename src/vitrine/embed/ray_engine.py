@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitrine.embed.units import Unit, UnitResult, encode_unit
+from vitrine.errors import InvalidInput, MissingDependency
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ class RayOptions:
 
     def __post_init__(self):
         if self.workers < 1:
-            raise ValueError("--workers must be >= 1")
+            raise InvalidInput("--workers must be >= 1")
         if self.threads < 0:
-            raise ValueError("threads per worker must be >= 0")
+            raise InvalidInput("threads per worker must be >= 0")
 
     def threads_per_worker(self) -> int:
         if self.threads:
@@ -59,6 +60,9 @@ class EmbedActor:
         }
 
 
+LOCAL_GCS_WAIT_S = "180"  # seconds a local Ray start waits for its GCS server (Ray's default: 30)
+
+
 class RaySession:
     """`with RaySession(options):` connects to `address`, or starts a local Ray and stops it on exit."""
 
@@ -70,10 +74,12 @@ class RaySession:
         try:
             import ray
         except ImportError:
-            raise ImportError("--engine ray needs Ray Data: pip install 'vitrine[scale]' (or 'ray[data]')") from None
+            raise MissingDependency("--engine ray needs Ray Data: pip install 'vitrine[scale]' (or 'ray[data]')") from None
         if not ray.is_initialized():
             if self.options.address is None:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster for this job
+                # Ray waits 30 s for its GCS server to bind; a machine busy with other work can take longer to start it.
+                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", LOCAL_GCS_WAIT_S)
                 ray.init(
                     num_cpus=max(self.options.workers * self.options.threads_per_worker(), os.cpu_count() or 1),
                     include_dashboard=False,

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from vitrine.data.transforms import to_input
+from vitrine.errors import InvalidInput
 
 VIEWS = ("plain", "flip")  # fixed augmented variants: colour-preserving by construction
 CHUNK = 2048
@@ -36,7 +37,7 @@ def _view(images: torch.Tensor, view: str) -> torch.Tensor:
         return images
     if view == "flip":
         return images.flip(3)
-    raise ValueError(f"unknown cached view {view!r}; vitrine caches {', '.join(VIEWS)}")
+    raise InvalidInput(f"unknown cached view {view!r}; vitrine caches {', '.join(VIEWS)}")
 
 
 @torch.inference_mode()

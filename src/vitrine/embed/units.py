@@ -17,6 +17,7 @@ from vitrine.data.loader import iter_batches
 from vitrine.data.records import Record
 from vitrine.data.shards import resolve_shards
 from vitrine.data.tagged import with_tags
+from vitrine.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class UnitResult:
 def plan_units(data: str, schema=None, part_size: int = 4096) -> list[Unit]:
     """Units of at most `part_size` scan positions: per shard for WebDataset shards, row ranges for a folder."""
     if part_size < 1:
-        raise ValueError("part_size must be >= 1")
+        raise InvalidInput("part_size must be >= 1")
     if detect_format(data) == "shards":
         sizes = [(path, open_catalog(path, schema=schema).count()) for path in resolve_shards(data)]
     else:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from vitrine.data.records import Item
 from vitrine.embed.bank import image_bank
 from vitrine.embed.encode import encode_texts
+from vitrine.errors import InvalidInput
 from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS, TOP, task_queries
 
 
@@ -78,10 +79,10 @@ def run_leaderboard(
     it accepts only, e.g. those the model never trained on; category queries are the field's values either way."""
     unknown = [name for name in tasks if name not in TASKS]
     if unknown:
-        raise ValueError(f"unknown leaderboard task(s) {unknown}; choose from {sorted(TASKS)}")
+        raise InvalidInput(f"unknown leaderboard task(s) {unknown}; choose from {sorted(TASKS)}")
     bank = image_bank(model, [data], cache_dir=cache_dir, schema=schema, progress=progress)
     if not bank.items:
-        raise ValueError(f"{data} holds no products")
+        raise InvalidInput(f"{data} holds no products")
     titles = None
     if any(TASKS[name].doc_weights[1] for name in tasks):
         texts = [item.title or "" for item in bank.items]
@@ -93,7 +94,7 @@ def run_leaderboard(
         titles_only = task.query_field is None
         queries = task_queries(bank.items, task, max_queries, seed, query_filter if titles_only else None)
         if not queries:
-            raise ValueError(f"{data}: no products have a {task.query_field or 'title'} for task {name}")
+            raise InvalidInput(f"{data}: no products have a {task.query_field or 'title'} for task {name}")
         query_embeds = F.normalize(
             encode_texts(model, list(queries), progress=progress, desc=f"embed {name} queries"), dim=-1
         )

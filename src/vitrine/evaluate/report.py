@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vitrine import __version__
 from vitrine.data.catalog import open_catalog
+from vitrine.errors import AlreadyExists, InvalidInput
 
 KINDS = ("zero-shot", "retrieval", "composed", "attributes")
 THUMB_PIXELS = 160  # longest side of a thumbnail
@@ -53,7 +54,7 @@ def check_report_folder(out: str | os.PathLike) -> Path:
     """`out` as a Path, refused when something other than a folder is there (checked before an evaluation starts)."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise FileExistsError(
+        raise AlreadyExists(
             f"--report {folder}: a file is there, not a folder; give a folder to write the report into"
         )
     return folder
@@ -121,7 +122,7 @@ def write_report(
     """Write DIR/index.html, its plots and thumbnails, and DIR/report.json for a `vitrine eval <kind>` report; returns
     the page's path. `catalogs` are where the products the page shows are read from (retrieval, composed)."""
     if kind not in KINDS:
-        raise ValueError(f"no report for {kind!r}; one of {', '.join(KINDS)}")
+        raise InvalidInput(f"no report for {kind!r}; one of {', '.join(KINDS)}")
     folder = report_folder(out)
     (folder / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     body = _BODIES[kind](report, folder, catalogs, schema, progress)

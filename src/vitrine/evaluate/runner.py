@@ -14,6 +14,7 @@ from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig, load_split_config, split_filter
 from vitrine.embed.bank import bank_folder, image_bank
 from vitrine.embed.encode import encode_catalog, encode_texts
+from vitrine.errors import InvalidInput
 from vitrine.evaluate.metrics import target_ranks
 from vitrine.evaluate.retrieval import retrieval_report, worst_queries
 from vitrine.evaluate.zeroshot import class_embeddings, classify, seen_unseen_report, zero_shot_report
@@ -76,7 +77,7 @@ def run_zero_shot(
         names |= {record.attributes.get(field) for record in reader.records()}
     names.discard(None)
     if not names:
-        raise ValueError(f"no values of field {field!r} in {data}; is it one of the schema's attributes?")
+        raise InvalidInput(f"no values of field {field!r} in {data}; is it one of the schema's attributes?")
     classes = sorted(names)
     prompts = resolve_prompts(templates)
     class_embeds = class_embeddings(model, prompts, field, classes, ensemble=ensemble)
@@ -134,7 +135,7 @@ def run_retrieval(
             gallery_items.append(item)
             gallery_rows.append(embeds[row])
     if not query_rows:
-        raise ValueError(f"no items with titles in {data} (split {split})")
+        raise InvalidInput(f"no items with titles in {data} (split {split})")
     gallery = torch.stack(gallery_rows)
     targets = torch.tensor([index_of[data_items[i].id] for i in query_rows])
     queries = encode_texts(model, [data_items[i].title for i in query_rows], progress=progress, desc="embed queries")

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from vitrine.data.prompts import PromptSet
 from vitrine.embed.encode import encode_texts
+from vitrine.errors import InvalidInput
 from vitrine.evaluate.metrics import confusion_matrix, f1_scores, topk_accuracy
 
 CONFUSED_CLASSES = 15  # rows and columns of the reported confusion matrix
@@ -124,7 +125,7 @@ def tune_calibration(
     grid = list(grid) if grid is not None else [round(0.005 * i, 3) for i in range(61)]
     item_seen = seen_mask[labels]
     if item_seen.all() or (~item_seen).all():
-        raise ValueError("tuning needs items of both seen and held-out classes")
+        raise InvalidInput("tuning needs items of both seen and held-out classes")
     best = None
     for gamma in grid:
         correct = classify_scores(scores, seen_mask, gamma).argmax(1) == labels

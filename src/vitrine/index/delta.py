@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vitrine.errors import Damaged
 from vitrine.failpoints import failpoint
 from vitrine.index.plan import IndexOptions
 from vitrine.index.vectors import VectorIndex
@@ -48,8 +49,10 @@ MAGIC = b"VDR1"
 _HEADER = struct.Struct("<4sIIII")  # magic, vectors, tombstones, dimension, CRC-32 of the payload
 
 
-class DeltaLogError(RuntimeError):
+class DeltaLogError(Damaged):
     """A delta log is shorter than its committed length, or damaged inside it."""
+
+    code = "damaged_index"
 
 
 @dataclass(frozen=True)

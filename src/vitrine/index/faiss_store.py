@@ -54,6 +54,7 @@ import faiss
 import numpy as np
 
 from vitrine.disk import locked, sweep_temp, temp_path, writer_alive
+from vitrine.errors import MissingFile
 from vitrine.failpoints import failpoint
 from vitrine.index.delta import (
     DeltaLogError,
@@ -289,7 +290,7 @@ class FaissStore:
         """Open an existing index; with `model`, refuse a mismatch."""
         db = Path(directory) / DB_NAME
         if not db.is_file():
-            raise FileNotFoundError(f"no vitrine index in {directory} (missing {DB_NAME})")
+            raise MissingFile(f"no vitrine index in {directory} (missing {DB_NAME})")
         meta = MetadataStore(db)
         stored_model, stored_dim = meta.get_state("model"), int(meta.get_state("dim"))
         meta.close()

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from vitrine.data.tagged import PREDICTED_PREFIX
+from vitrine.errors import InvalidInput
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL);
@@ -134,7 +135,7 @@ class MetadataStore:
     def matching_keys(self, filters: Mapping[str, str | Sequence[str]]) -> list[int]:
         """Keys of products whose every filtered field equals (one of) the given value(s)."""
         if not filters:
-            raise ValueError("matching_keys needs at least one filter")
+            raise InvalidInput("matching_keys needs at least one filter")
         sql, params = _filter_sql(filters)
         return [row[0] for row in self.db.execute(sql + " ORDER BY key", params)]
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 
 from vitrine.data.text import is_unicode
+from vitrine.errors import InvalidInput, WrongType
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _KEYWORDS = {
@@ -32,11 +33,11 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 def quote(value: str) -> str:
     """A Milvus string literal equal to `value`: quotes, backslashes and control characters escaped."""
     if not isinstance(value, str):
-        raise TypeError(f"filter values are strings, got {type(value).__name__}")
+        raise WrongType(f"filter values are strings, got {type(value).__name__}")
     if "\x00" in value:
-        raise ValueError("filter values cannot contain NUL characters")
+        raise InvalidInput("filter values cannot contain NUL characters")
     if not is_unicode(value):
-        raise ValueError("filter values must be Unicode text; this one holds a lone surrogate")
+        raise InvalidInput("filter values must be Unicode text; this one holds a lone surrogate")
     return '"' + "".join(_ESCAPES.get(ch, ch) for ch in value) + '"'
 
 
@@ -61,6 +62,6 @@ def filter_expression(filters: Mapping[str, str | Sequence[str]], declared: Coll
             reference = field_reference(name, declared)
             literals = [quote(v) for v in dict.fromkeys(values)]
         except ValueError as exc:
-            raise ValueError(f"filter {name!r}: {exc}") from None
+            raise InvalidInput(f"filter {name!r}: {exc}") from None
         clauses.append("(" + " or ".join(f"{reference} == {literal}" for literal in literals) + ")")
     return " and ".join(clauses)

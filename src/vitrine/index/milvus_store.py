@@ -44,6 +44,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vitrine.errors import InvalidInput, MissingFile
 from vitrine.failpoints import failpoint
 from vitrine.index.metadata import _attribute_text
 from vitrine.index.milvus_filters import filter_expression
@@ -287,7 +288,7 @@ class MilvusStore:
                 self._create(model, dim, attributes)
             self._read_properties()
             if self.model is None:
-                raise ValueError(
+                raise InvalidInput(
                     f"Milvus collection {self.collection!r} at {target.uri} was not made by vitrine (no vitrine.model property)"
                 )
             if self.model != model or self.dim != dim:
@@ -323,11 +324,11 @@ class MilvusStore:
     def open(cls, target: MilvusTarget, model: str | None = None) -> "MilvusStore":
         """Open an existing collection; with `model`, refuse a mismatch."""
         if target.is_lite and not os.path.exists(target.uri):  # opening would create an empty file
-            raise FileNotFoundError(f"no vitrine index in {target} (no such Milvus Lite file)")
+            raise MissingFile(f"no vitrine index in {target} (no such Milvus Lite file)")
         client = _connect(target)
         try:
             if not client.has_collection(target.collection):
-                raise FileNotFoundError(f"no vitrine index in {target} (no collection {target.collection!r})")
+                raise MissingFile(f"no vitrine index in {target} (no collection {target.collection!r})")
             properties = client.describe_collection(target.collection).get("properties", {})
         except FileNotFoundError:
             raise
@@ -338,7 +339,7 @@ class MilvusStore:
         finally:
             _disconnect(target, client)
         if "vitrine.model" not in properties:
-            raise ValueError(f"Milvus collection {target.collection!r} at {target.uri} was not made by vitrine")
+            raise InvalidInput(f"Milvus collection {target.collection!r} at {target.uri} was not made by vitrine")
         return cls(target, model or properties["vitrine.model"], int(properties["vitrine.dim"]))
 
     # ---- collection layout -----------------------------------------------------------------------
@@ -625,12 +626,12 @@ class MilvusStore:
 
     def _row(self, item_id: str, vector: np.ndarray, meta: Mapping) -> dict:
         if not isinstance(item_id, str) or not item_id:
-            raise ValueError("ids must be non-empty strings")
+            raise InvalidInput("ids must be non-empty strings")
         if _utf8_len(item_id) > ID_MAX_BYTES:
-            raise ValueError(f"product id {item_id[:40]!r}... is over {ID_MAX_BYTES} bytes")
+            raise InvalidInput(f"product id {item_id[:40]!r}... is over {ID_MAX_BYTES} bytes")
         title = meta.get("title")
         if title is not None and _utf8_len(str(title)) > TITLE_MAX_BYTES:
-            raise ValueError(f"product {item_id!r}: title is over {TITLE_MAX_BYTES} bytes")
+            raise InvalidInput(f"product {item_id!r}: title is over {TITLE_MAX_BYTES} bytes")
         missing = None if self.nulls else ""  # before Milvus 2.5 a field cannot be null: "" stands for "none"
         row = {"id": item_id, "vector": vector, "title": missing if title is None else str(title)}
         row.update({name: missing for name in self.declared})
@@ -638,11 +639,11 @@ class MilvusStore:
             if key in ("id", "title") or value is None:
                 continue
             if key in RESERVED or key.startswith("$") or not key.strip():
-                raise ValueError(f"product {item_id!r}: attribute name {key!r} is reserved or empty")
+                raise InvalidInput(f"product {item_id!r}: attribute name {key!r} is reserved or empty")
             if key in self.declared:
                 value = str(value)
                 if _utf8_len(value) > ATTRIBUTE_MAX_BYTES:
-                    raise ValueError(f"product {item_id!r}: {key} is over {ATTRIBUTE_MAX_BYTES} bytes")
+                    raise InvalidInput(f"product {item_id!r}: {key} is over {ATTRIBUTE_MAX_BYTES} bytes")
             row[key] = value
         return row
 

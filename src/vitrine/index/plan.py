@@ -6,6 +6,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 
+from vitrine.errors import ConfigError
+
 KINDS = ("flat", "hnsw", "ivfpq")
 _IDMAP_BYTES = 48  # int64 label plus IndexIDMap2's reverse hash-map entry, per vector
 
@@ -35,17 +37,17 @@ class IndexOptions:
 
     def __post_init__(self):
         if self.approximate not in ("auto", "hnsw", "ivfpq"):
-            raise ValueError(f"approximate must be auto, hnsw or ivfpq, got {self.approximate!r}")
+            raise ConfigError(f"approximate must be auto, hnsw or ivfpq, got {self.approximate!r}")
         if self.exact_max < 0 or self.exact_subset_max < 0:
-            raise ValueError("exact_max and exact_subset_max must be >= 0")
+            raise ConfigError("exact_max and exact_subset_max must be >= 0")
         if self.memory_budget is not None and self.memory_budget <= 0:
-            raise ValueError("memory_budget must be positive")
+            raise ConfigError("memory_budget must be positive")
         if min(self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search or 1, self.ivf_nprobe) < 1:
-            raise ValueError("HNSW and IVF parameters must be >= 1")
+            raise ConfigError("HNSW and IVF parameters must be >= 1")
         if not 0 < self.compact_dead_fraction <= 1:
-            raise ValueError("compact_dead_fraction must be in (0, 1]")
+            raise ConfigError("compact_dead_fraction must be in (0, 1]")
         if self.delta_max_fraction < 0 or self.delta_max_vectors < 0 or self.delta_min_base < 0:
-            raise ValueError("delta_max_fraction, delta_max_vectors and delta_min_base must be >= 0")
+            raise ConfigError("delta_max_fraction, delta_max_vectors and delta_min_base must be >= 0")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -97,7 +99,7 @@ def bytes_per_vector(kind: str, dim: int, options: IndexOptions) -> float:
         return 4 * dim + _IDMAP_BYTES + 2 * options.hnsw_m * 4 * (1 + 1 / max(1, options.hnsw_m - 1)) + 12
     if kind == "ivfpq":
         return pq_bytes(dim, options) + 8 + _IDMAP_BYTES  # code, id in its list, direct-map entry
-    raise ValueError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
+    raise ConfigError(f"unknown index kind {kind!r}; known: {', '.join(KINDS)}")
 
 
 def plan_index(n: int, dim: int, options: IndexOptions) -> IndexPlan:

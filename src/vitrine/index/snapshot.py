@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 import vitrine
 from vitrine.disk import WRITE_LOCK, sweep_temp, temp_path, writing
+from vitrine.errors import AlreadyExists, InvalidInput, MissingFile
 from vitrine.failpoints import failpoint
 from vitrine.index.faiss_store import DB_NAME
 from vitrine.index.store import images_dir, is_milvus
@@ -83,13 +84,13 @@ def snapshot_index(index: str | os.PathLike, out: str | os.PathLike, progress: b
     """Write a consistent copy of the embedded index `index` (live: the service may keep serving and writing) to `out`,
     a tar (gzip-compressed when `out` ends in .tar.gz or .tgz)."""
     if is_milvus(index):
-        raise ValueError(MILVUS_REFUSAL.format(index=index, images=images_dir(index)))
+        raise InvalidInput(MILVUS_REFUSAL.format(index=index, images=images_dir(index)))
     directory = Path(index)
     if not (directory / DB_NAME).is_file():
-        raise FileNotFoundError(f"no vitrine index in {directory} (missing {DB_NAME})")
+        raise MissingFile(f"no vitrine index in {directory} (missing {DB_NAME})")
     out = Path(out)
     if out.resolve().is_relative_to(directory.resolve()):
-        raise ValueError(f"write the snapshot outside the index directory, not to {out}")
+        raise InvalidInput(f"write the snapshot outside the index directory, not to {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_temp(out.parent, prefix=f"{out.name}.")  # what an earlier snapshot to the same file left when it was killed
     t0 = time.perf_counter()
@@ -248,7 +249,7 @@ def read_manifest(snapshot: str | os.PathLike) -> dict:
         for member in tar:
             if member.name == MANIFEST and member.isfile():
                 return json.loads(tar.extractfile(member).read().decode("utf-8"))
-    raise ValueError(f"{snapshot} has no {MANIFEST}: not a vitrine snapshot")
+    raise InvalidInput(f"{snapshot} has no {MANIFEST}: not a vitrine snapshot")
 
 
 def restore_index(
@@ -260,16 +261,16 @@ def restore_index(
     truncated snapshot (or a full disk) leaves `index` as it was.
     """
     if is_milvus(index):
-        raise ValueError(
+        raise InvalidInput(
             f"{index}: a snapshot restores into an embedded index directory; restore a Milvus collection with milvus-backup"
         )
     snapshot, target = Path(snapshot), Path(index).absolute()
     if not snapshot.is_file():
-        raise FileNotFoundError(f"no snapshot file {snapshot}")
+        raise MissingFile(f"no snapshot file {snapshot}")
     if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
+        raise AlreadyExists(f"{target} exists and is not a directory")
     if target.is_dir() and any(target.iterdir()) and not force:
-        raise FileExistsError(
+        raise AlreadyExists(
             f"{target} is not empty: restore into a new or empty directory, or pass --force to replace "
             f"what it holds (stop any service using it first)"
         )
@@ -291,7 +292,7 @@ def restore_index(
         if (stats["generation"], stats["products"]) != (manifest["generation"], manifest["products"]) or stats[
             "vectors"
         ] != stats["products"]:
-            raise ValueError(
+            raise InvalidInput(
                 f"{snapshot}: the restored index holds generation {stats['generation']} with {stats['products']} products and "
                 f"{stats['vectors']} vectors; its manifest says generation {manifest['generation']} with "
                 f"{manifest['products']} products. Nothing was restored"
@@ -340,14 +341,14 @@ def _extract(snapshot: Path, staging: Path, progress: bool) -> tuple[dict | None
                     tar.members = []  # stream mode keeps every header otherwise
                     if member.name == MANIFEST and member.isfile() and manifest is None:
                         if member.size > MAX_MANIFEST_BYTES:
-                            raise ValueError(
+                            raise InvalidInput(
                                 f"{snapshot}: {MANIFEST} declares {member.size} bytes; not a vitrine snapshot"
                             )
                         manifest = _manifest(snapshot, tar.extractfile(member).read())
                         continue
                     name = _member_name(snapshot, member)
                     if name in extracted:
-                        raise ValueError(f"{snapshot}: member {member.name!r} appears twice; nothing was restored")
+                        raise InvalidInput(f"{snapshot}: member {member.name!r} appears twice; nothing was restored")
                     path = staging / name
                     path.parent.mkdir(parents=True, exist_ok=True)
                     digest, size, source = hashlib.sha256(), 0, tar.extractfile(member)
@@ -361,7 +362,7 @@ def _extract(snapshot: Path, staging: Path, progress: bool) -> tuple[dict | None
                     extracted[name] = (size, digest.hexdigest())
                     bar.update(raw.tell() - bar.n)
         except (tarfile.TarError, EOFError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{snapshot} is truncated or not a snapshot tar ({exc}); nothing was restored") from None
+            raise InvalidInput(f"{snapshot} is truncated or not a snapshot tar ({exc}); nothing was restored") from None
         bar.update(raw.tell() - bar.n)
     return manifest, extracted
 
@@ -370,11 +371,11 @@ def _manifest(snapshot: Path, data: bytes) -> dict:
     try:
         manifest = json.loads(data.decode("utf-8"))
     except ValueError as exc:
-        raise ValueError(f"{snapshot}: {MANIFEST} is not valid JSON ({exc}); nothing was restored") from None
+        raise InvalidInput(f"{snapshot}: {MANIFEST} is not valid JSON ({exc}); nothing was restored") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{snapshot}: {MANIFEST} is not a vitrine snapshot manifest; nothing was restored")
+        raise InvalidInput(f"{snapshot}: {MANIFEST} is not a vitrine snapshot manifest; nothing was restored")
     if manifest.get("version") != VERSION:
-        raise ValueError(
+        raise InvalidInput(
             f"{snapshot}: snapshot format version {manifest.get('version')!r}; this vitrine reads version {VERSION}"
         )
     return manifest
@@ -383,33 +384,33 @@ def _manifest(snapshot: Path, data: bytes) -> dict:
 def _member_name(snapshot: Path, member: tarfile.TarInfo) -> str:
     """The path inside the index of an `index/...` member; anything else (links, devices, names climbing out) is refused."""
     if not member.name.startswith(PREFIX) or not member.isfile():
-        raise ValueError(
+        raise InvalidInput(
             f"{snapshot}: member {member.name!r} is not a file of a vitrine snapshot; nothing was restored"
         )
     name = member.name[len(PREFIX) :]
     parts = PurePosixPath(name).parts
     if not parts or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"{snapshot}: member {member.name!r} has an unsafe name; nothing was restored")
+        raise InvalidInput(f"{snapshot}: member {member.name!r} has an unsafe name; nothing was restored")
     return "/".join(parts)
 
 
 def _verify(snapshot: Path, manifest: dict | None, extracted: dict[str, tuple[int, str]]) -> None:
     if manifest is None:
-        raise ValueError(f"{snapshot} has no {MANIFEST} (cut short, or not a vitrine snapshot); nothing was restored")
+        raise InvalidInput(f"{snapshot} has no {MANIFEST} (cut short, or not a vitrine snapshot); nothing was restored")
     listed = {entry["path"]: (entry["size"], entry["sha256"]) for entry in manifest.get("files", [])}
     missing, extra = sorted(set(listed) - set(extracted)), sorted(set(extracted) - set(listed))
     if missing or extra:
-        raise ValueError(
+        raise InvalidInput(
             f"{snapshot}: files missing {missing[:5]} / not in the manifest {extra[:5]}; nothing was restored"
         )
     changed = sorted(name for name, facts in extracted.items() if facts != listed[name])
     if changed:
-        raise ValueError(
+        raise InvalidInput(
             f"{snapshot}: {len(changed)} file(s) differ from the manifest (size or sha256), e.g. {changed[0]}; "
             "nothing was restored"
         )
     if DB_NAME not in extracted:
-        raise ValueError(f"{snapshot} holds no {DB_NAME}; nothing was restored")
+        raise InvalidInput(f"{snapshot} holds no {DB_NAME}; nothing was restored")
 
 
 def _sync_dir(directory: Path) -> None:

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from vitrine.errors import InvalidInput, Unavailable
+
 MILVUS_PREFIX = "milvus:"
 
 
@@ -26,15 +28,19 @@ class SearchHit:
     similarity: float | None = None  # the cosine to the query vector, where it is known
 
 
-class IndexMismatchError(ValueError):
+class IndexMismatchError(InvalidInput):
     """The index was built with another model (or dimension) than the one querying it."""
 
+    code = "index_mismatch"
 
-class LexicalUnsupported(ValueError):
+
+class LexicalUnsupported(InvalidInput):
     """This backend cannot rank by words (BM25)."""
 
+    code = "lexical_unsupported"
 
-class StoreUnavailable(RuntimeError):
+
+class StoreUnavailable(Unavailable):
     """The store's server cannot answer now (down, restarting, still loading); the same call may succeed later.
 
     The message says which server and why, for the user (the service answers it as a 503)."""
@@ -86,16 +92,16 @@ def checked_rows(
     """An upsert's vectors as contiguous float32 and its metadata rows, after the checks every backend makes."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape != (len(ids), dim):
-        raise ValueError(f"expected vectors of shape ({len(ids)}, {dim}), got {vectors.shape}")
+        raise InvalidInput(f"expected vectors of shape ({len(ids)}, {dim}), got {vectors.shape}")
     if not np.isfinite(vectors).all():
-        raise ValueError("vectors contain NaN or infinity")
+        raise InvalidInput("vectors contain NaN or infinity")
     if len(set(ids)) != len(ids):
-        raise ValueError("duplicate ids in one upsert")
+        raise InvalidInput("duplicate ids in one upsert")
     if any(not isinstance(i, str) or not i for i in ids):
-        raise ValueError("ids must be non-empty strings")
+        raise InvalidInput("ids must be non-empty strings")
     metadata = metadata or [{} for _ in ids]
     if len(metadata) != len(ids):
-        raise ValueError(f"{len(ids)} ids but {len(metadata)} metadata rows")
+        raise InvalidInput(f"{len(ids)} ids but {len(metadata)} metadata rows")
     return vectors, metadata
 
 
@@ -103,9 +109,9 @@ def checked_queries(queries: np.ndarray, k: int, dim: int) -> np.ndarray:
     """Search queries as a contiguous float32 (Q, dim) array, after the checks every backend makes."""
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != dim:
-        raise ValueError(f"queries must be {dim}-d, got shape {queries.shape}")
+        raise InvalidInput(f"queries must be {dim}-d, got shape {queries.shape}")
     if k < 1:
-        raise ValueError("k must be >= 1")
+        raise InvalidInput("k must be >= 1")
     return queries
 
 
@@ -142,25 +148,25 @@ class MilvusTarget:
     def parse(cls, spec: str, environ: Mapping[str, str] | None = None) -> "MilvusTarget":
         environ = os.environ if environ is None else environ
         if not spec.startswith(MILVUS_PREFIX):
-            raise ValueError(f"a Milvus index spec starts with {MILVUS_PREFIX!r}, got {spec!r}")
+            raise InvalidInput(f"a Milvus index spec starts with {MILVUS_PREFIX!r}, got {spec!r}")
         body = spec[len(MILVUS_PREFIX) :]
         uri, _, collection = body.partition("#")
         collection = collection or cls.collection
         if not uri:
-            raise ValueError(
+            raise InvalidInput(
                 f"{spec!r}: give a Milvus Lite file (milvus:./catalog.db) or a server URI (milvus:http://host:19530)"
             )
         if not collection.replace("_", "a").isalnum() or collection[0].isdigit():
-            raise ValueError(
+            raise InvalidInput(
                 f"Milvus collection name {collection!r} must be letters, digits and _ (not starting with a digit)"
             )
         replicas = environ.get("VITRINE_MILVUS_REPLICAS")
         if replicas is not None and (not replicas.isdigit() or int(replicas) < 1):
-            raise ValueError(f"VITRINE_MILVUS_REPLICAS must be a whole number >= 1, got {replicas!r}")
+            raise InvalidInput(f"VITRINE_MILVUS_REPLICAS must be a whole number >= 1, got {replicas!r}")
         target = cls(uri, collection, environ.get("VITRINE_MILVUS_TOKEN") or None, int(replicas) if replicas else None)
         if target.is_lite:
             if not uri.endswith(".db"):
-                raise ValueError(f"a Milvus Lite file name ends in .db (milvus:./catalog.db), got {uri!r}")
+                raise InvalidInput(f"a Milvus Lite file name ends in .db (milvus:./catalog.db), got {uri!r}")
             target = cls(os.path.abspath(uri), collection)
         return target
 

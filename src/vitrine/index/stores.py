@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from vitrine.disk import locked
+from vitrine.errors import InvalidInput
 from vitrine.index.plan import IndexOptions
 from vitrine.index.store import MilvusTarget, VectorStore, is_milvus
 
@@ -26,7 +27,7 @@ def open_store(
     `attributes` become typed, indexed scalar fields where the backend has them (Milvus); others are stored too.
     """
     if create and (model is None or dim is None):
-        raise ValueError("creating a store needs the model name and its dimension")
+        raise InvalidInput("creating a store needs the model name and its dimension")
     if is_milvus(spec):
         from vitrine.index.milvus_store import MilvusStore
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from vitrine.errors import InvalidInput, UnknownName
 from vitrine.index.plan import IndexOptions, ef_search, pq_bytes
 
 IVFPQ_MIN_VECTORS = 256 * 39  # FAISS wants ~39 training points per centroid, and PQ has 256 per sub-quantizer
@@ -47,7 +48,7 @@ class VectorIndex:
         elif kind == "ivfpq":
             index = _trained_ivfpq(vectors, options)
         else:
-            raise ValueError(f"unknown index kind {kind!r}")
+            raise InvalidInput(f"unknown index kind {kind!r}")
         built = cls(index, kind, dim, options)
         built.add(keys, vectors)
         return built
@@ -163,7 +164,7 @@ class VectorIndex:
         sorted_keys, rows, _ = self._stored_vectors()
         where = np.searchsorted(sorted_keys, keys)
         if (where >= len(sorted_keys)).any() or (sorted_keys[np.minimum(where, len(sorted_keys) - 1)] != keys).any():
-            raise KeyError("some keys are not in the index")
+            raise UnknownName("some keys are not in the index")
         return np.ascontiguousarray(rows[where], dtype=np.int64)
 
     def _stored_vectors(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,7 +273,7 @@ def _trained_ivfpq(vectors: np.ndarray, options: IndexOptions) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_bytes(dim, options), 8, faiss.METRIC_INNER_PRODUCT)
     if n < IVFPQ_MIN_VECTORS:
-        raise ValueError(f"IVF-PQ needs at least {IVFPQ_MIN_VECTORS} vectors to train, got {n}")
+        raise InvalidInput(f"IVF-PQ needs at least {IVFPQ_MIN_VECTORS} vectors to train, got {n}")
     sample = (
         vectors if n <= 64 * nlist else vectors[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
     )  # k-means needs ~39/centroid

@@ -6,7 +6,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from vitrine.models._registry import register_backend, register_model
+from vitrine.errors import NotFound
+from vitrine.models._registry import did_you_mean, list_models, register_backend, register_model
 from vitrine.models.dual import WEIGHTS_NAME, DualEncoder, builtin_config, builtin_config_names
 from vitrine.models.fingerprint import directory_files, fingerprint
 
@@ -35,7 +36,7 @@ def _register_shipped_weights() -> None:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.is_dir() and entry.joinpath(WEIGHTS_NAME).is_file():
             description = f"trained model shipped with vitrine (model card: {entry.name}/MODEL_CARD.md)"
-            register_model(entry.name, description, fingerprint=lambda path=str(entry): DualEncoder.fingerprint(path))(
+            register_model(entry.name, description, files_fingerprint=lambda path=str(entry): DualEncoder.fingerprint(path))(
                 lambda path=str(entry), name=entry.name: _load_named(path, name)
             )
 
@@ -54,11 +55,16 @@ _register_shipped_weights()
     "vitrine",
     "vitrine:<directory>",
     "a vitrine model directory (config.json + model.safetensors), e.g. a training run",
-    fingerprint=DualEncoder.fingerprint,
+    files_fingerprint=DualEncoder.fingerprint,
 )
 def _local_dir(path: str):
     if not os.path.isdir(path):
-        raise KeyError(f"vitrine:{path} is neither a registered vitrine model nor a model directory")
+        known = list_models()
+        raise NotFound(
+            f"vitrine:{path} is neither a registered vitrine model nor a model directory"
+            f"{did_you_mean(f'vitrine:{path}', known)}; registered: {', '.join(known)}",
+            code="unknown_model",
+        )
     return _load_named(path, path)
 
 
@@ -78,7 +84,7 @@ def _openclip_fingerprint(spec: str) -> str | None:
     "hf",
     "hf:<directory or hub id>",
     "transformers CLIP / SigLIP checkpoint (FashionCLIP, Marqo-FashionSigLIP), loaded offline",
-    fingerprint=_hf_fingerprint,
+    files_fingerprint=_hf_fingerprint,
 )
 def _hf(path: str):
     from vitrine.models.hf import HFEncoder
@@ -90,7 +96,7 @@ def _hf(path: str):
     "openclip",
     "openclip:<arch>@<checkpoint>",
     "open_clip ViT checkpoint (e.g. OpenFashionCLIP), mapped onto transformers CLIP",
-    fingerprint=_openclip_fingerprint,
+    files_fingerprint=_openclip_fingerprint,
 )
 def _openclip(spec: str):
     from vitrine.models.openclip import load_openclip

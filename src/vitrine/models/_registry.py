@@ -1,12 +1,59 @@
 """Model names -> encoders. `vitrine:<name>` models register by name; `hf:`, `openclip:` and `onnx:` are backends;
-runtimes other than torch (`onnx`, `onnx-int8`) register a wrapper that turns a model name into their encoder."""
+runtimes other than torch (`onnx`, `onnx-int8`) register a wrapper that turns a model name into their encoder.
+The public face of this module is `vitrine.models` (register_model, register_backend, register_runtime, list_models)."""
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
+from vitrine.errors import Conflict, InvalidInput, NotFound
 from vitrine.models.base import Encoder
+
+T = TypeVar("T")
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """' (did you mean 'x'?)' for the closest of `known`, or '' when none is close."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Registry(Generic[T]):
+    """Names -> entries of one kind (model, backend, runtime, head); a name registered twice is refused."""
+
+    def __init__(self, kind: str, unknown_code: str, shown: Callable[[str], str] = str):
+        self.kind = kind
+        self.unknown_code = unknown_code  # the error code of a name not registered (README, Errors)
+        self._shown = shown  # how a name reads in messages (models: `vitrine:<name>`)
+        self._entries: dict[str, T] = {}
+
+    def add(self, name: str, entry: T) -> None:
+        if name in self._entries:
+            raise Conflict(f"{self.kind} {self._shown(name)} is registered twice", code="duplicate_name")
+        self._entries[name] = entry
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            known = [self._shown(n) for n in self.names()]
+            shown = self._shown(name)
+            raise NotFound(
+                f"unknown {self.kind} {shown!r}{did_you_mean(shown, known)}; known: {', '.join(known)}",
+                code=self.unknown_code,
+            )
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[T]:
+        return [self._entries[name] for name in self.names()]
 
 
 @dataclass(frozen=True)
@@ -14,9 +61,7 @@ class ModelEntry:
     name: str
     description: str
     factory: Callable[[], Encoder]
-    fingerprint: Callable[[], str | None] | None = (
-        None  # a digest of what the weights are made of, without building them
-    )
+    files_fingerprint: Callable[[], str | None] | None = None  # a digest of its weights' files, without building it
 
 
 @dataclass(frozen=True)
@@ -25,49 +70,61 @@ class BackendEntry:
     pattern: str
     description: str
     factory: Callable[[str], Encoder]
-    fingerprint: Callable[[str], str | None] | None = None
+    files_fingerprint: Callable[[str], str | None] | None = None
 
 
 @dataclass(frozen=True)
 class RuntimeEntry:
     name: str
     description: str
-    factory: Callable[
-        [str, str, Callable[[], Encoder], bool], Encoder
-    ]  # (model name, runtime, load it on torch, fallback)
+    # (model name, runtime, build it on torch, fall back to torch when the runtime cannot run it) -> encoder
+    factory: Callable[[str, str, Callable[[], Encoder], bool], Encoder]
 
 
-_MODELS: dict[str, ModelEntry] = {}
-_BACKENDS: dict[str, BackendEntry] = {}
-_RUNTIMES: dict[str, RuntimeEntry] = {}
+_MODELS: Registry[ModelEntry] = Registry("model", "unknown_model", shown=lambda name: f"vitrine:{name}")
+_BACKENDS: Registry[BackendEntry] = Registry("backend", "unknown_backend", shown=lambda prefix: f"{prefix}:")
+_RUNTIMES: Registry[RuntimeEntry] = Registry("runtime", "unknown_runtime")
+_RUNTIMES.add("torch", RuntimeEntry("torch", "PyTorch, the model as built", lambda _name, _runtime, build, _fallback: build()))
 
 
-def register_model(name: str, description: str, fingerprint: Callable[[], str | None] | None = None):
-    """Decorator: register a zero-argument factory under `vitrine:<name>` (and, optionally, how to fingerprint its
-    weights from their files)."""
+def register_model(name: str, description: str = "", files_fingerprint: Callable[[], str | None] | None = None):
+    """Decorator: register a zero-argument factory as model `vitrine:<name>` (Conflict if the name is taken).
+
+    `files_fingerprint`, optional, digests the files the weights are read from without building the model: the ONNX
+    export cache is then found without building it."""
 
     def wrap(factory: Callable[[], Encoder]):
-        if name in _MODELS:
-            raise ValueError(f"model vitrine:{name} is registered twice")
-        _MODELS[name] = ModelEntry(name, description, factory, fingerprint)
+        _MODELS.add(name, ModelEntry(name, description or (factory.__doc__ or "").strip(), factory, files_fingerprint))
         return factory
 
     return wrap
 
 
 def register_backend(
-    prefix: str, pattern: str, description: str, fingerprint: Callable[[str], str | None] | None = None
+    prefix: str, pattern: str, description: str, files_fingerprint: Callable[[str], str | None] | None = None
 ):
-    """Decorator: register a factory taking the text after `<prefix>:`."""
+    """Decorator: register a factory for the names `<prefix>:<rest>`, taking `rest` (Conflict if the prefix is
+    taken). `pattern` shows what `rest` is, e.g. `hf:<directory>`."""
 
     def wrap(factory: Callable[[str], Encoder]):
-        _BACKENDS[prefix] = BackendEntry(prefix, pattern, description, factory, fingerprint)
+        _BACKENDS.add(prefix, BackendEntry(prefix, pattern, description, factory, files_fingerprint))
         return factory
 
     return wrap
 
 
-def model_fingerprint(name: str) -> str | None:
+def register_runtime(name: str, description: str):
+    """Decorator: register how runtime `name` builds an encoder from a model name (see RuntimeEntry; Conflict if the
+    name is taken, `torch` included)."""
+
+    def wrap(factory: Callable[[str, str, Callable[[], Encoder], bool], Encoder]):
+        _RUNTIMES.add(name, RuntimeEntry(name, description, factory))
+        return factory
+
+    return wrap
+
+
+def model_files_fingerprint(name: str) -> str | None:
     """A digest of the files model `name` is built from, read without building it; None where its registration
     cannot say (a seeded random init, a hub id) or its files are missing."""
     prefix, sep, rest = name.partition(":")
@@ -75,63 +132,67 @@ def model_fingerprint(name: str) -> str | None:
         return None
     try:
         if prefix == "vitrine" and rest in _MODELS:
-            entry = _MODELS[rest].fingerprint
-            return entry() if entry else None
-        backend = _BACKENDS.get(prefix)
-        return backend.fingerprint(rest) if backend and backend.fingerprint else None
-    except (OSError, ImportError, ValueError, KeyError):  # missing files etc.: building the model says what is wrong
+            digest = _MODELS.get(rest).files_fingerprint
+            return digest() if digest else None
+        backend = _BACKENDS.get(prefix) if prefix in _BACKENDS else None
+        return backend.files_fingerprint(rest) if backend and backend.files_fingerprint else None
+    except (OSError, ImportError, ValueError, LookupError):  # missing files etc.: building the model says what is wrong
         return None
 
 
-def list_models() -> list[str]:
-    """Every named model, as `vitrine:<name>`, sorted."""
-    return [f"vitrine:{name}" for name in sorted(_MODELS)]
+def list_models(pattern: str | None = None) -> list[str]:
+    """Every named model, as `vitrine:<name>`, sorted; with `pattern` (fnmatch wildcards, e.g. `*kagl-base*`), only
+    those whose full name, or name after `vitrine:`, it matches."""
+    names = _MODELS.names()
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatchcase(f"vitrine:{n}", pattern) or fnmatch.fnmatchcase(n, pattern)]
+    return [f"vitrine:{name}" for name in names]
 
 
-def model_entries() -> list[ModelEntry]:
-    return [_MODELS[name] for name in sorted(_MODELS)]
+def model_entries(pattern: str | None = None) -> list[ModelEntry]:
+    """The registrations of `list_models(pattern)`."""
+    return [_MODELS.get(name.removeprefix("vitrine:")) for name in list_models(pattern)]
 
 
 def backend_entries() -> list[BackendEntry]:
-    return [_BACKENDS[prefix] for prefix in sorted(_BACKENDS)]
-
-
-def register_runtime(name: str, description: str):
-    """Decorator: register how runtime `name` builds an encoder from a model name (see RuntimeEntry)."""
-
-    def wrap(factory):
-        if name in _RUNTIMES or name == "torch":
-            raise ValueError(f"runtime {name} is registered twice")
-        _RUNTIMES[name] = RuntimeEntry(name, description, factory)
-        return factory
-
-    return wrap
+    return _BACKENDS.entries()
 
 
 def runtime_names() -> list[str]:
-    return ["torch", *sorted(_RUNTIMES)]
+    """`torch` first, then the registered runtimes, sorted."""
+    return ["torch", *(name for name in _RUNTIMES.names() if name != "torch")]
 
 
 def create_model(name: str, runtime: str = "torch", fallback: bool = False) -> Encoder:
-    """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`, `onnx:DIR`).
+    """Resolve a model name (`vitrine:small`, `vitrine:/path/to/dir`, `hf:/path`, `openclip:ViT-B-32@ckpt.pt`,
+    `onnx:DIR`) into an encoder in eval mode.
 
     `runtime` "onnx" or "onnx-int8" gives the ONNX Runtime encoder of that model (exported into the cache once);
     with `fallback`, a model that cannot be exported (an external checkpoint) runs on torch instead, with a warning.
     """
     if runtime != "torch":
         if runtime not in _RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(runtime_names())}; got {runtime!r}")
-        return _RUNTIMES[runtime].factory(name, runtime, lambda: create_model(name), fallback)
+            raise NotFound(
+                f"runtime must be one of {', '.join(runtime_names())}; got {runtime!r}"
+                f"{did_you_mean(runtime, runtime_names())}",
+                code="unknown_runtime",
+            )
+        return _RUNTIMES.get(runtime).factory(name, runtime, lambda: create_model(name), fallback)
     prefix, sep, rest = name.partition(":")
     if not sep:
-        raise ValueError(
-            f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}. Known: {', '.join(list_models())}"
+        raise InvalidInput(
+            f"model names look like <backend>:<model>, e.g. vitrine:small; got {name!r}"
+            f"{did_you_mean(f'vitrine:{name}', list_models())}. Known: {', '.join(list_models())}",
+            code="invalid_model_name",
         )
     if prefix == "vitrine" and rest in _MODELS:
-        model = _MODELS[rest].factory()
+        model = _MODELS.get(rest).factory()
     elif prefix in _BACKENDS:
-        model = _BACKENDS[prefix].factory(rest)
+        model = _BACKENDS.get(prefix).factory(rest)
     else:
         known = list_models() + [entry.pattern for entry in backend_entries()]
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(known)}")
+        raise NotFound(
+            f"unknown model {name!r}{did_you_mean(name, list_models())}; known: {', '.join(known)}",
+            code="unknown_model",
+        )
     return model.eval()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitrine.errors import ConfigError
 from vitrine.models.heads import LOGIT_SCALE, SavedHead, register_head
 
 
@@ -36,7 +37,7 @@ class AGCNConfig:
 
     def __post_init__(self):
         if self.layers < 1 or self.heads < 1 or self.width % self.heads:
-            raise ValueError(f"AGCN needs layers >= 1 and a width ({self.width}) divisible by heads ({self.heads})")
+            raise ConfigError(f"AGCN needs layers >= 1 and a width ({self.width}) divisible by heads ({self.heads})")
 
 
 class CrossAttentionBlock(nn.Module):

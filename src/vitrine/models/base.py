@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitrine.data.transforms import ImageTransform
+from vitrine.errors import WrongType
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Encoder(nn.Module, ABC):
 
     def text_features(self, texts: Sequence[str]) -> Features:
         if isinstance(texts, str):
-            raise TypeError("encode_text takes a list of strings, not a single string")
+            raise WrongType("encode_text takes a list of strings, not a single string")
         return self.text_features_from_tokens(self.tokenize(list(texts)))
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -68,11 +69,11 @@ class Encoder(nn.Module, ABC):
 
     def parts(self) -> dict[str, nn.Module]:
         """The modules a training config's `freeze` block locks or unlocks, by the names in TRAINABLE_PARTS."""
-        raise TypeError(f"{self.name} cannot be fine-tuned by vitrine (no trainable parts)")
+        raise WrongType(f"{self.name} cannot be fine-tuned by vitrine (no trainable parts)")
 
     def tower_blocks(self, part: str) -> nn.ModuleList:
         """The blocks of 'image_tower' or 'text_tower', input to output (the last N can train in a locked tower)."""
-        raise TypeError(f"{self.name} has no tower blocks to unlock")
+        raise WrongType(f"{self.name} has no tower blocks to unlock")
 
     logit_bias: torch.Tensor | None = None  # SigLIP's learned bias: trained with the sigmoid loss when present
 

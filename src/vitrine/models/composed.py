@@ -11,6 +11,8 @@ from pathlib import Path
 
 from torch import nn
 
+from vitrine.constants import DEFAULT_MODEL
+from vitrine.errors import InvalidInput, MissingFile
 from vitrine.models import agcn, combiner  # noqa: F401  (register the heads)
 from vitrine.models.heads import CONFIG_FILE, TEXT_PROJECTION_FILE, head_class, read_head_config
 
@@ -20,13 +22,11 @@ SHIPPED_HEADS = ("combiner", "agcn")  # registered names: `<encoder name>-<head>
 
 def shipped_head_dir(head: str, encoder: str | None) -> Path:
     """The shipped composed-query head of kind `head` trained for `encoder` (e.g. kagl-base-combiner)."""
-    from vitrine.models import DEFAULT_MODEL
-
     short = (encoder or DEFAULT_MODEL).removeprefix("vitrine:")
     path = SHIPPED_DIR / f"{short}-{head}"
     if not (path / CONFIG_FILE).is_file():
         shipped = sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
-        raise FileNotFoundError(
+        raise MissingFile(
             f"no shipped {head} for {encoder or DEFAULT_MODEL}; shipped heads: {', '.join(shipped)}. "
             f"Train one with `vitrine train cir` and pass its directory"
         )
@@ -43,20 +43,20 @@ def load_combiner(spec: str, embed_dim: int | None = None, encoder: str | None =
         return head_class("sum")()
     spec = _resolve(spec, encoder)
     if not (Path(spec) / CONFIG_FILE).is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"no combiner in {spec} (missing {CONFIG_FILE}); use sum, combiner or a trained combiner directory"
         )
     data = read_head_config(spec)
     model = head_class(data.get("kind", "combiner")).load(spec)
     trained_on = data.get("encoder")
     if encoder is not None and trained_on not in (None, encoder):
-        raise ValueError(
+        raise InvalidInput(
             f"combiner {spec} was trained on {trained_on} features, not {encoder}; "
             f"pass --model {trained_on} or train a combiner for {encoder}"
         )
     config = getattr(model, "config", None)
     if embed_dim is not None and config is not None and config.embed_dim != embed_dim:
-        raise ValueError(f"combiner {spec} expects {config.embed_dim}-d features, the model gives {embed_dim}-d")
+        raise InvalidInput(f"combiner {spec} expects {config.embed_dim}-d features, the model gives {embed_dim}-d")
     return model
 
 

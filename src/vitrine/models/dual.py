@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vitrine.config_file import ConfigFile
 from vitrine.data.transforms import ImageTransform
+from vitrine.errors import ConfigError, MissingFile, UnknownName
 from vitrine.models.base import Encoder, Features, l2_normalize
 from vitrine.models.fingerprint import fingerprint, package_identity, pretrained_identity
 from vitrine.models.image_towers import build_image_tower, input_normalization, pretrained_state, resolve_tower_spec
@@ -30,8 +32,10 @@ TRAINING_INFO_NAME = "training.json"  # written by the trainer: config, seen cla
 
 
 @dataclass(frozen=True)
-class DualConfig:
+class DualConfig(ConfigFile):
     """Architecture of a vitrine dual encoder, stored as JSON next to its weights."""
+
+    config_name = "model config"
 
     name: str = "small"
     embed_dim: int = 256
@@ -46,23 +50,8 @@ class DualConfig:
 
     def __post_init__(self):
         if self.image_tta not in IMAGE_TTA:
-            raise ValueError(f"image_tta must be one of {IMAGE_TTA}, got {self.image_tta!r}")
+            raise ConfigError(f"image_tta must be one of {IMAGE_TTA}, got {self.image_tta!r}")
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "DualConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "DualConfig":
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
-
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @property
     def image_weights_from_package(self) -> bool:
@@ -85,14 +74,14 @@ def build_image_head(spec: dict, width: int, embed_dim: int) -> nn.Module:
             nn.Dropout(float(spec.get("dropout", 0.0))),
             nn.Linear(hidden, embed_dim),
         )
-    raise ValueError(f"unknown image_head type {kind!r}; vitrine has 'linear' and 'mlp'")
+    raise ConfigError(f"unknown image_head type {kind!r}; vitrine has 'linear' and 'mlp'")
 
 
 def builtin_config(name: str) -> DualConfig:
     """A JSON config shipped in `vitrine/models/configs/`."""
     path = resources.files("vitrine.models").joinpath("configs", f"{name}.json")
     if not path.is_file():
-        raise KeyError(name)
+        raise UnknownName(name)
     return DualConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -149,13 +138,13 @@ class DualEncoder(Encoder):
             self.visual = build_image_tower(config.image, pretrained=pretrained_image)
             text_options = {k: v for k, v in config.text.items() if k not in ("type", "weights")}
             if config.text.get("type", "minilm") != "minilm":
-                raise ValueError(f"unknown text tower type {config.text.get('type')!r}; vitrine has 'minilm'")
+                raise ConfigError(f"unknown text tower type {config.text.get('type')!r}; vitrine has 'minilm'")
             self.text = MiniLMTower(pretrained=pretrained_text, **text_options)
             self.image_proj = build_image_head(config.image_head, self.visual.width, config.embed_dim)
             self.text_proj = nn.Linear(self.text.width, config.embed_dim, bias=False)
             if config.text_proj_init == "identity":
                 if config.embed_dim != self.text.width:
-                    raise ValueError(
+                    raise ConfigError(
                         f"text_proj_init 'identity' needs embed_dim == {self.text.width} (the text width), got {config.embed_dim}"
                     )
                 nn.init.eye_(self.text_proj.weight)
@@ -163,7 +152,7 @@ class DualEncoder(Encoder):
                 # Orthogonal rows keep text distances from the pretrained space at the start of training.
                 nn.init.orthogonal_(self.text_proj.weight)
             else:
-                raise ValueError(f"text_proj_init must be 'orthogonal' or 'identity', got {config.text_proj_init!r}")
+                raise ConfigError(f"text_proj_init must be 'orthogonal' or 'identity', got {config.text_proj_init!r}")
             self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
 
     def image_features(self, pixels: torch.Tensor) -> Features:
@@ -206,7 +195,7 @@ class DualEncoder(Encoder):
         if part == "text_tower":
             return self.text.bert.encoder.layer
         if not hasattr(self.visual, "net"):
-            raise ValueError(f"{self.name}'s image tower has no blocks to unlock (an efficientnet-lite tower has)")
+            raise ConfigError(f"{self.name}'s image tower has no blocks to unlock (an efficientnet-lite tower has)")
         return self.visual.net._blocks
 
     @property
@@ -268,7 +257,7 @@ class DualEncoder(Encoder):
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(
+                raise MissingFile(
                     f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
                 )
         config = DualConfig.from_file(config_path)
@@ -281,7 +270,7 @@ class DualEncoder(Encoder):
         if config.image_weights_from_package:
             missing = [k for k in missing if not k.startswith(_IMAGE_TOWER_PREFIX)]
         if missing or unexpected:
-            raise ValueError(
+            raise ConfigError(
                 f"{weights_path} does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         info = directory / TRAINING_INFO_NAME

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitrine.config_file import ConfigFile
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -26,8 +28,10 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
-class EfficientNetLiteConfig:
-    """An EfficientNet-Lite architecture, read from a tower JSON file."""
+class EfficientNetLiteConfig(ConfigFile):
+    """An EfficientNet-Lite architecture, read from a tower JSON file (`stages` rows as lists or objects)."""
+
+    config_name = "efficientnet-lite tower config"
 
     stages: tuple[StageSpec, ...]
     stem_width: int = 32
@@ -37,12 +41,10 @@ class EfficientNetLiteConfig:
     padding: str = "same"  # "same" (TensorFlow, what the weights were trained with) or "symmetric"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EfficientNetLiteConfig":
-        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        values["stages"] = tuple(
-            StageSpec(*stage) if isinstance(stage, (list, tuple)) else StageSpec(**stage) for stage in data["stages"]
-        )
-        return cls(**values)
+    def from_dict(cls, data: dict, origin: str | None = None) -> "EfficientNetLiteConfig":
+        stages = data.get("stages", ())
+        rows = [dict(zip(StageSpec.__dataclass_fields__, s)) if isinstance(s, (list, tuple)) else s for s in stages]
+        return super().from_dict({**data, "stages": rows}, origin)
 
 
 class SameConv2d(nn.Conv2d):

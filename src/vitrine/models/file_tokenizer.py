@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from vitrine.errors import InvalidInput
+
 
 class FileTokenizer:
     """Tokenise, truncate to `max_length` and pad (to the longest text, or to `max_length`) as the export recorded."""
@@ -25,7 +27,7 @@ class FileTokenizer:
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         pad_id = self.tokenizer.token_to_id(pad_token) if pad_token else None
         if pad_id is None:
-            raise ValueError(f"{directory}: pad token {pad_token!r} is not in the vocabulary")
+            raise InvalidInput(f"{directory}: pad token {pad_token!r} is not in the vocabulary")
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.enable_padding(
             pad_id=pad_id, pad_token=pad_token, length=max_length if padding == "max_length" else None

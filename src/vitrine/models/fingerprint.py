@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from vitrine.errors import InvalidInput
+
 CHUNK = 1 << 20
 
 
@@ -34,7 +36,7 @@ def pretrained_identity(source: str) -> str:
         return f"{package_identity(distribution)}/{inner}"
     if kind == "file":
         return f"file:{file_digest(rest)}"
-    raise ValueError(f"pretrained source {source!r} must look like pypi:<distribution>/<file> or file:<path>")
+    raise InvalidInput(f"pretrained source {source!r} must look like pypi:<distribution>/<file> or file:<path>")
 
 
 def fingerprint(parts: Iterable[str], files: Iterable[str | os.PathLike] = ()) -> str:

@@ -15,36 +15,38 @@ from pathlib import Path
 
 from torch import nn
 
+from vitrine.errors import InvalidInput, NotFound
+from vitrine.models._registry import Registry
+
 CONFIG_FILE = "combiner.json"
 WEIGHTS_FILE = "combiner.safetensors"
 TEXT_PROJECTION_FILE = "text_projection.safetensors"  # stage 1's fine-tuned text projection, when there is one
 LOGIT_SCALE = 100.0  # CLIP4Cir's fixed scale for composed-query logits
 
-_HEADS: dict[str, type["SavedHead"]] = {}
+_HEADS: Registry[type["SavedHead"]] = Registry("head", "unknown_head")
 
 
 def register_head(cls: type["SavedHead"]) -> type["SavedHead"]:
-    """Class decorator: register a head class under its `kind`."""
-    if cls.kind in _HEADS:
-        raise ValueError(f"composed-query head {cls.kind!r} is registered twice")
-    _HEADS[cls.kind] = cls
+    """Class decorator: register a head class under its `kind` (Conflict if the kind is taken)."""
+    if not cls.kind:
+        raise InvalidInput(f"{cls.__name__} needs a `kind`, the name it registers and saves under", code="invalid_head")
+    _HEADS.add(cls.kind, cls)
     return cls
 
 
 def head_class(kind: str) -> type["SavedHead"]:
-    if kind not in _HEADS:
-        raise ValueError(f"unknown composed-query head {kind!r}; known: {', '.join(sorted(_HEADS))}")
-    return _HEADS[kind]
+    """The head class registered under `kind` (NotFound, with the known kinds, if none is)."""
+    return _HEADS.get(kind)
 
 
 def head_kinds() -> list[str]:
-    return sorted(_HEADS)
+    return _HEADS.names()
 
 
 def read_head_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no composed-query head in {directory} (missing {CONFIG_FILE})")
+        raise NotFound(f"no composed-query head in {directory} (missing {CONFIG_FILE})", code="head_not_found")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -72,7 +74,7 @@ class SavedHead(nn.Module):
 
         data = read_head_config(directory)
         if data.get("kind", "combiner") != cls.kind:
-            raise ValueError(f"{directory} holds a {data.get('kind')!r} head, not {cls.kind!r}")
+            raise InvalidInput(f"{directory} holds a {data.get('kind')!r} head, not {cls.kind!r}", code="wrong_head_kind")
         if cls.config_class is None:
             return cls().eval()
         fields = cls.config_class.__dataclass_fields__

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vitrine.data.transforms import CLIP_MEAN, CLIP_STD, ImageTransform
+from vitrine.errors import InvalidInput, MissingFile
 from vitrine.models.base import Encoder, Features, l2_normalize
 
 _RESAMPLE_CODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -69,12 +70,12 @@ class HFEncoder(Encoder):
                 if local
                 else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. hf:/models/fashion-clip."
             )
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}"
             ) from None
         classes = {"clip": CLIPModel, "siglip": SiglipModel}
         if config.model_type not in classes:
-            raise ValueError(f"hf:{path} is a {config.model_type!r} model; vitrine's hf backend takes clip or siglip")
+            raise InvalidInput(f"hf:{path} is a {config.model_type!r} model; vitrine's hf backend takes clip or siglip")
         model = classes[config.model_type].from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         transform = transform_from_preprocessor(

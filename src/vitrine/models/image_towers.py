@@ -9,6 +9,7 @@ from importlib import resources
 import torch
 from torch import nn
 
+from vitrine.errors import ConfigError
 from vitrine.models.efficientnet import EfficientNetLite, EfficientNetLiteConfig
 from vitrine.models.pretrained import load_state_dict
 from vitrine.models.towers import CNNConfig, CNNTower
@@ -26,6 +27,11 @@ _DESCRIPTIVE = (
     "stages_columns",
     "pool_blocks",
 )
+
+
+def architecture(spec: dict) -> dict:
+    """A tower spec's keys that shape the network (its config class refuses any other)."""
+    return {key: value for key, value in spec.items() if key not in _DESCRIPTIVE}
 
 
 def register_tower(kind: str):
@@ -52,7 +58,7 @@ def resolve_tower_spec(spec: dict) -> dict:
         return {"type": "cnn", **spec}
     path = resources.files("vitrine.models").joinpath("tower_configs", f"{name}.json")
     if not path.is_file():
-        raise ValueError(f"unknown image tower {name!r}; vitrine has {', '.join(tower_names())}")
+        raise ConfigError(f"unknown image tower {name!r}; vitrine has {', '.join(tower_names())}")
     return {**json.loads(path.read_text(encoding="utf-8")), **spec}
 
 
@@ -81,7 +87,7 @@ class EfficientNetTower(FeatureMapTower):
     def __init__(self, net: EfficientNetLite, pool_blocks: tuple[int, ...] = ()):
         widths = net.block_widths()
         if any(not 0 <= b < len(widths) for b in pool_blocks):
-            raise ValueError(f"pool_blocks {list(pool_blocks)} must be block indices in [0, {len(widths) - 1}]")
+            raise ConfigError(f"pool_blocks {list(pool_blocks)} must be block indices in [0, {len(widths) - 1}]")
         super().__init__(net, net.width + sum(widths[b] for b in pool_blocks))
         self.pool_blocks = tuple(sorted(pool_blocks))
 
@@ -97,12 +103,12 @@ class EfficientNetTower(FeatureMapTower):
 
 @register_tower("cnn")
 def _cnn(spec: dict) -> nn.Module:
-    return CNNTower(CNNConfig.from_dict({k: v for k, v in spec.items() if k not in _DESCRIPTIVE}))
+    return CNNTower(CNNConfig.from_dict(architecture(spec)))
 
 
 @register_tower("efficientnet-lite")
 def _efficientnet(spec: dict) -> nn.Module:
-    config = EfficientNetLiteConfig.from_dict(spec)
+    config = EfficientNetLiteConfig.from_dict(architecture(spec))
     return EfficientNetTower(EfficientNetLite(config), tuple(spec.get("pool_blocks", ()))).to(
         memory_format=torch.channels_last
     )
@@ -113,7 +119,7 @@ def build_image_tower(spec: dict, pretrained: bool = True) -> nn.Module:
     spec = resolve_tower_spec(spec)
     kind = spec.get("type", "cnn")
     if kind not in _BUILDERS:
-        raise ValueError(f"unknown image tower type {kind!r}; vitrine has {', '.join(sorted(_BUILDERS))}")
+        raise ConfigError(f"unknown image tower type {kind!r}; vitrine has {', '.join(sorted(_BUILDERS))}")
     tower = _BUILDERS[kind](spec)
     if pretrained and spec.get("pretrained"):
         load_pretrained(tower, spec["pretrained"])
@@ -138,7 +144,7 @@ def load_pretrained(tower: nn.Module, source: str) -> None:
     missing = sorted(set(own) - set(state))
     mismatched = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
     if unexpected or missing or mismatched:
-        raise ValueError(
+        raise ConfigError(
             f"pretrained weights {source} do not fit the tower: missing {missing[:4]}, unexpected {unexpected[:4]}, "
             f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in mismatched[:4]]}"
         )

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from vitrine.models._registry import create_model, model_fingerprint, register_backend, register_runtime
+from vitrine.models._registry import create_model, model_files_fingerprint, register_backend, register_runtime
 from vitrine.models.base import Encoder
 from vitrine.models.onnx_export import export_onnx, measure_parity, quantize_text
 from vitrine.models.onnx_runtime import RUNTIME_FILE, ExportUnsupported, OnnxEncoder, check_runtime
@@ -38,7 +38,7 @@ def export_dir_for(name: str, torch_model=None) -> Path | None:
     None when neither is at hand."""
     import vitrine
 
-    source = model_fingerprint(name)
+    source = model_files_fingerprint(name)
     if source is None:
         if torch_model is None:
             return None

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import vitrine
+from vitrine.errors import AlreadyExists, InvalidInput
 from vitrine.models.onnx_runtime import RUNTIME_FILE, OnnxEncoder
 
 FORMAT_VERSION = 1
@@ -86,9 +87,9 @@ def export_onnx(model, out: str | os.PathLike, int8: bool = True, overwrite: boo
     out = Path(out)
     if out.exists() and not overwrite:
         if (out / RUNTIME_FILE).is_file():
-            raise FileExistsError(f"{out} already holds an ONNX export; pass --overwrite to replace it")
+            raise AlreadyExists(f"{out} already holds an ONNX export; pass --overwrite to replace it")
         if any(out.iterdir()):
-            raise FileExistsError(f"{out} exists and is not an ONNX export; choose an empty or new directory")
+            raise AlreadyExists(f"{out} exists and is not an ONNX export; choose an empty or new directory")
     model = model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -198,7 +199,7 @@ def _tokenizer_of(model):
     text = getattr(model, "text", None)
     tokenizer = getattr(text, "tokenizer", None) or getattr(model, "tokenizer", None)
     if tokenizer is None or not hasattr(tokenizer, "save_pretrained"):
-        raise ValueError(
+        raise InvalidInput(
             f"{model.name}: ONNX export needs a Hugging Face tokenizer on the model (model.text.tokenizer)"
         )
     return tokenizer

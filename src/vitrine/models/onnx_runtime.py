@@ -16,22 +16,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitrine.constants import RUNTIMES
 from vitrine.data.transforms import ImageTransform
+from vitrine.errors import InvalidInput, MissingFile
 from vitrine.models.base import Encoder, Features
 from vitrine.models.file_tokenizer import FileTokenizer
 
 RUNTIME_FILE = "runtime.json"  # an export's manifest: files, transform, tokenizer, parity
-RUNTIMES = ("torch", "onnx", "onnx-int8")
-DEFAULT_RUNTIME = "onnx"  # the fastest runtime that passes parity with torch (see README, "Fast CPU inference")
 
 
-class ExportUnsupported(ValueError):
+class ExportUnsupported(InvalidInput):
     """This model cannot be exported to ONNX (not one of vitrine's, hf: or openclip: encoders)."""
+
+    code = "export_unsupported"
 
 
 def check_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+        raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
     return runtime
 
 
@@ -46,17 +48,17 @@ class OnnxEncoder(Encoder):
         path = self.directory / RUNTIME_FILE
         if manifest is None:
             if not path.is_file():
-                raise FileNotFoundError(
+                raise MissingFile(
                     f"{self.directory} is not an ONNX export of vitrine (no {RUNTIME_FILE}); make one with `vitrine export onnx`"
                 )
             manifest = json.loads(path.read_text(encoding="utf-8"))
         self.manifest = manifest
         if int8 and "text_int8" not in manifest["files"]:
-            raise FileNotFoundError(f"{self.directory} has no int8 text graph; export it again without --no-int8")
+            raise MissingFile(f"{self.directory} has no int8 text graph; export it again without --no-int8")
         needed = [name for key, name in manifest["files"].items() if int8 or key != "text_int8"]
         missing = [name for name in needed if not (self.directory / name).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"{self.directory} lacks {', '.join(missing)}: export it again with `vitrine export onnx`"
             )
         self.name = manifest["model"]
@@ -148,7 +150,7 @@ class OnnxEncoder(Encoder):
     def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """The text tower's pooled output before its projection (what a Combiner's text projection reads)."""
         if not self.has_pooled_text:
-            raise ValueError(
+            raise InvalidInput(
                 f"the ONNX export of {self.name} has no pooled text output; a Combiner with a text projection needs --runtime torch"
             )
         return self._run_text(self.tokenize(texts))[1]

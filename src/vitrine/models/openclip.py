@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from vitrine.data.transforms import ImageTransform
+from vitrine.errors import InvalidInput, MissingFile
 from vitrine.models.hf import HFEncoder
 
 # Architectures whose MLP uses QuickGELU (OpenAI's originals); open_clip's plain names use GELU.
@@ -24,7 +25,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load an open_clip checkpoint, unwrapping `{'CLIP': ...}` / `{'state_dict': ...}` and DDP's `module.`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"open_clip checkpoint not found: {path}")
+        raise MissingFile(f"open_clip checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -35,7 +36,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     if not isinstance(state, dict) or "visual.conv1.weight" not in {k.removeprefix("module.") for k in state}:
-        raise ValueError(f"{path} is not an open_clip ViT checkpoint (no visual.conv1.weight)")
+        raise InvalidInput(f"{path} is not an open_clip ViT checkpoint (no visual.conv1.weight)")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -191,7 +192,7 @@ def find_tokenizer_dir(checkpoint: Path) -> Path:
             (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
         ):
             return folder
-    raise FileNotFoundError(
+    raise MissingFile(
         f"no CLIP tokenizer beside {checkpoint}: put vocab.json + merges.txt (or tokenizer.json) from any "
         f"transformers CLIP checkpoint in {checkpoint.parent / 'tokenizer'}"
     )
@@ -201,7 +202,7 @@ def load_openclip(spec: str) -> HFEncoder:
     """`<arch>@<checkpoint path>`, e.g. `ViT-B-32@/models/openfashionclip.pt`."""
     arch, sep, checkpoint = spec.partition("@")
     if not sep or not checkpoint:
-        raise ValueError(
+        raise InvalidInput(
             f"openclip models are named openclip:<arch>@<checkpoint>, e.g. openclip:ViT-B-32@/models/finetuned_clip.pt; got openclip:{spec}"
         )
     from transformers import CLIPModel, CLIPTokenizerFast, PreTrainedTokenizerFast
@@ -214,7 +215,7 @@ def load_openclip(spec: str) -> HFEncoder:
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(
+        raise InvalidInput(
             f"openclip:{spec}: checkpoint does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     folder = find_tokenizer_dir(Path(checkpoint))

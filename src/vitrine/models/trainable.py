@@ -6,6 +6,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from vitrine.errors import InvalidInput
 from vitrine.models.dual import WEIGHTS_NAME, builtin_config_names
 
 EXTERNAL_PREFIXES = ("hf:", "openclip:")  # checkpoints `vitrine train clip` fine-tunes in their own format
@@ -32,18 +33,18 @@ def training_start(name: str) -> str:
     bare = name.removeprefix("vitrine:")
     if os.path.isdir(bare):
         if not (Path(bare) / WEIGHTS_NAME).is_file():
-            raise ValueError(
+            raise InvalidInput(
                 f"{name}: the directory has no {WEIGHTS_NAME}; a trainable vitrine model directory holds config.json + {WEIGHTS_NAME}"
             )
         return bare
     if bare in builtin_config_names():
         return bare
     if name.startswith("onnx:") or name.endswith(".onnx"):
-        raise ValueError(
+        raise InvalidInput(
             f"{name} is an ONNX export for inference and cannot be trained; train the model it was exported from"
         )
     known = ", ".join(f"vitrine:{n}" for n in builtin_config_names())
-    raise ValueError(
+    raise InvalidInput(
         f"cannot train {name!r}: it is not a shipped vitrine model (vitrine:kagl-base, ...), a model directory, an "
         f"architecture config ({known}, or a .json file), hf:DIR or openclip:ARCH@FILE"
     )

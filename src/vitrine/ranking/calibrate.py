@@ -12,6 +12,7 @@ from vitrine.data.roles import column_roles, shopper_queries
 from vitrine.data.schema import CatalogSchema
 from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX
 from vitrine.data.words import stem, words
+from vitrine.errors import InvalidInput
 from vitrine.index.build import index_schema
 from vitrine.ranking.relevance import METHODS, QUIET_ABOVE, SHOPPER_QUIET_ABOVE, Calibration
 
@@ -34,7 +35,7 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
     """The store's calibration by `method`: "shopper" (queries from the catalog's values, images, words) or "titles"
     (the catalog's titles, text only: the judgement before shopper queries, kept to compare)."""
     if method not in METHODS:
-        raise ValueError(f"relevance calibration must be one of {', '.join(METHODS)}, got {method!r}")
+        raise InvalidInput(f"relevance calibration must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "titles":
         return Calibration.from_store(store, encode, n)
     rows = store.sample(n)

@@ -7,13 +7,28 @@ import difflib
 from collections.abc import Collection, Mapping, Sequence
 
 from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX
+from vitrine.errors import InvalidInput
 
 NEAR_MATCHES = 3  # values named as "did you mean"
 COMMONEST = 5  # values named when none is near
 
 
-class FilterError(ValueError):
+class FilterError(InvalidInput):
     """A filter on a field the catalog lacks, or on a value no product has; the message names what would match."""
+
+    code = "unknown_filter"
+
+
+class UnknownFilterField(FilterError):
+    """A filter on a field the catalog lacks; the message lists the fields it has."""
+
+    code = "unknown_filter_field"
+
+
+class UnknownFilterValue(FilterError):
+    """A filter on a value no product has; the message names the nearest held values ("did you mean 'Women'?")."""
+
+    code = "unknown_filter_value"
 
 
 def check_filters(
@@ -32,13 +47,13 @@ def check_filters(
     if unknown:
         # predicted tags can be filtered on, but the catalog's own fields are what the user should be told about
         known = sorted(n for n in fields if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS)
-        raise FilterError(f"unknown filter field(s) {unknown}; this catalog has: {', '.join(known)}")
+        raise UnknownFilterField(f"unknown filter field(s) {unknown}; this catalog has: {', '.join(known)}")
     for name, wanted in filters.items():
         rows = values.get(name, [])
         held = {v for v, _ in rows}
         for value in wanted:
             if value not in held:
-                raise FilterError(f"no product has {name}={value!r}{_hint(value, rows, name, listing)}")
+                raise UnknownFilterValue(f"no product has {name}={value!r}{_hint(value, rows, name, listing)}")
 
 
 def _hint(value: str, rows: Sequence[tuple[str, int]], name: str, listing: str | None) -> str:

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from vitrine.constants import DEFAULT_SEARCH_MODE, SEARCH_MODES
 from vitrine.data.tagged import PREDICTED_PREFIX
 from vitrine.data.words import stem, words
+from vitrine.errors import InvalidInput
 from vitrine.index.store import LexicalUnsupported, SearchHit
 from vitrine.ranking.codes import FieldCodes
 from vitrine.ranking.filters import check_filters
@@ -16,7 +18,6 @@ from vitrine.ranking.fusion import normalised, reciprocal_rank, weighted
 from vitrine.ranking.relevance import Calibration, Evidence, judge
 from vitrine.ranking.soft import FieldVocabulary, SoftMatch
 
-MODES = ("vector", "lexical", "hybrid")
 FUSIONS = ("rrf", "weighted")
 Filters = Mapping[str, Sequence[str]]
 ALL_VALUES = 1_000_000  # field_values' per-field cap when every value is wanted
@@ -26,7 +27,7 @@ ALL_VALUES = 1_000_000  # field_values' per-field cap when every value is wanted
 class RankOptions:
     """How to rank; the defaults are the measured best (README, "Ranking")."""
 
-    mode: str = "hybrid"
+    mode: str = DEFAULT_SEARCH_MODE
     soft_filters: bool = True
     # weighted min-max fusion with a soft weight of 2 measured best of rrf/weighted x soft weight 0.25/0.5/1/2 x vector
     # weight 0.3/0.5/0.7 on 2,314 shopper queries (README, "Ranking")
@@ -44,14 +45,14 @@ class RankOptions:
     reference_fields: tuple[str, ...] = ("articleType", "gender", "baseColour")
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in SEARCH_MODES:
+            raise InvalidInput(f"mode must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
         if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+            raise InvalidInput(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.offset < 0:
-            raise ValueError(f"offset must be >= 0, got {self.offset}")
+            raise InvalidInput(f"offset must be >= 0, got {self.offset}")
         if not 0.0 <= self.vector_weight <= 1.0:
-            raise ValueError(f"vector_weight must be between 0 and 1, got {self.vector_weight}")
+            raise InvalidInput(f"vector_weight must be between 0 and 1, got {self.vector_weight}")
 
 
 @dataclass
@@ -125,7 +126,7 @@ class Ranker:
         read for soft filters only.
         """
         if vector is None and not (text or "").strip():
-            raise ValueError("a query needs a vector or words")
+            raise InvalidInput("a query needs a vector or words")
         filters = dict(filters or {})
         wordless = vector is not None and not (text or "").strip()
         image = wordless and soft_text is None  # judged against images

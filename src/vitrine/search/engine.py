@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
+from vitrine.constants import DEFAULT_SEARCH_MODE
 from vitrine.data.images import load_image
+from vitrine.errors import VitrineError
 from vitrine.index.store import SearchHit
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
@@ -47,7 +49,7 @@ class SearchEngine:
         encoder=None,
         relevance: str = "shopper",
         combiner: str = "combiner",
-        search_mode: str = "hybrid",
+        search_mode: str = DEFAULT_SEARCH_MODE,
     ):
         from vitrine.index.runtime import check_query_runtime
 
@@ -175,7 +177,7 @@ class SearchEngine:
         per_item: bool = False,
         encode_texts: TextEncoder | None = None,
         image_features: ImageEncoder | None = None,
-    ) -> list[Ranked | ValueError]:
+    ) -> list[Ranked | VitrineError]:
         """Several queries, encoded together, ranked one by one. A refused query raises, or with `per_item` takes its
         place in the answer as its QueryError (a filter no product can match, say)."""
         vectors, images = self.query_vectors(queries, encode_texts, image_features)
@@ -184,7 +186,7 @@ class SearchEngine:
             if not per_item:
                 for query in queries:
                     self.ranker.check_filters(query.filters)
-            out: list[Ranked | ValueError] = []
+            out: list[Ranked | VitrineError] = []
             for i, query in enumerate(queries):
                 try:
                     out.append(self._rank_current(query, vectors[i : i + 1], images[i]))

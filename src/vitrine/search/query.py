@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from vitrine.constants import SEARCH_MODES
 from vitrine.data.text import is_unicode
-from vitrine.ranking.ranker import MODES
+from vitrine.errors import InvalidInput
 
 Filters = Mapping[str, str | Sequence[str]]
 
@@ -16,8 +17,10 @@ Filters = Mapping[str, str | Sequence[str]]
 TEXT_AND_IMAGE = "give text or an image, not both; to change an image query, send the change as 'modification'"
 
 
-class QueryError(ValueError):
+class QueryError(InvalidInput):
     """A query that cannot be run as given; the message says what to change (HTTP 400, the CLI's exit 2)."""
+
+    code = "invalid_query"
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,8 @@ class Query:
             raise QueryError(f"k must be a whole number of at least 1, got {self.k!r}")
         if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
             raise QueryError(f"offset must be >= 0, got {self.offset!r}")
-        if self.mode is not None and self.mode not in MODES:
-            raise QueryError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode is not None and self.mode not in SEARCH_MODES:
+            raise QueryError(f"mode must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
 
     @property
     def kind(self) -> str:

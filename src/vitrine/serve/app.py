@@ -15,9 +15,9 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import vitrine
+from vitrine.errors import Forbidden, InvalidRequest, Unauthorized, VitrineError
 from vitrine.search import Query
 from vitrine.search.answer import answer, product_view
 from vitrine.serve import bodies
@@ -51,7 +51,7 @@ from vitrine.serve.mapping import RequestMapper
 from vitrine.serve.metrics import Metrics, ObserveRequests
 from vitrine.serve.requests import clean_text, image_url
 from vitrine.serve.server import server_stack
-from vitrine.serve.service import SearchService, ServiceError
+from vitrine.serve.service import SearchService
 from vitrine.serve.settings import ServeSettings
 from vitrine.serve.tokens import Tokens
 
@@ -85,11 +85,9 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise StarletteHTTPException(
-                401, "this endpoint needs 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise Unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
         if not tokens.current().accepts(role, token.strip()):
-            raise StarletteHTTPException(403, "the bearer token is not valid for this endpoint")
+            raise Forbidden("the bearer token is not valid for this endpoint")
 
     def can_read(request: Request) -> None:
         if tokens.current().read:
@@ -97,9 +95,10 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     def can_write(request: Request) -> None:
         if not tokens.current().write:
-            raise StarletteHTTPException(
-                403,
-                "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a token file)",
+            raise Forbidden(
+                "writes are disabled: start the server with a write token (VITRINE_WRITE_TOKEN, --write-token or a "
+                "token file)",
+                code="writes_disabled",
             )
         _check_token(request, "write")
 
@@ -130,40 +129,40 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     def checked_batch(items: list, what: str) -> None:
         if not 1 <= len(items) <= settings.max_batch_queries:
-            raise ServiceError(f"a batch holds 1 to {settings.max_batch_queries} {what}, got {len(items)}")
+            raise InvalidRequest(f"a batch holds 1 to {settings.max_batch_queries} {what}, got {len(items)}")
 
     def each(make, inputs: list, on_error: str, where: str) -> list:
-        """`make(input, where)` for each input: its value, or (on_error "report") its ServiceError in its place."""
+        """`make(input, where)` for each input: its value, or (on_error "report") its VitrineError in its place."""
         out = []
         for i, item in enumerate(inputs):
             try:
                 out.append(make(item, f"{where}[{i}]: "))
-            except ServiceError as exc:
+            except VitrineError as exc:
                 if on_error == "fail":
                     raise
                 out.append(exc)
         return out
 
-    def item_error(exc: ServiceError) -> dict:
-        return {"error": {"status": exc.status, "message": exc.message}}
+    def item_error(exc: VitrineError) -> dict:
+        return exc.body()
 
     def run_batch(body: SearchBatchJSON) -> dict:
         checked_batch(body.queries, "queries")
         parsed = each(query_from, body.queries, body.on_error, "queries")
         start = time.perf_counter()
-        good = [q for q in parsed if not isinstance(q, ServiceError)]
+        good = [q for q in parsed if not isinstance(q, VitrineError)]
         ranked = iter(service.rank_many(good, per_item=body.on_error == "report") if good else [])
         took = round((time.perf_counter() - start) * 1000, 2)
         results = []
         for i, query in enumerate(parsed):
-            if isinstance(query, ServiceError):  # refused as parsed: its message names its place already
+            if isinstance(query, VitrineError):  # refused as parsed: its message names its place already
                 results.append(item_error(query))
                 continue
             outcome = next(ranked)
-            if isinstance(outcome, ServiceError):  # refused as ranked (a filter no product matches): named the same way
-                outcome = ServiceError(f"queries[{i}]: {outcome.message}", outcome.status)
+            if isinstance(outcome, VitrineError):  # refused as ranked (a filter no product matches): named the same way
+                outcome = outcome.prefixed(f"queries[{i}]: ")
             results.append(
-                item_error(outcome) if isinstance(outcome, ServiceError) else result_view(query, outcome, took)
+                item_error(outcome) if isinstance(outcome, VitrineError) else result_view(query, outcome, took)
             )
         return {
             "took_ms": took,
@@ -181,13 +180,13 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         def text_of(text, where):
             cleaned = clean_text(f"{where}text", text, settings)
             if cleaned is None:
-                raise ServiceError(f"{where}the text is empty")
+                raise InvalidRequest(f"{where}the text is empty")
             return cleaned
 
         def picture(image, url, where):
             found = picture_of(image or None, url or None, where)
             if found is None:
-                raise ServiceError(f"{where}the {'image' if url is None else 'image_url'} is empty")
+                raise InvalidRequest(f"{where}the {'image' if url is None else 'image_url'} is empty")
             return found
 
         start = time.perf_counter()
@@ -195,14 +194,14 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         pictures = each(lambda image, where: picture(image, None, where), images, body.on_error, "images")
         pictures += each(lambda url, where: picture(None, url, where), urls, body.on_error, "image_urls")
         text_vectors, image_vectors = service.embed(
-            [t for t in texts if not isinstance(t, ServiceError)],
-            [p for p in pictures if not isinstance(p, ServiceError)],
+            [t for t in texts if not isinstance(t, VitrineError)],
+            [p for p in pictures if not isinstance(p, VitrineError)],
         )
 
         def placed(inputs: list, vectors) -> list[dict]:
             vectors = iter(vectors)
             return [
-                item_error(x) if isinstance(x, ServiceError) else {"vector": next(vectors).tolist()} for x in inputs
+                item_error(x) if isinstance(x, VitrineError) else {"vector": next(vectors).tolist()} for x in inputs
             ]
 
         texts_out, pictures_out = placed(texts, text_vectors), placed(pictures, image_vectors)
@@ -223,20 +222,20 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         if isinstance(text, str) and text.strip():
             try:
                 parsed = load_yaml(text, "attributes")
-            except ServiceError as exc:
+            except VitrineError as exc:
                 if "surrogate" in exc.message:
                     raise
                 parsed = None
         if not isinstance(parsed, dict) or not all(
             isinstance(v, (str, int, float)) or v is None for v in parsed.values()
         ):
-            raise ServiceError('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')
+            raise InvalidRequest('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')
         return {str(k): None if v is None else str(v) for k, v in parsed.items()}
 
     def run_upsert(body: ProductJSON | ProductForm) -> tuple[dict, bool]:
         picture = picture_of(body.image, body.image_url)
         if picture is None:
-            raise ServiceError("give the product image: an upload or base64 'image', or a catalog 'image_url' to copy")
+            raise InvalidRequest("give the product image: an upload or base64 'image', or a catalog 'image_url' to copy")
         title = clean_text("title", body.title, settings)
         row, created = service.upsert(
             body.id, title, attributes_of(body.attributes), picture, new_attributes=body.new_attributes
@@ -248,16 +247,13 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
         picture = picture_of(body.image, getattr(body, "image_url", None))
         if picture is None:
-            raise ServiceError("give the image to tag, as base64 'image' or a catalog 'image_url'")
+            raise InvalidRequest("give the image to tag, as base64 'image' or a catalog 'image_url'")
         vocabulary = body.vocabulary
         parsed = None
         if isinstance(vocabulary, str) and vocabulary.strip():
             vocabulary = load_yaml(vocabulary, "vocabulary")
         if vocabulary not in (None, "") and not (isinstance(vocabulary, str) and not vocabulary.strip()):
-            try:
-                parsed = vocabulary_from_dict(vocabulary, origin="vocabulary")
-            except ValueError as exc:
-                raise ServiceError(str(exc)) from None
+            parsed = vocabulary_from_dict(vocabulary, origin="vocabulary")
         tags = service.tag(picture, parsed)
         return {"tags": {name: t.to_dict() for name, t in tags.items()}}
 

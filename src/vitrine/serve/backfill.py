@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vitrine.data.catalog import open_catalog
+from vitrine.errors import MissingFile
 from vitrine.index.store import images_dir
 from vitrine.index.stores import open_store
 from vitrine.serve.images import ImageStore, sweep_images
@@ -44,7 +45,7 @@ def backfill_images(
     try:
         store = open_store(index)
     except FileNotFoundError as exc:
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{exc}; build it first with `vitrine index build --data ... --index {index}`"
         ) from None
     try:

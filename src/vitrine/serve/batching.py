@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from vitrine.errors import InvalidInput
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 _STOP = object()
@@ -32,9 +34,9 @@ class MicroBatcher(Generic[In, Out]):
         max_wait: float = 0.0,
     ):
         if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+            raise InvalidInput(f"max_batch must be >= 1, got {max_batch}")
         if max_wait < 0:
-            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
+            raise InvalidInput(f"max_wait must be >= 0, got {max_wait}")
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait
         self.batch_sizes: list[int] = []  # the last few batch sizes, for tests and debugging
         self._queue: queue.Queue = queue.Queue()

@@ -17,8 +17,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from vitrine.config_file import loads_object
+from vitrine.constants import SEARCH_MODES
 from vitrine.data.text import is_unicode
-from vitrine.serve.service import ServiceError
+from vitrine.errors import InvalidRequest, TooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/json",)
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -28,7 +29,7 @@ MAX_FIELD_BYTES = 64 * 1024  # one text field of a form (a vocabulary included)
 
 Binary = Annotated[Any, WithJsonSchema({"type": "string", "format": "binary"})]
 FilterValues = str | list[str]
-Mode = Literal["hybrid", "vector", "lexical"]
+Mode = Literal[SEARCH_MODES]  # typing.Literal takes a tuple as its values
 OnError = Literal["report", "fail"]
 ON_ERROR = Field(
     "report",
@@ -213,6 +214,7 @@ class TagForm(_Body):
 # ---- responses ---------------------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
     status: int
+    code: str = Field(description="stable and machine-readable: match on it, never on the message (README, Errors)")
     message: str
 
 
@@ -390,7 +392,7 @@ def validated(model: type[Model], data: Any) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ServiceError(validation_message(exc.errors())) from None
+        raise InvalidRequest(validation_message(exc.errors())) from None
 
 
 def validation_message(errors: list[dict], skip: int = 0) -> str:
@@ -407,33 +409,33 @@ async def read_body(
     """The request's body as `json_model` (JSON) or `form_model` (a form); 415 naming a missing or other Content-Type."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSON_TYPES or content_type.endswith("+json"):
-        data = loads_object(await request.body(), "the body", ServiceError)
+        data = loads_object(await request.body(), "the body", InvalidRequest)
         return validated(json_model, checked_text(data))
     accepted = "application/json" + (
         "" if form_model is None else " or a form (multipart/form-data, application/x-www-form-urlencoded)"
     )
     if not content_type:
         if await request.body():  # a body whose kind is not said would be misread: named as the problem it is
-            raise ServiceError(
-                f"the request has no Content-Type header: send the body as {accepted} and say so in Content-Type", 415
+            raise UnsupportedMediaType(
+                f"the request has no Content-Type header: send the body as {accepted} and say so in Content-Type"
             )
         return validated(form_model or json_model, {})  # nothing sent: the missing fields are named
     if form_model is None or content_type not in FORM_TYPES:
-        raise ServiceError(f"send the body as {accepted}, not {content_type} (the Content-Type header)", 415)
+        raise UnsupportedMediaType(f"send the body as {accepted}, not {content_type} (the Content-Type header)")
     form = await request.form(max_files=max_files, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES)
     data: dict[str, Any] = {}
     for name in form.keys():
         values = form.getlist(name)
         if name in form_model.model_fields and _is_list(form_model, name):
             if any(isinstance(v, UploadFile) for v in values) and not _is_binary(form_model, name):
-                raise ServiceError(f"{name}: expected text fields, got a file")
+                raise InvalidRequest(f"{name}: expected text fields, got a file")
             data[name] = [v for v in values if not (isinstance(v, str) and not v and _is_binary(form_model, name))]
         else:
             if len(values) > 1:
-                raise ServiceError(f"{name}: give it once, got {len(values)} values")
+                raise InvalidRequest(f"{name}: give it once, got {len(values)} values")
             value = values[0]
             if isinstance(value, UploadFile) and not _is_binary(form_model, name):
-                raise ServiceError(f"{name}: expected a text field, got a file")
+                raise InvalidRequest(f"{name}: expected a text field, got a file")
             if _is_binary(form_model, name) and isinstance(value, str) and not value:
                 continue  # an empty file input of a browser form
             data[name] = value
@@ -445,7 +447,7 @@ def checked_text(value: Any, where: str = "body") -> Any:
     and no encoder, tokenizer or database takes it)."""
     if isinstance(value, str):
         if not is_unicode(value):
-            raise ServiceError(f"{where}: holds a lone surrogate (an escape such as \\ud800 that is not a character)")
+            raise InvalidRequest(f"{where}: holds a lone surrogate (an escape such as \\ud800 that is not a character)")
     elif isinstance(value, dict):
         for key, item in value.items():
             checked_text(key, where)
@@ -465,9 +467,9 @@ def load_yaml(text: str, name: str) -> Any:
     try:
         return checked_text(yaml.safe_load(text), name)
     except yaml.YAMLError as exc:
-        raise ServiceError(f"{name} is not valid YAML or JSON: {exc}") from None
+        raise InvalidRequest(f"{name} is not valid YAML or JSON: {exc}") from None
     except RecursionError:
-        raise ServiceError(f"{name} is not valid YAML or JSON: nested too deeply") from None
+        raise InvalidRequest(f"{name} is not valid YAML or JSON: nested too deeply") from None
 
 
 def _is_list(model: type[BaseModel], name: str) -> bool:
@@ -489,16 +491,16 @@ def decode_base64_image(text: str, name: str, max_bytes: int) -> bytes:
     if text.startswith("data:"):
         header, comma, text = text.partition(",")
         if not comma or not header.endswith(";base64"):
-            raise ServiceError(f"{name}: a data: URL must be base64 (data:image/jpeg;base64,...)")
+            raise InvalidRequest(f"{name}: a data: URL must be base64 (data:image/jpeg;base64,...)")
     text = "".join(text.split())
     if len(text) > 4 * (max_bytes // 3 + 1):
-        raise ServiceError(f"{name} is over the upload limit of {max_bytes} bytes", 413)
+        raise TooLarge(f"{name} is over the upload limit of {max_bytes} bytes")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ServiceError(f"{name} is not valid base64") from None
+        raise InvalidRequest(f"{name} is not valid base64") from None
     if len(data) > max_bytes:
-        raise ServiceError(f"{name} is over the upload limit of {max_bytes} bytes", 413)
+        raise TooLarge(f"{name} is over the upload limit of {max_bytes} bytes")
     if not data:
-        raise ServiceError(f"{name} is empty")
+        raise InvalidRequest(f"{name} is empty")
     return data

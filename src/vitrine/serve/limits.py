@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vitrine.errors import TooLarge
 from vitrine.serve.errors import error_response
 
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the image itself
@@ -51,5 +52,5 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send):
-        response = error_response(413, f"request body is over the limit of {self.limit} bytes")
+        response = error_response(413, TooLarge.code, f"request body is over the limit of {self.limit} bytes")
         await response({"type": "http"}, None, send)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from PIL import Image
 
+from vitrine.errors import InvalidRequest, VitrineError
 from vitrine.search import Query, QueryError, checked_filters, parse_filters
 from vitrine.search.query import TEXT_AND_IMAGE
 from vitrine.serve.bodies import SearchForm, SearchJSON, decode_base64_image
 from vitrine.serve.requests import checked_k, clean_text, image_from_bytes, product_id_from_image_url, read_image
-from vitrine.serve.service import SearchService, ServiceError
+from vitrine.serve.service import SearchService
 from vitrine.serve.settings import ServeSettings
 
 # A search upload is decoded at no less than 4x the resolution the model's transform keeps (JPEG draft mode). Measured on
@@ -36,7 +37,7 @@ class RequestMapper:
         """The query image from an upload, base64 text or a catalog image URL (at most one of them)."""
         settings = self.settings
         if image is not None and image_url:
-            raise ServiceError(f"{where}give an image upload or an image_url, not both")
+            raise InvalidRequest(f"{where}give an image upload or an image_url, not both")
         if isinstance(image, str):
             return image_from_bytes(
                 decode_base64_image(image, f"{where}image", settings.max_upload_bytes), f"{where}image", settings, draft
@@ -56,16 +57,16 @@ class RequestMapper:
         text = clean_text(f"{where}text", text, settings) or (text if isinstance(text, str) and not image else None)
         modification = clean_text(f"{where}modification", modification, settings)
         if image is not None and text:  # before touching the image: a text with an image is refused as such
-            raise ServiceError(f"{where}{TEXT_AND_IMAGE}")
+            raise InvalidRequest(f"{where}{TEXT_AND_IMAGE}")
         picture = self.picture(image, image_url, where, draft=self.search_draft)
         try:
             k = checked_k(k, settings)
-        except ServiceError as exc:
-            raise ServiceError(where + exc.message) from None
+        except VitrineError as exc:
+            raise exc.prefixed(where) from None
         ranking = dict(ranking or {})
         offset = ranking.get("offset", 0)
         if not 0 <= offset <= MAX_OFFSET:
-            raise ServiceError(f"{where}offset must be between 0 and {MAX_OFFSET}, got {offset}")
+            raise InvalidRequest(f"{where}offset must be between 0 and {MAX_OFFSET}, got {offset}")
         reference = product_id_from_image_url(image_url) if image_url and image is None else None
         try:
             return Query(
@@ -78,19 +79,16 @@ class RequestMapper:
                 **ranking,
             )
         except QueryError as exc:
-            raise ServiceError(f"{where}{exc}") from None
+            raise exc.prefixed(where) from None
 
     def json_filters(self, filters: dict[str, str | list[str]], where: str = "") -> dict[str, list[str]]:
         try:
             return checked_filters(filters)
         except QueryError as exc:
-            raise ServiceError(f"{where}{exc}") from None
+            raise exc.prefixed(where) from None
 
     def form_filters(self, specs: list[str]) -> dict[str, list[str]]:
-        try:
-            return parse_filters(specs)
-        except ValueError as exc:
-            raise ServiceError(str(exc)) from None
+        return parse_filters(specs)
 
     def from_body(self, body: SearchJSON | SearchForm, where: str = "") -> Query:
         """A `POST /search` body (or one query of a batch) as a Query."""

@@ -20,12 +20,13 @@ from PIL import Image
 
 from vitrine.data.tagged import PREDICTED_FIELDS, PREDICTED_PREFIX, with_tags
 from vitrine.disk import locked, writing
+from vitrine.errors import InvalidRequest, NotFound, VitrineError
 from vitrine.failpoints import failpoint
 from vitrine.index.snapshot import sweep_leftovers
 from vitrine.index.store import SearchHit, StoreUnavailable, images_dir, is_milvus
 from vitrine.index.stores import open_store
 from vitrine.models import create_model
-from vitrine.ranking import FilterError, Ranked
+from vitrine.ranking import Ranked
 from vitrine.search import Query, SearchEngine
 from vitrine.search.engine import warm_picture
 from vitrine.serve.batching import MicroBatcher
@@ -36,22 +37,6 @@ from vitrine.serve.settings import ServeSettings
 IMAGE_COMMIT = "serve.image_commit"  # store state: the token of the last upsert's staged image, committed with its row
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_VOCABULARY_VALUES = 500  # a request's vocabulary is embedded on the spot: keep that bounded
-
-
-class ServiceError(Exception):
-    """A request the service refuses; `status` is its HTTP status."""
-
-    status = 400
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-
-
-class NotFound(ServiceError):
-    status = 404
 
 
 class SearchService:
@@ -107,23 +92,16 @@ class SearchService:
         if vector is None:
             vectors, images = self.engine.query_vectors([query], self._batched_texts, self._batched_images)
             vector, image_vector = vectors, images[0]
-        try:
-            return self.engine.rank(query, vector, image_vector, blocking=blocking)
-        except ValueError as exc:  # QueryError, FilterError: the same words as every surface
-            raise ServiceError(str(exc)) from None
+        return self.engine.rank(query, vector, image_vector, blocking=blocking)  # QueryError, FilterError: as raised
 
     async def text_vector(self, text: str) -> torch.Tensor:
         """A text query's vector, awaited on the event loop while the encoder thread batches it with its neighbours."""
         return (await self._encode_texts.submit(text)).unsqueeze(0)
 
-    def rank_many(self, queries: Sequence[Query], per_item: bool = False) -> list[Ranked | ServiceError]:
+    def rank_many(self, queries: Sequence[Query], per_item: bool = False) -> list[Ranked | VitrineError]:
         """Several queries at once: all texts in one forward pass, all images in another, then one ranking per query.
-        A refused query raises, or with `per_item` takes its place in the answer as its ServiceError."""
-        try:
-            ranked = self.engine.rank_many(queries, per_item)
-        except ValueError as exc:
-            raise ServiceError(str(exc)) from None
-        return [ServiceError(str(r)) if isinstance(r, ValueError) else r for r in ranked]
+        A refused query raises, or with `per_item` takes its place in the answer as its VitrineError."""
+        return self.engine.rank_many(queries, per_item)
 
     def _calibrate_after_commit(self) -> None:
         """The writer, not the next query, pays for a calibration a commit made due; a store that went away since the
@@ -168,7 +146,7 @@ class SearchService:
             self.store.refresh()
             row = self.store.product(product_id)
         if row is None:
-            raise NotFound(f"no product with id {product_id!r}")
+            raise NotFound(f"no product with id {product_id!r}", code="unknown_product")
         return row
 
     def image_path(self, product_id: str) -> Path:
@@ -181,7 +159,7 @@ class SearchService:
             last = self.store.get_state(IMAGE_COMMIT)
             row = self.store.product(product_id)
             if row is None:
-                raise NotFound(f"no product with id {product_id!r}")
+                raise NotFound(f"no product with id {product_id!r}", code="unknown_product")
             # staged before its row committed: with this row read, an upsert's staged image is there (or settled)
             staged = (
                 self.images.staged_image(product_id, self._committed(row, last)) if self.images.has_staged() else None
@@ -190,7 +168,7 @@ class SearchService:
             return staged
         path = self.images.path(product_id)
         if not path.is_file():
-            raise NotFound(f"product {product_id!r} has no stored image")
+            raise NotFound(f"product {product_id!r} has no stored image", code="no_image")
         return path
 
     def image_bytes(self, product_id: str) -> bytes:
@@ -202,7 +180,7 @@ class SearchService:
                 return candidate.read_bytes()
             except FileNotFoundError:
                 continue
-        raise NotFound(f"product {product_id!r} has no stored image")
+        raise NotFound(f"product {product_id!r} has no stored image", code="no_image")
 
     def product_image(self, product_id: str) -> Image.Image:
         with Image.open(io.BytesIO(self.image_bytes(product_id))) as image:
@@ -218,7 +196,7 @@ class SearchService:
         values = {n: rows for n, rows in values.items() if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS}
         if name is not None:
             if name not in values:
-                raise NotFound(f"no attribute field {name!r}; this catalog has: {', '.join(sorted(values))}")
+                raise NotFound(f"no attribute field {name!r}; this catalog has: {', '.join(sorted(values))}", code="unknown_field")
             values = {name: values[name]}
         if prefix:
             folded = prefix.casefold()
@@ -253,12 +231,12 @@ class SearchService:
         """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created). An attribute
         name the catalog does not have is refused unless `new_attributes` (an empty catalog takes any)."""
         if not PRODUCT_ID.match(product_id or ""):
-            raise ServiceError(
+            raise InvalidRequest(
                 f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a letter or digit)"
             )
         for name in attributes:
             if name in ("id", "title", PREDICTED_FIELDS) or name.startswith(PREDICTED_PREFIX) or not name.strip():
-                raise ServiceError(f"attribute name {name!r} is reserved or empty")
+                raise InvalidRequest(f"attribute name {name!r} is reserved or empty")
         if not new_attributes:
             self._check_attribute_names(attributes)
         with torch.inference_mode():
@@ -288,7 +266,7 @@ class SearchService:
             with writing(self.settings.index):
                 removed = self.store.delete([product_id])
             if not removed:
-                raise NotFound(f"no product with id {product_id!r}")
+                raise NotFound(f"no product with id {product_id!r}", code="unknown_product")
         self._calibrate_after_commit()
 
     def close(self) -> None:
@@ -346,16 +324,13 @@ class SearchService:
             known = self._catalog_fields()
         unknown = sorted(set(attributes) - known)
         if unknown and known:
-            raise ServiceError(
+            raise InvalidRequest(
                 f"attribute(s) {unknown} are not in this catalog, which has: {', '.join(sorted(known))}; "
                 "send new_attributes=true to add a field"
             )
 
     def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:
-        try:
-            self.ranker.check_filters(filters, listing="GET /attributes?field={field} lists all")
-        except FilterError as exc:
-            raise ServiceError(str(exc)) from None
+        self.ranker.check_filters(filters, listing="GET /attributes?field={field} lists all")
 
     def _tagger(self, vocabulary=None):
         from vitrine.models import DEFAULT_TAG_MODEL
@@ -382,7 +357,7 @@ class SearchService:
                 vocabulary or saved_vocabulary(self.settings.index) or builtin_vocabulary(model=self._tag_model.name)
             )
             if sum(len(a.values) for a in vocabulary.attributes) > MAX_VOCABULARY_VALUES:
-                raise ServiceError(f"a request's vocabulary may hold at most {MAX_VOCABULARY_VALUES} values in all")
+                raise InvalidRequest(f"a request's vocabulary may hold at most {MAX_VOCABULARY_VALUES} values in all")
             tagger = Tagger(self._tag_model, vocabulary, make_views(self.settings.regions))
             self._taggers[key] = tagger
             while len(self._taggers) > 8:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from vitrine.config_file import loads_object, refuse_unknown
+from vitrine.errors import ConfigError
 from vitrine.machine import usable_cores
 from vitrine.ranking.relevance import METHODS as RELEVANCE_METHODS
 
@@ -55,11 +56,11 @@ class ServeSettings:
 
     def __post_init__(self):
         if self.runtime not in ("torch", "onnx", "onnx-int8"):
-            raise ValueError(f"runtime must be torch, onnx or onnx-int8, got {self.runtime!r}")
+            raise ConfigError(f"runtime must be torch, onnx or onnx-int8, got {self.runtime!r}")
         if self.search_mode not in ("hybrid", "vector", "lexical"):
-            raise ValueError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
+            raise ConfigError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
         if self.relevance not in RELEVANCE_METHODS:
-            raise ValueError(f"relevance must be one of {', '.join(RELEVANCE_METHODS)}, got {self.relevance!r}")
+            raise ConfigError(f"relevance must be one of {', '.join(RELEVANCE_METHODS)}, got {self.relevance!r}")
         for name in (
             "max_upload_bytes",
             "max_pixels",
@@ -70,18 +71,18 @@ class ServeSettings:
             "max_batch_queries",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_wait_us < 0:
-            raise ValueError(f"batch_wait_us must be >= 0, got {self.batch_wait_us}")
+            raise ConfigError(f"batch_wait_us must be >= 0, got {self.batch_wait_us}")
         if self.workers > 1 and is_milvus_lite(self.index):
-            raise ValueError(
+            raise ConfigError(
                 "Milvus Lite allows one process per file: serve it with one worker, or use a Milvus server "
                 "(--index milvus:http://host:19530) to share one index between workers and machines"
             )
         for name in ("write_token", "read_token"):
             token = getattr(self, name)
             if token is not None and len(token) < 8:
-                raise ValueError(f"{name} must be at least 8 characters (a guessable token protects nothing)")
+                raise ConfigError(f"{name} must be at least 8 characters (a guessable token protects nothing)")
 
     def public(self) -> dict:
         """The settings without secrets, for logs and /healthz."""
@@ -101,7 +102,7 @@ class ServeSettings:
         for f in fields(cls):
             check = _JSON_TYPES.get(f.type)
             if f.name in data and check and not check(data[f.name]):
-                raise ValueError(f"serve setting {f.name} must be {_TYPE_NAMES[f.type]}, got {data[f.name]!r}")
+                raise ConfigError(f"serve setting {f.name} must be {_TYPE_NAMES[f.type]}, got {data[f.name]!r}")
         return cls(**data)
 
 
@@ -122,7 +123,7 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
         try:
             settings = ServeSettings.from_json(Path(path).read_text(encoding="utf-8-sig"))
         except ValueError as exc:  # UnicodeDecodeError included
-            raise ValueError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path}: {exc}") from None
     changes = {}
     for field in fields(ServeSettings):
         raw = environ.get(ENV_PREFIX + field.name.upper())
@@ -134,7 +135,7 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
             try:
                 raw = int(raw)
             except ValueError:
-                raise ValueError(f"{ENV_PREFIX + field.name.upper()} must be a whole number, got {raw!r}") from None
+                raise ConfigError(f"{ENV_PREFIX + field.name.upper()} must be a whole number, got {raw!r}") from None
         changes[field.name] = raw
     changes.update({name: value for name, value in overrides.items() if value is not None})
     if changes.get("workers") == "auto":

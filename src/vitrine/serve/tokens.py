@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from vitrine.errors import InvalidInput
+
 log = logging.getLogger("vitrine.serve")
 MIN_TOKEN_CHARS = 8
 ROLES = ("read", "write")
@@ -40,20 +42,20 @@ def read_token_file(path: str | os.PathLike) -> TokenSet:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"token file {path}: cannot be read as YAML/JSON ({type(exc).__name__})") from None
+        raise InvalidInput(f"token file {path}: cannot be read as YAML/JSON ({type(exc).__name__})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict) or set(data) - set(ROLES):
-        raise ValueError(f'token file {path}: must be an object with "read" and/or "write" lists of tokens')
+        raise InvalidInput(f'token file {path}: must be an object with "read" and/or "write" lists of tokens')
     roles = {}
     for role in ROLES:
         tokens = data.get(role) or []
         tokens = [tokens] if isinstance(tokens, str) else tokens
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise ValueError(f"token file {path}: {role} must be a token or a list of tokens")
+            raise InvalidInput(f"token file {path}: {role} must be a token or a list of tokens")
         short = [i for i, t in enumerate(tokens) if len(t.strip()) < MIN_TOKEN_CHARS]
         if short:
-            raise ValueError(f"token file {path}: {role}[{short[0]}] is shorter than {MIN_TOKEN_CHARS} characters")
+            raise InvalidInput(f"token file {path}: {role}[{short[0]}] is shorter than {MIN_TOKEN_CHARS} characters")
         roles[role] = tuple(t.strip() for t in tokens)
     return TokenSet(**roles)
 

@@ -14,6 +14,7 @@ from vitrine.data.catalog import open_catalog
 from vitrine.data.prompts import resolve_prompts
 from vitrine.data.records import Item
 from vitrine.data.splits import SplitConfig, load_split_config, split_filter
+from vitrine.errors import InvalidInput
 from vitrine.tagging.tagger import Tagger, fit_hierarchy, fit_region_weight, fit_temperature, fit_threshold
 from vitrine.tagging.views import RegionViews
 from vitrine.tagging.vocabulary import Vocabulary, vocabulary_from_values
@@ -59,7 +60,7 @@ def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.T
         }
         top1[attribute.name] = round(float(correct.float().mean()), 4)
     if not per_attribute:
-        raise ValueError(f"no item carries a label for any of {tagger.vocabulary.names}")
+        raise InvalidInput(f"no item carries a label for any of {tagger.vocabulary.names}")
     mean = sum(v["precision"] for v in per_attribute.values()) / len(per_attribute)
     return {
         "mean_precision": round(mean, 4),

@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vitrine.data.regions import PROVIDERS, WholeImage, crop
+from vitrine.errors import InvalidInput
 
 VIEW_PRESETS = {
     "whole": ("whole", ()),  # whole image only: the baseline
@@ -31,7 +32,7 @@ class RegionViews:
     @classmethod
     def preset(cls, name: str, provider: Callable | None = None) -> "RegionViews":
         if name not in VIEW_PRESETS:
-            raise ValueError(f"unknown region views {name!r}; choose one of {', '.join(VIEW_PRESETS)}")
+            raise InvalidInput(f"unknown region views {name!r}; choose one of {', '.join(VIEW_PRESETS)}")
         provider_name, kinds = VIEW_PRESETS[name]
         slots = 3 if provider_name == "body" else 1
         return cls(provider or PROVIDERS[provider_name](), kinds, slots if kinds else 0)
@@ -96,7 +97,7 @@ def pool_scores(scores: torch.Tensor, pooling: str, region_weight: float = 0.5) 
         return scores.mean(1)
     if pooling == "whole":
         return scores[:, 0]
-    raise ValueError(f"unknown pooling {pooling!r}; choose {', '.join(POOLINGS)}")
+    raise InvalidInput(f"unknown pooling {pooling!r}; choose {', '.join(POOLINGS)}")
 
 
 POOLINGS: Sequence[str] = ("blend", "max", "mean", "whole")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vitrine.data.prompts import PromptSet
+from vitrine.errors import InvalidInput, UnknownName
 
 DEFAULT_TEMPLATES = ("a photo of a {value}", "a {value} fashion product")
 CHANCE_MULTIPLE = (
@@ -37,8 +38,10 @@ DEFAULT_TEMPERATURE = 50.0  # logit scale of the softmax over an attribute's val
 _FORMATTER = string.Formatter()
 
 
-class VocabularyError(ValueError):
+class VocabularyError(InvalidInput):
     """A vocabulary file that cannot be used; the message names the file and the entry."""
+
+    code = "invalid_vocabulary"
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class Vocabulary:
         for attribute in self.attributes:
             if attribute.name == name:
                 return attribute
-        raise KeyError(f"no attribute {name!r} in the vocabulary; it has {self.names}")
+        raise UnknownName(f"no attribute {name!r} in the vocabulary; it has {self.names}")
 
     @property
     def names(self) -> list[str]:

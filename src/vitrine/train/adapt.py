@@ -20,6 +20,7 @@ from vitrine.data.catalog import open_catalog, schema_for
 from vitrine.data.roles import column_roles
 from vitrine.data.schema import CatalogSchema, SchemaError, resolve_schema
 from vitrine.data.splits import SplitConfig
+from vitrine.errors import InvalidInput
 from vitrine.models.dual import TRAINING_INFO_NAME
 from vitrine.models.trainable import training_start
 from vitrine.train.config import OptimConfig, SourceConfig, TrainConfig
@@ -72,7 +73,7 @@ def base_recipe(model_dir: str | Path) -> TrainConfig:
     """The training config a trained vitrine model was made with (its training.json), to continue its recipe."""
     path = Path(model_dir) / TRAINING_INFO_NAME
     if not path.is_file():
-        raise ValueError(
+        raise InvalidInput(
             f"{model_dir} has no {TRAINING_INFO_NAME}: adapt and `train clip --model` continue a model vitrine trained "
             "(vitrine:kagl-base, vitrine:kagl-small or a training run's model directory)"
         )
@@ -189,7 +190,7 @@ def adapt(
     schema_file.write_text(json.dumps(schema_obj.to_dict(), indent=2) + "\n", encoding="utf-8")
     base_dir = Path(training_start(model))
     if not base_dir.is_dir():
-        raise ValueError(
+        raise InvalidInput(
             f"adapt continues a trained model; {model} is an untrained architecture (train it with `vitrine train clip`)"
         )
     recipe = base_recipe(base_dir)
@@ -197,7 +198,7 @@ def adapt(
     split = SplitConfig(seed=0, val_fraction=holdout)
     train_items = round(products * (1 - holdout)) if max_items is None else min(max_items, products)
     if train_items < 4:
-        raise ValueError(f"{catalog} has {products} products; adapt needs at least 5 to train and hold some out")
+        raise InvalidInput(f"{catalog} has {products} products; adapt needs at least 5 to train and hold some out")
     sources = (SourceConfig(str(catalog), 1.0, schema=str(schema_file), prompts="auto"),)
     config = continue_recipe(
         str(base_dir),

@@ -11,11 +11,14 @@ import json
 import os
 from pathlib import Path
 
+from vitrine.errors import InvalidInput
 from vitrine.models.dual import TRAINING_INFO_NAME
 
 
-class CalibrationSourceError(ValueError):
+class CalibrationSourceError(InvalidInput):
     """`calibration_from` names no usable protocol run."""
+
+    code = "bad_calibration_source"
 
 
 def _training_info_path(source: str | os.PathLike) -> Path:

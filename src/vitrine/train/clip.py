@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vitrine.data.transforms import augment
+from vitrine.errors import InvalidInput
 from vitrine.losses import ClipLoss, positives_from_ids, sigmoid_loss
 from vitrine.models.dual import DualEncoder
 from vitrine.train.config import TrainConfig
@@ -49,7 +50,7 @@ class LiveRecipe:
             print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
         train_size = len(pool.indices("train"))
         if train_size < config.batch_size:
-            raise ValueError(f"only {train_size} training items for batch size {config.batch_size}")
+            raise InvalidInput(f"only {train_size} training items for batch size {config.batch_size}")
         self.text_locked = config.freeze.text_tower
         # With vitrine's MiniLM tower locked, a training step needs only its cached pooled features and the projection;
         # any other text tower runs on every caption, in training and in validation.
@@ -79,7 +80,7 @@ class LiveRecipe:
         if model.logit_bias is None:
             self.loss_fn = ClipLoss()
         elif ctx.enabled:
-            raise ValueError("the sigmoid loss (SigLIP) trains in one process; drop --nproc")
+            raise InvalidInput("the sigmoid loss (SigLIP) trains in one process; drop --nproc")
         else:  # SigLIP: its sigmoid loss, with the learned bias
             self.loss_fn = lambda image, text, scale, ids: sigmoid_loss(
                 image, text, scale, model.logit_bias, positives_from_ids(ids, ids)

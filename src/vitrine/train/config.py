@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vitrine.config_file import build
 from vitrine.data.splits import SplitConfig, default_protocol_split
+from vitrine.errors import ConfigError
 from vitrine.train.engine import RunConfig
 
 
@@ -42,7 +42,7 @@ class FreezeConfig:
 
     def __post_init__(self):
         if self.image_blocks < 0 or self.text_blocks < 0:
-            raise ValueError("freeze.image_blocks and freeze.text_blocks count blocks: they must be >= 0")
+            raise ConfigError("freeze.image_blocks and freeze.text_blocks count blocks: they must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -66,46 +66,9 @@ class LockedConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.hard_negative_fraction < 1.0:
-            raise ValueError(f"locked.hard_negative_fraction must be in [0, 1), got {self.hard_negative_fraction}")
+            raise ConfigError(f"locked.hard_negative_fraction must be in [0, 1), got {self.hard_negative_fraction}")
         if not self.views:
-            raise ValueError("locked.views needs at least one view")
-
-
-@dataclass(frozen=True)
-class TrainConfig(RunConfig):
-    """Everything a `vitrine train clip` run depends on."""
-
-    sources: tuple[SourceConfig, ...] = (SourceConfig("../shared/data/kagl"),)
-    model: str = "small"  # a config name in vitrine/models/configs, or a vitrine model directory to start from
-    out: str = "runs/clip"
-    epochs: int = 20
-    batch_size: int = 512
-    amp: bool = True  # bf16 autocast (CPU and GPU)
-    grad_checkpointing: bool = False
-    checkpoint_every: int = 200  # steps
-    val_every_epochs: int = 1
-    val_max_items: int = 2000
-    max_items: int | None = None  # cap the training pool (tests)
-    captions: CaptionConfig = field(default_factory=CaptionConfig)
-    freeze: FreezeConfig = field(default_factory=FreezeConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    locked: LockedConfig = field(default_factory=LockedConfig)
-    split: SplitConfig = field(default_factory=default_protocol_split)
-    # A shipping run (no calib types) inherits the zero-shot margin of its recipe's protocol run: that run's
-    # training.json, model directory or run directory (vitrine.train.calibration).
-    calibration_from: str | None = None
-
-    def __post_init__(self):
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
-        if not self.sources:
-            raise ValueError("a training config needs at least one source")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        return build(cls, _without_retired(data))
+            raise ConfigError("locked.views needs at least one view")
 
 
 # Options that no shipped recipe used, or whose grid experiment lost on validation (the kagl-base card's issue-21
@@ -130,22 +93,43 @@ RETIRED = {
 }
 
 
-def _without_retired(data: dict) -> dict:
-    """`data` less the retired keys at their no-op values; a retired key at any other value is refused."""
-    out = dict(data)
-    for name, (noop, why) in RETIRED.items():
-        section, _, key = name.rpartition(".")
-        holder = out.get(section) if section else out
-        if not isinstance(holder, dict) or key not in holder:
-            continue
-        if holder[key] != noop:
-            raise ValueError(
-                f"{name} was removed ({why}); drop it from the config (only its no-op value {noop!r} is still read)"
-            )
-        if section:
-            out[section] = holder = dict(holder)
-        del holder[key]
-    return out
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """Everything a `vitrine train clip` run depends on."""
+
+    retired = RETIRED
+
+    sources: tuple[SourceConfig, ...] = (SourceConfig("../shared/data/kagl"),)
+    model: str = "small"  # a config name in vitrine/models/configs, or a vitrine model directory to start from
+    out: str = "runs/clip"
+    epochs: int = 20
+    batch_size: int = 512
+    amp: bool = True  # bf16 autocast (CPU and GPU)
+    grad_checkpointing: bool = False
+    checkpoint_every: int = 200  # steps
+    val_every_epochs: int = 1
+    val_max_items: int = 2000
+    max_items: int | None = None  # cap the training pool (tests)
+    captions: CaptionConfig = field(default_factory=CaptionConfig)
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    locked: LockedConfig = field(default_factory=LockedConfig)
+    split: SplitConfig = field(default_factory=default_protocol_split)
+    # A shipping run (no calib types) inherits the zero-shot margin of its recipe's protocol run: that run's
+    # training.json, model directory or run directory (vitrine.train.calibration).
+    calibration_from: str | None = None
+
+    def __post_init__(self):
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2, got {self.batch_size}")
+        if not self.sources:
+            raise ConfigError("a training config needs at least one source")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+
+
+
+
 
 
 __all__ = ["CaptionConfig", "FreezeConfig", "LockedConfig", "OptimConfig", "SourceConfig", "SplitConfig", "TrainConfig"]

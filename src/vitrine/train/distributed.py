@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from vitrine.errors import InvalidInput
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -36,7 +38,7 @@ class Distributed:
     def shard(self, n: int) -> slice:
         """This rank's contiguous slice of `n` items (n must divide evenly)."""
         if n % self.world:
-            raise ValueError(
+            raise InvalidInput(
                 f"a batch of {n} does not split evenly over {self.world} processes; make batch_size a multiple of --nproc"
             )
         per = n // self.world
@@ -59,7 +61,7 @@ class Distributed:
             return _GatherWithGrad.apply(x)
         sizes = [len(range(total)[Distributed(r, self.world).split(total)]) for r in range(self.world)]
         if x.shape[0] != sizes[self.rank]:
-            raise ValueError(f"rank {self.rank} holds {x.shape[0]} rows, its split of {total} is {sizes[self.rank]}")
+            raise InvalidInput(f"rank {self.rank} holds {x.shape[0]} rows, its split of {total} is {sizes[self.rank]}")
         padded = F.pad(x, (0, 0) * (x.dim() - 1) + (0, max(sizes) - x.shape[0]))
         gathered = _GatherWithGrad.apply(padded)
         return torch.cat([gathered[r * max(sizes) : r * max(sizes) + n] for r, n in enumerate(sizes)])

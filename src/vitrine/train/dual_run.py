@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from vitrine.errors import InvalidInput
 from vitrine.losses import sharded_contrastive_loss
 from vitrine.models import create_model
 from vitrine.models.base import Encoder
@@ -43,7 +44,7 @@ def apply_freeze(model: Encoder, config: TrainConfig) -> None:
         if count and getattr(freeze, tower):
             blocks = model.tower_blocks(tower)
             if count > len(blocks):
-                raise ValueError(f"freeze: {tower} has {len(blocks)} blocks, {count} cannot be unlocked")
+                raise InvalidInput(f"freeze: {tower} has {len(blocks)} blocks, {count} cannot be unlocked")
             blocks[len(blocks) - count :].requires_grad_(True)
 
 
@@ -78,7 +79,7 @@ def load_model_state(model: DualEncoder, state: dict, out: Path, may_miss: tuple
     """Load a checkpoint's model state; only weights under `may_miss` (packaged towers) may be absent from it."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith(may_miss) for k in missing):
-        raise ValueError(
+        raise InvalidInput(
             f"{out / 'checkpoint.pt'} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
 

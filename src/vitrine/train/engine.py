@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from vitrine.config_file import ConfigFile, jsonable
+from vitrine.errors import ConfigError
 from vitrine.train.distributed import Distributed
 from vitrine.train.logger import MetricsLogger, NullLogger
 
@@ -124,7 +125,7 @@ class RunConfig(ConfigFile):
 
     def check_schedule(self, batch_size: int, epochs: int, lr: float) -> None:
         if batch_size < 2 or epochs < 1 or lr <= 0:
-            raise ValueError(f"batch_size must be >= 2, epochs >= 1 and lr > 0; got {batch_size}, {epochs} and {lr}")
+            raise ConfigError(f"batch_size must be >= 2, epochs >= 1 and lr > 0; got {batch_size}, {epochs} and {lr}")
 
 
 def open_run(config, ctx: Distributed, kind: str, **schedule) -> tuple[Schedule, dict | None]:
@@ -145,7 +146,7 @@ def open_run(config, ctx: Distributed, kind: str, **schedule) -> tuple[Schedule,
         k: v for k, v in ((checkpoint or {}).get("comparable") or {}).items() if k not in RUNTIME_KEYS
     }  # keys made runtime later
     if checkpoint is not None and jsonable(saved) != schedule.comparable:
-        raise ValueError(
+        raise ConfigError(
             f"{schedule.out} holds a checkpoint of a different {schedule.kind} config; use another --out "
             f"or delete {schedule.out / 'checkpoint.pt'}"
         )

