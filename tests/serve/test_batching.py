@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from vitrine.errors import Unavailable
 from vitrine.serve.batching import MicroBatcher
 
 
@@ -14,8 +15,9 @@ def test_a_lone_request_runs_at_once_as_a_batch_of_one():
     batcher = MicroBatcher(lambda xs: [x * 2 for x in xs])
     assert batcher(21) == 42 and batcher.batch_sizes == [1]
     batcher.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(Unavailable, match="shutting down") as refused:
         batcher(1)
+    assert refused.value.code == "shutting_down" and refused.value.status == 503
 
 
 def test_requests_queued_behind_a_running_batch_share_the_next_one():

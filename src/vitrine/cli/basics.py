@@ -31,7 +31,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.pattern is None or fnmatchcase(e.pattern, args.pattern)
     ]
     if not models and not backends:
-        raise NotFound(f"no model or backend matches {args.pattern!r}; `vitrine models` lists them", code="unknown_model")
+        raise NotFound(
+            f"no model or backend matches {args.pattern!r}; `vitrine models` lists them", code="unknown_model"
+        )
     if args.json:
         print(json.dumps({"models": models, "backends": backends}, indent=2))
         return 0

@@ -147,7 +147,9 @@ class Annotations:
                     try:
                         box = [float(row[c]) for c in ("x0", "y0", "x1", "y1")]
                     except (KeyError, TypeError, ValueError):
-                        raise InvalidInput(f"{path}, line {number}: needs image,name,x0,y0,x1,y1 with numbers") from None
+                        raise InvalidInput(
+                            f"{path}, line {number}: needs image,name,x0,y0,x1,y1 with numbers"
+                        ) from None
                     self.entries.setdefault(row["image"], []).append({"name": row.get("name") or "region", "box": box})
         else:
             data = json.loads(source.read_text(encoding="utf-8"))

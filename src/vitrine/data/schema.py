@@ -65,7 +65,6 @@ class CatalogSchema(ConfigFile):
         return None if text in self.missing_values else text
 
 
-
 def builtin_schema(name: str) -> CatalogSchema:
     """A schema shipped with vitrine, e.g. `kagl`."""
     text = resources.files("vitrine.data").joinpath("schemas", f"{name}.json").read_text(encoding="utf-8")

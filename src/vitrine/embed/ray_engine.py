@@ -74,7 +74,9 @@ class RaySession:
         try:
             import ray
         except ImportError:
-            raise MissingDependency("--engine ray needs Ray Data: pip install 'vitrine[scale]' (or 'ray[data]')") from None
+            raise MissingDependency(
+                "--engine ray needs Ray Data: pip install 'vitrine[scale]' (or 'ray[data]')"
+            ) from None
         if not ray.is_initialized():
             if self.options.address is None:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, local cluster for this job

@@ -54,9 +54,7 @@ def check_report_folder(out: str | os.PathLike) -> Path:
     """`out` as a Path, refused when something other than a folder is there (checked before an evaluation starts)."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise AlreadyExists(
-            f"--report {folder}: a file is there, not a folder; give a folder to write the report into"
-        )
+        raise AlreadyExists(f"--report {folder}: a file is there, not a folder; give a folder to write the report into")
     return folder
 
 

@@ -44,7 +44,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from vitrine.errors import InvalidInput, MissingFile
+from vitrine.errors import Conflict, InvalidInput, MissingFile
 from vitrine.failpoints import failpoint
 from vitrine.index.metadata import _attribute_text
 from vitrine.index.milvus_filters import filter_expression
@@ -119,10 +119,11 @@ def _connect(target: MilvusTarget):
     try:
         client = MilvusClient(uri=target.uri)
     except Exception as error:
-        raise RuntimeError(
+        raise Conflict(
             f"cannot open Milvus Lite file {target.uri}: Milvus Lite allows one process per file, and another "
             f"process (a running `vitrine serve`?) probably holds it. Stop that process, or use a Milvus server "
-            f"(milvus:http://host:19530) for several processes. ({error})"
+            f"(milvus:http://host:19530) for several processes. ({error})",
+            code="index_locked",
         ) from error
     with _lite_lock:
         _lite_users[target.uri] += 1

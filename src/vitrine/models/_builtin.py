@@ -36,9 +36,9 @@ def _register_shipped_weights() -> None:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.is_dir() and entry.joinpath(WEIGHTS_NAME).is_file():
             description = f"trained model shipped with vitrine (model card: {entry.name}/MODEL_CARD.md)"
-            register_model(entry.name, description, files_fingerprint=lambda path=str(entry): DualEncoder.fingerprint(path))(
-                lambda path=str(entry), name=entry.name: _load_named(path, name)
-            )
+            register_model(
+                entry.name, description, files_fingerprint=lambda path=str(entry): DualEncoder.fingerprint(path)
+            )(lambda path=str(entry), name=entry.name: _load_named(path, name))
 
 
 def _load_named(path: str, name: str) -> DualEncoder:

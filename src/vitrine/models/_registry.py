@@ -84,7 +84,9 @@ class RuntimeEntry:
 _MODELS: Registry[ModelEntry] = Registry("model", "unknown_model", shown=lambda name: f"vitrine:{name}")
 _BACKENDS: Registry[BackendEntry] = Registry("backend", "unknown_backend", shown=lambda prefix: f"{prefix}:")
 _RUNTIMES: Registry[RuntimeEntry] = Registry("runtime", "unknown_runtime")
-_RUNTIMES.add("torch", RuntimeEntry("torch", "PyTorch, the model as built", lambda _name, _runtime, build, _fallback: build()))
+_RUNTIMES.add(
+    "torch", RuntimeEntry("torch", "PyTorch, the model as built", lambda _name, _runtime, build, _fallback: build())
+)
 
 
 def register_model(name: str, description: str = "", files_fingerprint: Callable[[], str | None] | None = None):

@@ -52,7 +52,6 @@ class DualConfig(ConfigFile):
         if self.image_tta not in IMAGE_TTA:
             raise ConfigError(f"image_tta must be one of {IMAGE_TTA}, got {self.image_tta!r}")
 
-
     @property
     def image_weights_from_package(self) -> bool:
         """True when the image tower starts from a pretrained source: unchanged weights are read from it, not saved."""
@@ -257,9 +256,7 @@ class DualEncoder(Encoder):
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise MissingFile(
-                    f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
-                )
+                raise MissingFile(f"{path} not found: a vitrine model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         config = DualConfig.from_file(config_path)
         from_package = config.text.get("weights", "package") == "package"
         model = cls(config, pretrained_text=from_package)

@@ -74,7 +74,9 @@ class SavedHead(nn.Module):
 
         data = read_head_config(directory)
         if data.get("kind", "combiner") != cls.kind:
-            raise InvalidInput(f"{directory} holds a {data.get('kind')!r} head, not {cls.kind!r}", code="wrong_head_kind")
+            raise InvalidInput(
+                f"{directory} holds a {data.get('kind')!r} head, not {cls.kind!r}", code="wrong_head_kind"
+            )
         if cls.config_class is None:
             return cls().eval()
         fields = cls.config_class.__dataclass_fields__

@@ -70,9 +70,7 @@ class HFEncoder(Encoder):
                 if local
                 else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. hf:/models/fashion-clip."
             )
-            raise MissingFile(
-                f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}"
-            ) from None
+            raise MissingFile(f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}") from None
         classes = {"clip": CLIPModel, "siglip": SiglipModel}
         if config.model_type not in classes:
             raise InvalidInput(f"hf:{path} is a {config.model_type!r} model; vitrine's hf backend takes clip or siglip")

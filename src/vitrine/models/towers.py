@@ -24,7 +24,6 @@ class CNNConfig(ConfigFile):
     stem_stride: int = 1  # 1 keeps early spatial detail (colour, small patterns) on small images
 
 
-
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()

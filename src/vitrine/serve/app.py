@@ -229,13 +229,17 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         if not isinstance(parsed, dict) or not all(
             isinstance(v, (str, int, float)) or v is None for v in parsed.values()
         ):
-            raise InvalidRequest('attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}')
+            raise InvalidRequest(
+                'attributes must be a JSON object of attribute -> text value, e.g. {"gender": "Women"}'
+            )
         return {str(k): None if v is None else str(v) for k, v in parsed.items()}
 
     def run_upsert(body: ProductJSON | ProductForm) -> tuple[dict, bool]:
         picture = picture_of(body.image, body.image_url)
         if picture is None:
-            raise InvalidRequest("give the product image: an upload or base64 'image', or a catalog 'image_url' to copy")
+            raise InvalidRequest(
+                "give the product image: an upload or base64 'image', or a catalog 'image_url' to copy"
+            )
         title = clean_text("title", body.title, settings)
         row, created = service.upsert(
             body.id, title, attributes_of(body.attributes), picture, new_attributes=body.new_attributes

@@ -45,9 +45,7 @@ def backfill_images(
     try:
         store = open_store(index)
     except FileNotFoundError as exc:
-        raise MissingFile(
-            f"{exc}; build it first with `vitrine index build --data ... --index {index}`"
-        ) from None
+        raise MissingFile(f"{exc}; build it first with `vitrine index build --data ... --index {index}`") from None
     try:
         pictures = ImageStore(Path(images) if images else images_dir(index))
         sweep_images(index, pictures)  # temp files of an earlier run that was killed mid-write

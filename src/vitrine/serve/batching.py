@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
-from vitrine.errors import InvalidInput
+from vitrine.errors import InvalidInput, Unavailable
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -45,7 +45,7 @@ class MicroBatcher(Generic[In, Out]):
 
     def __call__(self, item: In) -> Out:
         if not self._thread.is_alive():
-            raise RuntimeError("the batcher is closed")
+            raise Unavailable("the service is shutting down", code="shutting_down")
         future: Future = Future()
         self._queue.put((item, future))
         return future.result()
@@ -55,7 +55,7 @@ class MicroBatcher(Generic[In, Out]):
         import asyncio
 
         if not self._thread.is_alive():
-            raise RuntimeError("the batcher is closed")
+            raise Unavailable("the service is shutting down", code="shutting_down")
         future: Future = Future()
         self._queue.put((item, future))
         return await asyncio.wrap_future(future)

@@ -20,7 +20,9 @@ from vitrine.serve.bodies import validation_message
 
 log = logging.getLogger("vitrine.serve")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client went away; it reaches the logs and metrics only
-DISK_FULL_MESSAGE = "insufficient storage: the server's disk is full; the write was not made and the catalog is as before"
+DISK_FULL_MESSAGE = (
+    "insufficient storage: the server's disk is full; the write was not made and the catalog is as before"
+)
 INTERNAL_CODE = "internal"
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 RETRY_AFTER_S = 5  # a Milvus server restarting is back in seconds; loading its collection again takes up to a minute

@@ -28,7 +28,9 @@ def image_from_bytes(data: bytes, name: str, settings: ServeSettings, draft=None
         with Image.open(io.BytesIO(data)) as probe:  # reads the header only: the pixel check comes before decoding
             width, height = probe.size
     except Exception:
-        raise UnsupportedMediaType(f"{name} is not an image vitrine can read (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise UnsupportedMediaType(
+            f"{name} is not an image vitrine can read (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        ) from None
     if width * height > settings.max_pixels:
         raise TooLarge(f"image is {width}x{height} = {width * height} pixels, over the limit of {settings.max_pixels}")
     try:

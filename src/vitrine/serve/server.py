@@ -6,6 +6,8 @@ import ctypes
 import os
 import socket
 
+from vitrine.errors import Unavailable
+
 APP_FACTORY = "vitrine.serve.app:app_from_environment"  # the workers build the app from VITRINE_SERVE_SETTINGS
 
 
@@ -92,7 +94,7 @@ def serve_forever(host: str, port: int, workers: int, log_level: str = "info", a
 
 
 def wait_until_ready(base_url: str, process=None, timeout: float = 120.0) -> None:
-    """Poll `GET /healthz` until it answers 200; RuntimeError if `process` (a Popen) exits or time runs out."""
+    """Poll `GET /healthz` until it answers 200; Unavailable if `process` (a Popen) exits or time runs out."""
     import time
     import urllib.error
     import urllib.request
@@ -101,11 +103,11 @@ def wait_until_ready(base_url: str, process=None, timeout: float = 120.0) -> Non
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             detail = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready: {detail}")
+            raise Unavailable(f"the server exited with code {process.returncode} before it was ready: {detail}")
         try:
             with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
-    raise RuntimeError(f"{base_url} was not ready within {timeout:.0f} s")
+    raise Unavailable(f"{base_url} was not ready within {timeout:.0f} s")

@@ -196,7 +196,9 @@ class SearchService:
         values = {n: rows for n, rows in values.items() if not n.startswith(PREDICTED_PREFIX) and n != PREDICTED_FIELDS}
         if name is not None:
             if name not in values:
-                raise NotFound(f"no attribute field {name!r}; this catalog has: {', '.join(sorted(values))}", code="unknown_field")
+                raise NotFound(
+                    f"no attribute field {name!r}; this catalog has: {', '.join(sorted(values))}", code="unknown_field"
+                )
             values = {name: values[name]}
         if prefix:
             folded = prefix.casefold()
@@ -326,7 +328,8 @@ class SearchService:
         if unknown and known:
             raise InvalidRequest(
                 f"attribute(s) {unknown} are not in this catalog, which has: {', '.join(sorted(known))}; "
-                "send new_attributes=true to add a field"
+                "send new_attributes=true to add a field",
+                code="unknown_attribute",
             )
 
     def _check_filters(self, filters: Mapping[str, Sequence[str]]) -> None:

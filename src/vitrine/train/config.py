@@ -128,8 +128,4 @@ class TrainConfig(RunConfig):
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
 
 
-
-
-
-
 __all__ = ["CaptionConfig", "FreezeConfig", "LockedConfig", "OptimConfig", "SourceConfig", "SplitConfig", "TrainConfig"]

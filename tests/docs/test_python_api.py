@@ -17,7 +17,7 @@ from tests.conftest import make_rows, write_folder
 
 import vitrine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MIN_EXAMPLES = 25  # the section has 30: an emptied or truncated section fails
 
 

@@ -1,4 +1,4 @@
-"""The README's "Bring your own CLIP" walk-through, run line by line as written, on a tiny random CLIP and 400 real
+"""docs/training.md's "Bring your own CLIP" walk-through, run line by line as written, on a tiny random CLIP and 400 real
 KAGL products: the GPU configs it names are copied with the device, sizes and lengths made CPU-sized, and `serve`
 is answered in process instead of listening on a port."""
 
@@ -16,7 +16,7 @@ from tests.support.random_checkpoints import write_hf_clip
 
 from vitrine.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")
 CPU_SIZED = {  # what changes in each GPU config for a CPU test; everything else is the file as shipped
     "openfashionclip-vit-b32.json": {
@@ -34,7 +34,7 @@ CPU_SIZED = {  # what changes in each GPU config for a CPU test; everything else
 
 
 def walkthrough_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "training.md").read_text(encoding="utf-8")
     block = text.split("<!-- walkthrough:begin", 1)[1].split("<!-- walkthrough:end -->", 1)[0]
     return [line for line in block.splitlines() if line.startswith(".venv/bin/vitrine ")]
 

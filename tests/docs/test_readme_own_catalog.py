@@ -13,7 +13,7 @@ from tests.conftest import make_rows, write_stranger_folder
 
 from vitrine.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def own_catalog_lines() -> list[str]:

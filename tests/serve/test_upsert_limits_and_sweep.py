@@ -1,4 +1,4 @@
-"""Loose ends of issue 27: the form cap on upserts, stale temp files swept at open, and a row never shown without its image."""
+"""Upserts and the image store: the form cap on upserts, stale temp files swept at open, a row never shown without its image."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Issue 26's API: `POST /embed`, `GET /products` paging, `POST /products` as JSON, per-item batch answers, and
-the error contract of the README's "Errors" table, one test per row."""
+"""The API's contract: `POST /embed`, `GET /products` paging, `POST /products` as JSON, per-item batch answers, and
+the error contract of docs/service.md's "Errors" table, one test per row, each asserting the error's code."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_one_bad_query_does_not_sink_the_batch(client):
     )
 
 
-# ---- the error contract: one test per row of the README's table -----------------------------------------
+# ---- the error contract: one test per row of docs/service.md's table -----------------------------------------
 def test_contract_malformed_json_is_400(client):
     assert "not valid JSON" in error_of(
         client.post("/search", content=b"{text:", headers={"Content-Type": "application/json"}), 400, "invalid_request"
@@ -197,7 +197,7 @@ def test_contract_unknown_filter_values_and_attributes_are_400(client):
     refused = client.post(
         "/products", json={"id": "x-1", "attributes": {"colour": "Red"}, "image": b64(jpeg_bytes())}, headers=AUTH
     )
-    message = error_of(refused, 400, "invalid_request")
+    message = error_of(refused, 400, "unknown_attribute")
     assert "['colour'] are not in this catalog" in message and "baseColour" in message and "new_attributes" in message
     assert client.get("/products/x-1").status_code == 404  # nothing stored
     added = client.post(
