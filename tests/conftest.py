@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 from PIL import Image
+from tests.support import data as support_data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,7 +110,17 @@ def write_shards(folder, rows, per_shard=4, images: dict | None = None) -> list[
     return paths
 
 
-KAGL = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "kagl"))
+KAGL = str(support_data.KAGL)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs_data(*paths): reads these paths under ../shared/data (tests/support/data.py)"
+    )
+
+
+def pytest_runtest_setup(item):
+    support_data.check_data(item)
 
 
 def write_kagl_subset(path, items: int) -> str:

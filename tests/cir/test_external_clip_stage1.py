@@ -5,14 +5,14 @@ scores exactly as it did in training, and stage 2, `eval composed`, `index build
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import KAGL, write_kagl_subset
+from tests.conftest import write_kagl_subset
+from tests.support.data import needs_data
 from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 from vitrine.cir.config import CirTrainConfig
@@ -23,7 +23,7 @@ from vitrine.data.product_images import decode_products
 from vitrine.data.transforms import to_input
 from vitrine.models import create_model
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")
+pytestmark = needs_data("kagl")
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,14 @@ reference not removed) then shows up as a recall below 1. Images not generated c
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
+from tests.support.data import needs_data
 
 from vitrine.cir.compose import Composer
 from vitrine.cir.protocols import evaluate_cirr, evaluate_fashioniq, fashioniq_text
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (SHARED / "fashioniq").is_dir(), reason="needs ../shared/data")
+pytestmark = needs_data("fashioniq", "cirr")
 
 
 def groups(pairs):

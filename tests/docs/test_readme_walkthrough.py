@@ -10,14 +10,14 @@ import shlex
 import tarfile
 from pathlib import Path
 
-import pytest
-from tests.conftest import KAGL, write_kagl_subset
+from tests.conftest import write_kagl_subset
+from tests.support.data import needs_data
 from tests.support.random_checkpoints import write_hf_clip
 
 from vitrine.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")
+pytestmark = needs_data("kagl")
 CPU_SIZED = {  # what changes in each GPU config for a CPU test; everything else is the file as shipped
     "openfashionclip-vit-b32.json": {
         "device": "cpu",

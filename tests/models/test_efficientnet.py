@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tests.support.data import needs_data
 
 from vitrine.data.transforms import ImageTransform
 from vitrine.models.efficientnet import EfficientNetLite, EfficientNetLiteConfig, SameConv2d
@@ -50,7 +51,7 @@ def test_wheel_loads_every_key_with_matching_shapes(name):
     assert all(torch.equal(loaded.state_dict()["net." + k], v) for k, v in state.items())
 
 
-@pytest.mark.skipif(not HIRES.is_dir(), reason="needs ../shared/data/kagl-hires")
+@needs_data("kagl-hires/images")
 @pytest.mark.parametrize("name", TOWERS)
 def test_real_photos_get_the_expected_imagenet_classes(name):
     spec = resolve_tower_spec({"tower": name})
@@ -60,7 +61,7 @@ def test_real_photos_get_the_expected_imagenet_classes(name):
         assert float(probs[PHOTOS[photo]]) == pytest.approx(GOLDEN[name][photo], abs=0.01), (name, photo)
 
 
-@pytest.mark.skipif(not HIRES.is_dir(), reason="needs ../shared/data/kagl-hires")
+@needs_data("kagl-hires/images")
 def test_wrong_padding_or_input_scaling_is_caught():
     """The golden check above fails for a network that pads symmetrically or scales its input like CLIP."""
     spec = resolve_tower_spec({"tower": "efficientnet-lite0"})

@@ -5,13 +5,13 @@ ones here): parity with torch on real KAGL images and titles, the pooled text ou
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.conftest import KAGL, write_kagl_subset
+from tests.conftest import write_kagl_subset
+from tests.support.data import needs_data
 from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 from vitrine.cli import main
@@ -19,7 +19,7 @@ from vitrine.data.catalog import open_catalog
 from vitrine.models import create_model
 from vitrine.models.onnx_cache import export_dir_for
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(KAGL), reason="needs ../shared/data/kagl")
+pytestmark = needs_data("kagl")
 FP32_MIN_COSINE = 0.9999
 
 

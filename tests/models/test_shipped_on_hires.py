@@ -10,13 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests.support.data import needs_data
 
 from vitrine.data.catalog import open_catalog
 from vitrine.embed.encode import encode_catalog, encode_texts
 from vitrine.models import create_model
 
 HIRES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "kagl-hires"
-pytestmark = pytest.mark.skipif(not (HIRES / "catalog.csv").is_file(), reason="needs ../shared/data/kagl-hires")
+pytestmark = needs_data("kagl-hires/catalog.csv")
 
 # query -> (articleType asked for, floor on the share of the top 10 of that type, out of min(10, products of the type)).
 # Measured with the shipped vitrine:kagl-base, Lite2 + flip (benchmarks/model_card.py, 2026-12-01): women dress 6/9,

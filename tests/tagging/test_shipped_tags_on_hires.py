@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+from tests.support.data import needs_data
 
 from vitrine.models import DEFAULT_TAG_MODEL, create_model
 from vitrine.tagging.evaluate import attribute_report, embed_split
@@ -15,7 +15,7 @@ from vitrine.tagging.views import make_views
 from vitrine.tagging.vocabulary import builtin_vocabulary
 
 HIRES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "kagl-hires"
-pytestmark = pytest.mark.skipif(not (HIRES / "catalog.csv").is_file(), reason="needs ../shared/data/kagl-hires")
+pytestmark = needs_data("kagl-hires/catalog.csv")
 
 
 def test_default_tags_agree_with_the_catalog_columns():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.support.data import needs_data
 from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip, write_openclip
 
 from vitrine.data.transforms import to_input
@@ -20,7 +21,7 @@ from vitrine.train.config import TrainConfig
 from vitrine.train.data import load_pool
 
 KAGL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "kagl"
-pytestmark = pytest.mark.skipif(not KAGL.is_dir(), reason="needs ../shared/data/kagl")
+pytestmark = needs_data("kagl")
 
 
 @pytest.fixture(scope="module")
