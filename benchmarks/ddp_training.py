@@ -95,12 +95,14 @@ def main() -> None:
 
     print(f"\n{args.steps} steps per run, {os.cpu_count()} cores; {args.nproc} processes use gloo")
     print(
-        f"\n| recipe | what trains | global batch | s/step, 1 process | s/step, {args.nproc} processes | speed-up | max abs weight diff | mean abs weight diff |"
+        f"\n| recipe | what trains | global batch | s/step, 1 process | s/step, {args.nproc} processes | speed-up | "
+        "max abs weight diff | mean abs weight diff |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for name, what, batch, single, multi, worst, mean in rows:
         print(
-            f"| {name} | {what} | {batch} | {single:.3f} | {multi:.3f} | {single / multi:.2f}x | {worst:.2e} | {mean:.2e} |"
+            f"| {name} | {what} | {batch} | {single:.3f} | {multi:.3f} | {single / multi:.2f}x | {worst:.2e} | "
+            f"{mean:.2e} |"
         )
 
 

@@ -69,11 +69,13 @@ def main() -> None:
         arrays = {r: {k: np.load(outs[r] / f"{k}_embeddings.npy") for k in kinds} for r in args.runtimes}
     count = len(arrays[reference]["image"])
     print(
-        f"vitrine embed --data {args.data}{' --texts' if texts else ''}: {count} products, {args.repeats} runs per runtime, alternated\n"
+        f"vitrine embed --data {args.data}{' --texts' if texts else ''}: {count} products, {args.repeats} runs per "
+        "runtime, alternated\n"
     )
     base = statistics.median(w for w, _ in times[args.runtimes[-1]])
     print(
-        f"| runtime | median wall s | median CPU s | speed-up vs {args.runtimes[-1]} | min cosine to {reference} ({', '.join(kinds)}) |\n|---|---|---|---|---|"
+        f"| runtime | median wall s | median CPU s | speed-up vs {args.runtimes[-1]} | min cosine to {reference} "
+        f"({', '.join(kinds)}) |\n|---|---|---|---|---|"
     )
     for runtime in args.runtimes:
         wall, cpu = statistics.median(w for w, _ in times[runtime]), statistics.median(c for _, c in times[runtime])

@@ -86,7 +86,8 @@ def main() -> None:
         f"local Ray started in {ray_start:.1f}s (not included below)"
     )
     print(
-        "\n| engine | torch threads per worker | images | seconds | images/s | vs in-process | same ids | max abs diff |"
+        "\n| engine | torch threads per worker | images | seconds | images/s | vs in-process | same ids | max abs diff "
+        "|"
     )
     print("|---|---|---|---|---|---|---|---|")
     base = rows[0][4]

@@ -8,7 +8,8 @@ at their real sizes (ViT-B/32): speed does not depend on the weights.
     .venv/bin/python benchmarks/embed_throughput.py --data ../shared/data/kagl/shards
     .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-small vitrine:kagl-base --batch-size 32 64 128
     # torch, ONNX Runtime fp32 and int8 side by side (vitrine models; ratios against torch in the same run):
-    .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-base --runtimes torch onnx onnx-int8 --batch-size 1 64
+    .venv/bin/python benchmarks/embed_throughput.py --only vitrine:kagl-base --runtimes torch onnx onnx-int8
+    --batch-size 1 64
 """
 
 from __future__ import annotations
@@ -27,13 +28,7 @@ from vitrine.data.loader import iter_batches, prefetch
 from vitrine.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its test support writes the checkpoints
-from tests.support.random_checkpoints import (  # noqa: E402
-    BASE_TEXT,
-    BASE_VISION,
-    write_hf_clip,
-    write_hf_siglip,
-    write_openclip,
-)
+from tests.support.random_checkpoints import BASE_TEXT, BASE_VISION, write_hf_clip, write_hf_siglip, write_openclip  # noqa: E402
 
 
 def build_backends(root: Path) -> dict[str, str]:
@@ -135,11 +130,12 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, median of {args.repeats}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, median of "
+        f"{args.repeats}"
     )
     header = (
-        f"{'backend':<22}{'runtime':>10}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}{'txt/s pipeline':>16}"
-        f"{'txt/s bare':>12}{'ratio':>8}{'img x torch':>12}{'txt x torch':>12}"
+        f"{'backend':<22}{'runtime':>10}{'batch':>6}{'img/s pipeline':>16}{'img/s bare':>12}{'ratio':>8}"
+        f"{'txt/s pipeline':>16}{'txt/s bare':>12}{'ratio':>8}{'img x torch':>12}{'txt x torch':>12}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         backends = {**build_backends(Path(tmp)), **{name: name for name in args.extra}}
@@ -156,10 +152,11 @@ def main() -> None:
                 for batch_size in args.batch_size:
                     r = measure(model, args.data, n_images, n_texts, batch_size, args.repeats)
                     base = baseline.setdefault(batch_size, r)
+                    img, txt = r["img_pipeline"], r["txt_pipeline"]
                     print(
-                        f"{label:<22}{runtime:>10}{batch_size:>6}{r['img_pipeline']:>16.1f}{r['img_bare']:>12.1f}{r['img_pipeline'] / r['img_bare']:>8.2f}"
-                        f"{r['txt_pipeline']:>16.1f}{r['txt_bare']:>12.1f}{r['txt_pipeline'] / r['txt_bare']:>8.2f}"
-                        f"{r['img_pipeline'] / base['img_pipeline']:>12.2f}{r['txt_pipeline'] / base['txt_pipeline']:>12.2f}",
+                        f"{label:<22}{runtime:>10}{batch_size:>6}{img:>16.1f}{r['img_bare']:>12.1f}"
+                        f"{img / r['img_bare']:>8.2f}{txt:>16.1f}{r['txt_bare']:>12.1f}{txt / r['txt_bare']:>8.2f}"
+                        f"{img / base['img_pipeline']:>12.2f}{txt / base['txt_pipeline']:>12.2f}",
                         flush=True,
                     )
                 del model

@@ -84,7 +84,8 @@ def main() -> int:
     args = parser.parse_args()
     photos = sorted(Path(args.images).glob("*.jpg"))[:64]
     print(
-        "| workers | ready s | first text ms (per worker) | first /tag ms | first composed ms | steady text / tag / composed ms (median of 20) "
+        "| workers | ready s | first text ms (per worker) | first /tag ms | first composed ms | steady text / tag / "
+        "composed ms (median of 20) "
         "| RSS MiB per worker |"
     )
     print("|---|---|---|---|---|---|---|")
@@ -140,7 +141,8 @@ def main() -> int:
         rss = " / ".join(f"{mib:.0f}" for _, mib in sorted(memory)) or "n/a (no worker memory in /healthz)"
         median = {kind: f"{statistics.median(values):.1f}" for kind, values in steady.items()}
         print(
-            f"| {workers} | {ready:.1f} | {cell(text)} | {cell(tag)} | {cell(composed)} | {median['text']} / {median['tag']} / {median['composed']} "
+            f"| {workers} | {ready:.1f} | {cell(text)} | {cell(tag)} | {cell(composed)} | {median['text']} / "
+            f"{median['tag']} / {median['composed']} "
             f"| {rss} |",
             flush=True,
         )

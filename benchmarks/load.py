@@ -13,7 +13,8 @@ of the server and its workers, read from /proc, after warm-up (start) and after 
     # form and JSON requests side by side:
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires --workers 1 --clients 1 8 --bodies form json
     # torch, ONNX Runtime fp32 and int8 side by side (an index built with torch refuses onnx-int8 queries: see README):
-    .venv/bin/vitrine index build --data ../shared/data/kagl-hires --index runs/serve/kagl-hires-int8 --runtime onnx-int8
+    .venv/bin/vitrine index build --data ../shared/data/kagl-hires --index runs/serve/kagl-hires-int8 --runtime
+    onnx-int8
     .venv/bin/python benchmarks/load.py --index runs/serve/kagl-hires@torch runs/serve/kagl-hires@onnx \
         runs/serve/kagl-hires-int8@onnx-int8 --workers 1 --clients 1 8 32
     # two models side by side in one run (each index keeps the model it was built with):
@@ -325,7 +326,8 @@ def main() -> None:
         default=["default="],
         metavar="NAME=ARGS",
         help="server variants side by side: a name and extra `vitrine serve` arguments, e.g. "
-        '"today=--http-stack stock --request-path classic" "new=" (default: one server as configured); "before=--source DIR" '
+        '"today=--http-stack stock --request-path classic" "new=" (default: one server as configured); '
+        '"before=--source DIR" '
         "serves the vitrine package under DIR, e.g. another commit's src/ from `git worktree add`",
     )
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: vitrine serve's default)")
@@ -363,8 +365,10 @@ def main() -> None:
         raise SystemExit(f"no .jpg query images in {args.images}")
     images = [f.read_bytes() for f in files]
     print(
-        f"indexes {' '.join(args.index)}; {len(images)} query images (median {statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
-        f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU cores shared by server and load generator",
+        f"indexes {' '.join(args.index)}; {len(images)} query images (median "
+        f"{statistics.median(len(b) for b in images) / 1024:.0f} KiB); "
+        f"{args.seconds:.0f} s per cell; torch threads per worker: {args.threads or 'default'}; {os.cpu_count()} CPU "
+        "cores shared by server and load generator",
         flush=True,
     )
     rows, memory = [], []
@@ -405,7 +409,8 @@ def main() -> None:
                             "generator": args.generator,
                             **cell,
                         }
-                        # CPU per answered request: where the two cores go (the server's processes, and the load generator)
+                        # CPU per answered request: where the two cores go (the server's processes, and the load
+                        # generator)
                         row["server_cpu_ms"] = round(
                             (tree_cpu_seconds(server.pid) - server_cpu) * 1000 / max(row["requests"], 1), 2
                         )
@@ -435,13 +440,16 @@ def main() -> None:
                 server.wait()
 
     print(
-        "\n| index | workers | runtime | variant | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors | "
+        "\n| index | workers | runtime | variant | query | body | clients | requests | req/s | p50 ms | p95 ms | p99 "
+        "ms | errors | "
         "server CPU ms/req | generator CPU ms/req |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         print(
-            f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['variant']} | {r['kind']} | {r['body']} | {r['clients']} | {r['requests']} | "
-            f"{r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |"
+            f"| {r['index']} | {r['workers']} | {r['runtime']} | {r['variant']} | {r['kind']} | {r['body']} | "
+            f"{r['clients']} | {r['requests']} | "
+            f"{r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | "
+            f"{r['server_cpu_ms']:.2f} | {r['client_cpu_ms']:.2f} |"
         )
     for axis in ("runtime", "variant"):  # each runtime (variant) against the first, cell by cell, everything else equal
         names = list(dict.fromkeys(r[axis] for r in rows))
@@ -473,7 +481,8 @@ def main() -> None:
     print("\n| index | workers | runtime | variant | server RSS at start MiB | at end MiB |\n|---|---|---|---|---|---|")
     for m in memory:
         print(
-            f"| {m['index']} | {m['workers']} | {m['runtime']} | {m['variant']} | {m['rss_start_mib']:.1f} | {m['rss_end_mib']:.1f} |"
+            f"| {m['index']} | {m['workers']} | {m['runtime']} | {m['variant']} | {m['rss_start_mib']:.1f} | "
+            f"{m['rss_end_mib']:.1f} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))

@@ -238,7 +238,8 @@ def render(spec: dict, results: list[dict]) -> str:
 def render_summary(spec: dict, results: list[dict]) -> str:
     """The README's one-line-per-model figures."""
     lines = [
-        "| model | trained on | articleType top-1 (val) | t2i R@10 (val queries) | Combiner R@10 | attribute mean precision | hi-res masterCategory tags |",
+        "| model | trained on | articleType top-1 (val) | t2i R@10 (val queries) | Combiner R@10 | attribute mean "
+        "precision | hi-res masterCategory tags |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -249,7 +250,8 @@ def render_summary(spec: dict, results: list[dict]) -> str:
         hires = r.get("hires", {}).get("tags", {}).get("top1", {})
         lines.append(
             f"| {column['label']} | {zs['seen_types']} article types | {zs['articleType_seen']['top1']:.4f} | "
-            f"{zs['retrieval']['val']['R@10']:.4f} | {_f(c.get('R@10'))} | {_f(a.get('mean_precision_5'))} | {_f(hires.get('masterCategory'))} |"
+            f"{zs['retrieval']['val']['R@10']:.4f} | {_f(c.get('R@10'))} | {_f(a.get('mean_precision_5'))} | "
+            f"{_f(hires.get('masterCategory'))} |"
         )
     return "\n".join(lines)
 

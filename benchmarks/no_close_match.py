@@ -10,7 +10,8 @@ Indexes are built once and kept under --cache (default runs/bench/no-close-match
     .venv/bin/python benchmarks/no_close_match.py --renamed-products 4000 --generated 200 --sweep
 
 Answerable queries have at least 3 matching products each: generated from the catalog's values over its role columns
-(`vitrine.data.roles`, phrased as a shopper types them: singular types, "men's"), plus, for kagl-hires, hand-written ones
+(`vitrine.data.roles`, phrased as a shopper types them: singular types, "men's"), plus, for kagl-hires, hand-written
+ones
 (the issue's among them), and generated ones under a gender chip (agreeing with the query, or overriding the gender it
 names). Absent queries: things neither catalog has ("surfboard"), bare and under a chip, and shopper queries for up to
 12 common KAGL types the catalog has none of. Image queries: KAGL photos of products outside the catalog, of types it
@@ -152,7 +153,8 @@ class Case:
     label: str = ""
 
 
-# ---- catalogs and indexes ---------------------------------------------------------------------------------------------
+# ---- catalogs and indexes
+# ---------------------------------------------------------------------------------------------
 def shard_products(shards: str) -> Iterator[tuple[dict, bytes]]:
     """(metadata, JPEG bytes) of every product of the KAGL shards, in shard order."""
     for path in resolve_shards(shards):
@@ -209,7 +211,8 @@ def cached_index(catalog: Path, index: Path, model_name: str, runtime: str) -> P
     return index
 
 
-# ---- queries ------------------------------------------------------------------------------------------------------------
+# ---- queries
+# ------------------------------------------------------------------------------------------------------------
 def matches(
     rows: Sequence[dict], roles: Mapping[str, str], wanted: Mapping[str, Sequence[str]], title_words: Sequence[str] = ()
 ) -> int:
@@ -292,7 +295,8 @@ def chip_cases(rows: Sequence[dict], roles: Mapping[str, str], count: int, rng: 
 def absent_type_cases(
     kagl: Sequence[dict], catalog_types: set[str], count: int, seed: int, rng: random.Random
 ) -> tuple[list[str], list[Case]]:
-    """Shopper queries for up to 12 common KAGL types the catalog has none of ("red watch for women" on a catalog without
+    """Shopper queries for up to 12 common KAGL types the catalog has none of ("red watch for women" on a catalog
+    without
     watches), made from KAGL products of those types."""
     types = Counter(row.get(KAGL_ROLES["type"]) for row in kagl)
     missing = sorted(t for t, n in types.items() if t and n >= 30 and t not in catalog_types)
@@ -407,7 +411,8 @@ def photo_cases(shards: str, held: set[str], types: Counter, count: int, rng: ra
     ]
 
 
-# ---- judging ------------------------------------------------------------------------------------------------------------
+# ---- judging
+# ------------------------------------------------------------------------------------------------------------
 def query_vectors(model, cases: Sequence[Case]) -> np.ndarray:
     """(len(cases), D): each case's text or image encoded, in batches."""
     out = [None] * len(cases)
@@ -452,7 +457,8 @@ def sweep(ranker: Ranker, vectors: np.ndarray, cases: Sequence[Case], calibratio
             alarms = [cases[i].label or cases[i].text for i in rows if cases[i].answerable and by[i] is False]
             shown = ", ".join(alarms[:8]) + (f" and {len(alarms) - 8} more" if len(alarms) > 8 else "")
             print(
-                f"| {value}{' (default)' if value == default else ''} | {rate([by[i] for i in rows if cases[i].answerable], True):.3f} | "
+                f"| {value}{' (default)' if value == default else ''} | "
+                f"{rate([by[i] for i in rows if cases[i].answerable], True):.3f} | "
                 f"{rate([by[i] for i in rows if not cases[i].answerable], False):.3f} | {shown or '-'} |"
             )
 
@@ -551,7 +557,8 @@ def main(argv=None) -> int:
             results[method] = judged(ranker, vectors, cases, calibrations[method])
         print(
             f"\n{name}: {store.stats()['products']} products, roles {dict(sorted(roles.items()))}; calibration took "
-            f"{seconds['titles']:.1f} s before, {seconds['shopper']:.1f} s after (once per index generation); absent types "
+            f"{seconds['titles']:.1f} s before, {seconds['shopper']:.1f} s after (once per index generation); absent "
+            "types "
             f"queried: {', '.join(missing)}"
         )
         print("| queries | n | before (titles): quiet / fires | after (shopper queries): quiet / fires |")

@@ -17,7 +17,8 @@ OPEN = {
     "torch model built": (
         "from vitrine.models import create_model\nfrom vitrine.models.onnx_cache import export_dir_for\n"
         "from vitrine.models.onnx_runtime import OnnxEncoder\n"
-        "torch_model = create_model({name!r})\nfrom vitrine.models.onnx_cache import weights_digest\nweights_digest(torch_model)\n"
+        "torch_model = create_model({name!r})\nfrom vitrine.models.onnx_cache import "
+        "weights_digest\nweights_digest(torch_model)\n"
         "model = OnnxEncoder(export_dir_for({name!r}))"
     ),
 }
@@ -26,7 +27,8 @@ import resource, time
 start = time.perf_counter()
 {body}
 import json
-print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"seconds": time.perf_counter() - start, "peak_rss_mib": peak_rss_mib}}))
 """
 
 
@@ -54,7 +56,8 @@ def main() -> None:
     print("| opened | median s | peak RSS MiB |\n|---|---|---|")
     for way, rows in results.items():
         print(
-            f"| {way} | {statistics.median(r['seconds'] for r in rows):.3f} | {statistics.median(r['peak_rss_mib'] for r in rows):.0f} |"
+            f"| {way} | {statistics.median(r['seconds'] for r in rows):.3f} | "
+            f"{statistics.median(r['peak_rss_mib'] for r in rows):.0f} |"
         )
 
 

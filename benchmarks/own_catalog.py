@@ -39,7 +39,8 @@ COLUMNS = {
 
 
 def write_catalog(shards: str, base: Path, out: Path, products: int, blank: float, seed: int) -> dict:
-    """The stranger-format catalog of products `base` never trained on; returns the truth of its blanked colour cells."""
+    """The stranger-format catalog of products `base` never trained on; returns the truth of its blanked colour
+    cells."""
     info = json.loads((base / "training.json").read_text())
     split = SplitConfig(
         **{k: v for k, v in info["config"]["split"].items() if k != "holdout_values"},
@@ -112,7 +113,8 @@ def main() -> None:
         (work / "truth.json").write_text(json.dumps(made))
     made = json.loads((work / "truth.json").read_text())
     print(
-        f"catalog {shop}: {made['products']} products the base never trained on (protocol split: {made['by_protocol_split']}); "
+        f"catalog {shop}: {made['products']} products the base never trained on (protocol split: "
+        f"{made['by_protocol_split']}); "
         f"{len(made['truth'])} colour cells blank"
     )
     _, inferred = run([sys.executable, "-m", "vitrine", "schema", "infer", str(shop)], work / "schema.log")
@@ -152,7 +154,8 @@ def main() -> None:
     ]
     print(
         f"\nadapt: {result['train_items']} trained on, {result['heldout_items']} held out (adapt never saw them); wall "
-        f"{seconds:.0f} s on {os.cpu_count()} cores, feature caches included (adapt's own clock: {result['seconds']:.0f} s)"
+        f"{seconds:.0f} s on {os.cpu_count()} cores, feature caches included (adapt's own clock: "
+        f"{result['seconds']:.0f} s)"
     )
     print(f"{'held-out figure':<40}{'n':>6}{'base':>8}{'adapted':>9}{'change':>8}  target")
     for label, key, target, check in rows:
@@ -194,8 +197,10 @@ def main() -> None:
     print("\n".join(line for line in log.splitlines() if "tag" in line.lower() and "%" not in line))
     filled = _filled(index, made["truth"])
     print(
-        f"blank colour cells filled by the build (default target precision): {filled['filled']} of {filled['blank']} (coverage "
-        f"{filled['coverage']:.3f}), precision {filled['precision']:.3f} (target: precision >= 0.75 at coverage >= 0.4) "
+        f"blank colour cells filled by the build (default target precision): {filled['filled']} of {filled['blank']} "
+        "(coverage "
+        f"{filled['coverage']:.3f}), precision {filled['precision']:.3f} (target: precision >= 0.75 at coverage >= "
+        "0.4) "
         f"{'met' if filled['precision'] >= 0.75 and filled['coverage'] >= 0.4 else 'MISSED'}"
     )
     curve = _blank_cell_curve(shop, index, result["model"], made["truth"])

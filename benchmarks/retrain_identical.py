@@ -37,7 +37,8 @@ def compare(shipped: Path, retrained: Path) -> str:
         (float((a[k].float() - b[k].float()).abs().max()) for k in a if k in b and a[k].shape == b[k].shape),
         default=float("nan"),
     )
-    return f"{equal}/{len(a)} tensors equal (keys {'match' if a.keys() == b.keys() else 'DIFFER'}), max abs diff {worst:.3g}"
+    keys = "match" if a.keys() == b.keys() else "DIFFER"
+    return f"{equal}/{len(a)} tensors equal (keys {keys}), max abs diff {worst:.3g}"
 
 
 def main() -> None:

@@ -74,7 +74,8 @@ def main() -> None:
     base = rows[0]
     print(f"\n{args.model} on {args.data}, held-out split; deltas against {base['runtime']}")
     print(
-        "| runtime | t2i R@1 | t2i R@10 | MRR | zero-shot top-1 | delta R@10 | delta top-1 | seconds |\n|---|---|---|---|---|---|---|---|"
+        "| runtime | t2i R@1 | t2i R@10 | MRR | zero-shot top-1 | delta R@10 | delta top-1 | seconds "
+        "|\n|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         print(

@@ -162,7 +162,8 @@ def bench_catalog(
 def bench_stores(
     name: str, gallery: np.ndarray, queries: np.ndarray, k: int, backends: list[str], workdir: Path
 ) -> list[dict]:
-    """FaissStore and MilvusStore side by side: build by 4,096-row upserts, single queries, filters on attribute fields."""
+    """FaissStore and MilvusStore side by side: build by 4,096-row upserts, single queries, filters on attribute
+    fields."""
     import shutil
 
     from vitrine.index.stores import open_store
@@ -282,14 +283,16 @@ def main() -> None:
 
     print(f"\nmodel {args.model} ({real.shape[1]}-d), {len(queries)} queries")
     print(
-        "\n| catalog | vectors | index | build s | p50 ms | p99 ms | recall@10 | speed-up (p50) | est. MiB |\n|---|---|---|---|---|---|---|---|---|"
+        "\n| catalog | vectors | index | build s | p50 ms | p99 ms | recall@10 | speed-up (p50) | est. MiB "
+        "|\n|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         build = "" if r["build_s"] is None else f"{r['build_s']:.1f}"
         mem = "" if r["mem_mib"] is None else f"{r['mem_mib']:.0f}"
         speed = "" if r["speedup_p50"] is None else f"{r['speedup_p50']:.1f}x"
         print(
-            f"| {r['catalog']} | {r['n']:,} | {r['index']} | {build} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['recall@10']:.4f} | {speed} | {mem} |"
+            f"| {r['catalog']} | {r['n']:,} | {r['index']} | {build} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+            f"{r['recall@10']:.4f} | {speed} | {mem} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))

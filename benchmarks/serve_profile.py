@@ -1,4 +1,5 @@
-"""Where a search request's time goes, per runtime: decode, transform, tokenize, model, index, and the whole service call.
+"""Where a search request's time goes, per runtime: decode, transform, tokenize, model, index, and the whole service
+call.
 
 Runs the service's own objects in this process (no HTTP), one thread, one query at a time and in batches of 16
 (what the micro-batcher forms under load), and prints the median milliseconds of each stage. With the server CPU

@@ -2,7 +2,8 @@
 kept) and now (the defaults): the top 10's article types, colours and genders, and the relevance judgement.
 
     .venv/bin/vitrine index build --data ../shared/data/kagl-hires --index runs/serve/kagl-hires
-    .venv/bin/python benchmarks/shopper_examples.py --index runs/serve/kagl-hires --images ../shared/data/kagl-hires/images
+    .venv/bin/python benchmarks/shopper_examples.py --index runs/serve/kagl-hires --images
+    ../shared/data/kagl-hires/images
 """
 
 from __future__ import annotations

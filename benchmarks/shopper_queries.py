@@ -5,7 +5,8 @@ Queries are generated from the fields of the products the shipped model held out
 their titles verbatim; the catalog is every KAGL product (the shipped model's card uses the same gallery).
 
     .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl
-    .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl-hires --index milvus:/tmp/milvus-hires/catalog.db --text-only
+    .venv/bin/python benchmarks/shopper_queries.py --data ../shared/data/kagl-hires --index
+    milvus:/tmp/milvus-hires/catalog.db --text-only
 """
 
 from __future__ import annotations
@@ -351,7 +352,8 @@ def main(argv=None) -> int:
                 judged[where].append((relevance["level"], relevance["words_named"]))
         noise = ["x" * 500, "qwerty asdf", "watch", "laptop", "garden hose", "pizza"]
         print(
-            f"\nNo close match (catalog without {len(absent)} article types: {', '.join(sorted(absent))}; hybrid + soft):"
+            f"\nNo close match (catalog without {len(absent)} article types: {', '.join(sorted(absent))}; hybrid + "
+            "soft):"
         )
         print(f"({len(judged['absent'])} queries naming an absent type, {len(judged['present'])} naming a present one)")
         print("| quiet above level | words override | fires on absent types | quiet on present types |")
@@ -364,7 +366,8 @@ def main(argv=None) -> int:
                 }
                 default = " (default)" if threshold == QUIET_ABOVE and override else ""
                 print(
-                    f"| {threshold}{default} | {'yes' if override else 'no'} | {np.mean([not c for c in close['absent']]):.4f} | "
+                    f"| {threshold}{default} | {'yes' if override else 'no'} | "
+                    f"{np.mean([not c for c in close['absent']]):.4f} | "
                     f"{np.mean(close['present']):.4f} |"
                 )
         for text in noise:

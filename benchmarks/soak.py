@@ -8,7 +8,8 @@ p50/p99 latency, errors (non-2xx other than the expected 404 of a racing delete,
 dropped because `--max-in-flight` were pending, and the resident memory of every server process. At the end: the
 growth of memory and p99 from the first minute to the last.
 
-    .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires   # once: builds runs/serve/kagl-hires (the default model)
+    .venv/bin/vitrine serve --catalog ../shared/data/kagl-hires   # once: builds runs/serve/kagl-hires (the default
+    model)
     .venv/bin/python benchmarks/soak.py --index runs/serve/kagl-hires --minutes 10 --rate 20
 """
 
@@ -278,7 +279,8 @@ def main() -> None:
         try:
             wait_until_ready(base, server, timeout=180)
             print(
-                f"soak: {args.minutes} min at {args.rate} req/s (90% searches of all kinds, 10% writes), {args.workers} workers, "
+                f"soak: {args.minutes} min at {args.rate} req/s (90% searches of all kinds, 10% writes), "
+                f"{args.workers} workers, "
                 f"{len(catalog_ids)} products, index copied from {args.index}",
                 flush=True,
             )
@@ -295,17 +297,20 @@ def main() -> None:
         errors_logged = server_errors(server_log)
 
     print(
-        "\n| minute | sent | answered | req/s | p50 ms | p99 ms | errors | dropped | RSS per process MiB | RSS total MiB |\n|---|---|---|---|---|---|---|---|---|---|"
+        "\n| minute | sent | answered | req/s | p50 ms | p99 ms | errors | dropped | RSS per process MiB | RSS total "
+        "MiB |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         print(
-            f"| {r['minute']} | {r['sent']} | {r['answered']} | {r['rps']:.2f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['dropped']} | "
+            f"| {r['minute']} | {r['sent']} | {r['answered']} | {r['rps']:.2f} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['errors']} | {r['dropped']} | "
             f"{' / '.join(f'{v:.1f}' for v in r['rss_mib'].values())} | {r['rss_total_mib']:.1f} |"
         )
     first, last = rows[0], rows[-1]
     print(
         f"\nfirst -> last minute: RSS total {first['rss_total_mib']:.1f} -> {last['rss_total_mib']:.1f} MiB "
-        f"({last['rss_total_mib'] - first['rss_total_mib']:+.1f} MiB, {100 * (last['rss_total_mib'] / first['rss_total_mib'] - 1):+.1f}%); "
+        f"({last['rss_total_mib'] - first['rss_total_mib']:+.1f} MiB, "
+        f"{100 * (last['rss_total_mib'] / first['rss_total_mib'] - 1):+.1f}%); "
         f"p99 {first['p99_ms']} -> {last['p99_ms']} ms; errors in all {sum(r['errors'] for r in rows)}"
     )
     if errors_logged:

@@ -6,7 +6,8 @@ One run, one synthetic HNSW index:
 1. `--vectors` vectors (default 1,000,000) of `vitrine:kagl-base`'s dimension (384), drawn as in
    `benchmarks/search_latency.py` (a Gaussian with the real KAGL image embeddings' mean and covariance), in one store
    with the default options: HNSW, as the planner picks it at this size.
-2. (section `writes`) Upserts of 10 products a commit (5 new, 5 replacing existing ones), timed end to end (`store.upsert`, SQLite
+2. (section `writes`) Upserts of 10 products a commit (5 new, 5 replacing existing ones), timed end to end
+(`store.upsert`, SQLite
    included), with the bytes the process wrote per commit (`/proc/self/io`: `wchar`, bytes handed to write calls,
    and `write_bytes`, bytes sent to storage). BEFORE: the old path, a full rewrite of the base every commit
    (`delta_max_vectors=0`, the option that keeps it reachable). AFTER: the default, an append to the delta log.
@@ -21,7 +22,8 @@ One run, one synthetic HNSW index:
    of 10,000), beside the merged index: as built, and after merging the 10% delta (`store.merge()`, timed).
 
     .venv/bin/python benchmarks/write_cost.py                                 # 1M base, every section
-    .venv/bin/python benchmarks/write_cost.py --vectors 1000000 --sections threshold   # 8 min on 2 shared cores, 7 the build
+    .venv/bin/python benchmarks/write_cost.py --vectors 1000000 --sections threshold   # 8 min on 2 shared cores, 7 the
+    build
     .venv/bin/python benchmarks/write_cost.py --vectors 100000                # a quick look
 """
 
@@ -273,7 +275,8 @@ def main() -> None:
     queries = np.ascontiguousarray(real[rng.choice(len(real), args.queries, replace=False)], dtype=np.float32)
     catalog = Catalog(pool, capacity)
     print(
-        f"base {n:,} synthetic {pool.shape[1]}-d vectors (mean and covariance of {source}); queries: {len(queries)} real "
+        f"base {n:,} synthetic {pool.shape[1]}-d vectors (mean and covariance of {source}); queries: {len(queries)} "
+        "real "
         f"image embeddings, k={K}; {os.cpu_count()} cores for builds and merges, one thread per query",
         flush=True,
     )
@@ -317,7 +320,8 @@ def main() -> None:
         crossing = across_threshold(store, catalog, queries, rng, args)
         store.close()
         print(
-            f"threshold: merge {crossing['merge_s']:.1f} s ({crossing['how']}), inline merge {crossing['inline_s']:.1f} s",
+            f"threshold: merge {crossing['merge_s']:.1f} s ({crossing['how']}), inline merge "
+            f"{crossing['inline_s']:.1f} s",
             flush=True,
         )
 
@@ -351,23 +355,27 @@ def main() -> None:
             f"medians of {args.before} (before) and {args.after} (after) commits"
         )
         print(
-            "\n| write path | commits | p50 ms | p90 ms | bytes written / commit (write calls) | bytes to storage / commit |\n|---|---|---|---|---|---|"
+            "\n| write path | commits | p50 ms | p90 ms | bytes written / commit (write calls) | bytes to storage / "
+            "commit |\n|---|---|---|---|---|---|"
         )
         for name, row in (
             ("before: full rewrite (`delta_max_vectors=0`)", before),
             ("after: delta append (default)", after),
         ):
             print(
-                f"| {name} | {row['commits']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {human(row['wchar'])} | {human(row['write_bytes'])} |"
+                f"| {name} | {row['commits']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {human(row['wchar'])} | "
+                f"{human(row['write_bytes'])} |"
             )
         print(
-            f"| **after vs before** | | **{before['p50_ms'] / after['p50_ms']:,.0f}x less** | | **{before['wchar'] / after['wchar']:,.0f}x less** | "
+            f"| **after vs before** | | **{before['p50_ms'] / after['p50_ms']:,.0f}x less** | | "
+            f"**{before['wchar'] / after['wchar']:,.0f}x less** | "
             f"{before['write_bytes'] / max(after['write_bytes'], 1):,.0f}x less |"
         )
     if "threshold" in sections:
         every = [s for phase in PHASES for s in crossing["commits"][phase]]
         print(
-            f"\n{n:,}-vector {kind} base ({pool.shape[1]}-d) across a merge threshold (the delta's bound: {crossing['bound']:,.0f} rows), "
+            f"\n{n:,}-vector {kind} base ({pool.shape[1]}-d) across a merge threshold (the delta's bound: "
+            f"{crossing['bound']:,.0f} rows), "
             f"upserts of 10 products a commit (5 new, 5 replaced: 15 rows) every {args.interval * 1e3:.0f} ms"
         )
         print("\n| commits | count | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|")
@@ -375,7 +383,8 @@ def main() -> None:
             print(f"| {label} | {len(crossing['commits'][phase])} | {ms(crossing['commits'][phase])} |")
         print(f"| **all, across the threshold** | {len(every)} | {ms(every)} |")
         print(
-            "\n| searches (one query, k=10, one thread) | queries | p50 ms | p99 ms | recall@10 |\n|---|---|---|---|---|"
+            "\n| searches (one query, k=10, one thread) | queries | p50 ms | p99 ms | recall@10 "
+            "|\n|---|---|---|---|---|"
         )
         for phase, label in (
             ("below", "below the bound (base + delta)"),
@@ -384,10 +393,12 @@ def main() -> None:
         ):
             times, recalls = crossing["searches"][phase]
             print(
-                f"| {label} | {len(times)} | {np.percentile(times, 50) * 1e3:.3f} | {np.percentile(times, 99) * 1e3:.3f} | {np.mean(recalls):.4f} |"
+                f"| {label} | {len(times)} | {np.percentile(times, 50) * 1e3:.3f} | "
+                f"{np.percentile(times, 99) * 1e3:.3f} | {np.mean(recalls):.4f} |"
             )
         print(
-            f"\nthe merge ({crossing['how']}): {crossing['merge_s']:.1f} s from the crossing commit to the commit adopting its base; "
+            f"\nthe merge ({crossing['how']}): {crossing['merge_s']:.1f} s from the crossing commit to the commit "
+            "adopting its base; "
             f"an inline merge (`store.merge()`, what the crossing commit cost before): {crossing['inline_s']:.1f} s"
         )
     if "search" in sections:

@@ -11,6 +11,7 @@ import tempfile
 
 import pytest
 from PIL import Image
+from tests.support import browser as support_browser
 from tests.support import data as support_data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -216,13 +217,19 @@ def served(index: str):
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium driven by Playwright, one per test module (the modules that use it skip without playwright)."""
+    """Chromium, one per test module (its module calls tests.support.browser.require_browser() first)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        launched = support_browser.launch(playwright)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    """Where a browser test saves its screenshots."""
+    return support_browser.screenshot_folder(tmp_path)
 
 
 # A real Milvus server for the whole session (or a skip that says why): tests/milvus_server.py.

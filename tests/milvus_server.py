@@ -34,7 +34,8 @@ import pytest
 
 REQUIRE = "VITRINE_REQUIRE_MILVUS_SERVER"
 EXTERNAL = "VITRINE_MILVUS_SERVER_URL"
-# The oldest server vitrine's collections work on: before 2.5 (no nullable fields) they store "" for a missing value, and
+# The oldest server vitrine's collections work on: before 2.5 (no nullable fields) they store "" for a missing value,
+# and
 # before 2.4 (no INVERTED index on VARCHAR) they index declared attributes with Trie (vitrine.index.milvus_store).
 # 2.2 is untested; 2.3.5 is the `milvus` wheel's newest build, the server the dev extra installs.
 MIN_VERSION = (2, 3)
@@ -63,7 +64,8 @@ def _too_old(version: str, where: str) -> str | None:
     if _version(version) >= MIN_VERSION:
         return None
     return (
-        f"{where} is Milvus {version}; vitrine's collections are tested on Milvus >= {'.'.join(map(str, MIN_VERSION))}. "
+        f"{where} is Milvus {version}; vitrine's collections are tested on Milvus >= "
+        f"{'.'.join(map(str, MIN_VERSION))}. "
         f"Set {EXTERNAL}=http://HOST:19530 to test against a newer server"
     )
 
@@ -75,7 +77,8 @@ def _free_port() -> int:
 
 
 def _log_tail(base_dir: str, lines: int = 6) -> str:
-    """The server's error lines (its structured log is stdout) and the end of its stderr (the dynamic loader, Go panics)."""
+    """The server's error lines (its structured log is stdout) and the end of its stderr (the dynamic loader, Go
+    panics)."""
     found = []
     for name in ("milvus-stdout.log", "milvus-stderr.log"):
         with contextlib.suppress(OSError):
@@ -104,6 +107,25 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+TEST_TUNING = {
+    # A flush waits for the segment's row assignments to expire: 2 s by default, so every acknowledged write took
+    # ~2.5 s. Milvus asks never to lower it over existing data; each test server is fresh and keeps this value.
+    "    assignmentExpiration: 2000": "    assignmentExpiration: 200",
+    # A killed server's sessions live this long before a restarted one takes over and reloads its collections.
+    "    ttl: 30 #": "    ttl: 8 #",
+}
+
+
+def tune_for_tests(config: Path) -> None:
+    """Shorten the waits that dominate a test server's writes and restarts (each key must be there to be replaced)."""
+    text = config.read_text()
+    for default, tuned in TEST_TUNING.items():
+        if text.count(default) != 1:
+            raise ServerUnavailable(f"{config} does not hold {default.strip()!r} once: another wheel's layout")
+        text = text.replace(default, tuned)
+    config.write_text(text)
+
+
 def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
     """Start the `milvus` wheel's standalone server under `base_dir`; return once it answers gRPC."""
     try:
@@ -116,6 +138,7 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
     try:
         config = milvus.MilvusServerConfig(data_dir=base_dir, **ports)
         config.resolve()  # writes configs/milvus.yaml
+        tune_for_tests(Path(base_dir, "configs", "milvus.yaml"))
         milvus._initialize_data_files(base_dir)  # unpacks bin/milvus and its libraries (~250 MB)
     except (
         OSError,
@@ -126,7 +149,8 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
             f"cannot prepare the `milvus` wheel's server in {base_dir}: {type(error).__name__}: {error}"
         ) from None
     # The embedded etcd listens on its own defaults (2379, peer 2380) unless given a config: a second server on the
-    # machine (another test process, a developer's Milvus) would then crash at start with "bind: address already in use".
+    # machine (another test process, a developer's Milvus) would then crash at start with "bind: address already in
+    # use".
     peer = _free_port()
     etcd_config = Path(base_dir, "configs", "embedEtcd.yaml")
     etcd_config.write_text(
@@ -409,7 +433,8 @@ def main() -> int:
                         [{"gender": "Men", "title": None}, {"gender": "Women"}],
                     )
                     print(
-                        f"attributes={attributes}: works, {store.search(np.eye(1, 8, dtype=np.float32), k=2, filters={'gender': 'Men'})}"
+                        f"attributes={attributes}: works, "
+                        f"{store.search(np.eye(1, 8, dtype=np.float32), k=2, filters={'gender': 'Men'})}"
                     )
                     store.close()
                 except Exception as error:  # the finding to print

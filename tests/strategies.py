@@ -1,4 +1,5 @@
-"""Hypothesis strategies for outside input (JSON-like values, odd text, file bytes) and bounded, deterministic settings."""
+"""Hypothesis strategies for outside input (JSON-like values, odd text, file bytes) and bounded, deterministic
+settings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 BOM = "\ufeff"
 DEEP = 50_000  # nesting deeper than any recursion limit (Hypothesis raises the limit while it runs a test)
 
-# Inputs that have broken parsers before: NUL, BOMs, lone surrogates, traversal, format syntax, huge numbers, deep nesting.
+# Inputs that have broken parsers before: NUL, BOMs, lone surrogates, traversal, format syntax, huge numbers, deep
+# nesting.
 ODD_STRINGS = (
     "",
     " ",
@@ -67,7 +69,8 @@ ODD_STRINGS = (
     "[" * DEEP,
     "x" * 140_000,
 )
-# Whole JSON documents that json.dumps never writes but files hold: NaN, huge integers, escaped surrogates, deep nesting.
+# Whole JSON documents that json.dumps never writes but files hold: NaN, huge integers, escaped surrogates, deep
+# nesting.
 ODD_JSON = (
     "NaN",
     "[NaN, Infinity, -Infinity]",
@@ -136,11 +139,7 @@ def dumps(value, ascii_only: bool = True) -> str:
 
 def json_text(documents) -> st.SearchStrategy[str]:
     """One JSON document: a dump of `documents` (ASCII-escaped or raw), an odd document, or text that is not JSON."""
-    return st.one_of(
-        st.builds(dumps, documents, st.booleans()),
-        st.sampled_from(ODD_JSON),
-        odd_text,
-    )
+    return st.one_of(st.builds(dumps, documents, st.booleans()), st.sampled_from(ODD_JSON), odd_text)
 
 
 def jsonl_text(rows) -> st.SearchStrategy[str]:
@@ -175,7 +174,8 @@ def _encode(text: str, how: str) -> bytes:
 
 
 def encoded(texts) -> st.SearchStrategy[bytes]:
-    """Text as a file holds it: mostly UTF-8 (surrogates kept as invalid bytes), else with a BOM, UTF-16, Latin-1; or any bytes."""
+    """Text as a file holds it: mostly UTF-8 (surrogates kept as invalid bytes), else with a BOM, UTF-16, Latin-1; or
+    any bytes."""
     return st.one_of(
         st.builds(_encode, texts, st.sampled_from(["utf-8", "utf-8", "utf-8", "bom", "utf-16", "latin-1"])),
         st.binary(max_size=64),

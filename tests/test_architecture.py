@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
     {"__main__", "api"},  # entry points: nothing imports them (the root's lazy re-exports aside, see LAZY_EXPORTS)
 ]
 RANK = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}
-# The root package's PEP 562 `__getattr__` re-exports the Python API (the top layer) when first asked for: a facade, not a
+# The root package's PEP 562 `__getattr__` re-exports the Python API (the top layer) when first asked for: a facade, not
+# a
 # dependency of the root, which everything imports for __version__. Its imports are checked apart from the graph.
 LAZY_EXPORTS = {"vitrine": "__getattr__"}
 

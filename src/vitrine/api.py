@@ -102,7 +102,8 @@ def get_tokenizer(name: str = DEFAULT_MODEL, runtime: str = "torch") -> Tokenize
 
 
 class Index:
-    """A built index (a folder made by `vitrine index build`, or `milvus:...`), searched with the model that built it."""
+    """A built index (a folder made by `vitrine index build`, or `milvus:...`), searched with the model that built
+    it."""
 
     def __init__(self, path: str | os.PathLike, model: str | None = None, runtime: str = "torch"):
         self.engine = SearchEngine(os.fspath(path), model=model, runtime=runtime)
@@ -176,7 +177,8 @@ class Tagger:
         return list(self.tagger.vocabulary.names)
 
     def tag(self, images: Sequence[ImageQuery]) -> list[dict[str, Tag]]:
-        """Per image, {attribute: Tag}: `.value` (or 'unknown' below the attribute's threshold), `.best`, `.probability`."""
+        """Per image, {attribute: Tag}: `.value` (or 'unknown' below the attribute's threshold), `.best`,
+        `.probability`."""
         with torch.inference_mode():
             return self.tagger.tag_images(_listed(images, "tag", "images"))
 

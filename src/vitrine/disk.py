@@ -41,7 +41,8 @@ def is_disk_full(exc: BaseException) -> bool:
 
 @contextmanager
 def writing(path: str | os.PathLike) -> Iterator[None]:
-    """Turn a full disk inside the block into a `DiskFullError` naming `path` (the caller keeps the last commit intact)."""
+    """Turn a full disk inside the block into a `DiskFullError` naming `path` (the caller keeps the last commit
+    intact)."""
     try:
         yield
     except DiskFullError:
@@ -95,7 +96,8 @@ def sweep_temp(directory: str | os.PathLike, prefix: str = "") -> list[Path]:
 
 @contextmanager
 def locked(directory: str | os.PathLike, name: str = WRITE_LOCK) -> Iterator[Path]:
-    """Hold the writers' lock of `directory` (an fcntl lock on `<directory>/write.lock`, across processes and threads)."""
+    """Hold the writers' lock of `directory` (an fcntl lock on `<directory>/write.lock`, across processes and
+    threads)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / name, "a+") as handle:

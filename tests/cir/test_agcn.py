@@ -1,4 +1,5 @@
-"""RaF-CLIP's AGCN: shapes, the gate's range, padding invariance, save/load, and stage-2 training with --combiner agcn."""
+"""RaF-CLIP's AGCN: shapes, the gate's range, padding invariance, save/load, and stage-2 training with --combiner
+agcn."""
 
 import json
 

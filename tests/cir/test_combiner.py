@@ -1,4 +1,5 @@
-"""The Combiner follows CLIP4Cir: lambda mixes text and image, the fusion branch is a residual, the output is unit norm."""
+"""The Combiner follows CLIP4Cir: lambda mixes text and image, the fusion branch is a residual, the output is unit
+norm."""
 
 import math
 

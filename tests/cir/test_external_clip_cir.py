@@ -1,6 +1,7 @@
 """CLIP4Cir on a CLIP or SigLIP that users bring (`hf:DIR`, tiny random ones here): stage 1 tunes its text projection
 under `sum` (`stage1_trains: projection`), stage 2 trains the Combiner and the AGCN on its features and tokens; both
-resume bit for bit and `eval composed` runs on the results. Stage 1 on the encoders themselves: test_external_clip_stage1."""
+resume bit for bit and `eval composed` runs on the results. Stage 1 on the encoders themselves:
+test_external_clip_stage1."""
 
 from __future__ import annotations
 
@@ -171,7 +172,8 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
 
 
 def test_a_siglip_trains_its_text_head_in_stage1_and_a_combiner_on_it(setup, tmp_path, capsys):
-    """SigLIP's projection is its text head, a linear layer with a bias: stage 1 tunes both and the Composer applies both."""
+    """SigLIP's projection is its text head, a linear layer with a bias: stage 1 tunes both and the Composer applies
+    both."""
     root, config = setup
     config = config.replace(model=f"hf:{write_hf_siglip(tmp_path / 'siglip')}")
     train_cir(config.replace(out=str(tmp_path / "s1")), progress=False)

@@ -1,4 +1,5 @@
-"""Reading untrusted catalogs: image paths confined to the catalog folder, and the shard member size cap, from the CLI."""
+"""Reading untrusted catalogs: image paths confined to the catalog folder, and the shard member size cap, from the
+CLI."""
 
 from __future__ import annotations
 
@@ -85,8 +86,8 @@ def test_cli_confine_images_is_on_by_default_and_can_be_turned_off(untrusted, tm
     assert main([*base, "--out", str(tmp_path / "o1")]) == 2
     err = capsys.readouterr().err
     assert (
-        "UnsafePathError: catalog.jsonl, row 2, id p2: image path '../secret/private.jpg' resolves outside the catalog folder"
-        in err
+        "UnsafePathError: catalog.jsonl, row 2, id p2: image path '../secret/private.jpg' resolves outside the catalog "
+        "folder" in err
     )
     assert main([*base, "--out", str(tmp_path / "o2"), "--on-error", "skip"]) == 0
     manifest = json.loads((tmp_path / "o2" / "manifest.json").read_text())
@@ -103,7 +104,8 @@ def test_cli_max_member_bytes_refuses_larger_members_per_on_error(tmp_path, caps
     assert main([*base, "--out", str(tmp_path / "o1"), "--max-member-bytes", "4K"]) == 2
     err = capsys.readouterr().err
     assert (
-        f"RowFormatError: test-000000.tar, row 2, id 1001: member '1001.jpg': declares {len(big)} bytes, over the limit of 4096 "
+        f"RowFormatError: test-000000.tar, row 2, id 1001: member '1001.jpg': declares {len(big)} bytes, over the "
+        "limit of 4096 "
         f"bytes per member (--max-member-bytes)"
     ) in err
     assert main([*base, "--out", str(tmp_path / "o2"), "--max-member-bytes", "4096", "--on-error", "skip"]) == 0

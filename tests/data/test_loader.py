@@ -1,4 +1,5 @@
-"""map_ordered: results in input order however work finishes, bounded in flight, errors re-raised, one worker is a loop."""
+"""map_ordered: results in input order however work finishes, bounded in flight, errors re-raised, one worker is a
+loop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Property tests for the catalog parsers: any CSV/JSONL file, tar shard or schema file parses or fails naming file and row."""
+"""Property tests for the catalog parsers: any CSV/JSONL file, tar shard or schema file parses or fails naming file and
+row."""
 
 from __future__ import annotations
 
@@ -194,7 +195,8 @@ def test_any_shard_parses_or_names_shard_and_row(workdir, shard, on_error):
     if entries is None or on_error == "fail":
         return
     # In an intact shard, each sample (a run of members sharing a key) with an unsafe member is refused naming the
-    # first one: a link or special file, an absolute or '..' name, a repeated extension, or a key seen in an earlier run.
+    # first one: a link or special file, an absolute or '..' name, a repeated extension, or a key seen in an earlier
+    # run.
     finished: set[str] = set()
     run_key, run_exts, first_unsafe = None, set(), None
     for name, kind, _ in [*(e for e in entries if e[1] != "dir"), (None, None, None)]:
@@ -301,7 +303,8 @@ def test_finding_jsonl_row_nested_50000_deep_is_a_row_error(tmp_path):
     )
     assert [item.id for item in reader] == ["1"]
     assert reader.report.examples == [
-        "RowFormatError: catalog.jsonl, row 1: malformed JSON (maximum recursion depth exceeded while decoding a JSON array from a unicode string)"
+        "RowFormatError: catalog.jsonl, row 1: malformed JSON (maximum recursion depth exceeded while decoding a JSON "
+        "array from a unicode string)"
     ]
 
 

@@ -23,7 +23,8 @@ MIN_EXAMPLES = 25  # the section has 30: an emptied or truncated section fails
 
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory) -> dict[str, str]:
-    """20 products (every colour x type of tests.conftest once) indexed with the default model; product 1000 is a red T-shirt."""
+    """20 products (every colour x type of tests.conftest once) indexed with the default model; product 1000 is a red
+    T-shirt."""
     from vitrine.index.build import build_index
     from vitrine.models import create_model
 
@@ -43,7 +44,8 @@ def model_and_preprocess():
 
 
 def readme_section() -> tuple[str, int]:
-    """The README's "## Python API" section, code fences blanked (a fence line would read as expected output), and its first line number."""
+    """The README's "## Python API" section, code fences blanked (a fence line would read as expected output), and its
+    first line number."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     start = text.index("\n## Python API\n") + 1
     end = text.index("\n## ", start)
@@ -71,7 +73,8 @@ def test_import_vitrine_stays_cheap_and_resolves_the_api_lazily():
     code = (
         "import sys, vitrine; assert 'torch' not in sys.modules, 'import vitrine loaded torch'; "
         "names = set(dir(vitrine)); vitrine.Index; "
-        "print(sorted(names & {'create_model_and_transforms', 'get_tokenizer', 'Index', 'Tagger'}), 'torch' in sys.modules)"
+        "print(sorted(names & {'create_model_and_transforms', 'get_tokenizer', 'Index', 'Tagger'}), 'torch' in "
+        "sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT

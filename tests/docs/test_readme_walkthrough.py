@@ -1,4 +1,5 @@
-"""docs/training.md's "Bring your own CLIP" walk-through, run line by line as written, on a tiny random CLIP and 400 real
+"""docs/training.md's "Bring your own CLIP" walk-through, run line by line as written, on a tiny random CLIP and 400
+real
 KAGL products: the GPU configs it names are copied with the device, sizes and lengths made CPU-sized, and `serve`
 is answered in process instead of listening on a port."""
 

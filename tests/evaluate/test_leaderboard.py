@@ -120,7 +120,8 @@ def test_cli_prints_the_table_and_writes_records(tmp_path, capsys):
     record = json.loads((tmp_path / "out" / files[1]).read_text())
     assert set(record) == {"dataset", "model", "task", "metrics", "details"}
     assert set(record["metrics"]) == {"recall@1", "recall@10", "precision@1", "precision@10", "mrr"}
-    row = f"| vitrine:small | {(record['metrics']['recall@1'] + record['metrics']['recall@10']) / 2:.3f} | {record['metrics']['recall@1']:.3f}"
+    recall = record["metrics"]
+    row = f"| vitrine:small | {(recall['recall@1'] + recall['recall@10']) / 2:.3f} | {recall['recall@1']:.3f}"
     assert row in table
 
 

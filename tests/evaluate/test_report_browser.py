@@ -4,23 +4,17 @@ $VITRINE_SCREENSHOTS (default: the test's tmp dir)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 from tests.conftest import make_rows, write_folder, write_shards
 from tests.evaluate.test_report import cir_rows
+from tests.support.browser import require_browser
 
 from vitrine.cli import main
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists() and not os.environ.get("VITRINE_REQUIRE_BROWSER"):
-    pytest.skip(
-        f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it and sets VITRINE_REQUIRE_BROWSER)",
-        allow_module_level=True,
-    )
-playwright_api = pytest.importorskip("playwright.sync_api")
+require_browser()
 
 KINDS = ("zero-shot", "retrieval", "composed", "attributes")
 
@@ -66,13 +60,6 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     for kind, argv in commands.items():
         assert main([*argv, *common, "--report", str(root / kind)]) == 0, kind
     return {kind: root / kind for kind in KINDS}
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    folder = Path(os.environ.get("VITRINE_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -1,4 +1,5 @@
-"""`vitrine eval zero-shot|retrieval` on tiny catalogs: output shape, splits, distractors, and agreement with a direct computation."""
+"""`vitrine eval zero-shot|retrieval` on tiny catalogs: output shape, splits, distractors, and agreement with a direct
+computation."""
 
 import json
 

@@ -75,8 +75,8 @@ def test_skipped_rows_are_named_and_all_listed(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert (
-        "5 rows skipped (row 3, id SKU-1002: missing file; row 4, id SKU-1003: missing file; row 5, id SKU-1004: missing file; and 2 more)"
-        in err
+        "5 rows skipped (row 3, id SKU-1002: missing file; row 4, id SKU-1003: missing file; row 5, id SKU-1004: "
+        "missing file; and 2 more)" in err
     )
     listed = json.loads((index / SKIPPED_MANIFEST).read_text())
     assert listed["skipped"] == 5 and [r["id"] for r in listed["rows"]] == [f"SKU-{row['id']}" for row in rows[2:7]]

@@ -1,4 +1,5 @@
-"""`vitrine index build` resumes after a crash with exactly the right products; `vitrine search` answers and refuses clearly."""
+"""`vitrine index build` resumes after a crash with exactly the right products; `vitrine search` answers and refuses
+clearly."""
 
 import json
 

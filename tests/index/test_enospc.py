@@ -48,7 +48,8 @@ def index(served, tmp_path) -> Path:
 
 @pytest.fixture
 def disk_full(monkeypatch):
-    """`disk_full("name:n,...")`: the disk fills at those failpoints (from the n-th hit on); `disk_full(None)` frees it."""
+    """`disk_full("name:n,...")`: the disk fills at those failpoints (from the n-th hit on); `disk_full(None)` frees
+    it."""
     failpoints.reset()
 
     def fill(spec: str | None) -> None:

@@ -1,4 +1,5 @@
-"""FAISS-specific: a failed commit leaves the previous generation (the shared contract is in test_store_conformance.py)."""
+"""FAISS-specific: a failed commit leaves the previous generation (the shared contract is in
+test_store_conformance.py)."""
 
 import numpy as np
 import pytest
@@ -52,7 +53,8 @@ def test_a_failed_commit_leaves_the_previous_state(store, tmp_path, monkeypatch)
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_a_reader_behind_another_writers_commit_answers_from_its_own_generation(tmp_path, kind):
     """Two processes on one index (serve workers): one commits while the other has not refreshed yet. Its searches,
-    filtered or not, still answer (no 500), from the vectors it holds, leaving out products the metadata no longer has."""
+    filtered or not, still answer (no 500), from the vectors it holds, leaving out products the metadata no longer
+    has."""
     rng = np.random.default_rng(1)
     vectors = unit(rng, 40)
     writer = FaissStore(

@@ -24,7 +24,8 @@ def photo_bytes(size, colour) -> bytes:
 
 @pytest.fixture
 def catalogs(tmp_path, small_model):
-    """An index of 6 products built without images, and a catalog of those 6 plus 2 it lacks; one indexed image is now corrupt."""
+    """An index of 6 products built without images, and a catalog of those 6 plus 2 it lacks; one indexed image is now
+    corrupt."""
     rows = make_rows(8)
     write_folder(tmp_path / "first", rows[:6])
     build_index(str(tmp_path / "first"), str(tmp_path / "idx"), small_model, progress=False)

@@ -78,7 +78,8 @@ def ids(hits):
 
 
 def has_bm25(store) -> bool:
-    """Whether this store ranks by words: FAISS, Milvus Lite and Milvus 2.5+ do (the 2.3 server the tests start does not)."""
+    """Whether this store ranks by words: FAISS, Milvus Lite and Milvus 2.5+ do (the 2.3 server the tests start does
+    not)."""
     return store.backend != "milvus" or store.full_text
 
 
@@ -315,7 +316,8 @@ def test_ranking_runs_on_every_backend_and_hybrid_says_when_it_fell_back_to_vect
         assert (
             soft.mode == "hybrid" and ranker.rank(vectors[:1], "watches", 10, options=RankOptions(mode="lexical")).hits
         )
-    else:  # a server without full-text search (before Milvus 2.5): hybrid says it ran as vector; lexical is refused by name
+    # a server without full-text search (before Milvus 2.5): hybrid says it ran as vector; lexical is refused by name
+    else:
         assert soft.mode == "vector"
         with pytest.raises(LexicalUnsupported, match="embedded store"):
             ranker.rank(vectors[:1], "watches", 10, options=RankOptions(mode="lexical"))

@@ -57,7 +57,8 @@ def test_onnx_matches_torch_on_real_products_and_opens_as_an_export_dir(setup, k
         text_cos = min_cosine(onnx_model.encode_text(titles), torch_model.encode_text(titles))
         pooled_gap = float((onnx_model.pooled_texts(titles) - torch_model.pooled_texts(titles)).abs().max())
     print(
-        f"{kind}: ONNX fp32 vs torch on {len(items)} KAGL products: image min cos {image_cos:.6f}, text min cos {text_cos:.6f}, "
+        f"{kind}: ONNX fp32 vs torch on {len(items)} KAGL products: image min cos {image_cos:.6f}, text min cos "
+        f"{text_cos:.6f}, "
         f"pooled text max |diff| {pooled_gap:.2e}"
     )
     assert image_cos >= FP32_MIN_COSINE and text_cos >= FP32_MIN_COSINE and pooled_gap < 1e-3

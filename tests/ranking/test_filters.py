@@ -1,4 +1,5 @@
-"""A filter no product can match is refused in the same words by HTTP (400), the CLI (`error:`, exit 2) and the Python API."""
+"""A filter no product can match is refused in the same words by HTTP (400), the CLI (`error:`, exit 2) and the Python
+API."""
 
 from __future__ import annotations
 

@@ -151,7 +151,8 @@ def test_words_vouch_for_a_query_only_when_the_catalog_has_them(store, text, clo
 
 
 def test_a_chip_judges_the_query_on_what_the_chip_holds(store):
-    """The issue's "red t-shirt for men" under the Women chip: the chip overrides the gender, women's red T-shirts exist."""
+    """The issue's "red t-shirt for men" under the Women chip: the chip overrides the gender, women's red T-shirts
+    exist."""
     ranker, query = Ranker(store), "red tshirt for men"
     under_chip = ranker.rank(
         text_vector(query)[None], query, 10, {"gender": ["Women"]}, calibration=strict(store)

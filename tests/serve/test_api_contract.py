@@ -276,12 +276,16 @@ def test_contract_spec_documents_400_and_no_422(client):
 
 
 def test_contract_a_store_server_down_or_restarting_is_503_never_500(client, monkeypatch):
-    """A Milvus server down or restarting reaches the store as StoreUnavailable: a JSON 503 on every route that needs the
+    """A Milvus server down or restarting reaches the store as StoreUnavailable: a JSON 503 on every route that needs
+    the
     store, documented in the spec; the same requests succeed once the store answers again (no restart)."""
     from vitrine.index.store import StoreUnavailable
 
     store = client.app.state.service.store
-    message = "the Milvus server at http://milvus:19530 is not reachable (connection refused); vitrine reconnects by itself: retry shortly"
+    message = (
+        "the Milvus server at http://milvus:19530 is not reachable (connection refused); "
+        "vitrine reconnects by itself: retry shortly"
+    )
 
     def down(*args, **kwargs):
         raise StoreUnavailable(message)

@@ -3,23 +3,16 @@ modify, filter, and a phone-sized screen. Screenshots go to $VITRINE_SCREENSHOTS
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from tests.conftest import COLOURS, jpeg_bytes, make_rows
+from tests.support.browser import DESKTOP, PHONE, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists() and not os.environ.get("VITRINE_REQUIRE_BROWSER"):
-    pytest.skip(
-        f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it and sets VITRINE_REQUIRE_BROWSER)",
-        allow_module_level=True,
-    )
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = require_browser()
 
 ROWS = {row["id"]: row for row in make_rows(12)}
 
@@ -57,22 +50,13 @@ def served(settings):
 
 
 @pytest.fixture
-def page(live_server):
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto(live_server)
-        yield page
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    folder = Path(os.environ.get("VITRINE_SCREENSHOTS") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def page(browser, live_server):
+    context = browser.new_context(viewport={"width": DESKTOP[0], "height": DESKTOP[1]})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(live_server)
+    yield page
+    context.close()
 
 
 def result_ids(page) -> list[str]:
@@ -163,7 +147,8 @@ def test_the_page_is_usable_on_a_phone_sized_screen(page, shots):
     assert page.is_visible("#modification-input")
     page.screenshot(path=str(shots / "phone-more-like-this.png"), full_page=True)
     wide = page.evaluate(
-        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName + '#' + e.id + '.' + e.className)"
+        "[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + "
+        "1).map(e => e.tagName + '#' + e.id + '.' + e.className)"
     )
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), wide  # no sideways scrolling
     boxes = [page.locator("#results .card").nth(i).bounding_box() for i in range(2)]
@@ -182,7 +167,7 @@ def chip_count(page, field: str, value: str) -> int:
     return int(page.locator(f".chip[data-field='{field}'][data-value='{value}'] .count").inner_text().strip())
 
 
-@pytest.mark.parametrize("size", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_shopper_controls_filters_paging_and_no_close_match(page, live_server, tmp_path, shots, size):
     """Issue 25's UI points at desktop and phone size: mode toggle, counts for the current results, every value
     reachable, clear all, the 0-results hint, active filters across searches, paging, "no close match", the details

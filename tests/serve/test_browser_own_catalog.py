@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import pytest
 from tests.conftest import make_rows, write_stranger_folder
-from tests.serve.test_browser import CHROMIUM, playwright_api, result_ids, served, shots  # noqa: F401 (shots: a fixture)
+from tests.serve.test_browser import result_ids, served
+from tests.support.browser import DESKTOP, PHONE, require_browser
 
 from vitrine.ranking import Calibration
 from vitrine.serve.prepare import prepare_index
 from vitrine.serve.settings import ServeSettings
 
+require_browser()
+
 ROWS = {f"SKU-{row['id']}": row for row in make_rows(12)}
 OWN_FACETS = ["colour", "category", "sex"]  # the categorical columns, in the file's order; price is a number
-SIZES = [(1280, 900), (390, 844)]
+SIZES = [DESKTOP, PHONE]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +136,8 @@ def test_no_close_match_shows_the_notice_alone_until_asked(page, monkeypatch, sh
 
 
 def test_every_chip_is_reachable(page, shots):
-    """A desktop wraps the chip rows; a phone scrolls each one sideways, faded at the cut edge until scrolled to its end."""
+    """A desktop wraps the chip rows; a phone scrolls each one sideways, faded at the cut edge until scrolled to its
+    end."""
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways page scroll
     width = page.viewport_size["width"]
     overflowing = 0

@@ -1,4 +1,5 @@
-"""Crash consistency under load: a `vitrine serve` process SIGKILLed mid-write loses no acknowledged write and shows nothing half-written.
+"""Crash consistency under load: a `vitrine serve` process SIGKILLed mid-write loses no acknowledged write and shows
+nothing half-written.
 
 A few client threads upsert (new ids, replacements, re-creations after a delete), delete and search while the
 server's whole process group is SIGKILLed at seeded moments: after a seeded number of writes, or at a store
@@ -322,7 +323,8 @@ class Load:
                             )
 
     def _reader(self, _: int) -> None:
-        """Under load, a search returns only ids some write made, and every image served is one some write sent, whole."""
+        """Under load, a search returns only ids some write made, and every image served is one some write sent,
+        whole."""
         rng = random.Random(f"{self.seed}-{self.cycle}-reader")
         words = ["red shirt", "blue jeans", "black dress", "a watch", "green", "white top"]
         with httpx.Client(base_url=self.base, timeout=30) as client:
@@ -372,7 +374,8 @@ class Load:
 
 
 def catalog_ledger(base: str) -> dict[str, Slot]:
-    """The catalog as the server shows it, before any write: the ledger's start (its products shared among the writers)."""
+    """The catalog as the server shows it, before any write: the ledger's start (its products shared among the
+    writers)."""
     slots: dict[str, Slot] = {}
     with httpx.Client(base_url=base, timeout=30) as client:
         for hit in client.post("/search", data={"text": "anything", "k": "1000"}).json()["results"]:
@@ -424,8 +427,10 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
                     owner = next((v.title for v in slot.history if v.stored == image.content), None)
                     problems.append(
                         f"{product_id}: shows title {view['title']!r}, attributes {view['attributes']}, image "
-                        f"{image.status_code} ({len(image.content)} bytes, the image of write {owner!r}): not one write whole "
-                        f"(acknowledged: {slot.current and slot.current.title!r}, in flight: {slot.pending and slot.pending[1] and slot.pending[1].title!r})"
+                        f"{image.status_code} ({len(image.content)} bytes, the image of write {owner!r}): not one "
+                        "write whole "
+                        f"(acknowledged: {slot.current and slot.current.title!r}, in flight: "
+                        f"{slot.pending and slot.pending[1] and slot.pending[1].title!r})"
                     )
                     slot.pending = None  # reported once
                     continue
@@ -450,7 +455,8 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
             elif observed is not slot.current:
                 lost = "acknowledged upsert" if slot.current is not None else "acknowledged delete"
                 problems.append(
-                    f"{product_id}: LOST {lost}: shows {observed and observed.title!r}, expected {slot.current and slot.current.title!r}"
+                    f"{product_id}: LOST {lost}: shows {observed and observed.title!r}, expected "
+                    f"{slot.current and slot.current.title!r}"
                 )
                 continue
             if slot.acked:
@@ -482,7 +488,8 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
             )
             if scores.get(product_id, -1.0) < SAME_VECTOR:
                 problems.append(
-                    f"{product_id}: a search with its own image scores it {scores.get(product_id)}: its vector is not this write's"
+                    f"{product_id}: a search with its own image scores it {scores.get(product_id)}: its vector is not "
+                    "this write's"
                 )
             slot.touched = False
     return count
@@ -551,7 +558,8 @@ def test_sigkilled_server_under_load_loses_no_acknowledged_write_and_shows_nothi
             assert all(store.product(i) is not None for i in present)
         finally:
             store.close()
-        # and images/ holds exactly the present products' images: nothing staged, no temp file, no image of a deleted product
+        # and images/ holds exactly the present products' images: nothing staged, no temp file, no image of a deleted
+        # product
         images = ImageStore(index / "images")
         assert all(images.has(i) for i in present)
         unreferenced = sorted(
@@ -568,11 +576,14 @@ def test_sigkilled_server_under_load_loses_no_acknowledged_write_and_shows_nothi
     deletes_checked = len(tally.checked) - upserts_checked
     figures = (
         f"crash consistency: {tally.kills} kills ({tally.failpoint_kills} at a failpoint, plan {plan}), "
-        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches under load; "
-        f"checked intact after a restart: {upserts_checked} acknowledged upserts, {deletes_checked} acknowledged deletes "
+        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches "
+        "under load; "
+        f"checked intact after a restart: {upserts_checked} acknowledged upserts, {deletes_checked} acknowledged "
+        "deletes "
         f"(the others were superseded by a later acknowledged write before any restart); "
         f"in-flight writes at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; "
-        f"{count} products at the end; stale vector files left by kills: {tally.stale_vector_files} (removed on restart); "
+        f"{count} products at the end; stale vector files left by kills: {tally.stale_vector_files} (removed on "
+        "restart); "
         f"files in images/ of no product: {len(unreferenced)}; problems: {len(tally.problems)}; lost = "
         f"{sum('LOST' in p for p in tally.problems)}; {seconds:.1f} s"
     )
@@ -612,7 +623,8 @@ else:
     ],
 )
 def test_a_write_killed_mid_commit_leaves_row_and_image_together(settings, write, point, survivor):
-    """Killed before its metadata commit, a write leaves the old product whole; killed after it, the new state, image included."""
+    """Killed before its metadata commit, a write leaves the old product whole; killed after it, the new state, image
+    included."""
     from vitrine.serve.service import SearchService
 
     images = ImageStore(Path(settings.index) / "images")

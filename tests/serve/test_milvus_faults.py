@@ -1,6 +1,8 @@
-"""Faults on the Milvus server path: the service SIGKILLed under writes, and the Milvus server itself killed and restarted.
+"""Faults on the Milvus server path: the service SIGKILLed under writes, and the Milvus server itself killed and
+restarted.
 
-Both run `vitrine serve` on a collection of a real Milvus standalone server of this module's own (tests/milvus_server.py,
+Both run `vitrine serve` on a collection of a real Milvus standalone server of this module's own
+(tests/milvus_server.py,
 the `milvus` wheel's 2.3.5: it is killed here, so never the session's shared one), with the client ledger, the load and
 the "acknowledged writes survive, nothing half-written" check of tests/serve/test_crash_consistency.py:
 - the service is SIGKILLed at seeded moments (after a seeded number of acknowledged writes, or at the store failpoint
@@ -39,7 +41,8 @@ def milvus(tmp_path_factory):
 
 
 def served(milvus, root: Path, collection: str) -> tuple[str, Path]:
-    """The twelve-product test catalog indexed (vectors, tags, images) into `collection` on the server: (spec, images)."""
+    """The twelve-product test catalog indexed (vectors, tags, images) into `collection` on the server: (spec,
+    images)."""
     from vitrine.serve.prepare import prepare_index
     from vitrine.serve.settings import ServeSettings
 
@@ -77,7 +80,8 @@ def warm(base: str) -> None:
 
 
 def final_look(spec: str, images: Path, slots: dict, count: int) -> list[str]:
-    """The collection and images/ as a later process sees them: a row and an image for every present product, and nothing else."""
+    """The collection and images/ as a later process sees them: a row and an image for every present product, and
+    nothing else."""
     from vitrine.index.stores import open_store
     from vitrine.serve.images import ImageStore
 
@@ -152,10 +156,13 @@ def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged
     upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
     print(
         f"\nMilvus server, service SIGKILLed: {tally.kills} kills ({tally.failpoint_kills} at a failpoint), "
-        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches under load; "
-        f"checked intact after a restart: {upserts_checked} upserts, {len(tally.checked) - upserts_checked} deletes; in-flight "
+        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches "
+        "under load; "
+        f"checked intact after a restart: {upserts_checked} upserts, {len(tally.checked) - upserts_checked} deletes; "
+        "in-flight "
         f"at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; {count} products; problems "
-        f"{len(tally.problems)}, lost {sum('LOST' in p for p in tally.problems)}; {time.monotonic() - started:.1f} s ({phase})"
+        f"{len(tally.problems)}, lost {sum('LOST' in p for p in tally.problems)}; {time.monotonic() - started:.1f} s "
+        f"({phase})"
     )
     assert not tally.problems, "\n".join(tally.problems[:20])
     assert not unreferenced, unreferenced[:10]
@@ -274,11 +281,14 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
 
     upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
     print(
-        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {tally.upserts_acked} upserts and "
+        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {tally.upserts_acked} upserts "
+        "and "
         f"{tally.deletes_acked} deletes acknowledged; checked intact: {upserts_checked} upserts, "
         f"{len(tally.checked) - upserts_checked} deletes; in-flight at kills: {tally.in_flight_present} present, "
-        f"{tally.in_flight_absent} absent; requests refused with 503 under load: {refusals}; recovery (server up -> first "
-        f"search answered): {', '.join(f'{s:.1f} s' for s in recoveries)}; lost {sum('LOST' in p for p in tally.problems)}; "
+        f"{tally.in_flight_absent} absent; requests refused with 503 under load: {refusals}; recovery (server up -> "
+        "first "
+        f"search answered): {', '.join(f'{s:.1f} s' for s in recoveries)}; lost "
+        f"{sum('LOST' in p for p in tally.problems)}; "
         f"{time.monotonic() - started:.1f} s ({phase})"
     )
     assert not tally.problems, "\n".join(tally.problems[:20])

@@ -78,5 +78,6 @@ def test_every_operation_answers_within_its_spec(api_schema, label, mode):
 
 def teardown_module(module):
     print(
-        f"\nschemathesis cases run: {sum(CASES.values())} over {len(CASES)} operation x mode pairs: {dict(sorted(CASES.items()))}"
+        f"\nschemathesis cases run: {sum(CASES.values())} over {len(CASES)} operation x mode pairs: "
+        f"{dict(sorted(CASES.items()))}"
     )

@@ -1,4 +1,5 @@
-"""Property tests for serve settings: any JSON text, file or environment gives typed settings or a ValueError naming the field."""
+"""Property tests for serve settings: any JSON text, file or environment gives typed settings or a ValueError naming the
+field."""
 
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ field_values = st.one_of(
     ),
 )
 documents = st.one_of(
-    st.dictionaries(st.one_of(st.sampled_from(sorted(FIELDS)), odd_text), field_values, max_size=4),
-    json_values,
+    st.dictionaries(st.one_of(st.sampled_from(sorted(FIELDS)), odd_text), field_values, max_size=4), json_values
 )
 
 
@@ -113,11 +113,13 @@ def test_any_settings_file_and_environment_give_typed_settings_or_name_the_sourc
         ),  # was: TypeError "argument after ** must be a mapping, not str"
         ("'", "serve settings: not valid JSON (Expecting value"),  # was: a bare JSONDecodeError naming nothing
         ("[" * 50_000 + "]" * 50_000, "serve settings: not valid JSON (nested too deeply"),  # was: RecursionError
-        ('{"combiner": null}', "serve setting combiner must be a string, got None"),  # was: accepted, combiner None
-        # The same type check, inputs checked by hand: were TypeError ('<' between str and int), accepted True, AttributeError.
-        ('{"max_k": "5"}', "serve setting max_k must be a whole number, got '5'"),
-        ('{"workers": true}', "serve setting workers must be a whole number, got True"),
-        ('{"index": 5, "workers": 2}', "serve setting index must be a string, got 5"),
+        # was: accepted, combiner None
+        ('{"combiner": null}', "serve settings: field 'combiner' must be a string, got None"),
+        # The same type check, inputs checked by hand: were TypeError ('<' between str and int), accepted True,
+        # AttributeError.
+        ('{"max_k": "5"}', "serve settings: field 'max_k' must be a whole number, got '5'"),
+        ('{"workers": true}', "serve settings: field 'workers' must be a whole number, got True"),
+        ('{"index": 5, "workers": 2}', "serve settings: field 'index' must be a string, got 5"),
     ],
 )
 def test_finding_bad_settings_json_names_the_setting(text, message):
@@ -128,8 +130,9 @@ def test_finding_bad_settings_json_names_the_setting(text, message):
 @pytest.mark.parametrize(
     "raw, message",
     [
-        (b"", "serve.json: serve settings: not valid JSON (Expecting value"),  # was: a bare JSONDecodeError
-        (b"\xff", "serve.json: 'utf-8' codec can't decode byte 0xff"),  # was: UnicodeDecodeError naming no file
+        (b"", "serve.json: not valid JSON (Expecting value"),  # was: a bare JSONDecodeError
+        # was: UnicodeDecodeError naming no file
+        (b"\xff", "serve.json: not UTF-8 text ('utf-8' codec can't decode byte 0xff"),
     ],
 )
 def test_finding_bad_settings_file_names_the_file(tmp_path, raw, message):

@@ -1,4 +1,5 @@
-"""Upserts and the image store: the form cap on upserts, stale temp files swept at open, a row never shown without its image."""
+"""Upserts and the image store: the form cap on upserts, stale temp files swept at open, a row never shown without its
+image."""
 
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ def test_stale_temp_files_are_swept_when_the_service_opens(settings):
 
 
 def test_stale_temp_files_are_swept_by_a_rerun_of_index_images(settings, served_index, capsys):
-    """`vitrine index images` (and `serve --catalog`'s prepare, through the same `sweep_images`) sweeps when it starts."""
+    """`vitrine index images` (and `serve --catalog`'s prepare, through the same `sweep_images`) sweeps when it
+    starts."""
     from vitrine.cli import main
 
     stale, live = leave_temp_files(Path(settings.index))

@@ -18,7 +18,8 @@ HUES = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
 
 
 class Palette(torch.nn.Module):
-    """A stand-in encoder: an image's embedding is the mean colour of its non-white pixels, a text's the colour it names."""
+    """A stand-in encoder: an image's embedding is the mean colour of its non-white pixels, a text's the colour it
+    names."""
 
     name, embed_dim = "test:palette", 3
 
@@ -114,7 +115,8 @@ def test_tag_and_eval_attributes_cli(tmp_path, capsys):
     write_folder(tmp_path / "cat", rows)
     vocabulary = tmp_path / "vocab.yaml"
     vocabulary.write_text(
-        "attributes:\n  baseColour: [Red, Blue, Green, Black, White]\n  tone:\n    values: {warm: [a red garment], cool: [a blue garment]}\n"
+        "attributes:\n  baseColour: [Red, Blue, Green, Black, White]\n  tone:\n    values: {warm: [a red garment], "
+        "cool: [a blue garment]}\n"
     )
     image = tmp_path / "cat" / "images" / f"{rows[0]['id']}.jpg"
     assert (

@@ -1,4 +1,5 @@
-"""Property tests for attribute vocabularies: any YAML/JSON file or structure is a vocabulary or a VocabularyError naming it."""
+"""Property tests for attribute vocabularies: any YAML/JSON file or structure is a vocabulary or a VocabularyError
+naming it."""
 
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ def _dump(data, suffix: str) -> str:
 
 
 def assert_usable(vocabulary: Vocabulary) -> None:
-    """What tagging relies on: named attributes with two or more distinct values, each with prompts, and sane numbers."""
+    """What tagging relies on: named attributes with two or more distinct values, each with prompts, and sane
+    numbers."""
     assert vocabulary.attributes and len(set(vocabulary.names)) == len(vocabulary.names)
     for attribute in vocabulary.attributes:
         assert isinstance(attribute.name, str)
@@ -228,7 +230,8 @@ def test_finding_a_single_template_string_is_one_template():
         "{",  # was: ValueError "Single '{' encountered in format string"
         "{value!x}",  # was: ValueError "Unknown conversion specifier x"
         "{} {value}",  # was: IndexError "Replacement index 0 out of range for positional args tuple"
-        "{value:>1000000000}",  # would fill every prompt to a gigabyte (not found by the properties; refused with format specs)
+        # would fill every prompt to a gigabyte (not found by the properties; refused with format specs)
+        "{value:>1000000000}",
     ],
 )
 def test_finding_templates_that_cannot_fill_in_safely_are_refused(template):

@@ -1,4 +1,5 @@
-"""Multi-process training (torch.distributed, gloo on CPU): N processes on a split global batch take the same step as one."""
+"""Multi-process training (torch.distributed, gloo on CPU): N processes on a split global batch take the same step as
+one."""
 
 import os
 import socket
@@ -112,7 +113,8 @@ def test_two_processes_train_the_same_weights_as_one_and_resume(setup, tmp_path)
 
 
 def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
-    """`vitrine train cir --nproc 2`: queries split unevenly (batch 13), targets from the whole batch; same projection."""
+    """`vitrine train cir --nproc 2`: queries split unevenly (batch 13), targets from the whole batch; same
+    projection."""
     from tests.cir.test_triplets_training import catalog_rows
     from tests.conftest import write_folder
 
@@ -153,7 +155,8 @@ def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
 
 
 def test_region_alignment_in_two_processes_matches_one(tmp_path):
-    """`vitrine train regions --nproc 2` on cached view features: texts split unevenly, gathered; same heads as one process."""
+    """`vitrine train regions --nproc 2` on cached view features: texts split unevenly, gathered; same heads as one
+    process."""
     from tests.conftest import make_rows, write_folder
 
     from vitrine.train.regions import RegionTrainConfig

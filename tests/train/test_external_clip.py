@@ -171,7 +171,8 @@ def test_region_alignment_on_a_clip_resumes_bit_for_bit_and_saves_in_its_format(
     whole = train_regions(config.replace(out=str(tmp_path / "whole")), progress=False)
     losses = [float(row["loss"]) for row in csv.DictReader(open(tmp_path / "whole" / "metrics.csv")) if row.get("loss")]
     print(
-        f"{kind} regions: loss at step 1 {losses[0]:.4f} -> last step {losses[-1]:.4f} ({whole.steps} steps), {whole.metrics}"
+        f"{kind} regions: loss at step 1 {losses[0]:.4f} -> last step {losses[-1]:.4f} ({whole.steps} steps), "
+        f"{whole.metrics}"
     )
     assert losses[-1] < losses[0], losses
     train_regions(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)

@@ -68,7 +68,8 @@ class Composer:
             hasattr(model, "text_proj") or getattr(model, "has_pooled_text", False)
         ):
             raise InvalidInput(
-                f"{combiner} carries a fine-tuned text projection; {model.name} has no pooled text output to apply it to"
+                f"{combiner} carries a fine-tuned text projection; {model.name} has no pooled text output to apply it "
+                "to"
             )
 
     def texts(self, modifications: Sequence[str]) -> torch.Tensor:
@@ -134,7 +135,8 @@ def text_tokens(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
 
 @torch.inference_mode()
 def pooled_texts(model, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """The text tower's output before its projection, (B, W): vitrine's MiniLM, a CLIP's or SigLIP's, or an ONNX export's."""
+    """The text tower's output before its projection, (B, W): vitrine's MiniLM, a CLIP's or SigLIP's, or an ONNX
+    export's."""
     chunks = [
         model.pooled_texts(list(texts[s : s + batch_size])).float().cpu() for s in range(0, len(texts), batch_size)
     ]

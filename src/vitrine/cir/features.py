@@ -13,7 +13,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 def embed_image_files(
     model, paths: Sequence[Path], batch_size: int = 64, progress: bool = True, desc: str = "embed images"
 ) -> tuple[list[int], torch.Tensor]:
-    """Embed image files; returns (indices of the files that decoded, their embeddings). Unreadable files are skipped."""
+    """Embed image files; returns (indices of the files that decoded, their embeddings). Unreadable files are
+    skipped."""
     from tqdm import tqdm
 
     from vitrine.data.errors import DataError

@@ -1,4 +1,5 @@
-"""The published composed-retrieval protocols: FashionIQ (R@10/50 per category) and CIRR (R@K, Rsubset@K, test server JSON).
+"""The published composed-retrieval protocols: FashionIQ (R@10/50 per category) and CIRR (R@K, Rsubset@K, test server
+JSON).
 
 Both read the official annotation files. Images are looked up by name under `images`; missing ones are
 reported and their queries skipped, since part of each dataset's images can no longer be downloaded.
@@ -143,7 +144,8 @@ def write_cirr_submission(
     refs: Sequence[int],
     subsets: Sequence[Sequence[int]],
 ) -> list[str]:
-    """The two files the CIRR test server takes: top-50 over the gallery and top-3 within each img_set, reference removed."""
+    """The two files the CIRR test server takes: top-50 over the gallery and top-3 within each img_set, reference
+    removed."""
     recall_top: dict = {"version": "rc2", "metric": "recall"}
     subset_top: dict = {"version": "rc2", "metric": "recall_subset"}
     scores = queries @ gallery.T

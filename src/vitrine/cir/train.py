@@ -74,7 +74,8 @@ def _soft_cross_entropy(logits: torch.Tensor, positives: torch.Tensor) -> torch.
 
 
 class CirRecipe:
-    """One CLIP4Cir stage: stage 1 tunes the text projection, the text encoder or both encoders under `sum`; stage 2 a head."""
+    """One CLIP4Cir stage: stage 1 tunes the text projection, the text encoder or both encoders under `sum`; stage 2 a
+    head."""
 
     def __init__(self, config: CirTrainConfig, ctx, progress: bool):
         self.config, self.ctx = config, ctx
@@ -111,7 +112,8 @@ class CirRecipe:
                 self.pooled = pooled_text_features(
                     model, string_list, config.cache_dir, progress=progress and ctx.is_main
                 ).to(device)
-        # A fresh layer loaded with the model's projection (its construction draws from the seeded stream, as the shipped
+        # A fresh layer loaded with the model's projection (its construction draws from the seeded stream, as the
+        # shipped
         # heads' runs did), on the model's device.
         self.projection = projection = nn.Linear(
             text_proj.in_features, text_proj.out_features, bias=text_proj.bias is not None

@@ -172,11 +172,7 @@ SHARED_OPTIONS: dict[str, dict] = {
     "model": {"default": DEFAULT_MODEL, "help": "registry name; default %(default)s"},
     "batch_size": {"type": int, "default": 64, "help": "images per forward pass; default %(default)s"},
     "schema": {"help": SCHEMA_HELP},
-    "on_error": {
-        "choices": ["skip", "fail"],
-        "default": "skip",
-        "help": "bad rows: skip and report (default) or fail",
-    },
+    "on_error": {"choices": ["skip", "fail"], "default": "skip", "help": "bad rows: skip and report (default) or fail"},
     "cache_dir": {"default": "runs/cache", "help": "where image features are cached; default %(default)s"},
     "json": {"action": "store_true", "help": "print JSON"},
     "no_progress": {"action": "store_true", "help": "hide progress bars"},

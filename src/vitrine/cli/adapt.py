@@ -36,8 +36,10 @@ def register(sub) -> None:
     adapt = sub.add_parser(
         "adapt",
         help="fine-tune a model on your own catalog (minutes on CPU)",
-        description="Continue a trained model's recipe on your catalog: captions from its titles and from templates built from its "
-        "own columns, warm-started from the model's weights (for vitrine:kagl-base, heads over the locked image tower's "
+        description="Continue a trained model's recipe on your catalog: captions from its titles and from templates "
+        "built from its "
+        "own columns, warm-started from the model's weights (for vitrine:kagl-base, heads over the locked image "
+        "tower's "
         "cached features). A slice of the catalog (--holdout, by id) is held out and the figures on it are printed "
         "before and after: title->image R@10 and zero-shot top-1 per categorical column. Rerun the same command to "
         "resume after an interruption. The model is written to OUT/model; the last lines name it and how to serve it.",

@@ -107,7 +107,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--address",
-        help="with --engine ray: the Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray started for the job",
+        help="with --engine ray: the Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray started for the "
+        "job",
     )
     parser.add_argument(
         "--workers",
@@ -136,7 +137,8 @@ def register(sub) -> None:
     embed.add_argument(
         "--data",
         required=True,
-        help="catalog: WebDataset shards (dir, glob, or brace range like kagl-{000000..000008}.tar) or a folder with images/ and catalog.csv|catalog.jsonl",
+        help="catalog: WebDataset shards (dir, glob, or brace range like kagl-{000000..000008}.tar) or a folder with "
+        "images/ and catalog.csv|catalog.jsonl",
     )
     embed.add_argument(
         "--model", default=DEFAULT_MODEL, help="registry name (see `vitrine models`); default %(default)s"

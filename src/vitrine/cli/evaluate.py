@@ -287,7 +287,8 @@ def register(sub) -> None:
     attributes = protocols.add_parser(
         "attributes",
         help="open-vocabulary attribute tagging: per-attribute precision / recall, mean precision",
-        description="Tag every item of --data (its --split) and score the tags against its attribute columns. Precision counts "
+        description="Tag every item of --data (its --split) and score the tags against its attribute columns. "
+        "Precision counts "
         "answers given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over "
         "attributes (RaF-CLIP's measure); top1 is accuracy without abstention.",
     )
@@ -330,9 +331,11 @@ def register(sub) -> None:
     board = protocols.add_parser(
         "kagl-leaderboard",
         help="the public fashion leaderboard's KAGL tasks (text->image R@1/R@10/MRR, category P@1/P@10)",
-        description="Marqo-FashionCLIP's leaderboard protocol on a catalog: text-to-image with up to --max-queries distinct titles "
+        description="Marqo-FashionCLIP's leaderboard protocol on a catalog: text-to-image with up to --max-queries "
+        "distinct titles "
         "(sampled with --seed) against every product's image; category-to-product (masterCategory) and "
-        "sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 title). "
+        "sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 "
+        "title). "
         "Prints a table in the leaderboard's columns beside its published KAGL rows; --output writes one "
         "clip_benchmark-shaped JSON file per task.",
     )
@@ -378,7 +381,8 @@ def register(sub) -> None:
     composed = protocols.add_parser(
         "composed",
         help="composed retrieval: triplet files, FashionIQ or CIRR",
-        description="Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from its own ranking. "
+        description="Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from "
+        "its own ranking. "
         "--protocol fashioniq|cirr reads the official annotation folder given as --data.",
     )
     composed.add_argument("--data", required=True, help="catalog (triplets) or annotation folder (fashioniq, cirr)")

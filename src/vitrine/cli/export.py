@@ -1,4 +1,5 @@
-"""`vitrine export onnx`: write a model's towers as ONNX graphs for `--runtime onnx|onnx-int8` (or `--model onnx:DIR`)."""
+"""`vitrine export onnx`: write a model's towers as ONNX graphs for `--runtime onnx|onnx-int8` (or `--model
+onnx:DIR`)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ def register(sub) -> None:
     infer = actions.add_parser(
         "infer",
         help="print the schema a catalog's own columns say",
-        description="Read the catalog's header and a sample of its rows and print the schema every command would use for it "
+        description="Read the catalog's header and a sample of its rows and print the schema every command would use "
+        "for it "
         "without --schema: the id, title and image columns, and which other columns are categories (facets, tags) "
         "rather than numbers or free text. An ambiguous catalog is an error that writes a draft schema file.",
     )

@@ -139,7 +139,8 @@ def register(sub) -> None:
         "--search-mode",
         choices=["hybrid", "vector", "lexical"],
         help="how queries rank unless they say: hybrid "
-        "(default: vector and BM25 fused; on a Milvus server before 2.5, vector), vector (cosine only) or lexical (BM25 only)",
+        "(default: vector and BM25 fused; on a Milvus server before 2.5, vector), vector (cosine only) or lexical "
+        "(BM25 only)",
     )
     parser.add_argument(
         "--relevance",

@@ -116,7 +116,8 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
 
 
 def _encoder_of(head_dir) -> str | None:
-    """The model a trained head belongs to (after `stage1_trains: text|both`, the fine-tuned one): what --model takes."""
+    """The model a trained head belongs to (after `stage1_trains: text|both`, the fine-tuned one): what --model
+    takes."""
     from vitrine.models.heads import read_head_config
 
     return read_head_config(str(head_dir)).get("encoder")
@@ -198,7 +199,8 @@ def register(sub) -> None:
     clip = recipes.add_parser(
         "clip",
         help="contrastive image-text training (OpenFashionCLIP recipe)",
-        description="Train a vitrine dual encoder, or fine-tune a CLIP/SigLIP you bring (hf:, openclip:), contrastively. The config (JSON) is saved next to the checkpoint; "
+        description="Train a vitrine dual encoder, or fine-tune a CLIP/SigLIP you bring (hf:, openclip:), "
+        "contrastively. The config (JSON) is saved next to the checkpoint; "
         "rerunning the same command resumes from the last checkpoint. The trained model is written to OUT/model.",
     )
     clip.add_argument(
@@ -217,7 +219,8 @@ def register(sub) -> None:
     cir = recipes.add_parser(
         "cir",
         help="composed image retrieval, CLIP4Cir's two stages",
-        description="Stage 1 fine-tunes the text projection, the text encoder or both encoders (--stage1-trains) with the sum "
+        description="Stage 1 fine-tunes the text projection, the text encoder or both encoders (--stage1-trains) with "
+        "the sum "
         "combination; stage 2 trains the Combiner on cached features. Rerunning the same command resumes. Writes "
         "OUT/combiner (use it with --combiner) and, when stage 1 fine-tunes an encoder, OUT/model.",
     )
@@ -241,7 +244,8 @@ def register(sub) -> None:
     regions = recipes.add_parser(
         "regions",
         help="region-attribute alignment (RaF-CLIP): crops and segmented views vs attribute texts",
-        description="Fine-tune a dual encoder so that each product's whole image, foreground crop and segmented crop match its "
+        description="Fine-tune a dual encoder so that each product's whole image, foreground crop and segmented crop "
+        "match its "
         "category text and several attribute texts at once (multi-positive contrastive loss). Rerunning resumes. "
         "Writes OUT/model (use it as --model vitrine:OUT/model).",
     )
@@ -265,11 +269,13 @@ def register(sub) -> None:
         "--split",
         choices=["all", "train", "val"],
         default="all",
-        help="keep triplets whose reference is in the encoder's training split (train) or held out from it (val); default %(default)s",
+        help="keep triplets whose reference is in the encoder's training split (train) or held out from it (val); "
+        "default %(default)s",
     )
     triplets.add_argument(
         "--split-config",
-        help="JSON holding the split, e.g. configs/kagl-base.json (the shipped model's) or configs/kagl-base-protocol.json "
+        help="JSON holding the split, e.g. configs/kagl-base.json (the shipped model's) or "
+        "configs/kagl-base-protocol.json "
         "(types held out); default: vitrine's protocol split",
     )
     triplets.add_argument("--kinds", nargs="+", choices=["colour", "gender"], default=["colour", "gender"])

@@ -39,7 +39,8 @@ def detect_format(path: str | os.PathLike) -> str:
 def schema_for(
     path: str | os.PathLike, schema: str | os.PathLike | CatalogSchema | None = None
 ) -> tuple[CatalogSchema, str]:
-    """The schema to read `path` with and one line saying so: the one given, or the one its columns say (None, 'auto')."""
+    """The schema to read `path` with and one line saying so: the one given, or the one its columns say (None,
+    'auto')."""
     if schema is not None and schema != "auto":
         resolved = resolve_schema(schema)
         return resolved, f"schema: {resolved.name} (given); facets={','.join(resolved.facet_fields) or '-'}"

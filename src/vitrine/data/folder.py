@@ -113,7 +113,8 @@ class FolderCatalog(CatalogReader):
                 raise RowFormatError(f"malformed CSV header ({exc})", source=str(self.metadata_path)) from None
             if not header or self.schema.id_field not in header:
                 raise RowFormatError(
-                    f"CSV header {header} has no id column '{self.schema.id_field}' (schema {self.schema.name}); drop --schema "
+                    f"CSV header {header} has no id column '{self.schema.id_field}' (schema {self.schema.name}); drop "
+                    "--schema "
                     f"to read the catalog's own columns, or see `vitrine schema infer {self.root}`",
                     source=str(self.metadata_path),
                 )

@@ -151,7 +151,8 @@ class CatalogReader(ABC):
         attributes = {name: schema.clean(raw.get(name)) for name in schema.attributes}
         for name, value in ((schema.id_field, item_id), (schema.title_field, title), *attributes.items()):
             if value is not None and not is_unicode(value):
-                # Text with lone surrogates (from "\\ud800" escapes or non-UTF-8 names) cannot be stored or served as UTF-8.
+                # Text with lone surrogates (from "\\ud800" escapes or non-UTF-8 names) cannot be stored or served as
+                # UTF-8.
                 shown_id = item_id if is_unicode(item_id) else None  # the message itself must print as UTF-8
                 return RowFormatError(
                     f"column '{name}' holds a lone surrogate ({value!r}), not Unicode text",

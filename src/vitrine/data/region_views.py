@@ -36,7 +36,8 @@ class RegionPool:
 
 
 def product_views(image, transform, views, foreground: Foreground) -> np.ndarray:
-    """(V, 3, S, S) uint8: the whole image, the foreground crop, the segmented crop (the whole image when no foreground)."""
+    """(V, 3, S, S) uint8: the whole image, the foreground crop, the segmented crop (the whole image when no
+    foreground)."""
     found = foreground(image)
     region = found[0] if found else WholeImage()(image)[0]
     pictures = {"whole": image, "crop": crop(image, region), "segmented": crop(image, region, segmented=True)}

@@ -83,7 +83,8 @@ def prompts_for_schema(schema: CatalogSchema) -> PromptSet:
 
 
 def prompts_for(spec: str | PromptSet | None, schema: CatalogSchema) -> PromptSet:
-    """A source's prompt set: the one named, or for 'auto' (None) KAGL's for a kagl catalog and the schema's roles' otherwise."""
+    """A source's prompt set: the one named, or for 'auto' (None) KAGL's for a kagl catalog and the schema's roles'
+    otherwise."""
     if spec is None or spec == "auto":
         return resolve_prompts("kagl") if schema.name == "kagl" else prompts_for_schema(schema)
     return resolve_prompts(spec)

@@ -1,4 +1,5 @@
-"""Catalog schemas as data: which columns hold the id, title, image and attributes, and how far a reader trusts the files."""
+"""Catalog schemas as data: which columns hold the id, title, image and attributes, and how far a reader trusts the
+files."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class CatalogSchema(ConfigFile):
     missing_values: tuple[str, ...] = ("", "NA", "N/A", "nan", "None")
     require_title: bool = True
     # An untrusted catalog must not make vitrine read files outside it: an image path that resolves outside the catalog
-    # folder ('..', an absolute path, a symlink pointing out) is a bad row. False for a trusted catalog that points elsewhere.
+    # folder ('..', an absolute path, a symlink pointing out) is a bad row. False for a trusted catalog that points
+    # elsewhere.
     confine_images: bool = True
     max_member_bytes: int = MAX_MEMBER_BYTES  # WebDataset shards: the largest tar member read (a larger one: a bad row)
 

@@ -187,7 +187,8 @@ def _pick(role: str, named: list[str], by_content: list[str], problems: list[str
         return by_content[0]
     if len(by_content) > 1:
         problems.append(
-            f"no column is named like a{'n' if role[0] in 'aeiou' else ''} {role}, and {', '.join(repr(c) for c in by_content)} "
+            f"no column is named like a{'n' if role[0] in 'aeiou' else ''} {role}, and "
+            f"{', '.join(repr(c) for c in by_content)} "
             f"could each be it"
         )
     return None
@@ -354,7 +355,8 @@ def infer_schema(path: str | os.PathLike, fmt: str, base: CatalogSchema | None =
 
 
 def describe_schema(schema: CatalogSchema, about: Mapping[str, object] | None = None) -> str:
-    """One line saying how a catalog is read, e.g. `schema inferred: id=sku title=name image=photo facets=colour,sex other=price`."""
+    """One line saying how a catalog is read, e.g. `schema inferred: id=sku title=name image=photo facets=colour,sex
+    other=price`."""
     if about and about.get("fallback"):
         return f"schema: kagl (the catalog's columns could not be sampled: {about['fallback']})"
     if about and about.get("kagl"):

@@ -174,7 +174,8 @@ class ShardCatalog(CatalogReader):
         if member.name.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", member.name):
             return "name is absolute or climbs out of the shard with '..'"
         if member.size > self.max_member_bytes:
-            return f"declares {member.size} bytes, over the limit of {self.max_member_bytes} bytes per member (--max-member-bytes)"
+            limit = self.max_member_bytes
+            return f"declares {member.size} bytes, over the limit of {limit} bytes per member (--max-member-bytes)"
         if ext in members:
             return f"repeats key {key!r} with extension {ext!r} in the same sample"
         if key in finished:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
+from vitrine.config_file import ConfigFile, read_config
 from vitrine.errors import ConfigError
 
 
@@ -19,7 +18,7 @@ def hash_unit(*parts: object) -> float:
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(ConfigFile):
     """Items with a held-out attribute value are 'unseen'; the rest split by id into 'train'/'val'.
 
     `calibration_fraction` holds out a second, disjoint set of values ('calib'): never trained on, they
@@ -88,15 +87,13 @@ def load_split_config(path: str | os.PathLike | None) -> SplitConfig:
     """A split from a JSON file: a SplitConfig object, or a training config / training.json that holds one."""
     if path is None:
         return default_protocol_split()
-    return split_config_from(json.loads(Path(path).read_text(encoding="utf-8")))
+    return split_config_from(read_config(path), origin=str(path))
 
 
-def split_config_from(data: dict) -> SplitConfig:
+def split_config_from(data: dict, origin: str | None = None) -> SplitConfig:
     """A split from its dict, or from a training config / training.json dict that holds one."""
     data = data.get("config", data)
-    data = data.get("split", data)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return SplitConfig(**values)
+    return SplitConfig.from_dict(data.get("split", data), origin)
 
 
 def split_filter(split: str, config: SplitConfig):

@@ -64,7 +64,8 @@ def published_rows() -> dict:
 
 
 def leaderboard_table(records: Sequence[dict], with_published: bool = True) -> str:
-    """Markdown: one table per task in the leaderboard's columns (AvgRecall|AvgP, @1, @10, MRR), published rows first."""
+    """Markdown: one table per task in the leaderboard's columns (AvgRecall|AvgP, @1, @10, MRR), published rows
+    first."""
     published = published_rows()["tasks"] if with_published else {}
     lines: list[str] = []
     for name in dict.fromkeys(r["task"] for r in records):
@@ -78,13 +79,15 @@ def leaderboard_table(records: Sequence[dict], with_published: bool = True) -> s
         ]
         for row in published.get(name, []):
             lines.append(
-                f"| {row['model']} (published) | {row['avg']:.3f} | {row['at1']:.3f} | {row['at10']:.3f} | {row['mrr']:.3f} | |"
+                f"| {row['model']} (published) | {row['avg']:.3f} | {row['at1']:.3f} | {row['at10']:.3f} | "
+                f"{row['mrr']:.3f} | |"
             )
         for record in (r for r in records if r["task"] == name):
             m = record["metrics"]
             at1, at10 = m[f"{task.measure}@1"], m[f"{task.measure}@{TOP}"]
             lines.append(
-                f"| {record['model']} | {(at1 + at10) / 2:.3f} | {at1:.3f} | {at10:.3f} | {m['mrr']:.3f} | {record['details']['n_queries']} |"
+                f"| {record['model']} | {(at1 + at10) / 2:.3f} | {at1:.3f} | {at10:.3f} | {m['mrr']:.3f} | "
+                f"{record['details']['n_queries']} |"
             )
         lines.append("")
     return "\n".join(lines)

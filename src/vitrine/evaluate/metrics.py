@@ -58,7 +58,8 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, n_classes:
 
 def top_rows(scores: torch.Tensor, k: int, favoured=()) -> list[int]:
     """The k highest-scoring rows of a 1-D score vector; among equal scores, rows in `favoured` (a query's targets)
-    first, then the lower row: the order in which `target_ranks` counts ties (only strictly higher scores rank above)."""
+    first, then the lower row: the order in which `target_ranks` counts ties (only strictly higher scores rank
+    above)."""
     k = min(k, len(scores))
     if k <= 0:
         return []

@@ -78,7 +78,8 @@ def thumbnails(
     ids: Iterable[str], catalogs: Sequence[str], folder: Path, schema=None, progress: bool = True
 ) -> dict[str, Thumb]:
     """Thumbnails of `ids` saved as folder/thumbs/<safe id>.jpg, read from the first of `catalogs` that has each id
-    (streaming each catalog once, decoding only the wanted rows); ids found nowhere (or whose image is bad) are left out."""
+    (streaming each catalog once, decoding only the wanted rows); ids found nowhere (or whose image is bad) are left
+    out."""
     from tqdm import tqdm
 
     wanted = set(ids)
@@ -132,7 +133,12 @@ def write_report(
 # --- HTML ---------------------------------------------------------------------------------------------------------
 
 STYLE = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 0; color: #1d232a; background: #f6f7f9; }
+body {
+  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
+  margin: 0;
+  color: #1d232a;
+  background: #f6f7f9;
+}
 header { background: #1d232a; color: #fff; padding: 18px 28px; }
 header h1 { margin: 0 0 6px; font-size: 22px; }
 header code { color: #c9d4e0; font-size: 13px; word-break: break-all; }
@@ -149,21 +155,47 @@ img.plot { max-width: 100%; height: auto; display: block; }
 table { border-collapse: collapse; font-size: 14px; }
 th, td { border-bottom: 1px solid #e6e9ed; padding: 4px 10px; text-align: left; vertical-align: top; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.example { display: flex; flex-wrap: wrap; gap: 8px 12px; align-items: flex-start; padding: 10px 0; border-bottom: 1px solid #eceff2; }
+.example {
+  display: flex;
+  flex-wrap: wrap;
+  gap: 8px 12px;
+  align-items: flex-start;
+  padding: 10px 0;
+  border-bottom: 1px solid #eceff2;
+}
 .example:last-child { border-bottom: none; }
 .lead, .results { display: flex; gap: 8px; align-items: flex-start; }
 .query { width: 180px; flex: none; }
 .query .text { font-weight: 600; overflow-wrap: anywhere; margin-bottom: 4px; }
 .arrow { align-self: center; font-size: 22px; color: #8a949e; }
 .card { width: 120px; flex: none; font-size: 12px; border: 2px solid transparent; border-radius: 6px; padding: 3px; }
-.card img, .card .missing { width: 112px; height: 112px; object-fit: contain; background: #fff; border: 1px solid #e6e9ed;
+.card img, .card .missing {
+  width: 112px;
+  height: 112px;
+  object-fit: contain;
+  background: #fff;
+  border: 1px solid #e6e9ed;
   border-radius: 4px; display: block; box-sizing: border-box; }
 .card .missing { display: flex; align-items: center; justify-content: center; color: #8a949e; text-align: center; }
-.card .caption { overflow: hidden; display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow-wrap: anywhere; }
+.card .caption {
+  overflow: hidden;
+  display: -webkit-box;
+  -webkit-line-clamp: 3;
+  -webkit-box-orient: vertical;
+  overflow-wrap: anywhere;
+}
 .card .id { color: #5b6570; }
 .card.target { border-color: #2f9e44; background: #ebfbee; }
 .card.given { border-color: #4c6ef5; background: #edf2ff; }
-.tag { display: inline-block; font-size: 11px; font-weight: 600; padding: 0 5px; border-radius: 3px; background: #2f9e44; color: #fff; }
+.tag {
+  display: inline-block;
+  font-size: 11px;
+  font-weight: 600;
+  padding: 0 5px;
+  border-radius: 3px;
+  background: #2f9e44;
+  color: #fff;
+}
 .tag.miss { background: #e03131; }
 .tag.info { background: #4c6ef5; }
 footer { color: #8a949e; font-size: 12px; padding: 0 28px 24px; }
@@ -199,7 +231,8 @@ def _page(kind: str, report: dict, body: list[str], command: str | None) -> str:
             "<main>",
             *body,
             "</main>",
-            f'<footer>vitrine {_e(__version__)}. Every figure on this page comes from <a href="report.json">report.json</a>, '
+            f"<footer>vitrine {_e(__version__)}. Every figure on this page comes from <a "
+            'href="report.json">report.json</a>, '
             "the JSON the command prints with --json.</footer>",
             "</body></html>",
             "",
@@ -480,7 +513,8 @@ def _retrieval(report: dict, folder: Path, catalogs, schema, progress) -> list[s
             )
             rows.append(
                 f'<div class="example"><div class="lead"><div class="query"><div class="text">“{_e(q["query"])}”</div>'
-                f'<span class="tag miss">target at rank {_e(q["rank"])}</span></div>{_card(q["target_id"], thumbs, "", "given")}</div>'
+                f'<span class="tag miss">target at rank '
+                f"{_e(q['rank'])}</span></div>{_card(q['target_id'], thumbs, '', 'given')}</div>"
                 f'<div class="arrow" aria-hidden="true">→</div><div class="results">{cards}</div></div>'
             )
         out.append(
@@ -511,7 +545,8 @@ def _composed(report: dict, folder: Path, catalogs, schema, progress) -> list[st
             _section(
                 "Examples",
                 '<p class="note">No example pictures: they are drawn for <code>--protocol triplets</code> only, '
-                "whose products come from a catalog. The FashionIQ and CIRR protocols read their own image folders.</p>",
+                "whose products come from a catalog. The FashionIQ and CIRR protocols read their own image "
+                "folders.</p>",
             )
         )
         return out + _nested_tables(report)
@@ -531,7 +566,8 @@ def _composed(report: dict, folder: Path, catalogs, schema, progress) -> list[st
                 f'<div class="example"><div class="lead">{reference}'
                 f'<div class="query"><div class="text">+ “{_e(x["modification"])}”</div>'
                 f'<span class="{tag}">best target at rank {_e(x["rank"])}</span>'
-                f'<div class="note">{_e(x["n_targets"])} target(s){_e(" · " + x["kind"]) if x.get("kind") else ""}</div></div>'
+                f'<div class="note">{_e(x["n_targets"])} '
+                f"target(s){_e(' · ' + x['kind']) if x.get('kind') else ''}</div></div>"
                 f'{target}</div><div class="arrow" aria-hidden="true">→</div><div class="results">{cards}</div></div>'
             )
         note = (
@@ -565,7 +601,8 @@ def _attributes(report: dict, folder: Path, catalogs, schema, progress) -> list[
         _section(
             "Precision and recall per attribute",
             _img(src, "precision and recall of each attribute, grouped, with n"),
-            '<p class="note">Precision counts the answers given (“unknown” is no answer); recall counts every labelled item.</p>',
+            '<p class="note">Precision counts the answers given (“unknown” is no answer); recall counts every labelled '
+            "item.</p>",
         )
     ]
     columns = ["n", "answered", "coverage", "precision", "recall", "threshold", "classes"]

@@ -1,4 +1,5 @@
-"""`vitrine index build`: embed a catalog into a vector store (FAISS or Milvus), resumable after a crash at any point."""
+"""`vitrine index build`: embed a catalog into a vector store (FAISS or Milvus), resumable after a crash at any
+point."""
 
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def _fresh_or_resumable(index: str):
                     store.close()
             if committed:
                 print(
-                    f"{index}: {committed} products were committed before the failure; rerun the same command to resume",
+                    f"{index}: {committed} products were committed before the failure; rerun the same command to "
+                    "resume",
                     file=sys.stderr,
                 )
             else:
@@ -87,7 +89,8 @@ def _fresh_or_resumable(index: str):
 
 
 def _write_skipped(index: str, data: str, reader, resumed: bool) -> None:
-    """List every skipped row in the index directory's manifest (rows skipped by earlier runs of a resumed build kept)."""
+    """List every skipped row in the index directory's manifest (rows skipped by earlier runs of a resumed build
+    kept)."""
     if is_milvus(index):
         return
     path = os.path.join(index, SKIPPED_MANIFEST)

@@ -90,7 +90,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Merged:
     """What a background merge committed, for its store to adopt: its generation (= base), the file it wrote, and the
-    vectors of that commit (the base under the records committed during the merge, up to `delta_bytes` of the new log)."""
+    vectors of that commit (the base under the records committed during the merge, up to `delta_bytes` of the new
+    log)."""
 
     generation: int
     file: os.stat_result
@@ -150,7 +151,8 @@ class FaissStore:
         dim: int,
         options: IndexOptions | Mapping[str, object] | None = None,
     ):
-        """Create or open the index in `directory`; `options` (all, or a mapping of the ones to change) are saved with it."""
+        """Create or open the index in `directory`; `options` (all, or a mapping of the ones to change) are saved with
+        it."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.meta = MetadataStore(self.directory / DB_NAME)
@@ -159,7 +161,8 @@ class FaissStore:
             self.meta.close()
             raise IndexMismatchError(
                 f"index {self.directory} was built with {stored_model} ({stored_dim}-d); "
-                f"it cannot be queried or extended with {model} ({dim}-d). Rebuild it with that model or use --model {stored_model}."
+                f"it cannot be queried or extended with {model} ({dim}-d). Rebuild it with that model or use --model "
+                f"{stored_model}."
             )
         stored = self.meta.get_state("options")
         merged = IndexOptions.from_json(stored) if stored else IndexOptions()
@@ -221,7 +224,8 @@ class FaissStore:
                 continue
             if vectors is None:
                 raise DeltaLogError(
-                    f"{self._delta_path(committed.base)} is missing or shorter than its committed {committed.delta_bytes} "
+                    f"{self._delta_path(committed.base)} is missing or shorter than its committed "
+                    f"{committed.delta_bytes} "
                     f"bytes: the index {self.directory} is damaged; rebuild it or restore a snapshot"
                 )
             self.generation, self.base_generation, self.delta_bytes, self.vectors = (
@@ -534,7 +538,8 @@ class FaissStore:
     def _copy_tail(
         self, start: _Committed, since: int, now: _Committed, tmp: Path, vectors: LayeredVectors
     ) -> int | None:
-        """Copy the records of `start`'s log committed from `since` to `now` into the new log `tmp` (at their offset past
+        """Copy the records of `start`'s log committed from `since` to `now` into the new log `tmp` (at their offset
+        past
         `start`'s length) and apply them to `vectors`; returns the length copied to, or None when another merge
         committed after `start`."""
         path = self._delta_path(start.base)
@@ -596,7 +601,8 @@ class FaissStore:
         """Fold the delta into a new base file now, as one atomic commit; False when the delta is empty (nothing done).
 
         Commits start a background merge once the delta passes its bound; this is for a quiet moment (`vitrine index
-        merge`) or before copying the index. Call it as a writer (under the writers' lock where several processes write)."""
+        merge`) or before copying the index. Call it as a writer (under the writers' lock where several processes
+        write)."""
 
         def change():
             if not self.vectors.rows:

@@ -11,7 +11,9 @@ from vitrine.data.tagged import PREDICTED_PREFIX
 from vitrine.errors import InvalidInput
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS products (key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    key INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, title TEXT, attributes TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attributes (key INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS attributes_by_value ON attributes (field, value, key);
 CREATE INDEX IF NOT EXISTS attributes_by_key ON attributes (key);
@@ -19,7 +21,10 @@ CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead (key INTEGER PRIMARY KEY);
 """
 # Full-text (BM25) over each product's title and attribute values, keyed by the product's key. Porter stems both sides.
-_TEXT_SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS products_text USING fts5(title, attributes, tokenize='porter unicode61 remove_diacritics 2')"
+_TEXT_SCHEMA = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS products_text "
+    "USING fts5(title, attributes, tokenize='porter unicode61 remove_diacritics 2')"
+)
 TITLE_WEIGHT, ATTRIBUTES_WEIGHT = 1.0, 1.0
 # Parsed rows kept by key: a key is never reused (an upsert gives a product a new one), so a row read once never
 # changes; a search reads its hits' rows from here instead of SQLite and JSON. Cleared when it outgrows this.
@@ -167,7 +172,8 @@ class MetadataStore:
     def page(
         self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
     ) -> tuple[int, list[dict]]:
-        """(how many products match `filters`, the `limit` of them after `offset` in id order), read from one snapshot."""
+        """(how many products match `filters`, the `limit` of them after `offset` in id order), read from one
+        snapshot."""
         where, params = "", []
         if filters:
             keys_sql, params = _filter_sql(filters)

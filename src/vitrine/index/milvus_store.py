@@ -290,7 +290,8 @@ class MilvusStore:
             self._read_properties()
             if self.model is None:
                 raise InvalidInput(
-                    f"Milvus collection {self.collection!r} at {target.uri} was not made by vitrine (no vitrine.model property)"
+                    f"Milvus collection {self.collection!r} at {target.uri} was not made by vitrine (no vitrine.model "
+                    "property)"
                 )
             if self.model != model or self.dim != dim:
                 raise IndexMismatchError(
@@ -410,7 +411,8 @@ class MilvusStore:
         )
 
     def _has(self, since: tuple[int, ...]) -> bool:
-        """Whether the server has the feature that came in Milvus `since` (Milvus Lite, and an unreadable version: yes)."""
+        """Whether the server has the feature that came in Milvus `since` (Milvus Lite, and an unreadable version:
+        yes)."""
         return not self.version or self.version >= since
 
     def _read_properties(self) -> None:
@@ -572,8 +574,10 @@ class MilvusStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def _count_products(self) -> int:
-        """The number of products, exactly. Before Milvus 2.5, count(*) counts an upserted product twice for a while (it does not
-        deduplicate primary keys across segments; queries do: milvus-io/milvus#27515, #28434, seen here on 2.3.5), so there
+        """The number of products, exactly. Before Milvus 2.5, count(*) counts an upserted product twice for a while (it
+        does not
+        deduplicate primary keys across segments; queries do: milvus-io/milvus#27515, #28434, seen here on 2.3.5), so
+        there
         a catalog of up to QUERY_MAX products is counted by its ids (one query: stats() answers /healthz)."""
         n = self._count_rows()
         if self._has(NULLABLE_SINCE) or n > QUERY_MAX:
@@ -772,7 +776,8 @@ class MilvusStore:
                 if query_vector is not None
                 else None
             )
-            # a server answers the BM25 score, Milvus Lite 3.2 its negation (a distance): the order is best first either way
+            # a server answers the BM25 score, Milvus Lite 3.2 its negation (a distance): the order is best first either
+            # way
             hits.append(
                 SearchHit(hit["id"], abs(float(hit["distance"])), self._metadata(hit["id"], entity), similarity)
             )
@@ -786,8 +791,10 @@ class MilvusStore:
                 f"{'.'.join(map(str, self.version))}, which has no full-text search; use mode 'vector'"
             )
         return (
-            f"Milvus collection {self.collection!r} at {_address(self.target.uri)} was created without a BM25 text field: "
-            f"rebuild the collection (`vitrine index build` into a new index) to get lexical and hybrid search, or use mode 'vector'"
+            f"Milvus collection {self.collection!r} at {_address(self.target.uri)} was created without a BM25 text "
+            "field: "
+            f"rebuild the collection (`vitrine index build` into a new index) to get lexical and hybrid search, or use "
+            "mode 'vector'"
         )
 
     def sample(self, n: int) -> list[dict]:
@@ -813,7 +820,8 @@ class MilvusStore:
     def page(
         self, offset: int, limit: int, filters: Mapping[str, str | Sequence[str]] | None = None
     ) -> tuple[int, list[dict]]:
-        """(matching products, a page of them in Milvus's scan order, stable between calls); Milvus caps offset + limit at 16,384."""
+        """(matching products, a page of them in Milvus's scan order, stable between calls); Milvus caps offset + limit
+        at 16,384."""
         expression = self._expression(filters)
         if expression is None:
             return 0, []

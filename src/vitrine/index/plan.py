@@ -115,7 +115,8 @@ def plan_index(n: int, dim: int, options: IndexOptions) -> IndexPlan:
         return IndexPlan(
             "hnsw",
             cost("hnsw"),
-            f"{n} vectors above exact_max; HNSW needs {cost('hnsw') / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB budget",
+            f"{n} vectors above exact_max; HNSW needs {cost('hnsw') / 2**20:.0f} MiB of a {budget / 2**20:.0f} MiB "
+            "budget",
         )
     if cost("ivfpq") <= budget:
         return IndexPlan(

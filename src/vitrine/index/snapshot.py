@@ -255,14 +255,16 @@ def read_manifest(snapshot: str | os.PathLike) -> dict:
 def restore_index(
     snapshot: str | os.PathLike, index: str | os.PathLike, force: bool = False, progress: bool = True
 ) -> RestoreResult:
-    """Bring back the index of `snapshot` into the directory `index` (new or empty; with `force`, replacing what it holds).
+    """Bring back the index of `snapshot` into the directory `index` (new or empty; with `force`, replacing what it
+    holds).
 
     Every file is checked against the manifest and the store opened before the directory is put in place: a bad or
     truncated snapshot (or a full disk) leaves `index` as it was.
     """
     if is_milvus(index):
         raise InvalidInput(
-            f"{index}: a snapshot restores into an embedded index directory; restore a Milvus collection with milvus-backup"
+            f"{index}: a snapshot restores into an embedded index directory; restore a Milvus collection with "
+            "milvus-backup"
         )
     snapshot, target = Path(snapshot), Path(index).absolute()
     if not snapshot.is_file():
@@ -293,7 +295,8 @@ def restore_index(
             "vectors"
         ] != stats["products"]:
             raise InvalidInput(
-                f"{snapshot}: the restored index holds generation {stats['generation']} with {stats['products']} products and "
+                f"{snapshot}: the restored index holds generation {stats['generation']} with {stats['products']} "
+                "products and "
                 f"{stats['vectors']} vectors; its manifest says generation {manifest['generation']} with "
                 f"{manifest['products']} products. Nothing was restored"
             )
@@ -321,7 +324,8 @@ def restore_index(
 
 
 def _extract(snapshot: Path, staging: Path, progress: bool) -> tuple[dict | None, dict[str, tuple[int, str]]]:
-    """Every `index/...` member into `staging` with its size and sha256; the manifest. Only plain files with safe names."""
+    """Every `index/...` member into `staging` with its size and sha256; the manifest. Only plain files with safe
+    names."""
     manifest, extracted = None, {}
     with (
         tqdm(
@@ -382,7 +386,8 @@ def _manifest(snapshot: Path, data: bytes) -> dict:
 
 
 def _member_name(snapshot: Path, member: tarfile.TarInfo) -> str:
-    """The path inside the index of an `index/...` member; anything else (links, devices, names climbing out) is refused."""
+    """The path inside the index of an `index/...` member; anything else (links, devices, names climbing out) is
+    refused."""
     if not member.name.startswith(PREFIX) or not member.isfile():
         raise InvalidInput(
             f"{snapshot}: member {member.name!r} is not a file of a vitrine snapshot; nothing was restored"

@@ -1,6 +1,7 @@
 """What every vector store offers: the store protocol and the types its backends share (no backend is imported here).
 
-`vitrine.index.stores.open_store` picks the backend from the index spec. An index spec is either a directory (the embedded FAISS + SQLite store) or `milvus:<target>`:
+`vitrine.index.stores.open_store` picks the backend from the index spec. An index spec is either a directory (the
+embedded FAISS + SQLite store) or `milvus:<target>`:
 `milvus:./catalog.db` is Milvus Lite (one local file, no server), `milvus:http://host:19530` a Milvus
 server or cluster. The same commands work on both (`vitrine index`, `search`, `serve`).
 """
@@ -23,7 +24,8 @@ MILVUS_PREFIX = "milvus:"
 @dataclass(slots=True)  # not frozen: a search makes hundreds, and a frozen dataclass costs 3x to construct
 class SearchHit:
     id: str
-    score: float  # what the hits are ranked by: the cosine for a vector search, BM25 for a lexical one, the fused score after ranking
+    # what the hits are ranked by: the cosine for a vector search, BM25 for a lexical one, the fused score after ranking
+    score: float
     metadata: dict
     similarity: float | None = None  # the cosine to the query vector, where it is known
 
@@ -131,7 +133,8 @@ def images_dir(spec: str | os.PathLike) -> Path:
 
 @dataclass(frozen=True)
 class MilvusTarget:
-    """`milvus:<path.db | http(s)://host:port>[#collection]`; token and replicas from $VITRINE_MILVUS_TOKEN / _REPLICAS."""
+    """`milvus:<path.db | http(s)://host:port>[#collection]`; token and replicas from $VITRINE_MILVUS_TOKEN /
+    _REPLICAS."""
 
     uri: str
     collection: str = "vitrine_products"

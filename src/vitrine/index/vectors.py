@@ -124,7 +124,8 @@ class VectorIndex:
         return self._stored_vectors()[2][self._positions(keys)]
 
     def live_subset(self, keys: np.ndarray) -> np.ndarray:
-        """The `keys` this index holds alive, in their order (keys a newer commit added, or that are dead here, dropped)."""
+        """The `keys` this index holds alive, in their order (keys a newer commit added, or that are dead here,
+        dropped)."""
         keys = np.asarray(keys, dtype=np.int64)
         return keys[self.holds(keys)]
 

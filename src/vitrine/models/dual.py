@@ -1,4 +1,5 @@
-"""vitrine's dual encoder: an image tower (from scratch or pretrained) and the pretrained MiniLM text tower, projected into one space."""
+"""vitrine's dual encoder: an image tower (from scratch or pretrained) and the pretrained MiniLM text tower, projected
+into one space."""
 
 from __future__ import annotations
 
@@ -144,7 +145,8 @@ class DualEncoder(Encoder):
             if config.text_proj_init == "identity":
                 if config.embed_dim != self.text.width:
                     raise ConfigError(
-                        f"text_proj_init 'identity' needs embed_dim == {self.text.width} (the text width), got {config.embed_dim}"
+                        f"text_proj_init 'identity' needs embed_dim == {self.text.width} (the text width), got "
+                        f"{config.embed_dim}"
                     )
                 nn.init.eye_(self.text_proj.weight)
             elif config.text_proj_init == "orthogonal":

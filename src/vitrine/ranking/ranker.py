@@ -244,7 +244,8 @@ def _named_all(
 def _catalog_words(matched: SoftMatch, calibration: Calibration) -> bool:
     """A word named what the product is (a value of a kind field) and the other words are words of the catalog's
     titles and values ("puma tshirt for men": Tshirts a type, Puma in titles; "nike running shoes": Shoes a
-    subcategory): set lookups. A colour or gender alone cannot vouch ("black heel": "heel" is in some sandal's title)."""
+    subcategory): set lookups. A colour or gender alone cannot vouch ("black heel": "heel" is in some sandal's
+    title)."""
     kind = any(name in calibration.kind_fields for name in matched.values)
     return kind and all(stem(word) in calibration.words for word in matched.unmatched)
 

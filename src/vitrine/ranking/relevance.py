@@ -20,7 +20,8 @@ QUIET_ABOVE = 0.1
 SHOPPER_QUIET_ABOVE = 0.05
 # An image query is "no close match" when the mean of its two levels (its best cosine to a product among the sampled
 # products' best cosine to another product; its best cosine to a calibration query among theirs) is at most this:
-# 0.05 measured best of 0.02 / 0.05 / 0.1 / 0.15 / 0.2: above it, photos of products the catalog has fire (docs/ranking.md)
+# 0.05 measured best of 0.02 / 0.05 / 0.1 / 0.15 / 0.2: above it, photos of products the catalog has fire
+# (docs/ranking.md)
 IMAGE_QUIET_ABOVE = 0.05
 
 

@@ -355,7 +355,8 @@ class _Locked:
 
 
 def _query_options(options: RankOptions) -> dict:
-    """A RankOptions' query-level settings (fusion weights and pools are the engine's; `vitrine.ranking.Ranker` takes all)."""
+    """A RankOptions' query-level settings (fusion weights and pools are the engine's; `vitrine.ranking.Ranker` takes
+    all)."""
     return {
         "mode": options.mode,
         "soft_filters": options.soft_filters,

@@ -66,7 +66,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     app = FastAPIOffline(
         title="vitrine",
         version=vitrine.__version__,
-        description="Fashion search (text, image, image + modification), open-vocabulary tagging and a product catalog.",
+        description="Fashion search (text, image, image + modification), open-vocabulary tagging and a product "
+        "catalog.",
     )
     app.state.service, app.state.settings = service, settings
 
@@ -344,7 +345,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         tags=["catalog"],
         dependencies=[Depends(can_read)],
         responses=error_responses(400, 401, 403, 404, 503),
-        summary="attribute fields and their most common values (one field's, or those starting with a prefix: type-ahead)",
+        summary="attribute fields and their most common values (one field's, or those starting with a prefix: "
+        "type-ahead)",
     )
     def attributes(per_field: int = 30, field: str | None = None, prefix: str | None = None):
         values = service.attribute_values(max(1, min(per_field, 5000)), field, prefix)
@@ -538,7 +540,8 @@ def app_from_environment() -> FastAPI:
         "rss_mib_at_ready": round(_rss_mib(), 1),
     }
     print(
-        f"vitrine worker {os.getpid()}: ready in {app.state.worker['ready_in_s']} s, {app.state.worker['rss_mib_at_ready']} MiB resident",
+        f"vitrine worker {os.getpid()}: ready in {app.state.worker['ready_in_s']} s, "
+        f"{app.state.worker['rss_mib_at_ready']} MiB resident",
         file=sys.stderr,
         flush=True,
     )

@@ -344,9 +344,11 @@ _REASONS = {
     404: "not found",
     413: "over a size limit",
     415: "no or another Content-Type than JSON or a form, or an upload that is not an image",
-    503: "the index's Milvus server is down, restarting or loading the collection (Retry-After says when to try again); "
+    503: "the index's Milvus server is down, restarting or loading the collection (Retry-After says when to try "
+    "again); "
     "a write so refused was not acknowledged",
-    507: "insufficient storage: the server's disk is full; the write was not made and what was committed before is intact",
+    507: "insufficient storage: the server's disk is full; the write was not made and what was committed before is "
+    "intact",
 }
 
 
@@ -396,7 +398,8 @@ def validated(model: type[Model], data: Any) -> Model:
 
 
 def validation_message(errors: list[dict], skip: int = 0) -> str:
-    """`field.path: problem; ...` for pydantic's errors (`skip` drops leading location parts, e.g. FastAPI's "query")."""
+    """`field.path: problem; ...` for pydantic's errors (`skip` drops leading location parts, e.g. FastAPI's
+    "query")."""
     return (
         "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[skip:]) or 'body'}: {e.get('msg')}" for e in errors)
         or "invalid request"
@@ -406,7 +409,8 @@ def validation_message(errors: list[dict], skip: int = 0) -> str:
 async def read_body(
     request: Request, json_model: type[BaseModel], form_model: type[BaseModel] | None, max_files: int = MAX_FORM_FILES
 ) -> BaseModel:
-    """The request's body as `json_model` (JSON) or `form_model` (a form); 415 naming a missing or other Content-Type."""
+    """The request's body as `json_model` (JSON) or `form_model` (a form); 415 naming a missing or other
+    Content-Type."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSON_TYPES or content_type.endswith("+json"):
         data = loads_object(await request.body(), "the body", InvalidRequest)

@@ -22,7 +22,8 @@ STAGED = (
 
 
 def lock_dir(index: str | os.PathLike, images: str | os.PathLike) -> Path:
-    """Whose writers' lock guards an index's images: the index directory's (FAISS), else the images directory's (Milvus)."""
+    """Whose writers' lock guards an index's images: the index directory's (FAISS), else the images directory's
+    (Milvus)."""
     return Path(images) if is_milvus(index) else Path(index)
 
 
@@ -73,7 +74,8 @@ class ImageStore:
         return token
 
     def staged_image(self, product_id: str, committed: Callable[[str, dict], bool]) -> Path | None:
-        """The staged image of a committed upsert of `product_id` not yet settled (`committed` as for `settle`), or None.
+        """The staged image of a committed upsert of `product_id` not yet settled (`committed` as for `settle`), or
+        None.
 
         A reader in another process may see a row between its commit and the settle: this is its image then (the
         file may be moved into place a moment later; read it, and fall back to `path` when it is gone).
@@ -97,7 +99,8 @@ class ImageStore:
         return path.parent == self.directory / STAGED
 
     def sweep(self) -> list[Path]:
-        """Remove temp files that writers which died mid-write left (see `vitrine.disk.sweep_temp`); hold the writers' lock."""
+        """Remove temp files that writers which died mid-write left (see `vitrine.disk.sweep_temp`); hold the writers'
+        lock."""
         return sweep_temp(self.directory) + sweep_temp(self.directory / STAGED)
 
     def has_staged(self) -> bool:
@@ -105,7 +108,8 @@ class ImageStore:
         return staged.is_dir() and any(staged.iterdir())
 
     def settle(self, committed: Callable[[str, dict], bool]) -> None:
-        """Apply each staged change whose write committed (`committed(token, entry)`), drop the others, and clear the rest.
+        """Apply each staged change whose write committed (`committed(token, entry)`), drop the others, and clear the
+        rest.
 
         Safe to repeat after a crash part-way: a change already applied has lost its image file and is skipped.
         """
@@ -139,7 +143,8 @@ def _write_bytes(target: Path, data: bytes) -> None:
 
 
 def _write_atomic(target: Path, write: Callable) -> None:
-    """Temp file, fsync, rename; on any failure (a full disk: `DiskFullError`) the temp file goes and the target is as before."""
+    """Temp file, fsync, rename; on any failure (a full disk: `DiskFullError`) the temp file goes and the target is as
+    before."""
     tmp = temp_path(target)
     try:
         with writing(target), open(tmp, "wb") as handle:

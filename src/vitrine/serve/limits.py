@@ -35,7 +35,8 @@ class BodyLimit:
             return message
 
         async def guarded_send(message):
-            # Once the body went over the limit, whatever the app answers (it may turn the error into a 400) becomes the 413.
+            # Once the body went over the limit, whatever the app answers (it may turn the error into a 400) becomes the
+            # 413.
             nonlocal started
             if exceeded:
                 if message["type"] == "http.response.start" and not started:

@@ -1,4 +1,5 @@
-"""Checks on request values (images, texts, k, image URLs): each failure is a vitrine.errors class with its code and status."""
+"""Checks on request values (images, texts, k, image URLs): each failure is a vitrine.errors class with its code and
+status."""
 
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ class SearchService:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.images_dir = Path(settings.images) if settings.images else images_dir(settings.index)
-        # FAISS: the index directory serialises writers across workers; Milvus orders writes itself (the lock only guards images)
+        # FAISS: the index directory serialises writers across workers; Milvus orders writes itself (the lock only
+        # guards images)
         self.lock_dir = lock_dir(settings.index, self.images_dir)
         with self._write_lock():  # opening removes stale vector files: never while another worker commits
             self.store = open_store(settings.index, model=settings.model)
@@ -120,7 +121,8 @@ class SearchService:
     def embed(
         self, texts: Sequence[str] = (), images: Sequence[Image.Image] = ()
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Unit-norm vectors of `texts` (one forward pass) and of `images` (another), as the index's model makes them."""
+        """Unit-norm vectors of `texts` (one forward pass) and of `images` (another), as the index's model makes
+        them."""
         text_vectors = (
             [torch.nn.functional.normalize(v.float(), dim=-1) for v in self.engine.encode_texts(texts)] if texts else []
         )
@@ -150,12 +152,15 @@ class SearchService:
         return row
 
     def image_path(self, product_id: str) -> Path:
-        """Where the product's image is now: its stored JPEG, or, while another worker's committed upsert of it is not yet
-        settled, the image that upsert staged (so that a row is never shown without its image, or with the one before)."""
+        """Where the product's image is now: its stored JPEG, or, while another worker's committed upsert of it is not
+        yet
+        settled, the image that upsert staged (so that a row is never shown without its image, or with the one
+        before)."""
         with self._lock:
             self.store.refresh()
             # The last upsert's token before the row: a commit between the two reads shows as a changed row, so a staged
-            # image is taken only when the row read is the one it was staged with (FAISS commits both in one transaction).
+            # image is taken only when the row read is the one it was staged with (FAISS commits both in one
+            # transaction).
             last = self.store.get_state(IMAGE_COMMIT)
             row = self.store.product(product_id)
             if row is None:
@@ -189,7 +194,8 @@ class SearchService:
     def attribute_values(
         self, per_field: int = 50, name: str | None = None, prefix: str | None = None
     ) -> dict[str, list[tuple[str, int]]]:
-        """Each field's most common values with counts; one field's, and those starting with `prefix` (any case), on request."""
+        """Each field's most common values with counts; one field's, and those starting with `prefix` (any case), on
+        request."""
         with self._lock:
             self.store.refresh()
             values = self.ranker.catalog_values()
@@ -206,7 +212,8 @@ class SearchService:
         return {n: rows[:per_field] for n, rows in values.items()}
 
     def facets(self) -> dict:
-        """The fields shoppers filter by: the saved schema's categorical columns, then predicted tags (`vitrine.serve.facets`)."""
+        """The fields shoppers filter by: the saved schema's categorical columns, then predicted tags
+        (`vitrine.serve.facets`)."""
         with self._lock:
             self.store.refresh()
             return catalog_facets(self.store, self.ranker.catalog_values())
@@ -230,11 +237,13 @@ class SearchService:
         image: Image.Image,
         new_attributes: bool = False,
     ) -> tuple[dict, bool]:
-        """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created). An attribute
+        """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created). An
+        attribute
         name the catalog does not have is refused unless `new_attributes` (an empty catalog takes any)."""
         if not PRODUCT_ID.match(product_id or ""):
             raise InvalidRequest(
-                f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a letter or digit)"
+                f"product id {product_id!r} must be 1-128 characters of letters, digits and . _ : - (starting with a "
+                "letter or digit)"
             )
         for name in attributes:
             if name in ("id", "title", PREDICTED_FIELDS) or name.startswith(PREDICTED_PREFIX) or not name.strip():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, fields, replace
 
-from vitrine.config_file import loads_object, refuse_unknown
+from vitrine.config_file import ConfigFile, loads_object
+from vitrine.constants import DEFAULT_RUNTIME, DEFAULT_SEARCH_MODE, RUNTIMES, SEARCH_MODES
 from vitrine.errors import ConfigError
 from vitrine.machine import usable_cores
 from vitrine.ranking.relevance import METHODS as RELEVANCE_METHODS
@@ -17,7 +17,11 @@ SETTINGS_ENV = "VITRINE_SERVE_SETTINGS"  # JSON of ServeSettings, how `vitrine s
 
 
 @dataclass(frozen=True)
-class ServeSettings:
+class ServeSettings(ConfigFile):
+    """Read and written like every config (vitrine.config_file): unknown names refused, each value's type checked."""
+
+    config_name = "serve settings"
+
     index: str = "runs/serve/index"  # a directory (FAISS) or milvus:FILE.db | milvus:URI (see vitrine.index.store)
     images: str | None = (
         None  # product images; None: <index>/images, or beside a Milvus Lite file (shared storage for a Milvus server)
@@ -25,7 +29,7 @@ class ServeSettings:
     model: str | None = None  # the index's own model when None
     tag_model: str | None = None  # vitrine's default tagging model when None
     combiner: str = "combiner"  # composed search: sum | combiner (shipped) | a combiner directory
-    runtime: str = "onnx"  # torch | onnx | onnx-int8 (ONNX Runtime; exported into the cache on first use): vitrine.models.onnx_runtime.DEFAULT_RUNTIME
+    runtime: str = DEFAULT_RUNTIME  # one of vitrine.constants.RUNTIMES (ONNX exports go into the cache on first use)
     write_token: str | None = None  # bearer token for POST/DELETE /products; writes are refused while unset
     read_token: str | None = None  # when set, read endpoints need it too (default: reads are open)
     max_upload_bytes: int = 10 * 2**20
@@ -48,17 +52,17 @@ class ServeSettings:
     )
     # how a query ranks unless it says: hybrid (vector + BM25 fused, query words as soft filters; vector alone on a
     # store without BM25, such as a Milvus server before 2.5), vector or lexical (README, "Ranking")
-    search_mode: str = "hybrid"
+    search_mode: str = DEFAULT_SEARCH_MODE
     # the "no close match" judgement: shopper (calibrated on shopper-like queries from the catalog's values, images
     # judged, chips judged on what they hold) or titles (calibrated on the catalog's titles, text only: the judgement
     # before, kept for comparison; README, "Ranking")
     relevance: str = "shopper"
 
     def __post_init__(self):
-        if self.runtime not in ("torch", "onnx", "onnx-int8"):
-            raise ConfigError(f"runtime must be torch, onnx or onnx-int8, got {self.runtime!r}")
-        if self.search_mode not in ("hybrid", "vector", "lexical"):
-            raise ConfigError(f"search_mode must be hybrid, vector or lexical, got {self.search_mode!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.search_mode not in SEARCH_MODES:
+            raise ConfigError(f"search_mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         if self.relevance not in RELEVANCE_METHODS:
             raise ConfigError(f"relevance must be one of {', '.join(RELEVANCE_METHODS)}, got {self.relevance!r}")
         for name in (
@@ -86,33 +90,19 @@ class ServeSettings:
 
     def public(self) -> dict:
         """The settings without secrets, for logs and /healthz."""
-        data = asdict(self)
+        data = self.to_dict()
         for name in ("write_token", "read_token"):
             data[name] = "set" if data[name] else None
         return data
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> "ServeSettings":
-        """Settings from a JSON object; bad JSON, an unknown name or a wrong type is a ValueError naming it."""
-        data = loads_object(text, "serve settings")
-        refuse_unknown(data, cls, "serve settings")
-        for f in fields(cls):
-            check = _JSON_TYPES.get(f.type)
-            if f.name in data and check and not check(data[f.name]):
-                raise ConfigError(f"serve setting {f.name} must be {_TYPE_NAMES[f.type]}, got {data[f.name]!r}")
-        return cls(**data)
-
-
-# JSON types of the annotations above (strings: `from __future__ import annotations`); true is not a whole number.
-_JSON_TYPES = {
-    "int": lambda v: type(v) is int,
-    "str": lambda v: isinstance(v, str),
-    "str | None": lambda v: v is None or isinstance(v, str),
-}
-_TYPE_NAMES = {"int": "a whole number", "str": "a string", "str | None": "a string or null"}
+        """Settings from a JSON object (how `vitrine serve` hands them to its workers); bad JSON, an unknown name or a
+        wrong type is a ConfigError naming it."""
+        return cls.from_dict(loads_object(text, "serve settings", ConfigError))
 
 
 def load_settings(path: str | None = None, environ: dict | None = None, **overrides) -> ServeSettings:
@@ -120,10 +110,7 @@ def load_settings(path: str | None = None, environ: dict | None = None, **overri
     environ = os.environ if environ is None else environ
     settings = ServeSettings()
     if path:
-        try:
-            settings = ServeSettings.from_json(Path(path).read_text(encoding="utf-8-sig"))
-        except ValueError as exc:  # UnicodeDecodeError included
-            raise ConfigError(f"{path}: {exc}") from None
+        settings = ServeSettings.from_file(path)  # may `extends` another settings file
     changes = {}
     for field in fields(ServeSettings):
         raw = environ.get(ENV_PREFIX + field.name.upper())

@@ -54,7 +54,8 @@ class CatalogTagging:
             for name, v in self.per_column.items()
         ]
         return (
-            f"tags from the catalog's own columns ({', '.join(self.vocabulary.names)}), thresholds fitted on {self.fitted_on} "
+            f"tags from the catalog's own columns ({', '.join(self.vocabulary.names)}), thresholds fitted on "
+            f"{self.fitted_on} "
             f"labelled rows{self.note}; on {self.checked_on} others: "
             + ("; ".join(parts) or "no labelled rows to check")
         )
@@ -110,7 +111,8 @@ def calibrate_catalog_tags(
     rows: int = CALIBRATION_ROWS,
     progress: bool = False,
 ) -> CatalogTagging:
-    """The catalog's own vocabulary, its temperatures and thresholds fitted on half of a labelled sample, measured on the other half."""
+    """The catalog's own vocabulary, its temperatures and thresholds fitted on half of a labelled sample, measured on
+    the other half."""
     vocabulary = own_vocabulary(catalog, schema)
     skip = trained_on(model.name, catalog)
     items = _labelled_sample(catalog, schema, vocabulary.names, rows, skip=skip)

@@ -176,7 +176,8 @@ def fit_threshold(
 
 
 def fit_region_weight(scores: torch.Tensor, labels: torch.Tensor, pool) -> float:
-    """The 'blend' region weight (0, 0.1, ..., 1) with the best top-1 on labelled (N, V, C) view scores; ties favour the whole image."""
+    """The 'blend' region weight (0, 0.1, ..., 1) with the best top-1 on labelled (N, V, C) view scores; ties favour the
+    whole image."""
     best, best_accuracy = 0.0, -1.0
     for step in range(11):
         weight = step / 10

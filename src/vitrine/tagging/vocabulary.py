@@ -97,11 +97,13 @@ class Vocabulary:
                 continue
             if a.derive.source not in names or a.derive.source == a.name:
                 raise VocabularyError(
-                    f"attribute {a.name!r}: derive.from must name another attribute of the vocabulary, got {a.derive.source!r}"
+                    f"attribute {a.name!r}: derive.from must name another attribute of the vocabulary, got "
+                    f"{a.derive.source!r}"
                 )
             if self[a.derive.source].derive is not None:
                 raise VocabularyError(
-                    f"attribute {a.name!r}: derives from {a.derive.source!r}, which is itself derived; derive from the finest attribute"
+                    f"attribute {a.name!r}: derives from {a.derive.source!r}, which is itself derived; derive from the "
+                    "finest attribute"
                 )
             unknown = sorted(set(a.derive.parents.values()) - set(a.value_names))
             if unknown:
@@ -181,7 +183,8 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
 
 
 def vocabulary_from_text(text: str, origin: str = "vocabulary", syntax: str = "YAML") -> Vocabulary:
-    """Parse YAML (which JSON is a subset of) or strict JSON text; every mistake is a VocabularyError naming `origin`."""
+    """Parse YAML (which JSON is a subset of) or strict JSON text; every mistake is a VocabularyError naming
+    `origin`."""
     try:
         if syntax == "YAML":
             import yaml
@@ -218,7 +221,8 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
     unknown = set(spec) - {"values", "templates", "temperature", "min_probability", "region_weight", "derive"}
     if unknown:
         raise VocabularyError(
-            f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, min_probability, region_weight, derive"
+            f"{where}: unknown keys {sorted(unknown, key=str)}; expected values, templates, temperature, "
+            "min_probability, region_weight, derive"
         )
     templates = spec.get("templates") or DEFAULT_TEMPLATES
     if isinstance(templates, str):
@@ -322,7 +326,8 @@ def _value_name(raw, where: str) -> str:
 
 
 def _is_template(template) -> bool:
-    """A string whose one field is a plain {value}: no other field, conversion or format spec (a width can be a memory bomb)."""
+    """A string whose one field is a plain {value}: no other field, conversion or format spec (a width can be a memory
+    bomb)."""
     if not isinstance(template, str):
         return False
     try:

@@ -191,7 +191,8 @@ def adapt(
     base_dir = Path(training_start(model))
     if not base_dir.is_dir():
         raise InvalidInput(
-            f"adapt continues a trained model; {model} is an untrained architecture (train it with `vitrine train clip`)"
+            f"adapt continues a trained model; {model} is an untrained architecture (train it with `vitrine train "
+            "clip`)"
         )
     recipe = base_recipe(base_dir)
     products = open_catalog(catalog, schema=schema_obj, on_error="skip", require_title=False).count()

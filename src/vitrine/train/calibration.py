@@ -29,8 +29,10 @@ def _training_info_path(source: str | os.PathLike) -> Path:
             return candidate
     raise CalibrationSourceError(
         f"calibration_from: no {TRAINING_INFO_NAME} at {source} (nor in its model/ folder); train the protocol config "
-        "of this recipe first (e.g. vitrine train clip --config configs/kagl-base-protocol.json); to fine-tune a shipped model "
-        "on your own catalog, `vitrine adapt --catalog PATH --out DIR` (or `vitrine train clip --model vitrine:kagl-base --data PATH` "
+        "of this recipe first (e.g. vitrine train clip --config configs/kagl-base-protocol.json); to fine-tune a "
+        "shipped model "
+        "on your own catalog, `vitrine adapt --catalog PATH --out DIR` (or `vitrine train clip --model "
+        "vitrine:kagl-base --data PATH` "
         "without --config) inherits that model's margin instead"
     )
 

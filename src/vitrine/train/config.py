@@ -16,7 +16,8 @@ class SourceConfig:
     path: str
     weight: float = 1.0
     schema: str = "auto"  # a builtin name, a schema file, or 'auto': read from the catalog's own columns
-    prompts: str = "auto"  # a builtin name, a prompts file, or 'auto': KAGL's for a kagl catalog, else built from its columns' roles
+    # a builtin name, a prompts file, or 'auto': KAGL's for a kagl catalog, else built from its columns' roles
+    prompts: str = "auto"
 
 
 @dataclass(frozen=True)

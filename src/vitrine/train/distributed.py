@@ -39,7 +39,8 @@ class Distributed:
         """This rank's contiguous slice of `n` items (n must divide evenly)."""
         if n % self.world:
             raise InvalidInput(
-                f"a batch of {n} does not split evenly over {self.world} processes; make batch_size a multiple of --nproc"
+                f"a batch of {n} does not split evenly over {self.world} processes; make batch_size a multiple of "
+                "--nproc"
             )
         per = n // self.world
         return slice(self.rank * per, (self.rank + 1) * per)

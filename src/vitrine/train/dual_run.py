@@ -23,7 +23,8 @@ from vitrine.train.engine import RunState, Schedule, TrainResult, open_run
 
 
 def build_model(config: TrainConfig) -> Encoder:
-    """A fresh vitrine model from a config name or JSON file, a trained vitrine model (shipped, e.g. `vitrine:kagl-base`,
+    """A fresh vitrine model from a config name or JSON file, a trained vitrine model (shipped, e.g.
+    `vitrine:kagl-base`,
     or a saved directory) to continue from, or an external checkpoint to fine-tune (`hf:DIR`, `openclip:ARCH@FILE`)."""
     start = training_start(config.model)
     if start.startswith(EXTERNAL_PREFIXES):
@@ -157,7 +158,8 @@ def finish_dual_run(
         except Exception as exc:  # noqa: BLE001 - reported in training.json and on stderr, never fatal
             calibration_error = f"{type(exc).__name__}: {exc}"
             print(
-                f"zero-shot calibration failed and was skipped ({calibration_error}); the model is saved in {model_dir}",
+                f"zero-shot calibration failed and was skipped ({calibration_error}); the model is saved in "
+                f"{model_dir}",
                 file=sys.stderr,
             )
         train = pool.indices("train")

@@ -231,7 +231,8 @@ def run(
                     f"step {step} epoch {step / steps_per_epoch:.2f}: "
                     + ", ".join(f"{k}={v:.4g}" for k, v in _scalars(metrics).items())
                 )
-        # Epochs of a few steps (a small catalog) would write a checkpoint every few steps: there, `checkpoint_every` rules.
+        # Epochs of a few steps (a small catalog) would write a checkpoint every few steps: there, `checkpoint_every`
+        # rules.
         epoch_checkpoint = end_of_epoch and (
             not schedule.checkpoint_every or steps_per_epoch >= schedule.checkpoint_every // 4
         )

@@ -132,7 +132,8 @@ class RegionRecipe:
         self.parts = parts = model.parts()  # vitrine's dual encoders and hf:/openclip: CLIPs
         if not (hasattr(model, "text") or getattr(model, "has_pooled_text", False)):
             raise ConfigError(
-                f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} has none"
+                f"vitrine train regions aligns cached pooled text features through the text projection; {model.name} "
+                "has none"
             )
         self.base_info = dict(getattr(model, "training_info", {}) or {})
         split = load_split_config(config.split_from)
@@ -155,7 +156,8 @@ class RegionRecipe:
             freeze = bool(getattr(getattr(model, "config", None), "image_weights_from_package", False))
         if freeze and not hasattr(model, "visual"):
             raise ConfigError(
-                f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it false)"
+                f"freeze_image_tower caches vitrine tower features; {model.name}'s image tower trains live (set it "
+                "false)"
             )
         parts["text_tower"].requires_grad_(False)
         parts["image_tower"].requires_grad_(not freeze)

@@ -148,7 +148,8 @@ class Validator:
 
     @torch.inference_mode()
     def calibrate(self, model) -> dict | None:
-        """Tune calibrated stacking on id-held-out items of seen types plus the 'calib' types (never the 'unseen' ones)."""
+        """Tune calibrated stacking on id-held-out items of seen types plus the 'calib' types (never the 'unseen'
+        ones)."""
         from vitrine.evaluate.zeroshot import tune_calibration
 
         field = self.holdout_field
