@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -200,6 +202,29 @@ def built_index(root, model, products: int) -> str:
     write_folder(root / "catalog", make_rows(products))
     build_index(str(root / "catalog"), str(root / "index"), model, progress=False)
     return str(root / "index")
+
+
+SMALL_SERVE = {"tag_model": "vitrine:small", "combiner": "sum"}  # the served test set-up: small tagger, sum combiner
+
+
+def prepared_index(catalog, index: str, rows: list[dict] | None = None, **settings) -> str:
+    """`rows` (when given) written as a folder catalog at `catalog`, then indexed into `index` as `vitrine serve
+    --catalog` does (vectors, predicted tags, images) with the small random model; returns `index`."""
+    from vitrine.serve.prepare import prepare_index
+    from vitrine.serve.settings import ServeSettings
+
+    if rows is not None:
+        write_folder(catalog, rows)
+    prepare_index(
+        str(catalog), ServeSettings(index=index, **{**SMALL_SERVE, **settings}), "vitrine:small", progress=False
+    )
+    return index
+
+
+def copy_index(source, tmp_path) -> Path:
+    """A test's own copy of a module's index, so that its writes never leak into another test."""
+    shutil.copytree(source, Path(tmp_path) / "index")
+    return Path(tmp_path) / "index"
 
 
 def served(index: str):

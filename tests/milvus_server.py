@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.support.http import free_port
 
 REQUIRE = "VITRINE_REQUIRE_MILVUS_SERVER"
 EXTERNAL = "VITRINE_MILVUS_SERVER_URL"
@@ -70,12 +70,6 @@ def _too_old(version: str, where: str) -> str | None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _log_tail(base_dir: str, lines: int = 6) -> str:
     """The server's error lines (its structured log is stdout) and the end of its stderr (the dynamic loader, Go
     panics)."""
@@ -113,6 +107,10 @@ TEST_TUNING = {
     "    assignmentExpiration: 2000": "    assignmentExpiration: 200",
     # A killed server's sessions live this long before a restarted one takes over and reloads its collections.
     "    ttl: 30 #": "    ttl: 8 #",
+    # A Strong read waits for the next time tick past its timestamp: ticks every 20 ms rather than 200.
+    "  timeTickInterval: 200 #": "  timeTickInterval: 20 #",
+    # A quiet channel (60 s without writes) would skip most ticks, so a test's next write or read waited the longer.
+    "      enable: true\n      skipNum: 4": "      enable: false\n      skipNum: 4",
 }
 
 
@@ -134,7 +132,7 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
         raise ServerUnavailable(f"the `milvus` package is missing (pip install milvus): {error}") from None
     # The wheel's own MilvusServer.start() waits on a process that may have died (a crash looks like a 180 s timeout)
     # and does not use a process group; only its config writer and binary unpacker are used here.
-    ports = {key: _free_port() for key in milvus.MilvusServerConfig().configurable_items if key.endswith("_port")}
+    ports = {key: free_port() for key in milvus.MilvusServerConfig().configurable_items if key.endswith("_port")}
     try:
         config = milvus.MilvusServerConfig(data_dir=base_dir, **ports)
         config.resolve()  # writes configs/milvus.yaml
@@ -151,14 +149,14 @@ def start(base_dir: str, timeout: float = START_TIMEOUT_S) -> Server:
     # The embedded etcd listens on its own defaults (2379, peer 2380) unless given a config: a second server on the
     # machine (another test process, a developer's Milvus) would then crash at start with "bind: address already in
     # use".
-    peer = _free_port()
+    peer = free_port()
     etcd_config = Path(base_dir, "configs", "embedEtcd.yaml")
     etcd_config.write_text(
         f"name: default\nlisten-client-urls: http://127.0.0.1:{ports['etcd_port']}\n"
         f"advertise-client-urls: http://127.0.0.1:{ports['etcd_port']}\nlisten-peer-urls: http://127.0.0.1:{peer}\n"
         f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\ninitial-cluster: default=http://127.0.0.1:{peer}\n"
     )
-    return _launch(base_dir, ports["proxy_port"], _free_port(), timeout)
+    return _launch(base_dir, ports["proxy_port"], free_port(), timeout)
 
 
 def _launch(base_dir: str, proxy_port: int, metrics: int, timeout: float) -> Server:

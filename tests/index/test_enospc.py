@@ -4,12 +4,11 @@ reopens, and the same write succeeds once there is space again."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.conftest import jpeg_bytes, make_rows, write_folder
+from tests.conftest import copy_index, jpeg_bytes, make_rows, prepared_index, write_folder
 
 from vitrine import failpoints
 from vitrine.cli import main
@@ -28,22 +27,16 @@ INTACT = "the previous commit is intact"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Six products indexed as `vitrine serve --catalog` does, and a second catalog of six more to add."""
-    from vitrine.serve.prepare import prepare_index
-
     root = tmp_path_factory.mktemp("enospc")
     rows = make_rows(12)
-    write_folder(root / "first", rows[:6])
     write_folder(root / "more", rows)
-    prepare_index(
-        str(root / "first"), ServeSettings(index=str(root / "index"), **SETTINGS), "vitrine:small", progress=False
-    )
+    prepared_index(root / "first", str(root / "index"), rows[:6], **SETTINGS)
     return root
 
 
 @pytest.fixture
 def index(served, tmp_path) -> Path:
-    shutil.copytree(served / "index", tmp_path / "index")
-    return tmp_path / "index"
+    return copy_index(served / "index", tmp_path)
 
 
 @pytest.fixture

@@ -207,13 +207,11 @@ def test_truncated_lite_index_sidecars_are_rebuilt_on_open(tmp_path, caplog, suf
 
 def test_cli_names_an_unreachable_milvus_server_in_one_line(capsys):
     require_scale("pymilvus")
-    import socket
+    from tests.support.http import free_port
 
     from vitrine.cli import main
 
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     assert main(["index", "stats", "--index", f"milvus:http://127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not reachable" in err and "Traceback" not in err

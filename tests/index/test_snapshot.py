@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import shutil
 import tarfile
 import threading
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.conftest import make_rows, write_folder
+from tests.conftest import copy_index, make_rows, prepared_index
 
 from vitrine.cli import main
 from vitrine.data.images import decode_image
@@ -28,20 +27,14 @@ SETTINGS = dict(tag_model="vitrine:small", combiner="sum", runtime="torch")
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Twelve catalog products indexed the way `vitrine serve --catalog` does (vectors, tags, images)."""
-    from vitrine.serve.prepare import prepare_index
-
     root = tmp_path_factory.mktemp("snapshot")
-    write_folder(root / "catalog", make_rows(12))
-    prepare_index(
-        str(root / "catalog"), ServeSettings(index=str(root / "index"), **SETTINGS), "vitrine:small", progress=False
-    )
+    prepared_index(root / "catalog", str(root / "index"), make_rows(12), **SETTINGS)
     return root
 
 
 @pytest.fixture
 def index(served, tmp_path) -> Path:
-    shutil.copytree(served / "index", tmp_path / "index")
-    return tmp_path / "index"
+    return copy_index(served / "index", tmp_path)
 
 
 class Writer(threading.Thread):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
-from tests.conftest import make_rows, write_folder
+from tests.conftest import copy_index, make_rows, prepared_index
 from tests.support.http import TOKEN
 
-from vitrine.serve.prepare import prepare_index
 from vitrine.serve.settings import ServeSettings
 
 
@@ -16,17 +13,14 @@ from vitrine.serve.settings import ServeSettings
 def served_index(tmp_path_factory):
     """Built once; each test copies it, so writes never leak between tests."""
     root = tmp_path_factory.mktemp("served")
-    write_folder(root / "catalog", make_rows(12))
-    settings = ServeSettings(index=str(root / "index"), tag_model="vitrine:small", combiner="sum")
-    prepare_index(str(root / "catalog"), settings, "vitrine:small", progress=False)
+    prepared_index(root / "catalog", str(root / "index"), make_rows(12))
     return root
 
 
 @pytest.fixture
 def settings(served_index, tmp_path):
-    shutil.copytree(served_index / "index", tmp_path / "index")
     return ServeSettings(
-        index=str(tmp_path / "index"),
+        index=str(copy_index(served_index / "index", tmp_path)),
         tag_model="vitrine:small",
         combiner="sum",
         write_token=TOKEN,

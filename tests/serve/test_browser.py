@@ -3,7 +3,6 @@ modify, filter, and a phone-sized screen. Screenshots go to $VITRINE_SCREENSHOTS
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from contextlib import contextmanager
 import pytest
 from tests.conftest import COLOURS, jpeg_bytes, make_rows
 from tests.support.browser import DESKTOP, PHONE, require_browser
+from tests.support.http import free_port
 
 playwright_api = require_browser()
 
@@ -30,9 +30,7 @@ def served(settings):
 
     from vitrine.serve.app import create_app
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -17,15 +17,28 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import make_rows, require_scale, write_folder
+from tests.conftest import make_rows, prepared_index, require_scale
 from tests.milvus_server import own_server
-from tests.serve.test_crash_consistency import AUTH, Load, Server, Tally, catalog_ledger, check, png
+from tests.support.crash_load import (
+    Load,
+    Phases,
+    Server,
+    Tally,
+    assert_nothing_lost,
+    catalog_ledger,
+    check,
+    kill_under_load,
+    png,
+    summary,
+    unreferenced_after,
+    warm,
+)
+from tests.support.http import AUTH
 
 require_scale("pymilvus")
 
@@ -43,60 +56,8 @@ def milvus(tmp_path_factory):
 def served(milvus, root: Path, collection: str) -> tuple[str, Path]:
     """The twelve-product test catalog indexed (vectors, tags, images) into `collection` on the server: (spec,
     images)."""
-    from vitrine.serve.prepare import prepare_index
-    from vitrine.serve.settings import ServeSettings
-
-    write_folder(root / "catalog", make_rows(12))
     spec, images = f"milvus:{milvus.url}#{collection}", root / "images"
-    prepare_index(
-        str(root / "catalog"),
-        ServeSettings(index=spec, images=str(images), tag_model="vitrine:small", combiner="sum"),
-        "vitrine:small",
-        progress=False,
-    )
-    return spec, images
-
-
-class Phases:
-    """Where a test's time went, for its figures line."""
-
-    def __init__(self):
-        self.spent: dict[str, float] = {}
-        self.last = time.monotonic()
-
-    def __call__(self, name: str) -> None:
-        now = time.monotonic()
-        self.spent[name] = self.spent.get(name, 0.0) + now - self.last
-        self.last = now
-
-    def __str__(self) -> str:
-        return ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.spent.items())
-
-
-def warm(base: str) -> None:
-    """The tagger set up, so that what follows lands among writes rather than in the first one's model loading."""
-    answer = httpx.post(f"{base}/tag", files={"image": ("t.png", png((1, 2, 3)), "image/png")}, timeout=120)
-    assert answer.status_code == 200, answer.text
-
-
-def final_look(spec: str, images: Path, slots: dict, count: int) -> list[str]:
-    """The collection and images/ as a later process sees them: a row and an image for every present product, and
-    nothing else."""
-    from vitrine.index.stores import open_store
-    from vitrine.serve.images import ImageStore
-
-    present = sorted(i for i, s in slots.items() if s.current is not None)
-    store = open_store(spec)
-    try:
-        stats = store.stats()
-        assert stats["vectors"] == stats["products"] == count == len(present)
-        assert all(store.product(i) is not None for i in present)
-    finally:
-        store.close()
-    stored = ImageStore(images)
-    assert all(stored.has(i) for i in present) and not stored.has_staged()
-    names = {stored.path(i).name for i in present}
-    return sorted(p.name for p in images.glob("*.jpg") if p.name not in names)
+    return prepared_index(root / "catalog", spec, make_rows(12), images=str(images)), images
 
 
 def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged_write(milvus, tmp_path, monkeypatch):
@@ -105,10 +66,7 @@ def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged
     phase("index")
     monkeypatch.setenv("VITRINE_IMAGES", str(images))  # the server's images (a Milvus server's default is under runs/)
     rng = random.Random(SEED)
-    plan = [
-        "timer",
-        "index.vectors_written",
-    ]  # the failpoint: rows upserted and flushed, the write's state not yet saved
+    plan = ["timer", "index.vectors_written"]  # the failpoint: rows upserted and flushed, the write's state not saved
     tally = Tally()
     server = Server(spec, tmp_path / "serve.log")
     try:
@@ -122,51 +80,24 @@ def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged
                 phase("start")
                 check(server.base, slots, tally, full=False)
                 phase("check")
-            warm(server.base)
-            phase("start")
             load = Load(server.base, slots, tally, SEED, cycle, tmp_path, deadline=time.monotonic() + 60)
-            threads = load.run()
-            if how == "timer":
-                load.wait_for_writes(rng.randint(2, 4), timeout=45)
-                time.sleep(rng.uniform(0.0, 1.0))  # the seeded kill moment: a write's flush takes ~2.5 s on Milvus 2.3
-            else:
-                try:
-                    server.process.wait(timeout=45)
-                    tally.failpoint_kills += 1
-                except subprocess.TimeoutExpired:
-                    pass
-            load.stop.set()
-            server.kill()
-            tally.kills += 1
-            for thread in threads:
-                thread.join(timeout=60)
+            writes, delay = (rng.randint(2, 4), rng.uniform(0.0, 1.0)) if how == "timer" else (0, 0.0)
+            kill_under_load(server, tally, load, how, writes, delay, wait=45)  # a flush takes ~0.5 s on Milvus 2.3
         phase("load")
         server.start()
         phase("start")
-        count = check(
-            server.base, slots, tally, full=False
-        )  # every row and image; the vectors of every product written since the last check
+        count = check(server.base, slots, tally, full=False)  # rows and images; vectors of those written since
         server.stop()
-        unreferenced = final_look(spec, images, slots, count)
+        unreferenced = unreferenced_after(spec, images, slots, count)
         phase("check")
     finally:
         if server.process is not None:
             server.kill()
 
-    upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
-    print(
-        f"\nMilvus server, service SIGKILLed: {tally.kills} kills ({tally.failpoint_kills} at a failpoint), "
-        f"{tally.upserts_acked} upserts and {tally.deletes_acked} deletes acknowledged, {tally.searches} searches "
-        "under load; "
-        f"checked intact after a restart: {upserts_checked} upserts, {len(tally.checked) - upserts_checked} deletes; "
-        "in-flight "
-        f"at kills: {tally.in_flight_present} present, {tally.in_flight_absent} absent; {count} products; problems "
-        f"{len(tally.problems)}, lost {sum('LOST' in p for p in tally.problems)}; {time.monotonic() - started:.1f} s "
-        f"({phase})"
-    )
-    assert not tally.problems, "\n".join(tally.problems[:20])
-    assert not unreferenced, unreferenced[:10]
-    assert tally.kills == 2 and tally.failpoint_kills == 1 and upserts_checked > 0 and tally.deletes_acked > 0
+    seconds = time.monotonic() - started
+    print(f"\nMilvus server, service SIGKILLed: {summary(tally)}; {count} products; {seconds:.1f} s ({phase})")
+    upserts, deletes = assert_nothing_lost(tally, unreferenced)
+    assert tally.kills == 2 and tally.failpoint_kills == 1 and upserts > 0 and tally.deletes_acked > 0
 
 
 def assert_unavailable(response: httpx.Response, what: str) -> str:
@@ -273,24 +204,16 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
             assert after.status_code == 201, after.text
             assert client.delete("/products/after-restart", headers=AUTH).status_code == 204
         server.stop()
-        unreferenced = final_look(spec, images, slots, count)
+        unreferenced = unreferenced_after(spec, images, slots, count)
         phase("check")
     finally:
         if server.process is not None:
             server.kill()
 
-    upserts_checked = sum(not name.startswith("delete ") for name in tally.checked)
     print(
-        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {tally.upserts_acked} upserts "
-        "and "
-        f"{tally.deletes_acked} deletes acknowledged; checked intact: {upserts_checked} upserts, "
-        f"{len(tally.checked) - upserts_checked} deletes; in-flight at kills: {tally.in_flight_present} present, "
-        f"{tally.in_flight_absent} absent; requests refused with 503 under load: {refusals}; recovery (server up -> "
-        "first "
-        f"search answered): {', '.join(f'{s:.1f} s' for s in recoveries)}; lost "
-        f"{sum('LOST' in p for p in tally.problems)}; "
-        f"{time.monotonic() - started:.1f} s ({phase})"
+        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {summary(tally)}; requests "
+        f"refused with 503 under load: {refusals}; recovery (server up -> first search answered): "
+        f"{', '.join(f'{s:.1f} s' for s in recoveries)}; {time.monotonic() - started:.1f} s ({phase})"
     )
-    assert not tally.problems, "\n".join(tally.problems[:20])
-    assert not unreferenced, unreferenced[:10]
-    assert len(recoveries) == RESTARTS and upserts_checked > 0
+    upserts, _ = assert_nothing_lost(tally, unreferenced)
+    assert len(recoveries) == RESTARTS and upserts > 0

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 from tests.conftest import jpeg_bytes
-from tests.support.http import AUTH, TOKEN
+from tests.support.http import AUTH, TOKEN, free_port
 
 from vitrine.errors import InvalidRequest, NotFound
 from vitrine.serve.server import wait_until_ready
@@ -115,12 +115,6 @@ def test_products_survive_a_restart_and_deleted_ones_stay_deleted(settings):
     again.state.service.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start(index: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "VITRINE_WRITE_TOKEN": TOKEN}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -160,7 +154,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def test_a_real_server_process_restart_keeps_writes(settings):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _start(settings.index, port)
     try:
@@ -185,7 +179,7 @@ def test_a_real_server_process_restart_keeps_writes(settings):
 
 
 def test_two_worker_server_reports_metrics_for_the_whole_server_and_shares_writes(settings):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _start(settings.index, port, workers=2)
     try:

@@ -1,9 +1,18 @@
-"""What every HTTP test shares: the write token, its header, an upload form and the error-body check."""
+"""What every HTTP test shares: the write token, its header, a free port, an upload form and the error-body check."""
 
 from __future__ import annotations
 
+import socket
+
 TOKEN = "test-write-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def upload(data: bytes, name: str = "query.jpg", kind: str = "image/jpeg") -> dict:

@@ -2,7 +2,6 @@
 one."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tests.support.http import free_port
 from tests.train.test_locked import setup  # noqa: F401  (the tiny locked-tower run: catalog, tower file, config)
 
 from vitrine.losses import ClipLoss, sharded_contrastive_loss
@@ -20,12 +20,6 @@ from vitrine.train.distributed import Distributed
 # gradient is near zero that rounding can move one update by up to ~lr, so after 8 steps at lr 0.01 a few weights
 # differ by ~1e-5 while the mean difference stays ~1e-8 (measured: max 1.24e-5, mean 1.4e-8 on weights of ~0.2).
 MAX_DIFF, MEAN_DIFF = 1e-4, 1e-6
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _batch():
@@ -65,7 +59,7 @@ def test_split_batch_gradients_equal_the_whole_batch_gradients():
     loss.backward()
     expected = [p.grad for p in (*image_net.parameters(), *text_net.parameters(), scale)]
     context = mp.get_context("spawn")
-    queue, port = context.Queue(), _free_port()
+    queue, port = context.Queue(), free_port()
     processes = [context.Process(target=_rank_gradients, args=(rank, 2, port, queue)) for rank in range(2)]
     for p in processes:
         p.start()
