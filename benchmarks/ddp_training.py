@@ -22,18 +22,8 @@ from safetensors.torch import load_file
 
 def train(config: Path, out: Path, steps: int, nproc: int) -> dict:
     command = [
-        sys.executable,
-        "-m",
-        "vitrine",
-        "train",
-        "clip",
-        "--config",
-        str(config),
-        "--out",
-        str(out),
-        "--max-steps",
-        str(steps),
-        "--no-progress",
+        sys.executable, "-m", "vitrine", "train", "clip", "--config", str(config), "--out", str(out), "--max-steps",
+        str(steps), "--no-progress",
     ]
     if nproc > 1:
         command += ["--nproc", str(nproc)]

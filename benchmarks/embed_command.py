@@ -23,18 +23,8 @@ def run_once(data: str, runtime: str, out: Path, texts: bool) -> tuple[float, fl
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     command = [
-        sys.executable,
-        "-m",
-        "vitrine",
-        "embed",
-        "--data",
-        data,
-        "--runtime",
-        runtime,
-        "--out",
-        str(out),
-        "--overwrite",
-        "--no-progress",
+        sys.executable, "-m", "vitrine", "embed", "--data", data, "--runtime", runtime, "--out", str(out),
+        "--overwrite", "--no-progress",
     ]
     subprocess.run(command + (["--texts"] if texts else []), check=True, capture_output=True)
     wall = time.perf_counter() - start

@@ -47,11 +47,7 @@ def main() -> None:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     common = dict(
-        data=args.data,
-        model=args.model,
-        batch_size=args.batch_size,
-        part_size=args.part_size,
-        progress=False,
+        data=args.data, model=args.model, batch_size=args.batch_size, part_size=args.part_size, progress=False,
         overwrite=True,
     )
     torch.set_num_threads(cores)
@@ -70,13 +66,8 @@ def main() -> None:
         diff = float(np.abs(np.load(out / f"ray-{workers}" / "image_embeddings.npy") - reference).max())
         rows.append(
             (
-                f"Ray Data, {workers} worker(s)",
-                options.threads_per_worker(),
-                result.count,
-                result.seconds,
-                result.images_per_second,
-                "yes" if same_ids else "NO",
-                f"{diff:.2e}",
+                f"Ray Data, {workers} worker(s)", options.threads_per_worker(), result.count, result.seconds,
+                result.images_per_second, "yes" if same_ids else "NO", f"{diff:.2e}",
             )
         )
     ray.shutdown()

@@ -31,18 +31,8 @@ def start(index: str, workers: str, port: int, source: str | None) -> tuple[subp
     began = time.perf_counter()
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "vitrine",
-            "serve",
-            "--index",
-            index,
-            "--port",
-            str(port),
-            "--workers",
-            workers,
-            "--log-level",
-            "warning",
+            sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", workers,
+            "--log-level", "warning",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -44,22 +44,9 @@ import httpx
 from vitrine.serve.server import wait_until_ready
 
 TEXT_QUERIES = [
-    "red summer dress",
-    "black leather shoes",
-    "men's blue jeans",
-    "white sports t-shirt",
-    "gold watch for women",
-    "striped casual shirt",
-    "pink handbag",
-    "running shoes",
-    "formal black trousers",
-    "floral kurta for women",
-    "green backpack",
-    "sunglasses",
-    "denim jacket",
-    "kids t-shirt",
-    "brown belt",
-    "silver earrings",
+    "red summer dress", "black leather shoes", "men's blue jeans", "white sports t-shirt", "gold watch for women",
+    "striped casual shirt", "pink handbag", "running shoes", "formal black trousers", "floral kurta for women",
+    "green backpack", "sunglasses", "denim jacket", "kids t-shirt", "brown belt", "silver earrings",
 ]
 
 
@@ -119,27 +106,13 @@ def tree_rss_mib(pid: int) -> float:
 
 
 def start_server(
-    index: str,
-    workers: int | str,
-    port: int,
-    threads: int | None = None,
-    runtime: str | None = None,
+    index: str, workers: int | str, port: int, threads: int | None = None, runtime: str | None = None,
     extra: list[str] = (),
 ) -> subprocess.Popen:
     command = (
         [
-            sys.executable,
-            "-m",
-            "vitrine",
-            "serve",
-            "--index",
-            index,
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
+            sys.executable, "-m", "vitrine", "serve", "--index", index, "--port", str(port), "--workers", str(workers),
+            "--log-level", "warning",
         ]
         + (["--threads", str(threads)] if threads else [])
         + (["--runtime", runtime] if runtime else [])
@@ -209,18 +182,10 @@ async def drive(
     elapsed = time.perf_counter() - started
     ms = [x * 1000 for x in latencies] or [float("nan")]
     return {
-        "kind": kind,
-        "body": body,
-        "clients": clients,
-        "requests": len(latencies),
-        "seconds": round(elapsed, 2),
-        "rps": round(len(latencies) / elapsed, 2),
-        "p50_ms": round(percentile(ms, 50), 1),
-        "p95_ms": round(percentile(ms, 95), 1),
-        "p99_ms": round(percentile(ms, 99), 1),
-        "mean_ms": round(statistics.fmean(ms), 1),
-        "errors": sum(errors.values()),
-        "error_kinds": errors,
+        "kind": kind, "body": body, "clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
+        "rps": round(len(latencies) / elapsed, 2), "p50_ms": round(percentile(ms, 50), 1),
+        "p95_ms": round(percentile(ms, 95), 1), "p99_ms": round(percentile(ms, 99), 1),
+        "mean_ms": round(statistics.fmean(ms), 1), "errors": sum(errors.values()), "error_kinds": errors,
     }
 
 
@@ -234,13 +199,7 @@ def encoded_body(kind: str, body: str, rng: random.Random, images: list[bytes]) 
 
 
 def drive_wrk(
-    base: str,
-    kind: str,
-    clients: int,
-    seconds: float,
-    images: list[bytes],
-    seed: int,
-    body: str = "form",
+    base: str, kind: str, clients: int, seconds: float, images: list[bytes], seed: int, body: str = "form",
     distinct: int = 64,
 ) -> dict:
     """The same cell driven by `wrk` (one thread, `clients` keep-alive connections) over `distinct` prepared bodies;
@@ -256,17 +215,8 @@ def drive_wrk(
         manifest = Path(folder) / "manifest.tsv"
         manifest.write_text("\n".join(lines) + "\n")
         command = [
-            "wrk",
-            "-t1",
-            f"-c{clients}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "120s",
-            "-s",
-            str(WRK_SCRIPT),
-            base,
-            "--",
-            str(manifest),
+            "wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "120s", "-s", str(WRK_SCRIPT),
+            base, "--", str(manifest),
         ]
         before = resource.getrusage(
             resource.RUSAGE_CHILDREN
@@ -280,11 +230,8 @@ def drive_wrk(
     errors = {
         name: report[key]
         for name, key in (
-            ("status", "status_errors"),
-            ("connect", "connect_errors"),
-            ("read", "read_errors"),
-            ("write", "write_errors"),
-            ("timeout", "timeouts"),
+            ("status", "status_errors"), ("connect", "connect_errors"), ("read", "read_errors"),
+            ("write", "write_errors"), ("timeout", "timeouts"),
         )
         if report[key]
     }
@@ -334,10 +281,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="concurrent clients")
     parser.add_argument("--kinds", nargs="+", default=["text", "image"], choices=["text", "image"])
     parser.add_argument(
-        "--bodies",
-        nargs="+",
-        default=["form"],
-        choices=["form", "json"],
+        "--bodies", nargs="+", default=["form"], choices=["form", "json"],
         help="request bodies to compare, side by side",
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each cell")
@@ -420,12 +364,8 @@ def main() -> None:
             rss_end = tree_rss_mib(server.pid)
             memory.append(
                 {
-                    "index": Path(index).name,
-                    "workers": workers,
-                    "runtime": runtime or "default",
-                    "variant": variant,
-                    "rss_start_mib": round(rss_start, 1),
-                    "rss_end_mib": round(rss_end, 1),
+                    "index": Path(index).name, "workers": workers, "runtime": runtime or "default", "variant": variant,
+                    "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1),
                 }
             )
         finally:

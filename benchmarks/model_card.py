@@ -67,10 +67,7 @@ def measure_composed(column: dict, data: str, cache: str | None) -> dict:
     from vitrine.models import create_model
 
     report = run_composed(
-        data,
-        column["triplets"],
-        Composer(create_model(column["model"]), column["combiner"]),
-        cache_dir=cache,
+        data, column["triplets"], Composer(create_model(column["model"]), column["combiner"]), cache_dir=cache,
         progress=False,
     )
     report.pop("examples", None)  # for --report pages; the card's tables read the recalls
@@ -182,9 +179,7 @@ def rows_of(result: dict) -> dict[str, str]:
     rows["gender top-1 (val)"] = _f(zs["gender"]["top1"])
     retrieval = zs["retrieval"]
     for key, label in (
-        ("heldout", "all held-out queries"),
-        ("val", "seen-type (val) queries"),
-        ("unseen", "unseen-type queries"),
+        ("heldout", "all held-out queries"), ("val", "seen-type (val) queries"), ("unseen", "unseen-type queries"),
     ):
         if key in retrieval:
             r = retrieval[key]

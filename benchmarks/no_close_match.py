@@ -53,10 +53,7 @@ MIN_MATCHES = 3
 KAGL = builtin_schema("kagl")
 KAGL_ROLES = column_roles(KAGL)  # the shards' metadata, read by role
 RENAMED_COLUMNS = {
-    KAGL.id_field: "sku",
-    KAGL.title_field: "name",
-    KAGL_ROLES["colour"]: "colour",
-    KAGL_ROLES["type"]: "category",
+    KAGL.id_field: "sku", KAGL.title_field: "name", KAGL_ROLES["colour"]: "colour", KAGL_ROLES["type"]: "category",
     KAGL_ROLES["gender"]: "sex",
 }
 
@@ -107,37 +104,10 @@ HAND_WRITTEN = [
 ]
 HAND_WRITTEN_CHIPS = [("red t-shirt for men", {"gender": "Women"}, {"type": ["Tshirts"], "colour": ["Red"]}, [])]
 ABSENT = [
-    "surfboard",
-    "kitchen knife",
-    "sofa",
-    "car tyre",
-    "garden hose",
-    "lawn mower",
-    "flower pot",
-    "garden shovel",
-    "watering can",
-    "smartphone",
-    "television",
-    "refrigerator",
-    "microwave oven",
-    "bicycle",
-    "office chair",
-    "dining table",
-    "coffee maker",
-    "vacuum cleaner",
-    "power drill",
-    "pizza",
-    "dog food",
-    "wine glass",
-    "bed frame",
-    "ceiling fan",
-    "printer ink",
-    "hammer",
-    "frying pan",
-    "toaster",
-    "desk lamp",
-    "car battery",
-    "golf club",
+    "surfboard", "kitchen knife", "sofa", "car tyre", "garden hose", "lawn mower", "flower pot", "garden shovel",
+    "watering can", "smartphone", "television", "refrigerator", "microwave oven", "bicycle", "office chair",
+    "dining table", "coffee maker", "vacuum cleaner", "power drill", "pizza", "dog food", "wine glass", "bed frame",
+    "ceiling fan", "printer ink", "hammer", "frying pan", "toaster", "desk lamp", "car battery", "golf club",
 ]
 
 
@@ -319,22 +289,12 @@ def drawings() -> list[tuple[str, Image.Image]]:
     """Pictures of no product: discs, shapes, stripes, gradients, noise."""
     rng = np.random.default_rng(0)
     colours = {
-        "yellow": (240, 220, 30),
-        "green": (40, 150, 60),
-        "red": (210, 40, 40),
-        "blue": (40, 70, 200),
-        "white": (250, 250, 250),
-        "black": (15, 15, 15),
-        "orange": (240, 140, 30),
-        "purple": (120, 50, 150),
+        "yellow": (240, 220, 30), "green": (40, 150, 60), "red": (210, 40, 40), "blue": (40, 70, 200),
+        "white": (250, 250, 250), "black": (15, 15, 15), "orange": (240, 140, 30), "purple": (120, 50, 150),
     }
     out = []
     for fg, bg in [
-        ("yellow", "green"),
-        ("red", "white"),
-        ("blue", "yellow"),
-        ("white", "black"),
-        ("orange", "blue"),
+        ("yellow", "green"), ("red", "white"), ("blue", "yellow"), ("white", "black"), ("orange", "blue"),
         ("black", "white"),
     ]:
         image = Image.new("RGB", (256, 256), colours[bg])
@@ -401,10 +361,7 @@ def photo_cases(shards: str, held: set[str], types: Counter, count: int, rng: ra
     picked = rng.sample(pool, min(count, len(pool)))
     return [
         Case(
-            None,
-            True,
-            "image: product photo",
-            image=Image.open(io.BytesIO(jpg)).convert("RGB"),
+            None, True, "image: product photo", image=Image.open(io.BytesIO(jpg)).convert("RGB"),
             label=f"photo {meta[KAGL.id_field]} ({meta[kind]})",
         )
         for meta, jpg in picked
@@ -525,10 +482,7 @@ def main(argv=None) -> int:
                 if matches(rows, roles, {**wanted, "gender": [chip["gender"]]}, title) >= MIN_MATCHES:
                     cases.append(
                         Case(
-                            text,
-                            True,
-                            "under a chip",
-                            {roles["gender"]: [chip["gender"]]},
+                            text, True, "under a chip", {roles["gender"]: [chip["gender"]]},
                             label=f"{text} [{chip['gender']}]",
                         )
                     )

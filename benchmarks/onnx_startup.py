@@ -1,5 +1,5 @@
 """Opening a model on the ONNX runtime, in a fresh process each time: from its files (today) against building the
-torch model to find its export (before issue 24). Prints median seconds and the process's peak RSS.
+torch model to find its export (the way before the fingerprint cache). Prints median seconds and the process's peak RSS.
 
     .venv/bin/python benchmarks/onnx_startup.py --model vitrine:kagl-base --repeats 5
 """

@@ -28,13 +28,8 @@ from vitrine.data.catalog import open_catalog
 from vitrine.data.splits import SplitConfig, hash_unit
 
 COLUMNS = {
-    "id": "sku",
-    "title": "product_name",
-    "baseColour": "color",
-    "articleType": "kind",
-    "gender": "department",
-    "season": "season",
-    "year": "launch_year",
+    "id": "sku", "title": "product_name", "baseColour": "color", "articleType": "kind", "gender": "department",
+    "season": "season", "year": "launch_year",
 }
 
 
@@ -70,15 +65,8 @@ def write_catalog(shards: str, base: Path, out: Path, products: int, blank: floa
             a = record.attributes
             writer.writerow(
                 [
-                    sku,
-                    record.title or "",
-                    photo,
-                    colour,
-                    a.get("articleType") or "",
-                    a.get("gender") or "",
-                    a.get("season") or "",
-                    a.get("year") or "",
-                    f"{rng.uniform(5, 150):.2f}",
+                    sku, record.title or "", photo, colour, a.get("articleType") or "", a.get("gender") or "",
+                    a.get("season") or "", a.get("year") or "", f"{rng.uniform(5, 150):.2f}",
                 ]
             )
     groups = {s: sum(split.assign(r.id, r.attributes) == s for r in chosen) for s in ("unseen", "calib", "val")}
@@ -124,20 +112,8 @@ def main() -> None:
     cache = work / f"cache-{int(time.time())}"  # a fresh feature cache: the wall time includes computing it
     seconds, printed = run(
         [
-            sys.executable,
-            "-m",
-            "vitrine",
-            "adapt",
-            "--catalog",
-            str(shop),
-            "--out",
-            str(adapted),
-            "--model",
-            f"vitrine:{args.base}",
-            "--json",
-            "--no-progress",
-            "--cache-dir",
-            str(cache),
+            sys.executable, "-m", "vitrine", "adapt", "--catalog", str(shop), "--out", str(adapted), "--model",
+            f"vitrine:{args.base}", "--json", "--no-progress", "--cache-dir", str(cache),
         ],
         work / "adapt.log",
     )
@@ -174,21 +150,8 @@ def main() -> None:
     index = work / "index"
     seconds, _ = run(
         [
-            sys.executable,
-            "-m",
-            "vitrine",
-            "index",
-            "build",
-            "--data",
-            str(shop),
-            "--index",
-            str(index),
-            "--model",
-            result["model"],
-            "--tag",
-            "--tag-model",
-            result["model"],
-            "--no-progress",
+            sys.executable, "-m", "vitrine", "index", "build", "--data", str(shop), "--index", str(index), "--model",
+            result["model"], "--tag", "--tag-model", result["model"], "--no-progress",
         ],
         work / "index.log",
     )
@@ -223,9 +186,7 @@ def _filled(index: Path, truth: dict) -> dict:
     finally:
         store.close()
     return {
-        "blank": len(truth),
-        "filled": filled,
-        "coverage": filled / max(1, len(truth)),
+        "blank": len(truth), "filled": filled, "coverage": filled / max(1, len(truth)),
         "precision": right / max(1, filled),
     }
 

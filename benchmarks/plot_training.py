@@ -10,12 +10,8 @@ import csv
 from pathlib import Path
 
 METRICS = [
-    "val/articleType_top1_seen",
-    "val/articleType_top1_unseen",
-    "val/articleType_top1_unseen_among_unseen",
-    "val/baseColour_top1",
-    "val/gender_top1",
-    "val/t2i_R@10",
+    "val/articleType_top1_seen", "val/articleType_top1_unseen", "val/articleType_top1_unseen_among_unseen",
+    "val/baseColour_top1", "val/gender_top1", "val/t2i_R@10",
 ]
 
 

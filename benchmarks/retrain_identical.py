@@ -61,8 +61,7 @@ def main() -> None:
         seconds = train("cir", load("cir-kagl-base-stage1.json"), out / "stage1")
         rows.append(
             (
-                "kagl-base-combiner/text_projection.safetensors",
-                out / "stage1/combiner/text_projection.safetensors",
+                "kagl-base-combiner/text_projection.safetensors", out / "stage1/combiner/text_projection.safetensors",
                 seconds,
             )
         )

@@ -1,4 +1,5 @@
-"""Retrieval and zero-shot quality of one model under each runtime, side by side (the parity figures of issue 16).
+"""Retrieval and zero-shot quality of one model under each runtime, side by side (the parity figures in
+docs/performance.md).
 
 For each runtime: text->image retrieval of the held-out titles (gallery: the whole catalog's images) and
 generalised zero-shot articleType top-1 on the held-out split (all class names of the catalog), with the model's
@@ -24,36 +25,17 @@ def measure(model_name: str, runtime: str, data: str, cache_dir: str, progress: 
     split = load_split_config(None)
     t0 = time.perf_counter()
     retrieval = run_retrieval(
-        data,
-        model,
-        galleries=[data],
-        split="heldout",
-        split_config=split,
-        progress=progress,
-        image_to_text=False,
+        data, model, galleries=[data], split="heldout", split_config=split, progress=progress, image_to_text=False,
         cache_dir=cache_dir,
     )
     zero_shot = run_zero_shot(
-        data,
-        "articleType",
-        model,
-        split="heldout",
-        split_config=split,
-        classes_from=[data],
-        calibration=0.0,
-        progress=progress,
-        cache_dir=cache_dir,
+        data, "articleType", model, split="heldout", split_config=split, classes_from=[data], calibration=0.0,
+        progress=progress, cache_dir=cache_dir,
     )
     return {
-        "runtime": runtime,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "queries": retrieval["n_queries"],
-        "gallery": retrieval["gallery_size"],
-        "R@1": retrieval["R@1"],
-        "R@10": retrieval["R@10"],
-        "MRR": retrieval["MRR"],
-        "zero_shot_n": zero_shot.get("n"),
-        "zero_shot_top1": zero_shot["top1"],
+        "runtime": runtime, "seconds": round(time.perf_counter() - t0, 1), "queries": retrieval["n_queries"],
+        "gallery": retrieval["gallery_size"], "R@1": retrieval["R@1"], "R@10": retrieval["R@10"],
+        "MRR": retrieval["MRR"], "zero_shot_n": zero_shot.get("n"), "zero_shot_top1": zero_shot["top1"],
     }
 
 

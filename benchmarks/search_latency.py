@@ -104,15 +104,8 @@ def bench_catalog(
     p50_np, p99_np, found = latencies(numpy_topk(gallery, k), queries)
     rows.append(
         {
-            "catalog": name,
-            "n": n,
-            "index": "numpy brute force",
-            "build_s": 0.0,
-            "p50_ms": p50_np,
-            "p99_ms": p99_np,
-            "recall@10": recall_at(found, truth),
-            "speedup_p50": 1.0,
-            "mem_mib": n * dim * 4 / 2**20,
+            "catalog": name, "n": n, "index": "numpy brute force", "build_s": 0.0, "p50_ms": p50_np, "p99_ms": p99_np,
+            "recall@10": recall_at(found, truth), "speedup_p50": 1.0, "mem_mib": n * dim * 4 / 2**20,
         }
     )
     rng = np.random.default_rng(1)
@@ -125,14 +118,8 @@ def bench_catalog(
         p50, p99, found = latencies(lambda q, index=index: index.search(q, k)[1][0], queries)
         rows.append(
             {
-                "catalog": name,
-                "n": n,
-                "index": kind,
-                "build_s": build_s,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "recall@10": recall_at(found, truth),
-                "speedup_p50": p50_np / p50,
+                "catalog": name, "n": n, "index": kind, "build_s": build_s, "p50_ms": p50, "p99_ms": p99,
+                "recall@10": recall_at(found, truth), "speedup_p50": p50_np / p50,
                 "mem_mib": bytes_per_vector(kind, dim, options) * n / 2**20,
             }
         )
@@ -144,14 +131,8 @@ def bench_catalog(
             )
             rows.append(
                 {
-                    "catalog": name,
-                    "n": n,
-                    "index": f"{kind} + filter {share:.1%}",
-                    "build_s": None,
-                    "p50_ms": p50f,
-                    "p99_ms": p99f,
-                    "recall@10": recall_at(foundf, sub_truth),
-                    "speedup_p50": p50_np / p50f,
+                    "catalog": name, "n": n, "index": f"{kind} + filter {share:.1%}", "build_s": None, "p50_ms": p50f,
+                    "p99_ms": p99f, "recall@10": recall_at(foundf, sub_truth), "speedup_p50": p50_np / p50f,
                     "mem_mib": None,
                 }
             )
@@ -207,15 +188,8 @@ def bench_stores(
         p50, p99, found = latencies(lambda q: keys(store.search(q, k)[0]), queries)
         rows.append(
             {
-                "catalog": name,
-                "n": n,
-                "index": label,
-                "build_s": build_s,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "recall@10": recall_at(found, truth),
-                "speedup_p50": None,
-                "mem_mib": None,
+                "catalog": name, "n": n, "index": label, "build_s": build_s, "p50_ms": p50, "p99_ms": p99,
+                "recall@10": recall_at(found, truth), "speedup_p50": None, "mem_mib": None,
             }
         )
         for field, share in shares.items():
@@ -224,15 +198,8 @@ def bench_stores(
             p50f, p99f, foundf = latencies(lambda q: keys(store.search(q, k, {field: "yes"})[0]), queries)
             rows.append(
                 {
-                    "catalog": name,
-                    "n": n,
-                    "index": f"{label} + filter {share:.1%}",
-                    "build_s": None,
-                    "p50_ms": p50f,
-                    "p99_ms": p99f,
-                    "recall@10": recall_at(foundf, sub_truth),
-                    "speedup_p50": None,
-                    "mem_mib": None,
+                    "catalog": name, "n": n, "index": f"{label} + filter {share:.1%}", "build_s": None, "p50_ms": p50f,
+                    "p99_ms": p99f, "recall@10": recall_at(foundf, sub_truth), "speedup_p50": None, "mem_mib": None,
                 }
             )
         store.close()

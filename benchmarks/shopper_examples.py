@@ -1,4 +1,5 @@
-"""The shopper examples of issue 25 on a served catalog, ranked as before (vector only, no soft filters, reference
+"""The shopper examples of docs/ranking.md on a served catalog, ranked as before (vector only, no soft filters,
+reference
 kept) and now (the defaults): the top 10's article types, colours and genders, and the relevance judgement.
 
     .venv/bin/vitrine index build --data ../shared/data/kagl-hires --index runs/serve/kagl-hires
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default="runs/serve/kagl-hires")
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="the catalog's photos, <id>.jpg")
-    parser.add_argument("--check-shirt", default="2093", help="a blue check shirt's id (issue 25's composed example)")
+    parser.add_argument("--check-shirt", default="2093", help="a blue check shirt (docs/ranking.md's composed example)")
     parser.add_argument("--readme-reference", default="1163", help="the README's composed example's reference id")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -68,11 +69,8 @@ def main(argv=None) -> int:
             service,
             f"{args.readme_reference} + 'in red with long sleeves', gender=Women",
             {
-                "image": photo(args.readme_reference),
-                "modification": "in red with long sleeves",
-                "k": 10,
-                "reference_id": args.readme_reference,
-                "filters": {"gender": ["Women"]},
+                "image": photo(args.readme_reference), "modification": "in red with long sleeves", "k": 10,
+                "reference_id": args.readme_reference, "filters": {"gender": ["Women"]},
             },
         )
     finally:

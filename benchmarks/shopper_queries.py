@@ -35,23 +35,11 @@ from vitrine.ranking import Calibration, Ranker, RankOptions
 from vitrine.ranking.relevance import QUIET_ABOVE
 
 GENDER_WORDS = {
-    "Men": ["men", "for men", "men's"],
-    "Women": ["women", "for women", "women's"],
-    "Boys": ["boys", "for boys"],
-    "Girls": ["girls", "for girls"],
-    "Unisex": ["unisex"],
+    "Men": ["men", "for men", "men's"], "Women": ["women", "for women", "women's"], "Boys": ["boys", "for boys"],
+    "Girls": ["girls", "for girls"], "Unisex": ["unisex"],
 }
 NOT_PLURAL = {
-    "jeans",
-    "shorts",
-    "trousers",
-    "leggings",
-    "sunglasses",
-    "briefs",
-    "boxers",
-    "trunks",
-    "capris",
-    "jeggings",
+    "jeans", "shorts", "trousers", "leggings", "sunglasses", "briefs", "boxers", "trunks", "capris", "jeggings",
     "tights",
 }
 
@@ -204,8 +192,7 @@ def main(argv=None) -> int:
         variants = {
             "vector": RankOptions(mode="vector", soft_filters=False),
             "lexical": RankOptions(mode="lexical", soft_filters=False),
-            "hybrid": RankOptions(mode="hybrid", soft_filters=False),
-            "hybrid+soft": RankOptions(),
+            "hybrid": RankOptions(mode="hybrid", soft_filters=False), "hybrid+soft": RankOptions(),
         }
         if args.grid:
             variants.update(

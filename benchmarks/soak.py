@@ -40,10 +40,7 @@ from load import TEXT_QUERIES, free_port, percentile, process_rss_mib  # noqa: E
 TOKEN = "soak-write-token"
 MODIFICATIONS = ["in black", "in red", "with long sleeves", "in blue denim", "with a floral print", "in white"]
 FILTERS = [
-    {"gender": ["Women"]},
-    {"gender": ["Men"]},
-    {"masterCategory": ["Apparel"]},
-    {"baseColour": ["Black", "Blue"]},
+    {"gender": ["Women"]}, {"gender": ["Men"]}, {"masterCategory": ["Apparel"]}, {"baseColour": ["Black", "Blue"]},
 ]
 
 
@@ -224,8 +221,7 @@ def main() -> None:
     )
     parser.add_argument("--images", default="../shared/data/kagl-hires/images", help="folder of query images")
     parser.add_argument(
-        "--catalog",
-        default="../shared/data/kagl-hires/catalog.csv",
+        "--catalog", default="../shared/data/kagl-hires/catalog.csv",
         help="the index's catalog.csv (ids for image-URL queries)",
     )
     parser.add_argument("--minutes", type=int, default=10)
@@ -258,20 +254,8 @@ def main() -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         command = [
-            sys.executable,
-            "-m",
-            "vitrine",
-            "serve",
-            "--index",
-            str(index),
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-            "--write-token",
-            TOKEN,
-            "--log-level",
-            "warning",
+            sys.executable, "-m", "vitrine", "serve", "--index", str(index), "--port", str(port), "--workers",
+            str(args.workers), "--write-token", TOKEN, "--log-level", "warning",
         ]
         server_log = Path(args.server_log) if args.server_log else Path(scratch) / "server.log"
         log_handle = server_log.open("wb")

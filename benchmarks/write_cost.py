@@ -121,11 +121,8 @@ def timed_commits(store: FaissStore, catalog: Catalog, commits: int, rng: np.ran
         wchar.append(after_io[0] - before_io[0])
         written.append(after_io[1] - before_io[1])
     return {
-        "commits": commits,
-        "p50_ms": np.percentile(seconds, 50) * 1e3,
-        "p90_ms": np.percentile(seconds, 90) * 1e3,
-        "wchar": float(np.median(wchar)),
-        "write_bytes": float(np.median(written)),
+        "commits": commits, "p50_ms": np.percentile(seconds, 50) * 1e3, "p90_ms": np.percentile(seconds, 90) * 1e3,
+        "wchar": float(np.median(wchar)), "write_bytes": float(np.median(written)),
     }
 
 
@@ -146,8 +143,7 @@ def searched(store: FaissStore, catalog: Catalog, queries: np.ndarray) -> tuple[
 def search_figures(store: FaissStore, catalog: Catalog, queries: np.ndarray) -> dict:
     times, recalls = searched(store, catalog, queries)
     return {
-        "p50_ms": np.percentile(times, 50) * 1e3,
-        "p99_ms": np.percentile(times, 99) * 1e3,
+        "p50_ms": np.percentile(times, 50) * 1e3, "p99_ms": np.percentile(times, 99) * 1e3,
         "recall": float(np.mean(recalls)),
     }
 
@@ -205,11 +201,7 @@ def across_threshold(store: FaissStore, catalog: Catalog, queries: np.ndarray, r
     start = time.perf_counter()
     assert store.merge()
     return {
-        "bound": bound,
-        "commits": commits,
-        "searches": searches,
-        "merge_s": merge_s,
-        "how": how,
+        "bound": bound, "commits": commits, "searches": searches, "merge_s": merge_s, "how": how,
         "inline_s": time.perf_counter() - start,
     }
 
@@ -359,8 +351,7 @@ def main() -> None:
             "commit |\n|---|---|---|---|---|---|"
         )
         for name, row in (
-            ("before: full rewrite (`delta_max_vectors=0`)", before),
-            ("after: delta append (default)", after),
+            ("before: full rewrite (`delta_max_vectors=0`)", before), ("after: delta append (default)", after),
         ):
             print(
                 f"| {name} | {row['commits']} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | {human(row['wchar'])} | "
@@ -387,8 +378,7 @@ def main() -> None:
             "|\n|---|---|---|---|---|"
         )
         for phase, label in (
-            ("below", "below the bound (base + delta)"),
-            ("during", "during the background merge"),
+            ("below", "below the bound (base + delta)"), ("during", "during the background merge"),
             ("after", "after the merge"),
         ):
             times, recalls = crossing["searches"][phase]

@@ -18,34 +18,25 @@ from tests.support import data as support_data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# ONNX exports made by the default runtime go to a temporary cache of this test session (inherited by the servers the
-# tests start), never the user's ~/.cache.
-_ONNX_CACHE = tempfile.TemporaryDirectory(prefix="vitrine-onnx-cache-")
-os.environ["VITRINE_ONNX_CACHE"] = _ONNX_CACHE.name
+# ONNX exports made by the default runtime go to a temporary cache of this test run, never the user's ~/.cache. The
+# first pytest process makes it; the test processes it starts (pytest -n N) and the servers the tests start inherit
+# it, so each model is exported once per run (the cache's lock lets one process export while the others wait).
+if "VITRINE_TEST_ONNX_CACHE" not in os.environ:
+    _ONNX_CACHE = tempfile.TemporaryDirectory(prefix="vitrine-onnx-cache-")
+    os.environ["VITRINE_TEST_ONNX_CACHE"] = _ONNX_CACHE.name
+os.environ["VITRINE_ONNX_CACHE"] = os.environ["VITRINE_TEST_ONNX_CACHE"]
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # test processes (pytest -n N) share the cores: split torch's threads
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 COLOURS = {
-    "Red": (200, 30, 30),
-    "Blue": (30, 30, 200),
-    "Green": (30, 160, 40),
-    "Black": (10, 10, 10),
+    "Red": (200, 30, 30), "Blue": (30, 30, 200), "Green": (30, 160, 40), "Black": (10, 10, 10),
     "White": (245, 245, 245),
 }
 TYPES = ["Tshirts", "Jeans", "Dresses", "Watches"]
 FIELDS = [
-    "id",
-    "title",
-    "gender",
-    "masterCategory",
-    "subCategory",
-    "articleType",
-    "baseColour",
-    "season",
-    "year",
-    "usage",
+    "id", "title", "gender", "masterCategory", "subCategory", "articleType", "baseColour", "season", "year", "usage",
 ]
 
 
@@ -76,16 +67,9 @@ def make_rows(n: int) -> list[dict]:
         kind = TYPES[i % len(TYPES)]
         rows.append(
             {
-                "id": str(1000 + i),
-                "title": f"Brand {i} {colour} {kind}",
-                "gender": ["Men", "Women"][i % 2],
-                "masterCategory": "Apparel",
-                "subCategory": "Topwear",
-                "articleType": kind,
-                "baseColour": colour,
-                "season": "Summer",
-                "year": "2012",
-                "usage": "Casual" if i % 3 else "NA",
+                "id": str(1000 + i), "title": f"Brand {i} {colour} {kind}", "gender": ["Men", "Women"][i % 2],
+                "masterCategory": "Apparel", "subCategory": "Topwear", "articleType": kind, "baseColour": colour,
+                "season": "Summer", "year": "2012", "usage": "Casual" if i % 3 else "NA",
             }
         )
     return rows
@@ -158,6 +142,46 @@ def write_folder(folder, rows, fmt="csv", images: dict | None = None):
             for row in rows:
                 handle.write(json.dumps(row) + "\n")
     return folder
+
+
+def colourway_rows(brands=("Puma", "Nike", "Adidas"), id_prefix: str = "") -> list[dict]:
+    """Brands x (Tshirts, Jeans) x every colour: groups of colourways that colour triplets pair up."""
+    rows = []
+    for brand in brands:
+        for article in ("Tshirts", "Jeans"):
+            for colour in COLOURS:
+                rows.append({
+                    "id": f"{id_prefix}{101 + len(rows)}", "title": f"{brand} Men {colour} Classic {article}",
+                    "gender": "Men", "masterCategory": "Apparel", "subCategory": "Topwear", "articleType": article,
+                    "baseColour": colour, "season": "Summer", "year": "2012", "usage": "Casual",
+                })
+    return rows
+
+
+def colour_triplets(catalog, out) -> str:
+    """`vitrine data make-triplets --kinds colour` over `catalog` into `out` (reference, "in <colour>", target)."""
+    from vitrine.cli import main
+
+    assert main(["data", "make-triplets", "--data", str(catalog), "--out", str(out), "--kinds", "colour"]) == 0
+    return str(out)
+
+
+def cir_catalog(root, rows: list[dict] | None = None):
+    """The colourway catalog at root/cat with its colour triplets at root/all.jsonl; returns `root`."""
+    write_folder(root / "cat", rows if rows is not None else colourway_rows())
+    colour_triplets(root / "cat", root / "all.jsonl")
+    return root
+
+
+def cir_config(root, **overrides):
+    """A small CIR training config over `cir_catalog(root)` (triplets validated on themselves, the small model)."""
+    from vitrine.cir.config import CirTrainConfig
+
+    base = dict(
+        data=(str(root / "cat"),), triplets=str(root / "all.jsonl"), val_triplets=str(root / "all.jsonl"),
+        model="vitrine:small", batch_size=16, lr=1e-3, warmup_steps=1, cache_dir=str(root / "cache"),
+    )
+    return CirTrainConfig(**{**base, **overrides})
 
 
 STRANGER_COLUMNS = {"id": "sku", "title": "name", "baseColour": "colour", "articleType": "category", "gender": "sex"}
@@ -238,6 +262,12 @@ def served(index: str):
     with TestClient(app) as client:
         yield client
     app.state.service.close()
+
+
+@pytest.fixture(scope="module")
+def http(index):
+    """A test client of the app on the module's own `index` fixture."""
+    yield from served(index)
 
 
 @pytest.fixture(scope="module")

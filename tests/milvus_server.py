@@ -175,14 +175,8 @@ def _launch(base_dir: str, proxy_port: int, metrics: int, timeout: float) -> Ser
     with open(logs / "milvus-stdout.log", "ab") as out, open(logs / "milvus-stderr.log", "ab") as err:
         try:
             process = subprocess.Popen(
-                [str(binary), "run", "standalone"],
-                cwd=base_dir,
-                env=env,
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
+                [str(binary), "run", "standalone"], cwd=base_dir, env=env, stdout=out, stderr=err,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )
         except OSError as error:  # not executable here (another architecture, a noexec temporary directory)
             raise ServerUnavailable(f"cannot run {binary}: {error}") from None
@@ -426,8 +420,7 @@ def main() -> int:
                 try:
                     store = open_store(spec, model="vitrine:test", dim=8, create=True, attributes=attributes)
                     store.upsert(
-                        ["a", "b"],
-                        np.eye(2, 8, dtype=np.float32),
+                        ["a", "b"], np.eye(2, 8, dtype=np.float32),
                         [{"gender": "Men", "title": None}, {"gender": "Women"}],
                     )
                     print(

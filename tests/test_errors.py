@@ -36,14 +36,21 @@ def all_error_classes() -> list[type[VitrineError]]:
 
 
 def codes_in_source() -> set[str]:
-    """Every code the source gives: `code = "..."` in a class, and `code="..."` (or `unknown_code`) in a call."""
+    """Every code the source gives: `code = "..."` (or `code, status = ...`) in a class, and `code="..."` (or
+    `unknown_code`) in a call."""
     found = set()
     for path in SOURCE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-                if "code" in names and isinstance(node.value.value, str):
-                    found.add(node.value.value)
+            if isinstance(node, ast.Assign):  # code = "x", or code, status = "x", 404
+                for target in node.targets:
+                    pairs = [(target, node.value)]
+                    if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                        pairs = list(zip(target.elts, node.value.elts))
+                    found |= {
+                        value.value
+                        for name, value in pairs
+                        if getattr(name, "id", None) == "code" and isinstance(value, ast.Constant)
+                    }
             elif isinstance(node, ast.Call):
                 for keyword in node.keywords:
                     if keyword.arg in ("code", "unknown_code") and isinstance(keyword.value, ast.Constant):

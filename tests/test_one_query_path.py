@@ -1,6 +1,6 @@
 """One query path: the same 20 queries through HTTP (`POST /search`), `/search/batch`, the CLI (`vitrine search --json`)
 and the Python API (`vitrine.Index.rank`) get the same ids, the same relevance judgement, the same exclusions and the
-same errors (issue 36)."""
+same errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import base64
 import json
 
 import pytest
-from tests.conftest import built_index, served
+from tests.conftest import built_index
 
 import vitrine
 from vitrine.cli import main
@@ -45,11 +45,6 @@ def index(tmp_path_factory, small_model) -> str:
     return built_index(tmp_path_factory.mktemp("one-path"), small_model, 24)
 
 
-@pytest.fixture(scope="module")
-def http(index):
-    yield from served(index)
-
-
 def image_path(index: str, product: str) -> str:
     return f"{index}/../catalog/images/{product}.jpg"
 
@@ -57,11 +52,8 @@ def image_path(index: str, product: str) -> str:
 def outcome(answer: dict) -> dict:
     """What every surface must agree on."""
     return {
-        "ids": [r["id"] for r in answer["results"]],
-        "relevance": answer["relevance"],
-        "excluded": answer["query"]["excluded"],
-        "mode": answer["query"]["mode"],
-        "total": answer["total"],
+        "ids": [r["id"] for r in answer["results"]], "relevance": answer["relevance"],
+        "excluded": answer["query"]["excluded"], "mode": answer["query"]["mode"], "total": answer["total"],
     }
 
 
@@ -165,10 +157,8 @@ def test_every_surface_gives_the_same_answer_to_the_same_20_queries(index, http,
     with vitrine.Index(index) as python:
         python.engine.combiner = "sum"
         answers = {
-            "http": [by_http(http, index, q) for q in QUERIES],
-            "cli": [by_cli(capsys, index, q) for q in QUERIES],
-            "python": [by_python(python, index, q) for q in QUERIES],
-            "batch": by_batch(http, index),
+            "http": [by_http(http, index, q) for q in QUERIES], "cli": [by_cli(capsys, index, q) for q in QUERIES],
+            "python": [by_python(python, index, q) for q in QUERIES], "batch": by_batch(http, index),
         }
     for i, query in enumerate(QUERIES):
         seen = {surface: answers[surface][i] for surface in answers}

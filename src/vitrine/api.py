@@ -109,12 +109,8 @@ class Index:
         self.engine = SearchEngine(os.fspath(path), model=model, runtime=runtime)
 
     def search(
-        self,
-        text: str | None = None,
-        image: ImageQuery | None = None,
-        modify: str | None = None,
-        filters: Filters | None = None,
-        k: int = 10,
+        self, text: str | None = None, image: ImageQuery | None = None, modify: str | None = None,
+        filters: Filters | None = None, k: int = 10,
     ) -> list[SearchHit]:
         """Products for `text`, for `image` (a file or a PIL image), or for `image` changed by `modify` (composed),
         ranked as `vitrine search` ranks them; `filters` maps a field to a value or a list of values. An image that
@@ -163,12 +159,8 @@ class Tagger:
     shipped KAGL attributes, or None for all of them."""
 
     def __init__(
-        self,
-        model: str = DEFAULT_TAG_MODEL,
-        vocabulary: VocabularySpec = None,
-        regions: str = "foreground",
-        pooling: str = "blend",
-        runtime: str = "torch",
+        self, model: str = DEFAULT_TAG_MODEL, vocabulary: VocabularySpec = None, regions: str = "foreground",
+        pooling: str = "blend", runtime: str = "torch",
     ):
         self.tagger = create_tagger(model, vocabulary, regions, pooling, runtime=runtime)
 

@@ -18,6 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
 
 from vitrine.errors import ConfigError, InvalidInput, MissingFile
@@ -32,6 +33,24 @@ class ConfigFile:
     config_error: typing.ClassVar[type[ConfigError]] = ConfigError
     retired: typing.ClassVar[Mapping[str, tuple[object, str]]] = {}
     field_checks: typing.ClassVar[Mapping[str, Callable[[object], str | None]]] = {}
+    builtins: typing.ClassVar[tuple[str, str] | None] = None  # (package, folder) of the configs shipped by name
+
+    @classmethod
+    def builtin(cls, name: str):
+        """The config shipped as `<folder>/<name>.json` in the package `builtins` names."""
+        package, folder = cls.builtins
+        text = resources.files(package).joinpath(folder, f"{name}.json").read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def resolve(cls, spec, default: str = "kagl"):
+        """`spec` as this config: the object itself, None (the `default` builtin), a JSON file, or a builtin's name."""
+        if isinstance(spec, cls):
+            return spec
+        if spec is None:
+            return cls.builtin(default)
+        path = Path(spec)
+        return cls.from_file(path) if path.suffix == ".json" or path.exists() else cls.builtin(str(spec))
 
     def to_dict(self) -> dict:
         return jsonable(asdict(self))
@@ -248,10 +267,8 @@ def _read(hint, value, origin: str | None, skip_check: bool = False):
 
 
 _NAMES = {
-    bool: ("true or false", "true or false values"),
-    int: ("a whole number", "whole numbers"),
-    float: ("a number", "numbers"),
-    str: ("a string", "strings"),
+    bool: ("true or false", "true or false values"), int: ("a whole number", "whole numbers"),
+    float: ("a number", "numbers"), str: ("a string", "strings"),
 }
 
 

@@ -20,9 +20,7 @@ ISSUES_URL = "https://github.com/vitrine-fashion/vitrine/issues"
 class VitrineError(Exception):
     """A refusal a user can act on: a message, a stable `code`, an HTTP `status` and a CLI `exit_code`."""
 
-    code = "error"
-    status = 500
-    exit_code = ENVIRONMENT_EXIT_CODE
+    code, status, exit_code = "error", 500, ENVIRONMENT_EXIT_CODE
 
     def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None):
         super().__init__(message)
@@ -50,9 +48,7 @@ class VitrineError(Exception):
 class InvalidInput(VitrineError, ValueError):
     """A request, argument, file or config that vitrine refuses as written."""
 
-    code = "invalid_input"
-    status = 400
-    exit_code = USER_EXIT_CODE
+    code, status, exit_code = "invalid_input", 400, USER_EXIT_CODE
 
 
 class ConfigError(InvalidInput):
@@ -76,23 +72,19 @@ class WrongType(InvalidInput, TypeError):
 class TooLarge(InvalidInput):
     """A body, upload or image over a limit."""
 
-    code = "too_large"
-    status = 413
+    code, status = "too_large", 413
 
 
 class UnsupportedMediaType(InvalidInput):
     """A body with no Content-Type or another than vitrine reads, or an upload that is not an image."""
 
-    code = "unsupported_media_type"
-    status = 415
+    code, status = "unsupported_media_type", 415
 
 
 class NotFound(VitrineError, LookupError):
     """A product, model, index, file or route that does not exist."""
 
-    code = "not_found"
-    status = 404
-    exit_code = USER_EXIT_CODE
+    code, status, exit_code = "not_found", 404, USER_EXIT_CODE
 
 
 class MissingFile(NotFound, FileNotFoundError):
@@ -110,9 +102,7 @@ class UnknownName(NotFound, KeyError):
 class Conflict(VitrineError):
     """The request clashes with what exists: a directory already there, a write against another writer."""
 
-    code = "conflict"
-    status = 409
-    exit_code = USER_EXIT_CODE
+    code, status, exit_code = "conflict", 409, USER_EXIT_CODE
 
 
 class AlreadyExists(Conflict, FileExistsError):
@@ -124,41 +114,31 @@ class AlreadyExists(Conflict, FileExistsError):
 class Unauthorized(VitrineError):
     """A service request without the bearer token its endpoint needs."""
 
-    code = "unauthorized"
-    status = 401
-    exit_code = USER_EXIT_CODE
+    code, status, exit_code = "unauthorized", 401, USER_EXIT_CODE
 
 
 class Forbidden(VitrineError):
     """A service request whose token is not valid for its endpoint, or a write while writes are disabled."""
 
-    code = "forbidden"
-    status = 403
-    exit_code = USER_EXIT_CODE
+    code, status, exit_code = "forbidden", 403, USER_EXIT_CODE
 
 
 class Unavailable(VitrineError, RuntimeError):
     """A dependency (a Milvus server, a worker, an optional package) cannot serve now; the same call may work later."""
 
-    code = "unavailable"
-    status = 503
-    exit_code = ENVIRONMENT_EXIT_CODE
+    code, status, exit_code = "unavailable", 503, ENVIRONMENT_EXIT_CODE
 
 
 class DiskFull(VitrineError, OSError):
     """No space left while writing; what was committed before is intact."""
 
-    code = "disk_full"
-    status = 507
-    exit_code = ENVIRONMENT_EXIT_CODE
+    code, status, exit_code = "disk_full", 507, ENVIRONMENT_EXIT_CODE
 
 
 class Damaged(VitrineError, RuntimeError):
     """Files vitrine wrote are damaged (cut short, or failing their checksum): rebuild them or restore a snapshot."""
 
-    code = "damaged"
-    status = 500
-    exit_code = ENVIRONMENT_EXIT_CODE
+    code, status, exit_code = "damaged", 500, ENVIRONMENT_EXIT_CODE
 
 
 def error_classes(root: type[VitrineError] = VitrineError) -> list[type[VitrineError]]:

@@ -51,10 +51,7 @@ def multi_positive_loss(
 
 
 def sigmoid_loss(
-    image: torch.Tensor,
-    text: torch.Tensor,
-    logit_scale: torch.Tensor,
-    logit_bias: torch.Tensor,
+    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor,
     positives: torch.Tensor,
 ) -> torch.Tensor:
     """SigLIP's loss: every image-text pair of the batch is its own match / no-match decision (Zhai et al. 2023, eq. 1):
@@ -79,15 +76,8 @@ class ClipLoss(nn.Module):
 
 
 def sharded_multi_positive_loss(
-    image: torch.Tensor,
-    text: torch.Tensor,
-    image_all: torch.Tensor,
-    text_all: torch.Tensor,
-    logit_scale: torch.Tensor,
-    image_positives: torch.Tensor,
-    text_positives: torch.Tensor,
-    n_images: int,
-    n_texts: int,
+    image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor, logit_scale: torch.Tensor,
+    image_positives: torch.Tensor, text_positives: torch.Tensor, n_images: int, n_texts: int,
 ) -> torch.Tensor:
     """This rank's share of `multi_positive_loss` over the global batch (the shares sum to the global loss).
 
@@ -105,14 +95,8 @@ def sharded_multi_positive_loss(
 
 
 def sharded_contrastive_loss(
-    image: torch.Tensor,
-    text: torch.Tensor,
-    image_all: torch.Tensor,
-    text_all: torch.Tensor,
-    logit_scale: torch.Tensor,
-    ids: torch.Tensor,
-    ids_all: torch.Tensor,
-    total: int,
+    image: torch.Tensor, text: torch.Tensor, image_all: torch.Tensor, text_all: torch.Tensor, logit_scale: torch.Tensor,
+    ids: torch.Tensor, ids_all: torch.Tensor, total: int,
 ) -> torch.Tensor:
     """The paired case (image i with text i, equal caption ids also positives): `ClipLoss` split over ranks."""
     positives = ids.view(-1, 1) == ids_all.view(1, -1)

@@ -5,11 +5,9 @@ import json
 
 import pytest
 import torch
-from tests.cir.test_triplets_training import catalog_rows
-from tests.conftest import write_folder
+from tests.conftest import cir_catalog, cir_config
 
 from vitrine.cir.compose import Composer
-from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
 from vitrine.cli import main
 from vitrine.models.agcn import AGCN, AGCNConfig
@@ -65,38 +63,10 @@ def test_save_load_and_dispatch(tmp_path):
 
 
 def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
-    write_folder(tmp_path / "cat", catalog_rows())
-    assert (
-        main(
-            [
-                "data",
-                "make-triplets",
-                "--data",
-                str(tmp_path / "cat"),
-                "--out",
-                str(tmp_path / "all.jsonl"),
-                "--kinds",
-                "colour",
-            ]
-        )
-        == 0
-    )
-    config = CirTrainConfig(
-        stage=2,
-        combiner="agcn",
-        data=(str(tmp_path / "cat"),),
-        triplets=str(tmp_path / "all.jsonl"),
-        val_triplets=str(tmp_path / "all.jsonl"),
-        model="vitrine:small",
-        out=str(tmp_path / "agcn"),
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=1,
-        agcn_width=32,
-        agcn_layers=1,
+    cir_catalog(tmp_path)
+    config = cir_config(
+        tmp_path, stage=2, combiner="agcn", out=str(tmp_path / "agcn"), epochs=2, agcn_width=32, agcn_layers=1,
         agcn_heads=2,
-        cache_dir=str(tmp_path / "cache"),
     )
     first = train_cir(config.replace(max_steps=3), progress=False)
     assert first.steps == 3
@@ -109,19 +79,8 @@ def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--data",
-                str(tmp_path / "cat"),
-                "--triplets",
-                str(tmp_path / "all.jsonl"),
-                "--model",
-                "vitrine:small",
-                "--combiner",
-                str(saved),
-                "--cache-dir",
-                str(tmp_path / "cache"),
-                "--json",
+                "eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"),
+                "--model", "vitrine:small", "--combiner", str(saved), "--cache-dir", str(tmp_path / "cache"), "--json",
                 "--no-progress",
             ]
         )
@@ -139,15 +98,8 @@ def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     assert (
         main(
             [
-                "index",
-                "build",
-                "--data",
-                str(tmp_path / "cat"),
-                "--index",
-                str(tmp_path / "idx"),
-                "--model",
-                "vitrine:small",
-                "--no-progress",
+                "index", "build", "--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model",
+                "vitrine:small", "--no-progress",
             ]
         )
         == 0
@@ -156,20 +108,8 @@ def test_stage2_agcn_trains_evaluates_and_searches(tmp_path, capsys):
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--image",
-                str(image),
-                "--modify",
-                "in red",
-                "--combiner",
-                str(saved),
-                "--model",
-                "vitrine:small",
-                "-k",
-                "3",
-                "--json",
+                "search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red", "--combiner",
+                str(saved), "--model", "vitrine:small", "-k", "3", "--json",
             ]
         )
         == 0

@@ -41,18 +41,8 @@ def test_composed_search_with_filters(tmp_path, small_model, capsys):
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--image",
-                image,
-                "--modify",
-                "in blue",
-                "--combiner",
-                "sum",
-                "-k",
-                "3",
-                "--json",
+                "search", "--index", str(tmp_path / "idx"), "--image", image, "--modify", "in blue", "--combiner",
+                "sum", "-k", "3", "--json",
             ]
         )
         == 0

@@ -10,11 +10,9 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.cir.test_triplets_training import catalog_rows
-from tests.conftest import write_folder
+from tests.conftest import cir_catalog, cir_config
 from tests.support.random_checkpoints import write_hf_clip, write_hf_siglip
 
-from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
 from vitrine.cli import main
 
@@ -22,38 +20,9 @@ from vitrine.cli import main
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cir-hf")
-    write_folder(root / "cat", catalog_rows())
-    assert (
-        main(
-            [
-                "data",
-                "make-triplets",
-                "--data",
-                str(root / "cat"),
-                "--out",
-                str(root / "all.jsonl"),
-                "--kinds",
-                "colour",
-            ]
-        )
-        == 0
-    )
+    cir_catalog(root)
     model = f"hf:{write_hf_clip(root / 'clip')}"
-    config = CirTrainConfig(
-        stage=1,
-        data=(str(root / "cat"),),
-        triplets=str(root / "all.jsonl"),
-        val_triplets=str(root / "all.jsonl"),
-        model=model,
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=1,
-        cache_dir=str(root / "cache"),
-        agcn_width=32,
-        agcn_layers=1,
-        agcn_heads=2,
-    )
+    config = cir_config(root, stage=1, model=model, epochs=2, agcn_width=32, agcn_layers=1, agcn_heads=2)
     return root, config
 
 
@@ -83,20 +52,9 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
         assert (
             main(
                 [
-                    "eval",
-                    "composed",
-                    "--data",
-                    str(root / "cat"),
-                    "--triplets",
-                    str(root / "all.jsonl"),
-                    "--model",
-                    config.model,
-                    "--combiner",
-                    str(tmp_path / combiner / "combiner"),
-                    "--cache-dir",
-                    str(root / "cache"),
-                    "--json",
-                    "--no-progress",
+                    "eval", "composed", "--data", str(root / "cat"), "--triplets", str(root / "all.jsonl"), "--model",
+                    config.model, "--combiner", str(tmp_path / combiner / "combiner"), "--cache-dir",
+                    str(root / "cache"), "--json", "--no-progress",
                 ]
             )
             == 0
@@ -107,15 +65,8 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
     assert (
         main(
             [
-                "index",
-                "build",
-                "--data",
-                str(root / "cat"),
-                "--index",
-                str(tmp_path / "idx"),
-                "--model",
-                config.model,
-                "--no-progress",
+                "index", "build", "--data", str(root / "cat"), "--index", str(tmp_path / "idx"), "--model",
+                config.model, "--no-progress",
             ]
         )
         == 0
@@ -126,20 +77,8 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
         assert (
             main(
                 [
-                    "search",
-                    "--index",
-                    str(tmp_path / "idx"),
-                    "--image",
-                    str(image),
-                    "--modify",
-                    "in red",
-                    "--combiner",
-                    str(tmp_path / combiner / "combiner"),
-                    "--model",
-                    config.model,
-                    "-k",
-                    "3",
-                    "--json",
+                    "search", "--index", str(tmp_path / "idx"), "--image", str(image), "--modify", "in red",
+                    "--combiner", str(tmp_path / combiner / "combiner"), "--model", config.model, "-k", "3", "--json",
                 ]
             )
             == 0
@@ -153,16 +92,13 @@ def test_both_stages_and_the_agcn_train_resume_and_evaluate_on_a_clip(setup, tmp
 
     app = create_app(
         ServeSettings(
-            index=str(tmp_path / "idx"),
-            tag_model="vitrine:small",
-            combiner=str(tmp_path / "combiner" / "combiner"),
+            index=str(tmp_path / "idx"), tag_model="vitrine:small", combiner=str(tmp_path / "combiner" / "combiner"),
             runtime="torch",
         )
     )
     with TestClient(app) as client:
         response = client.post(
-            "/search",
-            data={"modification": "in red", "k": "3"},
+            "/search", data={"modification": "in red", "k": "3"},
             files={"image": ("q.jpg", image.read_bytes(), "image/jpeg")},
         )
         assert response.status_code == 200, response.text
@@ -189,19 +125,8 @@ def test_a_siglip_trains_its_text_head_in_stage1_and_a_combiner_on_it(setup, tmp
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--data",
-                str(root / "cat"),
-                "--triplets",
-                str(root / "all.jsonl"),
-                "--model",
-                config.model,
-                "--combiner",
-                str(stage2.saved),
-                "--cache-dir",
-                str(root / "cache"),
-                "--json",
+                "eval", "composed", "--data", str(root / "cat"), "--triplets", str(root / "all.jsonl"), "--model",
+                config.model, "--combiner", str(stage2.saved), "--cache-dir", str(root / "cache"), "--json",
                 "--no-progress",
             ]
         )

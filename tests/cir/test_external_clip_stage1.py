@@ -37,16 +37,8 @@ def setup(tmp_path_factory):
         "openclip": f"openclip:ViT-B-32@{write_openclip(root / 'openclip')}",
     }
     config = CirTrainConfig(
-        stage=1,
-        data=(shard,),
-        triplets=str(root / "all.jsonl"),
-        val_triplets=str(root / "all.jsonl"),
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=1,
-        weight_decay=0.0,
-        cache_dir=str(root / "cache"),
+        stage=1, data=(shard,), triplets=str(root / "all.jsonl"), val_triplets=str(root / "all.jsonl"), epochs=2,
+        batch_size=16, lr=1e-3, warmup_steps=1, weight_decay=0.0, cache_dir=str(root / "cache"),
     )
     return root, shard, models, config
 
@@ -95,18 +87,8 @@ def test_stage1_fine_tunes_the_encoders_resumes_and_saves_a_model_that_scores_th
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--data",
-                shard,
-                "--triplets",
-                config.val_triplets,
-                "--model",
-                head["encoder"],
-                "--combiner",
-                "sum",
-                "--json",
-                "--no-progress",
+                "eval", "composed", "--data", shard, "--triplets", config.val_triplets, "--model", head["encoder"],
+                "--combiner", "sum", "--json", "--no-progress",
             ]
         )
         == 0
@@ -128,18 +110,8 @@ def test_stage2_search_and_the_service_run_on_a_stage1_fine_tuned_clip(setup, tm
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--data",
-                shard,
-                "--triplets",
-                config.val_triplets,
-                "--model",
-                tuned,
-                "--combiner",
-                str(stage2.saved),
-                "--json",
-                "--no-progress",
+                "eval", "composed", "--data", shard, "--triplets", config.val_triplets, "--model", tuned, "--combiner",
+                str(stage2.saved), "--json", "--no-progress",
             ]
         )
         == 0
@@ -157,18 +129,8 @@ def test_stage2_search_and_the_service_run_on_a_stage1_fine_tuned_clip(setup, tm
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--image",
-                str(tmp_path / "query.jpg"),
-                "--modify",
-                "in red",
-                "--combiner",
-                str(stage2.saved),
-                "-k",
-                "3",
-                "--json",
+                "search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "query.jpg"), "--modify",
+                "in red", "--combiner", str(stage2.saved), "-k", "3", "--json",
             ]
         )
         == 0

@@ -84,10 +84,7 @@ def test_fashioniq_protocol_on_real_annotations(tmp_path, small_model):
     for name, root in owner.items():
         paint(tmp_path / "images" / f"{name}.png", labels[root])
     report = evaluate_fashioniq(
-        Composer(small_model, "image"),
-        SHARED / "fashioniq",
-        tmp_path / "images",
-        categories=["dress", "shirt"],
+        Composer(small_model, "image"), SHARED / "fashioniq", tmp_path / "images", categories=["dress", "shirt"],
         progress=False,
     )
     dress = report["categories"]["dress"]
@@ -106,20 +103,8 @@ def test_fashioniq_protocol_on_real_annotations(tmp_path, small_model):
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--protocol",
-                "fashioniq",
-                "--data",
-                str(SHARED / "fashioniq"),
-                "--images",
-                str(tmp_path / "images"),
-                "--model",
-                "vitrine:small",
-                "--combiner",
-                "image",
-                "--json",
-                "--no-progress",
+                "eval", "composed", "--protocol", "fashioniq", "--data", str(SHARED / "fashioniq"), "--images",
+                str(tmp_path / "images"), "--model", "vitrine:small", "--combiner", "image", "--json", "--no-progress",
             ]
         )
         == 0
@@ -127,19 +112,8 @@ def test_fashioniq_protocol_on_real_annotations(tmp_path, small_model):
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--protocol",
-                "cirr",
-                "--data",
-                str(SHARED / "cirr"),
-                "--images",
-                str(tmp_path / "nowhere"),
-                "--model",
-                "vitrine:small",
-                "--combiner",
-                "image",
-                "--no-progress",
+                "eval", "composed", "--protocol", "cirr", "--data", str(SHARED / "cirr"), "--images",
+                str(tmp_path / "nowhere"), "--model", "vitrine:small", "--combiner", "image", "--no-progress",
             ]
         )
         == 2

@@ -15,8 +15,7 @@ ids = st.one_of(st.sampled_from(["1", "2", 3, "", " ", True, None, 1.5]), odd_te
 triplets = st.one_of(
     st.fixed_dictionaries(
         {
-            "reference": ids,
-            "modification": st.one_of(odd_text, json_values),
+            "reference": ids, "modification": st.one_of(odd_text, json_values),
             "targets": st.one_of(st.lists(ids, max_size=3), ids),
         },
         optional={"kind": st.one_of(st.sampled_from(["colour", "gender"]), json_values)},

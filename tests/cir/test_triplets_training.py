@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from tests.conftest import COLOURS, write_folder
+from tests.conftest import cir_catalog, cir_config
 
-from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
 from vitrine.cir.triplets import Triplet, make_kagl_triplets, read_triplets, write_triplets
 from vitrine.cli import main
@@ -33,9 +32,7 @@ def test_colourway_and_gender_triplets():
     triplets = make_kagl_triplets(ITEMS)
     by_pair = {(t.reference, t.kind, t.targets): t.modification for t in triplets}
     assert {(r, k, tg) for r, k, tg in by_pair if r == "1"} == {
-        ("1", "colour", ("2", "3")),
-        ("1", "colour", ("4",)),
-        ("1", "gender", ("5",)),
+        ("1", "colour", ("2", "3")), ("1", "colour", ("4",)), ("1", "gender", ("5",)),
     }
     assert by_pair[("4", "colour", ("1",))].endswith("black") and "navy blue" in by_pair[("1", "colour", ("4",))]
     assert by_pair[("5", "gender", ("1",))].endswith("men") and by_pair[("1", "gender", ("5",))].endswith("women")
@@ -60,61 +57,11 @@ def test_triplet_file_round_trip_and_errors(tmp_path):
             read_triplets(tmp_path / "bad.jsonl")
 
 
-def catalog_rows():
-    rows, i = [], 0
-    for brand in ("Puma", "Nike", "Adidas"):
-        for article in ("Tshirts", "Jeans"):
-            for colour in COLOURS:
-                i += 1
-                rows.append(
-                    {
-                        "id": str(100 + i),
-                        "title": f"{brand} Men {colour} Classic {article}",
-                        "gender": "Men",
-                        "masterCategory": "Apparel",
-                        "subCategory": "Topwear",
-                        "articleType": article,
-                        "baseColour": colour,
-                        "season": "Summer",
-                        "year": "2012",
-                        "usage": "Casual",
-                    }
-                )
-    return rows
-
-
 def test_make_triplets_cli_and_both_stages_resume(tmp_path, capsys):
-    write_folder(tmp_path / "cat", catalog_rows())
-    assert (
-        main(
-            [
-                "data",
-                "make-triplets",
-                "--data",
-                str(tmp_path / "cat"),
-                "--out",
-                str(tmp_path / "all.jsonl"),
-                "--kinds",
-                "colour",
-            ]
-        )
-        == 0
-    )
+    cir_catalog(tmp_path)
     triplets = read_triplets(tmp_path / "all.jsonl")
     assert len(triplets) == 6 * 5 * 4  # 6 groups of 5 colourways, 4 targets each
-    config = CirTrainConfig(
-        stage=1,
-        data=(str(tmp_path / "cat"),),
-        triplets=str(tmp_path / "all.jsonl"),
-        val_triplets=str(tmp_path / "all.jsonl"),
-        model="vitrine:small",
-        out=str(tmp_path / "s1"),
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=1,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    config = cir_config(tmp_path, stage=1, out=str(tmp_path / "s1"), epochs=2)
     first = train_cir(config.replace(max_steps=10), progress=False)
     assert first.steps == 10
     done = train_cir(config, progress=False)  # resumes at step 10 of 16
@@ -131,24 +78,9 @@ def test_make_triplets_cli_and_both_stages_resume(tmp_path, capsys):
     assert (
         main(
             [
-                "train",
-                "cir",
-                "--stage",
-                "2",
-                "--data",
-                str(tmp_path / "cat"),
-                "--triplets",
-                str(tmp_path / "all.jsonl"),
-                "--val-triplets",
-                str(tmp_path / "all.jsonl"),
-                "--model",
-                "vitrine:small",
-                "--start",
-                str(tmp_path / "s1/combiner"),
-                "--out",
-                str(tmp_path / "s2"),
-                "--epochs",
-                "2",
+                "train", "cir", "--stage", "2", "--data", str(tmp_path / "cat"), "--triplets",
+                str(tmp_path / "all.jsonl"), "--val-triplets", str(tmp_path / "all.jsonl"), "--model", "vitrine:small",
+                "--start", str(tmp_path / "s1/combiner"), "--out", str(tmp_path / "s2"), "--epochs", "2",
                 "--no-progress",
             ]
         )
@@ -158,20 +90,9 @@ def test_make_triplets_cli_and_both_stages_resume(tmp_path, capsys):
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--data",
-                str(tmp_path / "cat"),
-                "--triplets",
-                str(tmp_path / "all.jsonl"),
-                "--model",
-                "vitrine:small",
-                "--combiner",
-                str(tmp_path / "s2/combiner"),
-                "--cache-dir",
-                str(tmp_path / "cache"),
-                "--json",
-                "--no-progress",
+                "eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"),
+                "--model", "vitrine:small", "--combiner", str(tmp_path / "s2/combiner"), "--cache-dir",
+                str(tmp_path / "cache"), "--json", "--no-progress",
             ]
         )
         == 0
@@ -185,15 +106,8 @@ def test_make_triplets_cli_and_both_stages_resume(tmp_path, capsys):
     assert (
         main(
             [
-                "eval",
-                "composed",
-                "--data",
-                str(tmp_path / "cat"),
-                "--triplets",
-                str(tmp_path / "all.jsonl"),
-                "--combiner",
-                str(tmp_path / "s2/combiner"),
-                "--no-progress",
+                "eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "all.jsonl"),
+                "--combiner", str(tmp_path / "s2/combiner"), "--no-progress",
             ]
         )
         == 2

@@ -31,11 +31,7 @@ def untrusted(tmp_path):
     os.symlink(outside / "private.jpg", folder / "pics" / "link-out.jpg")
     os.symlink(folder / "pics" / "a.jpg", folder / "pics" / "link-in.jpg")
     files = [
-        "pics/a.jpg",
-        "../secret/private.jpg",
-        str(outside / "private.jpg"),
-        "pics/link-out.jpg",
-        "pics/link-in.jpg",
+        "pics/a.jpg", "../secret/private.jpg", str(outside / "private.jpg"), "pics/link-out.jpg", "pics/link-in.jpg",
     ]
     with open(folder / "catalog.jsonl", "w", encoding="utf-8") as handle:
         for i, name in enumerate(files):
@@ -50,8 +46,7 @@ def test_image_paths_leading_out_of_the_catalog_folder_are_bad_rows_naming_the_r
     assert [item.id for item in reader] == ["p1", "p5"]
     assert reader.report.counts == {"image path outside the catalog": 3}
     assert [e.split(": image path")[0] for e in reader.report.examples] == [
-        "UnsafePathError: catalog.jsonl, row 2, id p2",
-        "UnsafePathError: catalog.jsonl, row 3, id p3",
+        "UnsafePathError: catalog.jsonl, row 2, id p2", "UnsafePathError: catalog.jsonl, row 3, id p3",
         "UnsafePathError: catalog.jsonl, row 4, id p4",
     ]
     assert "'../secret/private.jpg' resolves outside the catalog folder" in reader.report.examples[0]
@@ -124,15 +119,10 @@ def test_the_options_reach_every_command_that_reads_catalogs():
 
     parser = build_parser()
     for command in (
-        ["embed", "--data", "d", "--out", "o"],
-        ["index", "build", "--data", "d", "--index", "i"],
-        ["index", "add", "--data", "d", "--index", "i"],
-        ["index", "images", "--data", "d", "--index", "i"],
-        ["eval", "zero-shot", "--data", "d", "--field", "f"],
-        ["eval", "retrieval", "--data", "d"],
-        ["eval", "attributes", "--data", "d"],
-        ["eval", "composed", "--data", "d"],
-        ["serve", "--catalog", "d"],
+        ["embed", "--data", "d", "--out", "o"], ["index", "build", "--data", "d", "--index", "i"],
+        ["index", "add", "--data", "d", "--index", "i"], ["index", "images", "--data", "d", "--index", "i"],
+        ["eval", "zero-shot", "--data", "d", "--field", "f"], ["eval", "retrieval", "--data", "d"],
+        ["eval", "attributes", "--data", "d"], ["eval", "composed", "--data", "d"], ["serve", "--catalog", "d"],
     ):
         args = parser.parse_args([*command, "--max-member-bytes", "1M", "--no-confine-images"])
         assert (args.max_member_bytes, args.confine_images) == (2**20, False), command

@@ -95,8 +95,7 @@ csv_headers = st.one_of(
 
 @bounded(150)
 @given(
-    data=encoded(csv_text(csv_headers, csv_cells)),
-    schema=st.sampled_from(SCHEMAS),
+    data=encoded(csv_text(csv_headers, csv_cells)), schema=st.sampled_from(SCHEMAS),
     on_error=st.sampled_from(["skip", "fail"]),
 )
 def test_any_csv_catalog_parses_or_names_file_and_row(workdir, data, schema, on_error):
@@ -106,23 +105,8 @@ def test_any_csv_catalog_parses_or_names_file_and_row(workdir, data, schema, on_
 
 # ---- WebDataset shards -------------------------------------------------------------------------------------------
 MEMBER_NAMES = (
-    "1.jpg",
-    "1.json",
-    "1.txt",
-    "2.jpg",
-    "2.json",
-    "1.JPG",
-    "a/b.jpg",
-    "a/b.json",
-    "../x.jpg",
-    "/etc/x.jpg",
-    "a/../b.jpg",
-    "./1.jpg",
-    "x",
-    ".jpg",
-    "1.tar.gz",
-    "dir/",
-    "1.jpg.json",
+    "1.jpg", "1.json", "1.txt", "2.jpg", "2.json", "1.JPG", "a/b.jpg", "a/b.json", "../x.jpg", "/etc/x.jpg",
+    "a/../b.jpg", "./1.jpg", "x", ".jpg", "1.tar.gz", "dir/", "1.jpg.json",
 )
 LINK_KINDS = ("symlink", "hardlink", "fifo")
 member_names = st.one_of(
@@ -157,9 +141,7 @@ def tar_bytes(entries) -> bytes | None:
                     tar.addfile(info, io.BytesIO(data))
                     continue
                 info.type = {
-                    "dir": tarfile.DIRTYPE,
-                    "symlink": tarfile.SYMTYPE,
-                    "hardlink": tarfile.LNKTYPE,
+                    "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
                     "fifo": tarfile.FIFOTYPE,
                 }[kind]
                 info.linkname = "1.jpg" if kind in ("symlink", "hardlink") else ""
@@ -204,8 +186,7 @@ def test_any_shard_parses_or_names_shard_and_row(workdir, shard, on_error):
         if key != run_key and run_key is not None:
             if first_unsafe is not None:
                 assert any(repr(first_unsafe) in example for example in reader.report.examples), (
-                    first_unsafe,
-                    reader.report.examples,
+                    first_unsafe, reader.report.examples,
                 )
             finished.add(run_key)
             run_exts, first_unsafe = set(), None
@@ -237,13 +218,9 @@ def split_key(name: str) -> tuple[str, str]:
 SCHEMA_KEYS = ("name", "id_field", "title_field", "image_field", "attributes", "missing_values", "require_title")
 schema_docs = st.dictionaries(st.one_of(st.sampled_from(SCHEMA_KEYS), short_text), json_values, max_size=7)
 good_values = {
-    "name": st.text(),
-    "id_field": st.text(min_size=1),
-    "title_field": st.text(min_size=1),
-    "image_field": st.none() | st.text(min_size=1),
-    "attributes": st.lists(st.text()),
-    "missing_values": st.lists(st.text()),
-    "require_title": st.booleans(),
+    "name": st.text(), "id_field": st.text(min_size=1), "title_field": st.text(min_size=1),
+    "image_field": st.none() | st.text(min_size=1), "attributes": st.lists(st.text()),
+    "missing_values": st.lists(st.text()), "require_title": st.booleans(),
 }
 good_docs = st.fixed_dictionaries({}, optional=good_values)
 near_docs = st.fixed_dictionaries(

@@ -17,9 +17,7 @@ def test_expand_braces_keeps_zero_padding():
 def test_shards_from_dir_glob_and_braces_read_the_same_items(tmp_path, rows):
     write_shards(tmp_path / "shards", rows, per_shard=4)
     specs = [
-        tmp_path / "shards",
-        tmp_path,
-        str(tmp_path / "shards" / "*.tar"),
+        tmp_path / "shards", tmp_path, str(tmp_path / "shards" / "*.tar"),
         str(tmp_path / "shards" / "test-{000000..000002}.tar"),
     ]
     expected = [r["id"] for r in rows]

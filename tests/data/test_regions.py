@@ -99,12 +99,7 @@ def test_regions_cli_writes_crops_overlay_and_json(tmp_path):
     assert (
         main(
             [
-                "regions",
-                "--image",
-                str(tmp_path / "shirt.jpg"),
-                "--out",
-                str(tmp_path / "out"),
-                "--provider",
+                "regions", "--image", str(tmp_path / "shirt.jpg"), "--out", str(tmp_path / "out"), "--provider",
                 "foreground",
             ]
         )
@@ -129,19 +124,9 @@ def test_learned_segmenter_from_a_tiny_random_transformers_model(tmp_path):
 
     torch.manual_seed(0)
     config = SegformerConfig(
-        num_channels=3,
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sr_ratios=[2, 1],
-        hidden_sizes=[8, 16],
-        patch_sizes=[7, 3],
-        strides=[4, 2],
-        num_attention_heads=[1, 1],
-        mlp_ratios=[2, 2],
-        decoder_hidden_size=16,
-        num_labels=3,
-        id2label={0: "background", 1: "top", 2: "trousers"},
-        label2id={"background": 0, "top": 1, "trousers": 2},
+        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
+        id2label={0: "background", 1: "top", 2: "trousers"}, label2id={"background": 0, "top": 1, "trousers": 2},
     )
     model = SegformerForSemanticSegmentation(config).eval()
     with torch.no_grad():  # make the random head predict 'top' everywhere

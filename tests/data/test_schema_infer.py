@@ -46,9 +46,7 @@ def test_kagl_columns_get_the_kagl_schema(tmp_path):
 def test_odd_headers(header, expected):
     rows = [
         {
-            header[0]: f"A{i:03d}",
-            header[1]: f"Soft cotton shirt number {i}",
-            header[2]: f"x/{i}.png",
+            header[0]: f"A{i:03d}", header[1]: f"Soft cotton shirt number {i}", header[2]: f"x/{i}.png",
             header[3]: ["S", "M", "L"][i % 3],
         }
         for i in range(30)
@@ -62,11 +60,8 @@ def test_numbers_years_and_free_text_are_not_facets():
     header = ["sku", "name", "year", "notes", "material"]
     rows = [
         {
-            "sku": f"s{i}",
-            "name": f"Shirt {i}",
-            "year": str(2000 + i % 9),
-            "notes": f"hand wash only, item {i} of the spring line",
-            "material": ["cotton", "wool"][i % 2],
+            "sku": f"s{i}", "name": f"Shirt {i}", "year": str(2000 + i % 9),
+            "notes": f"hand wash only, item {i} of the spring line", "material": ["cotton", "wool"][i % 2],
         }
         for i in range(60)
     ]

@@ -84,6 +84,5 @@ def test_a_renamed_module_is_caught():
     assert not dotted_name_exists("vitrine.cir.features.image_bank")  # moved to vitrine.embed.bank
     assert not dotted_name_exists("vitrine.index.store.NoSuchStore")
     assert diagram_layers("```\n layer 0  errors, constants   x\n layer 1  vitrine\n```\n") == {
-        0: {"errors", "constants"},
-        1: {"vitrine"},
+        0: {"errors", "constants"}, 1: {"vitrine"},
     }

@@ -32,8 +32,7 @@ def catalog(tmp_path_factory) -> dict[str, str]:
     write_folder(root / "catalog", make_rows(20))
     build_index(str(root / "catalog"), str(root / "index"), create_model("vitrine:kagl-base"), progress=False)
     return {
-        "catalog": str(root / "catalog"),
-        "index_dir": str(root / "index"),
+        "catalog": str(root / "catalog"), "index_dir": str(root / "index"),
         "image_path": str(root / "catalog" / "images" / "1000.jpg"),
     }
 
@@ -169,16 +168,8 @@ def test_tagger_and_vitrine_tag_build_the_same_tagger(catalog, capsys):
     assert (
         main(
             [
-                "tag",
-                "--image",
-                catalog["image_path"],
-                "--attributes",
-                "baseColour,gender",
-                "--regions",
-                "whole",
-                "--runtime",
-                "torch",
-                "--json",
+                "tag", "--image", catalog["image_path"], "--attributes", "baseColour,gender", "--regions", "whole",
+                "--runtime", "torch", "--json",
             ]
         )
         == 0

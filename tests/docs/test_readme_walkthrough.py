@@ -21,12 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = needs_data("kagl")
 CPU_SIZED = {  # what changes in each GPU config for a CPU test; everything else is the file as shipped
     "openfashionclip-vit-b32.json": {
-        "device": "cpu",
-        "amp": False,
-        "epochs": 1,
-        "batch_size": 32,
-        "max_items": 160,
-        "val_max_items": 32,
+        "device": "cpu", "amp": False, "epochs": 1, "batch_size": 32, "max_items": 160, "val_max_items": 32,
     },
     "clip4cir-stage1.json": {"device": "cpu", "epochs": 2, "batch_size": 32, "lr": 1e-4},
     "clip4cir-stage2.json": {"device": "cpu", "epochs": 2, "batch_size": 64},
@@ -46,10 +41,8 @@ def test_every_gpu_config_reads_and_the_walkthrough_names_them():
     from vitrine.train.regions import RegionTrainConfig
 
     loaders = {
-        "openfashionclip-vit-b32.json": TrainConfig,
-        "clip4cir-stage1.json": CirTrainConfig,
-        "clip4cir-stage2.json": CirTrainConfig,
-        "rafclip-regions.json": RegionTrainConfig,
+        "openfashionclip-vit-b32.json": TrainConfig, "clip4cir-stage1.json": CirTrainConfig,
+        "clip4cir-stage2.json": CirTrainConfig, "rafclip-regions.json": RegionTrainConfig,
     }
     assert sorted(p.name for p in (ROOT / "configs" / "gpu").glob("*.json")) == sorted(loaders)
     for name, loader in loaders.items():
@@ -87,9 +80,7 @@ def test_the_bring_your_own_clip_walkthrough_runs_end_to_end(tmp_path, monkeypat
             )
             text = client.get("/search", params={"text": "a blue shirt for men", "k": "5"})
             served.update(
-                composed=composed.status_code,
-                composed_body=composed.json(),
-                text=text.status_code,
+                composed=composed.status_code, composed_body=composed.json(), text=text.status_code,
                 text_body=text.json(),
             )
         app.state.service.close()

@@ -100,21 +100,11 @@ def test_resume_refuses_another_job_and_keeps_skip_counts(tmp_path, small_model)
     crashing = CountingEncoder(small_model, crash_after=2)
     with pytest.raises(Crash):
         run_embed(
-            str(tmp_path / "cat"),
-            out=str(out),
-            batch_size=4,
-            part_size=4,
-            on_error="skip",
-            progress=False,
+            str(tmp_path / "cat"), out=str(out), batch_size=4, part_size=4, on_error="skip", progress=False,
             encoder=crashing,
         )
     result = run_embed(
-        str(tmp_path / "cat"),
-        out=str(out),
-        batch_size=4,
-        part_size=4,
-        on_error="skip",
-        progress=False,
+        str(tmp_path / "cat"), out=str(out), batch_size=4, part_size=4, on_error="skip", progress=False,
         encoder=small_model,
     )
     assert result.count == 10 and result.skipped == 2
@@ -123,12 +113,7 @@ def test_resume_refuses_another_job_and_keeps_skip_counts(tmp_path, small_model)
     assert rows[1]["id"] not in read_ids(out)
     with pytest.raises(ValueError, match="different embed job"):
         run_embed(
-            str(tmp_path / "cat"),
-            out=str(out),
-            batch_size=2,
-            part_size=4,
-            on_error="skip",
-            progress=False,
+            str(tmp_path / "cat"), out=str(out), batch_size=2, part_size=4, on_error="skip", progress=False,
             encoder=small_model,
         )
 
@@ -139,13 +124,7 @@ def test_cli_embed_and_models(tmp_path, capsys):
     assert (
         main(
             [
-                "embed",
-                "--data",
-                str(tmp_path / "cat"),
-                "--out",
-                str(tmp_path / "out"),
-                "--batch-size",
-                "4",
+                "embed", "--data", str(tmp_path / "cat"), "--out", str(tmp_path / "out"), "--batch-size", "4",
                 "--no-progress",
             ]
         )
@@ -229,12 +208,7 @@ def test_concurrent_encoding_writes_exactly_what_one_batch_at_a_time_does(catalo
     crashing = ConcurrentEncoder(small_model, crash_after=4)
     with pytest.raises(Crash):
         run_embed(
-            str(data),
-            out=str(tmp_path / "resumed"),
-            batch_size=4,
-            part_size=8,
-            texts=True,
-            progress=False,
+            str(data), out=str(tmp_path / "resumed"), batch_size=4, part_size=8, texts=True, progress=False,
             encoder=crashing,
         )
     resumed = ConcurrentEncoder(small_model)

@@ -14,10 +14,8 @@ def test_a_rerun_removes_the_temp_files_of_a_killed_run(tmp_path, small_model):
     run_embed(str(tmp_path / "cat"), out=str(out), batch_size=4, part_size=4, progress=False, encoder=small_model)
     # what a run killed mid-write leaves: a part half written, a merge cut short; and a user's own file beside them
     stale = [
-        out / "parts" / "part-000002.image.npy.tmp",
-        out / "parts" / "part-000002.csv.tmp",
-        out / "image_embeddings.npy.tmp.npy",
-        out / "metadata.csv.tmp",
+        out / "parts" / "part-000002.image.npy.tmp", out / "parts" / "part-000002.csv.tmp",
+        out / "image_embeddings.npy.tmp.npy", out / "metadata.csv.tmp",
     ]
     for path in stale:
         path.write_bytes(b"cut short")

@@ -60,15 +60,8 @@ def test_ray_output_equals_the_in_process_output(tmp_path, layout):
         str(data), "vitrine:small", out=str(tmp_path / "local"), batch_size=4, part_size=8, texts=True, progress=False
     )
     remote = run_embed(
-        str(data),
-        "vitrine:small",
-        out=str(tmp_path / "ray"),
-        batch_size=4,
-        part_size=8,
-        texts=True,
-        progress=False,
-        engine="ray",
-        ray=RayOptions(workers=2),
+        str(data), "vitrine:small", out=str(tmp_path / "ray"), batch_size=4, part_size=8, texts=True, progress=False,
+        engine="ray", ray=RayOptions(workers=2),
     )
     assert remote.count == local.count == 37 and remote.computed == 37
     assert_same_output(tmp_path / "local", tmp_path / "ray", texts=True)
@@ -78,11 +71,7 @@ def test_ray_output_equals_the_in_process_output(tmp_path, layout):
 def test_a_killed_ray_job_resumes_without_recomputing_committed_parts(tmp_path, monkeypatch):
     write_shards(tmp_path / "shards", make_rows(40), per_shard=10)
     run_embed(
-        str(tmp_path / "shards"),
-        "vitrine:small",
-        out=str(tmp_path / "local"),
-        batch_size=4,
-        part_size=5,
+        str(tmp_path / "shards"), "vitrine:small", out=str(tmp_path / "local"), batch_size=4, part_size=5,
         progress=False,
     )
     written = []
@@ -117,18 +106,8 @@ def test_cli_engine_flags(tmp_path, capsys):
     assert (
         main(
             [
-                "embed",
-                "--data",
-                str(tmp_path / "cat"),
-                "--model",
-                "vitrine:small",
-                "--out",
-                str(out),
-                "--engine",
-                "ray",
-                "--workers",
-                "1",
-                "--no-progress",
+                "embed", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--out", str(out), "--engine",
+                "ray", "--workers", "1", "--no-progress",
             ]
         )
         == 0
@@ -151,15 +130,8 @@ def test_index_build_on_ray_matches_the_in_process_build_and_resumes(tmp_path, c
         require_scale("pymilvus")
     write_shards(tmp_path / "shards", make_rows(30), per_shard=10)
     common = [
-        "--data",
-        str(tmp_path / "shards"),
-        "--model",
-        "vitrine:small",
-        "--no-progress",
-        "--commit-every",
-        "8",
-        "--batch-size",
-        "4",
+        "--data", str(tmp_path / "shards"), "--model", "vitrine:small", "--no-progress", "--commit-every", "8",
+        "--batch-size", "4",
     ]
     assert main(["index", "build", *common, "--index", str(tmp_path / "local")]) == 0
     spec = str(tmp_path / "ray") if backend == "faiss" else f"milvus:{tmp_path}/ray.db"

@@ -95,19 +95,8 @@ def test_cli_prints_the_table_and_writes_records(tmp_path, capsys):
     write_folder(tmp_path / "cat", make_rows(8))
     code = main(
         [
-            "eval",
-            "kagl-leaderboard",
-            "--data",
-            str(tmp_path / "cat"),
-            "--model",
-            "vitrine:small",
-            "--tasks",
-            "text-to-image",
-            "category-to-product",
-            "--output",
-            str(tmp_path / "out"),
-            "--cache-dir",
-            "",
+            "eval", "kagl-leaderboard", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--tasks",
+            "text-to-image", "category-to-product", "--output", str(tmp_path / "out"), "--cache-dir", "",
             "--no-progress",
         ]
     )
@@ -142,12 +131,8 @@ def test_query_split_samples_titles_of_the_accepted_products_against_the_whole_g
     rows = make_rows(12)
     write_folder(tmp_path / "cat", rows)
     records = run_leaderboard(
-        str(tmp_path / "cat"),
-        small_model,
-        cache_dir=None,
-        progress=False,
-        tasks=["text-to-image", "category-to-product"],
-        query_filter=lambda item: int(item.id) % 3 == 0,
+        str(tmp_path / "cat"), small_model, cache_dir=None, progress=False,
+        tasks=["text-to-image", "category-to-product"], query_filter=lambda item: int(item.id) % 3 == 0,
         query_split="val",
     )
     assert records[0]["details"]["n_queries"] == 4 and records[0]["details"]["gallery_size"] == 12
@@ -162,22 +147,9 @@ def test_cli_query_split_reads_the_models_own_split(tmp_path, capsys):
     (tmp_path / "split.json").write_text(_json.dumps({"split": {"seed": 0, "val_fraction": 0.25}}))
     code = main(
         [
-            "eval",
-            "kagl-leaderboard",
-            "--data",
-            str(tmp_path / "cat"),
-            "--model",
-            "vitrine:small",
-            "--tasks",
-            "text-to-image",
-            "--query-split",
-            "val",
-            "--split-config",
-            str(tmp_path / "split.json"),
-            "--cache-dir",
-            "",
-            "--json",
-            "--no-progress",
+            "eval", "kagl-leaderboard", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--tasks",
+            "text-to-image", "--query-split", "val", "--split-config", str(tmp_path / "split.json"), "--cache-dir", "",
+            "--json", "--no-progress",
         ]
     )
     record = _json.loads(capsys.readouterr().out)[0]

@@ -36,9 +36,7 @@ def test_topk_and_f1_by_hand():
     assert weighted == pytest.approx((2 / 3 * 1 + 2 / 3 * 2 + 0 * 1) / 4)
     report = zero_shot_report(scores, labels, ["a", "b", "c"], "field")
     assert report["per_class"] == {
-        "a": {"n": 1, "correct": 1},
-        "b": {"n": 2, "correct": 1},
-        "c": {"n": 1, "correct": 0},
+        "a": {"n": 1, "correct": 1}, "b": {"n": 2, "correct": 1}, "c": {"n": 1, "correct": 0},
     }
     assert (report["n"], report["classes"], report["top1"]) == (4, 3, 0.5)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from tests.conftest import COLOURS, jpeg_bytes, make_rows, write_folder, write_shards
+from tests.conftest import COLOURS, colour_triplets, colourway_rows, jpeg_bytes, make_rows, write_folder, write_shards
 
 from vitrine.cli import main
 from vitrine.data.catalog import open_catalog
@@ -59,8 +59,7 @@ def test_confusion_figures_by_hand():
     # mistakes made + received: a 2 + 3 = 5, b 1 + 2 = 3, c 1, d 1 -> a, b, then c before d by name
     assert figures["confusion"] == {"classes": ["a", "b", "c"], "counts": [[1, 2, 0], [1, 1, 0], [1, 0, 1]]}
     assert figures["confused_pairs"] == [
-        {"true": "a", "predicted": "b", "count": 2},
-        {"true": "b", "predicted": "a", "count": 1},
+        {"true": "a", "predicted": "b", "count": 2}, {"true": "b", "predicted": "a", "count": 1},
     ]
     perfect = confusion_figures(labels, labels, ["a", "b", "c", "d"])
     assert perfect == {"confusion": {"classes": [], "counts": []}, "confused_pairs": []}
@@ -87,17 +86,8 @@ def test_zero_shot_report(tmp_path, capsys, small_model):
     report = run_json(
         capsys,
         [
-            "eval",
-            "zero-shot",
-            "--data",
-            str(tmp_path / "cat"),
-            "--field",
-            "baseColour",
-            *MODEL,
-            "--report",
-            str(tmp_path / "out"),
-            "--json",
-            "--no-progress",
+            "eval", "zero-shot", "--data", str(tmp_path / "cat"), "--field", "baseColour", *MODEL, "--report",
+            str(tmp_path / "out"), "--json", "--no-progress",
         ],
     )
     # direct computation: the same prompts, the same argmax
@@ -127,14 +117,7 @@ def test_zero_shot_report(tmp_path, capsys, small_model):
     assert (
         main(
             [
-                "eval",
-                "zero-shot",
-                "--data",
-                str(tmp_path / "cat"),
-                "--field",
-                "baseColour",
-                *MODEL,
-                "--report",
+                "eval", "zero-shot", "--data", str(tmp_path / "cat"), "--field", "baseColour", *MODEL, "--report",
                 str(tmp_path / "file"),
             ]
         )
@@ -154,17 +137,8 @@ def test_retrieval_report_lists_the_worst_queries(tmp_path, capsys, small_model)
     report = run_json(
         capsys,
         [
-            "eval",
-            "retrieval",
-            "--data",
-            str(tmp_path / "q"),
-            "--gallery",
-            str(tmp_path / "g"),
-            *MODEL,
-            "--report",
-            str(tmp_path / "out"),
-            "--json",
-            "--no-progress",
+            "eval", "retrieval", "--data", str(tmp_path / "q"), "--gallery", str(tmp_path / "g"), *MODEL, "--report",
+            str(tmp_path / "out"), "--json", "--no-progress",
         ],
     )
     items, gallery = embeddings(small_model, tmp_path / "g")
@@ -187,64 +161,15 @@ def test_retrieval_report_lists_the_worst_queries(tmp_path, capsys, small_model)
     assert max(Image.open(tmp_path / "out" / "thumbs" / name).size[1] for name in thumbs) <= 160
 
 
-def cir_rows() -> list[dict]:
-    rows, i = [], 0
-    for brand in ("Puma", "Nike"):
-        for article in ("Tshirts", "Jeans"):
-            for colour in COLOURS:
-                i += 1
-                rows.append(
-                    {
-                        "id": f"p/{100 + i}",
-                        "title": f"{brand} Men {colour} Classic {article}",
-                        "gender": "Men",
-                        "masterCategory": "Apparel",
-                        "subCategory": "Topwear",
-                        "articleType": article,
-                        "baseColour": colour,
-                        "season": "Summer",
-                        "year": "2012",
-                        "usage": "Casual",
-                    }
-                )
-    return rows
-
-
 def test_composed_report_shows_successes_and_failures(tmp_path, capsys):
-    rows = cir_rows()
+    rows = colourway_rows(("Puma", "Nike"), id_prefix="p/")
     write_shards(tmp_path / "cat", rows, per_shard=8)  # ids with a '/' become safe file names
-    assert (
-        main(
-            [
-                "data",
-                "make-triplets",
-                "--data",
-                str(tmp_path / "cat"),
-                "--out",
-                str(tmp_path / "t.jsonl"),
-                "--kinds",
-                "colour",
-            ]
-        )
-        == 0
-    )
+    colour_triplets(str(tmp_path / "cat"), str(tmp_path / "t.jsonl"))
     report = run_json(
         capsys,
         [
-            "eval",
-            "composed",
-            "--data",
-            str(tmp_path / "cat"),
-            "--triplets",
-            str(tmp_path / "t.jsonl"),
-            *MODEL,
-            "--combiner",
-            "sum",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--report",
-            str(tmp_path / "out"),
-            "--json",
+            "eval", "composed", "--data", str(tmp_path / "cat"), "--triplets", str(tmp_path / "t.jsonl"), *MODEL,
+            "--combiner", "sum", "--cache-dir", str(tmp_path / "cache"), "--report", str(tmp_path / "out"), "--json",
             "--no-progress",
         ],
     )
@@ -274,19 +199,8 @@ def test_attributes_report(tmp_path, capsys):
     report = run_json(
         capsys,
         [
-            "eval",
-            "attributes",
-            "--data",
-            str(tmp_path / "cat"),
-            *MODEL,
-            "--attributes",
-            "gender,baseColour",
-            "--split",
-            "all",
-            "--report",
-            str(tmp_path / "out"),
-            "--json",
-            "--no-progress",
+            "eval", "attributes", "--data", str(tmp_path / "cat"), *MODEL, "--attributes", "gender,baseColour",
+            "--split", "all", "--report", str(tmp_path / "out"), "--json", "--no-progress",
         ],
     )
     assert set(report["per_attribute"]) == {"gender", "baseColour"}

@@ -8,8 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from tests.conftest import make_rows, write_folder, write_shards
-from tests.evaluate.test_report import cir_rows
+from tests.conftest import colour_triplets, colourway_rows, make_rows, write_folder, write_shards
 from tests.support.browser import require_browser
 
 from vitrine.cli import main
@@ -25,36 +24,18 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("reports")
     rows = make_rows(20)
     write_folder(root / "cat", rows)
-    write_shards(root / "cir", cir_rows(), per_shard=8)
-    assert (
-        main(
-            ["data", "make-triplets", "--data", str(root / "cir"), "--out", str(root / "t.jsonl"), "--kinds", "colour"]
-        )
-        == 0
-    )
+    write_shards(root / "cir", colourway_rows(("Puma", "Nike"), id_prefix="p/"), per_shard=8)
+    colour_triplets(str(root / "cir"), str(root / "t.jsonl"))
     common = ["--model", "vitrine:small", "--no-progress"]
     commands = {
         "zero-shot": ["eval", "zero-shot", "--data", str(root / "cat"), "--field", "articleType"],
         "retrieval": ["eval", "retrieval", "--data", str(root / "cat")],
         "composed": [
-            "eval",
-            "composed",
-            "--data",
-            str(root / "cir"),
-            "--triplets",
-            str(root / "t.jsonl"),
-            "--combiner",
-            "sum",
-            "--cache-dir",
-            str(root / "cache"),
+            "eval", "composed", "--data", str(root / "cir"), "--triplets", str(root / "t.jsonl"), "--combiner", "sum",
+            "--cache-dir", str(root / "cache"),
         ],
         "attributes": [
-            "eval",
-            "attributes",
-            "--data",
-            str(root / "cat"),
-            "--attributes",
-            "gender,baseColour,articleType",
+            "eval", "attributes", "--data", str(root / "cat"), "--attributes", "gender,baseColour,articleType",
         ],
     }
     for kind, argv in commands.items():

@@ -59,19 +59,8 @@ def test_split_selection_and_cli_json(tmp_path, capsys):
     unseen = [r for r in rows if split.assign(r["id"], r) == "unseen"]
     code = main(
         [
-            "eval",
-            "zero-shot",
-            "--data",
-            str(tmp_path / "cat"),
-            "--field",
-            "articleType",
-            "--split",
-            "unseen",
-            "--split-config",
-            str(tmp_path / "split.json"),
-            "--classes-from",
-            str(tmp_path / "cat"),
-            "--json",
+            "eval", "zero-shot", "--data", str(tmp_path / "cat"), "--field", "articleType", "--split", "unseen",
+            "--split-config", str(tmp_path / "split.json"), "--classes-from", str(tmp_path / "cat"), "--json",
             "--no-progress",
         ]
     )
@@ -80,18 +69,8 @@ def test_split_selection_and_cli_json(tmp_path, capsys):
     assert set(report["per_class"]) == {"Jeans"}
     code = main(
         [
-            "eval",
-            "retrieval",
-            "--data",
-            str(tmp_path / "cat"),
-            "--split",
-            "heldout",
-            "--split-config",
-            str(tmp_path / "split.json"),
-            "--gallery",
-            str(tmp_path / "cat"),
-            "--json",
-            "--no-progress",
+            "eval", "retrieval", "--data", str(tmp_path / "cat"), "--split", "heldout", "--split-config",
+            str(tmp_path / "split.json"), "--gallery", str(tmp_path / "cat"), "--json", "--no-progress",
         ]
     )
     report = json.loads(capsys.readouterr().out)

@@ -31,17 +31,8 @@ def test_a_failed_fresh_build_leaves_nothing_behind(tmp_path, capsys):
     assert (
         main(
             [
-                "index",
-                "build",
-                "--data",
-                shop,
-                "--index",
-                str(index),
-                "--model",
-                "vitrine:small",
-                "--schema",
-                str(tmp_path / "wrong.json"),
-                "--no-progress",
+                "index", "build", "--data", shop, "--index", str(index), "--model", "vitrine:small", "--schema",
+                str(tmp_path / "wrong.json"), "--no-progress",
             ]
         )
         == 2
@@ -58,17 +49,8 @@ def test_skipped_rows_are_named_and_all_listed(tmp_path, capsys):
     assert (
         main(
             [
-                "index",
-                "build",
-                "--data",
-                shop,
-                "--index",
-                str(index),
-                "--model",
-                "vitrine:small",
-                "--runtime",
-                "torch",
-                "--no-progress",
+                "index", "build", "--data", shop, "--index", str(index), "--model", "vitrine:small", "--runtime",
+                "torch", "--no-progress",
             ]
         )
         == 0

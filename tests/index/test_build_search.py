@@ -32,11 +32,7 @@ def test_interrupted_build_resumes_without_duplicates(tmp_path, small_model):
     index = tmp_path / "idx"
     with pytest.raises(KeyboardInterrupt):
         build_index(
-            str(tmp_path / "shards"),
-            str(index),
-            CrashAfter(small_model, 5),
-            batch_size=4,
-            commit_every=8,
+            str(tmp_path / "shards"), str(index), CrashAfter(small_model, 5), batch_size=4, commit_every=8,
             progress=False,
         )
     partial = FaissStore.open(index)
@@ -77,16 +73,8 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--text",
-                "red t-shirt",
-                "-k",
-                "2",
-                "--filter",
-                "gender=Men",
-                "--json",
+                "search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--filter",
+                "gender=Men", "--json",
             ]
         )
         == 0
@@ -102,17 +90,8 @@ def test_search_engine_text_image_filters_and_refusals(tmp_path, small_model, ca
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--text",
-                "red t-shirt",
-                "-k",
-                "2",
-                "--offset",
-                "2",
-                "--no-soft-filters",
-                "--json",
+                "search", "--index", str(tmp_path / "idx"), "--text", "red t-shirt", "-k", "2", "--offset", "2",
+                "--no-soft-filters", "--json",
             ]
         )
         == 0
@@ -129,13 +108,7 @@ def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):
             _parse_bytes(bad)
     write_folder(tmp_path / "cat", make_rows(6))
     common = [
-        "--data",
-        str(tmp_path / "cat"),
-        "--index",
-        str(tmp_path / "idx"),
-        "--model",
-        "vitrine:small",
-        "--no-progress",
+        "--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model", "vitrine:small", "--no-progress",
     ]
     assert main(["index", "build", *common, "--exact-max", "5000", "--memory-budget", "1G"]) == 0
     assert main(["index", "add", *common]) == 0  # options not given keep their saved values
@@ -152,8 +125,7 @@ def test_cli_index_options_stats_and_bad_values(tmp_path, capsys):
 
 def test_parse_filters():
     assert parse_filters(["gender=Women", "articleType=Dresses", "gender=Girls"]) == {
-        "gender": ["Women", "Girls"],
-        "articleType": ["Dresses"],
+        "gender": ["Women", "Girls"], "articleType": ["Dresses"],
     }
     with pytest.raises(ValueError, match="field=value"):
         parse_filters(["gender"])

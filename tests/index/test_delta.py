@@ -88,10 +88,7 @@ def test_a_small_write_appends_its_own_bytes_and_leaves_the_base_file_alone(tmp_
     assert log.stat().st_size == 20 + 10 * 8 + 10 * DIM * 4  # header, keys, vectors: nothing else
     stats = store.stats()
     assert (stats["generation"], stats["base_generation"], stats["delta_vectors"], stats["delta_bytes"]) == (
-        generation + 1,
-        generation,
-        10,
-        log.stat().st_size,
+        generation + 1, generation, 10, log.stat().st_size,
     )
     assert stats["vectors"] == stats["products"] == 2010
     for i, hits in enumerate(store.search(new, k=1)):
@@ -348,8 +345,7 @@ def test_past_the_hard_bound_a_commit_merges_inline_and_the_background_merge_giv
     go.set()
     assert not store.wait_for_merge()  # another merge committed first: it gave up, and removed its files
     assert sorted(p.name for p in (tmp_path / "idx").iterdir() if not p.name.startswith("index.sqlite")) == [
-        "vectors-%08d.faiss" % (first + 3),
-        "write.lock",
+        "vectors-%08d.faiss" % (first + 3), "write.lock",
     ]
     queries = unit(rng, 20)
     assert store.generation == first + 3 and hit_ids(store, queries) == ledger.truth(queries, 10)

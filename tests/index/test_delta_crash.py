@@ -224,8 +224,7 @@ def test_a_writer_killed_mid_background_merge_keeps_every_commit(tmp_path, point
     # nothing half-done is left: the committed base and its log, no temp files
     log = tmp_path / "idx" / f"delta-{new_base:08d}.log"
     assert [name for name in files(tmp_path / "idx") if name != "write.lock"] == [
-        log.name,
-        f"vectors-{new_base:08d}.faiss",
+        log.name, f"vectors-{new_base:08d}.faiss",
     ]
     assert log.stat().st_size == reopened.delta_bytes
     # the next commit past the bound merges again (the process merging that base is gone); after a merge it appends

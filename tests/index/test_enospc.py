@@ -85,17 +85,8 @@ def test_a_build_that_fills_the_disk_fails_clearly_and_keeps_the_previous_commit
     if point.startswith("index."):
         code = main(
             [
-                "index",
-                "add",
-                "--data",
-                str(served / "more"),
-                "--index",
-                str(index),
-                "--model",
-                "vitrine:small",
-                "--runtime",
-                "torch",
-                "--no-progress",
+                "index", "add", "--data", str(served / "more"), "--index", str(index), "--model", "vitrine:small",
+                "--runtime", "torch", "--no-progress",
             ]
         )
         err = capsys.readouterr().err
@@ -110,17 +101,8 @@ def test_a_build_that_fills_the_disk_fails_clearly_and_keeps_the_previous_commit
     assert (
         main(
             [
-                "index",
-                "add",
-                "--data",
-                str(served / "more"),
-                "--index",
-                str(index),
-                "--model",
-                "vitrine:small",
-                "--runtime",
-                "torch",
-                "--no-progress",
+                "index", "add", "--data", str(served / "more"), "--index", str(index), "--model", "vitrine:small",
+                "--runtime", "torch", "--no-progress",
             ]
         )
         == 0

@@ -14,9 +14,7 @@ def unit(rng, n, dim=8):
 
 def meta(i):
     return {
-        "title": f"item {i}",
-        "gender": ["Men", "Women"][i % 2],
-        "articleType": ["Shirts", "Jeans", "Watches"][i % 3],
+        "title": f"item {i}", "gender": ["Men", "Women"][i % 2], "articleType": ["Shirts", "Jeans", "Watches"][i % 3],
     }
 
 

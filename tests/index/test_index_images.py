@@ -30,8 +30,7 @@ def catalogs(tmp_path, small_model):
     write_folder(tmp_path / "first", rows[:6])
     build_index(str(tmp_path / "first"), str(tmp_path / "idx"), small_model, progress=False)
     sources = {
-        "1000": photo_bytes((1500, 1200), (200, 30, 30)),
-        "1001": photo_bytes((60, 80), (30, 30, 200)),
+        "1000": photo_bytes((1500, 1200), (200, 30, 30)), "1001": photo_bytes((60, 80), (30, 30, 200)),
         "1002": b"not an image",
     }
     write_folder(tmp_path / "cat", rows, images=sources)

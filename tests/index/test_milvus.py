@@ -34,8 +34,7 @@ def test_index_specs_pick_lite_or_server_and_read_the_token():
     assert server.token == "root:secret" and str(server) == "milvus:http://milvus.internal:19530#shop_a"
     assert str(images_dir("milvus:/data/catalog.db")) == "/data/catalog-images"
     for bad, message in (
-        ("milvus:", "Milvus Lite file"),
-        ("milvus:./catalog", "ends in .db"),
+        ("milvus:", "Milvus Lite file"), ("milvus:./catalog", "ends in .db"),
         ("milvus:x.db#bad-name", "collection name"),
     ):
         with pytest.raises(ValueError, match=message):
@@ -101,10 +100,7 @@ def test_the_store_moves_to_the_planned_index_as_the_catalog_grows(tmp_path, app
     vectors = rng.standard_normal((10_000, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store = open_store(
-        f"milvus:{tmp_path}/grow.db",
-        model="m",
-        dim=8,
-        create=True,
+        f"milvus:{tmp_path}/grow.db", model="m", dim=8, create=True,
         options={"exact_max": 100, "approximate": approximate},
     )
     try:

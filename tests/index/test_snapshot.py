@@ -155,8 +155,7 @@ def test_a_snapshot_of_an_index_under_writes_restores_exactly_one_commit(index, 
             )  # catalog products of one colour share an image: ties allowed
             scores = {hit.id: hit.score for hit in hits}
             assert scores.get(product_id, -1) > 0.999 and scores[product_id] >= hits[0].score - 1e-5, (
-                product_id,
-                hits[:2],
+                product_id, hits[:2],
             )
     finally:
         store.close()

@@ -9,13 +9,8 @@ from tests.support.random_checkpoints import bert_tokenizer, write_tiny_clip_bpe
 from vitrine.models.file_tokenizer import FileTokenizer
 
 TEXTS = [
-    "Men Navy Blue Solid Polo T-shirt",
-    "",
-    "a red dress",
-    "Ünïcödé scarf — 100% silk, hand-wash ✓",
-    " ".join(["very long title"] * 40),
-    "UPPER case and   extra   spaces",
-    "kurta",
+    "Men Navy Blue Solid Polo T-shirt", "", "a red dress", "Ünïcödé scarf — 100% silk, hand-wash ✓",
+    " ".join(["very long title"] * 40), "UPPER case and   extra   spaces", "kurta",
 ]
 
 

@@ -7,12 +7,8 @@ import torch
 from vitrine.models.dual import DualConfig, DualEncoder
 
 TOWER = {
-    "type": "efficientnet-lite",
-    "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]],
-    "stem_width": 8,
-    "head_width": 24,
-    "input_mean": [0.498, 0.498, 0.498],
-    "input_std": [0.502, 0.502, 0.502],
+    "type": "efficientnet-lite", "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]], "stem_width": 8, "head_width": 24,
+    "input_mean": [0.498, 0.498, 0.498], "input_std": [0.502, 0.502, 0.502],
 }
 
 

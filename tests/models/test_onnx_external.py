@@ -71,14 +71,7 @@ def test_the_default_runtime_indexes_and_searches_a_clip_through_onnx(setup, tmp
     assert (
         main(
             [
-                "index",
-                "build",
-                "--data",
-                shard,
-                "--index",
-                str(tmp_path / "idx"),
-                "--model",
-                models["siglip"],
+                "index", "build", "--data", shard, "--index", str(tmp_path / "idx"), "--model", models["siglip"],
                 "--no-progress",
             ]
         )
@@ -98,18 +91,8 @@ def test_the_default_runtime_indexes_and_searches_a_clip_through_onnx(setup, tmp
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--image",
-                str(tmp_path / "q.jpg"),
-                "--modify",
-                "in red",
-                "--combiner",
-                "sum",
-                "-k",
-                "3",
-                "--json",
+                "search", "--index", str(tmp_path / "idx"), "--image", str(tmp_path / "q.jpg"), "--modify", "in red",
+                "--combiner", "sum", "-k", "3", "--json",
             ]
         )
         == 0

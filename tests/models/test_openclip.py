@@ -15,10 +15,8 @@ def _block(x, sd, p, heads, act, mask=None):
     attn = nn.MultiheadAttention(width, heads, batch_first=True)
     attn.load_state_dict(
         {
-            "in_proj_weight": sd[f"{p}.attn.in_proj_weight"],
-            "in_proj_bias": sd[f"{p}.attn.in_proj_bias"],
-            "out_proj.weight": sd[f"{p}.attn.out_proj.weight"],
-            "out_proj.bias": sd[f"{p}.attn.out_proj.bias"],
+            "in_proj_weight": sd[f"{p}.attn.in_proj_weight"], "in_proj_bias": sd[f"{p}.attn.in_proj_bias"],
+            "out_proj.weight": sd[f"{p}.attn.out_proj.weight"], "out_proj.bias": sd[f"{p}.attn.out_proj.bias"],
         }
     )
     y = F.layer_norm(x, (width,), sd[f"{p}.ln_1.weight"], sd[f"{p}.ln_1.bias"])

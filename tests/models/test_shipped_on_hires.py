@@ -7,16 +7,15 @@ that has never seen a type (the old protocol-trained default: no dress in the to
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from tests.support.data import needs_data
+from tests.support.data import HIRES, needs_data
 
+from vitrine.constants import DEFAULT_MODEL, DEFAULT_RUNTIME
 from vitrine.data.catalog import open_catalog
 from vitrine.embed.encode import encode_catalog, encode_texts
 from vitrine.models import create_model
 
-HIRES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "kagl-hires"
 pytestmark = needs_data("kagl-hires/catalog.csv")
 
 # query -> (articleType asked for, floor on the share of the top 10 of that type, out of min(10, products of the type)).
@@ -25,12 +24,8 @@ pytestmark = needs_data("kagl-hires/catalog.csv")
 # shipped model before it: 3/9, 3/10, 3/6, 10/10, 6/6, 10/10, 10/10 (mean 0.733). The previous, protocol-trained
 # default scored 0 on the first three and on "football" (mean 0.429): it had never seen those types.
 TYPE_QUERIES = {
-    "women dress": ("Dresses", 0.6),
-    "flats for women": ("Flats", 0.6),
-    "sweatshirt": ("Sweatshirts", 0.15),
-    "backpack": ("Backpacks", 0.9),
-    "sports shoes for men": ("Sports Shoes", 0.7),
-    "track pants": ("Track Pants", 0.9),
+    "women dress": ("Dresses", 0.6), "flats for women": ("Flats", 0.6), "sweatshirt": ("Sweatshirts", 0.15),
+    "backpack": ("Backpacks", 0.9), "sports shoes for men": ("Sports Shoes", 0.7), "track pants": ("Track Pants", 0.9),
     "football": ("Footballs", 0.8),
 }
 MEAN_FLOOR = 0.7
@@ -38,7 +33,7 @@ MEAN_FLOOR = 0.7
 
 @pytest.fixture(scope="module")
 def hires_bank():
-    model = create_model("vitrine:kagl-base")
+    model = create_model(DEFAULT_MODEL, runtime=DEFAULT_RUNTIME)  # what `vitrine serve --catalog` searches with
     reader = open_catalog(str(HIRES), require_title=False)
     items, embeds = encode_catalog(model, reader, progress=False)
     return model, items, embeds

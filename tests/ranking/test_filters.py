@@ -4,7 +4,7 @@ API."""
 from __future__ import annotations
 
 import pytest
-from tests.conftest import built_index, served
+from tests.conftest import built_index
 
 import vitrine
 from vitrine.cli import main
@@ -32,11 +32,6 @@ REFUSED = [
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, small_model) -> str:
     return built_index(tmp_path_factory.mktemp("filters"), small_model, 12)
-
-
-@pytest.fixture(scope="module")
-def http(index):
-    yield from served(index)
 
 
 def as_dict(specs: list[str]) -> dict[str, list[str]]:

@@ -25,9 +25,7 @@ def catalog(n: int = 80, seed: int = 0):
         article, colour, gender = TYPES[i % 5], COLOURS[(i // 5) % 4], GENDERS[(i // 20) % 2]
         rows.append(
             {
-                "title": f"Brand{i % 7} {gender} {colour} {article}",
-                "articleType": article,
-                "baseColour": colour,
+                "title": f"Brand{i % 7} {gender} {colour} {article}", "articleType": article, "baseColour": colour,
                 "gender": gender,
             }
         )
@@ -51,12 +49,7 @@ def unit(v):
 
 def test_words_fold_plurals_possessives_and_hyphens():
     assert [stem(w) for w in ["Dresses", "T-shirts", "women's", "Watches", "Jeans", "Sweatshirts"]] == [
-        "dress",
-        "tshirt",
-        "women",
-        "watch",
-        "jeans",
-        "sweatshirt",
+        "dress", "tshirt", "women", "watch", "jeans", "sweatshirt",
     ]
     assert stems("Navy-Blue ladies") == ["navyblue", "women"]
 
@@ -168,11 +161,7 @@ def test_relevance_is_judged_against_the_catalogs_own_titles(store):
     assert judge(calibration, Evidence(0.2))["close_match"] is False
     assert judge(calibration, Evidence(0.6))["close_match"] is True
     assert judge(calibration, Evidence(0.2, named_all=True)) == {
-        "close_match": True,
-        "level": 0.0,
-        "top_similarity": 0.2,
-        "basis": "words",
-        "words_named": True,
+        "close_match": True, "level": 0.0, "top_similarity": 0.2, "basis": "words", "words_named": True,
     }
     assert judge(None, Evidence(0.5))["close_match"] is None
     # the titles method (the judgement before shopper queries) takes no word of the catalog's as a vouch, and no image
@@ -196,11 +185,7 @@ def test_a_composed_change_keeps_the_references_other_values(store):
     )
     assert all(h.metadata["baseColour"] == "Black" for h in ranked.hits)
     ignored = ranker.rank(
-        vector,
-        None,
-        10,
-        options=RankOptions(mode="vector", reference_weight=0.0),
-        soft_text="in black",
+        vector, None, 10, options=RankOptions(mode="vector", reference_weight=0.0), soft_text="in black",
         reference=reference,
     )
     assert all(h.metadata["baseColour"] == "Black" for h in ignored.hits)  # the change still comes first
@@ -212,11 +197,7 @@ def test_a_composed_change_keeps_the_references_other_values(store):
         vector, None, 80, options=RankOptions(mode="vector"), soft_text="in black", reference=reference
     ).hits
     full_ignored = ranker.rank(
-        vector,
-        None,
-        80,
-        options=RankOptions(mode="vector", reference_weight=0.0),
-        soft_text="in black",
+        vector, None, 80, options=RankOptions(mode="vector", reference_weight=0.0), soft_text="in black",
         reference=reference,
     ).hits
     assert len(like_reference(full)) == 8 and sum(like_reference(full)) < sum(

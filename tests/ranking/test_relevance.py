@@ -192,12 +192,8 @@ def test_image_queries_are_judged_against_images(tmp_path):
 
 def test_judge_reads_the_evidence():
     calibration = Calibration(
-        np.linspace(0.3, 0.7, 101, dtype=np.float32),
-        80,
-        method="shopper",
-        quiet_above=0.05,
-        images=np.linspace(0.5, 0.9, 101, dtype=np.float32),
-        image_texts=np.linspace(0.2, 0.4, 101, dtype=np.float32),
+        np.linspace(0.3, 0.7, 101, dtype=np.float32), 80, method="shopper", quiet_above=0.05,
+        images=np.linspace(0.5, 0.9, 101, dtype=np.float32), image_texts=np.linspace(0.2, 0.4, 101, dtype=np.float32),
         queries=np.eye(4, dtype=np.float32),
     )
     assert (

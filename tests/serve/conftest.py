@@ -20,14 +20,8 @@ def served_index(tmp_path_factory):
 @pytest.fixture
 def settings(served_index, tmp_path):
     return ServeSettings(
-        index=str(copy_index(served_index / "index", tmp_path)),
-        tag_model="vitrine:small",
-        combiner="sum",
-        write_token=TOKEN,
-        max_upload_bytes=200_000,
-        max_pixels=1_000_000,
-        max_k=50,
-        max_text_chars=100,
+        index=str(copy_index(served_index / "index", tmp_path)), tag_model="vitrine:small", combiner="sum",
+        write_token=TOKEN, max_upload_bytes=200_000, max_pixels=1_000_000, max_k=50, max_text_chars=100,
     )
 
 

@@ -238,12 +238,7 @@ def test_attributes_health_metrics_and_the_openapi_spec(client):
     spec = client.get("/openapi.json").json()
     validate(spec)
     assert {
-        "/search",
-        "/tag",
-        "/products",
-        "/products/{product_id}",
-        "/products/{product_id}/image",
-        "/healthz",
+        "/search", "/tag", "/products", "/products/{product_id}", "/products/{product_id}/image", "/healthz",
         "/metrics",
     } <= set(spec["paths"])
     docs = client.get("/docs")

@@ -23,8 +23,7 @@ def test_embed_returns_unit_vectors_that_match_the_model_and_search(client):
     body = client.post(
         "/embed",
         json={
-            "texts": ["a red t-shirt", "blue jeans"],
-            "images": [b64(jpeg_bytes(COLOURS["Red"]))],
+            "texts": ["a red t-shirt", "blue jeans"], "images": [b64(jpeg_bytes(COLOURS["Red"]))],
             "image_urls": ["/products/1003/image"],
         },
     ).json()
@@ -60,9 +59,7 @@ def test_embed_answers_each_input_in_place_or_fails_whole_on_request(client):
     ).json()
     assert body["errors"] == 3 and "vector" in body["texts"][0]
     assert body["texts"][1]["error"] == {
-        "status": 400,
-        "code": "invalid_request",
-        "message": "texts[1]: the text is empty",
+        "status": 400, "code": "invalid_request", "message": "texts[1]: the text is empty",
     }
     assert body["images"][0]["error"]["status"] == 400 and "images[0]" in body["images"][0]["error"]["message"]
     assert body["images"][0]["error"]["code"] == "invalid_request"
@@ -93,10 +90,7 @@ def test_products_page_through_the_catalog_with_filters(client):
     women = client.get("/products", params={"filter": "gender=Women", "limit": 100}).json()
     assert women["total"] == 6 and {p["attributes"]["gender"] for p in women["products"]} == {"Women"}
     assert client.get("/products", params={"offset": 50}).json() == {
-        "total": 12,
-        "offset": 50,
-        "limit": 50,
-        "products": [],
+        "total": 12, "offset": 50, "limit": 50, "products": [],
     }
     assert "limit" in error_of(client.get("/products", params={"limit": 0}), 400, "invalid_request")
     assert "gender='Nobody'" in error_of(
@@ -109,9 +103,7 @@ def test_products_are_added_as_json_with_base64_or_a_stored_image(client):
     created = client.post(
         "/products",
         json={
-            "id": "json-1",
-            "title": "Green Dress",
-            "attributes": {"gender": "Women", "year": 2013},
+            "id": "json-1", "title": "Green Dress", "attributes": {"gender": "Women", "year": 2013},
             "image": b64(jpeg_bytes(COLOURS["Green"])),
         },
         headers=AUTH,
@@ -136,11 +128,8 @@ def test_products_are_added_as_json_with_base64_or_a_stored_image(client):
 # ---- per-item batch answers ----------------------------------------------------------------------------
 def test_one_bad_query_does_not_sink_the_batch(client):
     queries = [
-        {"text": "red"},
-        {"text": "blue", "k": 999},
-        {"text": "a dress", "filters": {"gender": "Nobody"}},
-        {"image_url": "/products/missing/image"},
-        {"text": "jeans", "k": 2},
+        {"text": "red"}, {"text": "blue", "k": 999}, {"text": "a dress", "filters": {"gender": "Nobody"}},
+        {"image_url": "/products/missing/image"}, {"text": "jeans", "k": 2},
     ]
     body = client.post("/search/batch", json={"queries": queries}).json()
     assert body["errors"] == 3 and len(body["results"]) == 5
@@ -266,8 +255,7 @@ def test_contract_spec_documents_400_and_no_422(client):
         and "post" in spec["paths"]["/products"]
     )
     assert set(spec["paths"]["/products"]["post"]["requestBody"]["content"]) == {
-        "application/json",
-        "multipart/form-data",
+        "application/json", "multipart/form-data",
     }
     assert set(spec["paths"]["/embed"]["post"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     for path, method, op in operations:
@@ -292,21 +280,14 @@ def test_contract_a_store_server_down_or_restarting_is_503_never_500(client, mon
 
     monkeypatch.setattr(store, "refresh", down)
     for response in (
-        client.post("/search", data={"text": "red"}),
-        client.get("/search", params={"text": "red"}),
-        client.get("/products/1001"),
-        client.get("/products/1001/image"),
-        client.get("/products"),
-        client.get("/healthz"),
-        client.delete("/products/1001", headers=AUTH),
+        client.post("/search", data={"text": "red"}), client.get("/search", params={"text": "red"}),
+        client.get("/products/1001"), client.get("/products/1001/image"), client.get("/products"),
+        client.get("/healthz"), client.delete("/products/1001", headers=AUTH),
     ):
         assert error_of(response, 503, "unavailable") == message and response.headers["retry-after"] == "5"
     spec = client.get("/openapi.json").json()
     for path, method in (
-        ("/search", "post"),
-        ("/products", "post"),
-        ("/products/{product_id}", "delete"),
-        ("/healthz", "get"),
+        ("/search", "post"), ("/products", "post"), ("/products/{product_id}", "delete"), ("/healthz", "get"),
     ):
         assert "503" in spec["paths"][path][method]["responses"], (path, method)
     monkeypatch.undo()

@@ -167,7 +167,7 @@ def chip_count(page, field: str, value: str) -> int:
 
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_shopper_controls_filters_paging_and_no_close_match(page, live_server, tmp_path, shots, size):
-    """Issue 25's UI points at desktop and phone size: mode toggle, counts for the current results, every value
+    """The shopper controls at desktop and phone size: mode toggle, counts for the current results, every value
     reachable, clear all, the 0-results hint, active filters across searches, paging, "no close match", the details
     panel beside (not over) the Apply button, no stale text after an image search, and the favicon."""
     width, height = size

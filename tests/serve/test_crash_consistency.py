@@ -66,8 +66,7 @@ def test_sigkilled_server_under_load_loses_no_acknowledged_write_and_shows_nothi
     rng.shuffle(plan)
     plan.insert(0, "timer")  # the first start has no failpoint
     tally = Tally()
-    server = Server(index, tmp_path / "server.log")
-    try:
+    with Server(index, tmp_path / "server.log") as server:
         server.start()
         slots = catalog_ledger(server.base)
         assert len(slots) == 12
@@ -93,9 +92,6 @@ def test_sigkilled_server_under_load_loses_no_acknowledged_write_and_shows_nothi
         assert vector_files(index) == [f"vectors-{committed_generation(index):08d}.faiss"]
         assert not list(index.glob("*.tmp"))
         unreferenced = unreferenced_after(str(index), index / "images", slots, count)
-    finally:
-        if server.process is not None:
-            server.kill()
 
     print(
         f"\ncrash consistency (plan {plan}): {summary(tally)}; {count} products at the end; stale vector files left by "
@@ -126,8 +122,7 @@ else:
 @pytest.mark.parametrize(
     "write, point, survivor",
     [
-        ("replace", "index.vectors_written", "old"),
-        ("replace", "index.committed", "new"),
+        ("replace", "index.vectors_written", "old"), ("replace", "index.committed", "new"),
         ("delete", "index.committed", None),
     ],
 )
@@ -141,10 +136,7 @@ def test_a_write_killed_mid_commit_leaves_row_and_image_together(settings, write
     old_title, old_image = store.product("1001")["title"], images.path("1001").read_bytes()
     store.close()
     killed = subprocess.run(
-        [sys.executable, "-c", WRITE_AND_DIE, settings.index, write],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-c", WRITE_AND_DIE, settings.index, write], capture_output=True, text=True, timeout=120,
         env={**os.environ, "VITRINE_FAILPOINTS": f"{point}:1"},
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

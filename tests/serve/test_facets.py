@@ -45,11 +45,7 @@ def test_the_saved_schema_gives_the_catalogs_own_facets_then_predicted_tags():
     ]  # column order; price and notes are no facets
     assert fields(answer, True) == ["gender"]  # the catalog has no gender column: the tagger's stand-in
     assert {f["field"]: f["filled"] for f in answer["facets"]} == {
-        "colour": 0,
-        "category": 0,
-        "sex": 0,
-        "baseColour": 1,
-        "gender": 5,
+        "colour": 0, "category": 0, "sex": 0, "baseColour": 1, "gender": 5,
     }
 
 

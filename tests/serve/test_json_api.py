@@ -44,10 +44,7 @@ def test_json_image_composed_and_filtered_searches(client):
     composed = client.post(
         "/search",
         json={
-            "image_url": "/products/1000/image",
-            "modification": "in blue",
-            "k": 12,
-            "filters": {"gender": ["Women"]},
+            "image_url": "/products/1000/image", "modification": "in blue", "k": 12, "filters": {"gender": ["Women"]},
         },
     )
     form = client.post(
@@ -75,9 +72,7 @@ def test_json_image_composed_and_filtered_searches(client):
         ({"text": ["red"]}, 400, "invalid_request", "text:"),
         ({"text": "x" * 101}, 400, "invalid_request", "the limit is 100"),
         (
-            {"text": "red", "filters": {"colour": "Red"}},
-            400,
-            "unknown_filter_field",
+            {"text": "red", "filters": {"colour": "Red"}}, 400, "unknown_filter_field",
             "unknown filter field(s) ['colour']",
         ),
         ({"text": "red", "filters": {"gender": []}}, 400, "invalid_query", "at least one non-empty value"),
@@ -189,8 +184,7 @@ def test_the_spec_documents_json_and_form_bodies(client):
     spec = client.get("/openapi.json").json()
     validate(spec)
     for path, kinds in {
-        "/search": {"application/json", "multipart/form-data"},
-        "/tag": {"application/json", "multipart/form-data"},
+        "/search": {"application/json", "multipart/form-data"}, "/tag": {"application/json", "multipart/form-data"},
         "/search/batch": {"application/json"},
     }.items():
         assert set(spec["paths"][path]["post"]["requestBody"]["content"]) == kinds

@@ -30,12 +30,7 @@ def test_a_json_body_becomes_a_query_with_its_options_and_filters(mapper):
         SearchJSON(text="  red dress ", k=5, filters={"gender": ["Women", " "]}, mode="lexical", offset=3)
     )
     assert (query.text, query.k, dict(query.filters), query.mode, query.offset, query.kind) == (
-        "red dress",
-        5,
-        {"gender": ["Women"]},
-        "lexical",
-        3,
-        "text",
+        "red dress", 5, {"gender": ["Women"]}, "lexical", 3, "text",
     )
     form = mapper.from_body(SearchForm(text="red dress", k=5, filter=["gender=Women"]))
     assert dict(form.filters) == {"gender": ["Women"]} and form.text == query.text

@@ -24,20 +24,7 @@ import httpx
 import pytest
 from tests.conftest import make_rows, prepared_index, require_scale
 from tests.milvus_server import own_server
-from tests.support.crash_load import (
-    Load,
-    Phases,
-    Server,
-    Tally,
-    assert_nothing_lost,
-    catalog_ledger,
-    check,
-    kill_under_load,
-    png,
-    summary,
-    unreferenced_after,
-    warm,
-)
+from tests.support import crash_load as crash
 from tests.support.http import AUTH
 
 require_scale("pymilvus")
@@ -61,42 +48,39 @@ def served(milvus, root: Path, collection: str) -> tuple[str, Path]:
 
 
 def test_service_sigkilled_under_writes_to_a_milvus_server_loses_no_acknowledged_write(milvus, tmp_path, monkeypatch):
-    started, phase = time.monotonic(), Phases()
+    started, phase = time.monotonic(), crash.Phases()
     spec, images = served(milvus, tmp_path, "vt_faults_service")
     phase("index")
     monkeypatch.setenv("VITRINE_IMAGES", str(images))  # the server's images (a Milvus server's default is under runs/)
     rng = random.Random(SEED)
     plan = ["timer", "index.vectors_written"]  # the failpoint: rows upserted and flushed, the write's state not saved
-    tally = Tally()
-    server = Server(spec, tmp_path / "serve.log")
-    try:
+    tally = crash.Tally()
+    with crash.Server(spec, tmp_path / "serve.log") as server:
         server.start()
-        slots = catalog_ledger(server.base)
+        slots = crash.catalog_ledger(server.base)
         assert len(slots) == 12
         for cycle, how in enumerate(plan):
             if cycle:
                 phase("load")
                 server.start(failpoint=f"{how}:{rng.randint(2, 3)}" if how != "timer" else None)
                 phase("start")
-                check(server.base, slots, tally, full=False)
+                crash.check(server.base, slots, tally, full=False)
                 phase("check")
-            load = Load(server.base, slots, tally, SEED, cycle, tmp_path, deadline=time.monotonic() + 60)
+            load = crash.Load(server.base, slots, tally, SEED, cycle, tmp_path, deadline=time.monotonic() + 60)
             writes, delay = (rng.randint(2, 4), rng.uniform(0.0, 1.0)) if how == "timer" else (0, 0.0)
-            kill_under_load(server, tally, load, how, writes, delay, wait=45)  # a flush takes ~0.5 s on Milvus 2.3
+            # a flush takes ~0.5 s on Milvus 2.3
+            crash.kill_under_load(server, tally, load, how, writes, delay, wait=45)
         phase("load")
         server.start()
         phase("start")
-        count = check(server.base, slots, tally, full=False)  # rows and images; vectors of those written since
+        count = crash.check(server.base, slots, tally, full=False)  # rows and images; vectors of those written since
         server.stop()
-        unreferenced = unreferenced_after(spec, images, slots, count)
+        unreferenced = crash.unreferenced_after(spec, images, slots, count)
         phase("check")
-    finally:
-        if server.process is not None:
-            server.kill()
 
     seconds = time.monotonic() - started
-    print(f"\nMilvus server, service SIGKILLed: {summary(tally)}; {count} products; {seconds:.1f} s ({phase})")
-    upserts, deletes = assert_nothing_lost(tally, unreferenced)
+    print(f"\nMilvus server, service SIGKILLed: {crash.summary(tally)}; {count} products; {seconds:.1f} s ({phase})")
+    upserts, deletes = crash.assert_nothing_lost(tally, unreferenced)
     assert tally.kills == 2 and tally.failpoint_kills == 1 and upserts > 0 and tally.deletes_acked > 0
 
 
@@ -112,29 +96,22 @@ def assert_unavailable(response: httpx.Response, what: str) -> str:
 def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_losing_a_write(
     milvus, tmp_path, monkeypatch
 ):
-    started, phase = time.monotonic(), Phases()
+    started, phase = time.monotonic(), crash.Phases()
     spec, images = served(milvus, tmp_path, "vt_faults_restart")
     phase("index")
     monkeypatch.setenv("VITRINE_IMAGES", str(images))
     rng = random.Random(SEED + 1)
-    tally = Tally()
-    server = Server(spec, tmp_path / "serve.log")
+    tally = crash.Tally()
     recoveries, refusals, probes = [], 0, []
-    try:
+    with crash.Server(spec, tmp_path / "serve.log") as server:
         server.start()
-        slots = catalog_ledger(server.base)
-        warm(server.base)
+        slots = crash.catalog_ledger(server.base)
+        crash.warm(server.base)
         phase("start")
         with httpx.Client(base_url=server.base, timeout=60) as client:
             for restart in range(RESTARTS):
-                load = Load(
-                    server.base,
-                    slots,
-                    tally,
-                    SEED,
-                    restart,
-                    tmp_path,
-                    deadline=time.monotonic() + 90,
+                load = crash.Load(
+                    server.base, slots, tally, SEED, restart, tmp_path, deadline=time.monotonic() + 90,
                     unavailable=(503,),
                 )
                 threads = load.run()
@@ -160,10 +137,8 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
                 assert_unavailable(client.get("/healthz"), "healthz")
                 assert_unavailable(
                     client.post(
-                        "/products",
-                        headers=AUTH,
-                        data={"id": probe, "title": "never"},
-                        files={"image": ("p.png", png((9, 9, 9)), "image/png")},
+                        "/products", headers=AUTH, data={"id": probe, "title": "never"},
+                        files={"image": ("p.png", crash.png((9, 9, 9)), "image/png")},
                     ),
                     "upsert",
                 )
@@ -186,7 +161,7 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
                     time.sleep(0.25)
                 recoveries.append(time.monotonic() - up)
                 phase("recovery")
-                count = check(
+                count = crash.check(
                     server.base, slots, tally, full=True
                 )  # every product's row, image and vector, as acknowledged
                 assert not tally.problems, "\n".join(tally.problems[:20])
@@ -196,24 +171,19 @@ def test_milvus_server_killed_under_writes_answers_503_then_recovers_without_los
 
             # And writes work again, through the same service process.
             after = client.post(
-                "/products",
-                headers=AUTH,
-                data={"id": "after-restart", "title": "after"},
-                files={"image": ("p.png", png((250, 5, 5)), "image/png")},
+                "/products", headers=AUTH, data={"id": "after-restart", "title": "after"},
+                files={"image": ("p.png", crash.png((250, 5, 5)), "image/png")},
             )
             assert after.status_code == 201, after.text
             assert client.delete("/products/after-restart", headers=AUTH).status_code == 204
         server.stop()
-        unreferenced = unreferenced_after(spec, images, slots, count)
+        unreferenced = crash.unreferenced_after(spec, images, slots, count)
         phase("check")
-    finally:
-        if server.process is not None:
-            server.kill()
 
     print(
-        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {summary(tally)}; requests "
-        f"refused with 503 under load: {refusals}; recovery (server up -> first search answered): "
+        f"\nMilvus server killed and restarted {len(recoveries)} time(s) under writes: {crash.summary(tally)}; "
+        f"requests refused with 503 under load: {refusals}; recovery (server up -> first search answered): "
         f"{', '.join(f'{s:.1f} s' for s in recoveries)}; {time.monotonic() - started:.1f} s ({phase})"
     )
-    upserts, _ = assert_nothing_lost(tally, unreferenced)
+    upserts, _ = crash.assert_nothing_lost(tally, unreferenced)
     assert len(recoveries) == RESTARTS and upserts > 0

@@ -26,8 +26,7 @@ def answers(settings: ServeSettings) -> tuple[list, dict, str]:
             client.post("/search", data={"text": "blue jeans", "k": "3", "filter": "gender=Men"}),
             client.get("/search", params={"text": "a black watch", "k": 4}),
             client.post(
-                "/search",
-                data={"modification": "in blue", "k": "3"},
+                "/search", data={"modification": "in blue", "k": "3"},
                 files={"image": ("q.jpg", picture.getvalue(), "image/jpeg")},
             ),
             client.post(

@@ -63,10 +63,7 @@ def test_every_operation_answers_within_its_spec(api_schema, label, mode):
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
-        derandomize=True,
-        database=None,
-        deadline=None,
+        max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
         suppress_health_check=list(HealthCheck),
     )
     def run(case):

@@ -56,9 +56,7 @@ def test_traversal_in_urls_and_upload_file_names_touches_nothing_outside(client,
     for url in ("/products/..%2F..%2Fetc%2Fpasswd/image", "/products/%2e%2e/image", "/products/..%2Findex/image"):
         assert client.get(url).status_code == 404
     created = client.post(
-        "/products",
-        data={"id": "safe-1", "title": "t"},
-        files=upload(jpeg_bytes(), name="../../../evil.jpg"),
+        "/products", data={"id": "safe-1", "title": "t"}, files=upload(jpeg_bytes(), name="../../../evil.jpg"),
         headers=AUTH,
     )
     assert created.status_code == 201
@@ -135,10 +133,8 @@ def test_a_bad_token_file_stops_the_start(settings, tmp_path):
 
     bad = tmp_path / "tokens.yaml"
     for text, needle in [
-        ("[1, 2]", "must be an object"),
-        ("write: 12345678", "token or a list"),
-        ("admin: [abcdefghij]", "must be an object"),
-        ("write: [abc]", "shorter than 8"),
+        ("[1, 2]", "must be an object"), ("write: 12345678", "token or a list"),
+        ("admin: [abcdefghij]", "must be an object"), ("write: [abc]", "shorter than 8"),
         ("write: [a", "cannot be read"),
     ]:
         bad.write_text(text)
@@ -151,8 +147,7 @@ def test_a_bad_token_file_stops_the_start(settings, tmp_path):
 # ---- CORS is off unless configured -----------------------------------------------------------------------
 def test_cors_is_off_by_default_and_configurable(settings):
     preflight = {
-        "Origin": "https://shop.example",
-        "Access-Control-Request-Method": "POST",
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type",
     }
     with served(settings) as client:

@@ -15,29 +15,15 @@ from vitrine.serve.settings import ENV_PREFIX, ServeSettings, load_settings
 
 FIELDS = {f.name: f.type for f in fields(ServeSettings)}
 CHECKS = {
-    "int": lambda v: type(v) is int,
-    "str": lambda v: isinstance(v, str),
+    "int": lambda v: type(v) is int, "str": lambda v: isinstance(v, str),
     "str | None": lambda v: v is None or isinstance(v, str),
 }
 field_values = st.one_of(
     json_values,
     st.sampled_from(
         [
-            0,
-            1,
-            -1,
-            2,
-            8,
-            10**30,
-            1.5,
-            float("nan"),
-            float("inf"),
-            True,
-            "5",
-            "milvus:x.db",
-            "milvus:http://h:19530",
-            "long-enough-token",
-            "short",
+            0, 1, -1, 2, 8, 10**30, 1.5, float("nan"), float("inf"), True, "5", "milvus:x.db", "milvus:http://h:19530",
+            "long-enough-token", "short",
         ]
     ),
 )

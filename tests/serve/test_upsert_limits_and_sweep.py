@@ -69,8 +69,7 @@ def leave_temp_files(index: Path) -> tuple[list[Path], list[Path]]:
     images = index / "images"
     (images / "staged").mkdir(exist_ok=True)
     stale = [
-        images / f"{'a' * 40}.jpg.{gone}.tmp",
-        images / "staged" / f"{'b' * 32}.jpg.{gone}.tmp",
+        images / f"{'a' * 40}.jpg.{gone}.tmp", images / "staged" / f"{'b' * 32}.jpg.{gone}.tmp",
         index / f".snapshot-0a1b2c3d.{gone}.tmp",
     ]
     for path in stale[:2]:

@@ -106,24 +106,8 @@ class Server:
         if failpoint:
             env["VITRINE_FAILPOINTS"] = failpoint
         command = [
-            sys.executable,
-            "-m",
-            "vitrine",
-            "serve",
-            "--index",
-            str(self.index),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--tag-model",
-            "vitrine:small",
-            "--combiner",
-            "sum",
-            "--max-k",
-            "1000",
-            "--log-level",
-            "warning",
+            sys.executable, "-m", "vitrine", "serve", "--index", str(self.index), "--host", "127.0.0.1", "--port",
+            str(port), "--tag-model", "vitrine:small", "--combiner", "sum", "--max-k", "1000", "--log-level", "warning",
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -132,6 +116,12 @@ class Server:
         except RuntimeError as exc:
             self.kill()
             raise RuntimeError(f"{exc}\n{self.log.read_text(errors='replace')[-3000:]}") from None
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()  # whatever happened, nothing of it outlives the test
 
     def kill(self) -> None:
         if self.process is None:
@@ -160,15 +150,8 @@ class Load:
     """Client threads for one cycle: writers own disjoint ids; a reader searches and fetches what it finds."""
 
     def __init__(
-        self,
-        base: str,
-        slots: dict[str, Slot],
-        tally: Tally,
-        seed: int,
-        cycle: int,
-        scratch_dir: Path,
-        deadline: float,
-        unavailable: tuple[int, ...] = (),
+        self, base: str, slots: dict[str, Slot], tally: Tally, seed: int, cycle: int, scratch_dir: Path,
+        deadline: float, unavailable: tuple[int, ...] = (),
     ):
         self.base, self.slots, self.tally, self.deadline = base, slots, tally, deadline
         # statuses that say "not now" (a 503 while the store's server is down): like no answer, a write so refused is
@@ -451,8 +434,7 @@ def check(base: str, slots: dict[str, Slot], tally: Tally, full: bool) -> int:
             if version is None or version.upload is None or not (full or slot.touched):
                 continue
             result = client.post(
-                "/search",
-                data={"k": str(max(count, 1)), "exclude_reference": "false"},
+                "/search", data={"k": str(max(count, 1)), "exclude_reference": "false"},
                 files={"image": ("q.png", version.upload, "image/png")},
             )
             scores = (

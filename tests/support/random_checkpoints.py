@@ -56,9 +56,7 @@ def write_hf_clip(folder: Path, text: dict = TINY_TEXT, vision: dict = TINY_VISI
     (folder / "preprocessor_config.json").write_text(
         json.dumps(
             {
-                "crop_size": {"height": size, "width": size},
-                "image_mean": [0.5] * 3,
-                "image_std": [0.25] * 3,
+                "crop_size": {"height": size, "width": size}, "image_mean": [0.5] * 3, "image_std": [0.25] * 3,
                 "resample": 3,
             }
         )
@@ -115,38 +113,24 @@ def openclip_state_dict(
     grid = image // patch
     text_width = text_width or width
     sd = {
-        "visual.conv1.weight": r(width, 3, patch, patch),
-        "visual.class_embedding": r(width),
-        "visual.positional_embedding": r(grid * grid + 1, width),
-        "visual.ln_pre.weight": 1 + r(width),
-        "visual.ln_pre.bias": r(width),
-        "visual.ln_post.weight": 1 + r(width),
-        "visual.ln_post.bias": r(width),
-        "visual.proj": r(width, embed),
-        "token_embedding.weight": r(vocab, text_width),
-        "positional_embedding": r(ctx, text_width),
-        "ln_final.weight": 1 + r(text_width),
-        "ln_final.bias": r(text_width),
-        "text_projection": r(text_width, embed),
-        "logit_scale": torch.tensor(4.6052),
+        "visual.conv1.weight": r(width, 3, patch, patch), "visual.class_embedding": r(width),
+        "visual.positional_embedding": r(grid * grid + 1, width), "visual.ln_pre.weight": 1 + r(width),
+        "visual.ln_pre.bias": r(width), "visual.ln_post.weight": 1 + r(width), "visual.ln_post.bias": r(width),
+        "visual.proj": r(width, embed), "token_embedding.weight": r(vocab, text_width),
+        "positional_embedding": r(ctx, text_width), "ln_final.weight": 1 + r(text_width),
+        "ln_final.bias": r(text_width), "text_projection": r(text_width, embed), "logit_scale": torch.tensor(4.6052),
     }
     for prefix, width in (("visual.transformer", width), ("transformer", text_width)):
         for i in range(layers):
             p = f"{prefix}.resblocks.{i}"
             sd.update(
                 {
-                    f"{p}.ln_1.weight": 1 + r(width),
-                    f"{p}.ln_1.bias": r(width),
-                    f"{p}.attn.in_proj_weight": r(3 * width, width),
-                    f"{p}.attn.in_proj_bias": r(3 * width),
-                    f"{p}.attn.out_proj.weight": r(width, width),
-                    f"{p}.attn.out_proj.bias": r(width),
-                    f"{p}.ln_2.weight": 1 + r(width),
-                    f"{p}.ln_2.bias": r(width),
-                    f"{p}.mlp.c_fc.weight": r(4 * width, width),
-                    f"{p}.mlp.c_fc.bias": r(4 * width),
-                    f"{p}.mlp.c_proj.weight": r(width, 4 * width),
-                    f"{p}.mlp.c_proj.bias": r(width),
+                    f"{p}.ln_1.weight": 1 + r(width), f"{p}.ln_1.bias": r(width),
+                    f"{p}.attn.in_proj_weight": r(3 * width, width), f"{p}.attn.in_proj_bias": r(3 * width),
+                    f"{p}.attn.out_proj.weight": r(width, width), f"{p}.attn.out_proj.bias": r(width),
+                    f"{p}.ln_2.weight": 1 + r(width), f"{p}.ln_2.bias": r(width),
+                    f"{p}.mlp.c_fc.weight": r(4 * width, width), f"{p}.mlp.c_fc.bias": r(4 * width),
+                    f"{p}.mlp.c_proj.weight": r(width, 4 * width), f"{p}.mlp.c_proj.bias": r(width),
                 }
             )
     return sd

@@ -60,8 +60,7 @@ def test_unmapped_source_values_fall_back_to_the_attributes_own_prompts():
     "derive, message",
     [
         ({"from": "size", "map": {}}, "must name another attribute"),
-        ({"from": "colour", "map": {"red": "hot"}}, "does not have"),
-        ({"from": "colour"}, "derive must be"),
+        ({"from": "colour", "map": {"red": "hot"}}, "does not have"), ({"from": "colour"}, "derive must be"),
     ],
 )
 def test_bad_derivations_are_refused_with_the_attribute_named(derive, message):
@@ -92,8 +91,7 @@ def test_fit_hierarchy_maps_a_pure_finer_attribute_and_ignores_a_loose_one():
     vocabulary = vocabulary_from_dict(
         {
             "attributes": {
-                "type": ["Tshirts", "Shirts", "Jeans", "Heels"],
-                "group": ["Topwear", "Bottomwear", "Shoes"],
+                "type": ["Tshirts", "Shirts", "Jeans", "Heels"], "group": ["Topwear", "Bottomwear", "Shoes"],
                 "gender": ["Men", "Women"],
             }
         }

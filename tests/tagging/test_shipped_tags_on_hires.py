@@ -4,22 +4,20 @@ kagl-base-regions model card)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.support.data import HIRES, needs_data
 
-from tests.support.data import needs_data
-
+from vitrine.constants import DEFAULT_RUNTIME
 from vitrine.models import DEFAULT_TAG_MODEL, create_model
 from vitrine.tagging.evaluate import attribute_report, embed_split
 from vitrine.tagging.tagger import Tagger
 from vitrine.tagging.views import make_views
 from vitrine.tagging.vocabulary import builtin_vocabulary
 
-HIRES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "kagl-hires"
 pytestmark = needs_data("kagl-hires/catalog.csv")
 
 
 def test_default_tags_agree_with_the_catalog_columns():
-    model = create_model(DEFAULT_TAG_MODEL)
+    model = create_model(DEFAULT_TAG_MODEL, runtime=DEFAULT_RUNTIME)  # what `vitrine serve --catalog` tags with
     vocabulary = builtin_vocabulary(model=DEFAULT_TAG_MODEL)
     tagger = Tagger(model, vocabulary, make_views("foreground"))
     items, embeds = embed_split(tagger, str(HIRES), None, progress=False)

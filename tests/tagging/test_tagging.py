@@ -127,16 +127,8 @@ def test_tag_and_eval_attributes_cli(tmp_path, capsys):
     assert (
         main(
             [
-                "tag",
-                "--data",
-                str(tmp_path / "cat"),
-                "--model",
-                "vitrine:small",
-                "--attributes",
-                "gender,season",
-                "--out",
-                str(tmp_path / "tags.jsonl"),
-                "--no-progress",
+                "tag", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--attributes", "gender,season",
+                "--out", str(tmp_path / "tags.jsonl"), "--no-progress",
             ]
         )
         == 0
@@ -145,18 +137,8 @@ def test_tag_and_eval_attributes_cli(tmp_path, capsys):
     assert (
         main(
             [
-                "eval",
-                "attributes",
-                "--data",
-                str(tmp_path / "cat"),
-                "--model",
-                "vitrine:small",
-                "--attributes",
-                "gender,baseColour",
-                "--split",
-                "all",
-                "--json",
-                "--no-progress",
+                "eval", "attributes", "--data", str(tmp_path / "cat"), "--model", "vitrine:small", "--attributes",
+                "gender,baseColour", "--split", "all", "--json", "--no-progress",
             ]
         )
         == 0
@@ -164,9 +146,7 @@ def test_tag_and_eval_attributes_cli(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(report) >= {"mean_precision", "per_attribute", "top1"}
     assert report["per_attribute"]["gender"]["n"] == 12 and set(report["per_attribute"]["gender"]) >= {
-        "precision",
-        "recall",
-        "n",
+        "precision", "recall", "n",
     }
     (tmp_path / "bad.yaml").write_text("attributes: {colour: [Red]}")
     assert (
@@ -196,18 +176,8 @@ def test_index_stores_tags_so_filters_find_untagged_products(tmp_path, capsys):
     assert (
         main(
             [
-                "index",
-                "build",
-                "--data",
-                str(tmp_path / "cat"),
-                "--index",
-                str(tmp_path / "idx"),
-                "--model",
-                "vitrine:small",
-                "--tag",
-                "--attributes",
-                str(vocabulary),
-                "--no-progress",
+                "index", "build", "--data", str(tmp_path / "cat"), "--index", str(tmp_path / "idx"), "--model",
+                "vitrine:small", "--tag", "--attributes", str(vocabulary), "--no-progress",
             ]
         )
         == 0
@@ -228,15 +198,7 @@ def test_index_stores_tags_so_filters_find_untagged_products(tmp_path, capsys):
     assert (
         main(
             [
-                "search",
-                "--index",
-                str(tmp_path / "idx"),
-                "--text",
-                "a shirt",
-                "-k",
-                "10",
-                "--json",
-                "--filter",
+                "search", "--index", str(tmp_path / "idx"), "--text", "a shirt", "-k", "10", "--json", "--filter",
                 f"baseColour={untagged['tags']['baseColour']}",
             ]
         )

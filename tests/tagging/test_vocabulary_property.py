@@ -24,14 +24,7 @@ templates = st.one_of(
     st.sampled_from(["a {value}", "a photo of a {value}", "{value}", "{value}{value}", "{{value}} {value}"]),
     st.sampled_from(
         [
-            "{} {value}",
-            "{0} {value}",
-            "{value!x}",
-            "{value!r}",
-            "{value:zz}",
-            "{value:>99}",
-            "{value[0]}",
-            "{value",
+            "{} {value}", "{0} {value}", "{value!x}", "{value!r}", "{value:zz}", "{value:>99}", "{value[0]}", "{value",
             "value}",
         ]
     ),
@@ -172,10 +165,8 @@ def workdir(tmp_path_factory):
 
 
 vocabulary_texts = st.one_of(
-    vocabularies.map(lambda v: _dump(v, ".yaml")),
-    vocabularies.map(lambda v: _dump(v, ".json")),
-    json_text(vocabularies),
-    odd_text,
+    vocabularies.map(lambda v: _dump(v, ".yaml")), vocabularies.map(lambda v: _dump(v, ".json")),
+    json_text(vocabularies), odd_text,
 )
 
 

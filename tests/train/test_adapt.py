@@ -28,16 +28,7 @@ def test_adapt_end_to_end(shop, cache, tmp_path, capsys):
     assert (
         main(
             [
-                "adapt",
-                "--catalog",
-                shop,
-                "--out",
-                str(out),
-                "--epochs",
-                "2",
-                "--cache-dir",
-                cache,
-                "--json",
+                "adapt", "--catalog", shop, "--out", str(out), "--epochs", "2", "--cache-dir", cache, "--json",
                 "--no-progress",
             ]
         )
@@ -79,16 +70,7 @@ def test_train_clip_continues_a_shipped_model_on_any_schema(shop, cache, tmp_pat
     assert (
         main(
             [
-                "train",
-                "clip",
-                "--model",
-                "vitrine:kagl-base",
-                "--data",
-                shop,
-                "--out",
-                str(out),
-                "--max-steps",
-                "2",
+                "train", "clip", "--model", "vitrine:kagl-base", "--data", shop, "--out", str(out), "--max-steps", "2",
                 "--no-progress",
             ]
         )

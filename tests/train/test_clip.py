@@ -11,8 +11,7 @@ from vitrine.train.clip import train_clip
 from vitrine.train.config import OptimConfig, SourceConfig, SplitConfig, TrainConfig
 
 TINY_MODEL = {
-    "name": "tiny",
-    "embed_dim": 32,
+    "name": "tiny", "embed_dim": 32,
     "image": {"type": "cnn", "widths": [8, 16], "depths": [1, 1], "stem_width": 8, "stem_stride": 2},
     "text": {"type": "minilm", "max_length": 16},
     "transform": {"size": 32, "pad": "squarepad", "fill": [255, 255, 255]},
@@ -25,14 +24,8 @@ def setup(tmp_path_factory):
     write_shards(root / "shards", make_rows(80), per_shard=40)
     (root / "tiny.json").write_text(json.dumps(TINY_MODEL))
     config = TrainConfig(
-        sources=(SourceConfig(str(root / "shards")),),
-        model=str(root / "tiny.json"),
-        epochs=2,
-        batch_size=16,
-        checkpoint_every=3,
-        val_max_items=40,
-        cache_dir=str(root / "cache"),
-        optim=OptimConfig(lr=0.01, warmup_steps=1),
+        sources=(SourceConfig(str(root / "shards")),), model=str(root / "tiny.json"), epochs=2, batch_size=16,
+        checkpoint_every=3, val_max_items=40, cache_dir=str(root / "cache"), optim=OptimConfig(lr=0.01, warmup_steps=1),
         split=SplitConfig(seed=0, val_fraction=0.15, holdout_field="articleType", holdout_values=("Watches",)),
     )
     return root, config
@@ -86,8 +79,7 @@ def test_resume_refuses_a_different_config(setup):
 def test_config_round_trips_and_rejects_bad_values(tmp_path):
     config = TrainConfig.from_dict(
         {
-            "batch_size": 64,
-            "locked": {"views": ["plain"], "hard_negative_fraction": 0.25},
+            "batch_size": 64, "locked": {"views": ["plain"], "hard_negative_fraction": 0.25},
             "optim": {"betas": [0.9, 0.95]},
         }
     )
@@ -104,17 +96,14 @@ def test_config_round_trips_and_rejects_bad_values(tmp_path):
 
 def test_retired_options_read_at_their_no_op_value_and_are_refused_otherwise():
     old = {
-        "accumulation": 1,
-        "optim": {"lr": 0.01, "text_proj_l2_to_init": 0.0},
+        "accumulation": 1, "optim": {"lr": 0.01, "text_proj_l2_to_init": 0.0},
         "locked": {"lower_blocks": 0, "text_layers": 0, "text_smoothing": 0.0, "views": ["plain"]},
     }
     config = TrainConfig.from_dict(old)
     assert config.optim.lr == 0.01 and config.locked.views == ("plain",)
     assert "accumulation" not in config.to_dict() and "lower_blocks" not in config.to_dict()["locked"]
     for key, section, value in (
-        ("lower_blocks", "locked", 15),
-        ("text_layers", "locked", 1),
-        ("accumulation", None, 4),
+        ("lower_blocks", "locked", 15), ("text_layers", "locked", 1), ("accumulation", None, 4),
         ("text_proj_l2_to_init", "optim", 0.1),
     ):
         data = {key: value} if section is None else {section: {key: value}}

@@ -10,6 +10,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from tests.conftest import cir_catalog, cir_config
 from tests.support.http import free_port
 from tests.train.test_locked import setup  # noqa: F401  (the tiny locked-tower run: catalog, tower file, config)
 
@@ -109,40 +110,7 @@ def test_two_processes_train_the_same_weights_as_one_and_resume(setup, tmp_path)
 def test_composed_retrieval_stage1_in_two_processes_matches_one(tmp_path):
     """`vitrine train cir --nproc 2`: queries split unevenly (batch 13), targets from the whole batch; same
     projection."""
-    from tests.cir.test_triplets_training import catalog_rows
-    from tests.conftest import write_folder
-
-    from vitrine.cir.config import CirTrainConfig
-    from vitrine.cli import main
-
-    write_folder(tmp_path / "cat", catalog_rows())
-    assert (
-        main(
-            [
-                "data",
-                "make-triplets",
-                "--data",
-                str(tmp_path / "cat"),
-                "--out",
-                str(tmp_path / "all.jsonl"),
-                "--kinds",
-                "colour",
-            ]
-        )
-        == 0
-    )
-    config = CirTrainConfig(
-        stage=1,
-        data=(str(tmp_path / "cat"),),
-        triplets=str(tmp_path / "all.jsonl"),
-        model="vitrine:small",
-        val_triplets=str(tmp_path / "all.jsonl"),
-        epochs=1,
-        batch_size=13,
-        lr=1e-3,
-        warmup_steps=1,
-        cache_dir=str(tmp_path / "cache"),
-    )
+    config = cir_config(cir_catalog(tmp_path), stage=1, epochs=1, batch_size=13)
     a, b = train_in_one_and_two_processes("cir", config, tmp_path, "combiner/text_projection.safetensors")
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= MAX_DIFF, worst
@@ -157,16 +125,8 @@ def test_region_alignment_in_two_processes_matches_one(tmp_path):
 
     write_folder(tmp_path / "cat", make_rows(48))
     config = RegionTrainConfig(
-        data=str(tmp_path / "cat"),
-        model="vitrine:small",
-        split_from=None,
-        epochs=2,
-        batch_size=8,
-        lr=1e-3,
-        warmup_steps=1,
-        val_items=8,
-        cache_dir=str(tmp_path / "cache"),
-        freeze_image_tower=True,
+        data=str(tmp_path / "cat"), model="vitrine:small", split_from=None, epochs=2, batch_size=8, lr=1e-3,
+        warmup_steps=1, val_items=8, cache_dir=str(tmp_path / "cache"), freeze_image_tower=True,
     )
     a, b = train_in_one_and_two_processes("regions", config, tmp_path, "model/model.safetensors")
     assert a.keys() == b.keys() and "image_proj.weight" in a
@@ -184,17 +144,8 @@ def train_in_one_and_two_processes(recipe: str, config, tmp_path, saved: str) ->
     for name, extra in (("one", []), ("two", ["--nproc", "2"])):
         done = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "vitrine",
-                "train",
-                recipe,
-                "--config",
-                str(tmp_path / f"{recipe}.json"),
-                "--out",
-                str(tmp_path / name),
-                "--no-progress",
-                *extra,
+                sys.executable, "-m", "vitrine", "train", recipe, "--config", str(tmp_path / f"{recipe}.json"), "--out",
+                str(tmp_path / name), "--no-progress", *extra,
             ],
             env=env,
             capture_output=True,

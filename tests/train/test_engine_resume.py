@@ -6,12 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.cir.test_triplets_training import catalog_rows
-from tests.conftest import make_rows, write_folder
+from tests.conftest import cir_catalog, cir_config, make_rows, write_folder
 
-from vitrine.cir.config import CirTrainConfig
 from vitrine.cir.train import train_cir
-from vitrine.cli import main
 from vitrine.train.regions import RegionTrainConfig, train_regions
 
 
@@ -25,17 +22,8 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 def test_region_alignment_resumes_bit_for_bit(tmp_path, locked):
     write_folder(tmp_path / "cat", make_rows(40))
     config = RegionTrainConfig(
-        data=str(tmp_path / "cat"),
-        model="vitrine:small",
-        split_from=None,
-        epochs=2,
-        batch_size=8,
-        lr=1e-3,
-        warmup_steps=1,
-        val_items=8,
-        checkpoint_every=3,
-        cache_dir=str(tmp_path / "cache"),
-        freeze_image_tower=locked,
+        data=str(tmp_path / "cat"), model="vitrine:small", split_from=None, epochs=2, batch_size=8, lr=1e-3,
+        warmup_steps=1, val_items=8, checkpoint_every=3, cache_dir=str(tmp_path / "cache"), freeze_image_tower=locked,
     )
     whole = train_regions(config.replace(out=str(tmp_path / "whole")), progress=False)
     stopped = train_regions(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)
@@ -51,22 +39,7 @@ def test_region_alignment_resumes_bit_for_bit(tmp_path, locked):
 @pytest.fixture(scope="module")
 def triplet_catalog(tmp_path_factory):
     root = tmp_path_factory.mktemp("cir")
-    write_folder(root / "cat", catalog_rows())
-    assert (
-        main(
-            [
-                "data",
-                "make-triplets",
-                "--data",
-                str(root / "cat"),
-                "--out",
-                str(root / "all.jsonl"),
-                "--kinds",
-                "colour",
-            ]
-        )
-        == 0
-    )
+    cir_catalog(root)
     return root
 
 
@@ -75,21 +48,7 @@ def triplet_catalog(tmp_path_factory):
 )
 def test_composed_retrieval_stages_resume_bit_for_bit(triplet_catalog, tmp_path, stage, combiner):
     root = triplet_catalog
-    config = CirTrainConfig(
-        stage=stage,
-        combiner=combiner,
-        data=(str(root / "cat"),),
-        triplets=str(root / "all.jsonl"),
-        val_triplets=str(root / "all.jsonl"),
-        model="vitrine:small",
-        epochs=2,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=1,
-        agcn_width=32,
-        agcn_layers=1,
-        cache_dir=str(root / "cache"),
-    )
+    config = cir_config(root, stage=stage, combiner=combiner, epochs=2, agcn_width=32, agcn_layers=1)
     whole = train_cir(config.replace(out=str(tmp_path / "whole")), progress=False)
     stopped = train_cir(config.replace(out=str(tmp_path / "parts"), max_steps=whole.steps // 2 + 1), progress=False)
     assert 0 < stopped.steps < whole.steps

@@ -110,11 +110,7 @@ def test_fine_tuning_lowers_the_loss_and_saves_a_model_the_same_scheme_loads(che
 def test_resume_is_bit_identical_and_locked_towers_train_only_their_last_blocks(checkpoints, tmp_path):
     model = checkpoints["clip"]
     freeze = {
-        "image_tower": True,
-        "text_tower": True,
-        "image_proj": False,
-        "text_proj": False,
-        "image_blocks": 1,
+        "image_tower": True, "text_tower": True, "image_proj": False, "text_proj": False, "image_blocks": 1,
         "text_blocks": 1,
     }
     one_go = train_clip(config_for(model, tmp_path / "a", freeze=freeze), progress=False)
@@ -157,16 +153,8 @@ def test_region_alignment_on_a_clip_resumes_bit_for_bit_and_saves_in_its_format(
 
     shard = write_kagl_subset(tmp_path / "kagl-96.tar", 96)
     config = RegionTrainConfig(
-        data=shard,
-        model=checkpoints[kind],
-        split_from=None,
-        epochs=3,
-        batch_size=16,
-        lr=1e-3,
-        warmup_steps=1,
-        val_items=16,
-        checkpoint_every=3,
-        cache_dir=str(tmp_path / "cache"),
+        data=shard, model=checkpoints[kind], split_from=None, epochs=3, batch_size=16, lr=1e-3, warmup_steps=1,
+        val_items=16, checkpoint_every=3, cache_dir=str(tmp_path / "cache"),
     )
     whole = train_regions(config.replace(out=str(tmp_path / "whole")), progress=False)
     losses = [float(row["loss"]) for row in csv.DictReader(open(tmp_path / "whole" / "metrics.csv")) if row.get("loss")]

@@ -15,12 +15,8 @@ from vitrine.train.config import FreezeConfig, LockedConfig, OptimConfig, Source
 from vitrine.train.locked import HardNegatives
 
 TOWER = {
-    "type": "efficientnet-lite",
-    "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]],
-    "stem_width": 8,
-    "head_width": 24,
-    "input_mean": [0.498, 0.498, 0.498],
-    "input_std": [0.502, 0.502, 0.502],
+    "type": "efficientnet-lite", "stages": [[1, 3, 1, 1, 8], [1, 3, 2, 4, 16]], "stem_width": 8, "head_width": 24,
+    "input_mean": [0.498, 0.498, 0.498], "input_std": [0.502, 0.502, 0.502],
 }
 
 
@@ -33,24 +29,15 @@ def setup(tmp_path_factory):
     tower = build_image_tower(TOWER, pretrained=False)
     torch.save({k.removeprefix("net."): v for k, v in tower.state_dict().items()}, root / "tower.pth")
     model = {
-        "name": "tiny-locked",
-        "embed_dim": 384,
-        "image": {**TOWER, "pretrained": f"file:{root / 'tower.pth'}"},
+        "name": "tiny-locked", "embed_dim": 384, "image": {**TOWER, "pretrained": f"file:{root / 'tower.pth'}"},
         "text": {"type": "minilm", "max_length": 16},
         "transform": {"size": 32, "pad": "squarepad", "fill": [255, 255, 255]},
-        "image_head": {"type": "mlp", "hidden": 32},
-        "text_proj_init": "identity",
+        "image_head": {"type": "mlp", "hidden": 32}, "text_proj_init": "identity",
     }
     (root / "tiny.json").write_text(json.dumps(model))
     config = TrainConfig(
-        sources=(SourceConfig(str(root / "shards")),),
-        model=str(root / "tiny.json"),
-        epochs=3,
-        batch_size=16,
-        amp=False,
-        val_max_items=40,
-        cache_dir=str(root / "cache"),
-        optim=OptimConfig(lr=0.01, warmup_steps=1),
+        sources=(SourceConfig(str(root / "shards")),), model=str(root / "tiny.json"), epochs=3, batch_size=16,
+        amp=False, val_max_items=40, cache_dir=str(root / "cache"), optim=OptimConfig(lr=0.01, warmup_steps=1),
         freeze=FreezeConfig(image_tower=True, text_tower=True, text_proj=True),
         locked=LockedConfig(views=("plain", "flip"), hard_negative_fraction=0.25),
         split=SplitConfig(seed=0, val_fraction=0.15, holdout_field="articleType", holdout_values=("Watches",)),
@@ -125,10 +112,7 @@ def test_a_shipping_run_inherits_the_protocol_runs_margin_and_says_where_from(se
         out=str(root / "protocol"),
         epochs=1,
         split=SplitConfig(
-            seed=0,
-            val_fraction=0.15,
-            holdout_field="articleType",
-            holdout_values=("Watches",),
+            seed=0, val_fraction=0.15, holdout_field="articleType", holdout_values=("Watches",),
             calibration_fraction=0.5,
         ).__dict__,
     )
@@ -136,9 +120,7 @@ def test_a_shipping_run_inherits_the_protocol_runs_margin_and_says_where_from(se
     tuned = json.loads((root / "protocol" / "model" / "training.json").read_text())["calibration"]["articleType"]
     assert tuned["source"] == {"tuned_on": "calib types of this run"}
     shipping = config.replace(
-        out=str(root / "shipping"),
-        epochs=1,
-        split=SplitConfig(seed=0, val_fraction=0.15).__dict__,
+        out=str(root / "shipping"), epochs=1, split=SplitConfig(seed=0, val_fraction=0.15).__dict__,
         calibration_from=str(root / "protocol"),
     )
     train_clip(shipping, progress=False)

@@ -25,11 +25,8 @@ def config_class(path: Path):
 
 def test_there_are_five_pairs():
     assert [p.name for p in PROTOCOLS] == [
-        "cir-kagl-base-protocol-agcn.json",
-        "cir-kagl-base-protocol-stage1.json",
-        "cir-kagl-base-protocol-stage2.json",
-        "kagl-base-protocol.json",
-        "regions-kagl-base-protocol.json",
+        "cir-kagl-base-protocol-agcn.json", "cir-kagl-base-protocol-stage1.json", "cir-kagl-base-protocol-stage2.json",
+        "kagl-base-protocol.json", "regions-kagl-base-protocol.json",
     ]
 
 

@@ -114,11 +114,8 @@ class Composer:
         return torch.cat(
             [
                 self.combiner(
-                    reference[s : s + 1024],
-                    text[s : s + 1024],
-                    reference_tokens[s : s + 1024].float().to(device),
-                    tokens[row[s : s + 1024]],
-                    mask[row[s : s + 1024]],
+                    reference[s : s + 1024], text[s : s + 1024], reference_tokens[s : s + 1024].float().to(device),
+                    tokens[row[s : s + 1024]], mask[row[s : s + 1024]],
                 )
                 for s in range(0, len(text), 1024)
             ]

@@ -70,13 +70,8 @@ def evaluate_triplets(composer: Composer, bank: ImageBank, triplets: Sequence[Tr
 
 
 def triplet_examples(
-    bank: ImageBank,
-    triplets: Sequence[Triplet],
-    targets: Sequence[Sequence[int]],
-    refs: Sequence[int],
-    queries: torch.Tensor,
-    ranks: torch.Tensor,
-    count: int = EXAMPLES,
+    bank: ImageBank, triplets: Sequence[Triplet], targets: Sequence[Sequence[int]], refs: Sequence[int],
+    queries: torch.Tensor, ranks: torch.Tensor, count: int = EXAMPLES,
 ) -> dict:
     """Successes (best target ranked first), evenly spaced through the file, and failures (the worst-ranked best
     targets, the first triplet first among equals), each with its reference, text, best target, 1-based rank and top
@@ -107,23 +102,12 @@ def triplet_examples(
 
 
 def run_composed(
-    data: str,
-    triplets: str,
-    composer: Composer,
-    galleries: Sequence[str] = (),
-    schema=None,
-    on_error: str = "skip",
-    cache_dir: str | None = "runs/cache",
-    progress: bool = True,
+    data: str, triplets: str, composer: Composer, galleries: Sequence[str] = (), schema=None, on_error: str = "skip",
+    cache_dir: str | None = "runs/cache", progress: bool = True,
 ) -> dict:
     """`vitrine eval composed --triplets`: the gallery is `data` plus `galleries`, embedded once and cached."""
     bank = image_bank(
-        composer.model,
-        [data, *galleries],
-        cache_dir=cache_dir,
-        schema=schema,
-        on_error=on_error,
-        progress=progress,
+        composer.model, [data, *galleries], cache_dir=cache_dir, schema=schema, on_error=on_error, progress=progress,
         with_tokens=composer.needs_tokens,
     )
     report = evaluate_triplets(composer, bank, read_triplets(triplets), examples=EXAMPLES)

@@ -8,11 +8,8 @@ import torch
 
 
 def best_target_ranks(
-    queries: torch.Tensor,
-    gallery: torch.Tensor,
-    targets: Sequence[Sequence[int]],
-    exclude: Sequence[int | None] | None = None,
-    chunk: int = 512,
+    queries: torch.Tensor, gallery: torch.Tensor, targets: Sequence[Sequence[int]],
+    exclude: Sequence[int | None] | None = None, chunk: int = 512,
 ) -> torch.Tensor:
     """0-based rank of each query's highest-scoring target among the gallery rows.
 
@@ -40,10 +37,7 @@ def recall(ranks: torch.Tensor, k: int) -> float:
 
 
 def subset_ranks(
-    queries: torch.Tensor,
-    gallery: torch.Tensor,
-    subsets: Sequence[Sequence[int]],
-    targets: Sequence[int],
+    queries: torch.Tensor, gallery: torch.Tensor, subsets: Sequence[Sequence[int]], targets: Sequence[int],
     references: Sequence[int],
 ) -> torch.Tensor:
     """CIRR's Recall_subset: rank of the target among the query's img_set members, the reference removed."""

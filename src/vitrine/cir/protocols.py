@@ -47,12 +47,8 @@ def _load_json(path: Path):
 
 
 def evaluate_fashioniq(
-    composer: Composer,
-    root: str | os.PathLike,
-    images: str | os.PathLike,
-    split: str = "val",
-    categories: Sequence[str] = FASHIONIQ_CATEGORIES,
-    progress: bool = True,
+    composer: Composer, root: str | os.PathLike, images: str | os.PathLike, split: str = "val",
+    categories: Sequence[str] = FASHIONIQ_CATEGORIES, progress: bool = True,
 ) -> dict:
     """R@10 and R@50 per category against that category's gallery, and their averages."""
     root, found = Path(root), _image_index(images)
@@ -67,9 +63,7 @@ def evaluate_fashioniq(
         row = {files[i]: r for r, i in enumerate(kept)}
         usable = [c for c in captions if c.get("candidate") in row and c.get("target") in row]
         entry = {
-            "n_queries": len(usable),
-            "gallery_size": len(row),
-            "missing_images": len(names) - len(row),
+            "n_queries": len(usable), "gallery_size": len(row), "missing_images": len(names) - len(row),
             "skipped_queries": len(captions) - len(usable),
         }
         if usable:
@@ -88,12 +82,8 @@ def evaluate_fashioniq(
 
 
 def evaluate_cirr(
-    composer: Composer,
-    root: str | os.PathLike,
-    images: str | os.PathLike,
-    split: str = "val",
-    submission: str | os.PathLike | None = None,
-    progress: bool = True,
+    composer: Composer, root: str | os.PathLike, images: str | os.PathLike, split: str = "val",
+    submission: str | os.PathLike | None = None, progress: bool = True,
 ) -> dict:
     """R@1/5/10/50 (reference removed) and Rsubset@1/2/3 on `val`; on `test1`, the test-server JSON files."""
     root = Path(root)
@@ -111,12 +101,8 @@ def evaluate_cirr(
     has_target = split != "test1"
     usable = [c for c in captions if c["reference"] in row and (not has_target or c.get("target_hard") in row)]
     report = {
-        "protocol": "cirr",
-        "split": split,
-        "n_queries": len(usable),
-        "gallery_size": len(row),
-        "missing_images": len(paths) - len(row),
-        "skipped_queries": len(captions) - len(usable),
+        "protocol": "cirr", "split": split, "n_queries": len(usable), "gallery_size": len(row),
+        "missing_images": len(paths) - len(row), "skipped_queries": len(captions) - len(usable),
     }
     if not usable:
         return report
@@ -136,13 +122,8 @@ def evaluate_cirr(
 
 
 def write_cirr_submission(
-    out: str | os.PathLike,
-    captions: Sequence[dict],
-    queries: torch.Tensor,
-    gallery: torch.Tensor,
-    names: Sequence[str],
-    refs: Sequence[int],
-    subsets: Sequence[Sequence[int]],
+    out: str | os.PathLike, captions: Sequence[dict], queries: torch.Tensor, gallery: torch.Tensor,
+    names: Sequence[str], refs: Sequence[int], subsets: Sequence[Sequence[int]],
 ) -> list[str]:
     """The two files the CIRR test server takes: top-50 over the gallery and top-3 within each img_set, reference
     removed."""

@@ -134,9 +134,7 @@ class CirRecipe:
             if self.live_images:
                 used = set(self.train.refs.tolist()) | {row for rows in self.train.targets for row in rows}
                 rows, self.images = decode_products(
-                    config.data,
-                    [bank.items[r].id for r in sorted(used)],
-                    model.image_transform,
+                    config.data, [bank.items[r].id for r in sorted(used)], model.image_transform,
                     progress=progress and ctx.is_main,
                 )
                 self.image_row = torch.full((len(bank.items),), -1, dtype=torch.long)
@@ -149,14 +147,9 @@ class CirRecipe:
         elif use_agcn:
             self.combiner = AGCN(
                 AGCNConfig(
-                    model.embed_dim,
-                    image_width=bank.tokens.shape[-1],
-                    text_width=text_proj.in_features,
-                    width=config.agcn_width,
-                    layers=config.agcn_layers,
-                    heads=config.agcn_heads,
-                    dropout=config.agcn_dropout,
-                    encoder=model.name,
+                    model.embed_dim, image_width=bank.tokens.shape[-1], text_width=text_proj.in_features,
+                    width=config.agcn_width, layers=config.agcn_layers, heads=config.agcn_heads,
+                    dropout=config.agcn_dropout, encoder=model.name,
                 )
             )
             self.module = self.combiner
@@ -269,15 +262,8 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> TrainResult:
     """
     ctx = setup(config.device)
     schedule, checkpoint = open_run(
-        config,
-        ctx,
-        "cir",
-        lr=config.lr,
-        warmup_steps=config.warmup_steps,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        val_every_epochs=config.val_every_epochs,
-        desc=f"train cir stage {config.stage}",
+        config, ctx, "cir", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
+        max_steps=config.max_steps, val_every_epochs=config.val_every_epochs, desc=f"train cir stage {config.stage}",
     )
     recipe = CirRecipe(config, ctx, progress)
     state = run(recipe, schedule, ctx, checkpoint, progress)
@@ -297,11 +283,7 @@ def train_cir(config: CirTrainConfig, progress: bool = True) -> TrainResult:
 
 
 def _save(
-    directory: Path,
-    config: CirTrainConfig,
-    encoder: str,
-    combiner: nn.Module,
-    projection: nn.Linear | None,
+    directory: Path, config: CirTrainConfig, encoder: str, combiner: nn.Module, projection: nn.Linear | None,
     val: dict | None,
 ) -> None:
     extra = {"encoder": encoder, "stage": config.stage, "triplets": config.triplets, "val": val}

@@ -59,9 +59,7 @@ def read_triplets(path: str | os.PathLike) -> list[Triplet]:
             if kind is not None and not isinstance(kind, str):
                 raise InvalidInput(f"{path}, line {number}: 'kind' must be a text, got {kind!r}")
             texts = {
-                "reference": str(reference),
-                "modification": modification,
-                "targets": "".join(map(str, targets)),
+                "reference": str(reference), "modification": modification, "targets": "".join(map(str, targets)),
                 "kind": kind or "",
             }
             for name, text in texts.items():

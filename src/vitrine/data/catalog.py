@@ -49,12 +49,8 @@ def schema_for(
 
 
 def open_catalog(
-    path: str | os.PathLike,
-    schema: str | os.PathLike | CatalogSchema | None = None,
-    on_error: str = "fail",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    require_title: bool | None = None,
-    max_member_bytes: int | None = None,
+    path: str | os.PathLike, schema: str | os.PathLike | CatalogSchema | None = None, on_error: str = "fail",
+    max_pixels: int = DEFAULT_MAX_PIXELS, require_title: bool | None = None, max_member_bytes: int | None = None,
 ) -> CatalogReader:
     """Open WebDataset shards (dir, glob, braces) or a folder + CSV/JSONL, streaming items.
 

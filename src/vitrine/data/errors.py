@@ -20,8 +20,7 @@ class OnError(str, Enum):
 class DataError(InvalidInput):
     """A problem with one row of a catalog, naming the row and the file."""
 
-    kind = "data error"
-    code = "bad_row"
+    kind, code = "data error", "bad_row"
 
     def __init__(self, message: str, *, source: str = "", row: int | None = None, item_id: str | None = None):
         self.detail = message
@@ -49,29 +48,25 @@ class DataError(InvalidInput):
 class ImageDecodeError(DataError):
     """The image bytes are not a readable image (corrupt, truncated, not an image, too large)."""
 
-    kind = "bad image"
-    code = "bad_image"
+    kind, code = "bad image", "bad_image"
 
 
 class MissingFileError(DataError):
     """A row points at an image that does not exist."""
 
-    kind = "missing file"
-    code = "missing_image"
+    kind, code = "missing file", "missing_image"
 
 
 class UnsafePathError(DataError):
     """A row's image path leads outside the catalog folder ('..', an absolute path, a symlink pointing out)."""
 
-    kind = "image path outside the catalog"
-    code = "unsafe_path"
+    kind, code = "image path outside the catalog", "unsafe_path"
 
 
 class RowFormatError(DataError):
     """A metadata row is malformed: bad CSV/JSON, missing id, empty title."""
 
-    kind = "malformed row"
-    code = "malformed_row"
+    kind, code = "malformed row", "malformed_row"
 
 
 @dataclass
@@ -109,8 +104,7 @@ class ErrorReport:
             ", ".join(
                 p
                 for p in (
-                    f"row {r['row']}" if r["row"] is not None else "",
-                    f"id {r['id']}" if r["id"] is not None else "",
+                    f"row {r['row']}" if r["row"] is not None else "", f"id {r['id']}" if r["id"] is not None else "",
                 )
                 if p
             )

@@ -42,11 +42,7 @@ class FolderCatalog(CatalogReader):
     """
 
     def __init__(
-        self,
-        path: str | os.PathLike,
-        schema: CatalogSchema,
-        on_error="fail",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        self, path: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS,
         images_dir: str | os.PathLike | None = None,
     ):
         super().__init__(schema, on_error, max_pixels)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from vitrine.config_file import ConfigFile
@@ -33,6 +31,7 @@ class PromptSet(ConfigFile):
     """Templates per attribute (for tagging) and caption templates (for training)."""
 
     config_name = "prompt set"
+    builtins = ("vitrine.data", "prompts")
 
     name: str = "custom"
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -60,15 +59,9 @@ class PromptSet(ConfigFile):
 
 
 def builtin_prompts(name: str = "kagl") -> PromptSet:
-    text = resources.files("vitrine.data").joinpath("prompts", f"{name}.json").read_text(encoding="utf-8")
-    return PromptSet.from_dict(json.loads(text))
+    return PromptSet.builtin(name)
 
 
 def resolve_prompts(spec: str | Path | PromptSet | None) -> PromptSet:
     """A prompt set object, a builtin name, or a JSON path; None means the KAGL set."""
-    if isinstance(spec, PromptSet):
-        return spec
-    if spec is None:
-        return builtin_prompts("kagl")
-    path = Path(spec)
-    return PromptSet.from_file(path) if path.suffix == ".json" or path.exists() else builtin_prompts(str(spec))
+    return PromptSet.resolve(spec)

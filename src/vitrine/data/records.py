@@ -117,11 +117,7 @@ class CatalogReader(ABC):
         except ImageDecodeError as exc:
             raise ImageDecodeError(exc.detail, source=record.source, row=record.row, item_id=record.id) from None
         return Item(
-            id=record.id,
-            image=image,
-            title=record.title,
-            attributes=record.attributes,
-            source=record.source,
+            id=record.id, image=image, title=record.title, attributes=record.attributes, source=record.source,
             row=record.row,
         )
 

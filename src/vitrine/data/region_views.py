@@ -45,14 +45,8 @@ def product_views(image, transform, views, foreground: Foreground) -> np.ndarray
 
 
 def load_region_pool(
-    data: str,
-    views: tuple[str, ...],
-    transform,
-    split: SplitConfig,
-    cache_dir: str,
-    schema: str | None = None,
-    max_items: int | None = None,
-    progress: bool = True,
+    data: str, views: tuple[str, ...], transform, split: SplitConfig, cache_dir: str, schema: str | None = None,
+    max_items: int | None = None, progress: bool = True,
 ) -> RegionPool:
     """Decode the train and val products of `split` once and cut their views; cached on disk (segmentation is the
     slow part)."""
@@ -67,20 +61,14 @@ def load_region_pool(
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         return RegionPool(
-            torch.from_numpy(np.load(folder / "views.npy")),
-            meta["ids"],
-            meta["titles"],
-            meta["attributes"],
+            torch.from_numpy(np.load(folder / "views.npy")), meta["ids"], meta["titles"], meta["attributes"],
             np.asarray(meta["splits"]),
         )
     reader = open_catalog(data, schema=schema, on_error="skip", require_title=False)
     foreground = Foreground()
     cut, ids, titles, attributes, splits = [], [], [], [], []
     for record in tqdm(
-        reader.records(),
-        total=reader.count() if progress else None,
-        desc="cut regions",
-        unit="img",
+        reader.records(), total=reader.count() if progress else None, desc="cut regions", unit="img",
         disable=not progress,
     ):
         assigned = split.assign(record.id, record.attributes)

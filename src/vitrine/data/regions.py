@@ -52,11 +52,7 @@ class Foreground:
         self, threshold: float = 30.0, work_size: int = 160, min_area: float = 0.02, keep: int = 2, open_size: int = 3
     ):
         self.threshold, self.work_size, self.min_area, self.keep, self.open_size = (
-            threshold,
-            work_size,
-            min_area,
-            keep,
-            open_size,
+            threshold, work_size, min_area, keep, open_size,
         )
 
     def mask(self, image: Image.Image) -> np.ndarray:

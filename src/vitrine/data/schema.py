@@ -3,9 +3,7 @@ files."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from vitrine.config_file import ConfigFile
@@ -30,6 +28,7 @@ class CatalogSchema(ConfigFile):
     a `SchemaError` naming the file (or `schema`) and the field."""
 
     config_name = "schema"
+    builtins = ("vitrine.data", "schemas")
     config_error = SchemaError
     field_checks = {"max_member_bytes": _bytes_limit}
 
@@ -69,17 +68,9 @@ class CatalogSchema(ConfigFile):
 
 def builtin_schema(name: str) -> CatalogSchema:
     """A schema shipped with vitrine, e.g. `kagl`."""
-    text = resources.files("vitrine.data").joinpath("schemas", f"{name}.json").read_text(encoding="utf-8")
-    return CatalogSchema.from_dict(json.loads(text))
+    return CatalogSchema.builtin(name)
 
 
 def resolve_schema(spec: str | Path | CatalogSchema | None) -> CatalogSchema:
     """Accept a schema object, a builtin name, a JSON path, or None (the KAGL default)."""
-    if isinstance(spec, CatalogSchema):
-        return spec
-    if spec is None:
-        return builtin_schema("kagl")
-    path = Path(spec)
-    if path.suffix == ".json" or path.exists():
-        return CatalogSchema.from_file(path)
-    return builtin_schema(str(spec))
+    return CatalogSchema.resolve(spec)

@@ -25,51 +25,16 @@ SAMPLE_ROWS = 2000  # rows read to classify the columns; inference never reads a
 
 # Column names, compared after lower-casing and dropping everything but letters and digits, best first.
 ID_NAMES = (
-    "id",
-    "sku",
-    "productid",
-    "itemid",
-    "articleid",
-    "articleno",
-    "productcode",
-    "itemcode",
-    "code",
-    "uid",
-    "asin",
-    "key",
-    "ref",
-    "reference",
-    "styleid",
-    "pid",
+    "id", "sku", "productid", "itemid", "articleid", "articleno", "productcode", "itemcode", "code", "uid", "asin",
+    "key", "ref", "reference", "styleid", "pid",
 )
 TITLE_NAMES = (
-    "title",
-    "name",
-    "productname",
-    "productdisplayname",
-    "displayname",
-    "producttitle",
-    "itemname",
-    "caption",
-    "description",
-    "productdescription",
-    "label",
+    "title", "name", "productname", "productdisplayname", "displayname", "producttitle", "itemname", "caption",
+    "description", "productdescription", "label",
 )
 IMAGE_NAMES = (
-    "image",
-    "imagepath",
-    "imagefile",
-    "imagename",
-    "img",
-    "photo",
-    "picture",
-    "pic",
-    "file",
-    "filename",
-    "path",
-    "imageurl",
-    "thumbnail",
-    "thumb",
+    "image", "imagepath", "imagefile", "imagename", "img", "photo", "picture", "pic", "file", "filename", "path",
+    "imageurl", "thumbnail", "thumb",
 )
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 NUMBER_WORDS = ("price", "cost", "year", "qty", "quantity", "stock", "rating", "weight", "size_cm", "count", "amount")
@@ -156,12 +121,8 @@ def _profile(name: str, values: Sequence[str | None]) -> ColumnProfile:
     images = sum(v.lower().endswith(IMAGE_SUFFIXES) for v in filled)
     n = len(filled)
     return ColumnProfile(
-        name=name,
-        filled=n,
-        distinct=len(set(filled)),
-        numeric_share=numeric / n if n else 0.0,
-        mean_words=words / n if n else 0.0,
-        image_share=images / n if n else 0.0,
+        name=name, filled=n, distinct=len(set(filled)), numeric_share=numeric / n if n else 0.0,
+        mean_words=words / n if n else 0.0, image_share=images / n if n else 0.0,
         unique=n == len(values) and len(set(filled)) == n and n > 0,
     )
 
@@ -195,11 +156,8 @@ def _pick(role: str, named: list[str], by_content: list[str], problems: list[str
 
 
 def infer_from_rows(
-    header: Sequence[str],
-    rows: Sequence[Mapping[str, object]],
-    name: str = "inferred",
-    base: CatalogSchema | None = None,
-    needs_image_column: bool = False,
+    header: Sequence[str], rows: Sequence[Mapping[str, object]], name: str = "inferred",
+    base: CatalogSchema | None = None, needs_image_column: bool = False,
 ) -> tuple[CatalogSchema, dict]:
     """The schema for a catalog with this header and these sample rows, and a description of what was decided.
 
@@ -245,13 +203,8 @@ def infer_from_rows(
     if title_field is None and not problems:
         problems.append(f"no column is named like a title ({', '.join(TITLE_NAMES[:4])}, ...) or holds product names")
     schema = replace(
-        base,
-        name=name,
-        id_field=id_field or header[0],
-        title_field=title_field or "title",
-        image_field=image_field,
-        attributes=tuple(attributes),
-        facets=tuple(facets),
+        base, name=name, id_field=id_field or header[0], title_field=title_field or "title", image_field=image_field,
+        attributes=tuple(attributes), facets=tuple(facets),
     )
     kinds = {c: profiles[c].kind for c in attributes}
     return schema, {"kagl": False, "problems": problems, "kinds": kinds, "rows_sampled": len(rows)}

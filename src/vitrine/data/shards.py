@@ -86,11 +86,7 @@ class ShardCatalog(CatalogReader):
     """Streams samples from WebDataset shards, one shard open at a time."""
 
     def __init__(
-        self,
-        spec: str | os.PathLike,
-        schema: CatalogSchema,
-        on_error="fail",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        self, spec: str | os.PathLike, schema: CatalogSchema, on_error="fail", max_pixels: int = DEFAULT_MAX_PIXELS,
         max_member_bytes: int | None = None,
     ):
         super().__init__(schema, on_error, max_pixels)
@@ -142,9 +138,7 @@ class ShardCatalog(CatalogReader):
                     refusal = self._refusal(member, key, ext, members, finished)
                     if refusal is not None:
                         problem = problem or RowFormatError(
-                            f"member {member.name!r}: {refusal}",
-                            source=source,
-                            row=row + 1,
+                            f"member {member.name!r}: {refusal}", source=source, row=row + 1,
                             item_id=os.path.basename(key),
                         )
                         if member.isfile() and member.size > self.max_member_bytes:

@@ -7,40 +7,14 @@ import re
 _WORD = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*", re.UNICODE)
 # Words a shopper types for a catalog value that no plural rule reaches (both sides are folded through this).
 SYNONYMS = {
-    "woman": "women",
-    "womens": "women",
-    "ladies": "women",
-    "lady": "women",
-    "female": "women",
-    "man": "men",
-    "mens": "men",
-    "male": "men",
-    "gents": "men",
-    "boy": "boys",
-    "girl": "girls",
-    "kid": "kids",
-    "grey": "gray",
-    "tee": "tshirt",
-    "tees": "tshirt",
+    "woman": "women", "womens": "women", "ladies": "women", "lady": "women", "female": "women", "man": "men",
+    "mens": "men", "male": "men", "gents": "men", "boy": "boys", "girl": "girls", "kid": "kids", "grey": "gray",
+    "tee": "tshirt", "tees": "tshirt",
 }
 # Words whose last "s" is not a plural, or whose plural is how a shopper names one item.
 _KEEP = {
-    "jeans",
-    "shorts",
-    "trousers",
-    "leggings",
-    "glasses",
-    "sunglasses",
-    "boys",
-    "girls",
-    "kids",
-    "pants",
-    "capris",
-    "jeggings",
-    "tights",
-    "briefs",
-    "boxers",
-    "trunks",
+    "jeans", "shorts", "trousers", "leggings", "glasses", "sunglasses", "boys", "girls", "kids", "pants", "capris",
+    "jeggings", "tights", "briefs", "boxers", "trunks",
 }
 
 

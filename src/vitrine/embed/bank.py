@@ -67,13 +67,8 @@ def bank_folder(model, path: str, cache_dir: str | os.PathLike) -> Path:
 
 
 def image_bank(
-    model,
-    paths: Sequence[str],
-    cache_dir: str | os.PathLike | None = "runs/cache",
-    schema=None,
-    on_error: str = "skip",
-    progress: bool = True,
-    with_tokens: bool = False,
+    model, paths: Sequence[str], cache_dir: str | os.PathLike | None = "runs/cache", schema=None,
+    on_error: str = "skip", progress: bool = True, with_tokens: bool = False,
 ) -> ImageBank:
     """Embeddings (and with `with_tokens` the image tokens) of every product in `paths` (ids unique across
     them), from the cache when it is current."""
@@ -88,11 +83,7 @@ def image_bank(
         if folder is not None and (folder / "items.json").is_file():
             part_items = [
                 Item(
-                    id=d["id"],
-                    image=None,
-                    title=d["title"],
-                    attributes=d["attributes"],
-                    source=d["source"],
+                    id=d["id"], image=None, title=d["title"], attributes=d["attributes"], source=d["source"],
                     row=d["row"],
                 )
                 for d in json.loads((folder / "items.json").read_text(encoding="utf-8"))

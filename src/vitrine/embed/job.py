@@ -35,20 +35,9 @@ class EmbedResult:
 
 
 def run_embed(
-    data: str,
-    model: str = DEFAULT_MODEL,
-    out: str = "runs/embed",
-    batch_size: int = 64,
-    part_size: int = 4096,
-    texts: bool = False,
-    on_error: str = "fail",
-    schema: str | None = None,
-    limit: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    encoder=None,
-    engine: str = "local",
-    ray: RayOptions | None = None,
+    data: str, model: str = DEFAULT_MODEL, out: str = "runs/embed", batch_size: int = 64, part_size: int = 4096,
+    texts: bool = False, on_error: str = "fail", schema: str | None = None, limit: int | None = None,
+    overwrite: bool = False, progress: bool = True, encoder=None, engine: str = "local", ray: RayOptions | None = None,
 ) -> EmbedResult:
     """Write `<out>/image_embeddings.npy` (+ `text_embeddings.npy` of titles with `texts`) and `metadata.csv`.
 
@@ -101,30 +90,19 @@ def run_embed(
         bar.update(batch.position - bar.n)
         if len(rows) >= part_size:
             store.write(
-                index,
-                {k: np.concatenate(v) for k, v in pending.items()},
-                rows,
+                index, {k: np.concatenate(v) for k, v in pending.items()}, rows,
                 {"position": batch.position, "skipped": batch.skipped},
             )
             index, rows, pending = index + 1, [], {kind: [] for kind in kinds}
     if rows:
         store.write(
-            index,
-            {k: np.concatenate(v) for k, v in pending.items()},
-            rows,
+            index, {k: np.concatenate(v) for k, v in pending.items()}, rows,
             {"position": batch.position, "skipped": batch.skipped},
         )
     bar.close()
     count, _ = store.merge(encoder.embed_dim)
     return _finish(
-        store,
-        job,
-        model,
-        encoder.embed_dim,
-        count,
-        computed,
-        time.perf_counter() - t0,
-        reader.report.to_dict(),
+        store, job, model, encoder.embed_dim, count, computed, time.perf_counter() - t0, reader.report.to_dict(),
         done_rows,
     )
 
@@ -167,14 +145,7 @@ def _start_job(reader, data, model, out, batch_size, part_size, texts, on_error,
 
 
 def _finish(
-    store: PartStore,
-    job: dict,
-    model: str,
-    dim: int,
-    count: int,
-    computed: int,
-    seconds: float,
-    errors: dict,
+    store: PartStore, job: dict, model: str, dim: int, count: int, computed: int, seconds: float, errors: dict,
     done_rows: int,
 ) -> EmbedResult:
     result = EmbedResult(

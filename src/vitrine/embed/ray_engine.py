@@ -105,12 +105,7 @@ class RaySession:
 
 
 def encode_units_on_ray(
-    units: Sequence[Unit],
-    model: str,
-    options: RayOptions,
-    batch_size: int = 64,
-    texts: bool = False,
-    schema=None,
+    units: Sequence[Unit], model: str, options: RayOptions, batch_size: int = 64, texts: bool = False, schema=None,
     on_error: str = "fail",
 ) -> Iterator[UnitResult]:
     """Encode `units` on an actor pool; yields each unit's result as it completes (any order). Needs a RaySession."""

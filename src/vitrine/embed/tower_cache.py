@@ -24,9 +24,7 @@ CHUNK = 2048
 
 def _key(model, ids: list[str], view: str) -> str:
     spec = {
-        "image": model.config.image,
-        "transform": model.config.transform,
-        "view": view,
+        "image": model.config.image, "transform": model.config.transform, "view": view,
         "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest(),
     }
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -54,13 +52,8 @@ def _encode_chunk(model, images: torch.Tensor, batch_size: int) -> np.ndarray:
 
 
 def cached_image_features(
-    model,
-    images: torch.Tensor,
-    ids: list[str],
-    views: tuple[str, ...],
-    cache_dir: str | os.PathLike,
-    batch_size: int = 128,
-    progress: bool = True,
+    model, images: torch.Tensor, ids: list[str], views: tuple[str, ...], cache_dir: str | os.PathLike,
+    batch_size: int = 128, progress: bool = True,
 ) -> torch.Tensor:
     """(len(views), N, W) float16 pooled tower outputs for uint8 images (N, 3, S, S) at the model's eval geometry."""
     model.eval()

@@ -62,17 +62,9 @@ def documents(images: torch.Tensor, titles: torch.Tensor | None, weights: tuple[
 
 
 def run_leaderboard(
-    data: str,
-    model,
-    tasks: Sequence[str] = tuple(TASKS),
-    max_queries: int = MAX_QUERIES,
-    seed: int = SEED,
-    dataset: str = "kagl",
-    cache_dir: str | os.PathLike | None = "runs/cache",
-    schema=None,
-    progress: bool = True,
-    query_filter: Callable[[Item], bool] | None = None,
-    query_split: str = "all",
+    data: str, model, tasks: Sequence[str] = tuple(TASKS), max_queries: int = MAX_QUERIES, seed: int = SEED,
+    dataset: str = "kagl", cache_dir: str | os.PathLike | None = "runs/cache", schema=None, progress: bool = True,
+    query_filter: Callable[[Item], bool] | None = None, query_split: str = "all",
 ) -> list[dict]:
     """One clip_benchmark-shaped record per task for `model` on the catalog `data` (every product in the gallery).
     `query_filter` (named `query_split` in the records) samples text-to-image queries from the titles of the products

@@ -34,10 +34,7 @@ TASKS = {
 
 
 def task_queries(
-    items: Sequence[Item],
-    task: LeaderboardTask,
-    max_queries: int = MAX_QUERIES,
-    seed: int = SEED,
+    items: Sequence[Item], task: LeaderboardTask, max_queries: int = MAX_QUERIES, seed: int = SEED,
     query_filter: Callable[[Item], bool] | None = None,
 ) -> dict[str, list[int]]:
     """Query text -> rows of its relevant products (every product with that value); more than `max_queries` distinct

@@ -27,16 +27,7 @@ HEADLINES = {
     "zero-shot": ("top1", "top5", "macro_f1", "weighted_f1", "seen_top1", "unseen_top1", "H", "n", "classes"),
     "retrieval": ("R@1", "R@5", "R@10", "MRR", "n_queries", "gallery_size"),
     "composed": (
-        "R@1",
-        "R@5",
-        "R@10",
-        "R@50",
-        "Rsubset@1",
-        "Rsubset@2",
-        "Rsubset@3",
-        "average",
-        "n_queries",
-        "gallery_size",
+        "R@1", "R@5", "R@10", "R@50", "Rsubset@1", "Rsubset@2", "Rsubset@3", "average", "n_queries", "gallery_size",
     ),
     "attributes": ("mean_precision", "mean_top1", "n_items"),
 }
@@ -110,13 +101,8 @@ def thumbnails(
 
 
 def write_report(
-    kind: str,
-    report: dict,
-    out: str | os.PathLike,
-    catalogs: Sequence[str] = (),
-    schema=None,
-    command: str | None = None,
-    progress: bool = True,
+    kind: str, report: dict, out: str | os.PathLike, catalogs: Sequence[str] = (), schema=None,
+    command: str | None = None, progress: bool = True,
 ) -> Path:
     """Write DIR/index.html, its plots and thumbnails, and DIR/report.json for a `vitrine eval <kind>` report; returns
     the page's path. `catalogs` are where the products the page shows are read from (retrieval, composed)."""
@@ -271,9 +257,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[bo
 
 
 SECTION_TITLES = {
-    "by_kind": "Per triplet kind",
-    "categories": "Per category",
-    "image_to_text": "Image → title",
+    "by_kind": "Per triplet kind", "categories": "Per category", "image_to_text": "Image → title",
     "skipped": "Skipped triplets",
 }
 
@@ -354,11 +338,7 @@ def _confusion_plot(confusion: dict, per_class: dict, field: str, folder: Path) 
     np.fill_diagonal(off, np.nan)
     top = max(1.0, float(np.nanmax(off[:, :size])) if size > 1 else 1.0)
     shown = ax.imshow(
-        np.ma.masked_invalid(off[:, :size]),
-        cmap="Reds",
-        vmin=0,
-        vmax=top,
-        aspect="auto",
+        np.ma.masked_invalid(off[:, :size]), cmap="Reds", vmin=0, vmax=top, aspect="auto",
         extent=(-0.5, size - 0.5, size - 0.5, -0.5),
     )
     for i in range(size):
@@ -459,8 +439,7 @@ def _zero_shot(report: dict, folder: Path, catalogs, schema, progress) -> list[s
             _section(
                 "Most frequent mistakes",
                 _table(
-                    ["true", "predicted", "count"],
-                    [[p["true"], p["predicted"], p["count"]] for p in pairs],
+                    ["true", "predicted", "count"], [[p["true"], p["predicted"], p["count"]] for p in pairs],
                     [False, False, True],
                 ),
             )
@@ -617,8 +596,5 @@ def _attributes(report: dict, folder: Path, catalogs, schema, progress) -> list[
 
 
 _BODIES: dict[str, Callable[..., list[str]]] = {
-    "zero-shot": _zero_shot,
-    "retrieval": _retrieval,
-    "composed": _composed,
-    "attributes": _attributes,
+    "zero-shot": _zero_shot, "retrieval": _retrieval, "composed": _composed, "attributes": _attributes,
 }

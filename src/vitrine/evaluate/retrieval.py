@@ -11,10 +11,7 @@ TOP_RESULTS = 5
 
 
 def retrieval_report(
-    query_embeds: torch.Tensor,
-    gallery_embeds: torch.Tensor,
-    targets: torch.Tensor,
-    ks=(1, 5, 10),
+    query_embeds: torch.Tensor, gallery_embeds: torch.Tensor, targets: torch.Tensor, ks=(1, 5, 10),
     ranks: torch.Tensor | None = None,
 ) -> dict:
     """n_queries, gallery_size, R@k and MRR; `ranks` (from `target_ranks`) when they were computed already."""
@@ -26,12 +23,8 @@ def retrieval_report(
 
 
 def worst_queries(
-    query_embeds: torch.Tensor,
-    gallery_embeds: torch.Tensor,
-    targets: torch.Tensor,
-    ranks: torch.Tensor,
-    count: int = WORST_QUERIES,
-    k: int = TOP_RESULTS,
+    query_embeds: torch.Tensor, gallery_embeds: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor,
+    count: int = WORST_QUERIES, k: int = TOP_RESULTS,
 ) -> list[tuple[int, int, list[int]]]:
     """The `count` queries whose target ranks lowest (the first query first among equals): (query row, 1-based rank of
     its target, its top-k gallery rows, its target first among equal scores)."""

@@ -21,12 +21,7 @@ from vitrine.evaluate.zeroshot import class_embeddings, classify, seen_unseen_re
 
 
 def _embed(
-    model,
-    path: str,
-    schema,
-    on_error: str,
-    keep=None,
-    progress: bool = True,
+    model, path: str, schema, on_error: str, keep=None, progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[list[Item], torch.Tensor]:
     """Embeddings of a catalog (or of the rows `keep` accepts). With `cache_dir`, a whole-catalog bank is reused
@@ -43,19 +38,9 @@ def _embed(
 
 
 def run_zero_shot(
-    data: str,
-    field: str,
-    model,
-    classes_from: Sequence[str] = (),
-    templates: str | None = None,
-    split: str = "all",
-    split_config: SplitConfig | None = None,
-    schema=None,
-    on_error: str = "skip",
-    ensemble: bool = True,
-    seen_classes: Sequence[str] = (),
-    calibration: float | str = "auto",
-    progress: bool = True,
+    data: str, field: str, model, classes_from: Sequence[str] = (), templates: str | None = None, split: str = "all",
+    split_config: SplitConfig | None = None, schema=None, on_error: str = "skip", ensemble: bool = True,
+    seen_classes: Sequence[str] = (), calibration: float | str = "auto", progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Classify each item's `field` among all class names of `data` and `classes_from` catalogs.
@@ -104,15 +89,8 @@ def run_zero_shot(
 
 
 def run_retrieval(
-    data: str,
-    model,
-    galleries: Sequence[str] = (),
-    split: str = "all",
-    split_config: SplitConfig | None = None,
-    schema=None,
-    on_error: str = "skip",
-    image_to_text: bool = True,
-    progress: bool = True,
+    data: str, model, galleries: Sequence[str] = (), split: str = "all", split_config: SplitConfig | None = None,
+    schema=None, on_error: str = "skip", image_to_text: bool = True, progress: bool = True,
     cache_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Titles of `data` items query a gallery of their images plus every `galleries` catalog (ids deduplicated)."""
@@ -144,9 +122,7 @@ def run_retrieval(
     report["split"] = split
     report["worst_queries"] = [
         {
-            "query": data_items[query_rows[row]].title,
-            "target_id": gallery_items[int(targets[row])].id,
-            "rank": rank,
+            "query": data_items[query_rows[row]].title, "target_id": gallery_items[int(targets[row])].id, "rank": rank,
             "top5": [gallery_items[g].id for g in top],
         }
         for row, rank, top in worst_queries(queries, gallery, targets, ranks)

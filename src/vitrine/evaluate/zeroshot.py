@@ -33,9 +33,7 @@ def class_embeddings(
 
 
 def classify(
-    image_embeds: torch.Tensor,
-    class_embeds: torch.Tensor,
-    seen_mask: torch.Tensor | None = None,
+    image_embeds: torch.Tensor, class_embeds: torch.Tensor, seen_mask: torch.Tensor | None = None,
     calibration: float = 0.0,
 ) -> torch.Tensor:
     """Cosine scores (N, C); calibrated stacking subtracts `calibration` from classes seen in training."""
@@ -68,10 +66,7 @@ def zero_shot_report(scores: torch.Tensor, labels: torch.Tensor, classes: Sequen
 
 
 def confusion_figures(
-    predictions: torch.Tensor,
-    labels: torch.Tensor,
-    classes: Sequence[str],
-    n_classes: int = CONFUSED_CLASSES,
+    predictions: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], n_classes: int = CONFUSED_CLASSES,
     n_pairs: int = CONFUSED_PAIRS,
 ) -> dict:
     """The most confused classes: "confusion" holds the counts (row = true, column = predicted) among the `n_classes`
@@ -106,10 +101,7 @@ def seen_unseen_report(scores: torch.Tensor, labels: torch.Tensor, seen_mask: to
     )
     r = lambda v: None if v is None else round(v, 4)  # noqa: E731
     return {
-        "seen_top1": r(seen),
-        "unseen_top1": r(unseen),
-        "H": r(harmonic),
-        "n_seen": int(item_seen.sum()),
+        "seen_top1": r(seen), "unseen_top1": r(unseen), "H": r(harmonic), "n_seen": int(item_seen.sum()),
         "n_unseen": int((~item_seen).sum()),
     }
 
@@ -133,9 +125,7 @@ def tune_calibration(
         harmonic = 2 * seen_acc * unseen_acc / (seen_acc + unseen_acc) if seen_acc + unseen_acc else 0.0
         if best is None or harmonic > best["harmonic"]:
             best = {
-                "gamma": gamma,
-                "seen_top1": round(seen_acc, 4),
-                "heldout_top1": round(unseen_acc, 4),
+                "gamma": gamma, "seen_top1": round(seen_acc, 4), "heldout_top1": round(unseen_acc, 4),
                 "harmonic": round(harmonic, 4),
             }
     return best

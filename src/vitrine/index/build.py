@@ -122,17 +122,9 @@ class BuildResult:
 
 
 def build_index(
-    data: str,
-    index: str,
-    model,
-    batch_size: int = 64,
-    commit_every: int = 4096,
-    on_error: str = "skip",
-    schema=None,
-    progress: bool = True,
-    options: IndexOptions | Mapping[str, object] | None = None,
-    on_commit: Callable[[int, int], None] | None = None,
-    tagger=None,
+    data: str, index: str, model, batch_size: int = 64, commit_every: int = 4096, on_error: str = "skip", schema=None,
+    progress: bool = True, options: IndexOptions | Mapping[str, object] | None = None,
+    on_commit: Callable[[int, int], None] | None = None, tagger=None,
     keep_image: Callable[[str, object], None] | None = None,
 ) -> BuildResult:
     """Add every product of `data`; each commit stores the reader position with the rows, so a rerun continues.
@@ -161,12 +153,8 @@ def _build(
         state_name = f"build:{_source(data)}"
         position = int(json.loads(store.get_state(state_name, '{"position": 0}'))["position"])
         bar = tqdm(
-            total=reader.count() if progress else None,
-            initial=position,
-            unit="img",
-            desc="index build",
-            disable=not progress,
-            dynamic_ncols=True,
+            total=reader.count() if progress else None, initial=position, unit="img", desc="index build",
+            disable=not progress, dynamic_ncols=True,
         )
         t0, added = time.perf_counter(), 0
         ids, vectors, metas = [], [], []
@@ -220,17 +208,9 @@ def _build(
 
 
 def build_index_ray(
-    data: str,
-    index: str,
-    model_name: str,
-    options_ray,
-    batch_size: int = 64,
-    commit_every: int = 4096,
-    on_error: str = "skip",
-    schema=None,
-    progress: bool = True,
-    options: IndexOptions | Mapping[str, object] | None = None,
-    on_commit: Callable[[int, int], None] | None = None,
+    data: str, index: str, model_name: str, options_ray, batch_size: int = 64, commit_every: int = 4096,
+    on_error: str = "skip", schema=None, progress: bool = True,
+    options: IndexOptions | Mapping[str, object] | None = None, on_commit: Callable[[int, int], None] | None = None,
 ) -> BuildResult:
     """`build_index` with the encoding on a Ray Data actor pool: units of `commit_every` rows are encoded by the
     workers and upserted here as they complete; the store remembers the committed units, so a rerun encodes only

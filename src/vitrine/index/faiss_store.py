@@ -145,10 +145,7 @@ class FaissStore:
     backend = "faiss"
 
     def __init__(
-        self,
-        directory: str | os.PathLike,
-        model: str,
-        dim: int,
+        self, directory: str | os.PathLike, model: str, dim: int,
         options: IndexOptions | Mapping[str, object] | None = None,
     ):
         """Create or open the index in `directory`; `options` (all, or a mapping of the ones to change) are saved with
@@ -229,10 +226,7 @@ class FaissStore:
                     f"bytes: the index {self.directory} is damaged; rebuild it or restore a snapshot"
                 )
             self.generation, self.base_generation, self.delta_bytes, self.vectors = (
-                committed.generation,
-                committed.base,
-                committed.delta_bytes,
-                vectors,
+                committed.generation, committed.base, committed.delta_bytes, vectors,
             )
             return
 
@@ -366,9 +360,7 @@ class FaissStore:
         return base if target is None else VectorIndex.build(target, *base.live_items(), self.options)
 
     def _write(
-        self,
-        change: Callable[[], tuple[Record | None, object]],
-        state: Mapping[str, str] | None = None,
+        self, change: Callable[[], tuple[Record | None, object]], state: Mapping[str, str] | None = None,
         merge: bool = False,
     ):
         """One commit: inside one write transaction, `change()` writes the metadata rows and returns the vectors'
@@ -566,10 +558,7 @@ class FaissStore:
         return bool(outcome)
 
     def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        metadata: Sequence[Mapping] | None = None,
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
         state: Mapping[str, str] | None = None,
     ) -> None:
         """Add products, or replace the vector and metadata of ids already present; atomic.
@@ -680,10 +669,7 @@ class FaissStore:
         )
 
     def lexical(
-        self,
-        words: Sequence[str],
-        k: int = 10,
-        filters: Mapping[str, str | Sequence[str]] | None = None,
+        self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
         vector: np.ndarray | None = None,
     ) -> list[SearchHit]:
         """Products whose title or attribute values hold the words, by BM25 (SQLite FTS5), best first; with `vector`,
@@ -736,18 +722,10 @@ class FaissStore:
 
     def stats(self) -> dict:
         return {
-            "model": self.model,
-            "dim": self.dim,
-            "vectors": self.vectors.live,
-            "products": self.meta.count(),
-            "generation": self.generation,
-            "index_kind": self.vectors.kind,
-            "dead_vectors": len(self.vectors.dead),
-            "base_generation": self.base_generation,
-            "delta_vectors": self.vectors.delta.live,
-            "delta_rows": self.vectors.rows,
-            "delta_bytes": self.delta_bytes,
-            "backend": "faiss",
+            "model": self.model, "dim": self.dim, "vectors": self.vectors.live, "products": self.meta.count(),
+            "generation": self.generation, "index_kind": self.vectors.kind, "dead_vectors": len(self.vectors.dead),
+            "base_generation": self.base_generation, "delta_vectors": self.vectors.delta.live,
+            "delta_rows": self.vectors.rows, "delta_bytes": self.delta_bytes, "backend": "faiss",
             "index": str(self.directory),
         }
 

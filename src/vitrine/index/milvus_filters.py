@@ -10,21 +10,7 @@ from vitrine.errors import InvalidInput, WrongType
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _KEYWORDS = {
-    "and",
-    "or",
-    "not",
-    "in",
-    "like",
-    "true",
-    "false",
-    "exists",
-    "AND",
-    "OR",
-    "NOT",
-    "IN",
-    "LIKE",
-    "TRUE",
-    "FALSE",
+    "and", "or", "not", "in", "like", "true", "false", "exists", "AND", "OR", "NOT", "IN", "LIKE", "TRUE", "FALSE",
     "EXISTS",
 }
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}

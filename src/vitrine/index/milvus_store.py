@@ -239,6 +239,22 @@ def _address(uri: str) -> str:
     return parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")).geturl()
 
 
+@contextlib.contextmanager
+def _connected(target: MilvusTarget):
+    """A client of `target` for a few calls, let go after them; a server that does not answer is StoreUnavailable."""
+    client = _connect(target)
+    try:
+        yield client
+    except FileNotFoundError:  # MissingFile: vitrine's own answer, not the server's
+        raise
+    except Exception as error:
+        if (unavailable := _unreachable(target, error)) is None:
+            raise
+        raise unavailable from error
+    finally:
+        _disconnect(target, client)
+
+
 def _unreachable(target: MilvusTarget, error: Exception) -> StoreUnavailable | None:
     """What to raise when `error` says the server cannot answer now (None: it says something else)."""
     if target.is_lite or unavailable_kind(error) != "unreachable":
@@ -265,11 +281,7 @@ class MilvusStore:
     backend = "milvus"
 
     def __init__(
-        self,
-        target: MilvusTarget,
-        model: str,
-        dim: int,
-        options: IndexOptions | Mapping[str, object] | None = None,
+        self, target: MilvusTarget, model: str, dim: int, options: IndexOptions | Mapping[str, object] | None = None,
         attributes: Sequence[str] = (),
     ):
         """Create the collection if missing, else open it (refusing another model or dimension)."""
@@ -312,34 +324,18 @@ class MilvusStore:
 
     @classmethod
     def exists(cls, target: MilvusTarget) -> bool:
-        client = _connect(target)
-        try:
+        with _connected(target) as client:
             return bool(client.has_collection(target.collection, timeout=CALL_TIMEOUT_S))
-        except Exception as error:
-            if (unavailable := _unreachable(target, error)) is None:
-                raise
-            raise unavailable from error
-        finally:
-            _disconnect(target, client)
 
     @classmethod
     def open(cls, target: MilvusTarget, model: str | None = None) -> "MilvusStore":
         """Open an existing collection; with `model`, refuse a mismatch."""
         if target.is_lite and not os.path.exists(target.uri):  # opening would create an empty file
             raise MissingFile(f"no vitrine index in {target} (no such Milvus Lite file)")
-        client = _connect(target)
-        try:
+        with _connected(target) as client:
             if not client.has_collection(target.collection):
                 raise MissingFile(f"no vitrine index in {target} (no collection {target.collection!r})")
             properties = client.describe_collection(target.collection).get("properties", {})
-        except FileNotFoundError:
-            raise
-        except Exception as error:
-            if (unavailable := _unreachable(target, error)) is None:
-                raise
-            raise unavailable from error
-        finally:
-            _disconnect(target, client)
         if "vitrine.model" not in properties:
             raise InvalidInput(f"Milvus collection {target.collection!r} at {target.uri} was not made by vitrine")
         return cls(target, model or properties["vitrine.model"], int(properties["vitrine.dim"]))
@@ -371,18 +367,13 @@ class MilvusStore:
             schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(
                 Function(
-                    name=SPARSE_FIELD,
-                    function_type=FunctionType.BM25,
-                    input_field_names=[TEXT_FIELD],
+                    name=SPARSE_FIELD, function_type=FunctionType.BM25, input_field_names=[TEXT_FIELD],
                     output_field_names=[SPARSE_FIELD],
                 )
             )
             index_params.add_index(
-                field_name=SPARSE_FIELD,
-                index_name=SPARSE_FIELD,
-                index_type="SPARSE_INVERTED_INDEX",
-                metric_type="BM25",
-                params=BM25_PARAMS,
+                field_name=SPARSE_FIELD, index_name=SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX",
+                metric_type="BM25", params=BM25_PARAMS,
             )
             text = {
                 "vitrine.text": json.dumps(
@@ -391,10 +382,7 @@ class MilvusStore:
             }
         self._call(
             lambda: self.client.create_collection(
-                self.collection,
-                schema=schema,
-                index_params=index_params,
-                consistency_level="Strong",
+                self.collection, schema=schema, index_params=index_params, consistency_level="Strong",
                 timeout=CALL_TIMEOUT_S,
             )
         )
@@ -564,10 +552,7 @@ class MilvusStore:
     def _count_rows(self) -> int:
         rows = self._call(
             lambda: self.client.query(
-                self.collection,
-                filter="",
-                output_fields=["count(*)"],
-                consistency_level="Strong",
+                self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong",
                 timeout=CALL_TIMEOUT_S,
             )
         )
@@ -584,11 +569,7 @@ class MilvusStore:
             return n
         rows = self._call(
             lambda: self.client.query(
-                self.collection,
-                filter="id != ''",
-                limit=QUERY_MAX,
-                output_fields=["id"],
-                consistency_level="Strong",
+                self.collection, filter="id != ''", limit=QUERY_MAX, output_fields=["id"], consistency_level="Strong",
                 timeout=CALL_TIMEOUT_S,
             )
         )
@@ -596,10 +577,7 @@ class MilvusStore:
 
     # ---- writes ----------------------------------------------------------------------------------
     def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        metadata: Sequence[Mapping] | None = None,
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
         state: Mapping[str, str] | None = None,
     ) -> None:
         """Add products, or replace those whose id exists; `state` entries are saved after the rows (see module doc)."""
@@ -713,22 +691,15 @@ class MilvusStore:
         params = _search_params(self.kind, self._size, k, self.options, self.index_params)
         results = self._call(
             lambda: self.client.search(
-                self.collection,
-                data=list(queries),
-                limit=min(k, 16384),
-                filter=expression,
-                output_fields=self._output_fields(),
-                search_params={"metric_type": "IP", "params": params},
-                consistency_level="Strong",
-                timeout=CALL_TIMEOUT_S,
+                self.collection, data=list(queries), limit=min(k, 16384), filter=expression,
+                output_fields=self._output_fields(), search_params={"metric_type": "IP", "params": params},
+                consistency_level="Strong", timeout=CALL_TIMEOUT_S,
             )
         )
         return [
             [
                 SearchHit(
-                    hit["id"],
-                    float(hit["distance"]),
-                    self._metadata(hit["id"], hit.get("entity", {})),
+                    hit["id"], float(hit["distance"]), self._metadata(hit["id"], hit.get("entity", {})),
                     float(hit["distance"]),
                 )
                 for hit in row
@@ -737,10 +708,7 @@ class MilvusStore:
         ]
 
     def lexical(
-        self,
-        words: Sequence[str],
-        k: int = 10,
-        filters: Mapping[str, str | Sequence[str]] | None = None,
+        self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
         vector: np.ndarray | None = None,
     ) -> list[SearchHit]:
         """Products whose title or attribute values hold any of the words, by BM25 (Milvus full-text search), best
@@ -757,14 +725,8 @@ class MilvusStore:
         )  # the cosines in the same call
         results = self._call(
             lambda: self.client.search(
-                self.collection,
-                data=[query],
-                anns_field=SPARSE_FIELD,
-                limit=min(k, QUERY_MAX),
-                filter=expression,
-                output_fields=fields,
-                search_params={"metric_type": "BM25"},
-                consistency_level="Strong",
+                self.collection, data=[query], anns_field=SPARSE_FIELD, limit=min(k, QUERY_MAX), filter=expression,
+                output_fields=fields, search_params={"metric_type": "BM25"}, consistency_level="Strong",
                 timeout=CALL_TIMEOUT_S,
             )
         )
@@ -827,10 +789,7 @@ class MilvusStore:
             return 0, []
         counted = self._call(
             lambda: self.client.query(
-                self.collection,
-                filter=expression,
-                output_fields=["count(*)"],
-                consistency_level="Strong",
+                self.collection, filter=expression, output_fields=["count(*)"], consistency_level="Strong",
                 timeout=CALL_TIMEOUT_S,
             )
         )
@@ -839,13 +798,8 @@ class MilvusStore:
             return total, []
         rows = self._call(
             lambda: self.client.query(
-                self.collection,
-                filter=expression or "id != ''",
-                offset=int(offset),
-                limit=int(limit),
-                output_fields=self._output_fields(),
-                consistency_level="Strong",
-                timeout=CALL_TIMEOUT_S,
+                self.collection, filter=expression or "id != ''", offset=int(offset), limit=int(limit),
+                output_fields=self._output_fields(), consistency_level="Strong", timeout=CALL_TIMEOUT_S,
             )
         )
         return total, [self._metadata(row["id"], row) for row in rows]

@@ -110,13 +110,8 @@ def snapshot_index(index: str | os.PathLike, out: str | os.PathLike, progress: b
         shutil.rmtree(staging, ignore_errors=True)
         tmp.unlink(missing_ok=True)
     return SnapshotResult(
-        path=str(out),
-        generation=facts["generation"],
-        products=facts["products"],
-        files=files,
-        bytes=out.stat().st_size,
-        seconds=round(time.perf_counter() - t0, 2),
-        locked_seconds=round(locked_seconds, 3),
+        path=str(out), generation=facts["generation"], products=facts["products"], files=files,
+        bytes=out.stat().st_size, seconds=round(time.perf_counter() - t0, 2), locked_seconds=round(locked_seconds, 3),
     )
 
 
@@ -172,9 +167,7 @@ def _facts(db: sqlite3.Connection) -> dict:
     state = dict(db.execute("SELECT name, value FROM state WHERE name IN ('generation', 'model', 'dim')").fetchall())
     products = db.execute("SELECT count(*) FROM products").fetchone()[0]
     return {
-        "generation": int(state.get("generation", 0)),
-        "products": int(products),
-        "model": state.get("model"),
+        "generation": int(state.get("generation", 0)), "products": int(products), "model": state.get("model"),
         "dim": int(state["dim"]) if "dim" in state else None,
     }
 
@@ -202,13 +195,8 @@ def _write_tar(staging: Path, tmp: Path, out: Path, facts: dict, progress: bool)
     with (
         writing(out),
         tqdm(
-            total=sum(sizes.values()),
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc="snapshot",
-            disable=not progress,
-            dynamic_ncols=True,
+            total=sum(sizes.values()), unit="B", unit_scale=True, unit_divisor=1024, desc="snapshot",
+            disable=not progress, dynamic_ncols=True,
         ) as bar,
     ):
         with open(tmp, "wb") as raw:
@@ -315,10 +303,7 @@ def restore_index(
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
     return RestoreResult(
-        index=str(target),
-        generation=manifest["generation"],
-        products=manifest["products"],
-        files=len(extracted),
+        index=str(target), generation=manifest["generation"], products=manifest["products"], files=len(extracted),
         seconds=round(time.perf_counter() - t0, 2),
     )
 
@@ -329,13 +314,8 @@ def _extract(snapshot: Path, staging: Path, progress: bool) -> tuple[dict | None
     manifest, extracted = None, {}
     with (
         tqdm(
-            total=snapshot.stat().st_size,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc="restore",
-            disable=not progress,
-            dynamic_ncols=True,
+            total=snapshot.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc="restore",
+            disable=not progress, dynamic_ncols=True,
         ) as bar,
         open(snapshot, "rb") as raw,
     ):

@@ -56,10 +56,7 @@ class VectorStore(Protocol):
     generation: int
 
     def upsert(
-        self,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        metadata: Sequence[Mapping] | None = None,
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping] | None = None,
         state: Mapping[str, str] | None = None,
     ) -> None: ...
     def delete(self, ids: Sequence[str]) -> int: ...
@@ -67,10 +64,7 @@ class VectorStore(Protocol):
         self, queries: np.ndarray, k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None
     ) -> list[list[SearchHit]]: ...
     def lexical(
-        self,
-        words: Sequence[str],
-        k: int = 10,
-        filters: Mapping[str, str | Sequence[str]] | None = None,
+        self, words: Sequence[str], k: int = 10, filters: Mapping[str, str | Sequence[str]] | None = None,
         vector: np.ndarray | None = None,
     ) -> list[SearchHit]: ...
     def sample(self, n: int) -> list[dict]: ...

@@ -14,12 +14,8 @@ from vitrine.index.store import MilvusTarget, VectorStore, is_milvus
 
 
 def open_store(
-    spec: str | os.PathLike,
-    model: str | None = None,
-    dim: int | None = None,
-    options: IndexOptions | Mapping[str, object] | None = None,
-    create: bool = False,
-    attributes: Sequence[str] = (),
+    spec: str | os.PathLike, model: str | None = None, dim: int | None = None,
+    options: IndexOptions | Mapping[str, object] | None = None, create: bool = False, attributes: Sequence[str] = (),
 ) -> VectorStore:
     """Open the store `spec` names; with `create` (and `model`, `dim`) make it if missing.
 

@@ -245,13 +245,8 @@ class VectorIndex:
             all_scores = np.empty((len(queries), len(allowed)), np.float32)
             for i, query in enumerate(np.ascontiguousarray(queries, dtype=np.float32)):
                 faiss.fvec_inner_products_by_idx(
-                    faiss.swig_ptr(all_scores[i]),
-                    faiss.swig_ptr(query),
-                    faiss.swig_ptr(matrix),
-                    faiss.swig_ptr(positions),
-                    self.dim,
-                    1,
-                    len(positions),
+                    faiss.swig_ptr(all_scores[i]), faiss.swig_ptr(query), faiss.swig_ptr(matrix),
+                    faiss.swig_ptr(positions), self.dim, 1, len(positions),
                 )
         for i, scores in enumerate(all_scores):
             best = np.argpartition(-scores, top - 1)[:top] if top < len(scores) else np.arange(len(scores))

@@ -24,24 +24,8 @@ from vitrine.models.base import Encoder, Features
 from vitrine.models.heads import SavedHead, head_class, head_kinds, register_head
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_TAG_MODEL",
-    "BackendEntry",
-    "Encoder",
-    "Features",
-    "ModelEntry",
-    "RuntimeEntry",
-    "SavedHead",
-    "backend_entries",
-    "create_model",
-    "head_class",
-    "head_kinds",
-    "list_models",
-    "model_entries",
-    "model_files_fingerprint",
-    "register_backend",
-    "register_head",
-    "register_model",
-    "register_runtime",
+    "DEFAULT_MODEL", "DEFAULT_TAG_MODEL", "BackendEntry", "Encoder", "Features", "ModelEntry", "RuntimeEntry",
+    "SavedHead", "backend_entries", "create_model", "head_class", "head_kinds", "list_models", "model_entries",
+    "model_files_fingerprint", "register_backend", "register_head", "register_model", "register_runtime",
     "runtime_names",
 ]

@@ -101,11 +101,7 @@ class AGCN(SavedHead):
         return torch.sigmoid(self.gate(torch.cat([F.normalize(fused, dim=-1), image, text], dim=-1)))
 
     def forward(
-        self,
-        image: torch.Tensor,
-        text: torch.Tensor,
-        image_tokens: torch.Tensor,
-        text_tokens: torch.Tensor,
+        self, image: torch.Tensor, text: torch.Tensor, image_tokens: torch.Tensor, text_tokens: torch.Tensor,
         text_mask: torch.Tensor,
     ) -> torch.Tensor:
         fused = self.fuse(image_tokens, text_tokens, text_mask)

@@ -69,9 +69,7 @@ def build_image_head(spec: dict, width: int, embed_dim: int) -> nn.Module:
     if kind == "mlp":
         hidden = int(spec.get("hidden", 1024))
         return nn.Sequential(
-            nn.Linear(width, hidden),
-            nn.GELU(),
-            nn.Dropout(float(spec.get("dropout", 0.0))),
+            nn.Linear(width, hidden), nn.GELU(), nn.Dropout(float(spec.get("dropout", 0.0))),
             nn.Linear(hidden, embed_dim),
         )
     raise ConfigError(f"unknown image_head type {kind!r}; vitrine has 'linear' and 'mlp'")
@@ -186,9 +184,7 @@ class DualEncoder(Encoder):
 
     def parts(self) -> dict[str, nn.Module]:
         return {
-            "image_tower": self.visual,
-            "text_tower": self.text,
-            "image_proj": self.image_proj,
+            "image_tower": self.visual, "text_tower": self.text, "image_proj": self.image_proj,
             "text_proj": self.text_proj,
         }
 

@@ -106,12 +106,7 @@ class EfficientNetLite(nn.Module):
             for repeat in range(stage.repeats):
                 blocks.append(
                     MBConv(
-                        cin,
-                        stage.out,
-                        stage.kernel,
-                        stage.stride if repeat == 0 else 1,
-                        stage.expand,
-                        config.bn_eps,
+                        cin, stage.out, stage.kernel, stage.stride if repeat == 0 else 1, stage.expand, config.bn_eps,
                         pad,
                     )
                 )

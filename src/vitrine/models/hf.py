@@ -87,17 +87,13 @@ class HFEncoder(Encoder):
     def parts(self) -> dict[str, nn.Module]:
         if self.model_type == "clip":
             return {
-                "image_tower": self.model.vision_model,
-                "text_tower": self.model.text_model,
-                "image_proj": self.model.visual_projection,
-                "text_proj": self.model.text_projection,
+                "image_tower": self.model.vision_model, "text_tower": self.model.text_model,
+                "image_proj": self.model.visual_projection, "text_proj": self.model.text_projection,
             }
         # SigLIP's projections are the towers' own heads (attention pooling for images, a linear layer for texts).
         return {
-            "image_tower": self.model.vision_model,
-            "text_tower": self.model.text_model,
-            "image_proj": self.model.vision_model.head,
-            "text_proj": self.model.text_model.head,
+            "image_tower": self.model.vision_model, "text_tower": self.model.text_model,
+            "image_proj": self.model.vision_model.head, "text_proj": self.model.text_model.head,
         }
 
     def tower_blocks(self, part: str) -> nn.ModuleList:

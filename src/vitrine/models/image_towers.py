@@ -17,14 +17,7 @@ from vitrine.models.towers import CNNConfig, CNNTower
 _BUILDERS: dict[str, Callable[[dict], nn.Module]] = {}
 # Keys of a tower spec that describe it rather than shape it.
 _DESCRIPTIVE = (
-    "type",
-    "tower",
-    "description",
-    "pretrained",
-    "native_resolution",
-    "input_mean",
-    "input_std",
-    "stages_columns",
+    "type", "tower", "description", "pretrained", "native_resolution", "input_mean", "input_std", "stages_columns",
     "pool_blocks",
 )
 

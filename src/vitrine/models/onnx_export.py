@@ -39,22 +39,11 @@ OPSET = 17
 PARITY_MIN_COSINE = 0.99  # int8 text vectors may meet fp32 ones (an index built by another runtime) at or above this
 # Texts the parity at export is measured on: catalog-like titles and the tagging prompts' shape, short and long.
 PROBE_TEXTS = (
-    "a photo of a t-shirt",
-    "a red dress",
-    "Men Black Leather Wallet",
-    "Women Blue Slim Fit Denim Jeans",
-    "Nike Men White Running Shoes with laces",
-    "a photo of a handbag, a fashion product",
-    "kurta",
-    "sunglasses",
-    "Puma Unisex Grey Printed Backpack for school and travel",
-    "a green floral print summer skirt for girls",
-    "Titan Women Gold-Toned Analogue Watch",
-    "formal shirt",
-    "like this but in red with long sleeves",
-    "casual sports shorts",
-    "ethnic wear saree in maroon with golden border",
-    "socks",
+    "a photo of a t-shirt", "a red dress", "Men Black Leather Wallet", "Women Blue Slim Fit Denim Jeans",
+    "Nike Men White Running Shoes with laces", "a photo of a handbag, a fashion product", "kurta", "sunglasses",
+    "Puma Unisex Grey Printed Backpack for school and travel", "a green floral print summer skirt for girls",
+    "Titan Women Gold-Toned Analogue Watch", "formal shirt", "like this but in red with long sleeves",
+    "casual sports shorts", "ethnic wear saree in maroon with golden border", "socks",
 )
 
 
@@ -133,15 +122,9 @@ def export_onnx(model, out: str | os.PathLike, int8: bool = True, overwrite: boo
         tokenizer = _tokenizer_of(model)
         tokenizer.save_pretrained(str(work / "tokenizer"))
         manifest = {
-            "format": FORMAT_VERSION,
-            "vitrine": vitrine.__version__,
-            "model": model.name,
-            "embed_dim": int(model.embed_dim),
-            "transform": _transform_dict(model.image_transform),
-            "max_length": int(_max_length(model)),
-            "text_outputs": text_outputs,
-            "files": files,
-            "opset": OPSET,
+            "format": FORMAT_VERSION, "vitrine": vitrine.__version__, "model": model.name,
+            "embed_dim": int(model.embed_dim), "transform": _transform_dict(model.image_transform),
+            "max_length": int(_max_length(model)), "text_outputs": text_outputs, "files": files, "opset": OPSET,
             "padding": getattr(model, "padding", True),
         }
         manifest["parity"] = measure_parity(model, work, manifest)

@@ -82,10 +82,7 @@ def infer_config(state: dict[str, torch.Tensor], quick_gelu: bool):
 
 
 _BLOCK_PAIRS = {
-    "attn.out_proj": "self_attn.out_proj",
-    "ln_1": "layer_norm1",
-    "ln_2": "layer_norm2",
-    "mlp.c_fc": "mlp.fc1",
+    "attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
     "mlp.c_proj": "mlp.fc2",
 }
 

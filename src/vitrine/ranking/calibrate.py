@@ -49,16 +49,9 @@ def calibrate(store, encode: Encode, method: str = "shopper", n: int = CALIBRATI
     vectors = np.asarray(encode(queries), dtype=np.float32)
     images, image_texts = image_scores(store, [row["id"] for row in rows], vectors)
     return Calibration(
-        _best_scores(store, vectors),
-        int(store.stats()["products"]),
-        method="shopper",
-        calibrated_on=on,
-        quiet_above=quiet,
-        words=catalog_words(store.sample(VOCABULARY_ROWS)),
-        kind_fields=kind_fields(schema),
-        images=images,
-        image_texts=image_texts,
-        queries=vectors if images is not None else None,
+        _best_scores(store, vectors), int(store.stats()["products"]), method="shopper", calibrated_on=on,
+        quiet_above=quiet, words=catalog_words(store.sample(VOCABULARY_ROWS)), kind_fields=kind_fields(schema),
+        images=images, image_texts=image_texts, queries=vectors if images is not None else None,
     )
 
 

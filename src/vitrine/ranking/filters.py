@@ -32,10 +32,8 @@ class UnknownFilterValue(FilterError):
 
 
 def check_filters(
-    filters: Mapping[str, Sequence[str]] | None,
-    fields: Collection[str],
-    values: Mapping[str, Sequence[tuple[str, int]]],
-    listing: str | None = None,
+    filters: Mapping[str, Sequence[str]] | None, fields: Collection[str],
+    values: Mapping[str, Sequence[tuple[str, int]]], listing: str | None = None,
 ) -> None:
     """Raise `FilterError` unless every filtered field is one of `fields` and every value one some product has.
 

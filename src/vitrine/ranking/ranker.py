@@ -110,14 +110,8 @@ class Ranker:
             check_filters(filters, fields, values, listing)
 
     def rank(
-        self,
-        vector: np.ndarray | None,
-        text: str | None,
-        k: int,
-        filters: Filters | None = None,
-        options: RankOptions = RankOptions(),
-        calibration: Calibration | None = None,
-        soft_text: str | None = None,
+        self, vector: np.ndarray | None, text: str | None, k: int, filters: Filters | None = None,
+        options: RankOptions = RankOptions(), calibration: Calibration | None = None, soft_text: str | None = None,
         reference: Mapping | None = None,
     ) -> Ranked:
         """The page of `k` hits for a query given as a vector (text, image or composed), its words, or both.

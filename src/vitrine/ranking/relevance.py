@@ -104,11 +104,8 @@ def judge(calibration: Calibration | None, evidence: Evidence) -> dict:
     )
     if similarity is None or calibration is None or (evidence.image and not image):
         return {
-            "close_match": True if named else None,
-            "level": None,
-            "top_similarity": similarity,
-            "basis": "words" if named else "none",
-            "words_named": named,
+            "close_match": True if named else None, "level": None, "top_similarity": similarity,
+            "basis": "words" if named else "none", "words_named": named,
         }
     if image:
         quiet, level = (

@@ -11,34 +11,8 @@ from vitrine.data.words import stem, words
 # Words that join a query's parts and name nothing ("red dress for women", "like this but in black").
 FILLER = frozenset(
     {
-        "a",
-        "an",
-        "and",
-        "the",
-        "for",
-        "in",
-        "with",
-        "of",
-        "on",
-        "to",
-        "by",
-        "but",
-        "like",
-        "this",
-        "that",
-        "more",
-        "less",
-        "some",
-        "is",
-        "it",
-        "its",
-        "be",
-        "same",
-        "please",
-        "make",
-        "made",
-        "one",
-        "ones",
+        "a", "an", "and", "the", "for", "in", "with", "of", "on", "to", "by", "but", "like", "this", "that", "more",
+        "less", "some", "is", "it", "its", "be", "same", "please", "make", "made", "one", "ones",
     }
 )
 

@@ -99,9 +99,7 @@ class SearchEngine:
         return list(zip(features.embeds, features.tokens))
 
     def query_vectors(
-        self,
-        queries: Sequence[Query],
-        encode_texts: TextEncoder | None = None,
+        self, queries: Sequence[Query], encode_texts: TextEncoder | None = None,
         image_features: ImageEncoder | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """((len(queries), D) query vectors, each query's plain image embedding or None): the texts in one pass, the
@@ -152,10 +150,7 @@ class SearchEngine:
 
     # ---- ranking ------------------------------------------------------------------------------------
     def rank(
-        self,
-        query: Query,
-        vector: torch.Tensor | None = None,
-        image_vector: torch.Tensor | None = None,
+        self, query: Query, vector: torch.Tensor | None = None, image_vector: torch.Tensor | None = None,
         blocking: bool = True,
     ) -> Ranked | None:
         """The ranked page of `query`; `vector` (and, for an image query, `image_vector`) when the caller encoded it.
@@ -172,10 +167,7 @@ class SearchEngine:
             self.lock.release()
 
     def rank_many(
-        self,
-        queries: Sequence[Query],
-        per_item: bool = False,
-        encode_texts: TextEncoder | None = None,
+        self, queries: Sequence[Query], per_item: bool = False, encode_texts: TextEncoder | None = None,
         image_features: ImageEncoder | None = None,
     ) -> list[Ranked | VitrineError]:
         """Several queries, encoded together, ranked one by one. A refused query raises, or with `per_item` takes its
@@ -199,11 +191,8 @@ class SearchEngine:
     def options(self, query: Query, reference: str | None = None) -> RankOptions:
         exclude = (reference,) if reference and query.exclude_reference else ()
         return RankOptions(
-            mode=query.mode or self.search_mode,
-            soft_filters=query.soft_filters,
-            min_score=query.min_score,
-            offset=query.offset,
-            exclude=exclude,
+            mode=query.mode or self.search_mode, soft_filters=query.soft_filters, min_score=query.min_score,
+            offset=query.offset, exclude=exclude,
         )
 
     def reference(self, query: Query, image_vector: torch.Tensor | None) -> str | None:
@@ -227,13 +216,8 @@ class SearchEngine:
         row = self.store.product(reference) if composed and reference else None
         try:
             return self.ranker.rank(
-                vector.float().numpy(),
-                None if query.image is not None else query.text,
-                query.k,
-                query.filters,
-                self.options(query, reference),
-                calibration,
-                soft_text=query.modification if composed else None,
+                vector.float().numpy(), None if query.image is not None else query.text, query.k, query.filters,
+                self.options(query, reference), calibration, soft_text=query.modification if composed else None,
                 reference=row,
             )
         except ValueError as exc:  # a mode this store cannot run (lexical on Milvus)
@@ -301,13 +285,8 @@ class SearchEngine:
         ).hits
 
     def composed(
-        self,
-        path: ImageQuery,
-        modification: str,
-        k: int = 10,
-        filters: Filters | None = None,
-        combiner: str | None = None,
-        options: RankOptions = RankOptions(),
+        self, path: ImageQuery, modification: str, k: int = 10, filters: Filters | None = None,
+        combiner: str | None = None, options: RankOptions = RankOptions(),
     ) -> list[SearchHit]:
         """ "Like this image, but <modification>": the combiner turns both into one query (CLIP4Cir)."""
         if not (modification or "").strip():
@@ -316,10 +295,7 @@ class SearchEngine:
             with self.lock:
                 self.combiner, self._composer = combiner, None
         query = Query(
-            image=load_image(path, what="query image"),
-            modification=modification,
-            k=k,
-            filters=filters or {},
+            image=load_image(path, what="query image"), modification=modification, k=k, filters=filters or {},
             **_query_options(options),
         )
         return self.rank(query).hits
@@ -358,8 +334,6 @@ def _query_options(options: RankOptions) -> dict:
     """A RankOptions' query-level settings (fusion weights and pools are the engine's; `vitrine.ranking.Ranker` takes
     all)."""
     return {
-        "mode": options.mode,
-        "soft_filters": options.soft_filters,
-        "min_score": options.min_score,
+        "mode": options.mode, "soft_filters": options.soft_filters, "min_score": options.min_score,
         "offset": options.offset,
     }

@@ -105,10 +105,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     mapper = RequestMapper(settings, service)  # a request's parts -> a checked Query (vitrine.serve.mapping)
     picture_of, make_query, form_filters, query_from = (
-        mapper.picture,
-        mapper.query,
-        mapper.form_filters,
-        mapper.from_body,
+        mapper.picture, mapper.query, mapper.form_filters, mapper.from_body,
     )
 
     def result_view(query: Query, ranked, took_ms: float) -> dict:
@@ -166,9 +163,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
                 item_error(outcome) if isinstance(outcome, VitrineError) else result_view(query, outcome, took)
             )
         return {
-            "took_ms": took,
-            "errors": sum(isinstance(r, dict) and "error" in r for r in results),
-            "results": results,
+            "took_ms": took, "errors": sum(isinstance(r, dict) and "error" in r for r in results), "results": results,
         }
 
     def run_embed(body: EmbedJSON | EmbedForm) -> dict:
@@ -207,14 +202,10 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
         texts_out, pictures_out = placed(texts, text_vectors), placed(pictures, image_vectors)
         return {
-            "model": service.model.name,
-            "runtime": getattr(service.model, "runtime", "torch"),
-            "dim": int(service.model.embed_dim),
-            "took_ms": round((time.perf_counter() - start) * 1000, 2),
-            "errors": sum("error" in r for r in texts_out + pictures_out),
-            "texts": texts_out,
-            "images": pictures_out[: len(images)],
-            "image_urls": pictures_out[len(images) :],
+            "model": service.model.name, "runtime": getattr(service.model, "runtime", "torch"),
+            "dim": int(service.model.embed_dim), "took_ms": round((time.perf_counter() - start) * 1000, 2),
+            "errors": sum("error" in r for r in texts_out + pictures_out), "texts": texts_out,
+            "images": pictures_out[: len(images)], "image_urls": pictures_out[len(images) :],
         }
 
     def attributes_of(text: str | dict | None) -> dict[str, str | None]:
@@ -264,17 +255,12 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
 
     # ---- endpoints -----------------------------------------------------------------------------------
     read_errors = error_responses(400, 401, 403, 404, 413, 415)
-    search_errors = error_responses(
-        400, 401, 403, 404, 413, 415, 503
-    )  # 503: the index's Milvus server is down or restarting
+    # 503: the index's Milvus server is down or restarting
+    search_errors = error_responses(400, 401, 403, 404, 413, 415, 503)
 
     @app.post(
-        "/search",
-        tags=["search"],
-        dependencies=[Depends(can_read)],
-        response_model=SearchResult,
-        responses=search_errors,
-        summary="search by text, image, or image + modification (JSON or form)",
+        "/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult,
+        responses=search_errors, summary="search by text, image, or image + modification (JSON or form)",
         openapi_extra=request_body(SearchJSON, SearchForm),
     )
     async def search(request: Request):
@@ -284,43 +270,24 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return respond(await run_in_threadpool(lambda: run_search(query_from(body))))
 
     @app.post(
-        "/search/batch",
-        tags=["search"],
-        dependencies=[Depends(can_read)],
-        response_model=SearchBatchResult,
-        responses=search_errors,
-        summary="several searches in one request, encoded together (JSON)",
+        "/search/batch", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchBatchResult,
+        responses=search_errors, summary="several searches in one request, encoded together (JSON)",
         openapi_extra=request_body(SearchBatchJSON, None),
     )
     async def search_batch(request: Request):
-        body = await read_body(request, SearchBatchJSON, None)
-        return respond(await run_in_threadpool(run_batch, body))
+        return respond(await run_in_threadpool(run_batch, await read_body(request, SearchBatchJSON, None)))
 
     @app.get(
-        "/search",
-        tags=["search"],
-        dependencies=[Depends(can_read)],
-        response_model=SearchResult,
-        responses=search_errors,
-        summary="search by text or by a catalog product's image",
+        "/search", tags=["search"], dependencies=[Depends(can_read)], response_model=SearchResult,
+        responses=search_errors, summary="search by text or by a catalog product's image",
     )
     def search_get(
-        text: str | None = None,
-        modification: str | None = None,
-        image_url: str | None = None,
-        k: int = 10,
-        filter: Annotated[list[str] | None, QueryParam()] = None,
-        mode: Mode | None = None,
-        soft_filters: bool = True,
-        exclude_reference: bool = True,
-        min_score: float | None = None,
-        offset: int = 0,
+        text: str | None = None, modification: str | None = None, image_url: str | None = None, k: int = 10,
+        filter: Annotated[list[str] | None, QueryParam()] = None, mode: Mode | None = None, soft_filters: bool = True,
+        exclude_reference: bool = True, min_score: float | None = None, offset: int = 0,
     ):
         ranking = {
-            "mode": mode,
-            "soft_filters": soft_filters,
-            "exclude_reference": exclude_reference,
-            "min_score": min_score,
+            "mode": mode, "soft_filters": soft_filters, "exclude_reference": exclude_reference, "min_score": min_score,
             "offset": offset,
         }
         return respond(
@@ -328,11 +295,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         )
 
     @app.post(
-        "/tag",
-        tags=["tagging"],
-        dependencies=[Depends(can_read)],
-        response_model=TagResult,
-        responses=read_errors,
+        "/tag", tags=["tagging"], dependencies=[Depends(can_read)], response_model=TagResult, responses=read_errors,
         summary="tag an image with open-vocabulary attributes (JSON or form)",
         openapi_extra=request_body(TagJSON, TagForm),
     )
@@ -353,10 +316,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return {"fields": {name: [{"value": v, "count": n} for v, n in rows] for name, rows in values.items()}}
 
     @app.get(
-        "/schema",
-        tags=["catalog"],
-        dependencies=[Depends(can_read)],
-        response_model=CatalogFacets,
+        "/schema", tags=["catalog"], dependencies=[Depends(can_read)], response_model=CatalogFacets,
         responses=error_responses(401, 403, 503),
         summary="the catalog's columns and the fields to filter by (the UI's chips)",
     )
@@ -364,10 +324,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return service.facets()
 
     @app.get(
-        "/products",
-        tags=["catalog"],
-        dependencies=[Depends(can_read)],
-        response_model=ProductPage,
+        "/products", tags=["catalog"], dependencies=[Depends(can_read)], response_model=ProductPage,
         responses=error_responses(400, 401, 403, 503),
         summary="page through the catalog (in id order), optionally filtered",
     )
@@ -381,11 +338,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return respond({"total": total, "offset": offset, "limit": limit, "products": products})
 
     @app.post(
-        "/embed",
-        tags=["search"],
-        dependencies=[Depends(can_read)],
-        response_model=EmbedResult,
-        responses=read_errors,
+        "/embed", tags=["search"], dependencies=[Depends(can_read)], response_model=EmbedResult, responses=read_errors,
         summary="unit-norm vectors of texts and images (JSON or form), from the index's model",
         openapi_extra=request_body(EmbedJSON, EmbedForm),
     )
@@ -394,12 +347,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return respond(await run_in_threadpool(run_embed, body))
 
     @app.get(
-        "/products/{product_id}",
-        tags=["catalog"],
-        dependencies=[Depends(can_read)],
-        response_model=Product,
-        responses=error_responses(401, 403, 404, 503),
-        summary="one product",
+        "/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_read)], response_model=Product,
+        responses=error_responses(401, 403, 404, 503), summary="one product",
     )
     def get_product(product_id: str):
         return {**product_view(service.product(product_id)), "image_url": image_url(product_id)}
@@ -437,12 +386,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
         return Response(orjson.dumps(view), status_code=201 if created else 200, media_type="application/json")
 
     @app.delete(
-        "/products/{product_id}",
-        tags=["catalog"],
-        dependencies=[Depends(can_write)],
-        status_code=204,
-        responses=error_responses(401, 403, 404, 503, 507),
-        summary="delete a product (needs the write token)",
+        "/products/{product_id}", tags=["catalog"], dependencies=[Depends(can_write)], status_code=204,
+        responses=error_responses(401, 403, 404, 503, 507), summary="delete a product (needs the write token)",
     )
     def delete_product(product_id: str):
         service.delete(product_id)
@@ -454,21 +399,14 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     def healthz():
         stats = service.stats()
         return {
-            "status": "ok",
-            "products": stats["products"],
-            "model": stats["model"],
-            "index_kind": stats["index_kind"],
-            "runtime": getattr(service.model, "runtime", "torch"),
-            "version": vitrine.__version__,
+            "status": "ok", "products": stats["products"], "model": stats["model"], "index_kind": stats["index_kind"],
+            "runtime": getattr(service.model, "runtime", "torch"), "version": vitrine.__version__,
             "server": server_stack(),
             "worker": {**getattr(app.state, "worker", {"pid": os.getpid()}), "rss_mib": round(_rss_mib(), 1)},
         }
 
     @app.get(
-        "/metrics",
-        tags=["service"],
-        summary="Prometheus metrics",
-        response_class=Response,
+        "/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     def prometheus():
@@ -483,8 +421,7 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():
         return Response(
-            static.joinpath("favicon.svg").read_bytes(),
-            media_type="image/svg+xml",
+            static.joinpath("favicon.svg").read_bytes(), media_type="image/svg+xml",
             headers={"Cache-Control": "max-age=86400"},
         )
 
@@ -494,11 +431,8 @@ def create_app(settings: ServeSettings, service: SearchService | None = None) ->
     if settings.cors_origins:  # off unless configured: a browser page on another origin cannot call the API
         origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
         app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
-            max_age=600,
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"], max_age=600,
         )
 
     plain_openapi = app.openapi
@@ -535,8 +469,7 @@ def app_from_environment() -> FastAPI:
     gc.collect()
     gc.freeze()
     app.state.worker = {
-        "pid": os.getpid(),
-        "ready_in_s": round(time.perf_counter() - start, 2),
+        "pid": os.getpid(), "ready_in_s": round(time.perf_counter() - start, 2),
         "rss_mib_at_ready": round(_rss_mib(), 1),
     }
     print(

@@ -28,13 +28,8 @@ class BackfillResult:
 
 
 def backfill_images(
-    data: str,
-    index: str,
-    images: str | os.PathLike | None = None,
-    schema=None,
-    on_error: str = "skip",
-    overwrite: bool = False,
-    progress: bool = True,
+    data: str, index: str, images: str | os.PathLike | None = None, schema=None, on_error: str = "skip",
+    overwrite: bool = False, progress: bool = True,
 ) -> BackfillResult:
     """Save the image of every catalog row whose id is in `index` and not yet stored (all of them with `overwrite`).
 
@@ -50,10 +45,7 @@ def backfill_images(
         pictures = ImageStore(Path(images) if images else images_dir(index))
         sweep_images(index, pictures)  # temp files of an earlier run that was killed mid-write
         bar = tqdm(
-            total=reader.count() if progress else None,
-            unit="img",
-            desc="index images",
-            disable=not progress,
+            total=reader.count() if progress else None, unit="img", desc="index images", disable=not progress,
             dynamic_ncols=True,
         )
         t0, stored, present, not_indexed = time.perf_counter(), 0, 0, 0
@@ -74,11 +66,7 @@ def backfill_images(
     finally:
         store.close()
     return BackfillResult(
-        images=str(pictures.directory),
-        stored=stored,
-        present=present,
-        not_indexed=not_indexed,
-        failed=reader.report.skipped,
-        examples=tuple(reader.report.examples),
+        images=str(pictures.directory), stored=stored, present=present, not_indexed=not_indexed,
+        failed=reader.report.skipped, examples=tuple(reader.report.examples),
         seconds=round(time.perf_counter() - t0, 2),
     )

@@ -27,10 +27,7 @@ class MicroBatcher(Generic[In, Out]):
     """
 
     def __init__(
-        self,
-        fn: Callable[[Sequence[In]], Sequence[Out]],
-        max_batch: int = 32,
-        name: str = "batcher",
+        self, fn: Callable[[Sequence[In]], Sequence[Out]], max_batch: int = 32, name: str = "batcher",
         max_wait: float = 0.0,
     ):
         if max_batch < 1:

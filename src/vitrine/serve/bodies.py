@@ -71,8 +71,7 @@ class SearchJSON(_Ranking, _Body):
             "examples": [
                 {"text": "blue jeans", "k": 5},
                 {
-                    "image_url": "/products/1163/image",
-                    "modification": "in red with long sleeves",
+                    "image_url": "/products/1163/image", "modification": "in red with long sleeves",
                     "filters": {"gender": ["Women"]},
                 },
             ]
@@ -159,9 +158,7 @@ class ProductJSON(_Body):
         json_schema_extra={
             "examples": [
                 {
-                    "id": "sku-1",
-                    "title": "Red summer dress",
-                    "attributes": {"gender": "Women", "baseColour": "Red"},
+                    "id": "sku-1", "title": "Red summer dress", "attributes": {"gender": "Women", "baseColour": "Red"},
                     "image": "<base64>",
                 }
             ]

@@ -28,14 +28,8 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 RETRY_AFTER_S = 5  # a Milvus server restarting is back in seconds; loading its collection again takes up to a minute
 # The framework's refusals (routing, auth, methods, body limits), by status: the code a client matches on.
 HTTP_CODES = {
-    400: InvalidRequest.code,
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
-    503: "unavailable",
+    400: InvalidRequest.code, 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    413: "too_large", 415: "unsupported_media_type", 503: "unavailable",
 }
 
 

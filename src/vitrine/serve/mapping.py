@@ -71,12 +71,7 @@ class RequestMapper:
         reference = product_id_from_image_url(image_url) if image_url and image is None else None
         try:
             return Query(
-                text=text,
-                image=picture,
-                modification=modification,
-                k=k,
-                filters=filters,
-                reference_id=reference,
+                text=text, image=picture, modification=modification, k=k, filters=filters, reference_id=reference,
                 **ranking,
             )
         except QueryError as exc:
@@ -96,21 +91,10 @@ class RequestMapper:
         ranking = {name: getattr(body, name) for name in RANKING_FIELDS}
         if isinstance(body, SearchForm):
             return self.query(
-                body.text,
-                body.modification,
-                body.image,
-                body.image_url,
-                body.k,
-                self.form_filters(body.filter),
+                body.text, body.modification, body.image, body.image_url, body.k, self.form_filters(body.filter),
                 ranking=ranking,
             )
         return self.query(
-            body.text,
-            body.modification,
-            body.image,
-            body.image_url,
-            body.k,
-            self.json_filters(body.filters, where),
-            where,
-            ranking=ranking,
+            body.text, body.modification, body.image, body.image_url, body.k, self.json_filters(body.filters, where),
+            where, ranking=ranking,
         )

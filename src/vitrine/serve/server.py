@@ -60,15 +60,8 @@ def serve_forever(host: str, port: int, workers: int, log_level: str = "info", a
     limit_malloc_arenas()
     stack = server_stack()
     config = uvicorn.Config(
-        APP_FACTORY,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=access_log,
-        http=stack["http"],
-        loop=stack["loop"],
+        APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log,
+        http=stack["http"], loop=stack["loop"],
     )
     if workers == 1:
         server = uvicorn.Server(config)

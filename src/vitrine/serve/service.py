@@ -54,10 +54,7 @@ class SearchService:
                 sweep_leftovers(settings.index)
         model = create_model(self.store.model, runtime=settings.runtime, fallback=True)
         self.engine = SearchEngine(
-            store=self.store,
-            encoder=model,
-            relevance=settings.relevance,
-            combiner=settings.combiner,
+            store=self.store, encoder=model, relevance=settings.relevance, combiner=settings.combiner,
             search_mode=settings.search_mode,
         )
         self.model, self.ranker = self.engine.model, self.engine.ranker
@@ -230,11 +227,7 @@ class SearchService:
 
     # ---- writes ------------------------------------------------------------------------------------
     def upsert(
-        self,
-        product_id: str,
-        title: str | None,
-        attributes: Mapping[str, str],
-        image: Image.Image,
+        self, product_id: str, title: str | None, attributes: Mapping[str, str], image: Image.Image,
         new_attributes: bool = False,
     ) -> tuple[dict, bool]:
         """Add or replace a product (vector, attributes, predicted tags, image); returns (its row, created). An

@@ -66,13 +66,7 @@ class ServeSettings(ConfigFile):
         if self.relevance not in RELEVANCE_METHODS:
             raise ConfigError(f"relevance must be one of {', '.join(RELEVANCE_METHODS)}, got {self.relevance!r}")
         for name in (
-            "max_upload_bytes",
-            "max_pixels",
-            "max_k",
-            "max_text_chars",
-            "workers",
-            "max_batch",
-            "max_batch_queries",
+            "max_upload_bytes", "max_pixels", "max_k", "max_text_chars", "workers", "max_batch", "max_batch_queries",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

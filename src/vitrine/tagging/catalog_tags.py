@@ -102,14 +102,8 @@ def _labelled_sample(catalog: str, schema: CatalogSchema, names: list[str], limi
 
 
 def calibrate_catalog_tags(
-    model,
-    catalog: str,
-    schema: CatalogSchema,
-    views: RegionViews,
-    pooling: str = "blend",
-    target_precision: float = TARGET_PRECISION,
-    rows: int = CALIBRATION_ROWS,
-    progress: bool = False,
+    model, catalog: str, schema: CatalogSchema, views: RegionViews, pooling: str = "blend",
+    target_precision: float = TARGET_PRECISION, rows: int = CALIBRATION_ROWS, progress: bool = False,
 ) -> CatalogTagging:
     """The catalog's own vocabulary, its temperatures and thresholds fitted on half of a labelled sample, measured on
     the other half."""
@@ -154,14 +148,8 @@ def calibrate_catalog_tags(
 
 
 def catalog_tagger(
-    model,
-    catalog: str,
-    schema: CatalogSchema,
-    views: RegionViews,
-    pooling: str = "blend",
-    vocabulary: Vocabulary | None = None,
-    progress: bool = False,
-    saved: str | os.PathLike | None = None,
+    model, catalog: str, schema: CatalogSchema, views: RegionViews, pooling: str = "blend",
+    vocabulary: Vocabulary | None = None, progress: bool = False, saved: str | os.PathLike | None = None,
 ) -> tuple[Tagger, str]:
     """The tagger `index build --tag` runs and one line saying what it tags: the vocabulary given; for a KAGL catalog
     the shipped KAGL vocabulary (calibrated for the model when it ships one); otherwise the catalog's own columns,
@@ -174,10 +162,7 @@ def catalog_tagger(
         shipped = builtin_vocabulary(model=model.name)
         return Tagger(model, shipped, views, pooling), f"tags: the shipped KAGL vocabulary ({', '.join(shipped.names)})"
     key = {
-        "model": model.name,
-        "catalog": os.path.abspath(catalog),
-        "schema": schema.to_dict(),
-        "views": views.count,
+        "model": model.name, "catalog": os.path.abspath(catalog), "schema": schema.to_dict(), "views": views.count,
         "pooling": pooling,
     }
     if saved is not None and os.path.isfile(saved):  # calibrated by an earlier start of the same service: not again
@@ -192,9 +177,7 @@ def catalog_tagger(
         Path(saved).write_text(
             json.dumps(
                 {
-                    "key": key,
-                    "summary": tagging.summary(),
-                    "per_column": tagging.per_column,
+                    "key": key, "summary": tagging.summary(), "per_column": tagging.per_column,
                     "vocabulary": tagging.vocabulary.to_dict(),
                 },
                 indent=1,

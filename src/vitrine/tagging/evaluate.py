@@ -63,9 +63,7 @@ def attribute_report(tagger: Tagger, items: Sequence[Item], view_embeds: torch.T
         raise InvalidInput(f"no item carries a label for any of {tagger.vocabulary.names}")
     mean = sum(v["precision"] for v in per_attribute.values()) / len(per_attribute)
     return {
-        "mean_precision": round(mean, 4),
-        "per_attribute": per_attribute,
-        "top1": top1,
+        "mean_precision": round(mean, 4), "per_attribute": per_attribute, "top1": top1,
         "mean_top1": round(sum(top1.values()) / len(top1), 4),
     }
 
@@ -95,11 +93,7 @@ def embed_split(tagger: Tagger, path: str, keep, schema=None, progress: bool = T
                 continue
             items.append(
                 Item(
-                    id=item.id,
-                    image=None,
-                    title=item.title,
-                    attributes=item.attributes,
-                    source=item.source,
+                    id=item.id, image=None, title=item.title, attributes=item.attributes, source=item.source,
                     row=item.row,
                 )
             )
@@ -133,18 +127,9 @@ def fit_thresholds(
 
 
 def run_attribute_eval(
-    data: str,
-    model,
-    vocabulary: Vocabulary,
-    views: RegionViews,
-    pooling: str = "blend",
-    split: str = "all",
-    split_config: SplitConfig | None = None,
-    calibrate_split: str | None = None,
-    schema=None,
-    progress: bool = True,
-    hierarchy_split: str | None = "train",
-    target_precision: float | None = 0.9,
+    data: str, model, vocabulary: Vocabulary, views: RegionViews, pooling: str = "blend", split: str = "all",
+    split_config: SplitConfig | None = None, calibrate_split: str | None = None, schema=None, progress: bool = True,
+    hierarchy_split: str | None = "train", target_precision: float | None = 0.9,
 ) -> dict:
     """Tag the split's items and score the tags; `calibrate_split` first fits each attribute's temperature
     (and, with 'blend' pooling, its region weight) there, reads the attribute hierarchy off the labels of

@@ -37,14 +37,8 @@ def resolve_vocabulary(
 
 
 def create_tagger(
-    model: str | None = None,
-    vocabulary: VocabularySpec = None,
-    regions: str = "foreground",
-    pooling: str = "blend",
-    annotations: str | None = None,
-    segmenter: str | None = None,
-    runtime: str = "torch",
-    fallback: bool = False,
+    model: str | None = None, vocabulary: VocabularySpec = None, regions: str = "foreground", pooling: str = "blend",
+    annotations: str | None = None, segmenter: str | None = None, runtime: str = "torch", fallback: bool = False,
 ) -> "Tagger":
     """A Tagger over registry model `model` (default: the shipped tagging model); `vocabulary` as `resolve_vocabulary`
     reads it, `regions` a view preset (or `annotations` / `segmenter`, see `make_views`)."""
@@ -55,8 +49,6 @@ def create_tagger(
     model = model or DEFAULT_TAG_MODEL
     resolved = resolve_vocabulary(vocabulary, model=model)  # before the model loads: a bad file fails fast
     return Tagger(
-        create_model(model, runtime=runtime, fallback=fallback),
-        resolved,
-        make_views(regions, annotations, segmenter),
+        create_model(model, runtime=runtime, fallback=fallback), resolved, make_views(regions, annotations, segmenter),
         pooling,
     )

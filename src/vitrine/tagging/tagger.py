@@ -29,9 +29,7 @@ class Tag:
 
     def to_dict(self) -> dict:
         return {
-            "value": self.value,
-            "best": self.best,
-            "score": round(self.score, 4),
+            "value": self.value, "best": self.best, "score": round(self.score, 4),
             "probability": round(self.probability, 4),
         }
 

@@ -57,12 +57,8 @@ class RegionViews:
 
 @torch.inference_mode()
 def encode_views(
-    model,
-    images: Iterable[tuple[Image.Image, str | None]],
-    views: RegionViews,
-    batch_size: int = 64,
-    total: int | None = None,
-    progress: bool = False,
+    model, images: Iterable[tuple[Image.Image, str | None]], views: RegionViews, batch_size: int = 64,
+    total: int | None = None, progress: bool = False,
 ) -> torch.Tensor:
     """(N, V, D) unit-norm embeddings of every view of every (image, key)."""
     chunks, pending = [], []

@@ -262,11 +262,7 @@ def _attribute(name: str, spec, origin: str) -> Attribute:
             raise VocabularyError(f"{where}: region_weight must be in [0, 1], got {region_weight}")
     derive = spec.get("derive")
     return Attribute(
-        name,
-        tuple(values),
-        temperature,
-        min_probability,
-        region_weight,
+        name, tuple(values), temperature, min_probability, region_weight,
         None if derive is None else _derivation(derive, where),
     )
 

@@ -54,17 +54,9 @@ class AdaptResult:
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model,
-            "out": self.out,
-            "catalog": self.catalog,
-            "schema": self.schema,
-            "products": self.products,
-            "train_items": self.train_items,
-            "heldout_items": self.heldout_items,
-            "steps": self.steps,
-            "seconds": self.seconds,
-            "before": self.before,
-            "after": self.after,
+            "model": self.model, "out": self.out, "catalog": self.catalog, "schema": self.schema,
+            "products": self.products, "train_items": self.train_items, "heldout_items": self.heldout_items,
+            "steps": self.steps, "seconds": self.seconds, "before": self.before, "after": self.after,
             "validation_errors": self.validation_errors,
         }
 
@@ -168,15 +160,8 @@ def _figures(metrics: dict) -> dict:
 
 
 def adapt(
-    catalog: str,
-    out: str,
-    model: str = DEFAULT_BASE,
-    schema=None,
-    holdout: float = HOLDOUT,
-    epochs: int | None = None,
-    cache_dir: str = "runs/cache",
-    progress: bool = True,
-    max_items: int | None = None,
+    catalog: str, out: str, model: str = DEFAULT_BASE, schema=None, holdout: float = HOLDOUT, epochs: int | None = None,
+    cache_dir: str = "runs/cache", progress: bool = True, max_items: int | None = None,
 ) -> AdaptResult:
     """Fine-tune `model` on `catalog` into `out` (resumable: rerun the same command after a kill)."""
     from vitrine.train.clip import train_clip
@@ -202,15 +187,8 @@ def adapt(
         raise InvalidInput(f"{catalog} has {products} products; adapt needs at least 5 to train and hold some out")
     sources = (SourceConfig(str(catalog), 1.0, schema=str(schema_file), prompts="auto"),)
     config = continue_recipe(
-        str(base_dir),
-        sources,
-        out=str(out_dir),
-        split=split,
-        cache_dir=cache_dir,
-        val_max_items=100_000,
-        max_items=max_items,
-        checkpoint_every=50,
-        **_schedule(train_items, recipe, epochs),
+        str(base_dir), sources, out=str(out_dir), split=split, cache_dir=cache_dir, val_max_items=100_000,
+        max_items=max_items, checkpoint_every=50, **_schedule(train_items, recipe, epochs),
     )
     known = _known_values(base_dir, recipe, schema_obj)
     errors: list[str] = []

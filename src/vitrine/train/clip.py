@@ -64,12 +64,7 @@ class LiveRecipe:
         self.texts = texts
         self.validator = (
             Validator(
-                model,
-                pool,
-                pool.prompts,
-                texts,
-                config.val_max_items,
-                config.seed,
+                model, pool, pool.prompts, texts, config.val_max_items, config.seed,
                 holdout_field=config.split.holdout_field,
             )
             if ctx.is_main

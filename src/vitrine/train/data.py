@@ -84,18 +84,9 @@ def load_pool(config: TrainConfig, transform: ImageTransform, progress: bool = T
     for row, cands in enumerate(candidates):
         table[row, : len(cands)] = cands
     return TrainPool(
-        images=torch.from_numpy(np.stack(images)),
-        ids=ids,
-        titles=titles,
-        attributes=attributes,
-        splits=np.asarray(splits),
-        source=np.asarray(source_of),
-        captions=table,
-        strings=list(strings),
-        skipped=skipped,
-        facets=tuple(facets),
-        roles=roles,
-        prompts=first_prompts,
+        images=torch.from_numpy(np.stack(images)), ids=ids, titles=titles, attributes=attributes,
+        splits=np.asarray(splits), source=np.asarray(source_of), captions=table, strings=list(strings), skipped=skipped,
+        facets=tuple(facets), roles=roles, prompts=first_prompts,
     )
 
 

@@ -90,24 +90,13 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def contrastive_step(
-    loss_fn,
-    ctx: Distributed,
-    image: torch.Tensor,
-    text: torch.Tensor,
-    logit_scale: torch.Tensor,
-    caption_ids: torch.Tensor,
-    mine: slice,
+    loss_fn, ctx: Distributed, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+    caption_ids: torch.Tensor, mine: slice,
 ) -> float:
     """This rank's loss on its slice `mine` of the batch (negatives from every rank), backward; the loss value."""
     if ctx.enabled:
         loss = sharded_contrastive_loss(
-            image,
-            text,
-            ctx.gather(image),
-            ctx.gather(text),
-            logit_scale,
-            caption_ids[mine],
-            caption_ids,
+            image, text, ctx.gather(image), ctx.gather(text), logit_scale, caption_ids[mine], caption_ids,
             len(caption_ids),
         )
     else:
@@ -122,29 +111,15 @@ def open_dual_run(config: TrainConfig, ctx: Distributed, desc: str, nan_hint: st
         inherited_calibration(config.calibration_from)
     optim = config.optim
     return open_run(
-        config,
-        ctx,
-        "training",
-        lr=optim.lr,
-        warmup_steps=optim.warmup_steps,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        betas=tuple(optim.betas),
-        grad_clip=optim.grad_clip,
-        checkpoint_every=config.checkpoint_every,
-        val_every_epochs=config.val_every_epochs,
-        desc=desc,
+        config, ctx, "training", lr=optim.lr, warmup_steps=optim.warmup_steps, epochs=config.epochs,
+        max_steps=config.max_steps, betas=tuple(optim.betas), grad_clip=optim.grad_clip,
+        checkpoint_every=config.checkpoint_every, val_every_epochs=config.val_every_epochs, desc=desc,
         nan_hint=nan_hint,
     )
 
 
 def finish_dual_run(
-    model: DualEncoder,
-    config: TrainConfig,
-    state: RunState,
-    pool,
-    validator,
-    ctx: Distributed,
+    model: DualEncoder, config: TrainConfig, state: RunState, pool, validator, ctx: Distributed,
     recipe: str | None = None,
 ) -> TrainResult:
     """Rank 0 saves the model, tunes the zero-shot margin on the calib types and writes training.json."""

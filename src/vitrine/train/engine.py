@@ -75,12 +75,7 @@ class RunState:
     def result(self, saved: Path, metrics: dict | None = None) -> TrainResult:
         epochs = max(self.step / self.steps_per_epoch, 1e-9)
         return TrainResult(
-            str(self.out),
-            str(saved),
-            self.step,
-            self.elapsed,
-            round(self.elapsed / epochs, 2),
-            self.loss,
+            str(self.out), str(saved), self.step, self.elapsed, round(self.elapsed / epochs, 2), self.loss,
             self.metrics if metrics is None else metrics,
         )
 
@@ -174,11 +169,7 @@ def run(
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     suffix = f" ({ctx.world} processes)" if ctx.enabled else ""
     bar = tqdm(
-        total=last_step,
-        initial=step,
-        desc=schedule.desc + suffix,
-        unit="step",
-        disable=not (progress and ctx.is_main),
+        total=last_step, initial=step, desc=schedule.desc + suffix, unit="step", disable=not (progress and ctx.is_main),
         dynamic_ncols=True,
     )
     recipe.train_mode()
@@ -244,12 +235,8 @@ def run(
             save_checkpoint(
                 schedule.out,
                 {
-                    "recipe": recipe.state(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "elapsed": elapsed,
-                    "comparable": schedule.comparable,
-                    "torch_rng": torch.get_rng_state(),
+                    "recipe": recipe.state(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed,
+                    "comparable": schedule.comparable, "torch_rng": torch.get_rng_state(),
                 },
             )
     bar.close()

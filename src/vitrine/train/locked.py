@@ -99,12 +99,7 @@ class LockedRecipe:
         views = config.locked.views
         with ctx.main_first():  # rank 0 fills the feature caches, the other ranks read them
             self.images = cached_image_features(
-                model,
-                pool.images,
-                pool.ids,
-                views,
-                config.cache_dir,
-                batch_size=config.locked.cache_batch_size,
+                model, pool.images, pool.ids, views, config.cache_dir, batch_size=config.locked.cache_batch_size,
                 progress=progress and ctx.is_main,
             )
             self.texts = PooledTexts(model, pool.strings, config.cache_dir, progress=progress and ctx.is_main)

@@ -138,13 +138,7 @@ class RegionRecipe:
         self.base_info = dict(getattr(model, "training_info", {}) or {})
         split = load_split_config(config.split_from)
         self.pool = pool = load_region_pool(
-            config.data,
-            config.views,
-            model.image_transform,
-            split,
-            config.cache_dir,
-            config.schema,
-            config.max_items,
+            config.data, config.views, model.image_transform, split, config.cache_dir, config.schema, config.max_items,
             progress,
         )
         self.train_rows = pool.indices("train")
@@ -200,15 +194,8 @@ class RegionRecipe:
         image, text = image.float(), text.float()
         if ctx.enabled:
             loss = sharded_multi_positive_loss(
-                image,
-                text,
-                ctx.gather(image),
-                ctx.gather(text, total=len(text_ids)),
-                model.logit_scale,
-                positives[mine],
-                positives[:, mine_texts].t(),
-                len(rows),
-                len(text_ids),
+                image, text, ctx.gather(image), ctx.gather(text, total=len(text_ids)), model.logit_scale,
+                positives[mine], positives[:, mine_texts].t(), len(rows), len(text_ids),
             )
         else:
             loss = multi_positive_loss(image, text, model.logit_scale, positives)
@@ -245,18 +232,9 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
     """
     ctx = setup(config.device)
     schedule, checkpoint = open_run(
-        config,
-        ctx,
-        "regions",
-        lr=config.lr,
-        warmup_steps=config.warmup_steps,
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        grad_clip=config.grad_clip,
-        checkpoint_every=config.checkpoint_every,
-        validate_at_stop=True,
-        desc=f"train regions {Path(config.out).name}",
-        nan_hint="lower lr or disable amp",
+        config, ctx, "regions", lr=config.lr, warmup_steps=config.warmup_steps, epochs=config.epochs,
+        max_steps=config.max_steps, grad_clip=config.grad_clip, checkpoint_every=config.checkpoint_every,
+        validate_at_stop=True, desc=f"train regions {Path(config.out).name}", nan_hint="lower lr or disable amp",
     )
     recipe = RegionRecipe(config, ctx, progress)
     state = run(recipe, schedule, ctx, checkpoint, progress)
@@ -267,14 +245,9 @@ def train_regions(config: RegionTrainConfig, progress: bool = True) -> TrainResu
         val = val or recipe.validate()
         model.save(model_dir)
         info = {
-            "config": config.to_dict(),
-            "load_as": model.saved_name(model_dir),
-            "started_from": config.model,
-            "steps": state.step,
-            "seconds": state.elapsed,
-            "train_items": int(len(recipe.train_rows)),
-            "seen_classes": recipe.base_info.get("seen_classes", {}),
-            "final_metrics": val,
+            "config": config.to_dict(), "load_as": model.saved_name(model_dir), "started_from": config.model,
+            "steps": state.step, "seconds": state.elapsed, "train_items": int(len(recipe.train_rows)),
+            "seen_classes": recipe.base_info.get("seen_classes", {}), "final_metrics": val,
             "base_training": recipe.base_info.get("config"),
         }
         (model_dir / TRAINING_INFO_NAME).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -287,11 +260,7 @@ def _cached_view_features(model, pool: RegionPool, config: RegionTrainConfig, pr
     return torch.cat(
         [
             cached_image_features(
-                model,
-                pool.views[:, v],
-                [f"{i}#{name}" for i in pool.ids],
-                ("plain",),
-                config.cache_dir,
+                model, pool.views[:, v], [f"{i}#{name}" for i in pool.ids], ("plain",), config.cache_dir,
                 progress=progress,
             )
             for v, name in enumerate(config.views)

@@ -20,15 +20,8 @@ class Validator:
     (`holdout_field`, e.g. a type column) also on its unseen and calib values."""
 
     def __init__(
-        self,
-        model,
-        pool: TrainPool,
-        prompts: PromptSet | None,
-        texts,
-        max_items: int,
-        seed: int,
-        pooled_images: torch.Tensor | None = None,
-        flipped_images: torch.Tensor | None = None,
+        self, model, pool: TrainPool, prompts: PromptSet | None, texts, max_items: int, seed: int,
+        pooled_images: torch.Tensor | None = None, flipped_images: torch.Tensor | None = None,
         holdout_field: str | None = None,
     ):
         prompts = prompts or pool.prompts or PromptSet("default")
