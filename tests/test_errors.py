@@ -4,14 +4,12 @@ every code (class attributes and `code=` arguments alike) the README's error tab
 from __future__ import annotations
 
 import ast
-import importlib
-import pkgutil
 import re
 from pathlib import Path
 
 import pytest
+from tests.support.modules import import_every_module
 
-import vitrine
 from vitrine.errors import (
     ENVIRONMENT_EXIT_CODE,
     USER_EXIT_CODE,
@@ -29,9 +27,7 @@ SOURCE = ROOT / "src" / "vitrine"
 
 
 def all_error_classes() -> list[type[VitrineError]]:
-    for module in pkgutil.walk_packages(vitrine.__path__, "vitrine."):
-        if not module.name.endswith("__main__"):
-            importlib.import_module(module.name)
+    import_every_module()
     return [VitrineError, *error_classes()]
 
 

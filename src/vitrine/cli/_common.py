@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -158,6 +159,11 @@ def add_eval_options(parser: argparse.ArgumentParser, model: str = DEFAULT_MODEL
         "--on-error", choices=["skip", "fail"], default="skip", help="bad rows: skip and report (default) or fail"
     )
     add_catalog_options(parser)
+    add_report_output_options(parser)
+
+
+def add_report_output_options(parser: argparse.ArgumentParser) -> None:
+    """How an evaluation prints its report: one JSON object or the table, with or without progress bars."""
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -199,9 +205,19 @@ def command_group(sub, name: str, help: str, description: str, dest: str = "acti
     return group.add_subparsers(dest=dest, required=True, metavar=metavar)
 
 
-def add_command(sub, name: str, func, help: str, description: str) -> argparse.ArgumentParser:
-    """A (sub)command that runs `func(args)`; its options are added to the parser returned."""
-    parser = sub.add_parser(name, help=help, description=description)
+def command_texts(func) -> tuple[str, str]:
+    """A command's help line and description, from `func`'s docstring: its first paragraph, then the rest (each in one
+    line; the help line again when there is no rest)."""
+    first, _, rest = (inspect.getdoc(func) or "").partition("\n\n")
+    help = " ".join(first.split())
+    return help, " ".join(rest.split()) or help
+
+
+def add_command(sub, name: str, func, **kwargs) -> argparse.ArgumentParser:
+    """A (sub)command that runs `func(args)`, its help and description from `func`'s docstring (`command_texts`) unless
+    given in `kwargs` (the rest of `sub.add_parser`'s); its options are added to the parser returned."""
+    help, description = command_texts(func)
+    parser = sub.add_parser(name, **{"help": help, "description": description, **kwargs})
     parser.set_defaults(func=func)
     return parser
 

@@ -5,24 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 
-from vitrine.cli._common import SCHEMA_HELP
+from vitrine.cli._common import SCHEMA_HELP, add_command
 from vitrine.errors import InvalidInput
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    """fine-tune a model on your own catalog (minutes on CPU)
+
+    Continue a trained model's recipe on your catalog: captions from its titles and from templates built from its own
+    columns, warm-started from the model's weights (for vitrine:kagl-base, heads over the locked image tower's cached
+    features). A slice of the catalog (--holdout, by id) is held out and the figures on it are printed before and after:
+    title->image R@10 and zero-shot top-1 per categorical column. Rerun the same command to resume after an
+    interruption. The model is written to OUT/model; the last lines name it and how to serve it.
+    """
     from vitrine.train.adapt import adapt, format_result
 
     if not 0.0 < args.holdout < 0.9:
         raise InvalidInput(f"--holdout is a share of the catalog in (0, 0.9), got {args.holdout}")
     result = adapt(
-        args.catalog,
-        args.out,
-        model=args.model,
-        schema=args.schema,
-        holdout=args.holdout,
-        epochs=args.epochs,
-        cache_dir=args.cache_dir,
-        progress=not args.no_progress,
+        args.catalog, args.out, model=args.model, schema=args.schema, holdout=args.holdout, epochs=args.epochs,
+        cache_dir=args.cache_dir, progress=not args.no_progress,
     )
     print(format_result(result))
     if args.json:
@@ -33,17 +35,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     from vitrine.constants import DEFAULT_MODEL
 
-    adapt = sub.add_parser(
-        "adapt",
-        help="fine-tune a model on your own catalog (minutes on CPU)",
-        description="Continue a trained model's recipe on your catalog: captions from its titles and from templates "
-        "built from its "
-        "own columns, warm-started from the model's weights (for vitrine:kagl-base, heads over the locked image "
-        "tower's "
-        "cached features). A slice of the catalog (--holdout, by id) is held out and the figures on it are printed "
-        "before and after: title->image R@10 and zero-shot top-1 per categorical column. Rerun the same command to "
-        "resume after an interruption. The model is written to OUT/model; the last lines name it and how to serve it.",
-    )
+    adapt = add_command(sub, "adapt", cmd_adapt)
     adapt.add_argument(
         "--catalog", required=True, help="your catalog: a folder with catalog.csv|catalog.jsonl and images, or shards"
     )
@@ -62,4 +54,3 @@ def register(sub) -> None:
     )
     adapt.add_argument("--json", action="store_true", help="also print the result as one JSON object on the last line")
     adapt.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    adapt.set_defaults(func=cmd_adapt)

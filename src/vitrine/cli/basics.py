@@ -9,6 +9,7 @@ import sys
 from vitrine.cli._common import (
     SCHEMA_HELP,
     add_catalog_options,
+    add_command,
     add_runtime_option,
     catalog_schema,
     runtime_arg,
@@ -19,6 +20,10 @@ from vitrine.errors import InvalidInput
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """list registered models and model backends
+
+    List the model registry.
+    """
     from fnmatch import fnmatchcase
 
     from vitrine.errors import NotFound
@@ -46,6 +51,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    """embed a catalog's images (and titles) to .npy + metadata.csv
+
+    Embed every product of a catalog. Output: image_embeddings.npy (float32, one L2-normalised row per product),
+    text_embeddings.npy with --texts, metadata.csv in the same order, manifest.json. Interrupted runs resume from the
+    last completed part when rerun with the same arguments.
+    """
     from vitrine.embed import run_embed
 
     if args.threads:
@@ -61,19 +72,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
         encoder = create_model(args.model, runtime=runtime, fallback=runtime_fallback(args))
     result = run_embed(
-        data=args.data,
-        model=args.model,
-        out=args.out,
-        batch_size=args.batch_size,
-        part_size=args.part_size,
-        texts=args.texts,
-        on_error=args.on_error,
-        schema=catalog_schema(args),
-        limit=args.limit,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        engine=args.engine,
-        ray=ray_options(args),
+        data=args.data, model=args.model, out=args.out, batch_size=args.batch_size, part_size=args.part_size,
+        texts=args.texts, on_error=args.on_error, schema=catalog_schema(args), limit=args.limit,
+        overwrite=args.overwrite, progress=not args.no_progress, engine=args.engine, ray=ray_options(args),
         encoder=encoder,
     )
     resumed = result.count - result.computed
@@ -118,22 +119,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    models = sub.add_parser(
-        "models", help="list registered models and model backends", description="List the model registry."
-    )
+    models = add_command(sub, "models", cmd_models)
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.add_argument(
         "--pattern", help="only the names matching this fnmatch pattern, e.g. '*kagl-base*' or 'hf:*' (quote it)"
     )
-    models.set_defaults(func=cmd_models)
 
-    embed = sub.add_parser(
-        "embed",
-        help="embed a catalog's images (and titles) to .npy + metadata.csv",
-        description="Embed every product of a catalog. Output: image_embeddings.npy (float32, one L2-normalised row "
-        "per product), text_embeddings.npy with --texts, metadata.csv in the same order, manifest.json. "
-        "Interrupted runs resume from the last completed part when rerun with the same arguments.",
-    )
+    embed = add_command(sub, "embed", cmd_embed)
     embed.add_argument(
         "--data",
         required=True,
@@ -172,4 +164,3 @@ def register(sub) -> None:
     )
     add_engine_arguments(embed)
     embed.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    embed.set_defaults(func=cmd_embed)

@@ -10,9 +10,12 @@ import sys
 from vitrine.cli._common import (
     SCHEMA_HELP,
     add_catalog_options,
+    add_command,
     add_eval_options,
+    add_report_output_options,
     add_runtime_option,
     catalog_schema,
+    command_group,
     print_report,
     runtime_arg,
     runtime_fallback,
@@ -54,18 +57,18 @@ def write_report(args: argparse.Namespace, kind: str, report: dict, catalogs=())
     from vitrine.evaluate.report import write_report as write
 
     page = write(
-        kind,
-        report,
-        args.report,
-        catalogs=catalogs,
-        schema=catalog_schema(args),
-        command="vitrine " + shlex.join(args.argv),
-        progress=not args.no_progress,
+        kind, report, args.report, catalogs=catalogs, schema=catalog_schema(args),
+        command="vitrine " + shlex.join(args.argv), progress=not args.no_progress,
     )
     print(f"report: {page}", file=sys.stderr)
 
 
 def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
+    """classify items among class names from prompts
+
+    Zero-shot classification: each item of --data is classified among the class names found in --data and every
+    --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.
+    """
     check_report(args)
     from vitrine.data.splits import load_split_config
     from vitrine.evaluate.runner import run_zero_shot
@@ -92,6 +95,11 @@ def cmd_eval_zero_shot(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    """title -> image (and image -> title) retrieval of exact products
+
+    Queries are the titles of --data items; the gallery is their images plus every --gallery catalog (distractors, ids
+    deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.
+    """
     check_report(args)
     from vitrine.data.splits import load_split_config
     from vitrine.evaluate.runner import run_retrieval
@@ -114,6 +122,11 @@ def cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_composed(args: argparse.Namespace) -> int:
+    """composed retrieval: triplet files, FashionIQ or CIRR
+
+    Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from its own ranking.
+    --protocol fashioniq|cirr reads the official annotation folder given as --data.
+    """
     check_report(args)
     from vitrine.cir.compose import Composer
     from vitrine.models import create_model
@@ -126,35 +139,22 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
         from vitrine.cir.evaluate import run_composed
 
         report = run_composed(
-            args.data,
-            args.triplets,
-            composer,
-            galleries=args.gallery or (),
-            schema=catalog_schema(args),
-            on_error=args.on_error,
-            cache_dir=args.cache_dir,
-            progress=not args.no_progress,
+            args.data, args.triplets, composer, galleries=args.gallery or (), schema=catalog_schema(args),
+            on_error=args.on_error, cache_dir=args.cache_dir, progress=not args.no_progress,
         )
     elif args.protocol == "fashioniq":
         from vitrine.cir.protocols import evaluate_fashioniq
 
         report = evaluate_fashioniq(
-            composer,
-            args.data,
-            args.images or f"{args.data}/images",
-            split=args.split or "val",
+            composer, args.data, args.images or f"{args.data}/images", split=args.split or "val",
             progress=not args.no_progress,
         )
     else:
         from vitrine.cir.protocols import evaluate_cirr
 
         report = evaluate_cirr(
-            composer,
-            args.data,
-            args.images or f"{args.data}/images",
-            split=args.split or "val",
-            submission=args.submission,
-            progress=not args.no_progress,
+            composer, args.data, args.images or f"{args.data}/images", split=args.split or "val",
+            submission=args.submission, progress=not args.no_progress,
         )
     print_report(report, args.json)
     write_report(
@@ -164,6 +164,12 @@ def cmd_eval_composed(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_attributes(args: argparse.Namespace) -> int:
+    """open-vocabulary attribute tagging: per-attribute precision / recall, mean precision
+
+    Tag every item of --data (its --split) and score the tags against its attribute columns. Precision counts answers
+    given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over attributes
+    (RaF-CLIP's measure); top1 is accuracy without abstention.
+    """
     check_report(args)
     from vitrine.cli.tag import resolve_vocabulary
     from vitrine.data.splits import load_split_config
@@ -199,6 +205,14 @@ DEFAULT_ATTRIBUTES = "gender,baseColour,usage,season,articleType"
 
 
 def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
+    """the public fashion leaderboard's KAGL tasks (text->image R@1/R@10/MRR, category P@1/P@10)
+
+    Marqo-FashionCLIP's leaderboard protocol on a catalog: text-to-image with up to --max-queries distinct titles
+    (sampled with --seed) against every product's image; category-to-product (masterCategory) and
+    sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 title).
+    Prints a table in the leaderboard's columns beside its published KAGL rows; --output writes one
+    clip_benchmark-shaped JSON file per task.
+    """
     from pathlib import Path
 
     from vitrine.data.splits import load_split_config, split_config_from, split_filter
@@ -239,16 +253,11 @@ def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    evaluate = sub.add_parser(
-        "eval", help="evaluation protocols (zero-shot, retrieval, composed)", description="Evaluation protocols."
+    protocols = command_group(
+        sub, "eval", "evaluation protocols (zero-shot, retrieval, composed)", "Evaluation protocols.", dest="protocol",
+        metavar="PROTOCOL",
     )
-    protocols = evaluate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
-    zero_shot = protocols.add_parser(
-        "zero-shot",
-        help="classify items among class names from prompts",
-        description="Zero-shot classification: each item of --data is classified among the class names found in --data "
-        "and every --classes-from catalog, with prompt ensembling. Empty and NA values are skipped.",
-    )
+    zero_shot = add_command(protocols, "zero-shot", cmd_eval_zero_shot)
     add_eval_options(zero_shot)
     add_runtime_option(zero_shot, default="torch")
     zero_shot.add_argument("--field", required=True, help="attribute to classify, e.g. articleType")
@@ -270,29 +279,15 @@ def register(sub) -> None:
         "if it has them; each with seen_top1, unseen_top1 and H. A number applies only that margin; 0 turns it off",
     )
     add_report_option(zero_shot)
-    zero_shot.set_defaults(func=cmd_eval_zero_shot)
-    retrieval = protocols.add_parser(
-        "retrieval",
-        help="title -> image (and image -> title) retrieval of exact products",
-        description="Queries are the titles of --data items; the gallery is their images plus every --gallery catalog "
-        "(distractors, ids deduplicated). Output: n_queries, gallery_size, R@1, R@5, R@10, MRR, and image_to_text.",
-    )
+    retrieval = add_command(protocols, "retrieval", cmd_eval_retrieval)
     add_eval_options(retrieval)
     add_runtime_option(retrieval, default="torch")
     retrieval.add_argument("--gallery", nargs="*", help="distractor catalogs added to the gallery")
     retrieval.add_argument("--no-image-to-text", action="store_true", help="skip the image -> title direction")
     add_report_option(retrieval)
-    retrieval.set_defaults(func=cmd_eval_retrieval)
 
-    attributes = protocols.add_parser(
-        "attributes",
-        help="open-vocabulary attribute tagging: per-attribute precision / recall, mean precision",
-        description="Tag every item of --data (its --split) and score the tags against its attribute columns. "
-        "Precision counts "
-        "answers given ('unknown' is no answer), recall every labelled item; mean_precision averages precision over "
-        "attributes (RaF-CLIP's measure); top1 is accuracy without abstention.",
-    )
-    add_eval_options(attributes, model=DEFAULT_TAG_MODEL)
+    attributes = add_command(protocols, "attributes", cmd_eval_attributes)
+    add_eval_options(attributes, model=DEFAULT_TAG_MODEL)  # --split all: a catalog the model never saw is scored whole
     from vitrine.cli.tag import add_tagging_options
 
     attributes.add_argument(
@@ -324,21 +319,10 @@ def register(sub) -> None:
         "--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file"
     )
     add_report_option(attributes)
-    attributes.set_defaults(func=cmd_eval_attributes)  # --split all: a catalog the model never saw is scored whole
 
     from vitrine.evaluate.leaderboard_tasks import MAX_QUERIES, SEED, TASKS
 
-    board = protocols.add_parser(
-        "kagl-leaderboard",
-        help="the public fashion leaderboard's KAGL tasks (text->image R@1/R@10/MRR, category P@1/P@10)",
-        description="Marqo-FashionCLIP's leaderboard protocol on a catalog: text-to-image with up to --max-queries "
-        "distinct titles "
-        "(sampled with --seed) against every product's image; category-to-product (masterCategory) and "
-        "sub-category-to-product (subCategory) with the raw value as the query against normalize(0.9 image + 0.1 "
-        "title). "
-        "Prints a table in the leaderboard's columns beside its published KAGL rows; --output writes one "
-        "clip_benchmark-shaped JSON file per task.",
-    )
+    board = add_command(protocols, "kagl-leaderboard", cmd_eval_leaderboard)
     board.add_argument(
         "--data", required=True, help="the catalog (e.g. ../shared/data/kagl/shards); every product is in the gallery"
     )
@@ -376,15 +360,8 @@ def register(sub) -> None:
     board.add_argument("--no-published", action="store_true", help="leave the published rows out of the table")
     board.add_argument("--json", action="store_true", help="print the records as one JSON list instead of the table")
     board.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    board.set_defaults(func=cmd_eval_leaderboard)
 
-    composed = protocols.add_parser(
-        "composed",
-        help="composed retrieval: triplet files, FashionIQ or CIRR",
-        description="Composed image retrieval. With --triplets: R@1/10/50 over the gallery, the reference removed from "
-        "its own ranking. "
-        "--protocol fashioniq|cirr reads the official annotation folder given as --data.",
-    )
+    composed = add_command(protocols, "composed", cmd_eval_composed)
     composed.add_argument("--data", required=True, help="catalog (triplets) or annotation folder (fashioniq, cirr)")
     composed.add_argument("--protocol", choices=["triplets", "fashioniq", "cirr"], default="triplets")
     composed.add_argument("--triplets", help="JSONL of {reference, modification, targets}")
@@ -405,7 +382,5 @@ def register(sub) -> None:
     composed.add_argument("--schema", help=SCHEMA_HELP)
     composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     add_catalog_options(composed)
-    composed.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    composed.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_report_output_options(composed)
     add_report_option(composed)
-    composed.set_defaults(func=cmd_eval_composed)

@@ -7,10 +7,17 @@ import argparse
 import json
 import sys
 
+from vitrine.cli._common import add_command, command_group
 from vitrine.constants import DEFAULT_MODEL
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """image and text towers as ONNX graphs (dynamic batch), tokenizer and preprocessing beside them
+
+    Write image.onnx, text.onnx (and text.int8.onnx), tokenizer/ and runtime.json (the preprocessing, and the parity
+    with torch measured on probe inputs). Use the directory as --model onnx:DIR; --runtime onnx|onnx-int8 makes and
+    caches an export by itself.
+    """
     from vitrine.models import create_model
     from vitrine.models.onnx_export import export_onnx
 
@@ -31,19 +38,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    export = sub.add_parser(
-        "export", help="export a model for another runtime", description="Export a model for another runtime."
+    formats = command_group(
+        sub, "export", "export a model for another runtime", "Export a model for another runtime.", dest="format",
+        metavar="FORMAT",
     )
-    formats = export.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    onnx = formats.add_parser(
-        "onnx",
-        help="image and text towers as ONNX graphs (dynamic batch), tokenizer and preprocessing beside them",
-        description="Write image.onnx, text.onnx (and text.int8.onnx), tokenizer/ and runtime.json (the preprocessing, "
-        "and the parity with torch measured on probe inputs). Use the directory as --model onnx:DIR; "
-        "--runtime onnx|onnx-int8 makes and caches an export by itself.",
-    )
+    onnx = add_command(formats, "onnx", cmd_export_onnx)
     onnx.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
     onnx.add_argument("--out", required=True, help="directory to write (new or empty)")
     onnx.add_argument("--no-int8", action="store_true", help="skip the int8 text graph")
     onnx.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    onnx.set_defaults(func=cmd_export_onnx)

@@ -36,9 +36,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     from vitrine.index.build import build_index
 
     given = {
-        "exact_max": args.exact_max,
-        "memory_budget": _parse_bytes(args.memory_budget),
-        "approximate": args.approximate,
+        "exact_max": args.exact_max, "memory_budget": _parse_bytes(args.memory_budget), "approximate": args.approximate,
     }
     options = {name: value for name, value in given.items() if value is not None}  # the rest: as saved with the index
 
@@ -57,17 +55,9 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         if runtime_arg(args) != "torch":
             raise InvalidInput("--engine ray encodes with --runtime torch for now; drop --runtime, or --engine ray")
         result = build_index_ray(
-            args.data,
-            args.index,
-            args.model,
-            ray_options(args),
-            batch_size=args.batch_size,
-            commit_every=args.commit_every,
-            on_error=args.on_error,
-            schema=catalog_schema(args),
-            progress=not args.no_progress,
-            options=options,
-            on_commit=log_commit if args.verbose else None,
+            args.data, args.index, args.model, ray_options(args), batch_size=args.batch_size,
+            commit_every=args.commit_every, on_error=args.on_error, schema=catalog_schema(args),
+            progress=not args.no_progress, options=options, on_commit=log_commit if args.verbose else None,
         )
         return finish(built_line(result, " (ray)" + (f", {result.skipped} rows skipped" if result.skipped else "")))
     if args.address or args.workers:
@@ -85,28 +75,14 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         given = resolve_vocabulary(args.attributes, model=tag_name) if args.attributes else None
         saved = None if args.index.startswith("milvus:") else Path(args.index) / SAVED_NAME
         tagger, about = catalog_tagger(
-            tag_model,
-            args.data,
-            resolve_schema(catalog_schema(args)),
-            make_views(args.regions),
-            args.pooling,
-            vocabulary=given,
-            progress=not args.no_progress,
-            saved=saved,
+            tag_model, args.data, resolve_schema(catalog_schema(args)), make_views(args.regions), args.pooling,
+            vocabulary=given, progress=not args.no_progress, saved=saved,
         )
         print(about, file=sys.stderr)
     result = build_index(
-        args.data,
-        args.index,
-        model,
-        batch_size=args.batch_size,
-        on_error=args.on_error,
-        schema=catalog_schema(args),
-        progress=not args.no_progress,
-        options=options,
-        commit_every=args.commit_every,
-        on_commit=log_commit if args.verbose else None,
-        tagger=tagger,
+        args.data, args.index, model, batch_size=args.batch_size, on_error=args.on_error, schema=catalog_schema(args),
+        progress=not args.no_progress, options=options, commit_every=args.commit_every,
+        on_commit=log_commit if args.verbose else None, tagger=tagger,
     )
     return finish(built_line(result, skipped_line(result)))
 
@@ -136,6 +112,11 @@ def _parse_bytes(text: str | None) -> int | None:
 
 
 def cmd_index_merge(args: argparse.Namespace) -> int:
+    """fold the delta log into a new base vector file now
+
+    Fold the delta log (the small commits appended since the last rewrite) into a new base vector file, as one atomic
+    commit. Commits merge by themselves past a threshold; run this at quiet times.
+    """
     from vitrine.disk import writing
     from vitrine.index.stores import open_store, writers_lock
 
@@ -156,6 +137,10 @@ def cmd_index_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_index_stats(args: argparse.Namespace) -> int:
+    """show an index's size, kind and model
+
+    Show an index's size, kind and model.
+    """
     from vitrine.index.stores import open_store
 
     store = open_store(args.index)
@@ -166,16 +151,17 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_index_images(args: argparse.Namespace) -> int:
+    """store the catalog images of an index's products (rerun to resume)
+
+    Store the catalog image of every product in the index that has none yet, so that the service's GET
+    /products/{id}/image shows it (`serve --catalog` stores them as it indexes; `index build` does not). Rerun to
+    resume. Milvus Lite allows one process per file: stop a service on it first.
+    """
     from vitrine.serve.backfill import backfill_images
 
     result = backfill_images(
-        args.data,
-        args.index,
-        images=args.images,
-        schema=catalog_schema(args),
-        on_error=args.on_error,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        args.data, args.index, images=args.images, schema=catalog_schema(args), on_error=args.on_error,
+        overwrite=args.overwrite, progress=not args.no_progress,
     )
     for line in result.examples:
         print(f"  {line}", file=sys.stderr)
@@ -186,6 +172,10 @@ def cmd_index_images(args: argparse.Namespace) -> int:
 
 
 def cmd_index_delete(args: argparse.Namespace) -> int:
+    """remove products by id
+
+    Remove products by id.
+    """
     from vitrine.disk import writing
     from vitrine.index.store import images_dir
     from vitrine.index.stores import open_store, writers_lock
@@ -211,6 +201,13 @@ def cmd_index_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_index_snapshot(args: argparse.Namespace) -> int:
+    """write a consistent copy of a live index to one tar file
+
+    Copy an embedded index (vector files, SQLite metadata through its online backup API, stored images, every other file
+    but the lock and temp files) as of one commit, while `vitrine serve` keeps serving and writing: writers wait only
+    while the files are copied, not while the tar is written. --out gets a manifest (generation, products, model, each
+    file's size and sha256) and appears only once whole. Milvus: use milvus-backup.
+    """
     from vitrine.index.snapshot import snapshot_index
 
     result = snapshot_index(args.index, args.out, progress=not args.no_progress)
@@ -221,6 +218,11 @@ def cmd_index_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_index_restore(args: argparse.Namespace) -> int:
+    """bring back an index from a snapshot file
+
+    Extract a snapshot beside --index, check every file against its manifest and the store's generation and product
+    count, then put it in place. --index must be new or empty unless --force (stop any service using it first).
+    """
     from vitrine.index.snapshot import restore_index
 
     result = restore_index(args.snapshot, args.index, force=args.force, progress=not args.no_progress)
@@ -231,6 +233,10 @@ def cmd_index_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """search an index by text or image
+
+    Search an index by text or by image, optionally filtered by attributes.
+    """
     from vitrine.data.images import load_image
     from vitrine.index.build import index_schema
     from vitrine.search import Query, SearchEngine, parse_filters
@@ -238,15 +244,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     image = load_image(args.image, what="query image") if args.image else None
     query = Query(
-        text=args.text,
-        image=image,
-        modification=args.modify,
-        k=args.k,
-        filters=parse_filters(args.filter or []),
-        mode=args.mode,
-        soft_filters=not args.no_soft_filters,
-        min_score=args.min_score,
-        offset=args.offset,
+        text=args.text, image=image, modification=args.modify, k=args.k, filters=parse_filters(args.filter or []),
+        mode=args.mode, soft_filters=not args.no_soft_filters, min_score=args.min_score, offset=args.offset,
         exclude_reference=not args.keep_reference,
     )
     engine = SearchEngine(
@@ -340,9 +339,7 @@ def add_build_options(action: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     actions = command_group(
-        sub,
-        "index",
-        "build and update a searchable catalog index",
+        sub, "index", "build and update a searchable catalog index",
         "Catalog index: a directory (FAISS + SQLite, embedded) or milvus:FILE.db (Milvus Lite) | milvus:URI (a Milvus "
         "server).",
     )
@@ -350,17 +347,8 @@ def register(sub) -> None:
         ("build", "embed a catalog into an index (rerun to resume after a crash)"),
         ("add", "add or update the products of a catalog"),
     ):
-        add_build_options(add_command(actions, name, cmd_index_build, text, text))
-    images = add_command(
-        actions,
-        "images",
-        cmd_index_images,
-        "store the catalog images of an index's products (rerun to resume)",
-        "Store the catalog image of every product in the index that has none yet, so that the "
-        "service's GET /products/{id}/image shows it (`serve --catalog` stores them as it indexes; "
-        "`index build` does not). Rerun to resume. Milvus Lite allows one process per file: stop "
-        "a service on it first.",
-    )
+        add_build_options(add_command(actions, name, cmd_index_build, help=text, description=text))
+    images = add_command(actions, "images", cmd_index_images)
     add_options(images, data="catalog the index was built from (any format vitrine reads)")
     images.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
     images.add_argument(
@@ -372,25 +360,12 @@ def register(sub) -> None:
     images.add_argument("--overwrite", action="store_true", help="store images again even where one is already stored")
     add_options(images, no_progress="hide the progress bar")
     add_catalog_options(images)
-    stats = add_command(
-        actions,
-        "stats",
-        cmd_index_stats,
-        "show an index's size, kind and model",
-        "Show an index's size, kind and model.",
-    )
+    stats = add_command(actions, "stats", cmd_index_stats)
     stats.add_argument("--index", required=True, help=INDEX_HELP)
     add_options(stats, json=True)
-    merge = add_command(
-        actions,
-        "merge",
-        cmd_index_merge,
-        "fold the delta log into a new base vector file now",
-        "Fold the delta log (the small commits appended since the last rewrite) into a new base "
-        "vector file, as one atomic commit. Commits merge by themselves past a threshold; run this at quiet times.",
-    )
+    merge = add_command(actions, "merge", cmd_index_merge)
     merge.add_argument("--index", required=True, help=INDEX_HELP + " (must exist)")
-    delete = add_command(actions, "delete", cmd_index_delete, "remove products by id", "Remove products by id.")
+    delete = add_command(actions, "delete", cmd_index_delete)
     delete.add_argument("--index", required=True, help=INDEX_HELP)
     delete.add_argument("ids", nargs="+", help="product ids")
     delete.add_argument(
@@ -398,30 +373,11 @@ def register(sub) -> None:
         help="images directory whose stored images of the deleted products are removed too "
         "(default: the one `vitrine serve` uses for the index)",
     )
-    snapshot = add_command(
-        actions,
-        "snapshot",
-        cmd_index_snapshot,
-        "write a consistent copy of a live index to one tar file",
-        "Copy an embedded index (vector files, SQLite metadata through its online backup "
-        "API, stored images, every other file but the lock and temp files) as of one "
-        "commit, while `vitrine serve` keeps serving and writing: writers wait only "
-        "while the files are copied, not while the tar is written. --out gets a "
-        "manifest (generation, products, model, each file's size and sha256) and "
-        "appears only once whole. Milvus: use milvus-backup.",
-    )
+    snapshot = add_command(actions, "snapshot", cmd_index_snapshot)
     snapshot.add_argument("--index", required=True, help="index directory")
     snapshot.add_argument("--out", required=True, help="snapshot file: .tar, or .tar.gz / .tgz (gzip)")
     add_options(snapshot, no_progress="hide the progress bar")
-    restore = add_command(
-        actions,
-        "restore",
-        cmd_index_restore,
-        "bring back an index from a snapshot file",
-        "Extract a snapshot beside --index, check every file against its manifest and "
-        "the store's generation and product count, then put it in place. --index must "
-        "be new or empty unless --force (stop any service using it first).",
-    )
+    restore = add_command(actions, "restore", cmd_index_restore)
     restore.add_argument("--snapshot", required=True, help="a file written by `vitrine index snapshot`")
     restore.add_argument("--index", required=True, help="index directory to restore into")
     restore.add_argument("--force", action="store_true", help="replace what --index holds")
@@ -430,13 +386,7 @@ def register(sub) -> None:
 
 
 def register_search(sub) -> None:
-    search = add_command(
-        sub,
-        "search",
-        cmd_search,
-        "search an index by text or image",
-        "Search an index by text or by image, optionally filtered by attributes.",
-    )
+    search = add_command(sub, "search", cmd_search)
     search.add_argument("--index", required=True, help=INDEX_HELP)
     search.add_argument("--text", help="text query")
     search.add_argument("--image", help="query image file (any common format)")

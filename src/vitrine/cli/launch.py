@@ -20,13 +20,7 @@ def launch(nproc: int, argv: Sequence[str], threads: int = 0) -> int:
         list(argv), "--nproc"
     )  # the processes see WORLD_SIZE instead (and torchrun would misread it)
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "vitrine",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "vitrine",
         *argv,
     ]
     return subprocess.run(command, env=env).returncode

@@ -7,8 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from vitrine.cli._common import add_command
+
 
 def cmd_regions(args: argparse.Namespace) -> int:
+    """crop an image into garment regions, with an overlay to check them
+
+    Write each region's crop (and its segmented view), overlay.png and regions.json.
+    """
     from vitrine.data.images import load_image_file
     from vitrine.data.regions import PROVIDERS, Annotations, crop, overlay
 
@@ -34,11 +40,7 @@ def cmd_regions(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    regions = sub.add_parser(
-        "regions",
-        help="crop an image into garment regions, with an overlay to check them",
-        description="Write each region's crop (and its segmented view), overlay.png and regions.json.",
-    )
+    regions = add_command(sub, "regions", cmd_regions)
     regions.add_argument("--image", required=True, help="image file")
     regions.add_argument("--out", required=True, help="output folder")
     regions.add_argument(
@@ -50,4 +52,3 @@ def register(sub) -> None:
     regions.add_argument(
         "--annotations", help="JSON or CSV sidecar with boxes/polygons, keyed by file stem (overrides --provider)"
     )
-    regions.set_defaults(func=cmd_regions)

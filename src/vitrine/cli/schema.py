@@ -6,8 +6,16 @@ import argparse
 import json
 import sys
 
+from vitrine.cli._common import add_command, command_group
+
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
+    """print the schema a catalog's own columns say
+
+    Read the catalog's header and a sample of its rows and print the schema every command would use for it without
+    --schema: the id, title and image columns, and which other columns are categories (facets, tags) rather than numbers
+    or free text. An ambiguous catalog is an error that writes a draft schema file.
+    """
     from vitrine.data.catalog import schema_for
 
     schema, line = schema_for(args.path, None)
@@ -23,16 +31,7 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    schema = sub.add_parser("schema", help="catalog schemas (infer)", description="Catalog schemas.")
-    actions = schema.add_subparsers(dest="action", required=True, metavar="ACTION")
-    infer = actions.add_parser(
-        "infer",
-        help="print the schema a catalog's own columns say",
-        description="Read the catalog's header and a sample of its rows and print the schema every command would use "
-        "for it "
-        "without --schema: the id, title and image columns, and which other columns are categories (facets, tags) "
-        "rather than numbers or free text. An ambiguous catalog is an error that writes a draft schema file.",
-    )
+    actions = command_group(sub, "schema", "catalog schemas (infer)", "Catalog schemas.")
+    infer = add_command(actions, "infer", cmd_schema_infer)
     infer.add_argument("path", help="a folder with catalog.csv|catalog.jsonl, a metadata file, or WebDataset shards")
     infer.add_argument("--out", help="write the schema JSON here instead of printing it")
-    infer.set_defaults(func=cmd_schema_infer)

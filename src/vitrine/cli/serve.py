@@ -6,12 +6,17 @@ import argparse
 import os
 import sys
 
-from vitrine.cli._common import SCHEMA_HELP, add_catalog_options, add_runtime_option, catalog_schema
+from vitrine.cli._common import SCHEMA_HELP, add_catalog_options, add_command, add_runtime_option, catalog_schema
 from vitrine.constants import DEFAULT_MODEL
 from vitrine.errors import InvalidInput, MissingFile
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """serve the search API and web UI (indexing --catalog first if needed)
+
+    Serve search, composed search, tagging and product endpoints (OpenAPI at /docs) and the web UI at /. With --catalog,
+    the catalog is indexed first (resumable; only new products on later starts).
+    """
     from vitrine.index.stores import store_exists
     from vitrine.serve.prepare import default_index_dir, prepare_index
     from vitrine.serve.settings import SETTINGS_ENV, load_settings
@@ -40,10 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     if args.catalog:
         result = prepare_index(
-            args.catalog,
-            settings,
-            settings.model or DEFAULT_MODEL,
-            schema=catalog_schema(args),
+            args.catalog, settings, settings.model or DEFAULT_MODEL, schema=catalog_schema(args),
             progress=not args.no_progress,
         )
         print(
@@ -78,12 +80,7 @@ def _workers(value: str) -> int | str:
 
 
 def register(sub) -> None:
-    parser = sub.add_parser(
-        "serve",
-        help="serve the search API and web UI (indexing --catalog first if needed)",
-        description="Serve search, composed search, tagging and product endpoints (OpenAPI at /docs) and the web UI "
-        "at /. With --catalog, the catalog is indexed first (resumable; only new products on later starts).",
-    )
+    parser = add_command(sub, "serve", cmd_serve)
     parser.add_argument(
         "--catalog", help="catalog to serve: folder of images + catalog.csv/jsonl, or WebDataset shards"
     )
@@ -152,4 +149,3 @@ def register(sub) -> None:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--no-progress", action="store_true", help="hide the indexing progress bar")
-    parser.set_defaults(func=cmd_serve)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from vitrine.cli._common import SCHEMA_HELP, add_runtime_option, runtime_arg, runtime_fallback
+from vitrine.cli._common import SCHEMA_HELP, add_command, add_runtime_option, runtime_arg, runtime_fallback
 from vitrine.constants import DEFAULT_TAG_MODEL
 from vitrine.tagging.factory import resolve_vocabulary  # noqa: F401  (where `vitrine index` and `eval` take it from)
 
@@ -39,18 +39,18 @@ def add_tagging_options(
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    """tag images with open-vocabulary attributes
+
+    Score each attribute's values (prompts from the vocabulary) against the image's region views and print the best
+    value per attribute, or 'unknown' when its probability is below the attribute's threshold. Adding values or
+    attributes to the vocabulary file needs no retraining.
+    """
     from vitrine.tagging.evaluate import embed_split
     from vitrine.tagging.factory import create_tagger
 
     tagger = create_tagger(
-        args.model,
-        args.attributes,
-        args.regions,
-        args.pooling,
-        args.annotations,
-        args.segmenter,
-        runtime=runtime_arg(args),
-        fallback=runtime_fallback(args),
+        args.model, args.attributes, args.regions, args.pooling, args.annotations, args.segmenter,
+        runtime=runtime_arg(args), fallback=runtime_fallback(args),
     )
     if args.image:
         results = list(zip(args.image, tagger.tag_images(args.image)))
@@ -76,13 +76,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    tag = sub.add_parser(
-        "tag",
-        help="tag images with open-vocabulary attributes",
-        description="Score each attribute's values (prompts from the vocabulary) against the image's region views "
-        "and print the best value per attribute, or 'unknown' when its probability is below the "
-        "attribute's threshold. Adding values or attributes to the vocabulary file needs no retraining.",
-    )
+    tag = add_command(sub, "tag", cmd_tag)
     source = tag.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", nargs="+", help="image file(s)")
     source.add_argument("--data", help="a catalog (any format vitrine reads): tag every product")
@@ -96,4 +90,3 @@ def register(sub) -> None:
     tag.add_argument("--out", help="write JSON lines here instead of printing")
     tag.add_argument("--json", action="store_true", help="print JSON lines")
     tag.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    tag.set_defaults(func=cmd_tag)

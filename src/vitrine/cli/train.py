@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from vitrine.cli._common import SCHEMA_HELP
+from vitrine.cli._common import SCHEMA_HELP, add_command, command_group
 from vitrine.errors import InvalidInput
 
 
@@ -36,6 +36,12 @@ def _train(args: argparse.Namespace, config, given: dict, train, report) -> int:
 
 
 def cmd_train_clip(args: argparse.Namespace) -> int:
+    """contrastive image-text training (OpenFashionCLIP recipe)
+
+    Train a vitrine dual encoder, or fine-tune a CLIP/SigLIP you bring (hf:, openclip:), contrastively. The config
+    (JSON) is saved next to the checkpoint; rerunning the same command resumes from the last checkpoint. The trained
+    model is written to OUT/model.
+    """
     from vitrine.train.clip import train_clip
     from vitrine.train.config import TrainConfig
 
@@ -55,13 +61,8 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig()
     given = {
-        "out": args.out,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "device": args.device,
-        "threads": args.threads,
-        "model": args.model if args.config else None,
-        "sources": sources,
+        "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "device": args.device,
+        "threads": args.threads, "model": args.model if args.config else None, "sources": sources,
     }
     return _train(
         args,
@@ -79,23 +80,20 @@ def cmd_train_clip(args: argparse.Namespace) -> int:
 
 
 def cmd_train_cir(args: argparse.Namespace) -> int:
+    """composed image retrieval, CLIP4Cir's two stages
+
+    Stage 1 fine-tunes the text projection, the text encoder or both encoders (--stage1-trains) with the sum
+    combination; stage 2 trains the Combiner on cached features. Rerunning the same command resumes. Writes OUT/combiner
+    (use it with --combiner) and, when stage 1 fine-tunes an encoder, OUT/model.
+    """
     from vitrine.cir.config import CirTrainConfig
     from vitrine.cir.train import train_cir
 
     config = CirTrainConfig.from_file(args.config) if args.config else CirTrainConfig()
     given = {
-        "stage": args.stage,
-        "out": args.out,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "model": args.model,
-        "triplets": args.triplets,
-        "val_triplets": args.val_triplets,
-        "start": args.start,
-        "threads": args.threads,
-        "combiner": args.combiner,
-        "data": args.data or None,
-        "device": args.device,
+        "stage": args.stage, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps, "model": args.model,
+        "triplets": args.triplets, "val_triplets": args.val_triplets, "start": args.start, "threads": args.threads,
+        "combiner": args.combiner, "data": args.data or None, "device": args.device,
         "stage1_trains": args.stage1_trains,
     }
     return _train(
@@ -104,13 +102,8 @@ def cmd_train_cir(args: argparse.Namespace) -> int:
         given,
         train_cir,
         lambda result: {
-            "out": result.out,
-            "combiner": result.saved,
-            "encoder": _encoder_of(result.saved),
-            "steps": result.steps,
-            "seconds": result.seconds,
-            "seconds_per_epoch": result.seconds_per_epoch,
-            "val": result.metrics or None,
+            "out": result.out, "combiner": result.saved, "encoder": _encoder_of(result.saved), "steps": result.steps,
+            "seconds": result.seconds, "seconds_per_epoch": result.seconds_per_epoch, "val": result.metrics or None,
         },
     )
 
@@ -124,17 +117,18 @@ def _encoder_of(head_dir) -> str | None:
 
 
 def cmd_train_regions(args: argparse.Namespace) -> int:
+    """region-attribute alignment (RaF-CLIP): crops and segmented views vs attribute texts
+
+    Fine-tune a dual encoder so that each product's whole image, foreground crop and segmented crop match its category
+    text and several attribute texts at once (multi-positive contrastive loss). Rerunning resumes. Writes OUT/model (use
+    it as --model vitrine:OUT/model).
+    """
     from vitrine.train.regions import RegionTrainConfig, train_regions
 
     config = RegionTrainConfig.from_file(args.config) if args.config else RegionTrainConfig()
     given = {
-        "data": args.data,
-        "model": args.model,
-        "out": args.out,
-        "epochs": args.epochs,
-        "max_steps": args.max_steps,
-        "threads": args.threads,
-        "device": args.device,
+        "data": args.data, "model": args.model, "out": args.out, "epochs": args.epochs, "max_steps": args.max_steps,
+        "threads": args.threads, "device": args.device,
     }
     return _train(
         args,
@@ -142,16 +136,18 @@ def cmd_train_regions(args: argparse.Namespace) -> int:
         given,
         train_regions,
         lambda result: {
-            "model_dir": result.saved,
-            "steps": result.steps,
-            "seconds": result.seconds,
-            "final_loss": round(result.final_loss, 4),
-            "val": result.metrics,
+            "model_dir": result.saved, "steps": result.steps, "seconds": result.seconds,
+            "final_loss": round(result.final_loss, 4), "val": result.metrics,
         },
     )
 
 
 def cmd_data_make_triplets(args: argparse.Namespace) -> int:
+    """composed-retrieval triplets from KAGL-style colourways and gender swaps
+
+    Pairs of products whose titles differ only in colour (or gender) words become triplets {reference, modification,
+    targets}; the targets are every product of the pair's group with the target value.
+    """
     from vitrine.cir.triplets import make_kagl_triplets, split_of, write_triplets
     from vitrine.data.catalog import open_catalog
     from vitrine.data.splits import load_split_config
@@ -194,15 +190,10 @@ def _add_run_options(parser: argparse.ArgumentParser, nproc_help: str) -> None:
 
 
 def register(sub) -> None:
-    train = sub.add_parser("train", help="train models (recipes: clip, cir, regions)", description="Training recipes.")
-    recipes = train.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
-    clip = recipes.add_parser(
-        "clip",
-        help="contrastive image-text training (OpenFashionCLIP recipe)",
-        description="Train a vitrine dual encoder, or fine-tune a CLIP/SigLIP you bring (hf:, openclip:), "
-        "contrastively. The config (JSON) is saved next to the checkpoint; "
-        "rerunning the same command resumes from the last checkpoint. The trained model is written to OUT/model.",
+    recipes = command_group(
+        sub, "train", "train models (recipes: clip, cir, regions)", "Training recipes.", dest="recipe", metavar="RECIPE"
     )
+    clip = add_command(recipes, "clip", cmd_train_clip)
     clip.add_argument(
         "--config", help="training config JSON (e.g. configs/kagl-small.json); default: built-in defaults"
     )
@@ -215,15 +206,7 @@ def register(sub) -> None:
         "the global batch is split over them, negatives gathered from every process. Several machines: run "
         "`torchrun --nnodes ... -m vitrine train clip ...` yourself",
     )
-    clip.set_defaults(func=cmd_train_clip)
-    cir = recipes.add_parser(
-        "cir",
-        help="composed image retrieval, CLIP4Cir's two stages",
-        description="Stage 1 fine-tunes the text projection, the text encoder or both encoders (--stage1-trains) with "
-        "the sum "
-        "combination; stage 2 trains the Combiner on cached features. Rerunning the same command resumes. Writes "
-        "OUT/combiner (use it with --combiner) and, when stage 1 fine-tunes an encoder, OUT/model.",
-    )
+    cir = add_command(recipes, "cir", cmd_train_cir)
     cir.add_argument("--config", help="CIR config JSON (e.g. configs/cir-kagl-stage2.json); default: built-in defaults")
     cir.add_argument("--stage", type=int, choices=[1, 2], help="1: text side (or both encoders) + sum; 2: Combiner")
     cir.add_argument(
@@ -240,29 +223,14 @@ def register(sub) -> None:
         "--combiner", choices=["combiner", "agcn"], help="stage 2 network: CLIP4Cir's Combiner or RaF-CLIP's AGCN"
     )
     _add_run_options(cir, "each takes a slice of every batch's queries, scored against the whole batch's targets")
-    cir.set_defaults(func=cmd_train_cir)
-    regions = recipes.add_parser(
-        "regions",
-        help="region-attribute alignment (RaF-CLIP): crops and segmented views vs attribute texts",
-        description="Fine-tune a dual encoder so that each product's whole image, foreground crop and segmented crop "
-        "match its "
-        "category text and several attribute texts at once (multi-positive contrastive loss). Rerunning resumes. "
-        "Writes OUT/model (use it as --model vitrine:OUT/model).",
-    )
+    regions = add_command(recipes, "regions", cmd_train_regions)
     regions.add_argument("--config", help="config JSON (e.g. configs/regions-kagl.json); default: built-in defaults")
     regions.add_argument("--data", help="catalog with attribute columns")
     regions.add_argument("--model", help="dual encoder to start from (registry name or model directory)")
     _add_run_options(regions, "each encodes a slice of every batch, the loss sees the whole batch")
-    regions.set_defaults(func=cmd_train_regions)
 
-    data = sub.add_parser("data", help="dataset tools (make-triplets)", description="Dataset tools.")
-    data_actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
-    triplets = data_actions.add_parser(
-        "make-triplets",
-        help="composed-retrieval triplets from KAGL-style colourways and gender swaps",
-        description="Pairs of products whose titles differ only in colour (or gender) words become triplets "
-        "{reference, modification, targets}; the targets are every product of the pair's group with the target value.",
-    )
+    data_actions = command_group(sub, "data", "dataset tools (make-triplets)", "Dataset tools.")
+    triplets = add_command(data_actions, "make-triplets", cmd_data_make_triplets)
     triplets.add_argument("--data", required=True, help="catalog with titles, baseColour, gender and articleType")
     triplets.add_argument("--out", required=True, help="output JSONL file")
     triplets.add_argument(
@@ -281,4 +249,3 @@ def register(sub) -> None:
     triplets.add_argument("--kinds", nargs="+", choices=["colour", "gender"], default=["colour", "gender"])
     triplets.add_argument("--seed", type=int, default=0, help="template choice seed")
     triplets.add_argument("--schema", help=SCHEMA_HELP)
-    triplets.set_defaults(func=cmd_data_make_triplets)

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitrine.errors import InvalidInput
+from vitrine.config_file import ConfigFile
+from vitrine.errors import ConfigError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -65,8 +66,10 @@ def to_tensor(image: Image.Image, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class ImageTransform:
+class ImageTransform(ConfigFile):
     """Eval-time preprocessing: pad -> resize shorter side -> centre crop -> normalise."""
+
+    config_name = "image transform"
 
     size: int = 224
     pad: str = "targetpad"  # "none" | "squarepad" | "targetpad"
@@ -79,17 +82,9 @@ class ImageTransform:
 
     def __post_init__(self):
         if self.pad not in ("none", "squarepad", "targetpad"):
-            raise InvalidInput(f"pad must be none, squarepad or targetpad, got {self.pad!r}")
+            raise ConfigError(f"pad must be none, squarepad or targetpad, got {self.pad!r}")
         if self.resample not in _RESAMPLE:
-            raise InvalidInput(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ImageTransform":
-        values = dict(data)
-        for key in ("fill", "mean", "std"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+            raise ConfigError(f"resample must be one of {sorted(_RESAMPLE)}, got {self.resample!r}")
 
     def geometry(self, image: Image.Image) -> Image.Image:
         if self.pad == "squarepad":

@@ -47,7 +47,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -166,7 +166,7 @@ class FaissStore:
         if isinstance(options, IndexOptions):
             merged = options
         elif options:
-            merged = replace(merged, **options)
+            merged = merged.replace(**options)  # a mapping: checked like any config
         if stored_model is None or merged.to_json() != stored:
             with self.meta.transaction():
                 if stored_model is None:

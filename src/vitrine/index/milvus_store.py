@@ -40,7 +40,6 @@ import threading
 import urllib.parse
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -311,7 +310,7 @@ class MilvusStore:
                     f"extended with {model} ({dim}-d). Rebuild it with that model or use --model {self.model}."
                 )
             if options:
-                merged = options if isinstance(options, IndexOptions) else replace(self.options, **options)
+                merged = options if isinstance(options, IndexOptions) else self.options.replace(**options)
                 if merged != self.options:
                     self._set_properties({"vitrine.options": merged.to_json()})
                     self.options = merged

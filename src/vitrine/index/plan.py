@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
+from vitrine.config_file import ConfigFile, loads_object
 from vitrine.errors import ConfigError
 
 KINDS = ("flat", "hnsw", "ivfpq")
@@ -13,8 +14,11 @@ _IDMAP_BYTES = 48  # int64 label plus IndexIDMap2's reverse hash-map entry, per 
 
 
 @dataclass(frozen=True)
-class IndexOptions:
-    """How a store picks and tunes its index; saved with the index."""
+class IndexOptions(ConfigFile):
+    """How a store picks and tunes its index; saved with the index (read back like every config: an unknown key or a
+    wrong type is refused)."""
+
+    config_name = "index options"
 
     exact_max: int = 100_000  # up to this many vectors, search is exact (flat)
     memory_budget: int | None = None  # bytes for the vector index; None: half of this machine's RAM
@@ -50,12 +54,11 @@ class IndexOptions:
             raise ConfigError("delta_max_fraction, delta_max_vectors and delta_min_base must be >= 0")
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "IndexOptions":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        return cls.from_dict(loads_object(text, "index options", ConfigError))
 
     def budget(self) -> int:
         return self.memory_budget if self.memory_budget is not None else system_memory() // 2
