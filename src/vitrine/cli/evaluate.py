@@ -253,10 +253,8 @@ def cmd_eval_leaderboard(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    protocols = command_group(
-        sub, "eval", "evaluation protocols (zero-shot, retrieval, composed)", "Evaluation protocols.", dest="protocol",
-        metavar="PROTOCOL",
-    )
+    protocols = command_group(sub, "eval", "evaluation protocols (zero-shot, retrieval, composed)",
+        "Evaluation protocols.", dest="protocol", metavar="PROTOCOL")
     zero_shot = add_command(protocols, "zero-shot", cmd_eval_zero_shot)
     add_eval_options(zero_shot)
     add_runtime_option(zero_shot, default="torch")
@@ -302,18 +300,14 @@ def register(sub) -> None:
         help="first fit each attribute's softmax temperature on this split of --data (never the evaluated split)",
     )
     attributes.add_argument(
-        "--hierarchy-split",
-        default="train",
-        choices=["", "all", "train", "val", "calib"],
+        "--hierarchy-split", default="train", choices=["", "all", "train", "val", "calib"],
         help="with --calibrate-split: read the attribute hierarchy (e.g. articleType -> subCategory -> masterCategory) "
-        "off the labels of this split; coarse attributes then follow the finer one ('' to skip; default %(default)s)",
+        "off the labels of this split; coarse attributes then follow the finer one ('' to skip; default %(default)s)"
     )
     attributes.add_argument(
-        "--target-precision",
-        type=float,
-        default=0.9,
+        "--target-precision", type=float, default=0.9,
         help="with --calibrate-split: fit each attribute's 'unknown' threshold so that its answered tags reach this "
-        "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)",
+        "precision there (or answer half the items when none does; 0 to keep the vocabulary's; default %(default)s)"
     )
     attributes.add_argument(
         "--save-vocabulary", help="write the vocabulary, with the fitted temperatures, to this JSON file"
@@ -339,16 +333,12 @@ def register(sub) -> None:
     )
     board.add_argument("--seed", type=int, default=SEED, help="query sampling seed; default %(default)s")
     board.add_argument(
-        "--query-split",
-        default="all",
-        choices=["all", "val", "unseen", "calib", "heldout"],
+        "--query-split", default="all", choices=["all", "val", "unseen", "calib", "heldout"],
         help="text-to-image: sample the queries from the titles of this split's products only (e.g. 'heldout': "
-        "products the model did not train on), the gallery staying the whole catalog; default %(default)s",
+        "products the model did not train on), the gallery staying the whole catalog; default %(default)s"
     )
-    board.add_argument(
-        "--split-config",
-        help="with --query-split: the split (a training config or training.json); default: the model's own",
-    )
+    board.add_argument("--split-config",
+        help="with --query-split: the split (a training config or training.json); default: the model's own")
     board.add_argument("--dataset", default="kagl", help="the dataset name in the records; default %(default)s")
     board.add_argument(
         "--output", help="folder for the records, one {dataset}_{model}_{task}.json each (clip_benchmark's naming)"
@@ -371,14 +361,10 @@ def register(sub) -> None:
     composed.add_argument("--submission", help="cirr: write the test-server JSON files into this folder")
     composed.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
     add_runtime_option(composed, default="torch")
-    composed.add_argument(
-        "--combiner",
-        default="combiner",
-        help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s",
-    )
-    composed.add_argument(
-        "--cache-dir", default="runs/cache", help="where gallery features are cached; default %(default)s"
-    )
+    composed.add_argument("--combiner", default="combiner",
+        help="image | text | sum | combiner (shipped) | a combiner directory; default %(default)s")
+    composed.add_argument("--cache-dir", default="runs/cache",
+        help="where gallery features are cached; default %(default)s")
     composed.add_argument("--schema", help=SCHEMA_HELP)
     composed.add_argument("--on-error", choices=["skip", "fail"], default="skip")
     add_catalog_options(composed)

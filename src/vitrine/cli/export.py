@@ -38,10 +38,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    formats = command_group(
-        sub, "export", "export a model for another runtime", "Export a model for another runtime.", dest="format",
-        metavar="FORMAT",
-    )
+    formats = command_group(sub, "export", "export a model for another runtime", "Export a model for another runtime.",
+        dest="format", metavar="FORMAT")
     onnx = add_command(formats, "onnx", cmd_export_onnx)
     onnx.add_argument("--model", default=DEFAULT_MODEL, help="registry name; default %(default)s")
     onnx.add_argument("--out", required=True, help="directory to write (new or empty)")

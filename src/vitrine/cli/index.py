@@ -23,7 +23,7 @@ from vitrine.cli._common import (
     runtime_fallback,
 )
 from vitrine.cli.basics import add_engine_arguments
-from vitrine.constants import DEFAULT_TAG_MODEL
+from vitrine.constants import DEFAULT_SEARCH_MODE, DEFAULT_TAG_MODEL, SEARCH_MODES
 from vitrine.errors import InvalidInput
 
 INDEX_HELP = (
@@ -393,20 +393,14 @@ def register_search(sub) -> None:
     search.add_argument(
         "--modify", help='with --image: what should change, e.g. "in black" or "for women" (composed search)'
     )
-    search.add_argument(
-        "--combiner",
-        default="combiner",
-        help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s",
-    )
-    search.add_argument(
-        "--filter", action="append", help="field=value; repeat for more (same field: any of the values)"
-    )
+    search.add_argument("--combiner", default="combiner",
+        help="with --modify: sum | combiner (shipped) | a combiner directory; default %(default)s")
+    search.add_argument("--filter", action="append",
+        help="field=value; repeat for more (same field: any of the values)")
     search.add_argument("-k", type=int, default=10, help="number of results; default %(default)s")
     search.add_argument("--offset", type=int, default=0, help="skip this many hits first (paging); default 0")
     search.add_argument(
-        "--mode",
-        choices=["hybrid", "vector", "lexical"],
-        default="hybrid",
+        "--mode", choices=SEARCH_MODES, default=DEFAULT_SEARCH_MODE,
         help="hybrid (default): vector and BM25 fused (vector alone on a Milvus server before 2.5); vector: cosine "
         "only; lexical: BM25 only",
     )

@@ -43,12 +43,8 @@ def register(sub) -> None:
     regions = add_command(sub, "regions", cmd_regions)
     regions.add_argument("--image", required=True, help="image file")
     regions.add_argument("--out", required=True, help="output folder")
-    regions.add_argument(
-        "--provider",
-        choices=["whole", "foreground", "body"],
-        default="body",
-        help="whole image, segmented foreground, or body-part crops of it (default %(default)s)",
-    )
+    regions.add_argument("--provider", choices=["whole", "foreground", "body"], default="body",
+        help="whole image, segmented foreground, or body-part crops of it (default %(default)s)")
     regions.add_argument(
         "--annotations", help="JSON or CSV sidecar with boxes/polygons, keyed by file stem (overrides --provider)"
     )

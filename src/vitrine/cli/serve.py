@@ -7,7 +7,7 @@ import os
 import sys
 
 from vitrine.cli._common import SCHEMA_HELP, add_catalog_options, add_command, add_runtime_option, catalog_schema
-from vitrine.constants import DEFAULT_MODEL
+from vitrine.constants import DEFAULT_MODEL, SEARCH_MODES
 from vitrine.errors import InvalidInput, MissingFile
 
 
@@ -134,7 +134,7 @@ def register(sub) -> None:
     )
     parser.add_argument(
         "--search-mode",
-        choices=["hybrid", "vector", "lexical"],
+        choices=SEARCH_MODES,
         help="how queries rank unless they say: hybrid "
         "(default: vector and BM25 fused; on a Milvus server before 2.5, vector), vector (cosine only) or lexical "
         "(BM25 only)",

@@ -234,11 +234,9 @@ def register(sub) -> None:
     triplets.add_argument("--data", required=True, help="catalog with titles, baseColour, gender and articleType")
     triplets.add_argument("--out", required=True, help="output JSONL file")
     triplets.add_argument(
-        "--split",
-        choices=["all", "train", "val"],
-        default="all",
+        "--split", choices=["all", "train", "val"], default="all",
         help="keep triplets whose reference is in the encoder's training split (train) or held out from it (val); "
-        "default %(default)s",
+        "default %(default)s"
     )
     triplets.add_argument(
         "--split-config",
