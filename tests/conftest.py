@@ -309,5 +309,5 @@ def shots(tmp_path):
     return support_browser.screenshot_folder(tmp_path)
 
 
-# A real Milvus server for the whole session (or a skip that says why): tests/milvus_server.py.
-from tests.milvus_server import milvus_server  # noqa: E402,F401
+# A real Milvus server for the whole session (or a skip that says why): tests/support/milvus_server.py.
+from tests.support.milvus_server import milvus_server  # noqa: E402,F401

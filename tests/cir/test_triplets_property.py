@@ -7,7 +7,7 @@ import re
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.strategies import bounded, dumps, encoded, json_values, jsonl_text, odd_text
+from tests.support.strategies import bounded, dumps, encoded, json_values, jsonl_text, odd_text
 
 from vitrine.cir.triplets import Triplet, read_triplets
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tests.conftest import jpeg_bytes
-from tests.strategies import (
+from tests.support.strategies import (
     ODD_JSON,
     bounded,
     csv_text,

@@ -2,7 +2,8 @@
 files name the backends they run it on (test_store_conformance.py: the embedded ones; test_store_milvus_server.py: the
 server, in a file of its own so that it runs beside the others).
 
-The server is tests/milvus_server.py's, shared by the session; each test's stores are collections of its own there.
+The server is tests/support/milvus_server.py's, shared by the session; each test's stores are collections of its own
+there.
 Each test runs once per backend and holds every one to the same contract: writes visible to the next search,
 exact attribute filters (however selective), values matched literally, missing values read back missing, persistence,
 model-mismatch refusal, crash-resume of `vitrine index build`, and hybrid ranking that agrees with the embedded
@@ -18,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 from tests.conftest import make_rows, require_scale, write_shards
-from tests.milvus_server import drop_collections
+from tests.support.milvus_server import drop_collections
 
 from vitrine.index.store import IndexMismatchError
 from vitrine.index.stores import open_store

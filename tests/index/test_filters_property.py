@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.strategies import bounded, odd_text
+from tests.support.strategies import bounded, odd_text
 
 from vitrine.index.milvus_filters import filter_expression
 from vitrine.search import parse_filters

@@ -2,7 +2,7 @@
 restarted.
 
 Both run `vitrine serve` on a collection of a real Milvus standalone server of this module's own
-(tests/milvus_server.py,
+(tests/support/milvus_server.py,
 the `milvus` wheel's 2.3.5: it is killed here, so never the session's shared one), with the client ledger, the load and
 the "acknowledged writes survive, nothing half-written" check of tests/serve/test_crash_consistency.py:
 - the service is SIGKILLed at seeded moments (after a seeded number of acknowledged writes, or at the store failpoint
@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.conftest import make_rows, prepared_index, require_scale
-from tests.milvus_server import own_server
 from tests.support import crash_load as crash
 from tests.support.http import AUTH
+from tests.support.milvus_server import own_server
 
 require_scale("pymilvus")
 

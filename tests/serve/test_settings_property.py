@@ -9,7 +9,7 @@ from dataclasses import fields
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.strategies import bounded, dumps, encoded, json_text, json_values, odd_text
+from tests.support.strategies import bounded, dumps, encoded, json_text, json_values, odd_text
 
 from vitrine.serve.settings import ENV_PREFIX, ServeSettings, load_settings
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.strategies import bounded, encoded, json_text, odd_text, scalars, short_text, yaml_values
+from tests.support.strategies import bounded, encoded, json_text, odd_text, scalars, short_text, yaml_values
 
 from vitrine.tagging.vocabulary import (
     Vocabulary,

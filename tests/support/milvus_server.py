@@ -9,7 +9,7 @@
 It skips with the reason when neither gives a server that vitrine's collections work on, and fails instead when
 `$VITRINE_REQUIRE_MILVUS_SERVER` is set.
 
-`python -m tests.milvus_server` starts the wheel's server, prints its start time, memory and version, tries one
+`python -m tests.support.milvus_server` starts the wheel's server, prints its start time, memory and version, tries one
 vitrine collection on it and stops it: the check to rerun when a new `milvus` wheel appears.
 """
 
