@@ -11,9 +11,10 @@ from pathlib import Path
 
 from torch import nn
 
+import vitrine.models.agcn  # noqa: F401  (registers the AGCN head)
+import vitrine.models.combiner  # noqa: F401  (registers the Combiner head)
 from vitrine.constants import DEFAULT_MODEL
 from vitrine.errors import InvalidInput, MissingFile
-from vitrine.models import agcn, combiner  # noqa: F401  (register the heads)
 from vitrine.models.heads import CONFIG_FILE, TEXT_PROJECTION_FILE, head_class, read_head_config
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
