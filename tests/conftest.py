@@ -106,19 +106,20 @@ def pytest_configure(config):
     )
 
 
-# The test files that take longest (seconds in one process on 2 cores, `pytest --durations=0`, 2026-12-04), run first:
+# The test files that take longest (their summed `pytest --durations=0` seconds in a full run, 2026-12-04), run first:
 # with one process per core (`--dist loadfile`), the long ones start at once and the short ones fill in around them,
 # instead of a long file starting last and running alone.
 LONGEST_FIRST = [
-    "tests/serve/test_crash_consistency.py",
     "tests/embed/test_ray_engine.py",
-    "tests/index/test_store_milvus_server.py",
-    "tests/train/test_distributed.py",
-    "tests/serve/test_service.py",
-    "tests/index/test_store_conformance.py",
     "tests/serve/test_milvus_faults.py",
+    "tests/serve/test_crash_consistency.py",
+    "tests/train/test_distributed.py",
+    "tests/index/test_store_milvus_server.py",
+    "tests/index/test_store_conformance.py",
+    "tests/serve/test_service.py",
     "tests/tagging/test_shipped_tags_on_hires.py",
     "tests/docs/test_readme_own_catalog.py",
+    "tests/models/test_shipped_on_hires.py",
     "tests/docs/test_readme_walkthrough.py",
 ]
 
