@@ -18,3 +18,26 @@ def test_cache_encodes_each_string_once_and_keeps_order(tmp_path, small_model, m
     with torch.no_grad():
         direct = small_model.text(small_model.text.tokenize(["a green watch"]))[2]
     assert torch.allclose(second[1], direct[0], atol=1e-5)
+
+
+def test_an_onnx_exports_text_embeddings_are_encoded_once_and_read_back_unchanged(monkeypatch, tmp_path):
+    """A tagger's vocabulary prompts on restart: an ONNX export's rows come from the cache; a torch model has no
+    outputs identity and is always asked."""
+    import vitrine.embed.encode as encode
+    from vitrine.models import create_model
+
+    onnx = create_model("vitrine:small", runtime="onnx")
+    kurta, watch = f"a crimson kurta ({tmp_path})", f"a teal watch ({tmp_path})"  # new to the run's shared cache
+    texts = [kurta, watch, kurta]
+    direct = encode.encode_texts(onnx, texts)
+    asked = []
+    real = encode.encode_texts
+    monkeypatch.setattr(encode, "encode_texts", lambda model, texts: asked.append(list(texts)) or real(model, texts))
+    first = text_cache.encoder_text_embeddings(onnx, texts)
+    again = text_cache.encoder_text_embeddings(create_model("vitrine:small", runtime="onnx"), texts[::-1])
+    assert asked == [[kurta, watch]]
+    assert torch.allclose(first, direct, atol=1e-6) and torch.equal(again, first.flip(0))
+    torch_model = create_model("vitrine:small")
+    assert getattr(torch_model, "outputs_identity", None) is None
+    text_cache.encoder_text_embeddings(torch_model, texts[:1])
+    assert asked[-1] == texts[:1]

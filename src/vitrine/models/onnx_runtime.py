@@ -8,6 +8,7 @@ tokenizer, so the torch and ONNX paths share every step but the forward pass.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -79,6 +80,17 @@ class OnnxEncoder(Encoder):
         self.has_pooled_text = "pooled" in self._text_outputs
 
     concurrent_calls = True  # ONNX Runtime sessions may run calls from several threads at once
+
+    @property
+    def outputs_identity(self) -> str:
+        """A digest of what fixes this encoder's outputs: its manifest, runtime and graph files (by size and mtime, so
+        an export written again gets a new one); keys `vitrine.embed.text_cache.encoder_text_embeddings`."""
+        digest = hashlib.sha256(f"{self.directory.resolve()}\n{self.runtime}\n".encode())
+        digest.update(json.dumps(self.manifest, sort_keys=True).encode())
+        for name in sorted(self.manifest["files"].values()):
+            stat = (self.directory / name).stat()
+            digest.update(f"\n{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return digest.hexdigest()[:24]
 
     def with_threads(self, threads: int) -> "OnnxEncoder":
         """The same export with `threads` intra-op threads per call (one thread per call, several calls at once, is

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitrine.data.images import load_image
-from vitrine.embed.encode import encode_texts
+from vitrine.embed.text_cache import encoder_text_embeddings
 from vitrine.tagging.views import DEFAULT_REGION_WEIGHT, RegionViews, encode_views, pool_scores
 from vitrine.tagging.vocabulary import Attribute, Vocabulary
 
@@ -37,7 +37,7 @@ class Tag:
 def value_embeddings(model, attribute: Attribute) -> torch.Tensor:
     """(C, D): each value's prompt ensemble, averaged and renormalised."""
     flat = [prompt for value in attribute.values for prompt in value.prompts]
-    embeds = encode_texts(model, flat)
+    embeds = encoder_text_embeddings(model, flat)  # an ONNX export's are read back from its cache
     out, start = [], 0
     for value in attribute.values:
         out.append(F.normalize(embeds[start : start + len(value.prompts)].mean(0), dim=-1))
