@@ -128,7 +128,7 @@ def register_runtime(name: str, description: str):
 
 def model_files_fingerprint(name: str) -> str | None:
     """A digest of the files model `name` is built from, read without building it; None where its registration
-    cannot say (a seeded random init, a hub id) or its files are missing."""
+    cannot say (a hub id) or its files are missing."""
     prefix, sep, rest = name.partition(":")
     if not sep:
         return None
