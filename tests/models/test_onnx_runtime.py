@@ -143,13 +143,15 @@ def test_a_cached_export_is_found_from_the_files_without_building_the_torch_mode
 
 
 def test_a_seeded_builtin_config_is_fingerprinted_by_its_file_and_its_export_found_unbuilt(tmp_path, monkeypatch):
-    """`vitrine:small` (a seeded init): two processes build the same weights, so its config file, tower wheels and
-    torch version name them, and a second start opens the cached export without building torch."""
+    """`vitrine:small` (a seeded init): two processes, on different thread counts, build the same weights, so its config
+    file, tower wheels and torch version name them, and a second start opens the cached export without building
+    torch."""
     from vitrine.models import model_files_fingerprint, towers
     from vitrine.models.onnx_cache import weights_digest
 
     monkeypatch.setenv("VITRINE_ONNX_CACHE", str(tmp_path / "cache"))
-    script = "from vitrine.models import create_model; from vitrine.models.onnx_cache import weights_digest; "
+    script = f"import torch; torch.set_num_threads({torch.get_num_threads() + 1}); "  # LAPACK's QR rounds by threads
+    script += "from vitrine.models import create_model; from vitrine.models.onnx_cache import weights_digest; "
     script += "print(weights_digest(create_model('vitrine:small')))"
     other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == weights_digest(create_model("vitrine:small"))

